@@ -1,0 +1,50 @@
+# OpenBank Mesh: every developer and CI entry point.
+#   make up     create .venv, install, generate code, run the whole mesh locally
+#   make test   everything: lint, contract, unit, integration (real Redis + PostgreSQL), e2e
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install gen lint buf-checks test test-servers up clean bench
+
+help:
+	@grep -E '^#  ' Makefile | sed 's/^#  //'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+install: $(STAMP) node_modules/.package-lock.json
+
+gen: install
+	$(PY) scripts/gen_protos.py
+
+buf-checks: node_modules/.package-lock.json
+	bash scripts/buf_checks.sh
+
+lint: gen buf-checks
+	$(VENV)/bin/ruff check libs services gateway meshcli tests bench scripts
+
+test-servers:
+	bash scripts/ensure_test_servers.sh
+
+test: lint test-servers
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+up: gen
+	$(PY) -m meshcli.main up
+
+bench: gen
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf gen/openbank/*/ gen/*.binpb data .pytest_cache

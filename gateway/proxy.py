@@ -1,0 +1,115 @@
+"""Raw-bytes forwarding of public rpcs to long-lived upstream channels.
+
+Messages are never decoded on the hot path; the partner's deadline (capped), cancellation,
+trace context, interaction id and bearer token travel to the upstream, and the upstream's
+status, details and trailers travel back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import grpc
+
+from gateway.routing import Route
+from meshlib.logs import interaction_id_var
+from meshlib.server import INTERACTION_ID_HEADER
+
+log = logging.getLogger("gateway.proxy")
+
+# Only these partner headers reach a service; everything else stays at the edge.
+FORWARDED_HEADERS = frozenset({"authorization", INTERACTION_ID_HEADER, "x-fapi-customer-ip-address"})
+_UPSTREAM_TRAILERS = frozenset({"grpc-status-details-bin", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"})
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+class GatewayProxy(grpc.GenericRpcHandler):
+    """Serves every route by forwarding to its upstream channel."""
+
+    def __init__(
+        self,
+        routes: Mapping[str, Route],
+        channels: Mapping[str, grpc.aio.Channel],
+        *,
+        max_call_deadline: float,
+        max_stream_deadline: float,
+    ) -> None:
+        self._routes = routes
+        self._channels = channels
+        self._max_call_deadline = max_call_deadline
+        self._max_stream_deadline = max_stream_deadline
+        self._handlers = {path: self._handler(path, route) for path, route in routes.items()}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        """The handler for a public rpc; None (UNIMPLEMENTED) for anything else."""
+        return self._handlers.get(handler_call_details.method)
+
+    def _handler(self, path: str, route: Route) -> grpc.RpcMethodHandler:
+        channel = self._channels[route.upstream]
+        if route.policy.server_streaming:
+            stream_call = channel.unary_stream(path, request_serializer=_identity, response_deserializer=_identity)
+
+            async def forward_stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+                call = stream_call(
+                    request,
+                    metadata=_forward_metadata(context),
+                    timeout=_deadline(context, self._max_stream_deadline),
+                )
+                await _send_interaction_id(context)
+                try:
+                    async for message in call:
+                        yield message
+                except grpc.aio.AioRpcError as error:
+                    await _relay_error(context, error)
+                finally:
+                    call.cancel()
+
+            return grpc.unary_stream_rpc_method_handler(forward_stream, _identity, _identity)
+
+        unary_call = channel.unary_unary(path, request_serializer=_identity, response_deserializer=_identity)
+
+        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            await _send_interaction_id(context)
+            try:
+                return await unary_call(
+                    request, metadata=_forward_metadata(context), timeout=_deadline(context, self._max_call_deadline)
+                )
+            except grpc.aio.AioRpcError as error:
+                await _relay_error(context, error)
+                raise AssertionError("unreachable") from error
+
+        return grpc.unary_unary_rpc_method_handler(forward, _identity, _identity)
+
+
+def _deadline(context: grpc.aio.ServicerContext, cap: float) -> float:
+    remaining = context.time_remaining()
+    return cap if remaining is None else max(0.001, min(remaining, cap))
+
+
+def _forward_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, Any], ...]:
+    forwarded = [(k, v) for k, v in context.invocation_metadata() or () if k in FORWARDED_HEADERS and k != INTERACTION_ID_HEADER]
+    interaction_id = interaction_id_var.get()
+    if interaction_id:
+        forwarded.append((INTERACTION_ID_HEADER, interaction_id))
+    return tuple(forwarded)
+
+
+async def _send_interaction_id(context: grpc.aio.ServicerContext) -> None:
+    interaction_id = interaction_id_var.get()
+    if interaction_id:
+        await context.send_initial_metadata(((INTERACTION_ID_HEADER, interaction_id),))
+
+
+async def _relay_error(context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError) -> None:
+    """Pass the upstream's status through unchanged (its details are already partner-safe)."""
+    trailers = tuple((k, v) for k, v in error.trailing_metadata() or () if k in _UPSTREAM_TRAILERS)
+    code = error.code()
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        # An upstream without the method must look the same as an unknown method here.
+        code, trailers = grpc.StatusCode.UNAVAILABLE, ()
+    await context.abort(code, error.details() or "", trailers)

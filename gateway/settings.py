@@ -1,0 +1,19 @@
+"""Gateway settings, read from the environment at start-up."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from meshlib.app import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    """Where the upstream services are and how long a partner call may last."""
+
+    model_config = SettingsConfigDict(env_prefix="OBM_", extra="ignore", frozen=True)
+
+    # A partner's deadline is capped so that a stuck upstream cannot hold a slot forever.
+    max_call_deadline_seconds: float = Field(default=30.0, gt=0, le=600)
+    max_stream_deadline_seconds: float = Field(default=3600.0, gt=0)
+    upstream_call_timeout_seconds: float = Field(default=10.0, gt=0, le=600)

@@ -1,0 +1,1 @@
+"""Generated protobuf code for the OpenBank Mesh contract (openbank.<service>.v1). Do not edit."""

@@ -1,0 +1,179 @@
+"""The one way a service process starts.
+
+``run_service(spec)`` reads settings from the environment, sets up logging and tracing,
+opens the database and migrates it, lets the service wire its layers (``spec.wire``),
+serves with health/reflection/interceptors, and stops gracefully on SIGTERM. Tests call
+``start_service(spec, settings)`` to get the same process in-memory on port 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from meshlib.auth.interceptor import AuthInterceptor
+from meshlib.auth.jwks_client import identity_jwks_fetcher
+from meshlib.auth.verifier import JwksCache, JwtVerifier, VerifierSettings
+from meshlib.clients import ChannelSettings, open_channel
+from meshlib.config import ServerSettings, StorageSettings
+from meshlib.logs import configure_logging
+from meshlib.policy import contract_policies
+from meshlib.server import Lifecycle, MeshServer, ServiceRegistration
+from meshlib.storage.database import Database, database_url_for
+from meshlib.storage.migrations import upgrade_to_head
+from meshlib.telemetry import configure_tracing
+
+log = logging.getLogger("meshlib.app")
+
+DEFAULT_PORTS = {"gateway": 50050, "identity": 50051, "account": 50052, "payment": 50053, "settlement": 50054}
+
+
+class ServiceSettings(ServerSettings, StorageSettings):
+    """Settings every service reads: its server, its store, where its peers are, and tokens."""
+
+    model_config = SettingsConfigDict(env_prefix="OBM_", extra="ignore", frozen=True)
+
+    identity_target: str = f"127.0.0.1:{DEFAULT_PORTS['identity']}"
+    account_target: str = f"127.0.0.1:{DEFAULT_PORTS['account']}"
+    payment_target: str = f"127.0.0.1:{DEFAULT_PORTS['payment']}"
+    settlement_target: str = f"127.0.0.1:{DEFAULT_PORTS['settlement']}"
+    token_issuer: str = "https://identity.openbank.local"
+    token_audience: str = "openbank-mesh"
+    token_leeway_seconds: float = Field(default=5.0, ge=0, le=30)
+    # Internal client credentials this service uses to call its peers.
+    service_client_id: str | None = None
+    service_client_secret: str | None = None
+    # Client-side TLS towards peers (mTLS in Kubernetes).
+    peer_tls_ca_file: Path | None = None
+    peer_tls_cert_file: Path | None = None
+    peer_tls_key_file: Path | None = None
+
+
+@dataclass
+class Wiring:
+    """What a service hands back from ``wire``: its servicers and lifecycle hooks."""
+
+    registrations: list[ServiceRegistration]
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    extra_interceptors: list[grpc.aio.ServerInterceptor] = field(default_factory=list)
+
+
+@dataclass
+class Runtime:
+    """Shared things a service's ``wire`` may use: settings, database, verifier, channels."""
+
+    settings: Any
+    database: Database
+    verifier: JwtVerifier
+    channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    # Components a service's wiring shares with its hooks (e.g. identity's key service).
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def channel(self, target: str) -> grpc.aio.Channel:
+        """A long-lived channel to a peer, opened once per target."""
+        if target not in self.channels:
+            self.channels[target] = open_channel(
+                ChannelSettings(
+                    target=target,
+                    tls_ca_file=self.settings.peer_tls_ca_file,
+                    tls_cert_file=self.settings.peer_tls_cert_file,
+                    tls_key_file=self.settings.peer_tls_key_file,
+                    max_message_bytes=self.settings.max_message_bytes,
+                )
+            )
+        return self.channels[target]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A service's identity: name, migrations, settings class and wiring function."""
+
+    name: str
+    versions_dir: Path
+    settings_class: type[ServiceSettings]
+    wire: Callable[[Runtime], Awaitable[Wiring]]
+    # Identity verifies with its own key store instead of fetching its own JWKS.
+    jwks_fetcher: Callable[[Runtime], Callable[[], Awaitable[dict[str, Any]]]] | None = None
+
+
+def build_verifier(settings: ServiceSettings, fetcher: Callable[[], Awaitable[dict[str, Any]]]) -> JwtVerifier:
+    """The shared verifier configured for this deployment's issuer and audience."""
+    return JwtVerifier(
+        VerifierSettings(
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            leeway_seconds=settings.token_leeway_seconds,
+        ),
+        JwksCache(fetcher),
+    )
+
+
+async def start_service(
+    spec: ServiceSpec,
+    settings: ServiceSettings,
+    *,
+    jwks_fetcher: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+) -> MeshServer:
+    """Open the store, migrate, wire, and start serving; returns the running server.
+
+    Tests pass ``jwks_fetcher`` (e.g. a ``TestIssuer``'s key set) to run a service
+    without identity.
+    """
+    database = Database(
+        database_url_for(spec.name, settings), pool_size=settings.db_pool_size, application_name=spec.name
+    )
+    if settings.run_migrations:
+        await upgrade_to_head(database, spec.versions_dir, spec.name)
+    runtime = Runtime(settings=settings, database=database, verifier=None)  # type: ignore[arg-type]
+    if jwks_fetcher is not None:
+        fetcher = jwks_fetcher
+    elif spec.jwks_fetcher is not None:
+        fetcher = spec.jwks_fetcher(runtime)
+    else:
+        fetcher = identity_jwks_fetcher(runtime.channel(settings.identity_target))
+    runtime.verifier = build_verifier(settings, fetcher)
+    wiring = await spec.wire(runtime)
+    auth = AuthInterceptor(runtime.verifier, contract_policies())
+
+    async def close_resources() -> None:
+        for channel in runtime.channels.values():
+            await channel.close()
+        await database.dispose()
+
+    wiring.lifecycle.on_stop.insert(0, close_resources)
+    server = MeshServer(
+        settings,
+        wiring.registrations,
+        interceptors=[auth, *wiring.extra_interceptors],
+        error_domain=f"{spec.name}.openbank.dev",
+        lifecycle=wiring.lifecycle,
+    )
+    await server.start()
+    server.runtime = runtime  # type: ignore[attr-defined]
+    return server
+
+
+def run_service(spec: ServiceSpec) -> None:
+    """A service process's ``main``: start, serve until SIGTERM, drain, exit 0."""
+    from meshlib.server import run_process
+
+    async def main() -> None:
+        settings = spec.settings_class()
+        if not settings.port:
+            settings = settings.model_copy(update={"port": DEFAULT_PORTS[spec.name]})
+        if settings.service_name == "openbank":
+            settings = settings.model_copy(update={"service_name": spec.name})
+        configure_logging(spec.name, settings.log_level, settings.log_format)
+        configure_tracing(spec.name, settings.otlp_endpoint)
+        server = await start_service(spec, settings)
+        server.install_signal_handlers()
+        await server.wait_until_stopped()
+
+    run_process(main)

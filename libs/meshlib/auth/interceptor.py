@@ -1,0 +1,81 @@
+"""The one auth interceptor: every rpc that the contract says needs a token gets one
+verified, and the scopes the contract lists are enforced, before the servicer runs.
+
+Consent checks need the consent's live state and are the service layer's (and the
+gateway's) business; this interceptor only says who is calling and with what scopes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import grpc
+
+from meshlib.auth.context import reset_caller, set_caller
+from meshlib.auth.verifier import JwtVerifier
+from meshlib.errors import Unauthenticated
+from meshlib.grpc_errors import wrap_handler
+from meshlib.policy import MethodPolicy
+
+AUTHORIZATION_HEADER = "authorization"
+
+
+def bearer_token(metadata: Any) -> str:
+    """The bearer token in call metadata; UNAUTHENTICATED if missing or malformed."""
+    values = [v for k, v in metadata or () if k == AUTHORIZATION_HEADER]
+    if not values:
+        raise Unauthenticated("an access token is required", reason="TOKEN_MISSING")
+    if len(values) > 1 or not isinstance(values[0], str):
+        raise Unauthenticated("send exactly one authorization header", reason="TOKEN_INVALID")
+    scheme, _, token = values[0].partition(" ")
+    if scheme.lower() != "bearer" or not token or " " in token.strip():
+        raise Unauthenticated("use 'authorization: Bearer <access token>'", reason="TOKEN_INVALID")
+    return token.strip()
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Verify the token and required scopes of every rpc in ``policies``."""
+
+    def __init__(self, verifier: JwtVerifier, policies: Mapping[str, MethodPolicy]) -> None:
+        self._verifier = verifier
+        self._policies = policies
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        policy = self._policies.get(handler_call_details.method)
+        if policy is None or not policy.requires_token:
+            # Health, reflection and open rpcs (IssueToken, GetJwks) carry no token.
+            return handler
+        metadata = handler_call_details.invocation_metadata
+        return wrap_handler(handler, lambda behavior: self._guard(behavior, policy, metadata))
+
+    async def _authenticate(self, policy: MethodPolicy, metadata: Any) -> Any:
+        caller = await self._verifier.verify(bearer_token(metadata))
+        caller.require_scopes(policy.scopes)
+        return caller
+
+    def _guard(self, behavior: Callable[..., Any], policy: MethodPolicy, metadata: Any) -> Callable[..., Any]:
+        if getattr(behavior, "_meshlib_streaming", False):
+
+            async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                token = set_caller(await self._authenticate(policy, metadata))
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                finally:
+                    reset_caller(token)
+
+            streaming._meshlib_streaming = True  # type: ignore[attr-defined]
+            return streaming
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            token = set_caller(await self._authenticate(policy, metadata))
+            try:
+                return await behavior(request, context)
+            finally:
+                reset_caller(token)
+
+        return unary

@@ -1,0 +1,197 @@
+"""The one access-token verifier, used by the gateway and by every service.
+
+ES256 only (the algorithm is pinned before the signature is looked at: no ``none``, no
+HS/RS confusion), ``kid`` required and resolved through a cached JWKS that is refetched on
+an unknown ``kid`` at most once per ``refresh_interval``; iss, aud, exp, nbf and iat
+checked with a few seconds of leeway. Revocation (tokens, consents, partners) is a
+pluggable check so that it reaches every verifier within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import jwt
+
+from meshlib.auth.context import Caller
+from meshlib.errors import Unauthenticated
+
+log = logging.getLogger("meshlib.auth")
+
+ALGORITHM = "ES256"
+MAX_TOKEN_BYTES = 8192
+
+JwksFetcher = Callable[[], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class VerifierSettings:
+    """What a token must say to be accepted here."""
+
+    issuer: str
+    audience: str
+    leeway_seconds: float = 5.0
+    jwks_refresh_interval_seconds: float = 10.0
+    max_token_lifetime_seconds: int = 3600
+
+
+class RevocationCheck(Protocol):
+    """Raises Unauthenticated / PermissionDenied when a token, consent or partner is no longer valid."""
+
+    async def check(self, caller: Caller) -> None:
+        """Refuse the caller if anything behind its token was revoked or suspended."""
+
+
+class JwksCache:
+    """Public keys by ``kid``; refetched on an unknown kid, never more than once per interval."""
+
+    def __init__(self, fetch: JwksFetcher, *, refresh_interval_seconds: float = 10.0) -> None:
+        self._fetch = fetch
+        self._refresh_interval = refresh_interval_seconds
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._last_fetch = float("-inf")
+        self._lock = asyncio.Lock()
+
+    def load(self, jwks: dict[str, Any]) -> None:
+        """Replace the cached key set."""
+        keys: dict[str, jwt.PyJWK] = {}
+        for entry in jwks.get("keys", []):
+            if entry.get("kty") != "EC" or entry.get("crv") != "P-256" or not entry.get("kid"):
+                continue
+            if entry.get("alg", ALGORITHM) != ALGORITHM or entry.get("use", "sig") != "sig":
+                continue
+            try:
+                keys[entry["kid"]] = jwt.PyJWK(entry, algorithm=ALGORITHM)
+            except jwt.PyJWTError:
+                log.warning("ignoring an unusable JWK", extra={"kid": entry.get("kid")})
+        self._keys = keys
+
+    async def key(self, kid: str) -> jwt.PyJWK | None:
+        """The key for ``kid``, refreshing the set once if it is unknown."""
+        found = self._keys.get(kid)
+        if found is not None:
+            return found
+        async with self._lock:
+            found = self._keys.get(kid)
+            if found is None and time.monotonic() - self._last_fetch >= self._refresh_interval:
+                await self.refresh()
+                found = self._keys.get(kid)
+        return found
+
+    async def refresh(self) -> None:
+        """Fetch the key set now."""
+        self._last_fetch = time.monotonic()
+        try:
+            self.load(await self._fetch())
+        except Exception:
+            log.warning("could not fetch the JWKS; keeping the cached keys", exc_info=True)
+
+
+class JwtVerifier:
+    """Verify an access token and turn it into a :class:`Caller`."""
+
+    def __init__(
+        self,
+        settings: VerifierSettings,
+        keys: JwksCache,
+        *,
+        revocation: RevocationCheck | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.revocation = revocation
+        self._clock = clock
+
+    async def verify(self, token: str) -> Caller:
+        """The caller behind ``token``; UNAUTHENTICATED with a stable reason otherwise."""
+        caller = await self.verify_signature_and_claims(token)
+        if self.revocation is not None:
+            await self.revocation.check(caller)
+        return caller
+
+    async def verify_signature_and_claims(self, token: str) -> Caller:
+        """Signature, algorithm and registered claims only (no revocation lookup)."""
+        if not token or len(token) > MAX_TOKEN_BYTES:
+            raise Unauthenticated("the access token is malformed", reason="TOKEN_INVALID")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthenticated("the access token is malformed", reason="TOKEN_INVALID") from None
+        if header.get("alg") != ALGORITHM or header.get("typ", "at+jwt").lower() not in ("at+jwt", "jwt"):
+            raise Unauthenticated("the access token uses a refused algorithm", reason="TOKEN_INVALID")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthenticated("the access token has no key id", reason="TOKEN_INVALID")
+        key = await self.keys.key(kid)
+        if key is None:
+            raise Unauthenticated("the access token was signed by an unknown key", reason="SIGNING_KEY_UNKNOWN")
+        try:
+            claims = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[ALGORITHM],
+                audience=self.settings.audience,
+                issuer=self.settings.issuer,
+                leeway=self.settings.leeway_seconds,
+                options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]},
+                # PyJWT reads the clock itself; an injected clock is checked below.
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("the access token has expired", reason="TOKEN_EXPIRED") from None
+        except jwt.PyJWTError:
+            raise Unauthenticated("the access token is invalid", reason="TOKEN_INVALID") from None
+        now = self._clock()
+        leeway = self.settings.leeway_seconds
+        exp, iat = claims["exp"], claims["iat"]
+        if not isinstance(exp, int | float) or not isinstance(iat, int | float):
+            raise Unauthenticated("the access token is invalid", reason="TOKEN_INVALID")
+        if exp + leeway < now:
+            raise Unauthenticated("the access token has expired", reason="TOKEN_EXPIRED")
+        if "nbf" in claims and claims["nbf"] - leeway > now:
+            raise Unauthenticated("the access token is not valid yet", reason="TOKEN_INVALID")
+        if exp - iat > self.settings.max_token_lifetime_seconds:
+            raise Unauthenticated("the access token lives too long", reason="TOKEN_INVALID")
+        return caller_from_claims(claims, token)
+
+
+def caller_from_claims(claims: dict[str, Any], token: str) -> Caller:
+    """Map verified JWT claims (RFC 9068 names where they exist) to a Caller."""
+    scope = claims.get("scope", "")
+    if not isinstance(scope, str):
+        raise Unauthenticated("the access token is invalid", reason="TOKEN_INVALID")
+    confirmation = claims.get("cnf") if isinstance(claims.get("cnf"), dict) else {}
+    return Caller(
+        subject=str(claims["sub"]),
+        client_id=str(claims.get("client_id", "")),
+        scopes=frozenset(scope.split()),
+        token_id=str(claims["jti"]),
+        expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.UTC),
+        consent_id=_optional_str(claims.get("consent_id")),
+        customer_id=_optional_str(claims.get("customer_id")),
+        partner_id=_optional_str(claims.get("partner_id")),
+        rate_limit_tier=_optional_str(claims.get("tier")),
+        certificate_thumbprint=_optional_str(confirmation.get("x5t#S256")),
+        raw_token=token,
+    )
+
+
+def _optional_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def static_jwks(jwks: dict[str, Any] | str) -> JwksFetcher:
+    """A fetcher that always answers the same key set (tests, mounted JWKS files)."""
+    parsed = json.loads(jwks) if isinstance(jwks, str) else jwks
+
+    async def fetch() -> dict[str, Any]:
+        return parsed
+
+    return fetch

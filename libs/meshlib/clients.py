@@ -1,0 +1,105 @@
+"""Outgoing gRPC: long-lived channels, deadlines on every call, retries on UNAVAILABLE only.
+
+Services call each other through channels made here, so tracing, interaction-id
+propagation, keepalive, message limits and (m)TLS are set up one way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from meshlib.logs import interaction_id_var
+from meshlib.telemetry import client_interceptors
+
+log = logging.getLogger("meshlib.clients")
+
+T = TypeVar("T")
+INTERACTION_ID_HEADER = "x-fapi-interaction-id"
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    """How to reach an upstream: address, optional (m)TLS files, limits."""
+
+    target: str
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_server_name: str | None = None
+    max_message_bytes: int = 4 * 1024 * 1024
+    keepalive_time_ms: int = 30_000
+
+
+class _InteractionIdInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    """Carries the current call's interaction id to the next hop."""
+
+    @staticmethod
+    def _with_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        interaction_id = interaction_id_var.get()
+        if not interaction_id:
+            return details
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        if INTERACTION_ID_HEADER not in metadata:
+            metadata.add(INTERACTION_ID_HEADER, interaction_id)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return await continuation(self._with_id(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return await continuation(self._with_id(client_call_details), request)
+
+
+def open_channel(settings: ChannelSettings, *, tracing: bool = True) -> grpc.aio.Channel:
+    """A long-lived channel to an upstream; create once at start-up, close at shutdown."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", settings.keepalive_time_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.enable_retries", 0),  # retries are explicit, on UNAVAILABLE only
+    ]
+    interceptors: list[Any] = [_InteractionIdInterceptor()]
+    if tracing:
+        interceptors = [*client_interceptors(), *interceptors]
+    if settings.tls_ca_file:
+        if settings.tls_server_name:
+            options.append(("grpc.ssl_target_name_override", settings.tls_server_name))
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=settings.tls_ca_file.read_bytes(),
+            private_key=settings.tls_key_file.read_bytes() if settings.tls_key_file else None,
+            certificate_chain=settings.tls_cert_file.read_bytes() if settings.tls_cert_file else None,
+        )
+        return grpc.aio.secure_channel(settings.target, credentials, options=options, interceptors=interceptors)
+    return grpc.aio.insecure_channel(settings.target, options=options, interceptors=interceptors)
+
+
+async def call_with_retry(
+    call: Callable[[], Awaitable[T]],
+    *,
+    attempts: int = 4,
+    base_delay: float = 0.05,
+    max_delay: float = 1.0,
+    what: str = "call",
+) -> T:
+    """Run ``call`` again (jittered exponential backoff) only when it fails UNAVAILABLE."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts:
+                raise
+            delay = min(max_delay, base_delay * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+            log.warning("upstream unavailable, retrying", extra={"what": what, "attempt": attempt})
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")

@@ -1,0 +1,127 @@
+"""Request idempotency (AIP-155) stored next to the data it protects.
+
+A mutating call carries ``request_id``. The first successful answer is saved, in the same
+transaction as the change, under (scope, method, request_id) together with a fingerprint
+of the request. A replay with the same fingerprint gets the saved answer back; the same key
+with a different payload fails ALREADY_EXISTS / ``REQUEST_ID_REUSED``. Keys are kept at
+least :data:`RETENTION` and purged afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from typing import Any
+
+import sqlalchemy as sa
+from google.protobuf.message import Message
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from meshlib.errors import AlreadyExists, InvalidArgument
+
+RETENTION = dt.timedelta(hours=48)
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def idempotency_table(metadata: sa.MetaData) -> sa.Table:
+    """The idempotency-key table, declared once for every service's metadata."""
+    return sa.Table(
+        "idempotency_keys",
+        metadata,
+        sa.Column("scope", sa.String(128), primary_key=True),
+        sa.Column("method", sa.String(128), primary_key=True),
+        sa.Column("request_id", sa.String(64), primary_key=True),
+        sa.Column("fingerprint", sa.String(64), nullable=False),
+        sa.Column("response", sa.LargeBinary, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    )
+
+
+def create_idempotency_table(op: Any) -> None:
+    """Migration helper: create the table (use inside a service's first revision)."""
+    op.create_table(
+        "idempotency_keys",
+        sa.Column("scope", sa.String(128), primary_key=True),
+        sa.Column("method", sa.String(128), primary_key=True),
+        sa.Column("request_id", sa.String(64), primary_key=True),
+        sa.Column("fingerprint", sa.String(64), nullable=False),
+        sa.Column("response", sa.LargeBinary, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("ix_idempotency_keys_created_at", "idempotency_keys", ["created_at"])
+
+
+def validate_request_id(request_id: str, field: str = "request_id") -> str:
+    """Check the key's shape; a missing or malformed key is INVALID_ARGUMENT naming the field."""
+    if not request_id:
+        raise InvalidArgument.field(field, "required: a client-chosen idempotency key")
+    if not REQUEST_ID_PATTERN.match(request_id):
+        raise InvalidArgument.field(field, "must be 1-64 characters of A-Z a-z 0-9 . _ : -")
+    return request_id
+
+
+def fingerprint(request: Message, *, ignore: tuple[str, ...] = ("request_id",)) -> str:
+    """A stable hash of a request's payload, without the idempotency key itself."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    for name in ignore:
+        if name in copy.DESCRIPTOR.fields_by_name:
+            copy.ClearField(name)
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+class IdempotencyRepository:
+    """Saved answers of mutating calls, inside the caller's transaction."""
+
+    def __init__(self, connection: AsyncConnection, table: sa.Table) -> None:
+        self._connection = connection
+        self._table = table
+
+    async def lookup(self, scope: str, method: str, request_id: str, request_fingerprint: str) -> bytes | None:
+        """The saved answer for a replay, None for a new key; raises on a changed payload."""
+        row = (
+            await self._connection.execute(
+                sa.select(self._table.c.fingerprint, self._table.c.response).where(
+                    self._table.c.scope == scope,
+                    self._table.c.method == method,
+                    self._table.c.request_id == request_id,
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        if row.fingerprint != request_fingerprint:
+            raise AlreadyExists(
+                "request_id was already used with a different request",
+                reason="REQUEST_ID_REUSED",
+                metadata={"request_id": request_id},
+            )
+        return bytes(row.response)
+
+    async def save(
+        self, scope: str, method: str, request_id: str, request_fingerprint: str, response: bytes, now: dt.datetime
+    ) -> None:
+        """Remember the answer; a concurrent duplicate makes the transaction fail and retry."""
+        await self._connection.execute(
+            self._table.insert().values(
+                scope=scope,
+                method=method,
+                request_id=request_id,
+                fingerprint=request_fingerprint,
+                response=response,
+                created_at=now,
+            )
+        )
+
+    async def purge(self, older_than: dt.datetime) -> int:
+        """Forget keys older than the retention period."""
+        result = await self._connection.execute(self._table.delete().where(self._table.c.created_at < older_than))
+        return result.rowcount or 0
+
+
+def upsert(dialect: str) -> Any:
+    """The dialect's INSERT ... ON CONFLICT constructor (for repositories that need it)."""
+    return pg_insert if dialect == "postgresql" else sqlite_insert

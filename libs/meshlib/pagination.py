@@ -1,0 +1,58 @@
+"""AIP-158 pagination: page sizes and opaque, filter-bound page tokens.
+
+A token is base64url JSON of the cursor (the last row's sort key) plus a hash of the
+filters it was issued for; a token used with other filters, or garbage, is
+INVALID_ARGUMENT ``PAGE_TOKEN_INVALID``. Keyset cursors keep pages stable under concurrent
+inserts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from typing import Any
+
+from meshlib.errors import InvalidArgument
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def page_size(requested: int, *, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
+    """0 means the default, above the maximum is coerced down, negative is rejected."""
+    if requested < 0:
+        raise InvalidArgument.field("page_size", "must not be negative")
+    if requested == 0:
+        return default
+    return min(requested, maximum)
+
+
+def filter_fingerprint(**filters: Any) -> str:
+    """A short hash of the filters a listing was asked with."""
+    canonical = json.dumps(filters, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def encode_page_token(cursor: dict[str, Any], filters_hash: str) -> str:
+    """Make an opaque token for the next page."""
+    raw = json.dumps({"c": cursor, "f": filters_hash}, separators=(",", ":"), default=str).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str, filters_hash: str) -> dict[str, Any] | None:
+    """The cursor inside a token (None for the first page); rejects forged or mismatched tokens."""
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        cursor, issued_for = payload["c"], payload["f"]
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument.field("page_token", "not a token this server issued", reason="PAGE_TOKEN_INVALID") from None
+    if issued_for != filters_hash or not isinstance(cursor, dict):
+        raise InvalidArgument.field(
+            "page_token", "was issued for a different request; keep the filters unchanged", reason="PAGE_TOKEN_INVALID"
+        )
+    return cursor

@@ -1,0 +1,223 @@
+"""The one server bootstrap: a ``grpc.aio`` server with health, reflection, interceptors,
+limits, keepalive, optional (m)TLS, and graceful shutdown on SIGTERM/SIGINT.
+
+Usage from a process's ``main``::
+
+    app = MeshServer(settings, registrations, interceptors=[...])
+    port = await app.start()
+    await app.wait_until_stopped()   # returns after SIGTERM has drained in-flight calls
+
+``create_server`` binds port 0 in tests and returns the chosen port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from meshlib.config import ServerSettings
+from meshlib.grpc_errors import ErrorMappingInterceptor, wrap_handler
+from meshlib.logs import interaction_id_var
+from meshlib.telemetry import server_interceptors as tracing_interceptors
+
+log = logging.getLogger("meshlib.server")
+
+INTERACTION_ID_HEADER = "x-fapi-interaction-id"
+
+
+@dataclass(frozen=True)
+class ServiceRegistration:
+    """A servicer and the generated function that adds it to a server."""
+
+    service_name: str
+    servicer: Any
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+
+
+@dataclass
+class Lifecycle:
+    """Hooks run around the server: start-up work (migrations, loops) and clean-up."""
+
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+class CallContextInterceptor(grpc.aio.ServerInterceptor):
+    """Gives every call an interaction id (the caller's, or a new one) for logs and audit."""
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        incoming = ""
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == INTERACTION_ID_HEADER and isinstance(value, str):
+                incoming = value
+                break
+        interaction_id = incoming if _valid_interaction_id(incoming) else str(uuid.uuid4())
+
+        def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
+            if getattr(behavior, "_meshlib_streaming", False):
+
+                async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                    interaction_id_var.set(interaction_id)
+                    async for item in behavior(request, context):
+                        yield item
+
+                streaming._meshlib_streaming = True  # type: ignore[attr-defined]
+                return streaming
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                interaction_id_var.set(interaction_id)
+                return await behavior(request, context)
+
+            return unary
+
+        return wrap_handler(handler, wrap)
+
+
+def _valid_interaction_id(value: str) -> bool:
+    return 0 < len(value) <= 64 and all(c.isalnum() or c in "-_." for c in value)
+
+
+def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
+    """Channel arguments for the server: message size, streams, keepalive."""
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        ("grpc.keepalive_time_ms", settings.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", settings.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def _server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+    if not (settings.tls_cert_file and settings.tls_key_file):
+        return None
+    key = settings.tls_key_file.read_bytes()
+    cert = settings.tls_cert_file.read_bytes()
+    client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+class MeshServer:
+    """A running gRPC process: serves the registrations plus health and reflection."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        registrations: Sequence[ServiceRegistration],
+        *,
+        interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+        error_domain: str | None = None,
+        lifecycle: Lifecycle | None = None,
+        enable_tracing: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.registrations = list(registrations)
+        self.lifecycle = lifecycle or Lifecycle()
+        self.health = health.aio.HealthServicer()
+        chain: list[grpc.aio.ServerInterceptor] = []
+        if enable_tracing:
+            chain.extend(tracing_interceptors())
+        chain.append(CallContextInterceptor())
+        chain.append(ErrorMappingInterceptor(error_domain or f"{settings.service_name}.openbank.dev"))
+        chain.extend(interceptors)
+        self.server = grpc.aio.server(interceptors=chain, options=server_options(settings))
+        self.port: int | None = None
+        self._stopped = asyncio.Event()
+        self._stopping = False
+
+    @property
+    def service_names(self) -> list[str]:
+        """Fully qualified names of the application services (without health/reflection)."""
+        return [r.service_name for r in self.registrations]
+
+    async def start(self) -> int:
+        """Run start-up hooks, bind, start serving, and mark every service SERVING."""
+        for hook in self.lifecycle.on_start:
+            await hook()
+        for registration in self.registrations:
+            registration.add_to_server(registration.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        address = f"{self.settings.host}:{self.settings.port}"
+        credentials = _server_credentials(self.settings)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, credentials)
+        if not self.port:
+            raise RuntimeError(f"could not bind {address}")
+        await self.server.start()
+        for name in [*self.service_names, ""]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving", extra={"address": f"{self.settings.host}:{self.port}", "services": ",".join(self.service_names)}
+        )
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: NOT_SERVING first, refuse new calls, drain in-flight ones, then hooks."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        log.info("shutting down", extra={"grace_seconds": grace})
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        for hook in reversed(self.lifecycle.on_stop):
+            try:
+                await hook()
+            except Exception:
+                log.exception("shutdown hook failed")
+        self._stopped.set()
+        log.info("stopped")
+
+    def install_signal_handlers(self) -> None:
+        """Stop gracefully on SIGTERM and SIGINT."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self.stop()))
+
+    async def wait_until_stopped(self) -> None:
+        """Block until :meth:`stop` has finished."""
+        await self._stopped.wait()
+
+
+async def create_server(
+    settings: ServerSettings,
+    registrations: Sequence[ServiceRegistration],
+    **kwargs: Any,
+) -> tuple[MeshServer, int]:
+    """Build and start a server; returns it with the bound port (use port 0 in tests)."""
+    server = MeshServer(settings, registrations, **kwargs)
+    port = await server.start()
+    return server, port
+
+
+def run_process(main: Callable[[], Awaitable[None]]) -> None:
+    """Run a process's async main on uvloop (when available) and exit 0 after a clean stop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a pinned dependency on Linux
+        asyncio.run(main())
+    else:
+        uvloop.run(main())

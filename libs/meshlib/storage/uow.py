@@ -1,0 +1,114 @@
+"""The unit-of-work base: one transaction, the repositories bound to it, explicit commit.
+
+A service subclasses :class:`SqlUnitOfWork` and builds its repositories in
+``_bind(connection)``. Leaving the ``async with`` block without ``commit()`` rolls back, so
+a failed rule never leaves half a change behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Self, TypeVar
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
+
+from meshlib.errors import Aborted
+from meshlib.storage.database import Database
+
+log = logging.getLogger("meshlib.storage")
+
+T = TypeVar("T")
+
+# PostgreSQL serialization failure and deadlock; SQLite "database is locked".
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}
+
+
+class SqlUnitOfWork:
+    """One database transaction with repositories bound to its connection."""
+
+    def __init__(self, database: Database, *, read_only: bool = False) -> None:
+        self.database = database
+        self.read_only = read_only
+        self._connection: AsyncConnection | None = None
+        self._transaction: AsyncTransaction | None = None
+        self._committed = False
+
+    @property
+    def connection(self) -> AsyncConnection:
+        """The connection of the open transaction."""
+        if self._connection is None:
+            raise RuntimeError("unit of work is not open")
+        return self._connection
+
+    def _bind(self, connection: AsyncConnection) -> None:
+        """Create repositories on ``connection``; subclasses override."""
+
+    async def __aenter__(self) -> Self:
+        connection = await self.database.engine.connect()
+        if self.database.is_sqlite:
+            connection = await connection.execution_options(
+                sqlite_begin="DEFERRED" if self.read_only else "IMMEDIATE"
+            )
+        try:
+            self._transaction = await connection.begin()
+        except BaseException:
+            await connection.close()
+            raise
+        self._connection = connection
+        self._committed = False
+        self._bind(connection)
+        return self
+
+    async def commit(self) -> None:
+        """Make the changes durable."""
+        if self._transaction is None:
+            raise RuntimeError("unit of work is not open")
+        await self._transaction.commit()
+        self._committed = True
+
+    async def rollback(self) -> None:
+        """Drop the changes."""
+        if self._transaction is not None and self._transaction.is_active:
+            await self._transaction.rollback()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if not self._committed:
+                await self.rollback()
+        finally:
+            if self._connection is not None:
+                await self._connection.close()
+            self._connection = None
+            self._transaction = None
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Serialization failures, deadlocks and a locked SQLite file may be retried whole."""
+    if isinstance(error, DBAPIError):
+        sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+        if sqlstate in _RETRYABLE_SQLSTATES:
+            return True
+        if isinstance(error, OperationalError) and "database is locked" in str(error.orig):
+            return True
+    return False
+
+
+async def retry_on_conflict(operation: Callable[[], Awaitable[T]], *, attempts: int = 5) -> T:
+    """Run ``operation`` (a whole transaction) again on a retryable conflict, with backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await operation()
+        except DBAPIError as error:
+            if not is_retryable(error) or attempt == attempts:
+                if is_retryable(error):
+                    raise Aborted("concurrent modification, retry the request") from error
+                raise
+            log.warning("transaction conflict, retrying", extra={"attempt": attempt})
+            await asyncio.sleep(0.005 * 2**attempt)
+    raise AssertionError("unreachable")

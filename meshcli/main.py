@@ -1,0 +1,45 @@
+"""``openbank-mesh``: one console script for developers and operators."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import runpy
+import sys
+from pathlib import Path
+
+PROCESS_MODULES = {
+    "gateway": "gateway",
+    "identity": "services.identity",
+    "account": "services.account",
+    "payment": "services.payment",
+    "settlement": "services.settlement",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command tree (each command has --help)."""
+    parser = argparse.ArgumentParser(prog="openbank-mesh", description="OpenBank Mesh developer and operator tool.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="run the whole mesh locally (SQLite, in-process limiter)")
+    up.add_argument("--data-dir", type=Path, default=Path("data"), help="where the SQLite files live")
+    serve = commands.add_parser("serve", help="run one process (what the container image runs)")
+    serve.add_argument("process", choices=sorted(PROCESS_MODULES), help="which process")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    if args.command == "up":
+        from meshcli.mesh import run_up
+
+        return asyncio.run(run_up(args.data_dir))
+    if args.command == "serve":
+        runpy.run_module(PROCESS_MODULES[args.process], run_name="__main__")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

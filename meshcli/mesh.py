@@ -1,0 +1,161 @@
+"""Run the whole mesh locally: five processes, readiness shown, clean stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from meshlib.app import DEFAULT_PORTS
+
+# Start order: identity first (everyone verifies its tokens), the gateway last.
+PROCESSES: tuple[tuple[str, str], ...] = (
+    ("identity", "services.identity"),
+    ("account", "services.account"),
+    ("settlement", "services.settlement"),
+    ("payment", "services.payment"),
+    ("gateway", "gateway"),
+)
+
+
+@dataclass
+class MeshProcess:
+    """One child process of the local mesh."""
+
+    name: str
+    module: str
+    port: int
+    process: asyncio.subprocess.Process | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def mesh_environment(data_dir: Path, host: str, ports: dict[str, int], base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment shared by every process: where the peers are and where data lives."""
+    env = dict(os.environ if base is None else base)
+    env.setdefault("OBM_LOG_FORMAT", "console")
+    env["OBM_DATA_DIR"] = str(data_dir)
+    env["OBM_HOST"] = host
+    for name in ("identity", "account", "payment", "settlement"):
+        env[f"OBM_{name.upper()}_TARGET"] = f"127.0.0.1:{ports[name]}"
+    return env
+
+
+async def wait_serving(port: int, timeout: float = 30.0) -> bool:
+    """Poll the standard health check until the process answers SERVING."""
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                answer = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            await asyncio.sleep(0.1)
+    return False
+
+
+class LocalMesh:
+    """Starts, watches and stops the five processes."""
+
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1", ports: dict[str, int] | None = None,
+                 extra_env: dict[str, str] | None = None, quiet: bool = False) -> None:
+        self.ports = dict(DEFAULT_PORTS if ports is None else ports)
+        self.env = mesh_environment(data_dir, host, self.ports)
+        self.env.update(extra_env or {})
+        self.quiet = quiet
+        self.children = [MeshProcess(name, module, self.ports[name]) for name, module in PROCESSES]
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    async def start(self) -> None:
+        """Start every process and wait until each answers SERVING."""
+        for child in self.children:
+            env = dict(self.env, OBM_PORT=str(child.port), OBM_SERVICE_NAME=child.name)
+            child.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", child.module, env=env,
+                stdout=subprocess_out(self.quiet), stderr=subprocess_out(self.quiet),
+            )
+            self._say(f"  starting {child.name:<10} pid {child.process.pid} on :{child.port}")
+        for child in self.children:
+            if not await wait_serving(child.port):
+                raise RuntimeError(f"{child.name} did not become ready on port {child.port}")
+            self._say(f"  ready    {child.name:<10} SERVING on 127.0.0.1:{child.port}")
+
+    async def stop(self, grace: float = 8.0) -> list[int | None]:
+        """SIGTERM everyone (gateway first), wait for the drain, kill stragglers."""
+        for child in reversed(self.children):
+            if child.process and child.process.returncode is None:
+                child.process.send_signal(signal.SIGTERM)
+        codes: list[int | None] = []
+        for child in reversed(self.children):
+            if child.process is None:
+                codes.append(None)
+                continue
+            try:
+                codes.append(await asyncio.wait_for(child.process.wait(), grace))
+            except TimeoutError:
+                child.process.kill()
+                codes.append(await child.process.wait())
+        return codes
+
+    async def wait_any_exit(self) -> MeshProcess:
+        """Return the first child that exits on its own."""
+        waits = {asyncio.ensure_future(c.process.wait()): c for c in self.children if c.process}
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        return waits[next(iter(done))]
+
+
+def subprocess_out(quiet: bool) -> int | None:
+    """Children log to our terminal unless quiet."""
+    return asyncio.subprocess.DEVNULL if quiet else None
+
+
+async def run_up(data_dir: Path) -> int:
+    """``openbank-mesh up``: run until Ctrl-C / SIGTERM, then stop everything cleanly."""
+    mesh = LocalMesh(data_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print("OpenBank Mesh: starting five processes (SQLite under "
+          f"{data_dir}/, in-process rate limiter)", flush=True)
+    try:
+        await mesh.start()
+    except RuntimeError as error:
+        print(f"start-up failed: {error}", file=sys.stderr)
+        await mesh.stop()
+        return 1
+    print(
+        "\n"
+        f"  gateway     127.0.0.1:{mesh.ports['gateway']}   (partners call this)\n"
+        + "".join(f"  {n:<11} 127.0.0.1:{mesh.ports[n]}\n" for n in ("identity", "account", "payment", "settlement"))
+        + f"\n  try: buf curl --protocol grpc --http2-prior-knowledge --list-methods http://127.0.0.1:{mesh.ports['gateway']}\n"
+        "  stop: Ctrl-C\n",
+        flush=True,
+    )
+    exited = asyncio.ensure_future(mesh.wait_any_exit())
+    stopping = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if exited in done:
+        child = exited.result()
+        print(f"{child.name} exited unexpectedly (code {child.process.returncode}); stopping the mesh",
+              file=sys.stderr)
+        await mesh.stop()
+        return 1
+    exited.cancel()
+    print("stopping...", flush=True)
+    codes = await mesh.stop()
+    print("stopped" + ("" if all(c == 0 for c in codes) else f" (exit codes {codes})"), flush=True)
+    return 0 if all(c == 0 for c in codes) else 1

@@ -1,0 +1,1 @@
+"""Identity: partners (OAuth clients), customers, consents, signing keys and tokens."""

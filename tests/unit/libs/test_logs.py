@@ -1,0 +1,43 @@
+"""Structured logs: JSON lines with trace ids, and nothing secret in them."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from opentelemetry.sdk.trace import TracerProvider
+
+from meshlib.logs import JsonFormatter, interaction_id_var, redact
+
+
+def test_redaction_masks_tokens_secrets_and_account_numbers() -> None:
+    jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJwMSJ9.c2lnbmF0dXJl"
+    text = f"auth Bearer abc.def token={jwt} password=hunter2 client_secret: s3cr3t acct 12345678901234"
+    cleaned = redact(text)
+    for secret in (jwt, "abc.def", "hunter2", "s3cr3t", "12345678901234"):
+        assert secret not in cleaned
+    assert "1234" in cleaned  # the last four digits stay, as on a statement
+
+
+def test_json_lines_carry_trace_and_interaction_ids_and_redact_extras() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("account"))
+    logger = logging.getLogger("test.json")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    tracer = TracerProvider().get_tracer("t")
+    token = interaction_id_var.set("ia-1")
+    try:
+        with tracer.start_as_current_span("call") as span:
+            logger.warning("moved %s", "money", extra={"password": "pw", "amount": 5})
+            trace_id = format(span.get_span_context().trace_id, "032x")
+    finally:
+        interaction_id_var.reset(token)
+    entry = json.loads(stream.getvalue())
+    assert entry["msg"] == "moved money"
+    assert entry["trace_id"] == trace_id
+    assert entry["interaction_id"] == "ia-1"
+    assert entry["password"] == "[REDACTED]"
+    assert entry["amount"] == 5
