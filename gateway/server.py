@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -31,8 +32,10 @@ def _channel(settings: GatewaySettings, target: str) -> grpc.aio.Channel:
     )
 
 
-async def start_gateway(settings: GatewaySettings) -> MeshServer:
-    """Build and start the gateway; returns the running server."""
+async def start_gateway(
+    settings: GatewaySettings, *, jwks_fetcher: Callable[[], Awaitable[dict[str, Any]]] | None = None
+) -> MeshServer:
+    """Build and start the gateway; returns the running server (tests may pass a JWKS)."""
     routes = build_routes()
     channels = {
         "identity": _channel(settings, settings.identity_target),
@@ -40,7 +43,7 @@ async def start_gateway(settings: GatewaySettings) -> MeshServer:
         "payment": _channel(settings, settings.payment_target),
         "settlement": _channel(settings, settings.settlement_target),
     }
-    verifier = build_verifier(settings, identity_jwks_fetcher(channels["identity"]))
+    verifier = build_verifier(settings, jwks_fetcher or identity_jwks_fetcher(channels["identity"]))
     proxy = GatewayProxy(
         routes,
         channels,

@@ -1,0 +1,1 @@
+"""Payment: payment resources, idempotency, limits, fraud rules, the saga and its recovery."""

@@ -1,0 +1,66 @@
+"""Payments as the domain sees them: ISO 20022 states and the transitions between them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+
+from meshlib.money import Amount
+
+
+class PaymentState(enum.Enum):
+    """ISO 20022 payment status, with the code partners see."""
+
+    RECEIVED = "RCVD"
+    ACCEPTED = "ACTC"
+    SETTLEMENT_IN_PROCESS = "ACSP"
+    SETTLED = "ACSC"
+    REJECTED = "RJCT"
+    CANCELLED = "CANC"
+
+    @property
+    def final(self) -> bool:
+        """No further change can happen."""
+        return self in (PaymentState.SETTLED, PaymentState.REJECTED, PaymentState.CANCELLED)
+
+
+# Allowed transitions of the saga; anything else is a bug, not a state.
+TRANSITIONS: dict[PaymentState, frozenset[PaymentState]] = {
+    PaymentState.RECEIVED: frozenset({PaymentState.ACCEPTED, PaymentState.REJECTED, PaymentState.CANCELLED}),
+    PaymentState.ACCEPTED: frozenset({PaymentState.SETTLEMENT_IN_PROCESS, PaymentState.REJECTED}),
+    PaymentState.SETTLEMENT_IN_PROCESS: frozenset({PaymentState.SETTLED, PaymentState.REJECTED}),
+    PaymentState.SETTLED: frozenset(),
+    PaymentState.REJECTED: frozenset(),
+    PaymentState.CANCELLED: frozenset(),
+}
+
+
+def can_move(current: PaymentState, target: PaymentState) -> bool:
+    """True when the saga may move a payment from ``current`` to ``target``."""
+    return target in TRANSITIONS[current]
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A payment initiated by a partner under a consent."""
+
+    payment_id: str
+    partner_id: str
+    consent_id: str
+    debtor_account_id: str
+    creditor_account_id: str | None
+    creditor_wallet_partner_id: str | None
+    amount: Amount
+    payment_type: str
+    state: PaymentState
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    status_reason: str = ""
+    status_reason_message: str = ""
+    remittance_information: str = ""
+    end_to_end_id: str = ""
+
+    def stuck(self, now: dt.datetime, older_than: dt.timedelta) -> bool:
+        """In the middle of the saga for longer than ``older_than``."""
+        return not self.state.final and now - self.updated_at >= older_than
