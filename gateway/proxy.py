@@ -92,7 +92,9 @@ def _deadline(context: grpc.aio.ServicerContext, cap: float) -> float:
 
 
 def _forward_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, Any], ...]:
-    forwarded = [(k, v) for k, v in context.invocation_metadata() or () if k in FORWARDED_HEADERS and k != INTERACTION_ID_HEADER]
+    forwarded = [
+        (k, v) for k, v in context.invocation_metadata() or () if k in FORWARDED_HEADERS and k != INTERACTION_ID_HEADER
+    ]
     interaction_id = interaction_id_var.get()
     if interaction_id:
         forwarded.append((INTERACTION_ID_HEADER, interaction_id))

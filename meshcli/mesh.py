@@ -37,7 +37,9 @@ class MeshProcess:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def mesh_environment(data_dir: Path, host: str, ports: dict[str, int], base: dict[str, str] | None = None) -> dict[str, str]:
+def mesh_environment(
+    data_dir: Path, host: str, ports: dict[str, int], base: dict[str, str] | None = None
+) -> dict[str, str]:
     """Environment shared by every process: where the peers are and where data lives."""
     env = dict(os.environ if base is None else base)
     env.setdefault("OBM_LOG_FORMAT", "console")
@@ -65,8 +67,14 @@ async def wait_serving(port: int, timeout: float = 30.0) -> bool:
 class LocalMesh:
     """Starts, watches and stops the five processes."""
 
-    def __init__(self, data_dir: Path, host: str = "127.0.0.1", ports: dict[str, int] | None = None,
-                 extra_env: dict[str, str] | None = None, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        host: str = "127.0.0.1",
+        ports: dict[str, int] | None = None,
+        extra_env: dict[str, str] | None = None,
+        quiet: bool = False,
+    ) -> None:
         self.ports = dict(DEFAULT_PORTS if ports is None else ports)
         self.env = mesh_environment(data_dir, host, self.ports)
         self.env.update(extra_env or {})
@@ -82,8 +90,12 @@ class LocalMesh:
         for child in self.children:
             env = dict(self.env, OBM_PORT=str(child.port), OBM_SERVICE_NAME=child.name)
             child.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", child.module, env=env,
-                stdout=subprocess_out(self.quiet), stderr=subprocess_out(self.quiet),
+                sys.executable,
+                "-m",
+                child.module,
+                env=env,
+                stdout=subprocess_out(self.quiet),
+                stderr=subprocess_out(self.quiet),
             )
             self._say(f"  starting {child.name:<10} pid {child.process.pid} on :{child.port}")
         for child in self.children:
@@ -129,8 +141,7 @@ async def run_up(data_dir: Path) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print("OpenBank Mesh: starting five processes (SQLite under "
-          f"{data_dir}/, in-process rate limiter)", flush=True)
+    print(f"OpenBank Mesh: starting five processes (SQLite under {data_dir}/, in-process rate limiter)", flush=True)
     try:
         await mesh.start()
     except RuntimeError as error:
@@ -150,8 +161,7 @@ async def run_up(data_dir: Path) -> int:
     done, _ = await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if exited in done:
         child = exited.result()
-        print(f"{child.name} exited unexpectedly (code {child.process.returncode}); stopping the mesh",
-              file=sys.stderr)
+        print(f"{child.name} exited unexpectedly (code {child.process.returncode}); stopping the mesh", file=sys.stderr)
         await mesh.stop()
         return 1
     exited.cancel()

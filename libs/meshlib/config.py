@@ -48,9 +48,7 @@ class StorageSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="OBM_", extra="ignore", frozen=True)
 
-    database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("OBM_DATABASE_URL", "DATABASE_URL")
-    )
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("OBM_DATABASE_URL", "DATABASE_URL"))
     data_dir: Path = Path("data")
     db_pool_size: int = Field(default=10, ge=1, le=200)
     run_migrations: bool = True

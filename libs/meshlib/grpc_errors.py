@@ -131,7 +131,9 @@ def decode_rpc_error(error: grpc.aio.AioRpcError) -> e.MeshError:
     """Turn a failed call from another service back into a domain error (reason preserved)."""
     status = decode_status(error.trailing_metadata())
     info = error_info(status)
-    kind = _KINDS.get(error.code(), e.ErrorKind.UNAVAILABLE if error.code() == grpc.StatusCode.CANCELLED else e.ErrorKind.INTERNAL)
+    kind = _KINDS.get(
+        error.code(), e.ErrorKind.UNAVAILABLE if error.code() == grpc.StatusCode.CANCELLED else e.ErrorKind.INTERNAL
+    )
     reason = info.reason if info else ("SERVICE_UNAVAILABLE" if kind is e.ErrorKind.UNAVAILABLE else "INTERNAL_ERROR")
     metadata = dict(info.metadata) if info else {}
     message = error.details() or reason
@@ -183,7 +185,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 log.error("internal error in %s: %s", method, exc.reason)
         else:
             log.error(
-                "unexpected error in %s", method, exc_info=exc,
+                "unexpected error in %s",
+                method,
+                exc_info=exc,
                 extra={"interaction_id": interaction_id_var.get()},
             )
             code, status = internal_status(self._domain)
@@ -272,4 +276,3 @@ def _mark_streaming(behavior: Handler) -> Handler:
 
     marked._meshlib_streaming = True  # type: ignore[attr-defined]
     return marked
-

@@ -27,8 +27,20 @@ _SECRET_KV = re.compile(
 )
 _LONG_DIGITS = re.compile(r"\b\d{10,}\b")
 _SENSITIVE_KEYS = frozenset(
-    {"password", "client_secret", "secret", "token", "access_token", "refresh_token", "authorization",
-     "code_verifier", "one_time_code", "otp", "totp_secret", "private_key"}
+    {
+        "password",
+        "client_secret",
+        "secret",
+        "token",
+        "access_token",
+        "refresh_token",
+        "authorization",
+        "code_verifier",
+        "one_time_code",
+        "otp",
+        "totp_secret",
+        "private_key",
+    }
 )
 _STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {"message", "asctime"}
 

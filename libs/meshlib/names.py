@@ -17,7 +17,7 @@ def resource_name(collection: str, resource_id: str) -> str:
 def parse_name(name: str, collection: str, field: str = "name", errors: FieldCollector | None = None) -> str:
     """The id inside ``collection/{id}``; a malformed name is INVALID_ARGUMENT naming the field."""
     prefix = f"{collection}/"
-    resource_id = name[len(prefix):] if name.startswith(prefix) else ""
+    resource_id = name[len(prefix) :] if name.startswith(prefix) else ""
     if not ID_PATTERN.match(resource_id):
         message = f"must look like {collection}/{{id}}"
         if errors is None:

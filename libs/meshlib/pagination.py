@@ -50,7 +50,9 @@ def decode_page_token(token: str, filters_hash: str) -> dict[str, Any] | None:
         payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
         cursor, issued_for = payload["c"], payload["f"]
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument.field("page_token", "not a token this server issued", reason="PAGE_TOKEN_INVALID") from None
+        raise InvalidArgument.field(
+            "page_token", "not a token this server issued", reason="PAGE_TOKEN_INVALID"
+        ) from None
     if issued_for != filters_hash or not isinstance(cursor, dict):
         raise InvalidArgument.field(
             "page_token", "was issued for a different request; keep the filters unchanged", reason="PAGE_TOKEN_INVALID"

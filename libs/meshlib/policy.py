@@ -54,7 +54,7 @@ def import_contract_modules() -> list[object]:
 
 def _enum_suffix(enum_descriptor: descriptor.EnumDescriptor, number: int, prefix: str) -> str:
     name = enum_descriptor.values_by_number[number].name if number in enum_descriptor.values_by_number else ""
-    return name[len(prefix):] if name.startswith(prefix) else name
+    return name[len(prefix) :] if name.startswith(prefix) else name
 
 
 def policy_of(method: descriptor.MethodDescriptor) -> MethodPolicy | None:
@@ -68,9 +68,7 @@ def policy_of(method: descriptor.MethodDescriptor) -> MethodPolicy | None:
     permission = _enum_suffix(
         consent_permission_pb2.ConsentPermission.DESCRIPTOR, declared.consent_permission, "CONSENT_PERMISSION_"
     )
-    authentication = _enum_suffix(
-        options_pb2.Authentication.DESCRIPTOR, declared.authentication, "AUTHENTICATION_"
-    )
+    authentication = _enum_suffix(options_pb2.Authentication.DESCRIPTOR, declared.authentication, "AUTHENTICATION_")
     service = method.containing_service.full_name
     return MethodPolicy(
         full_method=f"/{service}/{method.name}",

@@ -10,8 +10,8 @@ from meshlib.app import Runtime, ServiceSpec, Wiring
 from meshlib.server import ServiceRegistration
 from openbank.identity.v1 import token_pb2_grpc
 from services.identity.keys_service import KeyService
-from services.identity.settings import IdentitySettings
 from services.identity.servicer import TokenServicer
+from services.identity.settings import IdentitySettings
 from services.identity.unit_of_work import IdentityUnitOfWork
 
 VERSIONS_DIR = Path(__file__).parent / "migrations" / "versions"
@@ -27,7 +27,9 @@ async def wire(runtime: Runtime) -> Wiring:
     return Wiring(
         registrations=[
             ServiceRegistration(
-                "openbank.identity.v1.TokenService", TokenServicer(keys), token_pb2_grpc.add_TokenServiceServicer_to_server
+                "openbank.identity.v1.TokenService",
+                TokenServicer(keys),
+                token_pb2_grpc.add_TokenServiceServicer_to_server,
             ),
         ]
     )

@@ -52,9 +52,7 @@ class KeyService:
                 if key.state is KeyState.ACTIVE:
                     await uow.signing_keys.update_state(key.retiring(now, self._token_lifetime))
                 elif key.due_for_retirement(now):
-                    await uow.signing_keys.update_state(
-                        SigningKey(**{**key.__dict__, "state": KeyState.RETIRED})
-                    )
+                    await uow.signing_keys.update_state(SigningKey(**{**key.__dict__, "state": KeyState.RETIRED}))
             fresh = generate_key(self._passphrase, now)
             await uow.signing_keys.add(fresh)
             await uow.commit()

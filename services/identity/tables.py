@@ -1,4 +1,9 @@
-"""Identity's tables (SQLAlchemy Core); the migrations create exactly these."""
+"""Identity's tables (SQLAlchemy Core); the migrations create exactly these.
+
+Secrets are never stored in clear: client secrets and passwords as Argon2id hashes,
+authorization codes and refresh tokens as SHA-256 digests, TOTP seeds and private signing
+keys encrypted with the deployment passphrase.
+"""
 
 import sqlalchemy as sa
 
@@ -18,3 +23,112 @@ signing_keys = sa.Table(
 )
 
 idempotency_keys = idempotency_table(metadata)
+
+partners = sa.Table(
+    "partners",
+    metadata,
+    sa.Column("partner_id", sa.String(64), primary_key=True),
+    sa.Column("client_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("display_name", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("allowed_scopes", sa.Text, nullable=False),
+    sa.Column("rate_limit_tier", sa.String(64), nullable=False),
+    sa.Column("per_payment_currency", sa.String(3), nullable=True),
+    sa.Column("per_payment_minor", sa.BigInteger, nullable=True),
+    sa.Column("daily_currency", sa.String(3), nullable=True),
+    sa.Column("daily_minor", sa.BigInteger, nullable=True),
+    sa.Column("auth_method", sa.String(32), nullable=False),
+    sa.Column("public_key_pem", sa.Text, nullable=True),
+    sa.Column("client_secret_hash", sa.Text, nullable=True),
+    sa.Column("tls_client_certificate_sha256", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("tokens_valid_after", sa.DateTime(timezone=True), nullable=True),
+)
+
+customers = sa.Table(
+    "customers",
+    metadata,
+    sa.Column("customer_id", sa.String(64), primary_key=True),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("display_name", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("sealed_totp_seed", sa.LargeBinary, nullable=False),
+    sa.Column("failed_attempts", sa.Integer, nullable=False),
+    sa.Column("last_totp_step", sa.BigInteger, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+consents = sa.Table(
+    "consents",
+    metadata,
+    sa.Column("consent_id", sa.String(64), primary_key=True),
+    sa.Column("partner_id", sa.String(64), nullable=False, index=True),
+    sa.Column("customer_id", sa.String(64), nullable=True, index=True),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False),
+    sa.Column("permissions", sa.Text, nullable=False),
+    sa.Column("account_ids", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("per_payment_currency", sa.String(3), nullable=True),
+    sa.Column("per_payment_minor", sa.BigInteger, nullable=True),
+    sa.Column("period_limit_currency", sa.String(3), nullable=True),
+    sa.Column("period_limit_minor", sa.BigInteger, nullable=True),
+    sa.Column("period", sa.String(8), nullable=True),
+    sa.Column("reads_per_day", sa.Integer, nullable=False),
+    sa.Column("code_challenge", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("authorised_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+authorization_codes = sa.Table(
+    "authorization_codes",
+    metadata,
+    sa.Column("code_hash", sa.String(64), primary_key=True),
+    sa.Column("consent_id", sa.String(64), nullable=False, index=True),
+    sa.Column("partner_id", sa.String(64), nullable=False),
+    sa.Column("customer_id", sa.String(64), nullable=False),
+    sa.Column("code_challenge", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+refresh_tokens = sa.Table(
+    "refresh_tokens",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("family_id", sa.String(64), nullable=False, index=True),
+    sa.Column("partner_id", sa.String(64), nullable=False),
+    sa.Column("client_id", sa.String(64), nullable=False),
+    sa.Column("consent_id", sa.String(64), nullable=False, index=True),
+    sa.Column("customer_id", sa.String(64), nullable=False),
+    sa.Column("scopes", sa.Text, nullable=False),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+access_tokens = sa.Table(
+    "access_tokens",
+    metadata,
+    sa.Column("jti", sa.String(64), primary_key=True),
+    sa.Column("client_id", sa.String(64), nullable=False),
+    sa.Column("partner_id", sa.String(64), nullable=True, index=True),
+    sa.Column("consent_id", sa.String(64), nullable=True, index=True),
+    sa.Column("family_id", sa.String(64), nullable=True, index=True),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+client_assertions = sa.Table(
+    "client_assertions",
+    metadata,
+    sa.Column("client_id", sa.String(64), primary_key=True),
+    sa.Column("jti", sa.String(128), primary_key=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)

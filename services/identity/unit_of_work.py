@@ -6,7 +6,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.idempotency import IdempotencyRepository
 from meshlib.storage import SqlUnitOfWork
-from services.identity.repository import SigningKeyRepository
+from services.identity.repository import (
+    ConsentRepository,
+    CustomerRepository,
+    GrantRepository,
+    PartnerRepository,
+    SigningKeyRepository,
+)
 from services.identity.tables import idempotency_keys
 
 
@@ -15,7 +21,15 @@ class IdentityUnitOfWork(SqlUnitOfWork):
 
     signing_keys: SigningKeyRepository
     idempotency: IdempotencyRepository
+    partners: PartnerRepository
+    customers: CustomerRepository
+    consents: ConsentRepository
+    grants: GrantRepository
 
     def _bind(self, connection: AsyncConnection) -> None:
         self.signing_keys = SigningKeyRepository(connection)
         self.idempotency = IdempotencyRepository(connection, idempotency_keys)
+        self.partners = PartnerRepository(connection)
+        self.customers = CustomerRepository(connection)
+        self.consents = ConsentRepository(connection)
+        self.grants = GrantRepository(connection)

@@ -28,7 +28,9 @@ class PaymentQueries:
             raise NotFound("payment not found")
         return payment
 
-    async def stuck(self, older_than: dt.timedelta, requested_page_size: int, page_token: str) -> tuple[list[Payment], str]:
+    async def stuck(
+        self, older_than: dt.timedelta, requested_page_size: int, page_token: str
+    ) -> tuple[list[Payment], str]:
         """Payments stuck mid-saga, oldest id first, with the next page token."""
         size = page_size(requested_page_size)
         filters = filter_fingerprint(older_than=older_than.total_seconds())

@@ -1,0 +1,1 @@
+"""Settlement: participants, net debit caps, positions, settlement windows, reports, reconciliation."""

@@ -14,14 +14,16 @@ from dataclasses import dataclass, field
 
 from google.protobuf import descriptor_pb2
 
-from openbank.common.v1 import options_pb2
+from openbank.common.v1 import consent_permission_pb2, options_pb2
 
 FDP = descriptor_pb2.FieldDescriptorProto
 
 MONEY = ".openbank.common.v1.Money"
 TIMESTAMP = ".google.protobuf.Timestamp"
 
-RATE_LIMIT_CLASSES = frozenset({"token", "consents", "reads", "payments", "streams", "settlement", "internal"})
+RATE_LIMIT_CLASSES = frozenset(
+    {"token", "consents", "reads", "payments", "streams", "settlement", "internal"}
+)
 PARTNER_SCOPES = frozenset(
     {
         "accounts:read",
@@ -143,7 +145,11 @@ def _field(message: descriptor_pb2.DescriptorProto, name: str) -> descriptor_pb2
 def _upper_snake(name: str) -> str:
     out = []
     for index, char in enumerate(name):
-        if char.isupper() and index > 0 and (not name[index - 1].isupper() or (index + 1 < len(name) and name[index + 1].islower())):
+        if (
+            char.isupper()
+            and index > 0
+            and (not name[index - 1].isupper() or (index + 1 < len(name) and name[index + 1].islower()))
+        ):
             out.append("_")
         out.append(char.upper())
     return "".join(out)
@@ -229,7 +235,7 @@ def internal_rpcs_not_consent_bound(contract: Contract) -> list[str]:
             continue
         if (
             policy.visibility == options_pb2.VISIBILITY_INTERNAL
-            and policy.consent_permission != options_pb2.CONSENT_PERMISSION_NONE
+            and policy.consent_permission != consent_permission_pb2.CONSENT_PERMISSION_NONE
         ):
             problems.append(f"{m.full_name}: INTERNAL rpc bound to a consent permission")
     return problems
@@ -241,24 +247,23 @@ def request_id_rpcs_have_request_id(contract: Contract) -> list[str]:
     for m in contract.methods():
         policy = m.policy()
         request = contract.messages.get(m.method.input_type)
+        request_name = m.method.input_type.lstrip(".")
         if request is None:
-            problems.append(f"{m.full_name}: request type {m.method.input_type} not found")
+            problems.append(f"{m.full_name}: request type {request_name} not found")
             continue
         request_id = _field(request, "request_id")
         if policy is not None and policy.idempotency == options_pb2.IDEMPOTENCY_REQUEST_ID:
             if request_id is None:
-                problems.append(f"{m.full_name}: IDEMPOTENCY_REQUEST_ID but {m.method.input_type} has no request_id")
+                problems.append(f"{m.full_name}: IDEMPOTENCY_REQUEST_ID but {request_name} has no request_id")
             elif (
                 request_id.number != 1
                 or request_id.type != FDP.TYPE_STRING
                 or request_id.label == FDP.LABEL_REPEATED
             ):
-                problems.append(
-                    f"{m.full_name}: {m.method.input_type}.request_id must be `string request_id = 1`"
-                )
+                problems.append(f"{m.full_name}: {request_name}.request_id must be `string request_id = 1`")
         elif request_id is not None:
             problems.append(
-                f"{m.full_name}: {m.method.input_type} has request_id but the policy's idempotency is not "
+                f"{m.full_name}: {request_name} has request_id but the policy's idempotency is not "
                 "IDEMPOTENCY_REQUEST_ID"
             )
     return problems
@@ -283,10 +288,10 @@ def list_rpcs_paginate(contract: Contract) -> list[str]:
         message = contract.messages.get(message_name)
         found = _field(message, field_name) if message is not None else None
         if found is None:
-            problems.append(f"{who}: {message_name} lacks {field_name}")
+            problems.append(f"{who}: {message_name.lstrip('.')} lacks {field_name}")
         elif found.type != field_type or found.label == FDP.LABEL_REPEATED:
             expected = FDP.Type.Name(field_type).removeprefix("TYPE_").lower()
-            problems.append(f"{who}: {message_name}.{field_name} must be a singular {expected}")
+            problems.append(f"{who}: {message_name.lstrip('.')}.{field_name} must be a singular {expected}")
 
     for m in contract.methods():
         if not m.method.name.startswith("List"):
@@ -384,7 +389,9 @@ def rpcs_have_own_request_response(contract: Contract) -> list[str]:
         for type_name, suffix in ((m.method.input_type, "Request"), (m.method.output_type, "Response")):
             expected = f".{m.package}.{m.method.name}{suffix}"
             if type_name != expected:
-                problems.append(f"{m.full_name}: uses {type_name.lstrip('.')}, expected {expected.lstrip('.')}")
+                problems.append(
+                    f"{m.full_name}: uses {type_name.lstrip('.')}, expected {expected.lstrip('.')}"
+                )
             if type_name in seen:
                 problems.append(f"{m.full_name}: {type_name.lstrip('.')} is also used by {seen[type_name]}")
             seen[type_name] = m.full_name
@@ -435,7 +442,10 @@ def _documented_elements(
     for index, service in enumerate(file.service):
         yield (_FILE_SERVICE, index), f"service {package}.{service.name}"
         for method_index, method in enumerate(service.method):
-            yield (_FILE_SERVICE, index, _SERVICE_METHOD, method_index), f"rpc {package}.{service.name}.{method.name}"
+            yield (
+                (_FILE_SERVICE, index, _SERVICE_METHOD, method_index),
+                f"rpc {package}.{service.name}.{method.name}",
+            )
 
 
 def everything_documented(contract: Contract) -> list[str]:
@@ -443,7 +453,9 @@ def everything_documented(contract: Contract) -> list[str]:
     problems = []
     for file in contract.openbank_files:
         if not file.HasField("source_code_info"):
-            problems.append(f"{file.name}: no source info (build the descriptor set with --include_source_info)")
+            problems.append(
+                f"{file.name}: no source info (build the descriptor set with --include_source_info)"
+            )
             continue
         comments = {
             tuple(location.path): location.leading_comments for location in file.source_code_info.location

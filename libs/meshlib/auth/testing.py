@@ -59,7 +59,10 @@ class TestIssuer:
         }
         payload.update(claims)
         return jwt.encode(
-            payload, self.private_key, algorithm=ALGORITHM, headers={"kid": self.kid, "typ": "at+jwt", **(headers or {})}
+            payload,
+            self.private_key,
+            algorithm=ALGORITHM,
+            headers={"kid": self.kid, "typ": "at+jwt", **(headers or {})},
         )
 
     def verifier(self, **kwargs: Any) -> JwtVerifier:

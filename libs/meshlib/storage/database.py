@@ -54,9 +54,7 @@ class Database:
             kwargs.update(
                 pool_size=pool_size,
                 max_overflow=pool_size,
-                connect_args={
-                    "server_settings": {"synchronous_commit": "on", "application_name": application_name}
-                },
+                connect_args={"server_settings": {"synchronous_commit": "on", "application_name": application_name}},
             )
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
@@ -85,10 +83,11 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         # Let SQLAlchemy's begin event, not the driver, decide how transactions start.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # Busy timeout first, so that even switching to WAL waits for a concurrent opener.
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")

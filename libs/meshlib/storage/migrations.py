@@ -12,7 +12,6 @@ import logging
 import zlib
 from pathlib import Path
 
-
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -45,9 +44,7 @@ async def upgrade_to_head(database: Database, versions_dir: Path, service: str) 
     def _upgrade(connection: Connection) -> str | None:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
-        context = MigrationContext.configure(
-            connection, opts={"version_table": f"alembic_version_{service}"}
-        )
+        context = MigrationContext.configure(connection, opts={"version_table": f"alembic_version_{service}"})
         return context.get_current_revision()
 
     async with database.engine.connect() as connection:
@@ -73,5 +70,3 @@ def head_revision(versions_dir: Path, service: str) -> str | None:
 
 def _lock_key(service: str) -> int:
     return zlib.crc32(f"openbank-migrations:{service}".encode()) & 0x7FFFFFFF
-
-

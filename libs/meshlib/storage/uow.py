@@ -50,9 +50,7 @@ class SqlUnitOfWork:
     async def __aenter__(self) -> Self:
         connection = await self.database.engine.connect()
         if self.database.is_sqlite:
-            connection = await connection.execution_options(
-                sqlite_begin="DEFERRED" if self.read_only else "IMMEDIATE"
-            )
+            connection = await connection.execution_options(sqlite_begin="DEFERRED" if self.read_only else "IMMEDIATE")
         try:
             self._transaction = await connection.begin()
         except BaseException:

@@ -24,9 +24,24 @@ from services.payment.settings import PaymentSettings
 from services.payment.unit_of_work import PaymentUnitOfWork
 
 BRIEF_PUBLIC_RPCS = {
-    "IssueToken", "CreateConsent", "GetConsent", "RevokeConsent", "GetJwks", "ListAccounts", "GetAccount",
-    "GetBalance", "ListTransactions", "ConfirmFunds", "CreatePayment", "GetPayment", "ListPayments",
-    "CancelPayment", "WatchPayments", "GetPosition", "ListSettlementWindows", "GetSettlementReport",
+    "IssueToken",
+    "CreateConsent",
+    "GetConsent",
+    "RevokeConsent",
+    "GetJwks",
+    "ListAccounts",
+    "GetAccount",
+    "GetBalance",
+    "ListTransactions",
+    "ConfirmFunds",
+    "CreatePayment",
+    "GetPayment",
+    "ListPayments",
+    "CancelPayment",
+    "WatchPayments",
+    "GetPosition",
+    "ListSettlementWindows",
+    "GetSettlementReport",
 }
 
 
@@ -43,16 +58,25 @@ def test_route_table_is_exactly_the_public_contract() -> None:
 @pytest.fixture
 async def gateway_to_payment(sqlite_url: str):  # type: ignore[no-untyped-def]
     issuer = TestIssuer(issuer="https://identity.openbank.local", audience="openbank-mesh")
-    payment = await start_service(PAYMENT, PaymentSettings(port=0, database_url=sqlite_url),
-                                  jwks_fetcher=static_jwks(issuer.jwks))
+    payment = await start_service(
+        PAYMENT, PaymentSettings(port=0, database_url=sqlite_url), jwks_fetcher=static_jwks(issuer.jwks)
+    )
     now = dt.datetime.now(dt.UTC)
     async with PaymentUnitOfWork(payment.runtime.database) as uow:
-        await uow.payments.add(Payment("p-1", "wallet-a", "c1", "a1", "a2", None, Amount("EUR", 99), "TRANSFER",
-                                       PaymentState.SETTLED, now, now))
+        await uow.payments.add(
+            Payment(
+                "p-1", "wallet-a", "c1", "a1", "a2", None, Amount("EUR", 99), "TRANSFER", PaymentState.SETTLED, now, now
+            )
+        )
         await uow.commit()
     gateway = await start_gateway(
-        GatewaySettings(port=0, payment_target=f"127.0.0.1:{payment.port}", identity_target="127.0.0.1:1",
-                        account_target="127.0.0.1:1", settlement_target="127.0.0.1:1"),
+        GatewaySettings(
+            port=0,
+            payment_target=f"127.0.0.1:{payment.port}",
+            identity_target="127.0.0.1:1",
+            account_target="127.0.0.1:1",
+            settlement_target="127.0.0.1:1",
+        ),
         jwks_fetcher=static_jwks(issuer.jwks),
     )
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}")

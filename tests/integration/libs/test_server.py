@@ -30,7 +30,9 @@ class EchoServicer:
     def __init__(self) -> None:
         self.release = asyncio.Event()
 
-    async def echo(self, request: wrappers_pb2.StringValue, context: grpc.aio.ServicerContext) -> wrappers_pb2.StringValue:
+    async def echo(
+        self, request: wrappers_pb2.StringValue, context: grpc.aio.ServicerContext
+    ) -> wrappers_pb2.StringValue:
         if request.value == "":
             raise e.InvalidArgument.field("value", "required")
         if request.value == "boom":
@@ -56,10 +58,19 @@ def _registration(servicer: EchoServicer) -> ServiceRegistration:
 
 def _policy(requires_token: bool = True) -> MethodPolicy:
     return MethodPolicy(
-        full_method=ECHO, service=SERVICE, method="Echo", visibility="INTERNAL", requires_token=requires_token,
-        scopes=frozenset({"echo:use"}), consent_permission=None, rate_limit_class="internal",
-        idempotency="READ_ONLY", client_streaming=False, server_streaming=False,
-        input_type="google.protobuf.StringValue", output_type="google.protobuf.StringValue",
+        full_method=ECHO,
+        service=SERVICE,
+        method="Echo",
+        visibility="INTERNAL",
+        requires_token=requires_token,
+        scopes=frozenset({"echo:use"}),
+        consent_permission=None,
+        rate_limit_class="internal",
+        idempotency="READ_ONLY",
+        client_streaming=False,
+        server_streaming=False,
+        input_type="google.protobuf.StringValue",
+        output_type="google.protobuf.StringValue",
     )
 
 
@@ -73,7 +84,8 @@ async def echo_server():  # type: ignore[no-untyped-def]
     )
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     echo = channel.unary_unary(
-        ECHO, request_serializer=wrappers_pb2.StringValue.SerializeToString,
+        ECHO,
+        request_serializer=wrappers_pb2.StringValue.SerializeToString,
         response_deserializer=wrappers_pb2.StringValue.FromString,
     )
     good = (("authorization", f"Bearer {issuer.token('svc', scopes=['echo:use'])}"),)

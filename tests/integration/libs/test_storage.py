@@ -17,7 +17,9 @@ from meshlib.storage.migrations import head_revision, upgrade_to_head
 
 VERSIONS = Path(__file__).parent / "sample_migrations"
 metadata = sa.MetaData()
-notes = sa.Table("notes", metadata, sa.Column("id", sa.String(64), primary_key=True), sa.Column("counter", sa.BigInteger))
+notes = sa.Table(
+    "notes", metadata, sa.Column("id", sa.String(64), primary_key=True), sa.Column("counter", sa.BigInteger)
+)
 keys = idempotency_table(metadata)
 
 

@@ -23,9 +23,17 @@ from services.payment.unit_of_work import PaymentUnitOfWork
 def _payment(payment_id: str, partner: str, state: PaymentState, age: dt.timedelta) -> Payment:
     when = dt.datetime.now(dt.UTC) - age
     return Payment(
-        payment_id=payment_id, partner_id=partner, consent_id="c1", debtor_account_id="a1",
-        creditor_account_id=None, creditor_wallet_partner_id=partner, amount=Amount("EUR", 1250),
-        payment_type="WALLET_TOP_UP", state=state, created_at=when, updated_at=when,
+        payment_id=payment_id,
+        partner_id=partner,
+        consent_id="c1",
+        debtor_account_id="a1",
+        creditor_account_id=None,
+        creditor_wallet_partner_id=partner,
+        amount=Amount("EUR", 1250),
+        payment_type="WALLET_TOP_UP",
+        state=state,
+        created_at=when,
+        updated_at=when,
     )
 
 

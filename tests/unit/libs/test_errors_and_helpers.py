@@ -31,7 +31,11 @@ def test_invalid_argument_maps_to_bad_request_with_every_field() -> None:
     assert code is grpc.StatusCode.INVALID_ARGUMENT
     info = error_info(status)
     assert info is not None
-    assert (info.reason, info.domain, info.metadata["field"]) == ("FIELD_INVALID", "account.openbank.dev", "amount.minor_units")
+    assert (info.reason, info.domain, info.metadata["field"]) == (
+        "FIELD_INVALID",
+        "account.openbank.dev",
+        "amount.minor_units",
+    )
     (bad_request,) = _details(status, error_details_pb2.BadRequest)
     assert [v.field for v in bad_request.field_violations] == ["amount.minor_units", "name"]
 
@@ -48,9 +52,7 @@ def test_resource_exhausted_carries_retry_info_and_quota_failure() -> None:
     assert quota.violations[0].subject == "partners/p1"
 
 
-@pytest.mark.parametrize(
-    ("requested", "expected"), [(0, 50), (1, 1), (50, 50), (500, 500), (501, 500), (10_000, 500)]
-)
+@pytest.mark.parametrize(("requested", "expected"), [(0, 50), (1, 1), (50, 50), (500, 500), (501, 500), (10_000, 500)])
 def test_page_size_follows_aip_158(requested: int, expected: int) -> None:
     assert page_size(requested) == expected
 

@@ -63,8 +63,10 @@ def _b64(data: bytes) -> str:
 
 
 def _hs256(claims: dict, key: bytes, kid: str) -> str:
-    signing_input = _b64(json.dumps({"alg": "HS256", "kid": kid, "typ": "at+jwt"}).encode()) + "." + _b64(
-        json.dumps(claims).encode()
+    signing_input = (
+        _b64(json.dumps({"alg": "HS256", "kid": kid, "typ": "at+jwt"}).encode())
+        + "."
+        + _b64(json.dumps(claims).encode())
     )
     signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{_b64(signature)}"

@@ -1,0 +1,440 @@
+"""The ledger's service layer: transfers, holds and their expiry (no gRPC, no SQL).
+
+Each operation is one transaction: lock what it changes (transfer row first, then the
+accounts in sorted id order), apply the domain rule, persist, commit. A transfer's id is
+the client's request_id, so the transfers table itself is the idempotency store of
+CreateTransfer (kept forever); Post/Void/Batch save their first answer in the
+idempotency-key table in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import IntegrityError
+
+from meshlib.errors import AlreadyExists, FailedPrecondition, InvalidArgument, MeshError, NotFound
+from meshlib.idempotency import validate_request_id
+from meshlib.money import Amount
+from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint
+from meshlib.storage import retry_on_conflict
+from services.account.domain.ledger import (
+    Account,
+    AccountStatus,
+    AccountType,
+    Outcome,
+    Transfer,
+    TransferRequest,
+    TransferType,
+    create_transfer,
+    expire_transfer,
+    new_account_number,
+    post_transfer,
+    void_transfer,
+)
+from services.account.repository import TransferFilter
+from services.account.unit_of_work import AccountUnitOfWork
+
+log = logging.getLogger("services.account.ledger")
+
+T = TypeVar("T")
+Clock = Callable[[], dt.datetime]
+UowFactory = Callable[..., AccountUnitOfWork]
+MAX_BATCH = 500
+LEDGER_SCOPE = "ledger"
+
+
+def utc_now() -> dt.datetime:
+    """The wall clock, in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+def request_fingerprint(**fields: Any) -> str:
+    """A stable hash of a command's payload (the idempotency key itself excluded)."""
+
+    def plain(value: Any) -> Any:
+        if is_dataclass(value) and not isinstance(value, type):
+            return asdict(value)
+        return str(value)
+
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=plain).encode()).hexdigest()
+
+
+async def run_transaction(operation: Callable[[], Awaitable[T]], *, attempts: int = 4) -> T:
+    """Run a whole transaction, again after a lost race on a unique key or a lock conflict.
+
+    Two concurrent creates of the same transfer id (or of a currency's equity account)
+    race on the primary key; the loser's retry finds the winner's row and answers from it.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return await retry_on_conflict(operation)
+        except IntegrityError:
+            if attempt == attempts:
+                raise
+            log.info("unique key race, retrying the transaction", extra={"attempt": attempt})
+    raise AssertionError("unreachable")
+
+
+def validate_transfer_id(transfer_id: str, field: str) -> str:
+    """A transfer id has the request_id shape (it is one)."""
+    return validate_request_id(transfer_id, field)
+
+
+def _account_not_found(account_id: str) -> NotFound:
+    return NotFound("account not found", metadata={"resource_name": f"accounts/{account_id}"})
+
+
+def _replay(existing: Transfer, request: TransferRequest) -> Transfer:
+    if not existing.matches(request):
+        raise AlreadyExists(
+            "a transfer with this id exists with different fields",
+            reason="TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS",
+            metadata={"transfer": f"transfers/{existing.id}"},
+        )
+    return existing
+
+
+@dataclass(frozen=True)
+class BatchItemResult:
+    """The outcome of one item of a batch: a transfer, or why it failed."""
+
+    index: int
+    transfer: Transfer | None = None
+    error_reason: str | None = None
+    error_message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (saved as the batch's idempotent answer)."""
+        return {
+            "index": self.index,
+            "transfer": self.transfer.to_dict() if self.transfer else None,
+            "error_reason": self.error_reason,
+            "error_message": self.error_message,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BatchItemResult:
+        """The inverse of :meth:`to_dict`."""
+        return cls(
+            index=data["index"],
+            transfer=Transfer.from_dict(data["transfer"]) if data["transfer"] else None,
+            error_reason=data["error_reason"],
+            error_message=data["error_message"],
+        )
+
+
+@dataclass(frozen=True)
+class TransferPage:
+    """One page of ListTransfers."""
+
+    transfers: list[Transfer]
+    next_page_token: str
+
+
+async def persist(uow: AccountUnitOfWork, outcome: Outcome, accounts: list[Account], *, new: bool) -> None:
+    """Write what a rule changed: the transfer, its statement lines, the two accounts."""
+    if new:
+        await uow.transfers.add(outcome.transfer)
+    else:
+        await uow.transfers.save_state(outcome.transfer)
+    if outcome.drop_pending_entries:
+        await uow.entries.drop_pending(outcome.transfer.id)
+    await uow.entries.add(outcome.new_entries)
+    for account in accounts:
+        await uow.accounts.save(account)
+
+
+class LedgerService:
+    """Transfers: create (single-phase or hold), post, void, expire, read, batch, fund."""
+
+    def __init__(self, uow: UowFactory, clock: Clock = utc_now) -> None:
+        self._uow = uow
+        self._now = clock
+
+    # ---- create ----
+
+    async def create_transfer(self, request: TransferRequest) -> Transfer:
+        """Create a transfer whose id is the request_id; a replay returns the existing one."""
+        validate_transfer_id(request.transfer_id, "request_id")
+        request.validate()
+        return await run_transaction(lambda: self._create_once(request))
+
+    async def _create_once(self, request: TransferRequest) -> Transfer:
+        async with self._uow() as uow:
+            existing = await uow.transfers.get(request.transfer_id)
+            if existing is not None:
+                return _replay(existing, request)
+            locked = await uow.accounts.lock([request.debit_account_id, request.credit_account_id])
+            # Re-read under the locks: a concurrent create of the same id has committed by now.
+            existing = await uow.transfers.get(request.transfer_id)
+            if existing is not None:
+                return _replay(existing, request)
+            debit, credit = self._pair(locked, request)
+            outcome = create_transfer(request, debit, credit, self._now())
+            await persist(uow, outcome, [debit, credit], new=True)
+            await uow.commit()
+        log.info(
+            "transfer created",
+            extra={"transfer": outcome.transfer.id, "type": outcome.transfer.type.value,
+                   "amount": Amount(outcome.transfer.currency, outcome.transfer.amount).format()},
+        )
+        return outcome.transfer
+
+    @staticmethod
+    def _pair(locked: dict[str, Account], request: TransferRequest) -> tuple[Account, Account]:
+        debit = locked.get(request.debit_account_id)
+        if debit is None:
+            raise _account_not_found(request.debit_account_id)
+        credit = locked.get(request.credit_account_id)
+        if credit is None:
+            raise _account_not_found(request.credit_account_id)
+        return debit, credit
+
+    # ---- post / void / expire ----
+
+    async def post_transfer(self, request_id: str, transfer_id: str) -> Transfer:
+        """Post a hold's full amount; a replay with the same request_id returns the first answer."""
+        return await self._finish("PostTransfer", request_id, transfer_id, post_transfer)
+
+    async def void_transfer(self, request_id: str, transfer_id: str) -> Transfer:
+        """Release a hold; a replay with the same request_id returns the first answer."""
+        return await self._finish("VoidTransfer", request_id, transfer_id, void_transfer)
+
+    async def _finish(
+        self,
+        method: str,
+        request_id: str,
+        transfer_id: str,
+        rule: Callable[[Transfer, Account, Account, dt.datetime], Outcome],
+    ) -> Transfer:
+        validate_request_id(request_id)
+        fingerprint = request_fingerprint(transfer=transfer_id)
+
+        async def once() -> Transfer:
+            expired = False
+            async with self._uow() as uow:
+                transfer = await uow.transfers.get(transfer_id, lock=True)
+                if transfer is None:
+                    raise NotFound("transfer not found", metadata={"resource_name": f"transfers/{transfer_id}"})
+                # Looked up under the transfer's lock, so a concurrent twin waits and then replays.
+                saved = await uow.idempotency.lookup(LEDGER_SCOPE, method, request_id, fingerprint)
+                if saved is not None:
+                    return Transfer.from_dict(json.loads(saved))
+                locked = await uow.accounts.lock([transfer.debit_account_id, transfer.credit_account_id])
+                debit, credit = locked[transfer.debit_account_id], locked[transfer.credit_account_id]
+                now = self._now()
+                if transfer.is_due_to_expire(now):
+                    # Touching an expired hold releases it (lazy expiry), then refuses.
+                    outcome = expire_transfer(transfer, debit, credit, now)
+                    expired = True
+                else:
+                    outcome = rule(transfer, debit, credit, now)
+                    await uow.idempotency.save(
+                        LEDGER_SCOPE, method, request_id, fingerprint,
+                        json.dumps(outcome.transfer.to_dict()).encode(), now,
+                    )
+                await persist(uow, outcome, [debit, credit], new=False)
+                await uow.commit()
+            if expired:
+                raise FailedPrecondition("the hold expired and was released", reason="TRANSFER_EXPIRED")
+            log.info("transfer finished", extra={"transfer": transfer_id, "state": outcome.transfer.state.value})
+            return outcome.transfer
+
+        return await run_transaction(once)
+
+    async def expire_one(self, transfer_id: str) -> Transfer | None:
+        """Release one hold if its timeout has elapsed; returns the transfer as it is now."""
+
+        async def once() -> Transfer | None:
+            async with self._uow() as uow:
+                transfer = await uow.transfers.get(transfer_id, lock=True)
+                if transfer is None or not transfer.is_due_to_expire(self._now()):
+                    return transfer
+                locked = await uow.accounts.lock([transfer.debit_account_id, transfer.credit_account_id])
+                debit, credit = locked[transfer.debit_account_id], locked[transfer.credit_account_id]
+                outcome = expire_transfer(transfer, debit, credit, self._now())
+                await persist(uow, outcome, [debit, credit], new=False)
+                await uow.commit()
+            log.info("hold expired", extra={"transfer": transfer_id})
+            return outcome.transfer
+
+        return await run_transaction(once)
+
+    async def expire_due(self, limit: int = 200) -> int:
+        """Release every hold whose timeout has elapsed (up to ``limit``); returns how many."""
+        async with self._uow(read_only=True) as uow:
+            due = await uow.transfers.due_for_expiry(self._now(), limit)
+        released = 0
+        for transfer_id in due:
+            transfer = await self.expire_one(transfer_id)
+            if transfer is not None and transfer.state.value == "EXPIRED":
+                released += 1
+        return released
+
+    # ---- reads ----
+
+    async def get_transfer(self, transfer_id: str) -> Transfer:
+        """One transfer (an elapsed hold is released on the way)."""
+        async with self._uow(read_only=True) as uow:
+            transfer = await uow.transfers.get(transfer_id)
+        if transfer is None:
+            raise NotFound("transfer not found", metadata={"resource_name": f"transfers/{transfer_id}"})
+        if transfer.is_due_to_expire(self._now()):
+            transfer = await self.expire_one(transfer_id) or transfer
+        return transfer
+
+    async def list_transfers(self, filters: TransferFilter, size: int, page_token: str) -> TransferPage:
+        """Newest first, keyset-paginated so concurrent inserts never shift a page."""
+        if filters.from_time and filters.to_time and filters.from_time > filters.to_time:
+            raise InvalidArgument.field("from_create_time", "must not be after to_create_time")
+        filters_hash = filter_fingerprint(
+            account=filters.account_id, reference=filters.reference,
+            from_time=filters.from_time.isoformat() if filters.from_time else None,
+            to_time=filters.to_time.isoformat() if filters.to_time else None,
+        )
+        cursor = decode_page_token(page_token, filters_hash)
+        after = None
+        if cursor is not None:
+            try:
+                after = (dt.datetime.fromisoformat(cursor["t"]), str(cursor["id"]))
+            except (KeyError, TypeError, ValueError):
+                raise InvalidArgument.field(
+                    "page_token", "not a token this server issued", reason="PAGE_TOKEN_INVALID"
+                ) from None
+        async with self._uow(read_only=True) as uow:
+            rows = await uow.transfers.page(filters, after, size + 1)
+        next_token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            last = rows[-1]
+            next_token = encode_page_token({"t": last.created_at.isoformat(), "id": last.id}, filters_hash)
+        return TransferPage(rows, next_token)
+
+    # ---- batch ----
+
+    async def batch_create(self, request_id: str, requests: list[TransferRequest]) -> list[BatchItemResult]:
+        """Apply up to 500 transfers in order in one transaction, each with its own result."""
+        validate_request_id(request_id)
+        if not requests:
+            raise InvalidArgument.field("requests", "must hold at least one transfer")
+        if len(requests) > MAX_BATCH:
+            raise InvalidArgument.field("requests", f"at most {MAX_BATCH} transfers")
+        seen: set[str] = set()
+        for index, request in enumerate(requests):
+            if request.transfer_id and request.transfer_id in seen:
+                raise InvalidArgument.field(f"requests[{index}].request_id", "duplicate transfer id in the batch")
+            seen.add(request.transfer_id)
+        fingerprint = request_fingerprint(requests=requests)
+        # Shape errors are per item: they never reach the database.
+        shape_errors: dict[int, MeshError] = {}
+        for index, request in enumerate(requests):
+            try:
+                validate_transfer_id(request.transfer_id, "request_id")
+                request.validate()
+            except MeshError as error:
+                shape_errors[index] = error
+
+        async def once() -> list[BatchItemResult]:
+            async with self._uow() as uow:
+                saved = await uow.idempotency.lookup(LEDGER_SCOPE, "BatchCreateTransfers", request_id, fingerprint)
+                if saved is not None:
+                    return [BatchItemResult.from_dict(item) for item in json.loads(saved)]
+                account_ids = {
+                    account_id
+                    for index, request in enumerate(requests)
+                    if index not in shape_errors
+                    for account_id in (request.debit_account_id, request.credit_account_id)
+                }
+                locked = await uow.accounts.lock(account_ids)
+                touched: dict[str, Account] = {}
+                results: list[BatchItemResult] = []
+                now = self._now()
+                for index, request in enumerate(requests):
+                    try:
+                        if index in shape_errors:
+                            raise shape_errors[index]
+                        existing = await uow.transfers.get(request.transfer_id)
+                        if existing is not None:
+                            results.append(BatchItemResult(index, _replay(existing, request)))
+                            continue
+                        debit, credit = self._pair(locked, request)
+                        outcome = create_transfer(request, debit, credit, now)
+                        await uow.transfers.add(outcome.transfer)
+                        await uow.entries.add(outcome.new_entries)
+                        touched[debit.id], touched[credit.id] = debit, credit
+                        results.append(BatchItemResult(index, outcome.transfer))
+                    except MeshError as error:
+                        results.append(BatchItemResult(index, None, error.reason, error.message))
+                for account in touched.values():
+                    await uow.accounts.save(account)
+                await uow.idempotency.save(
+                    LEDGER_SCOPE, "BatchCreateTransfers", request_id, fingerprint,
+                    json.dumps([result.to_dict() for result in results]).encode(), now,
+                )
+                await uow.commit()
+            log.info("batch applied", extra={"items": len(results),
+                                              "failed": sum(1 for r in results if r.error_reason)})
+            return results
+
+        return await run_transaction(once)
+
+    # ---- funding from the bank's equity ----
+
+    async def ensure_equity_account(self, currency: str) -> str:
+        """The bank equity account of ``currency``, opened on first use; returns its id."""
+
+        async def once() -> str:
+            async with self._uow() as uow:
+                existing = await uow.accounts.equity_id(currency)
+                if existing is not None:
+                    return existing
+                now = self._now()
+                account = Account(
+                    id=f"equity-{currency.lower()}-{uuid.uuid4().hex[:12]}",
+                    number=new_account_number(),
+                    currency=currency,
+                    type=AccountType.BANK_EQUITY,
+                    status=AccountStatus.ACTIVE,
+                    overdraft_limit=0,
+                    customer_id=None,
+                    display_name=f"Bank equity {currency}",
+                    opened_at=now,
+                    updated_at=now,
+                )
+                await uow.accounts.add(account)
+                await uow.commit()
+            log.info("bank equity account opened", extra={"currency": currency, "account": account.id})
+            return account.id
+
+        return await run_transaction(once)
+
+    async def fund_account(self, request_id: str, account_id: str, amount: Amount, description: str) -> Transfer:
+        """Credit an account from its currency's bank equity account (a single-phase transfer)."""
+        validate_transfer_id(request_id, "request_id")
+        async with self._uow(read_only=True) as uow:
+            account = await uow.accounts.get(account_id)
+        if account is None:
+            raise _account_not_found(account_id)
+        if amount.currency != account.currency:
+            raise InvalidArgument.field(
+                "amount.currency_code", "must be the account's currency", reason="CURRENCY_MISMATCH"
+            )
+        equity_id = await self.ensure_equity_account(account.currency)
+        return await self.create_transfer(
+            TransferRequest(
+                transfer_id=request_id,
+                debit_account_id=equity_id,
+                credit_account_id=account_id,
+                amount=amount,
+                type=TransferType.SINGLE_PHASE,
+                description=description,
+            )
+        )

@@ -1,0 +1,390 @@
+"""Account repositories: they hide SQL from the service layer.
+
+Locking: :meth:`AccountRepository.lock` takes the account rows in sorted id order with
+``SELECT ... FOR UPDATE`` on PostgreSQL, so two transfers over the same pair of accounts
+queue instead of deadlocking. SQLite's ``BEGIN IMMEDIATE`` already serialises writers, so
+there a plain read is enough.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from meshlib.idempotency import upsert
+from services.account.domain.ledger import (
+    Account,
+    AccountStatus,
+    AccountType,
+    Direction,
+    Entry,
+    EntryStatus,
+    Transfer,
+    TransferState,
+    TransferType,
+)
+from services.account.tables import accounts, consent_reads, entries, transfers
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite hands back naive datetimes; everything here is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def _account(row: Any) -> Account:
+    return Account(
+        id=row.id,
+        number=row.number,
+        currency=row.currency,
+        type=AccountType(row.type),
+        status=AccountStatus(row.status),
+        overdraft_limit=row.overdraft_limit,
+        customer_id=row.customer_id,
+        display_name=row.display_name,
+        opened_at=_aware(row.opened_at),  # type: ignore[arg-type]
+        updated_at=_aware(row.updated_at),  # type: ignore[arg-type]
+        debits_posted=row.debits_posted,
+        credits_posted=row.credits_posted,
+        debits_pending=row.debits_pending,
+        credits_pending=row.credits_pending,
+        last_entry_seq=row.last_entry_seq,
+    )
+
+
+def _transfer(row: Any) -> Transfer:
+    return Transfer(
+        id=row.id,
+        debit_account_id=row.debit_account_id,
+        credit_account_id=row.credit_account_id,
+        amount=row.amount,
+        currency=row.currency,
+        type=TransferType(row.type),
+        state=TransferState(row.state),
+        timeout=None if row.timeout_us is None else dt.timedelta(microseconds=row.timeout_us),
+        expires_at=_aware(row.expires_at),
+        reference=row.reference,
+        description=row.description,
+        created_at=_aware(row.created_at),  # type: ignore[arg-type]
+        updated_at=_aware(row.updated_at),  # type: ignore[arg-type]
+    )
+
+
+def _entry(row: Any) -> Entry:
+    return Entry(
+        account_id=row.account_id,
+        seq=row.seq,
+        transfer_id=row.transfer_id,
+        direction=Direction(row.direction),
+        amount=row.amount,
+        currency=row.currency,
+        status=EntryStatus(row.status),
+        booking_time=_aware(row.booking_time),  # type: ignore[arg-type]
+        reference=row.reference,
+        description=row.description,
+    )
+
+
+@dataclass(frozen=True)
+class CurrencyTotals:
+    """Sums over every account of one currency."""
+
+    currency: str
+    account_count: int
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+
+    @property
+    def net(self) -> int:
+        """Sum of all current balances; zero when the double-entry invariant holds."""
+        return self.credits_posted - self.debits_posted
+
+    @property
+    def balanced(self) -> bool:
+        """Net zero and matching pending sums."""
+        return self.net == 0 and self.debits_pending == self.credits_pending
+
+
+class AccountRepository:
+    """Accounts and their running totals."""
+
+    def __init__(self, connection: AsyncConnection, *, row_locks: bool) -> None:
+        self._connection = connection
+        self._row_locks = row_locks
+
+    async def get(self, account_id: str) -> Account | None:
+        """One account, unlocked (reads)."""
+        row = (await self._connection.execute(sa.select(accounts).where(accounts.c.id == account_id))).first()
+        return _account(row) if row else None
+
+    async def lock(self, account_ids: Iterable[str]) -> dict[str, Account]:
+        """Lock and load accounts in sorted id order (the one lock order of the service)."""
+        found: dict[str, Account] = {}
+        for account_id in sorted(set(account_ids)):
+            query = sa.select(accounts).where(accounts.c.id == account_id)
+            if self._row_locks:
+                query = query.with_for_update()
+            row = (await self._connection.execute(query)).first()
+            if row is not None:
+                found[account_id] = _account(row)
+        return found
+
+    async def many(self, account_ids: Iterable[str]) -> dict[str, Account]:
+        """Accounts by id, unlocked; missing ids are absent from the answer."""
+        ids = list(set(account_ids))
+        if not ids:
+            return {}
+        rows = await self._connection.execute(sa.select(accounts).where(accounts.c.id.in_(ids)))
+        return {row.id: _account(row) for row in rows}
+
+    async def equity_id(self, currency: str) -> str | None:
+        """The id of the bank equity account of ``currency``, if there is one."""
+        return (
+            await self._connection.execute(sa.select(accounts.c.id).where(accounts.c.equity_currency == currency))
+        ).scalar_one_or_none()
+
+    async def add(self, account: Account) -> None:
+        """Store a new account."""
+        await self._connection.execute(
+            accounts.insert().values(
+                id=account.id,
+                number=account.number,
+                currency=account.currency,
+                type=account.type.value,
+                status=account.status.value,
+                overdraft_limit=account.overdraft_limit,
+                customer_id=account.customer_id,
+                display_name=account.display_name,
+                equity_currency=account.currency if account.type is AccountType.BANK_EQUITY else None,
+                debits_posted=account.debits_posted,
+                credits_posted=account.credits_posted,
+                debits_pending=account.debits_pending,
+                credits_pending=account.credits_pending,
+                last_entry_seq=account.last_entry_seq,
+                opened_at=account.opened_at,
+                updated_at=account.updated_at,
+            )
+        )
+
+    async def save(self, account: Account) -> None:
+        """Persist an account's totals, status and entry sequence (the caller holds its lock)."""
+        await self._connection.execute(
+            accounts.update()
+            .where(accounts.c.id == account.id)
+            .values(
+                status=account.status.value,
+                debits_posted=account.debits_posted,
+                credits_posted=account.credits_posted,
+                debits_pending=account.debits_pending,
+                credits_pending=account.credits_pending,
+                last_entry_seq=account.last_entry_seq,
+                updated_at=account.updated_at,
+            )
+        )
+
+    async def totals(self) -> list[CurrencyTotals]:
+        """Per-currency sums, sorted by currency."""
+        rows = await self._connection.execute(
+            sa.select(
+                accounts.c.currency,
+                sa.func.count(),
+                sa.func.coalesce(sa.func.sum(accounts.c.debits_posted), 0),
+                sa.func.coalesce(sa.func.sum(accounts.c.credits_posted), 0),
+                sa.func.coalesce(sa.func.sum(accounts.c.debits_pending), 0),
+                sa.func.coalesce(sa.func.sum(accounts.c.credits_pending), 0),
+            )
+            .group_by(accounts.c.currency)
+            .order_by(accounts.c.currency)
+        )
+        return [CurrencyTotals(row[0], int(row[1]), *(int(v) for v in row[2:])) for row in rows]
+
+    async def all(self) -> list[Account]:
+        """Every account (tests and reconciliation)."""
+        return [_account(row) for row in await self._connection.execute(sa.select(accounts).order_by(accounts.c.id))]
+
+
+@dataclass(frozen=True)
+class TransferFilter:
+    """ListTransfers filters (combined with AND)."""
+
+    account_id: str | None = None
+    reference: str | None = None
+    from_time: dt.datetime | None = None
+    to_time: dt.datetime | None = None
+
+
+class TransferRepository:
+    """Transfers; their ids are the clients' request ids."""
+
+    def __init__(self, connection: AsyncConnection, *, row_locks: bool) -> None:
+        self._connection = connection
+        self._row_locks = row_locks
+
+    async def get(self, transfer_id: str, *, lock: bool = False) -> Transfer | None:
+        """One transfer; ``lock`` takes its row lock (post, void, expire)."""
+        query = sa.select(transfers).where(transfers.c.id == transfer_id)
+        if lock and self._row_locks:
+            query = query.with_for_update()
+        row = (await self._connection.execute(query)).first()
+        return _transfer(row) if row else None
+
+    async def add(self, transfer: Transfer) -> None:
+        """Store a new transfer."""
+        await self._connection.execute(
+            transfers.insert().values(
+                id=transfer.id,
+                debit_account_id=transfer.debit_account_id,
+                credit_account_id=transfer.credit_account_id,
+                amount=transfer.amount,
+                currency=transfer.currency,
+                type=transfer.type.value,
+                state=transfer.state.value,
+                timeout_us=None if transfer.timeout is None else transfer.timeout // dt.timedelta(microseconds=1),
+                expires_at=transfer.expires_at,
+                reference=transfer.reference,
+                description=transfer.description,
+                created_at=transfer.created_at,
+                updated_at=transfer.updated_at,
+            )
+        )
+
+    async def save_state(self, transfer: Transfer) -> None:
+        """Persist a state change."""
+        await self._connection.execute(
+            transfers.update()
+            .where(transfers.c.id == transfer.id)
+            .values(state=transfer.state.value, updated_at=transfer.updated_at)
+        )
+
+    async def due_for_expiry(self, now: dt.datetime, limit: int) -> list[str]:
+        """Ids of pending transfers whose timeout has elapsed, oldest deadline first."""
+        rows = await self._connection.execute(
+            sa.select(transfers.c.id)
+            .where(transfers.c.state == TransferState.PENDING.value, transfers.c.expires_at <= now)
+            .order_by(transfers.c.expires_at)
+            .limit(limit)
+        )
+        return [row.id for row in rows]
+
+    async def open_holds(self) -> list[Transfer]:
+        """Every transfer still in state PENDING (invariant checks)."""
+        rows = await self._connection.execute(
+            sa.select(transfers).where(transfers.c.state == TransferState.PENDING.value)
+        )
+        return [_transfer(row) for row in rows]
+
+    async def page(
+        self, filters: TransferFilter, after: tuple[dt.datetime, str] | None, limit: int
+    ) -> list[Transfer]:
+        """Newest first by (created_at, id); ``after`` is the last row of the previous page."""
+        query = sa.select(transfers)
+        if filters.account_id:
+            query = query.where(
+                sa.or_(
+                    transfers.c.debit_account_id == filters.account_id,
+                    transfers.c.credit_account_id == filters.account_id,
+                )
+            )
+        if filters.reference:
+            query = query.where(transfers.c.reference == filters.reference)
+        if filters.from_time:
+            query = query.where(transfers.c.created_at >= filters.from_time)
+        if filters.to_time:
+            query = query.where(transfers.c.created_at < filters.to_time)
+        if after is not None:
+            created_at, transfer_id = after
+            query = query.where(
+                sa.or_(
+                    transfers.c.created_at < created_at,
+                    sa.and_(transfers.c.created_at == created_at, transfers.c.id < transfer_id),
+                )
+            )
+        query = query.order_by(transfers.c.created_at.desc(), transfers.c.id.desc()).limit(limit)
+        return [_transfer(row) for row in await self._connection.execute(query)]
+
+
+class EntryRepository:
+    """Statement lines per account."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def add(self, new_entries: list[Entry]) -> None:
+        """Store new lines."""
+        if not new_entries:
+            return
+        await self._connection.execute(
+            entries.insert(),
+            [
+                {
+                    "account_id": e.account_id,
+                    "seq": e.seq,
+                    "transfer_id": e.transfer_id,
+                    "direction": e.direction.value,
+                    "amount": e.amount,
+                    "currency": e.currency,
+                    "status": e.status.value,
+                    "booking_time": e.booking_time,
+                    "reference": e.reference,
+                    "description": e.description,
+                }
+                for e in new_entries
+            ],
+        )
+
+    async def drop_pending(self, transfer_id: str) -> None:
+        """Remove a hold's pending lines (posted: replaced by booked ones; voided/expired: gone)."""
+        await self._connection.execute(
+            entries.delete().where(entries.c.transfer_id == transfer_id, entries.c.status == EntryStatus.PENDING.value)
+        )
+
+    async def page(
+        self,
+        account_id: str,
+        *,
+        from_time: dt.datetime | None,
+        to_time: dt.datetime | None,
+        after: tuple[dt.datetime, int] | None,
+        limit: int,
+    ) -> list[Entry]:
+        """Newest first by (booking_time, seq); ``after`` is the last line of the previous page."""
+        query = sa.select(entries).where(entries.c.account_id == account_id)
+        if from_time:
+            query = query.where(entries.c.booking_time >= from_time)
+        if to_time:
+            query = query.where(entries.c.booking_time < to_time)
+        if after is not None:
+            booking_time, seq = after
+            query = query.where(
+                sa.or_(
+                    entries.c.booking_time < booking_time,
+                    sa.and_(entries.c.booking_time == booking_time, entries.c.seq < seq),
+                )
+            )
+        query = query.order_by(entries.c.booking_time.desc(), entries.c.seq.desc()).limit(limit)
+        return [_entry(row) for row in await self._connection.execute(query)]
+
+
+class ConsentReadRepository:
+    """Reads counted per consent and UTC day (the consent's reads_per_day quota)."""
+
+    def __init__(self, connection: AsyncConnection, dialect: str) -> None:
+        self._connection = connection
+        self._dialect = dialect
+
+    async def increment(self, consent_id: str, day: dt.date) -> int:
+        """Count one more read in one atomic upsert; returns the day's count including it."""
+        statement = upsert(self._dialect)(consent_reads).values(consent_id=consent_id, day=day, count=1)
+        statement = statement.on_conflict_do_update(
+            index_elements=[consent_reads.c.consent_id, consent_reads.c.day],
+            set_={"count": consent_reads.c.count + 1},
+        ).returning(consent_reads.c.count)
+        return int((await self._connection.execute(statement)).scalar_one())

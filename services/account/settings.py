@@ -1,0 +1,17 @@
+"""Account service settings, read once at start-up."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from meshlib.app import ServiceSettings
+
+
+class AccountSettings(ServiceSettings):
+    """How often expired holds are released, and how many per sweep."""
+
+    model_config = SettingsConfigDict(env_prefix="OBM_", extra="ignore", frozen=True)
+
+    hold_expiry_interval_seconds: float = Field(default=1.0, gt=0, le=300)
+    hold_expiry_batch_size: int = Field(default=200, ge=1, le=10_000)

@@ -1,0 +1,79 @@
+"""The account service's tables (SQLAlchemy Core); the migrations create exactly these."""
+
+import sqlalchemy as sa
+
+from meshlib.idempotency import idempotency_table
+
+metadata = sa.MetaData()
+
+# Running totals live on the account row, updated under its row lock in the same
+# transaction as the transfer, so a balance is one read and never a sum over history.
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("number", sa.String(34), nullable=False, unique=True),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("overdraft_limit", sa.BigInteger, nullable=False),
+    sa.Column("customer_id", sa.String(64), nullable=True, index=True),
+    sa.Column("display_name", sa.String(100), nullable=False),
+    # Set only on the bank equity account: at most one per currency (a plain unique key).
+    sa.Column("equity_currency", sa.String(3), nullable=True, unique=True),
+    sa.Column("debits_posted", sa.BigInteger, nullable=False),
+    sa.Column("credits_posted", sa.BigInteger, nullable=False),
+    sa.Column("debits_pending", sa.BigInteger, nullable=False),
+    sa.Column("credits_pending", sa.BigInteger, nullable=False),
+    sa.Column("last_entry_seq", sa.BigInteger, nullable=False),
+    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+transfers = sa.Table(
+    "transfers",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("debit_account_id", sa.String(64), sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    sa.Column("credit_account_id", sa.String(64), sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("timeout_us", sa.BigInteger, nullable=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("reference", sa.String(128), nullable=False, index=True),
+    sa.Column("description", sa.String(140), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_transfers_state_expires_at", "state", "expires_at"),
+)
+
+# Statement lines (one per side of a transfer). A pending line is replaced by a booked one
+# (new sequence) when the hold is posted and deleted when it is voided or expires, so
+# keyset pages over (booking_time, seq) never shift.
+entries = sa.Table(
+    "entries",
+    metadata,
+    sa.Column("account_id", sa.String(64), sa.ForeignKey("accounts.id"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("transfer_id", sa.String(64), nullable=False, index=True),
+    sa.Column("direction", sa.String(8), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("status", sa.String(8), nullable=False),
+    sa.Column("booking_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("reference", sa.String(128), nullable=False),
+    sa.Column("description", sa.String(140), nullable=False),
+    sa.Index("ix_entries_account_booking", "account_id", "booking_time", "seq"),
+)
+
+consent_reads = sa.Table(
+    "consent_reads",
+    metadata,
+    sa.Column("consent_id", sa.String(64), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+)
+
+idempotency_keys = idempotency_table(metadata)

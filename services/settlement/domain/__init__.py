@@ -1,0 +1,1 @@
+"""Settlement's domain rules: plain Python, no database, no gRPC."""

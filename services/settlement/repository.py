@@ -1,0 +1,383 @@
+"""Settlement repositories: they hide SQL from the service layer.
+
+Row locks (``FOR UPDATE`` / ``FOR SHARE``) matter on PostgreSQL; on SQLite every writer
+already holds the database lock from ``BEGIN IMMEDIATE`` and SQLAlchemy renders no lock
+clause.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from meshlib.idempotency import upsert
+from services.settlement.domain.obligations import Obligation, ObligationState, Position
+from services.settlement.domain.participants import (
+    NetDebitCap,
+    Participant,
+    ParticipantStatus,
+    ParticipantType,
+)
+from services.settlement.domain.windows import SettlementWindow, WindowState
+from services.settlement.tables import (
+    OPEN_WINDOW_PREDICATE,
+    net_debit_caps,
+    obligations,
+    participants,
+    positions,
+    settlement_windows,
+)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite hands back naive datetimes; everything here is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+class ParticipantRepository:
+    """Participants with their net debit caps."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def _caps(self, ids: Sequence[str]) -> dict[str, dict[str, NetDebitCap]]:
+        caps: dict[str, dict[str, NetDebitCap]] = {i: {} for i in ids}
+        if not ids:
+            return caps
+        rows = await self._connection.execute(
+            sa.select(net_debit_caps).where(net_debit_caps.c.participant_id.in_(list(ids)))
+        )
+        for row in rows:
+            caps[row.participant_id][row.currency] = NetDebitCap(
+                row.currency, row.cap_minor, row.alarm_threshold_percent
+            )
+        return caps
+
+    async def _load(self, query: sa.Select) -> list[tuple[int, Participant]]:
+        rows = (await self._connection.execute(query)).all()
+        caps = await self._caps([row.id for row in rows])
+        return [
+            (
+                row.seq,
+                Participant(
+                    id=row.id,
+                    type=ParticipantType(row.type),
+                    partner_id=row.partner_id,
+                    settlement_account=row.settlement_account,
+                    status=ParticipantStatus(row.status),
+                    created_at=_aware(row.created_at),  # type: ignore[arg-type]
+                    updated_at=_aware(row.updated_at),  # type: ignore[arg-type]
+                    caps=caps[row.id],
+                ),
+            )
+            for row in rows
+        ]
+
+    async def get(self, participant_id: str) -> Participant | None:
+        """One participant, None if unknown."""
+        found = await self._load(sa.select(participants).where(participants.c.id == participant_id))
+        return found[0][1] if found else None
+
+    async def get_many(self, ids: Iterable[str]) -> dict[str, Participant]:
+        """Several participants by id (unknown ids are left out)."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        found = await self._load(sa.select(participants).where(participants.c.id.in_(wanted)))
+        return {p.id: p for _, p in found}
+
+    async def by_registration_key(self, key: str) -> Participant | None:
+        """The participant registered under ``key`` ("bank" or "partner:<id>")."""
+        found = await self._load(sa.select(participants).where(participants.c.registration_key == key))
+        return found[0][1] if found else None
+
+    async def page(self, after_seq: int | None, limit: int) -> list[tuple[int, Participant]]:
+        """Up to ``limit`` participants, oldest first, after the cursor."""
+        query = sa.select(participants).order_by(participants.c.seq).limit(limit)
+        if after_seq is not None:
+            query = query.where(participants.c.seq > after_seq)
+        return await self._load(query)
+
+    async def add(self, participant: Participant) -> None:
+        """Store a new participant and its caps."""
+        await self._connection.execute(
+            participants.insert().values(
+                id=participant.id,
+                type=participant.type.value,
+                partner_id=participant.partner_id,
+                registration_key=participant.registration_key,
+                settlement_account=participant.settlement_account,
+                status=participant.status.value,
+                created_at=participant.created_at,
+                updated_at=participant.updated_at,
+            )
+        )
+        for cap in participant.caps.values():
+            await self.save_cap(participant.id, cap)
+
+    async def update(self, participant: Participant) -> None:
+        """Persist status and timestamps (caps go through :meth:`save_cap`)."""
+        await self._connection.execute(
+            participants.update()
+            .where(participants.c.id == participant.id)
+            .values(status=participant.status.value, updated_at=participant.updated_at)
+        )
+
+    async def save_cap(self, participant_id: str, cap: NetDebitCap) -> None:
+        """Insert or replace the participant's cap in ``cap.currency``."""
+        insert = upsert(self._connection.dialect.name)(net_debit_caps).values(
+            participant_id=participant_id,
+            currency=cap.currency,
+            cap_minor=cap.cap_minor,
+            alarm_threshold_percent=cap.alarm_threshold_percent,
+        )
+        await self._connection.execute(
+            insert.on_conflict_do_update(
+                index_elements=["participant_id", "currency"],
+                set_={"cap_minor": cap.cap_minor, "alarm_threshold_percent": cap.alarm_threshold_percent},
+            )
+        )
+
+
+def _position(row: sa.Row) -> Position:
+    return Position(
+        participant_id=row.participant_id,
+        currency=row.currency,
+        net_minor=row.net_minor,
+        reserved_minor=row.reserved_minor,
+        updated_at=_aware(row.updated_at),
+    )
+
+
+class PositionRepository:
+    """Positions per participant and currency."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def get(self, participant_id: str, currency: str) -> Position | None:
+        """A position without locking it (reads)."""
+        row = (
+            await self._connection.execute(
+                sa.select(positions).where(
+                    positions.c.participant_id == participant_id, positions.c.currency == currency
+                )
+            )
+        ).first()
+        return _position(row) if row else None
+
+    async def lock(self, currency: str, participant_ids: Iterable[str]) -> dict[str, Position]:
+        """The positions of ``participant_ids`` in ``currency``, created at zero if missing and
+        locked ``FOR UPDATE`` in a fixed order (sorted ids) so concurrent writers never deadlock."""
+        ids = sorted(set(participant_ids))
+        insert = upsert(self._connection.dialect.name)(positions)
+        for participant_id in ids:
+            await self._connection.execute(
+                insert.values(participant_id=participant_id, currency=currency, net_minor=0, reserved_minor=0)
+                .on_conflict_do_nothing(index_elements=["participant_id", "currency"])
+            )
+        rows = await self._connection.execute(
+            sa.select(positions)
+            .where(positions.c.currency == currency, positions.c.participant_id.in_(ids))
+            .order_by(positions.c.participant_id)
+            .with_for_update()
+        )
+        return {row.participant_id: _position(row) for row in rows}
+
+    async def save(self, position: Position) -> None:
+        """Persist a (locked) position."""
+        await self._connection.execute(
+            positions.update()
+            .where(positions.c.participant_id == position.participant_id, positions.c.currency == position.currency)
+            .values(net_minor=position.net_minor, reserved_minor=position.reserved_minor, updated_at=position.updated_at)
+        )
+
+    async def all(self) -> list[Position]:
+        """Every position (reports, checks)."""
+        rows = await self._connection.execute(sa.select(positions).order_by(positions.c.participant_id))
+        return [_position(row) for row in rows]
+
+
+def _window(row: sa.Row, count: int = 0, gross: int = 0) -> SettlementWindow:
+    return SettlementWindow(
+        id=row.id,
+        currency=row.currency,
+        state=WindowState(row.state),
+        opened_at=_aware(row.opened_at),  # type: ignore[arg-type]
+        closed_at=_aware(row.closed_at),
+        settled_at=_aware(row.settled_at),
+        settlement_reference=row.settlement_reference or "",
+        obligation_count=count,
+        gross_minor=gross,
+    )
+
+
+class WindowRepository:
+    """Settlement windows; totals are aggregated from their committed obligations."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def _with_totals(self, rows: Sequence[sa.Row]) -> list[SettlementWindow]:
+        totals = await self.totals([row.id for row in rows])
+        return [_window(row, *totals.get(row.id, (0, 0))) for row in rows]
+
+    async def totals(self, window_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(obligation count, gross amount) per window."""
+        if not window_ids:
+            return {}
+        rows = await self._connection.execute(
+            sa.select(obligations.c.window_id, sa.func.count(), sa.func.coalesce(sa.func.sum(obligations.c.amount_minor), 0))
+            .where(obligations.c.window_id.in_(list(window_ids)))
+            .group_by(obligations.c.window_id)
+        )
+        return {row[0]: (int(row[1]), int(row[2])) for row in rows}
+
+    async def open_window(self, currency: str, *, lock: str | None = None) -> SettlementWindow | None:
+        """The OPEN window of ``currency``; ``lock`` is "share" (commits) or "update" (close)."""
+        query = sa.select(settlement_windows).where(
+            settlement_windows.c.currency == currency, settlement_windows.c.state == WindowState.OPEN.value
+        )
+        if lock is not None:
+            query = query.with_for_update(read=lock == "share")
+        row = (await self._connection.execute(query)).first()
+        return (await self._with_totals([row]))[0] if row else None
+
+    async def add_open_if_absent(self, window: SettlementWindow) -> None:
+        """Insert an OPEN window unless the currency already has one (a concurrent opener won)."""
+        insert = upsert(self._connection.dialect.name)(settlement_windows).values(
+            id=window.id,
+            currency=window.currency,
+            state=window.state.value,
+            opened_at=window.opened_at,
+            settlement_reference="",
+        )
+        await self._connection.execute(
+            insert.on_conflict_do_nothing(index_elements=["currency"], index_where=OPEN_WINDOW_PREDICATE)
+        )
+
+    async def add(self, window: SettlementWindow) -> None:
+        """Insert a window (the next OPEN one, after a close in the same transaction)."""
+        await self._connection.execute(
+            settlement_windows.insert().values(
+                id=window.id,
+                currency=window.currency,
+                state=window.state.value,
+                opened_at=window.opened_at,
+                settlement_reference="",
+            )
+        )
+
+    async def get(self, window_id: str, *, for_update: bool = False) -> SettlementWindow | None:
+        """One window with its totals, optionally locked."""
+        query = sa.select(settlement_windows).where(settlement_windows.c.id == window_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._connection.execute(query)).first()
+        return (await self._with_totals([row]))[0] if row else None
+
+    async def update(self, window: SettlementWindow) -> None:
+        """Persist a state change."""
+        await self._connection.execute(
+            settlement_windows.update()
+            .where(settlement_windows.c.id == window.id)
+            .values(
+                state=window.state.value,
+                closed_at=window.closed_at,
+                settled_at=window.settled_at,
+                settlement_reference=window.settlement_reference,
+            )
+        )
+
+    async def page(
+        self, currency: str | None, state: WindowState | None, before_seq: int | None, limit: int
+    ) -> list[tuple[int, SettlementWindow]]:
+        """Up to ``limit`` windows, newest first, before the cursor."""
+        query = sa.select(settlement_windows).order_by(settlement_windows.c.seq.desc()).limit(limit)
+        if currency:
+            query = query.where(settlement_windows.c.currency == currency)
+        if state is not None:
+            query = query.where(settlement_windows.c.state == state.value)
+        if before_seq is not None:
+            query = query.where(settlement_windows.c.seq < before_seq)
+        rows = (await self._connection.execute(query)).all()
+        windows = await self._with_totals(rows)
+        return [(row.seq, window) for row, window in zip(rows, windows, strict=True)]
+
+
+def _obligation(row: sa.Row) -> Obligation:
+    return Obligation(
+        id=row.id,
+        payer_id=row.payer_id,
+        payee_id=row.payee_id,
+        currency=row.currency,
+        amount_minor=row.amount_minor,
+        state=ObligationState(row.state),
+        created_at=_aware(row.created_at),  # type: ignore[arg-type]
+        updated_at=_aware(row.updated_at),  # type: ignore[arg-type]
+        window_id=row.window_id,
+    )
+
+
+class ObligationRepository:
+    """Obligations, one per payment."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def get(self, obligation_id: str, *, for_update: bool = False) -> Obligation | None:
+        """One obligation, optionally locked against concurrent commit/release."""
+        query = sa.select(obligations).where(obligations.c.id == obligation_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._connection.execute(query)).first()
+        return _obligation(row) if row else None
+
+    async def get_many(self, ids: Iterable[str]) -> dict[str, Obligation]:
+        """Several obligations by id (unknown ids are left out)."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        rows = await self._connection.execute(sa.select(obligations).where(obligations.c.id.in_(wanted)))
+        return {row.id: _obligation(row) for row in rows}
+
+    async def in_window(self, window_id: str) -> list[Obligation]:
+        """The obligations committed in a window."""
+        rows = await self._connection.execute(
+            sa.select(obligations).where(obligations.c.window_id == window_id).order_by(obligations.c.id)
+        )
+        return [_obligation(row) for row in rows]
+
+    async def add(self, obligation: Obligation) -> None:
+        """Store a new obligation (a duplicate id fails the transaction, which is retried)."""
+        await self._connection.execute(
+            obligations.insert().values(
+                id=obligation.id,
+                payer_id=obligation.payer_id,
+                payee_id=obligation.payee_id,
+                currency=obligation.currency,
+                amount_minor=obligation.amount_minor,
+                state=obligation.state.value,
+                window_id=obligation.window_id,
+                created_at=obligation.created_at,
+                updated_at=obligation.updated_at,
+            )
+        )
+
+    async def update(self, obligation: Obligation) -> None:
+        """Persist a state change (and the window it was committed in)."""
+        await self._connection.execute(
+            obligations.update()
+            .where(obligations.c.id == obligation.id)
+            .values(state=obligation.state.value, window_id=obligation.window_id, updated_at=obligation.updated_at)
+        )
+
+    async def all(self) -> list[Obligation]:
+        """Every obligation (consistency checks in tests and tools)."""
+        rows = await self._connection.execute(sa.select(obligations).order_by(obligations.c.id))
+        return [_obligation(row) for row in rows]

@@ -1,0 +1,249 @@
+"""What every settlement use case shares: transactions with retries, idempotent requests,
+who is looking (the viewer), and JSON snapshots of saved answers."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from meshlib.errors import Aborted, PermissionDenied
+from meshlib.storage.uow import is_retryable
+from services.settlement.domain.obligations import Obligation, ObligationState
+from services.settlement.domain.participants import (
+    NetDebitCap,
+    Participant,
+    ParticipantStatus,
+    ParticipantType,
+)
+from services.settlement.domain.windows import SettlementWindow, WindowState
+from services.settlement.unit_of_work import SettlementUnitOfWork
+
+log = logging.getLogger("settlement.service")
+
+T = TypeVar("T")
+UnitOfWorkFactory = Callable[..., SettlementUnitOfWork]
+Clock = Callable[[], dt.datetime]
+
+TRANSACTION_ATTEMPTS = 6
+
+
+def utc_now() -> dt.datetime:
+    """The wall clock, in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+def new_id() -> str:
+    """A fresh opaque resource id."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """An idempotent request: who sent it (scope), its request_id and a payload fingerprint."""
+
+    scope: str
+    request_id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who reads settlement data: an operator sees everything, a partner only its own."""
+
+    operator: bool = False
+    partner_id: str | None = None
+
+    def require_reader(self) -> None:
+        """Only operators and partners read settlement figures."""
+        if not self.operator and not self.partner_id:
+            raise PermissionDenied("settlement figures are for partners and operators", reason="INSUFFICIENT_SCOPE")
+
+    def may_see(self, participant: Participant) -> bool:
+        """True when the participant's figures are visible to this viewer."""
+        return self.operator or (self.partner_id is not None and participant.partner_id == self.partner_id)
+
+
+@dataclass(frozen=True)
+class Codec(Generic[T]):
+    """How a saved answer is stored for replays."""
+
+    encode: Callable[[T], bytes]
+    decode: Callable[[bytes], T]
+
+
+class Transactions:
+    """Runs a use case in one unit of work, whole again on a retryable conflict."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock = utc_now) -> None:
+        self._uow = uow
+        self.clock = clock
+
+    async def run(self, operation: Callable[[SettlementUnitOfWork], Awaitable[T]], *, read_only: bool = False) -> T:
+        """``operation`` inside a transaction, committed unless read-only.
+
+        Serialization failures, deadlocks and unique-key races (two first requests for the
+        same payment or request_id) roll back and run again: the second run then sees the
+        winner's rows and answers as a replay.
+        """
+        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+            try:
+                async with self._uow(read_only=read_only) as uow:
+                    result = await operation(uow)
+                    if not read_only:
+                        await uow.commit()
+                    return result
+            except DBAPIError as error:
+                retryable = is_retryable(error) or isinstance(error, IntegrityError)
+                if not retryable:
+                    raise
+                if attempt == TRANSACTION_ATTEMPTS:
+                    raise Aborted("concurrent modification, retry the request") from error
+                log.info("transaction conflict, retrying", extra={"attempt": attempt})
+                await asyncio.sleep(0.002 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def run_idempotent(
+        self,
+        key: RequestKey,
+        method: str,
+        codec: Codec[T],
+        operation: Callable[[SettlementUnitOfWork, dt.datetime], Awaitable[T]],
+    ) -> T:
+        """Like :meth:`run`, but a replay of ``key`` returns the first answer unchanged."""
+
+        async def transaction(uow: SettlementUnitOfWork) -> T:
+            saved = await uow.idempotency.lookup(key.scope, method, key.request_id, key.fingerprint)
+            if saved is not None:
+                return codec.decode(saved)
+            now = self.clock()
+            result = await operation(uow, now)
+            await uow.idempotency.save(key.scope, method, key.request_id, key.fingerprint, codec.encode(result), now)
+            return result
+
+        return await self.run(transaction)
+
+
+# JSON snapshots of answers, for idempotent replays (no protobuf in the service layer).
+
+
+def _time(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if value else None
+
+
+def _dump(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+
+def obligation_to_dict(obligation: Obligation) -> dict[str, Any]:
+    """A JSON-ready obligation."""
+    return {
+        "id": obligation.id,
+        "payer_id": obligation.payer_id,
+        "payee_id": obligation.payee_id,
+        "currency": obligation.currency,
+        "amount_minor": obligation.amount_minor,
+        "state": obligation.state.value,
+        "created_at": _time(obligation.created_at),
+        "updated_at": _time(obligation.updated_at),
+        "window_id": obligation.window_id,
+    }
+
+
+def obligation_from_dict(data: dict[str, Any]) -> Obligation:
+    """The obligation a snapshot holds."""
+    return Obligation(
+        id=data["id"],
+        payer_id=data["payer_id"],
+        payee_id=data["payee_id"],
+        currency=data["currency"],
+        amount_minor=data["amount_minor"],
+        state=ObligationState(data["state"]),
+        created_at=_parse_time(data["created_at"]),  # type: ignore[arg-type]
+        updated_at=_parse_time(data["updated_at"]),  # type: ignore[arg-type]
+        window_id=data["window_id"],
+    )
+
+
+def participant_to_dict(participant: Participant) -> dict[str, Any]:
+    """A JSON-ready participant."""
+    return {
+        "id": participant.id,
+        "type": participant.type.value,
+        "partner_id": participant.partner_id,
+        "settlement_account": participant.settlement_account,
+        "status": participant.status.value,
+        "created_at": _time(participant.created_at),
+        "updated_at": _time(participant.updated_at),
+        "caps": [[c.currency, c.cap_minor, c.alarm_threshold_percent] for c in participant.caps.values()],
+    }
+
+
+def participant_from_dict(data: dict[str, Any]) -> Participant:
+    """The participant a snapshot holds."""
+    return Participant(
+        id=data["id"],
+        type=ParticipantType(data["type"]),
+        partner_id=data["partner_id"],
+        settlement_account=data["settlement_account"],
+        status=ParticipantStatus(data["status"]),
+        created_at=_parse_time(data["created_at"]),  # type: ignore[arg-type]
+        updated_at=_parse_time(data["updated_at"]),  # type: ignore[arg-type]
+        caps={c[0]: NetDebitCap(c[0], c[1], c[2]) for c in data["caps"]},
+    )
+
+
+def window_to_dict(window: SettlementWindow) -> dict[str, Any]:
+    """A JSON-ready window."""
+    return {
+        "id": window.id,
+        "currency": window.currency,
+        "state": window.state.value,
+        "opened_at": _time(window.opened_at),
+        "closed_at": _time(window.closed_at),
+        "settled_at": _time(window.settled_at),
+        "settlement_reference": window.settlement_reference,
+        "obligation_count": window.obligation_count,
+        "gross_minor": window.gross_minor,
+    }
+
+
+def window_from_dict(data: dict[str, Any]) -> SettlementWindow:
+    """The window a snapshot holds."""
+    return SettlementWindow(
+        id=data["id"],
+        currency=data["currency"],
+        state=WindowState(data["state"]),
+        opened_at=_parse_time(data["opened_at"]),  # type: ignore[arg-type]
+        closed_at=_parse_time(data["closed_at"]),
+        settled_at=_parse_time(data["settled_at"]),
+        settlement_reference=data["settlement_reference"],
+        obligation_count=data["obligation_count"],
+        gross_minor=data["gross_minor"],
+    )
+
+
+OBLIGATION_CODEC: Codec[Obligation] = Codec(
+    lambda o: _dump(obligation_to_dict(o)), lambda raw: obligation_from_dict(json.loads(raw))
+)
+PARTICIPANT_CODEC: Codec[Participant] = Codec(
+    lambda p: _dump(participant_to_dict(p)), lambda raw: participant_from_dict(json.loads(raw))
+)
+WINDOW_CODEC: Codec[SettlementWindow] = Codec(
+    lambda w: _dump(window_to_dict(w)), lambda raw: window_from_dict(json.loads(raw))
+)
+WINDOW_PAIR_CODEC: Codec[tuple[SettlementWindow, SettlementWindow]] = Codec(
+    lambda pair: _dump({"closed": window_to_dict(pair[0]), "next": window_to_dict(pair[1])}),
+    lambda raw: (lambda d: (window_from_dict(d["closed"]), window_from_dict(d["next"])))(json.loads(raw)),
+)

@@ -1,0 +1,32 @@
+"""Settlement's unit of work: one transaction, its repositories."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from meshlib.idempotency import IdempotencyRepository
+from meshlib.storage import SqlUnitOfWork
+from services.settlement.repository import (
+    ObligationRepository,
+    ParticipantRepository,
+    PositionRepository,
+    WindowRepository,
+)
+from services.settlement.tables import idempotency_keys
+
+
+class SettlementUnitOfWork(SqlUnitOfWork):
+    """Binds settlement's repositories to one transaction."""
+
+    participants: ParticipantRepository
+    positions: PositionRepository
+    windows: WindowRepository
+    obligations: ObligationRepository
+    idempotency: IdempotencyRepository
+
+    def _bind(self, connection: AsyncConnection) -> None:
+        self.participants = ParticipantRepository(connection)
+        self.positions = PositionRepository(connection)
+        self.windows = WindowRepository(connection)
+        self.obligations = ObligationRepository(connection)
+        self.idempotency = IdempotencyRepository(connection, idempotency_keys)
