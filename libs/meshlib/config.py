@@ -41,6 +41,8 @@ class ServerSettings(BaseSettings):
         default=None, validation_alias=AliasChoices("OBM_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
     )
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # Plaintext port serving only grpc.health.v1, for kubelet probes when the main port is TLS.
+    health_port: int | None = Field(default=None, ge=0, le=65535)
 
 
 class StorageSettings(BaseSettings):

@@ -61,6 +61,8 @@ class MeshError(Exception):
         self.message = message
         self.reason = reason or self.default_reason
         self.metadata: dict[str, str] = dict(metadata or {})
+        # Extra trailing metadata for the answer (e.g. the gateway's ratelimit-* headers).
+        self.trailers: tuple[tuple[str, str], ...] = ()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(reason={self.reason!r}, message={self.message!r})"

@@ -100,9 +100,14 @@ def status_trailers(status: status_pb2.Status) -> tuple[tuple[str, bytes], ...]:
     return ((STATUS_DETAILS_KEY, status.SerializeToString()),)
 
 
-async def abort_with(context: grpc.aio.ServicerContext, code: grpc.StatusCode, status: status_pb2.Status) -> None:
+async def abort_with(
+    context: grpc.aio.ServicerContext,
+    code: grpc.StatusCode,
+    status: status_pb2.Status,
+    extra_trailers: tuple[tuple[str, str], ...] = (),
+) -> None:
     """Abort the call with a rich status (raises)."""
-    await context.abort(code, status.message, status_trailers(status))
+    await context.abort(code, status.message, status_trailers(status) + tuple(extra_trailers))
 
 
 def decode_status(trailing_metadata: Any) -> status_pb2.Status | None:
@@ -179,8 +184,10 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         )
 
     async def _fail(self, context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> None:
+        extra: tuple[tuple[str, str], ...] = ()
         if isinstance(exc, e.MeshError):
             code, status = to_rpc_status(exc, self._domain)
+            extra = exc.trailers
             if exc.kind is e.ErrorKind.INTERNAL:
                 log.error("internal error in %s: %s", method, exc.reason)
         else:
@@ -191,7 +198,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 extra={"interaction_id": interaction_id_var.get()},
             )
             code, status = internal_status(self._domain)
-        await abort_with(context, code, status)
+        await abort_with(context, code, status, extra)
 
     def _wrap(self, behavior: Handler, method: str) -> Handler:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:

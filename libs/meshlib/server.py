@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from meshlib.config import ServerSettings
 from meshlib.grpc_errors import ErrorMappingInterceptor, wrap_handler
 from meshlib.logs import interaction_id_var
+from meshlib.metrics import MetricsEndpoint, MetricsInterceptor, start_metrics_server
 from meshlib.telemetry import server_interceptors as tracing_interceptors
 
 log = logging.getLogger("meshlib.server")
@@ -134,11 +135,15 @@ class MeshServer:
         chain: list[grpc.aio.ServerInterceptor] = []
         if enable_tracing:
             chain.extend(tracing_interceptors())
+        # Outside the error mapping, so it records the status code the caller really gets.
+        chain.append(MetricsInterceptor())
         chain.append(CallContextInterceptor())
         chain.append(ErrorMappingInterceptor(error_domain or f"{settings.service_name}.openbank.dev"))
         chain.extend(interceptors)
         self.server = grpc.aio.server(interceptors=chain, options=server_options(settings))
         self.port: int | None = None
+        self._metrics_endpoint: MetricsEndpoint | None = None
+        self._health_server: grpc.aio.Server | None = None
         self._stopped = asyncio.Event()
         self._stopping = False
 
@@ -166,6 +171,14 @@ class MeshServer:
         if not self.port:
             raise RuntimeError(f"could not bind {address}")
         await self.server.start()
+        if self.settings.health_port is not None:
+            # Kubelet gRPC probes speak plaintext only: health (nothing else) on its own port.
+            self._health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+            self._health_server.add_insecure_port(f"{self.settings.host}:{self.settings.health_port}")
+            await self._health_server.start()
+        if self.settings.metrics_port is not None:
+            self._metrics_endpoint = start_metrics_server(self.settings.metrics_port, self.settings.host)
         for name in [*self.service_names, ""]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -183,6 +196,10 @@ class MeshServer:
         log.info("shutting down", extra={"grace_seconds": grace})
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self._health_server is not None:
+            await self._health_server.stop(0)
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.stop()
         for hook in reversed(self.lifecycle.on_stop):
             try:
                 await hook()

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import IntegrityError
 
 from meshlib.errors import AlreadyExists, FailedPrecondition, InvalidArgument, MeshError, NotFound
+from meshlib.idempotency import RETENTION as IDEMPOTENCY_RETENTION
 from meshlib.idempotency import validate_request_id
 from meshlib.money import Amount
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint
@@ -165,7 +166,11 @@ class LedgerService:
         """Create a transfer whose id is the request_id; a replay returns the existing one."""
         validate_transfer_id(request.transfer_id, "request_id")
         request.validate()
-        return await run_transaction(lambda: self._create_once(request))
+        transfer = await run_transaction(lambda: self._create_once(request))
+        if transfer.is_due_to_expire(self._now()):
+            # A replay touching an elapsed hold releases it and answers with its final state.
+            transfer = await self.expire_one(transfer.id) or transfer
+        return transfer
 
     async def _create_once(self, request: TransferRequest) -> Transfer:
         async with self._uow() as uow:
@@ -183,8 +188,11 @@ class LedgerService:
             await uow.commit()
         log.info(
             "transfer created",
-            extra={"transfer": outcome.transfer.id, "type": outcome.transfer.type.value,
-                   "amount": Amount(outcome.transfer.currency, outcome.transfer.amount).format()},
+            extra={
+                "transfer": outcome.transfer.id,
+                "type": outcome.transfer.type.value,
+                "amount": Amount(outcome.transfer.currency, outcome.transfer.amount).format(),
+            },
         )
         return outcome.transfer
 
@@ -238,8 +246,12 @@ class LedgerService:
                 else:
                     outcome = rule(transfer, debit, credit, now)
                     await uow.idempotency.save(
-                        LEDGER_SCOPE, method, request_id, fingerprint,
-                        json.dumps(outcome.transfer.to_dict()).encode(), now,
+                        LEDGER_SCOPE,
+                        method,
+                        request_id,
+                        fingerprint,
+                        json.dumps(outcome.transfer.to_dict()).encode(),
+                        now,
                     )
                 await persist(uow, outcome, [debit, credit], new=False)
                 await uow.commit()
@@ -279,6 +291,22 @@ class LedgerService:
                 released += 1
         return released
 
+    async def purge_old_records(self, *, consent_read_days: int = 2) -> int:
+        """Forget idempotency answers past their retention and old daily read counters.
+
+        Transfer ids are never purged: the transfers table keeps them forever.
+        """
+        now = self._now()
+
+        async def once() -> int:
+            async with self._uow() as uow:
+                purged = await uow.idempotency.purge(now - IDEMPOTENCY_RETENTION)
+                purged += await uow.consent_reads.purge(now.date() - dt.timedelta(days=consent_read_days))
+                await uow.commit()
+            return purged
+
+        return await run_transaction(once)
+
     # ---- reads ----
 
     async def get_transfer(self, transfer_id: str) -> Transfer:
@@ -296,7 +324,8 @@ class LedgerService:
         if filters.from_time and filters.to_time and filters.from_time > filters.to_time:
             raise InvalidArgument.field("from_create_time", "must not be after to_create_time")
         filters_hash = filter_fingerprint(
-            account=filters.account_id, reference=filters.reference,
+            account=filters.account_id,
+            reference=filters.reference,
             from_time=filters.from_time.isoformat() if filters.from_time else None,
             to_time=filters.to_time.isoformat() if filters.to_time else None,
         )
@@ -320,25 +349,34 @@ class LedgerService:
 
     # ---- batch ----
 
-    async def batch_create(self, request_id: str, requests: list[TransferRequest]) -> list[BatchItemResult]:
-        """Apply up to 500 transfers in order in one transaction, each with its own result."""
+    async def batch_create(self, request_id: str, items: list[TransferRequest | MeshError]) -> list[BatchItemResult]:
+        """Apply up to 500 transfers in order in one transaction, each with its own result.
+
+        An item may arrive already failed (a malformed request the converter refused): it
+        gets its own error result like any other refused item.
+        """
         validate_request_id(request_id)
-        if not requests:
+        if not items:
             raise InvalidArgument.field("requests", "must hold at least one transfer")
-        if len(requests) > MAX_BATCH:
+        if len(items) > MAX_BATCH:
             raise InvalidArgument.field("requests", f"at most {MAX_BATCH} transfers")
         seen: set[str] = set()
-        for index, request in enumerate(requests):
-            if request.transfer_id and request.transfer_id in seen:
-                raise InvalidArgument.field(f"requests[{index}].request_id", "duplicate transfer id in the batch")
-            seen.add(request.transfer_id)
-        fingerprint = request_fingerprint(requests=requests)
+        for index, item in enumerate(items):
+            if isinstance(item, TransferRequest) and item.transfer_id:
+                if item.transfer_id in seen:
+                    raise InvalidArgument.field(f"requests[{index}].request_id", "duplicate transfer id in the batch")
+                seen.add(item.transfer_id)
+        fingerprint = request_fingerprint(requests=[str(i) if isinstance(i, MeshError) else i for i in items])
         # Shape errors are per item: they never reach the database.
         shape_errors: dict[int, MeshError] = {}
-        for index, request in enumerate(requests):
+        requests: dict[int, TransferRequest] = {}
+        for index, item in enumerate(items):
             try:
-                validate_transfer_id(request.transfer_id, "request_id")
-                request.validate()
+                if isinstance(item, MeshError):
+                    raise item
+                validate_transfer_id(item.transfer_id, "request_id")
+                item.validate()
+                requests[index] = item
             except MeshError as error:
                 shape_errors[index] = error
 
@@ -349,18 +387,18 @@ class LedgerService:
                     return [BatchItemResult.from_dict(item) for item in json.loads(saved)]
                 account_ids = {
                     account_id
-                    for index, request in enumerate(requests)
-                    if index not in shape_errors
+                    for request in requests.values()
                     for account_id in (request.debit_account_id, request.credit_account_id)
                 }
                 locked = await uow.accounts.lock(account_ids)
                 touched: dict[str, Account] = {}
                 results: list[BatchItemResult] = []
                 now = self._now()
-                for index, request in enumerate(requests):
+                for index in range(len(items)):
                     try:
                         if index in shape_errors:
                             raise shape_errors[index]
+                        request = requests[index]
                         existing = await uow.transfers.get(request.transfer_id)
                         if existing is not None:
                             results.append(BatchItemResult(index, _replay(existing, request)))
@@ -376,12 +414,17 @@ class LedgerService:
                 for account in touched.values():
                     await uow.accounts.save(account)
                 await uow.idempotency.save(
-                    LEDGER_SCOPE, "BatchCreateTransfers", request_id, fingerprint,
-                    json.dumps([result.to_dict() for result in results]).encode(), now,
+                    LEDGER_SCOPE,
+                    "BatchCreateTransfers",
+                    request_id,
+                    fingerprint,
+                    json.dumps([result.to_dict() for result in results]).encode(),
+                    now,
                 )
                 await uow.commit()
-            log.info("batch applied", extra={"items": len(results),
-                                              "failed": sum(1 for r in results if r.error_reason)})
+            log.info(
+                "batch applied", extra={"items": len(results), "failed": sum(1 for r in results if r.error_reason)}
+            )
             return results
 
         return await run_transaction(once)

@@ -281,9 +281,7 @@ class TransferRepository:
         )
         return [_transfer(row) for row in rows]
 
-    async def page(
-        self, filters: TransferFilter, after: tuple[dt.datetime, str] | None, limit: int
-    ) -> list[Transfer]:
+    async def page(self, filters: TransferFilter, after: tuple[dt.datetime, str] | None, limit: int) -> list[Transfer]:
         """Newest first by (created_at, id); ``after`` is the last row of the previous page."""
         query = sa.select(transfers)
         if filters.account_id:
@@ -388,3 +386,8 @@ class ConsentReadRepository:
             set_={"count": consent_reads.c.count + 1},
         ).returning(consent_reads.c.count)
         return int((await self._connection.execute(statement)).scalar_one())
+
+    async def purge(self, before: dt.date) -> int:
+        """Forget the counters of days before ``before``."""
+        result = await self._connection.execute(consent_reads.delete().where(consent_reads.c.day < before))
+        return result.rowcount or 0

@@ -2,37 +2,139 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from functools import partial
 from pathlib import Path
 
 from meshlib.app import Runtime, ServiceSpec, Wiring
+from meshlib.auth.context import Caller
+from meshlib.auth.revocation import RevocationCache, TokenStatus
+from meshlib.events import InProcessBus, InvalidationBus, RedisBus
 from meshlib.server import ServiceRegistration
-from openbank.identity.v1 import token_pb2_grpc
+from openbank.identity.v1 import (
+    consent_pb2_grpc,
+    customer_pb2_grpc,
+    partner_pb2_grpc,
+    signing_key_pb2_grpc,
+    token_pb2_grpc,
+)
+from services.identity.common import Clock, EventPublisher, utc_now
+from services.identity.consent_service import ConsentService
+from services.identity.customer_service import CustomerService, StrongCustomerAuthentication
+from services.identity.domain.secrets import SecretBox, SecretHasher
+from services.identity.housekeeping import Housekeeping
+from services.identity.internal_clients import load_internal_clients
 from services.identity.keys_service import KeyService
-from services.identity.servicer import TokenServicer
+from services.identity.partner_service import PartnerService
+from services.identity.servicer import (
+    ConsentServicer,
+    CustomerServicer,
+    PartnerServicer,
+    SigningKeyServicer,
+    TokenServicer,
+)
 from services.identity.settings import IdentitySettings
+from services.identity.token_service import TokenService, TokenSettings
 from services.identity.unit_of_work import IdentityUnitOfWork
 
 VERSIONS_DIR = Path(__file__).parent / "migrations" / "versions"
 
 
-async def wire(runtime: Runtime) -> Wiring:
+def invalidation_bus(settings: IdentitySettings) -> InvalidationBus:
+    """Redis pub/sub when configured, else in-process."""
+    if settings.redis_url:
+        return RedisBus(settings.redis_url, settings.invalidation_channel)
+    return InProcessBus()
+
+
+async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring:
     """Build identity's layers on the runtime's database."""
     settings: IdentitySettings = runtime.settings
     uow = partial(IdentityUnitOfWork, runtime.database)
-    keys = KeyService(uow, settings.passphrase(), dt.timedelta(seconds=settings.access_token_ttl_seconds))
+    lifetime = dt.timedelta(seconds=settings.access_token_ttl_seconds)
+    keys = KeyService(uow, settings.passphrase(), lifetime, clock)
     runtime.extras["keys"] = keys
     await keys.ensure_active_key()
-    return Wiring(
+
+    hasher = SecretHasher(
+        time_cost=settings.argon2_time_cost,
+        memory_cost_kib=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+    )
+    box = await asyncio.to_thread(SecretBox, settings.passphrase())
+    inline_clients = settings.internal_clients.get_secret_value() if settings.internal_clients else None
+    internal_clients = await asyncio.to_thread(
+        load_internal_clients, settings.internal_clients_file, inline_clients, hasher
+    )
+    bus = invalidation_bus(settings)
+    events = EventPublisher(bus)
+    runtime.extras["events"] = events
+
+    tokens = TokenService(
+        uow,
+        keys,
+        hasher,
+        internal_clients,
+        events,
+        TokenSettings(
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            access_token_lifetime=lifetime,
+            refresh_token_lifetime=dt.timedelta(seconds=settings.refresh_token_ttl_seconds),
+        ),
+        verify_claims=runtime.verifier.verify_signature_and_claims,
+        clock=clock,
+    )
+    sca = StrongCustomerAuthentication(hasher, box, clock)
+    partners = PartnerService(uow, hasher, frozenset(settings.rate_limit_tiers), events, clock)
+    customers = CustomerService(uow, hasher, box, sca, clock)
+    consents = ConsentService(uow, sca, events, clock)
+
+    # Identity's own verifier refuses revoked tokens too, asking its own store on a miss.
+    async def introspect_locally(caller: Caller) -> TokenStatus:
+        answer = await tokens.introspect(caller.raw_token)
+        return TokenStatus(answer.active, answer.partner_status, answer.consent_state, answer.consent_paused)
+
+    revocation = RevocationCache(introspect_locally, ttl_seconds=settings.revocation_cache_ttl_seconds)
+    revocation.attach(bus)
+    runtime.verifier.revocation = revocation
+    runtime.extras["revocation"] = revocation
+
+    wiring = Wiring(
         registrations=[
             ServiceRegistration(
                 "openbank.identity.v1.TokenService",
-                TokenServicer(keys),
+                TokenServicer(keys, tokens),
                 token_pb2_grpc.add_TokenServiceServicer_to_server,
+            ),
+            ServiceRegistration(
+                "openbank.identity.v1.PartnerService",
+                PartnerServicer(partners),
+                partner_pb2_grpc.add_PartnerServiceServicer_to_server,
+            ),
+            ServiceRegistration(
+                "openbank.identity.v1.CustomerService",
+                CustomerServicer(customers),
+                customer_pb2_grpc.add_CustomerServiceServicer_to_server,
+            ),
+            ServiceRegistration(
+                "openbank.identity.v1.ConsentService",
+                ConsentServicer(consents),
+                consent_pb2_grpc.add_ConsentServiceServicer_to_server,
+            ),
+            ServiceRegistration(
+                "openbank.identity.v1.SigningKeyService",
+                SigningKeyServicer(keys),
+                signing_key_pb2_grpc.add_SigningKeyServiceServicer_to_server,
             ),
         ]
     )
+    housekeeping = Housekeeping(uow, clock)
+    runtime.extras["housekeeping"] = housekeeping
+    wiring.lifecycle.on_start.extend([bus.start, housekeeping.start])
+    wiring.lifecycle.on_stop.extend([housekeeping.stop, bus.close])
+    return wiring
 
 
 def _own_jwks(runtime: Runtime):  # type: ignore[no-untyped-def]
@@ -42,6 +144,15 @@ def _own_jwks(runtime: Runtime):  # type: ignore[no-untyped-def]
     return fetch
 
 
-SPEC = ServiceSpec(
-    name="identity", versions_dir=VERSIONS_DIR, settings_class=IdentitySettings, wire=wire, jwks_fetcher=_own_jwks
-)
+def build_spec(clock: Clock = utc_now) -> ServiceSpec:
+    """Identity's spec; tests pass a controllable clock (token expiry, key retirement)."""
+    return ServiceSpec(
+        name="identity",
+        versions_dir=VERSIONS_DIR,
+        settings_class=IdentitySettings,
+        wire=partial(wire, clock=clock),
+        jwks_fetcher=_own_jwks,
+    )
+
+
+SPEC = build_spec()

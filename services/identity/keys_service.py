@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from services.identity.domain.keys import KeyState, SigningKey, generate_key, jwks
+import jwt
+
+from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
+from services.identity.common import Replayed, RequestKey, remember, replayed
+from services.identity.domain.keys import ALGORITHM, KeyState, SigningKey, generate_key, jwks
 from services.identity.unit_of_work import IdentityUnitOfWork
 
 UnitOfWorkFactory = Callable[..., IdentityUnitOfWork]
@@ -31,6 +37,8 @@ class KeyService:
         self._token_lifetime = token_lifetime
         self._clock = clock
         self._cached: tuple[float, dict[str, Any]] | None = None
+        self._active: tuple[float, SigningKey] | None = None
+        self._private_keys: dict[str, Any] = {}
 
     async def ensure_active_key(self) -> SigningKey:
         """The signing key, creating the first one on a new database."""
@@ -46,18 +54,83 @@ class KeyService:
 
     async def rotate(self) -> SigningKey:
         """A new ACTIVE key; the old one keeps verifying until its last token expired."""
+        fresh, _ = await self.rotate_returning_previous()
+        return fresh
+
+    async def rotate_returning_previous(self) -> tuple[SigningKey, SigningKey | None]:
+        """Rotate; returns the new ACTIVE key and the previous one, now RETIRING."""
+        result = await self.rotate_idempotently(None)
+        assert not isinstance(result, Replayed)
+        return result
+
+    async def rotate_idempotently(
+        self, request_key: RequestKey | None
+    ) -> tuple[SigningKey, SigningKey | None] | Replayed:
+        """RotateSigningKey: a replay of the same request_id answers the first rotation."""
         now = self._clock()
+        previous = None
         async with self._uow() as uow:
+            if request_key is not None and (saved := await replayed(uow, request_key)) is not None:
+                return saved
             for key in await uow.signing_keys.all():
                 if key.state is KeyState.ACTIVE:
-                    await uow.signing_keys.update_state(key.retiring(now, self._token_lifetime))
+                    previous = key.retiring(now, self._token_lifetime)
+                    await uow.signing_keys.update_state(previous)
                 elif key.due_for_retirement(now):
                     await uow.signing_keys.update_state(SigningKey(**{**key.__dict__, "state": KeyState.RETIRED}))
             fresh = generate_key(self._passphrase, now)
             await uow.signing_keys.add(fresh)
+            if request_key is not None:
+                await remember(uow, request_key, (fresh, previous), now)
             await uow.commit()
         self._cached = None
-        return fresh
+        self._active = None
+        return fresh, previous
+
+    def forget_cached_jwks(self) -> None:
+        """Drop the cached key set (after a rotation elsewhere, or a clock jump in tests)."""
+        self._cached = None
+        self._active = None
+
+    async def active_key(self) -> SigningKey:
+        """The key that signs now (read through the same one-second cache as the JWKS)."""
+        if self._active is not None and time.monotonic() - self._active[0] < JWKS_CACHE_SECONDS:
+            return self._active[1]
+        async with self._uow(read_only=True) as uow:
+            keys = await uow.signing_keys.all()
+        active = next((k for k in keys if k.state is KeyState.ACTIVE), None)
+        if active is None:
+            active = await self.ensure_active_key()
+        self._active = (time.monotonic(), active)
+        return active
+
+    async def sign(self, claims: dict[str, Any]) -> str:
+        """A compact JWS of ``claims`` by the ACTIVE key (``kid`` and ``typ: at+jwt`` headers)."""
+        key = await self.active_key()
+        private = self._private_keys.get(key.kid)
+        if private is None:
+            # Decrypting the PEM is slow (key derivation); do it once per key.
+            private = await asyncio.to_thread(key.private_key, self._passphrase)
+            self._private_keys[key.kid] = private
+        return jwt.encode(claims, private, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": "at+jwt"})
+
+    async def list_page(self, requested_size: int, page_token: str) -> tuple[list[SigningKey], str]:
+        """Newest first; there are few keys, so the cursor is an offset."""
+        size = page_size(requested_size)
+        filters = filter_fingerprint(listing="signing_keys")
+        cursor = decode_page_token(page_token, filters)
+        start = int(cursor.get("offset", 0)) if cursor else 0
+        keys = await self.list_keys()
+        page = keys[start : start + size]
+        more = start + size < len(keys)
+        return page, encode_page_token({"offset": start + size}, filters) if more else ""
+
+    async def list_keys(self) -> list[SigningKey]:
+        """Every key, newest first, with RETIRING keys past their time shown as RETIRED."""
+        async with self._uow(read_only=True) as uow:
+            keys = await uow.signing_keys.all()
+        now = self._clock()
+        return [replace(k, state=KeyState.RETIRED) if k.due_for_retirement(now) else k for k in keys]
 
     async def jwks(self) -> dict[str, Any]:
         """The published key set (cached for a second: other replicas may rotate)."""

@@ -151,9 +151,10 @@ class PartnerRepository:
             partners.update().where(partners.c.partner_id == partner.partner_id).values(**values)
         )
 
-    async def get(self, partner_id: str) -> Partner | None:
-        """A partner by id."""
-        row = (await self._connection.execute(sa.select(partners).where(partners.c.partner_id == partner_id))).first()
+    async def get(self, partner_id: str, *, for_update: bool = False) -> Partner | None:
+        """A partner by id (row-locked when about to change it)."""
+        query = sa.select(partners).where(partners.c.partner_id == partner_id)
+        row = (await self._connection.execute(query.with_for_update() if for_update else query)).first()
         return self._from_row(row) if row else None
 
     async def by_client_id(self, client_id: str) -> Partner | None:
@@ -161,9 +162,7 @@ class PartnerRepository:
         row = (await self._connection.execute(sa.select(partners).where(partners.c.client_id == client_id))).first()
         return self._from_row(row) if row else None
 
-    async def page(
-        self, *, status: str | None, after: tuple[dt.datetime, str] | None, limit: int
-    ) -> list[Partner]:
+    async def page(self, *, status: str | None, after: tuple[dt.datetime, str] | None, limit: int) -> list[Partner]:
         """Oldest first, keyset-paginated on (created_at, partner_id)."""
         query = sa.select(partners)
         if status:
@@ -238,8 +237,9 @@ class CustomerRepository:
         return self._from_row(row) if row else None
 
     async def by_username(self, username: str) -> Customer | None:
-        """A customer by login name."""
-        row = (await self._connection.execute(sa.select(customers).where(customers.c.username == username))).first()
+        """A customer by login name, locked for update (two SCAs must not share a code)."""
+        query = sa.select(customers).where(customers.c.username == username).with_for_update()
+        row = (await self._connection.execute(query)).first()
         return self._from_row(row) if row else None
 
 
@@ -305,17 +305,34 @@ class ConsentRepository:
             consents.update().where(consents.c.consent_id == consent.consent_id).values(**values)
         )
 
-    async def get(self, consent_id: str) -> Consent | None:
-        """A consent by id."""
-        row = (await self._connection.execute(sa.select(consents).where(consents.c.consent_id == consent_id))).first()
+    async def get(self, consent_id: str, *, for_update: bool = False) -> Consent | None:
+        """A consent by id (row-locked when about to change it)."""
+        query = sa.select(consents).where(consents.c.consent_id == consent_id)
+        row = (await self._connection.execute(query.with_for_update() if for_update else query)).first()
         return self._from_row(row) if row else None
 
     async def page_for_customer(
-        self, customer_id: str, *, state: str | None, after: tuple[dt.datetime, str] | None, limit: int
+        self,
+        customer_id: str,
+        *,
+        state: str | None,
+        now: dt.datetime,
+        after: tuple[dt.datetime, str] | None,
+        limit: int,
     ) -> list[Consent]:
-        """A customer's consents, newest first, keyset-paginated on (created_at, consent_id)."""
+        """A customer's consents, newest first, keyset-paginated on (created_at, consent_id).
+
+        The state filter means the state as of ``now``: a live consent past its expiry is EXPIRED.
+        """
         query = sa.select(consents).where(consents.c.customer_id == customer_id)
-        if state:
+        live = (ConsentState.AWAITING_AUTHORISATION.value, ConsentState.AUTHORISED.value)
+        if state == ConsentState.EXPIRED.value:
+            query = query.where(
+                sa.or_(consents.c.state == state, sa.and_(consents.c.state.in_(live), consents.c.expires_at <= now))
+            )
+        elif state in live:
+            query = query.where(consents.c.state == state, consents.c.expires_at > now)
+        elif state:
             query = query.where(consents.c.state == state)
         if after:
             created, consent_id = after
@@ -339,8 +356,12 @@ class GrantRepository:
         """Store a new authorization code (its digest)."""
         await self._connection.execute(
             authorization_codes.insert().values(
-                code_hash=code.code_hash, consent_id=code.consent_id, partner_id=code.partner_id,
-                customer_id=code.customer_id, code_challenge=code.code_challenge, expires_at=code.expires_at,
+                code_hash=code.code_hash,
+                consent_id=code.consent_id,
+                partner_id=code.partner_id,
+                customer_id=code.customer_id,
+                code_challenge=code.code_challenge,
+                expires_at=code.expires_at,
                 used_at=code.used_at,
             )
         )
@@ -352,9 +373,13 @@ class GrantRepository:
         if row is None:
             return None
         return AuthorizationCode(
-            code_hash=row.code_hash, consent_id=row.consent_id, partner_id=row.partner_id,
-            customer_id=row.customer_id, code_challenge=row.code_challenge,
-            expires_at=_required(row.expires_at), used_at=_aware(row.used_at),
+            code_hash=row.code_hash,
+            consent_id=row.consent_id,
+            partner_id=row.partner_id,
+            customer_id=row.customer_id,
+            code_challenge=row.code_challenge,
+            expires_at=_required(row.expires_at),
+            used_at=_aware(row.used_at),
         )
 
     async def mark_code_used(self, code_hash: str, now: dt.datetime) -> bool:
@@ -370,10 +395,17 @@ class GrantRepository:
         """Store a new refresh token (its digest)."""
         await self._connection.execute(
             refresh_tokens.insert().values(
-                token_hash=token.token_hash, family_id=token.family_id, partner_id=token.partner_id,
-                client_id=token.client_id, consent_id=token.consent_id, customer_id=token.customer_id,
-                scopes=" ".join(token.scopes), issued_at=token.issued_at, expires_at=token.expires_at,
-                used_at=token.used_at, revoked_at=token.revoked_at,
+                token_hash=token.token_hash,
+                family_id=token.family_id,
+                partner_id=token.partner_id,
+                client_id=token.client_id,
+                consent_id=token.consent_id,
+                customer_id=token.customer_id,
+                scopes=" ".join(token.scopes),
+                issued_at=token.issued_at,
+                expires_at=token.expires_at,
+                used_at=token.used_at,
+                revoked_at=token.revoked_at,
             )
         )
 
@@ -384,10 +416,17 @@ class GrantRepository:
         if row is None:
             return None
         return RefreshToken(
-            token_hash=row.token_hash, family_id=row.family_id, partner_id=row.partner_id,
-            client_id=row.client_id, consent_id=row.consent_id, customer_id=row.customer_id,
-            scopes=_split(row.scopes), issued_at=_required(row.issued_at), expires_at=_required(row.expires_at),
-            used_at=_aware(row.used_at), revoked_at=_aware(row.revoked_at),
+            token_hash=row.token_hash,
+            family_id=row.family_id,
+            partner_id=row.partner_id,
+            client_id=row.client_id,
+            consent_id=row.consent_id,
+            customer_id=row.customer_id,
+            scopes=_split(row.scopes),
+            issued_at=_required(row.issued_at),
+            expires_at=_required(row.expires_at),
+            used_at=_aware(row.used_at),
+            revoked_at=_aware(row.revoked_at),
         )
 
     async def mark_refresh_token_used(self, token_hash: str, now: dt.datetime) -> bool:
@@ -403,8 +442,13 @@ class GrantRepository:
         """Record an issued access token."""
         await self._connection.execute(
             access_tokens.insert().values(
-                jti=token.jti, client_id=token.client_id, partner_id=token.partner_id, consent_id=token.consent_id,
-                family_id=token.family_id, issued_at=token.issued_at, expires_at=token.expires_at,
+                jti=token.jti,
+                client_id=token.client_id,
+                partner_id=token.partner_id,
+                consent_id=token.consent_id,
+                family_id=token.family_id,
+                issued_at=token.issued_at,
+                expires_at=token.expires_at,
                 revoked_at=token.revoked_at,
             )
         )
@@ -415,8 +459,13 @@ class GrantRepository:
         if row is None:
             return None
         return IssuedToken(
-            jti=row.jti, client_id=row.client_id, partner_id=row.partner_id, consent_id=row.consent_id,
-            family_id=row.family_id, issued_at=_required(row.issued_at), expires_at=_required(row.expires_at),
+            jti=row.jti,
+            client_id=row.client_id,
+            partner_id=row.partner_id,
+            consent_id=row.consent_id,
+            family_id=row.family_id,
+            issued_at=_required(row.issued_at),
+            expires_at=_required(row.expires_at),
             revoked_at=_aware(row.revoked_at),
         )
 
@@ -425,8 +474,10 @@ class GrantRepository:
     ) -> list[str]:
         """Revoke the live access tokens matching one criterion; returns their ids."""
         condition = (
-            access_tokens.c.jti == jti if jti is not None
-            else access_tokens.c.family_id == family_id if family_id is not None
+            access_tokens.c.jti == jti
+            if jti is not None
+            else access_tokens.c.family_id == family_id
+            if family_id is not None
             else access_tokens.c.consent_id == consent_id
         )
         live = sa.and_(condition, access_tokens.c.revoked_at.is_(None), access_tokens.c.expires_at > now)
@@ -438,18 +489,37 @@ class GrantRepository:
         return ids
 
     async def revoke_refresh_tokens(
-        self, now: dt.datetime, *, family_id: str | None = None, consent_id: str | None = None,
+        self,
+        now: dt.datetime,
+        *,
+        family_id: str | None = None,
+        consent_id: str | None = None,
         token_hash: str | None = None,
     ) -> None:
         """Revoke refresh tokens of a family, a consent, or one token."""
         condition = (
-            refresh_tokens.c.token_hash == token_hash if token_hash is not None
-            else refresh_tokens.c.family_id == family_id if family_id is not None
+            refresh_tokens.c.token_hash == token_hash
+            if token_hash is not None
+            else refresh_tokens.c.family_id == family_id
+            if family_id is not None
             else refresh_tokens.c.consent_id == consent_id
         )
         await self._connection.execute(
             refresh_tokens.update().where(condition, refresh_tokens.c.revoked_at.is_(None)).values(revoked_at=now)
         )
+
+    async def purge_expired(self, now: dt.datetime, access_tokens_before: dt.datetime) -> int:
+        """Delete expired codes, refresh tokens, assertion ids and old access-token records."""
+        removed = 0
+        for statement in (
+            authorization_codes.delete().where(authorization_codes.c.expires_at < now),
+            refresh_tokens.delete().where(refresh_tokens.c.expires_at < now),
+            client_assertions.delete().where(client_assertions.c.expires_at < now),
+            access_tokens.delete().where(access_tokens.c.expires_at < access_tokens_before),
+        ):
+            result = await self._connection.execute(statement)
+            removed += result.rowcount or 0
+        return removed
 
     async def remember_assertion(self, client_id: str, jti: str, expires_at: dt.datetime, now: dt.datetime) -> bool:
         """Record a client assertion's jti; False if it was seen before (a replay)."""
@@ -459,5 +529,7 @@ class GrantRepository:
         )
         if (await self._connection.execute(query)).first() is not None:
             return False
-        await self._connection.execute(client_assertions.insert().values(client_id=client_id, jti=jti, expires_at=expires_at))
+        await self._connection.execute(
+            client_assertions.insert().values(client_id=client_id, jti=jti, expires_at=expires_at)
+        )
         return True

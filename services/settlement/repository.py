@@ -178,8 +178,9 @@ class PositionRepository:
         insert = upsert(self._connection.dialect.name)(positions)
         for participant_id in ids:
             await self._connection.execute(
-                insert.values(participant_id=participant_id, currency=currency, net_minor=0, reserved_minor=0)
-                .on_conflict_do_nothing(index_elements=["participant_id", "currency"])
+                insert.values(
+                    participant_id=participant_id, currency=currency, net_minor=0, reserved_minor=0
+                ).on_conflict_do_nothing(index_elements=["participant_id", "currency"])
             )
         rows = await self._connection.execute(
             sa.select(positions)
@@ -194,7 +195,9 @@ class PositionRepository:
         await self._connection.execute(
             positions.update()
             .where(positions.c.participant_id == position.participant_id, positions.c.currency == position.currency)
-            .values(net_minor=position.net_minor, reserved_minor=position.reserved_minor, updated_at=position.updated_at)
+            .values(
+                net_minor=position.net_minor, reserved_minor=position.reserved_minor, updated_at=position.updated_at
+            )
         )
 
     async def all(self) -> list[Position]:
@@ -232,7 +235,11 @@ class WindowRepository:
         if not window_ids:
             return {}
         rows = await self._connection.execute(
-            sa.select(obligations.c.window_id, sa.func.count(), sa.func.coalesce(sa.func.sum(obligations.c.amount_minor), 0))
+            sa.select(
+                obligations.c.window_id,
+                sa.func.count(),
+                sa.func.coalesce(sa.func.sum(obligations.c.amount_minor), 0),
+            )
             .where(obligations.c.window_id.in_(list(window_ids)))
             .group_by(obligations.c.window_id)
         )

@@ -21,9 +21,7 @@ FDP = descriptor_pb2.FieldDescriptorProto
 MONEY = ".openbank.common.v1.Money"
 TIMESTAMP = ".google.protobuf.Timestamp"
 
-RATE_LIMIT_CLASSES = frozenset(
-    {"token", "consents", "reads", "payments", "streams", "settlement", "internal"}
-)
+RATE_LIMIT_CLASSES = frozenset({"token", "consents", "reads", "payments", "streams", "settlement", "internal"})
 PARTNER_SCOPES = frozenset(
     {
         "accounts:read",
@@ -220,8 +218,7 @@ def rate_limit_class_fits_visibility(contract: Contract) -> list[str]:
             problems.append(f"{m.full_name}: PUBLIC rpc with rate_limit_class 'internal'")
         if policy.visibility == options_pb2.VISIBILITY_INTERNAL and not internal_class:
             problems.append(
-                f"{m.full_name}: INTERNAL rpc with rate_limit_class {policy.rate_limit_class!r} "
-                "(must be 'internal')"
+                f"{m.full_name}: INTERNAL rpc with rate_limit_class {policy.rate_limit_class!r} (must be 'internal')"
             )
     return problems
 
@@ -255,11 +252,7 @@ def request_id_rpcs_have_request_id(contract: Contract) -> list[str]:
         if policy is not None and policy.idempotency == options_pb2.IDEMPOTENCY_REQUEST_ID:
             if request_id is None:
                 problems.append(f"{m.full_name}: IDEMPOTENCY_REQUEST_ID but {request_name} has no request_id")
-            elif (
-                request_id.number != 1
-                or request_id.type != FDP.TYPE_STRING
-                or request_id.label == FDP.LABEL_REPEATED
-            ):
+            elif request_id.number != 1 or request_id.type != FDP.TYPE_STRING or request_id.label == FDP.LABEL_REPEATED:
                 problems.append(f"{m.full_name}: {request_name}.request_id must be `string request_id = 1`")
         elif request_id is not None:
             problems.append(
@@ -389,9 +382,7 @@ def rpcs_have_own_request_response(contract: Contract) -> list[str]:
         for type_name, suffix in ((m.method.input_type, "Request"), (m.method.output_type, "Response")):
             expected = f".{m.package}.{m.method.name}{suffix}"
             if type_name != expected:
-                problems.append(
-                    f"{m.full_name}: uses {type_name.lstrip('.')}, expected {expected.lstrip('.')}"
-                )
+                problems.append(f"{m.full_name}: uses {type_name.lstrip('.')}, expected {expected.lstrip('.')}")
             if type_name in seen:
                 problems.append(f"{m.full_name}: {type_name.lstrip('.')} is also used by {seen[type_name]}")
             seen[type_name] = m.full_name
@@ -453,13 +444,9 @@ def everything_documented(contract: Contract) -> list[str]:
     problems = []
     for file in contract.openbank_files:
         if not file.HasField("source_code_info"):
-            problems.append(
-                f"{file.name}: no source info (build the descriptor set with --include_source_info)"
-            )
+            problems.append(f"{file.name}: no source info (build the descriptor set with --include_source_info)")
             continue
-        comments = {
-            tuple(location.path): location.leading_comments for location in file.source_code_info.location
-        }
+        comments = {tuple(location.path): location.leading_comments for location in file.source_code_info.location}
         for path, element in _documented_elements(file):
             if not comments.get(path, "").strip():
                 problems.append(f"{file.name}: {element} has no leading doc comment")

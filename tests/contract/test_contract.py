@@ -315,10 +315,7 @@ def _generated_modules() -> list:
 
 
 def _module_files() -> list[descriptor_pb2.FileDescriptorProto]:
-    return [
-        descriptor_pb2.FileDescriptorProto.FromString(m.DESCRIPTOR.serialized_pb)
-        for m in _generated_modules()
-    ]
+    return [descriptor_pb2.FileDescriptorProto.FromString(m.DESCRIPTOR.serialized_pb) for m in _generated_modules()]
 
 
 @pytest.fixture(scope="module")
@@ -384,9 +381,7 @@ def test_generated_code_is_up_to_date(contract: rules.Contract, tmp_path: Path) 
     sources = sorted(p.relative_to(PROTO_ROOT).as_posix() for p in (PROTO_ROOT / "openbank").rglob("*.proto"))
     status = protoc.main(["protoc", f"-I{PROTO_ROOT}", f"-I{wkt}", f"--descriptor_set_out={out}", *sources])
     assert status == 0, "protoc failed on protos/"
-    fresh = {
-        f.name: _normalized(f) for f in descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file
-    }
+    fresh = {f.name: _normalized(f) for f in descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file}
     stale = [f.name for f in contract.openbank_files if fresh.get(f.name) != _normalized(f)]
     assert not stale, f"generated code is stale for {stale}; {GENERATE_HINT}"
 
@@ -401,9 +396,7 @@ def test_descriptor_set_matches_generated_modules(
         if module is None or _normalized(module) != _normalized(file):
             problems.append(file.name)
     missing = set(modules) - {f.name for f in documented_contract.openbank_files}
-    assert not problems and not missing, (
-        f"descriptor set out of date ({problems or sorted(missing)}); {GENERATE_HINT}"
-    )
+    assert not problems and not missing, f"descriptor set out of date ({problems or sorted(missing)}); {GENERATE_HINT}"
 
 
 def test_policy_extension_api_for_the_runtime() -> None:
@@ -494,9 +487,7 @@ def test_everything_is_documented(documented_contract: rules.Contract) -> None:
 
 
 def test_public_rpcs_are_exactly_the_partner_surface(contract: rules.Contract) -> None:
-    public = {
-        name for name, p in _policies(contract).items() if p.visibility == options_pb2.VISIBILITY_PUBLIC
-    }
+    public = {name for name, p in _policies(contract).items() if p.visibility == options_pb2.VISIBILITY_PUBLIC}
     unexpected = sorted(public - set(PUBLIC_RPCS))
     missing = sorted(set(PUBLIC_RPCS) - public)
     assert not unexpected, f"rpcs PUBLIC that must be INTERNAL: {unexpected}"
@@ -543,9 +534,7 @@ def test_error_reasons(documented_contract: rules.Contract) -> None:
     names = {v.name for v in error_reason_pb2.ErrorReason.DESCRIPTOR.values}
     missing = sorted(r for r in REQUIRED_ERROR_REASONS if f"ERROR_REASON_{r}" not in names)
     assert not missing, f"ErrorReason lacks {missing}"
-    assert "ERROR_REASON_ACCOUNT_NOT_IN_CONSENT" not in names, (
-        "outside-consent accounts are RESOURCE_NOT_FOUND"
-    )
+    assert "ERROR_REASON_ACCOUNT_NOT_IN_CONSENT" not in names, "outside-consent accounts are RESOURCE_NOT_FOUND"
     # Each reason's doc comment names the gRPC code that carries it.
     file = next(f for f in documented_contract.files if f.name == "openbank/common/v1/error_reason.proto")
     enum_index = [e.name for e in file.enum_type].index("ErrorReason")
@@ -627,9 +616,7 @@ def _through_pool(fdp: descriptor_pb2.FileDescriptorProto) -> rules.Contract:
         pool.Add(descriptor_pb2.FileDescriptorProto.FromString(module.DESCRIPTOR.serialized_pb))
     for dependency in fdp.dependency:
         if dependency.startswith("google/api/"):
-            pool.Add(
-                descriptor_pb2.FileDescriptorProto(name=dependency, package="google.api", syntax="proto3")
-            )
+            pool.Add(descriptor_pb2.FileDescriptorProto(name=dependency, package="google.api", syntax="proto3"))
     pool.Add(fdp)
     built = descriptor_pb2.FileDescriptorProto()
     pool.FindFileByName(fdp.name).CopyToProto(built)

@@ -297,9 +297,7 @@ class TransferRequest:
             errors.add("description", f"at most {MAX_DESCRIPTION_LENGTH} characters")
         errors.raise_if_any()
         if self.debit_account_id == self.credit_account_id:
-            raise InvalidArgument.field(
-                "credit_account", "must not be the debit account", reason="SAME_ACCOUNT"
-            )
+            raise InvalidArgument.field("credit_account", "must not be the debit account", reason="SAME_ACCOUNT")
 
 
 @dataclass
@@ -466,7 +464,10 @@ def create_transfer(request: TransferRequest, debit: Account, credit: Account, n
     debit.updated_at = credit.updated_at = now
     return Outcome(
         transfer,
-        [_entry(debit, transfer, Direction.DEBIT, status, now), _entry(credit, transfer, Direction.CREDIT, status, now)],
+        [
+            _entry(debit, transfer, Direction.DEBIT, status, now),
+            _entry(credit, transfer, Direction.CREDIT, status, now),
+        ],
     )
 
 

@@ -108,11 +108,15 @@ class Consent:
         if self.state.final:
             raise _bad_transition(self.state)
 
-    def authorise(self, customer_id: str, account_ids: tuple[str, ...], now: dt.datetime) -> Consent:
-        """The customer said yes (after SCA) for these accounts."""
+    def require_authorisable(self) -> None:
+        """Refuse unless awaiting authorisation (checked before asking for credentials)."""
         self._refuse_final()
         if self.state is not ConsentState.AWAITING_AUTHORISATION:
             raise _bad_transition(self.state)
+
+    def authorise(self, customer_id: str, account_ids: tuple[str, ...], now: dt.datetime) -> Consent:
+        """The customer said yes (after SCA) for these accounts."""
+        self.require_authorisable()
         return replace(
             self,
             state=ConsentState.AUTHORISED,

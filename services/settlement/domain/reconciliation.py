@@ -51,7 +51,7 @@ class LedgerTransfer:
     def payment_id(self) -> str | None:
         """The payment it references, None when its reference is not a payment name."""
         if self.reference.startswith(PAYMENT_PREFIX) and len(self.reference) > len(PAYMENT_PREFIX):
-            return self.reference[len(PAYMENT_PREFIX):]
+            return self.reference[len(PAYMENT_PREFIX) :]
         return None
 
 
@@ -99,9 +99,7 @@ def ledger_amount(
         other = [t for t in touching if t.amount.currency != obligation.currency]
         if other:
             return other[0].amount
-        total = sum(
-            (t.amount.minor_units if t.credit_account == account else -t.amount.minor_units) for t in touching
-        )
+        total = sum((t.amount.minor_units if t.credit_account == account else -t.amount.minor_units) for t in touching)
         return Amount(obligation.currency, sign * total)
     return None
 
@@ -129,21 +127,36 @@ def reconcile(
         transfers = [t for t in transfers_by_payment.get(obligation.id, []) if t.posted]
         if not transfers:
             differences.append(
-                Difference(DifferenceKind.MISSING_LEDGER_TRANSFER, "no posted ledger transfer references the payment",
-                           obligation.id, obligation.id, expected=expected)
+                Difference(
+                    DifferenceKind.MISSING_LEDGER_TRANSFER,
+                    "no posted ledger transfer references the payment",
+                    obligation.id,
+                    obligation.id,
+                    expected=expected,
+                )
             )
             continue
         actual = ledger_amount(obligation, transfers, participants)
         if actual is None:
             differences.append(
-                Difference(DifferenceKind.WRONG_ACCOUNTS,
-                           "the payment's transfers touch neither participant's settlement account",
-                           obligation.id, obligation.id, expected=expected)
+                Difference(
+                    DifferenceKind.WRONG_ACCOUNTS,
+                    "the payment's transfers touch neither participant's settlement account",
+                    obligation.id,
+                    obligation.id,
+                    expected=expected,
+                )
             )
         elif actual != expected:
             differences.append(
-                Difference(DifferenceKind.AMOUNT_MISMATCH, "the ledger moved a different amount for the payment",
-                           obligation.id, obligation.id, expected=expected, actual=actual)
+                Difference(
+                    DifferenceKind.AMOUNT_MISMATCH,
+                    "the ledger moved a different amount for the payment",
+                    obligation.id,
+                    obligation.id,
+                    expected=expected,
+                    actual=actual,
+                )
             )
     window_ids = {o.id for o in in_window}
     reported: set[str] = set()
@@ -157,24 +170,39 @@ def reconcile(
         reported.add(payment_id)
         if known is not None and known.state is ObligationState.RESERVED:
             differences.append(
-                Difference(DifferenceKind.STALE_RESERVATION,
-                           "the payment's ledger transfer is posted but its obligation is still reserved",
-                           payment_id, payment_id, expected=Amount(known.currency, known.amount_minor),
-                           actual=transfer.amount)
+                Difference(
+                    DifferenceKind.STALE_RESERVATION,
+                    "the payment's ledger transfer is posted but its obligation is still reserved",
+                    payment_id,
+                    payment_id,
+                    expected=Amount(known.currency, known.amount_minor),
+                    actual=transfer.amount,
+                )
             )
         else:
-            detail = "the payment moved money on the ledger but its obligation was released" if known else (
-                "the payment moved money on a settlement account but has no obligation"
+            detail = (
+                "the payment moved money on the ledger but its obligation was released"
+                if known
+                else ("the payment moved money on a settlement account but has no obligation")
             )
             differences.append(
-                Difference(DifferenceKind.MISSING_OBLIGATION, detail,
-                           payment_id if known else None, payment_id, actual=transfer.amount)
+                Difference(
+                    DifferenceKind.MISSING_OBLIGATION,
+                    detail,
+                    payment_id if known else None,
+                    payment_id,
+                    actual=transfer.amount,
+                )
             )
     net_sum = sum(window_nets(in_window).values())
     if net_sum != 0:
         currency = in_window[0].currency if in_window else ""
         differences.append(
-            Difference(DifferenceKind.NET_NOT_ZERO, "the participants' nets do not sum to zero",
-                       expected=Amount(currency, 0), actual=Amount(currency, net_sum))
+            Difference(
+                DifferenceKind.NET_NOT_ZERO,
+                "the participants' nets do not sum to zero",
+                expected=Amount(currency, 0),
+                actual=Amount(currency, net_sum),
+            )
         )
     return ReconciliationReport(window_id, tuple(differences), now)

@@ -121,12 +121,30 @@ def report_csv(report: SettlementReport) -> str:
     common = (f"settlementWindows/{window.id}", window.currency, window.state.value)
     for net in report.net_positions:
         writer.writerow(
-            ("NET", *common, f"participants/{net.participant_id}", "", "",
-             net.sent_minor, net.received_minor, net.net_minor, "")
+            (
+                "NET",
+                *common,
+                f"participants/{net.participant_id}",
+                "",
+                "",
+                net.sent_minor,
+                net.received_minor,
+                net.net_minor,
+                "",
+            )
         )
     for position in report.bilateral_positions:
         writer.writerow(
-            ("BILATERAL", *common, "", f"participants/{position.payer_id}", f"participants/{position.payee_id}",
-             "", "", "", position.amount_minor)
+            (
+                "BILATERAL",
+                *common,
+                "",
+                f"participants/{position.payer_id}",
+                f"participants/{position.payee_id}",
+                "",
+                "",
+                "",
+                position.amount_minor,
+            )
         )
     return buffer.getvalue()

@@ -28,9 +28,18 @@ async def test_identity_serves_a_persistent_jwks_that_verifies_its_tokens(databa
             active = await keys.ensure_active_key()
             assert active.kid == kid
             token = jwt.encode(
-                {"iss": settings.token_issuer, "aud": settings.token_audience, "sub": "p1", "jti": "j1",
-                 "iat": 2_000_000_000 - 10, "exp": 2_000_000_000 + 60, "scope": "accounts:read"},
-                active.private_key(settings.passphrase()), algorithm="ES256", headers={"kid": kid},
+                {
+                    "iss": settings.token_issuer,
+                    "aud": settings.token_audience,
+                    "sub": "p1",
+                    "jti": "j1",
+                    "iat": 2_000_000_000 - 10,
+                    "exp": 2_000_000_000 + 60,
+                    "scope": "accounts:read",
+                },
+                active.private_key(settings.passphrase()),
+                algorithm="ES256",
+                headers={"kid": kid},
             )
             verifier = JwtVerifier(
                 VerifierSettings(issuer=settings.token_issuer, audience=settings.token_audience),
@@ -38,6 +47,7 @@ async def test_identity_serves_a_persistent_jwks_that_verifies_its_tokens(databa
                 clock=lambda: 2_000_000_000,
             )
             assert json.loads(answer.jwks_json)["keys"][0]["kid"] == kid
+            assert jwt.get_unverified_header(token)["kid"] == kid
             assert verifier.keys is not None
             assert (await verifier.keys.key(kid)) is not None
     finally:

@@ -1,0 +1,317 @@
+"""Prometheus metrics: RED metrics per rpc and the mesh's business metrics.
+
+Every process exposes one registry (:data:`REGISTRY`) on ``OBM_METRICS_PORT``:
+
+* RED per method, recorded by :class:`MetricsInterceptor` for all four call shapes:
+  ``openbank_rpc_requests_total{service,method,code}``,
+  ``openbank_rpc_duration_seconds{service,method}`` (histogram, 1 ms .. 10 s) and
+  ``openbank_rpc_in_flight{service,method}``.
+* Business metrics, set by the services through the module-level helpers below
+  (:func:`record_payment_state`, :func:`record_ratelimit_decision`,
+  :func:`record_saga_recovery`, :func:`set_settlement_position`, ...).
+
+Install the interceptor outside ``ErrorMappingInterceptor`` (right after tracing) so that the
+code it records is the one the caller sees; it also understands domain errors when placed
+inside. Label values are bounded: methods come from registered handlers only (unknown methods
+are not counted), states and decisions are enums, participants are settlement members.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
+from threading import Thread
+from typing import Any
+
+import grpc
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+
+from meshlib import errors as e
+from meshlib.grpc_errors import to_rpc_status, wrap_handler
+
+# One registry per process; the process/platform/GC collectors of the default registry are
+# added so that a scrape also shows CPU, memory and file descriptors.
+REGISTRY = CollectorRegistry(auto_describe=True)
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    REGISTRY.register(_collector)
+
+# 1 ms .. 10 s: in-memory answers sit in the first buckets, database writes and saga steps in
+# the middle, a partner's 10 s upstream timeout in the last one.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# Probes and tooling call these constantly; counting them would drown the partner traffic.
+DEFAULT_EXCLUDED_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
+
+
+class RpcMetrics:
+    """The RED metric family for rpcs, bound to one registry (tests pass a fresh one)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "openbank_rpc_requests",
+            "Completed rpcs by service, method and final gRPC status code.",
+            ("service", "method", "code"),
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "openbank_rpc_duration_seconds",
+            "Server-side rpc duration, from the handler's start to its last response.",
+            ("service", "method"),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "openbank_rpc_in_flight",
+            "Rpcs being handled right now.",
+            ("service", "method"),
+            registry=registry,
+        )
+
+
+RPC_METRICS = RpcMetrics(REGISTRY)
+
+
+def split_method(full_method: str) -> tuple[str, str]:
+    """``/pkg.Service/Method`` -> ``("pkg.Service", "Method")``."""
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    return service or "unknown", method or "unknown"
+
+
+def _final_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """The status the handler set (``set_code``/``abort``), OK when it set none."""
+    try:
+        code = context.code()
+    except (AttributeError, NotImplementedError):  # pragma: no cover - very old grpc
+        return grpc.StatusCode.OK
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(code, int):  # some grpc releases hand back the raw integer
+        for status in grpc.StatusCode:
+            if status.value[0] == code:
+                return status
+    return grpc.StatusCode.OK
+
+
+def _code_of(exc: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """The status code a failure turns into, however far out the interceptor sits."""
+    if isinstance(exc, grpc.aio.AbortError):
+        code = _final_code(context)
+        return grpc.StatusCode.UNKNOWN if code is grpc.StatusCode.OK else code
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):  # the caller went away mid-call
+        return grpc.StatusCode.CANCELLED
+    if isinstance(exc, e.MeshError):
+        return to_rpc_status(exc, "")[0]
+    # ErrorMappingInterceptor turns anything unexpected into INTERNAL; so do we.
+    return grpc.StatusCode.INTERNAL
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Records requests, errors, duration and in-flight calls per method (streams included)."""
+
+    def __init__(
+        self,
+        metrics: RpcMetrics = RPC_METRICS,
+        *,
+        excluded_services: Iterable[str] = DEFAULT_EXCLUDED_SERVICES,
+    ) -> None:
+        self._metrics = metrics
+        self._excluded = frozenset(excluded_services)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler  # unknown method: grpc answers UNIMPLEMENTED; not a label value we keep
+        service, method = split_method(handler_call_details.method)
+        if service in self._excluded:
+            return handler
+        return wrap_handler(handler, lambda behavior: self._wrap(behavior, service, method))
+
+    def _wrap(self, behavior: Callable[..., Any], service: str, method: str) -> Callable[..., Any]:
+        metrics = self._metrics
+
+        def finish(started: float, code: grpc.StatusCode) -> None:
+            metrics.in_flight.labels(service, method).dec()
+            metrics.duration.labels(service, method).observe(time.perf_counter() - started)
+            metrics.requests.labels(service, method, code.name).inc()
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            metrics.in_flight.labels(service, method).inc()
+            started = time.perf_counter()
+            try:
+                response = await behavior(request, context)
+            except BaseException as exc:
+                finish(started, _code_of(exc, context))
+                raise
+            finish(started, _final_code(context))
+            return response
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            metrics.in_flight.labels(service, method).inc()
+            started = time.perf_counter()
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except BaseException as exc:
+                finish(started, _code_of(exc, context))
+                raise
+            finish(started, _final_code(context))
+
+        if getattr(behavior, "_meshlib_streaming", False):
+            streaming._meshlib_streaming = True  # type: ignore[attr-defined]
+            return streaming
+        return unary
+
+
+# --- Business metrics -------------------------------------------------------------------
+# Module-level so any layer can record without wiring; each helper names its labels.
+
+PAYMENTS = Counter(
+    "openbank_payments",
+    "Payments entering a state (state is the PaymentState name without its prefix).",
+    ("state",),
+    registry=REGISTRY,
+)
+PAYMENTS_IN_STATE = Gauge(
+    "openbank_payments_in_state",
+    "Payments currently in a state, as last counted by the payment service.",
+    ("state",),
+    registry=REGISTRY,
+)
+OLDEST_UNFINISHED_PAYMENT_AGE = Gauge(
+    "openbank_payment_oldest_unfinished_age_seconds",
+    "Age of the oldest payment not yet in a final state (stuck sagas show up here).",
+    registry=REGISTRY,
+)
+RATELIMIT_DECISIONS = Counter(
+    "openbank_ratelimit_decisions",
+    "Rate-limit decisions by limit class and outcome (allowed or limited).",
+    ("class", "decision"),
+    registry=REGISTRY,
+)
+SAGA_RECOVERIES = Counter(
+    "openbank_saga_recoveries",
+    "Payment sagas resumed after a crash or timeout, by how the recovery ended.",
+    ("outcome",),
+    registry=REGISTRY,
+)
+SETTLEMENT_POSITION = Gauge(
+    "openbank_settlement_position_minor",
+    "A participant's committed net position, in minor units (negative: it owes).",
+    ("participant", "currency"),
+    registry=REGISTRY,
+)
+SETTLEMENT_EXPOSURE = Gauge(
+    "openbank_settlement_exposure_minor",
+    "What a participant owes or has reserved to pay (reserved - net), in minor units.",
+    ("participant", "currency"),
+    registry=REGISTRY,
+)
+SETTLEMENT_POSITION_CAP = Gauge(
+    "openbank_settlement_position_cap_minor",
+    "A participant's net debit cap in the open window, in minor units (for near-cap alerts).",
+    ("participant", "currency"),
+    registry=REGISTRY,
+)
+
+# The names alert rules and dashboards may use, as Prometheus exposes them.
+METRIC_NAMES = frozenset(
+    {
+        "openbank_rpc_requests_total",
+        "openbank_rpc_duration_seconds_bucket",
+        "openbank_rpc_duration_seconds_count",
+        "openbank_rpc_duration_seconds_sum",
+        "openbank_rpc_in_flight",
+        "openbank_payments_total",
+        "openbank_payments_in_state",
+        "openbank_payment_oldest_unfinished_age_seconds",
+        "openbank_ratelimit_decisions_total",
+        "openbank_saga_recoveries_total",
+        "openbank_settlement_position_minor",
+        "openbank_settlement_exposure_minor",
+        "openbank_settlement_position_cap_minor",
+    }
+)
+
+
+def record_payment_state(state: str) -> None:
+    """Count a payment entering ``state`` (e.g. ``"COMPLETED"``); call after the commit."""
+    PAYMENTS.labels(state).inc()
+
+
+def set_payments_in_state(state: str, count: int) -> None:
+    """Publish how many payments are in ``state`` now (from a periodic count)."""
+    PAYMENTS_IN_STATE.labels(state).set(count)
+
+
+def set_oldest_unfinished_payment_age(seconds: float) -> None:
+    """Publish the age of the oldest payment not yet final (0 when there is none)."""
+    OLDEST_UNFINISHED_PAYMENT_AGE.set(max(0.0, seconds))
+
+
+def record_ratelimit_decision(rate_limit_class: str, allowed: bool) -> None:
+    """Count one rate-limit decision for a limit class (``allowed`` or ``limited``)."""
+    RATELIMIT_DECISIONS.labels(rate_limit_class, "allowed" if allowed else "limited").inc()
+
+
+def record_saga_recovery(outcome: str) -> None:
+    """Count a recovered saga by its outcome (``completed``, ``compensated``, ``failed``)."""
+    SAGA_RECOVERIES.labels(outcome).inc()
+
+
+def set_settlement_position(
+    participant: str, currency: str, net_minor: int, reserved_minor: int = 0, cap_minor: int | None = None
+) -> None:
+    """Publish a participant's position in one currency, in integer minor units.
+
+    ``net_minor`` is the committed net (negative when it owes), ``reserved_minor`` the
+    outflows reserved but not yet committed; exposure = reserved - net is what the net
+    debit cap bounds, so alerts compare exposure with the cap.
+    """
+    SETTLEMENT_POSITION.labels(participant, currency).set(net_minor)
+    SETTLEMENT_EXPOSURE.labels(participant, currency).set(reserved_minor - net_minor)
+    if cap_minor is not None:
+        SETTLEMENT_POSITION_CAP.labels(participant, currency).set(cap_minor)
+
+
+# --- Exposition -------------------------------------------------------------------------
+
+
+@dataclass
+class MetricsEndpoint:
+    """A running ``/metrics`` HTTP endpoint (a daemon thread); ``stop()`` closes it."""
+
+    port: int
+    _server: ThreadingHTTPServer
+    _thread: Thread
+
+    def stop(self) -> None:
+        """Stop answering scrapes and release the port."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def start_metrics_server(
+    port: int,
+    host: str = "0.0.0.0",  # noqa: S104 - in a pod the scraper comes from another address
+    registry: CollectorRegistry = REGISTRY,
+) -> MetricsEndpoint:
+    """Serve ``registry`` for Prometheus on ``host:port`` (port 0 picks a free one)."""
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    return MetricsEndpoint(port=server.server_address[1], _server=server, _thread=thread)

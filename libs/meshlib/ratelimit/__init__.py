@@ -1,0 +1,23 @@
+"""Rate limiting: GCRA decisions per partner tier and method class.
+
+Redis in production (one Lua round trip per decision, pipelined per event-loop tick, keys
+expire on their own) and an in-process backend for the embedded default; what happens when
+Redis is down is a per-class policy from the configuration file.
+"""
+
+from meshlib.ratelimit.config import ClassPolicy, FailurePolicy, Limit, RateLimitConfig, load_config
+from meshlib.ratelimit.gcra import Decision, gcra
+from meshlib.ratelimit.limiter import InProcessBackend, RateLimiter, RedisBackend
+
+__all__ = [
+    "ClassPolicy",
+    "Decision",
+    "FailurePolicy",
+    "InProcessBackend",
+    "Limit",
+    "RateLimitConfig",
+    "RateLimiter",
+    "RedisBackend",
+    "gcra",
+    "load_config",
+]

@@ -1,0 +1,165 @@
+"""The account service's wiring: the one place that builds its adapters and service layer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from meshlib.app import Runtime, ServiceSpec, Wiring
+from meshlib.auth.consent import ConsentLookup, ConsentView
+from meshlib.errors import Unavailable
+from meshlib.events import bus_for
+from meshlib.server import Lifecycle, ServiceRegistration
+from openbank.account.v1 import account_admin_pb2_grpc, account_pb2_grpc, ledger_pb2_grpc
+from services.account.admin_service import AccountAdminService
+from services.account.ledger_service import LedgerService
+from services.account.read_service import AccountReadService
+from services.account.servicer import AccountAdminServicer, AccountServicer, LedgerServicer
+from services.account.settings import AccountSettings
+from services.account.unit_of_work import AccountUnitOfWork
+
+log = logging.getLogger("services.account")
+
+CONSENT_READ_SCOPE = "consents:read"
+
+VERSIONS_DIR = Path(__file__).parent / "migrations" / "versions"
+
+ConsentLookupFactory = Callable[[Runtime], ConsentLookup]
+
+
+class UnavailableConsentLookup:
+    """Stand-in until the identity-backed lookup exists: consent-bound reads fail UNAVAILABLE."""
+
+    async def get(self, consent_id: str, *, partner_id: str) -> ConsentView:
+        """Always UNAVAILABLE: the consent cannot be checked, so nothing is read."""
+        raise Unavailable("consent checks are unavailable", retry_after_seconds=1.0)
+
+
+def identity_consent_lookup(runtime: Runtime) -> ConsentLookup:
+    """The identity-backed consent lookup (service token, cache invalidated over the bus).
+
+    Falls back to the UNAVAILABLE stand-in when the adapter is not installed or the service
+    has no internal client credentials to call identity with.
+    """
+    try:
+        from meshlib.auth.consent_client import IdentityConsentLookup
+        from meshlib.auth.service_tokens import ServiceTokenSource
+    except ImportError:
+        log.warning("meshlib.auth.consent_client is missing: consent-bound reads answer UNAVAILABLE")
+        return UnavailableConsentLookup()
+    settings: AccountSettings = runtime.settings
+    if not settings.service_client_id or not settings.service_client_secret:
+        log.warning("no service client credentials: consent-bound reads answer UNAVAILABLE")
+        return UnavailableConsentLookup()
+    identity = runtime.channel(settings.identity_target)
+    tokens = ServiceTokenSource(
+        identity, settings.service_client_id, settings.service_client_secret, [CONSENT_READ_SCOPE]
+    )
+    lookup = IdentityConsentLookup(identity, tokens.token)
+    bus = bus_for(settings.redis_url)
+    lookup.attach(bus)
+    runtime.extras["consent_bus"] = bus
+    return lookup
+
+
+class HoldExpiryLoop:
+    """Releases elapsed holds in the background (posts and voids also release them lazily).
+
+    Once an hour it also purges idempotency answers past their retention and old read
+    counters.
+    """
+
+    def __init__(
+        self, ledger: LedgerService, interval_seconds: float, batch_size: int, *, purge_every_seconds: float = 3600
+    ) -> None:
+        self._ledger = ledger
+        self._interval = interval_seconds
+        self._batch_size = batch_size
+        self._purge_every = purge_every_seconds
+        self._last_purge = float("-inf")
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start sweeping."""
+        self._task = asyncio.create_task(self._run(), name="hold-expiry")
+
+    async def stop(self) -> None:
+        """Stop sweeping (an in-flight expiry transaction is cancelled and rolls back)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                released = await self._ledger.expire_due(self._batch_size)
+                if released:
+                    log.info("expired holds released", extra={"count": released})
+                if released >= self._batch_size:
+                    continue  # more may be due: sweep again at once
+                if time.monotonic() - self._last_purge >= self._purge_every:
+                    self._last_purge = time.monotonic()
+                    purged = await self._ledger.purge_old_records()
+                    if purged:
+                        log.info("old idempotency keys and read counters purged", extra={"count": purged})
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("hold expiry sweep failed")
+            await asyncio.sleep(self._interval)
+
+
+async def wire(runtime: Runtime, *, consent_lookup: ConsentLookupFactory = identity_consent_lookup) -> Wiring:
+    """Build the account service's layers on the runtime's database."""
+    settings: AccountSettings = runtime.settings
+    uow = partial(AccountUnitOfWork, runtime.database)
+    ledger = LedgerService(uow)
+    admin = AccountAdminService(uow, ledger)
+    reads = AccountReadService(uow, consent_lookup(runtime))
+    expiry = HoldExpiryLoop(ledger, settings.hold_expiry_interval_seconds, settings.hold_expiry_batch_size)
+    runtime.extras.update(ledger=ledger, admin=admin, reads=reads, uow=uow)
+    lifecycle = Lifecycle(on_start=[expiry.start], on_stop=[expiry.stop])
+    bus = runtime.extras.get("consent_bus")
+    if bus is not None:
+        lifecycle.on_start.append(bus.start)
+        lifecycle.on_stop.append(bus.close)
+    return Wiring(
+        registrations=[
+            ServiceRegistration(
+                "openbank.account.v1.LedgerService",
+                LedgerServicer(ledger),
+                ledger_pb2_grpc.add_LedgerServiceServicer_to_server,
+            ),
+            ServiceRegistration(
+                "openbank.account.v1.AccountAdminService",
+                AccountAdminServicer(admin, ledger),
+                account_admin_pb2_grpc.add_AccountAdminServiceServicer_to_server,
+            ),
+            ServiceRegistration(
+                "openbank.account.v1.AccountService",
+                AccountServicer(reads),
+                account_pb2_grpc.add_AccountServiceServicer_to_server,
+            ),
+        ],
+        lifecycle=lifecycle,
+    )
+
+
+def account_spec(consent_lookup: ConsentLookupFactory = identity_consent_lookup) -> ServiceSpec:
+    """The service's spec; tests pass an in-memory consent lookup."""
+    return ServiceSpec(
+        name="account",
+        versions_dir=VERSIONS_DIR,
+        settings_class=AccountSettings,
+        wire=partial(wire, consent_lookup=consent_lookup),
+    )
+
+
+SPEC = account_spec()

@@ -1,0 +1,229 @@
+"""Consent use cases: the partner's side (create, read, revoke) and the customer's side at
+the bank (authorise with SCA, reject, list, pause, resume, narrow, revoke).
+
+Every state change publishes ``Invalidation("consent", id, <new state>)`` after commit so
+that every verifier refuses a dead consent on the next call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from meshlib.errors import MeshError, NotFound, PermissionDenied
+from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
+from services.identity.common import (
+    Clock,
+    EventPublisher,
+    Replayed,
+    RequestKey,
+    UnitOfWorkFactory,
+    remember,
+    replayed,
+    rerun_on_duplicate_key,
+)
+from services.identity.customer_service import StrongCustomerAuthentication
+from services.identity.domain import consents as rules
+from services.identity.domain.consents import Consent, ConsentNarrowing, ConsentRequest
+from services.identity.domain.secrets import digest, new_secret
+from services.identity.domain.tokens import AuthorizationCode
+from services.identity.unit_of_work import IdentityUnitOfWork
+
+log = logging.getLogger("identity.consents")
+
+AUTHORIZATION_CODE_LIFETIME = dt.timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class AuthorisedConsent:
+    """The result of AuthoriseConsent: the consent and its one-time authorization code."""
+
+    consent: Consent
+    authorization_code: str
+    code_expires_at: dt.datetime
+
+
+def consent_event_detail(consent: Consent) -> str:
+    """What verifiers are told: the state, or PAUSED while an authorised consent is paused."""
+    return "PAUSED" if consent.paused else consent.state.value
+
+
+class ConsentService:
+    """Consents and their lifecycle."""
+
+    def __init__(
+        self, uow: UnitOfWorkFactory, sca: StrongCustomerAuthentication, events: EventPublisher, clock: Clock
+    ) -> None:
+        self._uow = uow
+        self._sca = sca
+        self._events = events
+        self._clock = clock
+
+    # ---- the partner's side -------------------------------------------------------------
+
+    @rerun_on_duplicate_key
+    async def create(self, key: RequestKey, partner_id: str, request: ConsentRequest) -> Consent | Replayed:
+        """A consent awaiting the customer's authorisation, owned by ``partner_id``."""
+        now = self._clock()
+        consent = rules.create(request, partner_id, now)
+        async with self._uow() as uow:
+            if (saved := await replayed(uow, key)) is not None:
+                return saved
+            await _require_active_partner(uow, partner_id)
+            await uow.consents.add(consent)
+            await remember(uow, key, consent, now)
+            await uow.commit()
+        log.info("consent created", extra={"consent_id": consent.consent_id, "partner_id": partner_id})
+        return consent
+
+    async def get(self, consent_id: str, *, partner_id: str | None) -> Consent:
+        """A consent of ``partner_id`` (None: an internal service may read any); NOT_FOUND otherwise."""
+        async with self._uow(read_only=True) as uow:
+            consent = await uow.consents.get(consent_id)
+        if consent is None or (partner_id is not None and consent.partner_id != partner_id):
+            raise _not_found(consent_id)
+        return consent.current(self._clock())
+
+    @rerun_on_duplicate_key
+    async def revoke_by_partner(self, key: RequestKey, partner_id: str, consent_id: str) -> Consent | Replayed:
+        """The partner revokes its own consent (revoking twice returns it unchanged)."""
+        return await self._change(key, consent_id, lambda c, now: c.revoke(now), partner_id=partner_id)
+
+    # ---- the customer's side (the bank's app) --------------------------------------------
+
+    @rerun_on_duplicate_key
+    async def authorise(
+        self,
+        key: RequestKey,
+        consent_id: str,
+        username: str,
+        password: str,
+        one_time_code: str,
+        account_ids: tuple[str, ...],
+    ) -> AuthorisedConsent | Replayed:
+        """SCA, then AUTHORISED for the chosen accounts, with a one-time code for the partner."""
+        accounts = rules.check_account_names(account_ids)
+        now = self._clock()
+        async with self._uow() as uow:
+            if (saved := await replayed(uow, key)) is not None:
+                return saved
+            consent = await self._existing(uow, consent_id)
+            # Refuse a consent that cannot be authorised before touching credentials.
+            consent.require_authorisable()
+            outcome = await self._sca.check(uow, username, password, one_time_code)
+            if isinstance(outcome, MeshError):
+                await uow.commit()  # the failed attempt counts
+                raise outcome
+            authorised = consent.authorise(outcome.customer_id, accounts, now)
+            await uow.consents.save(authorised)
+            code = new_secret()
+            grant = AuthorizationCode(
+                code_hash=digest(code),
+                consent_id=consent_id,
+                partner_id=consent.partner_id,
+                customer_id=outcome.customer_id,
+                code_challenge=consent.code_challenge,
+                expires_at=now + AUTHORIZATION_CODE_LIFETIME,
+            )
+            await uow.grants.add_code(grant)
+            result = AuthorisedConsent(authorised, code, grant.expires_at)
+            await remember(uow, key, result, now)
+            await uow.commit()
+        log.info("consent authorised", extra={"consent_id": consent_id, "customer_id": outcome.customer_id})
+        await self._events.publish("consent", consent_id, consent_event_detail(authorised))
+        return result
+
+    @rerun_on_duplicate_key
+    async def reject(self, key: RequestKey, consent_id: str, customer_id: str) -> Consent | Replayed:
+        """The customer refuses a consent awaiting authorisation."""
+        return await self._change(key, consent_id, lambda c, now: c.reject(customer_id, now))
+
+    async def list_for_customer(
+        self, customer_id: str, *, state: str | None, requested_size: int, page_token: str
+    ) -> tuple[list[Consent], str]:
+        """Newest first, optionally only those in ``state`` now."""
+        size = page_size(requested_size)
+        filters = filter_fingerprint(customer=customer_id, state=state)
+        cursor = decode_page_token(page_token, filters)
+        after = (dt.datetime.fromisoformat(cursor["t"]), str(cursor["id"])) if cursor else None
+        now = self._clock()
+        async with self._uow(read_only=True) as uow:
+            found = await uow.consents.page_for_customer(customer_id, state=state, now=now, after=after, limit=size + 1)
+        page, more = [c.current(now) for c in found[:size]], len(found) > size
+        token = ""
+        if more:
+            token = encode_page_token({"t": page[-1].created_at.isoformat(), "id": page[-1].consent_id}, filters)
+        return page, token
+
+    @rerun_on_duplicate_key
+    async def pause(self, key: RequestKey, consent_id: str, customer_id: str) -> Consent | Replayed:
+        """Block every call made with the consent until resumed."""
+        return await self._change(key, consent_id, lambda c, now: c.pause(now), customer_id=customer_id)
+
+    @rerun_on_duplicate_key
+    async def resume(self, key: RequestKey, consent_id: str, customer_id: str) -> Consent | Replayed:
+        """Lift a pause."""
+        return await self._change(key, consent_id, lambda c, now: c.resume(now), customer_id=customer_id)
+
+    @rerun_on_duplicate_key
+    async def narrow(
+        self, key: RequestKey, consent_id: str, customer_id: str, change: ConsentNarrowing
+    ) -> Consent | Replayed:
+        """Lower limits, fewer reads, permissions or accounts, an earlier expiry; never more."""
+        return await self._change(key, consent_id, lambda c, now: c.narrow(change, now), customer_id=customer_id)
+
+    @rerun_on_duplicate_key
+    async def revoke_by_customer(self, key: RequestKey, consent_id: str, customer_id: str) -> Consent | Replayed:
+        """The customer revokes the consent at the bank."""
+        return await self._change(key, consent_id, lambda c, now: c.revoke(now), customer_id=customer_id)
+
+    # ---- shared --------------------------------------------------------------------------
+
+    async def _existing(self, uow: IdentityUnitOfWork, consent_id: str) -> Consent:
+        consent = await uow.consents.get(consent_id, for_update=True)
+        if consent is None:
+            raise _not_found(consent_id)
+        return consent.current(self._clock())
+
+    async def _change(
+        self,
+        key: RequestKey,
+        consent_id: str,
+        transition,
+        *,  # type: ignore[no-untyped-def]
+        partner_id: str | None = None,
+        customer_id: str | None = None,
+    ) -> Consent | Replayed:
+        now = self._clock()
+        async with self._uow() as uow:
+            if (saved := await replayed(uow, key)) is not None:
+                return saved
+            consent = await self._existing(uow, consent_id)
+            if partner_id is not None and consent.partner_id != partner_id:
+                raise _not_found(consent_id)
+            if customer_id is not None and consent.customer_id != customer_id:
+                raise _not_found(consent_id)
+            changed: Consent = transition(consent, now)
+            if changed is not consent:
+                await uow.consents.save(changed)
+            if changed.state.final:
+                # Tokens bound to a dead consent die with it.
+                await uow.grants.revoke_access_tokens(now, consent_id=consent_id)
+                await uow.grants.revoke_refresh_tokens(now, consent_id=consent_id)
+            await remember(uow, key, changed, now)
+            await uow.commit()
+        if changed is not consent:
+            log.info("consent changed", extra={"consent_id": consent_id, "state": consent_event_detail(changed)})
+            await self._events.publish("consent", consent_id, consent_event_detail(changed))
+        return changed
+
+
+def _not_found(consent_id: str) -> NotFound:
+    return NotFound("consent not found", metadata={"resource_name": f"consents/{consent_id}"})
+
+
+async def _require_active_partner(uow: IdentityUnitOfWork, partner_id: str) -> None:
+    partner = await uow.partners.get(partner_id)
+    if partner is None or not partner.active:
+        raise PermissionDenied("the partner is suspended", reason="PARTNER_SUSPENDED")

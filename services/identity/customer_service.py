@@ -1,0 +1,167 @@
+"""Customer use cases: creation, strong customer authentication (SCA), lock-out, unlock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from meshlib.errors import AlreadyExists, MeshError, NotFound
+from services.identity.common import (
+    Clock,
+    Replayed,
+    RequestKey,
+    UnitOfWorkFactory,
+    remember,
+    replayed,
+    rerun_on_duplicate_key,
+)
+from services.identity.domain import customers as rules
+from services.identity.domain import totp
+from services.identity.domain.customers import Customer, CustomerStatus
+from services.identity.domain.secrets import SecretBox, SecretHasher
+from services.identity.unit_of_work import IdentityUnitOfWork
+
+log = logging.getLogger("identity.customers")
+
+
+@dataclass(frozen=True)
+class NewCustomer:
+    """A created customer and its TOTP seed (shown once)."""
+
+    customer: Customer
+    totp_seed: bytes
+
+
+class StrongCustomerAuthentication:
+    """Password + TOTP check with lock-out; shared by AuthenticateCustomer and AuthoriseConsent.
+
+    ``check`` records the outcome in the caller's transaction and *returns* the failure
+    instead of raising it, so the caller can commit the failed-attempt counter first.
+    """
+
+    def __init__(self, hasher: SecretHasher, box: SecretBox, clock: Clock) -> None:
+        self._hasher = hasher
+        self._box = box
+        self._clock = clock
+
+    async def check(self, uow: IdentityUnitOfWork, username: str, password: str, code: str) -> Customer | MeshError:
+        """The authenticated customer, or the error to raise after committing."""
+        rules.check_credentials_shape(username, password, code)
+        now = self._clock()
+        customer = await uow.customers.by_username(username)
+        # Always pay for one Argon2 verification so timing does not reveal unknown usernames.
+        password_ok = await asyncio.to_thread(
+            self._hasher.verify, customer.password_hash if customer else None, password
+        )
+        if customer is None:
+            return rules.sca_failed()
+        try:
+            customer.require_unlocked()
+        except MeshError as locked:
+            return locked
+        seed = self._box.open(customer.sealed_totp_seed, context=customer.customer_id.encode())
+        step = totp.matching_step(seed, code, now.timestamp(), last_used_step=customer.last_totp_step)
+        if not password_ok or step is None:
+            failed = customer.failed(now)
+            await uow.customers.save(failed)
+            log.info(
+                "strong customer authentication failed",
+                extra={
+                    "customer_id": customer.customer_id,
+                    "failed_attempts": failed.failed_attempts,
+                    "locked": failed.status is CustomerStatus.LOCKED,
+                },
+            )
+            return rules.sca_failed()
+        authenticated = customer.succeeded(step, now)
+        await uow.customers.save(authenticated)
+        return authenticated
+
+
+class CustomerService:
+    """Create, read, authenticate and unlock customers."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        hasher: SecretHasher,
+        box: SecretBox,
+        sca: StrongCustomerAuthentication,
+        clock: Clock,
+    ) -> None:
+        self._uow = uow
+        self._hasher = hasher
+        self._box = box
+        self._sca = sca
+        self._clock = clock
+
+    @rerun_on_duplicate_key
+    async def create(self, key: RequestKey, username: str, password: str, display_name: str) -> NewCustomer | Replayed:
+        """A new ACTIVE customer with an Argon2id password hash and an encrypted TOTP seed."""
+        rules.check_new_customer(username, password, display_name)
+        now = self._clock()
+        password_hash = await asyncio.to_thread(self._hasher.hash, password)
+        seed = totp.new_totp_secret()
+        customer_id = rules.new_customer_id()
+        customer = Customer(
+            customer_id=customer_id,
+            username=username,
+            display_name=display_name.strip(),
+            status=CustomerStatus.ACTIVE,
+            password_hash=password_hash,
+            sealed_totp_seed=self._box.seal(seed, context=customer_id.encode()),
+            failed_attempts=0,
+            last_totp_step=None,
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._uow() as uow:
+            if (saved := await replayed(uow, key)) is not None:
+                return saved
+            if await uow.customers.by_username(username) is not None:
+                raise AlreadyExists("the username is taken", reason="RESOURCE_ALREADY_EXISTS")
+            await uow.customers.add(customer)
+            result = NewCustomer(customer, seed)
+            await remember(uow, key, result, now)
+            await uow.commit()
+        return result
+
+    async def get(self, customer_id: str) -> Customer:
+        """A customer; NOT_FOUND if unknown."""
+        async with self._uow(read_only=True) as uow:
+            return await _existing(uow, customer_id)
+
+    @rerun_on_duplicate_key
+    async def authenticate(self, key: RequestKey, username: str, password: str, code: str) -> Customer | Replayed:
+        """SCA; every failure counts towards the lock-out."""
+        async with self._uow() as uow:
+            if (saved := await replayed(uow, key)) is not None:
+                return saved
+            outcome = await self._sca.check(uow, username, password, code)
+            if isinstance(outcome, MeshError):
+                await uow.commit()
+                raise outcome
+            await remember(uow, key, outcome, self._clock())
+            await uow.commit()
+        return outcome
+
+    @rerun_on_duplicate_key
+    async def unlock(self, key: RequestKey, customer_id: str) -> Customer | Replayed:
+        """Operator unlock."""
+        now = self._clock()
+        async with self._uow() as uow:
+            if (saved := await replayed(uow, key)) is not None:
+                return saved
+            customer = (await _existing(uow, customer_id)).unlock(now)
+            await uow.customers.save(customer)
+            await remember(uow, key, customer, now)
+            await uow.commit()
+        return customer
+
+
+async def _existing(uow: IdentityUnitOfWork, customer_id: str) -> Customer:
+    customer = await uow.customers.get(customer_id)
+    if customer is None:
+        raise NotFound("customer not found", metadata={"resource_name": f"customers/{customer_id}"})
+    return customer

@@ -1,0 +1,160 @@
+"""Partner administration use cases (operators, scope identity:admin)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass, replace
+
+from meshlib.errors import NotFound
+from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
+from services.identity.common import (
+    Clock,
+    EventPublisher,
+    Replayed,
+    RequestKey,
+    UnitOfWorkFactory,
+    remember,
+    replayed,
+    rerun_on_duplicate_key,
+)
+from services.identity.domain import partners as rules
+from services.identity.domain.partners import AuthMethod, Partner, PartnerChanges, PartnerRegistration
+from services.identity.domain.secrets import SecretHasher, new_secret
+from services.identity.unit_of_work import IdentityUnitOfWork
+
+log = logging.getLogger("identity.partners")
+
+
+@dataclass(frozen=True)
+class PartnerWithSecret:
+    """A partner and its freshly generated client secret (shown once; empty otherwise)."""
+
+    partner: Partner
+    client_secret: str
+
+
+class PartnerService:
+    """Register, read, update, suspend, reactivate partners and rotate their secrets."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        hasher: SecretHasher,
+        known_tiers: frozenset[str],
+        events: EventPublisher,
+        clock: Clock,
+    ) -> None:
+        self._uow = uow
+        self._hasher = hasher
+        self._tiers = known_tiers
+        self._events = events
+        self._clock = clock
+
+    @rerun_on_duplicate_key
+    async def register(self, key: RequestKey, request: PartnerRegistration) -> PartnerWithSecret | Replayed:
+        """A new ACTIVE partner; its client secret is returned once and stored only hashed."""
+        now = self._clock()
+        # Validate before paying for the hash.
+        partner = rules.register(request, self._tiers, now, client_secret_hash=None)
+        secret = ""
+        if partner.auth_method is AuthMethod.CLIENT_SECRET_POST:
+            secret = new_secret()
+            partner = replace(partner, client_secret_hash=await asyncio.to_thread(self._hasher.hash, secret))
+        async with self._uow() as uow:
+            if (saved := await replayed(uow, key)) is not None:
+                return saved
+            await uow.partners.add(partner)
+            result = PartnerWithSecret(partner, secret)
+            await remember(uow, key, result, now)
+            await uow.commit()
+        log.info("partner registered", extra={"partner_id": partner.partner_id, "client_id": partner.client_id})
+        return result
+
+    async def get(self, partner_id: str) -> Partner:
+        """A partner; NOT_FOUND if unknown."""
+        async with self._uow(read_only=True) as uow:
+            return await _existing(uow, partner_id)
+
+    async def list(self, *, status: str | None, requested_size: int, page_token: str) -> tuple[list[Partner], str]:
+        """Oldest first; returns the page and the next page token ('' at the end)."""
+        size = page_size(requested_size)
+        filters = filter_fingerprint(status=status)
+        cursor = decode_page_token(page_token, filters)
+        after = None
+        if cursor is not None:
+            after = (dt.datetime.fromisoformat(cursor["t"]), str(cursor["id"]))
+        async with self._uow(read_only=True) as uow:
+            found = await uow.partners.page(status=status, after=after, limit=size + 1)
+        page, more = found[:size], len(found) > size
+        token = ""
+        if more:
+            token = encode_page_token({"t": page[-1].created_at.isoformat(), "id": page[-1].partner_id}, filters)
+        return page, token
+
+    @rerun_on_duplicate_key
+    async def update(self, key: RequestKey, partner_id: str, changes: PartnerChanges) -> Partner | Replayed:
+        """Apply the set fields."""
+        now = self._clock()
+        async with self._uow() as uow:
+            if (saved := await replayed(uow, key)) is not None:
+                return saved
+            partner = rules.apply_changes(await _existing(uow, partner_id), changes, self._tiers, now)
+            await uow.partners.save(partner)
+            await remember(uow, key, partner, now)
+            await uow.commit()
+        await self._events.publish("partner", partner_id, partner.status.value)
+        return partner
+
+    @rerun_on_duplicate_key
+    async def suspend(self, key: RequestKey, partner_id: str) -> Partner | Replayed:
+        """Suspend: every call and every token of the partner fails from the next call on."""
+        now = self._clock()
+        async with self._uow() as uow:
+            if (saved := await replayed(uow, key)) is not None:
+                return saved
+            partner = (await _existing(uow, partner_id)).suspend(now)
+            await uow.partners.save(partner)
+            await remember(uow, key, partner, now)
+            await uow.commit()
+        log.info("partner suspended", extra={"partner_id": partner_id})
+        await self._events.publish("partner", partner_id, partner.status.value)
+        return partner
+
+    @rerun_on_duplicate_key
+    async def reactivate(self, key: RequestKey, partner_id: str) -> Partner | Replayed:
+        """Allow the partner again (its old tokens stay dead)."""
+        now = self._clock()
+        async with self._uow() as uow:
+            if (saved := await replayed(uow, key)) is not None:
+                return saved
+            partner = (await _existing(uow, partner_id)).reactivate(now)
+            await uow.partners.save(partner)
+            await remember(uow, key, partner, now)
+            await uow.commit()
+        await self._events.publish("partner", partner_id, partner.status.value)
+        return partner
+
+    @rerun_on_duplicate_key
+    async def rotate_secret(self, key: RequestKey, partner_id: str) -> PartnerWithSecret | Replayed:
+        """A new client secret; the old one stops working at once."""
+        now = self._clock()
+        secret = new_secret()
+        secret_hash = await asyncio.to_thread(self._hasher.hash, secret)
+        async with self._uow() as uow:
+            if (saved := await replayed(uow, key)) is not None:
+                return saved
+            partner = (await _existing(uow, partner_id)).with_secret_hash(secret_hash, now)
+            await uow.partners.save(partner)
+            result = PartnerWithSecret(partner, secret)
+            await remember(uow, key, result, now)
+            await uow.commit()
+        return result
+
+
+async def _existing(uow: IdentityUnitOfWork, partner_id: str) -> Partner:
+    partner = await uow.partners.get(partner_id, for_update=not uow.read_only)
+    if partner is None:
+        raise NotFound("partner not found", metadata={"resource_name": f"partners/{partner_id}"})
+    return partner

@@ -1,0 +1,169 @@
+"""Service layer for obligations: reserve, commit, release (the payment saga's calls).
+
+Every call is idempotent twice over: by request_id (a replay returns the first answer) and
+by payment (the obligation id is the payment id).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+
+from meshlib.errors import AlreadyExists, InvalidArgument, NotFound
+from meshlib.money import Amount
+from services.settlement.domain.obligations import Obligation, ObligationState
+from services.settlement.domain.participants import Participant
+from services.settlement.domain.windows import SettlementWindow, open_window
+from services.settlement.service_common import OBLIGATION_CODEC, RequestKey, Transactions, new_id
+from services.settlement.unit_of_work import SettlementUnitOfWork
+
+log = logging.getLogger("settlement.positions")
+
+# Enough rounds to get past a concurrent close that replaced the window we waited on.
+OPEN_WINDOW_ATTEMPTS = 5
+
+
+async def current_open_window(
+    uow: SettlementUnitOfWork,
+    currency: str,
+    now: dt.datetime,
+    *,
+    lock: str,
+    id_factory: Callable[[], str] = new_id,
+) -> SettlementWindow:
+    """The OPEN window of ``currency``, locked (``share`` for commits, ``update`` for a close),
+    opened on first use.
+
+    On PostgreSQL a commit waiting on a closing window finds it CLOSED once the close is done;
+    the next statement then sees the window the close opened.
+    """
+    for _ in range(OPEN_WINDOW_ATTEMPTS):
+        window = await uow.windows.open_window(currency, lock=lock)
+        if window is not None:
+            return window
+        await uow.windows.add_open_if_absent(open_window(id_factory(), currency, now))
+    raise RuntimeError(f"no open window could be found or opened for {currency}")
+
+
+async def participants_of(uow: SettlementUnitOfWork, *participant_ids: str) -> dict[str, Participant]:
+    """The named participants; NOT_FOUND naming the first unknown one."""
+    found = await uow.participants.get_many(participant_ids)
+    for participant_id in participant_ids:
+        if participant_id not in found:
+            raise NotFound("participant not found", metadata={"participant": f"participants/{participant_id}"})
+    return found
+
+
+class PositionService:
+    """Reserve / commit / release obligations and move positions accordingly."""
+
+    def __init__(self, transactions: Transactions, id_factory: Callable[[], str] = new_id) -> None:
+        self._tx = transactions
+        self._new_id = id_factory
+
+    async def reserve(
+        self, key: RequestKey, payment_id: str, payer_id: str, payee_id: str, amount: Amount
+    ) -> Obligation:
+        """Reserve ``amount`` against the payer's net debit cap for a payment."""
+        if payer_id == payee_id:
+            raise InvalidArgument.field("payee", "must differ from payer")
+
+        async def operation(uow: SettlementUnitOfWork, now: dt.datetime) -> Obligation:
+            existing = await uow.obligations.get(payment_id, for_update=True)
+            if existing is not None:
+                if existing.same_fields(payer_id, payee_id, amount.currency, amount.minor_units):
+                    return existing
+                raise AlreadyExists(
+                    "an obligation exists for this payment with different fields",
+                    reason="OBLIGATION_EXISTS_WITH_DIFFERENT_FIELDS",
+                    metadata={"obligation": f"obligations/{payment_id}"},
+                )
+            found = await participants_of(uow, payer_id, payee_id)
+            payer, payee = found[payer_id], found[payee_id]
+            payer.require_active()
+            payee.require_active()
+            positions = await uow.positions.lock(amount.currency, [payer_id, payee_id])
+            cap = payer.cap_for(amount.currency)
+            reserved = positions[payer_id].reserve(amount.minor_units, cap, now)
+            await uow.positions.save(reserved)
+            obligation = Obligation(
+                id=payment_id,
+                payer_id=payer_id,
+                payee_id=payee_id,
+                currency=amount.currency,
+                amount_minor=amount.minor_units,
+                state=ObligationState.RESERVED,
+                created_at=now,
+                updated_at=now,
+            )
+            await uow.obligations.add(obligation)
+            if cap is not None and reserved.exposure_minor >= cap.alarm_level():
+                log.warning(
+                    "participant near its net debit cap",
+                    extra={
+                        "participant": payer_id,
+                        "currency": amount.currency,
+                        "exposure_minor": reserved.exposure_minor,
+                        "cap_minor": cap.cap_minor,
+                    },
+                )
+            return obligation
+
+        return await self._tx.run_idempotent(key, "ReserveObligation", OBLIGATION_CODEC, operation)
+
+    async def commit(self, key: RequestKey, obligation_id: str) -> Obligation:
+        """Commit a reserved obligation into the currency's OPEN window (same transaction)."""
+
+        async def operation(uow: SettlementUnitOfWork, now: dt.datetime) -> Obligation:
+            obligation = await self._locked(uow, obligation_id)
+            if obligation.state is ObligationState.COMMITTED:
+                return obligation
+            if obligation.state is ObligationState.RELEASED:
+                obligation.commit("", now)  # raises OBLIGATION_ALREADY_RELEASED
+            positions = await uow.positions.lock(obligation.currency, [obligation.payer_id, obligation.payee_id])
+            # Read under a share lock: a concurrent close waits for us, or we see its next window.
+            window = await current_open_window(uow, obligation.currency, now, lock="share", id_factory=self._new_id)
+            # Stamp after the locks: the commit time then falls inside the window's open period.
+            now = max(now, self._tx.clock())
+            committed = obligation.commit(window.id, now)
+            amount = obligation.amount_minor
+            await uow.positions.save(positions[obligation.payer_id].commit_outflow(amount, now))
+            await uow.positions.save(positions[obligation.payee_id].commit_inflow(amount, now))
+            await uow.obligations.update(committed)
+            return committed
+
+        return await self._tx.run_idempotent(key, "CommitObligation", OBLIGATION_CODEC, operation)
+
+    async def release(self, key: RequestKey, obligation_id: str) -> Obligation:
+        """Give a reserved obligation's reservation back to the payer."""
+
+        async def operation(uow: SettlementUnitOfWork, now: dt.datetime) -> Obligation:
+            obligation = await self._locked(uow, obligation_id)
+            released = obligation.release(now)  # raises OBLIGATION_ALREADY_COMMITTED
+            if released is obligation:
+                return obligation
+            positions = await uow.positions.lock(obligation.currency, [obligation.payer_id, obligation.payee_id])
+            await uow.positions.save(positions[obligation.payer_id].release(obligation.amount_minor, now))
+            await uow.obligations.update(released)
+            return released
+
+        return await self._tx.run_idempotent(key, "ReleaseObligation", OBLIGATION_CODEC, operation)
+
+    async def get(self, obligation_id: str) -> Obligation:
+        """One obligation; NOT_FOUND if unknown."""
+
+        async def operation(uow: SettlementUnitOfWork) -> Obligation:
+            obligation = await uow.obligations.get(obligation_id)
+            if obligation is None:
+                raise NotFound("obligation not found")
+            return obligation
+
+        return await self._tx.run(operation, read_only=True)
+
+    @staticmethod
+    async def _locked(uow: SettlementUnitOfWork, obligation_id: str) -> Obligation:
+        obligation = await uow.obligations.get(obligation_id, for_update=True)
+        if obligation is None:
+            raise NotFound("obligation not found")
+        return obligation

@@ -1,0 +1,425 @@
+"""The Kubernetes manifests: every overlay renders, validates strictly against a pinned
+Kubernetes version, and obeys the mesh's deployment policy.
+
+Each overlay is rendered once (``kubectl kustomize``, or a standalone ``kustomize``) per
+module. Without either tool the tests skip, except in CI (``CI=true``), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from meshlib.app import DEFAULT_PORTS
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+# The oldest Kubernetes release the manifests must work on (matchLabelKeys needs 1.27+).
+KUBERNETES_VERSION = "1.30.0"
+OVERLAYS = ("dev", "prod")
+PROCESSES = tuple(DEFAULT_PORTS)
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
+MESH = "openbank-mesh"
+PRE_STOP_SECONDS = 5
+
+# Who may call whom: the mesh's only service-to-service paths ("*" = from anywhere).
+EXPECTED_CALLERS = {
+    "gateway": {"*"},
+    "identity": {"gateway", "account", "payment", "settlement"},
+    "account": {"gateway", "payment", "settlement"},
+    "payment": {"gateway"},
+    "settlement": {"gateway", "payment"},
+}
+
+Doc = dict[str, Any]
+
+
+def _render_command(path: Path) -> list[str] | None:
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize", str(path)]
+    if shutil.which("kustomize"):
+        return ["kustomize", "build", str(path)]
+    return None
+
+
+def render(path: Path) -> list[Doc]:
+    """Render a kustomization into its objects (skips without a renderer, outside CI)."""
+    command = _render_command(path)
+    if command is None:
+        message = "neither kubectl nor kustomize is installed: cannot render the manifests"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message} (required in CI)")
+        pytest.skip(message)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, f"rendering {path} failed:\n{result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> tuple[str, list[Doc]]:
+    """(name, rendered objects) of each overlay, rendered once per module."""
+    return request.param, render(K8S / "overlays" / request.param)
+
+
+@pytest.fixture(scope="module")
+def prod() -> list[Doc]:
+    """The production overlay's objects."""
+    return render(K8S / "overlays" / "prod")
+
+
+def of_kind(docs: list[Doc], *kinds: str) -> list[Doc]:
+    """The objects of the given kinds."""
+    return [doc for doc in docs if doc["kind"] in kinds]
+
+
+def named(docs: list[Doc], kind: str, name: str) -> Doc:
+    """The one object of ``kind`` called ``name``."""
+    matches = [doc for doc in of_kind(docs, kind) if doc["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind} {name}, found {len(matches)}"
+    return matches[0]
+
+
+def pod_specs(docs: list[Doc]) -> Iterator[tuple[Doc, Doc]]:
+    """(workload, pod template) for every workload object."""
+    for doc in of_kind(docs, *WORKLOAD_KINDS):
+        yield doc, doc["spec"]["template"]
+
+
+def containers(docs: list[Doc]) -> Iterator[tuple[Doc, Doc, Doc]]:
+    """(workload, pod spec, container) for every app container."""
+    for workload, template in pod_specs(docs):
+        for container in template["spec"]["containers"]:
+            yield workload, template["spec"], container
+
+
+def mesh_deployments(docs: list[Doc]) -> dict[str, Doc]:
+    """The five mesh processes' Deployments by name."""
+    found = {
+        doc["metadata"]["name"]: doc
+        for doc in of_kind(docs, "Deployment")
+        if doc["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/part-of") == MESH
+    }
+    assert set(found) == set(PROCESSES)
+    return found
+
+
+def selects(selector: Doc | None, labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels / matchExpressions) selects these labels."""
+    if selector is None:
+        return False
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and labels.get(key) in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def config_value(docs: list[Doc], config_map_prefix: str, key: str) -> str:
+    """A value of the (hash-suffixed) generated ConfigMap whose name starts with the prefix."""
+    for doc in of_kind(docs, "ConfigMap"):
+        if doc["metadata"]["name"].startswith(config_map_prefix) and key in doc.get("data", {}):
+            return doc["data"][key]
+    raise AssertionError(f"no ConfigMap {config_map_prefix}* with {key}")
+
+
+# --- Schema -------------------------------------------------------------------------------
+
+
+def test_base_and_every_overlay_validate_strictly_against_the_pinned_version(overlay) -> None:  # type: ignore[no-untyped-def]
+    name, docs = overlay
+    assert docs, f"{name} rendered nothing"
+    base = render(K8S / "base") if name == "dev" else []
+    problems = []
+    for doc in [*docs, *base]:
+        label = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            problems.append(f"{label}: no schema for {doc.get('apiVersion')} in Kubernetes {KUBERNETES_VERSION}")
+        except kubernetes_validate.ValidationError as error:
+            problems.append(f"{label}: {error.message}")
+    assert not problems, "\n".join(problems)
+
+
+def test_everything_lands_in_the_overlay_namespace(overlay) -> None:  # type: ignore[no-untyped-def]
+    name, docs = overlay
+    namespace = {"dev": "openbank-dev", "prod": "openbank"}[name]
+    for doc in docs:
+        if doc["kind"] == "Namespace":
+            assert doc["metadata"]["name"] == namespace
+            assert doc["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+        else:
+            assert doc["metadata"].get("namespace") == namespace, doc["metadata"]["name"]
+
+
+# --- Containers ---------------------------------------------------------------------------
+
+
+def test_every_container_has_probes_limits_and_a_locked_down_security_context(overlay) -> None:  # type: ignore[no-untyped-def]
+    _, docs = overlay
+    for workload, pod, container in containers(docs):
+        where = f"{workload['kind']}/{workload['metadata']['name']}/{container['name']}"
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            assert probe in container, f"{where}: no {probe}"
+        for bound in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(container.get("resources", {}).get(bound, {})), f"{where}: {bound}"
+        security = container.get("securityContext", {})
+        pod_security = pod.get("securityContext", {})
+        assert security.get("runAsNonRoot", pod_security.get("runAsNonRoot")) is True, where
+        assert security.get("runAsUser", pod_security.get("runAsUser", 0)) != 0, where
+        assert security.get("allowPrivilegeEscalation") is False, where
+        assert security.get("readOnlyRootFilesystem") is True, where
+        assert security.get("privileged", False) is False, where
+        assert security.get("capabilities", {}).get("drop") == ["ALL"], where
+        seccomp = security.get("seccompProfile") or pod_security.get("seccompProfile")
+        assert seccomp == {"type": "RuntimeDefault"}, where
+        assert pod.get("automountServiceAccountToken") is False, where
+        image = container["image"]
+        assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), f"{where}: unpinned {image}"
+
+
+def test_probes_point_at_declared_ports_and_mesh_probes_are_grpc(overlay) -> None:  # type: ignore[no-untyped-def]
+    _, docs = overlay
+    for workload, _, container in containers(docs):
+        ports = {p["containerPort"] for p in container.get("ports", [])} | {
+            p.get("name") for p in container.get("ports", [])
+        }
+        mesh = workload["metadata"]["name"] in PROCESSES
+        for probe_name in ("readinessProbe", "livenessProbe", "startupProbe"):
+            probe = container[probe_name]
+            if mesh:
+                assert "grpc" in probe, f"{workload['metadata']['name']}: {probe_name} is not a native gRPC probe"
+            for handler in ("grpc", "httpGet", "tcpSocket"):
+                if handler in probe:
+                    assert probe[handler]["port"] in ports, f"{workload['metadata']['name']}: {probe_name} port"
+
+
+def test_mesh_processes_listen_on_their_ports_and_drain_before_being_killed(overlay) -> None:  # type: ignore[no-untyped-def]
+    _, docs = overlay
+    drain = float(config_value(docs, "openbank-common", "OBM_SHUTDOWN_GRACE_SECONDS"))
+    assert config_value(docs, "openbank-common", "OBM_HOST") == "0.0.0.0"
+    for name, deployment in mesh_deployments(docs).items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["args"] == [name]
+        assert DEFAULT_PORTS[name] in {p["containerPort"] for p in container["ports"]}
+        assert config_value(docs, f"{name}-config", "OBM_PORT") == str(DEFAULT_PORTS[name])
+        assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(PRE_STOP_SECONDS)]
+        assert pod["terminationGracePeriodSeconds"] > PRE_STOP_SECONDS + drain, name
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert {"/tmp", "/var/lib/openbank"} <= mounts, f"{name}: writable paths of a read-only root"
+
+
+# --- Exposure and network -----------------------------------------------------------------
+
+
+def test_the_gateway_is_the_only_externally_exposed_service(overlay) -> None:  # type: ignore[no-untyped-def]
+    name, docs = overlay
+    for service in of_kind(docs, "Service"):
+        kind = service["spec"].get("type", "ClusterIP")
+        if service["metadata"]["name"] == "gateway":
+            assert kind == ("LoadBalancer" if name == "prod" else "ClusterIP")
+            assert [p["port"] for p in service["spec"]["ports"]] == [DEFAULT_PORTS["gateway"]]
+        else:
+            assert kind == "ClusterIP", service["metadata"]["name"]
+    assert not of_kind(docs, "Ingress"), "partners reach the mesh through the gateway Service only"
+
+
+def test_every_service_is_covered_by_a_network_policy_ingress_rule(overlay) -> None:  # type: ignore[no-untyped-def]
+    _, docs = overlay
+    policies = of_kind(docs, "NetworkPolicy")
+    default_deny = [
+        p
+        for p in policies
+        if p["spec"]["podSelector"] == {}
+        and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
+        and not p["spec"].get("ingress")
+        and not p["spec"].get("egress")
+    ]
+    assert default_deny, "no default-deny NetworkPolicy"
+    templates = [template["metadata"]["labels"] for _, template in pod_specs(docs)]
+    for service in of_kind(docs, "Service"):
+        selected_pods = [
+            labels for labels in templates if selects({"matchLabels": service["spec"]["selector"]}, labels)
+        ]
+        assert selected_pods, f"Service {service['metadata']['name']} selects no pods"
+        for labels in selected_pods:
+            covering = [
+                p
+                for p in policies
+                if "Ingress" in p["spec"].get("policyTypes", [])
+                and p["spec"].get("ingress")
+                and selects(p["spec"]["podSelector"], labels)
+            ]
+            assert covering, f"Service {service['metadata']['name']}: no NetworkPolicy lets traffic in"
+
+
+def _allowed_callers(policies: list[Doc], process: str) -> set[str]:
+    """Which mesh processes (or "*") a process's ingress rules admit on its gRPC port."""
+    callers: set[str] = set()
+    labels = {"app.kubernetes.io/name": process, "app.kubernetes.io/part-of": MESH}
+    for policy in policies:
+        if not selects(policy["spec"]["podSelector"], labels):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            ports = {p.get("port") for p in rule.get("ports", [])}
+            if DEFAULT_PORTS[process] not in ports and ports:
+                continue
+            if not rule.get("from"):
+                callers.add("*")
+            for peer in rule.get("from", []):
+                if "namespaceSelector" in peer or "ipBlock" in peer:
+                    callers.add("*")
+                else:
+                    callers.add(peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"])
+    return callers
+
+
+def test_network_policies_allow_exactly_the_mesh_paths(overlay) -> None:  # type: ignore[no-untyped-def]
+    _, docs = overlay
+    policies = of_kind(docs, "NetworkPolicy")
+    assert {p: _allowed_callers(policies, p) for p in PROCESSES} == EXPECTED_CALLERS
+    # The egress side mirrors it: each caller may reach exactly its callees' ports.
+    for caller in PROCESSES:
+        labels = {"app.kubernetes.io/name": caller, "app.kubernetes.io/part-of": MESH}
+        reachable = set()
+        for policy in policies:
+            if not selects(policy["spec"]["podSelector"], labels):
+                continue
+            for rule in policy["spec"].get("egress", []):
+                for peer in rule.get("to", []):
+                    name = peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+                    if name in PROCESSES:
+                        reachable.add(name)
+        expected = {callee for callee, callers in EXPECTED_CALLERS.items() if caller in callers}
+        assert reachable == expected, caller
+
+
+# --- Secrets ------------------------------------------------------------------------------
+
+
+def _secret_names(pod: Doc, container: Doc) -> set[str]:
+    names = {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+    for volume in pod.get("volumes", []):
+        for source in volume.get("projected", {}).get("sources", []):
+            if "secret" in source:
+                names.add(source["secret"]["name"])
+    for env in container.get("env", []):
+        ref = env.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            names.add(ref["name"])
+    names |= {e["secretRef"]["name"] for e in container.get("envFrom", []) if "secretRef" in e}
+    return names
+
+
+def test_only_identity_mounts_the_signing_key_and_internal_clients(overlay) -> None:  # type: ignore[no-untyped-def]
+    _, docs = overlay
+    for workload, pod, container in containers(docs):
+        secrets = _secret_names(pod, container)
+        identity_only = {s for s in secrets if s.startswith(("identity-signing-key", "identity-internal-clients"))}
+        if workload["metadata"]["name"] == "identity":
+            assert len(identity_only) == 2
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert env["OBM_SIGNING_KEY_PASSPHRASE_FILE"].startswith("/etc/openbank/signing-key/")
+        else:
+            assert not identity_only, workload["metadata"]["name"]
+
+
+def test_service_accounts_carry_no_api_token(overlay) -> None:  # type: ignore[no-untyped-def]
+    _, docs = overlay
+    for account in of_kind(docs, "ServiceAccount"):
+        assert account.get("automountServiceAccountToken") is False, account["metadata"]["name"]
+
+
+def test_config_maps_and_secrets_referenced_exist_or_are_documented(overlay) -> None:  # type: ignore[no-untyped-def]
+    name, docs = overlay
+    config_maps = {d["metadata"]["name"] for d in of_kind(docs, "ConfigMap")}
+    secrets = {d["metadata"]["name"] for d in of_kind(docs, "Secret")}
+    # Created out of band in production (docs/deployment.md lists them).
+    external = {
+        "openbank-datastores",
+        "identity-signing-key",
+        "identity-internal-clients",
+        "gateway-public-tls",
+        *(f"{p}-tls" for p in PROCESSES),
+        *(f"{p}-service-client" for p in ("account", "payment", "settlement")),
+    }
+    for _, pod, container in containers(docs):
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                assert source["configMapRef"]["name"] in config_maps
+        for volume in pod.get("volumes", []):
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in config_maps
+        for secret in _secret_names(pod, container):
+            assert secret in secrets or (name == "prod" and secret in external), secret
+
+
+# --- Production ---------------------------------------------------------------------------
+
+
+def test_prod_reads_datastores_from_a_secret_and_runs_none_in_cluster(prod) -> None:  # type: ignore[no-untyped-def]
+    assert not of_kind(prod, "StatefulSet", "Secret"), "no in-cluster datastores or inline secrets in prod"
+    for name, deployment in mesh_deployments(prod).items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        wanted = ["OBM_REDIS_URL"] if name == "gateway" else ["OBM_DATABASE_URL", "OBM_REDIS_URL"]
+        for variable in wanted:
+            assert env[variable]["valueFrom"]["secretKeyRef"]["name"] == "openbank-datastores", (name, variable)
+    for config_map in of_kind(prod, "ConfigMap"):
+        assert not {"OBM_DATABASE_URL", "DATABASE_URL", "OBM_REDIS_URL"} & set(config_map.get("data", {}))
+
+
+def test_prod_runs_two_or_more_of_everything_with_hpas_pdbs_and_spread(prod) -> None:  # type: ignore[no-untyped-def]
+    hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in of_kind(prod, "HorizontalPodAutoscaler")}
+    assert set(hpas) == {"gateway", "payment"}
+    assert all(h["apiVersion"] == "autoscaling/v2" for h in hpas.values())
+    pdbs = of_kind(prod, "PodDisruptionBudget")
+    for deployment in of_kind(prod, "Deployment"):
+        name = deployment["metadata"]["name"]
+        if name in hpas:
+            assert "replicas" not in deployment["spec"], f"{name}: the HPA owns the replica count"
+            assert hpas[name]["spec"]["minReplicas"] >= 2
+        else:
+            assert deployment["spec"]["replicas"] >= 2, name
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert any(selects(p["spec"]["selector"], labels) for p in pdbs), f"{name}: no PodDisruptionBudget"
+    for name, deployment in mesh_deployments(prod).items():
+        keys = {c["topologyKey"] for c in deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]}
+        assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}, name
+
+
+def test_prod_runs_mtls_and_exports_traces(prod) -> None:  # type: ignore[no-untyped-def]
+    assert config_value(prod, "openbank-common", "OBM_OTLP_ENDPOINT") == "http://otel-collector:4317"
+    named(prod, "Service", "otel-collector")
+    for name, deployment in mesh_deployments(prod).items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        for variable in ("OBM_TLS_CERT_FILE", "OBM_TLS_KEY_FILE", "OBM_PEER_TLS_CA_FILE", "OBM_PEER_TLS_CERT_FILE"):
+            assert env.get(variable), (name, variable)
+        # Internal processes demand client certificates; the partner-facing gateway does not.
+        assert bool(env.get("OBM_TLS_CLIENT_CA_FILE")) is (name != "gateway")
+        assert f"{name}-tls" in {v.get("secret", {}).get("secretName") for v in pod["volumes"]}
+        # Kubelet gRPC probes cannot speak TLS: they use the plaintext health-only port.
+        health_port = int(env["OBM_HEALTH_PORT"])
+        assert health_port != DEFAULT_PORTS[name]
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            assert container[probe]["grpc"]["port"] == health_port, (name, probe)

@@ -1,0 +1,116 @@
+"""The sample Grafana dashboard and Prometheus alert rules parse and use only metrics that
+the processes really export (libs/meshlib/metrics.py; the scrape test checks that list)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from meshlib.metrics import METRIC_NAMES
+
+OBSERVABILITY = Path(__file__).resolve().parents[2] / "deploy" / "observability"
+# Standard series from Prometheus itself and prometheus_client's process collector.
+STANDARD_METRICS = {"up", "process_resident_memory_bytes", "process_cpu_seconds_total"}
+METRIC = re.compile(r"\b((?:openbank|process)_[a-z0-9_]+|up)\b")
+SEVERITIES = {"page", "warn", "info"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names used in a PromQL expression (recording rules, with colons, excluded)."""
+    without_strings = re.sub(r'"[^"]*"', '""', expr)
+    return set(METRIC.findall(without_strings))
+
+
+def balanced(expr: str) -> bool:
+    """Brackets open and close in order (a cheap syntax guard without promtool)."""
+    pairs = {")": "(", "]": "[", "}": "{"}
+    stack: list[str] = []
+    for char in re.sub(r'"[^"]*"', '""', expr):
+        if char in "([{":
+            stack.append(char)
+        elif char in pairs:
+            if not stack or stack.pop() != pairs[char]:
+                return False
+    return not stack
+
+
+@pytest.fixture(scope="module")
+def rules() -> list[dict[str, Any]]:
+    """Every rule of every group."""
+    document = yaml.safe_load((OBSERVABILITY / "prometheus-rules.yaml").read_text())
+    return [rule for group in document["groups"] for rule in group["rules"]]
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    """The Grafana dashboard."""
+    return json.loads((OBSERVABILITY / "grafana-dashboard.json").read_text())
+
+
+def test_metric_name_extraction() -> None:
+    assert metric_names('sum by (x) (rate(openbank_rpc_requests_total{code=~"openbank_nope"}[5m])) / up') == {
+        "openbank_rpc_requests_total",
+        "up",
+    }
+    assert metric_names("openbank:rpc_server_errors:ratio_rate5m > 0.02") == set()
+
+
+def test_alert_rules_cover_the_issue_and_use_exported_metrics(rules) -> None:  # type: ignore[no-untyped-def]
+    alerts = {rule["alert"]: rule for rule in rules if "alert" in rule}
+    for wanted in ("OpenbankHighErrorRate", "OpenbankHighLatency", "OpenbankPaymentsStuck"):
+        assert wanted in alerts
+    assert "OpenbankSettlementPositionNearCap" in alerts
+    recorded = {rule["record"] for rule in rules if "record" in rule}
+    for rule in rules:
+        expr = rule["expr"]
+        assert balanced(expr), expr
+        used = metric_names(expr)
+        assert used <= METRIC_NAMES | STANDARD_METRICS, used - METRIC_NAMES - STANDARD_METRICS
+        assert used or set(re.findall(r"openbank:[a-z0-9_:]+", expr)) <= recorded
+    for name, alert in alerts.items():
+        assert alert["labels"]["severity"] in SEVERITIES, name
+        assert alert["annotations"]["summary"] and alert["annotations"]["description"], name
+
+
+def test_alert_rules_pass_promtool_when_available() -> None:
+    if not shutil.which("promtool"):
+        pytest.skip("promtool not installed")
+    result = subprocess.run(
+        ["promtool", "check", "rules", str(OBSERVABILITY / "prometheus-rules.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dashboard_panels_query_exported_metrics_without_overlapping(dashboard) -> None:  # type: ignore[no-untyped-def]
+    assert dashboard["uid"] and dashboard["title"]
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"datasource", "service"} <= variables
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    occupied: set[tuple[int, int]] = set()
+    used: set[str] = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        cells = {
+            (x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert grid["x"] + grid["w"] <= 24 and not cells & occupied, panel["title"]
+        occupied |= cells
+        for target in panel.get("targets", []):
+            assert balanced(target["expr"]), target["expr"]
+            used |= metric_names(target["expr"])
+    assert used <= METRIC_NAMES | STANDARD_METRICS, used - METRIC_NAMES - STANDARD_METRICS
+    # Every business metric has a panel.
+    business = {name for name in METRIC_NAMES if not name.startswith("openbank_rpc_")}
+    assert business <= used, business - used

@@ -1,0 +1,170 @@
+"""The consent-bound read rules with a fake unit of work and consent lookup (no DB, no gRPC)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from meshlib.auth.consent import ConsentView
+from meshlib.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from meshlib.money import Amount
+from services.account.domain.ledger import Account, AccountStatus, AccountType
+from services.account.read_service import AccountReadService, ConsentCaller
+
+NOW = dt.datetime(2026, 2, 1, 23, 0, tzinfo=dt.UTC)
+
+
+def account(account_id: str, customer: str = "cust-1", balance: int = 0, **changes: Any) -> Account:
+    fields: dict[str, Any] = dict(
+        id=account_id,
+        number="99990000001234",
+        currency="EUR",
+        type=AccountType.CURRENT,
+        status=AccountStatus.ACTIVE,
+        overdraft_limit=0,
+        customer_id=customer,
+        display_name="",
+        opened_at=NOW,
+        updated_at=NOW,
+        credits_posted=balance,
+    )
+    fields.update(changes)
+    return Account(**fields)
+
+
+class FakeStore:
+    def __init__(self, accounts: list[Account]) -> None:
+        self.accounts = {a.id: a for a in accounts}
+        self.reads: dict[tuple[str, dt.date], int] = defaultdict(int)
+
+
+class FakeUnitOfWork:
+    """Just what the read service uses; changes are kept only on commit."""
+
+    def __init__(self, store: FakeStore, read_only: bool = False) -> None:
+        self._store = store
+        self._pending: dict[tuple[str, dt.date], int] = {}
+        outer = self
+
+        class Accounts:
+            async def get(self, account_id: str) -> Account | None:
+                return store.accounts.get(account_id)
+
+            async def many(self, ids: list[str]) -> dict[str, Account]:
+                return {i: store.accounts[i] for i in ids if i in store.accounts}
+
+        class Reads:
+            async def increment(self, consent_id: str, day: dt.date) -> int:
+                key = (consent_id, day)
+                outer._pending[key] = store.reads[key] + 1
+                return outer._pending[key]
+
+        self.accounts = Accounts()
+        self.consent_reads = Reads()
+
+    async def __aenter__(self) -> FakeUnitOfWork:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def commit(self) -> None:
+        self._store.reads.update(self._pending)
+
+
+class Consents:
+    def __init__(self, view: ConsentView) -> None:
+        self.view = view
+
+    async def get(self, consent_id: str, *, partner_id: str) -> ConsentView:
+        if consent_id != self.view.consent_id or partner_id != self.view.partner_id:
+            raise NotFound("consent not found")
+        return self.view
+
+
+def service(accounts: list[Account], **consent: Any) -> tuple[AccountReadService, FakeStore]:
+    fields: dict[str, Any] = dict(
+        consent_id="c1",
+        partner_id="p1",
+        customer_id="cust-1",
+        state="AUTHORISED",
+        paused=False,
+        permissions=frozenset({"READ_ACCOUNTS", "READ_BALANCES", "CONFIRM_FUNDS"}),
+        account_ids=frozenset(a.id for a in accounts),
+        expires_at=NOW + dt.timedelta(days=1),
+    )
+    fields.update(consent)
+    store = FakeStore(accounts)
+    reads = AccountReadService(
+        lambda read_only=False: FakeUnitOfWork(store, read_only), Consents(ConsentView(**fields)), clock=lambda: NOW
+    )
+    return reads, store
+
+
+CALLER = ConsentCaller(partner_id="p1", consent_id="c1")
+
+
+async def test_another_customers_or_a_bank_account_is_not_found() -> None:
+    reads, _ = service(
+        [account("a1"), account("a2", customer="cust-2"), account("s1", customer=None, type=AccountType.SETTLEMENT)]
+    )
+    assert (await reads.get_account(CALLER, "a1")).id == "a1"
+    for account_id in ("a2", "s1", "not-in-consent"):
+        with pytest.raises(NotFound):
+            await reads.get_account(CALLER, account_id)
+    page = await reads.list_accounts(CALLER, 50, "")
+    assert [a.id for a in page.accounts] == ["a1"]
+
+
+async def test_consent_must_be_usable_and_grant_the_permission() -> None:
+    reads, _ = service([account("a1")], permissions=frozenset({"READ_ACCOUNTS"}))
+    with pytest.raises(PermissionDenied) as caught:
+        await reads.get_balance(CALLER, "a1")
+    assert caught.value.reason == "CONSENT_PERMISSION_MISSING"
+    expired, _ = service([account("a1")], expires_at=NOW)
+    with pytest.raises(PermissionDenied) as caught:
+        await expired.get_account(CALLER, "a1")
+    assert caught.value.reason == "CONSENT_EXPIRED"
+    paused, _ = service([account("a1")], paused=True)
+    with pytest.raises(PermissionDenied) as caught:
+        await paused.get_account(CALLER, "a1")
+    assert caught.value.reason == "CONSENT_PAUSED"
+
+
+async def test_reads_per_day_refuse_above_the_quota_until_midnight() -> None:
+    reads, store = service([account("a1")], reads_per_day=2)
+    await reads.get_account(CALLER, "a1")
+    await reads.get_account(CALLER, "a1")
+    with pytest.raises(ResourceExhausted) as caught:
+        await reads.get_account(CALLER, "a1")
+    assert caught.value.reason == "CONSENT_READS_EXHAUSTED"
+    assert caught.value.retry_after_seconds == 3600  # 23:00 UTC -> midnight
+    assert store.reads[("c1", NOW.date())] == 2  # the refused read did not count
+
+
+async def test_confirm_funds_is_a_yes_or_no_on_the_available_balance() -> None:
+    reads, _ = service(
+        [account("a1", balance=100, overdraft_limit=20), account("f1", balance=100, status=AccountStatus.FROZEN)]
+    )
+    assert await reads.confirm_funds(CALLER, "a1", Amount("EUR", 120)) is True
+    assert await reads.confirm_funds(CALLER, "a1", Amount("EUR", 121)) is False
+    assert await reads.confirm_funds(CALLER, "f1", Amount("EUR", 1)) is False
+    with pytest.raises(InvalidArgument) as caught:
+        await reads.confirm_funds(CALLER, "a1", Amount("USD", 1))
+    assert caught.value.reason == "CURRENCY_MISMATCH"
+
+
+async def test_list_accounts_pages_and_rejects_foreign_tokens() -> None:
+    reads, _ = service([account(f"a{i}") for i in range(5)])
+    first = await reads.list_accounts(CALLER, 2, "")
+    second = await reads.list_accounts(CALLER, 2, first.next_page_token)
+    third = await reads.list_accounts(CALLER, 2, second.next_page_token)
+    assert [a.id for p in (first, second, third) for a in p.accounts] == [f"a{i}" for i in range(5)]
+    assert third.next_page_token == ""
+    other, _ = service([account("a0")], consent_id="c2")
+    with pytest.raises(InvalidArgument) as caught:
+        await other.list_accounts(ConsentCaller("p1", "c2"), 2, first.next_page_token)
+    assert caught.value.reason == "PAGE_TOKEN_INVALID"

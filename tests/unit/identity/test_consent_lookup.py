@@ -1,0 +1,91 @@
+"""IdentityConsentLookup: maps identity's Consent to a ConsentView, hides other partners'
+consents, caches for a TTL and drops an entry when identity says the consent changed."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import grpc
+import pytest
+
+from meshlib.auth.consent_client import IdentityConsentLookup
+from meshlib.errors import NotFound
+from meshlib.events import InProcessBus, Invalidation
+from openbank.common.v1 import consent_permission_pb2, money_pb2
+from openbank.identity.v1 import consent_pb2
+
+
+class FakeConsents:
+    """Answers GetConsent with one stored consent and counts the calls."""
+
+    def __init__(self) -> None:
+        self.consent = consent_pb2.Consent(
+            name="consents/c1",
+            partner="partners/p1",
+            customer="customers/u1",
+            state=consent_pb2.CONSENT_STATE_AUTHORISED,
+            permissions=[consent_permission_pb2.CONSENT_PERMISSION_READ_BALANCES],
+            accounts=["accounts/a1"],
+            reads_per_day=7,
+            per_payment_limit=money_pb2.Money(currency_code="EUR", minor_units=500),
+            period_limit=money_pb2.Money(currency_code="EUR", minor_units=900),
+            period=consent_pb2.CONSENT_PERIOD_WEEK,
+        )
+        self.consent.expire_time.FromDatetime(dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
+        self.calls: list[tuple[str, object]] = []
+
+    async def GetConsent(self, request: consent_pb2.GetConsentRequest, metadata: object, timeout: float) -> object:
+        self.calls.append((request.name, metadata))
+        return consent_pb2.GetConsentResponse(consent=self.consent)
+
+
+async def _bearer() -> str:
+    return "service-token"
+
+
+@pytest.fixture
+async def lookup() -> tuple[IdentityConsentLookup, FakeConsents, list[float]]:
+    now = [0.0]
+    channel = grpc.aio.insecure_channel("127.0.0.1:1")
+    adapter = IdentityConsentLookup(channel, _bearer, ttl_seconds=5, clock=lambda: now[0])
+    fake = FakeConsents()
+    adapter._stub = fake  # type: ignore[assignment]  # the transport is not under test here
+    yield adapter, fake, now  # type: ignore[misc]
+    await channel.close()
+
+
+async def test_maps_every_field_and_sends_the_service_token(lookup) -> None:  # type: ignore[no-untyped-def]
+    adapter, fake, _ = lookup
+    view = await adapter.get("c1", partner_id="p1")
+    assert (view.consent_id, view.partner_id, view.customer_id, view.state) == ("c1", "p1", "u1", "AUTHORISED")
+    assert view.permissions == {"READ_BALANCES"} and view.account_ids == {"a1"} and view.reads_per_day == 7
+    assert (view.per_payment_limit_minor, view.period_limit_minor, view.limit_currency, view.period) == (
+        500,
+        900,
+        "EUR",
+        "WEEK",
+    )
+    assert view.expires_at == dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    assert fake.calls == [("consents/c1", (("authorization", "Bearer service-token"),))]
+    view.require_usable("READ_BALANCES", dt.datetime(2029, 1, 1, tzinfo=dt.UTC))
+
+
+async def test_another_partners_consent_is_not_found(lookup) -> None:  # type: ignore[no-untyped-def]
+    adapter, _, _ = lookup
+    with pytest.raises(NotFound):
+        await adapter.get("c1", partner_id="p2")
+
+
+async def test_cached_for_the_ttl_and_dropped_on_invalidation(lookup) -> None:  # type: ignore[no-untyped-def]
+    adapter, fake, now = lookup
+    bus = InProcessBus()
+    adapter.attach(bus)
+    await adapter.get("c1", partner_id="p1")
+    await adapter.get("c1", partner_id="p1")
+    assert len(fake.calls) == 1
+    fake.consent.state = consent_pb2.CONSENT_STATE_REVOKED
+    await bus.publish(Invalidation("consent", "c1", "REVOKED"))
+    assert (await adapter.get("c1", partner_id="p1")).state == "REVOKED"
+    now[0] = 6
+    await adapter.get("c1", partner_id="p1")
+    assert len(fake.calls) == 3
