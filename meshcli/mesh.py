@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -24,6 +26,55 @@ PROCESSES: tuple[tuple[str, str], ...] = (
     ("payment", "services.payment"),
     ("gateway", "gateway"),
 )
+
+
+# The mesh's own OAuth clients and their scopes (identity issues their tokens).
+INTERNAL_CLIENT_SCOPES: dict[str, tuple[str, ...]] = {
+    "gateway": ("tokens:introspect", "consents:read"),
+    "account": ("consents:read", "tokens:introspect"),
+    "settlement": ("ledger:read", "tokens:introspect"),
+    "payment": (
+        "ledger:write",
+        "ledger:read",
+        "settlement:write",
+        "settlement:admin",
+        "consents:read",
+        "identity:admin",
+        "tokens:introspect",
+    ),
+    # The local operator (CLI) and the bank's customer app, for `openbank-mesh` commands.
+    "operator": (
+        "identity:admin",
+        "ledger:admin",
+        "ledger:read",
+        "ledger:write",
+        "settlement:admin",
+        "settlement:write",
+        "payments:admin",
+        "tokens:introspect",
+        "consents:read",
+    ),
+    "bank-app": ("consents:authorise",),
+}
+
+
+def internal_credentials(data_dir: Path) -> dict[str, str]:
+    """Client secrets of the local mesh's internal clients, created once under ``data_dir``.
+
+    Kept in a file readable only by the owner, so operator commands can use them and a
+    restart of the mesh keeps working with the same data.
+    """
+    path = data_dir / "internal-clients.json"
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if set(stored) >= set(INTERNAL_CLIENT_SCOPES):
+            return stored
+    data_dir.mkdir(parents=True, exist_ok=True)
+    created = {name: secrets.token_urlsafe(24) for name in INTERNAL_CLIENT_SCOPES}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(created, handle)
+    return created
 
 
 @dataclass
@@ -76,7 +127,15 @@ class LocalMesh:
         quiet: bool = False,
     ) -> None:
         self.ports = dict(DEFAULT_PORTS if ports is None else ports)
+        self.data_dir = data_dir
+        self.credentials = internal_credentials(data_dir)
         self.env = mesh_environment(data_dir, host, self.ports)
+        self.env["OBM_INTERNAL_CLIENTS"] = json.dumps(
+            [
+                {"client_id": name, "secret": self.credentials[name], "scopes": list(scopes)}
+                for name, scopes in INTERNAL_CLIENT_SCOPES.items()
+            ]
+        )
         self.env.update(extra_env or {})
         self.quiet = quiet
         self.children = [MeshProcess(name, module, self.ports[name]) for name, module in PROCESSES]
@@ -89,6 +148,11 @@ class LocalMesh:
         """Start every process and wait until each answers SERVING."""
         for child in self.children:
             env = dict(self.env, OBM_PORT=str(child.port), OBM_SERVICE_NAME=child.name)
+            if child.name in self.credentials:
+                env["OBM_SERVICE_CLIENT_ID"] = child.name
+                env["OBM_SERVICE_CLIENT_SECRET"] = self.credentials[child.name]
+            if child.name != "identity":
+                env.pop("OBM_INTERNAL_CLIENTS", None)  # only identity knows the client list
             child.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from meshlib.auth.interceptor import AuthInterceptor
@@ -47,6 +47,11 @@ class ServiceSettings(ServerSettings, StorageSettings):
     token_issuer: str = "https://identity.openbank.local"
     token_audience: str = "openbank-mesh"
     token_leeway_seconds: float = Field(default=5.0, ge=0, le=30)
+    # Redis: rate limits (gateway) and the invalidation bus (consent, partner and token
+    # changes reach every process at once). Without it: in-process defaults.
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("redis_url", "OBM_REDIS_URL", "REDIS_URL")
+    )
     # Internal client credentials this service uses to call its peers.
     service_client_id: str | None = None
     service_client_secret: str | None = None

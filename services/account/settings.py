@@ -15,6 +15,3 @@ class AccountSettings(ServiceSettings):
 
     hold_expiry_interval_seconds: float = Field(default=1.0, gt=0, le=300)
     hold_expiry_batch_size: int = Field(default=200, ge=1, le=10_000)
-    # Redis carries identity's consent invalidations (revocations reach this service at
-    # once); without it the consent cache only ages out.
-    redis_url: str | None = None

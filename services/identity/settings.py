@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from meshlib.app import ServiceSettings
@@ -27,10 +27,7 @@ class IdentitySettings(ServiceSettings):
     # The mesh's own OAuth clients: a YAML/JSON file and/or inline JSON (see internal_clients.py).
     internal_clients_file: Path | None = None
     internal_clients: SecretStr | None = None
-    # Invalidations ("consent", "partner", "token") go over Redis pub/sub when configured.
-    redis_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("redis_url", "OBM_REDIS_URL", "REDIS_URL")
-    )
+    # Invalidations ("consent", "partner", "token") go over Redis pub/sub when redis_url is set.
     invalidation_channel: str = DEFAULT_CHANNEL
     revocation_cache_ttl_seconds: float = Field(default=5.0, gt=0, le=60)
     # Argon2id cost (RFC 9106 "second recommended option" by default; tests lower it).

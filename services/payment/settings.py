@@ -1,11 +1,40 @@
 """Payment settings, read once at start-up."""
 
+from pathlib import Path
+
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from meshlib.app import ServiceSettings
 
+DEFAULT_RULES_FILE = Path(__file__).parent / "velocity_rules.yaml"
+
 
 class PaymentSettings(ServiceSettings):
-    """Payment service settings (the saga's deadlines and rules arrive with its issue)."""
+    """Payment service settings: downstream deadlines, the saga's lease, recovery and rules."""
 
     model_config = SettingsConfigDict(env_prefix="OBM_", extra="ignore", frozen=True)
+
+    # Deadline of every call to account, settlement and identity.
+    downstream_deadline_seconds: float = Field(default=2.0, gt=0, le=30)
+    # Attempts per downstream call when it answers UNAVAILABLE (backoff in between).
+    downstream_attempts: int = Field(default=3, ge=1, le=10)
+    # Lifetime of a ledger hold: far longer than the saga's worst case, so only a payment
+    # abandoned for this long sees its hold expire (the recovery loop voids it well before).
+    hold_timeout_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # A saga driver owns a payment for this long; recovery only takes over expired leases.
+    saga_lease_seconds: float = Field(default=30.0, gt=0)
+    # Recovery loop period; 0 disables the loop (RecoverPayments still works).
+    recovery_interval_seconds: float = Field(default=5.0, ge=0)
+    # Drive the saga inside CreatePayment (normal); False leaves it to recovery (tests).
+    saga_inline: bool = True
+    # YAML file of velocity rules (configuration, not code).
+    velocity_rules_file: Path = DEFAULT_RULES_FILE
+    # How long partner limits and settlement participants are cached.
+    directory_cache_seconds: float = Field(default=30.0, ge=0)
+    # WatchPayments: table poll period and open streams allowed per partner (per replica).
+    watch_poll_seconds: float = Field(default=0.1, gt=0)
+    max_streams_per_partner: int = Field(default=5, ge=1)
+    # Crash testing only: the process exits abruptly (os._exit(137)) right after this saga
+    # point, e.g. "after_hold_started", "after_hold", "after_reserve", "after_post".
+    payment_failpoint: str | None = None

@@ -53,7 +53,7 @@ _DIFFERENCE_KINDS = {
     DifferenceKind.AMOUNT_MISMATCH: settlement_admin_pb2.DIFFERENCE_KIND_AMOUNT_MISMATCH,
     # The contract has no account-mismatch kind yet: the obligation lacks a transfer on the
     # participants' settlement accounts, so it is reported as a missing ledger transfer.
-    DifferenceKind.WRONG_ACCOUNTS: settlement_admin_pb2.DIFFERENCE_KIND_MISSING_LEDGER_TRANSFER,
+    DifferenceKind.WRONG_ACCOUNTS: settlement_admin_pb2.DIFFERENCE_KIND_ACCOUNT_MISMATCH,
     DifferenceKind.NET_NOT_ZERO: settlement_admin_pb2.DIFFERENCE_KIND_NET_NOT_ZERO,
     DifferenceKind.STALE_RESERVATION: settlement_admin_pb2.DIFFERENCE_KIND_STALE_RESERVATION,
 }
