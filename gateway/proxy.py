@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from gateway.policy import ratelimit_var
 from gateway.routing import Route
 from meshlib.logs import interaction_id_var
 from meshlib.server import INTERACTION_ID_HEADER
@@ -102,9 +103,13 @@ def _forward_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, Any
 
 
 async def _send_interaction_id(context: grpc.aio.ServicerContext) -> None:
+    """Initial metadata of every forwarded answer: interaction id and ratelimit-* headers."""
+    metadata = list(ratelimit_var.get())
     interaction_id = interaction_id_var.get()
     if interaction_id:
-        await context.send_initial_metadata(((INTERACTION_ID_HEADER, interaction_id),))
+        metadata.append((INTERACTION_ID_HEADER, interaction_id))
+    if metadata:
+        await context.send_initial_metadata(tuple(metadata))
 
 
 async def _relay_error(context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError) -> None:

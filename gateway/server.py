@@ -1,20 +1,30 @@
-"""Gateway wiring: the route table from the contract, upstream channels, the verifier."""
+"""Gateway wiring: the route table from the contract, upstream channels, the verifier with
+revocation, consent checks, rate limits and the audit log."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
+from gateway.audit import AuditInterceptor
+from gateway.policy import GatewayPolicyInterceptor
 from gateway.proxy import GatewayProxy
 from gateway.routing import build_routes
 from gateway.settings import GatewaySettings
 from meshlib.app import build_verifier
+from meshlib.auth.consent import ConsentLookup
 from meshlib.auth.interceptor import AuthInterceptor
 from meshlib.auth.jwks_client import identity_jwks_fetcher
+from meshlib.auth.wiring import identity_peers
 from meshlib.clients import ChannelSettings, open_channel
+from meshlib.metrics import record_ratelimit_decision
+from meshlib.ratelimit import InProcessBackend, RateLimiter, RedisBackend
+from meshlib.ratelimit.config import ReloadingConfig
 from meshlib.server import Lifecycle, MeshServer, ServiceRegistration
 
 log = logging.getLogger("gateway")
@@ -33,9 +43,16 @@ def _channel(settings: GatewaySettings, target: str) -> grpc.aio.Channel:
 
 
 async def start_gateway(
-    settings: GatewaySettings, *, jwks_fetcher: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    settings: GatewaySettings,
+    *,
+    jwks_fetcher: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    consents: ConsentLookup | None = None,
+    revocation: Any = None,
 ) -> MeshServer:
-    """Build and start the gateway; returns the running server (tests may pass a JWKS)."""
+    """Build and start the gateway; returns the running server.
+
+    Tests may pass a JWKS, a consent lookup and a revocation check instead of identity's.
+    """
     routes = build_routes()
     channels = {
         "identity": _channel(settings, settings.identity_target),
@@ -43,7 +60,27 @@ async def start_gateway(
         "payment": _channel(settings, settings.payment_target),
         "settlement": _channel(settings, settings.settlement_target),
     }
+    peers = identity_peers(
+        channels["identity"],
+        client_id=settings.service_client_id,
+        client_secret=settings.service_client_secret,
+        redis_url=settings.redis_url,
+        channel=settings.invalidation_channel,
+    )
     verifier = build_verifier(settings, jwks_fetcher or identity_jwks_fetcher(channels["identity"]))
+    verifier.revocation = revocation if revocation is not None else peers.revocation
+
+    limits = ReloadingConfig(settings.ratelimit_config_file)
+    backend: RedisBackend | InProcessBackend
+    if settings.redis_url:
+        backend = RedisBackend(settings.redis_url, prefix=settings.ratelimit_key_prefix)
+    else:
+        backend = InProcessBackend()
+    limiter = RateLimiter(
+        lambda: limits.current,
+        backend,
+        on_decision=lambda cls, outcome: record_ratelimit_decision(cls, outcome == "allowed"),
+    )
     proxy = GatewayProxy(
         routes,
         channels,
@@ -51,13 +88,31 @@ async def start_gateway(
         max_stream_deadline=settings.max_stream_deadline_seconds,
     )
     public_services = sorted({route.policy.service for route in routes.values()})
+    reload_task: asyncio.Task[None] | None = None
+
+    async def reload_limits_forever() -> None:
+        while True:
+            await asyncio.sleep(settings.ratelimit_reload_seconds)
+            limits.maybe_reload()
+
+    async def start_background() -> None:
+        nonlocal reload_task
+        await peers.bus.start()
+        reload_task = asyncio.create_task(reload_limits_forever(), name="ratelimit-reload")
+
+    async def close_everything() -> None:
+        if reload_task is not None:
+            reload_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reload_task
+        await peers.bus.close()
+        if isinstance(backend, RedisBackend):
+            await backend.close()
+        for channel in channels.values():
+            await channel.close()
 
     def add_proxy(handler: Any, server: grpc.aio.Server) -> None:
         server.add_generic_rpc_handlers([handler])
-
-    async def close_channels() -> None:
-        for channel in channels.values():
-            await channel.close()
 
     server = MeshServer(
         settings,
@@ -65,10 +120,15 @@ async def start_gateway(
         # health and reflection.
         [ServiceRegistration(public_services[0], proxy, add_proxy)]
         + [ServiceRegistration(name, None, lambda *_: None) for name in public_services[1:]],
-        interceptors=[AuthInterceptor(verifier, {path: r.policy for path, r in routes.items()})],
+        interceptors=[
+            AuditInterceptor(),
+            AuthInterceptor(verifier, {path: r.policy for path, r in routes.items()}),
+            GatewayPolicyInterceptor(routes, consents or peers.consents, limiter, lambda: limits.current),
+        ],
         error_domain="gateway.openbank.dev",
-        lifecycle=Lifecycle(on_stop=[close_channels]),
+        lifecycle=Lifecycle(on_start=[start_background], on_stop=[close_everything]),
     )
     await server.start()
     server.routes = routes  # type: ignore[attr-defined]
+    server.limits = limits  # type: ignore[attr-defined]
     return server

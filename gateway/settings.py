@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -17,3 +19,7 @@ class GatewaySettings(ServiceSettings):
     max_call_deadline_seconds: float = Field(default=30.0, gt=0, le=600)
     max_stream_deadline_seconds: float = Field(default=3600.0, gt=0)
     upstream_call_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    # Rate limits (YAML, reloaded when it changes); Redis when redis_url is set.
+    ratelimit_config_file: Path = Path(__file__).parent / "ratelimits.yaml"
+    ratelimit_reload_seconds: float = Field(default=2.0, gt=0)
+    ratelimit_key_prefix: str = "obm:rl:"

@@ -52,6 +52,7 @@ class ServiceSettings(ServerSettings, StorageSettings):
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("redis_url", "OBM_REDIS_URL", "REDIS_URL")
     )
+    invalidation_channel: str = "openbank:invalidations"
     # Internal client credentials this service uses to call its peers.
     service_client_id: str | None = None
     service_client_secret: str | None = None

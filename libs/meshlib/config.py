@@ -29,6 +29,8 @@ class ServerSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=5.0, gt=0, le=120)
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_concurrent_streams: int = Field(default=256, ge=1)
+    # The most metadata (headers) a caller may send; bigger calls are refused by gRPC itself.
+    max_metadata_bytes: int = Field(default=16 * 1024, ge=1024)
     keepalive_time_ms: int = Field(default=30_000, ge=1000)
     keepalive_timeout_ms: int = Field(default=10_000, ge=100)
     log_level: str = "INFO"

@@ -146,6 +146,6 @@ class RedisBus:
         await self._redis.aclose()
 
 
-def bus_for(redis_url: str | None) -> InvalidationBus:
+def bus_for(redis_url: str | None, channel: str = DEFAULT_CHANNEL) -> InvalidationBus:
     """Redis when configured, otherwise the in-process default."""
-    return RedisBus(redis_url) if redis_url else InProcessBus()
+    return RedisBus(redis_url, channel) if redis_url else InProcessBus()

@@ -61,7 +61,7 @@ def identity_consent_lookup(runtime: Runtime) -> ConsentLookup:
         identity, settings.service_client_id, settings.service_client_secret, [CONSENT_READ_SCOPE]
     )
     lookup = IdentityConsentLookup(identity, tokens.token)
-    bus = bus_for(settings.redis_url)
+    bus = bus_for(settings.redis_url, settings.invalidation_channel)
     lookup.attach(bus)
     runtime.extras["consent_bus"] = bus
     return lookup

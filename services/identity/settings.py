@@ -8,7 +8,6 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from meshlib.app import ServiceSettings
-from meshlib.events import DEFAULT_CHANNEL
 
 
 class IdentitySettings(ServiceSettings):
@@ -28,7 +27,6 @@ class IdentitySettings(ServiceSettings):
     internal_clients_file: Path | None = None
     internal_clients: SecretStr | None = None
     # Invalidations ("consent", "partner", "token") go over Redis pub/sub when redis_url is set.
-    invalidation_channel: str = DEFAULT_CHANNEL
     revocation_cache_ttl_seconds: float = Field(default=5.0, gt=0, le=60)
     # Argon2id cost (RFC 9106 "second recommended option" by default; tests lower it).
     argon2_time_cost: int = Field(default=3, ge=1)

@@ -1,0 +1,138 @@
+"""The gateway's checks after authentication: consent, rate limits, stream caps.
+
+Runs inside the auth interceptor (so the caller is known) and before the proxy forwards
+anything; a refused call never reaches an upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import grpc
+
+from gateway.routing import Route
+from meshlib.auth.consent import ConsentLookup
+from meshlib.auth.context import current_caller
+from meshlib.errors import MeshError, ResourceExhausted
+from meshlib.grpc_errors import wrap_handler
+from meshlib.ratelimit import Decision, RateLimiter
+from meshlib.ratelimit.config import RateLimitConfig
+from meshlib.ratelimit.limiter import headers as ratelimit_headers
+
+CUSTOMER_PRESENT_HEADER = "x-fapi-customer-ip-address"
+
+# The answer's ratelimit-* headers, set here and sent by the proxy with its initial metadata.
+ratelimit_var: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
+    "ratelimit_headers", default=()
+)
+# Filled in by the checks, read by the audit record.
+audit_var: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("gateway_audit", default=None)
+
+
+def _note(**fields: Any) -> None:
+    record = audit_var.get()
+    if record is not None:
+        record.update(fields)
+
+
+class GatewayPolicyInterceptor(grpc.aio.ServerInterceptor):
+    """Consent state and permission, rate limits and stream caps for every public rpc."""
+
+    def __init__(
+        self,
+        routes: Mapping[str, Route],
+        consents: ConsentLookup,
+        limiter: RateLimiter,
+        config: Callable[[], RateLimitConfig],
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self._routes = routes
+        self._consents = consents
+        self._limiter = limiter
+        self._config = config
+        self._clock = clock
+        self._streams: Counter[str] = Counter()
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = await continuation(handler_call_details)
+        route = self._routes.get(handler_call_details.method)
+        if handler is None or route is None:
+            return handler
+        metadata = handler_call_details.invocation_metadata or ()
+        return wrap_handler(handler, lambda behavior: self._guard(behavior, route, metadata))
+
+    async def _admit(self, route: Route, metadata: Any, peer: str) -> Decision | None:
+        policy = route.policy
+        caller = current_caller()
+        if caller is not None:
+            _note(partner=caller.partner_id or caller.subject, consent=caller.consent_id)
+        if policy.consent_permission:
+            partner_id = caller.require_partner() if caller else ""
+            consent_id = caller.require_consent() if caller else ""
+            view = await self._consents.get(consent_id, partner_id=partner_id)
+            view.require_usable(policy.consent_permission, self._clock())
+        subject = (caller.partner_id or caller.subject) if caller else f"peer:{peer.rsplit(':', 1)[0]}"
+        tier = caller.rate_limit_tier if caller else None
+        decision = await self._limiter.check(subject, tier, policy.rate_limit_class)
+        if policy.rate_limit_class == "reads" and caller and caller.consent_id:
+            customer_present = any(k == CUSTOMER_PRESENT_HEADER for k, _ in metadata)
+            if not customer_present:
+                await self._limiter.check_allowance(
+                    f"consent:{caller.consent_id}", self._config().unattended_reads_per_day, "reads"
+                )
+        return decision
+
+    def _guard(self, behavior: Callable[..., Any], route: Route, metadata: Any) -> Callable[..., Any]:
+        if getattr(behavior, "_meshlib_streaming", False):
+
+            async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                decision = await self._checked(self._admit(route, metadata, context.peer()))
+                partner = _stream_owner()
+                if self._streams[partner] >= self._config().max_streams_per_partner:
+                    _note(decision="denied", reason="TOO_MANY_STREAMS")
+                    raise ResourceExhausted(
+                        "too many open streams for this partner", reason="TOO_MANY_STREAMS", retry_after_seconds=1.0
+                    )
+                self._streams[partner] += 1
+                ratelimit_var.set(ratelimit_headers(decision))
+                _note(decision="allowed")
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                finally:
+                    self._streams[partner] -= 1
+                    if self._streams[partner] <= 0:
+                        del self._streams[partner]
+
+            streaming._meshlib_streaming = True  # type: ignore[attr-defined]
+            return streaming
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            decision = await self._checked(self._admit(route, metadata, context.peer()))
+            ratelimit_var.set(ratelimit_headers(decision))
+            _note(decision="allowed")
+            return await behavior(request, context)
+
+        return unary
+
+    async def _checked(self, admission: Any) -> Decision | None:
+        try:
+            return await admission
+        except MeshError as error:
+            _note(decision="denied", reason=error.reason)
+            if isinstance(error, ResourceExhausted) and error.retry_after_seconds is not None:
+                reset = str(int(-(-error.retry_after_seconds // 1)))
+                error.trailers = (("ratelimit-remaining", "0"), ("ratelimit-reset", reset))
+            raise
+        except asyncio.CancelledError:
+            raise
+
+
+def _stream_owner() -> str:
+    caller = current_caller()
+    return (caller.partner_id or caller.subject) if caller else "anonymous"

@@ -1,0 +1,67 @@
+"""How a process that checks consents is wired to identity: one service token source,
+the consent lookup and the revocation cache, both fed by the invalidation bus.
+
+Used by the gateway and by every service that enforces consents, so the wiring exists once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from meshlib.auth.consent import ConsentLookup, ConsentView
+from meshlib.auth.consent_client import IdentityConsentLookup
+from meshlib.auth.revocation import RevocationCache, identity_revocation_check
+from meshlib.auth.service_tokens import ServiceTokenSource
+from meshlib.errors import Unavailable
+from meshlib.events import DEFAULT_CHANNEL, InvalidationBus, bus_for
+
+log = logging.getLogger("meshlib.auth")
+
+# Without a shared bus (embedded default) caches must age out fast: the bus is what makes
+# a revocation reach other processes at once.
+TTL_WITH_BUS_SECONDS = 5.0
+TTL_WITHOUT_BUS_SECONDS = 1.0
+
+
+class UnavailableConsentLookup:
+    """Used when the process has no credentials to ask identity: consent checks fail closed."""
+
+    async def get(self, consent_id: str, *, partner_id: str) -> ConsentView:
+        """Always UNAVAILABLE: the consent cannot be checked, so nothing is served."""
+        raise Unavailable("consent checks are unavailable", retry_after_seconds=1.0)
+
+
+@dataclass
+class IdentityPeers:
+    """The identity-facing pieces of one process."""
+
+    bus: InvalidationBus
+    consents: ConsentLookup
+    revocation: RevocationCache | None
+    tokens: ServiceTokenSource | None
+
+
+def identity_peers(
+    identity: grpc.aio.Channel,
+    *,
+    client_id: str | None,
+    client_secret: str | None,
+    redis_url: str | None,
+    channel: str = DEFAULT_CHANNEL,
+    scopes: Sequence[str] = ("consents:read", "tokens:introspect"),
+) -> IdentityPeers:
+    """Build the lookup and revocation cache on a bus; call ``bus.start()`` at start-up."""
+    bus = bus_for(redis_url, channel)
+    ttl = TTL_WITH_BUS_SECONDS if redis_url else TTL_WITHOUT_BUS_SECONDS
+    if not client_id or not client_secret:
+        log.warning("no service client credentials: consent checks answer UNAVAILABLE")
+        return IdentityPeers(bus, UnavailableConsentLookup(), None, None)
+    tokens = ServiceTokenSource(identity, client_id, client_secret, list(scopes))
+    consents = IdentityConsentLookup(identity, tokens.token, ttl_seconds=ttl)
+    consents.attach(bus)
+    revocation = identity_revocation_check(identity, tokens.token, bus, ttl_seconds=ttl)
+    return IdentityPeers(bus, consents, revocation, tokens)
