@@ -212,11 +212,28 @@ async def run_up(data_dir: Path) -> int:
         print(f"start-up failed: {error}", file=sys.stderr)
         await mesh.stop()
         return 1
+    from meshcli.operator import Operator
+    from meshcli.seed import credentials_path, seed_demo_data
+
+    operator = Operator(data_dir, ports=mesh.ports)
+    try:
+        demo = await seed_demo_data(operator, say=lambda text: print(text, flush=True))
+    except Exception as error:  # a half-seeded mesh still runs; the operator sees why
+        print(f"seeding demo data failed: {error}", file=sys.stderr)
+        demo = {"partners": {}}
+    finally:
+        await operator.close()
+    partner_lines = "".join(
+        f"  partner     {p['display_name']:<12} client_id {p['client_id']}\n" for p in demo["partners"].values()
+    )
     print(
         "\n"
+        + partner_lines
+        + f"  credentials {credentials_path(data_dir)} (secrets of the demo partners and customers)\n"
         f"  gateway     127.0.0.1:{mesh.ports['gateway']}   (partners call this)\n"
         + "".join(f"  {n:<11} 127.0.0.1:{mesh.ports[n]}\n" for n in ("identity", "account", "payment", "settlement"))
-        + f"\n  try: buf curl --protocol grpc --http2-prior-knowledge --list-methods http://127.0.0.1:{mesh.ports['gateway']}\n"
+        + "\n  next: openbank-mesh demo      (a wallet's whole journey, step by step)\n"
+        f"  or:   buf curl --protocol grpc --http2-prior-knowledge --list-methods http://127.0.0.1:{mesh.ports['gateway']}\n"
         "  stop: Ctrl-C\n",
         flush=True,
     )

@@ -1,0 +1,70 @@
+"""An operator's connection to the mesh: channels to each service and the operator's
+service token (the local mesh's ``operator`` internal client)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from meshlib.app import DEFAULT_PORTS
+from meshlib.auth.service_tokens import ServiceTokenSource
+
+OPERATOR_SCOPES = (
+    "identity:admin",
+    "ledger:admin",
+    "ledger:read",
+    "ledger:write",
+    "settlement:admin",
+    "settlement:write",
+    "payments:admin",
+    "tokens:introspect",
+    "consents:read",
+)
+
+
+@dataclass
+class Operator:
+    """Channels to the four services plus bearer metadata for operator calls."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    client_id: str = "operator"
+    channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    _tokens: ServiceTokenSource | None = None
+
+    def channel(self, service: str) -> grpc.aio.Channel:
+        """A channel to ``identity``, ``account``, ``payment``, ``settlement`` or ``gateway``."""
+        if service not in self.channels:
+            self.channels[service] = grpc.aio.insecure_channel(f"{self.host}:{self.ports[service]}")
+        return self.channels[service]
+
+    def secret(self, client_id: str) -> str:
+        """An internal client's secret from the local mesh's credentials file."""
+        path = self.data_dir / "internal-clients.json"
+        if not path.exists():
+            raise SystemExit(f"no {path}: start the mesh with `openbank-mesh up` first")
+        return json.loads(path.read_text())[client_id]
+
+    async def metadata(self) -> tuple[tuple[str, str], ...]:
+        """``authorization`` metadata with the operator's current token."""
+        if self._tokens is None:
+            self._tokens = ServiceTokenSource(
+                self.channel("identity"), self.client_id, self.secret(self.client_id), list(OPERATOR_SCOPES)
+            )
+        return (("authorization", f"Bearer {await self._tokens.token()}"),)
+
+    async def bank_app_metadata(self) -> tuple[tuple[str, str], ...]:
+        """Metadata of the bank's customer app (``consents:authorise``)."""
+        tokens = ServiceTokenSource(
+            self.channel("identity"), "bank-app", self.secret("bank-app"), ["consents:authorise"]
+        )
+        return (("authorization", f"Bearer {await tokens.token()}"),)
+
+    async def close(self) -> None:
+        """Close every channel."""
+        for channel in self.channels.values():
+            await channel.close()

@@ -1,0 +1,166 @@
+"""Demo data for the local mesh, seeded on first start: the bank, two customers with funded
+accounts, two partner wallets with client credentials, settlement participants and open
+windows. The credentials a demo needs are written once to ``<data>/demo-credentials.json``.
+
+Every call carries a fixed request id, so a re-run after a crash half-way is safe: the
+services answer the first result again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from meshcli.operator import Operator
+from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc, account_pb2
+from openbank.common.v1 import money_pb2
+from openbank.identity.v1 import customer_pb2, customer_pb2_grpc, partner_pb2, partner_pb2_grpc
+from openbank.settlement.v1 import settlement_admin_pb2, settlement_admin_pb2_grpc
+
+CURRENCY = "EUR"
+PARTNER_SCOPES = [
+    "accounts:read",
+    "funds:confirm",
+    "payments:write",
+    "payments:read",
+    "consents:read",
+    "consents:write",
+    "settlement:read",
+]
+DEMO_PARTNERS = (("acme", "Acme Wallet", "gold"), ("zeta", "Zeta Pay", "silver"))
+DEMO_CUSTOMERS = (("alice", "Alice Example", 250_000), ("bob", "Bob Example", 120_000))
+DEMO_PASSWORD = "demo-password-1"  # the local demo only; printed in the banner on purpose
+
+
+def _money(minor_units: int) -> money_pb2.Money:
+    return money_pb2.Money(currency_code=CURRENCY, minor_units=minor_units)
+
+
+def credentials_path(data_dir: Path) -> Path:
+    """Where the demo's credentials live."""
+    return data_dir / "demo-credentials.json"
+
+
+def load_demo_credentials(data_dir: Path) -> dict[str, Any] | None:
+    """The seeded demo credentials, or None before the first seed."""
+    path = credentials_path(data_dir)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+async def seed_demo_data(operator: Operator, say: Any = print) -> dict[str, Any]:
+    """Seed once; later starts find the credentials file and do nothing."""
+    existing = load_demo_credentials(operator.data_dir)
+    if existing is not None:
+        return existing
+    admin = await operator.metadata()
+    partners = partner_pb2_grpc.PartnerServiceStub(operator.channel("identity"))
+    customers = customer_pb2_grpc.CustomerServiceStub(operator.channel("identity"))
+    accounts = account_admin_pb2_grpc.AccountAdminServiceStub(operator.channel("account"))
+    settlement = settlement_admin_pb2_grpc.SettlementAdminServiceStub(operator.channel("settlement"))
+
+    async def open_account(key: str, customer: str, kind: int, display: str, overdraft: int = 0) -> str:
+        answer = await accounts.OpenAccount(
+            account_admin_pb2.OpenAccountRequest(
+                request_id=f"seed-account-{key}",
+                customer=customer,
+                currency_code=CURRENCY,
+                type=kind,
+                overdraft_limit=_money(overdraft),
+                display_name=display,
+            ),
+            metadata=admin,
+        )
+        return answer.account.name
+
+    result: dict[str, Any] = {"currency": CURRENCY, "partners": {}, "customers": {}}
+    say("  seeding demo data: the bank")
+    bank_settlement = await open_account("bank-settlement", "", account_pb2.ACCOUNT_TYPE_SETTLEMENT, "Bank settlement")
+    await settlement.RegisterParticipant(
+        settlement_admin_pb2.RegisterParticipantRequest(
+            request_id="seed-participant-bank",
+            type=settlement_admin_pb2.PARTICIPANT_TYPE_BANK,
+            settlement_account=bank_settlement,
+            net_debit_caps=[
+                settlement_admin_pb2.NetDebitCap(
+                    currency_code=CURRENCY, cap=_money(50_000_000), alarm_threshold_percent=80
+                )
+            ],
+        ),
+        metadata=admin,
+    )
+    for key, display, tier in DEMO_PARTNERS:
+        say(f"  seeding demo data: partner {display}")
+        registered = await partners.RegisterPartner(
+            partner_pb2.RegisterPartnerRequest(
+                request_id=f"seed-partner-{key}",
+                display_name=display,
+                allowed_scopes=PARTNER_SCOPES,
+                rate_limit_tier=tier,
+                per_payment_limit=_money(100_000),
+                daily_limit=_money(1_000_000),
+                token_endpoint_auth_method=partner_pb2.TOKEN_ENDPOINT_AUTH_METHOD_CLIENT_SECRET_POST,
+            ),
+            metadata=admin,
+        )
+        wallet_account = await open_account(
+            f"wallet-{key}", "", account_pb2.ACCOUNT_TYPE_SETTLEMENT, f"{display} settlement"
+        )
+        await settlement.RegisterParticipant(
+            settlement_admin_pb2.RegisterParticipantRequest(
+                request_id=f"seed-participant-{key}",
+                type=settlement_admin_pb2.PARTICIPANT_TYPE_WALLET,
+                partner=registered.partner.name,
+                settlement_account=wallet_account,
+                net_debit_caps=[
+                    settlement_admin_pb2.NetDebitCap(
+                        currency_code=CURRENCY, cap=_money(5_000_000), alarm_threshold_percent=80
+                    )
+                ],
+            ),
+            metadata=admin,
+        )
+        result["partners"][key] = {
+            "partner": registered.partner.name,
+            "display_name": display,
+            "client_id": registered.partner.client_id,
+            "client_secret": registered.client_secret,
+            "settlement_account": wallet_account,
+        }
+    for username, display, funds in DEMO_CUSTOMERS:
+        say(f"  seeding demo data: customer {username}")
+        created = await customers.CreateCustomer(
+            customer_pb2.CreateCustomerRequest(
+                request_id=f"seed-customer-{username}",
+                username=username,
+                password=DEMO_PASSWORD,
+                display_name=display,
+            ),
+            metadata=admin,
+        )
+        account = await open_account(
+            f"customer-{username}",
+            created.customer.name,
+            account_pb2.ACCOUNT_TYPE_CURRENT,
+            f"{display} current",
+            overdraft=10_000,
+        )
+        await accounts.FundAccount(
+            account_admin_pb2.FundAccountRequest(
+                request_id=f"seed-fund-{username}", account=account, amount=_money(funds), description="demo funds"
+            ),
+            metadata=admin,
+        )
+        result["customers"][username] = {
+            "customer": created.customer.name,
+            "username": username,
+            "password": DEMO_PASSWORD,
+            "totp_secret": created.totp_secret,
+            "account": account,
+        }
+    path = credentials_path(operator.data_dir)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(result, handle, indent=2)
+    return result
