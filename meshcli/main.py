@@ -8,6 +8,8 @@ import runpy
 import sys
 from pathlib import Path
 
+from meshcli.commands import add_operator_parsers, run_operator_command
+
 PROCESS_MODULES = {
     "gateway": "gateway",
     "identity": "services.identity",
@@ -25,6 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", type=Path, default=Path("data"), help="where the SQLite files live")
     serve = commands.add_parser("serve", help="run one process (what the container image runs)")
     serve.add_argument("process", choices=sorted(PROCESS_MODULES), help="which process")
+    demo = commands.add_parser("demo", help="a wallet's whole journey against the running local mesh")
+    demo.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
+    demo.add_argument("--host", default="127.0.0.1", help="where the mesh listens")
+    add_operator_parsers(commands)
+    try:
+        from meshcli import conformance
+    except ImportError:  # pragma: no cover - the conformance suite ships with the CLI
+        pass
+    else:
+        conformance.add_parser(commands)
     return parser
 
 
@@ -38,7 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         runpy.run_module(PROCESS_MODULES[args.process], run_name="__main__")
         return 0
-    return 2
+    if args.command == "demo":
+        from meshcli.demo import run_demo
+
+        return asyncio.run(run_demo(args.data_dir, args.host))
+    if args.command == "conformance":
+        from meshcli import conformance
+
+        return asyncio.run(conformance.run(args))
+    return asyncio.run(run_operator_command(args))
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ INTERNAL_CLIENT_SCOPES: dict[str, tuple[str, ...]] = {
         "ledger:write",
         "settlement:admin",
         "settlement:write",
+        "settlement:read",
         "payments:admin",
         "tokens:introspect",
         "consents:read",

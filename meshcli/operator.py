@@ -4,6 +4,7 @@ service token (the local mesh's ``operator`` internal client)."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ OPERATOR_SCOPES = (
     "ledger:write",
     "settlement:admin",
     "settlement:write",
+    "settlement:read",
     "payments:admin",
     "tokens:introspect",
     "consents:read",
@@ -39,7 +41,9 @@ class Operator:
     def channel(self, service: str) -> grpc.aio.Channel:
         """A channel to ``identity``, ``account``, ``payment``, ``settlement`` or ``gateway``."""
         if service not in self.channels:
-            self.channels[service] = grpc.aio.insecure_channel(f"{self.host}:{self.ports[service]}")
+            # The same OBM_<SERVICE>_TARGET variables the services use point the CLI elsewhere.
+            target = os.environ.get(f"OBM_{service.upper()}_TARGET") or f"{self.host}:{self.ports[service]}"
+            self.channels[service] = grpc.aio.insecure_channel(target)
         return self.channels[service]
 
     def secret(self, client_id: str) -> str:

@@ -107,7 +107,7 @@ async def seed_demo_data(operator: Operator, say: Any = print) -> dict[str, Any]
         wallet_account = await open_account(
             f"wallet-{key}", "", account_pb2.ACCOUNT_TYPE_SETTLEMENT, f"{display} settlement"
         )
-        await settlement.RegisterParticipant(
+        participant = await settlement.RegisterParticipant(
             settlement_admin_pb2.RegisterParticipantRequest(
                 request_id=f"seed-participant-{key}",
                 type=settlement_admin_pb2.PARTICIPANT_TYPE_WALLET,
@@ -127,6 +127,7 @@ async def seed_demo_data(operator: Operator, say: Any = print) -> dict[str, Any]
             "client_id": registered.partner.client_id,
             "client_secret": registered.client_secret,
             "settlement_account": wallet_account,
+            "participant": participant.participant.name,
         }
     for username, display, funds in DEMO_CUSTOMERS:
         say(f"  seeding demo data: customer {username}")

@@ -1,0 +1,292 @@
+"""Operator commands: partners, funding, settlement windows, reports, reconciliation, keys.
+
+Each command talks to the services directly (never through the gateway) with the local
+mesh's ``operator`` credentials, and prints what it did. Amounts are decimal strings in the
+currency's major unit ("12.50"), converted exactly to minor units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import grpc
+
+from meshcli.operator import Operator
+from meshlib.grpc_errors import decode_rpc_error
+from meshlib.money import CURRENCY_EXPONENTS, Amount
+from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc
+from openbank.common.v1 import money_pb2
+from openbank.identity.v1 import partner_pb2, partner_pb2_grpc, signing_key_pb2, signing_key_pb2_grpc
+from openbank.settlement.v1 import settlement_admin_pb2, settlement_admin_pb2_grpc, settlement_pb2, settlement_pb2_grpc
+
+PARTNER_SCOPES = (
+    "accounts:read",
+    "funds:confirm",
+    "payments:write",
+    "payments:read",
+    "consents:read",
+    "consents:write",
+    "settlement:read",
+)
+
+
+def minor_units(text: str, currency: str) -> int:
+    """``"12.50"`` EUR -> 1250, exactly; too many decimals or garbage is an error."""
+    exponent = CURRENCY_EXPONENTS.get(currency)
+    if exponent is None:
+        raise SystemExit(f"unknown currency {currency!r}")
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise SystemExit(f"not an amount: {text!r}") from None
+    scaled = value.scaleb(exponent)
+    if scaled != scaled.to_integral_value() or not value.is_finite():
+        raise SystemExit(f"{text} has more than {exponent} decimals for {currency}")
+    return int(scaled)
+
+
+def _money(text: str, currency: str) -> money_pb2.Money:
+    return money_pb2.Money(currency_code=currency, minor_units=minor_units(text, currency))
+
+
+def _show(money: money_pb2.Money) -> str:
+    return Amount(money.currency_code, money.minor_units).format() if money.currency_code else "-"
+
+
+def _request_id(given: str | None) -> str:
+    return given or f"cli-{uuid.uuid4().hex}"
+
+
+def add_operator_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add every operator command to the top-level parser."""
+
+    def common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
+        parser.add_argument("--host", default="127.0.0.1", help="where the services listen")
+        parser.add_argument("--request-id", help="idempotency key (default: a new one); reuse it to retry safely")
+        return parser
+
+    partner = commands.add_parser("partner", help="register, list, suspend and reactivate partner wallets")
+    partner_commands = partner.add_subparsers(dest="partner_command", required=True)
+    register = common(partner_commands.add_parser("register", help="register a partner (prints its secret once)"))
+    register.add_argument("display_name", help="the wallet's name")
+    register.add_argument("--tier", default="bronze", help="rate-limit tier (bronze, silver, gold)")
+    register.add_argument("--scopes", default=",".join(PARTNER_SCOPES), help="comma-separated OAuth scopes")
+    register.add_argument("--currency", default="EUR", help="currency of the limits")
+    register.add_argument("--per-payment-limit", default="1000", help="largest single payment, e.g. 1000.00")
+    register.add_argument("--daily-limit", default="10000", help="most per day, e.g. 10000.00")
+    common(partner_commands.add_parser("list", help="list partners"))
+    suspend = common(partner_commands.add_parser("suspend", help="suspend a partner: its tokens stop working"))
+    suspend.add_argument("partner", help="partners/{id}")
+    suspend.add_argument("--reason", default="suspended by the operator", help="why (kept in the audit trail)")
+    reactivate = common(partner_commands.add_parser("reactivate", help="let a suspended partner get tokens again"))
+    reactivate.add_argument("partner", help="partners/{id}")
+
+    account = commands.add_parser("account", help="operator actions on ledger accounts")
+    account_commands = account.add_subparsers(dest="account_command", required=True)
+    fund = common(account_commands.add_parser("fund", help="fund an account from the bank's equity account"))
+    fund.add_argument("account", help="accounts/{id}")
+    fund.add_argument("amount", help="amount in major units, e.g. 250.00")
+    fund.add_argument("--currency", default="EUR", help="ISO 4217 currency")
+    common(account_commands.add_parser("totals", help="per-currency ledger totals (must all be zero)"))
+
+    window = commands.add_parser("window", help="settlement windows: list, close, settle, report")
+    window_commands = window.add_subparsers(dest="window_command", required=True)
+    listing = common(window_commands.add_parser("list", help="list windows, newest first"))
+    listing.add_argument("--currency", default="", help="only this currency")
+    close = common(window_commands.add_parser("close", help="close the open window (the next one opens at once)"))
+    close.add_argument("--currency", default="EUR", help="which currency's open window")
+    settle = common(window_commands.add_parser("settle", help="record the settlement of a closed window"))
+    settle.add_argument("window", help="settlementWindows/{id}")
+    settle.add_argument("--reference", default="", help="the payment system's settlement reference")
+    report = common(window_commands.add_parser("report", help="export a window's net settlement report"))
+    report.add_argument("window", help="settlementWindows/{id}")
+    report.add_argument("--format", choices=("csv", "json"), default="csv", help="file format")
+    report.add_argument("--output", type=Path, help="write to this file instead of standard output")
+
+    reconcile = common(
+        commands.add_parser("reconcile", help="compare a window with the ledger; non-zero exit on differences")
+    )
+    reconcile.add_argument("window", help="settlementWindows/{id}")
+
+    keys = commands.add_parser("keys", help="token signing keys")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    common(
+        keys_commands.add_parser(
+            "rotate", help="start signing with a new key; the old one verifies until its tokens expire"
+        )
+    )
+    common(keys_commands.add_parser("list", help="list signing keys"))
+
+
+async def run_operator_command(args: argparse.Namespace) -> int:
+    """Run one operator command; returns the exit code."""
+    operator = Operator(args.data_dir, host=args.host)
+    try:
+        return await _dispatch(operator, args)
+    except grpc.aio.AioRpcError as error:
+        failure = decode_rpc_error(error)
+        print(f"failed: {error.code().name} {failure.reason}: {failure.message}", file=sys.stderr)
+        return 1
+    finally:
+        await operator.close()
+
+
+async def _dispatch(operator: Operator, args: argparse.Namespace) -> int:
+    admin = await operator.metadata()
+    partners = partner_pb2_grpc.PartnerServiceStub(operator.channel("identity"))
+    accounts = account_admin_pb2_grpc.AccountAdminServiceStub(operator.channel("account"))
+    windows_admin = settlement_admin_pb2_grpc.SettlementAdminServiceStub(operator.channel("settlement"))
+    windows = settlement_pb2_grpc.SettlementServiceStub(operator.channel("settlement"))
+    command = args.command
+    if command == "partner":
+        sub = args.partner_command
+        if sub == "register":
+            answer = await partners.RegisterPartner(
+                partner_pb2.RegisterPartnerRequest(
+                    request_id=_request_id(args.request_id),
+                    display_name=args.display_name,
+                    allowed_scopes=[s.strip() for s in args.scopes.split(",") if s.strip()],
+                    rate_limit_tier=args.tier,
+                    per_payment_limit=_money(args.per_payment_limit, args.currency),
+                    daily_limit=_money(args.daily_limit, args.currency),
+                    token_endpoint_auth_method=partner_pb2.TOKEN_ENDPOINT_AUTH_METHOD_CLIENT_SECRET_POST,
+                ),
+                metadata=admin,
+            )
+            print(f"registered {answer.partner.name} ({answer.partner.display_name})")
+            print(f"  client_id     {answer.partner.client_id}")
+            print(f"  client_secret {answer.client_secret or '(shown only on the first registration)'}")
+            return 0
+        if sub == "list":
+            token = ""
+            while True:
+                page = await partners.ListPartners(
+                    partner_pb2.ListPartnersRequest(page_size=100, page_token=token), metadata=admin
+                )
+                for p in page.partners:
+                    status = partner_pb2.PartnerStatus.Name(p.status).removeprefix("PARTNER_STATUS_")
+                    print(f"{p.name:<32} {status:<10} {p.rate_limit_tier:<8} {p.display_name}")
+                token = page.next_page_token
+                if not token:
+                    return 0
+        if sub == "suspend":
+            answer = await partners.SuspendPartner(
+                partner_pb2.SuspendPartnerRequest(
+                    request_id=_request_id(args.request_id), name=args.partner, reason=args.reason
+                ),
+                metadata=admin,
+            )
+            print(f"suspended {answer.partner.name}: its tokens are refused from the next call")
+            return 0
+        answer = await partners.ReactivatePartner(
+            partner_pb2.ReactivatePartnerRequest(request_id=_request_id(args.request_id), name=args.partner),
+            metadata=admin,
+        )
+        print(f"reactivated {answer.partner.name}")
+        return 0
+    if command == "account":
+        if args.account_command == "fund":
+            funded = await accounts.FundAccount(
+                account_admin_pb2.FundAccountRequest(
+                    request_id=_request_id(args.request_id),
+                    account=args.account,
+                    amount=_money(args.amount, args.currency),
+                    description="funded by the operator",
+                ),
+                metadata=admin,
+            )
+            print(f"funded {args.account} with {_show(funded.transfer.amount)} ({funded.transfer.name})")
+            return 0
+        totals = await accounts.GetLedgerTotals(account_admin_pb2.GetLedgerTotalsRequest(), metadata=admin)
+        for line in totals.totals:
+            print(f"{line.currency_code}  balanced={line.balanced}")
+        return 0 if all(t.balanced for t in totals.totals) else 1
+    if command == "window":
+        sub = args.window_command
+        if sub == "list":
+            page = await windows.ListSettlementWindows(
+                settlement_pb2.ListSettlementWindowsRequest(currency_code=args.currency, page_size=50), metadata=admin
+            )
+            for w in page.settlement_windows:
+                state = settlement_pb2.SettlementWindowState.Name(w.state).removeprefix("SETTLEMENT_WINDOW_STATE_")
+                print(
+                    f"{w.name:<40} {w.currency_code} {state:<8} obligations={w.obligation_count} "
+                    f"gross={_show(w.gross_amount)}"
+                )
+            return 0
+        if sub == "close":
+            closed = await windows_admin.CloseSettlementWindow(
+                settlement_admin_pb2.CloseSettlementWindowRequest(
+                    request_id=_request_id(args.request_id), currency_code=args.currency
+                ),
+                metadata=admin,
+            )
+            print(
+                f"closed {closed.closed_window.name} ({closed.closed_window.obligation_count} obligations, "
+                f"gross {_show(closed.closed_window.gross_amount)})"
+            )
+            print(f"opened {closed.next_window.name}")
+            return 0
+        if sub == "settle":
+            settled = await windows_admin.SettleSettlementWindow(
+                settlement_admin_pb2.SettleSettlementWindowRequest(
+                    request_id=_request_id(args.request_id), name=args.window, settlement_reference=args.reference
+                ),
+                metadata=admin,
+            )
+            print(f"settled {settled.window.name}")
+            return 0
+        print(f"exporting {args.window} as {args.format}...", file=sys.stderr)
+        export = await windows_admin.ExportSettlementReport(
+            settlement_admin_pb2.ExportSettlementReportRequest(
+                name=args.window,
+                format=settlement_admin_pb2.REPORT_FORMAT_CSV
+                if args.format == "csv"
+                else settlement_admin_pb2.REPORT_FORMAT_JSON,
+            ),
+            metadata=admin,
+        )
+        if args.output:
+            args.output.write_bytes(export.content)
+            print(f"wrote {args.output} ({len(export.content)} bytes)", file=sys.stderr)
+        else:
+            sys.stdout.write(export.content.decode())
+        return 0
+    if command == "reconcile":
+        print(f"reconciling {args.window} against the ledger...", file=sys.stderr)
+        answer = await windows_admin.ReconcileSettlementWindow(
+            settlement_admin_pb2.ReconcileSettlementWindowRequest(name=args.window), metadata=admin
+        )
+        report = answer.report
+        for difference in report.differences:
+            kind = settlement_admin_pb2.DifferenceKind.Name(difference.kind).removeprefix("DIFFERENCE_KIND_")
+            print(
+                f"{kind:<24} {difference.payment or difference.obligation:<40} expected {_show(difference.expected)} "
+                f"actual {_show(difference.actual)}  {difference.detail}"
+            )
+        print(
+            f"{report.window}: {'clean, 0 differences' if report.clean else f'{len(report.differences)} differences'}"
+        )
+        return 0 if report.clean else 1
+    if command == "keys":
+        keys = signing_key_pb2_grpc.SigningKeyServiceStub(operator.channel("identity"))
+        if args.keys_command == "rotate":
+            rotated = await keys.RotateSigningKey(
+                signing_key_pb2.RotateSigningKeyRequest(request_id=_request_id(args.request_id)), metadata=admin
+            )
+            print(
+                f"signing with {rotated.active_key.kid}; {rotated.retiring_key.kid or 'no key'} retires once its "
+                "tokens have expired"
+            )
+            return 0
+        listed = await keys.ListSigningKeys(signing_key_pb2.ListSigningKeysRequest(page_size=100), metadata=admin)
+        for key in listed.signing_keys:
+            state = signing_key_pb2.SigningKeyState.Name(key.state).removeprefix("SIGNING_KEY_STATE_")
+            print(f"{key.kid:<24} {state}")
+        return 0
+    raise SystemExit(f"unknown command {command}")

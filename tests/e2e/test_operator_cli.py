@@ -1,0 +1,107 @@
+"""The operator CLI against a running local mesh, as separate processes: partners, funding,
+windows, reports, reconciliation, keys; every command has --help."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import pytest_asyncio
+
+from meshcli.mesh import LocalMesh
+from meshcli.operator import Operator
+from meshcli.seed import seed_demo_data
+from tests.support.servers import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+NAMES = ("identity", "account", "settlement", "payment", "gateway")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def seeded(tmp_path_factory):  # type: ignore[no-untyped-def]
+    data_dir = tmp_path_factory.mktemp("cli") / "data"
+    ports = {name: free_port() for name in NAMES}
+    mesh = LocalMesh(data_dir, ports=ports, quiet=True)
+    await mesh.start()
+    operator = Operator(data_dir, ports=ports)
+    demo = await seed_demo_data(operator, say=lambda _: None)
+    await operator.close()
+    yield mesh, demo
+    await mesh.stop(grace=10)
+
+
+def cli(mesh: LocalMesh, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    for name, port in mesh.ports.items():
+        env[f"OBM_{name.upper()}_TARGET"] = f"127.0.0.1:{port}"
+    return subprocess.run(
+        [sys.executable, "-m", "meshcli.main", *args, "--data-dir", str(mesh.data_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_every_command_has_help() -> None:
+    for command in (
+        ["--help"],
+        ["partner", "--help"],
+        ["partner", "register", "--help"],
+        ["window", "close", "--help"],
+        ["window", "report", "--help"],
+        ["reconcile", "--help"],
+        ["keys", "rotate", "--help"],
+        ["account", "fund", "--help"],
+        ["demo", "--help"],
+        ["up", "--help"],
+        ["serve", "--help"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "meshcli.main", *command], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0 and "usage:" in done.stdout, command
+
+
+async def test_partner_lifecycle_from_the_cli(seeded) -> None:  # type: ignore[no-untyped-def]
+    mesh, _ = seeded
+    registered = cli(mesh, "partner", "register", "Cli Wallet", "--tier", "silver", "--per-payment-limit", "250.50")
+    assert registered.returncode == 0, registered.stderr
+    name = registered.stdout.split()[1]
+    assert name.startswith("partners/") and "client_secret" in registered.stdout
+    assert name in cli(mesh, "partner", "list").stdout
+    assert cli(mesh, "partner", "suspend", name).returncode == 0
+    assert "SUSPENDED" in next(line for line in cli(mesh, "partner", "list").stdout.splitlines() if name in line)
+    assert cli(mesh, "partner", "reactivate", name).returncode == 0
+
+
+async def test_funding_windows_reports_reconciliation_and_keys(seeded) -> None:  # type: ignore[no-untyped-def]
+    mesh, demo = seeded
+    account = demo["customers"]["bob"]["account"]
+    funded = cli(mesh, "account", "fund", account, "12.34")
+    assert funded.returncode == 0 and "EUR 12.34" in funded.stdout, funded.stderr
+    assert cli(mesh, "account", "fund", account, "1.001").returncode != 0  # no sub-cent amounts
+    assert cli(mesh, "account", "totals").returncode == 0
+    closed = cli(mesh, "window", "close", "--currency", "EUR")
+    assert closed.returncode == 0, closed.stderr
+    window = closed.stdout.split()[1]
+    assert cli(mesh, "reconcile", window).returncode == 0
+    as_csv = cli(mesh, "window", "report", window, "--format", "csv")
+    assert as_csv.returncode == 0 and list(csv.reader(io.StringIO(as_csv.stdout)))
+    output = mesh.data_dir / "report.json"
+    assert cli(mesh, "window", "report", window, "--format", "json", "--output", str(output)).returncode == 0
+    assert json.loads(output.read_text())
+    assert cli(mesh, "window", "settle", window).returncode == 0
+    again = cli(mesh, "window", "settle", window)
+    assert again.returncode == 1 and "WINDOW_ALREADY_SETTLED" in again.stderr
+    assert "SETTLED" in cli(mesh, "window", "list").stdout
+    rotated = cli(mesh, "keys", "rotate")
+    assert rotated.returncode == 0 and "signing with" in rotated.stdout
+    assert "RETIRING" in cli(mesh, "keys", "list").stdout
