@@ -11,9 +11,8 @@ from functools import partial
 from pathlib import Path
 
 from meshlib.app import Runtime, ServiceSpec, Wiring
-from meshlib.auth.consent import ConsentLookup, ConsentView
-from meshlib.errors import Unavailable
-from meshlib.events import bus_for
+from meshlib.auth.consent import ConsentLookup
+from meshlib.auth.wiring import identity_peers
 from meshlib.server import Lifecycle, ServiceRegistration
 from openbank.account.v1 import account_admin_pb2_grpc, account_pb2_grpc, ledger_pb2_grpc
 from services.account.admin_service import AccountAdminService
@@ -32,39 +31,22 @@ VERSIONS_DIR = Path(__file__).parent / "migrations" / "versions"
 ConsentLookupFactory = Callable[[Runtime], ConsentLookup]
 
 
-class UnavailableConsentLookup:
-    """Stand-in until the identity-backed lookup exists: consent-bound reads fail UNAVAILABLE."""
-
-    async def get(self, consent_id: str, *, partner_id: str) -> ConsentView:
-        """Always UNAVAILABLE: the consent cannot be checked, so nothing is read."""
-        raise Unavailable("consent checks are unavailable", retry_after_seconds=1.0)
-
-
 def identity_consent_lookup(runtime: Runtime) -> ConsentLookup:
     """The identity-backed consent lookup (service token, cache invalidated over the bus).
 
-    Falls back to the UNAVAILABLE stand-in when the adapter is not installed or the service
-    has no internal client credentials to call identity with.
+    Without internal client credentials consent-bound reads answer UNAVAILABLE.
     """
-    try:
-        from meshlib.auth.consent_client import IdentityConsentLookup
-        from meshlib.auth.service_tokens import ServiceTokenSource
-    except ImportError:
-        log.warning("meshlib.auth.consent_client is missing: consent-bound reads answer UNAVAILABLE")
-        return UnavailableConsentLookup()
     settings: AccountSettings = runtime.settings
-    if not settings.service_client_id or not settings.service_client_secret:
-        log.warning("no service client credentials: consent-bound reads answer UNAVAILABLE")
-        return UnavailableConsentLookup()
-    identity = runtime.channel(settings.identity_target)
-    tokens = ServiceTokenSource(
-        identity, settings.service_client_id, settings.service_client_secret, [CONSENT_READ_SCOPE]
+    peers = identity_peers(
+        runtime.channel(settings.identity_target),
+        client_id=settings.service_client_id,
+        client_secret=settings.service_client_secret,
+        redis_url=settings.redis_url,
+        channel=settings.invalidation_channel,
+        scopes=[CONSENT_READ_SCOPE],
     )
-    lookup = IdentityConsentLookup(identity, tokens.token)
-    bus = bus_for(settings.redis_url, settings.invalidation_channel)
-    lookup.attach(bus)
-    runtime.extras["consent_bus"] = bus
-    return lookup
+    runtime.extras["consent_bus"] = peers.bus
+    return peers.consents
 
 
 class HoldExpiryLoop:

@@ -7,8 +7,9 @@ import pytest
 
 from meshlib.app import Runtime
 from meshlib.auth.consent_client import IdentityConsentLookup
+from meshlib.auth.wiring import UnavailableConsentLookup
 from meshlib.errors import Unavailable
-from services.account.bootstrap import UnavailableConsentLookup, identity_consent_lookup
+from services.account.bootstrap import identity_consent_lookup
 from services.account.settings import AccountSettings
 
 
