@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self, TypeVar
 
+from opentelemetry import trace
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 
@@ -20,6 +21,7 @@ from meshlib.errors import Aborted
 from meshlib.storage.database import Database
 
 log = logging.getLogger("meshlib.storage")
+_tracer = trace.get_tracer("meshlib.storage")
 
 T = TypeVar("T")
 
@@ -36,6 +38,7 @@ class SqlUnitOfWork:
         self._connection: AsyncConnection | None = None
         self._transaction: AsyncTransaction | None = None
         self._committed = False
+        self._span: trace.Span | None = None
 
     @property
     def connection(self) -> AsyncConnection:
@@ -48,13 +51,24 @@ class SqlUnitOfWork:
         """Create repositories on ``connection``; subclasses override."""
 
     async def __aenter__(self) -> Self:
-        connection = await self.database.engine.connect()
+        # One span per transaction: the database hop of the call's trace (no SQL, no values).
+        self._span = _tracer.start_span(
+            "db.transaction",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"db.system": self.database.dialect, "db.read_only": self.read_only},
+        )
+        try:
+            connection = await self.database.engine.connect()
+        except BaseException:
+            self._span.end()
+            raise
         if self.database.is_sqlite:
             connection = await connection.execution_options(sqlite_begin="DEFERRED" if self.read_only else "IMMEDIATE")
         try:
             self._transaction = await connection.begin()
         except BaseException:
             await connection.close()
+            self._span.end()
             raise
         self._connection = connection
         self._committed = False
@@ -84,6 +98,12 @@ class SqlUnitOfWork:
                 await self._connection.close()
             self._connection = None
             self._transaction = None
+            if self._span is not None:
+                self._span.set_attribute("db.committed", self._committed)
+                if exc is not None:
+                    self._span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+                self._span.end()
+                self._span = None
 
 
 def is_retryable(error: BaseException) -> bool:
