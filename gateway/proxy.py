@@ -15,6 +15,7 @@ import grpc
 
 from gateway.policy import ratelimit_var
 from gateway.routing import Route
+from meshlib.errors import FieldViolation, InvalidArgument
 from meshlib.logs import interaction_id_var
 from meshlib.server import INTERACTION_ID_HEADER
 
@@ -56,11 +57,8 @@ class GatewayProxy(grpc.GenericRpcHandler):
             stream_call = channel.unary_stream(path, request_serializer=_identity, response_deserializer=_identity)
 
             async def forward_stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-                call = stream_call(
-                    request,
-                    metadata=_forward_metadata(context),
-                    timeout=_deadline(context, self._max_stream_deadline),
-                )
+                timeout = _deadline(context, self._max_stream_deadline)
+                call = stream_call(request, metadata=_forward_metadata(context), timeout=timeout)
                 await _send_interaction_id(context)
                 try:
                     async for message in call:
@@ -75,11 +73,10 @@ class GatewayProxy(grpc.GenericRpcHandler):
         unary_call = channel.unary_unary(path, request_serializer=_identity, response_deserializer=_identity)
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            timeout = _deadline(context, self._max_call_deadline)
             await _send_interaction_id(context)
             try:
-                return await unary_call(
-                    request, metadata=_forward_metadata(context), timeout=_deadline(context, self._max_call_deadline)
-                )
+                return await unary_call(request, metadata=_forward_metadata(context), timeout=timeout)
             except grpc.aio.AioRpcError as error:
                 await _relay_error(context, error)
                 raise AssertionError("unreachable") from error
@@ -87,9 +84,26 @@ class GatewayProxy(grpc.GenericRpcHandler):
         return grpc.unary_unary_rpc_method_handler(forward, _identity, _identity)
 
 
+# A partner's deadline may overshoot the cap by this much (clock skew, transit) unrefused.
+DEADLINE_SLACK_SECONDS = 1.0
+
+
 def _deadline(context: grpc.aio.ServicerContext, cap: float) -> float:
+    """The upstream deadline: the partner's own, or the cap when it set none.
+
+    A deadline longer than the cap is refused (DEADLINE_TOO_LONG) rather than silently
+    shortened, so the partner learns the limit instead of seeing surprise timeouts.
+    """
     remaining = context.time_remaining()
-    return cap if remaining is None else max(0.001, min(remaining, cap))
+    if remaining is None:
+        return cap
+    if remaining > cap + DEADLINE_SLACK_SECONDS:
+        raise InvalidArgument(
+            FieldViolation("grpc-timeout", f"must be at most {cap:g} seconds for this method"),
+            reason="DEADLINE_TOO_LONG",
+            metadata={"max_deadline_ms": str(int(cap * 1000))},
+        )
+    return max(0.001, remaining)
 
 
 def _forward_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, Any], ...]:

@@ -207,6 +207,20 @@ async def test_the_partners_deadline_travels_to_the_upstream(mesh) -> None:  # t
     assert remaining is not None and 0.5 < remaining <= 1.5
 
 
+async def test_a_deadline_beyond_the_cap_is_refused_not_shortened(mesh) -> None:  # type: ignore[no-untyped-def]
+    identity, channel, upstream = mesh
+    partner = await identity.register_partner()
+    tokens, _ = await identity.consent_bound_token(partner)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await account_pb2_grpc.AccountServiceStub(channel).GetBalance(
+            account_pb2.GetBalanceRequest(account="accounts/a1"), metadata=bearer(tokens.access_token), timeout=3600
+        )
+    assert (raised.value.code(), _reason(raised.value)) == (grpc.StatusCode.INVALID_ARGUMENT, "DEADLINE_TOO_LONG")
+    info = error_info(decode_status(raised.value.trailing_metadata()))
+    assert info.metadata["max_deadline_ms"] == "30000"
+    assert upstream.calls == []
+
+
 @pytest.mark.parametrize("mesh", [TIGHT_READS], indirect=True)
 async def test_rate_limit_answers_resource_exhausted_with_details_and_headers(mesh) -> None:  # type: ignore[no-untyped-def]
     identity, channel, upstream = mesh

@@ -9,7 +9,11 @@ from typing import Any
 
 import grpc
 
+from meshlib.errors import NotFound
+from meshlib.grpc_errors import abort_with, to_rpc_status
+
 WATCH = "/openbank.payment.v1.PaymentService/WatchPayments"
+NOT_FOUND_METHOD = "/openbank.payment.v1.PaymentService/GetPayment"
 
 
 @dataclass
@@ -47,6 +51,10 @@ class FakeUpstream(grpc.GenericRpcHandler):
 
         async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             note(context)
+            if method == NOT_FOUND_METHOD:
+                # Like a real service: a rich status the gateway must pass through untouched.
+                code, status = to_rpc_status(NotFound("payment not found"), "payment.openbank.dev")
+                await abort_with(context, code, status)
             return request
 
         return grpc.unary_unary_rpc_method_handler(unary)
