@@ -24,7 +24,11 @@ $(STAMP): pyproject.toml
 node_modules/.package-lock.json: package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error
 
-install: $(STAMP) node_modules/.package-lock.json
+# The second, independent client (Node) used by the e2e tests.
+examples/node-wallet/node_modules/.package-lock.json: examples/node-wallet/package.json examples/node-wallet/package-lock.json
+	npm ci --prefix examples/node-wallet --no-audit --no-fund --loglevel=error
+
+install: $(STAMP) node_modules/.package-lock.json examples/node-wallet/node_modules/.package-lock.json
 
 gen: install
 	$(PY) scripts/gen_protos.py
@@ -38,13 +42,15 @@ lint: gen buf-checks
 test-servers:
 	bash scripts/ensure_test_servers.sh
 
+# Two workers: the suite is mostly waiting on sockets and databases.
 test: lint test-servers
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 $(PYTEST_ARGS)
 
 up: gen
 	$(PY) -m meshcli.main up
 
 bench: gen
+	bash scripts/ensure_bench_tools.sh
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
