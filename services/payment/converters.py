@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from google.protobuf import timestamp_pb2
 
-from meshlib.names import resource_name
+from meshlib.errors import FieldCollector, InvalidArgument
+from meshlib.idempotency import fingerprint, validate_request_id
+from meshlib.money import amount_from_fields
+from meshlib.names import parse_name, resource_name
 from openbank.common.v1 import money_pb2
-from openbank.payment.v1 import payment_pb2
-from services.payment.domain.payments import Payment
+from openbank.payment.v1 import payment_admin_pb2, payment_pb2
+from services.payment.domain.payments import Payment, PaymentState
+from services.payment.payments_service import NewPayment
+from services.payment.repository import PaymentEvent, SagaStep
 
 
 def _timestamp(value) -> timestamp_pb2.Timestamp:  # type: ignore[no-untyped-def]
@@ -39,3 +46,107 @@ def payment_message(payment: Payment) -> payment_pb2.Payment:
     elif payment.creditor_wallet_partner_id:
         message.creditor_wallet = resource_name("partners", payment.creditor_wallet_partner_id)
     return message
+
+
+PAYMENT_TYPES = {
+    payment_pb2.PAYMENT_TYPE_WALLET_TOP_UP: "WALLET_TOP_UP",
+    payment_pb2.PAYMENT_TYPE_TRANSFER: "TRANSFER",
+    payment_pb2.PAYMENT_TYPE_BILL_PAYMENT: "BILL_PAYMENT",
+}
+
+
+def _state_value(state: PaymentState | None) -> int:
+    return payment_pb2.PaymentState.Value(f"PAYMENT_STATE_{state.name}") if state else 0
+
+
+def new_payment(request: payment_pb2.CreatePaymentRequest) -> NewPayment:
+    """Validate a CreatePayment request's shape (every bad field named at once)."""
+    errors = FieldCollector()
+    request_id = request.request_id
+    try:
+        validate_request_id(request_id)
+    except InvalidArgument as error:
+        errors.violations.extend(error.violations)
+    debtor = parse_name(request.debtor_account, "accounts", "debtor_account", errors)
+    payment_type = PAYMENT_TYPES.get(request.type)
+    if payment_type is None:
+        errors.add("type", "must be WALLET_TOP_UP, TRANSFER or BILL_PAYMENT")
+    amount = None
+    if request.HasField("amount"):
+        amount = amount_from_fields(request.amount.currency_code, request.amount.minor_units, "amount", errors)
+    else:
+        errors.add("amount", "required")
+    creditor = request.WhichOneof("creditor")
+    creditor_account = creditor_wallet = None
+    if creditor is None:
+        errors.add("creditor_account", "a creditor_account or creditor_wallet is required")
+    elif creditor == "creditor_account":
+        creditor_account = parse_name(request.creditor_account, "accounts", "creditor_account", errors)
+        if payment_type == "WALLET_TOP_UP":
+            errors.add("creditor_account", "a wallet top-up credits creditor_wallet")
+    else:
+        creditor_wallet = parse_name(request.creditor_wallet, "partners", "creditor_wallet", errors)
+        if payment_type in ("TRANSFER", "BILL_PAYMENT"):
+            errors.add("creditor_wallet", "a transfer or bill payment credits creditor_account")
+    errors.check(len(request.remittance_information) <= 140, "remittance_information", "at most 140 characters")
+    errors.check(len(request.end_to_end_id) <= 35, "end_to_end_id", "at most 35 characters")
+    errors.raise_if_any()
+    if creditor_account is not None and creditor_account == debtor:
+        raise InvalidArgument.field("creditor_account", "must not be the debtor account", reason="BENEFICIARY_INVALID")
+    assert amount is not None and payment_type is not None
+    return NewPayment(
+        request_id=request_id,
+        fingerprint=fingerprint(request),
+        debtor_account_id=debtor,
+        creditor_account_id=creditor_account,
+        creditor_wallet_partner_id=creditor_wallet,
+        amount=amount,
+        payment_type=payment_type,
+        remittance_information=request.remittance_information,
+        end_to_end_id=request.end_to_end_id,
+    )
+
+
+def event_message(event: PaymentEvent, snapshot: Payment | None) -> payment_pb2.PaymentEvent:
+    """One streamed event."""
+    message = payment_pb2.PaymentEvent(
+        cursor=str(event.seq),
+        payment=resource_name("payments", event.payment_id),
+        previous_state=_state_value(event.previous_state),
+        state=_state_value(event.state),
+        status_reason=event.status_reason,
+        event_time=_timestamp(event.event_time),
+    )
+    if snapshot is not None:
+        # Only state, reason and update time ever change, and the message only on the final
+        # change: the current payment with the event's values is the payment right after it.
+        as_then = dataclasses.replace(
+            snapshot,
+            state=event.state,
+            status_reason=event.status_reason,
+            status_reason_message=snapshot.status_reason_message if event.state is snapshot.state else "",
+            updated_at=event.event_time,
+        )
+        message.snapshot.CopyFrom(payment_message(as_then))
+    return message
+
+
+def audit_entry(step: SagaStep) -> payment_admin_pb2.PaymentAuditEntry:
+    """One audit-trail row."""
+    return payment_admin_pb2.PaymentAuditEntry(
+        step=step.step,
+        outcome=step.outcome,
+        time=_timestamp(step.recorded_at),
+        trace_id=step.trace_id,
+        detail=step.detail,
+    )
+
+
+def state_filter(value: int) -> PaymentState | None:
+    """A ListPayments state filter; unknown values are INVALID_ARGUMENT."""
+    if value == 0:
+        return None
+    try:
+        return PaymentState[payment_pb2.PaymentState.Name(value).removeprefix("PAYMENT_STATE_")]
+    except (KeyError, ValueError):
+        raise InvalidArgument.field("state", "unknown payment state") from None

@@ -1,32 +1,308 @@
-"""Payment service layer: reads for partners and operators (the saga comes with its issue)."""
+"""Payment service layer: initiation (checks, idempotency, saga), cancel, reads, events, recovery."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import datetime as dt
-from collections.abc import Callable
+import json
+import logging
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Protocol
 
-from meshlib.errors import NotFound
+from meshlib.auth.consent import ConsentLookup
+from meshlib.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from meshlib.money import Amount
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
-from services.payment.domain.payments import Payment
+from meshlib.storage import retry_on_conflict
+from services.payment.domain import checks
+from services.payment.domain.checks import PartnerLimits, VelocityRules
+from services.payment.domain.payments import ParticipantInfo, Payment, PaymentState
+from services.payment.repository import PaymentEvent, SagaStep
+from services.payment.saga import PaymentSaga, RecoveryResult, current_trace_id
 from services.payment.unit_of_work import PaymentUnitOfWork
 
+log = logging.getLogger("services.payment")
+
 UnitOfWorkFactory = Callable[..., PaymentUnitOfWork]
+Clock = Callable[[], dt.datetime]
+CREATE_METHOD = "CreatePayment"
+CANCEL_METHOD = "CancelPayment"
+RECOVER_METHOD = "RecoverPayments"
+OPERATOR_SCOPE = "operators"
+
+
+def utc_now() -> dt.datetime:
+    """The wall clock, in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+class PartnerDirectory(Protocol):
+    """Where a partner's payment limits come from (identity)."""
+
+    async def limits(self, partner_id: str) -> PartnerLimits: ...
+
+
+class Participants(Protocol):
+    """Settlement participants: the bank and the partners' wallets."""
+
+    async def bank(self) -> ParticipantInfo: ...
+    async def wallet(self, partner_id: str) -> ParticipantInfo: ...
+
+
+@dataclass(frozen=True)
+class NewPayment:
+    """A validated CreatePayment request."""
+
+    request_id: str
+    fingerprint: str
+    debtor_account_id: str
+    creditor_account_id: str | None
+    creditor_wallet_partner_id: str | None
+    amount: Amount
+    payment_type: str
+    remittance_information: str = ""
+    end_to_end_id: str = ""
+
+
+class PaymentCommands:
+    """CreatePayment and CancelPayment."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        saga: PaymentSaga,
+        consents: ConsentLookup,
+        partners: PartnerDirectory,
+        participants: Participants,
+        rules: VelocityRules,
+        *,
+        lease: dt.timedelta,
+        saga_inline: bool = True,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._uow = uow
+        self._saga = saga
+        self._consents = consents
+        self._partners = partners
+        self._participants = participants
+        self._rules = rules
+        self._lease = lease
+        self._saga_inline = saga_inline
+        self._clock = clock
+
+    async def _replay(self, scope: str, method: str, request_id: str, fingerprint: str) -> Payment | None:
+        async with self._uow(read_only=True) as uow:
+            saved = await uow.idempotency.lookup(scope, method, request_id, fingerprint)
+            return await uow.payments.get(saved.decode()) if saved is not None else None
+
+    async def create(self, partner_id: str, consent_id: str, new: NewPayment) -> Payment:
+        """Check, record (RECEIVED) and run the saga; a replay answers the same payment as it is now."""
+        existing = await self._replay(partner_id, CREATE_METHOD, new.request_id, new.fingerprint)
+        if existing is not None:
+            return existing
+        now = self._clock()
+        consent = await self._consents.get(consent_id, partner_id=partner_id)
+        checks.check_consent(consent, new.debtor_account_id, now)
+        creditor_ledger, payer, payee = await self._route(partner_id, new)
+        limits = await self._partners.limits(partner_id)
+        payment = Payment(
+            payment_id=uuid.uuid4().hex,
+            partner_id=partner_id,
+            consent_id=consent_id,
+            debtor_account_id=new.debtor_account_id,
+            creditor_account_id=new.creditor_account_id,
+            creditor_wallet_partner_id=new.creditor_wallet_partner_id,
+            amount=new.amount,
+            payment_type=new.payment_type,
+            state=PaymentState.RECEIVED,
+            created_at=now,
+            updated_at=now,
+            remittance_information=new.remittance_information,
+            end_to_end_id=new.end_to_end_id,
+            customer_id=consent.customer_id or "",
+            creditor_ledger_account_id=creditor_ledger,
+            payer_participant_id=payer,
+            payee_participant_id=payee,
+        )
+
+        async def record() -> tuple[Payment, bool]:
+            async with self._uow() as uow:
+                saved = await uow.idempotency.lookup(partner_id, CREATE_METHOD, new.request_id, new.fingerprint)
+                if saved is not None:  # a concurrent duplicate won
+                    found = await uow.payments.get(saved.decode())
+                    assert found is not None
+                    return found, False
+                # Sums read in the writers' critical section: concurrent payments cannot both slip under a limit.
+                spent = await uow.payments.spent(
+                    "consent_id", consent_id, new.amount.currency, checks.period_start(consent.period, now)
+                )
+                checks.check_consent_limits(consent, new.amount, spent)
+                spent_today = await uow.payments.spent(
+                    "partner_id", partner_id, new.amount.currency, checks.day_start(now)
+                )
+                checks.check_partner_limits(limits, new.amount, spent_today)
+                history = await uow.payments.customer_history(payment.customer_id, payment, self._rules.windows, now)
+                self._rules.check(new.amount, history)
+                await uow.payments.add(payment, lease_until=now + self._lease)
+                await uow.steps.add(SagaStep(payment.payment_id, "validate", "succeeded", "", current_trace_id(), now))
+                await uow.events.add(payment, None, PaymentState.RECEIVED, "", now)
+                if self._saga_inline:
+                    # Same transaction: accepted, and the hold recorded as started (one commit less).
+                    await self._saga.start_in(uow, payment, now)
+                await uow.idempotency.save(
+                    partner_id, CREATE_METHOD, new.request_id, new.fingerprint, payment.payment_id.encode(), now
+                )
+                await uow.commit()
+                return payment, True
+
+        stored, created = await retry_on_conflict(record)
+        if created and self._saga_inline:
+            return await self._saga.run(stored.payment_id, hold_started=True)
+        return stored
+
+    async def _route(self, partner_id: str, new: NewPayment) -> tuple[str, str, str]:
+        """Where the ledger credits the money, and the settlement payer/payee (empty if none)."""
+        if new.creditor_wallet_partner_id is None:
+            assert new.creditor_account_id is not None
+            return new.creditor_account_id, "", ""
+        if new.creditor_wallet_partner_id != partner_id:
+            raise InvalidArgument.field(
+                "creditor_wallet", "must be the calling partner's own wallet", reason="BENEFICIARY_INVALID"
+            )
+        wallet = await self._participants.wallet(partner_id)
+        bank = await self._participants.bank()
+        return wallet.settlement_account_id, bank.participant_id, wallet.participant_id
+
+    async def cancel(
+        self, partner_id: str, consent_id: str, payment_id: str, request_id: str, fingerprint: str
+    ) -> Payment:
+        """Cancel before funds are held; an already cancelled payment is returned unchanged."""
+        existing = await self._replay(partner_id, CANCEL_METHOD, request_id, fingerprint)
+        if existing is not None:
+            return existing
+        await require_usable_consent(self._consents, partner_id, consent_id, self._clock())
+
+        async def change() -> Payment:
+            async with self._uow() as uow:
+                payment = await uow.payments.get(payment_id)
+                if payment is None or payment.partner_id != partner_id or payment.consent_id != consent_id:
+                    raise NotFound("payment not found")
+                if payment.state is not PaymentState.CANCELLED:
+                    now = self._clock()
+                    if not await uow.payments.cancel(payment_id, now):
+                        raise FailedPrecondition(
+                            "funds are already held or the payment is final", reason="PAYMENT_NOT_CANCELLABLE"
+                        )
+                    await uow.steps.add(SagaStep(payment_id, "cancel", "succeeded", "", current_trace_id(), now))
+                    await uow.events.add(payment, payment.state, PaymentState.CANCELLED, "", now)
+                await uow.idempotency.save(
+                    partner_id, CANCEL_METHOD, request_id, fingerprint, payment_id.encode(), self._clock()
+                )
+                stored = await uow.payments.get(payment_id)
+                await uow.commit()
+            assert stored is not None
+            return stored
+
+        return await retry_on_conflict(change)
+
+    async def recover(self, request_id: str, fingerprint: str, older_than: dt.timedelta) -> RecoveryResult:
+        """RecoverPayments: one pass now; a replay of the request_id answers the first pass's counts."""
+        async with self._uow(read_only=True) as uow:
+            saved = await uow.idempotency.lookup(OPERATOR_SCOPE, RECOVER_METHOD, request_id, fingerprint)
+        if saved is not None:
+            return RecoveryResult(**json.loads(saved))
+        result = await self._saga.recover(older_than=older_than)
+
+        async def remember() -> None:
+            async with self._uow() as uow:
+                if await uow.idempotency.lookup(OPERATOR_SCOPE, RECOVER_METHOD, request_id, fingerprint) is None:
+                    answer = json.dumps(dataclasses.asdict(result)).encode()
+                    await uow.idempotency.save(
+                        OPERATOR_SCOPE, RECOVER_METHOD, request_id, fingerprint, answer, self._clock()
+                    )
+                    await uow.commit()
+
+        await retry_on_conflict(remember)
+        return result
+
+    async def purge_idempotency_keys(self, retention: dt.timedelta = dt.timedelta(hours=48)) -> int:
+        """Forget idempotency keys past their retention (kept at least 24 h; 48 h here)."""
+        async with self._uow() as uow:
+            purged = await uow.idempotency.purge(self._clock() - retention)
+            await uow.commit()
+        return purged
+
+
+async def require_usable_consent(consents: ConsentLookup, partner_id: str, consent_id: str, now: dt.datetime) -> None:
+    """The caller's consent, live: authorised, unexpired, unpaused, granting INITIATE_PAYMENTS."""
+    consent = await consents.get(consent_id, partner_id=partner_id)
+    consent.require_usable(checks.PAYMENT_PERMISSION, now)
 
 
 class PaymentQueries:
     """Read side of payments."""
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)):
+    def __init__(self, uow: UnitOfWorkFactory, consents: ConsentLookup, clock: Clock = utc_now):
         self._uow = uow
+        self._consents = consents
         self._clock = clock
 
-    async def get_for_partner(self, payment_id: str, partner_id: str) -> Payment:
-        """A partner's own payment; someone else's is NOT_FOUND, exactly like a missing one."""
+    async def get_for_consent(self, payment_id: str, partner_id: str, consent_id: str) -> Payment:
+        """A payment of the caller's consent; any other is NOT_FOUND, exactly like a missing one."""
+        await require_usable_consent(self._consents, partner_id, consent_id, self._clock())
         async with self._uow(read_only=True) as uow:
             payment = await uow.payments.get(payment_id)
-        if payment is None or payment.partner_id != partner_id:
+        if payment is None or payment.partner_id != partner_id or payment.consent_id != consent_id:
             raise NotFound("payment not found")
         return payment
+
+    async def get(self, payment_id: str) -> Payment:
+        """Any payment (operators)."""
+        async with self._uow(read_only=True) as uow:
+            payment = await uow.payments.get(payment_id)
+        if payment is None:
+            raise NotFound("payment not found")
+        return payment
+
+    async def list_for_consent(
+        self,
+        partner_id: str,
+        consent_id: str,
+        *,
+        state: PaymentState | None,
+        from_time: dt.datetime | None,
+        to_time: dt.datetime | None,
+        requested_page_size: int,
+        page_token: str,
+    ) -> tuple[list[Payment], str]:
+        """The consent's payments, newest first, with the next page token."""
+        await require_usable_consent(self._consents, partner_id, consent_id, self._clock())
+        size = page_size(requested_page_size)
+        filters = filter_fingerprint(
+            partner=partner_id,
+            consent=consent_id,
+            state=state.name if state else "",
+            start=from_time.isoformat() if from_time else "",
+            end=to_time.isoformat() if to_time else "",
+        )
+        cursor = decode_page_token(page_token, filters) or {}
+        before = (dt.datetime.fromisoformat(cursor["t"]), cursor["id"]) if cursor else None
+        async with self._uow(read_only=True) as uow:
+            found = await uow.payments.list_for_consent(
+                partner_id, consent_id, state=state, from_time=from_time, to_time=to_time, before=before, limit=size + 1
+            )
+        page, more = found[:size], len(found) > size
+        token = (
+            encode_page_token({"t": page[-1].created_at.isoformat(), "id": page[-1].payment_id}, filters)
+            if more
+            else ""
+        )
+        return page, token
 
     async def stuck(
         self, older_than: dt.timedelta, requested_page_size: int, page_token: str
@@ -39,3 +315,100 @@ class PaymentQueries:
             found = await uow.payments.stuck(self._clock() - older_than, cursor.get("after"), size + 1)
         page, more = found[:size], len(found) > size
         return page, encode_page_token({"after": page[-1].payment_id}, filters) if more else ""
+
+    async def audit_trail(self, payment_id: str) -> list[SagaStep]:
+        """Every recorded step of a payment, oldest first."""
+        async with self._uow(read_only=True) as uow:
+            if await uow.payments.get(payment_id) is None:
+                raise NotFound("payment not found")
+            return await uow.steps.for_payment(payment_id)
+
+
+def parse_cursor(cursor: str) -> int:
+    """A stream cursor is the outbox sequence number, as decimal text."""
+    if not cursor.isdigit() or len(cursor) > 18:
+        raise InvalidArgument.field("after_cursor", "malformed cursor: resume with a cursor from an event")
+    return int(cursor)
+
+
+class PaymentEvents:
+    """WatchPayments: replay the partner's outbox after a cursor, then poll it for new rows.
+
+    Polling the table (not an in-process signal) keeps two replicas sharing one database
+    correct: an event committed by either is seen by both, and writers commit in sequence
+    order, so ``seq > cursor`` never skips one.
+    """
+
+    def __init__(
+        self, uow: UnitOfWorkFactory, *, poll_seconds: float = 0.1, max_streams_per_partner: int = 5, batch: int = 200
+    ) -> None:
+        self._uow = uow
+        self._poll = poll_seconds
+        self._max_streams = max_streams_per_partner
+        self._batch = batch
+        self._open: Counter[str] = Counter()
+
+    async def watch(self, partner_id: str, after_cursor: str) -> AsyncIterator[PaymentEvent]:
+        """The partner's events after ``after_cursor`` (empty: from now on), for as long as the caller reads."""
+        if after_cursor:
+            position = parse_cursor(after_cursor)
+        else:
+            async with self._uow(read_only=True) as uow:
+                position = await uow.events.last_seq()
+        if self._open[partner_id] >= self._max_streams:
+            raise ResourceExhausted("too many open streams", reason="TOO_MANY_STREAMS")
+        self._open[partner_id] += 1
+        try:
+            while True:
+                async with self._uow(read_only=True) as uow:
+                    events = await uow.events.after(partner_id, position, self._batch)
+                for event in events:
+                    position = event.seq
+                    yield event
+                if len(events) < self._batch:
+                    await asyncio.sleep(self._poll)
+        finally:
+            self._open[partner_id] -= 1
+
+
+class RecoveryLoop:
+    """Runs saga recovery at start-up and then every ``interval`` seconds; purges old keys hourly."""
+
+    def __init__(self, saga: PaymentSaga, commands: PaymentCommands, interval_seconds: float) -> None:
+        self._saga = saga
+        self._commands = commands
+        self._interval = interval_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the loop (no-op when the interval is 0)."""
+        if self._interval > 0:
+            self._task = asyncio.create_task(self._run(), name="payment-recovery")
+
+    async def stop(self) -> None:
+        """Stop the loop; an interrupted step is replayed by the next pass (steps are idempotent)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def run_once(self) -> RecoveryResult:
+        """One pass."""
+        return await self._saga.recover()
+
+    async def _run(self) -> None:
+        passes = 0
+        while True:
+            try:
+                result = await self.run_once()
+                if result.examined:
+                    log.info("recovery pass", extra=result.__dict__)
+                if passes % max(1, int(3600 / self._interval)) == 0:
+                    await self._commands.purge_idempotency_keys()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("recovery pass failed")
+            passes += 1
+            await asyncio.sleep(self._interval)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.money import Amount
+from services.payment.domain.checks import CustomerHistory
 from services.payment.domain.payments import Payment, PaymentState
-from services.payment.tables import payments
+from services.payment.tables import payment_events, payment_steps, payments
 
 FINAL_STATES = [s.name for s in PaymentState if s.final]
+# Payments that count against limits and history: everything not rejected or cancelled.
+NOT_COUNTED = [PaymentState.REJECTED.name, PaymentState.CANCELLED.name]
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -36,7 +40,36 @@ def _payment(row: Any) -> Payment:
         status_reason_message=row.status_reason_message,
         remittance_information=row.remittance_information,
         end_to_end_id=row.end_to_end_id,
+        customer_id=row.customer_id,
+        creditor_ledger_account_id=row.creditor_ledger_account_id,
+        payer_participant_id=row.payer_participant_id,
+        payee_participant_id=row.payee_participant_id,
     )
+
+
+@dataclass(frozen=True)
+class SagaStep:
+    """One recorded saga step outcome (a row of the audit trail)."""
+
+    payment_id: str
+    step: str
+    outcome: str
+    detail: str
+    trace_id: str
+    recorded_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class PaymentEvent:
+    """One outbox row: a state change of a payment."""
+
+    seq: int
+    payment_id: str
+    partner_id: str
+    previous_state: PaymentState | None
+    state: PaymentState
+    status_reason: str
+    event_time: dt.datetime
 
 
 class PaymentRepository:
@@ -50,8 +83,8 @@ class PaymentRepository:
         row = (await self._connection.execute(sa.select(payments).where(payments.c.payment_id == payment_id))).first()
         return _payment(row) if row else None
 
-    async def add(self, payment: Payment) -> None:
-        """Store a new payment."""
+    async def add(self, payment: Payment, *, lease_until: dt.datetime | None = None) -> None:
+        """Store a new payment (``lease_until``: the creating driver owns its saga until then)."""
         await self._connection.execute(
             payments.insert().values(
                 payment_id=payment.payment_id,
@@ -70,8 +103,83 @@ class PaymentRepository:
                 end_to_end_id=payment.end_to_end_id,
                 created_at=payment.created_at,
                 updated_at=payment.updated_at,
+                customer_id=payment.customer_id,
+                creditor_ledger_account_id=payment.creditor_ledger_account_id,
+                payer_participant_id=payment.payer_participant_id,
+                payee_participant_id=payment.payee_participant_id,
+                lease_until=lease_until,
             )
         )
+
+    async def move(
+        self,
+        payment_id: str,
+        from_states: list[PaymentState],
+        to_state: PaymentState,
+        now: dt.datetime,
+        *,
+        reason: str = "",
+        message: str = "",
+        extra_condition: Any = None,
+    ) -> bool:
+        """Change the state if it is still one of ``from_states`` (a guarded update)."""
+        query = payments.update().where(
+            payments.c.payment_id == payment_id, payments.c.state.in_([s.name for s in from_states])
+        )
+        if extra_condition is not None:
+            query = query.where(extra_condition)
+        result = await self._connection.execute(
+            query.values(state=to_state.name, status_reason=reason, status_reason_message=message[:256], updated_at=now)
+        )
+        return bool(result.rowcount)
+
+    async def cancel(self, payment_id: str, now: dt.datetime) -> bool:
+        """Cancel unless funds were (maybe) held already; False when not cancellable."""
+        return await self.move(
+            payment_id,
+            [PaymentState.RECEIVED, PaymentState.ACCEPTED],
+            PaymentState.CANCELLED,
+            now,
+            extra_condition=payments.c.hold_requested.is_(False),
+        )
+
+    async def request_hold(self, payment_id: str, now: dt.datetime) -> bool:
+        """Mark that a hold is about to be sent; False when the payment was cancelled meanwhile."""
+        result = await self._connection.execute(
+            payments.update()
+            .where(
+                payments.c.payment_id == payment_id,
+                payments.c.state.in_([PaymentState.RECEIVED.name, PaymentState.ACCEPTED.name]),
+            )
+            .values(hold_requested=True, updated_at=now)
+        )
+        return bool(result.rowcount)
+
+    async def claim(self, payment_id: str, now: dt.datetime, lease: dt.timedelta) -> bool:
+        """Take over driving the saga when nobody holds a live lease on it."""
+        result = await self._connection.execute(
+            payments.update()
+            .where(
+                payments.c.payment_id == payment_id,
+                payments.c.state.not_in(FINAL_STATES),
+                sa.or_(payments.c.lease_until.is_(None), payments.c.lease_until < now),
+            )
+            .values(lease_until=now + lease)
+        )
+        return bool(result.rowcount)
+
+    async def renew(self, payment_id: str, now: dt.datetime, lease: dt.timedelta) -> None:
+        """Extend the driver's lease (each step renews it)."""
+        await self._connection.execute(
+            payments.update().where(payments.c.payment_id == payment_id).values(lease_until=now + lease)
+        )
+
+    async def hold_requested(self, payment_id: str) -> bool:
+        """Whether a hold may have been sent for this payment."""
+        value = await self._connection.scalar(
+            sa.select(payments.c.hold_requested).where(payments.c.payment_id == payment_id)
+        )
+        return bool(value)
 
     async def stuck(self, updated_before: dt.datetime, after_id: str | None, limit: int) -> list[Payment]:
         """Payments in the middle of the saga, not touched since ``updated_before``."""
@@ -84,3 +192,175 @@ class PaymentRepository:
         if after_id:
             query = query.where(payments.c.payment_id > after_id)
         return [_payment(row) for row in await self._connection.execute(query)]
+
+    async def unfinished_with_expired_lease(self, now: dt.datetime, limit: int) -> list[str]:
+        """Ids of non-final payments whose driver's lease has run out (the recovery loop's work)."""
+        query = (
+            sa.select(payments.c.payment_id)
+            .where(
+                payments.c.state.not_in(FINAL_STATES),
+                sa.or_(payments.c.lease_until.is_(None), payments.c.lease_until < now),
+            )
+            .order_by(payments.c.updated_at)
+            .limit(limit)
+        )
+        return list((await self._connection.execute(query)).scalars())
+
+    async def list_for_consent(
+        self,
+        partner_id: str,
+        consent_id: str,
+        *,
+        state: PaymentState | None,
+        from_time: dt.datetime | None,
+        to_time: dt.datetime | None,
+        before: tuple[dt.datetime, str] | None,
+        limit: int,
+    ) -> list[Payment]:
+        """The consent's payments, newest first, keyset-paginated on (created_at, id)."""
+        query = sa.select(payments).where(payments.c.partner_id == partner_id, payments.c.consent_id == consent_id)
+        if state is not None:
+            query = query.where(payments.c.state == state.name)
+        if from_time is not None:
+            query = query.where(payments.c.created_at >= from_time)
+        if to_time is not None:
+            query = query.where(payments.c.created_at < to_time)
+        if before is not None:
+            query = query.where(
+                sa.or_(
+                    payments.c.created_at < before[0],
+                    sa.and_(payments.c.created_at == before[0], payments.c.payment_id < before[1]),
+                )
+            )
+        query = query.order_by(payments.c.created_at.desc(), payments.c.payment_id.desc()).limit(limit)
+        return [_payment(row) for row in await self._connection.execute(query)]
+
+    async def spent(self, column: str, value: str, currency: str, since: dt.datetime) -> int:
+        """Sum of the counted payments by ``column`` (consent_id or partner_id) since ``since``."""
+        total = await self._connection.scalar(
+            sa.select(sa.func.coalesce(sa.func.sum(payments.c.amount_minor), 0)).where(
+                payments.c[column] == value,
+                payments.c.currency == currency,
+                payments.c.created_at >= since,
+                payments.c.state.not_in(NOT_COUNTED),
+            )
+        )
+        return int(total or 0)
+
+    async def customer_history(
+        self, customer_id: str, beneficiary: Payment, windows: set[int], now: dt.datetime
+    ) -> CustomerHistory:
+        """Counts and averages the velocity rules need, for the paying customer."""
+        counts = {}
+        for seconds in windows:
+            counts[seconds] = int(
+                await self._connection.scalar(
+                    sa.select(sa.func.count()).where(
+                        payments.c.customer_id == customer_id,
+                        payments.c.created_at >= now - dt.timedelta(seconds=seconds),
+                    )
+                )
+                or 0
+            )
+        counted = sa.and_(
+            payments.c.customer_id == customer_id,
+            payments.c.state.not_in(NOT_COUNTED),
+            payments.c.currency == beneficiary.amount.currency,
+        )
+        row = (
+            await self._connection.execute(
+                sa.select(sa.func.count(), sa.func.avg(payments.c.amount_minor)).where(counted)
+            )
+        ).first()
+        same_creditor = (
+            payments.c.creditor_account_id == beneficiary.creditor_account_id
+            if beneficiary.creditor_account_id
+            else payments.c.creditor_wallet_partner_id == beneficiary.creditor_wallet_partner_id
+        )
+        seen = await self._connection.scalar(
+            sa.select(sa.func.count()).where(
+                payments.c.customer_id == customer_id,
+                payments.c.state == PaymentState.SETTLED.name,
+                same_creditor,
+            )
+        )
+        return CustomerHistory(
+            payments_in_window=counts,
+            paid_beneficiary_before=bool(seen),
+            average_amount_minor=float(row[1] or 0) if row else 0.0,
+            history_count=int(row[0] or 0) if row else 0,
+        )
+
+
+class StepRepository:
+    """The saga's recorded steps (the audit trail)."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def add(self, step: SagaStep) -> None:
+        """Record one step outcome."""
+        await self._connection.execute(
+            payment_steps.insert().values(
+                payment_id=step.payment_id,
+                step=step.step,
+                outcome=step.outcome,
+                detail=step.detail[:256],
+                trace_id=step.trace_id,
+                recorded_at=step.recorded_at,
+            )
+        )
+
+    async def for_payment(self, payment_id: str) -> list[SagaStep]:
+        """Every step of a payment, oldest first."""
+        rows = await self._connection.execute(
+            sa.select(payment_steps).where(payment_steps.c.payment_id == payment_id).order_by(payment_steps.c.step_id)
+        )
+        return [SagaStep(r.payment_id, r.step, r.outcome, r.detail, r.trace_id, _aware(r.recorded_at)) for r in rows]
+
+
+class EventRepository:
+    """The outbox of state changes that feeds WatchPayments."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def add(
+        self, payment: Payment, previous: PaymentState | None, state: PaymentState, reason: str, now: dt.datetime
+    ) -> None:
+        """Record a state change (same transaction as the change)."""
+        await self._connection.execute(
+            payment_events.insert().values(
+                payment_id=payment.payment_id,
+                partner_id=payment.partner_id,
+                previous_state=previous.name if previous else "",
+                state=state.name,
+                status_reason=reason,
+                event_time=now,
+            )
+        )
+
+    async def after(self, partner_id: str, seq: int, limit: int) -> list[PaymentEvent]:
+        """The partner's events after ``seq``, in cursor order."""
+        rows = await self._connection.execute(
+            sa.select(payment_events)
+            .where(payment_events.c.partner_id == partner_id, payment_events.c.seq > seq)
+            .order_by(payment_events.c.seq)
+            .limit(limit)
+        )
+        return [
+            PaymentEvent(
+                r.seq,
+                r.payment_id,
+                r.partner_id,
+                PaymentState[r.previous_state] if r.previous_state else None,
+                PaymentState[r.state],
+                r.status_reason,
+                _aware(r.event_time),
+            )
+            for r in rows
+        ]
+
+    async def last_seq(self) -> int:
+        """The newest cursor (0 when there is no event yet)."""
+        return int(await self._connection.scalar(sa.select(sa.func.coalesce(sa.func.max(payment_events.c.seq), 0))))

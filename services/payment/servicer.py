@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
 
 import grpc
 
 from meshlib.auth.context import require_caller
+from meshlib.idempotency import fingerprint, validate_request_id
 from meshlib.names import parse_name
 from openbank.payment.v1 import payment_admin_pb2, payment_admin_pb2_grpc, payment_pb2, payment_pb2_grpc
 from services.payment import converters
-from services.payment.payments_service import PaymentQueries
+from services.payment.payments_service import PaymentCommands, PaymentEvents, PaymentQueries
 
 DEFAULT_STUCK_AFTER = dt.timedelta(seconds=30)
 
@@ -18,23 +20,88 @@ DEFAULT_STUCK_AFTER = dt.timedelta(seconds=30)
 class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     """Partner-facing payments."""
 
-    def __init__(self, queries: PaymentQueries) -> None:
+    def __init__(self, queries: PaymentQueries, commands: PaymentCommands, events: PaymentEvents) -> None:
         self._queries = queries
+        self._commands = commands
+        self._events = events
+
+    async def CreatePayment(
+        self, request: payment_pb2.CreatePaymentRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.CreatePaymentResponse:
+        """Check and run a payment (see the proto for the errors)."""
+        caller = require_caller()
+        partner_id, consent_id = caller.require_partner(), caller.require_consent()
+        new = converters.new_payment(request)
+        payment = await self._commands.create(partner_id, consent_id, new)
+        return payment_pb2.CreatePaymentResponse(payment=converters.payment_message(payment))
 
     async def GetPayment(
         self, request: payment_pb2.GetPaymentRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.GetPaymentResponse:
-        """One of the calling partner's payments."""
-        partner_id = require_caller().require_partner()
-        payment = await self._queries.get_for_partner(parse_name(request.name, "payments"), partner_id)
+        """A payment of the caller's consent."""
+        caller = require_caller()
+        partner_id, consent_id = caller.require_partner(), caller.require_consent()
+        payment = await self._queries.get_for_consent(parse_name(request.name, "payments"), partner_id, consent_id)
         return payment_pb2.GetPaymentResponse(payment=converters.payment_message(payment))
+
+    async def ListPayments(
+        self, request: payment_pb2.ListPaymentsRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.ListPaymentsResponse:
+        """The payments of the caller's consent, newest first."""
+        caller = require_caller()
+        partner_id, consent_id = caller.require_partner(), caller.require_consent()
+        page, token = await self._queries.list_for_consent(
+            partner_id,
+            consent_id,
+            state=converters.state_filter(request.state),
+            from_time=request.from_create_time.ToDatetime(dt.UTC) if request.HasField("from_create_time") else None,
+            to_time=request.to_create_time.ToDatetime(dt.UTC) if request.HasField("to_create_time") else None,
+            requested_page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return payment_pb2.ListPaymentsResponse(
+            payments=[converters.payment_message(p) for p in page], next_page_token=token
+        )
+
+    async def CancelPayment(
+        self, request: payment_pb2.CancelPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.CancelPaymentResponse:
+        """Cancel before funds are held."""
+        caller = require_caller()
+        partner_id, consent_id = caller.require_partner(), caller.require_consent()
+        validate_request_id(request.request_id)
+        payment_id = parse_name(request.name, "payments")
+        payment = await self._commands.cancel(
+            partner_id, consent_id, payment_id, request.request_id, fingerprint(request)
+        )
+        return payment_pb2.CancelPaymentResponse(payment=converters.payment_message(payment))
+
+    async def WatchPayments(
+        self, request: payment_pb2.WatchPaymentsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[payment_pb2.WatchPaymentsResponse]:
+        """The partner's payment events after the cursor, then live."""
+        partner_id = require_caller().require_partner()
+        async for event in self._events.watch(partner_id, request.after_cursor):
+            snapshot = await self._queries.get(event.payment_id) if request.include_snapshot else None
+            yield payment_pb2.WatchPaymentsResponse(event=converters.event_message(event, snapshot))
 
 
 class PaymentAdminServicer(payment_admin_pb2_grpc.PaymentAdminServiceServicer):
     """Operator view of payments."""
 
-    def __init__(self, queries: PaymentQueries) -> None:
+    def __init__(self, queries: PaymentQueries, commands: PaymentCommands) -> None:
         self._queries = queries
+        self._commands = commands
+
+    async def GetPaymentAuditTrail(
+        self, request: payment_admin_pb2.GetPaymentAuditTrailRequest, context: grpc.aio.ServicerContext
+    ) -> payment_admin_pb2.GetPaymentAuditTrailResponse:
+        """Every recorded saga step of a payment, oldest first."""
+        payment_id = parse_name(request.name, "payments")
+        steps = await self._queries.audit_trail(payment_id)
+        return payment_admin_pb2.GetPaymentAuditTrailResponse(
+            payment=request.name, entries=[converters.audit_entry(s) for s in steps]
+        )
 
     async def ListStuckPayments(
         self, request: payment_admin_pb2.ListStuckPaymentsRequest, context: grpc.aio.ServicerContext
@@ -44,4 +111,18 @@ class PaymentAdminServicer(payment_admin_pb2_grpc.PaymentAdminServiceServicer):
         page, token = await self._queries.stuck(older_than, request.page_size, request.page_token)
         return payment_admin_pb2.ListStuckPaymentsResponse(
             payments=[converters.payment_message(p) for p in page], next_page_token=token
+        )
+
+    async def RecoverPayments(
+        self, request: payment_admin_pb2.RecoverPaymentsRequest, context: grpc.aio.ServicerContext
+    ) -> payment_admin_pb2.RecoverPaymentsResponse:
+        """One recovery pass now, over payments idle longer than ``older_than`` (default 30 s)."""
+        validate_request_id(request.request_id)
+        older_than = request.older_than.ToTimedelta() if request.HasField("older_than") else DEFAULT_STUCK_AFTER
+        result = await self._commands.recover(request.request_id, fingerprint(request), older_than)
+        return payment_admin_pb2.RecoverPaymentsResponse(
+            examined_count=result.examined,
+            completed_count=result.completed,
+            compensated_count=result.compensated,
+            pending_count=result.pending,
         )

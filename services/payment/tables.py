@@ -25,6 +25,40 @@ payments = sa.Table(
     sa.Column("end_to_end_id", sa.String(35), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # Added by payment_0002: who pays, where the money goes, and who drives the saga.
+    sa.Column("customer_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("creditor_ledger_account_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("payer_participant_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("payee_participant_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("hold_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+)
+
+# One row per saga step outcome, written before the downstream call ("started") and after it.
+payment_steps = sa.Table(
+    "payment_steps",
+    metadata,
+    sa.Column("step_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("payment_id", sa.String(64), nullable=False, index=True),
+    sa.Column("step", sa.String(32), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("detail", sa.String(256), nullable=False, server_default=""),
+    sa.Column("trace_id", sa.String(32), nullable=False, server_default=""),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# The outbox: one row per state change, in the same transaction; seq is the stream cursor.
+payment_events = sa.Table(
+    "payment_events",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("payment_id", sa.String(64), nullable=False),
+    sa.Column("partner_id", sa.String(64), nullable=False),
+    sa.Column("previous_state", sa.String(32), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("status_reason", sa.String(64), nullable=False, server_default=""),
+    sa.Column("event_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_payment_events_partner_seq", "partner_id", "seq"),
 )
 
 idempotency_keys = idempotency_table(metadata)

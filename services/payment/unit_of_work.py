@@ -2,20 +2,42 @@
 
 from __future__ import annotations
 
+from typing import Self
+
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.idempotency import IdempotencyRepository
 from meshlib.storage import SqlUnitOfWork
-from services.payment.repository import PaymentRepository
+from services.payment.repository import EventRepository, PaymentRepository, StepRepository
 from services.payment.tables import idempotency_keys
+
+# PostgreSQL advisory lock taken by every writing transaction. Writers then commit one at
+# a time, like SQLite's BEGIN IMMEDIATE: event sequence numbers become visible in order
+# (a stream polling "seq > cursor" never skips one) and limit sums are exact.
+WRITER_LOCK_KEY = 0x7061796D  # "paym"
 
 
 class PaymentUnitOfWork(SqlUnitOfWork):
     """Binds payment's repositories to one transaction."""
 
     payments: PaymentRepository
+    steps: StepRepository
+    events: EventRepository
     idempotency: IdempotencyRepository
 
     def _bind(self, connection: AsyncConnection) -> None:
         self.payments = PaymentRepository(connection)
+        self.steps = StepRepository(connection)
+        self.events = EventRepository(connection)
         self.idempotency = IdempotencyRepository(connection, idempotency_keys)
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        if not self.read_only and self.database.is_postgres:
+            try:
+                await self.connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITER_LOCK_KEY})
+            except BaseException:
+                await self.__aexit__(None, None, None)
+                raise
+        return self

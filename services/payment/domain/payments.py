@@ -60,7 +60,36 @@ class Payment:
     status_reason_message: str = ""
     remittance_information: str = ""
     end_to_end_id: str = ""
+    customer_id: str = ""
+    # Where the ledger credits the money: the creditor account, or the wallet's settlement account.
+    creditor_ledger_account_id: str = ""
+    # Settlement participants (payer = the bank, payee = the wallet) when money crosses to a
+    # partner; both empty when the payment stays inside the bank (no obligation).
+    payer_participant_id: str = ""
+    payee_participant_id: str = ""
+
+    @property
+    def needs_settlement(self) -> bool:
+        """True when the payment moves value between settlement participants."""
+        return bool(self.payer_participant_id and self.payee_participant_id)
+
+    @property
+    def beneficiary(self) -> str:
+        """A stable key of who receives the money (for the new-beneficiary rule)."""
+        if self.creditor_account_id:
+            return f"accounts/{self.creditor_account_id}"
+        return f"partners/{self.creditor_wallet_partner_id}"
 
     def stuck(self, now: dt.datetime, older_than: dt.timedelta) -> bool:
         """In the middle of the saga for longer than ``older_than``."""
         return not self.state.final and now - self.updated_at >= older_than
+
+
+@dataclass(frozen=True)
+class ParticipantInfo:
+    """A settlement participant as the payment service needs it."""
+
+    participant_id: str
+    partner_id: str
+    is_bank: bool
+    settlement_account_id: str

@@ -9,15 +9,17 @@ import pytest
 from google.protobuf import duration_pb2
 
 from meshlib.app import start_service
+from meshlib.auth.consent import ConsentView
 from meshlib.auth.testing import TestIssuer
 from meshlib.auth.verifier import static_jwks
 from meshlib.grpc_errors import decode_rpc_error
 from meshlib.money import Amount
 from openbank.payment.v1 import payment_admin_pb2, payment_admin_pb2_grpc, payment_pb2, payment_pb2_grpc
-from services.payment.bootstrap import SPEC
+from services.payment.bootstrap import payment_spec
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.settings import PaymentSettings
 from services.payment.unit_of_work import PaymentUnitOfWork
+from tests.integration.payment.mesh import FakeConsents
 
 
 def _payment(payment_id: str, partner: str, state: PaymentState, age: dt.timedelta) -> Payment:
@@ -25,7 +27,7 @@ def _payment(payment_id: str, partner: str, state: PaymentState, age: dt.timedel
     return Payment(
         payment_id=payment_id,
         partner_id=partner,
-        consent_id="c1",
+        consent_id=f"c1-{partner}",
         debtor_account_id="a1",
         creditor_account_id=None,
         creditor_wallet_partner_id=partner,
@@ -40,8 +42,23 @@ def _payment(payment_id: str, partner: str, state: PaymentState, age: dt.timedel
 @pytest.fixture
 async def payment_service(database_url: str):  # type: ignore[no-untyped-def]
     issuer = TestIssuer(issuer="https://identity.openbank.local", audience="openbank-mesh")
+    consents = FakeConsents()
+    for partner in ("wallet-a", "wallet-b"):
+        consents.views[f"c1-{partner}"] = ConsentView(
+            consent_id=f"c1-{partner}",
+            partner_id=partner,
+            customer_id="cu1",
+            state="AUTHORISED",
+            paused=False,
+            permissions=frozenset({"INITIATE_PAYMENTS"}),
+            account_ids=frozenset({"a1"}),
+            expires_at=None,
+        )
+    spec = payment_spec(consent_lookup=lambda runtime, bearer: consents)
     server = await start_service(
-        SPEC, PaymentSettings(port=0, database_url=database_url), jwks_fetcher=static_jwks(issuer.jwks)
+        spec,
+        PaymentSettings(port=0, database_url=database_url, recovery_interval_seconds=0),
+        jwks_fetcher=static_jwks(issuer.jwks),
     )
     async with PaymentUnitOfWork(server.runtime.database) as uow:
         await uow.payments.add(_payment("p-1", "wallet-a", PaymentState.SETTLED, dt.timedelta(minutes=5)))
@@ -57,7 +74,8 @@ async def payment_service(database_url: str):  # type: ignore[no-untyped-def]
 
 
 def _as(issuer: TestIssuer, partner: str, scopes: list[str]) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {issuer.token(partner, scopes=scopes, partner_id=partner)}"),)
+    token = issuer.token(partner, scopes=scopes, partner_id=partner, consent_id=f"c1-{partner}")
+    return (("authorization", f"Bearer {token}"),)
 
 
 async def test_a_partner_reads_its_own_payment_and_nobody_elses(payment_service) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,173 @@
+"""Checks a payment must pass before any money moves: consent, limits, velocity rules.
+
+Plain Python over plain values: the service layer gathers the figures (sums, counts) in
+its transaction and these functions decide. Each failure is a FAILED_PRECONDITION with the
+contract's reason and no payment is created.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from meshlib.auth.consent import ConsentView
+from meshlib.errors import FailedPrecondition
+from meshlib.money import Amount
+
+PAYMENT_PERMISSION = "INITIATE_PAYMENTS"
+
+
+def check_consent(consent: ConsentView, debtor_account_id: str, now: dt.datetime) -> None:
+    """Authorised, unexpired, unpaused, grants INITIATE_PAYMENTS and covers the debtor account."""
+    consent.require_usable(PAYMENT_PERMISSION, now)
+    consent.require_account(debtor_account_id)
+
+
+def period_start(period: str | None, now: dt.datetime) -> dt.datetime:
+    """Start (UTC) of the consent's current limit period: calendar day, ISO week or month."""
+    day = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "WEEK":
+        return day - dt.timedelta(days=day.weekday())
+    if period == "MONTH":
+        return day.replace(day=1)
+    return day
+
+
+def day_start(now: dt.datetime) -> dt.datetime:
+    """Start of the current UTC day (partner daily limits)."""
+    return period_start("DAY", now)
+
+
+def check_consent_limits(consent: ConsentView, amount: Amount, spent_in_period_minor: int) -> None:
+    """The consent's per-payment and per-period limits (``spent`` excludes rejected payments)."""
+    if consent.limit_currency and consent.limit_currency != amount.currency:
+        raise FailedPrecondition(
+            "the consent's limits are in another currency",
+            reason="CONSENT_LIMIT_EXCEEDED",
+            metadata={"limit_currency": consent.limit_currency},
+        )
+    if consent.per_payment_limit_minor is not None and amount.minor_units > consent.per_payment_limit_minor:
+        raise FailedPrecondition(
+            "the amount is above the consent's per-payment limit",
+            reason="CONSENT_LIMIT_EXCEEDED",
+            metadata={"limit": "per_payment"},
+        )
+    if (
+        consent.period_limit_minor is not None
+        and spent_in_period_minor + amount.minor_units > consent.period_limit_minor
+    ):
+        raise FailedPrecondition(
+            "the payment would exceed the consent's limit for the period",
+            reason="CONSENT_LIMIT_EXCEEDED",
+            metadata={"limit": "period", "period": consent.period or "DAY"},
+        )
+
+
+@dataclass(frozen=True)
+class PartnerLimits:
+    """A partner's payment limits (identity's Partner), None for none."""
+
+    partner_id: str
+    per_payment_minor: int | None = None
+    daily_minor: int | None = None
+    currency: str | None = None
+
+
+def check_partner_limits(limits: PartnerLimits, amount: Amount, spent_today_minor: int) -> None:
+    """The partner's per-payment limit (PAYMENT_LIMIT_EXCEEDED) and daily limit (PARTNER_LIMIT_EXCEEDED)."""
+    if limits.currency and limits.currency != amount.currency:
+        # Limits are kept in one currency; another currency is not comparable: refuse.
+        raise FailedPrecondition(
+            "the partner's limits are in another currency",
+            reason="PARTNER_LIMIT_EXCEEDED",
+            metadata={"limit_currency": limits.currency},
+        )
+    if limits.per_payment_minor is not None and amount.minor_units > limits.per_payment_minor:
+        raise FailedPrecondition("the amount is above the partner's per-payment limit", reason="PAYMENT_LIMIT_EXCEEDED")
+    if limits.daily_minor is not None and spent_today_minor + amount.minor_units > limits.daily_minor:
+        raise FailedPrecondition("the payment would exceed the partner's daily limit", reason="PARTNER_LIMIT_EXCEEDED")
+
+
+@dataclass(frozen=True)
+class CustomerHistory:
+    """What the velocity rules need to know about the paying customer's recent payments."""
+
+    payments_in_window: dict[int, int] = field(default_factory=dict)  # window seconds -> count
+    paid_beneficiary_before: bool = False
+    average_amount_minor: float = 0.0
+    history_count: int = 0
+
+
+@dataclass(frozen=True)
+class VelocityRule:
+    """One configured rule; ``kind`` picks the check, the other fields parameterise it."""
+
+    name: str
+    kind: str
+    window_seconds: int = 60
+    max_count: int = 0
+    threshold_minor: int = 0
+    multiplier: float = 0.0
+    min_history: int = 1
+
+    def violated(self, amount: Amount, history: CustomerHistory) -> bool:
+        """True when this payment trips the rule."""
+        if self.kind == "max_payments_per_window":
+            return history.payments_in_window.get(self.window_seconds, 0) + 1 > self.max_count
+        if self.kind == "new_beneficiary_threshold":
+            return not history.paid_beneficiary_before and amount.minor_units > self.threshold_minor
+        if self.kind == "amount_vs_average":
+            return (
+                history.history_count >= self.min_history
+                and amount.minor_units > self.multiplier * history.average_amount_minor
+            )
+        raise ValueError(f"unknown velocity rule kind {self.kind!r}")
+
+
+KINDS = {"max_payments_per_window", "new_beneficiary_threshold", "amount_vs_average"}
+
+
+@dataclass(frozen=True)
+class VelocityRules:
+    """The configured rule set."""
+
+    rules: tuple[VelocityRule, ...] = ()
+
+    @property
+    def windows(self) -> set[int]:
+        """The count windows the history must cover."""
+        return {r.window_seconds for r in self.rules if r.kind == "max_payments_per_window"}
+
+    def check(self, amount: Amount, history: CustomerHistory) -> None:
+        """Fail VELOCITY_RULE_TRIGGERED naming the first rule the payment trips."""
+        for rule in self.rules:
+            if rule.violated(amount, history):
+                raise FailedPrecondition(
+                    f"the payment trips the velocity rule {rule.name}",
+                    reason="VELOCITY_RULE_TRIGGERED",
+                    metadata={"rule": rule.name},
+                )
+
+
+def parse_rules(document: Any) -> VelocityRules:
+    """Rules from a parsed YAML document; a bad file fails start-up loudly."""
+    entries = (document or {}).get("rules", []) if isinstance(document, dict) else document or []
+    rules = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or entry.get("kind") not in KINDS or not entry.get("name"):
+            raise ValueError(f"velocity rule #{index} needs a name and a kind in {sorted(KINDS)}")
+        allowed = set(VelocityRule.__dataclass_fields__)
+        unknown = set(entry) - allowed
+        if unknown:
+            raise ValueError(f"velocity rule {entry['name']!r}: unknown fields {sorted(unknown)}")
+        rules.append(VelocityRule(**entry))
+    return VelocityRules(tuple(rules))
+
+
+def load_rules(path: Path) -> VelocityRules:
+    """Read the rules file."""
+    return parse_rules(yaml.safe_load(path.read_text()))

@@ -1,0 +1,406 @@
+"""The payment saga and its recovery: hold -> reserve -> post -> commit, or void + release.
+
+Every step is recorded ("started") in its own transaction before the downstream call is
+sent and its outcome afterwards, and every downstream call is idempotent by a key derived
+from the payment id, so replaying any step after a crash is safe. One driver at a time owns
+a payment (a lease on its row); the recovery loop only takes payments whose lease expired.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Protocol
+
+from meshlib.errors import ErrorKind, FailedPrecondition, MeshError
+from meshlib.telemetry import tracer
+from services.payment.domain.payments import Payment, PaymentState
+from services.payment.repository import SagaStep
+from services.payment.unit_of_work import PaymentUnitOfWork
+
+log = logging.getLogger("services.payment.saga")
+
+UnitOfWorkFactory = Callable[..., PaymentUnitOfWork]
+_trace_id: ContextVar[str] = ContextVar("payment_saga_trace_id", default="")
+
+IN_FLIGHT = [PaymentState.RECEIVED, PaymentState.ACCEPTED, PaymentState.SETTLEMENT_IN_PROCESS]
+HOLD, RESERVE, POST, COMMIT = "hold_funds", "reserve_position", "post_funds", "commit_obligation"
+NOT_APPLICABLE = "not applicable: no partner involved"
+
+
+class Ledger(Protocol):
+    """The account service's ledger, as the saga uses it."""
+
+    async def hold(self, payment: Payment) -> str: ...
+    async def post(self, payment: Payment) -> None: ...
+    async def void(self, payment: Payment) -> None: ...
+    async def hold_state(self, payment: Payment) -> str | None: ...
+
+
+class Positions(Protocol):
+    """Settlement obligations, as the saga uses them."""
+
+    async def reserve(self, payment: Payment) -> None: ...
+    async def commit(self, payment: Payment) -> None: ...
+    async def release(self, payment: Payment) -> None: ...
+
+
+def transient(error: MeshError) -> bool:
+    """A failure that says nothing about the outcome (down, deadline): retry later, never conclude."""
+    return error.kind in (ErrorKind.UNAVAILABLE, ErrorKind.DEADLINE_EXCEEDED, ErrorKind.INTERNAL, ErrorKind.ABORTED)
+
+
+def current_trace_id() -> str:
+    """The trace id of the step being run (32 hex characters)."""
+    return _trace_id.get() or "0" * 32
+
+
+@contextmanager
+def _saga_span(name: str, payment_id: str) -> Iterator[None]:
+    """A span around one saga run; its trace id goes into every step row it records."""
+    with tracer("services.payment").start_as_current_span(name, attributes={"payment.id": payment_id}) as span:
+        context = span.get_span_context()
+        # Without a configured tracer provider spans are invalid: use a random id so the
+        # steps of one run still share a correlating id.
+        trace_id = f"{context.trace_id:032x}" if context.is_valid else secrets.token_hex(16)
+        token = _trace_id.set(trace_id)
+        try:
+            yield
+        finally:
+            _trace_id.reset(token)
+
+
+def exit_at_failpoint(configured: str | None) -> Callable[[str], None]:
+    """Crash testing: a hook that kills the process abruptly at the configured saga point."""
+
+    def hook(point: str) -> None:
+        if configured and configured == point:
+            log.warning("failpoint reached, exiting", extra={"failpoint": point})
+            os._exit(137)
+
+    return hook
+
+
+@dataclass
+class RecoveryResult:
+    """What one recovery pass did."""
+
+    examined: int = 0
+    completed: int = 0
+    compensated: int = 0
+    pending: int = 0
+
+
+class Stop(Exception):
+    """The saga cannot go on now (a dependency is down): the recovery loop resumes it later."""
+
+
+class PaymentSaga:
+    """Drives payments through the saga, forward or back."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        ledger: Ledger,
+        positions: Positions,
+        *,
+        lease: dt.timedelta,
+        failpoint: Callable[[str], None] = lambda point: None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self._uow = uow
+        self._ledger = ledger
+        self._positions = positions
+        self._lease = lease
+        self._failpoint = failpoint
+        self._clock = clock
+
+    # -- persistence helpers -------------------------------------------------------------
+
+    async def _record(self, payment: Payment, step: str, outcome: str, detail: str = "") -> None:
+        """Persist one step outcome (and renew the lease) in its own transaction."""
+        async with self._uow() as uow:
+            now = self._clock()
+            await uow.steps.add(SagaStep(payment.payment_id, step, outcome, detail, current_trace_id(), now))
+            await uow.payments.renew(payment.payment_id, now, self._lease)
+            await uow.commit()
+
+    async def _move(
+        self, payment: Payment, from_states: list[PaymentState], to: PaymentState, reason: str = "", message: str = ""
+    ) -> Payment:
+        """Change state with its outbox event in one transaction; returns the payment as stored."""
+        async with self._uow() as uow:
+            now = self._clock()
+            current = await uow.payments.get(payment.payment_id)
+            assert current is not None
+            if await uow.payments.move(payment.payment_id, from_states, to, now, reason=reason, message=message):
+                await uow.events.add(current, current.state, to, reason, now)
+            stored = await uow.payments.get(payment.payment_id)
+            await uow.commit()
+        assert stored is not None
+        return stored
+
+    async def _get(self, payment_id: str) -> Payment:
+        async with self._uow(read_only=True) as uow:
+            payment = await uow.payments.get(payment_id)
+        assert payment is not None
+        return payment
+
+    async def _apply(
+        self,
+        payment: Payment,
+        *,
+        records: tuple[tuple[str, str, str], ...] = (),
+        move: tuple[list[PaymentState], PaymentState] | None = None,
+        request_hold: bool = False,
+    ) -> Payment | None:
+        """One transaction on the success path: step rows (the outcome of the call just made and
+        the "started" row of the next one), a state change with its event, the lease renewed.
+
+        Returns the payment as stored, or None when ``request_hold`` lost to a cancel.
+        """
+        async with self._uow() as uow:
+            now = self._clock()
+            if request_hold and not await uow.payments.request_hold(payment.payment_id, now):
+                return None
+            await self.write_in(uow, payment, records, move, now)
+            stored = await uow.payments.get(payment.payment_id)
+            await uow.commit()
+        assert stored is not None
+        return stored
+
+    async def write_in(
+        self,
+        uow: PaymentUnitOfWork,
+        payment: Payment,
+        records: tuple[tuple[str, str, str], ...],
+        move: tuple[list[PaymentState], PaymentState] | None,
+        now: dt.datetime,
+    ) -> None:
+        """Write step rows and a state change into an open unit of work."""
+        for step, outcome, detail in records:
+            await uow.steps.add(SagaStep(payment.payment_id, step, outcome, detail, current_trace_id(), now))
+        if move is not None:
+            current = await uow.payments.get(payment.payment_id)
+            assert current is not None
+            if await uow.payments.move(payment.payment_id, move[0], move[1], now):
+                await uow.events.add(current, current.state, move[1], "", now)
+        await uow.payments.renew(payment.payment_id, now, self._lease)
+
+    async def start_in(self, uow: PaymentUnitOfWork, payment: Payment, now: dt.datetime) -> None:
+        """In CreatePayment's transaction: accept the new payment and record the hold as started."""
+        await uow.payments.request_hold(payment.payment_id, now)
+        await self.write_in(
+            uow, payment, ((HOLD, "started", ""),), ([PaymentState.RECEIVED], PaymentState.ACCEPTED), now
+        )
+
+    async def _call(self, payment: Payment, step: str, action: Callable[[], Awaitable[object]]) -> None:
+        """Send one downstream call whose "started" row is committed; a failure is recorded at once.
+
+        Transient failures raise Stop (the outcome is unknown: recovery decides later);
+        business refusals propagate to the caller, which compensates.
+        """
+        try:
+            await action()
+        except MeshError as error:
+            await self._record(payment, step, "failed", f"{error.reason}: {error.message}")
+            if transient(error):
+                raise Stop(error.reason) from error
+            raise
+
+    def _points(self, *points: str) -> None:
+        for point in points:
+            self._failpoint(point)
+
+    # -- forward ---------------------------------------------------------------------------
+
+    async def run(self, payment_id: str, *, hold_started: bool = False) -> Payment:
+        """Drive a payment this driver owns as far as it goes now; returns it as stored.
+
+        ``hold_started``: the caller already committed ACCEPTED and "hold_funds started"
+        (CreatePayment does, in the payment's first transaction).
+        """
+        with _saga_span("payment.saga", payment_id):
+            try:
+                return await self._forward(await self._get(payment_id), hold_started=hold_started)
+            except Stop:
+                return await self._get(payment_id)
+
+    async def _forward(self, payment: Payment, *, hold_started: bool = False) -> Payment:
+        if payment.state in (PaymentState.RECEIVED, PaymentState.ACCEPTED):
+            if not hold_started:
+                started = await self._apply(
+                    payment,
+                    records=((HOLD, "started", ""),),
+                    move=([PaymentState.RECEIVED], PaymentState.ACCEPTED),
+                    request_hold=True,
+                )
+                if started is None:  # cancelled meanwhile
+                    return await self._get(payment.payment_id)
+            self._points("after_hold_funds_started")
+            try:
+                await self._call(payment, HOLD, lambda: self._ledger.hold(payment))
+            except MeshError as error:
+                # The ledger refused the hold, so nothing is held and nothing was reserved yet.
+                return await self._move(
+                    payment, [PaymentState.ACCEPTED], PaymentState.REJECTED, _reason(error), error.message
+                )
+            if payment.needs_settlement:
+                await self._apply(payment, records=((HOLD, "succeeded", ""), (RESERVE, "started", "")))
+                self._points("after_hold_funds", "after_reserve_position_started")
+                try:
+                    await self._call(payment, RESERVE, lambda: self._positions.reserve(payment))
+                except MeshError as error:
+                    return await self._compensate(payment, _reason(error), error.message)
+                done: tuple[tuple[str, str, str], ...] = ((RESERVE, "succeeded", ""),)
+            else:
+                done = ((HOLD, "succeeded", ""), (RESERVE, "succeeded", NOT_APPLICABLE))
+            await self._apply(
+                payment,
+                records=(*done, (POST, "started", "")),
+                move=([PaymentState.ACCEPTED], PaymentState.SETTLEMENT_IN_PROCESS),
+            )
+            self._points("after_hold_funds", "after_reserve_position", "after_post_funds_started")
+            try:
+                await self._call(payment, POST, lambda: self._ledger.post(payment))
+            except MeshError as error:
+                return await self._compensate(payment, _reason(error), error.message)
+            return await self._finish(payment, just_posted=True)
+        return payment
+
+    async def _finish(self, payment: Payment, *, just_posted: bool = False) -> Payment:
+        """After the post: commit the obligation and settle (only forward from here)."""
+        posted: tuple[tuple[str, str, str], ...] = ((POST, "succeeded", ""),) if just_posted else ()
+        if not payment.needs_settlement:
+            stored = await self._apply(
+                payment,
+                records=(*posted, (COMMIT, "succeeded", NOT_APPLICABLE)),
+                move=([PaymentState.ACCEPTED, PaymentState.SETTLEMENT_IN_PROCESS], PaymentState.SETTLED),
+            )
+            assert stored is not None
+            self._points("after_post_funds")
+            return stored
+        await self._apply(payment, records=(*posted, (COMMIT, "started", "")))
+        self._points("after_post_funds", "after_commit_obligation_started")
+        try:
+            await self._call(payment, COMMIT, lambda: self._positions.commit(payment))
+        except MeshError as error:
+            # The money moved: never undo. An operator must look; recovery retries the commit.
+            log.error("obligation commit refused after post", extra={"payment": payment.payment_id})
+            raise Stop(error.reason) from error
+        stored = await self._apply(
+            payment,
+            records=((COMMIT, "succeeded", ""),),
+            move=([PaymentState.ACCEPTED, PaymentState.SETTLEMENT_IN_PROCESS], PaymentState.SETTLED),
+        )
+        assert stored is not None
+        return stored
+
+    # -- backward --------------------------------------------------------------------------
+
+    async def _compensate(self, payment: Payment, reason: str, message: str) -> Payment:
+        """Void the hold and release the obligation, then REJECTED; a hold found posted rolls forward."""
+        await self._record(payment, "void_funds", "started", reason)
+        try:
+            await self._ledger.void(payment)
+        except FailedPrecondition as error:
+            if error.reason == "TRANSFER_ALREADY_POSTED":
+                await self._record(payment, "void_funds", "failed", "hold already posted: rolling forward")
+                return await self._finish(payment)
+            await self._record(payment, "void_funds", "failed", f"{error.reason}: {error.message}")
+            raise Stop(error.reason) from error
+        except MeshError as error:
+            await self._record(payment, "void_funds", "failed", f"{error.reason}: {error.message}")
+            raise Stop(error.reason) from error
+        await self._record(payment, "void_funds", "compensated")
+        self._failpoint("after_void_funds")
+        if payment.needs_settlement:
+            await self._record(payment, "release_obligation", "started")
+            try:
+                await self._positions.release(payment)
+            except MeshError as error:
+                await self._record(payment, "release_obligation", "failed", f"{error.reason}: {error.message}")
+                raise Stop(error.reason) from error
+            await self._record(payment, "release_obligation", "compensated")
+        return await self._move(payment, IN_FLIGHT, PaymentState.REJECTED, reason, message)
+
+    # -- recovery --------------------------------------------------------------------------
+
+    async def recover_one(self, payment_id: str) -> Payment | None:
+        """Finish or undo one stuck payment, if no live driver owns it; None when skipped."""
+        async with self._uow() as uow:
+            claimed = await uow.payments.claim(payment_id, self._clock(), self._lease)
+            hold_requested = await uow.payments.hold_requested(payment_id)
+            await uow.commit()
+        if not claimed:
+            return None
+        with _saga_span("payment.recover", payment_id):
+            payment = await self._get(payment_id)
+            try:
+                if not hold_requested:
+                    # No money was ever asked for: simply run the saga from where it is.
+                    await self._record(payment, "recover", "started", "no hold sent: running forward")
+                    return await self._forward(payment)
+                async with self._uow(read_only=True) as uow:
+                    steps = await uow.steps.for_payment(payment_id)
+                posted = any(s.step == "post_funds" and s.outcome == "succeeded" for s in steps)
+                if not posted:
+                    posted = await self._ledger.hold_state(payment) == "POSTED"
+                if posted:
+                    await self._record(payment, "recover", "started", "hold posted: rolling forward")
+                    return await self._finish(payment)
+                await self._record(payment, "recover", "started", "hold not posted: rolling back")
+                reason = _recorded_refusal(steps)
+                message = "the payment could not complete and was rolled back"
+                return await self._compensate(payment, reason or "SERVICE_UNAVAILABLE", message)
+            except Stop:
+                return await self._get(payment_id)
+            except MeshError as error:
+                log.warning("recovery step failed", extra={"payment": payment_id, "reason": error.reason})
+                return await self._get(payment_id)
+
+    async def recover(self, *, older_than: dt.timedelta | None = None, batch: int = 200) -> RecoveryResult:
+        """One recovery pass over payments whose driver's lease expired (optionally idle ``older_than``)."""
+        now = self._clock()
+        async with self._uow(read_only=True) as uow:
+            ids = await uow.payments.unfinished_with_expired_lease(now, batch)
+            if older_than is not None:
+                stale = {p.payment_id for p in await uow.payments.stuck(now - older_than, None, batch)}
+                ids = [i for i in ids if i in stale]
+        result = RecoveryResult()
+        for payment_id in ids:
+            result.examined += 1
+            payment = await self.recover_one(payment_id)
+            if payment is None or not payment.state.final:
+                result.pending += 1
+            elif payment.state is PaymentState.SETTLED:
+                result.completed += 1
+            else:
+                result.compensated += 1
+        return result
+
+
+TRANSIENT_REASONS = {"SERVICE_UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL_ERROR", "CONCURRENT_MODIFICATION"}
+
+
+def _recorded_refusal(steps: list[SagaStep]) -> str:
+    """The reason of the last business refusal recorded before a crash ("" if there was none)."""
+    for step in reversed(steps):
+        if step.outcome == "failed" and step.step in ("hold_funds", "reserve_position", "post_funds"):
+            reason = step.detail.split(":", 1)[0]
+            if reason and reason not in TRANSIENT_REASONS:
+                return "BENEFICIARY_INVALID" if reason == "RESOURCE_NOT_FOUND" else reason
+    return ""
+
+
+def _reason(error: MeshError) -> str:
+    """The payment's status_reason for a downstream refusal."""
+    if error.reason == "RESOURCE_NOT_FOUND":
+        return "BENEFICIARY_INVALID"
+    return error.reason

@@ -1,0 +1,240 @@
+"""Crash tests with real processes: the payment service dies at every saga step
+(``OBM_PAYMENT_FAILPOINT`` makes it ``os._exit(137)`` right there), account and settlement are
+SIGKILLed mid-run; after restarts every payment ends SETTLED or REJECTED, the ledger nets to
+zero with no hold left, positions equal the committed obligations, and no money moved twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import grpc
+import pytest
+
+from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc
+from openbank.common.v1 import consent_permission_pb2
+from openbank.identity.v1 import token_pb2
+from openbank.payment.v1 import payment_pb2
+from openbank.settlement.v1 import settlement_admin_pb2, settlement_admin_pb2_grpc
+from tests.e2e.payment_harness import ServiceProcess, client_secret, internal_clients_json
+from tests.integration.identity.harness import Identity, bearer, pkce_pair, start_identity, stop_identity
+from tests.integration.payment.mesh import Mesh, money
+
+pytestmark = pytest.mark.e2e
+
+FAILPOINTS = [
+    "after_hold_funds_started",
+    "after_hold_funds",
+    "after_reserve_position_started",
+    "after_reserve_position",
+    "after_post_funds_started",
+    "after_post_funds",
+    "after_commit_obligation_started",
+]
+FUNDS = 1_000_000
+
+
+class ProcessMesh(Mesh):
+    """The in-process test helpers, with identity-issued tokens instead of a test issuer."""
+
+    ops_metadata: tuple[tuple[str, str], ...] = ()
+    partner_metadata: tuple[tuple[str, str], ...] = ()
+
+    def operator(self) -> tuple[tuple[str, str], ...]:
+        """The ``ops`` internal client's token."""
+        return self.ops_metadata
+
+    def partner(self, partner_id: str = "", consent_id: str = "") -> tuple[tuple[str, str], ...]:
+        """The partner's consent-bound token."""
+        return self.partner_metadata
+
+
+async def _client_token(identity: Identity, client_id: str, scopes: list[str]) -> str:
+    answer = await identity.tokens.IssueToken(
+        token_pb2.IssueTokenRequest(
+            grant_type=token_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
+            client_id=client_id,
+            client_secret=client_secret(client_id),
+            scopes=scopes,
+        )
+    )
+    return answer.access_token
+
+
+async def _set_bank_cap(mesh: Mesh, cap: int) -> None:
+    admin = settlement_admin_pb2_grpc.SettlementAdminServiceStub(mesh.channels["settlement"])
+    await admin.UpdateNetDebitCap(
+        settlement_admin_pb2.UpdateNetDebitCapRequest(
+            request_id=uuid.uuid4().hex, participant=f"participants/{mesh.participants['bank']}", cap=money(cap)
+        ),
+        metadata=mesh.operator(),
+    )
+
+
+async def _all_payments(mesh: Mesh) -> list[payment_pb2.Payment]:
+    found, token = [], ""
+    while True:
+        page = await mesh.payments.ListPayments(
+            payment_pb2.ListPaymentsRequest(page_size=100, page_token=token), metadata=mesh.partner(), timeout=5
+        )
+        found += list(page.payments)
+        token = page.next_page_token
+        if not token:
+            return found
+
+
+async def _wait_all_final(mesh: Mesh, expected: int, timeout: float = 40.0) -> list[payment_pb2.Payment]:
+    final = {payment_pb2.PAYMENT_STATE_SETTLED, payment_pb2.PAYMENT_STATE_REJECTED}
+    deadline = time.monotonic() + timeout
+    while True:
+        payments = await _all_payments(mesh)
+        if len(payments) == expected and all(p.state in final for p in payments):
+            return payments
+        if time.monotonic() > deadline:
+            raise AssertionError([(p.name, p.iso20022_status) for p in payments if p.state not in final])
+        await asyncio.sleep(0.3)
+
+
+async def test_every_payment_ends_settled_or_rejected_after_crashes_at_every_step(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    identity = await start_identity(
+        f"sqlite+aiosqlite:///{tmp_path / 'identity.db'}", internal_clients=internal_clients_json()
+    )
+    identity_target = f"127.0.0.1:{identity.server.port}"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {name: burst, kind: max_payments_per_window, window_seconds: 60, max_count: 1000}\n")
+    account = ServiceProcess("account", tmp_path, identity_target, {})
+    settlement = ServiceProcess("settlement", tmp_path, identity_target, {"account": account.target})
+    payment = ServiceProcess(
+        "payment",
+        tmp_path,
+        identity_target,
+        {"account": account.target, "settlement": settlement.target},
+        extra_env={
+            "OBM_VELOCITY_RULES_FILE": str(rules),
+            "OBM_SAGA_LEASE_SECONDS": "1",
+            "OBM_RECOVERY_INTERVAL_SECONDS": "0.3",
+            "OBM_DOWNSTREAM_DEADLINE_SECONDS": "1",
+        },
+    )
+    channels: dict[str, grpc.aio.Channel] = {}
+    try:
+        await asyncio.gather(account.start(), settlement.start())
+        channels = {
+            "account": grpc.aio.insecure_channel(account.target),
+            "settlement": grpc.aio.insecure_channel(settlement.target),
+            "payment": grpc.aio.insecure_channel(payment.target),
+        }
+        mesh = ProcessMesh(None, None, None, {}, channels)  # type: ignore[arg-type]
+        mesh.ops_metadata = bearer(
+            await _client_token(
+                identity,
+                "ops",
+                [
+                    "ledger:admin",
+                    "ledger:read",
+                    "settlement:admin",
+                    "settlement:read",
+                    "settlement:write",
+                    "payments:admin",
+                ],
+            )
+        )
+        # A partner, a customer and an authorised consent over the customer's account (real identity flow).
+        partner = await identity.register_partner()
+        customer = await identity.create_customer()
+        customer_id = customer.name.rsplit("/", 1)[-1]
+        await mesh.open_account("alice", customer=customer_id, funds=FUNDS)
+        await mesh.open_account("bank-settlement", customer=None)
+        await mesh.open_account("wallet", customer=None)
+        await mesh.register("bank", partner=None, account_label="bank-settlement", cap=10 * FUNDS)
+        await mesh.register("wallet", partner=partner.partner_id, account_label="wallet", cap=FUNDS)
+        verifier, challenge = pkce_pair()
+        consent = await identity.create_consent(
+            partner, challenge, permissions=(consent_permission_pb2.CONSENT_PERMISSION_INITIATE_PAYMENTS,)
+        )
+        authorised = await identity.authorise(consent.name, customer, accounts=(f"accounts/{mesh.accounts['alice']}",))
+        tokens = await identity.exchange(partner, authorised.authorization_code, verifier)
+        mesh.partner_metadata = bearer(tokens.access_token)
+
+        async def top_up(amount: int) -> payment_pb2.Payment:
+            return await mesh.top_up(amount, request_id=uuid.uuid4().hex, partner=partner.partner_id)
+
+        # 1. The payment service dies at each step of the saga.
+        for index, failpoint in enumerate(FAILPOINTS):
+            await payment.start(OBM_PAYMENT_FAILPOINT=failpoint, OBM_RECOVERY_INTERVAL_SECONDS="0")
+            with pytest.raises(grpc.aio.AioRpcError):
+                await top_up(1_000 + index)
+            assert await payment.wait_exit() == 137, failpoint
+        # ... and in the middle of a compensation (the bank's cap refuses the reservation).
+        await _set_bank_cap(mesh, 500)
+        await payment.start(OBM_PAYMENT_FAILPOINT="after_void_funds", OBM_RECOVERY_INTERVAL_SECONDS="0")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await top_up(1_500)
+        assert await payment.wait_exit() == 137
+        await _set_bank_cap(mesh, 10 * FUNDS)
+        await payment.start()
+
+        # 2. Account, then settlement, SIGKILLed: the saga stops where it is; recovery finishes the job.
+        account.kill()
+        stuck_on_account = await top_up(2_000)
+        assert stuck_on_account.state != payment_pb2.PAYMENT_STATE_SETTLED
+        await account.start()
+        settlement.kill()
+        stuck_on_settlement = await top_up(2_001)
+        assert stuck_on_settlement.state != payment_pb2.PAYMENT_STATE_SETTLED
+        await settlement.start()
+
+        # 3. Settlement SIGKILLed in the middle of a burst of payments.
+        burst = [asyncio.create_task(top_up(3_000 + i)) for i in range(8)]
+        await asyncio.sleep(0.15)
+        settlement.kill()
+        results = await asyncio.gather(*burst, return_exceptions=True)
+        await settlement.start()
+        burst_created = sum(1 for r in results if isinstance(r, payment_pb2.Payment))
+
+        # 4. Account SIGKILLed in the middle of a burst.
+        burst = [asyncio.create_task(top_up(4_000 + i)) for i in range(8)]
+        await asyncio.sleep(0.15)
+        account.kill()
+        results = await asyncio.gather(*burst, return_exceptions=True)
+        await account.start()
+        burst_created += sum(1 for r in results if isinstance(r, payment_pb2.Payment))
+
+        expected = len(FAILPOINTS) + 1 + 2 + burst_created
+        payments = await _wait_all_final(mesh, expected)
+
+        # Every payment: SETTLED with its hold posted and obligation committed, or REJECTED with
+        # nothing left held or reserved.
+        settled = 0
+        for p in payments:
+            hold, obligation = await mesh.hold_state(p.name), await mesh.obligation_state(p.name)
+            if p.state == payment_pb2.PAYMENT_STATE_SETTLED:
+                assert (hold, obligation) == ("POSTED", "COMMITTED"), p.name
+                settled += p.amount.minor_units
+            else:
+                assert hold in ("", "VOIDED") and obligation in ("", "RELEASED"), (p.name, hold, obligation)
+        # Payments the saga had passed the post for must have settled (never rolled back).
+        crash_settled = {p.amount.minor_units for p in payments if p.state == payment_pb2.PAYMENT_STATE_SETTLED}
+        assert {1_005, 1_006} <= crash_settled
+        (compensating,) = [p for p in payments if p.amount.minor_units == 1_500]
+        assert (compensating.state, compensating.status_reason) == (
+            payment_pb2.PAYMENT_STATE_REJECTED,
+            "NET_DEBIT_CAP_EXCEEDED",
+        )
+        # The ledger nets to zero and holds nothing; positions equal committed obligations: money moved once.
+        admin = account_admin_pb2_grpc.AccountAdminServiceStub(channels["account"])
+        totals = await admin.GetLedgerTotals(account_admin_pb2.GetLedgerTotalsRequest(), metadata=mesh.operator())
+        (eur,) = [t for t in totals.totals if t.currency_code == "EUR"]
+        assert eur.balanced and eur.net.minor_units == 0
+        assert eur.pending_debits.minor_units == eur.pending_credits.minor_units == 0
+        assert eur.posted_debits.minor_units == FUNDS + settled
+        assert await mesh.position("bank") == (-settled, 0)
+        assert await mesh.position("wallet") == (settled, 0)
+    finally:
+        for channel in channels.values():
+            await channel.close()
+        for process in (payment, settlement, account):
+            process.stop()
+        await stop_identity(identity)

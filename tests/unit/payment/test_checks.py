@@ -1,0 +1,115 @@
+"""The pre-money checks as plain rules: consent, limits, velocity (configuration)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meshlib.auth.consent import ConsentView
+from meshlib.errors import FailedPrecondition, NotFound, PermissionDenied
+from meshlib.money import Amount
+from services.payment.domain import checks
+from services.payment.domain.checks import CustomerHistory, PartnerLimits
+from services.payment.settings import DEFAULT_RULES_FILE
+
+NOW = dt.datetime(2026, 11, 18, 15, 30, tzinfo=dt.UTC)  # a Wednesday
+
+
+def _consent(**overrides) -> ConsentView:  # type: ignore[no-untyped-def]
+    values = dict(
+        consent_id="c1",
+        partner_id="p1",
+        customer_id="cu1",
+        state="AUTHORISED",
+        paused=False,
+        permissions=frozenset({"INITIATE_PAYMENTS"}),
+        account_ids=frozenset({"a1"}),
+        expires_at=NOW + dt.timedelta(days=1),
+    )
+    values.update(overrides)
+    return ConsentView(**values)  # type: ignore[arg-type]
+
+
+def _reason(call) -> str:  # type: ignore[no-untyped-def]
+    with pytest.raises((FailedPrecondition, PermissionDenied, NotFound)) as raised:
+        call()
+    return raised.value.reason
+
+
+def test_the_consent_must_be_usable_for_payments_and_cover_the_debtor_account() -> None:
+    checks.check_consent(_consent(), "a1", NOW)
+    assert _reason(lambda: checks.check_consent(_consent(paused=True), "a1", NOW)) == "CONSENT_PAUSED"
+    assert _reason(lambda: checks.check_consent(_consent(expires_at=NOW), "a1", NOW)) == "CONSENT_EXPIRED"
+    assert _reason(lambda: checks.check_consent(_consent(state="REVOKED"), "a1", NOW)) == "CONSENT_REVOKED"
+    assert (
+        _reason(lambda: checks.check_consent(_consent(permissions=frozenset({"READ_BALANCES"})), "a1", NOW))
+        == "CONSENT_PERMISSION_MISSING"
+    )
+    assert _reason(lambda: checks.check_consent(_consent(), "a2", NOW)) == "RESOURCE_NOT_FOUND"
+
+
+def test_limit_periods_start_at_the_utc_day_iso_week_and_month() -> None:
+    assert checks.period_start("DAY", NOW) == dt.datetime(2026, 11, 18, tzinfo=dt.UTC)
+    assert checks.period_start("WEEK", NOW) == dt.datetime(2026, 11, 16, tzinfo=dt.UTC)
+    assert checks.period_start("MONTH", NOW) == dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+
+
+@settings(max_examples=60)
+@given(limit=st.integers(1, 10_000), spent=st.integers(0, 10_000), amount=st.integers(1, 10_000))
+def test_the_period_limit_allows_exactly_up_to_the_limit(limit: int, spent: int, amount: int) -> None:
+    consent = _consent(period_limit_minor=limit, limit_currency="EUR", period="DAY")
+    if spent + amount <= limit:
+        checks.check_consent_limits(consent, Amount("EUR", amount), spent)
+    else:
+        assert _reason(lambda: checks.check_consent_limits(consent, Amount("EUR", amount), spent)) == (
+            "CONSENT_LIMIT_EXCEEDED"
+        )
+
+
+def test_consent_and_partner_limits() -> None:
+    consent = _consent(per_payment_limit_minor=500, limit_currency="EUR")
+    checks.check_consent_limits(consent, Amount("EUR", 500), 0)
+    assert _reason(lambda: checks.check_consent_limits(consent, Amount("EUR", 501), 0)) == "CONSENT_LIMIT_EXCEEDED"
+    assert _reason(lambda: checks.check_consent_limits(consent, Amount("GBP", 1), 0)) == "CONSENT_LIMIT_EXCEEDED"
+    limits = PartnerLimits("p1", per_payment_minor=1_000, daily_minor=1_500, currency="EUR")
+    checks.check_partner_limits(limits, Amount("EUR", 1_000), 500)
+    assert _reason(lambda: checks.check_partner_limits(limits, Amount("EUR", 1_001), 0)) == "PAYMENT_LIMIT_EXCEEDED"
+    assert _reason(lambda: checks.check_partner_limits(limits, Amount("EUR", 600), 1_000)) == "PARTNER_LIMIT_EXCEEDED"
+    checks.check_partner_limits(PartnerLimits("p1"), Amount("EUR", 10**9), 10**9)
+
+
+def test_velocity_rules_come_from_configuration_and_name_the_rule() -> None:
+    rules = checks.parse_rules(
+        {
+            "rules": [
+                {"name": "burst", "kind": "max_payments_per_window", "window_seconds": 60, "max_count": 2},
+                {"name": "new", "kind": "new_beneficiary_threshold", "threshold_minor": 1_000},
+                {"name": "avg", "kind": "amount_vs_average", "multiplier": 5, "min_history": 2},
+            ]
+        }
+    )
+    assert rules.windows == {60}
+    usual = CustomerHistory({60: 1}, paid_beneficiary_before=True, average_amount_minor=100, history_count=3)
+    rules.check(Amount("EUR", 500), usual)
+
+    def rule(history: CustomerHistory, amount: int) -> str:
+        with pytest.raises(FailedPrecondition) as raised:
+            rules.check(Amount("EUR", amount), history)
+        assert raised.value.reason == "VELOCITY_RULE_TRIGGERED"
+        return raised.value.metadata["rule"]
+
+    assert rule(CustomerHistory({60: 2}, True, 100, 3), 10) == "burst"
+    assert rule(CustomerHistory({60: 0}, False, 100, 3), 1_001) == "new"
+    assert rule(CustomerHistory({60: 0}, True, 100, 3), 501) == "avg"
+    rules.check(Amount("EUR", 501), CustomerHistory({60: 0}, True, 100, 1))  # too little history to judge
+
+
+def test_a_bad_rules_file_fails_loudly_and_the_default_one_loads() -> None:
+    with pytest.raises(ValueError):
+        checks.parse_rules({"rules": [{"name": "x", "kind": "unknown"}]})
+    with pytest.raises(ValueError):
+        checks.parse_rules({"rules": [{"name": "x", "kind": "amount_vs_average", "typo": 1}]})
+    assert len(checks.load_rules(DEFAULT_RULES_FILE).rules) == 3
