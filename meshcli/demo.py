@@ -220,7 +220,7 @@ async def run_journey(
         # 10. The customer revokes the consent at the bank; the next call is refused.
         await consent_pb2_grpc.ConsentServiceStub(operator.channel("identity")).CustomerRevokeConsent(
             consent_pb2.CustomerRevokeConsentRequest(
-                request_id=uuid.uuid4().hex, name=consent.name, username=customer["username"]
+                request_id=uuid.uuid4().hex, name=consent.name, customer=customer["customer"]
             ),
             metadata=await operator.bank_app_metadata(),
             timeout=10,
@@ -249,7 +249,7 @@ async def run_journey(
         )
         report = (
             await settlement_pb2_grpc.SettlementServiceStub(gateway).GetSettlementReport(
-                settlement_pb2.GetSettlementReportRequest(name=closed.closed_window.name),
+                settlement_pb2.GetSettlementReportRequest(window=closed.closed_window.name),
                 metadata=_bearer(settlement_token.access_token),
                 timeout=10,
             )

@@ -1,0 +1,49 @@
+"""`openbank-mesh demo` against a mesh started the way `make up` starts it: every step of a
+wallet's journey, checked."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_asyncio
+
+from meshcli.demo import run_journey
+from meshcli.mesh import LocalMesh
+from meshcli.operator import Operator
+from meshcli.seed import seed_demo_data
+from tests.support.servers import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def seeded_mesh(tmp_path_factory):  # type: ignore[no-untyped-def]
+    data_dir = tmp_path_factory.mktemp("demo") / "data"
+    ports = {name: free_port() for name in ("identity", "account", "settlement", "payment", "gateway")}
+    mesh = LocalMesh(data_dir, ports=ports, quiet=True)
+    await mesh.start()
+    operator = Operator(data_dir, ports=ports)
+    await seed_demo_data(operator, say=lambda _: None)
+    await operator.close()
+    yield mesh
+    await mesh.stop(grace=10)
+
+
+async def test_the_demo_journey_behaves_as_the_contract_says(seeded_mesh) -> None:  # type: ignore[no-untyped-def]
+    lines: list[str] = []
+    result = await run_journey(seeded_mesh.data_dir, ports=seeded_mesh.ports, say=lines.append)
+    titles = [title for title, _ in result.steps]
+    assert titles == [
+        "token (client credentials)", "consent created", "customer SCA authorisation", "code exchange (PKCE)",
+        "accounts and balance", "confirm funds (EUR 25.00)", "wallet top-up (EUR 25.00)",
+        "over-limit payment (EUR 600.00)", "rate limit reached", "consent revoked by the customer",
+        "window closed, net position",
+    ]
+    details = dict(result.steps)
+    assert details["confirm funds (EUR 25.00)"] == "yes"
+    assert details["wallet top-up (EUR 25.00)"].endswith("SETTLED")
+    assert result.values["over_limit_reason"] in ("CONSENT_LIMIT_EXCEEDED", "PAYMENT_LIMIT_EXCEEDED")
+    assert "RESOURCE_EXHAUSTED RATE_LIMIT_EXCEEDED" in details["rate limit reached"]
+    assert result.values["revoked_reason"].split()[1] in ("CONSENT_REVOKED", "TOKEN_REVOKED")
+    # The bank paid the wallet the top-up in this window: the wallet is owed exactly that.
+    assert result.values["net_minor"] == 2_500
+    assert len(lines) == len(result.steps)
