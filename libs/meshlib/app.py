@@ -53,6 +53,8 @@ class ServiceSettings(ServerSettings, StorageSettings):
         default=None, validation_alias=AliasChoices("redis_url", "OBM_REDIS_URL", "REDIS_URL")
     )
     invalidation_channel: str = "openbank:invalidations"
+    # How often business gauges (positions, payments by state) are refreshed from the store.
+    metrics_interval_seconds: float = Field(default=5.0, gt=0, le=300)
     # Internal client credentials this service uses to call its peers.
     service_client_id: str | None = None
     service_client_secret: str | None = None

@@ -16,10 +16,12 @@ from meshlib.app import Runtime, ServiceSpec, Wiring
 from meshlib.auth.consent import ConsentLookup
 from meshlib.errors import Unavailable
 from meshlib.events import bus_for
+from meshlib.periodic import Periodic
 from meshlib.server import Lifecycle, ServiceRegistration
 from openbank.payment.v1 import payment_admin_pb2_grpc, payment_pb2_grpc
 from services.payment.domain.checks import load_rules
 from services.payment.downstream import GrpcLedger, GrpcPartnerDirectory, GrpcSettlement
+from services.payment.metrics import publish_payment_gauges
 from services.payment.payments_service import (
     PartnerDirectory,
     PaymentCommands,
@@ -132,7 +134,10 @@ async def wire(
     )
     recovery = RecoveryLoop(saga, commands, settings.recovery_interval_seconds)
     runtime.extras.update(saga=saga, commands=commands, queries=queries, recovery=recovery)
-    lifecycle = Lifecycle(on_start=[recovery.start], on_stop=[recovery.stop])
+    gauges = Periodic(
+        "payment-metrics", settings.metrics_interval_seconds, partial(publish_payment_gauges, uow)
+    )
+    lifecycle = Lifecycle(on_start=[recovery.start, gauges.start], on_stop=[recovery.stop, gauges.stop])
     bus = runtime.extras.get("consent_bus")
     if bus is not None:
         lifecycle.on_start.insert(0, bus.start)

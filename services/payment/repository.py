@@ -193,6 +193,22 @@ class PaymentRepository:
             query = query.where(payments.c.payment_id > after_id)
         return [_payment(row) for row in await self._connection.execute(query)]
 
+    async def count_by_state(self) -> dict[str, int]:
+        """How many payments are in each state (for the business gauges)."""
+        rows = await self._connection.execute(
+            sa.select(payments.c.state, sa.func.count()).group_by(payments.c.state)
+        )
+        return {row[0]: int(row[1]) for row in rows}
+
+    async def oldest_unfinished_update(self) -> dt.datetime | None:
+        """When the longest-waiting unfinished payment last changed (None when all are final)."""
+        value = (
+            await self._connection.execute(
+                sa.select(sa.func.min(payments.c.updated_at)).where(payments.c.state.not_in(FINAL_STATES))
+            )
+        ).scalar()
+        return _aware(value) if value is not None else None
+
     async def unfinished_with_expired_lease(self, now: dt.datetime, limit: int) -> list[str]:
         """Ids of non-final payments whose driver's lease has run out (the recovery loop's work)."""
         query = (

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from meshlib.errors import ErrorKind, FailedPrecondition, MeshError
+from meshlib.metrics import record_payment_state, record_saga_recovery
 from meshlib.telemetry import tracer
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.repository import SagaStep
@@ -139,11 +140,14 @@ class PaymentSaga:
             now = self._clock()
             current = await uow.payments.get(payment.payment_id)
             assert current is not None
-            if await uow.payments.move(payment.payment_id, from_states, to, now, reason=reason, message=message):
+            moved = await uow.payments.move(payment.payment_id, from_states, to, now, reason=reason, message=message)
+            if moved:
                 await uow.events.add(current, current.state, to, reason, now)
             stored = await uow.payments.get(payment.payment_id)
             await uow.commit()
         assert stored is not None
+        if moved:
+            record_payment_state(to.name)
         return stored
 
     async def _get(self, payment_id: str) -> Payment:
@@ -169,10 +173,13 @@ class PaymentSaga:
             now = self._clock()
             if request_hold and not await uow.payments.request_hold(payment.payment_id, now):
                 return None
+            before = await uow.payments.get(payment.payment_id)
             await self.write_in(uow, payment, records, move, now)
             stored = await uow.payments.get(payment.payment_id)
             await uow.commit()
         assert stored is not None
+        if before is not None and before.state is not stored.state:
+            record_payment_state(stored.state.name)
         return stored
 
     async def write_in(
@@ -379,10 +386,13 @@ class PaymentSaga:
             payment = await self.recover_one(payment_id)
             if payment is None or not payment.state.final:
                 result.pending += 1
+                record_saga_recovery("pending")
             elif payment.state is PaymentState.SETTLED:
                 result.completed += 1
+                record_saga_recovery("completed")
             else:
                 result.compensated += 1
+                record_saga_recovery("compensated")
         return result
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
 from meshlib.app import Runtime, ServiceSpec, Wiring
 from meshlib.auth.context import require_caller
-from meshlib.server import ServiceRegistration
+from meshlib.auth.service_tokens import ServiceTokenSource
+from meshlib.periodic import Periodic
+from meshlib.server import Lifecycle, ServiceRegistration
 from openbank.settlement.v1 import position_pb2_grpc, settlement_admin_pb2_grpc, settlement_pb2_grpc
 from services.settlement.ledger_client import GrpcLedgerReader
+from services.settlement.metrics import publish_positions
 from services.settlement.participant_service import ParticipantService
 from services.settlement.position_service import PositionService
 from services.settlement.reconciliation_service import LedgerReader, ReconciliationService
@@ -25,17 +29,31 @@ VERSIONS_DIR = Path(__file__).parent / "migrations" / "versions"
 async def forwarded_caller_token() -> str:
     """The current caller's own bearer token, forwarded to the ledger.
 
-    Works when an operator holding ``ledger:read`` reconciles; to be replaced by a service
-    token once identity issues them.
+    The fallback when this service has no internal client credentials: it works when an
+    operator holding ``ledger:read`` reconciles.
     """
     return require_caller().raw_token
+
+
+def ledger_token_source(runtime: Runtime) -> Callable[[], Awaitable[str]]:
+    """Settlement's own service token (``ledger:read``) when configured, else the caller's."""
+    settings: SettlementSettings = runtime.settings
+    if settings.service_client_id and settings.service_client_secret:
+        tokens = ServiceTokenSource(
+            runtime.channel(settings.identity_target),
+            settings.service_client_id,
+            settings.service_client_secret,
+            ["ledger:read"],
+        )
+        return tokens.token
+    return forwarded_caller_token
 
 
 async def wire(runtime: Runtime) -> Wiring:
     """Build settlement's layers on the runtime's database."""
     settings: SettlementSettings = runtime.settings
     transactions = Transactions(partial(SettlementUnitOfWork, runtime.database))
-    ledger: LedgerReader = GrpcLedgerReader(runtime.channel(settings.account_target), forwarded_caller_token)
+    ledger: LedgerReader = GrpcLedgerReader(runtime.channel(settings.account_target), ledger_token_source(runtime))
     positions = PositionService(transactions)
     windows = WindowService(transactions)
     participants = ParticipantService(transactions)
@@ -43,7 +61,13 @@ async def wire(runtime: Runtime) -> Wiring:
     runtime.extras.update(
         positions=positions, windows=windows, participants=participants, reconciliation=reconciliation
     )
+    gauges = Periodic(
+        "settlement-position-metrics",
+        settings.metrics_interval_seconds,
+        partial(publish_positions, partial(SettlementUnitOfWork, runtime.database)),
+    )
     return Wiring(
+        lifecycle=Lifecycle(on_start=[gauges.start], on_stop=[gauges.stop]),
         registrations=[
             ServiceRegistration(
                 "openbank.settlement.v1.PositionService",

@@ -12,6 +12,8 @@ import io
 import json
 import logging
 import sys
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from gateway.server import start_gateway
 from gateway.settings import GatewaySettings
 from meshlib.auth.verifier import static_jwks
 from meshlib.logs import JsonFormatter
+from meshlib.metrics import start_metrics_server
 from meshlib.telemetry import configure_tracing
 from openbank.payment.v1 import payment_pb2, payment_pb2_grpc
 from tests.integration.payment.mesh import money, running_mesh, standard_mesh
@@ -37,7 +40,7 @@ async def main(work: Path) -> None:
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(logging.INFO)
     urls = {name: f"sqlite+aiosqlite:///{work / (name + '.db')}" for name in ("account", "settlement", "payment")}
-    async with running_mesh(urls) as mesh:
+    async with running_mesh(urls, metrics_interval_seconds=0.5) as mesh:
         await standard_mesh(mesh)
         servers = mesh.servers
         gateway = await start_gateway(
@@ -65,6 +68,9 @@ async def main(work: Path) -> None:
                 metadata=metadata,
                 timeout=20,
             )
+        metrics = await scrape_until(
+            ["openbank_settlement_position_minor{", "openbank_payments_in_state{"], timeout_seconds=15
+        )
         await gateway.stop(0)
     spans = [
         {
@@ -78,8 +84,37 @@ async def main(work: Path) -> None:
         for span in exporter.get_finished_spans()
     ]
     token = metadata[0][1].split()[1]
-    print(json.dumps({"state": payment_pb2.PaymentState.Name(answer.payment.state), "payment": answer.payment.name,
-                      "token": token, "spans": spans, "logs": logs.getvalue().splitlines()}))
+    print(
+        json.dumps(
+            {
+                "state": payment_pb2.PaymentState.Name(answer.payment.state),
+                "payment": answer.payment.name,
+                "token": token,
+                "spans": spans,
+                "logs": logs.getvalue().splitlines(),
+                "metrics": metrics,
+            }
+        )
+    )
+
+
+def _fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return answer.read().decode()
+
+
+async def scrape_until(needles: list[str], timeout_seconds: float) -> str:
+    """Scrape /metrics like Prometheus until the periodic gauges have been published."""
+    endpoint = start_metrics_server(0)
+    try:
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            text = await asyncio.to_thread(_fetch, f"http://127.0.0.1:{endpoint.port}/metrics")
+            if all(needle in text for needle in needles) or time.monotonic() > deadline:
+                return text
+            await asyncio.sleep(0.5)
+    finally:
+        endpoint.stop()
 
 
 if __name__ == "__main__":
