@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="run the whole mesh locally (SQLite, in-process limiter)")
     up.add_argument("--data-dir", type=Path, default=Path("data"), help="where the SQLite files live")
+    up.add_argument(
+        "--base-port", type=int, default=50050, help="gateway port; identity, account, payment, settlement follow"
+    )
     serve = commands.add_parser("serve", help="run one process (what the container image runs)")
     serve.add_argument("process", choices=sorted(PROCESS_MODULES), help="which process")
     demo = commands.add_parser("demo", help="a wallet's whole journey against the running local mesh")
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         from meshcli.mesh import run_up
 
-        return asyncio.run(run_up(args.data_dir))
+        return asyncio.run(run_up(args.data_dir, args.base_port))
     if args.command == "serve":
         runpy.run_module(PROCESS_MODULES[args.process], run_name="__main__")
         return 0

@@ -199,9 +199,10 @@ def subprocess_out(quiet: bool) -> int | None:
     return asyncio.subprocess.DEVNULL if quiet else None
 
 
-async def run_up(data_dir: Path) -> int:
+async def run_up(data_dir: Path, base_port: int = DEFAULT_PORTS["gateway"]) -> int:
     """``openbank-mesh up``: run until Ctrl-C / SIGTERM, then stop everything cleanly."""
-    mesh = LocalMesh(data_dir)
+    offset = base_port - DEFAULT_PORTS["gateway"]
+    mesh = LocalMesh(data_dir, ports={name: port + offset for name, port in DEFAULT_PORTS.items()})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
