@@ -15,6 +15,7 @@ import grpc
 
 from gateway.policy import ratelimit_var
 from gateway.routing import Route
+from meshlib.auth.certificates import FORWARDED_CERTIFICATE_HEADER, peer_certificate_sha256
 from meshlib.errors import FieldViolation, InvalidArgument
 from meshlib.logs import interaction_id_var
 from meshlib.server import INTERACTION_ID_HEADER
@@ -107,12 +108,15 @@ def _deadline(context: grpc.aio.ServicerContext, cap: float) -> float:
 
 
 def _forward_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, Any], ...]:
+    thumbprint = peer_certificate_sha256(context)  # from this TLS session, never from a header
     forwarded = [
         (k, v) for k, v in context.invocation_metadata() or () if k in FORWARDED_HEADERS and k != INTERACTION_ID_HEADER
     ]
     interaction_id = interaction_id_var.get()
     if interaction_id:
         forwarded.append((INTERACTION_ID_HEADER, interaction_id))
+    if thumbprint:
+        forwarded.append((FORWARDED_CERTIFICATE_HEADER, thumbprint))
     return tuple(forwarded)
 
 

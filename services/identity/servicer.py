@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
 
+from meshlib.auth.certificates import partner_certificate_sha256
 from meshlib.auth.context import require_caller
 from meshlib.errors import InvalidArgument
 from meshlib.idempotency import fingerprint
@@ -58,12 +56,8 @@ def _answer(result: Any, response_type: type[ResponseT], build: Callable[[Any], 
 
 
 def _certificate_sha256(context: grpc.aio.ServicerContext) -> str | None:
-    """Hex SHA-256 of the DER of the peer's TLS client certificate (RFC 8705), if any."""
-    pems = (context.auth_context() or {}).get("x509_pem_cert") or []
-    if not pems:
-        return None
-    certificate = x509.load_pem_x509_certificate(pems[0])
-    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+    """Hex SHA-256 of the partner's TLS client certificate (RFC 8705), if any."""
+    return partner_certificate_sha256(context)
 
 
 class TokenServicer(token_pb2_grpc.TokenServiceServicer):
