@@ -126,6 +126,7 @@ class LocalMesh:
         ports: dict[str, int] | None = None,
         extra_env: dict[str, str] | None = None,
         quiet: bool = False,
+        child_env: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.ports = dict(DEFAULT_PORTS if ports is None else ports)
         self.data_dir = data_dir
@@ -138,6 +139,8 @@ class LocalMesh:
             ]
         )
         self.env.update(extra_env or {})
+        # Per-process settings (e.g. each service's own OBM_DATABASE_URL).
+        self.child_env = child_env or {}
         self.quiet = quiet
         self.children = [MeshProcess(name, module, self.ports[name]) for name, module in PROCESSES]
 
@@ -154,6 +157,7 @@ class LocalMesh:
                 env["OBM_SERVICE_CLIENT_SECRET"] = self.credentials[child.name]
             if child.name != "identity":
                 env.pop("OBM_INTERNAL_CLIENTS", None)  # only identity knows the client list
+            env.update(self.child_env.get(child.name, {}))
             child.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -164,7 +168,7 @@ class LocalMesh:
             )
             self._say(f"  starting {child.name:<10} pid {child.process.pid} on :{child.port}")
         for child in self.children:
-            if not await wait_serving(child.port):
+            if not await wait_serving(child.port, timeout=60):
                 raise RuntimeError(f"{child.name} did not become ready on port {child.port}")
             self._say(f"  ready    {child.name:<10} SERVING on 127.0.0.1:{child.port}")
 

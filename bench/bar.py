@@ -1,0 +1,112 @@
+"""The performance bar of issue 10, checked against a run's measurements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bench.stats import Measurement
+
+
+@dataclass
+class Check:
+    """One line of the bar: what was asked, what was measured, whether it holds."""
+
+    name: str
+    measured: float | None
+    required: str
+    holds: bool | None  # None: not measured in this run
+
+    def line(self) -> str:
+        """Human form for the summary under the table."""
+        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[self.holds]
+        value = "-" if self.measured is None else f"{self.measured:,.2f}"
+        return f"  [{verdict}] {self.name:<52} {value:>12}   (bar: {self.required})"
+
+
+def find(
+    measurements: Sequence[Measurement],
+    scenario: str,
+    target: str,
+    concurrency: int,
+    *,
+    tool: str | None = "python",
+    store: str | None = None,
+) -> Measurement | None:
+    """The point of one scenario/target/concurrency (and tool, store when given)."""
+    for m in measurements:
+        if (m.scenario, m.target, m.concurrency) != (scenario, target, concurrency):
+            continue
+        if tool is not None and m.tool != tool:
+            continue
+        if store is not None and m.store != store:
+            continue
+        return m
+    return None
+
+
+def _ratio(numerator: Measurement | None, denominator: Measurement | None) -> float | None:
+    if numerator is None or denominator is None or denominator.calls_per_second == 0:
+        return None
+    return numerator.calls_per_second / denominator.calls_per_second
+
+
+def _at_least(name: str, value: float | None, minimum: float, required: str) -> Check:
+    return Check(name, value, required, None if value is None else value >= minimum)
+
+
+def check_bar(measurements: Sequence[Measurement], stores: Sequence[str]) -> list[Check]:
+    """Every check of the bar that this run's measurements can answer."""
+    checks: list[Check] = []
+    for tool in ("python", "h2load"):
+        for concurrency in (16, 64):
+            ratio = _ratio(
+                find(measurements, "read", "gateway", concurrency, tool=tool),
+                find(measurements, "echo-floor", "echo-proxy", concurrency, tool=tool),
+            )
+            checks.append(_at_least(f"read gateway / echo proxy, c{concurrency} ({tool})", ratio, 0.85, ">= 0.85"))
+    gateway, direct = find(measurements, "read", "gateway", 1), find(measurements, "echo-floor", "account-direct", 1)
+    added = None if gateway is None or direct is None else gateway.latency.p50_ms - direct.latency.p50_ms
+    checks.append(Check("read gateway-added p50 at c1 (ms)", added, "<= 1.5", None if added is None else added <= 1.5))
+    for store in stores:
+        point = find(measurements, "pay", "gateway", 64, store=store)
+        checks.append(_at_least(f"pay settled/s at c64 ({store})", point and point.calls_per_second, 300, ">= 300"))
+        p99 = point.latency.p99_ms if point and point.ok_calls else None
+        checks.append(Check(f"pay p99 at c64 ({store}, ms)", p99, "<= 250", None if p99 is None else p99 <= 250))
+    best_limiter = max(
+        (m for m in measurements if m.scenario == "limiter" and m.tool == "in-process"),
+        key=lambda m: m.calls_per_second,
+        default=None,
+    )
+    best_redis = max(
+        (m for m in measurements if m.scenario == "limiter" and m.tool == "redis-benchmark"),
+        key=lambda m: m.calls_per_second,
+        default=None,
+    )
+    checks.append(
+        _at_least(
+            "limiter decisions/s (best concurrency)",
+            best_limiter and best_limiter.calls_per_second,
+            10_000,
+            ">= 10,000",
+        )
+    )
+    checks.append(
+        _at_least("limiter / redis-benchmark EVALSHA (best of each)", _ratio(best_limiter, best_redis), 0.3, ">= 0.3")
+    )
+    for store, minimum in (("sqlite", 20_000), ("postgres", 5_000)):
+        if store not in stores:
+            continue
+        best = max(
+            (m for m in measurements if m.target == "ledger-batched" and m.store == store),
+            key=lambda m: m.calls_per_second,
+            default=None,
+        )
+        checks.append(
+            _at_least(
+                f"ledger batched transfers/s ({store})", best and best.calls_per_second, minimum, f">= {minimum:,}"
+            )
+        )
+    errors = sum(m.errors for m in measurements if m.grpc_status_checked)
+    checks.append(Check("errors in status-checked points", float(errors), "0", errors == 0))
+    return checks

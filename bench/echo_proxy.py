@@ -1,0 +1,61 @@
+"""The floor: a bare grpc.aio proxy that forwards raw bytes to one upstream, nothing else.
+
+``python -m bench.echo_proxy <listen port> <upstream host:port>``. Every method is
+forwarded with its metadata (the caller's token included) and never decoded; upstream
+errors go back with their code and details. What a Python gateway costs at the very least.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import grpc
+
+# Metadata gRPC sets itself; forwarding it would duplicate or confuse it.
+HOP_BY_HOP = frozenset({"user-agent", "grpc-accept-encoding", "grpc-timeout", "te", "content-type"})
+
+
+class ForwardEverything(grpc.GenericRpcHandler):
+    """A unary handler for any method name, bound to one upstream channel."""
+
+    def __init__(self, upstream: grpc.aio.Channel) -> None:
+        self._upstream = upstream
+        self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        call = self._calls.get(method)
+        if call is None:
+            call = self._calls[method] = self._upstream.unary_unary(method)
+
+        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            metadata = tuple((k, v) for k, v in context.invocation_metadata() if k not in HOP_BY_HOP)
+            try:
+                return await call(request, metadata=metadata, timeout=10)
+            except grpc.aio.AioRpcError as error:
+                await context.abort(error.code(), error.details() or "", error.trailing_metadata())
+                raise  # unreachable: abort raises
+
+        return grpc.unary_unary_rpc_method_handler(forward)
+
+
+async def serve(port: int, upstream_target: str) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    upstream = grpc.aio.insecure_channel(upstream_target)
+    server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 1024)])
+    server.add_generic_rpc_handlers((ForwardEverything(upstream),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(0.5)
+    await upstream.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(int(sys.argv[1]), sys.argv[2]))

@@ -1,0 +1,195 @@
+"""The mesh under test: five production processes on free ports, seeded, with consents.
+
+``BenchMesh`` is ``meshcli.mesh.LocalMesh`` plus per-process environment (each service its
+own PostgreSQL database; LocalMesh gives every child the same environment). The partner's
+consent-bound tokens come from the real flow: client credentials -> CreateConsent ->
+the bank app's AuthoriseConsent with a TOTP code -> PKCE code exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from meshcli.demo import _authorise, _bearer, _money, _pkce
+from meshcli.mesh import PROCESSES, LocalMesh
+from meshcli.operator import Operator
+from meshcli.seed import seed_demo_data
+from openbank.common.v1 import consent_permission_pb2
+from openbank.identity.v1 import consent_pb2, consent_pb2_grpc, token_pb2, token_pb2_grpc
+from tests.support.servers import create_database, free_port
+
+# Limits far above anything the bench reaches: the limiter still runs its full decision
+# (and its Redis round trip) on every call, but never refuses one.
+BENCH_RATELIMITS = """\
+default_tier: bench
+tiers:
+  bench: &unlimited
+    token:      {rate: 1000000, per: second, burst: 1000000}
+    consents:   {rate: 1000000, per: second, burst: 1000000}
+    reads:      {rate: 1000000, per: second, burst: 1000000}
+    payments:   {rate: 1000000, per: second, burst: 1000000}
+    streams:    {rate: 1000000, per: second, burst: 1000000}
+    settlement: {rate: 1000000, per: second, burst: 1000000}
+  bronze: *unlimited
+  silver: *unlimited
+  gold: *unlimited
+classes:
+  payments: {on_backend_failure: fail_closed}
+unattended_reads_per_day: 1000000
+max_streams_per_partner: 1000
+"""
+
+# The anti-fraud velocity rules would (rightly) stop one customer paying hundreds of times
+# a second; the bench keeps the rules running with thresholds it never reaches.
+BENCH_VELOCITY_RULES = """\
+rules:
+  - name: payments_per_customer_per_minute
+    kind: max_payments_per_window
+    window_seconds: 60
+    max_count: 100000000
+  - name: first_payment_to_new_beneficiary
+    kind: new_beneficiary_threshold
+    threshold_minor: 500000
+  - name: amount_far_above_average
+    kind: amount_vs_average
+    multiplier: 1000000
+    min_history: 3
+"""
+
+CUSTOMER_IP = ("x-fapi-customer-ip-address", "198.51.100.7")  # the customer is present: attended reads
+
+
+class BenchMesh(LocalMesh):
+    """LocalMesh plus what the benchmark needs to watch its processes."""
+
+    def pids(self) -> dict[str, int]:
+        """Process id of each running child, by service name."""
+        return {c.name: c.process.pid for c in self.children if c.process and c.process.returncode is None}
+
+
+@dataclass
+class Payer:
+    """A customer's consent-bound access: metadata for calls and the consented account."""
+
+    username: str
+    account: str
+    metadata: tuple[tuple[str, str], ...]
+
+
+@dataclass
+class RunningMesh:
+    """What scenarios need from a started, seeded mesh."""
+
+    mesh: BenchMesh
+    store: str
+    limiter: str
+    demo: dict[str, Any]
+    payers: list[Payer] = field(default_factory=list)
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Port of each process."""
+        return self.mesh.ports
+
+    @property
+    def creditor_wallet(self) -> str:
+        """The partner (wallet) the bench's top-ups credit."""
+        return self.demo["partners"]["acme"]["partner"]
+
+
+async def _service_databases(postgres: Any, run_id: str) -> dict[str, dict[str, str]]:
+    """A fresh database per process on the bench's PostgreSQL (services own their data)."""
+    env: dict[str, dict[str, str]] = {}
+    for name, _module in PROCESSES:
+        url = await create_database(postgres, f"bench_{run_id}_{name}")
+        env[name] = {"OBM_DATABASE_URL": url}
+    return env
+
+
+async def _consent_for(operator: Operator, gateway: Any, partner: dict[str, Any], customer: dict[str, Any]) -> Payer:
+    """The real consent flow for one customer; returns its bound token's metadata."""
+    tokens = token_pb2_grpc.TokenServiceStub(gateway)
+    consents = consent_pb2_grpc.ConsentServiceStub(gateway)
+    client_token = await tokens.IssueToken(
+        token_pb2.IssueTokenRequest(
+            grant_type=token_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
+            client_id=partner["client_id"],
+            client_secret=partner["client_secret"],
+            scopes=["consents:write", "consents:read"],
+        ),
+        timeout=10,
+    )
+    verifier, challenge = _pkce()
+    request = consent_pb2.CreateConsentRequest(
+        request_id=uuid.uuid4().hex,
+        permissions=[
+            consent_permission_pb2.CONSENT_PERMISSION_READ_ACCOUNTS,
+            consent_permission_pb2.CONSENT_PERMISSION_READ_BALANCES,
+            consent_permission_pb2.CONSENT_PERMISSION_CONFIRM_FUNDS,
+            consent_permission_pb2.CONSENT_PERMISSION_INITIATE_PAYMENTS,
+        ],
+        per_payment_limit=_money(50_000),
+        reads_per_day=0,  # unlimited: the bench reads far more than a partner may
+        code_challenge=challenge,
+        code_challenge_method="S256",
+    )
+    request.expire_time.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+    consent = (await consents.CreateConsent(request, metadata=_bearer(client_token.access_token), timeout=10)).consent
+    authorised = await _authorise(operator, consent.name, customer)
+    bound = await tokens.IssueToken(
+        token_pb2.IssueTokenRequest(
+            grant_type=token_pb2.GRANT_TYPE_AUTHORIZATION_CODE,
+            client_id=partner["client_id"],
+            client_secret=partner["client_secret"],
+            code=authorised.authorization_code,
+            code_verifier=verifier,
+        ),
+        timeout=10,
+    )
+    return Payer(customer["username"], customer["account"], (*_bearer(bound.access_token), CUSTOMER_IP))
+
+
+@contextlib.asynccontextmanager
+async def running_mesh(
+    work_dir: Path, *, store: str, limiter: str, postgres: Any = None, redis_url: str | None = None
+) -> AsyncIterator[RunningMesh]:
+    """Start, seed and authorise a mesh; stop it afterwards."""
+    run_id = uuid.uuid4().hex[:8]
+    data_dir = work_dir / f"mesh-{store}-{limiter}-{run_id}"
+    data_dir.mkdir(parents=True)
+    (data_dir / "bench-ratelimits.yaml").write_text(BENCH_RATELIMITS)
+    (data_dir / "bench-velocity.yaml").write_text(BENCH_VELOCITY_RULES)
+    child_env: dict[str, dict[str, str]] = {}
+    if store == "postgres":
+        child_env = await _service_databases(postgres, run_id)
+    child_env.setdefault("gateway", {})["OBM_RATELIMIT_CONFIG_FILE"] = str(data_dir / "bench-ratelimits.yaml")
+    child_env.setdefault("payment", {})["OBM_VELOCITY_RULES_FILE"] = str(data_dir / "bench-velocity.yaml")
+    # Tokens outlive a whole bench run (the default 300 s would expire mid-run).
+    child_env.setdefault("identity", {})["OBM_ACCESS_TOKEN_TTL_SECONDS"] = "3600"
+    extra_env = {"OBM_LOG_LEVEL": "WARNING"}
+    if limiter == "redis" and redis_url:
+        extra_env["OBM_REDIS_URL"] = redis_url  # as in production: the limiter and the invalidation bus
+    ports = {name: free_port() for name, _ in PROCESSES}
+    mesh = BenchMesh(data_dir, ports=ports, extra_env=extra_env, quiet=True, child_env=child_env)
+    try:
+        await mesh.start()
+        operator = Operator(data_dir, ports=ports)
+        try:
+            demo = await seed_demo_data(operator, say=lambda _text: None)
+            gateway = operator.channel("gateway")
+            partner = demo["partners"]["acme"]
+            payers = await asyncio.gather(
+                *(_consent_for(operator, gateway, partner, customer) for customer in demo["customers"].values())
+            )
+        finally:
+            await operator.close()
+        yield RunningMesh(mesh, store, limiter, demo, list(payers))
+    finally:
+        await mesh.stop()

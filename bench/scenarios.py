@@ -1,0 +1,485 @@
+"""The five scenarios: echo-floor, read, pay, limiter and ledger.
+
+Each appends :class:`~bench.stats.Measurement` rows to a :class:`Run`; a scenario that
+cannot run here (a missing tool, a service that does not start) records why in
+``run.skipped`` instead of failing the whole benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+
+from bench import h2load
+from bench.loadloop import LoopResult, closed_loop
+from bench.mesh import BENCH_RATELIMITS, RunningMesh
+from bench.procstat import sample_cpu, sample_peak_rss
+from bench.stats import LatencySummary, Measurement, cpu_per_call
+from openbank.account.v1 import account_pb2
+from tests.support.servers import free_port
+
+GET_BALANCE = "/openbank.account.v1.AccountService/GetBalance"
+CREATE_PAYMENT = "/openbank.payment.v1.PaymentService/CreatePayment"
+SETTLE_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass
+class Options:
+    """What the command line asked for."""
+
+    scenarios: list[str]
+    duration: float
+    warmup: float
+    concurrency: list[int]
+    stores: list[str]
+    limiter: str
+    work_dir: Path
+    h2load: bool = True
+
+
+@dataclass
+class Run:
+    """Everything measured so far, and what was skipped and why."""
+
+    options: Options
+    measurements: list[Measurement] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def say(self, text: str) -> None:
+        """Progress on stderr, so stdout stays the table."""
+        print(text, file=sys.stderr, flush=True)
+
+
+# ---- load through gRPC: the Python driver and h2load ----
+
+
+async def run_driver(
+    spec: dict[str, Any], pids: dict[str, int]
+) -> tuple[dict[str, Any], float | None, dict[str, float]]:
+    """Run ``bench.driver`` in its own process; returns its result and the CPU per OK call."""
+    with tempfile.NamedTemporaryFile("w", prefix="bench-spec-", suffix=".json", delete=False) as handle:
+        json.dump(spec, handle)
+    try:
+        before = sample_cpu(pids)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.driver", handle.name, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await process.communicate()
+        after = sample_cpu(pids)
+    finally:
+        os.unlink(handle.name)
+    if process.returncode != 0 or not out.strip():
+        raise RuntimeError(f"the driver failed with exit code {process.returncode}")
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    cpu, used = cpu_per_call(before, after, result["total_ok_calls"])
+    return result, cpu, used
+
+
+async def driver_point(
+    run: Run, scenario: str, target: str, spec: dict[str, Any], pids: dict[str, int], store: str | None
+) -> Measurement:
+    """One Python-driver point, recorded in ``run``."""
+    spec = dict(spec, concurrency=spec["concurrency"], warmup=run.options.warmup, duration=run.options.duration)
+    result, cpu, used = await run_driver(spec, pids)
+    notes = ""
+    if "payment_states" in result:
+        notes = "final states: " + ", ".join(f"{k} {v}" for k, v in sorted(result["payment_states"].items()))
+    measurement = Measurement(
+        scenario=scenario,
+        target=target,
+        concurrency=spec["concurrency"],
+        duration_s=result["duration_s"],
+        ok_calls=result["ok_calls"],
+        statuses=result["statuses"],
+        latency=LatencySummary(**result["latency"]),
+        store=store,
+        cpu_seconds_per_call=cpu,
+        cpu_seconds_by_process=used,
+        peak_rss_mb=sample_peak_rss(pids),
+        load_1m=os.getloadavg()[0],
+        notes=notes,
+    )
+    run.measurements.append(measurement)
+    return measurement
+
+
+async def h2load_point(
+    run: Run,
+    scenario: str,
+    target: str,
+    port: int,
+    message: bytes,
+    metadata: tuple[tuple[str, str], ...],
+    concurrency: int,
+    pids: dict[str, int],
+    store: str | None,
+) -> None:
+    """One h2load point (raw capacity), after checking the call answers OK."""
+    status = await settle(port, GET_BALANCE, message, metadata)
+    if status != "OK":
+        run.skipped[f"{scenario}/{target}/h2load/c{concurrency}"] = f"probe call answered {status}"
+        return
+    before = sample_cpu(pids)
+    result = await asyncio.to_thread(
+        h2load.run,
+        f"http://127.0.0.1:{port}{GET_BALANCE}",
+        message,
+        list(metadata),
+        concurrency=concurrency,
+        duration=run.options.duration,
+        warmup=run.options.warmup,
+    )
+    after = sample_cpu(pids)
+    # h2load's CPU sample spans its warm-up too; the warm-up calls are not in its count, so
+    # CPU per call is estimated from the measured rate over the whole sampled span.
+    calls_in_span = result.requests_per_second * (result.duration_s + max(1, round(run.options.warmup)))
+    cpu, used = cpu_per_call(before, after, round(calls_in_span))
+    run.measurements.append(
+        Measurement(
+            scenario=scenario,
+            target=target,
+            concurrency=concurrency,
+            duration_s=result.duration_s,
+            ok_calls=result.succeeded,
+            statuses={"HTTP_2XX": result.status_2xx, "FAILED": result.failed, "ERRORED": result.errored},
+            latency=LatencySummary(max_ms=result.latency_max_s * 1000, mean_ms=result.latency_mean_s * 1000),
+            tool="h2load",
+            store=store,
+            cpu_seconds_per_call=cpu,
+            cpu_seconds_by_process=used,
+            peak_rss_mb=sample_peak_rss(pids),
+            load_1m=os.getloadavg()[0],
+            grpc_status_checked=False,
+            notes="h2load sees HTTP status only (probe call checked OK); latency: mean and max only",
+        )
+    )
+
+
+async def probe_status(port: int, method: str, message: bytes, metadata: tuple[tuple[str, str], ...]) -> str:
+    """The gRPC status name of one call."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            await channel.unary_unary(method)(message, metadata=metadata, timeout=10)
+        except grpc.aio.AioRpcError as error:
+            return error.code().name
+    return "OK"
+
+
+async def settle(port: int, method: str, message: bytes, metadata: tuple[tuple[str, str], ...]) -> str:
+    """Wait (up to 30 s) until a probe answers OK, so one point's backlog does not bleed into the next."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
+    status = await probe_status(port, method, message, metadata)
+    while status != "OK" and time.monotonic() < deadline:
+        await asyncio.sleep(1.0)
+        status = await probe_status(port, method, message, metadata)
+    return status
+
+
+class EchoProxy:
+    """bench.echo_proxy in its own process, in front of one upstream."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.port = free_port()
+        self._upstream_port = upstream_port
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> EchoProxy:
+        from meshcli.mesh import wait_serving
+
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.echo_proxy", str(self.port), f"127.0.0.1:{self._upstream_port}"
+        )
+        # The health check is forwarded like any call: SERVING means proxy and upstream are up.
+        if not await wait_serving(self.port, timeout=30):
+            raise RuntimeError("the echo proxy did not start")
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self.process and self.process.returncode is None:
+            self.process.terminate()
+            await self.process.wait()
+
+
+async def read_targets(run: Run, mesh: RunningMesh, scenarios: set[str]) -> None:
+    """echo-floor (proxy + direct) and read (the gateway) on one mesh."""
+    payer = mesh.payers[0]
+    message = account_pb2.GetBalanceRequest(account=payer.account).SerializeToString()
+    base_spec = {
+        "mode": "raw",
+        "method": GET_BALANCE,
+        "request_b64": base64.b64encode(message).decode(),
+        "metadata": [list(map(list, payer.metadata))],
+    }
+    mesh_pids = mesh.mesh.pids()
+    async with EchoProxy(mesh.ports["account"]) as proxy:
+        assert proxy.process is not None
+        targets: list[tuple[str, str, int, dict[str, int]]] = []
+        # echo-floor's two rows are read's baselines too: measured once, under echo-floor.
+        if scenarios & {"echo-floor", "read"}:
+            targets += [
+                ("echo-floor", "account-direct", mesh.ports["account"], {"account": mesh_pids["account"]}),
+                (
+                    "echo-floor",
+                    "echo-proxy",
+                    proxy.port,
+                    {"echo-proxy": proxy.process.pid, "account": mesh_pids["account"]},
+                ),
+            ]
+        if "read" in scenarios:
+            targets.append(("read", "gateway", mesh.ports["gateway"], mesh_pids))
+        for scenario, target, port, pids in targets:
+            for concurrency in run.options.concurrency:
+                spec = dict(base_spec, target=f"127.0.0.1:{port}", concurrency=concurrency)
+                await settle(port, GET_BALANCE, message, payer.metadata)
+                point = await driver_point(run, scenario, target, spec, pids, mesh.store)
+                run.say(f"  {scenario}/{target} c{concurrency}: {point.calls_per_second:.0f} calls/s (python)")
+                if run.options.h2load and h2load.available():
+                    await h2load_point(
+                        run, scenario, target, port, message, payer.metadata, concurrency, pids, mesh.store
+                    )
+        if run.options.h2load and not h2load.available():
+            run.skipped["h2load"] = "h2load is not installed (scripts/ensure_bench_tools.sh installs it)"
+
+
+async def pay(run: Run, mesh: RunningMesh) -> None:
+    """CreatePayment through the gateway until SETTLED, at each concurrency."""
+    spec = {
+        "mode": "pay",
+        "target": f"127.0.0.1:{mesh.ports['gateway']}",
+        "payers": [{"metadata": list(map(list, p.metadata)), "account": p.account} for p in mesh.payers],
+        "creditor_wallet": mesh.creditor_wallet,
+    }
+    payer = mesh.payers[0]
+    probe = account_pb2.GetBalanceRequest(account=payer.account).SerializeToString()
+    for concurrency in run.options.concurrency:
+        await settle(mesh.ports["gateway"], GET_BALANCE, probe, payer.metadata)
+        point = await driver_point(
+            run, "pay", "gateway", dict(spec, concurrency=concurrency), mesh.mesh.pids(), mesh.store
+        )
+        run.say(f"  pay/{mesh.store} c{concurrency}: {point.calls_per_second:.0f} settled/s, {point.statuses}")
+        if point.ok_calls == 0 and point.statuses:
+            run.skipped[f"pay/{mesh.store}"] = f"no payment settled: {point.statuses} {point.notes}"
+            return
+
+
+# ---- the limiter alone, and redis-benchmark of the same script ----
+
+
+def parse_redis_benchmark_csv(text: str) -> dict[str, float]:
+    """The first result row of ``redis-benchmark --csv``: rps and latencies (ms)."""
+    rows = list(csv.DictReader(io.StringIO(text.strip())))
+    if not rows:
+        raise ValueError("redis-benchmark printed no result")
+    return {key: float(value) for key, value in rows[0].items() if key != "test"}
+
+
+async def limiter(run: Run, redis: Any) -> None:
+    """Decisions/s of RateLimiter + RedisBackend in this process vs redis-benchmark EVALSHA."""
+    from meshlib.ratelimit import RateLimiter, RedisBackend
+    from meshlib.ratelimit.config import parse_config
+    from meshlib.ratelimit.gcra import LUA_GCRA
+
+    config = parse_config(yaml.safe_load(BENCH_RATELIMITS))
+    limit = config.limit_for("bench", "reads")
+    assert limit is not None
+    pids = {"bench (limiter)": os.getpid()}
+    if getattr(redis, "process", None) is not None:
+        pids["redis-server"] = redis.process.pid
+    for concurrency in run.options.concurrency:
+        backend = RedisBackend(redis.url, prefix=f"bench:{uuid.uuid4().hex[:6]}:")
+        rate_limiter = RateLimiter(lambda: config, backend)
+
+        async def decide(index: int, rate_limiter: RateLimiter = rate_limiter) -> int:
+            await rate_limiter.check(f"partner-{index}", "bench", "reads")
+            return 1
+
+        before = sample_cpu(pids)
+        result = await closed_loop(
+            decide, concurrency=concurrency, warmup=run.options.warmup, duration=run.options.duration
+        )
+        after = sample_cpu(pids)
+        await backend.close()
+        _record_loop(run, "limiter", "RateLimiter+Redis", concurrency, result, None, before, after, pids, "decisions")
+        run.say(f"  limiter c{concurrency}: {result.ok_units / result.duration_s:.0f} decisions/s")
+    if shutil.which("redis-benchmark") is None:
+        run.skipped["limiter/redis-benchmark"] = "redis-benchmark is not installed (redis-tools)"
+        return
+    import redis.asyncio as redis_client
+
+    client = redis_client.Redis.from_url(redis.url)
+    sha = await client.script_load(LUA_GCRA)
+    await client.aclose()
+    host_port = redis.url.split("//", 1)[1].split("/", 1)[0]
+    host, port = host_port.rsplit(":", 1)
+    for concurrency in run.options.concurrency:
+        requests = max(2_000, int(25_000 * run.options.duration))
+        command = [
+            "redis-benchmark", "-h", host, "-p", port, "-n", str(requests), "-c", str(concurrency),
+            "-r", "100000", "--csv",
+            "EVALSHA", sha, "1", "bench:rb:__rand_int__", str(limit.emission_us), str(limit.burst), "",
+        ]  # fmt: skip
+        before = sample_cpu(pids)
+        started = time.perf_counter()
+        completed = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, check=False)
+        elapsed = time.perf_counter() - started
+        after = sample_cpu(pids)
+        try:
+            figures = parse_redis_benchmark_csv(completed.stdout)
+        except ValueError:
+            run.skipped[f"limiter/redis-benchmark/c{concurrency}"] = completed.stderr.strip()[:200] or "no output"
+            continue
+        rps = figures["rps"]
+        _, used = cpu_per_call(before, after, requests)
+        run.measurements.append(
+            Measurement(
+                scenario="limiter",
+                target="redis-benchmark EVALSHA",
+                concurrency=concurrency,
+                duration_s=requests / rps if rps else elapsed,
+                ok_calls=requests,
+                statuses={"OK": requests},
+                latency=LatencySummary(
+                    p50_ms=figures.get("p50_latency_ms", 0.0),
+                    p95_ms=figures.get("p95_latency_ms", 0.0),
+                    p99_ms=figures.get("p99_latency_ms", 0.0),
+                    max_ms=figures.get("max_latency_ms", 0.0),
+                    mean_ms=figures.get("avg_latency_ms", 0.0),
+                ),
+                tool="redis-benchmark",
+                cpu_seconds_per_call=used.get("redis-server", 0.0) / requests if "redis-server" in used else None,
+                cpu_seconds_by_process={"redis-server": used.get("redis-server", 0.0)},
+                grpc_status_checked=False,
+                load_1m=os.getloadavg()[0],
+                notes="cpu/call: redis-server only",
+            )
+        )
+        run.say(f"  redis-benchmark EVALSHA c{concurrency}: {rps:.0f}/s")
+
+
+def _record_loop(
+    run: Run,
+    scenario: str,
+    target: str,
+    concurrency: int,
+    result: LoopResult,
+    store: str | None,
+    before: dict[str, float],
+    after: dict[str, float],
+    pids: dict[str, int],
+    unit: str,
+) -> None:
+    cpu, used = cpu_per_call(before, after, result.total_ok_units)
+    run.measurements.append(
+        Measurement(
+            scenario=scenario,
+            target=target,
+            concurrency=concurrency,
+            duration_s=result.duration_s,
+            ok_calls=result.ok_units,
+            statuses=result.statuses,
+            latency=result.latency,
+            tool="in-process",
+            store=store,
+            cpu_seconds_per_call=cpu,
+            cpu_seconds_by_process=used,
+            peak_rss_mb=sample_peak_rss(pids),
+            load_1m=os.getloadavg()[0],
+            notes=f"calls/s counts {unit}; latency is per operation",
+        )
+    )
+
+
+# ---- the ledger alone (no gRPC) ----
+
+LEDGER_BATCH_SIZE = 500  # BatchCreateTransfers' maximum
+
+
+async def ledger(run: Run, store: str, url: str) -> None:
+    """Transfers/s of LedgerService on ``url``: one per transaction, then batched."""
+    from meshlib.money import Amount
+    from meshlib.storage import Database
+    from meshlib.storage.migrations import upgrade_to_head
+    from services.account.admin_service import AccountAdminService
+    from services.account.bootstrap import VERSIONS_DIR
+    from services.account.domain.ledger import AccountType, OpenAccountCommand, TransferRequest, TransferType
+    from services.account.ledger_service import LedgerService
+    from services.account.settings import AccountSettings
+    from services.account.unit_of_work import AccountUnitOfWork
+
+    # The service's own pool size, so the figure is what the service process could do.
+    database = Database(url, pool_size=AccountSettings().db_pool_size, application_name="bench-ledger")
+    try:
+        await upgrade_to_head(database, VERSIONS_DIR, "account")
+        uow = partial(AccountUnitOfWork, database)
+        service = LedgerService(uow)
+        admin = AccountAdminService(uow, service)
+        accounts_per_worker = 4
+        workers = max(run.options.concurrency)
+        accounts: list[str] = []
+        for index in range(accounts_per_worker * workers):
+            opened = await admin.open_account(
+                OpenAccountCommand(
+                    request_id=f"bench-open-{index}",
+                    customer_id=None,
+                    currency="EUR",
+                    type=AccountType.SETTLEMENT,
+                    overdraft_limit=None,
+                    display_name=f"bench {index}",
+                )
+            )
+            await service.fund_account(f"bench-fund-{index}", opened.id, Amount("EUR", 10**12), "bench funds")
+            accounts.append(opened.id)
+
+        def transfer(debit: str, credit: str) -> TransferRequest:
+            return TransferRequest(
+                transfer_id=uuid.uuid4().hex,
+                debit_account_id=debit,
+                credit_account_id=credit,
+                amount=Amount("EUR", 1),
+                type=TransferType.SINGLE_PHASE,
+            )
+
+        async def single(index: int) -> int:
+            base = index * accounts_per_worker  # each worker its own accounts: no lock queue between workers
+            await service.create_transfer(transfer(accounts[base], accounts[base + 1]))
+            return 1
+
+        async def batched(index: int) -> int:
+            base = index * accounts_per_worker
+            items = [transfer(accounts[base + (k % 2)], accounts[base + 2 + (k % 2)]) for k in range(LEDGER_BATCH_SIZE)]
+            results = await service.batch_create(uuid.uuid4().hex, list(items))
+            return sum(1 for result in results if not result.error_reason)
+
+        pids = {"bench (ledger)": os.getpid()}
+        for mode, operation in (("single", single), ("batched", batched)):
+            for concurrency in run.options.concurrency:
+                before = sample_cpu(pids)
+                result = await closed_loop(
+                    operation, concurrency=concurrency, warmup=run.options.warmup, duration=run.options.duration
+                )
+                after = sample_cpu(pids)
+                _record_loop(
+                    run, "ledger", f"ledger-{mode}", concurrency, result, store, before, after, pids, "transfers"
+                )
+                run.say(
+                    f"  ledger/{store}/{mode} c{concurrency}: {result.ok_units / result.duration_s:.0f} transfers/s"
+                )
+    finally:
+        await database.dispose()
