@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ log = logging.getLogger("meshlib.auth")
 
 ALGORITHM = "ES256"
 MAX_TOKEN_BYTES = 8192
+VERIFIED_CACHE_SIZE = 20_000
 
 JwksFetcher = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -109,10 +111,18 @@ class JwtVerifier:
         self.keys = keys
         self.revocation = revocation
         self._clock = clock
+        # Tokens whose signature and claims already verified, until they expire: an ES256
+        # check costs more than the rest of a gateway hop. Revocation is still asked every call.
+        self._verified: OrderedDict[str, Caller] = OrderedDict()
 
     async def verify(self, token: str) -> Caller:
         """The caller behind ``token``; UNAUTHENTICATED with a stable reason otherwise."""
-        caller = await self.verify_signature_and_claims(token)
+        caller = self._verified.get(token)
+        if caller is None or caller.expires_at.timestamp() + self.settings.leeway_seconds < self._clock():
+            caller = await self.verify_signature_and_claims(token)
+            self._verified[token] = caller
+            while len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
         if self.revocation is not None:
             await self.revocation.check(caller)
         return caller

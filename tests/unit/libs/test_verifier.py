@@ -138,3 +138,29 @@ async def test_payload_tampering_with_valid_header_and_signature_fails() -> None
     claims["scope"] = "accounts:read payments:write"
     forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
     assert await _reason(f"{header}.{forged_payload}.{signature}") == "TOKEN_INVALID"
+
+
+async def test_a_verified_token_is_cached_until_it_expires_and_then_refused() -> None:
+    now = [time.time()]
+    verifier = JwtVerifier(
+        VerifierSettings(issuer=ISSUER.issuer, audience=ISSUER.audience),
+        JwksCache(static_jwks(ISSUER.jwks)),
+        clock=lambda: now[0],
+    )
+    token = ISSUER.token("p1", lifetime_seconds=60)
+    first = await verifier.verify(token)
+    calls = 0
+    original = verifier.verify_signature_and_claims
+
+    async def counting(raw: str):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return await original(raw)
+
+    verifier.verify_signature_and_claims = counting  # type: ignore[method-assign]
+    assert await verifier.verify(token) is first
+    assert calls == 0  # served from the cache
+    now[0] += 3600  # long after expiry: verified again, and refused
+    with pytest.raises(Unauthenticated) as raised:
+        await verifier.verify(token)
+    assert raised.value.reason == "TOKEN_EXPIRED" and calls == 1
