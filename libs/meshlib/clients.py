@@ -68,6 +68,11 @@ def open_channel(settings: ChannelSettings, *, tracing: bool = True) -> grpc.aio
         ("grpc.keepalive_time_ms", settings.keepalive_time_ms),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.enable_retries", 0),  # retries are explicit, on UNAVAILABLE only
+        # Reconnect quickly after a peer restarts (rollouts, crashes): the default first
+        # backoff of a second would fail every call made in that second.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2000),
     ]
     interceptors: list[Any] = [_InteractionIdInterceptor()]
     if tracing:

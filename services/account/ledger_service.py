@@ -309,6 +309,14 @@ class LedgerService:
 
     # ---- reads ----
 
+    async def get_account(self, account_id: str) -> Account:
+        """One account as the ledger knows it (for the mesh's own services)."""
+        async with self._uow(read_only=True) as uow:
+            account = await uow.accounts.get(account_id)
+        if account is None:
+            raise NotFound("account not found", metadata={"resource_name": f"accounts/{account_id}"})
+        return account
+
     async def get_transfer(self, transfer_id: str) -> Transfer:
         """One transfer (an elapsed hold is released on the way)."""
         async with self._uow(read_only=True) as uow:

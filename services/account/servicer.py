@@ -51,6 +51,13 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         transfer = await self._ledger.void_transfer(request.request_id, converters.transfer_id_from(request.name))
         return ledger_pb2.VoidTransferResponse(transfer=converters.transfer_to_proto(transfer))
 
+    async def GetLedgerAccount(
+        self, request: ledger_pb2.GetLedgerAccountRequest, context: Context
+    ) -> ledger_pb2.GetLedgerAccountResponse:
+        """Read an account's owner, currency, type and status."""
+        account = await self._ledger.get_account(converters.account_id_from(request.name, "name"))
+        return ledger_pb2.GetLedgerAccountResponse(account=converters.account_to_proto(account))
+
     async def GetTransfer(
         self, request: ledger_pb2.GetTransferRequest, context: Context
     ) -> ledger_pb2.GetTransferResponse:

@@ -127,6 +127,7 @@ async def wire(
         load_rules(settings.velocity_rules_file),
         lease=lease,
         saga_inline=settings.saga_inline,
+        accounts=ledger,
     )
     queries = PaymentQueries(uow, consents)
     events = PaymentEvents(
@@ -134,9 +135,7 @@ async def wire(
     )
     recovery = RecoveryLoop(saga, commands, settings.recovery_interval_seconds)
     runtime.extras.update(saga=saga, commands=commands, queries=queries, recovery=recovery)
-    gauges = Periodic(
-        "payment-metrics", settings.metrics_interval_seconds, partial(publish_payment_gauges, uow)
-    )
+    gauges = Periodic("payment-metrics", settings.metrics_interval_seconds, partial(publish_payment_gauges, uow))
     lifecycle = Lifecycle(on_start=[recovery.start, gauges.start], on_stop=[recovery.stop, gauges.stop])
     bus = runtime.extras.get("consent_bus")
     if bus is not None:

@@ -17,10 +17,10 @@ from google.protobuf import duration_pb2
 from meshlib.clients import call_with_retry
 from meshlib.errors import FailedPrecondition, InvalidArgument, NotFound
 from meshlib.grpc_errors import decode_rpc_error
-from openbank.account.v1 import ledger_pb2, ledger_pb2_grpc
+from openbank.account.v1 import account_pb2, ledger_pb2, ledger_pb2_grpc
 from openbank.common.v1 import money_pb2
 from openbank.settlement.v1 import position_pb2, position_pb2_grpc, settlement_admin_pb2, settlement_admin_pb2_grpc
-from services.payment.domain.checks import PartnerLimits
+from services.payment.domain.checks import LedgerAccountInfo, PartnerLimits
 from services.payment.domain.payments import ParticipantInfo, Payment
 
 T = TypeVar("T")
@@ -94,6 +94,18 @@ class GrpcLedger:
             if error.reason in ("TRANSFER_ALREADY_VOIDED", "TRANSFER_EXPIRED"):
                 return
             raise
+
+    async def describe_account(self, account_id: str) -> LedgerAccountInfo:
+        """Owner, currency and status of an account (checked before any money moves)."""
+        request = ledger_pb2.GetLedgerAccountRequest(name=f"accounts/{account_id}")
+        answer = await self._call(self._stub.GetLedgerAccount, request, "ledger.GetLedgerAccount")
+        customer = answer.account.customer.removeprefix("customers/") or None
+        return LedgerAccountInfo(
+            account_id=account_id,
+            customer_id=customer,
+            currency=answer.account.currency_code,
+            active=answer.account.status == account_pb2.ACCOUNT_STATUS_ACTIVE,
+        )
 
     async def hold_state(self, payment: Payment) -> str | None:
         """PENDING, POSTED, VOIDED or EXPIRED; None when the hold does not exist."""

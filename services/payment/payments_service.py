@@ -69,6 +69,12 @@ class NewPayment:
     end_to_end_id: str = ""
 
 
+class AccountDirectory(Protocol):
+    """The ledger's view of an account (owner, currency, status), asked before money moves."""
+
+    async def describe_account(self, account_id: str) -> checks.LedgerAccountInfo: ...
+
+
 class PaymentCommands:
     """CreatePayment and CancelPayment."""
 
@@ -84,8 +90,10 @@ class PaymentCommands:
         lease: dt.timedelta,
         saga_inline: bool = True,
         clock: Clock = utc_now,
+        accounts: AccountDirectory | None = None,
     ) -> None:
         self._uow = uow
+        self._accounts = accounts
         self._saga = saga
         self._consents = consents
         self._partners = partners
@@ -108,6 +116,9 @@ class PaymentCommands:
         now = self._clock()
         consent = await self._consents.get(consent_id, partner_id=partner_id)
         checks.check_consent(consent, new.debtor_account_id, now)
+        if self._accounts is not None:
+            debtor = await self._accounts.describe_account(new.debtor_account_id)
+            checks.check_debtor_account(debtor, consent, new.amount)
         creditor_ledger, payer, payee = await self._route(partner_id, new)
         limits = await self._partners.limits(partner_id)
         payment = Payment(

@@ -195,9 +195,7 @@ class PaymentRepository:
 
     async def count_by_state(self) -> dict[str, int]:
         """How many payments are in each state (for the business gauges)."""
-        rows = await self._connection.execute(
-            sa.select(payments.c.state, sa.func.count()).group_by(payments.c.state)
-        )
+        rows = await self._connection.execute(sa.select(payments.c.state, sa.func.count()).group_by(payments.c.state))
         return {row[0]: int(row[1]) for row in rows}
 
     async def oldest_unfinished_update(self) -> dt.datetime | None:

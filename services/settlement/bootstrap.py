@@ -84,7 +84,7 @@ async def wire(runtime: Runtime) -> Wiring:
                 SettlementAdminServicer(participants, windows, reconciliation),
                 settlement_admin_pb2_grpc.add_SettlementAdminServiceServicer_to_server,
             ),
-        ]
+        ],
     )
 
 

@@ -178,9 +178,14 @@ async def test_every_payment_ends_settled_or_rejected_after_crashes_at_every_ste
 
         # 2. Account, then settlement, SIGKILLed: the saga stops where it is; recovery finishes the job.
         account.kill()
-        stuck_on_account = await top_up(2_000)
-        assert stuck_on_account.state != payment_pb2.PAYMENT_STATE_SETTLED
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await top_up(2_000)
+        # The debtor account is checked with the ledger before anything is recorded: no payment.
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         await account.start()
+        # Once the ledger is back, payments settle again (and the new payment process has learnt
+        # where the wallets' settlement accounts are, which it needs while settlement is down).
+        assert (await top_up(1_999)).state == payment_pb2.PAYMENT_STATE_SETTLED
         settlement.kill()
         stuck_on_settlement = await top_up(2_001)
         assert stuck_on_settlement.state != payment_pb2.PAYMENT_STATE_SETTLED

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from meshlib.auth.consent import ConsentView
-from meshlib.errors import FailedPrecondition
+from meshlib.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from meshlib.money import Amount
 
 PAYMENT_PERMISSION = "INITIATE_PAYMENTS"
@@ -25,6 +25,33 @@ def check_consent(consent: ConsentView, debtor_account_id: str, now: dt.datetime
     """Authorised, unexpired, unpaused, grants INITIATE_PAYMENTS and covers the debtor account."""
     consent.require_usable(PAYMENT_PERMISSION, now)
     consent.require_account(debtor_account_id)
+
+
+@dataclass(frozen=True)
+class LedgerAccountInfo:
+    """What the ledger says about an account: owner, currency, whether it can move money."""
+
+    account_id: str
+    customer_id: str | None
+    currency: str
+    active: bool
+
+
+def check_debtor_account(info: LedgerAccountInfo, consent: ConsentView, amount: Amount) -> None:
+    """The debtor account is the consenting customer's own, open, and in the payment's currency.
+
+    An account of someone else answers NOT_FOUND, exactly as if it did not exist, even when
+    its id was (wrongly) put into the consent.
+    """
+    if consent.customer_id and info.customer_id != consent.customer_id:
+        raise NotFound("account not found", metadata={"resource_name": f"accounts/{info.account_id}"})
+    if not info.active:
+        raise FailedPrecondition("the debtor account cannot make payments", reason="ACCOUNT_NOT_ACTIVE")
+    if info.currency != amount.currency:
+        raise InvalidArgument(
+            FieldViolation("amount.currency_code", f"must be the debtor account's currency ({info.currency})"),
+            reason="CURRENCY_MISMATCH",
+        )
 
 
 def period_start(period: str | None, now: dt.datetime) -> dt.datetime:

@@ -87,10 +87,10 @@ async def test_saga_rejections_leave_no_money_moved(mesh: Mesh) -> None:
     inactive = await mesh.top_up(5_000)
     assert (inactive.state, inactive.status_reason) == (payment_pb2.PAYMENT_STATE_REJECTED, "PARTICIPANT_NOT_ACTIVE")
     await _participant_active(mesh, "wallet-1", True)
-    # ACCOUNT_NOT_ACTIVE: the debtor account is frozen.
+    # ACCOUNT_NOT_ACTIVE: a frozen debtor account is refused before any money moves.
     await _freeze(mesh, "alice", True)
-    frozen = await mesh.top_up(5_000)
-    assert (frozen.state, frozen.status_reason) == (payment_pb2.PAYMENT_STATE_REJECTED, "ACCOUNT_NOT_ACTIVE")
+    code, reason = await _refused(mesh.top_up(5_000))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "ACCOUNT_NOT_ACTIVE")
     await _freeze(mesh, "alice", False)
     assert await mesh.balance("alice") == (100_000, 100_000)
     assert await mesh.position("bank") == (0, 0)
@@ -357,3 +357,16 @@ async def test_two_replicas_on_one_postgresql_share_the_event_stream(request, tm
         finally:
             await channel.close()
             await replica.stop(0)
+
+
+async def test_another_customers_account_slipped_into_a_consent_cannot_be_debited(sqlite_mesh: Mesh) -> None:
+    mesh = sqlite_mesh
+    await mesh.open_account("mallory-victim", customer="cust-2", funds=50_000)
+    mesh.grant("c-evil", "partner-1", ["alice", "mallory-victim"])
+    code, reason = await _refused(mesh.top_up(1_000, debtor="mallory-victim", consent="c-evil"))
+    assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "RESOURCE_NOT_FOUND")
+    # Nothing moved and no payment exists.
+    listed = await mesh.payments.ListPayments(
+        payment_pb2.ListPaymentsRequest(), metadata=mesh.partner("partner-1", "c-evil")
+    )
+    assert list(listed.payments) == []
