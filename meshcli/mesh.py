@@ -10,6 +10,7 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +90,40 @@ class MeshProcess:
     env: dict[str, str] = field(default_factory=dict)
 
 
+SERVICES_WITH_DATABASES = ("identity", "account", "payment", "settlement")
+
+
+def service_databases(shared_url: str) -> dict[str, str]:
+    """One database per service on the server a shared URL names: ``<db>_<service>``."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(shared_url)
+    if url.get_backend_name() != "postgresql":
+        raise SystemExit("DATABASE_URL must name a PostgreSQL server (postgresql://...)")
+    base = url.database or "openbank"
+    return {
+        name: url.set(database=f"{base}_{name}").render_as_string(hide_password=False)
+        for name in SERVICES_WITH_DATABASES
+    }
+
+
+async def create_missing_databases(urls: Iterable[str]) -> None:
+    """Create each service's database on first start (idempotent)."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    for raw in urls:
+        url = make_url(raw)
+        admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+        connection = await asyncpg.connect(admin)
+        try:
+            exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", url.database)
+            if not exists:
+                await connection.execute(f'CREATE DATABASE "{url.database}"')
+        finally:
+            await connection.close()
+
+
 def mesh_environment(
     data_dir: Path, host: str, ports: dict[str, int], base: dict[str, str] | None = None
 ) -> dict[str, str]:
@@ -140,8 +175,14 @@ class LocalMesh:
         )
         self.env.update(extra_env or {})
         # Per-process settings (e.g. each service's own OBM_DATABASE_URL).
-        self.child_env = child_env or {}
+        self.child_env = {name: dict(values) for name, values in (child_env or {}).items()}
         self.quiet = quiet
+        # A DATABASE_URL names a PostgreSQL server for the whole mesh: each service still gets
+        # its own database on it (services never share tables).
+        shared_url = self.env.pop("OBM_DATABASE_URL", None) or self.env.pop("DATABASE_URL", None)
+        self.service_databases = service_databases(shared_url) if shared_url else {}
+        for name, url in self.service_databases.items():
+            self.child_env.setdefault(name, {}).setdefault("OBM_DATABASE_URL", url)
         self.children = [MeshProcess(name, module, self.ports[name]) for name, module in PROCESSES]
 
     def _say(self, text: str) -> None:
@@ -150,6 +191,8 @@ class LocalMesh:
 
     async def start(self) -> None:
         """Start every process and wait until each answers SERVING."""
+        if self.service_databases:
+            await create_missing_databases(self.service_databases.values())
         for child in self.children:
             env = dict(self.env, OBM_PORT=str(child.port), OBM_SERVICE_NAME=child.name)
             if child.name in self.credentials:
@@ -211,7 +254,11 @@ async def run_up(data_dir: Path, base_port: int = DEFAULT_PORTS["gateway"]) -> i
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"OpenBank Mesh: starting five processes (SQLite under {data_dir}/, in-process rate limiter)", flush=True)
+    store = "PostgreSQL (a database per service)" if mesh.service_databases else f"SQLite under {data_dir}/"
+    limiter = (
+        "Redis rate limiter" if mesh.env.get("OBM_REDIS_URL") or mesh.env.get("REDIS_URL") else "in-process limiter"
+    )
+    print(f"OpenBank Mesh: starting five processes ({store}, {limiter})", flush=True)
     try:
         await mesh.start()
     except RuntimeError as error:
