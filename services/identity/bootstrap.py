@@ -19,6 +19,7 @@ from openbank.identity.v1 import (
     signing_key_pb2_grpc,
     token_pb2_grpc,
 )
+from services.identity.account_client import LedgerAccounts
 from services.identity.common import Clock, EventPublisher, utc_now
 from services.identity.consent_service import ConsentService
 from services.identity.customer_service import CustomerService, StrongCustomerAuthentication
@@ -89,7 +90,12 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring:
     sca = StrongCustomerAuthentication(hasher, box, clock)
     partners = PartnerService(uow, hasher, frozenset(settings.rate_limit_tiers), events, clock)
     customers = CustomerService(uow, hasher, box, sca, clock)
-    consents = ConsentService(uow, sca, events, clock)
+    ledger_accounts = (
+        LedgerAccounts(runtime.channel(settings.account_target), keys, settings.token_issuer, settings.token_audience)
+        if settings.verify_consent_accounts
+        else None
+    )
+    consents = ConsentService(uow, sca, events, clock, accounts=ledger_accounts)
 
     # Identity's own verifier refuses revoked tokens too, asking its own store on a miss.
     async def introspect_locally(caller: Caller) -> TokenStatus:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from meshlib.errors import MeshError, NotFound, PermissionDenied
+from meshlib.errors import InvalidArgument, MeshError, NotFound, PermissionDenied
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
 from services.identity.common import (
     Clock,
@@ -49,16 +51,28 @@ def consent_event_detail(consent: Consent) -> str:
     return "PAUSED" if consent.paused else consent.state.value
 
 
+class AccountOwners(Protocol):
+    """Who owns the accounts a customer chooses (the account service knows)."""
+
+    async def owners(self, account_ids: Iterable[str]) -> dict[str, Any]: ...
+
+
 class ConsentService:
     """Consents and their lifecycle."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, sca: StrongCustomerAuthentication, events: EventPublisher, clock: Clock
+        self,
+        uow: UnitOfWorkFactory,
+        sca: StrongCustomerAuthentication,
+        events: EventPublisher,
+        clock: Clock,
+        accounts: AccountOwners | None = None,
     ) -> None:
         self._uow = uow
         self._sca = sca
         self._events = events
         self._clock = clock
+        self._accounts = accounts
 
     # ---- the partner's side -------------------------------------------------------------
 
@@ -115,6 +129,14 @@ class ConsentService:
             if isinstance(outcome, MeshError):
                 await uow.commit()  # the failed attempt counts
                 raise outcome
+            if self._accounts is not None:
+                # Only after SCA, so nobody learns who owns an account without the customer's
+                # credentials. One fast internal call inside the transaction, with a deadline.
+                owners = await self._accounts.owners(accounts)
+                for account_id in accounts:
+                    owner = owners.get(account_id)
+                    if owner is None or owner.customer_id != outcome.customer_id or not owner.active:
+                        raise InvalidArgument.field("accounts", "must be the customer's own open accounts")
             authorised = consent.authorise(outcome.customer_id, accounts, now)
             await uow.consents.save(authorised)
             code = new_secret()

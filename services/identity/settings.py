@@ -26,6 +26,8 @@ class IdentitySettings(ServiceSettings):
     # The mesh's own OAuth clients: a YAML/JSON file and/or inline JSON (see internal_clients.py).
     internal_clients_file: Path | None = None
     internal_clients: SecretStr | None = None
+    # Check with the account service that the accounts a customer picks are its own.
+    verify_consent_accounts: bool = True
     # Invalidations ("consent", "partner", "token") go over Redis pub/sub when redis_url is set.
     revocation_cache_ttl_seconds: float = Field(default=5.0, gt=0, le=60)
     # Argon2id cost (RFC 9106 "second recommended option" by default; tests lower it).

@@ -297,6 +297,8 @@ def identity_settings(database_url: str, **overrides: Any) -> IdentitySettings:
         "service_name": "identity",
         "internal_clients": json.dumps(INTERNAL_CLIENTS),
         "argon2_time_cost": 1,
+        # No account service runs beside these tests; the mesh-level tests check ownership.
+        "verify_consent_accounts": False,
         "argon2_memory_kib": 1024,
         "argon2_parallelism": 1,
     }
