@@ -80,8 +80,8 @@ def check_consent_limits(consent: ConsentView, amount: Amount, spent_in_period_m
     if consent.per_payment_limit_minor is not None and amount.minor_units > consent.per_payment_limit_minor:
         raise FailedPrecondition(
             "the amount is above the consent's per-payment limit",
-            reason="CONSENT_LIMIT_EXCEEDED",
-            metadata={"limit": "per_payment"},
+            reason="PAYMENT_LIMIT_EXCEEDED",
+            metadata={"limit": "consent"},
         )
     if (
         consent.period_limit_minor is not None
@@ -114,7 +114,11 @@ def check_partner_limits(limits: PartnerLimits, amount: Amount, spent_today_mino
             metadata={"limit_currency": limits.currency},
         )
     if limits.per_payment_minor is not None and amount.minor_units > limits.per_payment_minor:
-        raise FailedPrecondition("the amount is above the partner's per-payment limit", reason="PAYMENT_LIMIT_EXCEEDED")
+        raise FailedPrecondition(
+            "the amount is above the partner's per-payment limit",
+            reason="PAYMENT_LIMIT_EXCEEDED",
+            metadata={"limit": "partner"},
+        )
     if limits.daily_minor is not None and spent_today_minor + amount.minor_units > limits.daily_minor:
         raise FailedPrecondition("the payment would exceed the partner's daily limit", reason="PARTNER_LIMIT_EXCEEDED")
 

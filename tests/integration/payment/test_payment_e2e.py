@@ -166,7 +166,7 @@ async def test_checks_before_money_moves_fail_the_call_and_create_no_payment(sql
         limit_currency="EUR",
         period="DAY",
     )
-    assert await _refused(mesh.top_up(3_001)) == (grpc.StatusCode.FAILED_PRECONDITION, "CONSENT_LIMIT_EXCEEDED")
+    assert await _refused(mesh.top_up(3_001)) == (grpc.StatusCode.FAILED_PRECONDITION, "PAYMENT_LIMIT_EXCEEDED")
     assert (await mesh.top_up(3_000)).state == payment_pb2.PAYMENT_STATE_SETTLED
     assert await _refused(mesh.top_up(2_001)) == (grpc.StatusCode.FAILED_PRECONDITION, "CONSENT_LIMIT_EXCEEDED")
     mesh.grant("c1", "partner-1", ["alice", "bob"])

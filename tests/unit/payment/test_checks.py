@@ -72,7 +72,7 @@ def test_the_period_limit_allows_exactly_up_to_the_limit(limit: int, spent: int,
 def test_consent_and_partner_limits() -> None:
     consent = _consent(per_payment_limit_minor=500, limit_currency="EUR")
     checks.check_consent_limits(consent, Amount("EUR", 500), 0)
-    assert _reason(lambda: checks.check_consent_limits(consent, Amount("EUR", 501), 0)) == "CONSENT_LIMIT_EXCEEDED"
+    assert _reason(lambda: checks.check_consent_limits(consent, Amount("EUR", 501), 0)) == "PAYMENT_LIMIT_EXCEEDED"
     assert _reason(lambda: checks.check_consent_limits(consent, Amount("GBP", 1), 0)) == "CONSENT_LIMIT_EXCEEDED"
     limits = PartnerLimits("p1", per_payment_minor=1_000, daily_minor=1_500, currency="EUR")
     checks.check_partner_limits(limits, Amount("EUR", 1_000), 500)

@@ -1,0 +1,112 @@
+"""OpenBank Mesh partner SDK.
+
+Talks to the mesh's gateway over gRPC with only ``grpcio``, ``protobuf``,
+``googleapis-common-protos`` and the generated contract (``openbank.<service>.v1``):
+
+- :func:`insecure_channel`, :func:`secure_channel` (TLS, mutual TLS);
+- :class:`OpenBankClient`: client-credentials tokens, consents, the resumable payment stream,
+  settlement reads; :class:`ConsentSession`: accounts, balances, transactions, funds
+  confirmation and payments under one consent (authorization code + PKCE, refresh rotation);
+- automatic idempotency keys, retries with jittered backoff on UNAVAILABLE only;
+- typed errors (:class:`OpenBankError` and one subclass per status code) with reason, domain,
+  metadata, ``retry_after``, quota and field violations;
+- async iterators over every List rpc.
+"""
+
+from openbank_sdk.auth import (
+    ClientCredentials,
+    ClientCredentialsTokens,
+    ConsentTokens,
+    Pkce,
+    TokenSet,
+    TokenSource,
+    challenge_for,
+)
+from openbank_sdk.channels import insecure_channel, open_channel, secure_channel, tls_credentials
+from openbank_sdk.client import (
+    ALL_PERMISSIONS,
+    CONFIRM_FUNDS,
+    INITIATE_PAYMENTS,
+    PARTNER_WIDE_SCOPES,
+    READ_ACCOUNTS,
+    READ_BALANCES,
+    READ_TRANSACTIONS,
+    ConsentSession,
+    Invoker,
+    OpenBankClient,
+    PendingConsent,
+    money,
+    new_request_id,
+)
+from openbank_sdk.errors import (
+    Aborted,
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    FieldViolation,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    OpenBankError,
+    OutOfRange,
+    PermissionDenied,
+    QuotaViolation,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+    from_rpc_error,
+)
+from openbank_sdk.pagination import collect, paginate
+from openbank_sdk.retry import NO_RETRY, RetryPolicy, call_with_retry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALL_PERMISSIONS",
+    "CONFIRM_FUNDS",
+    "INITIATE_PAYMENTS",
+    "NO_RETRY",
+    "PARTNER_WIDE_SCOPES",
+    "READ_ACCOUNTS",
+    "READ_BALANCES",
+    "READ_TRANSACTIONS",
+    "Aborted",
+    "AlreadyExists",
+    "ClientCredentials",
+    "ClientCredentialsTokens",
+    "ConsentSession",
+    "ConsentTokens",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "FieldViolation",
+    "Internal",
+    "InvalidArgument",
+    "Invoker",
+    "NotFound",
+    "OpenBankClient",
+    "OpenBankError",
+    "OutOfRange",
+    "PendingConsent",
+    "PermissionDenied",
+    "Pkce",
+    "QuotaViolation",
+    "RateLimited",
+    "RetryPolicy",
+    "TokenSet",
+    "TokenSource",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "call_with_retry",
+    "challenge_for",
+    "collect",
+    "from_rpc_error",
+    "insecure_channel",
+    "money",
+    "new_request_id",
+    "open_channel",
+    "paginate",
+    "secure_channel",
+    "tls_credentials",
+]
