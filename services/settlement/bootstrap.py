@@ -17,6 +17,7 @@ from services.settlement.metrics import publish_positions
 from services.settlement.participant_service import ParticipantService
 from services.settlement.position_service import PositionService
 from services.settlement.reconciliation_service import LedgerReader, ReconciliationService
+from services.settlement.schedule import close_due_windows
 from services.settlement.service_common import Transactions
 from services.settlement.servicer import PositionServicer, SettlementAdminServicer, SettlementServicer
 from services.settlement.settings import SettlementSettings
@@ -66,8 +67,18 @@ async def wire(runtime: Runtime) -> Wiring:
         settings.metrics_interval_seconds,
         partial(publish_positions, partial(SettlementUnitOfWork, runtime.database)),
     )
+    lifecycle = Lifecycle(on_start=[gauges.start], on_stop=[gauges.stop])
+    if settings.window_close_interval_seconds:
+        interval = settings.window_close_interval_seconds
+        closer = Periodic(
+            "settlement-window-schedule",
+            interval,
+            partial(close_due_windows, windows, settings.window_currencies, interval),
+        )
+        lifecycle.on_start.append(closer.start)
+        lifecycle.on_stop.append(closer.stop)
     return Wiring(
-        lifecycle=Lifecycle(on_start=[gauges.start], on_stop=[gauges.stop]),
+        lifecycle=lifecycle,
         registrations=[
             ServiceRegistration(
                 "openbank.settlement.v1.PositionService",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from meshlib.app import ServiceSettings
@@ -12,3 +13,7 @@ class SettlementSettings(ServiceSettings):
     (``account_target``, read by reconciliation)."""
 
     model_config = SettingsConfigDict(env_prefix="OBM_", extra="ignore", frozen=True)
+
+    # Close every currency's open window on this schedule (None: only the operator closes).
+    window_close_interval_seconds: float | None = Field(default=None, gt=0)
+    window_currencies: tuple[str, ...] = ("EUR",)
