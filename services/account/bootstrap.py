@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -13,6 +11,7 @@ from pathlib import Path
 from meshlib.app import Runtime, ServiceSpec, Wiring
 from meshlib.auth.consent import ConsentLookup
 from meshlib.auth.wiring import identity_peers
+from meshlib.periodic import Periodic
 from meshlib.server import Lifecycle, ServiceRegistration
 from openbank.account.v1 import account_admin_pb2_grpc, account_pb2_grpc, ledger_pb2_grpc
 from services.account.admin_service import AccountAdminService
@@ -60,42 +59,31 @@ class HoldExpiryLoop:
         self, ledger: LedgerService, interval_seconds: float, batch_size: int, *, purge_every_seconds: float = 3600
     ) -> None:
         self._ledger = ledger
-        self._interval = interval_seconds
         self._batch_size = batch_size
         self._purge_every = purge_every_seconds
         self._last_purge = float("-inf")
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("hold-expiry", interval_seconds, self._sweep)
 
     async def start(self) -> None:
         """Start sweeping."""
-        self._task = asyncio.create_task(self._run(), name="hold-expiry")
+        await self._periodic.start()
 
     async def stop(self) -> None:
         """Stop sweeping (an in-flight expiry transaction is cancelled and rolls back)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
 
-    async def _run(self) -> None:
+    async def _sweep(self) -> None:
         while True:
-            try:
-                released = await self._ledger.expire_due(self._batch_size)
-                if released:
-                    log.info("expired holds released", extra={"count": released})
-                if released >= self._batch_size:
-                    continue  # more may be due: sweep again at once
-                if time.monotonic() - self._last_purge >= self._purge_every:
-                    self._last_purge = time.monotonic()
-                    purged = await self._ledger.purge_old_records()
-                    if purged:
-                        log.info("old idempotency keys and read counters purged", extra={"count": purged})
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("hold expiry sweep failed")
-            await asyncio.sleep(self._interval)
+            released = await self._ledger.expire_due(self._batch_size)
+            if released:
+                log.info("expired holds released", extra={"count": released})
+            if released < self._batch_size:
+                break  # a full batch means more may be due: sweep again at once
+        if time.monotonic() - self._last_purge >= self._purge_every:
+            self._last_purge = time.monotonic()
+            purged = await self._ledger.purge_old_records()
+            if purged:
+                log.info("old idempotency keys and read counters purged", extra={"count": purged})
 
 
 async def wire(runtime: Runtime, *, consent_lookup: ConsentLookupFactory = identity_consent_lookup) -> Wiring:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -18,6 +17,7 @@ from meshlib.auth.consent import ConsentLookup
 from meshlib.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from meshlib.money import Amount
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
+from meshlib.periodic import Periodic
 from meshlib.storage import retry_on_conflict
 from services.payment.domain import checks
 from services.payment.domain.checks import PartnerLimits, VelocityRules
@@ -389,37 +389,27 @@ class RecoveryLoop:
         self._saga = saga
         self._commands = commands
         self._interval = interval_seconds
-        self._task: asyncio.Task[None] | None = None
+        self._passes = 0
+        self._periodic = Periodic("payment-recovery", interval_seconds, self._pass) if interval_seconds > 0 else None
 
     async def start(self) -> None:
         """Start the loop (no-op when the interval is 0)."""
-        if self._interval > 0:
-            self._task = asyncio.create_task(self._run(), name="payment-recovery")
+        if self._periodic is not None:
+            await self._periodic.start()
 
     async def stop(self) -> None:
         """Stop the loop; an interrupted step is replayed by the next pass (steps are idempotent)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._periodic is not None:
+            await self._periodic.stop()
 
     async def run_once(self) -> RecoveryResult:
         """One pass."""
         return await self._saga.recover()
 
-    async def _run(self) -> None:
-        passes = 0
-        while True:
-            try:
-                result = await self.run_once()
-                if result.examined:
-                    log.info("recovery pass", extra=result.__dict__)
-                if passes % max(1, int(3600 / self._interval)) == 0:
-                    await self._commands.purge_idempotency_keys()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("recovery pass failed")
-            passes += 1
-            await asyncio.sleep(self._interval)
+    async def _pass(self) -> None:
+        passes, self._passes = self._passes, self._passes + 1
+        result = await self.run_once()
+        if result.examined:
+            log.info("recovery pass", extra=result.__dict__)
+        if passes % max(1, int(3600 / self._interval)) == 0:
+            await self._commands.purge_idempotency_keys()
