@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.idempotency import upsert
+from meshlib.storage import as_utc
 from services.account.domain.ledger import (
     Account,
     AccountStatus,
@@ -31,13 +32,6 @@ from services.account.domain.ledger import (
 from services.account.tables import accounts, consent_reads, entries, transfers
 
 
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    # SQLite hands back naive datetimes; everything here is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value
-
-
 def _account(row: Any) -> Account:
     return Account(
         id=row.id,
@@ -48,8 +42,8 @@ def _account(row: Any) -> Account:
         overdraft_limit=row.overdraft_limit,
         customer_id=row.customer_id,
         display_name=row.display_name,
-        opened_at=_aware(row.opened_at),  # type: ignore[arg-type]
-        updated_at=_aware(row.updated_at),  # type: ignore[arg-type]
+        opened_at=as_utc(row.opened_at),
+        updated_at=as_utc(row.updated_at),
         debits_posted=row.debits_posted,
         credits_posted=row.credits_posted,
         debits_pending=row.debits_pending,
@@ -68,11 +62,11 @@ def _transfer(row: Any) -> Transfer:
         type=TransferType(row.type),
         state=TransferState(row.state),
         timeout=None if row.timeout_us is None else dt.timedelta(microseconds=row.timeout_us),
-        expires_at=_aware(row.expires_at),
+        expires_at=as_utc(row.expires_at),
         reference=row.reference,
         description=row.description,
-        created_at=_aware(row.created_at),  # type: ignore[arg-type]
-        updated_at=_aware(row.updated_at),  # type: ignore[arg-type]
+        created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at),
     )
 
 
@@ -85,7 +79,7 @@ def _entry(row: Any) -> Entry:
         amount=row.amount,
         currency=row.currency,
         status=EntryStatus(row.status),
-        booking_time=_aware(row.booking_time),  # type: ignore[arg-type]
+        booking_time=as_utc(row.booking_time),
         reference=row.reference,
         description=row.description,
     )

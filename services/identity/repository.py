@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.money import Amount
+from meshlib.storage import as_utc
 from services.identity.domain.consents import Consent, ConsentState
 from services.identity.domain.customers import Customer, CustomerStatus
 from services.identity.domain.keys import KeyState, SigningKey
@@ -27,15 +28,8 @@ from services.identity.tables import (
 )
 
 
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    # SQLite hands back naive datetimes; everything here is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value
-
-
 def _required(value: dt.datetime | None) -> dt.datetime:
-    aware = _aware(value)
+    aware = as_utc(value)
     assert aware is not None
     return aware
 
@@ -63,8 +57,8 @@ class SigningKeyRepository:
                 state=KeyState(row.state),
                 public_jwk=json.loads(row.public_jwk),
                 encrypted_private_pem=bytes(row.encrypted_private_pem),
-                created_at=_aware(row.created_at),  # type: ignore[arg-type]
-                retire_after=_aware(row.retire_after),
+                created_at=as_utc(row.created_at),
+                retire_after=as_utc(row.retire_after),
             )
             for row in rows
         ]
@@ -136,7 +130,7 @@ class PartnerRepository:
             tls_client_certificate_sha256=row.tls_client_certificate_sha256,
             created_at=_required(row.created_at),
             updated_at=_required(row.updated_at),
-            tokens_valid_after=_aware(row.tokens_valid_after),
+            tokens_valid_after=as_utc(row.tokens_valid_after),
         )
 
     async def add(self, partner: Partner) -> None:
@@ -290,7 +284,7 @@ class ConsentRepository:
             code_challenge=row.code_challenge,
             created_at=_required(row.created_at),
             updated_at=_required(row.updated_at),
-            authorised_at=_aware(row.authorised_at),
+            authorised_at=as_utc(row.authorised_at),
         )
 
     async def add(self, consent: Consent) -> None:
@@ -379,7 +373,7 @@ class GrantRepository:
             customer_id=row.customer_id,
             code_challenge=row.code_challenge,
             expires_at=_required(row.expires_at),
-            used_at=_aware(row.used_at),
+            used_at=as_utc(row.used_at),
         )
 
     async def mark_code_used(self, code_hash: str, now: dt.datetime) -> bool:
@@ -425,8 +419,8 @@ class GrantRepository:
             scopes=_split(row.scopes),
             issued_at=_required(row.issued_at),
             expires_at=_required(row.expires_at),
-            used_at=_aware(row.used_at),
-            revoked_at=_aware(row.revoked_at),
+            used_at=as_utc(row.used_at),
+            revoked_at=as_utc(row.revoked_at),
         )
 
     async def mark_refresh_token_used(self, token_hash: str, now: dt.datetime) -> bool:
@@ -466,7 +460,7 @@ class GrantRepository:
             family_id=row.family_id,
             issued_at=_required(row.issued_at),
             expires_at=_required(row.expires_at),
-            revoked_at=_aware(row.revoked_at),
+            revoked_at=as_utc(row.revoked_at),
         )
 
     async def revoke_access_tokens(

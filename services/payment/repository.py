@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.money import Amount
+from meshlib.storage import as_utc
 from services.payment.domain.checks import CustomerHistory
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.tables import payment_events, payment_steps, payments
@@ -17,10 +18,6 @@ from services.payment.tables import payment_events, payment_steps, payments
 FINAL_STATES = [s.name for s in PaymentState if s.final]
 # Payments that count against limits and history: everything not rejected or cancelled.
 NOT_COUNTED = [PaymentState.REJECTED.name, PaymentState.CANCELLED.name]
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
 def _payment(row: Any) -> Payment:
@@ -34,8 +31,8 @@ def _payment(row: Any) -> Payment:
         amount=Amount(row.currency, int(row.amount_minor)),
         payment_type=row.payment_type,
         state=PaymentState[row.state],
-        created_at=_aware(row.created_at),
-        updated_at=_aware(row.updated_at),
+        created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at),
         status_reason=row.status_reason,
         status_reason_message=row.status_reason_message,
         remittance_information=row.remittance_information,
@@ -205,7 +202,7 @@ class PaymentRepository:
                 sa.select(sa.func.min(payments.c.updated_at)).where(payments.c.state.not_in(FINAL_STATES))
             )
         ).scalar()
-        return _aware(value) if value is not None else None
+        return as_utc(value) if value is not None else None
 
     async def unfinished_with_expired_lease(self, now: dt.datetime, limit: int) -> list[str]:
         """Ids of non-final payments whose driver's lease has run out (the recovery loop's work)."""
@@ -330,7 +327,7 @@ class StepRepository:
         rows = await self._connection.execute(
             sa.select(payment_steps).where(payment_steps.c.payment_id == payment_id).order_by(payment_steps.c.step_id)
         )
-        return [SagaStep(r.payment_id, r.step, r.outcome, r.detail, r.trace_id, _aware(r.recorded_at)) for r in rows]
+        return [SagaStep(r.payment_id, r.step, r.outcome, r.detail, r.trace_id, as_utc(r.recorded_at)) for r in rows]
 
 
 class EventRepository:
@@ -370,7 +367,7 @@ class EventRepository:
                 PaymentState[r.previous_state] if r.previous_state else None,
                 PaymentState[r.state],
                 r.status_reason,
-                _aware(r.event_time),
+                as_utc(r.event_time),
             )
             for r in rows
         ]

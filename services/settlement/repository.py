@@ -7,13 +7,13 @@ clause.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.idempotency import upsert
+from meshlib.storage import as_utc
 from services.settlement.domain.obligations import Obligation, ObligationState, Position
 from services.settlement.domain.participants import (
     NetDebitCap,
@@ -30,13 +30,6 @@ from services.settlement.tables import (
     positions,
     settlement_windows,
 )
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    # SQLite hands back naive datetimes; everything here is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value
 
 
 class ParticipantRepository:
@@ -70,8 +63,8 @@ class ParticipantRepository:
                     partner_id=row.partner_id,
                     settlement_account=row.settlement_account,
                     status=ParticipantStatus(row.status),
-                    created_at=_aware(row.created_at),  # type: ignore[arg-type]
-                    updated_at=_aware(row.updated_at),  # type: ignore[arg-type]
+                    created_at=as_utc(row.created_at),
+                    updated_at=as_utc(row.updated_at),
                     caps=caps[row.id],
                 ),
             )
@@ -150,7 +143,7 @@ def _position(row: sa.Row) -> Position:
         currency=row.currency,
         net_minor=row.net_minor,
         reserved_minor=row.reserved_minor,
-        updated_at=_aware(row.updated_at),
+        updated_at=as_utc(row.updated_at),
     )
 
 
@@ -211,9 +204,9 @@ def _window(row: sa.Row, count: int = 0, gross: int = 0) -> SettlementWindow:
         id=row.id,
         currency=row.currency,
         state=WindowState(row.state),
-        opened_at=_aware(row.opened_at),  # type: ignore[arg-type]
-        closed_at=_aware(row.closed_at),
-        settled_at=_aware(row.settled_at),
+        opened_at=as_utc(row.opened_at),
+        closed_at=as_utc(row.closed_at),
+        settled_at=as_utc(row.settled_at),
         settlement_reference=row.settlement_reference or "",
         obligation_count=count,
         gross_minor=gross,
@@ -325,8 +318,8 @@ def _obligation(row: sa.Row) -> Obligation:
         currency=row.currency,
         amount_minor=row.amount_minor,
         state=ObligationState(row.state),
-        created_at=_aware(row.created_at),  # type: ignore[arg-type]
-        updated_at=_aware(row.updated_at),  # type: ignore[arg-type]
+        created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at),
         window_id=row.window_id,
     )
 

@@ -8,8 +8,9 @@ through asyncpg with ``synchronous_commit=on``.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -26,6 +27,17 @@ def database_url_for(service: str, settings: StorageSettings) -> str:
         return normalise_url(settings.database_url)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite+aiosqlite:///{(settings.data_dir / f'{service}.db').resolve()}"
+
+
+@overload
+def as_utc(value: dt.datetime) -> dt.datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """A stored timestamp as an aware UTC datetime (SQLite hands back naive ones; all are UTC)."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
 
 
 def normalise_url(url: str) -> str:
