@@ -3,13 +3,14 @@
 Every call asks the live consent (a :class:`~meshlib.auth.consent.ConsentLookup`) whether
 it is usable for the rpc's permission and whether it covers the account; an account outside
 the consent, or of another customer, is NOT_FOUND. Each call counts towards the consent's
-reads_per_day (0 = unlimited), per UTC day.
+reads_per_day (0 = unlimited), per UTC day, through :class:`ReadQuota`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from meshlib.auth.consent import ConsentLookup, ConsentView
 from meshlib.errors import InvalidArgument, NotFound, QuotaViolation, ResourceExhausted
@@ -57,13 +58,97 @@ def _seconds_to_next_utc_midnight(now: dt.datetime) -> float:
     return max(1.0, (tomorrow - now).total_seconds())
 
 
+@dataclass
+class _Allowance:
+    """Reads this replica may still admit for one consent on one UTC day."""
+
+    day: dt.date
+    left: int = 0
+    exhausted: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class ReadQuota:
+    """A consent's reads_per_day, enforced without a database write on every read.
+
+    Each replica claims reads from the durable per-consent, per-day counter in blocks (one
+    atomic upsert per block) and spends them from memory, so a read of an unlimited consent
+    never writes and a limited one writes once per block. Blocks are a twentieth of the quota
+    (1 to 100 reads), so the total admitted across replicas never exceeds reads_per_day; what
+    a replica holds unspent when it stops is lost for that day, at most one block.
+    """
+
+    MAX_BLOCK = 100
+
+    def __init__(self, uow: UowFactory) -> None:
+        self._uow = uow
+        self._allowances: dict[str, _Allowance] = {}
+
+    @classmethod
+    def block_size(cls, reads_per_day: int) -> int:
+        """How many reads one claim asks for."""
+        return max(1, min(cls.MAX_BLOCK, reads_per_day // 20))
+
+    async def take(self, consent: ConsentView, now: dt.datetime) -> None:
+        """Admit one read of ``consent`` or raise CONSENT_READS_EXHAUSTED until UTC midnight."""
+        limit = consent.reads_per_day
+        if not limit:
+            return
+        day = now.date()
+        allowance = self._allowances.get(consent.consent_id)
+        if allowance is None or allowance.day != day:
+            self._forget_other_days(day)
+            allowance = self._allowances[consent.consent_id] = _Allowance(day)
+        if allowance.left == 0 and not allowance.exhausted:
+            async with allowance.lock:
+                if allowance.left == 0 and not allowance.exhausted:  # nobody claimed while we queued
+                    granted = await self._claim(consent.consent_id, day, limit)
+                    allowance.left += granted
+                    allowance.exhausted = granted == 0
+        if allowance.left == 0:
+            raise _exhausted(consent, now)
+        allowance.left -= 1
+
+    async def _claim(self, consent_id: str, day: dt.date, limit: int) -> int:
+        block = self.block_size(limit)
+
+        async def once() -> int:
+            async with self._uow() as uow:
+                claimed = await uow.consent_reads.increment(consent_id, day, by=block)
+                granted = max(0, min(block, limit - (claimed - block)))
+                if granted:  # a claim that gets nothing is not committed: refused reads do not count
+                    if granted < block:  # the day's last, partial block: the counter stops at the quota
+                        await uow.consent_reads.increment(consent_id, day, by=granted - block)
+                    await uow.commit()
+                return granted
+
+        return await run_transaction(once)
+
+    def _forget_other_days(self, day: dt.date) -> None:
+        for consent_id in [key for key, held in self._allowances.items() if held.day != day]:
+            del self._allowances[consent_id]
+
+
+def _exhausted(consent: ConsentView, now: dt.datetime) -> ResourceExhausted:
+    return ResourceExhausted(
+        "the consent's reads per day are used up",
+        reason="CONSENT_READS_EXHAUSTED",
+        retry_after_seconds=_seconds_to_next_utc_midnight(now),
+        violations=[QuotaViolation(f"consents/{consent.consent_id}", f"reads_per_day: {consent.reads_per_day}")],
+    )
+
+
+
 class AccountReadService:
     """ListAccounts, GetAccount, GetBalance, ListTransactions, ConfirmFunds within a consent."""
 
-    def __init__(self, uow: UowFactory, consents: ConsentLookup, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, uow: UowFactory, consents: ConsentLookup, clock: Clock = utc_now, quota: ReadQuota | None = None
+    ) -> None:
         self._uow = uow
         self._consents = consents
         self._now = clock
+        self._quota = quota or ReadQuota(uow)
 
     async def _authorise(self, caller: ConsentCaller, permission: str, account_id: str | None = None) -> ConsentView:
         consent = await self._consents.get(caller.consent_id, partner_id=caller.partner_id)
@@ -71,26 +156,8 @@ class AccountReadService:
         consent.require_usable(permission, now)
         if account_id is not None:
             consent.require_account(account_id)
-        await self._count_read(consent, now)
+        await self._quota.take(consent, now)
         return consent
-
-    async def _count_read(self, consent: ConsentView, now: dt.datetime) -> None:
-        async def once() -> None:
-            async with self._uow() as uow:
-                count = await uow.consent_reads.increment(consent.consent_id, now.date())
-                if consent.reads_per_day and count > consent.reads_per_day:
-                    # Not committed: a refused read does not count.
-                    raise ResourceExhausted(
-                        "the consent's reads per day are used up",
-                        reason="CONSENT_READS_EXHAUSTED",
-                        retry_after_seconds=_seconds_to_next_utc_midnight(now),
-                        violations=[
-                            QuotaViolation(f"consents/{consent.consent_id}", f"reads_per_day: {consent.reads_per_day}")
-                        ],
-                    )
-                await uow.commit()
-
-        await run_transaction(once)
 
     async def _owned_account(self, consent: ConsentView, account_id: str) -> Account:
         async with self._uow(read_only=True) as uow:

@@ -372,12 +372,12 @@ class ConsentReadRepository:
         self._connection = connection
         self._dialect = dialect
 
-    async def increment(self, consent_id: str, day: dt.date) -> int:
-        """Count one more read in one atomic upsert; returns the day's count including it."""
-        statement = upsert(self._dialect)(consent_reads).values(consent_id=consent_id, day=day, count=1)
+    async def increment(self, consent_id: str, day: dt.date, by: int = 1) -> int:
+        """Count ``by`` more reads in one atomic upsert; returns the day's count including them."""
+        statement = upsert(self._dialect)(consent_reads).values(consent_id=consent_id, day=day, count=by)
         statement = statement.on_conflict_do_update(
             index_elements=[consent_reads.c.consent_id, consent_reads.c.day],
-            set_={"count": consent_reads.c.count + 1},
+            set_={"count": consent_reads.c.count + by},
         ).returning(consent_reads.c.count)
         return int((await self._connection.execute(statement)).scalar_one())
 

@@ -12,7 +12,7 @@ from meshlib.auth.consent import ConsentView
 from meshlib.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 from meshlib.money import Amount
 from services.account.domain.ledger import Account, AccountStatus, AccountType
-from services.account.read_service import AccountReadService, ConsentCaller
+from services.account.read_service import AccountReadService, ConsentCaller, ReadQuota
 
 NOW = dt.datetime(2026, 2, 1, 23, 0, tzinfo=dt.UTC)
 
@@ -57,9 +57,9 @@ class FakeUnitOfWork:
                 return {i: store.accounts[i] for i in ids if i in store.accounts}
 
         class Reads:
-            async def increment(self, consent_id: str, day: dt.date) -> int:
+            async def increment(self, consent_id: str, day: dt.date, by: int = 1) -> int:
                 key = (consent_id, day)
-                outer._pending[key] = store.reads[key] + 1
+                outer._pending[key] = outer._pending.get(key, store.reads[key]) + by
                 return outer._pending[key]
 
         self.accounts = Accounts()
@@ -143,6 +143,67 @@ async def test_reads_per_day_refuse_above_the_quota_until_midnight() -> None:
     assert caught.value.reason == "CONSENT_READS_EXHAUSTED"
     assert caught.value.retry_after_seconds == 3600  # 23:00 UTC -> midnight
     assert store.reads[("c1", NOW.date())] == 2  # the refused read did not count
+
+
+async def test_unlimited_consents_never_write_a_read_counter() -> None:
+    reads, store = service([account("a1")], reads_per_day=0)
+    for _ in range(50):
+        await reads.get_balance(CALLER, "a1")
+    assert store.reads == {}
+
+
+async def test_reads_are_claimed_in_blocks_and_spent_from_memory() -> None:
+    reads, store = service([account("a1")], reads_per_day=100)
+    await reads.get_balance(CALLER, "a1")
+    assert store.reads[("c1", NOW.date())] == ReadQuota.block_size(100) == 5
+    for _ in range(4):
+        await reads.get_balance(CALLER, "a1")
+    assert store.reads[("c1", NOW.date())] == 5  # the block covered them
+    await reads.get_balance(CALLER, "a1")
+    assert store.reads[("c1", NOW.date())] == 10
+
+
+async def test_replicas_sharing_the_counter_never_admit_more_than_the_quota() -> None:
+    first, store = service([account("a1")], reads_per_day=47)
+    second = AccountReadService(
+        lambda read_only=False: FakeUnitOfWork(store, read_only),
+        first._consents,  # the same consent, as another replica would see it
+        clock=lambda: NOW,
+    )
+    admitted = 0
+    for turn in range(200):
+        try:
+            await (first if turn % 3 else second).get_balance(CALLER, "a1")
+            admitted += 1
+        except ResourceExhausted:
+            pass
+    assert admitted == 47
+    assert store.reads[("c1", NOW.date())] == 47
+
+
+async def test_a_new_utc_day_starts_a_new_quota() -> None:
+    now = [NOW]
+    store = FakeStore([account("a1")])
+    view = ConsentView(
+        consent_id="c1",
+        partner_id="p1",
+        customer_id="cust-1",
+        state="AUTHORISED",
+        paused=False,
+        permissions=frozenset({"READ_BALANCES"}),
+        account_ids=frozenset({"a1"}),
+        expires_at=NOW + dt.timedelta(days=5),
+        reads_per_day=1,
+    )
+    reads = AccountReadService(
+        lambda read_only=False: FakeUnitOfWork(store, read_only), Consents(view), clock=lambda: now[0]
+    )
+    await reads.get_balance(CALLER, "a1")
+    with pytest.raises(ResourceExhausted):
+        await reads.get_balance(CALLER, "a1")
+    now[0] = NOW + dt.timedelta(hours=2)  # past midnight
+    await reads.get_balance(CALLER, "a1")
+    assert store.reads[("c1", now[0].date())] == 1
 
 
 async def test_confirm_funds_is_a_yes_or_no_on_the_available_balance() -> None:
