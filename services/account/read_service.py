@@ -138,7 +138,6 @@ def _exhausted(consent: ConsentView, now: dt.datetime) -> ResourceExhausted:
     )
 
 
-
 class AccountReadService:
     """ListAccounts, GetAccount, GetBalance, ListTransactions, ConfirmFunds within a consent."""
 
