@@ -68,6 +68,34 @@ def request_fingerprint(**fields: Any) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=plain).encode()).hexdigest()
 
 
+_TYPE_TEXT = {kind: str(kind) for kind in TransferType}
+
+
+def _plain_item(item: TransferRequest | MeshError) -> Any:
+    """A batch item as :func:`request_fingerprint` sees it (``asdict`` + ``str``), built directly.
+
+    The same JSON as the generic path, so fingerprints saved before stay valid, at a
+    fraction of ``dataclasses.asdict``'s cost (which dominated a 500-item batch).
+    """
+    if isinstance(item, MeshError):
+        return str(item)
+    return {
+        "transfer_id": item.transfer_id,
+        "debit_account_id": item.debit_account_id,
+        "credit_account_id": item.credit_account_id,
+        "amount": {"currency": item.amount.currency, "minor_units": item.amount.minor_units},
+        "type": _TYPE_TEXT[item.type],
+        "timeout": None if item.timeout is None else str(item.timeout),
+        "reference": item.reference,
+        "description": item.description,
+    }
+
+
+def _results_json(results: list[BatchItemResult]) -> bytes:
+    """A batch's answer as saved for replays (read back by :meth:`BatchItemResult.from_dict`)."""
+    return json.dumps([result.to_dict() for result in results]).encode()
+
+
 async def run_transaction(operation: Callable[[], Awaitable[T]], *, attempts: int = 4) -> T:
     """Run a whole transaction, again after a lost race on a unique key or a lock conflict.
 
@@ -149,8 +177,7 @@ async def persist(uow: AccountUnitOfWork, outcome: Outcome, accounts: list[Accou
     if outcome.drop_pending_entries:
         await uow.entries.drop_pending(outcome.transfer.id)
     await uow.entries.add(outcome.new_entries)
-    for account in accounts:
-        await uow.accounts.save(account)
+    await uow.accounts.save_many(accounts)
 
 
 class LedgerService:
@@ -174,11 +201,10 @@ class LedgerService:
 
     async def _create_once(self, request: TransferRequest) -> Transfer:
         async with self._uow() as uow:
-            existing = await uow.transfers.get(request.transfer_id)
-            if existing is not None:
-                return _replay(existing, request)
+            # Accounts first, then the id: read under the account locks, a concurrent create of
+            # the same id over the same accounts has committed by now (and one over other
+            # accounts loses the race on the primary key and retries into a replay).
             locked = await uow.accounts.lock([request.debit_account_id, request.credit_account_id])
-            # Re-read under the locks: a concurrent create of the same id has committed by now.
             existing = await uow.transfers.get(request.transfer_id)
             if existing is not None:
                 return _replay(existing, request)
@@ -374,7 +400,7 @@ class LedgerService:
                 if item.transfer_id in seen:
                     raise InvalidArgument.field(f"requests[{index}].request_id", "duplicate transfer id in the batch")
                 seen.add(item.transfer_id)
-        fingerprint = request_fingerprint(requests=[str(i) if isinstance(i, MeshError) else i for i in items])
+        fingerprint = request_fingerprint(requests=[_plain_item(item) for item in items])
         # Shape errors are per item: they never reach the database.
         shape_errors: dict[int, MeshError] = {}
         requests: dict[int, TransferRequest] = {}
@@ -399,43 +425,64 @@ class LedgerService:
                     for account_id in (request.debit_account_id, request.credit_account_id)
                 }
                 locked = await uow.accounts.lock(account_ids)
-                touched: dict[str, Account] = {}
-                results: list[BatchItemResult] = []
+                # One SELECT for every id of the batch, under the account locks (as the single path).
+                existing = await uow.transfers.many(request.transfer_id for request in requests.values())
                 now = self._now()
-                for index in range(len(items)):
-                    try:
-                        if index in shape_errors:
-                            raise shape_errors[index]
-                        request = requests[index]
-                        existing = await uow.transfers.get(request.transfer_id)
-                        if existing is not None:
-                            results.append(BatchItemResult(index, _replay(existing, request)))
-                            continue
-                        debit, credit = self._pair(locked, request)
-                        outcome = create_transfer(request, debit, credit, now)
-                        await uow.transfers.add(outcome.transfer)
-                        await uow.entries.add(outcome.new_entries)
-                        touched[debit.id], touched[credit.id] = debit, credit
-                        results.append(BatchItemResult(index, outcome.transfer))
-                    except MeshError as error:
-                        results.append(BatchItemResult(index, None, error.reason, error.message))
-                for account in touched.values():
-                    await uow.accounts.save(account)
+                results, created, touched = self._apply_batch(items, shape_errors, requests, existing, locked, now)
+                await uow.transfers.add_many(outcome.transfer for outcome in created)
+                await uow.entries.add([entry for outcome in created for entry in outcome.new_entries])
+                await uow.accounts.save_many(touched.values())
                 await uow.idempotency.save(
                     LEDGER_SCOPE,
                     "BatchCreateTransfers",
                     request_id,
                     fingerprint,
-                    json.dumps([result.to_dict() for result in results]).encode(),
+                    _results_json(results),
                     now,
                 )
                 await uow.commit()
-            log.info(
-                "batch applied", extra={"items": len(results), "failed": sum(1 for r in results if r.error_reason)}
-            )
+            log.info("batch applied", extra={"items": len(results), "failed": len(results) - len(created)})
             return results
 
         return await run_transaction(once)
+
+    def _apply_batch(
+        self,
+        items: list[TransferRequest | MeshError],
+        shape_errors: dict[int, MeshError],
+        requests: dict[int, TransferRequest],
+        existing: dict[str, Transfer],
+        locked: dict[str, Account],
+        now: dt.datetime,
+    ) -> tuple[list[BatchItemResult], list[Outcome], dict[str, Account]]:
+        """The batch's rules in memory, item by item in order, over the locked accounts.
+
+        Each accepted item changes the in-memory accounts the next items see (a refused item
+        changes nothing), exactly as applying the items one by one would. Returns the
+        per-item results, the accepted outcomes to write, and the accounts they changed.
+        """
+        results: list[BatchItemResult] = []
+        created: list[Outcome] = []
+        touched: dict[str, Account] = {}
+        for index in range(len(items)):
+            try:
+                if index in shape_errors:
+                    raise shape_errors[index]
+                request = requests[index]
+                found = existing.get(request.transfer_id)
+                if found is not None:
+                    results.append(BatchItemResult(index, _replay(found, request)))
+                    continue
+                debit, credit = self._pair(locked, request)
+                # Shapes were checked before the transaction (a shape error never reaches it).
+                outcome = create_transfer(request, debit, credit, now, validated=True)
+            except MeshError as error:
+                results.append(BatchItemResult(index, None, error.reason, error.message))
+                continue
+            created.append(outcome)
+            touched[debit.id], touched[credit.id] = debit, credit
+            results.append(BatchItemResult(index, outcome.transfer))
+        return results, created, touched
 
     # ---- funding from the bank's equity ----
 

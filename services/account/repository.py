@@ -1,9 +1,17 @@
 """Account repositories: they hide SQL from the service layer.
 
 Locking: :meth:`AccountRepository.lock` takes the account rows in sorted id order with
-``SELECT ... FOR UPDATE`` on PostgreSQL, so two transfers over the same pair of accounts
-queue instead of deadlocking. SQLite's ``BEGIN IMMEDIATE`` already serialises writers, so
-there a plain read is enough.
+one ``SELECT ... WHERE id IN (...) ORDER BY id FOR UPDATE`` on PostgreSQL, so two transfers
+over the same pair of accounts queue instead of deadlocking. SQLite's ``BEGIN IMMEDIATE``
+already serialises writers, so there a plain read is enough.
+
+Writes are set-based: the statements are built once at import (so SQLAlchemy's compiled
+cache always hits) and run once per transaction with a list of parameter sets
+(``executemany``), whether one transfer or a batch of 500 is written; transfers and
+entries go through :class:`meshlib.storage.BulkInsert` (positional rows, no per-row
+SQLAlchemy parameter processing). Rows read enum values
+through ``_value_`` (the plain attribute behind ``Enum.value``'s descriptor): these loops
+run thousands of times per batch.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.idempotency import upsert
-from meshlib.storage import as_utc
+from meshlib.storage import BulkInsert, as_utc
 from services.account.domain.ledger import (
     Account,
     AccountStatus,
@@ -85,6 +93,64 @@ def _entry(row: Any) -> Entry:
     )
 
 
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+# The hot statements, built once: the same statement object every time is a compiled-cache hit.
+_READ_ACCOUNTS = (
+    sa.select(accounts).where(accounts.c.id.in_(sa.bindparam("ids", expanding=True))).order_by(accounts.c.id)
+)
+_LOCK_ACCOUNTS = _READ_ACCOUNTS.with_for_update()
+_SAVE_ACCOUNT = (
+    accounts.update()
+    .where(accounts.c.id == sa.bindparam("account_id"))
+    .values(
+        status=sa.bindparam("status"),
+        debits_posted=sa.bindparam("debits_posted"),
+        credits_posted=sa.bindparam("credits_posted"),
+        debits_pending=sa.bindparam("debits_pending"),
+        credits_pending=sa.bindparam("credits_pending"),
+        last_entry_seq=sa.bindparam("last_entry_seq"),
+        updated_at=sa.bindparam("updated_at"),
+    )
+)
+_GET_TRANSFER = sa.select(transfers).where(transfers.c.id == sa.bindparam("transfer_id"))
+_LOCK_TRANSFER = _GET_TRANSFER.with_for_update()
+_MANY_TRANSFERS = sa.select(transfers).where(transfers.c.id.in_(sa.bindparam("ids", expanding=True)))
+_INSERT_TRANSFERS = BulkInsert(
+    transfers,
+    (
+        "id",
+        "debit_account_id",
+        "credit_account_id",
+        "amount",
+        "currency",
+        "type",
+        "state",
+        "timeout_us",
+        "expires_at",
+        "reference",
+        "description",
+        "created_at",
+        "updated_at",
+    ),
+)
+_INSERT_ENTRIES = BulkInsert(
+    entries,
+    (
+        "account_id",
+        "seq",
+        "transfer_id",
+        "direction",
+        "amount",
+        "currency",
+        "status",
+        "booking_time",
+        "reference",
+        "description",
+    ),
+)
+
+
 @dataclass(frozen=True)
 class CurrencyTotals:
     """Sums over every account of one currency."""
@@ -120,16 +186,17 @@ class AccountRepository:
         return _account(row) if row else None
 
     async def lock(self, account_ids: Iterable[str]) -> dict[str, Account]:
-        """Lock and load accounts in sorted id order (the one lock order of the service)."""
-        found: dict[str, Account] = {}
-        for account_id in sorted(set(account_ids)):
-            query = sa.select(accounts).where(accounts.c.id == account_id)
-            if self._row_locks:
-                query = query.with_for_update()
-            row = (await self._connection.execute(query)).first()
-            if row is not None:
-                found[account_id] = _account(row)
-        return found
+        """Lock and load accounts in sorted id order (the one lock order of the service).
+
+        One statement whatever the number of accounts: PostgreSQL sorts the rows by id
+        before it locks them, so every caller takes the locks in the same order.
+        """
+        ids = sorted(set(account_ids))
+        if not ids:
+            return {}
+        query = _LOCK_ACCOUNTS if self._row_locks else _READ_ACCOUNTS
+        rows = await self._connection.execute(query, {"ids": ids})
+        return {row.id: _account(row) for row in rows}
 
     async def many(self, account_ids: Iterable[str]) -> dict[str, Account]:
         """Accounts by id, unlocked; missing ids are absent from the answer."""
@@ -170,19 +237,25 @@ class AccountRepository:
 
     async def save(self, account: Account) -> None:
         """Persist an account's totals, status and entry sequence (the caller holds its lock)."""
-        await self._connection.execute(
-            accounts.update()
-            .where(accounts.c.id == account.id)
-            .values(
-                status=account.status.value,
-                debits_posted=account.debits_posted,
-                credits_posted=account.credits_posted,
-                debits_pending=account.debits_pending,
-                credits_pending=account.credits_pending,
-                last_entry_seq=account.last_entry_seq,
-                updated_at=account.updated_at,
-            )
-        )
+        await self.save_many([account])
+
+    async def save_many(self, changed: Iterable[Account]) -> None:
+        """Persist several accounts in one ``executemany`` UPDATE (the caller holds their locks)."""
+        rows = [
+            {
+                "account_id": account.id,
+                "status": account.status._value_,
+                "debits_posted": account.debits_posted,
+                "credits_posted": account.credits_posted,
+                "debits_pending": account.debits_pending,
+                "credits_pending": account.credits_pending,
+                "last_entry_seq": account.last_entry_seq,
+                "updated_at": account.updated_at,
+            }
+            for account in changed
+        ]
+        if rows:
+            await self._connection.execute(_SAVE_ACCOUNT, rows)
 
     async def totals(self) -> list[CurrencyTotals]:
         """Per-currency sums, sorted by currency."""
@@ -224,30 +297,44 @@ class TransferRepository:
 
     async def get(self, transfer_id: str, *, lock: bool = False) -> Transfer | None:
         """One transfer; ``lock`` takes its row lock (post, void, expire)."""
-        query = sa.select(transfers).where(transfers.c.id == transfer_id)
-        if lock and self._row_locks:
-            query = query.with_for_update()
-        row = (await self._connection.execute(query)).first()
+        query = _LOCK_TRANSFER if lock and self._row_locks else _GET_TRANSFER
+        row = (await self._connection.execute(query, {"transfer_id": transfer_id})).first()
         return _transfer(row) if row else None
+
+    async def many(self, transfer_ids: Iterable[str]) -> dict[str, Transfer]:
+        """The transfers that exist among ``transfer_ids`` (one unlocked SELECT), by id."""
+        ids = list(transfer_ids)
+        if not ids:
+            return {}
+        rows = await self._connection.execute(_MANY_TRANSFERS, {"ids": ids})
+        return {row.id: _transfer(row) for row in rows}
 
     async def add(self, transfer: Transfer) -> None:
         """Store a new transfer."""
-        await self._connection.execute(
-            transfers.insert().values(
-                id=transfer.id,
-                debit_account_id=transfer.debit_account_id,
-                credit_account_id=transfer.credit_account_id,
-                amount=transfer.amount,
-                currency=transfer.currency,
-                type=transfer.type.value,
-                state=transfer.state.value,
-                timeout_us=None if transfer.timeout is None else transfer.timeout // dt.timedelta(microseconds=1),
-                expires_at=transfer.expires_at,
-                reference=transfer.reference,
-                description=transfer.description,
-                created_at=transfer.created_at,
-                updated_at=transfer.updated_at,
-            )
+        await self.add_many([transfer])
+
+    async def add_many(self, new: Iterable[Transfer]) -> None:
+        """Store new transfers in one ``executemany`` INSERT."""
+        await _INSERT_TRANSFERS.execute(
+            self._connection,
+            [
+                (
+                    transfer.id,
+                    transfer.debit_account_id,
+                    transfer.credit_account_id,
+                    transfer.amount,
+                    transfer.currency,
+                    transfer.type._value_,
+                    transfer.state._value_,
+                    None if transfer.timeout is None else transfer.timeout // _MICROSECOND,
+                    transfer.expires_at,
+                    transfer.reference,
+                    transfer.description,
+                    transfer.created_at,
+                    transfer.updated_at,
+                )
+                for transfer in new
+            ],
         )
 
     async def save_state(self, transfer: Transfer) -> None:
@@ -310,24 +397,22 @@ class EntryRepository:
         self._connection = connection
 
     async def add(self, new_entries: list[Entry]) -> None:
-        """Store new lines."""
-        if not new_entries:
-            return
-        await self._connection.execute(
-            entries.insert(),
+        """Store new lines in one ``executemany`` INSERT."""
+        await _INSERT_ENTRIES.execute(
+            self._connection,
             [
-                {
-                    "account_id": e.account_id,
-                    "seq": e.seq,
-                    "transfer_id": e.transfer_id,
-                    "direction": e.direction.value,
-                    "amount": e.amount,
-                    "currency": e.currency,
-                    "status": e.status.value,
-                    "booking_time": e.booking_time,
-                    "reference": e.reference,
-                    "description": e.description,
-                }
+                (
+                    e.account_id,
+                    e.seq,
+                    e.transfer_id,
+                    e.direction._value_,
+                    e.amount,
+                    e.currency,
+                    e.status._value_,
+                    e.booking_time,
+                    e.reference,
+                    e.description,
+                )
                 for e in new_entries
             ],
         )
