@@ -158,9 +158,15 @@ async def _consent_for(operator: Operator, gateway: Any, partner: dict[str, Any]
 
 @contextlib.asynccontextmanager
 async def running_mesh(
-    work_dir: Path, *, store: str, limiter: str, postgres: Any = None, redis_url: str | None = None
+    work_dir: Path,
+    *,
+    store: str,
+    limiter: str,
+    postgres: Any = None,
+    redis_url: str | None = None,
+    process_env: dict[str, dict[str, str]] | None = None,
 ) -> AsyncIterator[RunningMesh]:
-    """Start, seed and authorise a mesh; stop it afterwards."""
+    """Start, seed and authorise a mesh; stop it afterwards (``process_env``: extra settings per process)."""
     run_id = uuid.uuid4().hex[:8]
     data_dir = work_dir / f"mesh-{store}-{limiter}-{run_id}"
     data_dir.mkdir(parents=True)
@@ -173,6 +179,8 @@ async def running_mesh(
     child_env.setdefault("payment", {})["OBM_VELOCITY_RULES_FILE"] = str(data_dir / "bench-velocity.yaml")
     # Tokens outlive a whole bench run (the default 300 s would expire mid-run).
     child_env.setdefault("identity", {})["OBM_ACCESS_TOKEN_TTL_SECONDS"] = "3600"
+    for name, values in (process_env or {}).items():
+        child_env.setdefault(name, {}).update(values)
     extra_env = {"OBM_LOG_LEVEL": "WARNING"}
     if limiter == "redis" and redis_url:
         extra_env["OBM_REDIS_URL"] = redis_url  # as in production: the limiter and the invalidation bus
