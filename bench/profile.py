@@ -96,7 +96,6 @@ async def profile(options: argparse.Namespace) -> int:
 
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out_dir: Path = options.out
-    out_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix="bench-profile-"))
     with contextlib.ExitStack() as stack:
         postgres = stack.enter_context(postgres_server()) if options.store == "postgres" else None
@@ -173,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gil", action="store_true", help="only samples holding the GIL: Python CPU, no idle threads")
     parser.add_argument("--out", type=Path, default=Path(".bench/profiles"))
     options = parser.parse_args(argv)
+    options.out.mkdir(parents=True, exist_ok=True)
     return asyncio.run(profile(options))
 
 
