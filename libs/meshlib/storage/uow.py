@@ -39,6 +39,7 @@ class SqlUnitOfWork:
         self._transaction: AsyncTransaction | None = None
         self._committed = False
         self._span: trace.Span | None = None
+        self._writer: asyncio.Lock | None = None
 
     @property
     def connection(self) -> AsyncConnection:
@@ -57,9 +58,13 @@ class SqlUnitOfWork:
             kind=trace.SpanKind.CLIENT,
             attributes={"db.system": self.database.dialect, "db.read_only": self.read_only},
         )
+        self._writer = self.database.sqlite_writer if self.database.is_sqlite and not self.read_only else None
         try:
+            if self._writer is not None:
+                await self._writer.acquire()
             connection = await self.database.engine.connect()
         except BaseException:
+            self._release_writer()
             self._span.end()
             raise
         if self.database.is_sqlite:
@@ -68,12 +73,18 @@ class SqlUnitOfWork:
             self._transaction = await connection.begin()
         except BaseException:
             await connection.close()
+            self._release_writer()
             self._span.end()
             raise
         self._connection = connection
         self._committed = False
         self._bind(connection)
         return self
+
+    def _release_writer(self) -> None:
+        if self._writer is not None and self._writer.locked():
+            self._writer.release()
+        self._writer = None
 
     async def commit(self) -> None:
         """Make the changes durable."""
@@ -94,8 +105,11 @@ class SqlUnitOfWork:
             if not self._committed:
                 await self.rollback()
         finally:
-            if self._connection is not None:
-                await self._connection.close()
+            try:
+                if self._connection is not None:
+                    await self._connection.close()
+            finally:
+                self._release_writer()
             self._connection = None
             self._transaction = None
             if self._span is not None:

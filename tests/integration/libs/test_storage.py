@@ -123,3 +123,40 @@ async def test_concurrent_increments_are_serialised_without_lost_updates(databas
     await asyncio.gather(*(increment() for _ in range(50)))
     async with NotesUnitOfWork(database, read_only=True) as uow:
         assert (await uow.connection.execute(sa.select(notes.c.counter))).scalar_one() == 50
+
+
+async def test_sqlite_runs_on_the_loop_thread_and_writers_queue_in_process(tmp_path: Path) -> None:
+    """No worker thread per connection; writers that await mid-transaction never block each other."""
+    import threading
+
+    db = Database(f"sqlite:///{tmp_path / 'inline.db'}")
+    try:
+        await upgrade_to_head(db, VERSIONS, "sample")
+        threads_before = threading.active_count()
+        async with NotesUnitOfWork(db) as uow:
+            await uow.connection.execute(notes.insert().values(id="slow", counter=0))
+            await uow.commit()
+
+        async def writer(index: int) -> None:
+            async with NotesUnitOfWork(db) as uow:
+                await uow.connection.execute(notes.insert().values(id=f"n{index}", counter=index))
+                await asyncio.sleep(0.01)  # another coroutine runs here while this one holds the write lock
+                await uow.commit()
+
+        async def reader() -> int:
+            async with NotesUnitOfWork(db, read_only=True) as uow:
+                return len((await uow.connection.execute(sa.select(notes.c.id))).all())
+
+        results = await asyncio.wait_for(
+            asyncio.gather(*(writer(i) for i in range(20)), *(reader() for _ in range(5))), timeout=10
+        )
+        assert all(isinstance(count, int) for count in results[20:])
+        assert threading.active_count() == threads_before  # statements ran inline: no aiosqlite threads
+        assert await reader() == 21
+        assert not db.sqlite_writer.locked()
+        with pytest.raises(sa.exc.IntegrityError):  # a failed write releases the writer slot
+            async with NotesUnitOfWork(db) as uow:
+                await uow.connection.execute(notes.insert().values(id="slow", counter=1))
+        assert not db.sqlite_writer.locked()
+    finally:
+        await db.dispose()
