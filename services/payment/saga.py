@@ -1,13 +1,18 @@
-"""The payment saga and its recovery: hold -> reserve -> post -> commit, or void + release.
+"""The payment saga and its recovery: (hold | reserve) -> post -> commit, or void + release.
 
-Every step is recorded ("started") in its own transaction before the downstream call is
-sent and its outcome afterwards, and every downstream call is idempotent by a key derived
+The hold on the debtor's funds and the reservation of the settlement position do not depend
+on each other, so they are sent together; the post follows both, and the obligation is
+committed only after the money moved. Each call is recorded as "started" before it is sent
+(the commit that immediately follows a post excepted: a crash there leaves a POSTED hold,
+from which recovery knows to commit) and its outcome afterwards, sharing transactions where
+one outcome and the next start meet. Every downstream call is idempotent by a key derived
 from the payment id, so replaying any step after a crash is safe. One driver at a time owns
 a payment (a lease on its row); the recovery loop only takes payments whose lease expired.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
@@ -201,11 +206,18 @@ class PaymentSaga:
         await uow.payments.renew(payment.payment_id, now, self._lease)
 
     async def start_in(self, uow: PaymentUnitOfWork, payment: Payment, now: dt.datetime) -> None:
-        """In CreatePayment's transaction: accept the new payment and record the hold as started."""
+        """In CreatePayment's transaction: accept the new payment and record its first calls as started."""
         await uow.payments.request_hold(payment.payment_id, now)
-        await self.write_in(
-            uow, payment, ((HOLD, "started", ""),), ([PaymentState.RECEIVED], PaymentState.ACCEPTED), now
-        )
+        await self.write_in(uow, payment, _first_calls(payment), ([PaymentState.RECEIVED], PaymentState.ACCEPTED), now)
+
+    async def _attempt(self, payment: Payment, step: str, action: Callable[[], Awaitable[object]]) -> MeshError | None:
+        """Send one downstream call; None on success, its error (recorded as failed) otherwise."""
+        try:
+            await action()
+        except MeshError as error:
+            await self._record(payment, step, "failed", f"{error.reason}: {error.message}")
+            return error
+        return None
 
     async def _call(self, payment: Payment, step: str, action: Callable[[], Awaitable[object]]) -> None:
         """Send one downstream call whose "started" row is committed; a failure is recorded at once.
@@ -244,36 +256,43 @@ class PaymentSaga:
             if not hold_started:
                 started = await self._apply(
                     payment,
-                    records=((HOLD, "started", ""),),
+                    records=_first_calls(payment),
                     move=([PaymentState.RECEIVED], PaymentState.ACCEPTED),
                     request_hold=True,
                 )
                 if started is None:  # cancelled meanwhile
                     return await self._get(payment.payment_id)
-            self._points("after_hold_funds_started")
-            try:
-                await self._call(payment, HOLD, lambda: self._ledger.hold(payment))
-            except MeshError as error:
-                # The ledger refused the hold, so nothing is held and nothing was reserved yet.
-                return await self._move(
-                    payment, [PaymentState.ACCEPTED], PaymentState.REJECTED, _reason(error), error.message
-                )
             if payment.needs_settlement:
-                await self._apply(payment, records=((HOLD, "succeeded", ""), (RESERVE, "started", "")))
-                self._points("after_hold_funds", "after_reserve_position_started")
-                try:
-                    await self._call(payment, RESERVE, lambda: self._positions.reserve(payment))
-                except MeshError as error:
-                    return await self._compensate(payment, _reason(error), error.message)
-                done: tuple[tuple[str, str, str], ...] = ((RESERVE, "succeeded", ""),)
+                self._points("after_hold_funds_started", "after_reserve_position_started")
+                # Independent calls, sent together: each refusal is recorded; any refusal undoes both.
+                held, reserved = await asyncio.gather(
+                    self._attempt(payment, HOLD, lambda: self._ledger.hold(payment)),
+                    self._attempt(payment, RESERVE, lambda: self._positions.reserve(payment)),
+                )
+                for error in (held, reserved):
+                    if error is not None and transient(error):
+                        raise Stop(error.reason) from error
+                refused = held or reserved
+                if refused is not None:
+                    return await self._compensate(payment, _reason(refused), refused.message)
+                self._points("after_hold_funds", "after_reserve_position")
+                done: tuple[tuple[str, str, str], ...] = ((HOLD, "succeeded", ""), (RESERVE, "succeeded", ""))
             else:
+                self._points("after_hold_funds_started")
+                try:
+                    await self._call(payment, HOLD, lambda: self._ledger.hold(payment))
+                except MeshError as error:
+                    # The ledger refused the hold, so nothing is held.
+                    return await self._move(
+                        payment, [PaymentState.ACCEPTED], PaymentState.REJECTED, _reason(error), error.message
+                    )
                 done = ((HOLD, "succeeded", ""), (RESERVE, "succeeded", NOT_APPLICABLE))
             await self._apply(
                 payment,
                 records=(*done, (POST, "started", "")),
                 move=([PaymentState.ACCEPTED], PaymentState.SETTLEMENT_IN_PROCESS),
             )
-            self._points("after_hold_funds", "after_reserve_position", "after_post_funds_started")
+            self._points("after_post_funds_started")
             try:
                 await self._call(payment, POST, lambda: self._ledger.post(payment))
             except MeshError as error:
@@ -293,7 +312,10 @@ class PaymentSaga:
             assert stored is not None
             self._points("after_post_funds")
             return stored
-        await self._apply(payment, records=(*posted, (COMMIT, "started", "")))
+        if not just_posted:
+            await self._apply(payment, records=((COMMIT, "started", ""),))
+        # Right after a post the commit is not recorded as started first: a crash here leaves a
+        # POSTED hold, and recovery commits on seeing one (one transaction fewer per payment).
         self._points("after_post_funds", "after_commit_obligation_started")
         try:
             await self._call(payment, COMMIT, lambda: self._positions.commit(payment))
@@ -301,9 +323,10 @@ class PaymentSaga:
             # The money moved: never undo. An operator must look; recovery retries the commit.
             log.error("obligation commit refused after post", extra={"payment": payment.payment_id})
             raise Stop(error.reason) from error
+        started: tuple[tuple[str, str, str], ...] = ((COMMIT, "started", ""),) if just_posted else ()
         stored = await self._apply(
             payment,
-            records=((COMMIT, "succeeded", ""),),
+            records=(*posted, *started, (COMMIT, "succeeded", "")),
             move=([PaymentState.ACCEPTED, PaymentState.SETTLEMENT_IN_PROCESS], PaymentState.SETTLED),
         )
         assert stored is not None
@@ -397,6 +420,13 @@ class PaymentSaga:
 
 
 TRANSIENT_REASONS = {"SERVICE_UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL_ERROR", "CONCURRENT_MODIFICATION"}
+
+
+def _first_calls(payment: Payment) -> tuple[tuple[str, str, str], ...]:
+    """The "started" rows of the calls a payment's saga sends first (together)."""
+    if payment.needs_settlement:
+        return ((HOLD, "started", ""), (RESERVE, "started", ""))
+    return ((HOLD, "started", ""),)
 
 
 def _recorded_refusal(steps: list[SagaStep]) -> str:

@@ -46,9 +46,9 @@ async def test_a_wallet_top_up_settles_and_balances_positions_and_states_agree(m
     steps = [(e.step, e.outcome) for e in await mesh.audit(payment.name)]
     assert steps == [
         ("validate", "succeeded"),
-        ("hold_funds", "started"),
-        ("hold_funds", "succeeded"),
+        ("hold_funds", "started"),  # the hold and the reservation are sent together
         ("reserve_position", "started"),
+        ("hold_funds", "succeeded"),
         ("reserve_position", "succeeded"),
         ("post_funds", "started"),
         ("post_funds", "succeeded"),
@@ -74,6 +74,9 @@ async def test_saga_rejections_leave_no_money_moved(mesh: Mesh) -> None:
     poor = await mesh.top_up(200_000)
     assert (poor.state, poor.status_reason) == (payment_pb2.PAYMENT_STATE_REJECTED, "INSUFFICIENT_FUNDS")
     assert poor.iso20022_status == "RJCT" and poor.status_reason_message
+    # The reservation was sent beside the hold: it is released, so no position is left reserved.
+    assert await mesh.position("bank") == (0, 0)
+    assert ("release_obligation", "compensated") in [(e.step, e.outcome) for e in await mesh.audit(poor.name)]
     # NET_DEBIT_CAP_EXCEEDED: the hold is made, then voided when the reservation fails.
     await _set_bank_cap(mesh, 100)
     capped = await mesh.top_up(5_000)
