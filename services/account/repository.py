@@ -37,7 +37,7 @@ from services.account.domain.ledger import (
     TransferState,
     TransferType,
 )
-from services.account.tables import accounts, consent_reads, entries, transfers
+from services.account.tables import PENDING_ENTRY, accounts, consent_reads, entries, transfers
 
 
 def _account(row: Any) -> Account:
@@ -419,9 +419,7 @@ class EntryRepository:
 
     async def drop_pending(self, transfer_id: str) -> None:
         """Remove a hold's pending lines (posted: replaced by booked ones; voided/expired: gone)."""
-        await self._connection.execute(
-            entries.delete().where(entries.c.transfer_id == transfer_id, entries.c.status == EntryStatus.PENDING.value)
-        )
+        await self._connection.execute(entries.delete().where(entries.c.transfer_id == transfer_id, PENDING_ENTRY))
 
     async def page(
         self,
