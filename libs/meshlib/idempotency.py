@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -73,22 +74,52 @@ def fingerprint(request: Message, *, ignore: tuple[str, ...] = ("request_id",)) 
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
+@dataclass(frozen=True)
+class _Statements:
+    """One idempotency table's statements, built once and run with a parameter dict.
+
+    A built statement keeps its cache key, so a call neither rebuilds the expression nor
+    recomputes the key. Placeholder names are no column names (see ``sqlalchemy.bindparam``).
+    """
+
+    lookup: sa.Select[Any]
+    save: sa.Insert
+    purge: sa.Delete
+
+
+_STATEMENTS: dict[sa.Table, _Statements] = {}
+
+
+def _statements(table: sa.Table) -> _Statements:
+    statements = _STATEMENTS.get(table)
+    if statements is None:
+        c = table.c
+        statements = _Statements(
+            lookup=sa.select(c.fingerprint, c.response).where(
+                c.scope == sa.bindparam("key_scope", type_=c.scope.type),
+                c.method == sa.bindparam("key_method", type_=c.method.type),
+                c.request_id == sa.bindparam("key_request_id", type_=c.request_id.type),
+            ),
+            save=table.insert(),
+            purge=table.delete().where(c.created_at < sa.bindparam("older_than", type_=c.created_at.type)),
+        )
+        _STATEMENTS[table] = statements
+    return statements
+
+
 class IdempotencyRepository:
     """Saved answers of mutating calls, inside the caller's transaction."""
 
     def __init__(self, connection: AsyncConnection, table: sa.Table) -> None:
         self._connection = connection
         self._table = table
+        self._statements = _statements(table)
 
     async def lookup(self, scope: str, method: str, request_id: str, request_fingerprint: str) -> bytes | None:
         """The saved answer for a replay, None for a new key; raises on a changed payload."""
         row = (
             await self._connection.execute(
-                sa.select(self._table.c.fingerprint, self._table.c.response).where(
-                    self._table.c.scope == scope,
-                    self._table.c.method == method,
-                    self._table.c.request_id == request_id,
-                )
+                self._statements.lookup, {"key_scope": scope, "key_method": method, "key_request_id": request_id}
             )
         ).first()
         if row is None:
@@ -106,19 +137,20 @@ class IdempotencyRepository:
     ) -> None:
         """Remember the answer; a concurrent duplicate makes the transaction fail and retry."""
         await self._connection.execute(
-            self._table.insert().values(
-                scope=scope,
-                method=method,
-                request_id=request_id,
-                fingerprint=request_fingerprint,
-                response=response,
-                created_at=now,
-            )
+            self._statements.save,
+            {
+                "scope": scope,
+                "method": method,
+                "request_id": request_id,
+                "fingerprint": request_fingerprint,
+                "response": response,
+                "created_at": now,
+            },
         )
 
     async def purge(self, older_than: dt.datetime) -> int:
         """Forget keys older than the retention period."""
-        result = await self._connection.execute(self._table.delete().where(self._table.c.created_at < older_than))
+        result = await self._connection.execute(self._statements.purge, {"older_than": older_than})
         return result.rowcount or 0
 
 

@@ -20,6 +20,117 @@ FINAL_STATES = [s.name for s in PaymentState if s.final]
 NOT_COUNTED = [PaymentState.REJECTED.name, PaymentState.CANCELLED.name]
 
 
+# Statements are built once and run with a parameter dict: SQLAlchemy then neither rebuilds
+# the expression nor recomputes its cache key per call (a built statement memoizes it), and
+# the compiled form comes straight from the engine's cache. Parameter names avoid the
+# ``<name>_<n>`` shape of SQLAlchemy's anonymous parameters and every column name (in an
+# UPDATE run with a dict, a key that names a column would be added to its SET clause).
+
+
+def _param(name: str, column: sa.Column[Any], *, expanding: bool = False) -> sa.BindParameter[Any]:
+    """A named placeholder typed like ``column`` (so values are processed exactly as literals were)."""
+    return sa.bindparam(name, type_=column.type, expanding=expanding)
+
+
+_c = payments.c
+_PAYMENT_ID = _param("pid", _c.payment_id)
+_NOW = _param("now", _c.updated_at)
+_LEASE_UNTIL = _param("until", _c.lease_until)
+
+_GET = sa.select(payments).where(_c.payment_id == _PAYMENT_ID)
+# An insert run with a dict: SQLAlchemy fills exactly the columns named in it.
+_INSERT_PAYMENT = payments.insert()
+_MOVE = (
+    payments.update()
+    .where(_c.payment_id == _PAYMENT_ID, _c.state.in_(_param("from_states", _c.state, expanding=True)))
+    .values(
+        state=_param("to_state", _c.state),
+        status_reason=_param("reason", _c.status_reason),
+        status_reason_message=_param("message", _c.status_reason_message),
+        updated_at=_NOW,
+    )
+)
+_CANCEL = _MOVE.where(_c.hold_requested.is_(False))
+_REQUEST_HOLD = (
+    payments.update()
+    .where(_c.payment_id == _PAYMENT_ID, _c.state.in_([PaymentState.RECEIVED.name, PaymentState.ACCEPTED.name]))
+    .values(hold_requested=True, updated_at=_NOW)
+)
+_CLAIM = (
+    payments.update()
+    .where(
+        _c.payment_id == _PAYMENT_ID,
+        _c.state.not_in(FINAL_STATES),
+        sa.or_(_c.lease_until.is_(None), _c.lease_until < _param("now", _c.lease_until)),
+    )
+    .values(lease_until=_LEASE_UNTIL)
+)
+_RENEW = payments.update().where(_c.payment_id == _PAYMENT_ID).values(lease_until=_LEASE_UNTIL)
+_HOLD_REQUESTED = sa.select(_c.hold_requested).where(_c.payment_id == _PAYMENT_ID)
+_INSERT_STEP = payment_steps.insert()
+_INSERT_EVENT = payment_events.insert()
+_STEPS_FOR_PAYMENT = (
+    sa.select(payment_steps)
+    .where(payment_steps.c.payment_id == _param("pid", payment_steps.c.payment_id))
+    .order_by(payment_steps.c.step_id)
+)
+_LAST_SEQ = sa.select(sa.func.coalesce(sa.func.max(payment_events.c.seq), 0))
+_SPENT: dict[str, sa.Select[Any]] = {}
+_HISTORY: dict[tuple[tuple[int, ...], str], sa.Select[Any]] = {}
+
+
+def _spent_statement(column: str) -> sa.Select[Any]:
+    """SUM of the counted payments by ``column`` (one statement per column, built on first use)."""
+    statement = _SPENT.get(column)
+    if statement is None:
+        statement = sa.select(sa.func.coalesce(sa.func.sum(_c.amount_minor), 0)).where(
+            payments.c[column] == _param("value", payments.c[column]),
+            _c.currency == _param("cur", _c.currency),
+            _c.created_at >= _param("since", _c.created_at),
+            _c.state.not_in(NOT_COUNTED),
+        )
+        _SPENT[column] = statement
+    return statement
+
+
+_ONE, _ZERO = sa.literal_column("1"), sa.literal_column("0")
+
+
+def _counting(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
+    """How many of the selected rows meet ``condition`` (NULL when no row is selected)."""
+    return sa.func.sum(sa.case((condition, _ONE), else_=_ZERO))
+
+
+def _history_statement(windows: tuple[int, ...], creditor: str) -> sa.Select[Any]:
+    """customer_history in one pass over the customer's payments (built once per shape).
+
+    Columns: the counted payments' COUNT and AVG, the settled payments to the same creditor,
+    then one count per window (``windows`` order). ``creditor`` says how the creditor is
+    matched: by account, by wallet partner, or a missing wallet partner (IS NULL).
+    """
+    key = (windows, creditor)
+    statement = _HISTORY.get(key)
+    if statement is None:
+        counted = sa.and_(_c.state.not_in(NOT_COUNTED), _c.currency == _param("cur", _c.currency))
+        if creditor == "account":
+            same_creditor = _c.creditor_account_id == _param("creditor", _c.creditor_account_id)
+        elif creditor == "wallet":
+            same_creditor = _c.creditor_wallet_partner_id == _param("creditor", _c.creditor_wallet_partner_id)
+        else:
+            same_creditor = _c.creditor_wallet_partner_id.is_(None)
+        columns = [
+            _counting(counted),
+            sa.func.avg(sa.case((counted, _c.amount_minor))),
+            _counting(sa.and_(_c.state == PaymentState.SETTLED.name, same_creditor)),
+        ]
+        columns += [
+            _counting(_c.created_at >= _param(f"since_w{index}x", _c.created_at)) for index in range(len(windows))
+        ]
+        statement = sa.select(*columns).where(_c.customer_id == _param("customer", _c.customer_id))
+        _HISTORY[key] = statement
+    return statement
+
+
 def _payment(row: Any) -> Payment:
     return Payment(
         payment_id=row.payment_id,
@@ -77,35 +188,36 @@ class PaymentRepository:
 
     async def get(self, payment_id: str) -> Payment | None:
         """One payment by id."""
-        row = (await self._connection.execute(sa.select(payments).where(payments.c.payment_id == payment_id))).first()
+        row = (await self._connection.execute(_GET, {"pid": payment_id})).first()
         return _payment(row) if row else None
 
     async def add(self, payment: Payment, *, lease_until: dt.datetime | None = None) -> None:
         """Store a new payment (``lease_until``: the creating driver owns its saga until then)."""
         await self._connection.execute(
-            payments.insert().values(
-                payment_id=payment.payment_id,
-                partner_id=payment.partner_id,
-                consent_id=payment.consent_id,
-                debtor_account_id=payment.debtor_account_id,
-                creditor_account_id=payment.creditor_account_id,
-                creditor_wallet_partner_id=payment.creditor_wallet_partner_id,
-                currency=payment.amount.currency,
-                amount_minor=payment.amount.minor_units,
-                payment_type=payment.payment_type,
-                state=payment.state.name,
-                status_reason=payment.status_reason,
-                status_reason_message=payment.status_reason_message,
-                remittance_information=payment.remittance_information,
-                end_to_end_id=payment.end_to_end_id,
-                created_at=payment.created_at,
-                updated_at=payment.updated_at,
-                customer_id=payment.customer_id,
-                creditor_ledger_account_id=payment.creditor_ledger_account_id,
-                payer_participant_id=payment.payer_participant_id,
-                payee_participant_id=payment.payee_participant_id,
-                lease_until=lease_until,
-            )
+            _INSERT_PAYMENT,
+            {
+                "payment_id": payment.payment_id,
+                "partner_id": payment.partner_id,
+                "consent_id": payment.consent_id,
+                "debtor_account_id": payment.debtor_account_id,
+                "creditor_account_id": payment.creditor_account_id,
+                "creditor_wallet_partner_id": payment.creditor_wallet_partner_id,
+                "currency": payment.amount.currency,
+                "amount_minor": payment.amount.minor_units,
+                "payment_type": payment.payment_type,
+                "state": payment.state.name,
+                "status_reason": payment.status_reason,
+                "status_reason_message": payment.status_reason_message,
+                "remittance_information": payment.remittance_information,
+                "end_to_end_id": payment.end_to_end_id,
+                "created_at": payment.created_at,
+                "updated_at": payment.updated_at,
+                "customer_id": payment.customer_id,
+                "creditor_ledger_account_id": payment.creditor_ledger_account_id,
+                "payer_participant_id": payment.payer_participant_id,
+                "payee_participant_id": payment.payee_participant_id,
+                "lease_until": lease_until,
+            },
         )
 
     async def move(
@@ -120,62 +232,55 @@ class PaymentRepository:
         extra_condition: Any = None,
     ) -> bool:
         """Change the state if it is still one of ``from_states`` (a guarded update)."""
-        query = payments.update().where(
-            payments.c.payment_id == payment_id, payments.c.state.in_([s.name for s in from_states])
-        )
-        if extra_condition is not None:
-            query = query.where(extra_condition)
+        query = _MOVE if extra_condition is None else _MOVE.where(extra_condition)
+        return await self._move(query, payment_id, from_states, to_state, now, reason, message)
+
+    async def _move(
+        self,
+        query: sa.Update,
+        payment_id: str,
+        from_states: list[PaymentState],
+        to_state: PaymentState,
+        now: dt.datetime,
+        reason: str,
+        message: str,
+    ) -> bool:
         result = await self._connection.execute(
-            query.values(state=to_state.name, status_reason=reason, status_reason_message=message[:256], updated_at=now)
+            query,
+            {
+                "pid": payment_id,
+                "from_states": [s.name for s in from_states],
+                "to_state": to_state.name,
+                "reason": reason,
+                "message": message[:256],
+                "now": now,
+            },
         )
         return bool(result.rowcount)
 
     async def cancel(self, payment_id: str, now: dt.datetime) -> bool:
         """Cancel unless funds were (maybe) held already; False when not cancellable."""
-        return await self.move(
-            payment_id,
-            [PaymentState.RECEIVED, PaymentState.ACCEPTED],
-            PaymentState.CANCELLED,
-            now,
-            extra_condition=payments.c.hold_requested.is_(False),
+        return await self._move(
+            _CANCEL, payment_id, [PaymentState.RECEIVED, PaymentState.ACCEPTED], PaymentState.CANCELLED, now, "", ""
         )
 
     async def request_hold(self, payment_id: str, now: dt.datetime) -> bool:
         """Mark that a hold is about to be sent; False when the payment was cancelled meanwhile."""
-        result = await self._connection.execute(
-            payments.update()
-            .where(
-                payments.c.payment_id == payment_id,
-                payments.c.state.in_([PaymentState.RECEIVED.name, PaymentState.ACCEPTED.name]),
-            )
-            .values(hold_requested=True, updated_at=now)
-        )
+        result = await self._connection.execute(_REQUEST_HOLD, {"pid": payment_id, "now": now})
         return bool(result.rowcount)
 
     async def claim(self, payment_id: str, now: dt.datetime, lease: dt.timedelta) -> bool:
         """Take over driving the saga when nobody holds a live lease on it."""
-        result = await self._connection.execute(
-            payments.update()
-            .where(
-                payments.c.payment_id == payment_id,
-                payments.c.state.not_in(FINAL_STATES),
-                sa.or_(payments.c.lease_until.is_(None), payments.c.lease_until < now),
-            )
-            .values(lease_until=now + lease)
-        )
+        result = await self._connection.execute(_CLAIM, {"pid": payment_id, "now": now, "until": now + lease})
         return bool(result.rowcount)
 
     async def renew(self, payment_id: str, now: dt.datetime, lease: dt.timedelta) -> None:
         """Extend the driver's lease (each step renews it)."""
-        await self._connection.execute(
-            payments.update().where(payments.c.payment_id == payment_id).values(lease_until=now + lease)
-        )
+        await self._connection.execute(_RENEW, {"pid": payment_id, "until": now + lease})
 
     async def hold_requested(self, payment_id: str) -> bool:
         """Whether a hold may have been sent for this payment."""
-        value = await self._connection.scalar(
-            sa.select(payments.c.hold_requested).where(payments.c.payment_id == payment_id)
-        )
+        value = await self._connection.scalar(_HOLD_REQUESTED, {"pid": payment_id})
         return bool(value)
 
     async def stuck(self, updated_before: dt.datetime, after_id: str | None, limit: int) -> list[Payment]:
@@ -249,57 +354,36 @@ class PaymentRepository:
     async def spent(self, column: str, value: str, currency: str, since: dt.datetime) -> int:
         """Sum of the counted payments by ``column`` (consent_id or partner_id) since ``since``."""
         total = await self._connection.scalar(
-            sa.select(sa.func.coalesce(sa.func.sum(payments.c.amount_minor), 0)).where(
-                payments.c[column] == value,
-                payments.c.currency == currency,
-                payments.c.created_at >= since,
-                payments.c.state.not_in(NOT_COUNTED),
-            )
+            _spent_statement(column), {"value": value, "cur": currency, "since": since}
         )
         return int(total or 0)
 
     async def customer_history(
         self, customer_id: str, beneficiary: Payment, windows: set[int], now: dt.datetime
     ) -> CustomerHistory:
-        """Counts and averages the velocity rules need, for the paying customer."""
-        counts = {}
-        for seconds in windows:
-            counts[seconds] = int(
-                await self._connection.scalar(
-                    sa.select(sa.func.count()).where(
-                        payments.c.customer_id == customer_id,
-                        payments.c.created_at >= now - dt.timedelta(seconds=seconds),
-                    )
-                )
-                or 0
-            )
-        counted = sa.and_(
-            payments.c.customer_id == customer_id,
-            payments.c.state.not_in(NOT_COUNTED),
-            payments.c.currency == beneficiary.amount.currency,
-        )
-        row = (
-            await self._connection.execute(
-                sa.select(sa.func.count(), sa.func.avg(payments.c.amount_minor)).where(counted)
-            )
-        ).first()
-        same_creditor = (
-            payments.c.creditor_account_id == beneficiary.creditor_account_id
-            if beneficiary.creditor_account_id
-            else payments.c.creditor_wallet_partner_id == beneficiary.creditor_wallet_partner_id
-        )
-        seen = await self._connection.scalar(
-            sa.select(sa.func.count()).where(
-                payments.c.customer_id == customer_id,
-                payments.c.state == PaymentState.SETTLED.name,
-                same_creditor,
-            )
-        )
+        """Counts and averages the velocity rules need, for the paying customer.
+
+        One statement over the customer's payments, with conditional aggregates: per window the
+        payments created since its start, the counted payments' number and average, and whether
+        a payment to the same creditor settled before.
+        """
+        ordered = tuple(sorted(windows))
+        params: dict[str, Any] = {"customer": customer_id, "cur": beneficiary.amount.currency}
+        if beneficiary.creditor_account_id:
+            creditor, params["creditor"] = "account", beneficiary.creditor_account_id
+        elif beneficiary.creditor_wallet_partner_id is not None:
+            creditor, params["creditor"] = "wallet", beneficiary.creditor_wallet_partner_id
+        else:
+            creditor = "no wallet"  # compared with None: IS NULL
+        for index, seconds in enumerate(ordered):
+            params[f"since_w{index}x"] = now - dt.timedelta(seconds=seconds)
+        row = (await self._connection.execute(_history_statement(ordered, creditor), params)).one()
+        by_window = dict(zip(ordered, row[3:], strict=True))
         return CustomerHistory(
-            payments_in_window=counts,
-            paid_beneficiary_before=bool(seen),
-            average_amount_minor=float(row[1] or 0) if row else 0.0,
-            history_count=int(row[0] or 0) if row else 0,
+            payments_in_window={seconds: int(by_window[seconds] or 0) for seconds in windows},
+            paid_beneficiary_before=bool(row[2]),
+            average_amount_minor=float(row[1] or 0),
+            history_count=int(row[0] or 0),
         )
 
 
@@ -312,21 +396,20 @@ class StepRepository:
     async def add(self, step: SagaStep) -> None:
         """Record one step outcome."""
         await self._connection.execute(
-            payment_steps.insert().values(
-                payment_id=step.payment_id,
-                step=step.step,
-                outcome=step.outcome,
-                detail=step.detail[:256],
-                trace_id=step.trace_id,
-                recorded_at=step.recorded_at,
-            )
+            _INSERT_STEP,
+            {
+                "payment_id": step.payment_id,
+                "step": step.step,
+                "outcome": step.outcome,
+                "detail": step.detail[:256],
+                "trace_id": step.trace_id,
+                "recorded_at": step.recorded_at,
+            },
         )
 
     async def for_payment(self, payment_id: str) -> list[SagaStep]:
         """Every step of a payment, oldest first."""
-        rows = await self._connection.execute(
-            sa.select(payment_steps).where(payment_steps.c.payment_id == payment_id).order_by(payment_steps.c.step_id)
-        )
+        rows = await self._connection.execute(_STEPS_FOR_PAYMENT, {"pid": payment_id})
         return [SagaStep(r.payment_id, r.step, r.outcome, r.detail, r.trace_id, as_utc(r.recorded_at)) for r in rows]
 
 
@@ -341,14 +424,15 @@ class EventRepository:
     ) -> None:
         """Record a state change (same transaction as the change)."""
         await self._connection.execute(
-            payment_events.insert().values(
-                payment_id=payment.payment_id,
-                partner_id=payment.partner_id,
-                previous_state=previous.name if previous else "",
-                state=state.name,
-                status_reason=reason,
-                event_time=now,
-            )
+            _INSERT_EVENT,
+            {
+                "payment_id": payment.payment_id,
+                "partner_id": payment.partner_id,
+                "previous_state": previous.name if previous else "",
+                "state": state.name,
+                "status_reason": reason,
+                "event_time": now,
+            },
         )
 
     async def after(self, partner_id: str, seq: int, limit: int) -> list[PaymentEvent]:
@@ -374,4 +458,4 @@ class EventRepository:
 
     async def last_seq(self) -> int:
         """The newest cursor (0 when there is no event yet)."""
-        return int(await self._connection.scalar(sa.select(sa.func.coalesce(sa.func.max(payment_events.c.seq), 0))))
+        return int(await self._connection.scalar(_LAST_SEQ))

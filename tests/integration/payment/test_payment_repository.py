@@ -1,0 +1,297 @@
+"""Payment repositories on SQLite and PostgreSQL: the prebuilt statements answer exactly what
+the per-call statements they replaced answered (those are kept here as the reference)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from meshlib.errors import AlreadyExists
+from meshlib.money import Amount
+from meshlib.storage import Database
+from meshlib.storage.migrations import upgrade_to_head
+from services.payment.bootstrap import VERSIONS_DIR
+from services.payment.domain.checks import CustomerHistory
+from services.payment.domain.payments import Payment, PaymentState
+from services.payment.repository import NOT_COUNTED, SagaStep
+from services.payment.tables import payments
+from services.payment.unit_of_work import PaymentUnitOfWork
+
+NOW = dt.datetime(2025, 3, 14, 12, 0, tzinfo=dt.UTC)
+LEASE = dt.timedelta(seconds=30)
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url)
+    await upgrade_to_head(db, VERSIONS_DIR, "payment")
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+def _payment(payment_id: str, **changes: Any) -> Payment:
+    values: dict[str, Any] = dict(
+        payment_id=payment_id,
+        partner_id="p1",
+        consent_id="c1",
+        debtor_account_id="a1",
+        creditor_account_id="a2",
+        creditor_wallet_partner_id=None,
+        amount=Amount("EUR", 1000),
+        payment_type="DOMESTIC",
+        state=PaymentState.RECEIVED,
+        created_at=NOW,
+        updated_at=NOW,
+        customer_id="cust1",
+    )
+    values.update(changes)
+    return Payment(**values)
+
+
+# The statements as they were built per call before, as the reference answers.
+
+
+async def _reference_spent(
+    connection: AsyncConnection, column: str, value: str, currency: str, since: dt.datetime
+) -> int:
+    total = await connection.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(payments.c.amount_minor), 0)).where(
+            payments.c[column] == value,
+            payments.c.currency == currency,
+            payments.c.created_at >= since,
+            payments.c.state.not_in(NOT_COUNTED),
+        )
+    )
+    return int(total or 0)
+
+
+async def _reference_history(
+    connection: AsyncConnection, customer_id: str, beneficiary: Payment, windows: set[int], now: dt.datetime
+) -> CustomerHistory:
+    counts = {}
+    for seconds in windows:
+        counts[seconds] = int(
+            await connection.scalar(
+                sa.select(sa.func.count()).where(
+                    payments.c.customer_id == customer_id,
+                    payments.c.created_at >= now - dt.timedelta(seconds=seconds),
+                )
+            )
+            or 0
+        )
+    counted = sa.and_(
+        payments.c.customer_id == customer_id,
+        payments.c.state.not_in(NOT_COUNTED),
+        payments.c.currency == beneficiary.amount.currency,
+    )
+    row = (
+        await connection.execute(sa.select(sa.func.count(), sa.func.avg(payments.c.amount_minor)).where(counted))
+    ).first()
+    same_creditor = (
+        payments.c.creditor_account_id == beneficiary.creditor_account_id
+        if beneficiary.creditor_account_id
+        else payments.c.creditor_wallet_partner_id == beneficiary.creditor_wallet_partner_id
+    )
+    seen = await connection.scalar(
+        sa.select(sa.func.count()).where(
+            payments.c.customer_id == customer_id, payments.c.state == PaymentState.SETTLED.name, same_creditor
+        )
+    )
+    return CustomerHistory(
+        payments_in_window=counts,
+        paid_beneficiary_before=bool(seen),
+        average_amount_minor=float(row[1] or 0) if row else 0.0,
+        history_count=int(row[0] or 0) if row else 0,
+    )
+
+
+async def _seed(database: Database) -> None:
+    """Payments of two customers across states, currencies, creditors and ages."""
+    states = list(PaymentState)
+    creditors: list[tuple[str | None, str | None]] = [
+        ("a2", None),
+        ("a3", None),
+        (None, "w1"),
+        (None, None),
+        ("", "w1"),
+    ]
+    ages = [0, 30, 59, 60, 61, 3599, 3600, 7200, 86400 * 2]
+    async with PaymentUnitOfWork(database) as uow:
+        for number, (state, (account, wallet), age, customer, currency) in enumerate(
+            itertools.product(states, creditors, ages[::2], ["cust1", "cust2"], ["EUR", "GBP"])
+        ):
+            created = NOW - dt.timedelta(seconds=age)
+            payment = _payment(
+                f"pay-{number:04d}",
+                state=state,
+                creditor_account_id=account,
+                creditor_wallet_partner_id=wallet,
+                customer_id=customer,
+                amount=Amount(currency, 100 + number * 7),
+                created_at=created,
+                updated_at=created,
+                partner_id=f"p{number % 3}",
+                consent_id=f"c{number % 4}",
+            )
+            await uow.payments.add(payment)
+        for age in ages[1::2]:  # the odd ages: one payment each, counted or not
+            created = NOW - dt.timedelta(seconds=age)
+            await uow.payments.add(
+                _payment(f"odd-{age}", created_at=created, updated_at=created, state=PaymentState.REJECTED)
+            )
+        await uow.commit()
+
+
+async def test_customer_history_matches_the_separate_counts(database: Database) -> None:
+    await _seed(database)
+    beneficiaries = [
+        _payment("b1", creditor_account_id="a2"),
+        _payment("b2", creditor_account_id="a9"),
+        _payment("b3", creditor_account_id=None, creditor_wallet_partner_id="w1"),
+        _payment("b4", creditor_account_id=None, creditor_wallet_partner_id=None),
+        _payment("b5", creditor_account_id="", creditor_wallet_partner_id="w1"),
+        _payment("b6", creditor_account_id="", creditor_wallet_partner_id=None, amount=Amount("GBP", 5)),
+        _payment("b7", creditor_account_id="a3", amount=Amount("USD", 5)),
+    ]
+    window_sets: list[set[int]] = [set(), {60}, {60, 3600}, {3600, 60, 86400, 1}]
+    async with PaymentUnitOfWork(database, read_only=True) as uow:
+        for customer in ("cust1", "cust2", "nobody", ""):
+            for beneficiary in beneficiaries:
+                for windows in window_sets:
+                    got = await uow.payments.customer_history(customer, beneficiary, windows, NOW)
+                    want = await _reference_history(uow.connection, customer, beneficiary, windows, NOW)
+                    assert got == want, (customer, beneficiary.payment_id, windows)
+                    assert list(got.payments_in_window) == list(want.payments_in_window)
+        # Something is actually counted (the comparison is not all zeros).
+        history = await uow.payments.customer_history("cust1", beneficiaries[0], {60, 86400}, NOW)
+        assert history.history_count > 0 and history.average_amount_minor > 0
+        assert history.paid_beneficiary_before
+        assert 0 < history.payments_in_window[60] < history.payments_in_window[86400]
+
+
+async def test_spent_matches_the_per_call_sum(database: Database) -> None:
+    await _seed(database)
+    async with PaymentUnitOfWork(database, read_only=True) as uow:
+        for column, values in (("consent_id", ["c0", "c1", "c3", "none"]), ("partner_id", ["p0", "p2", "none"])):
+            for value, currency, age in itertools.product(values, ["EUR", "GBP", "USD"], [0, 60, 3600, 86400 * 3]):
+                since = NOW - dt.timedelta(seconds=age)
+                want = await _reference_spent(uow.connection, column, value, currency, since)
+                assert await uow.payments.spent(column, value, currency, since) == want
+        assert await uow.payments.spent("consent_id", "c0", "EUR", NOW - dt.timedelta(days=3)) > 0
+        assert await uow.payments.spent("consent_id", "c1", "GBP", NOW - dt.timedelta(days=3)) > 0
+        with pytest.raises(KeyError):
+            await uow.payments.spent("no_such_column", "x", "EUR", NOW)
+
+
+async def test_state_changes_and_lease(database: Database) -> None:
+    later = NOW + dt.timedelta(minutes=1)
+    async with PaymentUnitOfWork(database) as uow:
+        await uow.payments.add(_payment("m1"), lease_until=NOW + LEASE)
+        await uow.payments.add(_payment("m2", creditor_account_id=None, creditor_wallet_partner_id="w1"))
+        await uow.commit()
+    async with PaymentUnitOfWork(database) as uow:
+        stored = await uow.payments.get("m1")
+        assert stored == _payment("m1")
+        assert await uow.payments.get("missing") is None
+        assert await uow.payments.get("m2") == _payment("m2", creditor_account_id=None, creditor_wallet_partner_id="w1")
+        # A guarded move only from the listed states; the message is cut to 256 characters.
+        assert not await uow.payments.move("m1", [PaymentState.ACCEPTED], PaymentState.SETTLED, later)
+        assert await uow.payments.move(
+            "m1",
+            [PaymentState.RECEIVED, PaymentState.ACCEPTED],
+            PaymentState.REJECTED,
+            later,
+            reason="R",
+            message="x" * 300,
+        )
+        moved = await uow.payments.get("m1")
+        assert moved is not None
+        assert (moved.state, moved.status_reason, moved.status_reason_message) == (
+            PaymentState.REJECTED,
+            "R",
+            "x" * 256,
+        )
+        assert moved.updated_at == later
+        assert not await uow.payments.move("missing", [PaymentState.RECEIVED], PaymentState.ACCEPTED, later)
+        # extra_condition still narrows the update.
+        assert not await uow.payments.move(
+            "m2", [PaymentState.RECEIVED], PaymentState.ACCEPTED, later, extra_condition=payments.c.partner_id == "zz"
+        )
+        assert await uow.payments.move(
+            "m2", [PaymentState.RECEIVED], PaymentState.ACCEPTED, later, extra_condition=payments.c.partner_id == "p1"
+        )
+        # A requested hold blocks a cancel.
+        assert await uow.payments.request_hold("m2", later)
+        assert await uow.payments.hold_requested("m2")
+        assert not await uow.payments.hold_requested("m1")
+        assert not await uow.payments.request_hold("m1", later)  # final
+        assert not await uow.payments.cancel("m2", later)
+        await uow.commit()
+    async with PaymentUnitOfWork(database) as uow:
+        await uow.payments.add(_payment("m3"))
+        assert await uow.payments.cancel("m3", later)
+        cancelled = await uow.payments.get("m3")
+        assert cancelled is not None
+        assert (cancelled.state, cancelled.status_reason, cancelled.updated_at) == (PaymentState.CANCELLED, "", later)
+        assert not await uow.payments.cancel("m3", later)
+        # Leases: claim only an unfinished payment without a live lease; renew extends it.
+        await uow.payments.add(_payment("m4"), lease_until=NOW + LEASE)
+        assert not await uow.payments.claim("m4", NOW, LEASE)
+        assert await uow.payments.claim("m4", NOW + LEASE + dt.timedelta(seconds=1), LEASE)
+        assert not await uow.payments.claim("m4", NOW + LEASE + dt.timedelta(seconds=2), LEASE)
+        await uow.payments.renew("m4", NOW + dt.timedelta(hours=1), LEASE)
+        assert "m4" not in await uow.payments.unfinished_with_expired_lease(NOW + dt.timedelta(hours=1), 10)
+        assert "m4" in await uow.payments.unfinished_with_expired_lease(NOW + dt.timedelta(hours=2), 10)
+        await uow.payments.add(_payment("m5"))  # no lease at all
+        assert await uow.payments.claim("m5", NOW, LEASE)
+        assert not await uow.payments.claim("m1", later + dt.timedelta(hours=9), LEASE)  # final
+        await uow.commit()
+
+
+async def test_steps_events_and_idempotency(database: Database) -> None:
+    async with PaymentUnitOfWork(database) as uow:
+        payment = _payment("s1")
+        await uow.payments.add(payment)
+        await uow.steps.add(SagaStep("s1", "validate", "succeeded", "", "t" * 32, NOW))
+        await uow.steps.add(SagaStep("s1", "hold_funds", "failed", "d" * 300, "t" * 32, NOW))
+        assert await uow.events.last_seq() == 0
+        await uow.events.add(payment, None, PaymentState.RECEIVED, "", NOW)
+        await uow.events.add(payment, PaymentState.RECEIVED, PaymentState.REJECTED, "WHY", NOW)
+        assert await uow.idempotency.lookup("p1", "Create", "r1", "f1") is None
+        await uow.idempotency.save("p1", "Create", "r1", "f1", b"s1", NOW)
+        await uow.commit()
+    async with PaymentUnitOfWork(database) as uow:
+        steps = await uow.steps.for_payment("s1")
+        assert [(s.step, s.outcome, s.detail) for s in steps] == [
+            ("validate", "succeeded", ""),
+            ("hold_funds", "failed", "d" * 256),
+        ]
+        assert steps[0].recorded_at == NOW
+        assert await uow.steps.for_payment("none") == []
+        events = await uow.events.after("p1", 0, 10)
+        assert [(e.previous_state, e.state, e.status_reason) for e in events] == [
+            (None, PaymentState.RECEIVED, ""),
+            (PaymentState.RECEIVED, PaymentState.REJECTED, "WHY"),
+        ]
+        assert await uow.events.last_seq() == events[-1].seq
+        assert await uow.idempotency.lookup("p1", "Create", "r1", "f1") == b"s1"
+        assert await uow.idempotency.lookup("p2", "Create", "r1", "f1") is None
+        assert await uow.idempotency.lookup("p1", "Cancel", "r1", "f1") is None
+        with pytest.raises(AlreadyExists):
+            await uow.idempotency.lookup("p1", "Create", "r1", "f2")
+        await uow.idempotency.save("p1", "Create", "r2", "f1", b"old", NOW - dt.timedelta(days=3))
+        assert await uow.idempotency.purge(NOW - dt.timedelta(days=1)) == 1
+        assert await uow.idempotency.lookup("p1", "Create", "r2", "f1") is None
+        assert await uow.idempotency.lookup("p1", "Create", "r1", "f1") == b"s1"
+        await uow.commit()
+    with pytest.raises(sa.exc.IntegrityError):
+        async with PaymentUnitOfWork(database) as uow:
+            await uow.idempotency.save("p1", "Create", "r1", "f9", b"dup", NOW)
