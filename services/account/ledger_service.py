@@ -37,6 +37,7 @@ from services.account.domain.ledger import (
     create_transfer,
     expire_transfer,
     new_account_number,
+    new_transfer,
     post_transfer,
     void_transfer,
 )
@@ -91,9 +92,42 @@ def _plain_item(item: TransferRequest | MeshError) -> Any:
     }
 
 
-def _results_json(results: list[BatchItemResult]) -> bytes:
-    """A batch's answer as saved for replays (read back by :meth:`BatchItemResult.from_dict`)."""
-    return json.dumps([result.to_dict() for result in results]).encode()
+# A batch's saved answer (format 2), one entry per item: ["c", index] for a transfer this
+# batch created (rebuilt on replay from the same request and the saved "at": the replay's
+# payload is the same, its fingerprint says so), ["t", index, transfer] for a replayed
+# older transfer, ["e", index, reason, message] for a refused item. Format 1, a list of
+# BatchItemResult.to_dict(), is still read: answers are kept for 48 hours.
+_CREATED, _EXISTING, _REFUSED = "c", "t", "e"
+
+
+def _results_json(results: list[BatchItemResult], created_ids: set[str], now: dt.datetime) -> bytes:
+    """A batch's answer as saved for replays (read back by :func:`_results_from_json`)."""
+    compact: list[list[Any]] = []
+    for result in results:
+        if result.transfer is None:
+            compact.append([_REFUSED, result.index, result.error_reason, result.error_message])
+        elif result.transfer.id in created_ids:
+            compact.append([_CREATED, result.index])
+        else:
+            compact.append([_EXISTING, result.index, result.transfer.to_dict()])
+    return json.dumps({"format": 2, "at": now.isoformat(), "results": compact}).encode()
+
+
+def _results_from_json(saved: bytes, requests: dict[int, TransferRequest]) -> list[BatchItemResult]:
+    """The inverse of :func:`_results_json` (and the reader of format 1)."""
+    data = json.loads(saved)
+    if isinstance(data, list):
+        return [BatchItemResult.from_dict(item) for item in data]
+    at = dt.datetime.fromisoformat(data["at"])
+    results = []
+    for kind, index, *rest in data["results"]:
+        if kind == _CREATED:
+            results.append(BatchItemResult(index, new_transfer(requests[index], at)))
+        elif kind == _EXISTING:
+            results.append(BatchItemResult(index, Transfer.from_dict(rest[0])))
+        else:
+            results.append(BatchItemResult(index, None, rest[0], rest[1]))
+    return results
 
 
 async def run_transaction(operation: Callable[[], Awaitable[T]], *, attempts: int = 4) -> T:
@@ -418,7 +452,7 @@ class LedgerService:
             async with self._uow() as uow:
                 saved = await uow.idempotency.lookup(LEDGER_SCOPE, "BatchCreateTransfers", request_id, fingerprint)
                 if saved is not None:
-                    return [BatchItemResult.from_dict(item) for item in json.loads(saved)]
+                    return _results_from_json(saved, requests)
                 account_ids = {
                     account_id
                     for request in requests.values()
@@ -437,7 +471,7 @@ class LedgerService:
                     "BatchCreateTransfers",
                     request_id,
                     fingerprint,
-                    _results_json(results),
+                    _results_json(results, {outcome.transfer.id for outcome in created}, now),
                     now,
                 )
                 await uow.commit()

@@ -416,6 +416,26 @@ class Outcome:
     drop_pending_entries: bool = False
 
 
+def new_transfer(request: TransferRequest, now: dt.datetime) -> Transfer:
+    """The transfer an accepted ``request`` becomes at ``now`` (its currency is the accounts')."""
+    pending = request.type is TransferType.PENDING
+    return Transfer(
+        id=request.transfer_id,
+        debit_account_id=request.debit_account_id,
+        credit_account_id=request.credit_account_id,
+        amount=request.amount.minor_units,
+        currency=request.amount.currency,
+        type=request.type,
+        state=TransferState.PENDING if pending else TransferState.POSTED,
+        timeout=request.timeout,
+        expires_at=now + request.timeout if pending and request.timeout else None,
+        reference=request.reference,
+        description=request.description,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 def create_transfer(
     request: TransferRequest, debit: Account, credit: Account, now: dt.datetime, *, validated: bool = False
 ) -> Outcome:
@@ -444,22 +464,8 @@ def create_transfer(
             reason="INSUFFICIENT_FUNDS",
             metadata={"account": f"accounts/{debit.id}"},
         )
-    pending = request.type is TransferType.PENDING
-    transfer = Transfer(
-        id=request.transfer_id,
-        debit_account_id=debit.id,
-        credit_account_id=credit.id,
-        amount=amount,
-        currency=debit.currency,
-        type=request.type,
-        state=TransferState.PENDING if pending else TransferState.POSTED,
-        timeout=request.timeout,
-        expires_at=now + request.timeout if pending and request.timeout else None,
-        reference=request.reference,
-        description=request.description,
-        created_at=now,
-        updated_at=now,
-    )
+    transfer = new_transfer(request, now)
+    pending = transfer.state is TransferState.PENDING
     if pending:
         debit.debits_pending += amount
         credit.credits_pending += amount

@@ -1,0 +1,323 @@
+"""BatchCreateTransfers' set-based path on the real stores (SQLite and PostgreSQL).
+
+The batch locks its accounts once, looks up every id once, applies the rules in memory and
+writes each table once. These tests pin what that must not change: each item sees the
+balances the earlier items of the same batch left (and a refused item changes nothing),
+per-item results in order, replays of older transfers, shape errors per item, the saved
+answer (both formats) for a replayed request id, and ordered locks under concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+
+import pytest
+
+from meshlib.errors import AlreadyExists, InvalidArgument, MeshError
+from meshlib.money import Amount
+from meshlib.storage import Database
+from meshlib.storage.migrations import upgrade_to_head
+from services.account.admin_service import AccountAdminService
+from services.account.bootstrap import VERSIONS_DIR
+from services.account.domain.ledger import (
+    AccountType,
+    OpenAccountCommand,
+    Transfer,
+    TransferRequest,
+    TransferState,
+    TransferType,
+)
+from services.account.ledger_service import (
+    LEDGER_SCOPE,
+    BatchItemResult,
+    LedgerService,
+    request_fingerprint,
+)
+from services.account.unit_of_work import AccountUnitOfWork
+
+# name -> (currency, type, overdraft)
+ACCOUNTS = {
+    "alice": ("EUR", AccountType.CURRENT, 0),
+    "bob": ("EUR", AccountType.CURRENT, 100),
+    "carol": ("EUR", AccountType.SAVINGS, 0),
+    "frozen": ("EUR", AccountType.CURRENT, 0),
+    "george": ("GBP", AccountType.CURRENT, 0),
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = dt.datetime(2026, 6, 1, 9, 30, 15, 123456, tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@dataclass
+class Ledger:
+    service: LedgerService
+    admin: AccountAdminService
+    database: Database
+    clock: Clock
+
+
+@pytest.fixture
+async def ledger(database_url: str) -> AsyncIterator[Ledger]:
+    database = Database(database_url)
+    await upgrade_to_head(database, VERSIONS_DIR, "account")
+    clock = Clock()
+    uow = partial(AccountUnitOfWork, database)
+    service = LedgerService(uow, clock=clock)
+    try:
+        yield Ledger(service, AccountAdminService(uow, service, clock=clock), database, clock)
+    finally:
+        await database.dispose()
+
+
+async def open_set(ledger: Ledger, prefix: str) -> dict[str, str]:
+    """One set of the ACCOUNTS (alice funded 1,000, george GBP 500, frozen frozen); name -> id."""
+    ids = {}
+    for name, (currency, kind, overdraft) in ACCOUNTS.items():
+        account = await ledger.admin.open_account(
+            OpenAccountCommand(
+                request_id=f"{prefix}-open-{name}",
+                customer_id=None if kind is AccountType.SETTLEMENT else f"{prefix}-{name}",
+                currency=currency,
+                type=kind,
+                overdraft_limit=Amount(currency, overdraft) if overdraft else None,
+                display_name=name,
+            )
+        )
+        ids[name] = account.id
+    await ledger.service.fund_account(f"{prefix}-fund-alice", ids["alice"], Amount("EUR", 1_000), "")
+    await ledger.service.fund_account(f"{prefix}-fund-george", ids["george"], Amount("GBP", 500), "")
+    await ledger.service.fund_account(f"{prefix}-fund-frozen", ids["frozen"], Amount("EUR", 50), "")
+    await ledger.admin.freeze_account(f"{prefix}-freeze", ids["frozen"])
+    return ids
+
+
+def request(
+    prefix: str,
+    ids: dict[str, str],
+    key: str,
+    debit: str,
+    credit: str,
+    amount: int,
+    *,
+    currency: str = "EUR",
+    hold: bool = False,
+    reference: str = "",
+) -> TransferRequest:
+    return TransferRequest(
+        transfer_id=f"{prefix}-{key}",
+        debit_account_id=ids.get(debit, debit),
+        credit_account_id=ids.get(credit, credit),
+        amount=Amount(currency, amount),
+        type=TransferType.PENDING if hold else TransferType.SINGLE_PHASE,
+        timeout=dt.timedelta(seconds=30) if hold else None,
+        reference=reference,
+    )
+
+
+def plan(prefix: str, ids: dict[str, str]) -> list[TransferRequest | MeshError]:
+    """A batch whose items depend on each other's effects, in order."""
+    r = partial(request, prefix, ids)
+    return [
+        # Before the batch: alice 980, bob 20 (the two older transfers of 10).
+        r("t0", "alice", "bob", 600),  # alice 980 -> 380, bob 620
+        r("t1", "alice", "bob", 600),  # INSUFFICIENT_FUNDS: only because t0 came first
+        r("t2", "bob", "carol", 650),  # bob 620 + overdraft 100 covers it: bob -> -30
+        r("t3", "bob", "carol", 71),  # INSUFFICIENT_FUNDS: 1 over bob's overdraft after t2
+        r("t4", "carol", "alice", 300, hold=True),  # a hold: carol spendable 650 -> 350
+        r("t5", "carol", "bob", 351),  # INSUFFICIENT_FUNDS because of the hold t4
+        r("t6", "carol", "bob", 350),  # exactly what the hold left
+        r("t7", "alice", "alice", 1),  # SAME_ACCOUNT (a shape error, per item)
+        r("t8", "alice", "bob", 0),  # FIELD_INVALID (a shape error, per item)
+        InvalidArgument.field("amount", "refused by the converter"),  # arrived already failed
+        r("t9", "alice", "george", 1),  # CURRENCY_MISMATCH
+        r("t10", "alice", "frozen", 1),  # ACCOUNT_NOT_ACTIVE
+        r("t11", "alice", "nobody", 1),  # account not found
+        r("old-same", "alice", "bob", 10),  # replay of an older transfer: answered, not applied again
+        r("old-diff", "alice", "bob", 11),  # same id as an older transfer, other fields: refused
+        r("t12", "george", "alice", 5, currency="EUR"),  # CURRENCY_MISMATCH (amount vs accounts)
+        r("t13", "alice", "bob", 380, reference="drains alice"),  # exactly what t0 left alice
+    ]
+
+
+async def prepare_older_transfers(ledger: Ledger, prefix: str, ids: dict[str, str]) -> None:
+    await ledger.service.create_transfer(request(prefix, ids, "old-same", "alice", "bob", 10))
+    await ledger.service.create_transfer(request(prefix, ids, "old-diff", "alice", "bob", 10))
+
+
+def outcome_of(result: BatchItemResult, ids: dict[str, str], prefix: str) -> tuple[object, ...]:
+    """A result with the set's ids replaced by names, comparable across two account sets."""
+    if result.transfer is None:
+        return ("refused", result.error_reason)
+    names = {account_id: name for name, account_id in ids.items()}
+    t = result.transfer
+    return (
+        "ok",
+        t.id.removeprefix(f"{prefix}-"),
+        names[t.debit_account_id],
+        names[t.credit_account_id],
+        t.amount,
+        t.currency,
+        t.type,
+        t.state,
+        t.reference,
+    )
+
+
+async def one_by_one(ledger: Ledger, items: list[TransferRequest | MeshError]) -> list[BatchItemResult]:
+    results = []
+    for index, item in enumerate(items):
+        try:
+            if isinstance(item, MeshError):
+                raise item
+            results.append(BatchItemResult(index, await ledger.service.create_transfer(item)))
+        except MeshError as error:
+            results.append(BatchItemResult(index, None, error.reason, error.message))
+    return results
+
+
+async def account_states(ledger: Ledger, ids: dict[str, str]) -> dict[str, tuple[object, ...]]:
+    """Totals and statement lines of each account of a set, by name."""
+    states = {}
+    async with AccountUnitOfWork(ledger.database, read_only=True) as uow:
+        for name, account_id in ids.items():
+            account = await uow.accounts.get(account_id)
+            assert account is not None
+            lines = await uow.entries.page(account_id, from_time=None, to_time=None, after=None, limit=1_000)
+            states[name] = (
+                account.debits_posted,
+                account.credits_posted,
+                account.debits_pending,
+                account.credits_pending,
+                account.last_entry_seq,
+                sorted((e.seq, e.direction, e.amount, e.status) for e in lines),
+            )
+    return states
+
+
+async def test_a_batch_equals_its_items_applied_one_by_one(ledger: Ledger) -> None:
+    batch_ids, single_ids = await open_set(ledger, "b"), await open_set(ledger, "s")
+    await prepare_older_transfers(ledger, "b", batch_ids)
+    await prepare_older_transfers(ledger, "s", single_ids)
+
+    batched = await ledger.service.batch_create("batch-1", plan("b", batch_ids))
+    singles = await one_by_one(ledger, plan("s", single_ids))
+
+    assert [r.index for r in batched] == list(range(len(batched)))
+    assert [outcome_of(r, batch_ids, "b") for r in batched] == [outcome_of(r, single_ids, "s") for r in singles]
+    reasons = [r.error_reason for r in batched]
+    assert reasons == [
+        None,
+        "INSUFFICIENT_FUNDS",
+        None,
+        "INSUFFICIENT_FUNDS",
+        None,
+        "INSUFFICIENT_FUNDS",
+        None,
+        "SAME_ACCOUNT",
+        "FIELD_INVALID",
+        "FIELD_INVALID",
+        "CURRENCY_MISMATCH",
+        "ACCOUNT_NOT_ACTIVE",
+        "RESOURCE_NOT_FOUND",
+        None,
+        "TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS",
+        "CURRENCY_MISMATCH",
+        None,
+    ]
+    # The replayed older transfer is answered as it is, not applied a second time.
+    assert batched[13].transfer is not None and batched[13].transfer.amount == 10
+    assert await account_states(ledger, batch_ids) == await account_states(ledger, single_ids)
+    async with AccountUnitOfWork(ledger.database, read_only=True) as uow:
+        totals = await uow.accounts.totals()
+    assert all(t.balanced for t in totals)
+
+
+async def test_a_replayed_batch_answers_its_first_answer(ledger: Ledger) -> None:
+    ids = await open_set(ledger, "r")
+    await prepare_older_transfers(ledger, "r", ids)
+    ledger.clock.now += dt.timedelta(seconds=1)  # the older transfers' times differ from the batch's
+    items = plan("r", ids)
+    first = await ledger.service.batch_create("batch-r", items)
+    before = await account_states(ledger, ids)
+    # The hold of the batch moves on; a replay still answers what the batch did then.
+    await ledger.service.post_transfer("post-t4", "r-t4")
+    ledger.clock.now += dt.timedelta(seconds=5)
+    again = await ledger.service.batch_create("batch-r", plan("r", ids))
+    assert again == first
+    assert again[4].transfer is not None and again[4].transfer.state is TransferState.PENDING
+    after = await account_states(ledger, ids)
+    assert after["carol"][0] == before["carol"][0] + 300  # only the post changed anything
+    with pytest.raises(AlreadyExists) as caught:
+        await ledger.service.batch_create("batch-r", plan("r", ids)[:-1])
+    assert caught.value.reason == "REQUEST_ID_REUSED"
+
+
+async def test_an_answer_saved_in_the_first_format_is_still_replayed(ledger: Ledger) -> None:
+    ids = await open_set(ledger, "f")
+    items: list[TransferRequest | MeshError] = [
+        request("f", ids, "x1", "alice", "bob", 5, hold=True, reference="ref"),
+        InvalidArgument.field("amount", "bad"),
+    ]
+    # The fingerprint as the code before the set-based batch computed it (dataclasses.asdict).
+    legacy = request_fingerprint(requests=[str(i) if isinstance(i, MeshError) else i for i in items])
+    transfer = Transfer(
+        id="f-x1",
+        debit_account_id=ids["alice"],
+        credit_account_id=ids["bob"],
+        amount=5,
+        currency="EUR",
+        type=TransferType.PENDING,
+        state=TransferState.PENDING,
+        timeout=dt.timedelta(seconds=30),
+        expires_at=ledger.clock.now + dt.timedelta(seconds=30),
+        reference="ref",
+        description="",
+        created_at=ledger.clock.now,
+        updated_at=ledger.clock.now,
+    )
+    saved = [
+        BatchItemResult(0, transfer),
+        BatchItemResult(1, None, "FIELD_INVALID", "bad"),
+    ]
+    async with AccountUnitOfWork(ledger.database) as uow:
+        await uow.idempotency.save(
+            LEDGER_SCOPE,
+            "BatchCreateTransfers",
+            "batch-f",
+            legacy,
+            json.dumps([r.to_dict() for r in saved]).encode(),
+            ledger.clock.now,
+        )
+        await uow.commit()
+    assert await ledger.service.batch_create("batch-f", items) == saved
+
+
+async def test_concurrent_batches_over_the_same_accounts_in_opposite_orders(ledger: Ledger) -> None:
+    ids = await open_set(ledger, "c")
+    for name in ("bob", "carol"):
+        await ledger.service.fund_account(f"c-fund-{name}", ids[name], Amount("EUR", 1_000), "")
+    ring = ["alice", "bob", "carol"]
+
+    def batch(n: int) -> list[TransferRequest | MeshError]:
+        order = ring if n % 2 else ring[::-1]
+        return [request("c", ids, f"{n}-{k}", order[k % 3], order[(k + 1) % 3], 1 + k % 7) for k in range(60)]
+
+    results = await asyncio.gather(*(ledger.service.batch_create(f"batch-c{n}", batch(n)) for n in range(6)))
+    accepted = sum(1 for batch_results in results for r in batch_results if r.error_reason is None)
+    assert accepted == 6 * 60
+    async with AccountUnitOfWork(ledger.database, read_only=True) as uow:
+        totals = await uow.accounts.totals()
+        accounts = {a.id: a for a in await uow.accounts.all()}
+    assert all(t.balanced for t in totals)
+    # 3 funding transfers + every batch item touched its two accounts once each.
+    assert sum(accounts[ids[name]].last_entry_seq for name in ring) == 2 * 6 * 60 + 3
