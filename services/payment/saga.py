@@ -179,7 +179,7 @@ class PaymentSaga:
             if request_hold and not await uow.payments.request_hold(payment.payment_id, now):
                 return None
             before = await uow.payments.get(payment.payment_id)
-            await self.write_in(uow, payment, records, move, now)
+            await self.write_in(uow, payment, records, move, now, current=before)
             stored = await uow.payments.get(payment.payment_id)
             await uow.commit()
         assert stored is not None
@@ -194,12 +194,14 @@ class PaymentSaga:
         records: tuple[tuple[str, str, str], ...],
         move: tuple[list[PaymentState], PaymentState] | None,
         now: dt.datetime,
+        *,
+        current: Payment | None = None,
     ) -> None:
-        """Write step rows and a state change into an open unit of work."""
+        """Write step rows and a state change into an open unit of work (``current``: the row as read in it)."""
         for step, outcome, detail in records:
             await uow.steps.add(SagaStep(payment.payment_id, step, outcome, detail, current_trace_id(), now))
         if move is not None:
-            current = await uow.payments.get(payment.payment_id)
+            current = current or await uow.payments.get(payment.payment_id)
             assert current is not None
             if await uow.payments.move(payment.payment_id, move[0], move[1], now):
                 await uow.events.add(current, current.state, move[1], "", now)
