@@ -31,15 +31,16 @@ async def current_open_window(
     *,
     lock: str,
     id_factory: Callable[[], str] = new_id,
+    totals: bool = True,
 ) -> SettlementWindow:
     """The OPEN window of ``currency``, locked (``share`` for commits, ``update`` for a close),
-    opened on first use.
+    opened on first use; ``totals=False`` leaves its count and gross at 0 (no aggregate query).
 
     On PostgreSQL a commit waiting on a closing window finds it CLOSED once the close is done;
     the next statement then sees the window the close opened.
     """
     for _ in range(OPEN_WINDOW_ATTEMPTS):
-        window = await uow.windows.open_window(currency, lock=lock)
+        window = await uow.windows.open_window(currency, lock=lock, totals=totals)
         if window is not None:
             return window
         await uow.windows.add_open_if_absent(open_window(id_factory(), currency, now))
@@ -121,15 +122,25 @@ class PositionService:
                 return obligation
             if obligation.state is ObligationState.RELEASED:
                 obligation.commit("", now)  # raises OBLIGATION_ALREADY_RELEASED
-            positions = await uow.positions.lock(obligation.currency, [obligation.payer_id, obligation.payee_id])
+            # The reservation created both positions: lock them, nothing to insert.
+            positions = await uow.positions.lock(
+                obligation.currency, [obligation.payer_id, obligation.payee_id], create=False
+            )
             # Read under a share lock: a concurrent close waits for us, or we see its next window.
-            window = await current_open_window(uow, obligation.currency, now, lock="share", id_factory=self._new_id)
+            # Only its id is needed: no totals.
+            window = await current_open_window(
+                uow, obligation.currency, now, lock="share", id_factory=self._new_id, totals=False
+            )
             # Stamp after the locks: the commit time then falls inside the window's open period.
             now = max(now, self._tx.clock())
             committed = obligation.commit(window.id, now)
             amount = obligation.amount_minor
-            await uow.positions.save(positions[obligation.payer_id].commit_outflow(amount, now))
-            await uow.positions.save(positions[obligation.payee_id].commit_inflow(amount, now))
+            await uow.positions.save_many(
+                [
+                    positions[obligation.payer_id].commit_outflow(amount, now),
+                    positions[obligation.payee_id].commit_inflow(amount, now),
+                ]
+            )
             await uow.obligations.update(committed)
             return committed
 
@@ -143,7 +154,9 @@ class PositionService:
             released = obligation.release(now)  # raises OBLIGATION_ALREADY_COMMITTED
             if released is obligation:
                 return obligation
-            positions = await uow.positions.lock(obligation.currency, [obligation.payer_id, obligation.payee_id])
+            positions = await uow.positions.lock(
+                obligation.currency, [obligation.payer_id, obligation.payee_id], create=False
+            )
             await uow.positions.save(positions[obligation.payer_id].release(obligation.amount_minor, now))
             await uow.obligations.update(released)
             return released
