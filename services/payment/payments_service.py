@@ -173,7 +173,7 @@ class PaymentCommands:
 
         stored, created = await retry_on_conflict(record)
         if created and self._saga_inline:
-            return await self._saga.run(stored.payment_id, hold_started=True)
+            return await self._saga.run(stored.payment_id, hold_started=True, payment=stored)
         return stored
 
     async def _route(self, partner_id: str, new: NewPayment) -> tuple[str, str, str]:

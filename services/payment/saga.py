@@ -241,15 +241,17 @@ class PaymentSaga:
 
     # -- forward ---------------------------------------------------------------------------
 
-    async def run(self, payment_id: str, *, hold_started: bool = False) -> Payment:
+    async def run(self, payment_id: str, *, hold_started: bool = False, payment: Payment | None = None) -> Payment:
         """Drive a payment this driver owns as far as it goes now; returns it as stored.
 
         ``hold_started``: the caller already committed ACCEPTED and "hold_funds started"
-        (CreatePayment does, in the payment's first transaction).
+        (CreatePayment does, in the payment's first transaction), and may pass the ``payment``
+        it just wrote instead of having it read again.
         """
         with _saga_span("payment.saga", payment_id):
             try:
-                return await self._forward(await self._get(payment_id), hold_started=hold_started)
+                current = payment if payment is not None and hold_started else await self._get(payment_id)
+                return await self._forward(current, hold_started=hold_started)
             except Stop:
                 return await self._get(payment_id)
 
