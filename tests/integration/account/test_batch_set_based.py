@@ -321,3 +321,28 @@ async def test_concurrent_batches_over_the_same_accounts_in_opposite_orders(ledg
     assert all(t.balanced for t in totals)
     # 3 funding transfers + every batch item touched its two accounts once each.
     assert sum(accounts[ids[name]].last_entry_seq for name in ring) == 2 * 6 * 60 + 3
+
+
+async def test_concurrent_batches_answer_as_if_applied_one_after_another(ledger: Ledger) -> None:
+    """Whatever order the store serialises them in, each answer is one a sequential order gives."""
+    ids = await open_set(ledger, "g")
+    r = partial(request, "g", ids)
+    first = [r("x1", "alice", "bob", 900)]
+    g1, g2, g3, g1_again = await asyncio.gather(
+        ledger.service.batch_create("batch-g1", first),
+        ledger.service.batch_create("batch-g2", [r("x2", "alice", "bob", 100)]),  # 900 + 100: alice's 1,000
+        # The same transfer id as batch-g1's, same fields: one creates it, the other replays it.
+        ledger.service.batch_create("batch-g3", [r("x1", "alice", "bob", 900), r("x3", "bob", "carol", 1)]),
+        # The same request id as batch-g1, same payload: one answer for both.
+        ledger.service.batch_create("batch-g1", first),
+    )
+    assert [x.error_reason for x in g1] == [None] and [x.error_reason for x in g2] == [None]
+    assert [x.error_reason for x in g3] == [None, None] and g3[0].transfer == g1[0].transfer
+    assert g1_again == g1
+    refused = await ledger.service.batch_create("batch-g4", [r("x1", "alice", "bob", 901)])
+    assert [x.error_reason for x in refused] == ["TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS"]
+    with pytest.raises(AlreadyExists) as caught:
+        await ledger.service.batch_create("batch-g1", [r("x9", "alice", "bob", 1)])
+    assert caught.value.reason == "REQUEST_ID_REUSED"
+    states = await account_states(ledger, ids)
+    assert states["alice"][:2] == (1_000, 1_000) and states["bob"][:2] == (1, 1_000)
