@@ -100,6 +100,14 @@ _READ_ACCOUNTS = (
     sa.select(accounts).where(accounts.c.id.in_(sa.bindparam("ids", expanding=True))).order_by(accounts.c.id)
 )
 _LOCK_ACCOUNTS = _READ_ACCOUNTS.with_for_update()
+# The two accounts of one transfer: a fixed IN list, so no per-call expansion of the statement
+# (SQLAlchemy rewrites an expanding IN with a regular expression on every execution).
+_READ_PAIR = (
+    sa.select(accounts)
+    .where(accounts.c.id.in_([sa.bindparam("first"), sa.bindparam("second")]))
+    .order_by(accounts.c.id)
+)
+_LOCK_PAIR = _READ_PAIR.with_for_update()
 _SAVE_ACCOUNT = (
     accounts.update()
     .where(accounts.c.id == sa.bindparam("account_id"))
@@ -194,8 +202,12 @@ class AccountRepository:
         ids = sorted(set(account_ids))
         if not ids:
             return {}
-        query = _LOCK_ACCOUNTS if self._row_locks else _READ_ACCOUNTS
-        rows = await self._connection.execute(query, {"ids": ids})
+        if len(ids) <= 2:
+            pair = _LOCK_PAIR if self._row_locks else _READ_PAIR
+            rows = await self._connection.execute(pair, {"first": ids[0], "second": ids[-1]})
+        else:
+            query = _LOCK_ACCOUNTS if self._row_locks else _READ_ACCOUNTS
+            rows = await self._connection.execute(query, {"ids": ids})
         return {row.id: _account(row) for row in rows}
 
     async def many(self, account_ids: Iterable[str]) -> dict[str, Account]:
