@@ -165,7 +165,7 @@ def _replay(existing: Transfer, request: TransferRequest) -> Transfer:
     return existing
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BatchItemResult:
     """The outcome of one item of a batch: a transfer, or why it failed."""
 

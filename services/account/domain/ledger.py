@@ -14,7 +14,7 @@ import datetime as dt
 import enum
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from meshlib.errors import FailedPrecondition, FieldCollector, InvalidArgument
 from meshlib.money import MAX_MINOR_UNITS, Amount, validate_currency
@@ -90,7 +90,7 @@ def mask_account_number(number: str) -> str:
     return MASK + number[-4:]
 
 
-@dataclass
+@dataclass(slots=True)
 class Account:
     """A ledger account with its running totals (all amounts in minor units of ``currency``)."""
 
@@ -265,7 +265,7 @@ def new_account(command: OpenAccountCommand, account_id: str, now: dt.datetime) 
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TransferRequest:
     """What a client asks a transfer to be; the transfer id is its request_id (TigerBeetle's id)."""
 
@@ -301,7 +301,7 @@ class TransferRequest:
             raise InvalidArgument.field("credit_account", "must not be the debit account", reason="SAME_ACCOUNT")
 
 
-@dataclass
+@dataclass(slots=True)
 class Transfer:
     """A transfer as the ledger keeps it."""
 
@@ -376,9 +376,12 @@ class Transfer:
         )
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One statement line: one side of a transfer, seen from one account."""
+class Entry(NamedTuple):
+    """One statement line: one side of a transfer, seen from one account.
+
+    Immutable like a frozen dataclass, but a batch builds 1,000 of them: a named tuple is
+    built in a third of the time and is one object (no instance dict).
+    """
 
     account_id: str
     seq: int
@@ -407,7 +410,7 @@ def _entry(account: Account, transfer: Transfer, direction: Direction, status: E
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What a ledger rule changed: the transfer, new statement entries, and whether holds were dropped."""
 
