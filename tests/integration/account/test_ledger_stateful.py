@@ -1,5 +1,6 @@
-"""A Hypothesis state machine drives random holds, posts, voids, single transfers and timeouts
-through the real service layer and store (SQLite and PostgreSQL), checking after every step:
+"""A Hypothesis state machine drives random holds, posts, voids, single transfers, batches and
+timeouts through the real service layer and store (SQLite and PostgreSQL), checking after every
+step:
 
 - per currency, the sum of all balances is zero and pending debits equal pending credits;
 - no account except the bank's equity is below what it allows (current - held + overdraft >= 0);
@@ -166,6 +167,39 @@ def make_machine(store: str, postgres: Any) -> type[RuleBasedStateMachine]:
                 return
             self.expected_posted[debit] -= amount
             self.expected_posted[credit] += amount
+
+        @rule(
+            target=holds,
+            items=st.lists(
+                st.tuples(
+                    st.sampled_from(NAMES),
+                    st.sampled_from(NAMES),
+                    st.integers(1, 250),
+                    st.none() | st.integers(1, 60),
+                ),
+                min_size=1,
+                max_size=8,
+            ),
+        )
+        def batch(self, items: list[tuple[str, str, int, int | None]]) -> Any:
+            """BatchCreateTransfers: items apply in order, each over what the earlier ones left."""
+            requests = [self._request(*item) for item in items]
+            request_id = f"b-{uuid.uuid4().hex[:16]}"
+            results = self.run(self.ledger.batch_create(request_id, list(requests)))
+            assert self.run(self.ledger.batch_create(request_id, list(requests))) == results
+            new_holds = []
+            for (debit, credit, amount, timeout), result in zip(items, results, strict=True):
+                if result.error_reason is not None:
+                    assert result.error_reason in EXPECTED_REFUSALS, result
+                    continue
+                assert result.transfer is not None
+                if timeout:
+                    self.state[result.transfer.id] = "PENDING"
+                    new_holds.append((result.transfer.id, debit, credit, amount))
+                else:
+                    self.expected_posted[debit] -= amount
+                    self.expected_posted[credit] += amount
+            return multiple(*new_holds)
 
         def _finish(self, hold: tuple[str, str, str, int], post: bool) -> None:
             transfer_id, debit, credit, amount = hold
