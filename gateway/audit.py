@@ -16,7 +16,7 @@ import grpc
 
 from gateway.policy import audit_var
 from meshlib.errors import MeshError
-from meshlib.grpc_errors import wrap_handler
+from meshlib.grpc_errors import WrappingInterceptor, wrap_handler
 
 audit_log = logging.getLogger("openbank.audit")
 
@@ -51,12 +51,14 @@ def _status_of(error: BaseException, context: grpc.aio.ServicerContext) -> str:
     return "UNKNOWN"
 
 
-class AuditInterceptor(grpc.aio.ServerInterceptor):
+class AuditInterceptor(WrappingInterceptor):
     """Outermost of the gateway's own interceptors: sees every decision and final status."""
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    def wrap(
+        self, handler: grpc.RpcMethodHandler | None, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        """Record the call's decision and status when it ends."""
         started = time.perf_counter()
-        handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None:
             _emit({"method": method, "decision": "unknown_method", "status": "UNIMPLEMENTED"}, started)

@@ -19,7 +19,7 @@ from gateway.routing import Route
 from meshlib.auth.consent import ConsentLookup
 from meshlib.auth.context import current_caller
 from meshlib.errors import MeshError, ResourceExhausted
-from meshlib.grpc_errors import wrap_handler
+from meshlib.grpc_errors import WrappingInterceptor, wrap_handler
 from meshlib.ratelimit import Decision, RateLimiter
 from meshlib.ratelimit.config import RateLimitConfig
 from meshlib.ratelimit.limiter import headers as ratelimit_headers
@@ -40,7 +40,7 @@ def _note(**fields: Any) -> None:
         record.update(fields)
 
 
-class GatewayPolicyInterceptor(grpc.aio.ServerInterceptor):
+class GatewayPolicyInterceptor(WrappingInterceptor):
     """Consent state and permission, rate limits and stream caps for every public rpc."""
 
     def __init__(
@@ -58,8 +58,10 @@ class GatewayPolicyInterceptor(grpc.aio.ServerInterceptor):
         self._clock = clock
         self._streams: Counter[str] = Counter()
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = await continuation(handler_call_details)
+    def wrap(
+        self, handler: grpc.RpcMethodHandler | None, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        """Consent, rate limits and stream caps before the call is forwarded."""
         route = self._routes.get(handler_call_details.method)
         if handler is None or route is None:
             return handler

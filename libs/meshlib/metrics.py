@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from threading import Thread
@@ -39,7 +39,7 @@ from prometheus_client import (
 )
 
 from meshlib import errors as e
-from meshlib.grpc_errors import to_rpc_status, wrap_handler
+from meshlib.grpc_errors import WrappingInterceptor, to_rpc_status, wrap_handler
 
 # One registry per process; the process/platform/GC collectors of the default registry are
 # added so that a scrape also shows CPU, memory and file descriptors.
@@ -117,7 +117,7 @@ def _code_of(exc: BaseException, context: grpc.aio.ServicerContext) -> grpc.Stat
     return grpc.StatusCode.INTERNAL
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(WrappingInterceptor):
     """Records requests, errors, duration and in-flight calls per method (streams included)."""
 
     def __init__(
@@ -129,12 +129,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         self._metrics = metrics
         self._excluded = frozenset(excluded_services)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
+    def wrap(
+        self, handler: grpc.RpcMethodHandler | None, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        """Count and time the call."""
         if handler is None:
             return handler  # unknown method: grpc answers UNIMPLEMENTED; not a label value we keep
         service, method = split_method(handler_call_details.method)

@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from meshlib.config import ServerSettings
-from meshlib.grpc_errors import ErrorMappingInterceptor, wrap_handler
+from meshlib.grpc_errors import ErrorMappingInterceptor, InterceptorPipeline, WrappingInterceptor, wrap_handler
 from meshlib.logs import interaction_id_var
 from meshlib.metrics import MetricsEndpoint, MetricsInterceptor, start_metrics_server
 from meshlib.telemetry import server_interceptors as tracing_interceptors
@@ -52,11 +52,13 @@ class Lifecycle:
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
-class CallContextInterceptor(grpc.aio.ServerInterceptor):
+class CallContextInterceptor(WrappingInterceptor):
     """Gives every call an interaction id (the caller's, or a new one) for logs and audit."""
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = await continuation(handler_call_details)
+    def wrap(
+        self, handler: grpc.RpcMethodHandler | None, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        """Set the interaction id for the call's duration."""
         if handler is None:
             return None
         incoming = ""
@@ -84,6 +86,23 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
             return unary
 
         return wrap_handler(handler, wrap)
+
+
+def _as_pipeline(stages: Sequence[grpc.aio.ServerInterceptor]) -> list[grpc.aio.ServerInterceptor]:
+    """Consecutive wrapping interceptors merged into pipelines; any other stays as it is, in order."""
+    chain: list[grpc.aio.ServerInterceptor] = []
+    run: list[WrappingInterceptor] = []
+    for stage in stages:
+        if isinstance(stage, WrappingInterceptor):
+            run.append(stage)
+            continue
+        if run:
+            chain.append(InterceptorPipeline(run))
+            run = []
+        chain.append(stage)
+    if run:
+        chain.append(InterceptorPipeline(run))
+    return chain
 
 
 def _valid_interaction_id(value: str) -> bool:
@@ -136,11 +155,15 @@ class MeshServer:
         chain: list[grpc.aio.ServerInterceptor] = []
         if enable_tracing:
             chain.extend(tracing_interceptors())
-        # Outside the error mapping, so it records the status code the caller really gets.
-        chain.append(MetricsInterceptor())
-        chain.append(CallContextInterceptor())
-        chain.append(ErrorMappingInterceptor(error_domain or f"{settings.service_name}.openbank.dev"))
-        chain.extend(interceptors)
+        # Outside the error mapping, so metrics record the status code the caller really gets.
+        # The wrapping interceptors run as one pipeline (one grpc interceptor round per call).
+        stages: list[grpc.aio.ServerInterceptor] = [
+            MetricsInterceptor(),
+            CallContextInterceptor(),
+            ErrorMappingInterceptor(error_domain or f"{settings.service_name}.openbank.dev"),
+            *interceptors,
+        ]
+        chain.extend(_as_pipeline(stages))
         self.server = grpc.aio.server(interceptors=chain, options=server_options(settings))
         self.port: int | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None

@@ -15,7 +15,7 @@ import grpc
 from meshlib.auth.context import reset_caller, set_caller
 from meshlib.auth.verifier import JwtVerifier
 from meshlib.errors import Unauthenticated
-from meshlib.grpc_errors import wrap_handler
+from meshlib.grpc_errors import WrappingInterceptor, wrap_handler
 from meshlib.policy import MethodPolicy
 
 AUTHORIZATION_HEADER = "authorization"
@@ -34,15 +34,17 @@ def bearer_token(metadata: Any) -> str:
     return token.strip()
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(WrappingInterceptor):
     """Verify the token and required scopes of every rpc in ``policies``."""
 
     def __init__(self, verifier: JwtVerifier, policies: Mapping[str, MethodPolicy]) -> None:
         self._verifier = verifier
         self._policies = policies
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = await continuation(handler_call_details)
+    def wrap(
+        self, handler: grpc.RpcMethodHandler | None, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        """Authenticate the call before its handler runs (rpcs that carry a token)."""
         if handler is None:
             return None
         policy = self._policies.get(handler_call_details.method)
