@@ -161,22 +161,7 @@ class ParticipantRepository:
     async def _load(self, query: sa.Select) -> list[tuple[int, Participant]]:
         rows = (await self._connection.execute(query)).all()
         caps = await self._caps([row.id for row in rows])
-        return [
-            (
-                row.seq,
-                Participant(
-                    id=row.id,
-                    type=ParticipantType(row.type),
-                    partner_id=row.partner_id,
-                    settlement_account=row.settlement_account,
-                    status=ParticipantStatus(row.status),
-                    created_at=as_utc(row.created_at),
-                    updated_at=as_utc(row.updated_at),
-                    caps=caps[row.id],
-                ),
-            )
-            for row in rows
-        ]
+        return [(row.seq, _participant(row, caps[row.id])) for row in rows]
 
     async def get(self, participant_id: str) -> Participant | None:
         """One participant, None if unknown."""
@@ -192,16 +177,7 @@ class ParticipantRepository:
         for row in await self._connection.execute(_PARTICIPANTS_WITH_CAPS, {"ids": wanted}):
             participant = found.get(row.id)
             if participant is None:
-                participant = found[row.id] = Participant(
-                    id=row.id,
-                    type=ParticipantType(row.type),
-                    partner_id=row.partner_id,
-                    settlement_account=row.settlement_account,
-                    status=ParticipantStatus(row.status),
-                    created_at=as_utc(row.created_at),
-                    updated_at=as_utc(row.updated_at),
-                    caps={},
-                )
+                participant = found[row.id] = _participant(row, {})
             if row.cap_currency is not None:
                 participant.caps[row.cap_currency] = NetDebitCap(
                     row.cap_currency, row.cap_minor, row.alarm_threshold_percent
@@ -259,6 +235,20 @@ class ParticipantRepository:
                 set_={"cap_minor": cap.cap_minor, "alarm_threshold_percent": cap.alarm_threshold_percent},
             )
         )
+
+
+def _participant(row: Any, caps: dict[str, NetDebitCap]) -> Participant:
+    """A participant from its row (participants' columns) and its caps by currency."""
+    return Participant(
+        id=row.id,
+        type=ParticipantType(row.type),
+        partner_id=row.partner_id,
+        settlement_account=row.settlement_account,
+        status=ParticipantStatus(row.status),
+        created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at),
+        caps=caps,
+    )
 
 
 def _position_values(position: Position) -> dict[str, Any]:
