@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -85,7 +86,9 @@ class Consents:
         return self.view
 
 
-def service(accounts: list[Account], **consent: Any) -> tuple[AccountReadService, FakeStore]:
+def service(
+    accounts: list[Account], clock: Callable[[], dt.datetime] = lambda: NOW, **consent: Any
+) -> tuple[AccountReadService, FakeStore]:
     fields: dict[str, Any] = dict(
         consent_id="c1",
         partner_id="p1",
@@ -99,7 +102,7 @@ def service(accounts: list[Account], **consent: Any) -> tuple[AccountReadService
     fields.update(consent)
     store = FakeStore(accounts)
     reads = AccountReadService(
-        lambda read_only=False: FakeUnitOfWork(store, read_only), Consents(ConsentView(**fields)), clock=lambda: NOW
+        lambda read_only=False: FakeUnitOfWork(store, read_only), Consents(ConsentView(**fields)), clock=clock
     )
     return reads, store
 
@@ -183,21 +186,7 @@ async def test_replicas_sharing_the_counter_never_admit_more_than_the_quota() ->
 
 async def test_a_new_utc_day_starts_a_new_quota() -> None:
     now = [NOW]
-    store = FakeStore([account("a1")])
-    view = ConsentView(
-        consent_id="c1",
-        partner_id="p1",
-        customer_id="cust-1",
-        state="AUTHORISED",
-        paused=False,
-        permissions=frozenset({"READ_BALANCES"}),
-        account_ids=frozenset({"a1"}),
-        expires_at=NOW + dt.timedelta(days=5),
-        reads_per_day=1,
-    )
-    reads = AccountReadService(
-        lambda read_only=False: FakeUnitOfWork(store, read_only), Consents(view), clock=lambda: now[0]
-    )
+    reads, store = service([account("a1")], clock=lambda: now[0], reads_per_day=1)
     await reads.get_balance(CALLER, "a1")
     with pytest.raises(ResourceExhausted):
         await reads.get_balance(CALLER, "a1")
