@@ -58,10 +58,10 @@ class SqlUnitOfWork:
             kind=trace.SpanKind.CLIENT,
             attributes={"db.system": self.database.dialect, "db.read_only": self.read_only},
         )
-        self._writer = self.database.sqlite_writer if self.database.is_sqlite and not self.read_only else None
         try:
-            if self._writer is not None:
-                await self._writer.acquire()
+            if self.database.is_sqlite and not self.read_only:
+                await self.database.sqlite_writer.acquire()
+                self._writer = self.database.sqlite_writer  # held: only now is it ours to release
             connection = await self.database.engine.connect()
         except BaseException:
             self._release_writer()
@@ -82,7 +82,7 @@ class SqlUnitOfWork:
         return self
 
     def _release_writer(self) -> None:
-        if self._writer is not None and self._writer.locked():
+        if self._writer is not None:
             self._writer.release()
         self._writer = None
 

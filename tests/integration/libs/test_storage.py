@@ -158,5 +158,16 @@ async def test_sqlite_runs_on_the_loop_thread_and_writers_queue_in_process(tmp_p
             async with NotesUnitOfWork(db) as uow:
                 await uow.connection.execute(notes.insert().values(id="slow", counter=1))
         assert not db.sqlite_writer.locked()
+        # A writer cancelled while it queues must not release the slot its holder still has.
+        async with NotesUnitOfWork(db) as holder:
+            waiter = asyncio.ensure_future(NotesUnitOfWork(db).__aenter__())
+            await asyncio.sleep(0.01)
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            assert db.sqlite_writer.locked()
+            await holder.connection.execute(notes.insert().values(id="held", counter=0))
+            await holder.commit()
+        assert not db.sqlite_writer.locked()
     finally:
         await db.dispose()
