@@ -227,13 +227,12 @@ class PaymentSaga:
         Transient failures raise Stop (the outcome is unknown: recovery decides later);
         business refusals propagate to the caller, which compensates.
         """
-        try:
-            await action()
-        except MeshError as error:
-            await self._record(payment, step, "failed", f"{error.reason}: {error.message}")
-            if transient(error):
-                raise Stop(error.reason) from error
-            raise
+        error = await self._attempt(payment, step, action)
+        if error is None:
+            return
+        if transient(error):
+            raise Stop(error.reason) from error
+        raise error
 
     def _points(self, *points: str) -> None:
         for point in points:
