@@ -3,18 +3,19 @@
 ``python -m bench.profile --path pay --store sqlite --concurrency 16 --duration 15``
 starts the bench mesh (as ``make bench`` does), runs ``bench.driver`` against the gateway
 and, for the same seconds, ``py-spy record`` on each of the five service processes. It
-writes one speedscope profile per process (open it at https://www.speedscope.app) and
-prints, per process, its CPU seconds per call and the functions with the most samples
-(self and inclusive), so docs/benchmarks.md can say where a call's CPU is spent.
+writes one collapsed-stack profile per process (py-spy's ``raw`` format, which flamegraph
+tools and https://www.speedscope.app read) and prints, per process, its CPU seconds per call
+and the functions with the most samples (self and inclusive), so docs/benchmarks.md can
+say where a call's CPU is spent.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -24,8 +25,6 @@ from typing import Any
 
 from bench.procstat import sample_cpu
 from bench.stats import cpu_per_call
-
-GET_BALANCE = "/openbank.account.v1.AccountService/GetBalance"
 
 
 def summarise_collapsed(text: str, top: int = 15) -> dict[str, list[tuple[str, float]]]:
@@ -66,26 +65,17 @@ def _short(frame: str) -> str:
     return f"{name} ({tail})"
 
 
-async def _spec(mesh: Any, path: str, concurrency: int, warmup: float, duration: float) -> dict[str, Any]:
-    from openbank.account.v1 import account_pb2
+def _spec(mesh: Any, path: str, concurrency: int, warmup: float, duration: float) -> dict[str, Any]:
+    """The bench's own driver spec for ``path``, aimed at the gateway."""
+    from bench.scenarios import pay_spec, read_spec
 
-    gateway = f"127.0.0.1:{mesh.ports['gateway']}"
-    common = {"target": gateway, "concurrency": concurrency, "warmup": warmup, "duration": duration}
-    if path == "pay":
-        return {
-            "mode": "pay",
-            "payers": [{"metadata": list(map(list, p.metadata)), "account": p.account} for p in mesh.payers],
-            "creditor_wallet": mesh.creditor_wallet,
-            **common,
-        }
-    payer = mesh.payers[0]
-    message = account_pb2.GetBalanceRequest(account=payer.account).SerializeToString()
+    spec = pay_spec(mesh) if path == "pay" else read_spec(mesh)
     return {
-        "mode": "raw",
-        "method": GET_BALANCE,
-        "request_b64": base64.b64encode(message).decode(),
-        "metadata": [list(map(list, payer.metadata))],
-        **common,
+        **spec,
+        "target": f"127.0.0.1:{mesh.ports['gateway']}",
+        "concurrency": concurrency,
+        "warmup": warmup,
+        "duration": duration,
     }
 
 
@@ -104,7 +94,7 @@ async def profile(options: argparse.Namespace) -> int:
             work_dir, store=options.store, limiter="redis", postgres=postgres, redis_url=redis.url
         ) as mesh:
             pids = mesh.mesh.pids()
-            spec = await _spec(mesh, options.path, options.concurrency, options.warmup, options.duration)
+            spec = _spec(mesh, options.path, options.concurrency, options.warmup, options.duration)
             with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
                 json.dump(spec, handle)
             seconds = int(options.warmup + options.duration)
@@ -122,14 +112,13 @@ async def profile(options: argparse.Namespace) -> int:
                     *(["--native"] if options.native else []),
                     *(["--gil"] if options.gil else []),
                     "--format",
-                    fmt,
+                    "raw",
                     "--output",
-                    str(out_dir / f"{label}-{name}.{ext}"),
+                    str(out_dir / f"{label}-{name}.txt"),
                     stdout=asyncio.subprocess.DEVNULL,
                     stderr=asyncio.subprocess.DEVNULL,
                 )
                 for name, pid in pids.items()
-                for fmt, ext in (("raw", "txt"),)
             }
             before = sample_cpu(pids)
             driver = await asyncio.create_subprocess_exec(
@@ -137,8 +126,10 @@ async def profile(options: argparse.Namespace) -> int:
             )
             out, _ = await driver.communicate()
             after = sample_cpu(pids)
+            os.unlink(handle.name)
             for spy in spies.values():
                 await spy.wait()
+    shutil.rmtree(work_dir, ignore_errors=True)
     result = json.loads(out.decode().strip().splitlines()[-1])
     _cpu, used = cpu_per_call(before, after, result["total_ok_calls"])
     calls = max(1, result["total_ok_calls"])

@@ -217,16 +217,33 @@ class EchoProxy:
             await self.process.wait()
 
 
-async def read_targets(run: Run, mesh: RunningMesh, scenarios: set[str]) -> None:
-    """echo-floor (proxy + direct) and read (the gateway) on one mesh."""
+def read_spec(mesh: RunningMesh) -> dict[str, Any]:
+    """The driver spec of the read path: the first payer's GetBalance, as raw bytes (no target yet)."""
     payer = mesh.payers[0]
     message = account_pb2.GetBalanceRequest(account=payer.account).SerializeToString()
-    base_spec = {
+    return {
         "mode": "raw",
         "method": GET_BALANCE,
         "request_b64": base64.b64encode(message).decode(),
         "metadata": [list(map(list, payer.metadata))],
     }
+
+
+def pay_spec(mesh: RunningMesh) -> dict[str, Any]:
+    """The driver spec of the pay path: wallet top-ups through the gateway, payers taking turns."""
+    return {
+        "mode": "pay",
+        "target": f"127.0.0.1:{mesh.ports['gateway']}",
+        "payers": [{"metadata": list(map(list, p.metadata)), "account": p.account} for p in mesh.payers],
+        "creditor_wallet": mesh.creditor_wallet,
+    }
+
+
+async def read_targets(run: Run, mesh: RunningMesh, scenarios: set[str]) -> None:
+    """echo-floor (proxy + direct) and read (the gateway) on one mesh."""
+    payer = mesh.payers[0]
+    message = account_pb2.GetBalanceRequest(account=payer.account).SerializeToString()
+    base_spec = read_spec(mesh)
     mesh_pids = mesh.mesh.pids()
     async with EchoProxy(mesh.ports["account"]) as proxy:
         assert proxy.process is not None
@@ -260,12 +277,7 @@ async def read_targets(run: Run, mesh: RunningMesh, scenarios: set[str]) -> None
 
 async def pay(run: Run, mesh: RunningMesh) -> None:
     """CreatePayment through the gateway until SETTLED, at each concurrency."""
-    spec = {
-        "mode": "pay",
-        "target": f"127.0.0.1:{mesh.ports['gateway']}",
-        "payers": [{"metadata": list(map(list, p.metadata)), "account": p.account} for p in mesh.payers],
-        "creditor_wallet": mesh.creditor_wallet,
-    }
+    spec = pay_spec(mesh)
     payer = mesh.payers[0]
     probe = account_pb2.GetBalanceRequest(account=payer.account).SerializeToString()
     for concurrency in run.options.concurrency:
