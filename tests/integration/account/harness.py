@@ -33,6 +33,16 @@ ALL_PERMISSIONS = frozenset({"READ_ACCOUNTS", "READ_BALANCES", "READ_TRANSACTION
 
 
 @dataclass
+class SettableClock:
+    """A clock the test moves by assigning ``now``."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
 class FakeConsents:
     """An in-memory ConsentLookup."""
 

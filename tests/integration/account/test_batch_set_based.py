@@ -39,6 +39,7 @@ from services.account.ledger_service import (
     request_fingerprint,
 )
 from services.account.unit_of_work import AccountUnitOfWork
+from tests.integration.account.harness import SettableClock
 
 # name -> (currency, type, overdraft)
 ACCOUNTS = {
@@ -50,27 +51,19 @@ ACCOUNTS = {
 }
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime(2026, 6, 1, 9, 30, 15, 123456, tzinfo=dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
 @dataclass
 class Ledger:
     service: LedgerService
     admin: AccountAdminService
     database: Database
-    clock: Clock
+    clock: SettableClock
 
 
 @pytest.fixture
 async def ledger(database_url: str) -> AsyncIterator[Ledger]:
     database = Database(database_url)
     await upgrade_to_head(database, VERSIONS_DIR, "account")
-    clock = Clock()
+    clock = SettableClock(dt.datetime(2026, 6, 1, 9, 30, 15, 123456, tzinfo=dt.UTC))
     uow = partial(AccountUnitOfWork, database)
     service = LedgerService(uow, clock=clock)
     try:

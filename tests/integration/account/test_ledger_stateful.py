@@ -41,6 +41,7 @@ from services.account.bootstrap import VERSIONS_DIR
 from services.account.domain.ledger import AccountType, OpenAccountCommand, TransferRequest, TransferType
 from services.account.ledger_service import LedgerService
 from services.account.unit_of_work import AccountUnitOfWork
+from tests.integration.account.harness import SettableClock
 from tests.support.servers import create_database, drop_database
 
 # Accounts of the machine: (name, currency, type, overdraft).
@@ -56,16 +57,6 @@ EXPECTED_REFUSALS = {"INSUFFICIENT_FUNDS", "SAME_ACCOUNT", "CURRENCY_MISMATCH"}
 FINISH_REFUSALS = {"TRANSFER_ALREADY_POSTED", "TRANSFER_ALREADY_VOIDED", "TRANSFER_EXPIRED"}
 
 
-class FakeClock:
-    """A clock the machine moves forward."""
-
-    def __init__(self) -> None:
-        self.now = dt.datetime(2026, 3, 1, 9, tzinfo=dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
 def make_machine(store: str, postgres: Any) -> type[RuleBasedStateMachine]:
     """The state machine class for one store."""
 
@@ -75,7 +66,7 @@ def make_machine(store: str, postgres: Any) -> type[RuleBasedStateMachine]:
         def __init__(self) -> None:
             super().__init__()
             self.loop = asyncio.new_event_loop()
-            self.clock = FakeClock()
+            self.clock = SettableClock(dt.datetime(2026, 3, 1, 9, tzinfo=dt.UTC))
             self.ids: dict[str, str] = {}
             self.expected_posted: dict[str, int] = defaultdict(int)  # per account: credits - debits, posted
             self.state: dict[str, str] = {}  # hold id -> expected state

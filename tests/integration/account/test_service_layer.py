@@ -24,20 +24,13 @@ from services.account.domain.ledger import (
 )
 from services.account.ledger_service import LedgerService
 from services.account.unit_of_work import AccountUnitOfWork
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime(2026, 5, 1, 8, tzinfo=dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
+from tests.integration.account.harness import SettableClock
 
 
 @dataclass
 class Ledger:
     service: LedgerService
-    clock: Clock
+    clock: SettableClock
     database: Database
     alice: str
     bob: str
@@ -47,7 +40,7 @@ class Ledger:
 async def ledger(database_url: str) -> AsyncIterator[Ledger]:
     database = Database(database_url)
     await upgrade_to_head(database, VERSIONS_DIR, "account")
-    clock = Clock()
+    clock = SettableClock(dt.datetime(2026, 5, 1, 8, tzinfo=dt.UTC))
     uow = partial(AccountUnitOfWork, database)
     service = LedgerService(uow, clock=clock)
     admin = AccountAdminService(uow, service, clock=clock)
