@@ -32,7 +32,6 @@ LEDGER_SCOPES = ("ledger:read", "ledger:write", "ledger:admin")
 ALL_PERMISSIONS = frozenset({"READ_ACCOUNTS", "READ_BALANCES", "READ_TRANSACTIONS", "CONFIRM_FUNDS"})
 
 
-@dataclass
 class SettableClock:
     """A clock the test moves by assigning ``now``."""
 
@@ -43,6 +42,7 @@ class SettableClock:
         return self.now
 
 
+@dataclass
 class FakeConsents:
     """An in-memory ConsentLookup."""
 
