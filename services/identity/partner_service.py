@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from meshlib.errors import NotFound
@@ -96,40 +97,32 @@ class PartnerService:
     @rerun_on_duplicate_key
     async def update(self, key: RequestKey, partner_id: str, changes: PartnerChanges) -> Partner | Replayed:
         """Apply the set fields."""
-        now = self._clock()
-        async with self._uow() as uow:
-            if (saved := await replayed(uow, key)) is not None:
-                return saved
-            partner = rules.apply_changes(await _existing(uow, partner_id), changes, self._tiers, now)
-            await uow.partners.save(partner)
-            await remember(uow, key, partner, now)
-            await uow.commit()
-        await self._events.publish("partner", partner_id, partner.status.value)
-        return partner
+        return await self._change(
+            key, partner_id, lambda partner, now: rules.apply_changes(partner, changes, self._tiers, now)
+        )
 
     @rerun_on_duplicate_key
     async def suspend(self, key: RequestKey, partner_id: str) -> Partner | Replayed:
         """Suspend: every call and every token of the partner fails from the next call on."""
-        now = self._clock()
-        async with self._uow() as uow:
-            if (saved := await replayed(uow, key)) is not None:
-                return saved
-            partner = (await _existing(uow, partner_id)).suspend(now)
-            await uow.partners.save(partner)
-            await remember(uow, key, partner, now)
-            await uow.commit()
-        log.info("partner suspended", extra={"partner_id": partner_id})
-        await self._events.publish("partner", partner_id, partner.status.value)
-        return partner
+        result = await self._change(key, partner_id, lambda partner, now: partner.suspend(now))
+        if not isinstance(result, Replayed):
+            log.info("partner suspended", extra={"partner_id": partner_id})
+        return result
 
     @rerun_on_duplicate_key
     async def reactivate(self, key: RequestKey, partner_id: str) -> Partner | Replayed:
         """Allow the partner again (its old tokens stay dead)."""
+        return await self._change(key, partner_id, lambda partner, now: partner.reactivate(now))
+
+    async def _change(
+        self, key: RequestKey, partner_id: str, change: Callable[[Partner, dt.datetime], Partner]
+    ) -> Partner | Replayed:
+        """Apply ``change`` to the stored partner under its lock, idempotently; publish the new status."""
         now = self._clock()
         async with self._uow() as uow:
             if (saved := await replayed(uow, key)) is not None:
                 return saved
-            partner = (await _existing(uow, partner_id)).reactivate(now)
+            partner = change(await _existing(uow, partner_id), now)
             await uow.partners.save(partner)
             await remember(uow, key, partner, now)
             await uow.commit()
