@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meshcli.demo import _authorise, _bearer, _money, _pkce
+from meshcli.demo import _authorise, _bearer, client_credentials_token, create_payment_consent, exchange_code
 from meshcli.mesh import PROCESSES, LocalMesh
 from meshcli.operator import Operator
 from meshcli.seed import seed_demo_data
-from openbank.common.v1 import consent_permission_pb2
-from openbank.identity.v1 import consent_pb2, consent_pb2_grpc, token_pb2, token_pb2_grpc
+from openbank.identity.v1 import consent_pb2_grpc, token_pb2_grpc
 from tests.support.servers import create_database, free_port
 
 # Limits far above anything the bench reaches: the limiter still runs its full decision
@@ -117,42 +116,16 @@ async def _consent_for(operator: Operator, gateway: Any, partner: dict[str, Any]
     """The real consent flow for one customer; returns its bound token's metadata."""
     tokens = token_pb2_grpc.TokenServiceStub(gateway)
     consents = consent_pb2_grpc.ConsentServiceStub(gateway)
-    client_token = await tokens.IssueToken(
-        token_pb2.IssueTokenRequest(
-            grant_type=token_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
-            client_id=partner["client_id"],
-            client_secret=partner["client_secret"],
-            scopes=["consents:write", "consents:read"],
-        ),
-        timeout=10,
-    )
-    verifier, challenge = _pkce()
-    request = consent_pb2.CreateConsentRequest(
-        request_id=uuid.uuid4().hex,
-        permissions=[
-            consent_permission_pb2.CONSENT_PERMISSION_READ_ACCOUNTS,
-            consent_permission_pb2.CONSENT_PERMISSION_READ_BALANCES,
-            consent_permission_pb2.CONSENT_PERMISSION_CONFIRM_FUNDS,
-            consent_permission_pb2.CONSENT_PERMISSION_INITIATE_PAYMENTS,
-        ],
-        per_payment_limit=_money(50_000),
+    client_token = await client_credentials_token(tokens, partner)
+    consent, verifier = await create_payment_consent(
+        consents,
+        client_token.access_token,
+        per_payment_minor=50_000,
         reads_per_day=0,  # unlimited: the bench reads far more than a partner may
-        code_challenge=challenge,
-        code_challenge_method="S256",
+        valid_for=dt.timedelta(days=1),
     )
-    request.expire_time.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
-    consent = (await consents.CreateConsent(request, metadata=_bearer(client_token.access_token), timeout=10)).consent
     authorised = await _authorise(operator, consent.name, customer)
-    bound = await tokens.IssueToken(
-        token_pb2.IssueTokenRequest(
-            grant_type=token_pb2.GRANT_TYPE_AUTHORIZATION_CODE,
-            client_id=partner["client_id"],
-            client_secret=partner["client_secret"],
-            code=authorised.authorization_code,
-            code_verifier=verifier,
-        ),
-        timeout=10,
-    )
+    bound = await exchange_code(tokens, partner, authorised.authorization_code, verifier)
     return Payer(customer["username"], customer["account"], (*_bearer(bound.access_token), CUSTOMER_IP))
 
 

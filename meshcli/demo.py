@@ -63,6 +63,59 @@ def _pkce() -> tuple[str, str]:
     return verifier, challenge
 
 
+async def client_credentials_token(tokens: Any, partner: dict[str, Any]) -> Any:
+    """IssueToken (client credentials) for consent management: the wallet's first call."""
+    return await tokens.IssueToken(
+        token_pb2.IssueTokenRequest(
+            grant_type=token_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
+            client_id=partner["client_id"],
+            client_secret=partner["client_secret"],
+            scopes=["consents:write", "consents:read"],
+        ),
+        timeout=10,
+    )
+
+
+async def create_payment_consent(
+    consents: Any, access_token: str, *, per_payment_minor: int, reads_per_day: int, valid_for: dt.timedelta
+) -> tuple[Any, str]:
+    """CreateConsent for reads, confirmation of funds and payments, with a PKCE challenge.
+
+    Returns the consent (AWAITING_AUTHORISATION) and the PKCE verifier the code exchange needs.
+    """
+    verifier, challenge = _pkce()
+    request = consent_pb2.CreateConsentRequest(
+        request_id=uuid.uuid4().hex,
+        permissions=[
+            consent_permission_pb2.CONSENT_PERMISSION_READ_ACCOUNTS,
+            consent_permission_pb2.CONSENT_PERMISSION_READ_BALANCES,
+            consent_permission_pb2.CONSENT_PERMISSION_CONFIRM_FUNDS,
+            consent_permission_pb2.CONSENT_PERMISSION_INITIATE_PAYMENTS,
+        ],
+        per_payment_limit=_money(per_payment_minor),
+        reads_per_day=reads_per_day,
+        code_challenge=challenge,
+        code_challenge_method="S256",
+    )
+    request.expire_time.FromDatetime(dt.datetime.now(dt.UTC) + valid_for)
+    consent = (await consents.CreateConsent(request, metadata=_bearer(access_token), timeout=10)).consent
+    return consent, verifier
+
+
+async def exchange_code(tokens: Any, partner: dict[str, Any], code: str, verifier: str) -> Any:
+    """IssueToken (authorization code + PKCE verifier): the consent-bound token."""
+    return await tokens.IssueToken(
+        token_pb2.IssueTokenRequest(
+            grant_type=token_pb2.GRANT_TYPE_AUTHORIZATION_CODE,
+            client_id=partner["client_id"],
+            client_secret=partner["client_secret"],
+            code=code,
+            code_verifier=verifier,
+        ),
+        timeout=10,
+    )
+
+
 async def _expect_error(call: Any) -> Any:
     try:
         await call
@@ -95,36 +148,17 @@ async def run_journey(
         payments = payment_pb2_grpc.PaymentServiceStub(gateway)
 
         # 1. A client-credentials token for consent management.
-        client_token = await tokens.IssueToken(
-            token_pb2.IssueTokenRequest(
-                grant_type=token_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
-                client_id=partner["client_id"],
-                client_secret=partner["client_secret"],
-                scopes=["consents:write", "consents:read"],
-            ),
-            timeout=10,
-        )
+        client_token = await client_credentials_token(tokens, partner)
         step("token (client credentials)", f"{partner['display_name']}, expires in {client_token.expires_in}s")
 
         # 2. The consent the wallet asks the customer for.
-        verifier, challenge = _pkce()
-        request = consent_pb2.CreateConsentRequest(
-            request_id=uuid.uuid4().hex,
-            permissions=[
-                consent_permission_pb2.CONSENT_PERMISSION_READ_ACCOUNTS,
-                consent_permission_pb2.CONSENT_PERMISSION_READ_BALANCES,
-                consent_permission_pb2.CONSENT_PERMISSION_CONFIRM_FUNDS,
-                consent_permission_pb2.CONSENT_PERMISSION_INITIATE_PAYMENTS,
-            ],
-            per_payment_limit=_money(CONSENT_PER_PAYMENT_MINOR),
+        consent, verifier = await create_payment_consent(
+            consents,
+            client_token.access_token,
+            per_payment_minor=CONSENT_PER_PAYMENT_MINOR,
             reads_per_day=100,
-            code_challenge=challenge,
-            code_challenge_method="S256",
+            valid_for=dt.timedelta(days=90),
         )
-        request.expire_time.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(days=90))
-        consent = (
-            await consents.CreateConsent(request, metadata=_bearer(client_token.access_token), timeout=10)
-        ).consent
         step("consent created", f"{consent.name} AWAITING_AUTHORISATION, per payment ≤ EUR 500.00")
 
         # 3. The customer authorises it in the bank's app with password + one-time code.
@@ -132,16 +166,7 @@ async def run_journey(
         step("customer SCA authorisation", f"{customer['username']} chose {customer['account']}")
 
         # 4. The wallet exchanges the code (PKCE) for a consent-bound token.
-        bound = await tokens.IssueToken(
-            token_pb2.IssueTokenRequest(
-                grant_type=token_pb2.GRANT_TYPE_AUTHORIZATION_CODE,
-                client_id=partner["client_id"],
-                client_secret=partner["client_secret"],
-                code=authorised.authorization_code,
-                code_verifier=verifier,
-            ),
-            timeout=10,
-        )
+        bound = await exchange_code(tokens, partner, authorised.authorization_code, verifier)
         access = (*_bearer(bound.access_token), ("x-fapi-customer-ip-address", "198.51.100.7"))
         step("code exchange (PKCE)", f"access token bound to {bound.consent}, refresh token issued")
 
