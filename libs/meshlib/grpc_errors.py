@@ -159,6 +159,29 @@ def decode_rpc_error(error: grpc.aio.AioRpcError) -> e.MeshError:
     return decoded
 
 
+def decode_item_error(reason_value: int, message: str) -> e.MeshError:
+    """The domain error of one failed item of a batch rpc (its ``error_reason`` and message).
+
+    An item's result carries only its reason; what a caller branches on follows from it: retry
+    later (the outcome is unknown, as for a reason this build does not know), not there, or
+    refused by a rule.
+    """
+    from openbank.common.v1 import error_reason_pb2
+
+    known = reason_value in error_reason_pb2.ErrorReason.values()
+    reason = error_reason_pb2.ErrorReason.Name(reason_value).removeprefix("ERROR_REASON_") if known else ""
+    text = message or reason or "unknown item failure"
+    if reason == "SERVICE_UNAVAILABLE":
+        return e.Unavailable(text, reason=reason)
+    if reason in ("INTERNAL_ERROR", "", "UNSPECIFIED"):
+        return e.MeshError(text, reason="INTERNAL_ERROR")
+    if reason == "RESOURCE_NOT_FOUND":
+        return e.NotFound(text, reason=reason)
+    if reason == "FIELD_INVALID":
+        return e.InvalidArgument([e.FieldViolation("", text)], reason=reason)
+    return e.FailedPrecondition(text, reason=reason)
+
+
 Handler = Callable[..., Any]
 
 

@@ -8,6 +8,7 @@ meshlib errors with the upstream's reason (``decode_rpc_error``).
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -15,8 +16,9 @@ import grpc
 from google.protobuf import duration_pb2
 
 from meshlib.clients import call_with_retry
-from meshlib.errors import FailedPrecondition, InvalidArgument, NotFound
-from meshlib.grpc_errors import decode_rpc_error
+from meshlib.coalesce import Coalescer
+from meshlib.errors import FailedPrecondition, InvalidArgument, MeshError, NotFound
+from meshlib.grpc_errors import decode_item_error, decode_rpc_error
 from openbank.account.v1 import account_pb2, ledger_pb2, ledger_pb2_grpc
 from openbank.common.v1 import money_pb2
 from openbank.settlement.v1 import position_pb2, position_pb2_grpc, settlement_admin_pb2, settlement_admin_pb2_grpc
@@ -24,6 +26,7 @@ from services.payment.domain.checks import LedgerAccountInfo, PartnerLimits
 from services.payment.domain.payments import ParticipantInfo, Payment
 
 T = TypeVar("T")
+R = TypeVar("R")
 Bearer = Callable[[], Awaitable[str]]
 
 TRANSFER_STATES = {1: "PENDING", 2: "POSTED", 3: "VOIDED", 4: "EXPIRED"}
@@ -31,6 +34,14 @@ TRANSFER_STATES = {1: "PENDING", 2: "POSTED", 3: "VOIDED", 4: "EXPIRED"}
 
 def _last(name: str) -> str:
     return name.rsplit("/", 1)[-1]
+
+
+def _unique_by_request_id(requests: list[R]) -> dict[str, R]:
+    """The distinct requests of a batch by request_id (a batch refuses duplicates as a whole).
+
+    Two drivers of the same payment would send the same idempotent request; they share its answer.
+    """
+    return {request.request_id: request for request in requests}  # type: ignore[attr-defined]
 
 
 class _Caller:
@@ -58,6 +69,10 @@ class GrpcLedger:
         self._stub = ledger_pb2_grpc.LedgerServiceStub(channel)
         self._call = _Caller(bearer, deadline, attempts)
         self._hold_timeout = hold_timeout
+        # The holds of the payments in flight leave together, as BatchCreateTransfers.
+        self._holds: Coalescer[ledger_pb2.CreateTransferRequest, ledger_pb2.Transfer] = Coalescer(
+            self._create_many, max_in_flight=1
+        )
 
     async def hold(self, payment: Payment) -> str:
         """Create the pending transfer ``transfers/{payment}-hold``; returns its name."""
@@ -71,8 +86,25 @@ class GrpcLedger:
             reference=f"payments/{payment.payment_id}",
             description=f"payment {payment.payment_id}",
         )
-        answer = await self._call(self._stub.CreateTransfer, request, "ledger.CreateTransfer")
-        return answer.transfer.name
+        transfer = await self._holds.submit(request)
+        return transfer.name
+
+    async def _create_many(
+        self, requests: list[ledger_pb2.CreateTransferRequest]
+    ) -> list[ledger_pb2.Transfer | MeshError]:
+        unique = _unique_by_request_id(requests)
+        answer = await self._call(
+            self._stub.BatchCreateTransfers,
+            ledger_pb2.BatchCreateTransfersRequest(request_id=uuid.uuid4().hex, requests=unique.values()),
+            "ledger.BatchCreateTransfers",
+        )
+        outcomes = {
+            request_id: result.transfer
+            if result.error_reason == 0
+            else decode_item_error(result.error_reason, result.error_message)
+            for request_id, result in zip(unique, answer.results, strict=True)
+        }
+        return [outcomes[request.request_id] for request in requests]
 
     async def post(self, payment: Payment) -> None:
         """Post the hold (idempotent by request id)."""

@@ -295,6 +295,21 @@ class Mesh:
         return list(answer.entries)
 
 
+def rpcs_handled(service: str, method: str) -> float:
+    """Rpcs of ``service``/``method`` this process's servers have handled so far (any status)."""
+    from meshlib.metrics import REGISTRY
+
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "openbank_rpc_requests"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+        and sample.labels.get("service") == service
+        and sample.labels.get("method") == method
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_mesh(urls: dict[str, str], **payment_settings: Any) -> AsyncIterator[Mesh]:
     """Start account, settlement and payment on the given databases; stop them afterwards."""

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from openbank.payment.v1 import payment_pb2
-from tests.integration.payment.mesh import running_mesh, standard_mesh
+from tests.integration.payment.mesh import rpcs_handled, running_mesh, standard_mesh
 from tests.support.servers import create_database
 
 PARTNERS = ["partner-1", "partner-2", "partner-3"]
@@ -45,7 +45,17 @@ async def test_concurrent_payments_from_several_partners_keep_every_total_exact(
                 )
             return await mesh.top_up(amount, partner=partner, consent=consent)
 
+        ledger = "openbank.account.v1.LedgerService"
+        batches_before = rpcs_handled(ledger, "BatchCreateTransfers")
+        singles_before = rpcs_handled(ledger, "CreateTransfer")
         payments = await asyncio.gather(*(one(i) for i in range(45)))
+        # Holds go as batches. On SQLite the payments' first transactions commit in bursts, so the
+        # holds of payments in flight leave together (on PostgreSQL the consent's lock spaces them).
+        hold_batches = rpcs_handled(ledger, "BatchCreateTransfers") - batches_before
+        assert 1 <= hold_batches <= 45
+        if store == "sqlite":
+            assert hold_batches < 45
+        assert rpcs_handled(ledger, "CreateTransfer") == singles_before
         states = {p.state for p in payments}
         assert states <= {payment_pb2.PAYMENT_STATE_SETTLED, payment_pb2.PAYMENT_STATE_REJECTED}
         settled = [p for p in payments if p.state == payment_pb2.PAYMENT_STATE_SETTLED]
