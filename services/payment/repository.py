@@ -38,6 +38,7 @@ _NOW = _param("now", _c.updated_at)
 _LEASE_UNTIL = _param("until", _c.lease_until)
 
 _GET = sa.select(payments).where(_c.payment_id == _PAYMENT_ID)
+_GET_MANY = sa.select(payments).where(_c.payment_id.in_(_param("pids", _c.payment_id, expanding=True)))
 # An insert run with a dict: SQLAlchemy fills exactly the columns named in it.
 _INSERT_PAYMENT = payments.insert()
 _MOVE = (
@@ -66,6 +67,11 @@ _CLAIM = (
     .values(lease_until=_LEASE_UNTIL)
 )
 _RENEW = payments.update().where(_c.payment_id == _PAYMENT_ID).values(lease_until=_LEASE_UNTIL)
+_RENEW_MANY = (
+    payments.update()
+    .where(_c.payment_id.in_(_param("pids", _c.payment_id, expanding=True)))
+    .values(lease_until=_LEASE_UNTIL)
+)
 _HOLD_REQUESTED = sa.select(_c.hold_requested).where(_c.payment_id == _PAYMENT_ID)
 _INSERT_STEP = payment_steps.insert()
 _INSERT_EVENT = payment_events.insert()
@@ -191,6 +197,11 @@ class PaymentRepository:
         row = (await self._connection.execute(_GET, {"pid": payment_id})).first()
         return _payment(row) if row else None
 
+    async def get_many(self, payment_ids: list[str]) -> dict[str, Payment]:
+        """Payments by id (one query); unknown ids are left out."""
+        rows = await self._connection.execute(_GET_MANY, {"pids": payment_ids})
+        return {row.payment_id: _payment(row) for row in rows}
+
     async def add(self, payment: Payment, *, lease_until: dt.datetime | None = None) -> None:
         """Store a new payment (``lease_until``: the creating driver owns its saga until then)."""
         await self._connection.execute(
@@ -277,6 +288,10 @@ class PaymentRepository:
     async def renew(self, payment_id: str, now: dt.datetime, lease: dt.timedelta) -> None:
         """Extend the driver's lease (each step renews it)."""
         await self._connection.execute(_RENEW, {"pid": payment_id, "until": now + lease})
+
+    async def renew_many(self, payment_ids: list[str], now: dt.datetime, lease: dt.timedelta) -> None:
+        """Extend the driver's lease of several payments (one statement)."""
+        await self._connection.execute(_RENEW_MANY, {"pids": payment_ids, "until": now + lease})
 
     async def hold_requested(self, payment_id: str) -> bool:
         """Whether a hold may have been sent for this payment."""
@@ -387,6 +402,17 @@ class PaymentRepository:
         )
 
 
+def _step_row(step: SagaStep) -> dict[str, Any]:
+    return {
+        "payment_id": step.payment_id,
+        "step": step.step,
+        "outcome": step.outcome,
+        "detail": step.detail[:256],
+        "trace_id": step.trace_id,
+        "recorded_at": step.recorded_at,
+    }
+
+
 class StepRepository:
     """The saga's recorded steps (the audit trail)."""
 
@@ -395,22 +421,30 @@ class StepRepository:
 
     async def add(self, step: SagaStep) -> None:
         """Record one step outcome."""
-        await self._connection.execute(
-            _INSERT_STEP,
-            {
-                "payment_id": step.payment_id,
-                "step": step.step,
-                "outcome": step.outcome,
-                "detail": step.detail[:256],
-                "trace_id": step.trace_id,
-                "recorded_at": step.recorded_at,
-            },
-        )
+        await self._connection.execute(_INSERT_STEP, _step_row(step))
+
+    async def add_many(self, steps: list[SagaStep]) -> None:
+        """Record several step outcomes (one executemany)."""
+        if steps:
+            await self._connection.execute(_INSERT_STEP, [_step_row(step) for step in steps])
 
     async def for_payment(self, payment_id: str) -> list[SagaStep]:
         """Every step of a payment, oldest first."""
         rows = await self._connection.execute(_STEPS_FOR_PAYMENT, {"pid": payment_id})
         return [SagaStep(r.payment_id, r.step, r.outcome, r.detail, r.trace_id, as_utc(r.recorded_at)) for r in rows]
+
+
+def _event_row(
+    payment: Payment, previous: PaymentState | None, state: PaymentState, reason: str, now: dt.datetime
+) -> dict[str, Any]:
+    return {
+        "payment_id": payment.payment_id,
+        "partner_id": payment.partner_id,
+        "previous_state": previous.name if previous else "",
+        "state": state.name,
+        "status_reason": reason,
+        "event_time": now,
+    }
 
 
 class EventRepository:
@@ -423,17 +457,15 @@ class EventRepository:
         self, payment: Payment, previous: PaymentState | None, state: PaymentState, reason: str, now: dt.datetime
     ) -> None:
         """Record a state change (same transaction as the change)."""
-        await self._connection.execute(
-            _INSERT_EVENT,
-            {
-                "payment_id": payment.payment_id,
-                "partner_id": payment.partner_id,
-                "previous_state": previous.name if previous else "",
-                "state": state.name,
-                "status_reason": reason,
-                "event_time": now,
-            },
-        )
+        await self._connection.execute(_INSERT_EVENT, _event_row(payment, previous, state, reason, now))
+
+    async def add_many(
+        self, changes: list[tuple[Payment, PaymentState | None, PaymentState]], now: dt.datetime
+    ) -> None:
+        """Record several state changes, in order (one executemany; no status reason)."""
+        if changes:
+            rows = [_event_row(payment, previous, state, "", now) for payment, previous, state in changes]
+            await self._connection.execute(_INSERT_EVENT, rows)
 
     async def after(self, partner_id: str, seq: int, limit: int) -> list[PaymentEvent]:
         """The partner's events after ``seq``, in cursor order."""

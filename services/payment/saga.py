@@ -23,6 +23,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
+from meshlib.coalesce import Coalescer
 from meshlib.errors import ErrorKind, FailedPrecondition, MeshError
 from meshlib.metrics import record_payment_state, record_saga_recovery
 from meshlib.telemetry import tracer
@@ -103,6 +104,16 @@ class RecoveryResult:
     pending: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class SagaWrite:
+    """The success-path writes of one saga step: step rows, maybe a state change, the lease renewed."""
+
+    payment_id: str
+    records: tuple[tuple[str, str, str], ...]
+    move: tuple[list[PaymentState], PaymentState] | None
+    trace_id: str
+
+
 class Stop(Exception):
     """The saga cannot go on now (a dependency is down): the recovery loop resumes it later."""
 
@@ -126,6 +137,8 @@ class PaymentSaga:
         self._lease = lease
         self._failpoint = failpoint
         self._clock = clock
+        # Group commit: the success-path writes of the payments in flight share one transaction.
+        self._journal: Coalescer[SagaWrite, Payment] = Coalescer(self._write_many, max_in_flight=1)
 
     # -- persistence helpers -------------------------------------------------------------
 
@@ -172,11 +185,14 @@ class PaymentSaga:
         """One transaction on the success path: step rows (the outcome of the call just made and
         the "started" row of the next one), a state change with its event, the lease renewed.
 
-        Returns the payment as stored, or None when ``request_hold`` lost to a cancel.
+        Returns the payment as stored, or None when ``request_hold`` lost to a cancel. Without
+        ``request_hold`` the writes join those of the other payments in flight (group commit).
         """
+        if not request_hold:
+            return await self._journal.submit(SagaWrite(payment.payment_id, records, move, current_trace_id()))
         async with self._uow() as uow:
             now = self._clock()
-            if request_hold and not await uow.payments.request_hold(payment.payment_id, now):
+            if not await uow.payments.request_hold(payment.payment_id, now):
                 return None
             before = await uow.payments.get(payment.payment_id)
             await self.write_in(uow, payment, records, move, now, current=before)
@@ -186,6 +202,60 @@ class PaymentSaga:
         if before is not None and before.state is not stored.state:
             record_payment_state(stored.state.name)
         return stored
+
+    async def _write_many(self, writes: list[SagaWrite]) -> list[Payment | BaseException]:
+        """Commit a batch of saga writes in one transaction; each payment gets its row as stored.
+
+        If the shared transaction fails, each write is tried alone, so one bad write fails only
+        its own payment.
+        """
+        if len({write.payment_id for write in writes}) == len(writes):
+            try:
+                return await self._commit_writes(writes)
+            except Exception:
+                if len(writes) == 1:
+                    raise
+                log.warning("group commit failed, committing one by one", extra={"writes": len(writes)})
+        outcomes: list[Payment | BaseException] = []
+        for write in writes:
+            try:
+                outcomes.extend(await self._commit_writes([write]))
+            except Exception as error:
+                outcomes.append(error)
+        return outcomes
+
+    async def _commit_writes(self, writes: list[SagaWrite]) -> list[Payment | BaseException]:
+        async with self._uow() as uow:
+            now = self._clock()
+            before = await uow.payments.get_many([write.payment_id for write in writes])
+            # A payment that is not there (never, in a live saga) fails alone, before any write.
+            present = [write for write in writes if write.payment_id in before]
+            ids = [write.payment_id for write in present]
+            await uow.steps.add_many(
+                [
+                    SagaStep(write.payment_id, step, outcome, detail, write.trace_id, now)
+                    for write in present
+                    for step, outcome, detail in write.records
+                ]
+            )
+            changes: list[tuple[Payment, PaymentState | None, PaymentState]] = []
+            for write in present:
+                if write.move is not None and await uow.payments.move(write.payment_id, *write.move, now):
+                    current = before[write.payment_id]
+                    changes.append((current, current.state, write.move[1]))
+            await uow.events.add_many(changes, now)
+            if ids:
+                await uow.payments.renew_many(ids, now, self._lease)
+            stored = await uow.payments.get_many(ids) if ids else {}
+            await uow.commit()
+        for _, _, state in changes:
+            record_payment_state(state.name)
+        return [
+            stored[write.payment_id]
+            if write.payment_id in stored
+            else LookupError(f"payment {write.payment_id} not found")
+            for write in writes
+        ]
 
     async def write_in(
         self,

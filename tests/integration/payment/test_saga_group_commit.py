@@ -1,0 +1,147 @@
+"""The saga's success-path writes of payments in flight share one transaction (group commit),
+with exactly the rows one transaction per payment wrote; one bad write fails only its payment."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from meshlib.money import Amount
+from meshlib.storage import Database
+from meshlib.storage.migrations import upgrade_to_head
+from services.payment.bootstrap import VERSIONS_DIR
+from services.payment.domain.payments import Payment, PaymentState
+from services.payment.saga import HOLD, POST, PaymentSaga
+from services.payment.tables import payment_events, payment_steps, payments
+from services.payment.unit_of_work import PaymentUnitOfWork
+
+NOW = dt.datetime(2025, 3, 14, 12, 0, tzinfo=dt.UTC)
+LEASE = dt.timedelta(seconds=30)
+PROGRESS = ((HOLD, "succeeded", ""), (POST, "started", ""))
+MOVE = ([PaymentState.ACCEPTED], PaymentState.SETTLEMENT_IN_PROCESS)
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url)
+    await upgrade_to_head(db, VERSIONS_DIR, "payment")
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+def _payment(payment_id: str) -> Payment:
+    return Payment(
+        payment_id=payment_id,
+        partner_id="p1",
+        consent_id="c1",
+        debtor_account_id="a1",
+        creditor_account_id="a2",
+        creditor_wallet_partner_id=None,
+        amount=Amount("EUR", 1000),
+        payment_type="TRANSFER",
+        state=PaymentState.ACCEPTED,
+        created_at=NOW,
+        updated_at=NOW,
+        customer_id="cust1",
+    )
+
+
+class CountingUnitsOfWork:
+    """A unit-of-work factory that counts the writing transactions it opened."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.writes = 0
+
+    def __call__(self, **options: Any) -> PaymentUnitOfWork:
+        if not options.get("read_only"):
+            self.writes += 1
+        return PaymentUnitOfWork(self.database, **options)
+
+
+async def _seed(database: Database, ids: list[str]) -> None:
+    async with PaymentUnitOfWork(database) as uow:
+        for payment_id in ids:
+            await uow.payments.add(_payment(payment_id), lease_until=NOW)
+        await uow.commit()
+
+
+def _saga(units: CountingUnitsOfWork) -> PaymentSaga:
+    return PaymentSaga(units, ledger=None, positions=None, lease=LEASE, clock=lambda: NOW)  # type: ignore[arg-type]
+
+
+async def test_concurrent_saga_writes_share_one_transaction_and_write_every_row(database: Database) -> None:
+    ids = [f"pay{i:02d}" for i in range(12)]
+    await _seed(database, ids)
+    units = CountingUnitsOfWork(database)
+    saga = _saga(units)
+    stored = await asyncio.gather(*(saga._apply(_payment(i), records=PROGRESS, move=MOVE) for i in ids))
+    assert units.writes == 1
+    assert [p.payment_id for p in stored if p is not None] == ids
+    assert {p.state for p in stored if p is not None} == {PaymentState.SETTLEMENT_IN_PROCESS}
+    async with database.engine.connect() as connection:
+        steps = (await connection.execute(sa.select(payment_steps.c.payment_id, payment_steps.c.step))).all()
+        events = (await connection.execute(sa.select(payment_events).order_by(payment_events.c.seq))).all()
+        leases = (await connection.execute(sa.select(payments.c.lease_until))).scalars().all()
+    assert sorted(steps) == sorted((i, step) for i in ids for step in (HOLD, POST))
+    assert [(e.payment_id, e.previous_state, e.state) for e in events] == [
+        (i, "ACCEPTED", "SETTLEMENT_IN_PROCESS") for i in ids
+    ]
+    assert all(lease is not None and lease.replace(tzinfo=dt.UTC) == NOW + LEASE for lease in leases)
+
+
+async def test_a_write_for_an_unknown_payment_fails_alone_and_writes_nothing(database: Database) -> None:
+    ids = ["good1", "good2", "good3"]
+    await _seed(database, ids)
+    units = CountingUnitsOfWork(database)
+    saga = _saga(units)
+    outcomes = await asyncio.gather(
+        *(saga._apply(_payment(i), records=PROGRESS, move=MOVE) for i in [*ids, "missing"]), return_exceptions=True
+    )
+    assert isinstance(outcomes[3], Exception)
+    assert [p.state for p in outcomes[:3]] == [PaymentState.SETTLEMENT_IN_PROCESS] * 3  # type: ignore[union-attr]
+    assert units.writes == 1
+    async with database.engine.connect() as connection:
+        steps = (await connection.execute(sa.select(sa.func.count()).select_from(payment_steps))).scalar_one()
+    assert steps == 2 * len(ids)
+
+
+async def test_a_moved_payment_is_not_moved_twice(database: Database) -> None:
+    await _seed(database, ["once"])
+    saga = _saga(CountingUnitsOfWork(database))
+    first, second = await asyncio.gather(
+        saga._apply(_payment("once"), records=PROGRESS, move=MOVE),
+        saga._apply(_payment("once"), records=(), move=MOVE),
+    )
+    assert first is not None and second is not None
+    async with database.engine.connect() as connection:
+        events = (await connection.execute(sa.select(sa.func.count()).select_from(payment_events))).scalar_one()
+    assert events == 1
+
+
+async def test_when_the_shared_transaction_fails_each_write_is_committed_alone(database: Database) -> None:
+    ids = ["ok1", "ok2", "ok3"]
+    await _seed(database, ids)
+    units = CountingUnitsOfWork(database)
+    saga = _saga(units)
+    # One write that fails mid-transaction (its target is not a state), after others were written.
+    bad = ([PaymentState.ACCEPTED], "NOT_A_STATE")
+    outcomes = await asyncio.gather(
+        saga._apply(_payment("ok1"), records=PROGRESS, move=MOVE),
+        saga._apply(_payment("ok2"), records=PROGRESS, move=bad),  # type: ignore[arg-type]
+        saga._apply(_payment("ok3"), records=PROGRESS, move=MOVE),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], Exception)
+    assert [outcomes[0].state, outcomes[2].state] == [PaymentState.SETTLEMENT_IN_PROCESS] * 2  # type: ignore[union-attr]
+    assert units.writes == 1 + 3  # the shared attempt, then one each
+    async with database.engine.connect() as connection:
+        steps = (await connection.execute(sa.select(payment_steps.c.payment_id))).scalars().all()
+    assert sorted(steps) == ["ok1", "ok1", "ok3", "ok3"]  # the failed shared attempt left nothing
