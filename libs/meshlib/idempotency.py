@@ -5,6 +5,11 @@ transaction as the change, under (scope, method, request_id) together with a fin
 of the request. A replay with the same fingerprint gets the saved answer back; the same key
 with a different payload fails ALREADY_EXISTS / ``REQUEST_ID_REUSED``. Keys are kept at
 least :data:`RETENTION` and purged afterwards.
+
+A batch rpc whose items carry their own keys reads and writes them set-based
+(:meth:`IdempotencyRepository.lookup_many`, :meth:`IdempotencyRepository.save_many`): one
+statement each, whatever the number of items, under the same (scope, method) as the
+single rpc, so an item's key is shared with it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.errors import AlreadyExists, InvalidArgument
+from meshlib.storage.bulk import BulkInsert
 
 RETENTION = dt.timedelta(hours=48)
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -74,6 +81,30 @@ def fingerprint(request: Message, *, ignore: tuple[str, ...] = ("request_id",)) 
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
+def request_id_reused(request_id: str) -> AlreadyExists:
+    """The error of a key replayed with a different payload (the one place it is built)."""
+    return AlreadyExists(
+        "request_id was already used with a different request",
+        reason="REQUEST_ID_REUSED",
+        metadata={"request_id": request_id},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SavedAnswer:
+    """One saved key as :meth:`IdempotencyRepository.lookup_many` finds it."""
+
+    request_id: str
+    fingerprint: str
+    response: bytes
+
+    def answer_for(self, request_fingerprint: str) -> bytes:
+        """The saved answer for a replay; REQUEST_ID_REUSED when the payload differs."""
+        if self.fingerprint != request_fingerprint:
+            raise request_id_reused(self.request_id)
+        return self.response
+
+
 @dataclass(frozen=True)
 class _Statements:
     """One idempotency table's statements, built once and run with a parameter dict.
@@ -85,6 +116,8 @@ class _Statements:
     lookup: sa.Select[Any]
     save: sa.Insert
     purge: sa.Delete
+    lookup_many: sa.Select[Any]
+    save_many: BulkInsert
 
 
 _STATEMENTS: dict[sa.Table, _Statements] = {}
@@ -102,6 +135,12 @@ def _statements(table: sa.Table) -> _Statements:
             ),
             save=table.insert(),
             purge=table.delete().where(c.created_at < sa.bindparam("older_than", type_=c.created_at.type)),
+            lookup_many=sa.select(c.request_id, c.fingerprint, c.response).where(
+                c.scope == sa.bindparam("key_scope", type_=c.scope.type),
+                c.method == sa.bindparam("key_method", type_=c.method.type),
+                c.request_id.in_(sa.bindparam("key_request_ids", expanding=True)),
+            ),
+            save_many=BulkInsert(table, ("scope", "method", "request_id", "fingerprint", "response", "created_at")),
         )
         _STATEMENTS[table] = statements
     return statements
@@ -125,12 +164,23 @@ class IdempotencyRepository:
         if row is None:
             return None
         if row.fingerprint != request_fingerprint:
-            raise AlreadyExists(
-                "request_id was already used with a different request",
-                reason="REQUEST_ID_REUSED",
-                metadata={"request_id": request_id},
-            )
+            raise request_id_reused(request_id)
         return bytes(row.response)
+
+    async def lookup_many(self, scope: str, method: str, request_ids: Iterable[str]) -> dict[str, SavedAnswer]:
+        """The saved keys among ``request_ids`` (one SELECT), by request id; new keys are absent.
+
+        Unlike :meth:`lookup` it does not raise on a changed payload: the caller (a batch)
+        answers each key with :meth:`SavedAnswer.answer_for`, so one reused key fails only
+        its own item.
+        """
+        ids = sorted(set(request_ids))
+        if not ids:
+            return {}
+        rows = await self._connection.execute(
+            self._statements.lookup_many, {"key_scope": scope, "key_method": method, "key_request_ids": ids}
+        )
+        return {row.request_id: SavedAnswer(row.request_id, row.fingerprint, bytes(row.response)) for row in rows}
 
     async def save(
         self, scope: str, method: str, request_id: str, request_fingerprint: str, response: bytes, now: dt.datetime
@@ -146,6 +196,18 @@ class IdempotencyRepository:
                 "response": response,
                 "created_at": now,
             },
+        )
+
+    async def save_many(
+        self, scope: str, method: str, answers: Iterable[tuple[str, str, bytes]], now: dt.datetime
+    ) -> None:
+        """Remember many answers, ``(request_id, fingerprint, response)`` each, in one ``executemany``.
+
+        As with :meth:`save`, a key saved concurrently makes the transaction fail (and retry).
+        """
+        await self._statements.save_many.execute(
+            self._connection,
+            [(scope, method, request_id, fingerprint, response, now) for request_id, fingerprint, response in answers],
         )
 
     async def purge(self, older_than: dt.datetime) -> int:

@@ -26,7 +26,7 @@ from services.account.domain.ledger import (
     TransferRequest,
     TransferType,
 )
-from services.account.ledger_service import BatchItemResult
+from services.account.ledger_service import BatchItemResult, FinishRequest
 from services.account.repository import CurrencyTotals, TransferFilter
 
 _ACCOUNT_TYPES = {
@@ -120,6 +120,11 @@ def transfer_request(request: ledger_pb2.CreateTransferRequest) -> TransferReque
         reference=request.reference,
         description=request.description,
     )
+
+
+def finish_request(request: ledger_pb2.PostTransferRequest) -> FinishRequest:
+    """One item of BatchPostTransfers (its request_id is checked by the service, as PostTransfer's)."""
+    return FinishRequest(request_id=request.request_id, transfer_id=transfer_id_from(request.name))
 
 
 def transfer_filter(request: ledger_pb2.ListTransfersRequest) -> TransferFilter:
@@ -250,6 +255,16 @@ def error_reason(reason: str | None) -> int:
 def batch_result_to_proto(result: BatchItemResult) -> ledger_pb2.BatchCreateTransferResult:
     """One item's outcome."""
     message = ledger_pb2.BatchCreateTransferResult(
+        index=result.index, error_reason=error_reason(result.error_reason), error_message=result.error_message
+    )
+    if result.transfer is not None:
+        message.transfer.CopyFrom(transfer_to_proto(result.transfer))
+    return message
+
+
+def batch_post_result_to_proto(result: BatchItemResult) -> ledger_pb2.BatchPostTransferResult:
+    """One post's outcome."""
+    message = ledger_pb2.BatchPostTransferResult(
         index=result.index, error_reason=error_reason(result.error_reason), error_message=result.error_message
     )
     if result.transfer is not None:

@@ -4,7 +4,9 @@ Each operation is one transaction: lock what it changes (transfer row first, the
 accounts in sorted id order), apply the domain rule, persist, commit. A transfer's id is
 the client's request_id, so the transfers table itself is the idempotency store of
 CreateTransfer (kept forever); Post/Void/Batch save their first answer in the
-idempotency-key table in the same transaction.
+idempotency-key table in the same transaction. An item of BatchPostTransfers saves its
+answer under PostTransfer's own key (same scope, method and fingerprint), so either rpc
+replays a post the other made.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
 from meshlib.errors import AlreadyExists, FailedPrecondition, InvalidArgument, MeshError, NotFound
 from meshlib.idempotency import RETENTION as IDEMPOTENCY_RETENTION
-from meshlib.idempotency import validate_request_id
+from meshlib.idempotency import SavedAnswer, validate_request_id
 from meshlib.money import Amount
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint
 from meshlib.storage import retry_on_conflict
@@ -130,6 +132,61 @@ def _results_from_json(saved: bytes, requests: dict[int, TransferRequest]) -> li
     return results
 
 
+# BatchPostTransfers' saved answer (format 1), one entry per item: ["f", index] for a hold this
+# batch finished (posted: a final state, so on replay the transfer row as it is now is exactly
+# the answer it gave), ["t", index, transfer] for an item answered from an older key of
+# PostTransfer (kept in full: that key may be purged before the batch's), ["e", index, reason,
+# message] for a refused item.
+_FINISHED = "f"
+
+
+def finish_fingerprint(transfer_id: str) -> str:
+    """The fingerprint of a PostTransfer (or VoidTransfer) key.
+
+    A BatchPostTransfers item saves the very same one: that is what makes its request_id
+    one key with the single rpc's.
+    """
+    return request_fingerprint(transfer=transfer_id)
+
+
+def _plain_finish(item: FinishRequest | MeshError) -> Any:
+    """A BatchPostTransfers item as the batch's fingerprint sees it."""
+    if isinstance(item, MeshError):
+        return str(item)
+    return [item.request_id, item.transfer_id]
+
+
+def _finished_json(results: list[BatchItemResult], finished: set[int], now: dt.datetime) -> bytes:
+    """A batch of posts' answer as saved for replays (read back by :func:`_finished_from_json`)."""
+    compact: list[list[Any]] = []
+    for result in results:
+        if result.transfer is None:
+            compact.append([_REFUSED, result.index, result.error_reason, result.error_message])
+        elif result.index in finished:
+            compact.append([_FINISHED, result.index])
+        else:
+            compact.append([_EXISTING, result.index, result.transfer.to_dict()])
+    return json.dumps({"format": 1, "at": now.isoformat(), "results": compact}).encode()
+
+
+async def _finished_from_json(
+    saved: bytes, uow: AccountUnitOfWork, requests: dict[int, FinishRequest]
+) -> list[BatchItemResult]:
+    """The inverse of :func:`_finished_json`: the finished holds are read back in one SELECT."""
+    data = json.loads(saved)
+    finished_ids = [requests[index].transfer_id for kind, index, *_ in data["results"] if kind == _FINISHED]
+    rows = await uow.transfers.many(finished_ids)
+    results = []
+    for kind, index, *rest in data["results"]:
+        if kind == _FINISHED:
+            results.append(BatchItemResult(index, rows[requests[index].transfer_id]))
+        elif kind == _EXISTING:
+            results.append(BatchItemResult(index, Transfer.from_dict(rest[0])))
+        else:
+            results.append(BatchItemResult(index, None, rest[0], rest[1]))
+    return results
+
+
 async def run_transaction(operation: Callable[[], Awaitable[T]], *, attempts: int = 4) -> T:
     """Run a whole transaction, again after a lost race on a unique key or a lock conflict.
 
@@ -155,6 +212,14 @@ def _account_not_found(account_id: str) -> NotFound:
     return NotFound("account not found", metadata={"resource_name": f"accounts/{account_id}"})
 
 
+def _transfer_not_found(transfer_id: str) -> NotFound:
+    return NotFound("transfer not found", metadata={"resource_name": f"transfers/{transfer_id}"})
+
+
+def _hold_expired() -> FailedPrecondition:
+    return FailedPrecondition("the hold expired and was released", reason="TRANSFER_EXPIRED")
+
+
 def _replay(existing: Transfer, request: TransferRequest) -> Transfer:
     if not existing.matches(request):
         raise AlreadyExists(
@@ -163,6 +228,27 @@ def _replay(existing: Transfer, request: TransferRequest) -> Transfer:
             metadata={"transfer": f"transfers/{existing.id}"},
         )
     return existing
+
+
+@dataclass(frozen=True, slots=True)
+class FinishRequest:
+    """One post of a batch: the item's own idempotency key and the hold it names."""
+
+    request_id: str
+    transfer_id: str
+
+
+@dataclass
+class _FinishedBatch:
+    """What a batch of posts did in memory, to be written in one go."""
+
+    results: list[BatchItemResult] = field(default_factory=list)
+    # Changed transfers: the finished holds and the elapsed ones released on the way.
+    outcomes: list[Outcome] = field(default_factory=list)
+    touched: dict[str, Account] = field(default_factory=dict)
+    # New PostTransfer keys: (request_id, fingerprint, answer).
+    answers: list[tuple[str, str, bytes]] = field(default_factory=list)
+    finished: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,14 +370,14 @@ class LedgerService:
         rule: Callable[[Transfer, Account, Account, dt.datetime], Outcome],
     ) -> Transfer:
         validate_request_id(request_id)
-        fingerprint = request_fingerprint(transfer=transfer_id)
+        fingerprint = finish_fingerprint(transfer_id)
 
         async def once() -> Transfer:
             expired = False
             async with self._uow() as uow:
                 transfer = await uow.transfers.get(transfer_id, lock=True)
                 if transfer is None:
-                    raise NotFound("transfer not found", metadata={"resource_name": f"transfers/{transfer_id}"})
+                    raise _transfer_not_found(transfer_id)
                 # Looked up under the transfer's lock, so a concurrent twin waits and then replays.
                 saved = await uow.idempotency.lookup(LEDGER_SCOPE, method, request_id, fingerprint)
                 if saved is not None:
@@ -316,7 +402,7 @@ class LedgerService:
                 await persist(uow, outcome, [debit, credit], new=False)
                 await uow.commit()
             if expired:
-                raise FailedPrecondition("the hold expired and was released", reason="TRANSFER_EXPIRED")
+                raise _hold_expired()
             log.info("transfer finished", extra={"transfer": transfer_id, "state": outcome.transfer.state.value})
             return outcome.transfer
 
@@ -517,6 +603,149 @@ class LedgerService:
             touched[debit.id], touched[credit.id] = debit, credit
             results.append(BatchItemResult(index, outcome.transfer))
         return results, created, touched
+
+    async def batch_post(self, request_id: str, items: list[FinishRequest | MeshError]) -> list[BatchItemResult]:
+        """Post up to 500 holds in order in one transaction, each exactly as PostTransfer would.
+
+        Each item's request_id is PostTransfer's own key (same scope, method, fingerprint):
+        an item replays an answer the single rpc saved, and saves one it will replay. An
+        item may arrive already failed (a name the converter refused).
+        """
+        return await self._finish_batch("PostTransfer", "BatchPostTransfers", request_id, items, post_transfer)
+
+    async def _finish_batch(
+        self,
+        method: str,
+        batch_method: str,
+        request_id: str,
+        items: list[FinishRequest | MeshError],
+        rule: Callable[[Transfer, Account, Account, dt.datetime], Outcome],
+    ) -> list[BatchItemResult]:
+        """:meth:`_finish` for many items: one lock of the holds, one of the accounts, set-based writes."""
+        validate_request_id(request_id)
+        if not items:
+            raise InvalidArgument.field("requests", "must hold at least one item")
+        if len(items) > MAX_BATCH:
+            raise InvalidArgument.field("requests", f"at most {MAX_BATCH} items")
+        seen: set[str] = set()
+        for index, item in enumerate(items):
+            if isinstance(item, FinishRequest):
+                # Two posts of one hold in one batch is the caller's bug (the second could only fail
+                # or replay): refuse the call, as BatchCreateTransfers refuses a duplicate id.
+                if item.transfer_id in seen:
+                    raise InvalidArgument.field(f"requests[{index}].name", "names a transfer another item names")
+                seen.add(item.transfer_id)
+        fingerprint = request_fingerprint(requests=[_plain_finish(item) for item in items])
+        # Shape errors are per item, as the single rpc refuses them before the database.
+        shape_errors: dict[int, MeshError] = {}
+        requests: dict[int, FinishRequest] = {}
+        for index, item in enumerate(items):
+            try:
+                if isinstance(item, MeshError):
+                    raise item
+                validate_request_id(item.request_id)
+                requests[index] = item
+            except MeshError as error:
+                shape_errors[index] = error
+
+        async def once() -> list[BatchItemResult]:
+            async with self._uow() as uow:
+                saved = await uow.idempotency.lookup(LEDGER_SCOPE, batch_method, request_id, fingerprint)
+                if saved is not None:
+                    return await _finished_from_json(saved, uow, requests)
+                # The single path's lock order: the holds, then their accounts; the items' keys
+                # are read under the holds' locks, so a concurrent single post waits, then replays.
+                holds = await uow.transfers.lock_many(request.transfer_id for request in requests.values())
+                keys = await uow.idempotency.lookup_many(
+                    LEDGER_SCOPE, method, (request.request_id for request in requests.values())
+                )
+                locked = await uow.accounts.lock(
+                    account_id
+                    for hold in holds.values()
+                    for account_id in (hold.debit_account_id, hold.credit_account_id)
+                )
+                now = self._now()
+                batch = self._apply_finish_batch(len(items), shape_errors, requests, holds, keys, locked, rule, now)
+                await uow.transfers.save_states(outcome.transfer for outcome in batch.outcomes)
+                await uow.entries.drop_pending_many(
+                    outcome.transfer.id for outcome in batch.outcomes if outcome.drop_pending_entries
+                )
+                await uow.entries.add([entry for outcome in batch.outcomes for entry in outcome.new_entries])
+                await uow.accounts.save_many(batch.touched.values())
+                await uow.idempotency.save_many(LEDGER_SCOPE, method, batch.answers, now)
+                await uow.idempotency.save(
+                    LEDGER_SCOPE,
+                    batch_method,
+                    request_id,
+                    fingerprint,
+                    _finished_json(batch.results, batch.finished, now),
+                    now,
+                )
+                await uow.commit()
+            log.info(
+                "batch finished",
+                extra={
+                    "method": method,
+                    "items": len(items),
+                    "failed": sum(1 for result in batch.results if result.transfer is None),
+                },
+            )
+            return batch.results
+
+        return await run_transaction(once)
+
+    @staticmethod
+    def _apply_finish_batch(
+        count: int,
+        shape_errors: dict[int, MeshError],
+        requests: dict[int, FinishRequest],
+        holds: dict[str, Transfer],
+        keys: dict[str, SavedAnswer],
+        locked: dict[str, Account],
+        rule: Callable[[Transfer, Account, Account, dt.datetime], Outcome],
+        now: dt.datetime,
+    ) -> _FinishedBatch:
+        """The batch's rules in memory, item by item in order, exactly as :meth:`_finish` each.
+
+        Per item, as the single path: the hold must exist (RESOURCE_NOT_FOUND), then a saved
+        key answers (or REQUEST_ID_REUSED), then an elapsed hold is released and refused
+        (TRANSFER_EXPIRED), then the rule. A key an earlier item saved is seen by the later
+        ones, and an accepted item changes the in-memory accounts the next items see.
+        """
+        batch = _FinishedBatch()
+        known = dict(keys)
+        for index in range(count):
+            try:
+                if index in shape_errors:
+                    raise shape_errors[index]
+                request = requests[index]
+                hold = holds.get(request.transfer_id)
+                if hold is None:
+                    raise _transfer_not_found(request.transfer_id)
+                item_fingerprint = finish_fingerprint(request.transfer_id)
+                key = known.get(request.request_id)
+                if key is not None:
+                    answer = Transfer.from_dict(json.loads(key.answer_for(item_fingerprint)))
+                    batch.results.append(BatchItemResult(index, answer))
+                    continue
+                debit, credit = locked[hold.debit_account_id], locked[hold.credit_account_id]
+                if hold.is_due_to_expire(now):
+                    # As the single path: touching an elapsed hold releases it (kept), then refuses.
+                    batch.outcomes.append(expire_transfer(hold, debit, credit, now))
+                    batch.touched[debit.id], batch.touched[credit.id] = debit, credit
+                    raise _hold_expired()
+                outcome = rule(hold, debit, credit, now)
+            except MeshError as error:
+                batch.results.append(BatchItemResult(index, None, error.reason, error.message))
+                continue
+            answer_json = json.dumps(outcome.transfer.to_dict()).encode()
+            known[request.request_id] = SavedAnswer(request.request_id, item_fingerprint, answer_json)
+            batch.answers.append((request.request_id, item_fingerprint, answer_json))
+            batch.outcomes.append(outcome)
+            batch.touched[debit.id], batch.touched[credit.id] = debit, credit
+            batch.finished.add(index)
+            batch.results.append(BatchItemResult(index, outcome.transfer))
+        return batch
 
     # ---- funding from the bank's equity ----
 

@@ -3,7 +3,9 @@
 Locking: :meth:`AccountRepository.lock` takes the account rows in sorted id order with
 one ``SELECT ... WHERE id IN (...) ORDER BY id FOR UPDATE`` on PostgreSQL, so two transfers
 over the same pair of accounts queue instead of deadlocking. SQLite's ``BEGIN IMMEDIATE``
-already serialises writers, so there a plain read is enough.
+already serialises writers, so there a plain read is enough. A batch of posts locks its
+holds first the same way (:meth:`TransferRepository.lock_many`, sorted by id), then their
+accounts: the single post's order (transfer row, then accounts).
 
 Writes are set-based: the statements are built once at import (so SQLAlchemy's compiled
 cache always hits) and run once per transaction with a list of parameter sets
@@ -124,6 +126,17 @@ _SAVE_ACCOUNT = (
 _GET_TRANSFER = sa.select(transfers).where(transfers.c.id == sa.bindparam("transfer_id"))
 _LOCK_TRANSFER = _GET_TRANSFER.with_for_update()
 _MANY_TRANSFERS = sa.select(transfers).where(transfers.c.id.in_(sa.bindparam("ids", expanding=True)))
+# Sorted like the account locks: two batches over the same holds queue instead of deadlocking.
+_READ_TRANSFERS_SORTED = _MANY_TRANSFERS.order_by(transfers.c.id)
+_LOCK_TRANSFERS = _READ_TRANSFERS_SORTED.with_for_update()
+_SAVE_TRANSFER_STATE = (
+    transfers.update()
+    .where(transfers.c.id == sa.bindparam("transfer_id"))
+    .values(state=sa.bindparam("state"), updated_at=sa.bindparam("updated_at"))
+)
+_DROP_PENDING_ENTRIES = entries.delete().where(
+    entries.c.transfer_id.in_(sa.bindparam("transfer_ids", expanding=True)), PENDING_ENTRY
+)
 _INSERT_TRANSFERS = BulkInsert(
     transfers,
     (
@@ -321,6 +334,19 @@ class TransferRepository:
         rows = await self._connection.execute(_MANY_TRANSFERS, {"ids": ids})
         return {row.id: _transfer(row) for row in rows}
 
+    async def lock_many(self, transfer_ids: Iterable[str]) -> dict[str, Transfer]:
+        """Lock and load transfers in sorted id order (one statement), by id; missing ids are absent.
+
+        The batch form of ``get(lock=True)``: the transfer rows come before the account rows
+        in the service's one lock order.
+        """
+        ids = sorted(set(transfer_ids))
+        if not ids:
+            return {}
+        query = _LOCK_TRANSFERS if self._row_locks else _READ_TRANSFERS_SORTED
+        rows = await self._connection.execute(query, {"ids": ids})
+        return {row.id: _transfer(row) for row in rows}
+
     async def add(self, transfer: Transfer) -> None:
         """Store a new transfer."""
         await self.add_many([transfer])
@@ -356,6 +382,15 @@ class TransferRepository:
             .where(transfers.c.id == transfer.id)
             .values(state=transfer.state.value, updated_at=transfer.updated_at)
         )
+
+    async def save_states(self, changed: Iterable[Transfer]) -> None:
+        """Persist several state changes in one ``executemany`` UPDATE (the caller holds the rows)."""
+        rows = [
+            {"transfer_id": transfer.id, "state": transfer.state._value_, "updated_at": transfer.updated_at}
+            for transfer in changed
+        ]
+        if rows:
+            await self._connection.execute(_SAVE_TRANSFER_STATE, rows)
 
     async def due_for_expiry(self, now: dt.datetime, limit: int) -> list[str]:
         """Ids of pending transfers whose timeout has elapsed, oldest deadline first."""
@@ -432,6 +467,12 @@ class EntryRepository:
     async def drop_pending(self, transfer_id: str) -> None:
         """Remove a hold's pending lines (posted: replaced by booked ones; voided/expired: gone)."""
         await self._connection.execute(entries.delete().where(entries.c.transfer_id == transfer_id, PENDING_ENTRY))
+
+    async def drop_pending_many(self, transfer_ids: Iterable[str]) -> None:
+        """Remove the pending lines of several holds in one DELETE."""
+        ids = list(transfer_ids)
+        if ids:
+            await self._connection.execute(_DROP_PENDING_ENTRIES, {"transfer_ids": ids})
 
     async def page(
         self,

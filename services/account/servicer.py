@@ -18,7 +18,7 @@ from openbank.account.v1 import (
 from services.account import converters
 from services.account.admin_service import AccountAdminService
 from services.account.domain.ledger import TransferRequest
-from services.account.ledger_service import LedgerService
+from services.account.ledger_service import FinishRequest, LedgerService
 from services.account.read_service import AccountReadService, ConsentCaller
 
 Context = grpc.aio.ServicerContext
@@ -87,6 +87,21 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                 items.append(error)
         results = await self._ledger.batch_create(request.request_id, items)
         return ledger_pb2.BatchCreateTransfersResponse(results=[converters.batch_result_to_proto(r) for r in results])
+
+    async def BatchPostTransfers(
+        self, request: ledger_pb2.BatchPostTransfersRequest, context: Context
+    ) -> ledger_pb2.BatchPostTransfersResponse:
+        """Post many holds in one transaction, one result each."""
+        items: list[FinishRequest | MeshError] = []
+        for item in request.requests:
+            try:
+                items.append(converters.finish_request(item))
+            except MeshError as error:
+                items.append(error)
+        results = await self._ledger.batch_post(request.request_id, items)
+        return ledger_pb2.BatchPostTransfersResponse(
+            results=[converters.batch_post_result_to_proto(r) for r in results]
+        )
 
 
 class AccountAdminServicer(account_admin_pb2_grpc.AccountAdminServiceServicer):

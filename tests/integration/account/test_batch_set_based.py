@@ -1,10 +1,12 @@
-"""BatchCreateTransfers' set-based path on the real stores (SQLite and PostgreSQL).
+"""BatchCreateTransfers' and BatchPostTransfers' set-based paths on the real stores (SQLite and PostgreSQL).
 
 The batch locks its accounts once, looks up every id once, applies the rules in memory and
 writes each table once. These tests pin what that must not change: each item sees the
 balances the earlier items of the same batch left (and a refused item changes nothing),
 per-item results in order, replays of older transfers, shape errors per item, the saved
-answer (both formats) for a replayed request id, and ordered locks under concurrency.
+answer (both formats) for a replayed request id, and ordered locks under concurrency. A batch
+of posts must answer and change exactly what its items would through PostTransfer one by one,
+and share each item's key with it.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ from services.account.domain.ledger import (
 from services.account.ledger_service import (
     LEDGER_SCOPE,
     BatchItemResult,
+    FinishRequest,
     LedgerService,
     request_fingerprint,
 )
+from services.account.repository import TransferFilter
 from services.account.unit_of_work import AccountUnitOfWork
 from tests.integration.account.harness import SettableClock
 
@@ -339,3 +343,231 @@ async def test_concurrent_batches_answer_as_if_applied_one_after_another(ledger:
     assert caught.value.reason == "REQUEST_ID_REUSED"
     states = await account_states(ledger, ids)
     assert states["alice"][:2] == (1_000, 1_000) and states["bob"][:2] == (1, 1_000)
+
+
+# ---- BatchPostTransfers ----
+
+
+async def prepare_holds(ledger: Ledger, prefix: str, ids: dict[str, str]) -> None:
+    """Holds and transfers for :func:`post_plan`, made the same way on every account set."""
+    r = partial(request, prefix, ids)
+    for key, debit, credit, amount in (
+        ("h1", "alice", "bob", 300),
+        ("h2", "alice", "carol", 200),
+        ("h3", "alice", "bob", 100),
+        ("h4", "alice", "bob", 50),
+        ("h5", "alice", "bob", 25),
+        ("h6", "alice", "carol", 10),
+        ("h7", "alice", "bob", 5),
+        ("h8", "bob", "alice", 1),
+        ("h9", "alice", "bob", 2),
+    ):
+        await ledger.service.create_transfer(r(key, debit, credit, amount, hold=True))
+    await ledger.service.create_transfer(r("single", "alice", "bob", 1))
+    # Short holds, due by the time the batch runs (the others last 30 seconds); short2 is swept.
+    for key, amount in (("short", 40), ("short2", 20)):
+        await ledger.service.create_transfer(
+            TransferRequest(
+                f"{prefix}-{key}", ids["alice"], ids["bob"], Amount("EUR", amount), TransferType.PENDING, SHORT
+            )
+        )
+    await ledger.service.void_transfer(f"{prefix}-void-h3", f"{prefix}-h3")
+    await ledger.service.post_transfer(f"{prefix}-post-h4", f"{prefix}-h4")  # replayed by the batch
+    await ledger.service.post_transfer(f"{prefix}-post-h5", f"{prefix}-h5")  # posted under another key
+    await ledger.service.post_transfer(f"{prefix}-post-h7", f"{prefix}-h7")  # its key is reused for h9
+    await ledger.admin.freeze_account(f"{prefix}-freeze-carol", ids["carol"])  # h6: ACCOUNT_NOT_ACTIVE
+
+
+async def let_short_holds_elapse(ledger: Ledger, *prefixes: str) -> None:
+    """Move past the short holds' timeout (once for every set: they share the clock); sweep short2."""
+    ledger.clock.now += dt.timedelta(seconds=5)
+    for prefix in prefixes:
+        await ledger.service.expire_one(f"{prefix}-short2")
+
+
+SHORT = dt.timedelta(seconds=2)
+
+
+def post_plan(prefix: str) -> list[FinishRequest | MeshError]:
+    """Posts covering every answer PostTransfer gives, in an order where items affect each other."""
+
+    def p(key: str, transfer: str) -> FinishRequest:
+        return FinishRequest(f"{prefix}-{key}", f"{prefix}-{transfer}")
+
+    return [
+        p("k1", "h1"),
+        p("k2", "nothing"),  # RESOURCE_NOT_FOUND
+        p("k3", "h3"),  # TRANSFER_ALREADY_VOIDED
+        p("post-h4", "h4"),  # PostTransfer's key, same transfer: its first answer
+        p("k5", "h5"),  # TRANSFER_ALREADY_POSTED
+        p("k6", "h6"),  # ACCOUNT_NOT_ACTIVE (carol is frozen)
+        p("k7", "single"),  # TRANSFER_NOT_PENDING
+        p("post-h7", "h9"),  # PostTransfer's key, another transfer: REQUEST_ID_REUSED
+        p("k8", "short"),  # TRANSFER_EXPIRED, and the hold is released
+        p("k1", "h2"),  # k1 was saved by item 0 of this batch: REQUEST_ID_REUSED
+        p("k6", "h8"),  # item 5 failed, so k6 was never saved: posted
+        FinishRequest("bad id!", f"{prefix}-h1-again"),  # FIELD_INVALID
+        InvalidArgument.field("name", "refused by the converter"),  # arrived already failed
+        p("k9", "short2"),  # swept before: TRANSFER_EXPIRED from the rule
+    ]
+
+
+async def posts_one_by_one(ledger: Ledger, items: list[FinishRequest | MeshError]) -> list[BatchItemResult]:
+    results = []
+    for index, item in enumerate(items):
+        try:
+            if isinstance(item, MeshError):
+                raise item
+            results.append(
+                BatchItemResult(index, await ledger.service.post_transfer(item.request_id, item.transfer_id))
+            )
+        except MeshError as error:
+            results.append(BatchItemResult(index, None, error.reason, error.message))
+    return results
+
+
+async def transfer_states(ledger: Ledger, prefix: str) -> dict[str, tuple[object, ...]]:
+    async with AccountUnitOfWork(ledger.database, read_only=True) as uow:
+        rows = await uow.transfers.page(TransferFilter(), None, 1_000)
+    return {t.id.removeprefix(f"{prefix}-"): (t.state, t.updated_at) for t in rows if t.id.startswith(f"{prefix}-")}
+
+
+async def test_a_batch_of_posts_equals_its_items_posted_one_by_one(ledger: Ledger) -> None:
+    batch_ids, single_ids = await open_set(ledger, "pb"), await open_set(ledger, "ps")
+    await prepare_holds(ledger, "pb", batch_ids)
+    await prepare_holds(ledger, "ps", single_ids)
+    await let_short_holds_elapse(ledger, "pb", "ps")
+
+    batched = await ledger.service.batch_post("post-batch-1", post_plan("pb"))
+    singles = await posts_one_by_one(ledger, post_plan("ps"))
+
+    assert [r.index for r in batched] == list(range(len(batched)))
+    assert [outcome_of(r, batch_ids, "pb") for r in batched] == [outcome_of(r, single_ids, "ps") for r in singles]
+    assert [r.error_reason for r in batched] == [
+        None,
+        "RESOURCE_NOT_FOUND",
+        "TRANSFER_ALREADY_VOIDED",
+        None,
+        "TRANSFER_ALREADY_POSTED",
+        "ACCOUNT_NOT_ACTIVE",
+        "TRANSFER_NOT_PENDING",
+        "REQUEST_ID_REUSED",
+        "TRANSFER_EXPIRED",
+        "REQUEST_ID_REUSED",
+        None,
+        "FIELD_INVALID",
+        "FIELD_INVALID",
+        "TRANSFER_EXPIRED",
+    ]
+    # The replayed key answers PostTransfer's first answer (posted before the clock moved).
+    assert batched[3].transfer is not None and batched[3].transfer.updated_at < ledger.clock.now
+    assert await account_states(ledger, batch_ids) == await account_states(ledger, single_ids)
+    assert await transfer_states(ledger, "pb") == await transfer_states(ledger, "ps")
+    assert (await transfer_states(ledger, "pb"))["short"][0] is TransferState.EXPIRED
+    async with AccountUnitOfWork(ledger.database, read_only=True) as uow:
+        totals = await uow.accounts.totals()
+    assert all(t.balanced for t in totals)
+
+
+async def test_a_replayed_batch_of_posts_answers_its_first_answer(ledger: Ledger) -> None:
+    ids = await open_set(ledger, "pr")
+    await prepare_holds(ledger, "pr", ids)
+    await let_short_holds_elapse(ledger, "pr")
+    first = await ledger.service.batch_post("post-batch-r", post_plan("pr"))
+    before = await account_states(ledger, ids)
+    ledger.clock.now += dt.timedelta(minutes=5)  # every hold left is due now: a replay must not touch them
+    again = await ledger.service.batch_post("post-batch-r", post_plan("pr"))
+    assert again == first
+    assert await account_states(ledger, ids) == before
+    with pytest.raises(AlreadyExists) as caught:
+        await ledger.service.batch_post("post-batch-r", post_plan("pr")[:-1])
+    assert caught.value.reason == "REQUEST_ID_REUSED"
+    # The answer is saved compactly: the posts of the batch are not copied into it.
+    async with AccountUnitOfWork(ledger.database, read_only=True) as uow:
+        saved = await uow.idempotency.lookup_many(LEDGER_SCOPE, "BatchPostTransfers", ["post-batch-r"])
+    kinds = [entry[0] for entry in json.loads(saved["post-batch-r"].response)["results"]]
+    assert kinds == ["f", "e", "e", "t", "e", "e", "e", "e", "e", "e", "f", "e", "e", "e"]
+
+
+async def test_an_item_key_is_post_transfer_key_both_ways(ledger: Ledger) -> None:
+    ids = await open_set(ledger, "pk")
+    r = partial(request, "pk", ids)
+    for key in ("a", "b", "c"):
+        await ledger.service.create_transfer(r(key, "alice", "bob", 100, hold=True))
+    posted = await ledger.service.batch_post("pk-batch", [FinishRequest("pk-key-a", "pk-a")])
+    # The saga's recovery replays the item through PostTransfer: the batch's answer, once.
+    ledger.clock.now += dt.timedelta(seconds=3)
+    assert await ledger.service.post_transfer("pk-key-a", "pk-a") == posted[0].transfer
+    with pytest.raises(AlreadyExists):
+        await ledger.service.post_transfer("pk-key-a", "pk-b")
+    # And the other way round: a post made through PostTransfer, replayed through a batch.
+    single = await ledger.service.post_transfer("pk-key-b", "pk-b")
+    replayed = await ledger.service.batch_post(
+        "pk-batch-2", [FinishRequest("pk-key-b", "pk-b"), FinishRequest("pk-key-b", "pk-c")]
+    )
+    assert replayed[0] == BatchItemResult(0, single)
+    assert replayed[1].error_reason == "REQUEST_ID_REUSED"
+    states = await account_states(ledger, ids)
+    assert states["alice"][:4] == (200, 1_000, 100, 0)  # two posts of 100, c still held
+
+
+async def test_concurrent_batches_and_single_posts_post_each_hold_once(ledger: Ledger) -> None:
+    ids = await open_set(ledger, "pc")
+    for name in ("bob", "carol"):
+        await ledger.service.fund_account(f"pc-fund-{name}", ids[name], Amount("EUR", 1_000), "")
+    ring = ["alice", "bob", "carol"]
+    holds = [f"pc-h{k}" for k in range(30)]
+    for k in range(len(holds)):
+        await ledger.service.create_transfer(
+            request("pc", ids, f"h{k}", ring[k % 3], ring[(k + 1) % 3], 1 + k % 5, hold=True)
+        )
+
+    def batch(n: int) -> list[FinishRequest | MeshError]:
+        order = holds if n % 2 else holds[::-1]
+        return [FinishRequest(f"pc-b{n}-{hold}", hold) for hold in order]
+
+    answers = await asyncio.gather(
+        *(ledger.service.batch_post(f"pc-batch-{n}", batch(n)) for n in range(4)),
+        # A twin of batch 0 (same request id, same payload): one answer for both.
+        ledger.service.batch_post("pc-batch-0", batch(0)),
+        *(ledger.service.post_transfer(f"pc-single-{hold}", hold) for hold in holds[::3]),
+        return_exceptions=True,
+    )
+    batches, twin, singles = answers[:4], answers[4], answers[5:]
+    assert twin == batches[0]
+    posted: dict[str, int] = {hold: 0 for hold in holds}
+    for results in batches:
+        assert isinstance(results, list), results
+        for result in results:
+            if result.transfer is not None:
+                posted[result.transfer.id] += 1
+            else:
+                assert result.error_reason == "TRANSFER_ALREADY_POSTED", result
+    for hold, single in zip(holds[::3], singles, strict=True):
+        if isinstance(single, Transfer):
+            posted[hold] += 1
+        else:
+            assert isinstance(single, MeshError) and single.reason == "TRANSFER_ALREADY_POSTED", single
+    assert set(posted.values()) == {1}
+    async with AccountUnitOfWork(ledger.database, read_only=True) as uow:
+        totals = await uow.accounts.totals()
+        accounts = {a.id: a for a in await uow.accounts.all()}
+    assert all(t.balanced for t in totals)
+    assert all(accounts[ids[name]].debits_pending == 0 for name in ring)
+
+
+async def test_idempotency_keys_saved_and_looked_up_set_based(ledger: Ledger) -> None:
+    now = ledger.clock.now
+    async with AccountUnitOfWork(ledger.database) as uow:
+        await uow.idempotency.save_many("s", "M", [("k1", "f1", b"one"), ("k2", "f2", b"\x00two")], now)
+        await uow.commit()
+    async with AccountUnitOfWork(ledger.database) as uow:
+        found = await uow.idempotency.lookup_many("s", "M", ["k2", "k1", "k3", "k1"])
+        assert sorted(found) == ["k1", "k2"] and found["k2"].answer_for("f2") == b"\x00two"
+        assert await uow.idempotency.lookup("s", "M", "k1", "f1") == b"one"  # the single lookup sees them
+        assert await uow.idempotency.lookup_many("s", "other", ["k1"]) == {}
+        assert await uow.idempotency.lookup_many("s", "M", []) == {}
+        with pytest.raises(AlreadyExists) as caught:
+            found["k1"].answer_for("changed")
+        assert caught.value.reason == "REQUEST_ID_REUSED"
+        assert await uow.idempotency.purge(now + dt.timedelta(seconds=1)) == 2

@@ -300,6 +300,105 @@ async def test_batch_applies_items_on_their_own_and_replays(harness: AccountHarn
     )
 
 
+async def test_batch_post_applies_items_on_their_own_like_post_transfer(harness: AccountHarness) -> None:
+    from openbank.common.v1 import error_reason_pb2 as er
+
+    alice, bob = await harness.open(), await harness.open(customer="cust-2")
+    await harness.fund(alice.name, 1_000)
+    h1, h2, h3, h4, h5 = [
+        await harness.transfer(alice.name, bob.name, n, pending_seconds=60) for n in (300, 200, 100, 50, 5)
+    ]
+    single = await harness.transfer(alice.name, bob.name, 10)
+    await harness.ledger.VoidTransfer(
+        ledger_pb2.VoidTransferRequest(request_id=new_id(), name=h3.name), metadata=harness.internal
+    )
+    # h4 was posted through PostTransfer first: the batch item with the same request_id replays it.
+    first_post = ledger_pb2.PostTransferRequest(request_id=new_id("p4"), name=h4.name)
+    posted_h4 = (await harness.ledger.PostTransfer(first_post, metadata=harness.internal)).transfer
+
+    def post(name: str, request_id: str | None = None) -> ledger_pb2.PostTransferRequest:
+        return ledger_pb2.PostTransferRequest(request_id=request_id or new_id("bp"), name=name)
+
+    batch = ledger_pb2.BatchPostTransfersRequest(
+        request_id=new_id("batch"),
+        requests=[
+            post(h1.name),
+            post("transfers/unknown"),
+            post(h3.name),  # voided
+            post("holds/h2"),  # malformed name
+            post(h2.name),
+            post(h4.name, first_post.request_id),  # replay of PostTransfer's answer
+            post(single.name),  # not a hold
+            post(h5.name, first_post.request_id),  # PostTransfer's key, another transfer
+            post(h5.name.replace("transfers/", "transfers/x"), "bad id!"),  # malformed request_id
+        ],
+    )
+    results = (await harness.ledger.BatchPostTransfers(batch, metadata=harness.internal)).results
+    assert [r.index for r in results] == list(range(9))
+    assert [r.error_reason for r in results] == [
+        er.ERROR_REASON_UNSPECIFIED,
+        er.ERROR_REASON_RESOURCE_NOT_FOUND,
+        er.ERROR_REASON_TRANSFER_ALREADY_VOIDED,
+        er.ERROR_REASON_FIELD_INVALID,
+        er.ERROR_REASON_UNSPECIFIED,
+        er.ERROR_REASON_UNSPECIFIED,
+        er.ERROR_REASON_TRANSFER_NOT_PENDING,
+        er.ERROR_REASON_REQUEST_ID_REUSED,
+        er.ERROR_REASON_FIELD_INVALID,
+    ]
+    assert [r.transfer.state for r in results if r.HasField("transfer")] == [ledger_pb2.TRANSFER_STATE_POSTED] * 3
+    assert results[0].transfer.name == h1.name and results[4].transfer.name == h2.name
+    assert results[5].transfer == posted_h4  # the first answer, not a second post
+    assert not results[1].HasField("transfer") and results[1].error_message
+    a, b = await harness.balance_of(alice.name), await harness.balance_of(bob.name)
+    # 1,000 - 10 - h1 300 - h2 200 - h4 50, with h5 (5) still held.
+    assert (a.current.minor_units, a.pending_debits.minor_units) == (440, 5)
+    assert (b.current.minor_units, b.pending_credits.minor_units) == (560, 5)
+    assert all(t.balanced for t in (await harness.totals()).totals)
+
+    # The batch's request_id replays the whole first answer; with another payload it is refused.
+    assert list((await harness.ledger.BatchPostTransfers(batch, metadata=harness.internal)).results) == list(results)
+    assert (await harness.balance_of(alice.name)).current.minor_units == 440
+    changed = ledger_pb2.BatchPostTransfersRequest(request_id=batch.request_id, requests=[post(h5.name)])
+    await _fails(
+        harness.ledger.BatchPostTransfers(changed, metadata=harness.internal),
+        grpc.StatusCode.ALREADY_EXISTS,
+        "REQUEST_ID_REUSED",
+    )
+    # An item's request_id is PostTransfer's key: the single rpc replays the batch's answer...
+    replayed = await harness.ledger.PostTransfer(batch.requests[0], metadata=harness.internal)
+    assert replayed.transfer == results[0].transfer
+    # ...and refuses it for another transfer, as if the single rpc had posted h1.
+    await _fails(
+        harness.ledger.PostTransfer(post(h5.name, batch.requests[0].request_id), metadata=harness.internal),
+        grpc.StatusCode.ALREADY_EXISTS,
+        "REQUEST_ID_REUSED",
+    )
+    # Without the key, a second post of h1 is the single rpc's TRANSFER_ALREADY_POSTED.
+    await _fails(
+        harness.ledger.PostTransfer(post(h1.name), metadata=harness.internal),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "TRANSFER_ALREADY_POSTED",
+    )
+    assert (await harness.balance_of(alice.name)).current.minor_units == 440
+
+    # Whole-call errors: the same transfer twice, empty, over 500 items, a malformed batch id.
+    for bad in (
+        ledger_pb2.BatchPostTransfersRequest(request_id=new_id(), requests=[post(h5.name), post(h5.name)]),
+        ledger_pb2.BatchPostTransfersRequest(request_id=new_id()),
+        ledger_pb2.BatchPostTransfersRequest(
+            request_id=new_id(), requests=[post(f"transfers/x{i}") for i in range(501)]
+        ),
+        ledger_pb2.BatchPostTransfersRequest(request_id="", requests=[post(h5.name)]),
+    ):
+        await _fails(
+            harness.ledger.BatchPostTransfers(bad, metadata=harness.internal),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "FIELD_INVALID",
+        )
+    assert (await harness.balance_of(alice.name)).pending_debits.minor_units == 5
+
+
 async def test_list_transfers_filters_and_stable_pages(harness: AccountHarness) -> None:
     alice, bob = await harness.open(), await harness.open(customer="cust-2")
     await harness.fund(alice.name, 10_000)
@@ -409,4 +508,10 @@ async def test_internal_rpcs_need_their_scopes(harness: AccountHarness) -> None:
     request = account_admin_pb2.GetLedgerTotalsRequest()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await harness.admin.GetLedgerTotals(request, metadata=weak)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    batch = ledger_pb2.BatchPostTransfersRequest(
+        request_id=new_id(), requests=[ledger_pb2.PostTransferRequest(request_id=new_id(), name="transfers/x")]
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.ledger.BatchPostTransfers(batch, metadata=weak)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -1,6 +1,6 @@
-"""A Hypothesis state machine drives random holds, posts, voids, single transfers, batches and
-timeouts through the real service layer and store (SQLite and PostgreSQL), checking after every
-step:
+"""A Hypothesis state machine drives random holds, posts, voids, single transfers, batches of
+transfers and of posts, and timeouts through the real service layer and store (SQLite and
+PostgreSQL), checking after every step:
 
 - per currency, the sum of all balances is zero and pending debits equal pending credits;
 - no account except the bank's equity is below what it allows (current - held + overdraft >= 0);
@@ -28,6 +28,7 @@ from hypothesis.stateful import (
     initialize,
     invariant,
     multiple,
+    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -39,7 +40,7 @@ from meshlib.storage.migrations import upgrade_to_head
 from services.account.admin_service import AccountAdminService
 from services.account.bootstrap import VERSIONS_DIR
 from services.account.domain.ledger import AccountType, OpenAccountCommand, TransferRequest, TransferType
-from services.account.ledger_service import LedgerService
+from services.account.ledger_service import FinishRequest, LedgerService
 from services.account.unit_of_work import AccountUnitOfWork
 from tests.integration.account.harness import SettableClock
 from tests.support.servers import create_database, drop_database
@@ -211,6 +212,27 @@ def make_machine(store: str, postgres: Any) -> type[RuleBasedStateMachine]:
         @rule(hold=holds)
         def post(self, hold: tuple[str, str, str, int]) -> None:
             self._finish(hold, post=True)
+
+        @precondition(lambda self: bool(self.bundle("holds")))
+        @rule(chosen=st.lists(holds, min_size=1, max_size=6, unique_by=lambda hold: hold[0]))
+        def batch_post(self, chosen: list[tuple[str, str, str, int]]) -> None:
+            """BatchPostTransfers: each item is a PostTransfer, and its key is PostTransfer's."""
+            items = [FinishRequest(f"r-{uuid.uuid4().hex[:12]}", hold[0]) for hold in chosen]
+            request_id = f"bp-{uuid.uuid4().hex[:16]}"
+            results = self.run(self.ledger.batch_post(request_id, list(items)))
+            assert self.run(self.ledger.batch_post(request_id, list(items))) == results
+            for item, (transfer_id, debit, credit, amount), result in zip(items, chosen, results, strict=True):
+                if result.transfer is None:
+                    assert result.error_reason in FINISH_REFUSALS, result
+                    if result.error_reason == "TRANSFER_EXPIRED":
+                        self.state[transfer_id] = "EXPIRED"
+                    continue
+                assert self.state[transfer_id] == "PENDING"
+                self.state[transfer_id] = "POSTED"
+                self.expected_posted[debit] -= amount
+                self.expected_posted[credit] += amount
+                # The saga's recovery may replay the item through PostTransfer: the same answer, once.
+                assert self.run(self.ledger.post_transfer(item.request_id, transfer_id)) == result.transfer
 
         @rule(hold=holds)
         def void(self, hold: tuple[str, str, str, int]) -> None:
