@@ -14,6 +14,7 @@ from meshlib.server import Lifecycle, ServiceRegistration
 from openbank.settlement.v1 import position_pb2_grpc, settlement_admin_pb2_grpc, settlement_pb2_grpc
 from services.settlement.ledger_client import GrpcLedgerReader
 from services.settlement.metrics import publish_positions
+from services.settlement.obligation_batches import ObligationBatches
 from services.settlement.participant_service import ParticipantService
 from services.settlement.position_service import PositionService
 from services.settlement.reconciliation_service import LedgerReader, ReconciliationService
@@ -56,11 +57,16 @@ async def wire(runtime: Runtime) -> Wiring:
     transactions = Transactions(partial(SettlementUnitOfWork, runtime.database))
     ledger: LedgerReader = GrpcLedgerReader(runtime.channel(settings.account_target), ledger_token_source(runtime))
     positions = PositionService(transactions)
+    batches = ObligationBatches(transactions)
     windows = WindowService(transactions)
     participants = ParticipantService(transactions)
     reconciliation = ReconciliationService(transactions, ledger)
     runtime.extras.update(
-        positions=positions, windows=windows, participants=participants, reconciliation=reconciliation
+        positions=positions,
+        batches=batches,
+        windows=windows,
+        participants=participants,
+        reconciliation=reconciliation,
     )
     gauges = Periodic(
         "settlement-position-metrics",
@@ -82,7 +88,7 @@ async def wire(runtime: Runtime) -> Wiring:
         registrations=[
             ServiceRegistration(
                 "openbank.settlement.v1.PositionService",
-                PositionServicer(positions),
+                PositionServicer(positions, batches),
                 position_pb2_grpc.add_PositionServiceServicer_to_server,
             ),
             ServiceRegistration(

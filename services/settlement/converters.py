@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable
 
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
-from meshlib.errors import FieldCollector, InvalidArgument
+from meshlib.errors import FieldCollector, InvalidArgument, MeshError
 from meshlib.idempotency import fingerprint, validate_request_id
 from meshlib.money import Amount, amount_from_fields, validate_currency
 from meshlib.names import parse_name
-from openbank.common.v1 import money_pb2
+from openbank.common.v1 import error_reason_pb2, money_pb2
 from openbank.settlement.v1 import position_pb2, settlement_admin_pb2, settlement_pb2
+from services.settlement.domain.batches import ItemResult
 from services.settlement.domain.obligations import Obligation, ObligationState
 from services.settlement.domain.participants import NetDebitCap, Participant, ParticipantStatus, ParticipantType
 from services.settlement.domain.reconciliation import Difference, DifferenceKind, ReconciliationReport
 from services.settlement.domain.reports import SettlementReport, report_csv
 from services.settlement.domain.windows import SettlementWindow, WindowState
+from services.settlement.obligation_batches import CommitItem, ReserveItem
 from services.settlement.service_common import RequestKey
 from services.settlement.window_service import PositionView
 
@@ -85,6 +88,34 @@ def reserve_args(request: position_pb2.ReserveObligationRequest) -> tuple[str, s
     errors.raise_if_any()
     assert amount is not None
     return payment_id, payer_id, payee_id, amount
+
+
+def reserve_items(
+    requests: Iterable[position_pb2.ReserveObligationRequest], scope: str
+) -> list[ReserveItem | MeshError]:
+    """A batch's reservations, each parsed as ReserveObligation parses it; a malformed item
+    becomes its error (it fails alone)."""
+    items: list[ReserveItem | MeshError] = []
+    for request in requests:
+        try:
+            key = request_key(request, scope)
+            items.append(ReserveItem(key, *reserve_args(request)))
+        except MeshError as error:
+            items.append(error)
+    return items
+
+
+def commit_items(requests: Iterable[position_pb2.CommitObligationRequest], scope: str) -> list[CommitItem | MeshError]:
+    """A batch's commits, each parsed as CommitObligation parses it; a malformed item becomes
+    its error (it fails alone)."""
+    items: list[CommitItem | MeshError] = []
+    for request in requests:
+        try:
+            key = request_key(request, scope)
+            items.append(CommitItem(key, obligation_id(request.name)))
+        except MeshError as error:
+            items.append(error)
+    return items
 
 
 def obligation_id(name: str, field: str = "name") -> str:
@@ -209,6 +240,24 @@ def obligation(item: Obligation) -> position_pb2.Obligation:
         window=f"{WINDOWS}/{item.window_id}" if item.window_id else "",
         create_time=_ts(item.created_at),
         update_time=_ts(item.updated_at),
+    )
+
+
+def error_reason(reason: str | None) -> int:
+    """The ErrorReason value of a refused item's reason; INTERNAL_ERROR for a reason the
+    contract lacks (never UNSPECIFIED: in a batch result that means success)."""
+    try:
+        return error_reason_pb2.ErrorReason.Value(f"ERROR_REASON_{reason}")
+    except ValueError:
+        return error_reason_pb2.ERROR_REASON_INTERNAL_ERROR
+
+
+def batch_result(result: ItemResult) -> position_pb2.BatchObligationResult:
+    """The BatchObligationResult message: the obligation, or why the item was refused."""
+    if result.obligation is not None:
+        return position_pb2.BatchObligationResult(index=result.index, obligation=obligation(result.obligation))
+    return position_pb2.BatchObligationResult(
+        index=result.index, error_reason=error_reason(result.error_reason), error_message=result.error_message
     )
 
 

@@ -10,10 +10,10 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 
-from meshlib.errors import AlreadyExists, InvalidArgument, NotFound
+from meshlib.errors import InvalidArgument, NotFound
 from meshlib.money import Amount
-from services.settlement.domain.obligations import Obligation, ObligationState
-from services.settlement.domain.participants import Participant
+from services.settlement.domain.obligations import Obligation, ObligationState, Position
+from services.settlement.domain.participants import NetDebitCap, parties
 from services.settlement.domain.windows import SettlementWindow, open_window
 from services.settlement.service_common import OBLIGATION_CODEC, RequestKey, Transactions, new_id
 from services.settlement.unit_of_work import SettlementUnitOfWork
@@ -47,13 +47,18 @@ async def current_open_window(
     raise RuntimeError(f"no open window could be found or opened for {currency}")
 
 
-async def participants_of(uow: SettlementUnitOfWork, *participant_ids: str) -> dict[str, Participant]:
-    """The named participants; NOT_FOUND naming the first unknown one."""
-    found = await uow.participants.get_many(participant_ids)
-    for participant_id in participant_ids:
-        if participant_id not in found:
-            raise NotFound("participant not found", metadata={"participant": f"participants/{participant_id}"})
-    return found
+def warn_if_near_cap(position: Position, cap: NetDebitCap | None) -> None:
+    """Log a warning when a payer's exposure reached its cap's alarm level."""
+    if cap is not None and position.exposure_minor >= cap.alarm_level():
+        log.warning(
+            "participant near its net debit cap",
+            extra={
+                "participant": position.participant_id,
+                "currency": position.currency,
+                "exposure_minor": position.exposure_minor,
+                "cap_minor": cap.cap_minor,
+            },
+        )
 
 
 class PositionService:
@@ -73,42 +78,15 @@ class PositionService:
         async def operation(uow: SettlementUnitOfWork, now: dt.datetime) -> Obligation:
             existing = await uow.obligations.get(payment_id, for_update=True)
             if existing is not None:
-                if existing.same_fields(payer_id, payee_id, amount.currency, amount.minor_units):
-                    return existing
-                raise AlreadyExists(
-                    "an obligation exists for this payment with different fields",
-                    reason="OBLIGATION_EXISTS_WITH_DIFFERENT_FIELDS",
-                    metadata={"obligation": f"obligations/{payment_id}"},
-                )
-            found = await participants_of(uow, payer_id, payee_id)
-            payer, payee = found[payer_id], found[payee_id]
-            payer.require_active()
-            payee.require_active()
+                return existing.reserved_again(payer_id, payee_id, amount.currency, amount.minor_units)
+            payer, _ = parties(await uow.participants.get_many((payer_id, payee_id)), payer_id, payee_id)
             positions = await uow.positions.lock(amount.currency, [payer_id, payee_id])
             cap = payer.cap_for(amount.currency)
             reserved = positions[payer_id].reserve(amount.minor_units, cap, now)
             await uow.positions.save(reserved)
-            obligation = Obligation(
-                id=payment_id,
-                payer_id=payer_id,
-                payee_id=payee_id,
-                currency=amount.currency,
-                amount_minor=amount.minor_units,
-                state=ObligationState.RESERVED,
-                created_at=now,
-                updated_at=now,
-            )
+            obligation = Obligation.reserved(payment_id, payer_id, payee_id, amount.currency, amount.minor_units, now)
             await uow.obligations.add(obligation)
-            if cap is not None and reserved.exposure_minor >= cap.alarm_level():
-                log.warning(
-                    "participant near its net debit cap",
-                    extra={
-                        "participant": payer_id,
-                        "currency": amount.currency,
-                        "exposure_minor": reserved.exposure_minor,
-                        "cap_minor": cap.cap_minor,
-                    },
-                )
+            warn_if_near_cap(reserved, cap)
             return obligation
 
         return await self._tx.run_idempotent(key, "ReserveObligation", OBLIGATION_CODEC, operation)

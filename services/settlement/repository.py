@@ -13,6 +13,7 @@ compiled-cache hit. (The idempotency keys' statements are meshlib's.)
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.idempotency import upsert
-from meshlib.storage import as_utc
+from meshlib.storage import BulkInsert, as_utc
 from services.settlement.domain.obligations import Obligation, ObligationState, Position
 from services.settlement.domain.participants import (
     NetDebitCap,
@@ -133,6 +134,24 @@ _OBLIGATION_ADD = obligations.insert().values({column.name: sa.bindparam(column.
 _OBLIGATION_UPDATE = (
     obligations.update()
     .where(obligations.c.id == sa.bindparam("key_id"))
+    .values(
+        state=sa.bindparam("state"),
+        window_id=sa.bindparam("window_id"),
+        updated_at=sa.bindparam("updated_at"),
+    )
+)
+# Batches: lock many in a fixed order (sorted ids), insert many positionally, and update
+# many that share their new state, window and time (a batch's commits) in one statement.
+_OBLIGATIONS_FOR_UPDATE = (
+    sa.select(obligations).where(obligations.c.id.in_(_IDS)).order_by(obligations.c.id).with_for_update()
+)
+_OBLIGATIONS_ADD = BulkInsert(
+    obligations,
+    ("id", "payer_id", "payee_id", "currency", "amount_minor", "state", "window_id", "created_at", "updated_at"),
+)
+_OBLIGATIONS_UPDATE = (
+    obligations.update()
+    .where(obligations.c.id.in_(_IDS))
     .values(
         state=sa.bindparam("state"),
         window_id=sa.bindparam("window_id"),
@@ -464,6 +483,15 @@ class ObligationRepository:
         rows = await self._connection.execute(sa.select(obligations).where(obligations.c.id.in_(wanted)))
         return {row.id: _obligation(row) for row in rows}
 
+    async def lock_many(self, ids: Iterable[str]) -> dict[str, Obligation]:
+        """Several obligations by id (unknown ids are left out), locked ``FOR UPDATE`` in sorted
+        id order, so two batches sharing obligations never deadlock on them."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        rows = await self._connection.execute(_OBLIGATIONS_FOR_UPDATE, {"ids": wanted})
+        return {row.id: _obligation(row) for row in rows}
+
     async def in_window(self, window_id: str) -> list[Obligation]:
         """The obligations committed in a window."""
         rows = await self._connection.execute(
@@ -488,6 +516,26 @@ class ObligationRepository:
             },
         )
 
+    async def add_many(self, added: Sequence[Obligation]) -> None:
+        """Store new obligations in one executemany (a duplicate id fails the transaction)."""
+        await _OBLIGATIONS_ADD.execute(
+            self._connection,
+            [
+                (
+                    o.id,
+                    o.payer_id,
+                    o.payee_id,
+                    o.currency,
+                    o.amount_minor,
+                    o.state.value,
+                    o.window_id,
+                    o.created_at,
+                    o.updated_at,
+                )
+                for o in added
+            ],
+        )
+
     async def update(self, obligation: Obligation) -> None:
         """Persist a state change (and the window it was committed in)."""
         await self._connection.execute(
@@ -499,6 +547,18 @@ class ObligationRepository:
                 "updated_at": obligation.updated_at,
             },
         )
+
+    async def update_many(self, changed: Sequence[Obligation]) -> None:
+        """Persist state changes: one UPDATE per distinct (state, window, time), which is one
+        per currency for a batch of commits."""
+        groups: dict[tuple[str, str | None, dt.datetime], list[str]] = {}
+        for obligation in changed:
+            group = (obligation.state.value, obligation.window_id, obligation.updated_at)
+            groups.setdefault(group, []).append(obligation.id)
+        for (state, window_id, updated_at), ids in groups.items():
+            await self._connection.execute(
+                _OBLIGATIONS_UPDATE, {"ids": ids, "state": state, "window_id": window_id, "updated_at": updated_at}
+            )
 
     async def all(self) -> list[Obligation]:
         """Every obligation (consistency checks in tests and tools)."""

@@ -9,13 +9,14 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from meshlib.errors import Aborted, PermissionDenied
 from meshlib.storage.uow import is_retryable
+from services.settlement.domain.batches import ItemResult
 from services.settlement.domain.obligations import Obligation, ObligationState
 from services.settlement.domain.participants import (
     NetDebitCap,
@@ -142,7 +143,7 @@ def _parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
 
 
-def _dump(data: dict[str, Any]) -> bytes:
+def _dump(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -247,3 +248,40 @@ WINDOW_PAIR_CODEC: Codec[tuple[SettlementWindow, SettlementWindow]] = Codec(
     lambda pair: _dump({"closed": window_to_dict(pair[0]), "next": window_to_dict(pair[1])}),
     lambda raw: (lambda d: (window_from_dict(d["closed"]), window_from_dict(d["next"])))(json.loads(raw)),
 )
+
+
+@dataclass(frozen=True)
+class BatchAnswer:
+    """A batch's item results, with the JSON snapshot of each item's obligation where one is
+    at hand (an item's saved answer): the batch's own saved answer embeds those bytes instead
+    of encoding every obligation a second time."""
+
+    results: list[ItemResult]
+    snapshots: dict[int, bytes] = field(default_factory=dict)
+
+
+def _batch_to_json(answer: BatchAnswer) -> bytes:
+    # {"results": [[index, obligation] or [index, reason, message], ...]}
+    entries = []
+    for result in answer.results:
+        if result.obligation is None:
+            entries.append(_dump([result.index, result.error_reason, result.error_message]))
+            continue
+        snapshot = answer.snapshots.get(result.index)
+        if snapshot is None:
+            snapshot = OBLIGATION_CODEC.encode(result.obligation)
+        entries.append(b"[%d,%s]" % (result.index, snapshot))
+    return b'{"results":[' + b",".join(entries) + b"]}"
+
+
+def _batch_from_json(raw: bytes) -> BatchAnswer:
+    results = []
+    for entry in json.loads(raw)["results"]:
+        if len(entry) == 2:
+            results.append(ItemResult(entry[0], obligation_from_dict(entry[1])))
+        else:
+            results.append(ItemResult(entry[0], None, entry[1], entry[2]))
+    return BatchAnswer(results)
+
+
+BATCH_CODEC: Codec[BatchAnswer] = Codec(_batch_to_json, _batch_from_json)

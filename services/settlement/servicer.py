@@ -14,6 +14,7 @@ from openbank.settlement.v1 import (
     settlement_pb2_grpc,
 )
 from services.settlement import converters
+from services.settlement.obligation_batches import ObligationBatches
 from services.settlement.participant_service import ParticipantService
 from services.settlement.position_service import PositionService
 from services.settlement.reconciliation_service import ReconciliationService
@@ -24,7 +25,8 @@ OPERATOR_SCOPE = "settlement:admin"
 
 
 def _key(request: object) -> RequestKey:
-    # Idempotency keys are scoped to the caller: two clients never share one.
+    # Idempotency keys are scoped to the caller: two clients never share one. A batch's items
+    # get the same scope, so an item's key is the one the single rpc would use.
     return converters.request_key(request, require_caller().subject)  # type: ignore[arg-type]
 
 
@@ -36,8 +38,9 @@ def _viewer() -> Viewer:
 class PositionServicer(position_pb2_grpc.PositionServiceServicer):
     """Obligations for the payment saga."""
 
-    def __init__(self, positions: PositionService) -> None:
+    def __init__(self, positions: PositionService, batches: ObligationBatches) -> None:
         self._positions = positions
+        self._batches = batches
 
     async def ReserveObligation(
         self, request: position_pb2.ReserveObligationRequest, context: grpc.aio.ServicerContext
@@ -70,6 +73,24 @@ class PositionServicer(position_pb2_grpc.PositionServiceServicer):
         """One obligation."""
         result = await self._positions.get(converters.obligation_id(request.name))
         return position_pb2.GetObligationResponse(obligation=converters.obligation(result))
+
+    async def BatchReserveObligations(
+        self, request: position_pb2.BatchReserveObligationsRequest, context: grpc.aio.ServicerContext
+    ) -> position_pb2.BatchReserveObligationsResponse:
+        """Reserve many in one transaction, one result each."""
+        scope = require_caller().subject
+        batch = converters.request_key(request, scope)
+        results = await self._batches.reserve(batch, converters.reserve_items(request.requests, scope))
+        return position_pb2.BatchReserveObligationsResponse(results=[converters.batch_result(r) for r in results])
+
+    async def BatchCommitObligations(
+        self, request: position_pb2.BatchCommitObligationsRequest, context: grpc.aio.ServicerContext
+    ) -> position_pb2.BatchCommitObligationsResponse:
+        """Commit many in one transaction, one result each."""
+        scope = require_caller().subject
+        batch = converters.request_key(request, scope)
+        results = await self._batches.commit(batch, converters.commit_items(request.requests, scope))
+        return position_pb2.BatchCommitObligationsResponse(results=[converters.batch_result(r) for r in results])
 
 
 class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):

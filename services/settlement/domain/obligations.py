@@ -17,7 +17,7 @@ import datetime as dt
 import enum
 from dataclasses import dataclass, replace
 
-from meshlib.errors import FailedPrecondition
+from meshlib.errors import AlreadyExists, FailedPrecondition
 from services.settlement.domain.participants import NetDebitCap
 
 
@@ -50,6 +50,33 @@ class Obligation:
             payee_id,
             currency,
             amount_minor,
+        )
+
+    @classmethod
+    def reserved(
+        cls, payment_id: str, payer_id: str, payee_id: str, currency: str, amount_minor: int, now: dt.datetime
+    ) -> Obligation:
+        """A new RESERVED obligation for a payment (its id is the payment id)."""
+        return cls(
+            id=payment_id,
+            payer_id=payer_id,
+            payee_id=payee_id,
+            currency=currency,
+            amount_minor=amount_minor,
+            state=ObligationState.RESERVED,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def reserved_again(self, payer_id: str, payee_id: str, currency: str, amount_minor: int) -> Obligation:
+        """A reservation for this obligation's payment: itself (whatever its state) when the
+        fields are the same, OBLIGATION_EXISTS_WITH_DIFFERENT_FIELDS otherwise."""
+        if self.same_fields(payer_id, payee_id, currency, amount_minor):
+            return self
+        raise AlreadyExists(
+            "an obligation exists for this payment with different fields",
+            reason="OBLIGATION_EXISTS_WITH_DIFFERENT_FIELDS",
+            metadata={"obligation": f"obligations/{self.id}"},
         )
 
     def commit(self, window_id: str, now: dt.datetime) -> Obligation:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from meshlib.errors import FailedPrecondition
+from meshlib.errors import FailedPrecondition, NotFound
 
 DEFAULT_ALARM_THRESHOLD_PERCENT = 80
 
@@ -93,3 +94,15 @@ class Participant:
                 reason="PARTICIPANT_NOT_ACTIVE",
                 metadata={"participant": f"participants/{self.id}"},
             )
+
+
+def parties(found: Mapping[str, Participant], payer_id: str, payee_id: str) -> tuple[Participant, Participant]:
+    """The payer and payee of a new obligation among ``found``: NOT_FOUND naming the first
+    unknown one, then PARTICIPANT_NOT_ACTIVE for the first inactive one."""
+    for participant_id in (payer_id, payee_id):
+        if participant_id not in found:
+            raise NotFound("participant not found", metadata={"participant": f"participants/{participant_id}"})
+    payer, payee = found[payer_id], found[payee_id]
+    payer.require_active()
+    payee.require_active()
+    return payer, payee

@@ -52,6 +52,24 @@ async def expect_error(call: Awaitable[Any], code: grpc.StatusCode, reason: str)
         raise AssertionError(f"expected {code.name} {reason}")
 
 
+def reserve_request(
+    payment: str, payer: str, payee: str, minor: int, request_id: str | None = None, currency: str = "EUR"
+) -> position_pb2.ReserveObligationRequest:
+    """A ReserveObligationRequest (participants by resource name), alone or as a batch item."""
+    return position_pb2.ReserveObligationRequest(
+        request_id=request_id or rid("res"),
+        payment=f"payments/{payment}",
+        payer=payer,
+        payee=payee,
+        amount=eur(minor, currency),
+    )
+
+
+def commit_request(payment: str, request_id: str | None = None) -> position_pb2.CommitObligationRequest:
+    """A CommitObligationRequest, alone or as a batch item."""
+    return position_pb2.CommitObligationRequest(request_id=request_id or rid("com"), name=f"obligations/{payment}")
+
+
 @dataclass
 class Mesh:
     """Stubs and tokens for one running settlement service."""
@@ -97,6 +115,20 @@ class Mesh:
             amount=eur(minor),
         )
         return (await self.positions.ReserveObligation(request, metadata=self.saga, timeout=10)).obligation
+
+    async def batch_reserve(
+        self, items: list[position_pb2.ReserveObligationRequest], request_id: str | None = None
+    ) -> list[position_pb2.BatchObligationResult]:
+        """BatchReserveObligations."""
+        request = position_pb2.BatchReserveObligationsRequest(request_id=request_id or rid("bres"), requests=items)
+        return list((await self.positions.BatchReserveObligations(request, metadata=self.saga, timeout=30)).results)
+
+    async def batch_commit(
+        self, items: list[position_pb2.CommitObligationRequest], request_id: str | None = None
+    ) -> list[position_pb2.BatchObligationResult]:
+        """BatchCommitObligations."""
+        request = position_pb2.BatchCommitObligationsRequest(request_id=request_id or rid("bcom"), requests=items)
+        return list((await self.positions.BatchCommitObligations(request, metadata=self.saga, timeout=30)).results)
 
     async def commit(self, payment: str, request_id: str | None = None) -> position_pb2.Obligation:
         """Commit an obligation."""

@@ -14,6 +14,7 @@ from meshlib.storage import Database
 from meshlib.storage.migrations import upgrade_to_head
 from services.settlement.bootstrap import VERSIONS_DIR
 from services.settlement.domain.participants import NetDebitCap, Participant, ParticipantType
+from services.settlement.obligation_batches import ObligationBatches
 from services.settlement.participant_service import ParticipantService
 from services.settlement.position_service import PositionService
 from services.settlement.service_common import RequestKey, Transactions
@@ -38,6 +39,7 @@ class Layer:
     positions: PositionService
     windows: WindowService
     participants: ParticipantService
+    batches: ObligationBatches
 
     def uow(self, read_only: bool = True) -> SettlementUnitOfWork:
         """A unit of work for direct checks."""
@@ -78,4 +80,5 @@ async def migrated_layer(url: str) -> Layer:
         PositionService(transactions),
         WindowService(transactions),
         ParticipantService(transactions),
+        ObligationBatches(transactions),
     )

@@ -62,24 +62,55 @@ class Settle:
     pick: int
 
 
+@dataclass(frozen=True)
+class ReserveBatch:
+    """Reservations sent as one BatchReserveObligations (different payments)."""
+
+    items: tuple[Reserve, ...]
+
+
+@dataclass(frozen=True)
+class CommitBatch:
+    """Commits sent as one BatchCommitObligations (different payments)."""
+
+    items: tuple[Commit, ...]
+
+
 Operation = Reserve | Commit | Release | Close | Settle
+BatchStep = ReserveBatch | CommitBatch | Release | Close
+
+reserves = st.builds(
+    Reserve,
+    st.integers(0, PAYMENTS - 1),
+    st.integers(0, len(CAPS) - 1),
+    st.integers(0, len(CAPS) - 1),
+    st.integers(1, 600),
+)
+commits = st.builds(Commit, st.integers(0, PAYMENTS - 1))
 
 operations = st.lists(
     st.one_of(
-        st.builds(
-            Reserve,
-            st.integers(0, PAYMENTS - 1),
-            st.integers(0, len(CAPS) - 1),
-            st.integers(0, len(CAPS) - 1),
-            st.integers(1, 600),
-        ),
-        st.builds(Commit, st.integers(0, PAYMENTS - 1)),
+        reserves,
+        commits,
         st.builds(Release, st.integers(0, PAYMENTS - 1)),
         st.just(Close()),
         st.builds(Settle, st.integers(0, 20)),
     ),
     min_size=1,
     max_size=40,
+)
+
+# Batches mixed with single releases and closes; a batch never names one payment twice (that
+# fails the whole call, see the gRPC tests).
+batch_steps = st.lists(
+    st.one_of(
+        st.builds(ReserveBatch, st.lists(reserves, min_size=1, max_size=8, unique_by=lambda r: r.payment).map(tuple)),
+        st.builds(CommitBatch, st.lists(commits, min_size=1, max_size=8, unique_by=lambda c: c.payment).map(tuple)),
+        st.builds(Release, st.integers(0, PAYMENTS - 1)),
+        st.just(Close()),
+    ),
+    min_size=1,
+    max_size=12,
 )
 
 
@@ -134,6 +165,8 @@ class PureBook:
             obligation = self._get(op.payment)
             if obligation.state is ObligationState.COMMITTED:
                 return
+            if obligation.state is ObligationState.RELEASED:
+                obligation.commit("", NOW)  # raises before any window opens, as the service does
             committed = obligation.commit(self._open().id, NOW)
             payer, payee = int(obligation.payer_id), int(obligation.payee_id)
             self.positions[payer] = self.positions[payer].commit_outflow(obligation.amount_minor, NOW)
