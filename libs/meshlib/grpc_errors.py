@@ -159,6 +159,22 @@ def decode_rpc_error(error: grpc.aio.AioRpcError) -> e.MeshError:
     return decoded
 
 
+def encode_item_reason(reason: str | None) -> int:
+    """The ``error_reason`` of one batch item: UNSPECIFIED (success) only when there is no reason.
+
+    A refusal whose reason the contract lacks becomes INTERNAL_ERROR, never UNSPECIFIED, which a
+    batch caller would read as success.
+    """
+    from openbank.common.v1 import error_reason_pb2
+
+    if not reason:
+        return error_reason_pb2.ERROR_REASON_UNSPECIFIED
+    try:
+        return error_reason_pb2.ErrorReason.Value(f"ERROR_REASON_{reason}")
+    except ValueError:
+        return error_reason_pb2.ERROR_REASON_INTERNAL_ERROR
+
+
 def decode_item_error(reason_value: int, message: str) -> e.MeshError:
     """The domain error of one failed item of a batch rpc (its ``error_reason`` and message).
 

@@ -10,11 +10,12 @@ import datetime as dt
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from meshlib.errors import FieldCollector, InvalidArgument
+from meshlib.grpc_errors import encode_item_reason
 from meshlib.idempotency import REQUEST_ID_PATTERN
 from meshlib.money import Amount, validate_currency
 from meshlib.names import parse_name
 from openbank.account.v1 import account_admin_pb2, account_pb2, ledger_pb2
-from openbank.common.v1 import error_reason_pb2, money_pb2
+from openbank.common.v1 import money_pb2
 from services.account.domain.ledger import (
     Account,
     AccountType,
@@ -242,20 +243,10 @@ def transfer_to_proto(transfer: Transfer) -> ledger_pb2.Transfer:
     return message
 
 
-def error_reason(reason: str | None) -> int:
-    """An ErrorReason enum value from a reason name (UNSPECIFIED when unknown or None)."""
-    if not reason:
-        return error_reason_pb2.ERROR_REASON_UNSPECIFIED
-    try:
-        return error_reason_pb2.ErrorReason.Value(f"ERROR_REASON_{reason}")
-    except ValueError:
-        return error_reason_pb2.ERROR_REASON_UNSPECIFIED
-
-
 def batch_result_to_proto(result: BatchItemResult) -> ledger_pb2.BatchCreateTransferResult:
     """One item's outcome."""
     message = ledger_pb2.BatchCreateTransferResult(
-        index=result.index, error_reason=error_reason(result.error_reason), error_message=result.error_message
+        index=result.index, error_reason=encode_item_reason(result.error_reason), error_message=result.error_message
     )
     if result.transfer is not None:
         message.transfer.CopyFrom(transfer_to_proto(result.transfer))
@@ -265,7 +256,7 @@ def batch_result_to_proto(result: BatchItemResult) -> ledger_pb2.BatchCreateTran
 def batch_post_result_to_proto(result: BatchItemResult) -> ledger_pb2.BatchPostTransferResult:
     """One post's outcome."""
     message = ledger_pb2.BatchPostTransferResult(
-        index=result.index, error_reason=error_reason(result.error_reason), error_message=result.error_message
+        index=result.index, error_reason=encode_item_reason(result.error_reason), error_message=result.error_message
     )
     if result.transfer is not None:
         message.transfer.CopyFrom(transfer_to_proto(result.transfer))

@@ -10,10 +10,11 @@ from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
 from meshlib.errors import FieldCollector, InvalidArgument, MeshError
+from meshlib.grpc_errors import encode_item_reason
 from meshlib.idempotency import fingerprint, validate_request_id
 from meshlib.money import Amount, amount_from_fields, validate_currency
 from meshlib.names import parse_name
-from openbank.common.v1 import error_reason_pb2, money_pb2
+from openbank.common.v1 import money_pb2
 from openbank.settlement.v1 import position_pb2, settlement_admin_pb2, settlement_pb2
 from services.settlement.domain.batches import ItemResult
 from services.settlement.domain.obligations import Obligation, ObligationState
@@ -243,21 +244,12 @@ def obligation(item: Obligation) -> position_pb2.Obligation:
     )
 
 
-def error_reason(reason: str | None) -> int:
-    """The ErrorReason value of a refused item's reason; INTERNAL_ERROR for a reason the
-    contract lacks (never UNSPECIFIED: in a batch result that means success)."""
-    try:
-        return error_reason_pb2.ErrorReason.Value(f"ERROR_REASON_{reason}")
-    except ValueError:
-        return error_reason_pb2.ERROR_REASON_INTERNAL_ERROR
-
-
 def batch_result(result: ItemResult) -> position_pb2.BatchObligationResult:
     """The BatchObligationResult message: the obligation, or why the item was refused."""
     if result.obligation is not None:
         return position_pb2.BatchObligationResult(index=result.index, obligation=obligation(result.obligation))
     return position_pb2.BatchObligationResult(
-        index=result.index, error_reason=error_reason(result.error_reason), error_message=result.error_message
+        index=result.index, error_reason=encode_item_reason(result.error_reason), error_message=result.error_message
     )
 
 

@@ -222,6 +222,7 @@ EXPECTED_RPCS: dict[str, set[str]] = {
         "GetTransfer",
         "ListTransfers",
         "BatchCreateTransfers",
+        "BatchPostTransfers",
     },
     "openbank.account.v1.AccountAdminService": {
         "OpenAccount",
@@ -252,6 +253,8 @@ EXPECTED_RPCS: dict[str, set[str]] = {
         "CommitObligation",
         "ReleaseObligation",
         "GetObligation",
+        "BatchReserveObligations",
+        "BatchCommitObligations",
     },
     "openbank.settlement.v1.SettlementAdminService": {
         "RegisterParticipant",

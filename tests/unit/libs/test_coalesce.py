@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from meshlib.coalesce import Coalescer
 from meshlib.errors import FailedPrecondition, NotFound, Unavailable
-from meshlib.grpc_errors import decode_item_error
+from meshlib.grpc_errors import decode_item_error, encode_item_reason
 from openbank.common.v1 import error_reason_pb2
 
 
@@ -169,3 +169,11 @@ def test_item_errors_keep_their_reason_and_say_whether_to_retry() -> None:
     unknown = decode_item_error(9999, "")
     assert unknown.kind.name == "INTERNAL" and unknown.reason == "INTERNAL_ERROR"
     assert decode("FIELD_INVALID").kind.name == "INVALID_ARGUMENT"
+
+
+def test_item_reasons_encode_to_the_contract_and_never_to_success_when_unknown() -> None:
+    assert encode_item_reason(None) == error_reason_pb2.ERROR_REASON_UNSPECIFIED
+    assert encode_item_reason("INSUFFICIENT_FUNDS") == error_reason_pb2.ERROR_REASON_INSUFFICIENT_FUNDS
+    assert encode_item_reason("NOT_IN_THE_CONTRACT") == error_reason_pb2.ERROR_REASON_INTERNAL_ERROR
+    round_trip = decode_item_error(encode_item_reason("TRANSFER_ALREADY_POSTED"), "posted")
+    assert round_trip.reason == "TRANSFER_ALREADY_POSTED"

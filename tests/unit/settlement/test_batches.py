@@ -10,6 +10,7 @@ import datetime as dt
 from hypothesis import given, settings
 
 from meshlib.errors import InvalidArgument, MeshError
+from meshlib.grpc_errors import encode_item_reason
 from openbank.common.v1 import error_reason_pb2
 from services.settlement import converters
 from services.settlement.domain.batches import ItemResult, Reservation, apply_commits, apply_reservations
@@ -130,8 +131,8 @@ def test_a_refused_item_never_looks_like_a_success() -> None:
         "FIELD_INVALID",
         "REQUEST_ID_REUSED",
     ):
-        assert converters.error_reason(reason) == error_reason_pb2.ErrorReason.Value(f"ERROR_REASON_{reason}")
+        assert encode_item_reason(reason) == error_reason_pb2.ErrorReason.Value(f"ERROR_REASON_{reason}")
     # A reason the contract lacks is an internal error, never UNSPECIFIED (which means success).
-    assert converters.error_reason("SOMETHING_NEW") == error_reason_pb2.ERROR_REASON_INTERNAL_ERROR
+    assert encode_item_reason("SOMETHING_NEW") == error_reason_pb2.ERROR_REASON_INTERNAL_ERROR
     result = converters.batch_result(ItemResult(3, None, "SOMETHING_NEW", "odd"))
     assert (result.index, result.HasField("obligation"), result.error_message) == (3, False, "odd")
