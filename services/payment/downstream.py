@@ -8,7 +8,6 @@ meshlib errors with the upstream's reason (``decode_rpc_error``).
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -19,6 +18,7 @@ from meshlib.clients import call_with_retry
 from meshlib.coalesce import Coalescer
 from meshlib.errors import FailedPrecondition, InvalidArgument, MeshError, NotFound
 from meshlib.grpc_errors import decode_item_error, decode_rpc_error
+from meshlib.ids import time_ordered_id
 from openbank.account.v1 import account_pb2, ledger_pb2, ledger_pb2_grpc
 from openbank.common.v1 import money_pb2
 from openbank.settlement.v1 import position_pb2, position_pb2_grpc, settlement_admin_pb2, settlement_admin_pb2_grpc
@@ -26,7 +26,6 @@ from services.payment.domain.checks import LedgerAccountInfo, PartnerLimits
 from services.payment.domain.payments import ParticipantInfo, Payment
 
 T = TypeVar("T")
-R = TypeVar("R")
 Bearer = Callable[[], Awaitable[str]]
 
 TRANSFER_STATES = {1: "PENDING", 2: "POSTED", 3: "VOIDED", 4: "EXPIRED"}
@@ -34,14 +33,6 @@ TRANSFER_STATES = {1: "PENDING", 2: "POSTED", 3: "VOIDED", 4: "EXPIRED"}
 
 def _last(name: str) -> str:
     return name.rsplit("/", 1)[-1]
-
-
-def _unique_by_request_id(requests: list[R]) -> dict[str, R]:
-    """The distinct requests of a batch by request_id (a batch refuses duplicates as a whole).
-
-    Two drivers of the same payment would send the same idempotent request; they share its answer.
-    """
-    return {request.request_id: request for request in requests}  # type: ignore[attr-defined]
 
 
 class _Caller:
@@ -62,6 +53,46 @@ class _Caller:
             raise decode_rpc_error(error) from None
 
 
+class _BatchRpc:
+    """A batch rpc fed by a Coalescer: callers send single requests, each gets its own answer.
+
+    Every batch rpc of the mesh takes ``request_id`` plus ``requests`` (single-rpc requests, each
+    idempotent by its own request_id) and answers one result per item, in order, with the
+    item's resource in ``result_field`` or its ``error_reason``. The batch's own request_id is
+    new per batch (a retry on UNAVAILABLE resends the same one).
+    """
+
+    def __init__(self, call: _Caller, method: Callable[..., Awaitable[Any]], request_type: Any, result_field: str):
+        self._call = call
+        self._method = method
+        self._request_type = request_type
+        self._result_field = result_field
+        self._what = f"{request_type.DESCRIPTOR.full_name.removesuffix('Request')}"
+        self._coalescer: Coalescer[Any, Any] = Coalescer(self._send, max_in_flight=1)
+
+    async def __call__(self, request: Any) -> Any:
+        """Send ``request`` with the others in flight; its resource, or its error raised."""
+        return await self._coalescer.submit(request)
+
+    async def _send(self, requests: list[Any]) -> list[Any]:
+        # Two drivers of the same payment would send the same idempotent request, and a batch
+        # refuses duplicates as a whole: they share one item and its answer.
+        unique = {request.request_id: request for request in requests}
+        batch = self._request_type(request_id=time_ordered_id(), requests=unique.values())
+        answer = await self._call(self._method, batch, self._what)
+        by_index = {result.index: result for result in answer.results}
+        outcomes: dict[str, Any] = {}
+        for index, request_id in enumerate(unique):
+            result = by_index.get(index)
+            if result is None:
+                outcomes[request_id] = MeshError("the batch answered no result for an item", reason="INTERNAL_ERROR")
+            elif result.error_reason:
+                outcomes[request_id] = decode_item_error(result.error_reason, result.error_message)
+            else:
+                outcomes[request_id] = getattr(result, self._result_field)
+        return [outcomes[request.request_id] for request in requests]
+
+
 class GrpcLedger:
     """Holds, posts and voids on the account service's LedgerService."""
 
@@ -69,9 +100,12 @@ class GrpcLedger:
         self._stub = ledger_pb2_grpc.LedgerServiceStub(channel)
         self._call = _Caller(bearer, deadline, attempts)
         self._hold_timeout = hold_timeout
-        # The holds of the payments in flight leave together, as BatchCreateTransfers.
-        self._holds: Coalescer[ledger_pb2.CreateTransferRequest, ledger_pb2.Transfer] = Coalescer(
-            self._create_many, max_in_flight=1
+        # The holds and posts of the payments in flight leave together, as batch rpcs.
+        self._holds = _BatchRpc(
+            self._call, self._stub.BatchCreateTransfers, ledger_pb2.BatchCreateTransfersRequest, "transfer"
+        )
+        self._posts = _BatchRpc(
+            self._call, self._stub.BatchPostTransfers, ledger_pb2.BatchPostTransfersRequest, "transfer"
         )
 
     async def hold(self, payment: Payment) -> str:
@@ -86,32 +120,15 @@ class GrpcLedger:
             reference=f"payments/{payment.payment_id}",
             description=f"payment {payment.payment_id}",
         )
-        transfer = await self._holds.submit(request)
+        transfer: ledger_pb2.Transfer = await self._holds(request)
         return transfer.name
-
-    async def _create_many(
-        self, requests: list[ledger_pb2.CreateTransferRequest]
-    ) -> list[ledger_pb2.Transfer | MeshError]:
-        unique = _unique_by_request_id(requests)
-        answer = await self._call(
-            self._stub.BatchCreateTransfers,
-            ledger_pb2.BatchCreateTransfersRequest(request_id=uuid.uuid4().hex, requests=unique.values()),
-            "ledger.BatchCreateTransfers",
-        )
-        outcomes = {
-            request_id: result.transfer
-            if result.error_reason == 0
-            else decode_item_error(result.error_reason, result.error_message)
-            for request_id, result in zip(unique, answer.results, strict=True)
-        }
-        return [outcomes[request.request_id] for request in requests]
 
     async def post(self, payment: Payment) -> None:
         """Post the hold (idempotent by request id)."""
         request = ledger_pb2.PostTransferRequest(
             request_id=f"{payment.payment_id}-post", name=f"transfers/{payment.payment_id}-hold"
         )
-        await self._call(self._stub.PostTransfer, request, "ledger.PostTransfer")
+        await self._posts(request)
 
     async def void(self, payment: Payment) -> None:
         """Void the hold; a hold that never existed, or already voided or expired, counts as done."""
@@ -158,6 +175,16 @@ class GrpcSettlement:
         self._positions = position_pb2_grpc.PositionServiceStub(channel)
         self._admin = settlement_admin_pb2_grpc.SettlementAdminServiceStub(channel)
         self._call = _Caller(bearer, deadline, attempts)
+        # The reservations and commits of the payments in flight leave together, as batch rpcs.
+        self._reserves = _BatchRpc(
+            self._call,
+            self._positions.BatchReserveObligations,
+            position_pb2.BatchReserveObligationsRequest,
+            "obligation",
+        )
+        self._commits = _BatchRpc(
+            self._call, self._positions.BatchCommitObligations, position_pb2.BatchCommitObligationsRequest, "obligation"
+        )
         self._cache_seconds = cache_seconds
         self._participants: list[ParticipantInfo] = []
         self._loaded_at = float("-inf")
@@ -219,14 +246,14 @@ class GrpcSettlement:
             payee=f"participants/{payment.payee_participant_id}",
             amount=money_pb2.Money(currency_code=payment.amount.currency, minor_units=payment.amount.minor_units),
         )
-        await self._call(self._positions.ReserveObligation, request, "settlement.ReserveObligation")
+        await self._reserves(request)
 
     async def commit(self, payment: Payment) -> None:
         """Commit the obligation (idempotent)."""
         request = position_pb2.CommitObligationRequest(
             request_id=f"{payment.payment_id}-commit", name=f"obligations/{payment.payment_id}"
         )
-        await self._call(self._positions.CommitObligation, request, "settlement.CommitObligation")
+        await self._commits(request)
 
     async def release(self, payment: Payment) -> None:
         """Release the obligation; one that was never reserved counts as released."""
