@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Protocol
 
 from meshlib.auth.consent import ConsentLookup
 from meshlib.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from meshlib.ids import time_ordered_id
 from meshlib.money import Amount
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
 from meshlib.periodic import Periodic
@@ -122,7 +122,7 @@ class PaymentCommands:
         creditor_ledger, payer, payee = await self._route(partner_id, new)
         limits = await self._partners.limits(partner_id)
         payment = Payment(
-            payment_id=uuid.uuid4().hex,
+            payment_id=time_ordered_id(),
             partner_id=partner_id,
             consent_id=consent_id,
             debtor_account_id=new.debtor_account_id,
