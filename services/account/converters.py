@@ -6,10 +6,11 @@ Account numbers leave the service only masked (``Account.display_number``).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from meshlib.errors import FieldCollector, InvalidArgument
+from meshlib.errors import FieldCollector, InvalidArgument, MeshError
 from meshlib.grpc_errors import encode_item_reason
 from meshlib.idempotency import REQUEST_ID_PATTERN
 from meshlib.money import Amount, validate_currency
@@ -27,7 +28,7 @@ from services.account.domain.ledger import (
     TransferRequest,
     TransferType,
 )
-from services.account.ledger_service import BatchItemResult, FinishRequest
+from services.account.ledger_service import AccountItemResult, BatchItemResult, FinishRequest
 from services.account.repository import CurrencyTotals, TransferFilter
 
 _ACCOUNT_TYPES = {
@@ -73,6 +74,21 @@ def account_name(account_id: str) -> str:
 def account_id_from(name: str, field: str, errors: FieldCollector | None = None) -> str:
     """The id inside ``accounts/{id}``; INVALID_ARGUMENT naming ``field`` when malformed."""
     return parse_name(name, "accounts", field, errors)
+
+
+def account_ids_or_errors(names: Iterable[str]) -> list[str | MeshError]:
+    """The names of BatchGetLedgerAccounts, each as its account id or the error GetLedgerAccount gives it.
+
+    A malformed name fails only its own item, with GetLedgerAccount's very error (naming
+    ``name``), so a caller that coalesced single reads hands each its own answer.
+    """
+    items: list[str | MeshError] = []
+    for name in names:
+        try:
+            items.append(account_id_from(name, "name"))
+        except MeshError as error:
+            items.append(error)
+    return items
 
 
 def transfer_id_from(name: str, field: str = "name") -> str:
@@ -260,6 +276,16 @@ def batch_post_result_to_proto(result: BatchItemResult) -> ledger_pb2.BatchPostT
     )
     if result.transfer is not None:
         message.transfer.CopyFrom(transfer_to_proto(result.transfer))
+    return message
+
+
+def account_result_to_proto(result: AccountItemResult) -> ledger_pb2.BatchGetLedgerAccountResult:
+    """One name's outcome of BatchGetLedgerAccounts."""
+    message = ledger_pb2.BatchGetLedgerAccountResult(
+        index=result.index, error_reason=encode_item_reason(result.error_reason), error_message=result.error_message
+    )
+    if result.account is not None:
+        message.account.CopyFrom(account_to_proto(result.account))
     return message
 
 

@@ -98,9 +98,8 @@ def _entry(row: Any) -> Entry:
 _MICROSECOND = dt.timedelta(microseconds=1)
 
 # The hot statements, built once: the same statement object every time is a compiled-cache hit.
-_READ_ACCOUNTS = (
-    sa.select(accounts).where(accounts.c.id.in_(sa.bindparam("ids", expanding=True))).order_by(accounts.c.id)
-)
+_MANY_ACCOUNTS = sa.select(accounts).where(accounts.c.id.in_(sa.bindparam("ids", expanding=True)))
+_READ_ACCOUNTS = _MANY_ACCOUNTS.order_by(accounts.c.id)
 _LOCK_ACCOUNTS = _READ_ACCOUNTS.with_for_update()
 # The two accounts of one transfer: a fixed IN list, so no per-call expansion of the statement
 # (SQLAlchemy rewrites an expanding IN with a regular expression on every execution).
@@ -224,11 +223,15 @@ class AccountRepository:
         return {row.id: _account(row) for row in rows}
 
     async def many(self, account_ids: Iterable[str]) -> dict[str, Account]:
-        """Accounts by id, unlocked; missing ids are absent from the answer."""
+        """Accounts by id (one unlocked SELECT), each id once; missing ids are absent from the answer.
+
+        The reads of a page of accounts and of BatchGetLedgerAccounts: a prebuilt statement
+        with an expanding IN, so a batch of any size is a compiled-cache hit.
+        """
         ids = list(set(account_ids))
         if not ids:
             return {}
-        rows = await self._connection.execute(sa.select(accounts).where(accounts.c.id.in_(ids)))
+        rows = await self._connection.execute(_MANY_ACCOUNTS, {"ids": ids})
         return {row.id: _account(row) for row in rows}
 
     async def equity_id(self, currency: str) -> str | None:

@@ -103,6 +103,15 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             results=[converters.batch_post_result_to_proto(r) for r in results]
         )
 
+    async def BatchGetLedgerAccounts(
+        self, request: ledger_pb2.BatchGetLedgerAccountsRequest, context: Context
+    ) -> ledger_pb2.BatchGetLedgerAccountsResponse:
+        """Read many accounts in one query, one result each."""
+        results = await self._ledger.batch_get_accounts(converters.account_ids_or_errors(request.names))
+        return ledger_pb2.BatchGetLedgerAccountsResponse(
+            results=[converters.account_result_to_proto(r) for r in results]
+        )
+
 
 class AccountAdminServicer(account_admin_pb2_grpc.AccountAdminServiceServicer):
     """Internal account administration."""

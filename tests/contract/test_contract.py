@@ -223,6 +223,7 @@ EXPECTED_RPCS: dict[str, set[str]] = {
         "ListTransfers",
         "BatchCreateTransfers",
         "BatchPostTransfers",
+        "BatchGetLedgerAccounts",
     },
     "openbank.account.v1.AccountAdminService": {
         "OpenAccount",
