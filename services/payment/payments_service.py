@@ -159,17 +159,21 @@ class PaymentCommands:
                 checks.check_partner_limits(limits, new.amount, spent_today)
                 history = await uow.payments.customer_history(payment.customer_id, payment, self._rules.windows, now)
                 self._rules.check(new.amount, history)
-                await uow.payments.add(payment, lease_until=now + self._lease)
-                await uow.steps.add(SagaStep(payment.payment_id, "validate", "succeeded", "", current_trace_id(), now))
-                await uow.events.add(payment, None, PaymentState.RECEIVED, "", now)
+                stored = payment
                 if self._saga_inline:
                     # Same transaction: accepted, and the hold recorded as started (one commit less).
-                    await self._saga.start_in(uow, payment, now)
+                    stored = await self._saga.start_in(uow, payment, now)
+                else:
+                    await uow.payments.add(payment, lease_until=now + self._lease)
+                    await uow.steps.add(
+                        SagaStep(payment.payment_id, "validate", "succeeded", "", current_trace_id(), now)
+                    )
+                    await uow.events.add(payment, None, PaymentState.RECEIVED, "", now)
                 await uow.idempotency.save(
                     partner_id, CREATE_METHOD, new.request_id, new.fingerprint, payment.payment_id.encode(), now
                 )
                 await uow.commit()
-                return payment, True
+                return stored, True
 
         stored, created = await retry_on_conflict(record)
         if created and self._saga_inline:

@@ -202,8 +202,11 @@ class PaymentRepository:
         rows = await self._connection.execute(_GET_MANY, {"pids": payment_ids})
         return {row.payment_id: _payment(row) for row in rows}
 
-    async def add(self, payment: Payment, *, lease_until: dt.datetime | None = None) -> None:
-        """Store a new payment (``lease_until``: the creating driver owns its saga until then)."""
+    async def add(
+        self, payment: Payment, *, lease_until: dt.datetime | None = None, hold_requested: bool = False
+    ) -> None:
+        """Store a new payment (``lease_until``: the creating driver owns its saga until then;
+        ``hold_requested``: its hold is about to be sent)."""
         await self._connection.execute(
             _INSERT_PAYMENT,
             {
@@ -228,6 +231,7 @@ class PaymentRepository:
                 "payer_participant_id": payment.payer_participant_id,
                 "payee_participant_id": payment.payee_participant_id,
                 "lease_until": lease_until,
+                "hold_requested": hold_requested,
             },
         )
 

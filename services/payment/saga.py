@@ -13,6 +13,7 @@ a payment (a lease on its row); the recovery loop only takes payments whose leas
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -277,10 +278,27 @@ class PaymentSaga:
                 await uow.events.add(current, current.state, move[1], "", now)
         await uow.payments.renew(payment.payment_id, now, self._lease)
 
-    async def start_in(self, uow: PaymentUnitOfWork, payment: Payment, now: dt.datetime) -> None:
-        """In CreatePayment's transaction: accept the new payment and record its first calls as started."""
-        await uow.payments.request_hold(payment.payment_id, now)
-        await self.write_in(uow, payment, _first_calls(payment), ([PaymentState.RECEIVED], PaymentState.ACCEPTED), now)
+    async def start_in(self, uow: PaymentUnitOfWork, payment: Payment, now: dt.datetime) -> Payment:
+        """In CreatePayment's transaction: store the new (RECEIVED) payment already accepted, its
+        hold requested and leased, with its validation and first calls recorded as started.
+
+        Written as the row it ends up as, not inserted and then moved: one insert per table
+        (both events, RECEIVED then ACCEPTED, still go to the outbox). Returns it as stored.
+        """
+        accepted = dataclasses.replace(payment, state=PaymentState.ACCEPTED)
+        await uow.payments.add(accepted, lease_until=now + self._lease, hold_requested=True)
+        trace_id = current_trace_id()
+        validated = ("validate", "succeeded", "")
+        await uow.steps.add_many(
+            [
+                SagaStep(payment.payment_id, step, outcome, detail, trace_id, now)
+                for step, outcome, detail in (validated, *_first_calls(payment))
+            ]
+        )
+        await uow.events.add_many(
+            [(payment, None, PaymentState.RECEIVED), (payment, PaymentState.RECEIVED, PaymentState.ACCEPTED)], now
+        )
+        return accepted
 
     async def _attempt(self, payment: Payment, step: str, action: Callable[[], Awaitable[object]]) -> MeshError | None:
         """Send one downstream call; None on success, its error (recorded as failed) otherwise."""
