@@ -80,17 +80,23 @@ class _BatchRpc:
         unique = {request.request_id: request for request in requests}
         batch = self._request_type(request_id=time_ordered_id(), requests=unique.values())
         answer = await self._call(self._method, batch, self._what)
-        by_index = {result.index: result for result in answer.results}
-        outcomes: dict[str, Any] = {}
-        for index, request_id in enumerate(unique):
-            result = by_index.get(index)
-            if result is None:
-                outcomes[request_id] = MeshError("the batch answered no result for an item", reason="INTERNAL_ERROR")
-            elif result.error_reason:
-                outcomes[request_id] = decode_item_error(result.error_reason, result.error_message)
-            else:
-                outcomes[request_id] = getattr(result, self._result_field)
+        outcomes = dict(zip(unique, _item_outcomes(answer.results, len(unique), self._result_field), strict=True))
         return [outcomes[request.request_id] for request in requests]
+
+
+def _item_outcomes(results: Any, count: int, result_field: str) -> list[Any]:
+    """Each item's resource (``result_field``) or its decoded error, by the results' ``index``."""
+    by_index = {result.index: result for result in results}
+    outcomes: list[Any] = []
+    for index in range(count):
+        result = by_index.get(index)
+        if result is None:
+            outcomes.append(MeshError("the batch answered no result for an item", reason="INTERNAL_ERROR"))
+        elif result.error_reason:
+            outcomes.append(decode_item_error(result.error_reason, result.error_message))
+        else:
+            outcomes.append(getattr(result, result_field))
+    return outcomes
 
 
 class GrpcLedger:
@@ -107,6 +113,8 @@ class GrpcLedger:
         self._posts = _BatchRpc(
             self._call, self._stub.BatchPostTransfers, ledger_pb2.BatchPostTransfersRequest, "transfer"
         )
+        # The debtor checks of the payments being created leave together too.
+        self._accounts: Coalescer[str, Any] = Coalescer(self._get_accounts, max_in_flight=1)
 
     async def hold(self, payment: Payment) -> str:
         """Create the pending transfer ``transfers/{payment}-hold``; returns its name."""
@@ -146,15 +154,21 @@ class GrpcLedger:
 
     async def describe_account(self, account_id: str) -> LedgerAccountInfo:
         """Owner, currency and status of an account (checked before any money moves)."""
-        request = ledger_pb2.GetLedgerAccountRequest(name=f"accounts/{account_id}")
-        answer = await self._call(self._stub.GetLedgerAccount, request, "ledger.GetLedgerAccount")
-        customer = answer.account.customer.removeprefix("customers/") or None
+        account = await self._accounts.submit(f"accounts/{account_id}")
         return LedgerAccountInfo(
             account_id=account_id,
-            customer_id=customer,
-            currency=answer.account.currency_code,
-            active=answer.account.status == account_pb2.ACCOUNT_STATUS_ACTIVE,
+            customer_id=account.customer.removeprefix("customers/") or None,
+            currency=account.currency_code,
+            active=account.status == account_pb2.ACCOUNT_STATUS_ACTIVE,
         )
+
+    async def _get_accounts(self, names: list[str]) -> list[Any]:
+        answer = await self._call(
+            self._stub.BatchGetLedgerAccounts,
+            ledger_pb2.BatchGetLedgerAccountsRequest(names=names),
+            "ledger.BatchGetLedgerAccounts",
+        )
+        return _item_outcomes(answer.results, len(names), "account")
 
     async def hold_state(self, payment: Payment) -> str | None:
         """PENDING, POSTED, VOIDED or EXPIRED; None when the hold does not exist."""
