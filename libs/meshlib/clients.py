@@ -72,7 +72,8 @@ def open_channel(settings: ChannelSettings, *, tracing: bool = True) -> grpc.aio
         # backoff of a second would fail every call made in that second.
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.min_reconnect_backoff_ms", 100),
-        ("grpc.max_reconnect_backoff_ms", 2000),
+        # A retry waiting for ready (call_with_retry) then always spans a reconnect attempt.
+        ("grpc.max_reconnect_backoff_ms", 1000),
     ]
     interceptors: list[Any] = [_InteractionIdInterceptor()]
     if tracing:
@@ -90,17 +91,23 @@ def open_channel(settings: ChannelSettings, *, tracing: bool = True) -> grpc.aio
 
 
 async def call_with_retry(
-    call: Callable[[], Awaitable[T]],
+    call: Callable[..., Awaitable[T]],
     *,
     attempts: int = 4,
     base_delay: float = 0.05,
     max_delay: float = 1.0,
     what: str = "call",
 ) -> T:
-    """Run ``call`` again (jittered exponential backoff) only when it fails UNAVAILABLE."""
+    """Run ``call`` again (jittered exponential backoff) only when it fails UNAVAILABLE.
+
+    ``call`` takes a ``wait_for_ready`` keyword and passes it to the stub. The first attempt
+    fails fast; the retries wait, within their own deadline, for the channel to connect:
+    right after a peer restarts the channel may still be backing off from its failed
+    connects, and a retry that merely waited out its delay would fail the same way.
+    """
     for attempt in range(1, attempts + 1):
         try:
-            return await call()
+            return await call(wait_for_ready=attempt > 1)
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts:
                 raise

@@ -6,6 +6,11 @@ items submitted while the event loop is busy into one batch (TigerBeetle's lesso
 caller's item leaves on the next loop iteration, so there is no timer and no added latency
 when idle; under load at most ``max_in_flight`` batches are outstanding and the items that
 arrive meanwhile wait for the next one, so batches grow instead of calls multiplying.
+
+A batch of one item runs in its caller's context, so a lone request stays one trace with one
+interaction id end to end. A batch of several runs in a context of its own (no caller's
+interaction id or trace leaks into a call made for many); when spans are exported it runs in
+a span of its own that links every caller's span.
 """
 
 from __future__ import annotations
@@ -14,6 +19,10 @@ import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+from opentelemetry import trace
+
+from meshlib.telemetry import tracer, tracing_enabled
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
@@ -30,13 +39,21 @@ class Coalescer(Generic[ItemT, ResultT]):
     item once the batch has left (the batched calls must be idempotent anyway).
     """
 
-    def __init__(self, send: BatchSender[ItemT, ResultT], *, max_batch: int = 500, max_in_flight: int = 2) -> None:
+    def __init__(
+        self,
+        send: BatchSender[ItemT, ResultT],
+        *,
+        max_batch: int = 500,
+        max_in_flight: int = 2,
+        name: str = "coalesced batch",
+    ) -> None:
         if max_batch < 1 or max_in_flight < 1:
             raise ValueError("max_batch and max_in_flight must be at least 1")
         self._send = send
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
-        self._queue: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
+        self._name = name
+        self._queue: list[tuple[ItemT, asyncio.Future[ResultT], contextvars.Context]] = []
         self._in_flight = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -53,7 +70,7 @@ class Coalescer(Generic[ItemT, ResultT]):
         """Queue ``item`` for the next batch and wait for its own outcome."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ResultT] = loop.create_future()
-        self._queue.append((item, future))
+        self._queue.append((item, future, contextvars.copy_context()))
         self._schedule(loop)
         return await future
 
@@ -70,18 +87,22 @@ class Coalescer(Generic[ItemT, ResultT]):
             batch = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]
             self._in_flight += 1
-            task = loop.create_task(self._run(loop, batch), context=self._context)
+            # A lone caller's item runs in its own context; a shared batch in a clean one.
+            context = batch[0][2] if len(batch) == 1 else self._context.copy()
+            task = loop.create_task(self._run(loop, batch), context=context)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[ItemT, asyncio.Future[ResultT]]]) -> None:
+    async def _run(
+        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[ItemT, asyncio.Future[ResultT], contextvars.Context]]
+    ) -> None:
         try:
-            outcomes = await self._send([item for item, _ in batch])
+            outcomes = await self._send_traced(batch)
             if len(outcomes) != len(batch):
                 raise RuntimeError(f"batch sender returned {len(outcomes)} outcomes for {len(batch)} items")
         except BaseException as error:
             cancelled = isinstance(error, asyncio.CancelledError)
-            for _, future in batch:
+            for _, future, _ in batch:
                 if future.done():
                     continue
                 if cancelled:
@@ -94,13 +115,30 @@ class Coalescer(Generic[ItemT, ResultT]):
         finally:
             self._in_flight -= 1
             self._schedule(loop)
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
+        for (_, future, _), outcome in zip(batch, outcomes, strict=True):
             if future.done():  # its caller was cancelled
                 continue
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+
+    async def _send_traced(
+        self, batch: list[tuple[ItemT, asyncio.Future[ResultT], contextvars.Context]]
+    ) -> Sequence[ResultT | BaseException]:
+        items = [item for item, _, _ in batch]
+        if len(batch) == 1 or not tracing_enabled():
+            return await self._send(items)
+        # One call for many traces: its span links each caller's span (OpenTelemetry's batching model).
+        links = [
+            trace.Link(span_context)
+            for _, _, context in batch
+            if (span_context := context.run(trace.get_current_span).get_span_context()).is_valid
+        ]
+        with tracer("meshlib.coalesce").start_as_current_span(
+            self._name, links=links, attributes={"batch.items": len(items)}
+        ):
+            return await self._send(items)
 
     async def close(self) -> None:
         """Wait for the batches already sent (at shutdown)."""

@@ -74,8 +74,8 @@ class LedgerAccounts:
             request = ledger_pb2.GetLedgerAccountRequest(name=f"accounts/{account_id}")
             try:
                 answer = await call_with_retry(
-                    lambda r=request, m=metadata: self._stub.GetLedgerAccount(
-                        r, metadata=m, timeout=CALL_DEADLINE_SECONDS
+                    lambda r=request, m=metadata, **options: self._stub.GetLedgerAccount(
+                        r, metadata=m, timeout=CALL_DEADLINE_SECONDS, **options
                     ),
                     what="ledger.GetLedgerAccount",
                 )

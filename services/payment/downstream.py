@@ -47,7 +47,9 @@ class _Caller:
         metadata = (("authorization", f"Bearer {await self._bearer()}"),)
         try:
             return await call_with_retry(
-                lambda: method(request, timeout=self._deadline, metadata=metadata), attempts=self._attempts, what=what
+                lambda **options: method(request, timeout=self._deadline, metadata=metadata, **options),
+                attempts=self._attempts,
+                what=what,
             )
         except grpc.aio.AioRpcError as error:
             raise decode_rpc_error(error) from None
@@ -68,7 +70,7 @@ class _BatchRpc:
         self._request_type = request_type
         self._result_field = result_field
         self._what = f"{request_type.DESCRIPTOR.full_name.removesuffix('Request')}"
-        self._coalescer: Coalescer[Any, Any] = Coalescer(self._send, max_in_flight=1)
+        self._coalescer: Coalescer[Any, Any] = Coalescer(self._send, max_in_flight=1, name=self._what)
 
     async def __call__(self, request: Any) -> Any:
         """Send ``request`` with the others in flight; its resource, or its error raised."""
@@ -114,7 +116,9 @@ class GrpcLedger:
             self._call, self._stub.BatchPostTransfers, ledger_pb2.BatchPostTransfersRequest, "transfer"
         )
         # The debtor checks of the payments being created leave together too.
-        self._accounts: Coalescer[str, Any] = Coalescer(self._get_accounts, max_in_flight=1)
+        self._accounts: Coalescer[str, Any] = Coalescer(
+            self._get_accounts, max_in_flight=1, name="openbank.account.v1.BatchGetLedgerAccounts"
+        )
 
     async def hold(self, payment: Payment) -> str:
         """Create the pending transfer ``transfers/{payment}-hold``; returns its name."""

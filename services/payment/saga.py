@@ -139,7 +139,9 @@ class PaymentSaga:
         self._failpoint = failpoint
         self._clock = clock
         # Group commit: the success-path writes of the payments in flight share one transaction.
-        self._journal: Coalescer[SagaWrite, Payment] = Coalescer(self._write_many, max_in_flight=1)
+        self._journal: Coalescer[SagaWrite, Payment] = Coalescer(
+            self._write_many, max_in_flight=1, name="payment.saga.group_commit"
+        )
 
     # -- persistence helpers -------------------------------------------------------------
 

@@ -74,7 +74,9 @@ class GrpcLedgerReader:
         while True:
             try:
                 response = await call_with_retry(
-                    lambda: self._stub.ListTransfers(request, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS),
+                    lambda **options: self._stub.ListTransfers(
+                        request, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS, **options
+                    ),
                     what="ledger.ListTransfers",
                 )
             except grpc.aio.AioRpcError as error:

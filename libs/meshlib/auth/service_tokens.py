@@ -82,7 +82,8 @@ class ServiceTokenSource:
         started = self._clock()
         try:
             answer = await call_with_retry(
-                lambda: self._stub.IssueToken(request, timeout=ISSUE_TIMEOUT_SECONDS), what="identity.IssueToken"
+                lambda **options: self._stub.IssueToken(request, timeout=ISSUE_TIMEOUT_SECONDS, **options),
+                what="identity.IssueToken",
             )
         except grpc.aio.AioRpcError as error:
             raise decode_rpc_error(error) from None

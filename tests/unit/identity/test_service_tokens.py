@@ -16,7 +16,9 @@ class FakeStub:
     def __init__(self) -> None:
         self.requests: list[token_pb2.IssueTokenRequest] = []
 
-    async def IssueToken(self, request: token_pb2.IssueTokenRequest, timeout: float) -> token_pb2.IssueTokenResponse:
+    async def IssueToken(
+        self, request: token_pb2.IssueTokenRequest, timeout: float, wait_for_ready: bool = False
+    ) -> token_pb2.IssueTokenResponse:
         self.requests.append(request)
         await asyncio.sleep(0.01)
         return token_pb2.IssueTokenResponse(access_token=f"token-{len(self.requests)}", expires_in=300)

@@ -105,20 +105,25 @@ async def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
     await coalescer.close()
 
 
-async def test_batches_do_not_inherit_a_callers_context_variables() -> None:
+async def test_a_lone_callers_batch_runs_in_its_context_and_a_shared_batch_in_none() -> None:
     import contextvars
 
     marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="")
-    seen: list[str] = []
+    seen: list[tuple[int, str]] = []
 
     async def send(items: list[int]) -> list[int]:
-        seen.append(marker.get())
+        seen.append((len(items), marker.get()))
         return items
 
     coalescer: Coalescer[int, int] = Coalescer(send)
-    marker.set("caller")
-    assert await coalescer.submit(1) == 1
-    assert seen == [""]
+
+    async def submit_as(name: str, item: int) -> int:
+        marker.set(name)
+        return await coalescer.submit(item)
+
+    assert await submit_as("alone", 1) == 1
+    assert await asyncio.gather(submit_as("first", 2), submit_as("second", 3)) == [2, 3]
+    assert seen == [(1, "alone"), (2, "")]
 
 
 def test_bad_limits_are_refused() -> None:
@@ -177,3 +182,33 @@ def test_item_reasons_encode_to_the_contract_and_never_to_success_when_unknown()
     assert encode_item_reason("NOT_IN_THE_CONTRACT") == error_reason_pb2.ERROR_REASON_INTERNAL_ERROR
     round_trip = decode_item_error(encode_item_reason("TRANSFER_ALREADY_POSTED"), "posted")
     assert round_trip.reason == "TRANSFER_ALREADY_POSTED"
+
+
+async def test_a_shared_batch_runs_in_a_span_linking_every_callers_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from meshlib import coalesce
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(coalesce, "tracing_enabled", lambda: True)
+    monkeypatch.setattr(coalesce, "tracer", provider.get_tracer)
+    coalescer: Coalescer[int, int] = Coalescer(Recorder().send, name="ledger.batch")
+    callers = provider.get_tracer("test")
+
+    async def traced(item: int) -> int:
+        with callers.start_as_current_span(f"caller {item}"):
+            return await coalescer.submit(item)
+
+    assert await asyncio.gather(traced(2), traced(4)) == [20, 40]
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    batch = spans["ledger.batch"]
+    assert batch.attributes is not None and batch.attributes["batch.items"] == 2
+    assert {link.context.span_id for link in batch.links} == {
+        spans["caller 2"].context.span_id,
+        spans["caller 4"].context.span_id,
+    }
+    assert batch.parent is None  # a trace of its own, not any one caller's

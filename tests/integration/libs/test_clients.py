@@ -1,0 +1,72 @@
+"""Internal calls ride out a peer's restart: retries wait for the channel to reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from meshlib.clients import ChannelSettings, call_with_retry, open_channel
+from tests.support.servers import free_port
+
+
+async def _serve(port: int) -> grpc.aio.Server:
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return server
+
+
+async def test_a_call_made_while_the_peer_restarts_succeeds_once_it_is_back() -> None:
+    port = free_port()
+    server = await _serve(port)
+    channel = open_channel(ChannelSettings(target=f"127.0.0.1:{port}"), tracing=False)
+    stub = health_pb2_grpc.HealthStub(channel)
+    try:
+        await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+        await server.stop(0)
+        # Down long enough for the channel's reconnect backoff to grow past the retry delays.
+        for _ in range(3):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+            await asyncio.sleep(0.4)
+
+        async def restart_soon() -> grpc.aio.Server:
+            await asyncio.sleep(0.3)
+            return await _serve(port)
+
+        restarting = asyncio.ensure_future(restart_soon())
+        started = time.monotonic()
+        answer = await call_with_retry(
+            lambda **options: stub.Check(health_pb2.HealthCheckRequest(), timeout=2, **options),
+            attempts=3,
+            what="health.Check",
+        )
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        assert time.monotonic() - started < 2.5
+        server = await restarting
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
+async def test_a_peer_that_stays_down_still_fails_within_the_deadline() -> None:
+    port = free_port()
+    channel = open_channel(ChannelSettings(target=f"127.0.0.1:{port}"), tracing=False)
+    stub = health_pb2_grpc.HealthStub(channel)
+    started = time.monotonic()
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await call_with_retry(
+                lambda **options: stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5, **options),
+                attempts=3,
+                what="health.Check",
+            )
+        assert failed.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        assert time.monotonic() - started < 3
+    finally:
+        await channel.close()
