@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from meshlib.auth.consent import ConsentLookup
-from meshlib.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from meshlib.errors import FailedPrecondition, InvalidArgument, MeshError, NotFound, ResourceExhausted
 from meshlib.ids import time_ordered_id
 from meshlib.money import Amount
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
@@ -109,18 +109,26 @@ class PaymentCommands:
             return await uow.payments.get(saved.decode()) if saved is not None else None
 
     async def create(self, partner_id: str, consent_id: str, new: NewPayment) -> Payment:
-        """Check, record (RECEIVED) and run the saga; a replay answers the same payment as it is now."""
-        existing = await self._replay(partner_id, CREATE_METHOD, new.request_id, new.fingerprint)
-        if existing is not None:
-            return existing
+        """Check, record (RECEIVED) and run the saga; a replay answers the same payment as it is now.
+
+        The request_id is looked up in the recording transaction, and before that only when a
+        check fails (a replay must get its first answer even if, say, the consent was revoked
+        since): a new payment, the common case, pays for no extra read transaction.
+        """
         now = self._clock()
-        consent = await self._consents.get(consent_id, partner_id=partner_id)
-        checks.check_consent(consent, new.debtor_account_id, now)
-        if self._accounts is not None:
-            debtor = await self._accounts.describe_account(new.debtor_account_id)
-            checks.check_debtor_account(debtor, consent, new.amount)
-        creditor_ledger, payer, payee = await self._route(partner_id, new)
-        limits = await self._partners.limits(partner_id)
+        try:
+            consent = await self._consents.get(consent_id, partner_id=partner_id)
+            checks.check_consent(consent, new.debtor_account_id, now)
+            if self._accounts is not None:
+                debtor = await self._accounts.describe_account(new.debtor_account_id)
+                checks.check_debtor_account(debtor, consent, new.amount)
+            creditor_ledger, payer, payee = await self._route(partner_id, new)
+            limits = await self._partners.limits(partner_id)
+        except MeshError:
+            existing = await self._replay(partner_id, CREATE_METHOD, new.request_id, new.fingerprint)
+            if existing is not None:
+                return existing
+            raise
         payment = Payment(
             payment_id=time_ordered_id(),
             partner_id=partner_id,

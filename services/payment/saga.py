@@ -242,14 +242,19 @@ class PaymentSaga:
                 ]
             )
             changes: list[tuple[Payment, PaymentState | None, PaymentState]] = []
+            # The rows as stored afterwards, without reading them again: a move changes only the
+            # state, the (empty) status reason and the update time; the lease is not on Payment.
+            stored = dict(before)
             for write in present:
                 if write.move is not None and await uow.payments.move(write.payment_id, *write.move, now):
                     current = before[write.payment_id]
                     changes.append((current, current.state, write.move[1]))
+                    stored[write.payment_id] = dataclasses.replace(
+                        current, state=write.move[1], status_reason="", status_reason_message="", updated_at=now
+                    )
             await uow.events.add_many(changes, now)
             if ids:
                 await uow.payments.renew_many(ids, now, self._lease)
-            stored = await uow.payments.get_many(ids) if ids else {}
             await uow.commit()
         for _, _, state in changes:
             record_payment_state(state.name)

@@ -218,6 +218,15 @@ async def test_idempotent_replay_and_reused_request_id(sqlite_mesh: Mesh) -> Non
         grpc.StatusCode.ALREADY_EXISTS,
         "REQUEST_ID_REUSED",
     )
+    # A replay gets its first answer even when the checks would now refuse a new payment.
+    mesh.grant("c1", "partner-1", ["alice"], state="REVOKED")
+    after_revocation = await mesh.top_up(1_000, request_id="pay-1")
+    assert after_revocation.name == first.name and after_revocation.state == payment_pb2.PAYMENT_STATE_SETTLED
+    assert await _refused(mesh.top_up(1_000, request_id="pay-new")) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "CONSENT_REVOKED",
+    )
+    mesh.grant("c1", "partner-1", ["alice"])
     # The key is per partner: another partner may use the same request_id.
     await mesh.open_account("wallet-2", customer=None)
     await mesh.register("wallet-2", partner="partner-2", account_label="wallet-2", cap=1_000)
