@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -259,34 +260,34 @@ def transfer_to_proto(transfer: Transfer) -> ledger_pb2.Transfer:
     return message
 
 
+def _item_result(message_type: Any, index: int, reason: str | None, error_message: str, **resource: Any) -> Any:
+    """A batch item's result: its resource (the one keyword, when not None) or why it was refused."""
+    present = {name: value for name, value in resource.items() if value is not None}
+    return message_type(index=index, error_reason=encode_item_reason(reason), error_message=error_message, **present)
+
+
 def batch_result_to_proto(result: BatchItemResult) -> ledger_pb2.BatchCreateTransferResult:
     """One item's outcome."""
-    message = ledger_pb2.BatchCreateTransferResult(
-        index=result.index, error_reason=encode_item_reason(result.error_reason), error_message=result.error_message
+    transfer = transfer_to_proto(result.transfer) if result.transfer is not None else None
+    return _item_result(
+        ledger_pb2.BatchCreateTransferResult, result.index, result.error_reason, result.error_message, transfer=transfer
     )
-    if result.transfer is not None:
-        message.transfer.CopyFrom(transfer_to_proto(result.transfer))
-    return message
 
 
 def batch_post_result_to_proto(result: BatchItemResult) -> ledger_pb2.BatchPostTransferResult:
     """One post's outcome."""
-    message = ledger_pb2.BatchPostTransferResult(
-        index=result.index, error_reason=encode_item_reason(result.error_reason), error_message=result.error_message
+    transfer = transfer_to_proto(result.transfer) if result.transfer is not None else None
+    return _item_result(
+        ledger_pb2.BatchPostTransferResult, result.index, result.error_reason, result.error_message, transfer=transfer
     )
-    if result.transfer is not None:
-        message.transfer.CopyFrom(transfer_to_proto(result.transfer))
-    return message
 
 
 def account_result_to_proto(result: AccountItemResult) -> ledger_pb2.BatchGetLedgerAccountResult:
     """One name's outcome of BatchGetLedgerAccounts."""
-    message = ledger_pb2.BatchGetLedgerAccountResult(
-        index=result.index, error_reason=encode_item_reason(result.error_reason), error_message=result.error_message
+    account = account_to_proto(result.account) if result.account is not None else None
+    return _item_result(
+        ledger_pb2.BatchGetLedgerAccountResult, result.index, result.error_reason, result.error_message, account=account
     )
-    if result.account is not None:
-        message.account.CopyFrom(account_to_proto(result.account))
-    return message
 
 
 def totals_to_proto(totals: CurrencyTotals) -> account_admin_pb2.CurrencyTotals:
