@@ -38,13 +38,13 @@ def test_one_payment_is_one_trace_across_every_hop(tmp_path: Path) -> None:
         return [s for s in spans if s["kind"] == "SERVER" and s["name"].endswith(method)]
 
     assert len(server_spans("PaymentService/CreatePayment")) == 2  # the gateway, then the payment service
-    # A lone payment's saga calls go out as batches of one, inside its trace.
+    # A lone payment's saga calls go out as single rpcs (batches of one), inside its trace.
     for hop in (
-        "LedgerService/BatchGetLedgerAccounts",
-        "LedgerService/BatchCreateTransfers",
-        "LedgerService/BatchPostTransfers",
-        "PositionService/BatchReserveObligations",
-        "PositionService/BatchCommitObligations",
+        "LedgerService/GetLedgerAccount",
+        "LedgerService/CreateTransfer",
+        "LedgerService/PostTransfer",
+        "PositionService/ReserveObligation",
+        "PositionService/CommitObligation",
     ):
         assert server_spans(hop), f"no server span for {hop}: {names}"
     assert sum(name == "db.transaction" for name in names) >= 6  # payment, account and settlement stores
@@ -73,7 +73,7 @@ def test_metrics_after_traffic_show_red_and_business_figures(tmp_path: Path) -> 
         'openbank_rpc_requests_total{code="OK",method="CreatePayment",service="openbank.payment.v1.PaymentService"}'
         in metrics
     )
-    assert "openbank_rpc_duration_seconds_bucket{" in metrics and 'method="BatchReserveObligations"' in metrics
+    assert "openbank_rpc_duration_seconds_bucket{" in metrics and 'method="ReserveObligation"' in metrics
     # Business: payments by state, rate-limit decisions, positions against caps.
     assert 'openbank_payments_total{state="SETTLED"}' in metrics
     assert 'openbank_payments_in_state{state="SETTLED"}' in metrics

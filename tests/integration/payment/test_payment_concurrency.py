@@ -49,13 +49,14 @@ async def test_concurrent_payments_from_several_partners_keep_every_total_exact(
         batches_before = rpcs_handled(ledger, "BatchCreateTransfers")
         singles_before = rpcs_handled(ledger, "CreateTransfer")
         payments = await asyncio.gather(*(one(i) for i in range(45)))
-        # Holds go as batches. On SQLite the payments' first transactions commit in bursts, so the
-        # holds of payments in flight leave together (on PostgreSQL the consent's lock spaces them).
+        # The holds of payments in flight leave together: on SQLite the payments' first transactions
+        # commit in bursts, so there are batches and fewer calls than payments (on PostgreSQL the
+        # consent's lock spaces them out). A lone hold goes as the single rpc.
         hold_batches = rpcs_handled(ledger, "BatchCreateTransfers") - batches_before
-        assert 1 <= hold_batches <= 45
+        hold_singles = rpcs_handled(ledger, "CreateTransfer") - singles_before
+        assert 1 <= hold_batches + hold_singles <= 45
         if store == "sqlite":
-            assert hold_batches < 45
-        assert rpcs_handled(ledger, "CreateTransfer") == singles_before
+            assert hold_batches >= 1 and hold_batches + hold_singles < 45
         states = {p.state for p in payments}
         assert states <= {payment_pb2.PAYMENT_STATE_SETTLED, payment_pb2.PAYMENT_STATE_REJECTED}
         settled = [p for p in payments if p.state == payment_pb2.PAYMENT_STATE_SETTLED]
