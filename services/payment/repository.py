@@ -13,7 +13,7 @@ from meshlib.money import Amount
 from meshlib.storage import as_utc
 from services.payment.domain.checks import CustomerHistory
 from services.payment.domain.payments import Payment, PaymentState
-from services.payment.tables import payment_events, payment_steps, payments
+from services.payment.tables import customer_totals, payment_events, payment_steps, payments
 
 FINAL_STATES = [s.name for s in PaymentState if s.final]
 # Payments that count against limits and history: everything not rejected or cancelled.
@@ -73,6 +73,11 @@ _RENEW_MANY = (
     .values(lease_until=_LEASE_UNTIL)
 )
 _HOLD_REQUESTED = sa.select(_c.hold_requested).where(_c.payment_id == _PAYMENT_ID)
+_COUNTED_AMOUNT = sa.select(_c.customer_id, _c.currency, _c.amount_minor).where(_c.payment_id == _PAYMENT_ID)
+_t = customer_totals.c
+_TOTALS = sa.select(_t.payments, _t.amount_minor).where(
+    _t.customer_id == _param("customer", _t.customer_id), _t.currency == _param("cur", _t.currency)
+)
 _INSERT_STEP = payment_steps.insert()
 _INSERT_EVENT = payment_events.insert()
 _STEPS_FOR_PAYMENT = (
@@ -82,7 +87,7 @@ _STEPS_FOR_PAYMENT = (
 )
 _LAST_SEQ = sa.select(sa.func.coalesce(sa.func.max(payment_events.c.seq), 0))
 _SPENT: dict[str, sa.Select[Any]] = {}
-_HISTORY: dict[tuple[tuple[int, ...], str], sa.Select[Any]] = {}
+_HISTORY: dict[tuple[Any, str], sa.Select[Any]] = {}
 
 
 def _spent_statement(column: str) -> sa.Select[Any]:
@@ -99,6 +104,33 @@ def _spent_statement(column: str) -> sa.Select[Any]:
     return statement
 
 
+_ADD_TO_TOTALS: dict[str, sa.Insert] = {}
+
+
+def _add_to_totals_statement(dialect: str) -> sa.Insert:
+    """Upsert adding ``n`` payments and ``amount`` to a customer's totals (built once per dialect)."""
+    statement = _ADD_TO_TOTALS.get(dialect)
+    if statement is None:
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        base = insert(customer_totals).values(
+            customer_id=_param("customer", _t.customer_id),
+            currency=_param("cur", _t.currency),
+            payments=_param("n", _t.payments),
+            amount_minor=_param("amount", _t.amount_minor),
+        )
+        statement = base.on_conflict_do_update(
+            index_elements=[_t.customer_id, _t.currency],
+            set_={
+                "payments": _t.payments + base.excluded.payments,
+                "amount_minor": _t.amount_minor + base.excluded.amount_minor,
+            },
+        )
+        _ADD_TO_TOTALS[dialect] = statement
+    return statement
+
+
 _ONE, _ZERO = sa.literal_column("1"), sa.literal_column("0")
 
 
@@ -107,32 +139,44 @@ def _counting(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
     return sa.func.sum(sa.case((condition, _ONE), else_=_ZERO))
 
 
-def _history_statement(windows: tuple[int, ...], creditor: str) -> sa.Select[Any]:
-    """customer_history in one pass over the customer's payments (built once per shape).
-
-    Columns: the counted payments' COUNT and AVG, the settled payments to the same creditor,
-    then one count per window (``windows`` order). ``creditor`` says how the creditor is
-    matched: by account, by wallet partner, or a missing wallet partner (IS NULL).
-    """
-    key = (windows, creditor)
+def _windows_statement(windows: int) -> sa.Select[Any]:
+    """The customer's payments per window (``since_w{i}x``), over the longest window's rows only."""
+    key = (windows, "windows")
     statement = _HISTORY.get(key)
     if statement is None:
-        counted = sa.and_(_c.state.not_in(NOT_COUNTED), _c.currency == _param("cur", _c.currency))
+        columns = [_counting(_c.created_at >= _param(f"since_w{index}x", _c.created_at)) for index in range(windows)]
+        statement = sa.select(*columns).where(
+            _c.customer_id == _param("customer", _c.customer_id),
+            _c.created_at >= _param("oldest", _c.created_at),
+        )
+        _HISTORY[key] = statement
+    return statement
+
+
+def _paid_before_statement(creditor: str) -> sa.Select[Any]:
+    """Whether a payment of the customer to the creditor settled: one index seek, not a scan.
+
+    ``creditor`` says how the creditor is matched: by account, by wallet partner, or a missing
+    wallet partner (IS NULL).
+    """
+    key = ((), creditor)
+    statement = _HISTORY.get(key)
+    if statement is None:
         if creditor == "account":
             same_creditor = _c.creditor_account_id == _param("creditor", _c.creditor_account_id)
         elif creditor == "wallet":
             same_creditor = _c.creditor_wallet_partner_id == _param("creditor", _c.creditor_wallet_partner_id)
         else:
             same_creditor = _c.creditor_wallet_partner_id.is_(None)
-        columns = [
-            _counting(counted),
-            sa.func.avg(sa.case((counted, _c.amount_minor))),
-            _counting(sa.and_(_c.state == PaymentState.SETTLED.name, same_creditor)),
-        ]
-        columns += [
-            _counting(_c.created_at >= _param(f"since_w{index}x", _c.created_at)) for index in range(len(windows))
-        ]
-        statement = sa.select(*columns).where(_c.customer_id == _param("customer", _c.customer_id))
+        statement = (
+            sa.select(_ONE)
+            .where(
+                _c.customer_id == _param("customer", _c.customer_id),
+                same_creditor,
+                _c.state == PaymentState.SETTLED.name,
+            )
+            .limit(1)
+        )
         _HISTORY[key] = statement
     return statement
 
@@ -234,6 +278,8 @@ class PaymentRepository:
                 "hold_requested": hold_requested,
             },
         )
+        if payment.state.name not in NOT_COUNTED:
+            await self._add_to_totals(payment.customer_id, payment.amount.currency, 1, payment.amount.minor_units)
 
     async def move(
         self,
@@ -271,7 +317,12 @@ class PaymentRepository:
                 "now": now,
             },
         )
-        return bool(result.rowcount)
+        moved = bool(result.rowcount)
+        if moved and to_state.name in NOT_COUNTED:
+            # Every state a payment can leave for REJECTED or CANCELLED is a counted one.
+            assert not {state.name for state in from_states} & set(NOT_COUNTED), from_states
+            await self._uncount(payment_id)
+        return moved
 
     async def cancel(self, payment_id: str, now: dt.datetime) -> bool:
         """Cancel unless funds were (maybe) held already; False when not cancellable."""
@@ -382,28 +433,46 @@ class PaymentRepository:
     ) -> CustomerHistory:
         """Counts and averages the velocity rules need, for the paying customer.
 
-        One statement over the customer's payments, with conditional aggregates: per window the
-        payments created since its start, the counted payments' number and average, and whether
-        a payment to the same creditor settled before.
+        Bounded work whatever the customer's history: the counted payments' number and average
+        from the running totals, the payments per window over the longest window's rows, and
+        one index seek for a settled payment to the same creditor.
         """
+        currency = beneficiary.amount.currency
+        totals = (await self._connection.execute(_TOTALS, {"customer": customer_id, "cur": currency})).first()
+        count, amount = (int(totals[0]), int(totals[1])) if totals else (0, 0)
         ordered = tuple(sorted(windows))
-        params: dict[str, Any] = {"customer": customer_id, "cur": beneficiary.amount.currency}
+        by_window: dict[int, int] = {}
+        if ordered:
+            params: dict[str, Any] = {"customer": customer_id, "oldest": now - dt.timedelta(seconds=ordered[-1])}
+            for index, seconds in enumerate(ordered):
+                params[f"since_w{index}x"] = now - dt.timedelta(seconds=seconds)
+            row = (await self._connection.execute(_windows_statement(len(ordered)), params)).one()
+            by_window = {seconds: int(value or 0) for seconds, value in zip(ordered, row, strict=True)}
+        paid: dict[str, Any] = {"customer": customer_id}
         if beneficiary.creditor_account_id:
-            creditor, params["creditor"] = "account", beneficiary.creditor_account_id
+            creditor, paid["creditor"] = "account", beneficiary.creditor_account_id
         elif beneficiary.creditor_wallet_partner_id is not None:
-            creditor, params["creditor"] = "wallet", beneficiary.creditor_wallet_partner_id
+            creditor, paid["creditor"] = "wallet", beneficiary.creditor_wallet_partner_id
         else:
             creditor = "no wallet"  # compared with None: IS NULL
-        for index, seconds in enumerate(ordered):
-            params[f"since_w{index}x"] = now - dt.timedelta(seconds=seconds)
-        row = (await self._connection.execute(_history_statement(ordered, creditor), params)).one()
-        by_window = dict(zip(ordered, row[3:], strict=True))
+        paid_before = (await self._connection.execute(_paid_before_statement(creditor), paid)).first() is not None
         return CustomerHistory(
-            payments_in_window={seconds: int(by_window[seconds] or 0) for seconds in windows},
-            paid_beneficiary_before=bool(row[2]),
-            average_amount_minor=float(row[1] or 0),
-            history_count=int(row[0] or 0),
+            payments_in_window={seconds: by_window.get(seconds, 0) for seconds in windows},
+            paid_beneficiary_before=paid_before,
+            average_amount_minor=amount / count if count else 0.0,
+            history_count=count,
         )
+
+    async def _add_to_totals(self, customer_id: str, currency: str, payments_delta: int, amount_delta: int) -> None:
+        await self._connection.execute(
+            _add_to_totals_statement(self._connection.dialect.name),
+            {"customer": customer_id, "cur": currency, "n": payments_delta, "amount": amount_delta},
+        )
+
+    async def _uncount(self, payment_id: str) -> None:
+        """A counted payment became REJECTED or CANCELLED: take it out of its customer's totals."""
+        row = (await self._connection.execute(_COUNTED_AMOUNT, {"pid": payment_id})).one()
+        await self._add_to_totals(row.customer_id, row.currency, -1, -int(row.amount_minor))
 
 
 def _step_row(step: SagaStep) -> dict[str, Any]:

@@ -34,6 +34,18 @@ payments = sa.Table(
     sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
 )
 
+# Running totals of each customer's counted payments (not REJECTED or CANCELLED) per currency,
+# kept in the transactions that add or drop a counted payment (payment_0003): the velocity
+# history reads one row instead of every payment the customer ever made.
+customer_totals = sa.Table(
+    "payment_customer_totals",
+    metadata,
+    sa.Column("customer_id", sa.String(64), primary_key=True),
+    sa.Column("currency", sa.String(3), primary_key=True),
+    sa.Column("payments", sa.BigInteger, nullable=False),
+    sa.Column("amount_minor", sa.BigInteger, nullable=False),
+)
+
 # One row per saga step outcome, written before the downstream call ("started") and after it.
 payment_steps = sa.Table(
     "payment_steps",

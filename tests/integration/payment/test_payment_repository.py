@@ -295,3 +295,83 @@ async def test_steps_events_and_idempotency(database: Database) -> None:
     with pytest.raises(sa.exc.IntegrityError):
         async with PaymentUnitOfWork(database) as uow:
             await uow.idempotency.save("p1", "Create", "r1", "f9", b"dup", NOW)
+
+
+async def test_customer_totals_follow_rejections_and_cancellations(database: Database) -> None:
+    await _seed(database)
+    beneficiary = _payment("b1", creditor_account_id="a2")
+
+    async def agrees() -> CustomerHistory:
+        async with PaymentUnitOfWork(database, read_only=True) as uow:
+            got = await uow.payments.customer_history("cust1", beneficiary, {60}, NOW)
+            assert got == await _reference_history(uow.connection, "cust1", beneficiary, {60}, NOW)
+            return got
+
+    before = await agrees()
+    async with PaymentUnitOfWork(database) as uow:
+        await uow.payments.add(_payment("fresh-1", customer_id="cust1", amount=Amount("EUR", 5_000)))
+        await uow.payments.add(_payment("fresh-2", customer_id="cust1", amount=Amount("EUR", 7_000)))
+        await uow.commit()
+    grown = await agrees()
+    assert grown.history_count == before.history_count + 2
+    async with PaymentUnitOfWork(database) as uow:
+        assert await uow.payments.move("fresh-1", [PaymentState.RECEIVED], PaymentState.REJECTED, NOW)
+        assert await uow.payments.cancel("fresh-2", NOW)
+        # A move that does not happen (the state moved on) leaves the totals alone.
+        assert not await uow.payments.move("fresh-1", [PaymentState.RECEIVED], PaymentState.REJECTED, NOW)
+        await uow.commit()
+    after = await agrees()
+    # Counted again as before; the window counts keep every payment made, whatever its state.
+    assert (after.history_count, after.average_amount_minor) == (before.history_count, before.average_amount_minor)
+    assert after.payments_in_window[60] == before.payments_in_window[60] + 2
+
+
+async def test_the_migration_fills_the_totals_from_the_payments_already_there(database_url: str) -> None:
+    from alembic import command
+    from sqlalchemy.engine import Connection
+
+    from meshlib.storage.migrations import alembic_config
+
+    db = Database(database_url)
+    config = alembic_config(VERSIONS_DIR, "payment")
+
+    def upgrade_to(revision: str) -> Any:
+        def run(connection: Connection) -> None:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+
+        return run
+
+    try:
+        async with db.engine.begin() as connection:
+            await connection.run_sync(upgrade_to("payment_0002"))
+            rows = [
+                ("old-1", "REJECTED", 100),
+                ("old-2", "SETTLED", 300),
+                ("old-3", "ACCEPTED", 500),
+                ("old-4", "CANCELLED", 700),
+            ]
+            for payment_id, state, amount in rows:
+                await connection.execute(
+                    payments.insert().values(
+                        payment_id=payment_id,
+                        partner_id="p1",
+                        consent_id="c1",
+                        debtor_account_id="a1",
+                        creditor_account_id="a2",
+                        currency="EUR",
+                        amount_minor=amount,
+                        payment_type="TRANSFER",
+                        state=state,
+                        created_at=NOW,
+                        updated_at=NOW,
+                        customer_id="cust9",
+                    )
+                )
+        await upgrade_to_head(db, VERSIONS_DIR, "payment")
+        async with PaymentUnitOfWork(db, read_only=True) as uow:
+            history = await uow.payments.customer_history("cust9", _payment("b", creditor_account_id="a2"), set(), NOW)
+        assert (history.history_count, history.average_amount_minor) == (2, 400.0)
+        assert history.paid_beneficiary_before
+    finally:
+        await db.dispose()
