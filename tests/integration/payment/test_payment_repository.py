@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,39 +21,7 @@ from services.payment.domain.payments import Payment, PaymentState
 from services.payment.repository import NOT_COUNTED, SagaStep
 from services.payment.tables import payments
 from services.payment.unit_of_work import PaymentUnitOfWork
-
-NOW = dt.datetime(2025, 3, 14, 12, 0, tzinfo=dt.UTC)
-LEASE = dt.timedelta(seconds=30)
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    db = Database(database_url)
-    await upgrade_to_head(db, VERSIONS_DIR, "payment")
-    try:
-        yield db
-    finally:
-        await db.dispose()
-
-
-def _payment(payment_id: str, **changes: Any) -> Payment:
-    values: dict[str, Any] = dict(
-        payment_id=payment_id,
-        partner_id="p1",
-        consent_id="c1",
-        debtor_account_id="a1",
-        creditor_account_id="a2",
-        creditor_wallet_partner_id=None,
-        amount=Amount("EUR", 1000),
-        payment_type="DOMESTIC",
-        state=PaymentState.RECEIVED,
-        created_at=NOW,
-        updated_at=NOW,
-        customer_id="cust1",
-    )
-    values.update(changes)
-    return Payment(**values)
-
+from tests.integration.payment.samples import LEASE, NOW, sample_payment
 
 # The statements as they were built per call before, as the reference answers.
 
@@ -129,7 +96,7 @@ async def _seed(database: Database) -> None:
             itertools.product(states, creditors, ages[::2], ["cust1", "cust2"], ["EUR", "GBP"])
         ):
             created = NOW - dt.timedelta(seconds=age)
-            payment = _payment(
+            payment = sample_payment(
                 f"pay-{number:04d}",
                 state=state,
                 creditor_account_id=account,
@@ -145,7 +112,7 @@ async def _seed(database: Database) -> None:
         for age in ages[1::2]:  # the odd ages: one payment each, counted or not
             created = NOW - dt.timedelta(seconds=age)
             await uow.payments.add(
-                _payment(f"odd-{age}", created_at=created, updated_at=created, state=PaymentState.REJECTED)
+                sample_payment(f"odd-{age}", created_at=created, updated_at=created, state=PaymentState.REJECTED)
             )
         await uow.commit()
 
@@ -153,13 +120,13 @@ async def _seed(database: Database) -> None:
 async def test_customer_history_matches_the_separate_counts(database: Database) -> None:
     await _seed(database)
     beneficiaries = [
-        _payment("b1", creditor_account_id="a2"),
-        _payment("b2", creditor_account_id="a9"),
-        _payment("b3", creditor_account_id=None, creditor_wallet_partner_id="w1"),
-        _payment("b4", creditor_account_id=None, creditor_wallet_partner_id=None),
-        _payment("b5", creditor_account_id="", creditor_wallet_partner_id="w1"),
-        _payment("b6", creditor_account_id="", creditor_wallet_partner_id=None, amount=Amount("GBP", 5)),
-        _payment("b7", creditor_account_id="a3", amount=Amount("USD", 5)),
+        sample_payment("b1", creditor_account_id="a2"),
+        sample_payment("b2", creditor_account_id="a9"),
+        sample_payment("b3", creditor_account_id=None, creditor_wallet_partner_id="w1"),
+        sample_payment("b4", creditor_account_id=None, creditor_wallet_partner_id=None),
+        sample_payment("b5", creditor_account_id="", creditor_wallet_partner_id="w1"),
+        sample_payment("b6", creditor_account_id="", creditor_wallet_partner_id=None, amount=Amount("GBP", 5)),
+        sample_payment("b7", creditor_account_id="a3", amount=Amount("USD", 5)),
     ]
     window_sets: list[set[int]] = [set(), {60}, {60, 3600}, {3600, 60, 86400, 1}]
     async with PaymentUnitOfWork(database, read_only=True) as uow:
@@ -194,14 +161,16 @@ async def test_spent_matches_the_per_call_sum(database: Database) -> None:
 async def test_state_changes_and_lease(database: Database) -> None:
     later = NOW + dt.timedelta(minutes=1)
     async with PaymentUnitOfWork(database) as uow:
-        await uow.payments.add(_payment("m1"), lease_until=NOW + LEASE)
-        await uow.payments.add(_payment("m2", creditor_account_id=None, creditor_wallet_partner_id="w1"))
+        await uow.payments.add(sample_payment("m1"), lease_until=NOW + LEASE)
+        await uow.payments.add(sample_payment("m2", creditor_account_id=None, creditor_wallet_partner_id="w1"))
         await uow.commit()
     async with PaymentUnitOfWork(database) as uow:
         stored = await uow.payments.get("m1")
-        assert stored == _payment("m1")
+        assert stored == sample_payment("m1")
         assert await uow.payments.get("missing") is None
-        assert await uow.payments.get("m2") == _payment("m2", creditor_account_id=None, creditor_wallet_partner_id="w1")
+        assert await uow.payments.get("m2") == sample_payment(
+            "m2", creditor_account_id=None, creditor_wallet_partner_id="w1"
+        )
         # A guarded move only from the listed states; the message is cut to 256 characters.
         assert not await uow.payments.move("m1", [PaymentState.ACCEPTED], PaymentState.SETTLED, later)
         assert await uow.payments.move(
@@ -236,21 +205,21 @@ async def test_state_changes_and_lease(database: Database) -> None:
         assert not await uow.payments.cancel("m2", later)
         await uow.commit()
     async with PaymentUnitOfWork(database) as uow:
-        await uow.payments.add(_payment("m3"))
+        await uow.payments.add(sample_payment("m3"))
         assert await uow.payments.cancel("m3", later)
         cancelled = await uow.payments.get("m3")
         assert cancelled is not None
         assert (cancelled.state, cancelled.status_reason, cancelled.updated_at) == (PaymentState.CANCELLED, "", later)
         assert not await uow.payments.cancel("m3", later)
         # Leases: claim only an unfinished payment without a live lease; renew extends it.
-        await uow.payments.add(_payment("m4"), lease_until=NOW + LEASE)
+        await uow.payments.add(sample_payment("m4"), lease_until=NOW + LEASE)
         assert not await uow.payments.claim("m4", NOW, LEASE)
         assert await uow.payments.claim("m4", NOW + LEASE + dt.timedelta(seconds=1), LEASE)
         assert not await uow.payments.claim("m4", NOW + LEASE + dt.timedelta(seconds=2), LEASE)
         await uow.payments.renew("m4", NOW + dt.timedelta(hours=1), LEASE)
         assert "m4" not in await uow.payments.unfinished_with_expired_lease(NOW + dt.timedelta(hours=1), 10)
         assert "m4" in await uow.payments.unfinished_with_expired_lease(NOW + dt.timedelta(hours=2), 10)
-        await uow.payments.add(_payment("m5"))  # no lease at all
+        await uow.payments.add(sample_payment("m5"))  # no lease at all
         assert await uow.payments.claim("m5", NOW, LEASE)
         assert not await uow.payments.claim("m1", later + dt.timedelta(hours=9), LEASE)  # final
         await uow.commit()
@@ -258,7 +227,7 @@ async def test_state_changes_and_lease(database: Database) -> None:
 
 async def test_steps_events_and_idempotency(database: Database) -> None:
     async with PaymentUnitOfWork(database) as uow:
-        payment = _payment("s1")
+        payment = sample_payment("s1")
         await uow.payments.add(payment)
         await uow.steps.add(SagaStep("s1", "validate", "succeeded", "", "t" * 32, NOW))
         await uow.steps.add(SagaStep("s1", "hold_funds", "failed", "d" * 300, "t" * 32, NOW))
@@ -299,7 +268,7 @@ async def test_steps_events_and_idempotency(database: Database) -> None:
 
 async def test_customer_totals_follow_rejections_and_cancellations(database: Database) -> None:
     await _seed(database)
-    beneficiary = _payment("b1", creditor_account_id="a2")
+    beneficiary = sample_payment("b1", creditor_account_id="a2")
 
     async def agrees() -> CustomerHistory:
         async with PaymentUnitOfWork(database, read_only=True) as uow:
@@ -309,8 +278,8 @@ async def test_customer_totals_follow_rejections_and_cancellations(database: Dat
 
     before = await agrees()
     async with PaymentUnitOfWork(database) as uow:
-        await uow.payments.add(_payment("fresh-1", customer_id="cust1", amount=Amount("EUR", 5_000)))
-        await uow.payments.add(_payment("fresh-2", customer_id="cust1", amount=Amount("EUR", 7_000)))
+        await uow.payments.add(sample_payment("fresh-1", customer_id="cust1", amount=Amount("EUR", 5_000)))
+        await uow.payments.add(sample_payment("fresh-2", customer_id="cust1", amount=Amount("EUR", 7_000)))
         await uow.commit()
     grown = await agrees()
     assert grown.history_count == before.history_count + 2
@@ -370,7 +339,9 @@ async def test_the_migration_fills_the_totals_from_the_payments_already_there(da
                 )
         await upgrade_to_head(db, VERSIONS_DIR, "payment")
         async with PaymentUnitOfWork(db, read_only=True) as uow:
-            history = await uow.payments.customer_history("cust9", _payment("b", creditor_account_id="a2"), set(), NOW)
+            history = await uow.payments.customer_history(
+                "cust9", sample_payment("b", creditor_account_id="a2"), set(), NOW
+            )
         assert (history.history_count, history.average_amount_minor) == (2, 400.0)
         assert history.paid_beneficiary_before
     finally:

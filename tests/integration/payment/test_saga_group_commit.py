@@ -5,52 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
-from meshlib.money import Amount
 from meshlib.storage import Database
-from meshlib.storage.migrations import upgrade_to_head
-from services.payment.bootstrap import VERSIONS_DIR
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.saga import HOLD, POST, PaymentSaga
 from services.payment.tables import payment_events, payment_steps, payments
 from services.payment.unit_of_work import PaymentUnitOfWork
+from tests.integration.payment.samples import LEASE, NOW, sample_payment
 
-NOW = dt.datetime(2025, 3, 14, 12, 0, tzinfo=dt.UTC)
-LEASE = dt.timedelta(seconds=30)
 PROGRESS = ((HOLD, "succeeded", ""), (POST, "started", ""))
 MOVE = ([PaymentState.ACCEPTED], PaymentState.SETTLEMENT_IN_PROCESS)
 
 
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    db = Database(database_url)
-    await upgrade_to_head(db, VERSIONS_DIR, "payment")
-    try:
-        yield db
-    finally:
-        await db.dispose()
-
-
 def _payment(payment_id: str) -> Payment:
-    return Payment(
-        payment_id=payment_id,
-        partner_id="p1",
-        consent_id="c1",
-        debtor_account_id="a1",
-        creditor_account_id="a2",
-        creditor_wallet_partner_id=None,
-        amount=Amount("EUR", 1000),
-        payment_type="TRANSFER",
-        state=PaymentState.ACCEPTED,
-        created_at=NOW,
-        updated_at=NOW,
-        customer_id="cust1",
-    )
+    return sample_payment(payment_id, payment_type="TRANSFER", state=PaymentState.ACCEPTED)
 
 
 class CountingUnitsOfWork:
