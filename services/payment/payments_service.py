@@ -8,11 +8,12 @@ import datetime as dt
 import json
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from meshlib.auth.consent import ConsentLookup
+from meshlib.coalesce import Coalescer
 from meshlib.errors import FailedPrecondition, InvalidArgument, MeshError, NotFound, ResourceExhausted
 from meshlib.ids import time_ordered_id
 from meshlib.money import Amount
@@ -69,6 +70,10 @@ class NewPayment:
     end_to_end_id: str = ""
 
 
+# A CreatePayment's recording transaction body: checks in the writers' critical section, then the rows.
+Recording = Callable[[PaymentUnitOfWork], Awaitable[tuple[Payment, bool]]]
+
+
 class AccountDirectory(Protocol):
     """The ledger's view of an account (owner, currency, status), asked before money moves."""
 
@@ -102,6 +107,10 @@ class PaymentCommands:
         self._lease = lease
         self._saga_inline = saga_inline
         self._clock = clock
+        # Group commit: the recording transactions of the payments being created share one.
+        self._recorder: Coalescer[Recording, tuple[Payment, bool]] = Coalescer(
+            self._record_many, max_in_flight=1, name="payment.create.group_commit"
+        )
 
     async def _replay(self, scope: str, method: str, request_id: str, fingerprint: str) -> Payment | None:
         async with self._uow(read_only=True) as uow:
@@ -149,50 +158,88 @@ class PaymentCommands:
             payee_participant_id=payee,
         )
 
-        async def record() -> tuple[Payment, bool]:
-            async with self._uow() as uow:
-                saved = await uow.idempotency.lookup(partner_id, CREATE_METHOD, new.request_id, new.fingerprint)
-                if saved is not None:  # a concurrent duplicate won
-                    found = await uow.payments.get(saved.decode())
-                    assert found is not None
-                    return found, False
-                # Sums read in the writers' critical section: concurrent payments cannot both slip under a limit.
-                # A sum is read only when a limit needs it: it reads every counted payment of the
-                # period (running totals would make it O(1); docs/benchmarks.md).
-                spent = 0
-                if consent.period_limit_minor is not None:
-                    spent = await uow.payments.spent(
-                        "consent_id", consent_id, new.amount.currency, checks.period_start(consent.period, now)
-                    )
-                checks.check_consent_limits(consent, new.amount, spent)
-                spent_today = 0
-                if limits.daily_minor is not None:
-                    spent_today = await uow.payments.spent(
-                        "partner_id", partner_id, new.amount.currency, checks.day_start(now)
-                    )
-                checks.check_partner_limits(limits, new.amount, spent_today)
-                history = await uow.payments.customer_history(payment.customer_id, payment, self._rules.windows, now)
-                self._rules.check(new.amount, history)
-                stored = payment
-                if self._saga_inline:
-                    # Same transaction: accepted, and the hold recorded as started (one commit less).
-                    stored = await self._saga.start_in(uow, payment, now)
-                else:
-                    await uow.payments.add(payment, lease_until=now + self._lease)
-                    await uow.steps.add(
-                        SagaStep(payment.payment_id, "validate", "succeeded", "", current_trace_id(), now)
-                    )
-                    await uow.events.add(payment, None, PaymentState.RECEIVED, "", now)
-                await uow.idempotency.save(
-                    partner_id, CREATE_METHOD, new.request_id, new.fingerprint, payment.payment_id.encode(), now
+        async def record(uow: PaymentUnitOfWork) -> tuple[Payment, bool]:
+            saved = await uow.idempotency.lookup(partner_id, CREATE_METHOD, new.request_id, new.fingerprint)
+            if saved is not None:  # a concurrent duplicate won
+                found = await uow.payments.get(saved.decode())
+                assert found is not None
+                return found, False
+            # Sums read in the writers' critical section: concurrent payments cannot both slip under a limit.
+            # A sum is read only when a limit needs it: it reads every counted payment of the
+            # period (running totals would make it O(1); docs/benchmarks.md).
+            spent = 0
+            if consent.period_limit_minor is not None:
+                spent = await uow.payments.spent(
+                    "consent_id", consent_id, new.amount.currency, checks.period_start(consent.period, now)
                 )
-                await uow.commit()
-                return stored, True
+            checks.check_consent_limits(consent, new.amount, spent)
+            spent_today = 0
+            if limits.daily_minor is not None:
+                spent_today = await uow.payments.spent(
+                    "partner_id", partner_id, new.amount.currency, checks.day_start(now)
+                )
+            checks.check_partner_limits(limits, new.amount, spent_today)
+            history = await uow.payments.customer_history(payment.customer_id, payment, self._rules.windows, now)
+            self._rules.check(new.amount, history)
+            stored = payment
+            if self._saga_inline:
+                # Same transaction: accepted, and the hold recorded as started (one commit less).
+                stored = await self._saga.start_in(uow, payment, now)
+            else:
+                await uow.payments.add(payment, lease_until=now + self._lease)
+                await uow.steps.add(SagaStep(payment.payment_id, "validate", "succeeded", "", current_trace_id(), now))
+                await uow.events.add(payment, None, PaymentState.RECEIVED, "", now)
+            await uow.idempotency.save(
+                partner_id, CREATE_METHOD, new.request_id, new.fingerprint, payment.payment_id.encode(), now
+            )
+            return stored, True
 
-        stored, created = await retry_on_conflict(record)
+        stored, created = await self._recorder.submit(record)
         if created and self._saga_inline:
             return await self._saga.run(stored.payment_id, hold_started=True, payment=stored)
         return stored
+
+    async def _record_many(self, recordings: list[Recording]) -> list[tuple[Payment, bool] | BaseException]:
+        """Run the payments' recording bodies in one transaction, each under its own SAVEPOINT.
+
+        In order, so each sees the ones before it (limits and velocity stay exact); a refused
+        payment rolls back to its savepoint only. If the shared transaction itself fails, each
+        recording runs alone in its own transaction, retried on conflict as before.
+        """
+        if len(recordings) > 1:
+            try:
+                return await self._record_together(recordings)
+            except Exception:
+                log.warning("grouped recording failed, recording one by one", extra={"payments": len(recordings)})
+        outcomes: list[tuple[Payment, bool] | BaseException] = []
+        for recording in recordings:
+            try:
+                outcomes.append(await retry_on_conflict(lambda recording=recording: self._record_alone(recording)))
+            except Exception as error:
+                outcomes.append(error)
+        return outcomes
+
+    async def _record_together(self, recordings: list[Recording]) -> list[tuple[Payment, bool] | BaseException]:
+        outcomes: list[tuple[Payment, bool] | BaseException] = []
+        async with self._uow() as uow:
+            for recording in recordings:
+                savepoint = await uow.connection.begin_nested()
+                try:
+                    outcome = await recording(uow)
+                except MeshError as refused:
+                    await savepoint.rollback()
+                    outcomes.append(refused)
+                    continue
+                await savepoint.commit()
+                outcomes.append(outcome)
+            await uow.commit()
+        return outcomes
+
+    async def _record_alone(self, recording: Recording) -> tuple[Payment, bool]:
+        async with self._uow() as uow:
+            outcome = await recording(uow)
+            await uow.commit()
+        return outcome
 
     async def _route(self, partner_id: str, new: NewPayment) -> tuple[str, str, str]:
         """Where the ledger credits the money, and the settlement payer/payee (empty if none)."""

@@ -1,4 +1,4 @@
-"""Shared by the payment repository-level tests: a fixed clock and a sample payment."""
+"""Shared by the payment repository-level tests: a fixed clock, a sample payment, a counting unit-of-work factory."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import datetime as dt
 from typing import Any
 
 from meshlib.money import Amount
+from meshlib.storage import Database
 from services.payment.domain.payments import Payment, PaymentState
+from services.payment.unit_of_work import PaymentUnitOfWork
 
 NOW = dt.datetime(2025, 3, 14, 12, 0, tzinfo=dt.UTC)
 LEASE = dt.timedelta(seconds=30)
@@ -30,3 +32,16 @@ def sample_payment(payment_id: str, **changes: Any) -> Payment:
     )
     values.update(changes)
     return Payment(**values)
+
+
+class CountingUnitsOfWork:
+    """A unit-of-work factory that counts the writing transactions it opened."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.writes = 0
+
+    def __call__(self, **options: Any) -> PaymentUnitOfWork:
+        if not options.get("read_only"):
+            self.writes += 1
+        return PaymentUnitOfWork(self.database, **options)

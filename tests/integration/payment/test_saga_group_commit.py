@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -14,7 +13,7 @@ from services.payment.domain.payments import Payment, PaymentState
 from services.payment.saga import HOLD, POST, PaymentSaga
 from services.payment.tables import payment_events, payment_steps, payments
 from services.payment.unit_of_work import PaymentUnitOfWork
-from tests.integration.payment.samples import LEASE, NOW, sample_payment
+from tests.integration.payment.samples import LEASE, NOW, CountingUnitsOfWork, sample_payment
 
 PROGRESS = ((HOLD, "succeeded", ""), (POST, "started", ""))
 MOVE = ([PaymentState.ACCEPTED], PaymentState.SETTLEMENT_IN_PROCESS)
@@ -22,19 +21,6 @@ MOVE = ([PaymentState.ACCEPTED], PaymentState.SETTLEMENT_IN_PROCESS)
 
 def _payment(payment_id: str) -> Payment:
     return sample_payment(payment_id, payment_type="TRANSFER", state=PaymentState.ACCEPTED)
-
-
-class CountingUnitsOfWork:
-    """A unit-of-work factory that counts the writing transactions it opened."""
-
-    def __init__(self, database: Database) -> None:
-        self.database = database
-        self.writes = 0
-
-    def __call__(self, **options: Any) -> PaymentUnitOfWork:
-        if not options.get("read_only"):
-            self.writes += 1
-        return PaymentUnitOfWork(self.database, **options)
 
 
 async def _seed(database: Database, ids: list[str]) -> None:
