@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from opentelemetry import trace
 
 from meshlib.telemetry import tracer, tracing_enabled
+
+log = logging.getLogger("meshlib.coalesce")
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
@@ -144,3 +147,31 @@ class Coalescer(Generic[ItemT, ResultT]):
         """Wait for the batches already sent (at shutdown)."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def together_or_alone(
+    items: list[ItemT],
+    together: Callable[[list[ItemT]], Awaitable[Sequence[ResultT | BaseException]]] | None,
+    alone: Callable[[ItemT], Awaitable[ResultT]],
+    *,
+    what: str,
+) -> list[ResultT | BaseException]:
+    """A batch's outcomes: ``together`` (one shared transaction) for several items, and if that
+    fails as a whole (or is None), ``alone`` for each, so one bad item fails only itself.
+
+    A batch sender for :class:`Coalescer` whose items share a transaction (group commit).
+    """
+    if together is not None and len(items) > 1:
+        try:
+            return list(await together(items))
+        except Exception:
+            log.warning(
+                "shared transaction failed, running items one by one", extra={"what": what, "items": len(items)}
+            )
+    outcomes: list[ResultT | BaseException] = []
+    for item in items:
+        try:
+            outcomes.append(await alone(item))
+        except Exception as error:
+            outcomes.append(error)
+    return outcomes

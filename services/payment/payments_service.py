@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from meshlib.auth.consent import ConsentLookup
-from meshlib.coalesce import Coalescer
+from meshlib.coalesce import Coalescer, together_or_alone
 from meshlib.errors import FailedPrecondition, InvalidArgument, MeshError, NotFound, ResourceExhausted
 from meshlib.ids import time_ordered_id
 from meshlib.money import Amount
@@ -206,18 +206,12 @@ class PaymentCommands:
         payment rolls back to its savepoint only. If the shared transaction itself fails, each
         recording runs alone in its own transaction, retried on conflict as before.
         """
-        if len(recordings) > 1:
-            try:
-                return await self._record_together(recordings)
-            except Exception:
-                log.warning("grouped recording failed, recording one by one", extra={"payments": len(recordings)})
-        outcomes: list[tuple[Payment, bool] | BaseException] = []
-        for recording in recordings:
-            try:
-                outcomes.append(await retry_on_conflict(lambda recording=recording: self._record_alone(recording)))
-            except Exception as error:
-                outcomes.append(error)
-        return outcomes
+        return await together_or_alone(
+            recordings,
+            self._record_together,
+            lambda recording: retry_on_conflict(lambda: self._record_alone(recording)),
+            what="payment.create.group_commit",
+        )
 
     async def _record_together(self, recordings: list[Recording]) -> list[tuple[Payment, bool] | BaseException]:
         outcomes: list[tuple[Payment, bool] | BaseException] = []

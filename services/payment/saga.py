@@ -24,7 +24,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
-from meshlib.coalesce import Coalescer
+from meshlib.coalesce import Coalescer, together_or_alone
 from meshlib.errors import ErrorKind, FailedPrecondition, MeshError
 from meshlib.metrics import record_payment_state, record_saga_recovery
 from meshlib.telemetry import tracer
@@ -210,22 +210,21 @@ class PaymentSaga:
         """Commit a batch of saga writes in one transaction; each payment gets its row as stored.
 
         If the shared transaction fails, each write is tried alone, so one bad write fails only
-        its own payment.
+        its own payment (two writes of one payment, never in a live saga, go one by one).
         """
-        if len({write.payment_id for write in writes}) == len(writes):
-            try:
-                return await self._commit_writes(writes)
-            except Exception:
-                if len(writes) == 1:
-                    raise
-                log.warning("group commit failed, committing one by one", extra={"writes": len(writes)})
-        outcomes: list[Payment | BaseException] = []
-        for write in writes:
-            try:
-                outcomes.extend(await self._commit_writes([write]))
-            except Exception as error:
-                outcomes.append(error)
-        return outcomes
+        unique = len({write.payment_id for write in writes}) == len(writes)
+        return await together_or_alone(
+            writes,
+            self._commit_writes if unique else None,
+            self._commit_write,
+            what="payment.saga.group_commit",
+        )
+
+    async def _commit_write(self, write: SagaWrite) -> Payment:
+        (outcome,) = await self._commit_writes([write])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     async def _commit_writes(self, writes: list[SagaWrite]) -> list[Payment | BaseException]:
         async with self._uow() as uow:

@@ -212,3 +212,23 @@ async def test_a_shared_batch_runs_in_a_span_linking_every_callers_span(monkeypa
         spans["caller 4"].context.span_id,
     }
     assert batch.parent is None  # a trace of its own, not any one caller's
+
+
+async def test_together_or_alone_falls_back_to_each_item_when_the_shared_run_fails() -> None:
+    from meshlib.coalesce import together_or_alone
+
+    async def together(items: list[int]) -> list[int]:
+        if 3 in items:
+            raise RuntimeError("the shared transaction failed")
+        return [i * 10 for i in items]
+
+    async def alone(item: int) -> int:
+        if item == 3:
+            raise ValueError("bad item")
+        return item * 100
+
+    assert await together_or_alone([1, 2], together, alone, what="t") == [10, 20]
+    outcomes = await together_or_alone([1, 3, 4], together, alone, what="t")
+    assert outcomes[0] == 100 and outcomes[2] == 400 and isinstance(outcomes[1], ValueError)
+    assert await together_or_alone([5], together, alone, what="t") == [500]  # one item: alone
+    assert await together_or_alone([1, 2], None, alone, what="t") == [100, 200]
