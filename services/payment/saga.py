@@ -191,20 +191,17 @@ class PaymentSaga:
         Returns the payment as stored, or None when ``request_hold`` lost to a cancel. Without
         ``request_hold`` the writes join those of the other payments in flight (group commit).
         """
+        write = SagaWrite(payment.payment_id, records, move, current_trace_id())
         if not request_hold:
-            return await self._journal.submit(SagaWrite(payment.payment_id, records, move, current_trace_id()))
+            return await self._journal.submit(write)
         async with self._uow() as uow:
             now = self._clock()
             if not await uow.payments.request_hold(payment.payment_id, now):
                 return None
-            before = await uow.payments.get(payment.payment_id)
-            await self.write_in(uow, payment, records, move, now, current=before)
-            stored = await uow.payments.get(payment.payment_id)
+            stored, moved = await self._write_in(uow, [write], now)
             await uow.commit()
-        assert stored is not None
-        if before is not None and before.state is not stored.state:
-            record_payment_state(stored.state.name)
-        return stored
+        _record_states(moved)
+        return stored[payment.payment_id]
 
     async def _write_many(self, writes: list[SagaWrite]) -> list[Payment | BaseException]:
         """Commit a batch of saga writes in one transaction; each payment gets its row as stored.
@@ -228,35 +225,9 @@ class PaymentSaga:
 
     async def _commit_writes(self, writes: list[SagaWrite]) -> list[Payment | BaseException]:
         async with self._uow() as uow:
-            now = self._clock()
-            before = await uow.payments.get_many([write.payment_id for write in writes])
-            # A payment that is not there (never, in a live saga) fails alone, before any write.
-            present = [write for write in writes if write.payment_id in before]
-            ids = [write.payment_id for write in present]
-            await uow.steps.add_many(
-                [
-                    SagaStep(write.payment_id, step, outcome, detail, write.trace_id, now)
-                    for write in present
-                    for step, outcome, detail in write.records
-                ]
-            )
-            changes: list[tuple[Payment, PaymentState | None, PaymentState]] = []
-            # The rows as stored afterwards, without reading them again: a move changes only the
-            # state, the (empty) status reason and the update time; the lease is not on Payment.
-            stored = dict(before)
-            for write in present:
-                if write.move is not None and await uow.payments.move(write.payment_id, *write.move, now):
-                    current = before[write.payment_id]
-                    changes.append((current, current.state, write.move[1]))
-                    stored[write.payment_id] = dataclasses.replace(
-                        current, state=write.move[1], status_reason="", status_reason_message="", updated_at=now
-                    )
-            await uow.events.add_many(changes, now)
-            if ids:
-                await uow.payments.renew_many(ids, now, self._lease)
+            stored, moved = await self._write_in(uow, writes, self._clock())
             await uow.commit()
-        for _, _, state in changes:
-            record_payment_state(state.name)
+        _record_states(moved)
         return [
             stored[write.payment_id]
             if write.payment_id in stored
@@ -264,25 +235,39 @@ class PaymentSaga:
             for write in writes
         ]
 
-    async def write_in(
-        self,
-        uow: PaymentUnitOfWork,
-        payment: Payment,
-        records: tuple[tuple[str, str, str], ...],
-        move: tuple[list[PaymentState], PaymentState] | None,
-        now: dt.datetime,
-        *,
-        current: Payment | None = None,
-    ) -> None:
-        """Write step rows and a state change into an open unit of work (``current``: the row as read in it)."""
-        for step, outcome, detail in records:
-            await uow.steps.add(SagaStep(payment.payment_id, step, outcome, detail, current_trace_id(), now))
-        if move is not None:
-            current = current or await uow.payments.get(payment.payment_id)
-            assert current is not None
-            if await uow.payments.move(payment.payment_id, move[0], move[1], now):
-                await uow.events.add(current, current.state, move[1], "", now)
-        await uow.payments.renew(payment.payment_id, now, self._lease)
+    async def _write_in(
+        self, uow: PaymentUnitOfWork, writes: list[SagaWrite], now: dt.datetime
+    ) -> tuple[dict[str, Payment], list[tuple[Payment, PaymentState | None, PaymentState]]]:
+        """Write saga progress into an open unit of work: the step rows, each state change with its
+        event, the leases renewed, a statement per kind (a move per payment).
+
+        Returns the payments as stored afterwards (a payment that is not there, never in a live
+        saga, is left out and written nothing) and the state changes made.
+        """
+        before = await uow.payments.get_many([write.payment_id for write in writes])
+        present = [write for write in writes if write.payment_id in before]
+        await uow.steps.add_many(
+            [
+                SagaStep(write.payment_id, step, outcome, detail, write.trace_id, now)
+                for write in present
+                for step, outcome, detail in write.records
+            ]
+        )
+        changes: list[tuple[Payment, PaymentState | None, PaymentState]] = []
+        # The rows as stored afterwards, without reading them again: a move changes only the
+        # state, the (empty) status reason and the update time; the lease is not on Payment.
+        stored = dict(before)
+        for write in present:
+            if write.move is not None and await uow.payments.move(write.payment_id, *write.move, now):
+                current = before[write.payment_id]
+                changes.append((current, current.state, write.move[1]))
+                stored[write.payment_id] = dataclasses.replace(
+                    current, state=write.move[1], status_reason="", status_reason_message="", updated_at=now
+                )
+        await uow.events.add_many(changes, now)
+        if present:
+            await uow.payments.renew_many([write.payment_id for write in present], now, self._lease)
+        return stored, changes
 
     async def start_in(self, uow: PaymentUnitOfWork, payment: Payment, now: dt.datetime) -> Payment:
         """In CreatePayment's transaction: store the new (RECEIVED) payment already accepted, its
@@ -517,6 +502,12 @@ class PaymentSaga:
 
 
 TRANSIENT_REASONS = {"SERVICE_UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL_ERROR", "CONCURRENT_MODIFICATION"}
+
+
+def _record_states(changes: list[tuple[Payment, PaymentState | None, PaymentState]]) -> None:
+    """Count the committed state changes in the payments-by-state metric."""
+    for _, _, state in changes:
+        record_payment_state(state.name)
 
 
 def _first_calls(payment: Payment) -> tuple[tuple[str, str, str], ...]:
