@@ -58,45 +58,52 @@ class _Caller:
 class _BatchRpc:
     """A batch rpc fed by a Coalescer: callers send single requests, each gets its own answer.
 
-    Every batch rpc of the mesh takes ``request_id`` plus ``requests`` (single-rpc requests, each
-    idempotent by its own request_id) and answers one result per item, in order, with the
-    item's resource in ``result_field`` or its ``error_reason``. The batch's own request_id is
-    new per batch (a retry on UNAVAILABLE resends the same one). A lone request goes as the
-    single rpc (``single``), whose answer carries the same resource in the same field: an item
-    of the batch is that rpc, and the single path is the cheaper one for one item.
+    Every batch rpc of the mesh answers one result per item, in order, with the item's resource
+    in ``result_field`` or its ``error_reason``; ``make_batch`` builds the batch request from the
+    items. Items with the same ``key`` are one item (a batch may refuse duplicates as a whole,
+    and they would get the same answer). A lone request goes as the ``single`` rpc, whose answer
+    carries the same resource in the same field: an item of the batch is that rpc, and the
+    single path is the cheaper one for one item.
     """
 
     def __init__(
         self,
         call: _Caller,
-        method: Callable[..., Awaitable[Any]],
-        request_type: Any,
-        result_field: str,
+        *,
         single: Callable[..., Awaitable[Any]],
+        batch: Callable[..., Awaitable[Any]],
+        make_batch: Callable[[list[Any]], Any],
+        result_field: str,
+        what: str,
+        key: Callable[[Any], str] = lambda request: request.request_id,
     ):
         self._call = call
-        self._method = method
         self._single = single
-        self._request_type = request_type
+        self._batch = batch
+        self._make_batch = make_batch
         self._result_field = result_field
-        self._what = f"{request_type.DESCRIPTOR.full_name.removesuffix('Request')}"
-        self._coalescer: Coalescer[Any, Any] = Coalescer(self._send, max_in_flight=1, name=self._what)
+        self._what = what
+        self._key = key
+        self._coalescer: Coalescer[Any, Any] = Coalescer(self._send, max_in_flight=1, name=what)
 
     async def __call__(self, request: Any) -> Any:
         """Send ``request`` with the others in flight; its resource, or its error raised."""
         return await self._coalescer.submit(request)
 
     async def _send(self, requests: list[Any]) -> list[Any]:
-        # Two drivers of the same payment would send the same idempotent request, and a batch
-        # refuses duplicates as a whole: they share one item and its answer.
-        unique = {request.request_id: request for request in requests}
+        unique = {self._key(request): request for request in requests}
         if len(unique) == 1:
             answer = await self._call(self._single, requests[0], self._what)
             return [getattr(answer, self._result_field)] * len(requests)
-        batch = self._request_type(request_id=time_ordered_id(), requests=unique.values())
-        answer = await self._call(self._method, batch, self._what)
+        answer = await self._call(self._batch, self._make_batch(list(unique.values())), f"{self._what} (batch)")
         outcomes = dict(zip(unique, _item_outcomes(answer.results, len(unique), self._result_field), strict=True))
-        return [outcomes[request.request_id] for request in requests]
+        return [outcomes[self._key(request)] for request in requests]
+
+
+def _idempotent_batch(request_type: Any) -> Callable[[list[Any]], Any]:
+    """Builds a batch of items that are each idempotent by their own request_id; the batch's
+    own request_id is new per batch (a retry on UNAVAILABLE resends the same one)."""
+    return lambda items: request_type(request_id=time_ordered_id(), requests=items)
 
 
 def _item_outcomes(results: Any, count: int, result_field: str) -> list[Any]:
@@ -121,24 +128,31 @@ class GrpcLedger:
         self._stub = ledger_pb2_grpc.LedgerServiceStub(channel)
         self._call = _Caller(bearer, deadline, attempts)
         self._hold_timeout = hold_timeout
-        # The holds and posts of the payments in flight leave together, as batch rpcs.
+        # The debtor checks, holds and posts of the payments in flight leave together, as batch rpcs.
+        self._accounts = _BatchRpc(
+            self._call,
+            single=self._stub.GetLedgerAccount,
+            batch=self._stub.BatchGetLedgerAccounts,
+            make_batch=lambda items: ledger_pb2.BatchGetLedgerAccountsRequest(names=[item.name for item in items]),
+            result_field="account",
+            what="ledger.GetLedgerAccount",
+            key=lambda request: request.name,
+        )
         self._holds = _BatchRpc(
             self._call,
-            self._stub.BatchCreateTransfers,
-            ledger_pb2.BatchCreateTransfersRequest,
-            "transfer",
             single=self._stub.CreateTransfer,
+            batch=self._stub.BatchCreateTransfers,
+            make_batch=_idempotent_batch(ledger_pb2.BatchCreateTransfersRequest),
+            result_field="transfer",
+            what="ledger.CreateTransfer",
         )
         self._posts = _BatchRpc(
             self._call,
-            self._stub.BatchPostTransfers,
-            ledger_pb2.BatchPostTransfersRequest,
-            "transfer",
             single=self._stub.PostTransfer,
-        )
-        # The debtor checks of the payments being created leave together too.
-        self._accounts: Coalescer[str, Any] = Coalescer(
-            self._get_accounts, max_in_flight=1, name="openbank.account.v1.BatchGetLedgerAccounts"
+            batch=self._stub.BatchPostTransfers,
+            make_batch=_idempotent_batch(ledger_pb2.BatchPostTransfersRequest),
+            result_field="transfer",
+            what="ledger.PostTransfer",
         )
 
     async def hold(self, payment: Payment) -> str:
@@ -179,24 +193,13 @@ class GrpcLedger:
 
     async def describe_account(self, account_id: str) -> LedgerAccountInfo:
         """Owner, currency and status of an account (checked before any money moves)."""
-        account = await self._accounts.submit(f"accounts/{account_id}")
+        account = await self._accounts(ledger_pb2.GetLedgerAccountRequest(name=f"accounts/{account_id}"))
         return LedgerAccountInfo(
             account_id=account_id,
             customer_id=account.customer.removeprefix("customers/") or None,
             currency=account.currency_code,
             active=account.status == account_pb2.ACCOUNT_STATUS_ACTIVE,
         )
-
-    async def _get_accounts(self, names: list[str]) -> list[Any]:
-        if len(names) == 1:  # a lone check: the single rpc is the cheaper path
-            request = ledger_pb2.GetLedgerAccountRequest(name=names[0])
-            return [(await self._call(self._stub.GetLedgerAccount, request, "ledger.GetLedgerAccount")).account]
-        answer = await self._call(
-            self._stub.BatchGetLedgerAccounts,
-            ledger_pb2.BatchGetLedgerAccountsRequest(names=names),
-            "ledger.BatchGetLedgerAccounts",
-        )
-        return _item_outcomes(answer.results, len(names), "account")
 
     async def hold_state(self, payment: Payment) -> str | None:
         """PENDING, POSTED, VOIDED or EXPIRED; None when the hold does not exist."""
@@ -220,17 +223,19 @@ class GrpcSettlement:
         # The reservations and commits of the payments in flight leave together, as batch rpcs.
         self._reserves = _BatchRpc(
             self._call,
-            self._positions.BatchReserveObligations,
-            position_pb2.BatchReserveObligationsRequest,
-            "obligation",
             single=self._positions.ReserveObligation,
+            batch=self._positions.BatchReserveObligations,
+            make_batch=_idempotent_batch(position_pb2.BatchReserveObligationsRequest),
+            result_field="obligation",
+            what="settlement.ReserveObligation",
         )
         self._commits = _BatchRpc(
             self._call,
-            self._positions.BatchCommitObligations,
-            position_pb2.BatchCommitObligationsRequest,
-            "obligation",
             single=self._positions.CommitObligation,
+            batch=self._positions.BatchCommitObligations,
+            make_batch=_idempotent_batch(position_pb2.BatchCommitObligationsRequest),
+            result_field="obligation",
+            what="settlement.CommitObligation",
         )
         self._cache_seconds = cache_seconds
         self._participants: list[ParticipantInfo] = []
