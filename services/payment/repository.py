@@ -87,7 +87,7 @@ _STEPS_FOR_PAYMENT = (
 )
 _LAST_SEQ = sa.select(sa.func.coalesce(sa.func.max(payment_events.c.seq), 0))
 _SPENT: dict[str, sa.Select[Any]] = {}
-_HISTORY: dict[tuple[Any, str], sa.Select[Any]] = {}
+_WINDOWS: dict[int, sa.Select[Any]] = {}
 
 
 def _spent_statement(column: str) -> sa.Select[Any]:
@@ -141,44 +141,34 @@ def _counting(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
 
 def _windows_statement(windows: int) -> sa.Select[Any]:
     """The customer's payments per window (``since_w{i}x``), over the longest window's rows only."""
-    key = (windows, "windows")
-    statement = _HISTORY.get(key)
+    statement = _WINDOWS.get(windows)
     if statement is None:
         columns = [_counting(_c.created_at >= _param(f"since_w{index}x", _c.created_at)) for index in range(windows)]
         statement = sa.select(*columns).where(
             _c.customer_id == _param("customer", _c.customer_id),
             _c.created_at >= _param("oldest", _c.created_at),
         )
-        _HISTORY[key] = statement
+        _WINDOWS[windows] = statement
     return statement
 
 
-def _paid_before_statement(creditor: str) -> sa.Select[Any]:
-    """Whether a payment of the customer to the creditor settled: one index seek, not a scan.
-
-    ``creditor`` says how the creditor is matched: by account, by wallet partner, or a missing
-    wallet partner (IS NULL).
-    """
-    key = ((), creditor)
-    statement = _HISTORY.get(key)
-    if statement is None:
-        if creditor == "account":
-            same_creditor = _c.creditor_account_id == _param("creditor", _c.creditor_account_id)
-        elif creditor == "wallet":
-            same_creditor = _c.creditor_wallet_partner_id == _param("creditor", _c.creditor_wallet_partner_id)
-        else:
-            same_creditor = _c.creditor_wallet_partner_id.is_(None)
-        statement = (
-            sa.select(_ONE)
-            .where(
-                _c.customer_id == _param("customer", _c.customer_id),
-                same_creditor,
-                _c.state == PaymentState.SETTLED.name,
-            )
-            .limit(1)
+def _paid_before(same_creditor: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """Whether a payment of the customer to the creditor settled: one index seek, not a scan."""
+    return (
+        sa.select(_ONE)
+        .where(
+            _c.customer_id == _param("customer", _c.customer_id), same_creditor, _c.state == PaymentState.SETTLED.name
         )
-        _HISTORY[key] = statement
-    return statement
+        .limit(1)
+    )
+
+
+# How the creditor is matched: by account, by wallet partner, or a missing wallet partner (IS NULL).
+_PAID_BEFORE = {
+    "account": _paid_before(_c.creditor_account_id == _param("creditor", _c.creditor_account_id)),
+    "wallet": _paid_before(_c.creditor_wallet_partner_id == _param("creditor", _c.creditor_wallet_partner_id)),
+    "no wallet": _paid_before(_c.creditor_wallet_partner_id.is_(None)),
+}
 
 
 def _payment(row: Any) -> Payment:
@@ -455,7 +445,7 @@ class PaymentRepository:
             creditor, paid["creditor"] = "wallet", beneficiary.creditor_wallet_partner_id
         else:
             creditor = "no wallet"  # compared with None: IS NULL
-        paid_before = (await self._connection.execute(_paid_before_statement(creditor), paid)).first() is not None
+        paid_before = (await self._connection.execute(_PAID_BEFORE[creditor], paid)).first() is not None
         return CustomerHistory(
             payments_in_window={seconds: by_window.get(seconds, 0) for seconds in windows},
             paid_beneficiary_before=paid_before,
