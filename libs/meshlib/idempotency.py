@@ -163,9 +163,7 @@ class IdempotencyRepository:
         ).first()
         if row is None:
             return None
-        if row.fingerprint != request_fingerprint:
-            raise request_id_reused(request_id)
-        return bytes(row.response)
+        return SavedAnswer(request_id, row.fingerprint, bytes(row.response)).answer_for(request_fingerprint)
 
     async def lookup_many(self, scope: str, method: str, request_ids: Iterable[str]) -> dict[str, SavedAnswer]:
         """The saved keys among ``request_ids`` (one SELECT), by request id; new keys are absent.
