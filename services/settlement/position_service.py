@@ -111,14 +111,10 @@ class PositionService:
             )
             # Stamp after the locks: the commit time then falls inside the window's open period.
             now = max(now, self._tx.clock())
-            committed = obligation.commit(window.id, now)
-            amount = obligation.amount_minor
-            await uow.positions.save_many(
-                [
-                    positions[obligation.payer_id].commit_outflow(amount, now),
-                    positions[obligation.payee_id].commit_inflow(amount, now),
-                ]
+            committed, payer, payee = obligation.commit_moving(
+                positions[obligation.payer_id], positions[obligation.payee_id], window.id, now
             )
+            await uow.positions.save_many([payer, payee])
             await uow.obligations.update(committed)
             return committed
 

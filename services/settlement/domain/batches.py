@@ -128,15 +128,12 @@ def apply_commits(
             if obligation.state is ObligationState.RELEASED:
                 obligation.commit("", now)  # raises OBLIGATION_ALREADY_RELEASED
             if obligation.state is ObligationState.RESERVED:
-                committed = obligation.commit(windows[obligation.currency], now)
                 payer = (obligation.payer_id, obligation.currency)
                 payee = (obligation.payee_id, obligation.currency)
-                positions[payer] = outcome.positions[payer] = positions[payer].commit_outflow(
-                    obligation.amount_minor, now
+                committed, positions[payer], positions[payee] = obligation.commit_moving(
+                    positions[payer], positions[payee], windows[obligation.currency], now
                 )
-                positions[payee] = outcome.positions[payee] = positions[payee].commit_inflow(
-                    obligation.amount_minor, now
-                )
+                outcome.positions[payer], outcome.positions[payee] = positions[payer], positions[payee]
                 outcome.obligations.append(committed)
                 obligation = committed
         except MeshError as error:

@@ -87,6 +87,14 @@ class Obligation:
             return self
         return replace(self, state=ObligationState.COMMITTED, window_id=window_id, updated_at=now)
 
+    def commit_moving(
+        self, payer: Position, payee: Position, window_id: str, now: dt.datetime
+    ) -> tuple[Obligation, Position, Position]:
+        """A RESERVED obligation COMMITTED into ``window_id``, with its amount moved from the
+        payer's reservation into its net (outflow) and into the payee's net (inflow)."""
+        amount = self.amount_minor
+        return self.commit(window_id, now), payer.commit_outflow(amount, now), payee.commit_inflow(amount, now)
+
     def release(self, now: dt.datetime) -> Obligation:
         """RELEASED; releasing twice is the caller's no-op, a committed one cannot be released."""
         if self.state is ObligationState.COMMITTED:
