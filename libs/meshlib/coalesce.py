@@ -143,11 +143,6 @@ class Coalescer(Generic[ItemT, ResultT]):
         ):
             return await self._send(items)
 
-    async def close(self) -> None:
-        """Wait for the batches already sent (at shutdown)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
 
 async def together_or_alone(
     items: list[ItemT],

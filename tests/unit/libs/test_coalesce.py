@@ -102,7 +102,6 @@ async def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
     leaving.cancel()
     recorder.gate.set()
     assert await staying == 40
-    await coalescer.close()
 
 
 async def test_a_lone_callers_batch_runs_in_its_context_and_a_shared_batch_in_none() -> None:
