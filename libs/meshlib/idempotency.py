@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -217,3 +217,8 @@ class IdempotencyRepository:
 def upsert(dialect: str) -> Any:
     """The dialect's INSERT ... ON CONFLICT constructor (for repositories that need it)."""
     return pg_insert if dialect == "postgresql" else sqlite_insert
+
+
+def upsert_by_dialect(build: Callable[[Any], Any]) -> dict[str, Any]:
+    """One prebuilt ``INSERT ... ON CONFLICT`` per dialect (``build`` gets the dialect's constructor)."""
+    return {name: build(upsert(name)) for name in ("postgresql", "sqlite")}

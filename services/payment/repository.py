@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from meshlib.idempotency import upsert_by_dialect
 from meshlib.money import Amount
 from meshlib.storage import as_utc
 from services.payment.domain.checks import CustomerHistory
@@ -104,31 +105,24 @@ def _spent_statement(column: str) -> sa.Select[Any]:
     return statement
 
 
-_ADD_TO_TOTALS: dict[str, sa.Insert] = {}
+def _totals_upsert(insert: Any) -> sa.Insert:
+    """Upsert adding ``n`` payments and ``amount`` to a customer's totals."""
+    base = insert(customer_totals).values(
+        customer_id=_param("customer", _t.customer_id),
+        currency=_param("cur", _t.currency),
+        payments=_param("n", _t.payments),
+        amount_minor=_param("amount", _t.amount_minor),
+    )
+    return base.on_conflict_do_update(
+        index_elements=[_t.customer_id, _t.currency],
+        set_={
+            "payments": _t.payments + base.excluded.payments,
+            "amount_minor": _t.amount_minor + base.excluded.amount_minor,
+        },
+    )
 
 
-def _add_to_totals_statement(dialect: str) -> sa.Insert:
-    """Upsert adding ``n`` payments and ``amount`` to a customer's totals (built once per dialect)."""
-    statement = _ADD_TO_TOTALS.get(dialect)
-    if statement is None:
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        base = insert(customer_totals).values(
-            customer_id=_param("customer", _t.customer_id),
-            currency=_param("cur", _t.currency),
-            payments=_param("n", _t.payments),
-            amount_minor=_param("amount", _t.amount_minor),
-        )
-        statement = base.on_conflict_do_update(
-            index_elements=[_t.customer_id, _t.currency],
-            set_={
-                "payments": _t.payments + base.excluded.payments,
-                "amount_minor": _t.amount_minor + base.excluded.amount_minor,
-            },
-        )
-        _ADD_TO_TOTALS[dialect] = statement
-    return statement
+_ADD_TO_TOTALS = upsert_by_dialect(_totals_upsert)
 
 
 _ONE, _ZERO = sa.literal_column("1"), sa.literal_column("0")
@@ -455,7 +449,7 @@ class PaymentRepository:
 
     async def _add_to_totals(self, customer_id: str, currency: str, payments_delta: int, amount_delta: int) -> None:
         await self._connection.execute(
-            _add_to_totals_statement(self._connection.dialect.name),
+            _ADD_TO_TOTALS[self._connection.dialect.name],
             {"customer": customer_id, "cur": currency, "n": payments_delta, "amount": amount_delta},
         )
 

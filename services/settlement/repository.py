@@ -14,13 +14,13 @@ compiled-cache hit. (The idempotency keys' statements are meshlib's.)
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from meshlib.idempotency import upsert
+from meshlib.idempotency import upsert, upsert_by_dialect
 from meshlib.storage import BulkInsert, as_utc
 from services.settlement.domain.obligations import Obligation, ObligationState, Position
 from services.settlement.domain.participants import (
@@ -38,11 +38,6 @@ from services.settlement.tables import (
     positions,
     settlement_windows,
 )
-
-
-def _by_dialect(build: Callable[[Any], Any]) -> dict[str, Any]:
-    """One prebuilt ``INSERT ... ON CONFLICT`` per dialect (``upsert`` picks the constructor)."""
-    return {name: build(upsert(name)) for name in ("postgresql", "sqlite")}
 
 
 def _locking(query: sa.Select) -> dict[str | None, sa.Select]:
@@ -74,7 +69,7 @@ _POSITIONS_FOR_UPDATE = (
     .order_by(positions.c.participant_id)
     .with_for_update()
 )
-_POSITION_CREATE = _by_dialect(
+_POSITION_CREATE = upsert_by_dialect(
     lambda insert: (
         insert(positions)
         .values(
@@ -115,7 +110,7 @@ _WINDOW_TOTALS = (
     .where(obligations.c.window_id.in_(_IDS))
     .group_by(obligations.c.window_id)
 )
-_WINDOW_ADD_OPEN = _by_dialect(
+_WINDOW_ADD_OPEN = upsert_by_dialect(
     lambda insert: (
         insert(settlement_windows)
         .values(
