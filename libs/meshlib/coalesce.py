@@ -23,6 +23,7 @@ from typing import Generic, TypeVar
 
 from opentelemetry import trace
 
+from meshlib.metrics import record_coalesced_batch
 from meshlib.telemetry import tracer, tracing_enabled
 
 log = logging.getLogger("meshlib.coalesce")
@@ -90,6 +91,7 @@ class Coalescer(Generic[ItemT, ResultT]):
             batch = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]
             self._in_flight += 1
+            record_coalesced_batch(self._name, len(batch))
             # A lone caller's item runs in its own context; a shared batch in a clean one.
             context = batch[0][2] if len(batch) == 1 else self._context.copy()
             task = loop.create_task(self._run(loop, batch), context=context)

@@ -226,6 +226,14 @@ SETTLEMENT_POSITION_CAP = Gauge(
     ("participant", "currency"),
     registry=REGISTRY,
 )
+COALESCED_BATCH_ITEMS = Histogram(
+    "openbank_coalesced_batch_items",
+    "Items per coalesced batch (a batch rpc or a group commit), by batch kind: small batches under load "
+    "mean each call's fixed cost is paid often.",
+    ("batch",),
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+    registry=REGISTRY,
+)
 
 # The names alert rules and dashboards may use, as Prometheus exposes them.
 METRIC_NAMES = frozenset(
@@ -243,6 +251,9 @@ METRIC_NAMES = frozenset(
         "openbank_settlement_position_minor",
         "openbank_settlement_exposure_minor",
         "openbank_settlement_position_cap_minor",
+        "openbank_coalesced_batch_items_bucket",
+        "openbank_coalesced_batch_items_count",
+        "openbank_coalesced_batch_items_sum",
     }
 )
 
@@ -260,6 +271,11 @@ def set_payments_in_state(state: str, count: int) -> None:
 def set_oldest_unfinished_payment_age(seconds: float) -> None:
     """Publish the age of the oldest payment not yet final (0 when there is none)."""
     OLDEST_UNFINISHED_PAYMENT_AGE.set(max(0.0, seconds))
+
+
+def record_coalesced_batch(batch: str, items: int) -> None:
+    """Observe the size of one coalesced batch of kind ``batch`` as it leaves."""
+    COALESCED_BATCH_ITEMS.labels(batch).observe(items)
 
 
 def record_ratelimit_decision(rate_limit_class: str, allowed: bool) -> None:

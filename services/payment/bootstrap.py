@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
+from meshlib.admission import WaveAdmission
 from meshlib.app import Runtime, ServiceSpec, Wiring
 from meshlib.auth.consent import ConsentLookup
 from meshlib.errors import Unavailable
@@ -128,6 +129,9 @@ async def wire(
         lease=lease,
         saga_inline=settings.saga_inline,
         accounts=ledger,
+        admission=WaveAdmission(max_waves=settings.admission_waves, release_after=settings.admission_release_seconds)
+        if settings.admission_waves
+        else None,
     )
     queries = PaymentQueries(uow, consents)
     events = PaymentEvents(

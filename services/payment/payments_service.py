@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from meshlib.admission import WaveAdmission
 from meshlib.auth.consent import ConsentLookup
 from meshlib.coalesce import Coalescer, together_or_alone
 from meshlib.errors import FailedPrecondition, InvalidArgument, MeshError, NotFound, ResourceExhausted
@@ -96,6 +97,7 @@ class PaymentCommands:
         saga_inline: bool = True,
         clock: Clock = utc_now,
         accounts: AccountDirectory | None = None,
+        admission: WaveAdmission | None = None,
     ) -> None:
         self._uow = uow
         self._accounts = accounts
@@ -107,6 +109,8 @@ class PaymentCommands:
         self._lease = lease
         self._saga_inline = saga_inline
         self._clock = clock
+        # Payments start in waves, so each of their downstream calls and transactions is one batch.
+        self._admission = admission
         # Group commit: the recording transactions of the payments being created share one.
         self._recorder: Coalescer[Recording, tuple[Payment, bool]] = Coalescer(
             self._record_many, max_in_flight=1, name="payment.create.group_commit"
@@ -119,6 +123,15 @@ class PaymentCommands:
 
     async def create(self, partner_id: str, consent_id: str, new: NewPayment) -> Payment:
         """Check, record (RECEIVED) and run the saga; a replay answers the same payment as it is now.
+
+        Admitted with the next wave of payments when the service has an admission policy.
+        """
+        if self._admission is None:
+            return await self._create(partner_id, consent_id, new)
+        return await self._admission.run(lambda: self._create(partner_id, consent_id, new))
+
+    async def _create(self, partner_id: str, consent_id: str, new: NewPayment) -> Payment:
+        """The payment's checks, recording transaction and saga (see :meth:`create`).
 
         The request_id is looked up in the recording transaction, and before that only when a
         check fails (a replay must get its first answer even if, say, the consent was revoked

@@ -28,6 +28,11 @@ class PaymentSettings(ServiceSettings):
     recovery_interval_seconds: float = Field(default=5.0, ge=0)
     # Drive the saga inside CreatePayment (normal); False leaves it to recovery (tests).
     saga_inline: bool = True
+    # CreatePayments start in waves (meshlib.admission): at most this many waves at a time, so
+    # the payments of a wave share each downstream batch; 0 starts each payment at once.
+    admission_waves: int = Field(default=1, ge=0, le=64)
+    # A wave frees its slot after this long even if some of its payments still run.
+    admission_release_seconds: float = Field(default=0.5, gt=0, le=30)
     # YAML file of velocity rules (configuration, not code).
     velocity_rules_file: Path = DEFAULT_RULES_FILE
     # How long partner limits and settlement participants are cached.

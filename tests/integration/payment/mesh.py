@@ -6,6 +6,7 @@ service token from it, a fake consent lookup and fake partner limits (identity i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import uuid
@@ -55,9 +56,13 @@ class FakeConsents:
 
     def __init__(self) -> None:
         self.views: dict[str, ConsentView] = {}
+        # A lookup of a consent listed here waits until its event is set (to hold a payment back).
+        self.gates: dict[str, asyncio.Event] = {}
 
     async def get(self, consent_id: str, *, partner_id: str) -> ConsentView:
         """The consent if it is the partner's."""
+        if consent_id in self.gates:
+            await self.gates[consent_id].wait()
         view = self.views.get(consent_id)
         if view is None or view.partner_id != partner_id:
             raise NotFound("consent not found")
