@@ -8,21 +8,22 @@ import datetime as dt
 import json
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from meshlib.admission import WaveAdmission
-from meshlib.auth.consent import ConsentLookup
+from meshlib.auth.consent import ConsentLookup, ConsentView
 from meshlib.coalesce import Coalescer, together_or_alone
 from meshlib.errors import FailedPrecondition, InvalidArgument, MeshError, NotFound, ResourceExhausted
+from meshlib.idempotency import SavedAnswer
 from meshlib.ids import time_ordered_id
 from meshlib.money import Amount
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
 from meshlib.periodic import Periodic
 from meshlib.storage import retry_on_conflict
 from services.payment.domain import checks
-from services.payment.domain.checks import PartnerLimits, VelocityRules
+from services.payment.domain.checks import CustomerHistory, PartnerLimits, VelocityRules
 from services.payment.domain.payments import ParticipantInfo, Payment, PaymentState
 from services.payment.repository import PaymentEvent, SagaStep
 from services.payment.saga import PaymentSaga, RecoveryResult, current_trace_id
@@ -71,8 +72,121 @@ class NewPayment:
     end_to_end_id: str = ""
 
 
-# A CreatePayment's recording transaction body: checks in the writers' critical section, then the rows.
-Recording = Callable[[PaymentUnitOfWork], Awaitable[tuple[Payment, bool]]]
+@dataclass(frozen=True)
+class Recording:
+    """A CreatePayment past its checks outside the database, waiting for its recording transaction."""
+
+    partner_id: str
+    consent: ConsentView
+    limits: PartnerLimits
+    new: NewPayment
+    payment: Payment
+    trace_id: str
+
+
+class _RecordingGroup:
+    """What the payments recorded together need to know, read once per group and carried forward.
+
+    The database part (spent sums, customer histories, saved request ids) is read on first
+    use; the payments accepted earlier in the group, not written yet, are added in memory, so
+    each payment sees exactly what it would see if the ones before it were recorded.
+    """
+
+    def __init__(self, uow: PaymentUnitOfWork, rules: VelocityRules, now: dt.datetime) -> None:
+        self._uow = uow
+        self._rules = rules
+        self._now = now
+        self._saved: dict[tuple[str, str], SavedAnswer] = {}
+        self._replayable: dict[str, Payment] = {}
+        self._sums: dict[tuple[str, str, str, dt.datetime], int] = {}
+        self._histories: dict[tuple[str, str, str, str | None], CustomerHistory] = {}
+        self._accepted: list[Payment] = []
+        self._answers: dict[str, list[tuple[str, str, bytes]]] = {}
+
+    async def load_saved(self, recordings: list[Recording]) -> None:
+        """The saved answers of the group's request ids (a statement per partner), and their payments."""
+        partners: dict[str, list[str]] = {}
+        for recording in recordings:
+            partners.setdefault(recording.partner_id, []).append(recording.new.request_id)
+        for partner_id, request_ids in partners.items():
+            found = await self._uow.idempotency.lookup_many(partner_id, CREATE_METHOD, request_ids)
+            self._saved.update({(partner_id, request_id): answer for request_id, answer in found.items()})
+        if self._saved:
+            ids = sorted({answer.response.decode() for answer in self._saved.values()})
+            self._replayable.update(await self._uow.payments.get_many(ids))
+
+    def replay(self, recording: Recording) -> Payment | None:
+        """The payment a request_id seen before answers (REQUEST_ID_REUSED for another payload)."""
+        saved = self._saved.get((recording.partner_id, recording.new.request_id))
+        if saved is None:
+            return None
+        payment = self._replayable.get(saved.answer_for(recording.new.fingerprint).decode())
+        assert payment is not None, "a saved CreatePayment answer names a stored payment"
+        return payment
+
+    async def check(self, recording: Recording, payment: Payment) -> None:
+        """The consent's and partner's limits and the velocity rules, given everything before it."""
+        consent, limits, amount = recording.consent, recording.limits, payment.amount
+        spent = 0
+        # A sum is read only when a limit needs it: it reads every counted payment of the
+        # period (running totals would make it O(1); docs/benchmarks.md).
+        if consent.period_limit_minor is not None:
+            spent = await self._spent(
+                "consent_id", payment.consent_id, amount.currency, checks.period_start(consent.period, self._now)
+            )
+        checks.check_consent_limits(consent, amount, spent)
+        spent_today = 0
+        if limits.daily_minor is not None:
+            spent_today = await self._spent(
+                "partner_id", payment.partner_id, amount.currency, checks.day_start(self._now)
+            )
+        checks.check_partner_limits(limits, amount, spent_today)
+        self._rules.check(amount, await self._history(payment))
+
+    def accept(self, recording: Recording, stored: Payment) -> None:
+        """Count an accepted payment for the ones after it, and save its answer with the group."""
+        self._accepted.append(stored)
+        self._replayable[stored.payment_id] = stored
+        answer = SavedAnswer(recording.new.request_id, recording.new.fingerprint, stored.payment_id.encode())
+        self._saved[(recording.partner_id, recording.new.request_id)] = answer
+        self._answers.setdefault(recording.partner_id, []).append(
+            (answer.request_id, answer.fingerprint, answer.response)
+        )
+
+    def new_answers(self) -> dict[str, list[tuple[str, str, bytes]]]:
+        """The accepted payments' idempotency answers, by partner (the key's scope)."""
+        return self._answers
+
+    async def _spent(self, column: str, value: str, currency: str, since: dt.datetime) -> int:
+        key = (column, value, currency, since)
+        if key not in self._sums:
+            self._sums[key] = await self._uow.payments.spent(column, value, currency, since)
+        earlier = sum(
+            p.amount.minor_units
+            for p in self._accepted
+            if getattr(p, column) == value and p.amount.currency == currency and p.created_at >= since
+        )
+        return self._sums[key] + earlier
+
+    async def _history(self, payment: Payment) -> CustomerHistory:
+        key = (
+            payment.customer_id,
+            payment.amount.currency,
+            payment.creditor_account_id or "",
+            payment.creditor_wallet_partner_id,
+        )
+        history = self._histories.get(key)
+        if history is None:
+            history = await self._uow.payments.customer_history(
+                payment.customer_id, payment, self._rules.windows, self._now
+            )
+            self._histories[key] = history
+        for earlier in self._accepted:
+            if earlier.customer_id == payment.customer_id:
+                history = history.plus_new_payment(
+                    earlier.amount.minor_units, same_currency=earlier.amount.currency == payment.amount.currency
+                )
+        return history
 
 
 class AccountDirectory(Protocol):
@@ -171,53 +285,18 @@ class PaymentCommands:
             payee_participant_id=payee,
         )
 
-        async def record(uow: PaymentUnitOfWork) -> tuple[Payment, bool]:
-            saved = await uow.idempotency.lookup(partner_id, CREATE_METHOD, new.request_id, new.fingerprint)
-            if saved is not None:  # a concurrent duplicate won
-                found = await uow.payments.get(saved.decode())
-                assert found is not None
-                return found, False
-            # Sums read in the writers' critical section: concurrent payments cannot both slip under a limit.
-            # A sum is read only when a limit needs it: it reads every counted payment of the
-            # period (running totals would make it O(1); docs/benchmarks.md).
-            spent = 0
-            if consent.period_limit_minor is not None:
-                spent = await uow.payments.spent(
-                    "consent_id", consent_id, new.amount.currency, checks.period_start(consent.period, now)
-                )
-            checks.check_consent_limits(consent, new.amount, spent)
-            spent_today = 0
-            if limits.daily_minor is not None:
-                spent_today = await uow.payments.spent(
-                    "partner_id", partner_id, new.amount.currency, checks.day_start(now)
-                )
-            checks.check_partner_limits(limits, new.amount, spent_today)
-            history = await uow.payments.customer_history(payment.customer_id, payment, self._rules.windows, now)
-            self._rules.check(new.amount, history)
-            stored = payment
-            if self._saga_inline:
-                # Same transaction: accepted, and the hold recorded as started (one commit less).
-                stored = await self._saga.start_in(uow, payment, now)
-            else:
-                await uow.payments.add(payment, lease_until=now + self._lease)
-                await uow.steps.add(SagaStep(payment.payment_id, "validate", "succeeded", "", current_trace_id(), now))
-                await uow.events.add(payment, None, PaymentState.RECEIVED, "", now)
-            await uow.idempotency.save(
-                partner_id, CREATE_METHOD, new.request_id, new.fingerprint, payment.payment_id.encode(), now
-            )
-            return stored, True
-
-        stored, created = await self._recorder.submit(record)
+        stored, created = await self._recorder.submit(
+            Recording(partner_id, consent, limits, new, payment, current_trace_id())
+        )
         if created and self._saga_inline:
             return await self._saga.run(stored.payment_id, hold_started=True, payment=stored)
         return stored
 
     async def _record_many(self, recordings: list[Recording]) -> list[tuple[Payment, bool] | BaseException]:
-        """Run the payments' recording bodies in one transaction, each under its own SAVEPOINT.
+        """Record the payments created together in one transaction (group commit).
 
-        In order, so each sees the ones before it (limits and velocity stay exact); a refused
-        payment rolls back to its savepoint only. If the shared transaction itself fails, each
-        recording runs alone in its own transaction, retried on conflict as before.
+        If the shared transaction itself fails (a write, not a refusal), each payment is
+        recorded alone in its own transaction, retried on conflict as before.
         """
         return await together_or_alone(
             recordings,
@@ -227,26 +306,63 @@ class PaymentCommands:
         )
 
     async def _record_together(self, recordings: list[Recording]) -> list[tuple[Payment, bool] | BaseException]:
-        outcomes: list[tuple[Payment, bool] | BaseException] = []
         async with self._uow() as uow:
-            for recording in recordings:
-                savepoint = await uow.connection.begin_nested()
-                try:
-                    outcome = await recording(uow)
-                except MeshError as refused:
-                    await savepoint.rollback()
-                    outcomes.append(refused)
-                    continue
-                await savepoint.commit()
-                outcomes.append(outcome)
+            outcomes = await self._record_in(uow, recordings)
             await uow.commit()
         return outcomes
 
     async def _record_alone(self, recording: Recording) -> tuple[Payment, bool]:
-        async with self._uow() as uow:
-            outcome = await recording(uow)
-            await uow.commit()
+        (outcome,) = await self._record_together([recording])
+        if isinstance(outcome, BaseException):
+            raise outcome
         return outcome
+
+    async def _record_in(
+        self, uow: PaymentUnitOfWork, recordings: list[Recording]
+    ) -> list[tuple[Payment, bool] | BaseException]:
+        """The recording transaction of payments created together: checks in order, then the rows.
+
+        Each payment is checked in the writers' critical section as if the ones before it were
+        already recorded (limits and velocity rules stay exact: the sums read once are carried
+        forward in memory), a refused payment writes nothing, and a request_id seen earlier
+        (saved, or earlier in the group) answers its payment. The accepted ones are written
+        together: a statement per table, not per payment. All are stamped with one time, the
+        moment they are recorded.
+        """
+        now = self._clock()
+        group = _RecordingGroup(uow, self._rules, now)
+        await group.load_saved(recordings)
+        outcomes: list[tuple[Payment, bool] | BaseException] = []
+        accepted: list[tuple[Payment, str]] = []
+        for recording in recordings:
+            try:
+                replayed = group.replay(recording)
+                if replayed is not None:
+                    outcomes.append((replayed, False))
+                    continue
+                payment = dataclasses.replace(recording.payment, created_at=now, updated_at=now)
+                await group.check(recording, payment)
+            except MeshError as refused:
+                outcomes.append(refused)
+                continue
+            stored = dataclasses.replace(payment, state=PaymentState.ACCEPTED) if self._saga_inline else payment
+            group.accept(recording, stored)
+            accepted.append((payment, recording.trace_id))
+            outcomes.append((stored, True))
+        if not accepted:
+            return outcomes
+        if self._saga_inline:
+            # Accepted, and the holds recorded as started, in this transaction (one commit less).
+            await self._saga.start_in(uow, accepted, now)
+        else:
+            await uow.payments.add_many([payment for payment, _ in accepted], lease_until=now + self._lease)
+            await uow.steps.add_many(
+                [SagaStep(payment.payment_id, "validate", "succeeded", "", trace, now) for payment, trace in accepted]
+            )
+            await uow.events.add_many([(payment, None, PaymentState.RECEIVED) for payment, _ in accepted], now)
+        for partner_id, answers in group.new_answers().items():
+            await uow.idempotency.save_many(partner_id, CREATE_METHOD, answers, now)
+        return outcomes
 
     async def _route(self, partner_id: str, new: NewPayment) -> tuple[str, str, str]:
         """Where the ledger credits the money, and the settlement payer/payee (empty if none)."""

@@ -165,6 +165,33 @@ _PAID_BEFORE = {
 }
 
 
+def _payment_row(payment: Payment, lease_until: dt.datetime | None, hold_requested: bool) -> dict[str, Any]:
+    return {
+        "payment_id": payment.payment_id,
+        "partner_id": payment.partner_id,
+        "consent_id": payment.consent_id,
+        "debtor_account_id": payment.debtor_account_id,
+        "creditor_account_id": payment.creditor_account_id,
+        "creditor_wallet_partner_id": payment.creditor_wallet_partner_id,
+        "currency": payment.amount.currency,
+        "amount_minor": payment.amount.minor_units,
+        "payment_type": payment.payment_type,
+        "state": payment.state.name,
+        "status_reason": payment.status_reason,
+        "status_reason_message": payment.status_reason_message,
+        "remittance_information": payment.remittance_information,
+        "end_to_end_id": payment.end_to_end_id,
+        "created_at": payment.created_at,
+        "updated_at": payment.updated_at,
+        "customer_id": payment.customer_id,
+        "creditor_ledger_account_id": payment.creditor_ledger_account_id,
+        "payer_participant_id": payment.payer_participant_id,
+        "payee_participant_id": payment.payee_participant_id,
+        "lease_until": lease_until,
+        "hold_requested": hold_requested,
+    }
+
+
 def _payment(row: Any) -> Payment:
     return Payment(
         payment_id=row.payment_id,
@@ -235,35 +262,25 @@ class PaymentRepository:
     ) -> None:
         """Store a new payment (``lease_until``: the creating driver owns its saga until then;
         ``hold_requested``: its hold is about to be sent)."""
-        await self._connection.execute(
-            _INSERT_PAYMENT,
-            {
-                "payment_id": payment.payment_id,
-                "partner_id": payment.partner_id,
-                "consent_id": payment.consent_id,
-                "debtor_account_id": payment.debtor_account_id,
-                "creditor_account_id": payment.creditor_account_id,
-                "creditor_wallet_partner_id": payment.creditor_wallet_partner_id,
-                "currency": payment.amount.currency,
-                "amount_minor": payment.amount.minor_units,
-                "payment_type": payment.payment_type,
-                "state": payment.state.name,
-                "status_reason": payment.status_reason,
-                "status_reason_message": payment.status_reason_message,
-                "remittance_information": payment.remittance_information,
-                "end_to_end_id": payment.end_to_end_id,
-                "created_at": payment.created_at,
-                "updated_at": payment.updated_at,
-                "customer_id": payment.customer_id,
-                "creditor_ledger_account_id": payment.creditor_ledger_account_id,
-                "payer_participant_id": payment.payer_participant_id,
-                "payee_participant_id": payment.payee_participant_id,
-                "lease_until": lease_until,
-                "hold_requested": hold_requested,
-            },
-        )
-        if payment.state.name not in NOT_COUNTED:
-            await self._add_to_totals(payment.customer_id, payment.amount.currency, 1, payment.amount.minor_units)
+        await self.add_many([payment], lease_until=lease_until, hold_requested=hold_requested)
+
+    async def add_many(
+        self, new: list[Payment], *, lease_until: dt.datetime | None = None, hold_requested: bool = False
+    ) -> None:
+        """Store new payments (one executemany), and add the counted ones to their customers'
+        totals (one upsert per customer and currency); the flags as :meth:`add`."""
+        if not new:
+            return
+        rows = [_payment_row(payment, lease_until, hold_requested) for payment in new]
+        await self._connection.execute(_INSERT_PAYMENT, rows if len(rows) > 1 else rows[0])
+        totals: dict[tuple[str, str], list[int]] = {}
+        for payment in new:
+            if payment.state.name not in NOT_COUNTED:
+                counted = totals.setdefault((payment.customer_id, payment.amount.currency), [0, 0])
+                counted[0] += 1
+                counted[1] += payment.amount.minor_units
+        for (customer_id, currency), (count, amount) in totals.items():
+            await self._add_to_totals(customer_id, currency, count, amount)
 
     async def move(
         self,
@@ -445,6 +462,7 @@ class PaymentRepository:
             paid_beneficiary_before=paid_before,
             average_amount_minor=amount / count if count else 0.0,
             history_count=count,
+            total_amount_minor=amount,
         )
 
     async def _add_to_totals(self, customer_id: str, currency: str, payments_delta: int, amount_delta: int) -> None:

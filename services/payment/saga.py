@@ -269,25 +269,34 @@ class PaymentSaga:
             await uow.payments.renew_many([write.payment_id for write in present], now, self._lease)
         return stored, changes
 
-    async def start_in(self, uow: PaymentUnitOfWork, payment: Payment, now: dt.datetime) -> Payment:
-        """In CreatePayment's transaction: store the new (RECEIVED) payment already accepted, its
-        hold requested and leased, with its validation and first calls recorded as started.
+    async def start_in(self, uow: PaymentUnitOfWork, new: list[tuple[Payment, str]], now: dt.datetime) -> list[Payment]:
+        """In CreatePayment's transaction: store new (RECEIVED) payments already accepted, their
+        holds requested and leased, with their validation and first calls recorded as started
+        (``new``: each payment with the trace id of the call that created it).
 
-        Written as the row it ends up as, not inserted and then moved: one insert per table
-        (both events, RECEIVED then ACCEPTED, still go to the outbox). Returns it as stored.
+        Written as the rows they end up as, not inserted and then moved: one statement per table
+        (both events, RECEIVED then ACCEPTED, still go to the outbox). Returns them as stored.
         """
-        accepted = dataclasses.replace(payment, state=PaymentState.ACCEPTED)
-        await uow.payments.add(accepted, lease_until=now + self._lease, hold_requested=True)
-        trace_id = current_trace_id()
+        accepted = [dataclasses.replace(payment, state=PaymentState.ACCEPTED) for payment, _ in new]
+        await uow.payments.add_many(accepted, lease_until=now + self._lease, hold_requested=True)
         validated = ("validate", "succeeded", "")
         await uow.steps.add_many(
             [
                 SagaStep(payment.payment_id, step, outcome, detail, trace_id, now)
+                for payment, trace_id in new
                 for step, outcome, detail in (validated, *_first_calls(payment))
             ]
         )
         await uow.events.add_many(
-            [(payment, None, PaymentState.RECEIVED), (payment, PaymentState.RECEIVED, PaymentState.ACCEPTED)], now
+            [
+                change
+                for payment, _ in new
+                for change in (
+                    (payment, None, PaymentState.RECEIVED),
+                    (payment, PaymentState.RECEIVED, PaymentState.ACCEPTED),
+                )
+            ],
+            now,
         )
         return accepted
 

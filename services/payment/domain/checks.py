@@ -131,6 +131,24 @@ class CustomerHistory:
     paid_beneficiary_before: bool = False
     average_amount_minor: float = 0.0
     history_count: int = 0
+    total_amount_minor: int = 0  # of the history_count payments (the average's numerator)
+
+    def plus_new_payment(self, amount_minor: int, *, same_currency: bool) -> CustomerHistory:
+        """The history once one more payment of the customer, made just now, is recorded.
+
+        It counts in every window; in the count and the average only in the history's own
+        currency. It is not settled, so ``paid_beneficiary_before`` stays as it is.
+        """
+        count, total = self.history_count, self.total_amount_minor
+        if same_currency:
+            count, total = count + 1, total + amount_minor
+        return CustomerHistory(
+            payments_in_window={seconds: n + 1 for seconds, n in self.payments_in_window.items()},
+            paid_beneficiary_before=self.paid_beneficiary_before,
+            average_amount_minor=total / count if count else 0.0,
+            history_count=count,
+            total_amount_minor=total,
+        )
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """CreatePayment's recording transactions of payments created together share one transaction:
-each under its own SAVEPOINT, so a refused payment rolls back alone, and in order, so limits
-stay exact; a failed shared transaction falls back to one transaction each."""
+checked in order as if the ones before were recorded (limits and velocity rules stay exact), a
+refused payment writes nothing, a request_id seen before answers its payment, and a failed
+shared transaction falls back to one transaction each."""
 
 from __future__ import annotations
 
@@ -10,73 +11,115 @@ import uuid
 import grpc
 import sqlalchemy as sa
 
-from meshlib.errors import FailedPrecondition
+from meshlib.auth.consent import ConsentView
+from meshlib.errors import AlreadyExists, FailedPrecondition
+from meshlib.money import Amount
 from meshlib.storage import Database
-from services.payment.domain.checks import VelocityRules
-from services.payment.domain.payments import Payment
-from services.payment.payments_service import PaymentCommands
-from services.payment.tables import payments
-from services.payment.unit_of_work import PaymentUnitOfWork
+from services.payment.domain.checks import PartnerLimits, VelocityRule, VelocityRules
+from services.payment.domain.payments import PaymentState
+from services.payment.payments_service import NewPayment, PaymentCommands, Recording
+from services.payment.saga import PaymentSaga
+from services.payment.tables import customer_totals, idempotency_keys, payment_events, payments
 from tests.integration.payment.mesh import running_mesh, standard_mesh
-from tests.integration.payment.samples import LEASE, CountingUnitsOfWork, sample_payment
+from tests.integration.payment.samples import LEASE, NOW, CountingUnitsOfWork, sample_payment
 
 
-def _commands(units: CountingUnitsOfWork) -> PaymentCommands:
+def _commands(units: CountingUnitsOfWork, rules: VelocityRules | None = None) -> PaymentCommands:
     return PaymentCommands(
         units,
-        saga=None,
-        consents=None,
-        partners=None,
+        saga=PaymentSaga(units, ledger=None, positions=None, lease=LEASE, clock=lambda: NOW),  # type: ignore[arg-type]
+        consents=None,  # type: ignore[arg-type]
+        partners=None,  # type: ignore[arg-type]
         participants=None,  # type: ignore[arg-type]
-        rules=VelocityRules(),
+        rules=rules or VelocityRules(),
         lease=LEASE,
+        clock=lambda: NOW,
     )
 
 
-def _adding(payment: Payment, *, refuse: bool = False):  # type: ignore[no-untyped-def]
-    async def recording(uow: PaymentUnitOfWork) -> tuple[Payment, bool]:
-        await uow.payments.add(payment)
-        if refuse:  # refused after writing: its savepoint must take the row back
-            raise FailedPrecondition("refused", reason="CONSENT_LIMIT_EXCEEDED")
-        return payment, True
+def _recording(payment_id: str, *, request_id: str = "", amount: int = 1000, **consent: object) -> Recording:
+    payment = sample_payment(payment_id, amount=Amount("EUR", amount))
+    view = ConsentView(
+        consent_id="c1",
+        partner_id="p1",
+        customer_id="cust1",
+        state="AUTHORISED",
+        paused=False,
+        permissions=frozenset({"INITIATE_PAYMENTS"}),
+        account_ids=frozenset({"a1"}),
+        expires_at=None,
+        **consent,  # type: ignore[arg-type]
+    )
+    new = NewPayment(request_id or f"req-{payment_id}", f"fp-{amount}", "a1", "a2", None, payment.amount, "DOMESTIC")
+    return Recording("p1", view, PartnerLimits("p1"), new, payment, "")
 
-    return recording
 
-
-async def _stored_ids(database: Database) -> list[str]:
+async def _rows(database: Database, table: sa.Table, column: str) -> list[str]:
     async with database.engine.connect() as connection:
-        return sorted((await connection.execute(sa.select(payments.c.payment_id))).scalars())
+        return sorted((await connection.execute(sa.select(table.c[column]))).scalars())
 
 
-async def test_recordings_share_one_transaction_and_a_refusal_rolls_back_alone(database: Database) -> None:
+async def test_recordings_share_one_transaction_and_a_refused_payment_writes_nothing(database: Database) -> None:
     units = CountingUnitsOfWork(database)
     commands = _commands(units)
+    limit = {"period_limit_minor": 2_500, "limit_currency": "EUR", "period": "DAY"}
     outcomes = await asyncio.gather(
-        commands._recorder.submit(_adding(sample_payment("p1"))),
-        commands._recorder.submit(_adding(sample_payment("p2"), refuse=True)),
-        commands._recorder.submit(_adding(sample_payment("p3"))),
+        *(commands._recorder.submit(_recording(f"p{i}", **limit)) for i in range(1, 4)), return_exceptions=True
+    )
+    # 1,000 + 1,000 fit under 2,500; the third would make 3,000: refused as if the two were stored.
+    assert isinstance(outcomes[2], FailedPrecondition) and outcomes[2].reason == "CONSENT_LIMIT_EXCEEDED"
+    assert [(o[0].payment_id, o[0].state, o[1]) for o in outcomes[:2]] == [  # type: ignore[index]
+        ("p1", PaymentState.ACCEPTED, True),
+        ("p2", PaymentState.ACCEPTED, True),
+    ]
+    assert units.writes == 1
+    assert await _rows(database, payments, "payment_id") == ["p1", "p2"]
+    assert await _rows(database, idempotency_keys, "request_id") == ["req-p1", "req-p2"]
+    assert await _rows(database, payment_events, "payment_id") == ["p1", "p1", "p2", "p2"]
+    async with database.engine.connect() as connection:
+        totals = (await connection.execute(sa.select(customer_totals.c.payments, customer_totals.c.amount_minor))).one()
+    assert tuple(totals) == (2, 2_000)
+
+
+async def test_the_velocity_rules_see_the_payments_before_in_the_group(database: Database) -> None:
+    rules = VelocityRules((VelocityRule("burst", "max_payments_per_window", window_seconds=60, max_count=2),))
+    commands = _commands(CountingUnitsOfWork(database), rules)
+    outcomes = await asyncio.gather(
+        *(commands._recorder.submit(_recording(f"v{i}")) for i in range(1, 4)), return_exceptions=True
+    )
+    assert isinstance(outcomes[2], FailedPrecondition) and outcomes[2].reason == "VELOCITY_RULE_TRIGGERED"
+    assert await _rows(database, payments, "payment_id") == ["v1", "v2"]
+
+
+async def test_a_request_id_seen_earlier_in_the_group_or_saved_answers_its_payment(database: Database) -> None:
+    commands = _commands(CountingUnitsOfWork(database))
+    first, again, reused = await asyncio.gather(
+        commands._recorder.submit(_recording("r1", request_id="same")),
+        commands._recorder.submit(_recording("r2", request_id="same")),
+        commands._recorder.submit(_recording("r3", request_id="same", amount=5)),
         return_exceptions=True,
     )
-    assert isinstance(outcomes[1], FailedPrecondition)
-    assert [o[0].payment_id for o in (outcomes[0], outcomes[2])] == ["p1", "p3"]  # type: ignore[index]
-    assert units.writes == 1
-    assert await _stored_ids(database) == ["p1", "p3"]
+    assert first[1] is True and again == (first[0], False)  # type: ignore[index]
+    assert isinstance(reused, AlreadyExists)  # another payload under the same key
+    later = await commands._recorder.submit(_recording("r4", request_id="same"))
+    assert later[0].payment_id == "r1" and later[1] is False
+    assert await _rows(database, payments, "payment_id") == ["r1"]
 
 
 async def test_a_failed_shared_transaction_records_each_payment_alone(database: Database) -> None:
     units = CountingUnitsOfWork(database)
     commands = _commands(units)
-    # The same payment twice: the second insert breaks the shared transaction (not a refusal).
+    # The same payment id twice: the shared insert fails (not a refusal).
     outcomes = await asyncio.gather(
-        commands._recorder.submit(_adding(sample_payment("q1"))),
-        commands._recorder.submit(_adding(sample_payment("q1"))),
-        commands._recorder.submit(_adding(sample_payment("q2"))),
+        commands._recorder.submit(_recording("q1")),
+        commands._recorder.submit(_recording("q1", request_id="other")),
+        commands._recorder.submit(_recording("q2")),
         return_exceptions=True,
     )
     assert not isinstance(outcomes[0], BaseException) and not isinstance(outcomes[2], BaseException)
     assert isinstance(outcomes[1], Exception)
     assert units.writes == 1 + 3
-    assert await _stored_ids(database) == ["q1", "q2"]
+    assert await _rows(database, payments, "payment_id") == ["q1", "q2"]
 
 
 async def test_payments_created_together_never_pass_a_consent_period_limit_together(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -60,7 +60,11 @@ async def _reference_history(
         payments.c.currency == beneficiary.amount.currency,
     )
     row = (
-        await connection.execute(sa.select(sa.func.count(), sa.func.avg(payments.c.amount_minor)).where(counted))
+        await connection.execute(
+            sa.select(
+                sa.func.count(), sa.func.avg(payments.c.amount_minor), sa.func.sum(payments.c.amount_minor)
+            ).where(counted)
+        )
     ).first()
     same_creditor = (
         payments.c.creditor_account_id == beneficiary.creditor_account_id
@@ -77,6 +81,7 @@ async def _reference_history(
         paid_beneficiary_before=bool(seen),
         average_amount_minor=float(row[1] or 0) if row else 0.0,
         history_count=int(row[0] or 0) if row else 0,
+        total_amount_minor=int(row[2] or 0) if row else 0,
     )
 
 
