@@ -53,6 +53,15 @@ _MOVE = (
     )
 )
 _CANCEL = _MOVE.where(_c.hold_requested.is_(False))
+_MOVE_MANY = (
+    payments.update()
+    .where(
+        _c.payment_id.in_(_param("pids", _c.payment_id, expanding=True)),
+        _c.state.in_(_param("from_states", _c.state, expanding=True)),
+    )
+    .values(state=_param("to_state", _c.state), status_reason="", status_reason_message="", updated_at=_NOW)
+    .returning(_c.payment_id)
+)
 _REQUEST_HOLD = (
     payments.update()
     .where(_c.payment_id == _PAYMENT_ID, _c.state.in_([PaymentState.RECEIVED.name, PaymentState.ACCEPTED.name]))
@@ -323,6 +332,24 @@ class PaymentRepository:
             # Every state a payment can leave for REJECTED or CANCELLED is a counted one.
             assert not {state.name for state in from_states} & set(NOT_COUNTED), from_states
             await self._uncount(payment_id)
+        return moved
+
+    async def move_many(
+        self, payment_ids: list[str], from_states: list[PaymentState], to_state: PaymentState, now: dt.datetime
+    ) -> set[str]:
+        """:meth:`move` for several payments in one guarded update (no status reason); returns
+        the ids that moved."""
+        if not payment_ids:
+            return set()
+        result = await self._connection.execute(
+            _MOVE_MANY,
+            {"pids": payment_ids, "from_states": [s.name for s in from_states], "to_state": to_state.name, "now": now},
+        )
+        moved = set(result.scalars())
+        if moved and to_state.name in NOT_COUNTED:
+            assert not {state.name for state in from_states} & set(NOT_COUNTED), from_states
+            for payment_id in sorted(moved):
+                await self._uncount(payment_id)
         return moved
 
     async def cancel(self, payment_id: str, now: dt.datetime) -> bool:

@@ -239,7 +239,7 @@ class PaymentSaga:
         self, uow: PaymentUnitOfWork, writes: list[SagaWrite], now: dt.datetime
     ) -> tuple[dict[str, Payment], list[tuple[Payment, PaymentState | None, PaymentState]]]:
         """Write saga progress into an open unit of work: the step rows, each state change with its
-        event, the leases renewed, a statement per kind (a move per payment).
+        event, the leases renewed, a statement per kind (and per kind of move).
 
         Returns the payments as stored afterwards (a payment that is not there, never in a live
         saga, is left out and written nothing) and the state changes made.
@@ -253,12 +253,20 @@ class PaymentSaga:
                 for step, outcome, detail in write.records
             ]
         )
+        # One guarded update per kind of move (a wave's payments all make the same one).
+        by_move: dict[tuple[tuple[PaymentState, ...], PaymentState], list[str]] = {}
+        for write in present:
+            if write.move is not None:
+                by_move.setdefault((tuple(write.move[0]), write.move[1]), []).append(write.payment_id)
+        moved: set[str] = set()
+        for (from_states, to_state), payment_ids in by_move.items():
+            moved |= await uow.payments.move_many(payment_ids, list(from_states), to_state, now)
         changes: list[tuple[Payment, PaymentState | None, PaymentState]] = []
         # The rows as stored afterwards, without reading them again: a move changes only the
         # state, the (empty) status reason and the update time; the lease is not on Payment.
         stored = dict(before)
         for write in present:
-            if write.move is not None and await uow.payments.move(write.payment_id, *write.move, now):
+            if write.move is not None and write.payment_id in moved:
                 current = before[write.payment_id]
                 changes.append((current, current.state, write.move[1]))
                 stored[write.payment_id] = dataclasses.replace(

@@ -300,6 +300,37 @@ async def test_customer_totals_follow_rejections_and_cancellations(database: Dat
     assert after.payments_in_window[60] == before.payments_in_window[60] + 2
 
 
+async def test_move_many_moves_only_the_payments_still_in_a_from_state_and_keeps_the_totals(
+    database: Database,
+) -> None:
+    await _seed(database)
+    beneficiary = sample_payment("b1", creditor_account_id="a2")
+    async with PaymentUnitOfWork(database) as uow:
+        await uow.payments.add_many(
+            [
+                sample_payment("m1", customer_id="cust1", amount=Amount("EUR", 100)),
+                sample_payment("m2", customer_id="cust1", amount=Amount("EUR", 200)),
+                sample_payment("m3", customer_id="cust1", state=PaymentState.SETTLED),
+            ]
+        )
+        before = await uow.payments.customer_history("cust1", beneficiary, {60}, NOW)
+        moved = await uow.payments.move_many(
+            ["m1", "m2", "m3", "missing"], [PaymentState.RECEIVED], PaymentState.ACCEPTED, NOW
+        )
+        assert moved == {"m1", "m2"}
+        assert await uow.payments.move_many(["m1"], [PaymentState.ACCEPTED], PaymentState.REJECTED, NOW) == {"m1"}
+        assert await uow.payments.move_many(["m1"], [PaymentState.ACCEPTED], PaymentState.REJECTED, NOW) == set()
+        after = await uow.payments.customer_history("cust1", beneficiary, {60}, NOW)
+        states = {p.payment_id: p.state for p in (await uow.payments.get_many(["m1", "m2", "m3"])).values()}
+        await uow.commit()
+    assert states == {"m1": PaymentState.REJECTED, "m2": PaymentState.ACCEPTED, "m3": PaymentState.SETTLED}
+    # The rejected one left the counted totals, once.
+    assert (after.history_count, after.total_amount_minor) == (
+        before.history_count - 1,
+        before.total_amount_minor - 100,
+    )
+
+
 async def test_the_migration_fills_the_totals_from_the_payments_already_there(database_url: str) -> None:
     from alembic import command
     from sqlalchemy.engine import Connection
