@@ -128,8 +128,7 @@ class _RecordingGroup:
         """The consent's and partner's limits and the velocity rules, given everything before it."""
         consent, limits, amount = recording.consent, recording.limits, payment.amount
         spent = 0
-        # A sum is read only when a limit needs it: it reads every counted payment of the
-        # period (running totals would make it O(1); docs/benchmarks.md).
+        # A sum is read only when a limit needs it (day rows of the running sums: at most 31).
         if consent.period_limit_minor is not None:
             spent = await self._spent(
                 "consent_id", payment.consent_id, amount.currency, checks.period_start(consent.period, self._now)
@@ -160,7 +159,7 @@ class _RecordingGroup:
     async def _spent(self, column: str, value: str, currency: str, since: dt.datetime) -> int:
         key = (column, value, currency, since)
         if key not in self._sums:
-            self._sums[key] = await self._uow.payments.spent(column, value, currency, since)
+            self._sums[key] = await self._uow.payments.spent(column, value, currency, since.date())
         earlier = sum(
             p.amount.minor_units
             for p in self._accepted

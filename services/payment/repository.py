@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -14,7 +14,7 @@ from meshlib.money import Amount
 from meshlib.storage import as_utc
 from services.payment.domain.checks import CustomerHistory
 from services.payment.domain.payments import Payment, PaymentState
-from services.payment.tables import customer_totals, payment_events, payment_steps, payments
+from services.payment.tables import customer_totals, payment_events, payment_steps, payments, spent_days
 
 FINAL_STATES = [s.name for s in PaymentState if s.final]
 # Payments that count against limits and history: everything not rejected or cancelled.
@@ -83,7 +83,9 @@ _RENEW_MANY = (
     .values(lease_until=_LEASE_UNTIL)
 )
 _HOLD_REQUESTED = sa.select(_c.hold_requested).where(_c.payment_id == _PAYMENT_ID)
-_COUNTED_AMOUNT = sa.select(_c.customer_id, _c.currency, _c.amount_minor).where(_c.payment_id == _PAYMENT_ID)
+_COUNTED_AMOUNT = sa.select(
+    _c.customer_id, _c.consent_id, _c.partner_id, _c.currency, _c.amount_minor, _c.created_at
+).where(_c.payment_id == _PAYMENT_ID)
 _t = customer_totals.c
 _TOTALS = sa.select(_t.payments, _t.amount_minor).where(
     _t.customer_id == _param("customer", _t.customer_id), _t.currency == _param("cur", _t.currency)
@@ -96,22 +98,33 @@ _STEPS_FOR_PAYMENT = (
     .order_by(payment_steps.c.step_id)
 )
 _LAST_SEQ = sa.select(sa.func.coalesce(sa.func.max(payment_events.c.seq), 0))
-_SPENT: dict[str, sa.Select[Any]] = {}
+_d = spent_days.c
+_SPENT = sa.select(sa.func.coalesce(sa.func.sum(_d.amount_minor), 0)).where(
+    _d.scope == _param("scope", _d.scope),
+    _d.scope_id == _param("value", _d.scope_id),
+    _d.currency == _param("cur", _d.currency),
+    _d.day >= _param("since", _d.day),
+)
+SPENT_SCOPES = ("consent_id", "partner_id")
 _WINDOWS: dict[int, sa.Select[Any]] = {}
 
 
-def _spent_statement(column: str) -> sa.Select[Any]:
-    """SUM of the counted payments by ``column`` (one statement per column, built on first use)."""
-    statement = _SPENT.get(column)
-    if statement is None:
-        statement = sa.select(sa.func.coalesce(sa.func.sum(_c.amount_minor), 0)).where(
-            payments.c[column] == _param("value", payments.c[column]),
-            _c.currency == _param("cur", _c.currency),
-            _c.created_at >= _param("since", _c.created_at),
-            _c.state.not_in(NOT_COUNTED),
-        )
-        _SPENT[column] = statement
-    return statement
+def _spent_upsert(insert: Any) -> sa.Insert:
+    """Upsert adding ``amount`` to one scope's sum of a day."""
+    base = insert(spent_days).values(
+        scope=_param("scope", _d.scope),
+        scope_id=_param("value", _d.scope_id),
+        currency=_param("cur", _d.currency),
+        day=_param("day", _d.day),
+        amount_minor=_param("amount", _d.amount_minor),
+    )
+    return base.on_conflict_do_update(
+        index_elements=[_d.scope, _d.scope_id, _d.currency, _d.day],
+        set_={"amount_minor": _d.amount_minor + base.excluded.amount_minor},
+    )
+
+
+_ADD_TO_SPENT = upsert_by_dialect(_spent_upsert)
 
 
 def _totals_upsert(insert: Any) -> sa.Insert:
@@ -172,6 +185,17 @@ _PAID_BEFORE = {
     "wallet": _paid_before(_c.creditor_wallet_partner_id == _param("creditor", _c.creditor_wallet_partner_id)),
     "no wallet": _paid_before(_c.creditor_wallet_partner_id.is_(None)),
 }
+
+
+class _Counted(NamedTuple):
+    """What the running totals of one counted payment key on."""
+
+    customer_id: str
+    consent_id: str
+    partner_id: str
+    currency: str
+    amount_minor: int
+    created_at: dt.datetime
 
 
 def _payment_row(payment: Payment, lease_until: dt.datetime | None, hold_requested: bool) -> dict[str, Any]:
@@ -282,14 +306,16 @@ class PaymentRepository:
             return
         rows = [_payment_row(payment, lease_until, hold_requested) for payment in new]
         await self._connection.execute(_INSERT_PAYMENT, rows if len(rows) > 1 else rows[0])
-        totals: dict[tuple[str, str], list[int]] = {}
-        for payment in new:
-            if payment.state.name not in NOT_COUNTED:
-                counted = totals.setdefault((payment.customer_id, payment.amount.currency), [0, 0])
-                counted[0] += 1
-                counted[1] += payment.amount.minor_units
-        for (customer_id, currency), (count, amount) in totals.items():
-            await self._add_to_totals(customer_id, currency, count, amount)
+        await self._count(
+            [
+                _Counted(
+                    p.customer_id, p.consent_id, p.partner_id, p.amount.currency, p.amount.minor_units, p.created_at
+                )
+                for p in new
+                if p.state.name not in NOT_COUNTED
+            ],
+            1,
+        )
 
     async def move(
         self,
@@ -449,10 +475,13 @@ class PaymentRepository:
         query = query.order_by(payments.c.created_at.desc(), payments.c.payment_id.desc()).limit(limit)
         return [_payment(row) for row in await self._connection.execute(query)]
 
-    async def spent(self, column: str, value: str, currency: str, since: dt.datetime) -> int:
-        """Sum of the counted payments by ``column`` (consent_id or partner_id) since ``since``."""
+    async def spent(self, column: str, value: str, currency: str, since: dt.date) -> int:
+        """Sum of the counted payments by ``column`` (consent_id or partner_id) created on UTC day
+        ``since`` or later: day rows of the running sums, not the payments."""
+        if column not in SPENT_SCOPES:
+            raise KeyError(column)
         total = await self._connection.scalar(
-            _spent_statement(column), {"value": value, "cur": currency, "since": since}
+            _SPENT, {"scope": column, "value": value, "cur": currency, "since": since}
         )
         return int(total or 0)
 
@@ -498,10 +527,38 @@ class PaymentRepository:
             {"customer": customer_id, "cur": currency, "n": payments_delta, "amount": amount_delta},
         )
 
+    async def _count(self, counted: list[_Counted], sign: int) -> None:
+        """Add (``sign`` 1) or take out (-1) counted payments to or from the running totals: their
+        customers' totals, and their consents' and partners' sums of the day they were made."""
+        totals: dict[tuple[str, str], list[int]] = {}
+        spent: dict[tuple[str, str, str, dt.date], int] = {}
+        for payment in counted:
+            amount = sign * payment.amount_minor
+            customer = totals.setdefault((payment.customer_id, payment.currency), [0, 0])
+            customer[0] += sign
+            customer[1] += amount
+            day = payment.created_at.astimezone(dt.UTC).date()
+            for scope, scope_id in (("consent_id", payment.consent_id), ("partner_id", payment.partner_id)):
+                key = (scope, scope_id, payment.currency, day)
+                spent[key] = spent.get(key, 0) + amount
+        for (customer_id, currency), (count, amount) in totals.items():
+            await self._add_to_totals(customer_id, currency, count, amount)
+        if spent:
+            await self._connection.execute(
+                _ADD_TO_SPENT[self._connection.dialect.name],
+                [
+                    {"scope": scope, "value": value, "cur": currency, "day": day, "amount": amount}
+                    for (scope, value, currency, day), amount in spent.items()
+                ],
+            )
+
     async def _uncount(self, payment_id: str) -> None:
-        """A counted payment became REJECTED or CANCELLED: take it out of its customer's totals."""
+        """A counted payment became REJECTED or CANCELLED: take it out of the running totals."""
         row = (await self._connection.execute(_COUNTED_AMOUNT, {"pid": payment_id})).one()
-        await self._add_to_totals(row.customer_id, row.currency, -1, -int(row.amount_minor))
+        counted = _Counted(
+            row.customer_id, row.consent_id, row.partner_id, row.currency, int(row.amount_minor), as_utc(row.created_at)
+        )
+        await self._count([counted], -1)
 
 
 def _step_row(step: SagaStep) -> dict[str, Any]:

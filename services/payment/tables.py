@@ -46,6 +46,19 @@ customer_totals = sa.Table(
     sa.Column("amount_minor", sa.BigInteger, nullable=False),
 )
 
+# Running sums of counted payments per consent and per partner, by currency and UTC day, kept
+# like the customer totals (payment_0004): a consent's period limit sums at most 31 rows and a
+# partner's daily limit reads one, instead of every payment of the period.
+spent_days = sa.Table(
+    "payment_spent_days",
+    metadata,
+    sa.Column("scope", sa.String(16), primary_key=True),  # the payments column: consent_id or partner_id
+    sa.Column("scope_id", sa.String(64), primary_key=True),
+    sa.Column("currency", sa.String(3), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("amount_minor", sa.BigInteger, nullable=False),
+)
+
 # One row per saga step outcome, written before the downstream call ("started") and after it.
 payment_steps = sa.Table(
     "payment_steps",

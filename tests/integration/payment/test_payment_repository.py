@@ -153,14 +153,15 @@ async def test_spent_matches_the_per_call_sum(database: Database) -> None:
     await _seed(database)
     async with PaymentUnitOfWork(database, read_only=True) as uow:
         for column, values in (("consent_id", ["c0", "c1", "c3", "none"]), ("partner_id", ["p0", "p2", "none"])):
-            for value, currency, age in itertools.product(values, ["EUR", "GBP", "USD"], [0, 60, 3600, 86400 * 3]):
-                since = NOW - dt.timedelta(seconds=age)
-                want = await _reference_spent(uow.connection, column, value, currency, since)
-                assert await uow.payments.spent(column, value, currency, since) == want
-        assert await uow.payments.spent("consent_id", "c0", "EUR", NOW - dt.timedelta(days=3)) > 0
-        assert await uow.payments.spent("consent_id", "c1", "GBP", NOW - dt.timedelta(days=3)) > 0
+            for value, currency, days in itertools.product(values, ["EUR", "GBP", "USD"], [-1, 0, 1, 2, 3]):
+                day = (NOW - dt.timedelta(days=days)).date()
+                midnight = dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
+                want = await _reference_spent(uow.connection, column, value, currency, midnight)
+                assert await uow.payments.spent(column, value, currency, day) == want, (column, value, currency, day)
+        assert await uow.payments.spent("consent_id", "c0", "EUR", (NOW - dt.timedelta(days=3)).date()) > 0
+        assert await uow.payments.spent("consent_id", "c1", "GBP", (NOW - dt.timedelta(days=3)).date()) > 0
         with pytest.raises(KeyError):
-            await uow.payments.spent("no_such_column", "x", "EUR", NOW)
+            await uow.payments.spent("no_such_column", "x", "EUR", NOW.date())
 
 
 async def test_state_changes_and_lease(database: Database) -> None:
@@ -314,6 +315,9 @@ async def test_move_many_moves_only_the_payments_still_in_a_from_state_and_keeps
             ]
         )
         before = await uow.payments.customer_history("cust1", beneficiary, {60}, NOW)
+        spent_before = [
+            await uow.payments.spent(c, v, "EUR", NOW.date()) for c, v in (("consent_id", "c1"), ("partner_id", "p1"))
+        ]
         moved = await uow.payments.move_many(
             ["m1", "m2", "m3", "missing"], [PaymentState.RECEIVED], PaymentState.ACCEPTED, NOW
         )
@@ -321,10 +325,14 @@ async def test_move_many_moves_only_the_payments_still_in_a_from_state_and_keeps
         assert await uow.payments.move_many(["m1"], [PaymentState.ACCEPTED], PaymentState.REJECTED, NOW) == {"m1"}
         assert await uow.payments.move_many(["m1"], [PaymentState.ACCEPTED], PaymentState.REJECTED, NOW) == set()
         after = await uow.payments.customer_history("cust1", beneficiary, {60}, NOW)
+        spent_after = [
+            await uow.payments.spent(c, v, "EUR", NOW.date()) for c, v in (("consent_id", "c1"), ("partner_id", "p1"))
+        ]
         states = {p.payment_id: p.state for p in (await uow.payments.get_many(["m1", "m2", "m3"])).values()}
         await uow.commit()
     assert states == {"m1": PaymentState.REJECTED, "m2": PaymentState.ACCEPTED, "m3": PaymentState.SETTLED}
-    # The rejected one left the counted totals, once.
+    # The rejected one left the counted totals and the day sums, once.
+    assert [b - a for b, a in zip(spent_before, spent_after, strict=True)] == [100, 100]
     assert (after.history_count, after.total_amount_minor) == (
         before.history_count - 1,
         before.total_amount_minor - 100,
@@ -351,12 +359,13 @@ async def test_the_migration_fills_the_totals_from_the_payments_already_there(da
         async with db.engine.begin() as connection:
             await connection.run_sync(upgrade_to("payment_0002"))
             rows = [
-                ("old-1", "REJECTED", 100),
-                ("old-2", "SETTLED", 300),
-                ("old-3", "ACCEPTED", 500),
-                ("old-4", "CANCELLED", 700),
+                ("old-1", "REJECTED", 100, NOW),
+                ("old-2", "SETTLED", 300, NOW),
+                ("old-3", "ACCEPTED", 500, NOW),
+                ("old-4", "CANCELLED", 700, NOW),
+                ("old-5", "SETTLED", 900, NOW - dt.timedelta(days=1)),
             ]
-            for payment_id, state, amount in rows:
+            for payment_id, state, amount, created in rows:
                 await connection.execute(
                     payments.insert().values(
                         payment_id=payment_id,
@@ -368,8 +377,8 @@ async def test_the_migration_fills_the_totals_from_the_payments_already_there(da
                         amount_minor=amount,
                         payment_type="TRANSFER",
                         state=state,
-                        created_at=NOW,
-                        updated_at=NOW,
+                        created_at=created,
+                        updated_at=created,
                         customer_id="cust9",
                     )
                 )
@@ -378,7 +387,15 @@ async def test_the_migration_fills_the_totals_from_the_payments_already_there(da
             history = await uow.payments.customer_history(
                 "cust9", sample_payment("b", creditor_account_id="a2"), set(), NOW
             )
-        assert (history.history_count, history.average_amount_minor) == (2, 400.0)
+            # The day sums (payment_0004): counted payments only, each on its own UTC day.
+            spent = {
+                (column, days): await uow.payments.spent(column, value, "EUR", (NOW - dt.timedelta(days=days)).date())
+                for column, value in (("consent_id", "c1"), ("partner_id", "p1"))
+                for days in (-1, 0, 1)
+            }
+        assert (history.history_count, history.average_amount_minor) == (3, 1700 / 3)
         assert history.paid_beneficiary_before
+        for column in ("consent_id", "partner_id"):
+            assert (spent[(column, -1)], spent[(column, 0)], spent[(column, 1)]) == (0, 800, 1700)
     finally:
         await db.dispose()
