@@ -69,6 +69,7 @@ async def test_scrape_after_traffic_shows_red_and_business_metrics() -> None:
         metrics.record_ratelimit_decision("partner-default", allowed=True)
         metrics.record_saga_recovery("compensated")
         metrics.set_settlement_position("participants/bank-a", "GBP", net_minor=42_00, cap_minor=100_00)
+        metrics.record_coalesced_batch("test.batch", 3)
 
         samples = await asyncio.to_thread(_scrape, endpoint.port)
     finally:
@@ -89,6 +90,7 @@ async def test_scrape_after_traffic_shows_red_and_business_metrics() -> None:
     assert value("openbank_payments_total", state="SETTLED") >= 1
     assert value("openbank_ratelimit_decisions_total", decision="allowed") >= 1
     assert value("openbank_saga_recoveries_total", outcome="compensated") >= 1
+    assert value("openbank_coalesced_batch_items_sum", batch="test.batch") >= 3
     assert value("openbank_settlement_position_minor", participant="participants/bank-a", currency="GBP") == 4200
     assert "process_resident_memory_bytes" in samples
     # Every name the dashboards and alerts may use is really exposed.

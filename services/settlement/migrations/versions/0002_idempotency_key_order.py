@@ -1,0 +1,21 @@
+"""Settlement: idempotency keys led by request_id on PostgreSQL (meshlib.idempotency.lead_key_with_request_id).
+
+Revision ID: settlement_0002
+"""
+
+from alembic import op
+
+from meshlib.idempotency import lead_key_with_request_id
+
+revision = "settlement_0002"
+down_revision = "settlement_0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    lead_key_with_request_id(op)
+
+
+def downgrade() -> None:
+    lead_key_with_request_id(op, undo=True)
