@@ -187,7 +187,7 @@ PAYMENTS = Counter(
 )
 PAYMENTS_IN_STATE = Gauge(
     "openbank_payments_in_state",
-    "Payments currently in a state, as last counted by the payment service.",
+    "Payments currently in an in-flight (not final) state, as last counted by the payment service.",
     ("state",),
     registry=REGISTRY,
 )

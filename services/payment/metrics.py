@@ -14,10 +14,11 @@ from services.payment.unit_of_work import PaymentUnitOfWork
 async def publish_payment_gauges(
     uow: Callable[..., PaymentUnitOfWork], clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
 ) -> None:
-    """Set the payments-by-state and oldest-unfinished-age gauges."""
+    """Set the payments-in-flight-by-state and oldest-unfinished-age gauges."""
     async with uow(read_only=True) as work:
-        counts = await work.payments.count_by_state()
+        counts = await work.payments.count_unfinished_by_state()
         oldest = await work.payments.oldest_unfinished_update()
     for state in PaymentState:
-        set_payments_in_state(state.name, counts.get(state.name, 0))
+        if not state.final:
+            set_payments_in_state(state.name, counts.get(state.name, 0))
     set_oldest_unfinished_payment_age((clock() - oldest).total_seconds() if oldest else 0.0)

@@ -17,6 +17,9 @@ from services.payment.domain.payments import Payment, PaymentState
 from services.payment.tables import customer_totals, payment_events, payment_steps, payments, spent_days
 
 FINAL_STATES = [s.name for s in PaymentState if s.final]
+# The states of payments in flight, matched with IN rather than NOT IN (FINAL_STATES): the
+# (state, updated_at) index then reaches just the in-flight rows, not every payment ever made.
+UNFINISHED_STATES = [s.name for s in PaymentState if not s.final]
 # Payments that count against limits and history: everything not rejected or cancelled.
 NOT_COUNTED = [PaymentState.REJECTED.name, PaymentState.CANCELLED.name]
 
@@ -411,7 +414,7 @@ class PaymentRepository:
         """Payments in the middle of the saga, not touched since ``updated_before``."""
         query = (
             sa.select(payments)
-            .where(payments.c.state.not_in(FINAL_STATES), payments.c.updated_at < updated_before)
+            .where(payments.c.state.in_(UNFINISHED_STATES), payments.c.updated_at < updated_before)
             .order_by(payments.c.payment_id)
             .limit(limit)
         )
@@ -419,16 +422,24 @@ class PaymentRepository:
             query = query.where(payments.c.payment_id > after_id)
         return [_payment(row) for row in await self._connection.execute(query)]
 
-    async def count_by_state(self) -> dict[str, int]:
-        """How many payments are in each state (for the business gauges)."""
-        rows = await self._connection.execute(sa.select(payments.c.state, sa.func.count()).group_by(payments.c.state))
+    async def count_unfinished_by_state(self) -> dict[str, int]:
+        """How many payments are in each in-flight state (for the business gauges).
+
+        Final states are left out: counting them reads every payment ever made (their totals
+        are the ``openbank_payments_total`` counter).
+        """
+        rows = await self._connection.execute(
+            sa.select(payments.c.state, sa.func.count())
+            .where(payments.c.state.in_(UNFINISHED_STATES))
+            .group_by(payments.c.state)
+        )
         return {row[0]: int(row[1]) for row in rows}
 
     async def oldest_unfinished_update(self) -> dt.datetime | None:
         """When the longest-waiting unfinished payment last changed (None when all are final)."""
         value = (
             await self._connection.execute(
-                sa.select(sa.func.min(payments.c.updated_at)).where(payments.c.state.not_in(FINAL_STATES))
+                sa.select(sa.func.min(payments.c.updated_at)).where(payments.c.state.in_(UNFINISHED_STATES))
             )
         ).scalar()
         return as_utc(value) if value is not None else None
@@ -438,7 +449,7 @@ class PaymentRepository:
         query = (
             sa.select(payments.c.payment_id)
             .where(
-                payments.c.state.not_in(FINAL_STATES),
+                payments.c.state.in_(UNFINISHED_STATES),
                 sa.or_(payments.c.lease_until.is_(None), payments.c.lease_until < now),
             )
             .order_by(payments.c.updated_at)

@@ -76,6 +76,6 @@ def test_metrics_after_traffic_show_red_and_business_figures(tmp_path: Path) -> 
     assert "openbank_rpc_duration_seconds_bucket{" in metrics and 'method="ReserveObligation"' in metrics
     # Business: payments by state, rate-limit decisions, positions against caps.
     assert 'openbank_payments_total{state="SETTLED"}' in metrics
-    assert 'openbank_payments_in_state{state="SETTLED"}' in metrics
+    assert 'openbank_payments_in_state{state="ACCEPTED"}' in metrics  # in-flight states only
     assert "openbank_ratelimit_decisions_total{" in metrics
     assert "openbank_settlement_position_minor{" in metrics and "openbank_settlement_exposure_minor{" in metrics

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.errors import AlreadyExists
 from meshlib.money import Amount
-from meshlib.storage import Database
+from meshlib.storage import Database, as_utc
 from meshlib.storage.migrations import upgrade_to_head
 from services.payment.bootstrap import VERSIONS_DIR
 from services.payment.domain.checks import CustomerHistory
@@ -337,6 +338,33 @@ async def test_move_many_moves_only_the_payments_still_in_a_from_state_and_keeps
         before.history_count - 1,
         before.total_amount_minor - 100,
     )
+
+
+async def test_the_in_flight_gauges_and_recovery_read_only_unfinished_payments(database: Database) -> None:
+    await _seed(database)
+    async with database.engine.connect() as connection:
+        rows = (await connection.execute(sa.select(payments.c.state, payments.c.updated_at))).all()
+    unfinished = [(state, as_utc(updated)) for state, updated in rows if not PaymentState[state].final]
+    seen: list[tuple[str, Any]] = []
+    sa.event.listen(
+        database.engine.sync_engine,
+        "before_cursor_execute",
+        lambda conn, cursor, statement, parameters, context, many: seen.append((statement, parameters)),
+    )
+    async with PaymentUnitOfWork(database, read_only=True) as uow:
+        counts = await uow.payments.count_unfinished_by_state()
+        oldest = await uow.payments.oldest_unfinished_update()
+        await uow.payments.unfinished_with_expired_lease(NOW, 10)
+        if database.is_sqlite:
+            # Each reaches the in-flight rows through the (state, updated_at) index, never a
+            # scan of every payment ever made (NOT IN the final states would scan it all).
+            raw = await uow.connection.get_raw_connection()
+            for statement, parameters in seen[-3:]:
+                cursor = await raw.driver_connection.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)
+                plan = " ".join(str(row[-1]) for row in await cursor.fetchall())
+                assert "ix_payments_state_updated (state=?)" in plan, (statement, plan)
+    assert counts == dict(Counter(state for state, _ in unfinished))
+    assert oldest == min(updated for _, updated in unfinished)
 
 
 async def test_the_migration_fills_the_totals_from_the_payments_already_there(database_url: str) -> None:
