@@ -386,16 +386,30 @@ class PaymentSaga:
                         payment, [PaymentState.ACCEPTED], PaymentState.REJECTED, _reason(error), error.message
                     )
                 done = ((HOLD, "succeeded", ""), (RESERVE, "succeeded", NOT_APPLICABLE))
-            await self._apply(
-                payment,
-                records=(*done, (POST, "started", "")),
-                move=([PaymentState.ACCEPTED], PaymentState.SETTLEMENT_IN_PROCESS),
+            # The progress write and the post go out together (one step off the critical path):
+            # the write need not come first, since recovery asks the ledger whether the hold was
+            # posted when no post outcome is recorded (recover_one), so a crash between the two
+            # rolls forward or back correctly. The post's outcome is recorded after the progress
+            # row, so the trail stays in order.
+            progress = asyncio.ensure_future(
+                self._apply(
+                    payment,
+                    records=(*done, (POST, "started", "")),
+                    move=([PaymentState.ACCEPTED], PaymentState.SETTLEMENT_IN_PROCESS),
+                )
             )
             self._points("after_post_funds_started")
+            refused: MeshError | None = None
             try:
-                await self._call(payment, POST, lambda: self._ledger.post(payment))
+                await self._ledger.post(payment)
             except MeshError as error:
-                return await self._compensate(payment, _reason(error), error.message)
+                refused = error
+            await progress
+            if refused is not None:
+                await self._record(payment, POST, "failed", f"{refused.reason}: {refused.message}")
+                if transient(refused):
+                    raise Stop(refused.reason) from refused
+                return await self._compensate(payment, _reason(refused), refused.message)
             return await self._finish(payment, just_posted=True)
         return payment
 
