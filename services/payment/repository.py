@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -112,42 +113,33 @@ SPENT_SCOPES = ("consent_id", "partner_id")
 _WINDOWS: dict[int, sa.Select[Any]] = {}
 
 
-def _spent_upsert(insert: Any) -> sa.Insert:
-    """Upsert adding ``amount`` to one scope's sum of a day."""
-    base = insert(spent_days).values(
-        scope=_param("scope", _d.scope),
-        scope_id=_param("value", _d.scope_id),
-        currency=_param("cur", _d.currency),
-        day=_param("day", _d.day),
-        amount_minor=_param("amount", _d.amount_minor),
-    )
+def _adding_upsert(table: sa.Table, keys: dict[str, str], sums: dict[str, str], insert: Any) -> sa.Insert:
+    """Upsert of a running-sum row: inserted with the ``sums`` given, or the ``sums`` added to the
+    row of the same ``keys`` (column -> placeholder name, for both)."""
+    c = table.c
+    base = insert(table).values(**{column: _param(name, c[column]) for column, name in {**keys, **sums}.items()})
     return base.on_conflict_do_update(
-        index_elements=[_d.scope, _d.scope_id, _d.currency, _d.day],
-        set_={"amount_minor": _d.amount_minor + base.excluded.amount_minor},
+        index_elements=[c[column] for column in keys],
+        set_={column: c[column] + base.excluded[column] for column in sums},
     )
 
 
-_ADD_TO_SPENT = upsert_by_dialect(_spent_upsert)
-
-
-def _totals_upsert(insert: Any) -> sa.Insert:
-    """Upsert adding ``n`` payments and ``amount`` to a customer's totals."""
-    base = insert(customer_totals).values(
-        customer_id=_param("customer", _t.customer_id),
-        currency=_param("cur", _t.currency),
-        payments=_param("n", _t.payments),
-        amount_minor=_param("amount", _t.amount_minor),
+_ADD_TO_TOTALS = upsert_by_dialect(
+    partial(
+        _adding_upsert,
+        customer_totals,
+        {"customer_id": "customer", "currency": "cur"},
+        {"payments": "n", "amount_minor": "amount"},
     )
-    return base.on_conflict_do_update(
-        index_elements=[_t.customer_id, _t.currency],
-        set_={
-            "payments": _t.payments + base.excluded.payments,
-            "amount_minor": _t.amount_minor + base.excluded.amount_minor,
-        },
+)
+_ADD_TO_SPENT = upsert_by_dialect(
+    partial(
+        _adding_upsert,
+        spent_days,
+        {"scope": "scope", "scope_id": "value", "currency": "cur", "day": "day"},
+        {"amount_minor": "amount"},
     )
-
-
-_ADD_TO_TOTALS = upsert_by_dialect(_totals_upsert)
+)
 
 
 _ONE, _ZERO = sa.literal_column("1"), sa.literal_column("0")

@@ -11,7 +11,6 @@ import uuid
 import grpc
 import sqlalchemy as sa
 
-from meshlib.auth.consent import ConsentView
 from meshlib.errors import AlreadyExists, FailedPrecondition
 from meshlib.money import Amount
 from meshlib.storage import Database
@@ -22,6 +21,7 @@ from services.payment.saga import PaymentSaga
 from services.payment.tables import customer_totals, idempotency_keys, payment_events, payments
 from tests.integration.payment.mesh import running_mesh, standard_mesh
 from tests.integration.payment.samples import LEASE, NOW, CountingUnitsOfWork, sample_payment
+from tests.support.consents import consent_view
 
 
 def _commands(units: CountingUnitsOfWork, rules: VelocityRules | None = None) -> PaymentCommands:
@@ -39,17 +39,7 @@ def _commands(units: CountingUnitsOfWork, rules: VelocityRules | None = None) ->
 
 def _recording(payment_id: str, *, request_id: str = "", amount: int = 1000, **consent: object) -> Recording:
     payment = sample_payment(payment_id, amount=Amount("EUR", amount))
-    view = ConsentView(
-        consent_id="c1",
-        partner_id="p1",
-        customer_id="cust1",
-        state="AUTHORISED",
-        paused=False,
-        permissions=frozenset({"INITIATE_PAYMENTS"}),
-        account_ids=frozenset({"a1"}),
-        expires_at=None,
-        **consent,  # type: ignore[arg-type]
-    )
+    view = consent_view(**consent)
     new = NewPayment(request_id or f"req-{payment_id}", f"fp-{amount}", "a1", "a2", None, payment.amount, "DOMESTIC")
     return Recording("p1", view, PartnerLimits("p1"), new, payment, "")
 

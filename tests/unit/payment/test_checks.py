@@ -14,23 +14,13 @@ from meshlib.money import Amount
 from services.payment.domain import checks
 from services.payment.domain.checks import CustomerHistory, PartnerLimits
 from services.payment.settings import DEFAULT_RULES_FILE
+from tests.support.consents import consent_view
 
 NOW = dt.datetime(2026, 11, 18, 15, 30, tzinfo=dt.UTC)  # a Wednesday
 
 
 def _consent(**overrides) -> ConsentView:  # type: ignore[no-untyped-def]
-    values = dict(
-        consent_id="c1",
-        partner_id="p1",
-        customer_id="cu1",
-        state="AUTHORISED",
-        paused=False,
-        permissions=frozenset({"INITIATE_PAYMENTS"}),
-        account_ids=frozenset({"a1"}),
-        expires_at=NOW + dt.timedelta(days=1),
-    )
-    values.update(overrides)
-    return ConsentView(**values)  # type: ignore[arg-type]
+    return consent_view(**{"customer_id": "cu1", "expires_at": NOW + dt.timedelta(days=1), **overrides})
 
 
 def _reason(call) -> str:  # type: ignore[no-untyped-def]

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from meshlib.auth.consent import ConsentView
 from meshlib.errors import FailedPrecondition, InvalidArgument, NotFound
 from meshlib.money import Amount
 from services.payment.domain.checks import LedgerAccountInfo, check_debtor_account
+from tests.support.consents import consent_view
 
-CONSENT = ConsentView(
-    consent_id="c1",
-    partner_id="p1",
-    customer_id="alice",
-    state="AUTHORISED",
-    paused=False,
-    permissions=frozenset({"INITIATE_PAYMENTS"}),
-    account_ids=frozenset({"a1", "b1"}),
-    expires_at=None,
-)
+CONSENT = consent_view(customer_id="alice", account_ids=frozenset({"a1", "b1"}))
 
 
 def test_the_customers_own_open_account_in_the_right_currency_passes() -> None:
