@@ -9,6 +9,7 @@ is NOT_FOUND, exactly like an unknown one).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections import OrderedDict
@@ -78,6 +79,9 @@ class IdentityConsentLookup:
         self._capacity = capacity
         self._clock = clock
         self._cache: OrderedDict[str, tuple[float, ConsentView]] = OrderedDict()
+        # One fetch per consent at a time: when an entry expires under load, every call that
+        # races for it would otherwise send its own GetConsent (a wave of payments: dozens).
+        self._inflight: dict[str, asyncio.Future[ConsentView]] = {}
 
     def attach(self, bus: InvalidationBus) -> None:
         """Drop cached consents when identity says they changed (call before the bus starts)."""
@@ -89,14 +93,31 @@ class IdentityConsentLookup:
         if cached is not None and self._clock() - cached[0] < self._ttl:
             view = cached[1]
         else:
-            view = await self._fetch(consent_id)
+            pending = self._inflight.get(consent_id)
+            if pending is None:
+                pending = asyncio.ensure_future(self._fetch_and_cache(consent_id))
+                self._inflight[consent_id] = pending
+                pending.add_done_callback(lambda done: self._forget_fetch(consent_id, done))
+            view = await asyncio.shield(pending)
+        if view.partner_id != partner_id:
+            raise NotFound("consent not found", metadata={"resource_name": f"consents/{consent_id}"})
+        return view
+
+    async def _fetch_and_cache(self, consent_id: str) -> ConsentView:
+        view = await self._fetch(consent_id)
+        # Cached only if no invalidation came while it was on its way (it may predate the change).
+        if self._inflight.get(consent_id) is asyncio.current_task():
             self._cache[consent_id] = (self._clock(), view)
             self._cache.move_to_end(consent_id)
             while len(self._cache) > self._capacity:
                 self._cache.popitem(last=False)
-        if view.partner_id != partner_id:
-            raise NotFound("consent not found", metadata={"resource_name": f"consents/{consent_id}"})
         return view
+
+    def _forget_fetch(self, consent_id: str, done: asyncio.Future[ConsentView]) -> None:
+        if self._inflight.get(consent_id) is done:
+            del self._inflight[consent_id]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter gets it; no "never retrieved" warning
 
     async def _fetch(self, consent_id: str) -> ConsentView:
         from openbank.identity.v1 import consent_pb2
@@ -115,6 +136,8 @@ class IdentityConsentLookup:
     async def _on_invalidation(self, event: Invalidation) -> None:
         if event.kind == "consent":
             self._cache.pop(event.key, None)
+            self._inflight.pop(event.key, None)  # later calls fetch the changed consent afresh
 
     async def _on_resync(self) -> None:
         self._cache.clear()
+        self._inflight.clear()

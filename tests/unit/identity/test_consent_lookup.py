@@ -3,6 +3,7 @@ consents, caches for a TTL and drops an entry when identity says the consent cha
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import grpc
@@ -89,3 +90,59 @@ async def test_cached_for_the_ttl_and_dropped_on_invalidation(lookup) -> None:  
     now[0] = 6
     await adapter.get("c1", partner_id="p1")
     assert len(fake.calls) == 3
+
+
+class SlowConsents(FakeConsents):
+    """GetConsent waits for a gate, so calls can race for one fetch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def GetConsent(self, request: consent_pb2.GetConsentRequest, metadata: object, timeout: float) -> object:
+        self.calls.append((request.name, metadata))
+        await self.gate.wait()
+        return consent_pb2.GetConsentResponse(consent=self.consent)
+
+
+async def test_calls_racing_for_an_expired_entry_share_one_fetch(lookup) -> None:  # type: ignore[no-untyped-def]
+    adapter, _, _ = lookup
+    slow = SlowConsents()
+    adapter._stub = slow
+    racing = [asyncio.ensure_future(adapter.get("c1", partner_id="p1")) for _ in range(30)]
+    await asyncio.sleep(0.01)
+    slow.gate.set()
+    views = await asyncio.gather(*racing)
+    assert len(slow.calls) == 1 and {v.consent_id for v in views} == {"c1"}
+    await adapter.get("c1", partner_id="p1")
+    assert len(slow.calls) == 1  # cached by the shared fetch
+
+
+async def test_a_fetch_overtaken_by_an_invalidation_is_not_cached(lookup) -> None:  # type: ignore[no-untyped-def]
+    adapter, _, _ = lookup
+    slow = SlowConsents()
+    adapter._stub = slow
+    first = asyncio.ensure_future(adapter.get("c1", partner_id="p1"))
+    await asyncio.sleep(0.01)
+    await adapter._on_invalidation(Invalidation("consent", "c1", "REVOKED"))
+    slow.gate.set()
+    await first
+    await adapter.get("c1", partner_id="p1")
+    assert len(slow.calls) == 2  # the answer that predates the change was not kept
+
+
+async def test_a_failed_shared_fetch_fails_every_waiter_and_is_retried_next_time(lookup) -> None:  # type: ignore[no-untyped-def]
+    adapter, fake, _ = lookup
+
+    class Failing(FakeConsents):
+        async def GetConsent(self, request: object, metadata: object, timeout: float) -> object:
+            self.calls.append(("x", metadata))
+            await asyncio.sleep(0)
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
+
+    failing = Failing()
+    adapter._stub = failing
+    outcomes = await asyncio.gather(*(adapter.get("c1", partner_id="p1") for _ in range(5)), return_exceptions=True)
+    assert len(failing.calls) == 1 and all(isinstance(o, Exception) for o in outcomes)
+    adapter._stub = fake
+    assert (await adapter.get("c1", partner_id="p1")).consent_id == "c1"
