@@ -98,8 +98,9 @@ class _RecordingGroup:
         self._now = now
         self._saved: dict[tuple[str, str], SavedAnswer] = {}
         self._replayable: dict[str, Payment] = {}
-        self._sums: dict[tuple[str, str, str, dt.datetime], int] = {}
-        self._histories: dict[tuple[str, str, str, str | None], CustomerHistory] = {}
+        # Each read once, then carried forward: (the value, how many accepted payments it includes).
+        self._sums: dict[tuple[str, str, str, dt.datetime], tuple[int, int]] = {}
+        self._histories: dict[tuple[str, str, str, str | None], tuple[CustomerHistory, int]] = {}
         self._accepted: list[Payment] = []
         self._answers: dict[str, list[tuple[str, str, bytes]]] = {}
 
@@ -158,14 +159,18 @@ class _RecordingGroup:
 
     async def _spent(self, column: str, value: str, currency: str, since: dt.datetime) -> int:
         key = (column, value, currency, since)
-        if key not in self._sums:
-            self._sums[key] = await self._uow.payments.spent(column, value, currency, since.date())
-        earlier = sum(
+        entry = self._sums.get(key)
+        if entry is None:
+            total, applied = await self._uow.payments.spent(column, value, currency, since.date()), 0
+        else:
+            total, applied = entry
+        total += sum(
             p.amount.minor_units
-            for p in self._accepted
+            for p in self._accepted[applied:]
             if getattr(p, column) == value and p.amount.currency == currency and p.created_at >= since
         )
-        return self._sums[key] + earlier
+        self._sums[key] = (total, len(self._accepted))
+        return total
 
     async def _history(self, payment: Payment) -> CustomerHistory:
         key = (
@@ -174,17 +179,20 @@ class _RecordingGroup:
             payment.creditor_account_id or "",
             payment.creditor_wallet_partner_id,
         )
-        history = self._histories.get(key)
-        if history is None:
+        entry = self._histories.get(key)
+        if entry is None:
             history = await self._uow.payments.customer_history(
                 payment.customer_id, payment, self._rules.windows, self._now
             )
-            self._histories[key] = history
-        for earlier in self._accepted:
+            applied = 0
+        else:
+            history, applied = entry
+        for earlier in self._accepted[applied:]:
             if earlier.customer_id == payment.customer_id:
                 history = history.plus_new_payment(
                     earlier.amount.minor_units, same_currency=earlier.amount.currency == payment.amount.currency
                 )
+        self._histories[key] = (history, len(self._accepted))
         return history
 
 
