@@ -10,25 +10,15 @@ import pytest
 from meshlib.errors import InvalidArgument, MeshError
 from openbank.common.v1 import error_reason_pb2 as er
 from services.account import converters
-from services.account.domain.ledger import Account, AccountStatus, AccountType
+from services.account.domain.ledger import Account
 from services.account.ledger_service import AccountItemResult, LedgerService
+from tests.unit.account.samples import sample_account
 
 NOW = dt.datetime(2026, 3, 1, 8, tzinfo=dt.UTC)
 
 
 def account(account_id: str) -> Account:
-    return Account(
-        id=account_id,
-        number="12345678901234",
-        currency="EUR",
-        type=AccountType.CURRENT,
-        status=AccountStatus.ACTIVE,
-        overdraft_limit=0,
-        customer_id="c1",
-        display_name="",
-        opened_at=NOW,
-        updated_at=NOW,
-    )
+    return sample_account(account_id, at=NOW)
 
 
 class FakeUnitOfWork:

@@ -10,8 +10,6 @@ from meshlib.idempotency import SavedAnswer
 from meshlib.money import Amount
 from services.account.domain.ledger import (
     Account,
-    AccountStatus,
-    AccountType,
     Transfer,
     TransferRequest,
     TransferState,
@@ -20,24 +18,13 @@ from services.account.domain.ledger import (
     post_transfer,
 )
 from services.account.ledger_service import FinishRequest, LedgerService, finish_fingerprint
+from tests.unit.account.samples import sample_account
 
 NOW = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
 
 
 def account(account_id: str, balance: int = 0) -> Account:
-    return Account(
-        id=account_id,
-        number="12345678901234",
-        currency="EUR",
-        type=AccountType.CURRENT,
-        status=AccountStatus.ACTIVE,
-        overdraft_limit=0,
-        customer_id="c1",
-        display_name="",
-        opened_at=NOW,
-        updated_at=NOW,
-        credits_posted=balance,
-    )
+    return sample_account(account_id, at=NOW, balance=balance)
 
 
 def hold(transfer_id: str, amount: int, debit: Account, credit: Account, at: dt.datetime) -> Transfer:

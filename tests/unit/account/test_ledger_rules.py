@@ -26,6 +26,7 @@ from services.account.domain.ledger import (
     post_transfer,
     void_transfer,
 )
+from tests.unit.account.samples import sample_account
 
 NOW = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
 
@@ -39,18 +40,14 @@ def account(
     account_type: AccountType = AccountType.CURRENT,
     status: AccountStatus = AccountStatus.ACTIVE,
 ) -> Account:
-    return Account(
-        id=account_id,
-        number="12345678901234",
+    return sample_account(
+        account_id,
+        at=NOW,
+        balance=balance,
+        overdraft_limit=overdraft,
         currency=currency,
         type=account_type,
         status=status,
-        overdraft_limit=overdraft,
-        customer_id="c1",
-        display_name="",
-        opened_at=NOW,
-        updated_at=NOW,
-        credits_posted=balance,
     )
 
 

@@ -14,26 +14,15 @@ from meshlib.errors import InvalidArgument, NotFound, PermissionDenied, Resource
 from meshlib.money import Amount
 from services.account.domain.ledger import Account, AccountStatus, AccountType
 from services.account.read_service import AccountReadService, ConsentCaller, ReadQuota
+from tests.unit.account.samples import sample_account
 
 NOW = dt.datetime(2026, 2, 1, 23, 0, tzinfo=dt.UTC)
 
 
 def account(account_id: str, customer: str = "cust-1", balance: int = 0, **changes: Any) -> Account:
-    fields: dict[str, Any] = dict(
-        id=account_id,
-        number="99990000001234",
-        currency="EUR",
-        type=AccountType.CURRENT,
-        status=AccountStatus.ACTIVE,
-        overdraft_limit=0,
-        customer_id=customer,
-        display_name="",
-        opened_at=NOW,
-        updated_at=NOW,
-        credits_posted=balance,
+    return sample_account(
+        account_id, at=NOW, balance=balance, **{"number": "99990000001234", "customer_id": customer, **changes}
     )
-    fields.update(changes)
-    return Account(**fields)
 
 
 class FakeStore:
