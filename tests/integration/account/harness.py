@@ -27,6 +27,7 @@ from openbank.account.v1 import (
 from openbank.common.v1 import money_pb2
 from services.account.bootstrap import account_spec
 from services.account.settings import AccountSettings
+from tests.support.consents import consent_view
 
 LEDGER_SCOPES = ("ledger:read", "ledger:write", "ledger:admin")
 ALL_PERMISSIONS = frozenset({"READ_ACCOUNTS", "READ_BALANCES", "READ_TRANSACTIONS", "CONFIRM_FUNDS"})
@@ -69,12 +70,11 @@ class FakeConsents:
         state: str = "AUTHORISED",
     ) -> None:
         """Register an authorised consent over some accounts."""
-        self.consents[consent_id] = ConsentView(
+        self.consents[consent_id] = consent_view(
             consent_id=consent_id,
             partner_id=partner_id,
             customer_id=customer_id,
             state=state,
-            paused=False,
             permissions=permissions,
             account_ids=frozenset(name.removeprefix("accounts/") for name in account_names),
             expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=1),

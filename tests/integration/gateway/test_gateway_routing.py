@@ -15,6 +15,7 @@ from meshlib.auth.verifier import static_jwks
 from meshlib.grpc_errors import decode_rpc_error
 from openbank.payment.v1 import payment_pb2, payment_pb2_grpc
 from tests.integration.gateway.upstream import start_fake_upstream
+from tests.support.consents import consent_view
 
 BRIEF_PUBLIC_RPCS = {
     "IssueToken",
@@ -52,16 +53,7 @@ class AuthorisedConsents:
     """Every consent is authorised with every permission (the routing test is not about consents)."""
 
     async def get(self, consent_id: str, *, partner_id: str) -> ConsentView:
-        return ConsentView(
-            consent_id=consent_id,
-            partner_id=partner_id,
-            customer_id="cu1",
-            state="AUTHORISED",
-            paused=False,
-            permissions=frozenset({"INITIATE_PAYMENTS"}),
-            account_ids=frozenset({"a1"}),
-            expires_at=None,
-        )
+        return consent_view(consent_id=consent_id, partner_id=partner_id, customer_id="cu1")
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ from services.payment.domain.checks import PartnerLimits
 from services.payment.settings import PaymentSettings
 from services.settlement.bootstrap import SPEC as SETTLEMENT_SPEC
 from services.settlement.settings import SettlementSettings
+from tests.support.consents import consent_view
 
 ISSUER = "https://identity.openbank.local"
 CUSTOMER = "cust-1"
@@ -181,16 +182,16 @@ class Mesh:
 
     def grant(self, consent_id: str, partner_id: str, account_labels: list[str], **limits: Any) -> None:
         """An authorised consent with INITIATE_PAYMENTS over the accounts."""
-        self.consents.views[consent_id] = ConsentView(
-            consent_id=consent_id,
-            partner_id=partner_id,
-            customer_id=CUSTOMER,
-            state=limits.pop("state", "AUTHORISED"),
-            paused=limits.pop("paused", False),
-            permissions=frozenset({"INITIATE_PAYMENTS", "READ_BALANCES", "READ_ACCOUNTS"}),
-            account_ids=frozenset(self.accounts[label] for label in account_labels),
-            expires_at=limits.pop("expires_at", dt.datetime.now(dt.UTC) + dt.timedelta(days=30)),
-            **limits,
+        self.consents.views[consent_id] = consent_view(
+            **{
+                "consent_id": consent_id,
+                "partner_id": partner_id,
+                "customer_id": CUSTOMER,
+                "permissions": frozenset({"INITIATE_PAYMENTS", "READ_BALANCES", "READ_ACCOUNTS"}),
+                "account_ids": frozenset(self.accounts[label] for label in account_labels),
+                "expires_at": dt.datetime.now(dt.UTC) + dt.timedelta(days=30),
+                **limits,
+            }
         )
 
     # -- reads -----------------------------------------------------------------------------

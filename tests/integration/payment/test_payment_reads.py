@@ -9,7 +9,6 @@ import pytest
 from google.protobuf import duration_pb2
 
 from meshlib.app import start_service
-from meshlib.auth.consent import ConsentView
 from meshlib.auth.testing import TestIssuer
 from meshlib.auth.verifier import static_jwks
 from meshlib.grpc_errors import decode_rpc_error
@@ -20,6 +19,7 @@ from services.payment.domain.payments import Payment, PaymentState
 from services.payment.settings import PaymentSettings
 from services.payment.unit_of_work import PaymentUnitOfWork
 from tests.integration.payment.mesh import FakeConsents
+from tests.support.consents import consent_view
 
 
 def _payment(payment_id: str, partner: str, state: PaymentState, age: dt.timedelta) -> Payment:
@@ -44,15 +44,8 @@ async def payment_service(database_url: str):  # type: ignore[no-untyped-def]
     issuer = TestIssuer(issuer="https://identity.openbank.local", audience="openbank-mesh")
     consents = FakeConsents()
     for partner in ("wallet-a", "wallet-b"):
-        consents.views[f"c1-{partner}"] = ConsentView(
-            consent_id=f"c1-{partner}",
-            partner_id=partner,
-            customer_id="cu1",
-            state="AUTHORISED",
-            paused=False,
-            permissions=frozenset({"INITIATE_PAYMENTS"}),
-            account_ids=frozenset({"a1"}),
-            expires_at=None,
+        consents.views[f"c1-{partner}"] = consent_view(
+            consent_id=f"c1-{partner}", partner_id=partner, customer_id="cu1"
         )
     spec = payment_spec(consent_lookup=lambda runtime, bearer: consents)
     server = await start_service(

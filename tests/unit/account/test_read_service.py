@@ -14,6 +14,7 @@ from meshlib.errors import InvalidArgument, NotFound, PermissionDenied, Resource
 from meshlib.money import Amount
 from services.account.domain.ledger import Account, AccountStatus, AccountType
 from services.account.read_service import AccountReadService, ConsentCaller, ReadQuota
+from tests.support.consents import consent_view
 from tests.unit.account.samples import sample_account
 
 NOW = dt.datetime(2026, 2, 1, 23, 0, tzinfo=dt.UTC)
@@ -78,21 +79,17 @@ class Consents:
 def service(
     accounts: list[Account], clock: Callable[[], dt.datetime] = lambda: NOW, **consent: Any
 ) -> tuple[AccountReadService, FakeStore]:
-    fields: dict[str, Any] = dict(
-        consent_id="c1",
-        partner_id="p1",
-        customer_id="cust-1",
-        state="AUTHORISED",
-        paused=False,
-        permissions=frozenset({"READ_ACCOUNTS", "READ_BALANCES", "CONFIRM_FUNDS"}),
-        account_ids=frozenset(a.id for a in accounts),
-        expires_at=NOW + dt.timedelta(days=1),
+    view = consent_view(
+        **{
+            "customer_id": "cust-1",
+            "permissions": frozenset({"READ_ACCOUNTS", "READ_BALANCES", "CONFIRM_FUNDS"}),
+            "account_ids": frozenset(a.id for a in accounts),
+            "expires_at": NOW + dt.timedelta(days=1),
+            **consent,
+        }
     )
-    fields.update(consent)
     store = FakeStore(accounts)
-    reads = AccountReadService(
-        lambda read_only=False: FakeUnitOfWork(store, read_only), Consents(ConsentView(**fields)), clock=clock
-    )
+    reads = AccountReadService(lambda read_only=False: FakeUnitOfWork(store, read_only), Consents(view), clock=clock)
     return reads, store
 
 
