@@ -25,6 +25,14 @@ CONFIG = parse_config(
 )
 
 
+def test_replies_are_parsed_by_hiredis() -> None:
+    # The limiter's CPU per decision rests on redis-py's C reply parser (docs/benchmarks.md):
+    # losing the extra in a dependency change would pass every other test.
+    from redis.utils import HIREDIS_AVAILABLE
+
+    assert HIREDIS_AVAILABLE
+
+
 async def test_exact_sequence_at_the_boundary_matches_the_in_process_algorithm(redis_url: str, key_prefix: str) -> None:
     clock = [1_700_000_000_000_000]
     redis_backend = RedisBackend(redis_url, prefix=key_prefix, clock=lambda: clock[0])
