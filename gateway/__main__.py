@@ -22,8 +22,7 @@ def main() -> None:
         configure_logging("gateway", settings.log_level, settings.log_format)
         configure_tracing("gateway", settings.otlp_endpoint)
         server = await start_gateway(settings)
-        server.install_signal_handlers()
-        await server.wait_until_stopped()
+        await server.serve_until_stopped()
 
     run_process(serve)
 

@@ -181,7 +181,6 @@ def run_service(spec: ServiceSpec) -> None:
         configure_logging(spec.name, settings.log_level, settings.log_format)
         configure_tracing(spec.name, settings.otlp_endpoint)
         server = await start_service(spec, settings)
-        server.install_signal_handlers()
-        await server.wait_until_stopped()
+        await server.serve_until_stopped()
 
     run_process(main)

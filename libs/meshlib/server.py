@@ -5,7 +5,7 @@ Usage from a process's ``main``::
 
     app = MeshServer(settings, registrations, interceptors=[...])
     port = await app.start()
-    await app.wait_until_stopped()   # returns after SIGTERM has drained in-flight calls
+    await app.serve_until_stopped()  # returns after SIGTERM has drained in-flight calls
 
 ``create_server`` binds port 0 in tests and returns the chosen port.
 """
@@ -13,6 +13,7 @@ Usage from a process's ``main``::
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import uuid
@@ -241,6 +242,25 @@ class MeshServer:
     async def wait_until_stopped(self) -> None:
         """Block until :meth:`stop` has finished."""
         await self._stopped.wait()
+
+    async def serve_until_stopped(self) -> None:
+        """A process's serving phase: stop on SIGTERM/SIGINT, and until then serve lean.
+
+        The start-up heap (modules, descriptors, compiled statements: most of the process's
+        objects) is moved out of the cyclic garbage collector's reach first. A full
+        collection otherwise walks all of it, 75-175 ms in the payment service under load,
+        every few seconds, stalling every call in flight (see docs/benchmarks.md); after
+        the freeze a full collection walks only what was allocated since (2-8 ms).
+        """
+        self.install_signal_handlers()
+        freeze_startup_heap()
+        await self.wait_until_stopped()
+
+
+def freeze_startup_heap() -> None:
+    """Collect once, then exclude every surviving object from later collections (``gc.freeze``)."""
+    gc.collect()
+    gc.freeze()
 
 
 async def create_server(
