@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from meshlib.auth.consent_client import IdentityConsentLookup
-from meshlib.errors import NotFound
+from meshlib.errors import NotFound, Unavailable
 from meshlib.events import InProcessBus, Invalidation
 from openbank.common.v1 import consent_permission_pb2, money_pb2
 from openbank.identity.v1 import consent_pb2
@@ -146,3 +146,45 @@ async def test_a_failed_shared_fetch_fails_every_waiter_and_is_retried_next_time
     assert len(failing.calls) == 1 and all(isinstance(o, Exception) for o in outcomes)
     adapter._stub = fake
     assert (await adapter.get("c1", partner_id="p1")).consent_id == "c1"
+
+
+async def test_an_entry_in_use_is_refreshed_ahead_of_its_expiry_without_waiting(lookup) -> None:  # type: ignore[no-untyped-def]
+    adapter, _, now = lookup
+    slow = SlowConsents()
+    slow.gate.set()
+    adapter._stub = slow
+    await adapter.get("c1", partner_id="p1")
+    now[0] = 3.9  # under 0.8 of the 5 s TTL: served from the cache alone
+    await adapter.get("c1", partner_id="p1")
+    assert len(slow.calls) == 1
+    slow.gate.clear()
+    now[0] = 4.5  # past 0.8 of the TTL: answered at once from the entry, one fetch behind it
+    views = [await adapter.get("c1", partner_id="p1") for _ in range(10)]
+    await asyncio.sleep(0.01)  # the background fetch is under way, held at the gate
+    assert {v.consent_id for v in views} == {"c1"} and len(slow.calls) == 2
+    slow.consent.paused = True
+    slow.gate.set()
+    await asyncio.sleep(0.01)
+    now[0] = 8.0  # the refreshed entry (fetched at 4.5) is still fresh, and holds the new state
+    assert (await adapter.get("c1", partner_id="p1")).paused
+    assert len(slow.calls) == 2
+
+
+async def test_a_failed_refresh_leaves_the_entry_to_expire_at_its_ttl(lookup) -> None:  # type: ignore[no-untyped-def]
+    adapter, _, now = lookup
+    await adapter.get("c1", partner_id="p1")
+
+    class Failing(FakeConsents):
+        async def GetConsent(self, request: object, metadata: object, timeout: float) -> object:
+            self.calls.append(("x", metadata))
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
+
+    failing = Failing()
+    adapter._stub = failing
+    now[0] = 4.5
+    assert (await adapter.get("c1", partner_id="p1")).consent_id == "c1"  # the entry, still within its TTL
+    await asyncio.sleep(0.01)
+    now[0] = 5.5  # expired and identity still down: the caller sees the failure, never a stale view
+    with pytest.raises(Unavailable):
+        await adapter.get("c1", partner_id="p1")
+    assert len(failing.calls) == 2
