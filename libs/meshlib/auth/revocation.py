@@ -112,12 +112,16 @@ class RevocationCache:
         introspect: Introspector,
         *,
         ttl_seconds: float = 5.0,
+        refresh_ahead: float = 0.8,
         stale_grace_seconds: float = 30.0,
         capacity: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._introspect = introspect
         self._ttl = ttl_seconds
+        # A token in use is introspected again in the background once its entry is this old,
+        # so its calls never wait for identity at expiry (as in IdentityConsentLookup).
+        self._refresh_after = ttl_seconds * refresh_ahead
         self._grace = stale_grace_seconds
         self._clock = clock
         self._tokens: _Bounded[str, _Entry] = _Bounded(capacity)
@@ -146,23 +150,36 @@ class RevocationCache:
         now = self._clock()
         entry = self._tokens.get(caller.token_id)
         if entry is not None and now - entry.fetched_at < self._ttl:
+            if now - entry.fetched_at >= self._refresh_after and caller.token_id not in self._inflight:
+                self._start_introspection(caller)
             return entry.status
-        # One introspection per token at a time, however many calls race for it.
-        pending = self._inflight.get(caller.token_id)
-        if pending is None:
-            pending = asyncio.ensure_future(self._introspect(caller))
-            self._inflight[caller.token_id] = pending
-            pending.add_done_callback(lambda _: self._inflight.pop(caller.token_id, None))
+        pending = self._inflight.get(caller.token_id) or self._start_introspection(caller)
         try:
-            status = await asyncio.shield(pending)
+            return await asyncio.shield(pending)
         except Exception:
             if entry is not None and now - entry.fetched_at < self._ttl + self._grace:
                 log.warning("token introspection failed; using the last known status")
                 return entry.status
             log.warning("token introspection failed and nothing is cached")
             raise Unavailable("cannot confirm the token's status right now", retry_after_seconds=1.0) from None
+
+    def _start_introspection(self, caller: Caller) -> asyncio.Future[TokenStatus]:
+        """One introspection per token at a time, however many calls race for it; stores the answer."""
+        pending = asyncio.ensure_future(self._introspect_and_store(caller))
+        self._inflight[caller.token_id] = pending
+        pending.add_done_callback(lambda done: self._forget_introspection(caller.token_id, done))
+        return pending
+
+    async def _introspect_and_store(self, caller: Caller) -> TokenStatus:
+        status = await self._introspect(caller)
         self._tokens.put(caller.token_id, _Entry(status, self._clock(), caller.partner_id, caller.consent_id))
         return status
+
+    def _forget_introspection(self, token_id: str, done: asyncio.Future[TokenStatus]) -> None:
+        if self._inflight.get(token_id) is done:
+            del self._inflight[token_id]
+        if not done.cancelled():
+            done.exception()  # retrieved: a waiter logs it; a failed background refresh lets the entry age
 
     async def on_invalidation(self, event: Invalidation) -> None:
         """Apply one change published by identity."""

@@ -3,6 +3,7 @@ a resync forgets everything, and an identity outage fails closed unless a recent
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
@@ -124,3 +125,21 @@ async def test_identity_outage_fails_closed_unless_recently_known(setup) -> None
     clock.now = 20
     with pytest.raises(Unavailable):
         await cache.check(_caller("t2"))
+
+
+async def test_a_token_in_use_is_introspected_again_before_its_entry_expires(setup) -> None:  # type: ignore[no-untyped-def]
+    cache, identity, _, clock = setup
+    await cache.check(_caller())
+    clock.now = 3.9  # under 0.8 of the 5 s TTL: the entry alone
+    await cache.check(_caller())
+    assert identity.calls == 1
+    clock.now = 4.5  # past 0.8 of it: answered from the entry, one introspection behind it
+    identity.active["t1"] = False
+    for _ in range(5):
+        await cache.check(_caller())
+    await asyncio.sleep(0)
+    assert identity.calls == 2
+    clock.now = 6  # the old entry would have expired; the refreshed one (from 4.5) says revoked
+    with pytest.raises(Unauthenticated):
+        await cache.check(_caller())
+    assert identity.calls == 2
