@@ -63,7 +63,13 @@ _MOVE_MANY = (
         _c.payment_id.in_(_param("pids", _c.payment_id, expanding=True)),
         _c.state.in_(_param("from_states", _c.state, expanding=True)),
     )
-    .values(state=_param("to_state", _c.state), status_reason="", status_reason_message="", updated_at=_NOW)
+    .values(
+        state=_param("to_state", _c.state),
+        status_reason="",
+        status_reason_message="",
+        updated_at=_NOW,
+        lease_until=sa.func.coalesce(_LEASE_UNTIL, _c.lease_until),
+    )
     .returning(_c.payment_id)
 )
 _REQUEST_HOLD = (
@@ -356,15 +362,28 @@ class PaymentRepository:
         return moved
 
     async def move_many(
-        self, payment_ids: list[str], from_states: list[PaymentState], to_state: PaymentState, now: dt.datetime
+        self,
+        payment_ids: list[str],
+        from_states: list[PaymentState],
+        to_state: PaymentState,
+        now: dt.datetime,
+        *,
+        lease_until: dt.datetime | None = None,
     ) -> set[str]:
         """:meth:`move` for several payments in one guarded update (no status reason); returns
-        the ids that moved."""
+        the ids that moved. With ``lease_until`` the payments that move have their lease renewed
+        in the same statement."""
         if not payment_ids:
             return set()
         result = await self._connection.execute(
             _MOVE_MANY,
-            {"pids": payment_ids, "from_states": [s.name for s in from_states], "to_state": to_state.name, "now": now},
+            {
+                "pids": payment_ids,
+                "from_states": [s.name for s in from_states],
+                "to_state": to_state.name,
+                "now": now,
+                "until": lease_until,
+            },
         )
         moved = set(result.scalars())
         if moved and to_state.name in NOT_COUNTED:

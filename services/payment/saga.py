@@ -259,8 +259,11 @@ class PaymentSaga:
             if write.move is not None:
                 by_move.setdefault((tuple(write.move[0]), write.move[1]), []).append(write.payment_id)
         moved: set[str] = set()
+        lease_until = now + self._lease
         for (from_states, to_state), payment_ids in by_move.items():
-            moved |= await uow.payments.move_many(payment_ids, list(from_states), to_state, now)
+            moved |= await uow.payments.move_many(
+                payment_ids, list(from_states), to_state, now, lease_until=lease_until
+            )
         changes: list[tuple[Payment, PaymentState | None, PaymentState]] = []
         # The rows as stored afterwards, without reading them again: a move changes only the
         # state, the (empty) status reason and the update time; the lease is not on Payment.
@@ -273,8 +276,10 @@ class PaymentSaga:
                     current, state=write.move[1], status_reason="", status_reason_message="", updated_at=now
                 )
         await uow.events.add_many(changes, now)
-        if present:
-            await uow.payments.renew_many([write.payment_id for write in present], now, self._lease)
+        # A move renewed its payment's lease already (the usual case: one statement fewer).
+        unrenewed = [write.payment_id for write in present if write.payment_id not in moved]
+        if unrenewed:
+            await uow.payments.renew_many(unrenewed, now, self._lease)
         return stored, changes
 
     async def start_in(self, uow: PaymentUnitOfWork, new: list[tuple[Payment, str]], now: dt.datetime) -> list[Payment]:

@@ -54,6 +54,27 @@ async def test_concurrent_saga_writes_share_one_transaction_and_write_every_row(
     assert all(lease is not None and lease.replace(tzinfo=dt.UTC) == NOW + LEASE for lease in leases)
 
 
+async def test_every_write_of_a_group_renews_its_lease_whether_it_moved_or_not(database: Database) -> None:
+    ids = ["moves", "records-only", "moved-before"]
+    await _seed(database, ids)
+    async with PaymentUnitOfWork(database) as uow:  # past the move's from-state, lease left as it was
+        assert await uow.payments.move_many(["moved-before"], *MOVE, NOW) == {"moved-before"}
+        await uow.commit()
+    units = CountingUnitsOfWork(database)
+    saga = _saga(units)
+    await asyncio.gather(
+        saga._apply(_payment("moves"), records=PROGRESS, move=MOVE),
+        saga._apply(_payment("records-only"), records=PROGRESS),
+        saga._apply(_payment("moved-before"), records=PROGRESS, move=MOVE),
+    )
+    assert units.writes == 1
+    async with database.engine.connect() as connection:
+        rows = (await connection.execute(sa.select(payments.c.payment_id, payments.c.lease_until))).all()
+        events = (await connection.execute(sa.select(payment_events.c.payment_id, payment_events.c.state))).all()
+    assert {payment_id: lease.replace(tzinfo=dt.UTC) for payment_id, lease in rows} == dict.fromkeys(ids, NOW + LEASE)
+    assert events == [("moves", "SETTLEMENT_IN_PROCESS")]  # the other was past its from-state: no move
+
+
 async def test_a_write_for_an_unknown_payment_fails_alone_and_writes_nothing(database: Database) -> None:
     ids = ["good1", "good2", "good3"]
     await _seed(database, ids)
