@@ -7,13 +7,13 @@ meshlib errors with the upstream's reason (``decode_rpc_error``).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
 
+from meshlib.cache import RefreshingCache
 from meshlib.clients import call_with_retry
 from meshlib.coalesce import Coalescer
 from meshlib.errors import FailedPrecondition, InvalidArgument, MeshError, NotFound
@@ -237,9 +237,10 @@ class GrpcSettlement:
             result_field="obligation",
             what="settlement.CommitObligation",
         )
-        self._cache_seconds = cache_seconds
-        self._participants: list[ParticipantInfo] = []
-        self._loaded_at = float("-inf")
+        # The whole participant list under one key: one ListParticipants however many calls miss.
+        self._participants: RefreshingCache[str, list[ParticipantInfo]] = RefreshingCache(
+            cache_seconds, name="participants"
+        )
 
     async def _load(self) -> list[ParticipantInfo]:
         found: list[ParticipantInfo] = []
@@ -264,14 +265,11 @@ class GrpcSettlement:
                 return found
 
     async def _find(self, match: Callable[[ParticipantInfo], bool]) -> ParticipantInfo | None:
-        fresh = time.monotonic() - self._loaded_at < self._cache_seconds
-        if fresh:
-            for participant in self._participants:
-                if match(participant):
-                    return participant
-        self._participants = await self._load()
-        self._loaded_at = time.monotonic()
-        return next((p for p in self._participants if match(p)), None)
+        found = next((p for p in await self._participants.get("", self._load) if match(p)), None)
+        if found is None:  # maybe registered since the list was loaded: look once more
+            self._participants.invalidate("")
+            found = next((p for p in await self._participants.get("", self._load) if match(p)), None)
+        return found
 
     async def bank(self) -> ParticipantInfo:
         """The bank's participant (the payer of every top-up)."""
@@ -328,16 +326,15 @@ class GrpcPartnerDirectory:
 
         self._stub = partner_pb2_grpc.PartnerServiceStub(channel)
         self._call = _Caller(bearer, deadline, attempts)
-        self._cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, PartnerLimits]] = {}
+        self._cache: RefreshingCache[str, PartnerLimits] = RefreshingCache(cache_seconds, name="partner-limits")
 
     async def limits(self, partner_id: str) -> PartnerLimits:
         """The partner's per-payment and daily limits."""
+        return await self._cache.get(partner_id, lambda: self._fetch(partner_id))
+
+    async def _fetch(self, partner_id: str) -> PartnerLimits:
         from openbank.identity.v1 import partner_pb2
 
-        cached = self._cache.get(partner_id)
-        if cached is not None and time.monotonic() - cached[0] < self._cache_seconds:
-            return cached[1]
         answer = await self._call(
             self._stub.GetPartner, partner_pb2.GetPartnerRequest(name=f"partners/{partner_id}"), "identity.GetPartner"
         )
@@ -352,5 +349,4 @@ class GrpcPartnerDirectory:
             or (daily.currency_code if daily else "")
             or None,
         )
-        self._cache[partner_id] = (time.monotonic(), limits)
         return limits

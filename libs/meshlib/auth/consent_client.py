@@ -9,16 +9,15 @@ is NOT_FOUND, exactly like an unknown one).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from meshlib.auth.consent import ConsentView
+from meshlib.cache import RefreshingCache
 from meshlib.errors import NotFound
 from meshlib.events import Invalidation, InvalidationBus
 from meshlib.grpc_errors import decode_rpc_error
@@ -62,11 +61,10 @@ def consent_view(consent: Any) -> ConsentView:
 class IdentityConsentLookup:
     """Live consent views from identity, cached for ``ttl_seconds`` and dropped on invalidation.
 
-    An entry in use is refreshed ahead of its expiry: a lookup that finds it older than
-    ``refresh_ahead`` of the TTL (0.8) answers from it and starts one background fetch that
-    replaces it. A busy consent then never expires on the hot path, where every call racing
-    for it would wait for identity (a wave of payments split in two behind that fetch every
-    TTL, the bench's slow waves); no view served is ever older than the TTL.
+    The cache (:class:`meshlib.cache.RefreshingCache`) fetches each consent once however
+    many calls race for it, and refreshes a consent in use ahead of its expiry, so a busy
+    consent never makes its calls wait for identity (a wave of payments split in two behind
+    that fetch every TTL, the bench's slow waves); no view served is older than the TTL.
     """
 
     def __init__(
@@ -75,7 +73,6 @@ class IdentityConsentLookup:
         bearer: Callable[[], Awaitable[str]],
         *,
         ttl_seconds: float = 5.0,
-        refresh_ahead: float = 0.8,
         capacity: int = 50_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -83,14 +80,9 @@ class IdentityConsentLookup:
 
         self._stub = consent_pb2_grpc.ConsentServiceStub(channel)
         self._bearer = bearer
-        self._ttl = ttl_seconds
-        self._refresh_after = ttl_seconds * refresh_ahead
-        self._capacity = capacity
-        self._clock = clock
-        self._cache: OrderedDict[str, tuple[float, ConsentView]] = OrderedDict()
-        # One fetch per consent at a time: when an entry expires under load, every call that
-        # races for it would otherwise send its own GetConsent (a wave of payments: dozens).
-        self._inflight: dict[str, asyncio.Future[ConsentView]] = {}
+        self._cache: RefreshingCache[str, ConsentView] = RefreshingCache(
+            ttl_seconds, capacity=capacity, clock=clock, name="consents"
+        )
 
     def attach(self, bus: InvalidationBus) -> None:
         """Drop cached consents when identity says they changed (call before the bus starts)."""
@@ -98,41 +90,10 @@ class IdentityConsentLookup:
 
     async def get(self, consent_id: str, *, partner_id: str) -> ConsentView:
         """The consent, if it belongs to ``partner_id``; NotFound otherwise."""
-        cached = self._cache.get(consent_id)
-        age = self._clock() - cached[0] if cached is not None else self._ttl
-        if age < self._ttl:
-            view = cached[1]  # type: ignore[index]
-            if age >= self._refresh_after and consent_id not in self._inflight:
-                self._start_fetch(consent_id)
-        else:
-            pending = self._inflight.get(consent_id) or self._start_fetch(consent_id)
-            view = await asyncio.shield(pending)
+        view = await self._cache.get(consent_id, lambda: self._fetch(consent_id))
         if view.partner_id != partner_id:
             raise NotFound("consent not found", metadata={"resource_name": f"consents/{consent_id}"})
         return view
-
-    def _start_fetch(self, consent_id: str) -> asyncio.Future[ConsentView]:
-        """The one fetch of this consent, shared by every caller until it ends."""
-        pending = asyncio.ensure_future(self._fetch_and_cache(consent_id))
-        self._inflight[consent_id] = pending
-        pending.add_done_callback(lambda done: self._forget_fetch(consent_id, done))
-        return pending
-
-    async def _fetch_and_cache(self, consent_id: str) -> ConsentView:
-        view = await self._fetch(consent_id)
-        # Cached only if no invalidation came while it was on its way (it may predate the change).
-        if self._inflight.get(consent_id) is asyncio.current_task():
-            self._cache[consent_id] = (self._clock(), view)
-            self._cache.move_to_end(consent_id)
-            while len(self._cache) > self._capacity:
-                self._cache.popitem(last=False)
-        return view
-
-    def _forget_fetch(self, consent_id: str, done: asyncio.Future[ConsentView]) -> None:
-        if self._inflight.get(consent_id) is done:
-            del self._inflight[consent_id]
-        if not done.cancelled():
-            done.exception()  # retrieved: every waiter gets it; no "never retrieved" warning
 
     async def _fetch(self, consent_id: str) -> ConsentView:
         from openbank.identity.v1 import consent_pb2
@@ -150,9 +111,7 @@ class IdentityConsentLookup:
 
     async def _on_invalidation(self, event: Invalidation) -> None:
         if event.kind == "consent":
-            self._cache.pop(event.key, None)
-            self._inflight.pop(event.key, None)  # later calls fetch the changed consent afresh
+            self._cache.invalidate(event.key)  # later calls fetch the changed consent afresh
 
     async def _on_resync(self) -> None:
         self._cache.clear()
-        self._inflight.clear()

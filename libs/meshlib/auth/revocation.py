@@ -19,7 +19,6 @@ Usage (gateway replica or service)::
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -30,6 +29,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 
 from meshlib.auth.context import Caller
+from meshlib.cache import RefreshingCache
 from meshlib.errors import PermissionDenied, Unauthenticated, Unavailable
 from meshlib.events import Invalidation, InvalidationBus
 
@@ -72,10 +72,6 @@ class _Bounded(Generic[K, V]):
         while len(self._items) > self._capacity:
             self._items.popitem(last=False)
 
-    def drop_where(self, predicate: Callable[[K, V], bool]) -> None:
-        for key in [k for k, v in self._items.items() if predicate(k, v)]:
-            del self._items[key]
-
     def clear(self) -> None:
         self._items.clear()
 
@@ -83,7 +79,6 @@ class _Bounded(Generic[K, V]):
 @dataclass(frozen=True)
 class _Entry:
     status: TokenStatus
-    fetched_at: float
     partner_id: str | None
     consent_id: str | None
 
@@ -112,23 +107,21 @@ class RevocationCache:
         introspect: Introspector,
         *,
         ttl_seconds: float = 5.0,
-        refresh_ahead: float = 0.8,
         stale_grace_seconds: float = 30.0,
         capacity: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._introspect = introspect
-        self._ttl = ttl_seconds
-        # A token in use is introspected again in the background once its entry is this old,
-        # so its calls never wait for identity at expiry (as in IdentityConsentLookup).
-        self._refresh_after = ttl_seconds * refresh_ahead
-        self._grace = stale_grace_seconds
         self._clock = clock
-        self._tokens: _Bounded[str, _Entry] = _Bounded(capacity)
+        # One introspection per token at a time, refreshed ahead of expiry while the token is
+        # in use (so its calls never wait for identity at expiry), the last status kept for
+        # ``stale_grace_seconds`` past the TTL should identity be unreachable.
+        self._tokens: RefreshingCache[str, _Entry] = RefreshingCache(
+            ttl_seconds, stale_grace_seconds=stale_grace_seconds, capacity=capacity, clock=clock, name="token-status"
+        )
         self._revoked_tokens: _Bounded[str, float] = _Bounded(capacity)
         self._partners: _Bounded[str, str] = _Bounded(capacity)
         self._consents: _Bounded[str, str] = _Bounded(capacity)
-        self._inflight: dict[str, asyncio.Future[TokenStatus]] = {}
 
     def attach(self, bus: InvalidationBus) -> None:
         """Subscribe to the bus (call before the bus starts)."""
@@ -147,45 +140,21 @@ class RevocationCache:
             raise _token_revoked()
 
     async def _status(self, caller: Caller) -> TokenStatus:
-        now = self._clock()
-        entry = self._tokens.get(caller.token_id)
-        if entry is not None and now - entry.fetched_at < self._ttl:
-            if now - entry.fetched_at >= self._refresh_after and caller.token_id not in self._inflight:
-                self._start_introspection(caller)
-            return entry.status
-        pending = self._inflight.get(caller.token_id) or self._start_introspection(caller)
+        async def introspect() -> _Entry:
+            return _Entry(await self._introspect(caller), caller.partner_id, caller.consent_id)
+
         try:
-            return await asyncio.shield(pending)
+            entry = await self._tokens.get(caller.token_id, introspect)
         except Exception:
-            if entry is not None and now - entry.fetched_at < self._ttl + self._grace:
-                log.warning("token introspection failed; using the last known status")
-                return entry.status
-            log.warning("token introspection failed and nothing is cached")
+            log.warning("token introspection failed and nothing recent is cached")
             raise Unavailable("cannot confirm the token's status right now", retry_after_seconds=1.0) from None
-
-    def _start_introspection(self, caller: Caller) -> asyncio.Future[TokenStatus]:
-        """One introspection per token at a time, however many calls race for it; stores the answer."""
-        pending = asyncio.ensure_future(self._introspect_and_store(caller))
-        self._inflight[caller.token_id] = pending
-        pending.add_done_callback(lambda done: self._forget_introspection(caller.token_id, done))
-        return pending
-
-    async def _introspect_and_store(self, caller: Caller) -> TokenStatus:
-        status = await self._introspect(caller)
-        self._tokens.put(caller.token_id, _Entry(status, self._clock(), caller.partner_id, caller.consent_id))
-        return status
-
-    def _forget_introspection(self, token_id: str, done: asyncio.Future[TokenStatus]) -> None:
-        if self._inflight.get(token_id) is done:
-            del self._inflight[token_id]
-        if not done.cancelled():
-            done.exception()  # retrieved: a waiter logs it; a failed background refresh lets the entry age
+        return entry.status
 
     async def on_invalidation(self, event: Invalidation) -> None:
         """Apply one change published by identity."""
         if event.kind == "token":
             self._revoked_tokens.put(event.key, self._clock())
-            self._tokens.drop_where(lambda jti, _: jti == event.key)
+            self._tokens.invalidate(event.key)
         elif event.kind == "partner":
             self._partners.put(event.key, event.detail or "CHANGED")
             self._tokens.drop_where(lambda _, entry: entry.partner_id == event.key)
