@@ -105,14 +105,26 @@ class RecoveryResult:
     pending: int = 0
 
 
+# A guarded state change: from any of these states to that one.
+Move = tuple[list[PaymentState], PaymentState]
+# Where a payment goes once its obligation is committed (or none was needed): through
+# SETTLEMENT_IN_PROCESS, unless it is there already, to SETTLED; both events are written.
+TO_SETTLED: tuple[Move, Move] = (
+    ([PaymentState.ACCEPTED], PaymentState.SETTLEMENT_IN_PROCESS),
+    ([PaymentState.SETTLEMENT_IN_PROCESS], PaymentState.SETTLED),
+)
+TO_IN_PROCESS: Move = ([PaymentState.ACCEPTED], PaymentState.SETTLEMENT_IN_PROCESS)
+
+
 @dataclass(frozen=True, slots=True)
 class SagaWrite:
     """The success-path writes of one saga step: step rows, maybe a state change, the lease renewed."""
 
     payment_id: str
     records: tuple[tuple[str, str, str], ...]
-    move: tuple[list[PaymentState], PaymentState] | None
+    move: Move | None
     trace_id: str
+    then: Move | None = None  # a second guarded move after the first, in the same transaction
 
 
 class Stop(Exception):
@@ -182,16 +194,18 @@ class PaymentSaga:
         payment: Payment,
         *,
         records: tuple[tuple[str, str, str], ...] = (),
-        move: tuple[list[PaymentState], PaymentState] | None = None,
+        move: Move | None = None,
+        then: Move | None = None,
         request_hold: bool = False,
     ) -> Payment | None:
         """One transaction on the success path: step rows (the outcome of the call just made and
-        the "started" row of the next one), a state change with its event, the lease renewed.
+        the "started" row of the next one), a state change (or two: ``then``) with its event,
+        the lease renewed.
 
         Returns the payment as stored, or None when ``request_hold`` lost to a cancel. Without
         ``request_hold`` the writes join those of the other payments in flight (group commit).
         """
-        write = SagaWrite(payment.payment_id, records, move, current_trace_id())
+        write = SagaWrite(payment.payment_id, records, move, current_trace_id(), then)
         if not request_hold:
             return await self._journal.submit(write)
         async with self._uow() as uow:
@@ -253,28 +267,31 @@ class PaymentSaga:
                 for step, outcome, detail in write.records
             ]
         )
-        # One guarded update per kind of move (a wave's payments all make the same one).
-        by_move: dict[tuple[tuple[PaymentState, ...], PaymentState], list[str]] = {}
-        for write in present:
-            if write.move is not None:
-                by_move.setdefault((tuple(write.move[0]), write.move[1]), []).append(write.payment_id)
-        moved: set[str] = set()
-        lease_until = now + self._lease
-        for (from_states, to_state), payment_ids in by_move.items():
-            moved |= await uow.payments.move_many(
-                payment_ids, list(from_states), to_state, now, lease_until=lease_until
-            )
         changes: list[tuple[Payment, PaymentState | None, PaymentState]] = []
         # The rows as stored afterwards, without reading them again: a move changes only the
         # state, the (empty) status reason and the update time; the lease is not on Payment.
         stored = dict(before)
-        for write in present:
-            if write.move is not None and write.payment_id in moved:
-                current = before[write.payment_id]
-                changes.append((current, current.state, write.move[1]))
-                stored[write.payment_id] = dataclasses.replace(
-                    current, state=write.move[1], status_reason="", status_reason_message="", updated_at=now
+        moved: set[str] = set()
+        lease_until = now + self._lease
+        for stage in (lambda write: write.move, lambda write: write.then):
+            # One guarded update per kind of move (a wave's payments all make the same one).
+            by_move: dict[tuple[tuple[PaymentState, ...], PaymentState], list[str]] = {}
+            for write in present:
+                if (move := stage(write)) is not None:
+                    by_move.setdefault((tuple(move[0]), move[1]), []).append(write.payment_id)
+            moved_now: set[str] = set()
+            for (from_states, to_state), payment_ids in by_move.items():
+                moved_now |= await uow.payments.move_many(
+                    payment_ids, list(from_states), to_state, now, lease_until=lease_until
                 )
+            for write in present:
+                if write.payment_id in moved_now:
+                    current, to_state = stored[write.payment_id], stage(write)[1]  # type: ignore[index]
+                    changes.append((current, current.state, to_state))
+                    stored[write.payment_id] = dataclasses.replace(
+                        current, state=to_state, status_reason="", status_reason_message="", updated_at=now
+                    )
+            moved |= moved_now
         await uow.events.add_many(changes, now)
         # A move renewed its payment's lease already (the usual case: one statement fewer).
         unrenewed = [write.payment_id for write in present if write.payment_id not in moved]
@@ -391,41 +408,40 @@ class PaymentSaga:
                         payment, [PaymentState.ACCEPTED], PaymentState.REJECTED, _reason(error), error.message
                     )
                 done = ((HOLD, "succeeded", ""), (RESERVE, "succeeded", NOT_APPLICABLE))
-            # The progress write and the post go out together (one step off the critical path):
-            # the write need not come first, since recovery asks the ledger whether the hold was
-            # posted when no post outcome is recorded (recover_one), so a crash between the two
-            # rolls forward or back correctly. The post's outcome is recorded after the progress
-            # row, so the trail stays in order.
-            progress = asyncio.ensure_future(
-                self._apply(
-                    payment,
-                    records=(*done, (POST, "started", "")),
-                    move=([PaymentState.ACCEPTED], PaymentState.SETTLEMENT_IN_PROCESS),
-                )
-            )
+            # Nothing is written between the hold and the settlement: the progress rows (and
+            # SETTLEMENT_IN_PROCESS with its event) go with the final write, or with a failure.
+            # Recovery does not need them: with a hold requested and no post outcome recorded,
+            # it asks the ledger whether the hold was posted (recover_one), so a crash anywhere
+            # in between rolls forward or back correctly. One transaction fewer per payment.
+            progress = (*done, (POST, "started", ""))
             self._points("after_post_funds_started")
-            refused: MeshError | None = None
             try:
                 await self._ledger.post(payment)
-            except MeshError as error:
-                refused = error
-            await progress
-            if refused is not None:
-                await self._record(payment, POST, "failed", f"{refused.reason}: {refused.message}")
+            except MeshError as refused:
+                await self._apply(
+                    payment,
+                    records=(*progress, (POST, "failed", f"{refused.reason}: {refused.message}")),
+                    move=TO_IN_PROCESS,
+                )
                 if transient(refused):
                     raise Stop(refused.reason) from refused
                 return await self._compensate(payment, _reason(refused), refused.message)
-            return await self._finish(payment, just_posted=True)
+            return await self._finish(payment, progress=(*progress, (POST, "succeeded", "")))
         return payment
 
-    async def _finish(self, payment: Payment, *, just_posted: bool = False) -> Payment:
-        """After the post: commit the obligation and settle (only forward from here)."""
-        posted: tuple[tuple[str, str, str], ...] = ((POST, "succeeded", ""),) if just_posted else ()
+    async def _finish(self, payment: Payment, *, progress: tuple[tuple[str, str, str], ...] = ()) -> Payment:
+        """After the post: commit the obligation and settle (only forward from here).
+
+        ``progress``: the rows of a post just made (from the hold on), not yet written; empty
+        when recovery resumes a payment whose hold it found posted.
+        """
+        just_posted = bool(progress)
         if not payment.needs_settlement:
             stored = await self._apply(
                 payment,
-                records=(*posted, (COMMIT, "succeeded", NOT_APPLICABLE)),
-                move=([PaymentState.ACCEPTED, PaymentState.SETTLEMENT_IN_PROCESS], PaymentState.SETTLED),
+                records=(*progress, (COMMIT, "succeeded", NOT_APPLICABLE)),
+                move=TO_SETTLED[0],
+                then=TO_SETTLED[1],
             )
             assert stored is not None
             self._points("after_post_funds")
@@ -435,17 +451,17 @@ class PaymentSaga:
         # Right after a post the commit is not recorded as started first: a crash here leaves a
         # POSTED hold, and recovery commits on seeing one (one transaction fewer per payment).
         self._points("after_post_funds", "after_commit_obligation_started")
+        started: tuple[tuple[str, str, str], ...] = ((COMMIT, "started", ""),) if just_posted else ()
         try:
-            await self._call(payment, COMMIT, lambda: self._positions.commit(payment))
+            await self._positions.commit(payment)
         except MeshError as error:
             # The money moved: never undo. An operator must look; recovery retries the commit.
             log.error("obligation commit refused after post", extra={"payment": payment.payment_id})
+            failed = (COMMIT, "failed", f"{error.reason}: {error.message}")
+            await self._apply(payment, records=(*progress, *started, failed), move=TO_IN_PROCESS)
             raise Stop(error.reason) from error
-        started: tuple[tuple[str, str, str], ...] = ((COMMIT, "started", ""),) if just_posted else ()
         stored = await self._apply(
-            payment,
-            records=(*posted, *started, (COMMIT, "succeeded", "")),
-            move=([PaymentState.ACCEPTED, PaymentState.SETTLEMENT_IN_PROCESS], PaymentState.SETTLED),
+            payment, records=(*progress, *started, (COMMIT, "succeeded", "")), move=TO_SETTLED[0], then=TO_SETTLED[1]
         )
         assert stored is not None
         return stored

@@ -136,6 +136,57 @@ async def test_the_saga_settles_and_records_every_step(saga_env) -> None:  # typ
     assert [e.seq for e in events] == sorted(e.seq for e in events)
 
 
+async def test_from_the_hold_to_settled_the_saga_writes_once_and_keeps_the_trail_in_order(saga_env) -> None:  # type: ignore[no-untyped-def]
+    _, uow, ledger, positions, clock = saga_env
+    writes: list[str] = []
+
+    def counting(**options):  # type: ignore[no-untyped-def]
+        if not options.get("read_only"):
+            writes.append("write")
+        return uow(**options)
+
+    counted = PaymentSaga(counting, ledger, positions, lease=LEASE, clock=clock)
+    for payment_id, wallet in (("p-once", True), ("p-once-int", False)):
+        await _new_payment(uow, clock, payment_id, wallet=wallet)
+        writes.clear()
+        assert (await counted.run(payment_id)).state is PaymentState.SETTLED
+        # The hold request (RECEIVED -> ACCEPTED), then nothing until the final write, which
+        # carries the progress rows and both moves (SETTLEMENT_IN_PROCESS, then SETTLED).
+        assert len(writes) == 2, payment_id
+        async with uow(read_only=True) as unit:
+            steps = [(s.step, s.outcome) for s in await unit.steps.for_payment(payment_id)]
+            events = [e for e in await unit.events.after("p1", 0, 100) if e.payment_id == payment_id]
+        assert steps == [
+            ("hold_funds", "started"),
+            *([("reserve_position", "started")] if wallet else []),
+            ("hold_funds", "succeeded"),
+            ("reserve_position", "succeeded"),
+            ("post_funds", "started"),
+            ("post_funds", "succeeded"),
+            *([("commit_obligation", "started")] if wallet else []),
+            ("commit_obligation", "succeeded"),
+        ], payment_id
+        assert [(e.previous_state, e.state) for e in events][-2:] == [
+            (PaymentState.ACCEPTED, PaymentState.SETTLEMENT_IN_PROCESS),
+            (PaymentState.SETTLEMENT_IN_PROCESS, PaymentState.SETTLED),
+        ]
+
+
+async def test_a_refused_commit_after_the_post_writes_the_progress_and_stays_in_process(saga_env) -> None:  # type: ignore[no-untyped-def]
+    saga, uow, _ledger, positions, clock = saga_env
+    await _new_payment(uow, clock, "p-stuck")
+    positions.fail["commit"] = [FailedPrecondition("window closed", reason="WINDOW_CLOSED")]
+    assert (await saga.run("p-stuck")).state is PaymentState.SETTLEMENT_IN_PROCESS
+    async with uow(read_only=True) as unit:
+        steps = [(s.step, s.outcome) for s in await unit.steps.for_payment("p-stuck")]
+    assert steps[-4:] == [
+        ("post_funds", "started"),
+        ("post_funds", "succeeded"),
+        ("commit_obligation", "started"),
+        ("commit_obligation", "failed"),
+    ]
+
+
 async def test_a_refused_reservation_voids_the_hold_and_rejects_with_its_reason(saga_env) -> None:  # type: ignore[no-untyped-def]
     saga, uow, ledger, positions, clock = saga_env
     await _new_payment(uow, clock, "p-cap")
