@@ -92,6 +92,21 @@ async def test_concurrent_decisions_are_pipelined_and_exact(redis_url: str, key_
         await backend.close()
 
 
+async def test_a_flushed_script_is_loaded_again_and_the_batch_still_decides_exactly(
+    redis_url: str, key_prefix: str
+) -> None:
+    backend = RedisBackend(redis_url, prefix=key_prefix, clock=lambda: 10**15)
+    limit = Limit(rate=1, period_seconds=60, burst=5)
+    try:
+        assert (await backend.decide("flushed", limit)).allowed
+        await backend._redis.script_flush()  # as after a Redis restart or failover
+        decisions = await asyncio.gather(*(backend.decide("flushed", limit) for _ in range(10)))
+        assert sum(d.allowed for d in decisions) == 4  # one of the burst of 5 was used before
+        assert [d.remaining for d in decisions if d.allowed] == [3, 2, 1, 0]
+    finally:
+        await backend.close()
+
+
 async def test_redis_down_fail_open_uses_the_local_limiter_and_fail_closed_refuses(redis_srv, key_prefix: str) -> None:  # type: ignore[no-untyped-def]
     if redis_srv.process is None:
         pytest.skip("an external REDIS_URL cannot be stopped by the test")
