@@ -186,6 +186,26 @@ _PAID_BEFORE = {
     "wallet": _paid_before(_c.creditor_wallet_partner_id == _param("creditor", _c.creditor_wallet_partner_id)),
     "no wallet": _paid_before(_c.creditor_wallet_partner_id.is_(None)),
 }
+_HISTORY: dict[tuple[int, str], sa.Select[Any]] = {}
+
+
+def _history_statement(windows: int, creditor: str) -> sa.Select[Any]:
+    """A customer's velocity history in one round trip: the running totals, the payments per
+    window (``since_w{i}x``) and whether a payment to the creditor settled, as one row."""
+    statement = _HISTORY.get((windows, creditor))
+    if statement is None:
+        columns: list[Any] = [
+            _TOTALS.with_only_columns(_t.payments).scalar_subquery().label("payments"),
+            _TOTALS.with_only_columns(_t.amount_minor).scalar_subquery().label("amount"),
+            sa.exists(_PAID_BEFORE[creditor]).label("paid_before"),
+        ]
+        if windows:
+            per_window = _windows_statement(windows).subquery()
+            statement = sa.select(*columns, *per_window.c).select_from(per_window)
+        else:
+            statement = sa.select(*columns)
+        _HISTORY[(windows, creditor)] = statement
+    return statement
 
 
 class _Counted(NamedTuple):
@@ -512,29 +532,25 @@ class PaymentRepository:
     ) -> CustomerHistory:
         """Counts and averages the velocity rules need, for the paying customer.
 
-        Bounded work whatever the customer's history: the counted payments' number and average
-        from the running totals, the payments per window over the longest window's rows, and
-        one index seek for a settled payment to the same creditor.
+        Bounded work whatever the customer's history, in one statement: the counted payments'
+        number and average from the running totals, the payments per window over the longest
+        window's rows, and one index seek for a settled payment to the same creditor.
         """
-        currency = beneficiary.amount.currency
-        totals = (await self._connection.execute(_TOTALS, {"customer": customer_id, "cur": currency})).first()
-        count, amount = (int(totals[0]), int(totals[1])) if totals else (0, 0)
         ordered = tuple(sorted(windows))
-        by_window: dict[int, int] = {}
+        params: dict[str, Any] = {"customer": customer_id, "cur": beneficiary.amount.currency}
         if ordered:
-            params: dict[str, Any] = {"customer": customer_id, "oldest": now - dt.timedelta(seconds=ordered[-1])}
+            params["oldest"] = now - dt.timedelta(seconds=ordered[-1])
             for index, seconds in enumerate(ordered):
                 params[f"since_w{index}x"] = now - dt.timedelta(seconds=seconds)
-            row = (await self._connection.execute(_windows_statement(len(ordered)), params)).one()
-            by_window = {seconds: int(value or 0) for seconds, value in zip(ordered, row, strict=True)}
-        paid: dict[str, Any] = {"customer": customer_id}
         if beneficiary.creditor_account_id:
-            creditor, paid["creditor"] = "account", beneficiary.creditor_account_id
+            creditor, params["creditor"] = "account", beneficiary.creditor_account_id
         elif beneficiary.creditor_wallet_partner_id is not None:
-            creditor, paid["creditor"] = "wallet", beneficiary.creditor_wallet_partner_id
+            creditor, params["creditor"] = "wallet", beneficiary.creditor_wallet_partner_id
         else:
             creditor = "no wallet"  # compared with None: IS NULL
-        paid_before = (await self._connection.execute(_PAID_BEFORE[creditor], paid)).first() is not None
+        row = (await self._connection.execute(_history_statement(len(ordered), creditor), params)).one()
+        count, amount, paid_before = int(row[0] or 0), int(row[1] or 0), bool(row[2])
+        by_window = {seconds: int(value or 0) for seconds, value in zip(ordered, row[3:], strict=True)}
         return CustomerHistory(
             payments_in_window={seconds: by_window.get(seconds, 0) for seconds in windows},
             paid_beneficiary_before=paid_before,

@@ -148,6 +148,18 @@ async def test_customer_history_matches_the_separate_counts(database: Database) 
         assert history.history_count > 0 and history.average_amount_minor > 0
         assert history.paid_beneficiary_before
         assert 0 < history.payments_in_window[60] < history.payments_in_window[86400]
+        # One round trip per customer in CreatePayment's transaction, whatever the rules ask.
+        statements: list[str] = []
+
+        def count(*args: Any) -> None:
+            statements.append(args[2])
+
+        sa.event.listen(database.engine.sync_engine, "before_cursor_execute", count)
+        try:
+            await uow.payments.customer_history("cust1", beneficiaries[2], {60, 3600, 86400}, NOW)
+        finally:
+            sa.event.remove(database.engine.sync_engine, "before_cursor_execute", count)
+        assert len(statements) == 1, statements
 
 
 async def test_spent_matches_the_per_call_sum(database: Database) -> None:
