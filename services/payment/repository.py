@@ -375,10 +375,8 @@ class PaymentRepository:
             },
         )
         moved = bool(result.rowcount)
-        if moved and to_state.name in NOT_COUNTED:
-            # Every state a payment can leave for REJECTED or CANCELLED is a counted one.
-            assert not {state.name for state in from_states} & set(NOT_COUNTED), from_states
-            await self._uncount(payment_id)
+        if moved:
+            await self._uncount_moved([payment_id], from_states, to_state)
         return moved
 
     async def move_many(
@@ -406,10 +404,7 @@ class PaymentRepository:
             },
         )
         moved = set(result.scalars())
-        if moved and to_state.name in NOT_COUNTED:
-            assert not {state.name for state in from_states} & set(NOT_COUNTED), from_states
-            for payment_id in sorted(moved):
-                await self._uncount(payment_id)
+        await self._uncount_moved(sorted(moved), from_states, to_state)
         return moved
 
     async def cancel(self, payment_id: str, now: dt.datetime) -> bool:
@@ -589,6 +584,17 @@ class PaymentRepository:
                     for (scope, value, currency, day), amount in spent.items()
                 ],
             )
+
+    async def _uncount_moved(
+        self, payment_ids: list[str], from_states: list[PaymentState], to_state: PaymentState
+    ) -> None:
+        """After a move: payments that became REJECTED or CANCELLED leave the running totals."""
+        if not payment_ids or to_state.name not in NOT_COUNTED:
+            return
+        # Every state a payment can leave for REJECTED or CANCELLED is a counted one.
+        assert not {state.name for state in from_states} & set(NOT_COUNTED), from_states
+        for payment_id in payment_ids:
+            await self._uncount(payment_id)
 
     async def _uncount(self, payment_id: str) -> None:
         """A counted payment became REJECTED or CANCELLED: take it out of the running totals."""
