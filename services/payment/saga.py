@@ -116,13 +116,11 @@ class RecoveryResult:
 
 # A guarded state change: from any of these states to that one.
 Move = tuple[list[PaymentState], PaymentState]
+# Where a payment goes when a call after its hold fails (the outcome is then recorded).
+TO_IN_PROCESS: Move = ([PaymentState.ACCEPTED], PaymentState.SETTLEMENT_IN_PROCESS)
 # Where a payment goes once its obligation is committed (or none was needed): through
 # SETTLEMENT_IN_PROCESS, unless it is there already, to SETTLED; both events are written.
-TO_SETTLED: tuple[Move, Move] = (
-    ([PaymentState.ACCEPTED], PaymentState.SETTLEMENT_IN_PROCESS),
-    ([PaymentState.SETTLEMENT_IN_PROCESS], PaymentState.SETTLED),
-)
-TO_IN_PROCESS: Move = ([PaymentState.ACCEPTED], PaymentState.SETTLEMENT_IN_PROCESS)
+TO_SETTLED: tuple[Move, Move] = (TO_IN_PROCESS, ([PaymentState.SETTLEMENT_IN_PROCESS], PaymentState.SETTLED))
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +342,7 @@ class PaymentSaga:
         try:
             await action()
         except MeshError as error:
-            await self._record(payment, step, "failed", f"{error.reason}: {error.message}")
+            await self._record(payment, step, "failed", _detail(error))
             return error
         return None
 
@@ -429,7 +427,7 @@ class PaymentSaga:
             except MeshError as refused:
                 await self._apply(
                     payment,
-                    records=(*progress, (POST, "failed", f"{refused.reason}: {refused.message}")),
+                    records=(*progress, (POST, "failed", _detail(refused))),
                     move=TO_IN_PROCESS,
                 )
                 if transient(refused):
@@ -466,7 +464,7 @@ class PaymentSaga:
         except MeshError as error:
             # The money moved: never undo. An operator must look; recovery retries the commit.
             log.error("obligation commit refused after post", extra={"payment": payment.payment_id})
-            failed = (COMMIT, "failed", f"{error.reason}: {error.message}")
+            failed = (COMMIT, "failed", _detail(error))
             await self._apply(payment, records=(*progress, *started, failed), move=TO_IN_PROCESS)
             raise Stop(error.reason) from error
         stored = await self._apply(
@@ -486,10 +484,10 @@ class PaymentSaga:
             if error.reason == "TRANSFER_ALREADY_POSTED":
                 await self._record(payment, "void_funds", "failed", "hold already posted: rolling forward")
                 return await self._finish(payment)
-            await self._record(payment, "void_funds", "failed", f"{error.reason}: {error.message}")
+            await self._record(payment, "void_funds", "failed", _detail(error))
             raise Stop(error.reason) from error
         except MeshError as error:
-            await self._record(payment, "void_funds", "failed", f"{error.reason}: {error.message}")
+            await self._record(payment, "void_funds", "failed", _detail(error))
             raise Stop(error.reason) from error
         await self._record(payment, "void_funds", "compensated")
         self._failpoint("after_void_funds")
@@ -498,7 +496,7 @@ class PaymentSaga:
             try:
                 await self._positions.release(payment)
             except MeshError as error:
-                await self._record(payment, "release_obligation", "failed", f"{error.reason}: {error.message}")
+                await self._record(payment, "release_obligation", "failed", _detail(error))
                 raise Stop(error.reason) from error
             await self._record(payment, "release_obligation", "compensated")
         return await self._move(payment, IN_FLIGHT, PaymentState.REJECTED, reason, message)
@@ -586,6 +584,11 @@ def _recorded_refusal(steps: list[SagaStep]) -> str:
             if reason and reason not in TRANSIENT_REASONS:
                 return "BENEFICIARY_INVALID" if reason == "RESOURCE_NOT_FOUND" else reason
     return ""
+
+
+def _detail(error: MeshError) -> str:
+    """How a failed downstream call is written in its step row."""
+    return f"{error.reason}: {error.message}"
 
 
 def _reason(error: MeshError) -> str:
