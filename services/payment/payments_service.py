@@ -8,9 +8,9 @@ import datetime as dt
 import json
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from meshlib.admission import WaveAdmission
 from meshlib.auth.consent import ConsentLookup, ConsentView
@@ -33,6 +33,8 @@ log = logging.getLogger("services.payment")
 
 UnitOfWorkFactory = Callable[..., PaymentUnitOfWork]
 Clock = Callable[[], dt.datetime]
+K = TypeVar("K")
+V = TypeVar("V")
 CREATE_METHOD = "CreatePayment"
 CANCEL_METHOD = "CancelPayment"
 RECOVER_METHOD = "RecoverPayments"
@@ -158,42 +160,51 @@ class _RecordingGroup:
         return self._answers
 
     async def _spent(self, column: str, value: str, currency: str, since: dt.datetime) -> int:
-        key = (column, value, currency, since)
-        entry = self._sums.get(key)
-        if entry is None:
-            total, applied = await self._uow.payments.spent(column, value, currency, since.date()), 0
-        else:
-            total, applied = entry
-        total += sum(
-            p.amount.minor_units
-            for p in self._accepted[applied:]
-            if getattr(p, column) == value and p.amount.currency == currency and p.created_at >= since
+        def plus(total: int, earlier: Payment) -> int:
+            counts = getattr(earlier, column) == value and earlier.amount.currency == currency
+            return total + earlier.amount.minor_units if counts and earlier.created_at >= since else total
+
+        return await self._carried(
+            self._sums,
+            (column, value, currency, since),
+            lambda: self._uow.payments.spent(column, value, currency, since.date()),
+            plus,
         )
-        self._sums[key] = (total, len(self._accepted))
-        return total
 
     async def _history(self, payment: Payment) -> CustomerHistory:
+        def plus(history: CustomerHistory, earlier: Payment) -> CustomerHistory:
+            if earlier.customer_id != payment.customer_id:
+                return history
+            same_currency = earlier.amount.currency == payment.amount.currency
+            return history.plus_new_payment(earlier.amount.minor_units, same_currency=same_currency)
+
         key = (
             payment.customer_id,
             payment.amount.currency,
             payment.creditor_account_id or "",
             payment.creditor_wallet_partner_id,
         )
-        entry = self._histories.get(key)
-        if entry is None:
-            history = await self._uow.payments.customer_history(
-                payment.customer_id, payment, self._rules.windows, self._now
-            )
-            applied = 0
-        else:
-            history, applied = entry
+        return await self._carried(
+            self._histories,
+            key,
+            lambda: self._uow.payments.customer_history(payment.customer_id, payment, self._rules.windows, self._now),
+            plus,
+        )
+
+    async def _carried(
+        self,
+        cache: dict[K, tuple[V, int]],
+        key: K,
+        read: Callable[[], Awaitable[V]],
+        plus: Callable[[V, Payment], V],
+    ) -> V:
+        """A value read once per group (``read``), with each payment accepted since folded in
+        (``plus``); the cache remembers how many accepted payments the value includes."""
+        value, applied = cache[key] if key in cache else (await read(), 0)
         for earlier in self._accepted[applied:]:
-            if earlier.customer_id == payment.customer_id:
-                history = history.plus_new_payment(
-                    earlier.amount.minor_units, same_currency=earlier.amount.currency == payment.amount.currency
-                )
-        self._histories[key] = (history, len(self._accepted))
-        return history
+            value = plus(value, earlier)
+        cache[key] = (value, len(self._accepted))
+        return value
 
 
 class AccountDirectory(Protocol):
