@@ -31,6 +31,49 @@ V = TypeVar("V")
 log = logging.getLogger("meshlib.cache")
 
 
+class BoundedMap(Generic[K, V]):
+    """A map of at most ``capacity`` entries: the least recently used leaves first, so a
+    long-lived process never grows without bound."""
+
+    def __init__(self, capacity: int) -> None:
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._capacity = capacity
+
+    def get(self, key: K) -> V | None:
+        """The value (now the most recently used), or None."""
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def peek(self, key: K) -> V | None:
+        """The value without counting it as a use, or None."""
+        return self._items.get(key)
+
+    def put(self, key: K, value: V) -> None:
+        """Set the value; evicts the least recently used entries beyond the capacity."""
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        """Forget ``key`` (nothing if absent)."""
+        self._items.pop(key, None)
+
+    def drop_where(self, predicate: Callable[[K, V], bool]) -> None:
+        """Forget every entry whose key and value match ``predicate``."""
+        for key in [key for key, value in self._items.items() if predicate(key, value)]:
+            del self._items[key]
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class RefreshingCache(Generic[K, V]):
     """A bounded (least recently used out first) cache of fetched values; see the module."""
 
@@ -49,10 +92,9 @@ class RefreshingCache(Generic[K, V]):
         self._ttl = ttl_seconds
         self._refresh_after = ttl_seconds * refresh_ahead
         self._grace = stale_grace_seconds
-        self._capacity = capacity
         self._clock = clock
         self._name = name
-        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._entries: BoundedMap[K, tuple[float, V]] = BoundedMap(capacity)
         self._inflight: dict[K, asyncio.Future[V]] = {}
 
     async def get(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
@@ -62,7 +104,6 @@ class RefreshingCache(Generic[K, V]):
         if entry is not None:
             age = now - entry[0]
             if age < self._ttl:
-                self._entries.move_to_end(key)
                 if age >= self._refresh_after and key not in self._inflight:
                     self._start(key, fetch)
                 return entry[1]
@@ -77,18 +118,17 @@ class RefreshingCache(Generic[K, V]):
 
     def peek(self, key: K) -> V | None:
         """The cached value, fresh or not, without fetching (None when absent)."""
-        entry = self._entries.get(key)
+        entry = self._entries.peek(key)
         return entry[1] if entry is not None else None
 
     def invalidate(self, key: K) -> None:
         """Forget ``key``; a fetch of it under way is answered but not kept."""
-        self._entries.pop(key, None)
+        self._entries.pop(key)
         self._inflight.pop(key, None)
 
     def drop_where(self, predicate: Callable[[K, V], bool]) -> None:
         """Forget every entry whose key and value match ``predicate``."""
-        for key in [key for key, (_, value) in self._entries.items() if predicate(key, value)]:
-            del self._entries[key]
+        self._entries.drop_where(lambda key, entry: predicate(key, entry[1]))
 
     def clear(self) -> None:
         """Forget everything, and disown every fetch under way."""
@@ -107,10 +147,7 @@ class RefreshingCache(Generic[K, V]):
     async def _fetch_and_keep(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
         value = await fetch()
         if self._inflight.get(key) is asyncio.current_task():  # not disowned by an invalidation
-            self._entries[key] = (self._clock(), value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
+            self._entries.put(key, (self._clock(), value))
         return value
 
     def _forget(self, key: K, done: asyncio.Future[V]) -> None:

@@ -21,23 +21,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import grpc
 
 from meshlib.auth.context import Caller
-from meshlib.cache import RefreshingCache
+from meshlib.cache import BoundedMap, RefreshingCache
 from meshlib.errors import PermissionDenied, Unauthenticated, Unavailable
 from meshlib.events import Invalidation, InvalidationBus
 
 log = logging.getLogger("meshlib.auth.revocation")
 
 INTROSPECT_TIMEOUT_SECONDS = 2.0
-K = TypeVar("K")
-V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -51,29 +48,6 @@ class TokenStatus:
 
 
 Introspector = Callable[[Caller], Awaitable[TokenStatus]]
-
-
-class _Bounded(Generic[K, V]):
-    """A small LRU map so a long-lived process never grows without bound."""
-
-    def __init__(self, capacity: int) -> None:
-        self._items: OrderedDict[K, V] = OrderedDict()
-        self._capacity = capacity
-
-    def get(self, key: K) -> V | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self._capacity:
-            self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        self._items.clear()
 
 
 @dataclass(frozen=True)
@@ -119,9 +93,9 @@ class RevocationCache:
         self._tokens: RefreshingCache[str, _Entry] = RefreshingCache(
             ttl_seconds, stale_grace_seconds=stale_grace_seconds, capacity=capacity, clock=clock, name="token-status"
         )
-        self._revoked_tokens: _Bounded[str, float] = _Bounded(capacity)
-        self._partners: _Bounded[str, str] = _Bounded(capacity)
-        self._consents: _Bounded[str, str] = _Bounded(capacity)
+        self._revoked_tokens: BoundedMap[str, float] = BoundedMap(capacity)
+        self._partners: BoundedMap[str, str] = BoundedMap(capacity)
+        self._consents: BoundedMap[str, str] = BoundedMap(capacity)
 
     def attach(self, bus: InvalidationBus) -> None:
         """Subscribe to the bus (call before the bus starts)."""
