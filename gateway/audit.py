@@ -58,10 +58,9 @@ class AuditInterceptor(WrappingInterceptor):
         self, handler: grpc.RpcMethodHandler | None, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
         """Record the call's decision and status when it ends."""
-        started = time.perf_counter()
         method = handler_call_details.method
         if handler is None:
-            _emit({"method": method, "decision": "unknown_method", "status": "UNIMPLEMENTED"}, started)
+            _emit({"method": method, "decision": "unknown_method", "status": "UNIMPLEMENTED"}, time.perf_counter())
             return None
         return wrap_handler(handler, lambda behavior: self._wrap(behavior, method))
 

@@ -65,10 +65,9 @@ class GatewayPolicyInterceptor(WrappingInterceptor):
         route = self._routes.get(handler_call_details.method)
         if handler is None or route is None:
             return handler
-        metadata = handler_call_details.invocation_metadata or ()
-        return wrap_handler(handler, lambda behavior: self._guard(behavior, route, metadata))
+        return wrap_handler(handler, lambda behavior: self._guard(behavior, route))
 
-    async def _admit(self, route: Route, metadata: Any, peer: str) -> Decision | None:
+    async def _admit(self, route: Route, context: grpc.aio.ServicerContext) -> Decision | None:
         policy = route.policy
         caller = current_caller()
         if caller is not None:
@@ -78,22 +77,22 @@ class GatewayPolicyInterceptor(WrappingInterceptor):
             consent_id = caller.require_consent() if caller else ""
             view = await self._consents.get(consent_id, partner_id=partner_id)
             view.require_usable(policy.consent_permission, self._clock())
-        subject = (caller.partner_id or caller.subject) if caller else f"peer:{peer.rsplit(':', 1)[0]}"
+        subject = (caller.partner_id or caller.subject) if caller else f"peer:{context.peer().rsplit(':', 1)[0]}"
         tier = caller.rate_limit_tier if caller else None
         decision = await self._limiter.check(subject, tier, policy.rate_limit_class)
         if policy.rate_limit_class == "reads" and caller and caller.consent_id:
-            customer_present = any(k == CUSTOMER_PRESENT_HEADER for k, _ in metadata)
+            customer_present = any(k == CUSTOMER_PRESENT_HEADER for k, _ in context.invocation_metadata() or ())
             if not customer_present:
                 await self._limiter.check_allowance(
                     f"consent:{caller.consent_id}", self._config().unattended_reads_per_day, "reads"
                 )
         return decision
 
-    def _guard(self, behavior: Callable[..., Any], route: Route, metadata: Any) -> Callable[..., Any]:
+    def _guard(self, behavior: Callable[..., Any], route: Route) -> Callable[..., Any]:
         if getattr(behavior, "_meshlib_streaming", False):
 
             async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                decision = await self._checked(self._admit(route, metadata, context.peer()))
+                decision = await self._checked(self._admit(route, context))
                 partner = _stream_owner()
                 if self._streams[partner] >= self._config().max_streams_per_partner:
                     _note(decision="denied", reason="TOO_MANY_STREAMS")
@@ -115,7 +114,7 @@ class GatewayPolicyInterceptor(WrappingInterceptor):
             return streaming
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            decision = await self._checked(self._admit(route, metadata, context.peer()))
+            decision = await self._checked(self._admit(route, context))
             ratelimit_var.set(ratelimit_headers(decision))
             _note(decision="allowed")
             return await behavior(request, context)

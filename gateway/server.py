@@ -31,6 +31,9 @@ log = logging.getLogger("gateway")
 
 
 def _channel(settings: GatewaySettings, target: str) -> grpc.aio.Channel:
+    # The proxy puts the interaction id on every forwarded call itself, and the gateway's own
+    # calls (consents, token status, keys) are shared cache refreshes that belong to no
+    # single partner call: no per-call interceptor on these channels.
     return open_channel(
         ChannelSettings(
             target=target,
@@ -38,7 +41,8 @@ def _channel(settings: GatewaySettings, target: str) -> grpc.aio.Channel:
             tls_cert_file=settings.peer_tls_cert_file,
             tls_key_file=settings.peer_tls_key_file,
             max_message_bytes=settings.max_message_bytes,
-        )
+        ),
+        propagate_interaction_id=False,
     )
 
 

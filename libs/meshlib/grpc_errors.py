@@ -206,13 +206,16 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
 
     Subclasses implement :meth:`wrap`. Used alone it is an ordinary interceptor; several run
     as one :class:`InterceptorPipeline`, which saves grpc's per-interceptor continuation
-    round (a coroutine and a lookup per layer per call).
+    round (a coroutine and a lookup per layer per call) and builds each method's wrapped
+    handler once. So :meth:`wrap` may depend on the method and the handler only: anything
+    of the call itself (its metadata, its peer) is read from the ``context`` the wrapped
+    behaviour is given.
     """
 
     def wrap(
         self, handler: grpc.RpcMethodHandler | None, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
-        """The handler to run for this call (``handler`` is None for an unknown method)."""
+        """The handler to run for calls of this method (``handler`` is None for an unknown method)."""
         raise NotImplementedError
 
     async def intercept_service(
@@ -224,10 +227,16 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
 
 
 class InterceptorPipeline(grpc.aio.ServerInterceptor):
-    """Several wrapping interceptors as one: the first listed is the outermost."""
+    """Several wrapping interceptors as one: the first listed is the outermost.
+
+    A method's wrapped handler is built on its first call and reused while the server
+    resolves the method to the same handler (registered and generic handlers are built once);
+    an unknown method is never cached, so every stage hears of each one.
+    """
 
     def __init__(self, stages: Iterable[WrappingInterceptor]) -> None:
         self._inner_first = list(stages)[::-1]
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler | None]] = {}
 
     async def intercept_service(
         self,
@@ -235,9 +244,16 @@ class InterceptorPipeline(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
+        if handler is not None:
+            cached = self._wrapped.get(handler_call_details.method)
+            if cached is not None and cached[0] is handler:
+                return cached[1]
+        wrapped = handler
         for stage in self._inner_first:
-            handler = stage.wrap(handler, handler_call_details)
-        return handler
+            wrapped = stage.wrap(wrapped, handler_call_details)
+        if handler is not None:
+            self._wrapped[handler_call_details.method] = (handler, wrapped)
+        return wrapped
 
 
 class ErrorMappingInterceptor(WrappingInterceptor):

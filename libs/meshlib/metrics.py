@@ -142,14 +142,21 @@ class MetricsInterceptor(WrappingInterceptor):
 
     def _wrap(self, behavior: Callable[..., Any], service: str, method: str) -> Callable[..., Any]:
         metrics = self._metrics
+        # The method's labelled series, looked up once rather than on every call.
+        in_flight = metrics.in_flight.labels(service, method)
+        duration = metrics.duration.labels(service, method)
+        requests: dict[grpc.StatusCode, Any] = {}
 
         def finish(started: float, code: grpc.StatusCode) -> None:
-            metrics.in_flight.labels(service, method).dec()
-            metrics.duration.labels(service, method).observe(time.perf_counter() - started)
-            metrics.requests.labels(service, method, code.name).inc()
+            in_flight.dec()
+            duration.observe(time.perf_counter() - started)
+            counter = requests.get(code)
+            if counter is None:
+                counter = requests[code] = metrics.requests.labels(service, method, code.name)
+            counter.inc()
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            metrics.in_flight.labels(service, method).inc()
+            in_flight.inc()
             started = time.perf_counter()
             try:
                 response = await behavior(request, context)
@@ -160,7 +167,7 @@ class MetricsInterceptor(WrappingInterceptor):
             return response
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            metrics.in_flight.labels(service, method).inc()
+            in_flight.inc()
             started = time.perf_counter()
             try:
                 async for item in behavior(request, context):

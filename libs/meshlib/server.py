@@ -62,18 +62,12 @@ class CallContextInterceptor(WrappingInterceptor):
         """Set the interaction id for the call's duration."""
         if handler is None:
             return None
-        incoming = ""
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == INTERACTION_ID_HEADER and isinstance(value, str):
-                incoming = value
-                break
-        interaction_id = incoming if _valid_interaction_id(incoming) else str(uuid.uuid4())
 
         def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
             if getattr(behavior, "_meshlib_streaming", False):
 
                 async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                    interaction_id_var.set(interaction_id)
+                    interaction_id_var.set(_interaction_id(context))
                     async for item in behavior(request, context):
                         yield item
 
@@ -81,12 +75,22 @@ class CallContextInterceptor(WrappingInterceptor):
                 return streaming
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                interaction_id_var.set(interaction_id)
+                interaction_id_var.set(_interaction_id(context))
                 return await behavior(request, context)
 
             return unary
 
         return wrap_handler(handler, wrap)
+
+
+def _interaction_id(context: grpc.aio.ServicerContext) -> str:
+    """The caller's interaction id when it is well formed, else a new one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == INTERACTION_ID_HEADER:
+            if isinstance(value, str) and _valid_interaction_id(value):
+                return value
+            break
+    return str(uuid.uuid4())
 
 
 def _as_pipeline(stages: Sequence[grpc.aio.ServerInterceptor]) -> list[grpc.aio.ServerInterceptor]:

@@ -51,19 +51,18 @@ class AuthInterceptor(WrappingInterceptor):
         if policy is None or not policy.requires_token:
             # Health, reflection and open rpcs (IssueToken, GetJwks) carry no token.
             return handler
-        metadata = handler_call_details.invocation_metadata
-        return wrap_handler(handler, lambda behavior: self._guard(behavior, policy, metadata))
+        return wrap_handler(handler, lambda behavior: self._guard(behavior, policy))
 
-    async def _authenticate(self, policy: MethodPolicy, metadata: Any) -> Any:
-        caller = await self._verifier.verify(bearer_token(metadata))
+    async def _authenticate(self, policy: MethodPolicy, context: grpc.aio.ServicerContext) -> Any:
+        caller = await self._verifier.verify(bearer_token(context.invocation_metadata()))
         caller.require_scopes(policy.scopes)
         return caller
 
-    def _guard(self, behavior: Callable[..., Any], policy: MethodPolicy, metadata: Any) -> Callable[..., Any]:
+    def _guard(self, behavior: Callable[..., Any], policy: MethodPolicy) -> Callable[..., Any]:
         if getattr(behavior, "_meshlib_streaming", False):
 
             async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                token = set_caller(await self._authenticate(policy, metadata))
+                token = set_caller(await self._authenticate(policy, context))
                 try:
                     async for item in behavior(request, context):
                         yield item
@@ -74,7 +73,7 @@ class AuthInterceptor(WrappingInterceptor):
             return streaming
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            token = set_caller(await self._authenticate(policy, metadata))
+            token = set_caller(await self._authenticate(policy, context))
             try:
                 return await behavior(request, context)
             finally:

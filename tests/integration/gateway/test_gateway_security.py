@@ -103,6 +103,28 @@ async def test_allowed_call_reaches_the_upstream_with_the_token_and_headers(mesh
     assert seen.metadata[INTERACTION_ID_HEADER] == initial[INTERACTION_ID_HEADER]
 
 
+async def test_each_call_keeps_its_own_interaction_id_and_token(mesh) -> None:  # type: ignore[no-untyped-def]
+    # The gateway builds each method's interceptor chain once: per-call values must still
+    # come from each call, never from the call that built the chain.
+    identity, channel, upstream = mesh
+    stub = account_pb2_grpc.AccountServiceStub(channel)
+    sent = []
+    for number in range(3):
+        partner = await identity.register_partner()
+        tokens, _ = await identity.consent_bound_token(partner)
+        interaction_id = f"call-{number}-of-three"
+        call = stub.GetBalance(
+            account_pb2.GetBalanceRequest(account="accounts/a1"),
+            metadata=(*bearer(tokens.access_token), (INTERACTION_ID_HEADER, interaction_id)),
+            timeout=5,
+        )
+        await call
+        assert dict(await call.initial_metadata())[INTERACTION_ID_HEADER] == interaction_id
+        sent.append((interaction_id, f"Bearer {tokens.access_token}"))
+    seen = [(call.metadata[INTERACTION_ID_HEADER], call.metadata["authorization"]) for call in upstream.calls]
+    assert seen == sent
+
+
 async def test_missing_scope_and_missing_consent_are_refused_before_routing(mesh) -> None:  # type: ignore[no-untyped-def]
     identity, channel, upstream = mesh
     partner = await identity.register_partner()
