@@ -58,4 +58,8 @@ async def serve(port: int, upstream_target: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(int(sys.argv[1]), sys.argv[2]))
+    import uvloop
+
+    # The same event loop as the gateway (meshlib.server.run_process): the floor is what the
+    # gateway's own work costs on top of, not a difference of loops (uvloop: ~7% less CPU here).
+    uvloop.run(serve(int(sys.argv[1]), sys.argv[2]))
