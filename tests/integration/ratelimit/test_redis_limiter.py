@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
@@ -83,11 +84,20 @@ async def test_two_gateway_instances_share_one_limit(redis_url: str, key_prefix:
 async def test_concurrent_decisions_are_pipelined_and_exact(redis_url: str, key_prefix: str) -> None:
     backend = RedisBackend(redis_url, prefix=key_prefix, clock=lambda: 10**15)
     limit = Limit(rate=1, period_seconds=60, burst=50)
+    round_trips: list[int] = []
+    pipelined = backend._pipelined
+
+    async def counting(commands: list[Any]) -> list[Any]:
+        round_trips.append(len(commands))
+        return await pipelined(commands)
+
+    backend._pipelined = counting  # type: ignore[method-assign]
     try:
         decisions = await asyncio.gather(
             *(backend.decide(f"hot-{uuid.uuid4().hex[:4]}" if i < 0 else "hot", limit) for i in range(200))
         )
         assert sum(d.allowed for d in decisions) == 50
+        assert round_trips == [200]  # asked for in one tick: one round trip
     finally:
         await backend.close()
 
