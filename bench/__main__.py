@@ -39,6 +39,16 @@ def parse_concurrency(text: str) -> list[int]:
     return values
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a positive integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("a positive integer")
+    return value
+
+
 def parse_stores(text: str) -> list[str]:
     """``sqlite,postgres`` -> ["sqlite", "postgres"]."""
     stores = [part.strip() for part in text.split(",") if part.strip()]
@@ -56,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=parse_concurrency, default=[1, 16, 64], help="default 1,16,64")
     parser.add_argument("--store", type=parse_stores, default=["sqlite", "postgres"], help="default sqlite,postgres")
     parser.add_argument("--limiter", choices=("memory", "redis"), default="redis", help="the gateway's limiter backend")
+    parser.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=3,
+        help="echo-floor and read: the targets take turns this many times per concurrency; "
+        "the bar takes the median of the rounds (default 3)",
+    )
     parser.add_argument(
         "--cpus",
         type=int,
@@ -174,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         limiter=args.limiter,
         work_dir=work_dir,
         h2load=not args.no_h2load,
+        rounds=args.rounds,
     )
     started = dt.datetime.now(dt.UTC)
     try:
@@ -199,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             "stores": options.stores,
             "limiter": options.limiter,
             "h2load": options.h2load and h2load.available(),
+            "rounds": options.rounds,
             "started": started.isoformat(),
         },
         skipped=run.skipped,

@@ -52,6 +52,7 @@ class Options:
     limiter: str
     work_dir: Path
     h2load: bool = True
+    rounds: int = 3
 
 
 @dataclass
@@ -130,12 +131,12 @@ async def h2load_point(
     concurrency: int,
     pids: dict[str, int],
     store: str | None,
-) -> None:
-    """One h2load point (raw capacity), after checking the call answers OK."""
+) -> Measurement | None:
+    """One h2load point (raw capacity), after checking the call answers OK; None if it could not run."""
     status = await settle(port, GET_BALANCE, message, metadata)
     if status != "OK":
         run.skipped[f"{scenario}/{target}/h2load/c{concurrency}"] = f"probe call answered {status}"
-        return
+        return None
     before = sample_cpu(pids)
     result = await asyncio.to_thread(
         h2load.run,
@@ -151,25 +152,25 @@ async def h2load_point(
     # CPU per call is estimated from the measured rate over the whole sampled span.
     calls_in_span = result.requests_per_second * (result.duration_s + max(1, round(run.options.warmup)))
     cpu, used = cpu_per_call(before, after, round(calls_in_span))
-    run.measurements.append(
-        Measurement(
-            scenario=scenario,
-            target=target,
-            concurrency=concurrency,
-            duration_s=result.duration_s,
-            ok_calls=result.succeeded,
-            statuses={"HTTP_2XX": result.status_2xx, "FAILED": result.failed, "ERRORED": result.errored},
-            latency=LatencySummary(max_ms=result.latency_max_s * 1000, mean_ms=result.latency_mean_s * 1000),
-            tool="h2load",
-            store=store,
-            cpu_seconds_per_call=cpu,
-            cpu_seconds_by_process=used,
-            peak_rss_mb=sample_peak_rss(pids),
-            load_1m=os.getloadavg()[0],
-            grpc_status_checked=False,
-            notes="h2load sees HTTP status only (probe call checked OK); latency: mean and max only",
-        )
+    measurement = Measurement(
+        scenario=scenario,
+        target=target,
+        concurrency=concurrency,
+        duration_s=result.duration_s,
+        ok_calls=result.succeeded,
+        statuses={"HTTP_2XX": result.status_2xx, "FAILED": result.failed, "ERRORED": result.errored},
+        latency=LatencySummary(max_ms=result.latency_max_s * 1000, mean_ms=result.latency_mean_s * 1000),
+        tool="h2load",
+        store=store,
+        cpu_seconds_per_call=cpu,
+        cpu_seconds_by_process=used,
+        peak_rss_mb=sample_peak_rss(pids),
+        load_1m=os.getloadavg()[0],
+        grpc_status_checked=False,
+        notes="h2load sees HTTP status only (probe call checked OK); latency: mean and max only",
     )
+    run.measurements.append(measurement)
+    return measurement
 
 
 async def probe_status(port: int, method: str, message: bytes, metadata: tuple[tuple[str, str], ...]) -> str:
@@ -261,16 +262,26 @@ async def read_targets(run: Run, mesh: RunningMesh, scenarios: set[str]) -> None
             ]
         if "read" in scenarios:
             targets.append(("read", "gateway", mesh.ports["gateway"], mesh_pids))
-        for scenario, target, port, pids in targets:
-            for concurrency in run.options.concurrency:
-                spec = dict(base_spec, target=f"127.0.0.1:{port}", concurrency=concurrency)
-                await settle(port, GET_BALANCE, message, payer.metadata)
-                point = await driver_point(run, scenario, target, spec, pids, mesh.store)
-                run.say(f"  {scenario}/{target} c{concurrency}: {point.calls_per_second:.0f} calls/s (python)")
-                if run.options.h2load and h2load.available():
-                    await h2load_point(
-                        run, scenario, target, port, message, payer.metadata, concurrency, pids, mesh.store
+        # The targets take turns at each concurrency, round after round: the points the bar
+        # compares are seconds apart, not minutes, so a drift in the machine's speed weighs on
+        # both sides of a ratio alike (this VM's speed moves by up to 2x within minutes).
+        for concurrency in run.options.concurrency:
+            for round_number in range(1, run.options.rounds + 1):
+                for scenario, target, port, pids in targets:
+                    spec = dict(base_spec, target=f"127.0.0.1:{port}", concurrency=concurrency)
+                    await settle(port, GET_BALANCE, message, payer.metadata)
+                    point = await driver_point(run, scenario, target, spec, pids, mesh.store)
+                    point.round = round_number
+                    run.say(
+                        f"  {scenario}/{target} c{concurrency} round {round_number}: "
+                        f"{point.calls_per_second:.0f} calls/s (python)"
                     )
+                    if run.options.h2load and h2load.available():
+                        measured = await h2load_point(
+                            run, scenario, target, port, message, payer.metadata, concurrency, pids, mesh.store
+                        )
+                        if measured is not None:
+                            measured.round = round_number
         if run.options.h2load and not h2load.available():
             run.skipped["h2load"] = "h2load is not installed (scripts/ensure_bench_tools.sh installs it)"
 

@@ -89,6 +89,8 @@ class Measurement:
     # cores shows up here (a load above the CPU count means the figures are pessimistic).
     load_1m: float | None = None
     notes: str = ""
+    # Which of the run's rounds this point belongs to (echo-floor and read take turns per round).
+    round: int = 1
 
     @property
     def calls_per_second(self) -> float:
@@ -145,8 +147,9 @@ def format_table(measurements: Sequence[Measurement]) -> str:
             if m.tool == "h2load"
             else (f"{m.latency.p50_ms:.2f}", f"{m.latency.p95_ms:.2f}", f"{m.latency.p99_ms:.2f}")
         )
+        target = m.target if m.round == 1 else f"{m.target} #{m.round}"
         lines.append(
-            f"{m.scenario:<11} {m.target:<22} {(m.store or '-'):<8} {m.tool:<7} {m.concurrency:>4} "
+            f"{m.scenario:<11} {target:<22} {(m.store or '-'):<8} {m.tool:<7} {m.concurrency:>4} "
             f"{m.calls_per_second:>8.1f}{short} {p50:>7} {p95:>7} {p99:>7} "
             f"{m.latency.max_ms:>8.2f} {m.errors:>6} {cpu:>11} {load:>5}"
         )

@@ -109,3 +109,29 @@ def test_bar_ratios_and_missing_points() -> None:
     assert checks["pay settled/s at c64 (sqlite)"].holds is True
     assert checks["pay p99 at c64 (sqlite, ms)"].holds is True
     assert checks["errors in status-checked points"].holds is True
+
+
+def test_the_bar_takes_the_median_of_the_rounds_each_compared_within_itself() -> None:
+    # Round 2 came on a slow stretch for both targets: compared within the round it is a
+    # fair point; across rounds (gateway of round 1 against proxy of round 2) it would not be.
+    points = []
+    for round_number, (proxy, gateway, direct_p50, gateway_p50) in enumerate(
+        [(1000, 800, 1.0, 2.0), (500, 450, 2.0, 4.0), (1000, 950, 1.0, 2.2)], start=1
+    ):
+        points += [
+            _point("echo-floor", "echo-proxy", 16, proxy, round=round_number),
+            _point("read", "gateway", 16, gateway, round=round_number),
+            _point("echo-floor", "account-direct", 1, 100, p50=direct_p50, round=round_number),
+            _point("read", "gateway", 1, 80, p50=gateway_p50, round=round_number),
+        ]
+    checks = {check.name: check for check in check_bar(points, [])}
+    assert checks["read gateway / echo proxy, c16 (python)"].measured == pytest.approx(0.9)  # of 0.8, 0.9, 0.95
+    assert checks["read gateway-added p50 at c1 (ms)"].measured == pytest.approx(1.2)  # of 1.0, 2.0, 1.2
+
+
+def test_rounds_must_be_positive() -> None:
+    from bench.__main__ import build_parser
+
+    assert build_parser().parse_args(["--rounds", "3"]).rounds == 3
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--rounds", "0"])
