@@ -154,7 +154,9 @@ async def running_mesh(
     child_env.setdefault("identity", {})["OBM_ACCESS_TOKEN_TTL_SECONDS"] = "3600"
     for name, values in (process_env or {}).items():
         child_env.setdefault(name, {}).update(values)
-    extra_env = {"OBM_LOG_LEVEL": "WARNING"}
+    # Logs as a deployment writes them (deploy/k8s/base: INFO, JSON lines): the gateway's
+    # audit record of every call is part of what a call costs.
+    extra_env = {"OBM_LOG_LEVEL": "INFO", "OBM_LOG_FORMAT": "json"}
     if limiter == "redis" and redis_url:
         extra_env["OBM_REDIS_URL"] = redis_url  # as in production: the limiter and the invalidation bus
     ports = {name: free_port() for name, _ in PROCESSES}
