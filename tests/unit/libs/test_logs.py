@@ -6,6 +6,8 @@ import io
 import json
 import logging
 
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 
 from meshlib.logs import JsonFormatter, interaction_id_var, redact
@@ -41,3 +43,51 @@ def test_json_lines_carry_trace_and_interaction_ids_and_redact_extras() -> None:
     assert entry["interaction_id"] == "ia-1"
     assert entry["password"] == "[REDACTED]"
     assert entry["amount"] == 5
+
+
+def _all_four_substitutions(text: str) -> str:
+    """The redaction with no shortcut: every pattern substituted, whatever the text."""
+    from meshlib import logs
+
+    text = logs._JWT.sub("[REDACTED-JWT]", text)
+    text = logs._BEARER.sub("Bearer [REDACTED]", text)
+    text = logs._SECRET_KV.sub(lambda m: f"{m.group(1)}{m.group(2)}[REDACTED]", text)
+    return logs._LONG_DIGITS.sub(lambda m: "•" * 4 + m.group(0)[-4:], text)
+
+
+_PIECES = st.sampled_from(
+    [
+        "eyJhbGciOiJFUzI1NiJ9",
+        ".",
+        "eyJzdWIiOiJwMSJ9",
+        "Bearer ",
+        "BEARER\t",
+        "bearer",
+        "password",
+        "Secret",
+        "otp",
+        "=",
+        ":",
+        " ",
+        "'",
+        '"',
+        "0123456789",
+        "12345",
+        "٠١٢٣٤٥٦٧٨٩",
+        "/openbank.v1.Svc/Get",
+        "ok",
+        "\u017f",  # long s: case-folds to "s"
+        "\u212a",  # Kelvin sign: case-folds to "k"
+    ]
+)
+
+
+@settings(max_examples=400)
+@given(st.lists(st.one_of(_PIECES, st.text(max_size=12)), max_size=12).map("".join))
+@example("client_secret: s3cr3t")
+@example("otp=123456")
+@example("auth bEaReR abc")
+@example("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJwMSJ9.sig")
+@example("acct ٠١٢٣٤٥٦٧٨٩٠")
+def test_the_shortcut_never_changes_what_redaction_gives(text: str) -> None:
+    assert redact(text) == _all_four_substitutions(text)
