@@ -52,8 +52,11 @@ _STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys(
 
 def redact(text: str) -> str:
     """Mask tokens, secrets and full account numbers in a free-text string."""
-    if not _may_hold_secret(text):
-        return text
+    return _substitute_secrets(text) if _may_hold_secret(text) else text
+
+
+def _substitute_secrets(text: str) -> str:
+    """Every redaction pattern substituted in ``text``, whether it can match or not."""
     text = _JWT.sub("[REDACTED-JWT]", text)
     text = _BEARER.sub("Bearer [REDACTED]", text)
     text = _SECRET_KV.sub(lambda m: f"{m.group(1)}{m.group(2)}[REDACTED]", text)
