@@ -104,7 +104,7 @@ def check_bar(measurements: Sequence[Measurement], stores: Sequence[str]) -> lis
         p99 = point.latency.p99_ms if point and point.ok_calls else None
         checks.append(Check(f"pay p99 at c64 ({store}, ms)", p99, "<= 250", None if p99 is None else p99 <= 250))
     best_limiter = max(
-        (m for m in measurements if m.scenario == "limiter" and m.tool == "in-process"),
+        (m for m in measurements if m.scenario == "limiter" and m.target == "RateLimiter+Redis"),
         key=lambda m: m.calls_per_second,
         default=None,
     )

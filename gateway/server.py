@@ -77,7 +77,12 @@ async def start_gateway(
     limits = ReloadingConfig(settings.ratelimit_config_file)
     backend: RedisBackend | InProcessBackend
     if settings.redis_url:
-        backend = RedisBackend(settings.redis_url, prefix=settings.ratelimit_key_prefix)
+        backend = RedisBackend(
+            settings.redis_url,
+            prefix=settings.ratelimit_key_prefix,
+            lease_seconds=settings.ratelimit_lease_seconds,
+            max_lease=settings.ratelimit_max_lease,
+        )
     else:
         backend = InProcessBackend()
     limiter = RateLimiter(

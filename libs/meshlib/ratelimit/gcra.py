@@ -43,25 +43,50 @@ def gcra(stored_tat_us: int | None, now_us: int, emission_us: int, burst: int) -
     return Decision(True, burst, remaining, 0, diff), new_tat
 
 
-# KEYS[1] = bucket; ARGV = emission_us, burst, now_us ("" = use the Redis clock).
-# Returns {allowed, remaining, retry_after_us, reset_us}; sets the key with an expiry so
-# idle buckets disappear.
+# KEYS[1] = bucket; ARGV = emission_us, burst, now_us ("" = use the Redis clock), units.
+# units > 0: take up to that many units at once (a caller's calls plus a lease, see
+# limiter.RedisBackend); units < 0: give unused units back. Returns {granted, diff_us}, where
+# diff_us is how far the bucket's theoretical arrival time now lies ahead of now: the caller
+# derives remaining, retry-after and reset from it (``Limit``-free arithmetic, see
+# ``units_outcome``). The key expires once the bucket is full again, so idle buckets disappear.
 LUA_GCRA = """
 local emission = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
+local units = tonumber(ARGV[4])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local capacity = emission * burst
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if not tat or tat < now then tat = now end
-local new_tat = tat + emission
-local diff = new_tat - now
-if diff > capacity then
-  return {0, 0, diff - capacity, tat - now}
+if units < 0 then
+  tat = tat + units * emission
+  if tat <= now then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+  end
+  return {0, 0}
 end
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil(diff / 1000) + 1000)
-return {1, math.floor((capacity - diff) / emission), 0, diff}
+local fit = math.floor((emission * burst - (tat - now)) / emission)
+local granted = math.min(units, fit)
+if granted < 1 then
+  return {0, tat - now}
+end
+tat = tat + granted * emission
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+return {granted, tat - now}
 """
+
+
+def units_outcome(diff_us: int, emission_us: int, burst: int) -> tuple[int, int, int]:
+    """Remaining units, retry-after of the next unit (0 if one is free) and reset, from ``diff_us``.
+
+    ``diff_us`` is the theoretical arrival time minus now after a decision, as the Lua script
+    returns it; the same arithmetic as ``gcra``.
+    """
+    capacity_us = emission_us * burst
+    remaining = max(0, (capacity_us - diff_us) // emission_us)
+    retry_after_us = max(0, diff_us + emission_us - capacity_us)
+    return remaining, retry_after_us, diff_us

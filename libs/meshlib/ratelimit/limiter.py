@@ -1,7 +1,8 @@
 """Rate-limit backends and the limiter that applies the per-class failure policy.
 
-``RedisBackend`` runs the GCRA Lua script with EVALSHA; every decision asked for during one
-event-loop tick goes to Redis in one pipeline, so under load the round trips are shared.
+``RedisBackend`` runs the GCRA Lua script with EVALSHA, one pipeline in flight at a time, so
+under load the round trips are shared; a busy key admits from a short lease of units taken
+from the shared bucket ahead of its calls (never more than the limit, across replicas).
 ``InProcessBackend`` runs the same algorithm on a dict (the embedded default, and the local
 fallback of fail-open classes). Both take an injectable clock so tests assert exact
 allow/deny sequences.
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 
 from meshlib.errors import QuotaViolation, ResourceExhausted, Unavailable
 from meshlib.ratelimit.config import FailurePolicy, Limit, RateLimitConfig
-from meshlib.ratelimit.gcra import LUA_GCRA, Decision, gcra
+from meshlib.ratelimit.gcra import LUA_GCRA, Decision, gcra, units_outcome
 
 log = logging.getLogger("meshlib.ratelimit")
 
@@ -66,8 +67,46 @@ class InProcessBackend:
         return decision
 
 
+class _Lease:
+    """Units of one bucket granted to this process ahead of its calls, and how many to ask next."""
+
+    __slots__ = ("asked_us", "expires_us", "granted_us", "limit", "remaining", "reset_us", "size", "units")
+
+    def __init__(self, limit: Limit) -> None:
+        self.limit = limit
+        self.units = 0  # granted, not used yet
+        self.remaining = 0  # the bucket's remaining units (outside this lease) at the grant
+        self.reset_us = 0
+        self.granted_us = 0
+        self.expires_us = 0
+        self.asked_us = -(2**62)  # when Redis was last asked for this key
+        self.size = 0  # units asked for beyond the waiting calls (grows while they run out)
+
+
+def monotonic_us() -> int:
+    """A monotonic clock in microseconds (lease expiry never needs wall time)."""
+    return time.monotonic_ns() // 1000
+
+
 class RedisBackend:
-    """GCRA in Redis: one Lua call per decision, pipelined per event-loop tick."""
+    """GCRA in Redis, shared by every gateway replica; one pipeline in flight at a time.
+
+    Decisions asked for while a pipeline is in flight wait for the next one, so under load a
+    round trip carries many; a key's waiting calls are one EVALSHA asking for that many units.
+
+    Leases: a key that keeps running out asks Redis for a few units more than its waiting calls
+    need (doubling while they run out within ``lease_seconds``, halving when they expire
+    unused), and the next calls are admitted from those units without a round trip. Units are
+    taken from the shared bucket when granted, so no replica ever admits more than the limit;
+    units unused after ``lease_seconds`` go back to the bucket, so what a lease costs other
+    replicas is a delay of at most ``lease_seconds`` near an empty bucket. A bucket gets
+    leases only when its burst is at least ``LEASE_MIN_BURST``, and a lease holds at most
+    1/``LEASE_BURST_SHARE`` of the burst (and ``max_lease`` units): small buckets, such as a
+    consent's daily allowance, are decided one call at a time in Redis.
+    """
+
+    LEASE_MIN_BURST = 32
+    LEASE_BURST_SHARE = 16
 
     def __init__(
         self,
@@ -76,6 +115,9 @@ class RedisBackend:
         prefix: str = "rl:",
         clock: Clock | None = None,
         timeout_seconds: float = 0.25,
+        lease_seconds: float = 0.05,
+        max_lease: int = 64,
+        max_keys: int = 100_000,
     ) -> None:
         import redis.asyncio as redis
 
@@ -84,41 +126,128 @@ class RedisBackend:
         )
         self._prefix = prefix
         self._clock = clock  # None: Redis' own clock, shared by every gateway replica
+        self._local_clock = clock or monotonic_us
+        self._lease_us = int(lease_seconds * 1_000_000)
+        self._max_lease = max_lease if lease_seconds > 0 else 0
+        self._max_keys = max_keys
         self._sha: str | None = None
-        self._pending: list[tuple[str, Limit, asyncio.Future[Decision]]] = []
+        self._leases: OrderedDict[str, _Lease] = OrderedDict()
+        self._waiting: dict[tuple[str, Limit], list[asyncio.Future[Decision]]] = {}
+        self._refunds: list[tuple[str, Limit, int]] = []
         self._flush_scheduled = False
+        self._in_flight = False
+        self._flush_task: asyncio.Future[None] | None = None
 
     async def decide(self, key: str, limit: Limit) -> Decision:
-        """Queue the decision for this tick's pipeline and wait for it."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Decision] = loop.create_future()
-        self._pending.append((key, limit, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(lambda: asyncio.ensure_future(self._flush()))
+        """Admit from this key's lease, or queue for the next pipeline and wait."""
+        lease = self._leases.get(key)
+        if lease is not None and lease.units:
+            now = self._local_clock()
+            if lease.limit == limit and now < lease.expires_us:
+                lease.units -= 1
+                elapsed = now - lease.granted_us
+                return Decision(True, limit.burst, lease.remaining + lease.units, 0, max(0, lease.reset_us - elapsed))
+            self._return_units(key, lease, shrink=True)
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault((key, limit), []).append(future)
+        self._schedule_flush()
         return await future
 
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and not self._in_flight:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._in_flight and (self._waiting or self._refunds):
+            self._in_flight = True
+            self._flush_task = asyncio.ensure_future(self._flush())  # held: a dropped task may be collected
+
+    def _return_units(self, key: str, lease: _Lease, *, shrink: bool) -> None:
+        """Give a lease's unused units back to the bucket in the next pipeline."""
+        if lease.units:
+            self._refunds.append((key, lease.limit, lease.units))
+            lease.units = 0
+            if shrink:
+                lease.size //= 2
+
+    def _expire(self, key: str, lease: _Lease, granted_us: int) -> None:
+        # A lease still holding units when its time is up returns them, busy or idle.
+        if self._leases.get(key) is lease and lease.granted_us == granted_us and lease.units:
+            self._return_units(key, lease, shrink=True)
+            self._schedule_flush()
+
+    def _lease_size(self, key: str, limit: Limit, now: int) -> tuple[_Lease | None, int]:
+        """The lease to fill for ``key`` and how many extra units to ask for."""
+        if self._max_lease == 0 or limit.burst < self.LEASE_MIN_BURST:
+            return None, 0
+        lease = self._leases.get(key)
+        if lease is None or lease.limit != limit:
+            if lease is not None:
+                self._return_units(key, lease, shrink=False)
+            lease = self._leases[key] = _Lease(limit)
+            while len(self._leases) > self._max_keys:
+                old_key, old = self._leases.popitem(last=False)  # the least recently asked: the idlest
+                self._return_units(old_key, old, shrink=False)
+        elif now - lease.asked_us < self._lease_us:
+            # Asked again within a lease's time: the calls come faster than the lease lasts.
+            lease.size = min(max(1, lease.size * 2), self._max_lease, limit.burst // self.LEASE_BURST_SHARE)
+        lease.asked_us = now
+        self._leases.move_to_end(key)
+        return lease, lease.size
+
     async def _flush(self) -> None:
-        batch, self._pending, self._flush_scheduled = self._pending, [], False
-        if not batch:
-            return
         try:
-            results = await self._run_batch(batch)
-            decisions = [
-                Decision(bool(allowed), limit.burst, int(remaining), int(retry_after), int(reset))
-                for (_, limit, _), (allowed, remaining, retry_after, reset) in zip(batch, results, strict=True)
-            ]
+            while self._waiting or self._refunds:
+                waiting, self._waiting = self._waiting, {}
+                refunds, self._refunds = self._refunds, []
+                await self._decide_batch(waiting, refunds)
+        finally:
+            self._in_flight = False
+
+    async def _decide_batch(
+        self,
+        waiting: dict[tuple[str, Limit], list[asyncio.Future[Decision]]],
+        refunds: list[tuple[str, Limit, int]],
+    ) -> None:
+        now = self._local_clock()
+        asks: list[tuple[str, Limit, list[asyncio.Future[Decision]], _Lease | None, int]] = []
+        for (key, limit), futures in waiting.items():
+            lease, extra = self._lease_size(key, limit, now)
+            asks.append((key, limit, futures, lease, len(futures) + extra))
+        commands = [(key, limit, -units) for key, limit, units in refunds]
+        commands += [(key, limit, units) for key, limit, _, _, units in asks]
+        try:
+            replies = (await self._run_batch(commands))[len(refunds) :]
         except Exception as error:  # connection refused, timeout, a bad reply: the store is not usable
             failure = BackendUnavailable(f"{type(error).__name__}: {error}")
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
+            for _, _, futures, _, _ in asks:
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(failure)
             return
-        for (_, _, future), decision in zip(batch, decisions, strict=True):
-            if not future.done():
-                future.set_result(decision)
+        for (key, limit, futures, lease, _), (granted, diff_us) in zip(asks, replies, strict=True):
+            granted, diff_us = int(granted), int(diff_us)
+            remaining, retry_after_us, reset_us = units_outcome(diff_us, limit.emission_us, limit.burst)
+            for index, future in enumerate(futures):
+                if index < granted:
+                    decision = Decision(True, limit.burst, remaining + granted - index - 1, 0, reset_us)
+                else:
+                    decision = Decision(False, limit.burst, 0, retry_after_us, reset_us)
+                if not future.done():
+                    future.set_result(decision)
+            spare = granted - len(futures)
+            if spare <= 0 or lease is None:
+                continue
+            if self._leases.get(key) is not lease or lease.units:  # evicted or replaced meanwhile
+                self._refunds.append((key, limit, spare))
+                continue
+            lease.units, lease.remaining, lease.reset_us = spare, remaining, reset_us
+            lease.granted_us, lease.expires_us = now, now + self._lease_us
+            asyncio.get_running_loop().call_later(self._lease_us / 1_000_000, self._expire, key, lease, now)
 
-    async def _run_batch(self, batch: list[tuple[str, Limit, asyncio.Future[Decision]]]) -> list[Any]:
+    async def _run_batch(self, commands: list[tuple[str, Limit, int]]) -> list[Any]:
         """One pipelined write of EVALSHA calls; loads the script once (again after a Redis restart)."""
         from redis.exceptions import NoScriptError
 
@@ -129,8 +258,8 @@ class RedisBackend:
             sha = self._sha
             results = await self._pipelined(
                 [
-                    ("EVALSHA", sha, 1, self._prefix + key, limit.emission_us, limit.burst, now)
-                    for key, limit, _ in batch
+                    ("EVALSHA", sha, 1, self._prefix + key, limit.emission_us, limit.burst, now, units)
+                    for key, limit, units in commands
                 ]
             )
             if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
@@ -176,7 +305,15 @@ class RedisBackend:
             return False
 
     async def close(self) -> None:
-        """Release the connection pool."""
+        """Give every lease's unused units back, then release the connection pool."""
+        for key, lease in self._leases.items():
+            self._return_units(key, lease, shrink=False)
+        refunds, self._refunds = self._refunds, []
+        if refunds:
+            try:
+                await self._run_batch([(key, limit, -units) for key, limit, units in refunds])
+            except Exception as error:  # the units come back on their own as the bucket drips
+                log.warning("could not return leased rate-limit units", extra={"error": type(error).__name__})
         await self._redis.aclose()
 
 

@@ -8,6 +8,8 @@ import uuid
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from meshlib.errors import ResourceExhausted, Unavailable
 from meshlib.ratelimit import InProcessBackend, Limit, RateLimiter, RedisBackend
@@ -81,9 +83,8 @@ async def test_two_gateway_instances_share_one_limit(redis_url: str, key_prefix:
         await limiter._backend.close()  # type: ignore[attr-defined]
 
 
-async def test_concurrent_decisions_are_pipelined_and_exact(redis_url: str, key_prefix: str) -> None:
-    backend = RedisBackend(redis_url, prefix=key_prefix, clock=lambda: 10**15)
-    limit = Limit(rate=1, period_seconds=60, burst=50)
+def _count_round_trips(backend: RedisBackend) -> list[int]:
+    """The number of commands in each pipeline ``backend`` sends from now on."""
     round_trips: list[int] = []
     pipelined = backend._pipelined
 
@@ -92,14 +93,153 @@ async def test_concurrent_decisions_are_pipelined_and_exact(redis_url: str, key_
         return await pipelined(commands)
 
     backend._pipelined = counting  # type: ignore[method-assign]
+    return round_trips
+
+
+async def test_concurrent_decisions_are_one_command_per_key_in_one_round_trip(redis_url: str, key_prefix: str) -> None:
+    backend = RedisBackend(redis_url, prefix=key_prefix, clock=lambda: 10**15)
+    limit = Limit(rate=1, period_seconds=60, burst=50)
+    round_trips = _count_round_trips(backend)
     try:
-        decisions = await asyncio.gather(
-            *(backend.decide(f"hot-{uuid.uuid4().hex[:4]}" if i < 0 else "hot", limit) for i in range(200))
-        )
-        assert sum(d.allowed for d in decisions) == 50
-        assert round_trips == [200]  # asked for in one tick: one round trip
+        hot = [backend.decide("hot", limit) for _ in range(200)]
+        others = [backend.decide(f"cold-{i}", limit) for i in range(20)]
+        decisions = await asyncio.gather(*hot, *others)
+        hot_decisions = decisions[:200]
+        assert sum(d.allowed for d in hot_decisions) == 50
+        assert [d.remaining for d in hot_decisions if d.allowed] == list(range(49, -1, -1))
+        assert all(not d.allowed and d.retry_after_us > 0 for d in hot_decisions[50:])
+        assert all(d.allowed and d.remaining == 49 for d in decisions[200:])
+        assert round_trips == [21]  # asked for in one tick: one round trip, one command per key
     finally:
         await backend.close()
+
+
+async def test_decisions_asked_for_while_a_round_trip_is_in_flight_share_the_next(
+    redis_url: str, key_prefix: str
+) -> None:
+    backend = RedisBackend(redis_url, prefix=key_prefix, clock=lambda: 10**15)
+    limit = Limit(rate=1, period_seconds=60, burst=5)
+    round_trips = _count_round_trips(backend)
+    slow_pipelined = backend._pipelined
+
+    async def slow(commands: list[Any]) -> list[Any]:
+        await asyncio.sleep(0.05)
+        return await slow_pipelined(commands)
+
+    backend._pipelined = slow  # type: ignore[method-assign]
+    try:
+        first = asyncio.ensure_future(backend.decide("k-first", limit))
+        await asyncio.sleep(0.01)  # the first pipeline is in flight now
+        later = []
+        for i in range(10):  # ten separate ticks
+            later.append(asyncio.ensure_future(backend.decide(f"k-{i}", limit)))
+            await asyncio.sleep(0)
+        decisions = await asyncio.gather(first, *later)
+        assert all(d.allowed for d in decisions)
+        assert round_trips == [1, 10]
+    finally:
+        await backend.close()
+
+
+async def test_a_busy_key_is_admitted_from_leases_exactly_and_without_a_round_trip_each(
+    redis_url: str, key_prefix: str
+) -> None:
+    backend = RedisBackend(redis_url, prefix=key_prefix, clock=lambda: 10**15, lease_seconds=60)
+    limit = Limit(rate=1, period_seconds=60, burst=1000)
+    round_trips = _count_round_trips(backend)
+    try:
+        decisions = [await backend.decide("busy", limit) for _ in range(300)]
+        assert all(d.allowed for d in decisions)
+        # The clock stands still, so every answer is the exact one: the remaining count
+        # leases report is the bucket's own.
+        assert [d.remaining for d in decisions] == list(range(999, 699, -1))
+        assert len(round_trips) < 15  # leases doubling to 1000 / 16 = 62 units
+        assert max(round_trips) == 1
+    finally:
+        await backend.close()
+
+
+async def test_leases_never_admit_more_than_the_limit_across_two_replicas(redis_url: str, key_prefix: str) -> None:
+    replicas = [RedisBackend(redis_url, prefix=key_prefix, clock=lambda: 10**15, lease_seconds=60) for _ in range(2)]
+    limit = Limit(rate=1, period_seconds=60, burst=64)
+    try:
+        allowed = 0
+        for index in range(400):
+            allowed += (await replicas[index % 2].decide("shared", limit)).allowed
+        assert allowed == 64  # the whole burst, and not one call more
+    finally:
+        for backend in replicas:
+            await backend.close()
+
+
+async def _drain(backend: RedisBackend, key: str, limit: Limit) -> int:
+    """How many calls ``backend`` admits for ``key`` before the first refusal."""
+    admitted = 0
+    while (await backend.decide(key, limit)).allowed:
+        admitted += 1
+    return admitted
+
+
+@pytest.mark.parametrize("how", ["expiry", "close"])
+async def test_unused_leased_units_go_back_to_the_bucket(redis_url: str, key_prefix: str, how: str) -> None:
+    leasing = RedisBackend(redis_url, prefix=key_prefix, clock=lambda: 10**15, lease_seconds=0.05)
+    strict = RedisBackend(redis_url, prefix=key_prefix, clock=lambda: 10**15, lease_seconds=0)
+    limit = Limit(rate=1, period_seconds=60, burst=320)
+    try:
+        used = sum([(await leasing.decide("parked", limit)).allowed for _ in range(40)])
+        assert used == 40
+        assert leasing._leases["parked"].units > 0  # units taken ahead of calls that never came
+        if how == "expiry":
+            await asyncio.sleep(0.2)
+        else:
+            await leasing.close()
+        assert await _drain(strict, "parked", limit) == 320 - 40
+    finally:
+        await strict.close()
+        if how == "expiry":
+            await leasing.close()
+
+
+async def test_small_buckets_are_never_leased(redis_url: str, key_prefix: str) -> None:
+    backend = RedisBackend(redis_url, prefix=key_prefix, clock=lambda: 10**15, lease_seconds=60)
+    limit = Limit(rate=4, period_seconds=86_400, burst=RedisBackend.LEASE_MIN_BURST - 1)  # e.g. a daily allowance
+    round_trips = _count_round_trips(backend)
+    try:
+        assert await _drain(backend, "allowance", limit) == limit.burst
+        assert len(round_trips) == limit.burst + 1  # one decision, one round trip
+        assert not backend._leases
+    finally:
+        await backend.close()
+
+
+# (microseconds the clock moves, calls asked for at once, which of two replicas asks)
+lease_steps = st.lists(st.tuples(st.integers(0, 4_000), st.integers(1, 12), st.integers(0, 1)), min_size=1, max_size=40)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=lease_steps)
+async def test_leased_admissions_across_replicas_never_exceed_what_the_bucket_grants(
+    redis_url: str, key_prefix: str, steps: list[tuple[int, int, int]]
+) -> None:
+    clock = [10**15]
+    start = clock[0]
+    limit = Limit(rate=1000, period_seconds=1, burst=64)  # one unit a millisecond; leases of up to 4
+    prefix = f"{key_prefix}{uuid.uuid4().hex[:8]}:"
+    replicas = [RedisBackend(redis_url, prefix=prefix, clock=lambda: clock[0], lease_seconds=0.005) for _ in range(2)]
+    try:
+        admitted = 0
+        for advance_us, calls, replica in steps:
+            clock[0] += advance_us
+            decisions = await asyncio.gather(*(replicas[replica].decide("k", limit) for _ in range(calls)))
+            admitted += sum(d.allowed for d in decisions)
+            # GCRA's own bound from a full bucket: the burst, then one call per emission interval.
+            assert admitted <= limit.burst + (clock[0] - start) // limit.emission_us
+            for decision in decisions:
+                assert 0 <= decision.remaining < limit.burst
+                assert decision.allowed == (decision.retry_after_us == 0)
+    finally:
+        for backend in replicas:
+            await backend.close()
 
 
 async def test_a_flushed_script_is_loaded_again_and_the_batch_still_decides_exactly(
