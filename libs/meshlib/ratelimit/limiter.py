@@ -1,6 +1,6 @@
 """Rate-limit backends and the limiter that applies the per-class failure policy.
 
-``RedisBackend`` runs the GCRA Lua script with EVALSHA, one pipeline in flight at a time, so
+``RedisBackend`` runs the GCRA Lua script with EVALSHA, at most two pipelines in flight, so
 under load the round trips are shared; a busy key admits from a short lease of units taken
 from the shared bucket ahead of its calls (never more than the limit, across replicas).
 ``InProcessBackend`` runs the same algorithm on a dict (the embedded default, and the local
@@ -89,10 +89,10 @@ def monotonic_us() -> int:
 
 
 class RedisBackend:
-    """GCRA in Redis, shared by every gateway replica; one pipeline in flight at a time.
+    """GCRA in Redis, shared by every gateway replica; at most two pipelines in flight.
 
-    Decisions asked for while a pipeline is in flight wait for the next one, so under load a
-    round trip carries many; a key's waiting calls are one EVALSHA asking for that many units.
+    Decisions asked for while both are in flight wait for the next one, so under load a round
+    trip carries many; a key's waiting calls are one EVALSHA asking for that many units.
 
     Leases: a key that keeps running out asks Redis for a few units more than its waiting calls
     need (doubling while they run out within ``lease_seconds``, halving when they expire
@@ -105,6 +105,8 @@ class RedisBackend:
     consent's daily allowance, are decided one call at a time in Redis.
     """
 
+    # Two pipelines in flight: Redis works on one while this process reads the other's replies.
+    MAX_IN_FLIGHT = 2
     LEASE_MIN_BURST = 32
     LEASE_BURST_SHARE = 16
 
@@ -135,8 +137,8 @@ class RedisBackend:
         self._waiting: dict[tuple[str, Limit], list[asyncio.Future[Decision]]] = {}
         self._refunds: list[tuple[str, Limit, int]] = []
         self._flush_scheduled = False
-        self._in_flight = False
-        self._flush_task: asyncio.Future[None] | None = None
+        self._in_flight = 0
+        self._flush_tasks: set[asyncio.Future[None]] = set()  # held: a dropped task may be collected
 
     async def decide(self, key: str, limit: Limit) -> Decision:
         """Admit from this key's lease, or queue for the next pipeline and wait."""
@@ -154,15 +156,17 @@ class RedisBackend:
         return await future
 
     def _schedule_flush(self) -> None:
-        if not self._flush_scheduled and not self._in_flight:
+        if not self._flush_scheduled and self._in_flight < self.MAX_IN_FLIGHT:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._start_flush)
 
     def _start_flush(self) -> None:
         self._flush_scheduled = False
-        if not self._in_flight and (self._waiting or self._refunds):
-            self._in_flight = True
-            self._flush_task = asyncio.ensure_future(self._flush())  # held: a dropped task may be collected
+        if self._in_flight < self.MAX_IN_FLIGHT and (self._waiting or self._refunds):
+            self._in_flight += 1
+            task = asyncio.ensure_future(self._flush())
+            self._flush_tasks.add(task)
+            task.add_done_callback(self._flush_tasks.discard)
 
     def _return_units(self, key: str, lease: _Lease, *, shrink: bool) -> None:
         """Give a lease's unused units back to the bucket in the next pipeline."""
@@ -204,7 +208,7 @@ class RedisBackend:
                 refunds, self._refunds = self._refunds, []
                 await self._decide_batch(waiting, refunds)
         finally:
-            self._in_flight = False
+            self._in_flight -= 1
 
     async def _decide_batch(
         self,

@@ -114,7 +114,7 @@ async def test_concurrent_decisions_are_one_command_per_key_in_one_round_trip(re
         await backend.close()
 
 
-async def test_decisions_asked_for_while_a_round_trip_is_in_flight_share_the_next(
+async def test_decisions_asked_for_while_round_trips_are_in_flight_share_the_next(
     redis_url: str, key_prefix: str
 ) -> None:
     backend = RedisBackend(redis_url, prefix=key_prefix, clock=lambda: 10**15)
@@ -128,15 +128,17 @@ async def test_decisions_asked_for_while_a_round_trip_is_in_flight_share_the_nex
 
     backend._pipelined = slow  # type: ignore[method-assign]
     try:
-        first = asyncio.ensure_future(backend.decide("k-first", limit))
-        await asyncio.sleep(0.01)  # the first pipeline is in flight now
+        first = []
+        for i in range(RedisBackend.MAX_IN_FLIGHT):
+            first.append(asyncio.ensure_future(backend.decide(f"k-first-{i}", limit)))
+            await asyncio.sleep(0.01)  # one more pipeline in flight
         later = []
         for i in range(10):  # ten separate ticks
             later.append(asyncio.ensure_future(backend.decide(f"k-{i}", limit)))
             await asyncio.sleep(0)
-        decisions = await asyncio.gather(first, *later)
+        decisions = await asyncio.gather(*first, *later)
         assert all(d.allowed for d in decisions)
-        assert round_trips == [1, 10]
+        assert round_trips == [1] * RedisBackend.MAX_IN_FLIGHT + [10]
     finally:
         await backend.close()
 
