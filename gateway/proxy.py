@@ -75,18 +75,17 @@ class GatewayProxy(grpc.GenericRpcHandler):
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             timeout = _deadline(context, self._max_call_deadline)
-            # The upstream call is under way while the headers go out: one hop off the latency.
             call = unary_call(request, metadata=_forward_metadata(context), timeout=timeout)
             try:
-                await _send_interaction_id(context)
-            except BaseException:
-                call.cancel()
-                raise
-            try:
-                return await call
+                response = await call
             except grpc.aio.AioRpcError as error:
+                await _send_interaction_id(context)
                 await _relay_error(context, error)
                 raise AssertionError("unreachable") from error
+            # The headers go out once the answer is here, just before it: a unary caller sees
+            # nothing earlier anyway, and headers and answer reach it together.
+            await _send_interaction_id(context)
+            return response
 
         return grpc.unary_unary_rpc_method_handler(forward, _identity, _identity)
 

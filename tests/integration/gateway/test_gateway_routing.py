@@ -13,6 +13,7 @@ from meshlib.auth.consent import ConsentView
 from meshlib.auth.testing import TestIssuer
 from meshlib.auth.verifier import static_jwks
 from meshlib.grpc_errors import decode_rpc_error
+from meshlib.server import INTERACTION_ID_HEADER
 from openbank.payment.v1 import payment_pb2, payment_pb2_grpc
 from tests.integration.gateway.upstream import start_fake_upstream
 from tests.support.consents import consent_view
@@ -88,3 +89,7 @@ async def test_upstream_errors_pass_through_with_their_details(gateway_channel) 
     failure = decode_rpc_error(raised.value)
     assert (failure.reason, failure.message) == ("RESOURCE_NOT_FOUND", "payment not found")
     assert upstream.calls[-1].method == "/openbank.payment.v1.PaymentService/GetPayment"
+    # A relayed error still carries the answer's headers: the interaction id and the rate limit.
+    headers = dict(raised.value.initial_metadata())
+    assert headers[INTERACTION_ID_HEADER] == upstream.calls[-1].metadata[INTERACTION_ID_HEADER]
+    assert "ratelimit-remaining" in headers
