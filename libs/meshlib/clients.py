@@ -16,13 +16,12 @@ from typing import Any, TypeVar
 
 import grpc
 
-from meshlib.logs import interaction_id_var
+from meshlib.logs import INTERACTION_ID_HEADER, interaction_id_var
 from meshlib.telemetry import client_interceptors
 
 log = logging.getLogger("meshlib.clients")
 
 T = TypeVar("T")
-INTERACTION_ID_HEADER = "x-fapi-interaction-id"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from typing import Any
 
 from opentelemetry import trace
 
+# The FAPI header that carries a call's interaction id, in and out of every service.
+INTERACTION_ID_HEADER = "x-fapi-interaction-id"
 # Set per call by the server interceptors; read by the formatter.
 interaction_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("interaction_id", default=None)
 

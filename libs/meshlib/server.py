@@ -27,13 +27,11 @@ from grpc_reflection.v1alpha import reflection
 
 from meshlib.config import ServerSettings
 from meshlib.grpc_errors import ErrorMappingInterceptor, InterceptorPipeline, WrappingInterceptor, wrap_handler
-from meshlib.logs import interaction_id_var
+from meshlib.logs import INTERACTION_ID_HEADER, interaction_id_var
 from meshlib.metrics import MetricsEndpoint, MetricsInterceptor, start_metrics_server
 from meshlib.telemetry import server_interceptors as tracing_interceptors
 
 log = logging.getLogger("meshlib.server")
-
-INTERACTION_ID_HEADER = "x-fapi-interaction-id"
 
 
 @dataclass(frozen=True)
