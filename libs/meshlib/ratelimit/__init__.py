@@ -1,8 +1,9 @@
 """Rate limiting: GCRA decisions per partner tier and method class.
 
-Redis in production (one Lua round trip per decision, pipelined per event-loop tick, keys
-expire on their own) and an in-process backend for the embedded default; what happens when
-Redis is down is a per-class policy from the configuration file.
+Redis in production (one Lua call per key and round trip, pipelined; a busy bucket's calls
+admitted from short leases of units; keys expire on their own) and an in-process backend for
+the embedded default; what happens when Redis is down is a per-class policy from the
+configuration file.
 """
 
 from meshlib.ratelimit.config import ClassPolicy, FailurePolicy, Limit, RateLimitConfig, load_config
