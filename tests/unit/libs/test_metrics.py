@@ -117,6 +117,20 @@ def _requests(registry: CollectorRegistry, method: str, code: str) -> float:
     return value or 0.0
 
 
+async def _recorded(registry: CollectorRegistry, method: str) -> None:
+    """Wait until the server has recorded its calls of ``method``.
+
+    The caller has the status as soon as it is on the wire; the server's interceptor records
+    when its coroutine next runs, in one step (in-flight down, duration, count), so an
+    in-flight gauge back at zero means every call is counted.
+    """
+    labels = {"service": SERVICE, "method": method}
+    for _ in range(400):
+        if not registry.get_sample_value("openbank_rpc_in_flight", labels):
+            return
+        await asyncio.sleep(0.005)
+
+
 async def test_ok_and_error_calls_are_counted_with_the_code_the_caller_sees(served) -> None:  # type: ignore[no-untyped-def]
     registry, channel, _ = served
     echo = _echo(channel)
@@ -132,6 +146,7 @@ async def test_ok_and_error_calls_are_counted_with_the_code_the_caller_sees(serv
             await echo(wrappers_pb2.StringValue(value=value))
         assert raised.value.code() == code
 
+    await _recorded(registry, "Echo")
     assert _requests(registry, "Echo", "OK") == 2
     for code in expected.values():
         assert _requests(registry, "Echo", code.name) == 1
@@ -149,6 +164,7 @@ async def test_server_streams_are_counted_when_they_end(served) -> None:  # type
         async for _ in count(wrappers_pb2.StringValue(value="boom")):
             pass
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await _recorded(registry, "Count")
     assert _requests(registry, "Count", "OK") == 1
     assert _requests(registry, "Count", "FAILED_PRECONDITION") == 1
 
