@@ -37,6 +37,18 @@ _KIND_CODES = {
 
 def _emit(record: dict[str, Any], started: float) -> None:
     record["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not serving (a test calling in directly)
+        _write(record)
+        return
+    # Written on the loop's next turn, once grpc has sent the answer: formatting the record
+    # (0.1-0.25 ms with the caches cold, at c1) is no longer part of the call's latency.
+    # call_soon runs it in a copy of this call's context: it keeps its interaction and trace ids.
+    loop.call_soon(_write, record)
+
+
+def _write(record: dict[str, Any]) -> None:
     audit_log.info("gateway call", extra={"audit": True, **record})
 
 

@@ -287,7 +287,11 @@ async def test_every_call_is_audited_without_the_token(mesh, caplog) -> None:  #
         await await_call(_balance(channel, "garbage-token"))
     with pytest.raises(grpc.aio.AioRpcError):
         await channel.unary_unary("/openbank.account.v1.LedgerService/CreateTransfer")(b"")
-    records = [r for r in caplog.records if r.name == "openbank.audit"]
+    for _ in range(200):  # a record is written on the gateway loop's next turn, after the answer
+        records = [r for r in caplog.records if r.name == "openbank.audit"]
+        if len(records) >= 3:
+            break
+        await asyncio.sleep(0.005)
     assert [(r.decision, r.status) for r in records] == [
         ("allowed", "OK"),
         ("denied", "UNAUTHENTICATED"),
