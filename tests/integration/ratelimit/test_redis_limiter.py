@@ -202,6 +202,22 @@ async def test_unused_leased_units_go_back_to_the_bucket(redis_url: str, key_pre
             await leasing.close()
 
 
+async def test_a_changed_limit_gives_the_old_leases_units_back_first(redis_url: str, key_prefix: str) -> None:
+    # A configuration reload keeps the bucket's key (tier and class) but changes its limit.
+    leasing = RedisBackend(redis_url, prefix=key_prefix, clock=lambda: 10**15, lease_seconds=60)
+    strict = RedisBackend(redis_url, prefix=key_prefix, clock=lambda: 10**15, lease_seconds=0)
+    before = Limit(rate=1, period_seconds=60, burst=320)
+    after = Limit(rate=1, period_seconds=60, burst=640)
+    try:
+        assert all([(await leasing.decide("reloaded", before)).allowed for _ in range(40)])
+        assert leasing._leases["reloaded"].units > 0
+        assert (await leasing.decide("reloaded", after)).allowed
+        assert await _drain(strict, "reloaded", after) == 640 - 41
+    finally:
+        await leasing.close()
+        await strict.close()
+
+
 async def test_small_buckets_are_never_leased(redis_url: str, key_prefix: str) -> None:
     backend = RedisBackend(redis_url, prefix=key_prefix, clock=lambda: 10**15, lease_seconds=60)
     limit = Limit(rate=4, period_seconds=86_400, burst=RedisBackend.LEASE_MIN_BURST - 1)  # e.g. a daily allowance
