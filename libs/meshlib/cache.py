@@ -33,11 +33,17 @@ log = logging.getLogger("meshlib.cache")
 
 class BoundedMap(Generic[K, V]):
     """A map of at most ``capacity`` entries: the least recently used leaves first, so a
-    long-lived process never grows without bound."""
+    long-lived process never grows without bound.
 
-    def __init__(self, capacity: int) -> None:
+    ``on_evict(key, value)`` is told of each entry pushed out by the capacity (not of
+    :meth:`pop`, :meth:`drop_where` or :meth:`clear`): for a value holding something that
+    must be handed back.
+    """
+
+    def __init__(self, capacity: int, on_evict: Callable[[K, V], None] | None = None) -> None:
         self._items: OrderedDict[K, V] = OrderedDict()
         self._capacity = capacity
+        self._on_evict = on_evict
 
     def get(self, key: K) -> V | None:
         """The value (now the most recently used), or None."""
@@ -55,7 +61,13 @@ class BoundedMap(Generic[K, V]):
         self._items[key] = value
         self._items.move_to_end(key)
         while len(self._items) > self._capacity:
-            self._items.popitem(last=False)
+            evicted_key, evicted = self._items.popitem(last=False)
+            if self._on_evict is not None:
+                self._on_evict(evicted_key, evicted)
+
+    def items(self) -> list[tuple[K, V]]:
+        """The entries, least recently used first (a copy: safe to change the map meanwhile)."""
+        return list(self._items.items())
 
     def pop(self, key: K) -> None:
         """Forget ``key`` (nothing if absent)."""

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
+from meshlib.cache import BoundedMap
 from meshlib.errors import QuotaViolation, ResourceExhausted, Unavailable
 from meshlib.ratelimit.config import FailurePolicy, Limit, RateLimitConfig
 from meshlib.ratelimit.gcra import LUA_GCRA, Decision, gcra, units_outcome
@@ -48,8 +48,7 @@ class InProcessBackend:
 
     def __init__(self, clock: Clock = wall_clock_us, max_keys: int = 100_000) -> None:
         self._clock = clock
-        self._max_keys = max_keys
-        self._tats: OrderedDict[str, int] = OrderedDict()
+        self._tats: BoundedMap[str, int] = BoundedMap(max_keys)  # the least recently used bucket is the idlest
 
     async def decide(self, key: str, limit: Limit) -> Decision:
         """Decide without I/O."""
@@ -58,12 +57,9 @@ class InProcessBackend:
     def decide_now(self, key: str, limit: Limit) -> Decision:
         """The synchronous decision (used by the fail-open fallback too)."""
         now = self._clock()
-        decision, new_tat = gcra(self._tats.get(key), now, limit.emission_us, limit.burst)
+        decision, new_tat = gcra(self._tats.peek(key), now, limit.emission_us, limit.burst)
         if new_tat is not None:
-            self._tats[key] = new_tat
-            self._tats.move_to_end(key)
-            while len(self._tats) > self._max_keys:
-                self._tats.popitem(last=False)  # the least recently used bucket is the idlest
+            self._tats.put(key, new_tat)
         return decision
 
 
@@ -131,9 +127,11 @@ class RedisBackend:
         self._local_clock = clock or monotonic_us
         self._lease_us = int(lease_seconds * 1_000_000)
         self._max_lease = max_lease if lease_seconds > 0 else 0
-        self._max_keys = max_keys
         self._sha: str | None = None
-        self._leases: OrderedDict[str, _Lease] = OrderedDict()
+        # The least recently asked leases are the idlest; one pushed out hands its units back.
+        self._leases: BoundedMap[str, _Lease] = BoundedMap(
+            max_keys, on_evict=lambda key, lease: self._return_units(key, lease, shrink=False)
+        )
         self._waiting: dict[tuple[str, Limit], list[asyncio.Future[Decision]]] = {}
         self._refunds: list[tuple[str, Limit, int]] = []
         self._flush_scheduled = False
@@ -142,7 +140,7 @@ class RedisBackend:
 
     async def decide(self, key: str, limit: Limit) -> Decision:
         """Admit from this key's lease, or queue for the next pipeline and wait."""
-        lease = self._leases.get(key)
+        lease = self._leases.peek(key)
         if lease is not None and lease.units:
             now = self._local_clock()
             if lease.limit == limit and now < lease.expires_us:
@@ -178,7 +176,7 @@ class RedisBackend:
 
     def _expire(self, key: str, lease: _Lease, granted_us: int) -> None:
         # A lease still holding units when its time is up returns them, busy or idle.
-        if self._leases.get(key) is lease and lease.granted_us == granted_us and lease.units:
+        if self._leases.peek(key) is lease and lease.granted_us == granted_us and lease.units:
             self._return_units(key, lease, shrink=True)
             self._schedule_flush()
 
@@ -186,19 +184,16 @@ class RedisBackend:
         """The lease to fill for ``key`` and how many extra units to ask for."""
         if self._max_lease == 0 or limit.burst < self.LEASE_MIN_BURST:
             return None, 0
-        lease = self._leases.get(key)
+        lease = self._leases.get(key)  # an ask counts as a use
         if lease is None or lease.limit != limit:
             if lease is not None:
                 self._return_units(key, lease, shrink=False)
-            lease = self._leases[key] = _Lease(limit)
-            while len(self._leases) > self._max_keys:
-                old_key, old = self._leases.popitem(last=False)  # the least recently asked: the idlest
-                self._return_units(old_key, old, shrink=False)
+            lease = _Lease(limit)
+            self._leases.put(key, lease)
         elif now - lease.asked_us < self._lease_us:
             # Asked again within a lease's time: the calls come faster than the lease lasts.
             lease.size = min(max(1, lease.size * 2), self._max_lease, limit.burst // self.LEASE_BURST_SHARE)
         lease.asked_us = now
-        self._leases.move_to_end(key)
         return lease, lease.size
 
     async def _flush(self) -> None:
@@ -244,7 +239,7 @@ class RedisBackend:
             spare = granted - len(futures)
             if spare <= 0 or lease is None:
                 continue
-            if self._leases.get(key) is not lease or lease.units:  # evicted or replaced meanwhile
+            if self._leases.peek(key) is not lease or lease.units:  # evicted or replaced meanwhile
                 self._refunds.append((key, limit, spare))
                 continue
             lease.units, lease.remaining, lease.reset_us = spare, remaining, reset_us

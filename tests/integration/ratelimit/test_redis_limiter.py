@@ -190,7 +190,7 @@ async def test_unused_leased_units_go_back_to_the_bucket(redis_url: str, key_pre
     try:
         used = sum([(await leasing.decide("parked", limit)).allowed for _ in range(40)])
         assert used == 40
-        assert leasing._leases["parked"].units > 0  # units taken ahead of calls that never came
+        assert leasing._leases.peek("parked").units > 0  # units taken ahead of calls that never came
         if how == "expiry":
             await asyncio.sleep(0.2)
         else:
@@ -210,9 +210,25 @@ async def test_a_changed_limit_gives_the_old_leases_units_back_first(redis_url: 
     after = Limit(rate=1, period_seconds=60, burst=640)
     try:
         assert all([(await leasing.decide("reloaded", before)).allowed for _ in range(40)])
-        assert leasing._leases["reloaded"].units > 0
+        assert leasing._leases.peek("reloaded").units > 0
         assert (await leasing.decide("reloaded", after)).allowed
         assert await _drain(strict, "reloaded", after) == 640 - 41
+    finally:
+        await leasing.close()
+        await strict.close()
+
+
+async def test_a_lease_pushed_out_by_the_key_bound_gives_its_units_back(redis_url: str, key_prefix: str) -> None:
+    leasing = RedisBackend(redis_url, prefix=key_prefix, clock=lambda: 10**15, lease_seconds=60, max_keys=1)
+    strict = RedisBackend(redis_url, prefix=key_prefix, clock=lambda: 10**15, lease_seconds=0)
+    limit = Limit(rate=1, period_seconds=60, burst=320)
+    try:
+        assert all([(await leasing.decide("old", limit)).allowed for _ in range(40)])
+        assert leasing._leases.peek("old").units > 0
+        assert (await leasing.decide("new", limit)).allowed  # one key at most: "old" leaves
+        assert leasing._leases.peek("old") is None
+        await asyncio.gather(*leasing._flush_tasks)  # the round trip that carries the refund
+        assert await _drain(strict, "old", limit) == 320 - 40
     finally:
         await leasing.close()
         await strict.close()

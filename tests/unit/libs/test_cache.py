@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from meshlib.cache import RefreshingCache
+from meshlib.cache import BoundedMap, RefreshingCache
 
 
 class Source:
@@ -135,3 +135,17 @@ def test_nonsense_settings_are_refused() -> None:
     for options in ({"refresh_ahead": 0}, {"refresh_ahead": 1.5}, {"capacity": 0}, {"stale_grace_seconds": -1}):
         with pytest.raises(ValueError):
             RefreshingCache(10, **options)  # type: ignore[arg-type]
+
+
+def test_bounded_map_tells_of_what_the_capacity_pushes_out_and_nothing_else() -> None:
+    evicted: list[tuple[str, int]] = []
+    bounded: BoundedMap[str, int] = BoundedMap(2, on_evict=lambda key, value: evicted.append((key, value)))
+    bounded.put("a", 1)
+    bounded.put("b", 2)
+    assert bounded.get("a") == 1  # now the most recently used
+    bounded.put("c", 3)
+    assert evicted == [("b", 2)]
+    assert bounded.items() == [("a", 1), ("c", 3)]
+    bounded.pop("a")
+    bounded.drop_where(lambda key, value: True)
+    assert evicted == [("b", 2)] and len(bounded) == 0
