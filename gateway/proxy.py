@@ -60,7 +60,7 @@ class GatewayProxy(grpc.GenericRpcHandler):
             async def forward_stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
                 timeout = _deadline(context, self._max_stream_deadline)
                 call = stream_call(request, metadata=_forward_metadata(context), timeout=timeout)
-                await _send_interaction_id(context)
+                await _send_answer_headers(context)
                 try:
                     async for message in call:
                         yield message
@@ -79,12 +79,12 @@ class GatewayProxy(grpc.GenericRpcHandler):
             try:
                 response = await call
             except grpc.aio.AioRpcError as error:
-                await _send_interaction_id(context)
+                await _send_answer_headers(context)
                 await _relay_error(context, error)
                 raise AssertionError("unreachable") from error
             # The headers go out once the answer is here, just before it: a unary caller sees
             # nothing earlier anyway, and headers and answer reach it together.
-            await _send_interaction_id(context)
+            await _send_answer_headers(context)
             return response
 
         return grpc.unary_unary_rpc_method_handler(forward, _identity, _identity)
@@ -125,7 +125,7 @@ def _forward_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, Any
     return tuple(forwarded)
 
 
-async def _send_interaction_id(context: grpc.aio.ServicerContext) -> None:
+async def _send_answer_headers(context: grpc.aio.ServicerContext) -> None:
     """Initial metadata of every forwarded answer: interaction id and ratelimit-* headers."""
     metadata = list(ratelimit_var.get())
     interaction_id = interaction_id_var.get()
