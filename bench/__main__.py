@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import h2load
-from bench.bar import check_bar
+from bench.bar import check_bar, floor_lines
+from bench.calibrate import calibrate, describe
 from bench.stats import format_table, results_document
 
 SCENARIOS = ("echo-floor", "read", "pay", "limiter", "ledger")
@@ -121,6 +122,9 @@ async def run_all(options: Any, scenarios: set[str]) -> Any:
     from tests.support.servers import ServerUnavailable, create_database, postgres_server, redis_server
 
     run = sc.Run(options)
+    run.say("calibrating: how fast this machine runs Python, a grpc.aio round trip and fdatasync")
+    run.calibration = await calibrate(options.work_dir)
+    run.say(describe(run.calibration))
     with contextlib.ExitStack() as stack:
         postgres = redis = None
         needs_postgres = "postgres" in options.stores and scenarios & {"pay", "ledger", "read", "echo-floor"}
@@ -202,13 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     checks = check_bar(run.measurements, options.stores)
     print("\nThe bar (issue 10):")
     print("\n".join(check.line() for check in checks))
+    print("\n".join(floor_lines(run.measurements)))
+    print(describe(run.calibration))
     for what, why in run.skipped.items():
         print(f"  skipped {what}: {why}")
     output = args.output or Path(".bench") / f"results-{started:%Y%m%dT%H%M%SZ}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     document = results_document(
         run.measurements,
-        machine=machine_info(cpus),
+        machine={**machine_info(cpus), "calibration": run.calibration},
         options={
             "scenarios": options.scenarios,
             "duration_s": duration,

@@ -3,6 +3,10 @@
 ``python -m bench.echo_proxy <listen port> <upstream host:port>``. Every method is
 forwarded with its metadata (the caller's token included) and never decoded; upstream
 errors go back with their code and details. What a Python gateway costs at the very least.
+
+Without an upstream (``python -m bench.echo_proxy <listen port>``) it answers every call
+with the request's own bytes (and health checks with SERVING): a grpc.aio server with no
+application code at all, which ``bench.calibrate`` times.
 """
 
 from __future__ import annotations
@@ -41,11 +45,31 @@ class ForwardEverything(grpc.GenericRpcHandler):
         return grpc.unary_unary_rpc_method_handler(forward)
 
 
-async def serve(port: int, upstream_target: str) -> None:
-    """Serve until SIGTERM or SIGINT."""
-    upstream = grpc.aio.insecure_channel(upstream_target)
+class EchoEverything(grpc.GenericRpcHandler):
+    """A unary handler for any method name that answers with the request's bytes."""
+
+    def __init__(self) -> None:
+        self._handler = grpc.unary_unary_rpc_method_handler(_echo)
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        return self._handler
+
+
+async def _echo(request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
+    return request
+
+
+async def serve(port: int, upstream_target: str | None) -> None:
+    """Serve until SIGTERM or SIGINT (echo every call when there is no upstream)."""
+    upstream = grpc.aio.insecure_channel(upstream_target) if upstream_target else None
     server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 1024)])
-    server.add_generic_rpc_handlers((ForwardEverything(upstream),))
+    if upstream is None:
+        from grpc_health.v1 import health, health_pb2_grpc
+
+        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+        server.add_generic_rpc_handlers((EchoEverything(),))
+    else:
+        server.add_generic_rpc_handlers((ForwardEverything(upstream),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()
@@ -54,7 +78,8 @@ async def serve(port: int, upstream_target: str) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await server.stop(0.5)
-    await upstream.close()
+    if upstream is not None:
+        await upstream.close()
 
 
 if __name__ == "__main__":
@@ -62,4 +87,4 @@ if __name__ == "__main__":
 
     # The same event loop as the gateway (meshlib.server.run_process): the floor is what the
     # gateway's own work costs on top of, not a difference of loops (uvloop: ~7% less CPU here).
-    uvloop.run(serve(int(sys.argv[1]), sys.argv[2]))
+    uvloop.run(serve(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None))

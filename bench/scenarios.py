@@ -28,6 +28,7 @@ import grpc
 import yaml
 
 from bench import h2load
+from bench.calibrate import python_loop_ns
 from bench.loadloop import LoopResult, closed_loop
 from bench.mesh import BENCH_RATELIMITS, RunningMesh
 from bench.procstat import sample_cpu, sample_peak_rss
@@ -62,6 +63,15 @@ class Run:
     options: Options
     measurements: list[Measurement] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, measurement: Measurement) -> None:
+        """Keep a point, with the machine's load and speed as it ended."""
+        measurement.load_1m = os.getloadavg()[0]
+        # This VM's CPU speed drifts by up to 2x within minutes (the same loop's CPU time
+        # moves from 200 to 360 ns an iteration): each point says how fast the machine ran.
+        measurement.speed_ns = round(python_loop_ns(iterations=200_000, repeats=1), 1)
+        self.measurements.append(measurement)
 
     def say(self, text: str) -> None:
         """Progress on stderr, so stdout stays the table."""
@@ -114,10 +124,9 @@ async def driver_point(
         cpu_seconds_per_call=cpu,
         cpu_seconds_by_process=used,
         peak_rss_mb=sample_peak_rss(pids),
-        load_1m=os.getloadavg()[0],
         notes=notes,
     )
-    run.measurements.append(measurement)
+    run.record(measurement)
     return measurement
 
 
@@ -165,11 +174,10 @@ async def h2load_point(
         cpu_seconds_per_call=cpu,
         cpu_seconds_by_process=used,
         peak_rss_mb=sample_peak_rss(pids),
-        load_1m=os.getloadavg()[0],
         grpc_status_checked=False,
         notes="h2load sees HTTP status only (probe call checked OK); latency: mean and max only",
     )
-    run.measurements.append(measurement)
+    run.record(measurement)
     return measurement
 
 
@@ -373,7 +381,7 @@ async def limiter(run: Run, redis: Any) -> None:
             continue
         rps = figures["rps"]
         _, used = cpu_per_call(before, after, requests)
-        run.measurements.append(
+        run.record(
             Measurement(
                 scenario="limiter",
                 target="redis-benchmark EVALSHA",
@@ -392,7 +400,6 @@ async def limiter(run: Run, redis: Any) -> None:
                 cpu_seconds_per_call=used.get("redis-server", 0.0) / requests if "redis-server" in used else None,
                 cpu_seconds_by_process={"redis-server": used.get("redis-server", 0.0)},
                 grpc_status_checked=False,
-                load_1m=os.getloadavg()[0],
                 notes="cpu/call: redis-server only",
             )
         )
@@ -412,7 +419,7 @@ def _record_loop(
     unit: str,
 ) -> None:
     cpu, used = cpu_per_call(before, after, result.total_ok_units)
-    run.measurements.append(
+    run.record(
         Measurement(
             scenario=scenario,
             target=target,
@@ -426,7 +433,6 @@ def _record_loop(
             cpu_seconds_per_call=cpu,
             cpu_seconds_by_process=used,
             peak_rss_mb=sample_peak_rss(pids),
-            load_1m=os.getloadavg()[0],
             notes=f"calls/s counts {unit}; latency is per operation",
         )
     )

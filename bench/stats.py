@@ -88,6 +88,9 @@ class Measurement:
     # The machine's 1-minute load average when the point ended: other work on the same
     # cores shows up here (a load above the CPU count means the figures are pessimistic).
     load_1m: float | None = None
+    # How fast the machine ran when the point ended: ns per iteration of
+    # bench.calibrate.python_loop_ns (lower is faster; the same loop everywhere).
+    speed_ns: float | None = None
     notes: str = ""
     # Which of the run's rounds this point belongs to (echo-floor and read take turns per round).
     round: int = 1
@@ -134,12 +137,14 @@ def format_table(measurements: Sequence[Measurement]) -> str:
     """A fixed-width table of every point, one row each."""
     header = (
         f"{'scenario':<11} {'target':<22} {'store':<8} {'tool':<7} {'conc':>4} {'calls/s':>9} "
-        f"{'p50ms':>7} {'p95ms':>7} {'p99ms':>7} {'maxms':>8} {'errors':>6} {'cpu ms/call':>11} {'load':>5}"
+        f"{'p50ms':>7} {'p95ms':>7} {'p99ms':>7} {'maxms':>8} {'errors':>6} {'cpu ms/call':>11} {'load':>5} "
+        f"{'ns/it':>6}"
     )
     lines = [header, "-" * len(header)]
     for m in measurements:
         cpu = f"{m.cpu_seconds_per_call * 1000:.3f}" if m.cpu_seconds_per_call is not None else "-"
         load = f"{m.load_1m:.1f}" if m.load_1m is not None else "-"
+        speed = f"{m.speed_ns:.0f}" if m.speed_ns is not None else "-"
         short = "*" if m.window_too_short else " "
         # h2load reports no percentiles: say so rather than print zeros.
         p50, p95, p99 = (
@@ -151,10 +156,11 @@ def format_table(measurements: Sequence[Measurement]) -> str:
         lines.append(
             f"{m.scenario:<11} {target:<22} {(m.store or '-'):<8} {m.tool:<7} {m.concurrency:>4} "
             f"{m.calls_per_second:>8.1f}{short} {p50:>7} {p95:>7} {p99:>7} "
-            f"{m.latency.max_ms:>8.2f} {m.errors:>6} {cpu:>11} {load:>5}"
+            f"{m.latency.max_ms:>8.2f} {m.errors:>6} {cpu:>11} {load:>5} {speed:>6}"
         )
     if any(m.window_too_short for m in measurements):
         lines.append("* fewer than 2 completions per caller in the window: throughput under-reported")
+    lines.append("ns/it: the machine's speed as the point ended (a fixed Python loop's ns/iteration; lower = faster)")
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from bench.__main__ import build_parser, parse_concurrency, parse_stores
-from bench.bar import check_bar
+from bench.bar import check_bar, floor_lines
 from bench.h2load import grpc_frame, parse_output
 from bench.procstat import parse_cpu_seconds, parse_peak_rss_mb
 from bench.scenarios import parse_redis_benchmark_csv
@@ -127,6 +127,20 @@ def test_the_bar_takes_the_median_of_the_rounds_each_compared_within_itself() ->
     checks = {check.name: check for check in check_bar(points, [])}
     assert checks["read gateway / echo proxy, c16 (python)"].measured == pytest.approx(0.9)  # of 0.8, 0.9, 0.95
     assert checks["read gateway-added p50 at c1 (ms)"].measured == pytest.approx(1.2)  # of 1.0, 2.0, 1.2
+
+
+def test_the_floor_is_what_the_bare_proxy_adds_at_c1() -> None:
+    points = []
+    for round_number, (direct, proxy, gateway) in enumerate([(2.0, 3.5, 4.0), (2.5, 4.5, 5.5), (1.5, 3.0, 3.2)], 1):
+        points += [
+            _point("echo-floor", "account-direct", 1, 100, p50=direct, round=round_number),
+            _point("echo-floor", "echo-proxy", 1, 80, p50=proxy, round=round_number),
+            _point("read", "gateway", 1, 70, p50=gateway, round=round_number),
+        ]
+    floor, own = floor_lines(points)
+    # Medians over the rounds: the proxy adds 1.5, 2.0, 1.5 -> 1.5; the gateway adds 2.0, 3.0, 1.7 -> 2.0.
+    assert floor.split()[-5] == "1.50" and own.split()[-4] == "0.50"
+    assert floor_lines([_point("read", "gateway", 1, 70, p50=4.0)]) == []  # no floor measured: nothing to say
 
 
 def test_rounds_must_be_positive() -> None:

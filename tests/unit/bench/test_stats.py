@@ -88,10 +88,17 @@ def test_only_ok_calls_count_towards_throughput() -> None:
 def test_table_has_a_header_and_one_row_per_point() -> None:
     table = format_table([_measurement(), _measurement(concurrency=64, cpu_seconds_per_call=None)])
     lines = table.splitlines()
-    assert len(lines) == 4
+    assert len(lines) == 5  # header, rule, two rows, the legend of the speed column
     assert lines[0].split()[:5] == ["scenario", "target", "store", "tool", "conc"]
+    assert lines[0].split()[-1] == "ns/it"
     assert "500.0" in lines[2] and "2.000" in lines[2]
     assert lines[3].rstrip().endswith("-")
+    assert lines[4].startswith("ns/it:")
+
+
+def test_each_row_says_how_fast_the_machine_ran() -> None:
+    row = format_table([_measurement(speed_ns=187.4, load_1m=1.5)]).splitlines()[2]
+    assert row.split()[-2:] == ["1.5", "187"]
 
 
 def test_json_document_shape() -> None:
@@ -115,7 +122,7 @@ def test_a_window_shorter_than_the_latency_is_flagged() -> None:
     assert _measurement(concurrency=64, ok_calls=10, tool="h2load").window_too_short is False
     table = format_table([_measurement(concurrency=64, ok_calls=100)])
     assert "*" in table.splitlines()[2]
-    assert table.splitlines()[-1].startswith("* fewer than 2 completions")
+    assert table.splitlines()[-2].startswith("* fewer than 2 completions")
 
 
 def test_h2load_rows_show_no_percentiles() -> None:
