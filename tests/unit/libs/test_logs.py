@@ -45,6 +45,21 @@ def test_json_lines_carry_trace_and_interaction_ids_and_redact_extras() -> None:
     assert entry["amount"] == 5
 
 
+def test_each_line_has_its_own_timestamp_across_seconds() -> None:
+    formatter = JsonFormatter("gateway")
+    stamps = []
+    for created in (1000.25, 1000.875, 1001.125, 1000.5):  # the cached second changes, and back
+        record = logging.LogRecord("t", logging.INFO, "", 0, "m", (), None)
+        record.created, record.msecs = created, int((created - int(created)) * 1000)
+        stamps.append(json.loads(formatter.format(record))["ts"])
+    assert stamps == [
+        "1970-01-01T00:16:40.250Z",
+        "1970-01-01T00:16:40.875Z",
+        "1970-01-01T00:16:41.125Z",
+        "1970-01-01T00:16:40.500Z",
+    ]
+
+
 _PIECES = st.sampled_from(
     [
         "eyJhbGciOiJFUzI1NiJ9",
