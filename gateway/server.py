@@ -10,10 +10,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health
+from grpc_reflection.v1alpha import reflection
 
 from gateway.audit import AuditInterceptor
 from gateway.policy import GatewayPolicyInterceptor
 from gateway.proxy import GatewayProxy
+from gateway.reflection import public_descriptor_pool
 from gateway.routing import build_routes
 from gateway.settings import GatewaySettings
 from meshlib.app import build_verifier
@@ -136,6 +139,10 @@ async def start_gateway(
         ],
         error_domain="gateway.openbank.dev",
         lifecycle=Lifecycle(on_start=[start_background], on_stop=[close_everything]),
+        # Partners' reflection lists the routed rpcs only, not the internal ones beside them.
+        reflection_pool=public_descriptor_pool(
+            routes, [*public_services, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        ),
     )
     await server.start()
     server.routes = routes  # type: ignore[attr-defined]

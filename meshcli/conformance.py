@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from meshlib.app import DEFAULT_PORTS
@@ -255,7 +256,7 @@ class ConformanceRun:
             ("consent: RevokeConsent", self.consent_revoke),
             ("token: RevokeToken", self.token_revoke),
             ("internal rpcs hidden (UNIMPLEMENTED at the gateway)", self.internal_hidden),
-            ("reflection lists no internal service", self.reflection_public_only),
+            ("reflection describes no internal service or rpc", self.reflection_public_only),
         ]
         for name, body in steps:
             await self.check(name, body)
@@ -590,21 +591,37 @@ class ConformanceRun:
         return f"all {len(internal)} internal rpcs UNIMPLEMENTED"
 
     async def reflection_public_only(self) -> str:
-        public_services = {m.split("/")[1] for m, public in contract_methods().items() if public}
-        contract_services = {m.split("/")[1] for m in contract_methods()}
+        methods = contract_methods()
+        public_services = {m.split("/")[1] for m, public in methods.items() if public}
+        contract_services = {m.split("/")[1] for m in methods}
         stub = reflection_pb2_grpc.ServerReflectionStub(self.channel)
         try:
-            responses = stub.ServerReflectionInfo(
-                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=self.config.timeout
-            )
-            listed = {s.name async for r in responses for s in r.list_services_response.service}
+            listed = {
+                s.name
+                for r in await self._reflect(stub, reflection_pb2.ServerReflectionRequest(list_services=""))
+                for s in r.list_services_response.service
+            }
+            exposed = sorted((listed & contract_services) - public_services)
+            _expect(not exposed, f"lists {', '.join(exposed)}")
+            # A public service's file may describe internal rpcs beside the public ones.
+            described: set[str] = set()
+            for service in sorted(listed & public_services):
+                request = reflection_pb2.ServerReflectionRequest(file_containing_symbol=service)
+                for answer in await self._reflect(stub, request):
+                    for raw in answer.file_descriptor_response.file_descriptor_proto:
+                        file = descriptor_pb2.FileDescriptorProto.FromString(raw)
+                        described |= {f"/{file.package}.{s.name}/{m.name}" for s in file.service for m in s.method}
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.UNIMPLEMENTED:
                 return "reflection not offered"
             raise ob.from_rpc_error(error) from None
-        exposed = sorted((listed & contract_services) - public_services)
-        _expect(not exposed, f"lists {', '.join(exposed)}")
-        return f"{len(listed & public_services)} public service(s) listed"
+        internal = sorted(m.rsplit(".", 1)[-1] for m in described if m in methods and not methods[m])
+        _expect(not internal, f"describes internal rpc(s) {', '.join(internal)}")
+        return f"{len(listed & public_services)} public service(s) listed, no internal rpc described"
+
+    async def _reflect(self, stub: Any, request: Any) -> list[Any]:
+        responses = stub.ServerReflectionInfo(iter([request]), timeout=self.config.timeout)
+        return [response async for response in responses]
 
     async def answered(self, method: str) -> str:
         codes = self.recorder.codes.get(method)

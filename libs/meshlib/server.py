@@ -150,8 +150,11 @@ class MeshServer:
         error_domain: str | None = None,
         lifecycle: Lifecycle | None = None,
         enable_tracing: bool = True,
+        reflection_pool: Any = None,
     ) -> None:
         self.settings = settings
+        # What reflection describes (a protobuf DescriptorPool); None: the process' own pool.
+        self.reflection_pool = reflection_pool
         self.registrations = list(registrations)
         self.lifecycle = lifecycle or Lifecycle()
         self.health = health.aio.HealthServicer()
@@ -187,7 +190,7 @@ class MeshServer:
             registration.add_to_server(registration.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server, pool=self.reflection_pool
         )
         address = f"{self.settings.host}:{self.settings.port}"
         credentials = _server_credentials(self.settings)

@@ -86,6 +86,9 @@ def test_up_serves_lists_methods_over_reflection_and_stops_on_ctrl_c(tmp_path: P
                 )
                 assert listed.returncode == 0, listed.stderr
                 assert "openbank.payment.v1.PaymentService/CreatePayment" in listed.stdout
+                # What a partner can call, as the README says: internal rpcs are not listed.
+                assert "openbank.identity.v1.ConsentService/CreateConsent" in listed.stdout
+                assert "AuthoriseConsent" not in listed.stdout and "IntrospectToken" not in listed.stdout
             elif os.environ.get("CI", "").lower() == "true":
                 pytest.fail("buf is not installed (npm install)")
             started = time.monotonic()

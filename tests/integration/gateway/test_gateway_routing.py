@@ -3,8 +3,12 @@ unchanged (status, details, ErrorInfo)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from gateway.routing import build_routes
 from gateway.server import start_gateway
@@ -93,3 +97,38 @@ async def test_upstream_errors_pass_through_with_their_details(gateway_channel) 
     headers = dict(raised.value.initial_metadata())
     assert headers[INTERACTION_ID_HEADER] == upstream.calls[-1].metadata[INTERACTION_ID_HEADER]
     assert "ratelimit-remaining" in headers
+
+
+async def _reflect(channel: grpc.aio.Channel, request: reflection_pb2.ServerReflectionRequest) -> Any:
+    responses = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(iter([request]))
+    async for response in responses:
+        return response
+    raise AssertionError("reflection answered nothing")
+
+
+async def test_reflection_describes_the_routed_rpcs_and_nothing_internal(gateway_channel) -> None:  # type: ignore[no-untyped-def]
+    channel, _, _ = gateway_channel
+    routes = build_routes()
+    listed = await _reflect(channel, reflection_pb2.ServerReflectionRequest(list_services=""))
+    names = {service.name for service in listed.list_services_response.service}
+    assert {route.policy.service for route in routes.values()} | {"grpc.health.v1.Health"} <= names
+    described: set[str] = set()
+    for service_name in names - {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}:
+        answer = await _reflect(channel, reflection_pb2.ServerReflectionRequest(file_containing_symbol=service_name))
+        for raw in answer.file_descriptor_response.file_descriptor_proto:
+            file = descriptor_pb2.FileDescriptorProto.FromString(raw)
+            described |= {f"/{file.package}.{s.name}/{m.name}" for s in file.service for m in s.method}
+    # ConsentService and TokenService carry internal rpcs beside their public ones in the contract.
+    assert described == set(routes)
+    assert "/openbank.identity.v1.ConsentService/AuthoriseConsent" not in described
+    assert "/openbank.identity.v1.TokenService/IntrospectToken" not in described
+    # An internal service is not described at all; the messages of the files stay.
+    missing = await _reflect(
+        channel, reflection_pb2.ServerReflectionRequest(file_containing_symbol="openbank.settlement.v1.PositionService")
+    )
+    assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+    message = await _reflect(
+        channel,
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="openbank.identity.v1.CreateConsentRequest"),
+    )
+    assert message.file_descriptor_response.file_descriptor_proto
