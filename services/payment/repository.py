@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.idempotency import upsert_by_dialect
 from meshlib.money import Amount
-from meshlib.storage import as_utc
+from meshlib.storage import BulkInsert, as_utc
 from services.payment.domain.checks import CustomerHistory
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.tables import customer_totals, payment_events, payment_steps, payments, spent_days
@@ -44,8 +44,34 @@ _LEASE_UNTIL = _param("until", _c.lease_until)
 
 _GET = sa.select(payments).where(_c.payment_id == _PAYMENT_ID)
 _GET_MANY = sa.select(payments).where(_c.payment_id.in_(_param("pids", _c.payment_id, expanding=True)))
-# An insert run with a dict: SQLAlchemy fills exactly the columns named in it.
-_INSERT_PAYMENT = payments.insert()
+# New rows go in as positional tuples through BulkInsert: SQLAlchemy's executemany builds and
+# type-processes a parameter dict per row (~10% of the payment service's CPU at c64, for the
+# ~10 payment, step and event rows each payment writes).
+_PAYMENT_COLUMNS = (
+    "payment_id",
+    "partner_id",
+    "consent_id",
+    "debtor_account_id",
+    "creditor_account_id",
+    "creditor_wallet_partner_id",
+    "currency",
+    "amount_minor",
+    "payment_type",
+    "state",
+    "status_reason",
+    "status_reason_message",
+    "remittance_information",
+    "end_to_end_id",
+    "created_at",
+    "updated_at",
+    "customer_id",
+    "creditor_ledger_account_id",
+    "payer_participant_id",
+    "payee_participant_id",
+    "lease_until",
+    "hold_requested",
+)
+_INSERT_PAYMENTS = BulkInsert(payments, _PAYMENT_COLUMNS)
 _MOVE = (
     payments.update()
     .where(_c.payment_id == _PAYMENT_ID, _c.state.in_(_param("from_states", _c.state, expanding=True)))
@@ -100,8 +126,10 @@ _t = customer_totals.c
 _TOTALS = sa.select(_t.payments, _t.amount_minor).where(
     _t.customer_id == _param("customer", _t.customer_id), _t.currency == _param("cur", _t.currency)
 )
-_INSERT_STEP = payment_steps.insert()
-_INSERT_EVENT = payment_events.insert()
+_INSERT_STEPS = BulkInsert(payment_steps, ("payment_id", "step", "outcome", "detail", "trace_id", "recorded_at"))
+_INSERT_EVENTS = BulkInsert(
+    payment_events, ("payment_id", "partner_id", "previous_state", "state", "status_reason", "event_time")
+)
 _STEPS_FOR_PAYMENT = (
     sa.select(payment_steps)
     .where(payment_steps.c.payment_id == _param("pid", payment_steps.c.payment_id))
@@ -219,31 +247,32 @@ class _Counted(NamedTuple):
     created_at: dt.datetime
 
 
-def _payment_row(payment: Payment, lease_until: dt.datetime | None, hold_requested: bool) -> dict[str, Any]:
-    return {
-        "payment_id": payment.payment_id,
-        "partner_id": payment.partner_id,
-        "consent_id": payment.consent_id,
-        "debtor_account_id": payment.debtor_account_id,
-        "creditor_account_id": payment.creditor_account_id,
-        "creditor_wallet_partner_id": payment.creditor_wallet_partner_id,
-        "currency": payment.amount.currency,
-        "amount_minor": payment.amount.minor_units,
-        "payment_type": payment.payment_type,
-        "state": payment.state.name,
-        "status_reason": payment.status_reason,
-        "status_reason_message": payment.status_reason_message,
-        "remittance_information": payment.remittance_information,
-        "end_to_end_id": payment.end_to_end_id,
-        "created_at": payment.created_at,
-        "updated_at": payment.updated_at,
-        "customer_id": payment.customer_id,
-        "creditor_ledger_account_id": payment.creditor_ledger_account_id,
-        "payer_participant_id": payment.payer_participant_id,
-        "payee_participant_id": payment.payee_participant_id,
-        "lease_until": lease_until,
-        "hold_requested": hold_requested,
-    }
+def _payment_row(payment: Payment, lease_until: dt.datetime | None, hold_requested: bool) -> tuple[Any, ...]:
+    """A new payment's row, in ``_PAYMENT_COLUMNS`` order."""
+    return (
+        payment.payment_id,
+        payment.partner_id,
+        payment.consent_id,
+        payment.debtor_account_id,
+        payment.creditor_account_id,
+        payment.creditor_wallet_partner_id,
+        payment.amount.currency,
+        payment.amount.minor_units,
+        payment.payment_type,
+        payment.state.name,
+        payment.status_reason,
+        payment.status_reason_message,
+        payment.remittance_information,
+        payment.end_to_end_id,
+        payment.created_at,
+        payment.updated_at,
+        payment.customer_id,
+        payment.creditor_ledger_account_id,
+        payment.payer_participant_id,
+        payment.payee_participant_id,
+        lease_until,
+        hold_requested,
+    )
 
 
 def _payment(row: Any) -> Payment:
@@ -325,8 +354,9 @@ class PaymentRepository:
         totals (one upsert per customer and currency); the flags as :meth:`add`."""
         if not new:
             return
-        rows = [_payment_row(payment, lease_until, hold_requested) for payment in new]
-        await self._connection.execute(_INSERT_PAYMENT, rows if len(rows) > 1 else rows[0])
+        await _INSERT_PAYMENTS.execute(
+            self._connection, [_payment_row(payment, lease_until, hold_requested) for payment in new]
+        )
         await self._count(
             [
                 _Counted(
@@ -605,15 +635,8 @@ class PaymentRepository:
         await self._count([counted], -1)
 
 
-def _step_row(step: SagaStep) -> dict[str, Any]:
-    return {
-        "payment_id": step.payment_id,
-        "step": step.step,
-        "outcome": step.outcome,
-        "detail": step.detail[:256],
-        "trace_id": step.trace_id,
-        "recorded_at": step.recorded_at,
-    }
+def _step_row(step: SagaStep) -> tuple[Any, ...]:
+    return (step.payment_id, step.step, step.outcome, step.detail[:256], step.trace_id, step.recorded_at)
 
 
 class StepRepository:
@@ -624,12 +647,11 @@ class StepRepository:
 
     async def add(self, step: SagaStep) -> None:
         """Record one step outcome."""
-        await self._connection.execute(_INSERT_STEP, _step_row(step))
+        await self.add_many([step])
 
     async def add_many(self, steps: list[SagaStep]) -> None:
         """Record several step outcomes (one executemany)."""
-        if steps:
-            await self._connection.execute(_INSERT_STEP, [_step_row(step) for step in steps])
+        await _INSERT_STEPS.execute(self._connection, [_step_row(step) for step in steps])
 
     async def for_payment(self, payment_id: str) -> list[SagaStep]:
         """Every step of a payment, oldest first."""
@@ -639,15 +661,8 @@ class StepRepository:
 
 def _event_row(
     payment: Payment, previous: PaymentState | None, state: PaymentState, reason: str, now: dt.datetime
-) -> dict[str, Any]:
-    return {
-        "payment_id": payment.payment_id,
-        "partner_id": payment.partner_id,
-        "previous_state": previous.name if previous else "",
-        "state": state.name,
-        "status_reason": reason,
-        "event_time": now,
-    }
+) -> tuple[Any, ...]:
+    return (payment.payment_id, payment.partner_id, previous.name if previous else "", state.name, reason, now)
 
 
 class EventRepository:
@@ -660,15 +675,15 @@ class EventRepository:
         self, payment: Payment, previous: PaymentState | None, state: PaymentState, reason: str, now: dt.datetime
     ) -> None:
         """Record a state change (same transaction as the change)."""
-        await self._connection.execute(_INSERT_EVENT, _event_row(payment, previous, state, reason, now))
+        await _INSERT_EVENTS.execute(self._connection, [_event_row(payment, previous, state, reason, now)])
 
     async def add_many(
         self, changes: list[tuple[Payment, PaymentState | None, PaymentState]], now: dt.datetime
     ) -> None:
         """Record several state changes, in order (one executemany; no status reason)."""
-        if changes:
-            rows = [_event_row(payment, previous, state, "", now) for payment, previous, state in changes]
-            await self._connection.execute(_INSERT_EVENT, rows)
+        await _INSERT_EVENTS.execute(
+            self._connection, [_event_row(payment, previous, state, "", now) for payment, previous, state in changes]
+        )
 
     async def after(self, partner_id: str, seq: int, limit: int) -> list[PaymentEvent]:
         """The partner's events after ``seq``, in cursor order."""
