@@ -68,7 +68,6 @@ async def grpc_echo(duration: float = 2.0, warmup: float = 0.5) -> dict[str, flo
     """A bare grpc.aio round trip at concurrency 1: calls/s, p50 and the server's CPU per call."""
     import base64
 
-    from bench.procstat import sample_cpu
     from bench.scenarios import run_driver
     from meshcli.mesh import wait_serving
     from tests.support.servers import free_port
@@ -88,10 +87,8 @@ async def grpc_echo(duration: float = 2.0, warmup: float = 0.5) -> dict[str, flo
             "warmup": warmup,
             "duration": duration,
         }
-        pids = {"echo": server.pid}
-        before = sample_cpu(pids)
-        result, _cpu, _used = await run_driver(spec, pids)
-        after = sample_cpu(pids)
+        # run_driver samples the server's CPU around the driver's run (warm-up included).
+        result, _cpu, used = await run_driver(spec, {"echo": server.pid})
     finally:
         if server.returncode is None:
             server.terminate()
@@ -100,7 +97,7 @@ async def grpc_echo(duration: float = 2.0, warmup: float = 0.5) -> dict[str, flo
     return {
         "calls_per_second": round(result["ok_calls"] / result["duration_s"], 1),
         "p50_ms": round(result["latency"]["p50_ms"], 3),
-        "server_cpu_us_per_call": round((after["echo"] - before["echo"]) / calls * 1e6, 1) if calls else 0.0,
+        "server_cpu_us_per_call": round(used["echo"] / calls * 1e6, 1) if calls else 0.0,
     }
 
 

@@ -10,8 +10,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health
-from grpc_reflection.v1alpha import reflection
 
 from gateway.audit import AuditInterceptor
 from gateway.policy import GatewayPolicyInterceptor
@@ -140,9 +138,7 @@ async def start_gateway(
         error_domain="gateway.openbank.dev",
         lifecycle=Lifecycle(on_start=[start_background], on_stop=[close_everything]),
         # Partners' reflection lists the routed rpcs only, not the internal ones beside them.
-        reflection_pool=public_descriptor_pool(
-            routes, [*public_services, health.SERVICE_NAME, reflection.SERVICE_NAME]
-        ),
+        reflection_pool=lambda service_names: public_descriptor_pool(routes, service_names),
     )
     await server.start()
     server.routes = routes  # type: ignore[attr-defined]

@@ -50,10 +50,11 @@ _SENSITIVE_KEYS = frozenset(
         "private_key",
     }
 )
-_STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {"message", "asctime"}
+_RECORD_OWN_ATTRS = vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()
+_STD_ATTRS = frozenset(_RECORD_OWN_ATTRS) | {"message", "asctime"}
 # LogRecord.__init__ sets its own attributes first, always these many, and a logger adds the
 # ``extra`` fields after them: a record's extras start at this position of its __dict__.
-_STD_COUNT = len(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
+_STD_COUNT = len(_RECORD_OWN_ATTRS)
 # One encoder for every line (json.dumps with options builds a new one per call).
 _JSON = json.JSONEncoder(default=str, separators=(",", ":"))
 

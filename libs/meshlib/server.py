@@ -150,10 +150,11 @@ class MeshServer:
         error_domain: str | None = None,
         lifecycle: Lifecycle | None = None,
         enable_tracing: bool = True,
-        reflection_pool: Any = None,
+        reflection_pool: Callable[[Sequence[str]], Any] | None = None,
     ) -> None:
         self.settings = settings
-        # What reflection describes (a protobuf DescriptorPool); None: the process' own pool.
+        # What reflection describes: a protobuf DescriptorPool built from the names of the
+        # services reflected; None: the process' own pool.
         self.reflection_pool = reflection_pool
         self.registrations = list(registrations)
         self.lifecycle = lifecycle or Lifecycle()
@@ -189,9 +190,9 @@ class MeshServer:
         for registration in self.registrations:
             registration.add_to_server(registration.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server, pool=self.reflection_pool
-        )
+        reflected = [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        pool = self.reflection_pool(reflected) if self.reflection_pool is not None else None
+        reflection.enable_server_reflection(reflected, self.server, pool=pool)
         address = f"{self.settings.host}:{self.settings.port}"
         credentials = _server_credentials(self.settings)
         if credentials is None:
