@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 from pydantic import AliasChoices, Field
@@ -64,11 +64,16 @@ class ServiceSettings(ServerSettings, StorageSettings):
     peer_tls_key_file: Path | None = None
 
 
+C = TypeVar("C")
+
+
 @dataclass
-class Wiring:
-    """What a service hands back from ``wire``: its servicers and lifecycle hooks."""
+class Wiring(Generic[C]):
+    """What a service hands back from ``wire``: its servicers, lifecycle hooks and the
+    components it built (a dataclass of the service's own, for its hooks and for tests)."""
 
     registrations: list[ServiceRegistration]
+    components: C
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     extra_interceptors: list[grpc.aio.ServerInterceptor] = field(default_factory=list)
 
@@ -81,8 +86,6 @@ class Runtime:
     database: Database
     verifier: JwtVerifier
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
-    # Components a service's wiring shares with its hooks (e.g. identity's key service).
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def channel(self, target: str) -> grpc.aio.Channel:
         """A long-lived channel to a peer, opened once per target."""
@@ -100,13 +103,13 @@ class Runtime:
 
 
 @dataclass(frozen=True)
-class ServiceSpec:
+class ServiceSpec(Generic[C]):
     """A service's identity: name, migrations, settings class and wiring function."""
 
     name: str
     versions_dir: Path
     settings_class: type[ServiceSettings]
-    wire: Callable[[Runtime], Awaitable[Wiring]]
+    wire: Callable[[Runtime], Awaitable[Wiring[C]]]
     # Identity verifies with its own key store instead of fetching its own JWKS.
     jwks_fetcher: Callable[[Runtime], Callable[[], Awaitable[dict[str, Any]]]] | None = None
 
@@ -123,12 +126,19 @@ def build_verifier(settings: ServiceSettings, fetcher: Callable[[], Awaitable[di
     )
 
 
+class RunningService(MeshServer, Generic[C]):
+    """A started service: the server, its runtime and the components its wiring built."""
+
+    runtime: Runtime
+    components: C
+
+
 async def start_service(
-    spec: ServiceSpec,
+    spec: ServiceSpec[C],
     settings: ServiceSettings,
     *,
     jwks_fetcher: Callable[[], Awaitable[dict[str, Any]]] | None = None,
-) -> MeshServer:
+) -> RunningService[C]:
     """Open the store, migrate, wire, and start serving; returns the running server.
 
     Tests pass ``jwks_fetcher`` (e.g. a ``TestIssuer``'s key set) to run a service
@@ -156,15 +166,16 @@ async def start_service(
         await database.dispose()
 
     wiring.lifecycle.on_stop.insert(0, close_resources)
-    server = MeshServer(
+    server: RunningService[C] = RunningService(
         settings,
         wiring.registrations,
         interceptors=[auth, *wiring.extra_interceptors],
         error_domain=f"{spec.name}.openbank.dev",
         lifecycle=wiring.lifecycle,
     )
+    server.runtime = runtime
+    server.components = wiring.components
     await server.start()
-    server.runtime = runtime  # type: ignore[attr-defined]
     return server
 
 

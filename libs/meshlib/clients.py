@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from meshlib.grpc_errors import decode_rpc_error
 from meshlib.logs import INTERACTION_ID_HEADER, interaction_id_var
 from meshlib.telemetry import client_interceptors
 
@@ -121,3 +122,32 @@ async def call_with_retry(
             log.warning("upstream unavailable, retrying", extra={"what": what, "attempt": attempt})
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")
+
+
+Bearer = Callable[[], Awaitable[str]]
+
+
+class PeerCaller:
+    """The one way a service calls another: its service token, a deadline, retries on
+    UNAVAILABLE only (:func:`call_with_retry`), and the upstream's error decoded back into a
+    :class:`~meshlib.errors.MeshError` with its reason.
+
+    ``bearer`` returns the current service token (``ServiceTokenSource.token``).
+    """
+
+    def __init__(self, bearer: Bearer, *, deadline_seconds: float, attempts: int = 3) -> None:
+        self._bearer = bearer
+        self._deadline = deadline_seconds
+        self._attempts = attempts
+
+    async def __call__(self, method: Callable[..., Awaitable[T]], request: Any, what: str) -> T:
+        """Call ``method`` (a stub's bound rpc) with ``request``; ``what`` names it in logs."""
+        metadata = (("authorization", f"Bearer {await self._bearer()}"),)
+        try:
+            return await call_with_retry(
+                lambda **options: method(request, timeout=self._deadline, metadata=metadata, **options),
+                attempts=self._attempts,
+                what=what,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise decode_rpc_error(error) from None
