@@ -323,9 +323,9 @@ def parse_redis_benchmark_csv(text: str) -> dict[str, float]:
 
 async def limiter(run: Run, redis: Any) -> None:
     """Decisions/s of RateLimiter + RedisBackend in this process vs redis-benchmark EVALSHA."""
-    from meshlib.ratelimit import RateLimiter, RedisBackend
-    from meshlib.ratelimit.config import parse_config
-    from meshlib.ratelimit.gcra import LUA_GCRA
+    from gateway.ratelimit import RateLimiter, RedisBackend
+    from gateway.ratelimit.config import parse_config
+    from gateway.ratelimit.gcra import LUA_GCRA
 
     config = parse_config(yaml.safe_load(BENCH_RATELIMITS))
     limit = config.limit_for("bench", "reads")

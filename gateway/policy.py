@@ -15,14 +15,14 @@ from typing import Any
 
 import grpc
 
+from gateway.ratelimit import Decision, RateLimiter
+from gateway.ratelimit.config import RateLimitConfig
+from gateway.ratelimit.limiter import headers as ratelimit_headers
 from gateway.routing import Route
 from meshlib.auth.consent import ConsentLookup
 from meshlib.auth.context import current_caller
 from meshlib.errors import MeshError, ResourceExhausted
 from meshlib.grpc_errors import WrappingInterceptor, wrap_handler
-from meshlib.ratelimit import Decision, RateLimiter
-from meshlib.ratelimit.config import RateLimitConfig
-from meshlib.ratelimit.limiter import headers as ratelimit_headers
 
 CUSTOMER_PRESENT_HEADER = "x-fapi-customer-ip-address"
 

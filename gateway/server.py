@@ -14,6 +14,8 @@ import grpc
 from gateway.audit import AuditInterceptor
 from gateway.policy import GatewayPolicyInterceptor
 from gateway.proxy import GatewayProxy
+from gateway.ratelimit import InProcessBackend, RateLimiter, RedisBackend
+from gateway.ratelimit.config import ReloadingConfig
 from gateway.reflection import public_descriptor_pool
 from gateway.routing import build_routes
 from gateway.settings import GatewaySettings
@@ -24,8 +26,6 @@ from meshlib.auth.jwks_client import identity_jwks_fetcher
 from meshlib.auth.wiring import identity_peers
 from meshlib.clients import ChannelSettings, open_channel
 from meshlib.metrics import record_ratelimit_decision
-from meshlib.ratelimit import InProcessBackend, RateLimiter, RedisBackend
-from meshlib.ratelimit.config import ReloadingConfig
 from meshlib.server import Lifecycle, MeshServer, ServiceRegistration
 
 log = logging.getLogger("gateway")

@@ -24,6 +24,6 @@ class GatewaySettings(ServiceSettings):
     ratelimit_reload_seconds: float = Field(default=2.0, gt=0)
     ratelimit_key_prefix: str = "obm:rl:"
     # A busy partner's calls are admitted from short leases of units taken from the shared
-    # bucket ahead of them (meshlib.ratelimit.RedisBackend); 0 decides every call in Redis.
+    # bucket ahead of them (gateway.ratelimit.RedisBackend); 0 decides every call in Redis.
     ratelimit_lease_seconds: float = Field(default=0.05, ge=0, le=1)
     ratelimit_max_lease: int = Field(default=64, ge=0, le=10_000)

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.ratelimit import InProcessBackend, Limit, RateLimiter, RedisBackend
+from gateway.ratelimit.config import parse_config
 from meshlib.errors import ResourceExhausted, Unavailable
-from meshlib.ratelimit import InProcessBackend, Limit, RateLimiter, RedisBackend
-from meshlib.ratelimit.config import parse_config
 
 CONFIG = parse_config(
     {

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.ratelimit import InProcessBackend, Limit, RateLimiter, gcra
+from gateway.ratelimit.config import FailurePolicy, ReloadingConfig, parse_config
 from meshlib.errors import ResourceExhausted
-from meshlib.ratelimit import InProcessBackend, Limit, RateLimiter, gcra
-from meshlib.ratelimit.config import FailurePolicy, ReloadingConfig, parse_config
 
 TEN_PER_SECOND_BURST_3 = Limit(rate=10, period_seconds=1, burst=3)
 

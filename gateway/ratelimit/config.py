@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-log = logging.getLogger("meshlib.ratelimit")
+log = logging.getLogger("gateway.ratelimit")
 
 PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
+from gateway.ratelimit.config import FailurePolicy, Limit, RateLimitConfig
+from gateway.ratelimit.gcra import LUA_GCRA, Decision, gcra, units_outcome
 from meshlib.cache import BoundedMap
 from meshlib.errors import QuotaViolation, ResourceExhausted, Unavailable
-from meshlib.ratelimit.config import FailurePolicy, Limit, RateLimitConfig
-from meshlib.ratelimit.gcra import LUA_GCRA, Decision, gcra, units_outcome
 
-log = logging.getLogger("meshlib.ratelimit")
+log = logging.getLogger("gateway.ratelimit")
 
 Clock = Callable[[], int]  # microseconds
 

@@ -6,9 +6,9 @@ the embedded default; what happens when Redis is down is a per-class policy from
 configuration file.
 """
 
-from meshlib.ratelimit.config import ClassPolicy, FailurePolicy, Limit, RateLimitConfig, load_config
-from meshlib.ratelimit.gcra import Decision, gcra
-from meshlib.ratelimit.limiter import InProcessBackend, RateLimiter, RedisBackend
+from gateway.ratelimit.config import ClassPolicy, FailurePolicy, Limit, RateLimitConfig, load_config
+from gateway.ratelimit.gcra import Decision, gcra
+from gateway.ratelimit.limiter import InProcessBackend, RateLimiter, RedisBackend
 
 __all__ = [
     "ClassPolicy",
