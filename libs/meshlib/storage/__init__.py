@@ -1,8 +1,21 @@
 """Storage: async SQLAlchemy engines (SQLite by default, PostgreSQL by URL), versioned
-Alembic migrations per service, and the unit-of-work base class."""
+Alembic migrations per service, the unit-of-work base class, and the one way to run a
+writing transaction (:class:`Transactions`: retried, idempotent when keyed)."""
 
 from meshlib.storage.bulk import BulkInsert
 from meshlib.storage.database import Database, as_utc, database_url_for
-from meshlib.storage.uow import SqlUnitOfWork, retry_on_conflict
+from meshlib.storage.idempotent import Codec, IdempotencyKey, Transactions, retry_on_conflict
+from meshlib.storage.uow import SqlUnitOfWork, is_retryable
 
-__all__ = ["BulkInsert", "Database", "SqlUnitOfWork", "as_utc", "database_url_for", "retry_on_conflict"]
+__all__ = [
+    "BulkInsert",
+    "Codec",
+    "Database",
+    "IdempotencyKey",
+    "SqlUnitOfWork",
+    "Transactions",
+    "as_utc",
+    "database_url_for",
+    "is_retryable",
+    "retry_on_conflict",
+]

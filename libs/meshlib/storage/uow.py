@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Self
 
 from opentelemetry import trace
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 
-from meshlib.errors import Aborted
 from meshlib.storage.database import Database
 
 log = logging.getLogger("meshlib.storage")
 _tracer = trace.get_tracer("meshlib.storage")
-
-T = TypeVar("T")
 
 # PostgreSQL serialization failure and deadlock; SQLite "database is locked".
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}
@@ -129,18 +125,3 @@ def is_retryable(error: BaseException) -> bool:
         if isinstance(error, OperationalError) and "database is locked" in str(error.orig):
             return True
     return False
-
-
-async def retry_on_conflict(operation: Callable[[], Awaitable[T]], *, attempts: int = 5) -> T:
-    """Run ``operation`` (a whole transaction) again on a retryable conflict, with backoff."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return await operation()
-        except DBAPIError as error:
-            if not is_retryable(error) or attempt == attempts:
-                if is_retryable(error):
-                    raise Aborted("concurrent modification, retry the request") from error
-                raise
-            log.warning("transaction conflict, retrying", extra={"attempt": attempt})
-            await asyncio.sleep(0.005 * 2**attempt)
-    raise AssertionError("unreachable")
