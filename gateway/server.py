@@ -16,6 +16,7 @@ from gateway.policy import GatewayPolicyInterceptor
 from gateway.proxy import GatewayProxy
 from gateway.ratelimit import InProcessBackend, RateLimiter, RedisBackend
 from gateway.ratelimit.config import ReloadingConfig
+from gateway.ratelimit.metrics import record_ratelimit_decision
 from gateway.reflection import public_descriptor_pool
 from gateway.routing import build_routes
 from gateway.settings import GatewaySettings
@@ -25,7 +26,6 @@ from meshlib.auth.interceptor import AuthInterceptor
 from meshlib.auth.jwks_client import identity_jwks_fetcher
 from meshlib.auth.wiring import identity_peers
 from meshlib.clients import ChannelSettings, open_channel
-from meshlib.metrics import record_ratelimit_decision
 from meshlib.server import Lifecycle, MeshServer, ServiceRegistration
 
 log = logging.getLogger("gateway")

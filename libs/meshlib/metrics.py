@@ -6,9 +6,10 @@ Every process exposes one registry (:data:`REGISTRY`) on ``OBM_METRICS_PORT``:
   ``openbank_rpc_requests_total{service,method,code}``,
   ``openbank_rpc_duration_seconds{service,method}`` (histogram, 1 ms .. 10 s) and
   ``openbank_rpc_in_flight{service,method}``.
-* Business metrics, set by the services through the module-level helpers below
-  (:func:`record_payment_state`, :func:`record_ratelimit_decision`,
-  :func:`record_saga_recovery`, :func:`set_settlement_position`, ...).
+* Business metrics several processes record, through the module-level helpers below
+  (:func:`record_coalesced_batch`, ...). A metric of one process only is defined beside its
+  code on this registry, with the names it exposes in a ``METRIC_NAMES`` of its own
+  (``gateway.ratelimit.metrics``, ``services.payment.metrics``).
 
 Install the interceptor outside ``ErrorMappingInterceptor`` (right after tracing) so that the
 code it records is the one the caller sees; it also understands domain errors when placed
@@ -186,35 +187,6 @@ class MetricsInterceptor(WrappingInterceptor):
 # --- Business metrics -------------------------------------------------------------------
 # Module-level so any layer can record without wiring; each helper names its labels.
 
-PAYMENTS = Counter(
-    "openbank_payments",
-    "Payments entering a state (state is the PaymentState name without its prefix).",
-    ("state",),
-    registry=REGISTRY,
-)
-PAYMENTS_IN_STATE = Gauge(
-    "openbank_payments_in_state",
-    "Payments currently in an in-flight (not final) state, as last counted by the payment service.",
-    ("state",),
-    registry=REGISTRY,
-)
-OLDEST_UNFINISHED_PAYMENT_AGE = Gauge(
-    "openbank_payment_oldest_unfinished_age_seconds",
-    "Age of the oldest payment not yet in a final state (stuck sagas show up here).",
-    registry=REGISTRY,
-)
-RATELIMIT_DECISIONS = Counter(
-    "openbank_ratelimit_decisions",
-    "Rate-limit decisions by limit class and outcome (allowed or limited).",
-    ("class", "decision"),
-    registry=REGISTRY,
-)
-SAGA_RECOVERIES = Counter(
-    "openbank_saga_recoveries",
-    "Payment sagas resumed after a crash or timeout, by how the recovery ended.",
-    ("outcome",),
-    registry=REGISTRY,
-)
 SETTLEMENT_POSITION = Gauge(
     "openbank_settlement_position_minor",
     "A participant's committed net position, in minor units (negative: it owes).",
@@ -242,7 +214,8 @@ COALESCED_BATCH_ITEMS = Histogram(
     registry=REGISTRY,
 )
 
-# The names alert rules and dashboards may use, as Prometheus exposes them.
+# The names alert rules and dashboards may use, as Prometheus exposes them (the shared ones;
+# a process's own metrics list theirs beside them).
 METRIC_NAMES = frozenset(
     {
         "openbank_rpc_requests_total",
@@ -250,11 +223,6 @@ METRIC_NAMES = frozenset(
         "openbank_rpc_duration_seconds_count",
         "openbank_rpc_duration_seconds_sum",
         "openbank_rpc_in_flight",
-        "openbank_payments_total",
-        "openbank_payments_in_state",
-        "openbank_payment_oldest_unfinished_age_seconds",
-        "openbank_ratelimit_decisions_total",
-        "openbank_saga_recoveries_total",
         "openbank_settlement_position_minor",
         "openbank_settlement_exposure_minor",
         "openbank_settlement_position_cap_minor",
@@ -265,34 +233,9 @@ METRIC_NAMES = frozenset(
 )
 
 
-def record_payment_state(state: str) -> None:
-    """Count a payment entering ``state`` (e.g. ``"COMPLETED"``); call after the commit."""
-    PAYMENTS.labels(state).inc()
-
-
-def set_payments_in_state(state: str, count: int) -> None:
-    """Publish how many payments are in ``state`` now (from a periodic count)."""
-    PAYMENTS_IN_STATE.labels(state).set(count)
-
-
-def set_oldest_unfinished_payment_age(seconds: float) -> None:
-    """Publish the age of the oldest payment not yet final (0 when there is none)."""
-    OLDEST_UNFINISHED_PAYMENT_AGE.set(max(0.0, seconds))
-
-
 def record_coalesced_batch(batch: str, items: int) -> None:
     """Observe the size of one coalesced batch of kind ``batch`` as it leaves."""
     COALESCED_BATCH_ITEMS.labels(batch).observe(items)
-
-
-def record_ratelimit_decision(rate_limit_class: str, allowed: bool) -> None:
-    """Count one rate-limit decision for a limit class (``allowed`` or ``limited``)."""
-    RATELIMIT_DECISIONS.labels(rate_limit_class, "allowed" if allowed else "limited").inc()
-
-
-def record_saga_recovery(outcome: str) -> None:
-    """Count a recovered saga by its outcome (``completed``, ``compensated``, ``failed``)."""
-    SAGA_RECOVERIES.labels(outcome).inc()
 
 
 def set_settlement_position(

@@ -1,5 +1,6 @@
 """The sample Grafana dashboard and Prometheus alert rules parse and use only metrics that
-the processes really export (libs/meshlib/metrics.py; the scrape test checks that list)."""
+the processes really export: the METRIC_NAMES of libs/meshlib/metrics.py (shared) and of each
+process's own metrics module (the scrape tests check that those names are exposed)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ from typing import Any
 import pytest
 import yaml
 
-from meshlib.metrics import METRIC_NAMES
+from gateway.ratelimit import metrics as ratelimit_metrics
+from meshlib import metrics as shared_metrics
+from services.payment import metrics as payment_metrics
 
 OBSERVABILITY = Path(__file__).resolve().parents[2] / "deploy" / "observability"
 # Standard series from Prometheus itself and prometheus_client's process collector.
 STANDARD_METRICS = {"up", "process_resident_memory_bytes", "process_cpu_seconds_total"}
 METRIC = re.compile(r"\b((?:openbank|process)_[a-z0-9_]+|up)\b")
 SEVERITIES = {"page", "warn", "info"}
+METRIC_NAMES = shared_metrics.METRIC_NAMES | ratelimit_metrics.METRIC_NAMES | payment_metrics.METRIC_NAMES
 
 
 def metric_names(expr: str) -> set[str]:

@@ -198,15 +198,8 @@ def test_split_method_and_business_helpers() -> None:
     )
     assert split_method("garbage") == ("unknown", "garbage")
     registry = metrics.REGISTRY
-    before = registry.get_sample_value("openbank_payments_total", {"state": "COMPLETED"}) or 0
-    metrics.record_payment_state("COMPLETED")
-    assert registry.get_sample_value("openbank_payments_total", {"state": "COMPLETED"}) == before + 1
-    metrics.record_ratelimit_decision("payments", allowed=False)
-    assert registry.get_sample_value("openbank_ratelimit_decisions_total", {"class": "payments", "decision": "limited"})
     metrics.set_settlement_position("participants/p1", "EUR", net_minor=-1_500, reserved_minor=500, cap_minor=10_000)
     labels = {"participant": "participants/p1", "currency": "EUR"}
     assert registry.get_sample_value("openbank_settlement_position_minor", labels) == -1_500
     assert registry.get_sample_value("openbank_settlement_exposure_minor", labels) == 2_000
     assert registry.get_sample_value("openbank_settlement_position_cap_minor", labels) == 10_000
-    metrics.set_oldest_unfinished_payment_age(-3)
-    assert registry.get_sample_value("openbank_payment_oldest_unfinished_age_seconds") == 0
