@@ -11,9 +11,10 @@ from google.protobuf.message import Message
 
 from meshlib.errors import FieldCollector, InvalidArgument, MeshError
 from meshlib.grpc_errors import encode_item_reason
-from meshlib.idempotency import fingerprint, validate_request_id
+from meshlib.idempotency import fingerprint
 from meshlib.money import Amount, amount_from_fields, validate_currency
 from meshlib.names import parse_name
+from meshlib.storage import IdempotencyKey
 from openbank.common.v1 import money_pb2
 from openbank.settlement.v1 import position_pb2, settlement_admin_pb2, settlement_pb2
 from services.settlement.domain.batches import ItemResult
@@ -22,8 +23,7 @@ from services.settlement.domain.participants import NetDebitCap, Participant, Pa
 from services.settlement.domain.reconciliation import Difference, DifferenceKind, ReconciliationReport
 from services.settlement.domain.reports import SettlementReport, report_csv
 from services.settlement.domain.windows import SettlementWindow, WindowState
-from services.settlement.obligation_batches import CommitItem, ReserveItem
-from services.settlement.service_common import RequestKey
+from services.settlement.obligation_batches import COMMIT_METHOD, RESERVE_METHOD, CommitItem, ReserveItem
 from services.settlement.window_service import PositionView
 
 OBLIGATIONS = "obligations"
@@ -66,10 +66,10 @@ _DIFFERENCE_KINDS = {
 # --- requests -> domain -------------------------------------------------------------------
 
 
-def request_key(request: Message, scope: str) -> RequestKey:
+def request_key(request: Message, scope: str, method: str) -> IdempotencyKey:
     """The idempotency key of a mutating request (validates request_id)."""
-    request_id = validate_request_id(request.request_id)  # type: ignore[attr-defined]
-    return RequestKey(scope=scope, request_id=request_id, fingerprint=fingerprint(request))
+    request_id = request.request_id  # type: ignore[attr-defined]
+    return IdempotencyKey(scope, method, request_id, fingerprint(request))
 
 
 def _money(money: money_pb2.Money, field: str, errors: FieldCollector, present: bool) -> Amount | None:
@@ -99,7 +99,7 @@ def reserve_items(
     items: list[ReserveItem | MeshError] = []
     for request in requests:
         try:
-            key = request_key(request, scope)
+            key = request_key(request, scope, RESERVE_METHOD)
             items.append(ReserveItem(key, *reserve_args(request)))
         except MeshError as error:
             items.append(error)
@@ -112,7 +112,7 @@ def commit_items(requests: Iterable[position_pb2.CommitObligationRequest], scope
     items: list[CommitItem | MeshError] = []
     for request in requests:
         try:
-            key = request_key(request, scope)
+            key = request_key(request, scope, COMMIT_METHOD)
             items.append(CommitItem(key, obligation_id(request.name)))
         except MeshError as error:
             items.append(error)

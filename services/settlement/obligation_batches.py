@@ -30,6 +30,7 @@ from typing import TypeVar
 
 from meshlib.errors import InvalidArgument, MeshError
 from meshlib.money import Amount
+from meshlib.storage import IdempotencyKey
 from services.settlement.domain.batches import (
     BatchOutcome,
     ItemResult,
@@ -44,8 +45,7 @@ from services.settlement.service_common import (
     BATCH_CODEC,
     OBLIGATION_CODEC,
     BatchAnswer,
-    RequestKey,
-    Transactions,
+    SettlementTransactions,
     new_id,
 )
 from services.settlement.unit_of_work import SettlementUnitOfWork
@@ -67,7 +67,7 @@ BATCH_COMMIT_METHOD = "BatchCommitObligations"
 class ReserveItem:
     """One reservation of a batch: its own idempotency key and what it reserves."""
 
-    key: RequestKey
+    key: IdempotencyKey
     payment_id: str
     payer_id: str
     payee_id: str
@@ -78,7 +78,7 @@ class ReserveItem:
 class CommitItem:
     """One commit of a batch: its own idempotency key and the obligation."""
 
-    key: RequestKey
+    key: IdempotencyKey
     obligation_id: str
 
 
@@ -118,11 +118,11 @@ def _parsed(items: Sequence[T | MeshError]) -> tuple[dict[int, T], dict[int, Mes
 class ObligationBatches:
     """Reserve or commit many obligations in one transaction, one result per item."""
 
-    def __init__(self, transactions: Transactions, id_factory: Callable[[], str] = new_id) -> None:
+    def __init__(self, transactions: SettlementTransactions, id_factory: Callable[[], str] = new_id) -> None:
         self._tx = transactions
         self._new_id = id_factory
 
-    async def reserve(self, batch: RequestKey, items: Sequence[ReserveItem | MeshError]) -> list[ItemResult]:
+    async def reserve(self, batch: IdempotencyKey, items: Sequence[ReserveItem | MeshError]) -> list[ItemResult]:
         """Reserve each item in order, as :meth:`PositionService.reserve` would, in one transaction.
 
         ``items`` come parsed; a malformed one arrives as its error and fails alone.
@@ -135,7 +135,8 @@ class ObligationBatches:
         for index in refused:
             parsed.pop(index, None)
 
-        async def operation(uow: SettlementUnitOfWork, now: dt.datetime) -> BatchAnswer:
+        async def operation(uow: SettlementUnitOfWork) -> BatchAnswer:
+            now = self._tx.clock()
             work: list[Reservation | Obligation | MeshError | None] = [refused.get(i) for i in range(len(items))]
             snapshots = await _replay_saved(uow, batch.scope, RESERVE_METHOD, parsed, work)
             fresh = [parsed[i] for i, answer in enumerate(work) if answer is None]
@@ -167,16 +168,17 @@ class ObligationBatches:
             _log_applied(BATCH_RESERVE_METHOD, outcome)
             return BatchAnswer(outcome.results, snapshots)
 
-        answer = await self._tx.run_idempotent(batch, BATCH_RESERVE_METHOD, BATCH_CODEC, operation)
+        answer = await self._tx.run(operation, key=batch, codec=BATCH_CODEC)
         return answer.results
 
-    async def commit(self, batch: RequestKey, items: Sequence[CommitItem | MeshError]) -> list[ItemResult]:
+    async def commit(self, batch: IdempotencyKey, items: Sequence[CommitItem | MeshError]) -> list[ItemResult]:
         """Commit each item in order, as :meth:`PositionService.commit` would, in one transaction
         (into each currency's OPEN window)."""
         parsed, refused = _parsed(items)
         _check_batch(len(items), parsed, "name")
 
-        async def operation(uow: SettlementUnitOfWork, now: dt.datetime) -> BatchAnswer:
+        async def operation(uow: SettlementUnitOfWork) -> BatchAnswer:
+            now = self._tx.clock()
             work: list[str | Obligation | MeshError | None] = [refused.get(i) for i in range(len(items))]
             snapshots = await _replay_saved(uow, batch.scope, COMMIT_METHOD, parsed, work)
             existing = await uow.obligations.lock_many(
@@ -208,7 +210,7 @@ class ObligationBatches:
             _log_applied(BATCH_COMMIT_METHOD, outcome)
             return BatchAnswer(outcome.results, snapshots)
 
-        answer = await self._tx.run_idempotent(batch, BATCH_COMMIT_METHOD, BATCH_CODEC, operation)
+        answer = await self._tx.run(operation, key=batch, codec=BATCH_CODEC)
         return answer.results
 
 

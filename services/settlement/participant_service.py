@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 from meshlib.errors import AlreadyExists, FieldCollector, NotFound
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
+from meshlib.storage import IdempotencyKey
 from services.settlement.domain.participants import (
     DEFAULT_ALARM_THRESHOLD_PERCENT,
     NetDebitCap,
@@ -14,7 +15,7 @@ from services.settlement.domain.participants import (
     ParticipantStatus,
     ParticipantType,
 )
-from services.settlement.service_common import PARTICIPANT_CODEC, RequestKey, Transactions, new_id
+from services.settlement.service_common import PARTICIPANT_CODEC, SettlementTransactions, new_id
 from services.settlement.unit_of_work import SettlementUnitOfWork
 
 
@@ -29,13 +30,13 @@ def normalise_cap(cap: NetDebitCap, prefix: str, errors: FieldCollector) -> NetD
 class ParticipantService:
     """The bank and the partner wallets taking part in settlement."""
 
-    def __init__(self, transactions: Transactions, id_factory: Callable[[], str] = new_id) -> None:
+    def __init__(self, transactions: SettlementTransactions, id_factory: Callable[[], str] = new_id) -> None:
         self._tx = transactions
         self._new_id = id_factory
 
     async def register(
         self,
-        key: RequestKey,
+        key: IdempotencyKey,
         participant_type: ParticipantType,
         partner_id: str | None,
         settlement_account: str,
@@ -54,7 +55,8 @@ class ParticipantService:
                 checked[cap.currency] = normalise_cap(cap, prefix, errors)
         errors.raise_if_any()
 
-        async def operation(uow: SettlementUnitOfWork, now: dt.datetime) -> Participant:
+        async def operation(uow: SettlementUnitOfWork) -> Participant:
+            now = self._tx.clock()
             participant = Participant(
                 id=self._new_id(),
                 type=participant_type,
@@ -77,15 +79,16 @@ class ParticipantService:
                 await uow.positions.lock(currency, [participant.id])
             return participant
 
-        return await self._tx.run_idempotent(key, "RegisterParticipant", PARTICIPANT_CODEC, operation)
+        return await self._tx.run(operation, key=key, codec=PARTICIPANT_CODEC)
 
-    async def update_cap(self, key: RequestKey, participant_id: str, cap: NetDebitCap) -> Participant:
+    async def update_cap(self, key: IdempotencyKey, participant_id: str, cap: NetDebitCap) -> Participant:
         """Set (or add) the participant's cap in one currency; lowering below exposure is allowed."""
         errors = FieldCollector()
         cap = normalise_cap(cap, "", errors)
         errors.raise_if_any()
 
-        async def operation(uow: SettlementUnitOfWork, now: dt.datetime) -> Participant:
+        async def operation(uow: SettlementUnitOfWork) -> Participant:
+            now = self._tx.clock()
             participant = await self._existing(uow, participant_id)
             updated = participant.with_cap(cap, now)
             await uow.participants.save_cap(participant_id, cap)
@@ -93,29 +96,30 @@ class ParticipantService:
             await uow.positions.lock(cap.currency, [participant_id])
             return updated
 
-        return await self._tx.run_idempotent(key, "UpdateNetDebitCap", PARTICIPANT_CODEC, operation)
+        return await self._tx.run(operation, key=key, codec=PARTICIPANT_CODEC)
 
-    async def deactivate(self, key: RequestKey, participant_id: str) -> Participant:
+    async def deactivate(self, key: IdempotencyKey, participant_id: str) -> Participant:
         """INACTIVE: new reservations involving it fail PARTICIPANT_NOT_ACTIVE."""
         return await self._change_status(key, "DeactivateParticipant", participant_id, Participant.deactivate)
 
-    async def activate(self, key: RequestKey, participant_id: str) -> Participant:
+    async def activate(self, key: IdempotencyKey, participant_id: str) -> Participant:
         """ACTIVE again."""
         return await self._change_status(key, "ActivateParticipant", participant_id, Participant.activate)
 
     async def _change_status(
         self,
-        key: RequestKey,
+        key: IdempotencyKey,
         method: str,
         participant_id: str,
         transition: Callable[[Participant, dt.datetime], Participant],
     ) -> Participant:
-        async def operation(uow: SettlementUnitOfWork, now: dt.datetime) -> Participant:
+        async def operation(uow: SettlementUnitOfWork) -> Participant:
+            now = self._tx.clock()
             updated = transition(await self._existing(uow, participant_id), now)
             await uow.participants.update(updated)
             return updated
 
-        return await self._tx.run_idempotent(key, method, PARTICIPANT_CODEC, operation)
+        return await self._tx.run(operation, key=key, codec=PARTICIPANT_CODEC)
 
     async def get(self, participant_id: str) -> Participant:
         """One participant."""
@@ -123,7 +127,7 @@ class ParticipantService:
         async def operation(uow: SettlementUnitOfWork) -> Participant:
             return await self._existing(uow, participant_id)
 
-        return await self._tx.run(operation, read_only=True)
+        return await self._tx.read(operation)
 
     async def list(self, requested_page_size: int, page_token: str) -> tuple[list[Participant], str]:
         """Participants oldest first, and the next page token."""
@@ -135,7 +139,7 @@ class ParticipantService:
         async def operation(uow: SettlementUnitOfWork) -> list[tuple[int, Participant]]:
             return await uow.participants.page(after if isinstance(after, int) else None, limit + 1)
 
-        rows = await self._tx.run(operation, read_only=True)
+        rows = await self._tx.read(operation)
         next_token = encode_page_token({"seq": rows[limit - 1][0]}, filters) if len(rows) > limit else ""
         return [participant for _, participant in rows[:limit]], next_token
 

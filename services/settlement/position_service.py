@@ -12,10 +12,11 @@ from collections.abc import Callable
 
 from meshlib.errors import InvalidArgument, NotFound
 from meshlib.money import Amount
+from meshlib.storage import IdempotencyKey
 from services.settlement.domain.obligations import Obligation, ObligationState, Position
 from services.settlement.domain.participants import NetDebitCap, parties
 from services.settlement.domain.windows import SettlementWindow, open_window
-from services.settlement.service_common import OBLIGATION_CODEC, RequestKey, Transactions, new_id
+from services.settlement.service_common import OBLIGATION_CODEC, SettlementTransactions, new_id
 from services.settlement.unit_of_work import SettlementUnitOfWork
 
 log = logging.getLogger("settlement.positions")
@@ -64,18 +65,19 @@ def warn_if_near_cap(position: Position, cap: NetDebitCap | None) -> None:
 class PositionService:
     """Reserve / commit / release obligations and move positions accordingly."""
 
-    def __init__(self, transactions: Transactions, id_factory: Callable[[], str] = new_id) -> None:
+    def __init__(self, transactions: SettlementTransactions, id_factory: Callable[[], str] = new_id) -> None:
         self._tx = transactions
         self._new_id = id_factory
 
     async def reserve(
-        self, key: RequestKey, payment_id: str, payer_id: str, payee_id: str, amount: Amount
+        self, key: IdempotencyKey, payment_id: str, payer_id: str, payee_id: str, amount: Amount
     ) -> Obligation:
         """Reserve ``amount`` against the payer's net debit cap for a payment."""
         if payer_id == payee_id:
             raise InvalidArgument.field("payee", "must differ from payer")
 
-        async def operation(uow: SettlementUnitOfWork, now: dt.datetime) -> Obligation:
+        async def operation(uow: SettlementUnitOfWork) -> Obligation:
+            now = self._tx.clock()
             existing = await uow.obligations.get(payment_id, for_update=True)
             if existing is not None:
                 return existing.reserved_again(payer_id, payee_id, amount.currency, amount.minor_units)
@@ -89,12 +91,13 @@ class PositionService:
             warn_if_near_cap(reserved, cap)
             return obligation
 
-        return await self._tx.run_idempotent(key, "ReserveObligation", OBLIGATION_CODEC, operation)
+        return await self._tx.run(operation, key=key, codec=OBLIGATION_CODEC)
 
-    async def commit(self, key: RequestKey, obligation_id: str) -> Obligation:
+    async def commit(self, key: IdempotencyKey, obligation_id: str) -> Obligation:
         """Commit a reserved obligation into the currency's OPEN window (same transaction)."""
 
-        async def operation(uow: SettlementUnitOfWork, now: dt.datetime) -> Obligation:
+        async def operation(uow: SettlementUnitOfWork) -> Obligation:
+            now = self._tx.clock()
             obligation = await self._locked(uow, obligation_id)
             if obligation.state is ObligationState.COMMITTED:
                 return obligation
@@ -118,12 +121,13 @@ class PositionService:
             await uow.obligations.update(committed)
             return committed
 
-        return await self._tx.run_idempotent(key, "CommitObligation", OBLIGATION_CODEC, operation)
+        return await self._tx.run(operation, key=key, codec=OBLIGATION_CODEC)
 
-    async def release(self, key: RequestKey, obligation_id: str) -> Obligation:
+    async def release(self, key: IdempotencyKey, obligation_id: str) -> Obligation:
         """Give a reserved obligation's reservation back to the payer."""
 
-        async def operation(uow: SettlementUnitOfWork, now: dt.datetime) -> Obligation:
+        async def operation(uow: SettlementUnitOfWork) -> Obligation:
+            now = self._tx.clock()
             obligation = await self._locked(uow, obligation_id)
             released = obligation.release(now)  # raises OBLIGATION_ALREADY_COMMITTED
             if released is obligation:
@@ -135,7 +139,7 @@ class PositionService:
             await uow.obligations.update(released)
             return released
 
-        return await self._tx.run_idempotent(key, "ReleaseObligation", OBLIGATION_CODEC, operation)
+        return await self._tx.run(operation, key=key, codec=OBLIGATION_CODEC)
 
     async def get(self, obligation_id: str) -> Obligation:
         """One obligation; NOT_FOUND if unknown."""
@@ -146,7 +150,7 @@ class PositionService:
                 raise NotFound("obligation not found")
             return obligation
 
-        return await self._tx.run(operation, read_only=True)
+        return await self._tx.read(operation)
 
     @staticmethod
     async def _locked(uow: SettlementUnitOfWork, obligation_id: str) -> Obligation:

@@ -15,7 +15,7 @@ from services.settlement.domain.obligations import Obligation
 from services.settlement.domain.participants import Participant
 from services.settlement.domain.reconciliation import LedgerTransfer, ReconciliationReport, reconcile
 from services.settlement.domain.windows import SettlementWindow
-from services.settlement.service_common import Transactions
+from services.settlement.service_common import SettlementTransactions
 from services.settlement.unit_of_work import SettlementUnitOfWork
 
 
@@ -34,7 +34,7 @@ class LedgerReader(Protocol):
 class ReconciliationService:
     """Proves the ledger and the settlement positions agree, window by window."""
 
-    def __init__(self, transactions: Transactions, ledger: LedgerReader) -> None:
+    def __init__(self, transactions: SettlementTransactions, ledger: LedgerReader) -> None:
         self._tx = transactions
         self._ledger = ledger
 
@@ -51,7 +51,7 @@ class ReconciliationService:
             everyone = await _all_participants(uow)
             return window, in_window, everyone
 
-        window, in_window, participants = await self._tx.run(load, read_only=True)
+        window, in_window, participants = await self._tx.read(load)
         now = self._tx.clock()
         # The ledger is read outside any transaction: no lock is held across the network.
         by_payment = await self._ledger.transfers_for_payments([o.id for o in in_window])
@@ -66,7 +66,7 @@ class ReconciliationService:
         async def known(uow: SettlementUnitOfWork) -> dict[str, Obligation]:
             return await uow.obligations.get_many(p for p in referenced if p)
 
-        known_obligations = await self._tx.run(known, read_only=True)
+        known_obligations = await self._tx.read(known)
         return reconcile(window_id, in_window, participants, by_payment, list(scanned.values()), known_obligations, now)
 
 

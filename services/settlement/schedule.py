@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from services.settlement.service_common import RequestKey
+from meshlib.storage import IdempotencyKey
 from services.settlement.window_service import WindowService
 
 log = logging.getLogger("services.settlement")
@@ -28,8 +28,9 @@ async def close_due_windows(
     slot = int(clock() // interval_seconds)
     closed_ids: list[str] = []
     for currency in currencies:
-        key = RequestKey(
+        key = IdempotencyKey(
             scope="settlement-scheduler",
+            method="CloseSettlementWindow",
             request_id=f"scheduled-close-{currency}-{slot}",
             fingerprint=f"close:{currency}:{slot}",
         )

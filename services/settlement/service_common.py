@@ -1,21 +1,16 @@
-"""What every settlement use case shares: transactions with retries, idempotent requests,
-who is looking (the viewer), and JSON snapshots of saved answers."""
+"""What every settlement use case shares: the transactions runner on settlement's unit of
+work, who is looking (the viewer), and JSON snapshots of saved answers."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
-import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-from sqlalchemy.exc import DBAPIError, IntegrityError
-
-from meshlib.errors import Aborted, PermissionDenied
-from meshlib.storage.uow import is_retryable
+from meshlib.errors import PermissionDenied
+from meshlib.storage import Codec, Transactions
 from services.settlement.domain.batches import ItemResult
 from services.settlement.domain.obligations import Obligation, ObligationState
 from services.settlement.domain.participants import (
@@ -27,32 +22,13 @@ from services.settlement.domain.participants import (
 from services.settlement.domain.windows import SettlementWindow, WindowState
 from services.settlement.unit_of_work import SettlementUnitOfWork
 
-log = logging.getLogger("settlement.service")
-
-T = TypeVar("T")
-UnitOfWorkFactory = Callable[..., SettlementUnitOfWork]
-Clock = Callable[[], dt.datetime]
-
-TRANSACTION_ATTEMPTS = 6
-
-
-def utc_now() -> dt.datetime:
-    """The wall clock, in UTC."""
-    return dt.datetime.now(dt.UTC)
+# Every settlement transaction runs through it: retried, idempotent when keyed.
+SettlementTransactions = Transactions[SettlementUnitOfWork]
 
 
 def new_id() -> str:
     """A fresh opaque resource id."""
     return uuid.uuid4().hex
-
-
-@dataclass(frozen=True)
-class RequestKey:
-    """An idempotent request: who sent it (scope), its request_id and a payload fingerprint."""
-
-    scope: str
-    request_id: str
-    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -70,66 +46,6 @@ class Viewer:
     def may_see(self, participant: Participant) -> bool:
         """True when the participant's figures are visible to this viewer."""
         return self.operator or (self.partner_id is not None and participant.partner_id == self.partner_id)
-
-
-@dataclass(frozen=True)
-class Codec(Generic[T]):
-    """How a saved answer is stored for replays."""
-
-    encode: Callable[[T], bytes]
-    decode: Callable[[bytes], T]
-
-
-class Transactions:
-    """Runs a use case in one unit of work, whole again on a retryable conflict."""
-
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock = utc_now) -> None:
-        self._uow = uow
-        self.clock = clock
-
-    async def run(self, operation: Callable[[SettlementUnitOfWork], Awaitable[T]], *, read_only: bool = False) -> T:
-        """``operation`` inside a transaction, committed unless read-only.
-
-        Serialization failures, deadlocks and unique-key races (two first requests for the
-        same payment or request_id) roll back and run again: the second run then sees the
-        winner's rows and answers as a replay.
-        """
-        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
-            try:
-                async with self._uow(read_only=read_only) as uow:
-                    result = await operation(uow)
-                    if not read_only:
-                        await uow.commit()
-                    return result
-            except DBAPIError as error:
-                retryable = is_retryable(error) or isinstance(error, IntegrityError)
-                if not retryable:
-                    raise
-                if attempt == TRANSACTION_ATTEMPTS:
-                    raise Aborted("concurrent modification, retry the request") from error
-                log.info("transaction conflict, retrying", extra={"attempt": attempt})
-                await asyncio.sleep(0.002 * 2**attempt)
-        raise AssertionError("unreachable")
-
-    async def run_idempotent(
-        self,
-        key: RequestKey,
-        method: str,
-        codec: Codec[T],
-        operation: Callable[[SettlementUnitOfWork, dt.datetime], Awaitable[T]],
-    ) -> T:
-        """Like :meth:`run`, but a replay of ``key`` returns the first answer unchanged."""
-
-        async def transaction(uow: SettlementUnitOfWork) -> T:
-            saved = await uow.idempotency.lookup(key.scope, method, key.request_id, key.fingerprint)
-            if saved is not None:
-                return codec.decode(saved)
-            now = self.clock()
-            result = await operation(uow, now)
-            await uow.idempotency.save(key.scope, method, key.request_id, key.fingerprint, codec.encode(result), now)
-            return result
-
-        return await self.run(transaction)
 
 
 # JSON snapshots of answers, for idempotent replays (no protobuf in the service layer).
@@ -235,18 +151,12 @@ def window_from_dict(data: dict[str, Any]) -> SettlementWindow:
     )
 
 
-OBLIGATION_CODEC: Codec[Obligation] = Codec(
-    lambda o: _dump(obligation_to_dict(o)), lambda raw: obligation_from_dict(json.loads(raw))
-)
-PARTICIPANT_CODEC: Codec[Participant] = Codec(
-    lambda p: _dump(participant_to_dict(p)), lambda raw: participant_from_dict(json.loads(raw))
-)
-WINDOW_CODEC: Codec[SettlementWindow] = Codec(
-    lambda w: _dump(window_to_dict(w)), lambda raw: window_from_dict(json.loads(raw))
-)
-WINDOW_PAIR_CODEC: Codec[tuple[SettlementWindow, SettlementWindow]] = Codec(
-    lambda pair: _dump({"closed": window_to_dict(pair[0]), "next": window_to_dict(pair[1])}),
-    lambda raw: (lambda d: (window_from_dict(d["closed"]), window_from_dict(d["next"])))(json.loads(raw)),
+OBLIGATION_CODEC: Codec[Obligation] = Codec.json(obligation_to_dict, obligation_from_dict)
+PARTICIPANT_CODEC: Codec[Participant] = Codec.json(participant_to_dict, participant_from_dict)
+WINDOW_CODEC: Codec[SettlementWindow] = Codec.json(window_to_dict, window_from_dict)
+WINDOW_PAIR_CODEC: Codec[tuple[SettlementWindow, SettlementWindow]] = Codec.json(
+    lambda pair: {"closed": window_to_dict(pair[0]), "next": window_to_dict(pair[1])},
+    lambda data: (window_from_dict(data["closed"]), window_from_dict(data["next"])),
 )
 
 

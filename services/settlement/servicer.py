@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from meshlib.auth.context import require_caller
+from meshlib.storage import IdempotencyKey
 from openbank.settlement.v1 import (
     position_pb2,
     position_pb2_grpc,
@@ -18,16 +19,16 @@ from services.settlement.obligation_batches import ObligationBatches
 from services.settlement.participant_service import ParticipantService
 from services.settlement.position_service import PositionService
 from services.settlement.reconciliation_service import ReconciliationService
-from services.settlement.service_common import RequestKey, Viewer
+from services.settlement.service_common import Viewer
 from services.settlement.window_service import WindowService
 
 OPERATOR_SCOPE = "settlement:admin"
 
 
-def _key(request: object) -> RequestKey:
+def _key(request: object, method: str) -> IdempotencyKey:
     # Idempotency keys are scoped to the caller: two clients never share one. A batch's items
     # get the same scope, so an item's key is the one the single rpc would use.
-    return converters.request_key(request, require_caller().subject)  # type: ignore[arg-type]
+    return converters.request_key(request, require_caller().subject, method)  # type: ignore[arg-type]
 
 
 def _viewer() -> Viewer:
@@ -46,7 +47,7 @@ class PositionServicer(position_pb2_grpc.PositionServiceServicer):
         self, request: position_pb2.ReserveObligationRequest, context: grpc.aio.ServicerContext
     ) -> position_pb2.ReserveObligationResponse:
         """Reserve against the payer's net debit cap."""
-        key = _key(request)
+        key = _key(request, "ReserveObligation")
         payment_id, payer_id, payee_id, amount = converters.reserve_args(request)
         result = await self._positions.reserve(key, payment_id, payer_id, payee_id, amount)
         return position_pb2.ReserveObligationResponse(obligation=converters.obligation(result))
@@ -55,7 +56,7 @@ class PositionServicer(position_pb2_grpc.PositionServiceServicer):
         self, request: position_pb2.CommitObligationRequest, context: grpc.aio.ServicerContext
     ) -> position_pb2.CommitObligationResponse:
         """Commit into the open window."""
-        key = _key(request)
+        key = _key(request, "CommitObligation")
         result = await self._positions.commit(key, converters.obligation_id(request.name))
         return position_pb2.CommitObligationResponse(obligation=converters.obligation(result))
 
@@ -63,7 +64,7 @@ class PositionServicer(position_pb2_grpc.PositionServiceServicer):
         self, request: position_pb2.ReleaseObligationRequest, context: grpc.aio.ServicerContext
     ) -> position_pb2.ReleaseObligationResponse:
         """Give the reservation back."""
-        key = _key(request)
+        key = _key(request, "ReleaseObligation")
         result = await self._positions.release(key, converters.obligation_id(request.name))
         return position_pb2.ReleaseObligationResponse(obligation=converters.obligation(result))
 
@@ -79,7 +80,7 @@ class PositionServicer(position_pb2_grpc.PositionServiceServicer):
     ) -> position_pb2.BatchReserveObligationsResponse:
         """Reserve many in one transaction, one result each."""
         scope = require_caller().subject
-        batch = converters.request_key(request, scope)
+        batch = converters.request_key(request, scope, "BatchReserveObligations")
         results = await self._batches.reserve(batch, converters.reserve_items(request.requests, scope))
         return position_pb2.BatchReserveObligationsResponse(results=[converters.batch_result(r) for r in results])
 
@@ -88,7 +89,7 @@ class PositionServicer(position_pb2_grpc.PositionServiceServicer):
     ) -> position_pb2.BatchCommitObligationsResponse:
         """Commit many in one transaction, one result each."""
         scope = require_caller().subject
-        batch = converters.request_key(request, scope)
+        batch = converters.request_key(request, scope, "BatchCommitObligations")
         results = await self._batches.commit(batch, converters.commit_items(request.requests, scope))
         return position_pb2.BatchCommitObligationsResponse(results=[converters.batch_result(r) for r in results])
 
@@ -145,7 +146,7 @@ class SettlementAdminServicer(settlement_admin_pb2_grpc.SettlementAdminServiceSe
         self, request: settlement_admin_pb2.RegisterParticipantRequest, context: grpc.aio.ServicerContext
     ) -> settlement_admin_pb2.RegisterParticipantResponse:
         """Register the bank or a wallet."""
-        key = _key(request)
+        key = _key(request, "RegisterParticipant")
         participant_type, partner_id, account, caps = converters.register_args(request)
         result = await self._participants.register(key, participant_type, partner_id, account, caps)
         return settlement_admin_pb2.RegisterParticipantResponse(participant=converters.participant(result))
@@ -154,7 +155,7 @@ class SettlementAdminServicer(settlement_admin_pb2_grpc.SettlementAdminServiceSe
         self, request: settlement_admin_pb2.UpdateNetDebitCapRequest, context: grpc.aio.ServicerContext
     ) -> settlement_admin_pb2.UpdateNetDebitCapResponse:
         """Set a cap."""
-        key = _key(request)
+        key = _key(request, "UpdateNetDebitCap")
         participant_id, cap = converters.update_cap_args(request)
         result = await self._participants.update_cap(key, participant_id, cap)
         return settlement_admin_pb2.UpdateNetDebitCapResponse(participant=converters.participant(result))
@@ -179,7 +180,7 @@ class SettlementAdminServicer(settlement_admin_pb2_grpc.SettlementAdminServiceSe
         self, request: settlement_admin_pb2.DeactivateParticipantRequest, context: grpc.aio.ServicerContext
     ) -> settlement_admin_pb2.DeactivateParticipantResponse:
         """Stop new obligations involving it."""
-        key = _key(request)
+        key = _key(request, "DeactivateParticipant")
         result = await self._participants.deactivate(key, converters.participant_id(request.name))
         return settlement_admin_pb2.DeactivateParticipantResponse(participant=converters.participant(result))
 
@@ -187,7 +188,7 @@ class SettlementAdminServicer(settlement_admin_pb2_grpc.SettlementAdminServiceSe
         self, request: settlement_admin_pb2.ActivateParticipantRequest, context: grpc.aio.ServicerContext
     ) -> settlement_admin_pb2.ActivateParticipantResponse:
         """Allow new obligations again."""
-        key = _key(request)
+        key = _key(request, "ActivateParticipant")
         result = await self._participants.activate(key, converters.participant_id(request.name))
         return settlement_admin_pb2.ActivateParticipantResponse(participant=converters.participant(result))
 
@@ -195,7 +196,7 @@ class SettlementAdminServicer(settlement_admin_pb2_grpc.SettlementAdminServiceSe
         self, request: settlement_admin_pb2.CloseSettlementWindowRequest, context: grpc.aio.ServicerContext
     ) -> settlement_admin_pb2.CloseSettlementWindowResponse:
         """Close the open window and open the next."""
-        key = _key(request)
+        key = _key(request, "CloseSettlementWindow")
         window_id, code = converters.close_target(request)
         closed, following = await self._windows.close(key, window_id=window_id, currency=code)
         return settlement_admin_pb2.CloseSettlementWindowResponse(
@@ -206,7 +207,7 @@ class SettlementAdminServicer(settlement_admin_pb2_grpc.SettlementAdminServiceSe
         self, request: settlement_admin_pb2.SettleSettlementWindowRequest, context: grpc.aio.ServicerContext
     ) -> settlement_admin_pb2.SettleSettlementWindowResponse:
         """Record a closed window as settled."""
-        key = _key(request)
+        key = _key(request, "SettleSettlementWindow")
         window_id = converters.window_id(request.name)
         reference = converters.settlement_reference(request.settlement_reference)
         result = await self._windows.settle(key, window_id, reference)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshlib.errors import FailedPrecondition, NotFound
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
+from meshlib.storage import IdempotencyKey
 from services.settlement.domain.obligations import Position
 from services.settlement.domain.participants import NetDebitCap, Participant
 from services.settlement.domain.reports import SettlementReport, build_report, window_nets
@@ -17,8 +17,7 @@ from services.settlement.position_service import current_open_window
 from services.settlement.service_common import (
     WINDOW_CODEC,
     WINDOW_PAIR_CODEC,
-    RequestKey,
-    Transactions,
+    SettlementTransactions,
     Viewer,
     new_id,
 )
@@ -51,16 +50,17 @@ async def viewer_participant(uow: SettlementUnitOfWork, viewer: Viewer) -> Parti
 class WindowService:
     """Settlement windows per currency and the reads partners and operators make."""
 
-    def __init__(self, transactions: Transactions, id_factory: Callable[[], str] = new_id) -> None:
+    def __init__(self, transactions: SettlementTransactions, id_factory: Callable[[], str] = new_id) -> None:
         self._tx = transactions
         self._new_id = id_factory
 
     async def close(
-        self, key: RequestKey, *, window_id: str | None = None, currency: str | None = None
+        self, key: IdempotencyKey, *, window_id: str | None = None, currency: str | None = None
     ) -> tuple[SettlementWindow, SettlementWindow]:
         """Close the OPEN window (named, or of a currency) and open the next, atomically."""
 
-        async def operation(uow: SettlementUnitOfWork, now: dt.datetime) -> tuple[SettlementWindow, SettlementWindow]:
+        async def operation(uow: SettlementUnitOfWork) -> tuple[SettlementWindow, SettlementWindow]:
+            now = self._tx.clock()
             if window_id is not None:
                 window = await uow.windows.get(window_id, for_update=True)
                 if window is None:
@@ -79,7 +79,7 @@ class WindowService:
             await uow.windows.add(following)
             return closed, following
 
-        closed, following = await self._tx.run_idempotent(key, "CloseSettlementWindow", WINDOW_PAIR_CODEC, operation)
+        closed, following = await self._tx.run(operation, key=key, codec=WINDOW_PAIR_CODEC)
         log.info(
             "settlement window closed",
             extra={
@@ -92,10 +92,11 @@ class WindowService:
         )
         return closed, following
 
-    async def settle(self, key: RequestKey, window_id: str, reference: str = "") -> SettlementWindow:
+    async def settle(self, key: IdempotencyKey, window_id: str, reference: str = "") -> SettlementWindow:
         """Record that a CLOSED window was settled: each participant's position drops by its net."""
 
-        async def operation(uow: SettlementUnitOfWork, now: dt.datetime) -> SettlementWindow:
+        async def operation(uow: SettlementUnitOfWork) -> SettlementWindow:
+            now = self._tx.clock()
             window = await uow.windows.get(window_id, for_update=True)
             if window is None:
                 raise NotFound("settlement window not found")
@@ -108,7 +109,7 @@ class WindowService:
             await uow.windows.update(settled)
             return settled
 
-        settled = await self._tx.run_idempotent(key, "SettleSettlementWindow", WINDOW_CODEC, operation)
+        settled = await self._tx.run(operation, key=key, codec=WINDOW_CODEC)
         # Audit trail of a change of money: which window, which external settlement.
         log.info(
             "settlement window settled",
@@ -130,7 +131,7 @@ class WindowService:
                 raise NotFound("settlement window not found")
             return window
 
-        return await self._tx.run(operation, read_only=True)
+        return await self._tx.read(operation)
 
     async def list(
         self,
@@ -153,7 +154,7 @@ class WindowService:
         async def operation(uow: SettlementUnitOfWork) -> list[tuple[int, SettlementWindow]]:
             return await uow.windows.page(currency, state, before, limit + 1)
 
-        rows = await self._tx.run(operation, read_only=True)
+        rows = await self._tx.read(operation)
         next_token = encode_page_token({"seq": rows[limit - 1][0]}, filters) if len(rows) > limit else ""
         return [window for _, window in rows[:limit]], next_token
 
@@ -171,7 +172,7 @@ class WindowService:
             own = await viewer_participant(uow, viewer)
             return report.for_participant(own.id if own else None)
 
-        return await self._tx.run(operation, read_only=True)
+        return await self._tx.read(operation)
 
     async def position(self, viewer: Viewer, participant_id: str, currency: str) -> PositionView:
         """A participant's position; NOT_FOUND for another partner's participant or no cap."""
@@ -188,4 +189,4 @@ class WindowService:
             window = await uow.windows.open_window(currency)
             return PositionView(position, cap, window.id if window else None)
 
-        return await self._tx.run(operation, read_only=True)
+        return await self._tx.read(operation)

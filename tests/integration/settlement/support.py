@@ -10,14 +10,14 @@ from functools import partial
 import sqlalchemy as sa
 
 from meshlib.money import Amount
-from meshlib.storage import Database
+from meshlib.storage import Database, IdempotencyKey, Transactions
 from meshlib.storage.migrations import upgrade_to_head
 from services.settlement.bootstrap import VERSIONS_DIR
 from services.settlement.domain.participants import NetDebitCap, Participant, ParticipantType
 from services.settlement.obligation_batches import ObligationBatches
 from services.settlement.participant_service import ParticipantService
 from services.settlement.position_service import PositionService
-from services.settlement.service_common import RequestKey, Transactions
+from services.settlement.service_common import SettlementTransactions
 from services.settlement.tables import metadata
 from services.settlement.unit_of_work import SettlementUnitOfWork
 from services.settlement.window_service import WindowService
@@ -25,9 +25,9 @@ from services.settlement.window_service import WindowService
 _keys = itertools.count()
 
 
-def key(label: str = "r", fingerprint: str = "f") -> RequestKey:
+def key(label: str = "r", fingerprint: str = "f", method: str = "Test") -> IdempotencyKey:
     """A fresh idempotency key (or a chosen one, to test replays)."""
-    return RequestKey(scope="tester", request_id=f"{label}-{next(_keys)}", fingerprint=fingerprint)
+    return IdempotencyKey(scope="tester", method=method, request_id=f"{label}-{next(_keys)}", fingerprint=fingerprint)
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Layer:
     """The settlement service layer on one migrated database."""
 
     database: Database
-    transactions: Transactions
+    transactions: SettlementTransactions
     positions: PositionService
     windows: WindowService
     participants: ParticipantService
