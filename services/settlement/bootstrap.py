@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from meshlib.auth.context import require_caller
 from meshlib.auth.service_tokens import ServiceTokenSource
 from meshlib.periodic import Periodic
 from meshlib.server import Lifecycle, ServiceRegistration
+from meshlib.storage import Transactions
 from openbank.settlement.v1 import position_pb2_grpc, settlement_admin_pb2_grpc, settlement_pb2_grpc
 from services.settlement.ledger_client import GrpcLedgerReader
 from services.settlement.metrics import publish_positions
@@ -19,13 +21,23 @@ from services.settlement.participant_service import ParticipantService
 from services.settlement.position_service import PositionService
 from services.settlement.reconciliation_service import LedgerReader, ReconciliationService
 from services.settlement.schedule import close_due_windows
-from services.settlement.service_common import Transactions
 from services.settlement.servicer import PositionServicer, SettlementAdminServicer, SettlementServicer
 from services.settlement.settings import SettlementSettings
 from services.settlement.unit_of_work import SettlementUnitOfWork
 from services.settlement.window_service import WindowService
 
 VERSIONS_DIR = Path(__file__).parent / "migrations" / "versions"
+
+
+@dataclass(frozen=True)
+class SettlementComponents:
+    """Settlement's service layer, as its wiring built it (for its hooks and for tests)."""
+
+    positions: PositionService
+    batches: ObligationBatches
+    windows: WindowService
+    participants: ParticipantService
+    reconciliation: ReconciliationService
 
 
 async def forwarded_caller_token() -> str:
@@ -51,7 +63,7 @@ def ledger_token_source(runtime: Runtime) -> Callable[[], Awaitable[str]]:
     return forwarded_caller_token
 
 
-async def wire(runtime: Runtime) -> Wiring:
+async def wire(runtime: Runtime) -> Wiring[SettlementComponents]:
     """Build settlement's layers on the runtime's database."""
     settings: SettlementSettings = runtime.settings
     transactions = Transactions(partial(SettlementUnitOfWork, runtime.database))
@@ -61,13 +73,6 @@ async def wire(runtime: Runtime) -> Wiring:
     windows = WindowService(transactions)
     participants = ParticipantService(transactions)
     reconciliation = ReconciliationService(transactions, ledger)
-    runtime.extras.update(
-        positions=positions,
-        batches=batches,
-        windows=windows,
-        participants=participants,
-        reconciliation=reconciliation,
-    )
     gauges = Periodic(
         "settlement-position-metrics",
         settings.metrics_interval_seconds,
@@ -84,6 +89,7 @@ async def wire(runtime: Runtime) -> Wiring:
         lifecycle.on_start.append(closer.start)
         lifecycle.on_stop.append(closer.stop)
     return Wiring(
+        components=SettlementComponents(positions, batches, windows, participants, reconciliation),
         lifecycle=lifecycle,
         registrations=[
             ServiceRegistration(

@@ -1,26 +1,23 @@
 """The gRPC adapter of the :class:`LedgerReader` port: account's ``LedgerService.ListTransfers``.
 
-It authenticates with a bearer token from ``token_provider`` (for now the operator's own
-token, forwarded; a service token once identity issues them) and pages through every
-result.
+Calls go through a :class:`~meshlib.clients.PeerCaller` (settlement's service token, or
+the operator's own one forwarded; see ``bootstrap.ledger_token_source``) and page through
+every result.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import grpc
 from google.protobuf import timestamp_pb2
 
-from meshlib.clients import call_with_retry
+from meshlib.clients import Bearer, PeerCaller
 from meshlib.errors import Unavailable
-from meshlib.grpc_errors import decode_rpc_error
 from meshlib.money import Amount
 from openbank.account.v1 import ledger_pb2, ledger_pb2_grpc
 from services.settlement.domain.reconciliation import LedgerTransfer
-
-TokenProvider = Callable[[], Awaitable[str]]
 
 PAGE_SIZE = 500
 CALL_TIMEOUT_SECONDS = 10.0
@@ -48,9 +45,9 @@ def transfer_from_proto(transfer: ledger_pb2.Transfer) -> LedgerTransfer:
 class GrpcLedgerReader:
     """Lists ledger transfers over gRPC."""
 
-    def __init__(self, channel: grpc.aio.Channel, token_provider: TokenProvider) -> None:
+    def __init__(self, channel: grpc.aio.Channel, bearer: Bearer) -> None:
         self._stub = ledger_pb2_grpc.LedgerServiceStub(channel)
-        self._token_provider = token_provider
+        self._call = PeerCaller(bearer, deadline_seconds=CALL_TIMEOUT_SECONDS)
 
     async def transfers_for_payments(self, payment_ids: Sequence[str]) -> dict[str, list[LedgerTransfer]]:
         """The transfers referencing each payment."""
@@ -69,20 +66,12 @@ class GrpcLedgerReader:
 
     async def _list(self, request: ledger_pb2.ListTransfersRequest) -> list[LedgerTransfer]:
         request.page_size = PAGE_SIZE
-        metadata = (("authorization", f"Bearer {await self._token_provider()}"),)
         transfers: list[LedgerTransfer] = []
         while True:
             try:
-                response = await call_with_retry(
-                    lambda **options: self._stub.ListTransfers(
-                        request, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS, **options
-                    ),
-                    what="ledger.ListTransfers",
-                )
-            except grpc.aio.AioRpcError as error:
-                if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise Unavailable("the account ledger is unreachable") from None
-                raise decode_rpc_error(error) from None
+                response = await self._call(self._stub.ListTransfers, request, "ledger.ListTransfers")
+            except Unavailable:  # down, or out of time: either way reconciliation cannot finish
+                raise Unavailable("the account ledger is unreachable") from None
             transfers.extend(transfer_from_proto(t) for t in response.transfers)
             if not response.next_page_token:
                 return transfers

@@ -39,7 +39,7 @@ async def test_the_schedule_closes_windows_and_a_slot_closes_only_once(database_
         open_ = [w for w in windows if w.state == settlement_pb2.SETTLEMENT_WINDOW_STATE_OPEN]
         assert len(closed) >= 2 and len(open_) == 1
         # Two replicas in the same slot: one close, the other gets the same answer replayed.
-        service = server.runtime.extras["windows"]
+        service = server.components.windows
         first, second = await asyncio.gather(
             close_due_windows(service, ["EUR"], 3600.0, clock=lambda: 7_200_000.0),
             close_due_windows(service, ["EUR"], 3600.0, clock=lambda: 7_200_000.0),
