@@ -4,12 +4,13 @@ writing transaction (:class:`Transactions`: retried, idempotent when keyed)."""
 
 from meshlib.storage.bulk import BulkInsert
 from meshlib.storage.database import Database, as_utc, database_url_for
-from meshlib.storage.idempotent import Codec, IdempotencyKey, Transactions, retry_on_conflict
+from meshlib.storage.idempotent import Codec, CommitAndRaise, IdempotencyKey, Transactions, retry_on_conflict
 from meshlib.storage.uow import SqlUnitOfWork, is_retryable
 
 __all__ = [
     "BulkInsert",
     "Codec",
+    "CommitAndRaise",
     "Database",
     "IdempotencyKey",
     "SqlUnitOfWork",

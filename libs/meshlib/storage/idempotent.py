@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 # A module import: meshlib.idempotency itself imports from meshlib.storage.
 import meshlib.idempotency
-from meshlib.errors import Aborted, AlreadyExists
+from meshlib.errors import Aborted, AlreadyExists, MeshError
 from meshlib.storage.uow import is_retryable
 
 if TYPE_CHECKING:
@@ -77,6 +77,16 @@ class Codec(Generic[T]):
             lambda answer: json.dumps(to_data(answer), separators=(",", ":"), sort_keys=True).encode(),
             lambda saved: from_data(json.loads(saved)),
         )
+
+
+class CommitAndRaise(Exception):
+    """Raised by an operation to keep what it wrote and still fail with ``error``: a refusal
+    that must leave a trace (a failed sign-in attempt counted towards a lock-out). No answer
+    is saved, so a retry with the same key runs again."""
+
+    def __init__(self, error: MeshError) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class UnitOfWork(Protocol):
@@ -156,20 +166,24 @@ class Transactions(Generic[U]):
 
         A repeat of ``key`` answers ``codec.decode`` of the first answer, unless the payload
         changed (ALREADY_EXISTS / REQUEST_ID_REUSED). An error raised by ``operation`` rolls
-        the transaction back and saves nothing, so a retry with the same key runs again.
+        the transaction back and saves nothing, so a retry with the same key runs again
+        (:class:`CommitAndRaise` keeps the writes and still saves no answer).
         """
         if (key is None) != (codec is None):
             raise TypeError("an idempotent transaction needs both a key and a codec")
 
         async def transaction() -> T:
             async with self._unit_of_work() as uow:
-                if key is None or codec is None:
-                    result = await operation(uow)
-                else:
+                if key is not None and codec is not None:
                     saved = await uow.idempotency.lookup(key.scope, key.method, key.request_id, key.fingerprint)
                     if saved is not None:
                         return codec.decode(saved)
+                try:
                     result = await operation(uow)
+                except CommitAndRaise as refusal:
+                    await uow.commit()
+                    raise refusal.error from None
+                if key is not None and codec is not None:
                     await uow.idempotency.save(
                         key.scope, key.method, key.request_id, key.fingerprint, codec.encode(result), self.clock()
                     )

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from meshlib.errors import Aborted, AlreadyExists, NotFound
 from meshlib.idempotency import IdempotencyRepository, idempotency_table
-from meshlib.storage import Codec, Database, IdempotencyKey, SqlUnitOfWork, Transactions
+from meshlib.storage import Codec, CommitAndRaise, Database, IdempotencyKey, SqlUnitOfWork, Transactions
 from meshlib.storage.idempotent import TRANSACTION_ATTEMPTS
 from meshlib.storage.migrations import upgrade_to_head
 
@@ -111,6 +111,22 @@ async def test_a_failed_operation_saves_neither_change_nor_answer(transactions: 
     assert await counter(transactions) == 0
     # The key was not used up: the retry runs for real.
     assert await transactions.run(increment, key=key(), codec=COUNTER) == 1
+
+
+async def test_commit_and_raise_keeps_the_writes_but_saves_no_answer(
+    transactions: Transactions[NotesUnitOfWork],
+) -> None:
+    await transactions.run(lambda uow: add_note(uow, "hot"))
+
+    async def count_then_refuse(uow: NotesUnitOfWork) -> int:
+        await increment(uow)  # e.g. a failed attempt counted
+        raise CommitAndRaise(NotFound("not today"))
+
+    for expected in (1, 2):
+        with pytest.raises(NotFound):
+            await transactions.run(count_then_refuse, key=key(), codec=COUNTER)
+        assert await counter(transactions) == expected  # kept, and the same key ran again
+    assert await transactions.run(increment, key=key(), codec=COUNTER) == 3
 
 
 async def test_a_transaction_without_a_key_commits_and_runs_every_time(
