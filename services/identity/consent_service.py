@@ -9,22 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from meshlib.errors import InvalidArgument, MeshError, NotFound, PermissionDenied
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
-from services.identity.common import (
-    Clock,
-    EventPublisher,
-    Replayed,
-    RequestKey,
-    UnitOfWorkFactory,
-    remember,
-    replayed,
-    rerun_on_duplicate_key,
-)
+from meshlib.storage import Codec, CommitAndRaise, IdempotencyKey, Transactions
+from services.identity.common import Clock, EventPublisher, Saved, UnitOfWorkFactory
 from services.identity.customer_service import StrongCustomerAuthentication
 from services.identity.domain import consents as rules
 from services.identity.domain.consents import Consent, ConsentNarrowing, ConsentRequest
@@ -69,6 +61,7 @@ class ConsentService:
         accounts: AccountOwners | None = None,
     ) -> None:
         self._uow = uow
+        self._tx = Transactions(uow, clock=clock)
         self._sca = sca
         self._events = events
         self._clock = clock
@@ -76,20 +69,21 @@ class ConsentService:
 
     # ---- the partner's side -------------------------------------------------------------
 
-    @rerun_on_duplicate_key
-    async def create(self, key: RequestKey, partner_id: str, request: ConsentRequest) -> Consent | Replayed:
+    async def create(
+        self, key: IdempotencyKey, codec: Codec[Consent | Saved], partner_id: str, request: ConsentRequest
+    ) -> Consent | Saved:
         """A consent awaiting the customer's authorisation, owned by ``partner_id``."""
-        now = self._clock()
-        consent = rules.create(request, partner_id, now)
-        async with self._uow() as uow:
-            if (saved := await replayed(uow, key)) is not None:
-                return saved
+        consent = rules.create(request, partner_id, self._clock())
+
+        async def add(uow: IdentityUnitOfWork) -> Consent:
             await _require_active_partner(uow, partner_id)
             await uow.consents.add(consent)
-            await remember(uow, key, consent, now)
-            await uow.commit()
-        log.info("consent created", extra={"consent_id": consent.consent_id, "partner_id": partner_id})
-        return consent
+            return consent
+
+        result = await self._tx.run(add, key=key, codec=codec)
+        if isinstance(result, Consent):
+            log.info("consent created", extra={"consent_id": consent.consent_id, "partner_id": partner_id})
+        return result
 
     async def get(self, consent_id: str, *, partner_id: str | None) -> Consent:
         """A consent of ``partner_id`` (None: an internal service may read any); NOT_FOUND otherwise."""
@@ -99,36 +93,35 @@ class ConsentService:
             raise _not_found(consent_id)
         return consent.current(self._clock())
 
-    @rerun_on_duplicate_key
-    async def revoke_by_partner(self, key: RequestKey, partner_id: str, consent_id: str) -> Consent | Replayed:
+    async def revoke_by_partner(
+        self, key: IdempotencyKey, codec: Codec[Consent | Saved], partner_id: str, consent_id: str
+    ) -> Consent | Saved:
         """The partner revokes its own consent (revoking twice returns it unchanged)."""
-        return await self._change(key, consent_id, lambda c, now: c.revoke(now), partner_id=partner_id)
+        return await self._change(key, codec, consent_id, lambda c, now: c.revoke(now), partner_id=partner_id)
 
     # ---- the customer's side (the bank's app) --------------------------------------------
 
-    @rerun_on_duplicate_key
     async def authorise(
         self,
-        key: RequestKey,
+        key: IdempotencyKey,
+        codec: Codec[AuthorisedConsent | Saved],
         consent_id: str,
         username: str,
         password: str,
         one_time_code: str,
         account_ids: tuple[str, ...],
-    ) -> AuthorisedConsent | Replayed:
+    ) -> AuthorisedConsent | Saved:
         """SCA, then AUTHORISED for the chosen accounts, with a one-time code for the partner."""
         accounts = rules.check_account_names(account_ids)
-        now = self._clock()
-        async with self._uow() as uow:
-            if (saved := await replayed(uow, key)) is not None:
-                return saved
+
+        async def operation(uow: IdentityUnitOfWork) -> AuthorisedConsent:
+            now = self._clock()
             consent = await self._existing(uow, consent_id)
             # Refuse a consent that cannot be authorised before touching credentials.
             consent.require_authorisable()
             outcome = await self._sca.check(uow, username, password, one_time_code)
             if isinstance(outcome, MeshError):
-                await uow.commit()  # the failed attempt counts
-                raise outcome
+                raise CommitAndRaise(outcome)  # the failed attempt counts
             if self._accounts is not None:
                 # Only after SCA, so nobody learns who owns an account without the customer's
                 # credentials. One fast internal call inside the transaction, with a deadline.
@@ -149,17 +142,20 @@ class ConsentService:
                 expires_at=now + AUTHORIZATION_CODE_LIFETIME,
             )
             await uow.grants.add_code(grant)
-            result = AuthorisedConsent(authorised, code, grant.expires_at)
-            await remember(uow, key, result, now)
-            await uow.commit()
-        log.info("consent authorised", extra={"consent_id": consent_id, "customer_id": outcome.customer_id})
-        await self._events.publish("consent", consent_id, consent_event_detail(authorised))
+            return AuthorisedConsent(authorised, code, grant.expires_at)
+
+        result = await self._tx.run(operation, key=key, codec=codec)
+        if isinstance(result, AuthorisedConsent):
+            authorised = result.consent
+            log.info("consent authorised", extra={"consent_id": consent_id, "customer_id": authorised.customer_id})
+            await self._events.publish("consent", consent_id, consent_event_detail(authorised))
         return result
 
-    @rerun_on_duplicate_key
-    async def reject(self, key: RequestKey, consent_id: str, customer_id: str) -> Consent | Replayed:
+    async def reject(
+        self, key: IdempotencyKey, codec: Codec[Consent | Saved], consent_id: str, customer_id: str
+    ) -> Consent | Saved:
         """The customer refuses a consent awaiting authorisation."""
-        return await self._change(key, consent_id, lambda c, now: c.reject(customer_id, now))
+        return await self._change(key, codec, consent_id, lambda c, now: c.reject(customer_id, now))
 
     async def list_for_customer(
         self, customer_id: str, *, state: str | None, requested_size: int, page_token: str
@@ -178,27 +174,34 @@ class ConsentService:
             token = encode_page_token({"t": page[-1].created_at.isoformat(), "id": page[-1].consent_id}, filters)
         return page, token
 
-    @rerun_on_duplicate_key
-    async def pause(self, key: RequestKey, consent_id: str, customer_id: str) -> Consent | Replayed:
+    async def pause(
+        self, key: IdempotencyKey, codec: Codec[Consent | Saved], consent_id: str, customer_id: str
+    ) -> Consent | Saved:
         """Block every call made with the consent until resumed."""
-        return await self._change(key, consent_id, lambda c, now: c.pause(now), customer_id=customer_id)
+        return await self._change(key, codec, consent_id, lambda c, now: c.pause(now), customer_id=customer_id)
 
-    @rerun_on_duplicate_key
-    async def resume(self, key: RequestKey, consent_id: str, customer_id: str) -> Consent | Replayed:
+    async def resume(
+        self, key: IdempotencyKey, codec: Codec[Consent | Saved], consent_id: str, customer_id: str
+    ) -> Consent | Saved:
         """Lift a pause."""
-        return await self._change(key, consent_id, lambda c, now: c.resume(now), customer_id=customer_id)
+        return await self._change(key, codec, consent_id, lambda c, now: c.resume(now), customer_id=customer_id)
 
-    @rerun_on_duplicate_key
     async def narrow(
-        self, key: RequestKey, consent_id: str, customer_id: str, change: ConsentNarrowing
-    ) -> Consent | Replayed:
+        self,
+        key: IdempotencyKey,
+        codec: Codec[Consent | Saved],
+        consent_id: str,
+        customer_id: str,
+        change: ConsentNarrowing,
+    ) -> Consent | Saved:
         """Lower limits, fewer reads, permissions or accounts, an earlier expiry; never more."""
-        return await self._change(key, consent_id, lambda c, now: c.narrow(change, now), customer_id=customer_id)
+        return await self._change(key, codec, consent_id, lambda c, now: c.narrow(change, now), customer_id=customer_id)
 
-    @rerun_on_duplicate_key
-    async def revoke_by_customer(self, key: RequestKey, consent_id: str, customer_id: str) -> Consent | Replayed:
+    async def revoke_by_customer(
+        self, key: IdempotencyKey, codec: Codec[Consent | Saved], consent_id: str, customer_id: str
+    ) -> Consent | Saved:
         """The customer revokes the consent at the bank."""
-        return await self._change(key, consent_id, lambda c, now: c.revoke(now), customer_id=customer_id)
+        return await self._change(key, codec, consent_id, lambda c, now: c.revoke(now), customer_id=customer_id)
 
     # ---- shared --------------------------------------------------------------------------
 
@@ -210,35 +213,40 @@ class ConsentService:
 
     async def _change(
         self,
-        key: RequestKey,
+        key: IdempotencyKey,
+        codec: Codec[Consent | Saved],
         consent_id: str,
-        transition,
-        *,  # type: ignore[no-untyped-def]
+        transition: Callable[[Consent, dt.datetime], Consent],
+        *,
         partner_id: str | None = None,
         customer_id: str | None = None,
-    ) -> Consent | Replayed:
-        now = self._clock()
-        async with self._uow() as uow:
-            if (saved := await replayed(uow, key)) is not None:
-                return saved
+    ) -> Consent | Saved:
+        moved: Consent | None = None  # the consent this run changed (None: already so)
+
+        async def operation(uow: IdentityUnitOfWork) -> Consent:
+            nonlocal moved
+            now = self._clock()
             consent = await self._existing(uow, consent_id)
             if partner_id is not None and consent.partner_id != partner_id:
                 raise _not_found(consent_id)
             if customer_id is not None and consent.customer_id != customer_id:
                 raise _not_found(consent_id)
-            changed: Consent = transition(consent, now)
-            if changed is not consent:
+            changed = transition(consent, now)
+            moved = changed if changed is not consent else None
+            if moved is not None:
                 await uow.consents.save(changed)
             if changed.state.final:
                 # Tokens bound to a dead consent die with it.
                 await uow.grants.revoke_access_tokens(now, consent_id=consent_id)
                 await uow.grants.revoke_refresh_tokens(now, consent_id=consent_id)
-            await remember(uow, key, changed, now)
-            await uow.commit()
-        if changed is not consent:
-            log.info("consent changed", extra={"consent_id": consent_id, "state": consent_event_detail(changed)})
-            await self._events.publish("consent", consent_id, consent_event_detail(changed))
-        return changed
+            return changed
+
+        result = await self._tx.run(operation, key=key, codec=codec)
+        # A replay answers without running: only a change made by this call is told.
+        if isinstance(result, Consent) and result is moved:
+            log.info("consent changed", extra={"consent_id": consent_id, "state": consent_event_detail(result)})
+            await self._events.publish("consent", consent_id, consent_event_detail(result))
+        return result
 
 
 def _not_found(consent_id: str) -> NotFound:

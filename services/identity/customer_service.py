@@ -7,15 +7,8 @@ import logging
 from dataclasses import dataclass
 
 from meshlib.errors import AlreadyExists, MeshError, NotFound
-from services.identity.common import (
-    Clock,
-    Replayed,
-    RequestKey,
-    UnitOfWorkFactory,
-    remember,
-    replayed,
-    rerun_on_duplicate_key,
-)
+from meshlib.storage import Codec, CommitAndRaise, IdempotencyKey, Transactions
+from services.identity.common import Clock, Saved, UnitOfWorkFactory
 from services.identity.domain import customers as rules
 from services.identity.domain import totp
 from services.identity.domain.customers import Customer, CustomerStatus
@@ -91,13 +84,15 @@ class CustomerService:
         clock: Clock,
     ) -> None:
         self._uow = uow
+        self._tx = Transactions(uow, clock=clock)
         self._hasher = hasher
         self._box = box
         self._sca = sca
         self._clock = clock
 
-    @rerun_on_duplicate_key
-    async def create(self, key: RequestKey, username: str, password: str, display_name: str) -> NewCustomer | Replayed:
+    async def create(
+        self, key: IdempotencyKey, codec: Codec[NewCustomer | Saved], username: str, password: str, display_name: str
+    ) -> NewCustomer | Saved:
         """A new ACTIVE customer with an Argon2id password hash and an encrypted TOTP seed."""
         rules.check_new_customer(username, password, display_name)
         now = self._clock()
@@ -116,48 +111,42 @@ class CustomerService:
             created_at=now,
             updated_at=now,
         )
-        async with self._uow() as uow:
-            if (saved := await replayed(uow, key)) is not None:
-                return saved
+
+        async def add(uow: IdentityUnitOfWork) -> NewCustomer:
             if await uow.customers.by_username(username) is not None:
                 raise AlreadyExists("the username is taken", reason="RESOURCE_ALREADY_EXISTS")
             await uow.customers.add(customer)
-            result = NewCustomer(customer, seed)
-            await remember(uow, key, result, now)
-            await uow.commit()
-        return result
+            return NewCustomer(customer, seed)
+
+        return await self._tx.run(add, key=key, codec=codec)
 
     async def get(self, customer_id: str) -> Customer:
         """A customer; NOT_FOUND if unknown."""
         async with self._uow(read_only=True) as uow:
             return await _existing(uow, customer_id)
 
-    @rerun_on_duplicate_key
-    async def authenticate(self, key: RequestKey, username: str, password: str, code: str) -> Customer | Replayed:
+    async def authenticate(
+        self, key: IdempotencyKey, codec: Codec[Customer | Saved], username: str, password: str, code: str
+    ) -> Customer | Saved:
         """SCA; every failure counts towards the lock-out."""
-        async with self._uow() as uow:
-            if (saved := await replayed(uow, key)) is not None:
-                return saved
+
+        async def operation(uow: IdentityUnitOfWork) -> Customer:
             outcome = await self._sca.check(uow, username, password, code)
             if isinstance(outcome, MeshError):
-                await uow.commit()
-                raise outcome
-            await remember(uow, key, outcome, self._clock())
-            await uow.commit()
-        return outcome
+                raise CommitAndRaise(outcome)  # the failed attempt counts
+            return outcome
 
-    @rerun_on_duplicate_key
-    async def unlock(self, key: RequestKey, customer_id: str) -> Customer | Replayed:
+        return await self._tx.run(operation, key=key, codec=codec)
+
+    async def unlock(self, key: IdempotencyKey, codec: Codec[Customer | Saved], customer_id: str) -> Customer | Saved:
         """Operator unlock."""
-        now = self._clock()
-        async with self._uow() as uow:
-            if (saved := await replayed(uow, key)) is not None:
-                return saved
-            customer = (await _existing(uow, customer_id)).unlock(now)
+
+        async def operation(uow: IdentityUnitOfWork) -> Customer:
+            customer = (await _existing(uow, customer_id)).unlock(self._clock())
             await uow.customers.save(customer)
-            await remember(uow, key, customer, now)
-            await uow.commit()
-        return customer
+            return customer
+
+        return await self._tx.run(operation, key=key, codec=codec)
 
 
 async def _existing(uow: IdentityUnitOfWork, customer_id: str) -> Customer:

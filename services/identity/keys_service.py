@@ -6,14 +6,16 @@ import asyncio
 import datetime as dt
 import json
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import jwt
 
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
-from services.identity.common import Replayed, RequestKey, remember, replayed
+from meshlib.storage import Codec, IdempotencyKey, Transactions
+from services.identity.common import Saved
 from services.identity.domain.keys import ALGORITHM, KeyState, SigningKey, generate_key, jwks
 from services.identity.unit_of_work import IdentityUnitOfWork
 
@@ -33,6 +35,7 @@ class KeyService:
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self._uow = uow
+        self._tx = Transactions(uow, clock=clock)
         self._passphrase = passphrase
         self._token_lifetime = token_lifetime
         self._clock = clock
@@ -42,13 +45,16 @@ class KeyService:
 
     async def ensure_active_key(self) -> SigningKey:
         """The signing key, creating the first one on a new database."""
-        async with self._uow() as uow:
+
+        async def operation(uow: IdentityUnitOfWork) -> SigningKey:
             keys = await uow.signing_keys.all()
             active = next((k for k in keys if k.state is KeyState.ACTIVE), None)
             if active is None:
                 active = generate_key(self._passphrase, self._clock())
                 await uow.signing_keys.add(active)
-            await uow.commit()
+            return active
+
+        active = await self._tx.run(operation)
         self._cached = None
         return active
 
@@ -59,32 +65,30 @@ class KeyService:
 
     async def rotate_returning_previous(self) -> tuple[SigningKey, SigningKey | None]:
         """Rotate; returns the new ACTIVE key and the previous one, now RETIRING."""
-        result = await self.rotate_idempotently(None)
-        assert not isinstance(result, Replayed)
-        return result
+        rotated = await self._tx.run(self._rotate)
+        self.forget_cached_jwks()
+        return rotated
 
     async def rotate_idempotently(
-        self, request_key: RequestKey | None
-    ) -> tuple[SigningKey, SigningKey | None] | Replayed:
+        self, key: IdempotencyKey, codec: Codec[tuple[SigningKey, SigningKey | None] | Saved]
+    ) -> tuple[SigningKey, SigningKey | None] | Saved:
         """RotateSigningKey: a replay of the same request_id answers the first rotation."""
+        rotated = await self._tx.run(self._rotate, key=key, codec=codec)
+        self.forget_cached_jwks()
+        return rotated
+
+    async def _rotate(self, uow: IdentityUnitOfWork) -> tuple[SigningKey, SigningKey | None]:
+        """Retire the ACTIVE key (and the RETIRING ones past their time), add a fresh one."""
         now = self._clock()
         previous = None
-        async with self._uow() as uow:
-            if request_key is not None and (saved := await replayed(uow, request_key)) is not None:
-                return saved
-            for key in await uow.signing_keys.all():
-                if key.state is KeyState.ACTIVE:
-                    previous = key.retiring(now, self._token_lifetime)
-                    await uow.signing_keys.update_state(previous)
-                elif key.due_for_retirement(now):
-                    await uow.signing_keys.update_state(SigningKey(**{**key.__dict__, "state": KeyState.RETIRED}))
-            fresh = generate_key(self._passphrase, now)
-            await uow.signing_keys.add(fresh)
-            if request_key is not None:
-                await remember(uow, request_key, (fresh, previous), now)
-            await uow.commit()
-        self._cached = None
-        self._active = None
+        for key in await uow.signing_keys.all():
+            if key.state is KeyState.ACTIVE:
+                previous = key.retiring(now, self._token_lifetime)
+                await uow.signing_keys.update_state(previous)
+            elif key.due_for_retirement(now):
+                await uow.signing_keys.update_state(SigningKey(**{**key.__dict__, "state": KeyState.RETIRED}))
+        fresh = generate_key(self._passphrase, now)
+        await uow.signing_keys.add(fresh)
         return fresh, previous
 
     def forget_cached_jwks(self) -> None:
@@ -146,3 +150,49 @@ class KeyService:
     async def jwks_json(self) -> str:
         """The key set as the JSON document verifiers load."""
         return json.dumps(await self.jwks(), separators=(",", ":"))
+
+
+class OwnServiceToken:
+    """Identity's own service token (``sub = service:identity``), signed with its active key:
+    identity is the issuer, so it needs no client credentials to call a peer. ``token`` is
+    what ``meshlib.auth.service_tokens.ServiceTokenSource.token`` is to other services."""
+
+    def __init__(
+        self,
+        keys: KeyService,
+        issuer: str,
+        audience: str,
+        scopes: Sequence[str],
+        *,
+        lifetime_seconds: int = 60,
+        refresh_margin_seconds: int = 10,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._audience = audience
+        self._scope = " ".join(scopes)
+        self._lifetime = lifetime_seconds
+        self._margin = refresh_margin_seconds
+        self._clock = clock
+        self._token: tuple[float, str] | None = None
+
+    async def token(self) -> str:
+        """A valid token, signed afresh shortly before the last one expires."""
+        if self._token is None or self._clock() > self._token[0] - self._margin:
+            now = int(self._clock())
+            signed = await self._keys.sign(
+                {
+                    "iss": self._issuer,
+                    "aud": self._audience,
+                    "sub": "service:identity",
+                    "client_id": "identity",
+                    "scope": self._scope,
+                    "iat": now,
+                    "nbf": now,
+                    "exp": now + self._lifetime,
+                    "jti": uuid.uuid4().hex,
+                }
+            )
+            self._token = (now + self._lifetime, signed)
+        return self._token[1]

@@ -10,16 +10,8 @@ from dataclasses import dataclass, replace
 
 from meshlib.errors import NotFound
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
-from services.identity.common import (
-    Clock,
-    EventPublisher,
-    Replayed,
-    RequestKey,
-    UnitOfWorkFactory,
-    remember,
-    replayed,
-    rerun_on_duplicate_key,
-)
+from meshlib.storage import Codec, IdempotencyKey, Transactions
+from services.identity.common import Clock, EventPublisher, Saved, UnitOfWorkFactory
 from services.identity.domain import partners as rules
 from services.identity.domain.partners import AuthMethod, Partner, PartnerChanges, PartnerRegistration
 from services.identity.domain.secrets import SecretHasher, new_secret
@@ -48,13 +40,15 @@ class PartnerService:
         clock: Clock,
     ) -> None:
         self._uow = uow
+        self._tx = Transactions(uow, clock=clock)
         self._hasher = hasher
         self._tiers = known_tiers
         self._events = events
         self._clock = clock
 
-    @rerun_on_duplicate_key
-    async def register(self, key: RequestKey, request: PartnerRegistration) -> PartnerWithSecret | Replayed:
+    async def register(
+        self, key: IdempotencyKey, codec: Codec[PartnerWithSecret | Saved], request: PartnerRegistration
+    ) -> PartnerWithSecret | Saved:
         """A new ACTIVE partner; its client secret is returned once and stored only hashed."""
         now = self._clock()
         # Validate before paying for the hash.
@@ -63,14 +57,14 @@ class PartnerService:
         if partner.auth_method is AuthMethod.CLIENT_SECRET_POST:
             secret = new_secret()
             partner = replace(partner, client_secret_hash=await asyncio.to_thread(self._hasher.hash, secret))
-        async with self._uow() as uow:
-            if (saved := await replayed(uow, key)) is not None:
-                return saved
+
+        async def add(uow: IdentityUnitOfWork) -> PartnerWithSecret:
             await uow.partners.add(partner)
-            result = PartnerWithSecret(partner, secret)
-            await remember(uow, key, result, now)
-            await uow.commit()
-        log.info("partner registered", extra={"partner_id": partner.partner_id, "client_id": partner.client_id})
+            return PartnerWithSecret(partner, secret)
+
+        result = await self._tx.run(add, key=key, codec=codec)
+        if isinstance(result, PartnerWithSecret):
+            log.info("partner registered", extra={"partner_id": partner.partner_id, "client_id": partner.client_id})
         return result
 
     async def get(self, partner_id: str) -> Partner:
@@ -94,56 +88,57 @@ class PartnerService:
             token = encode_page_token({"t": page[-1].created_at.isoformat(), "id": page[-1].partner_id}, filters)
         return page, token
 
-    @rerun_on_duplicate_key
-    async def update(self, key: RequestKey, partner_id: str, changes: PartnerChanges) -> Partner | Replayed:
+    async def update(
+        self, key: IdempotencyKey, codec: Codec[Partner | Saved], partner_id: str, changes: PartnerChanges
+    ) -> Partner | Saved:
         """Apply the set fields."""
         return await self._change(
-            key, partner_id, lambda partner, now: rules.apply_changes(partner, changes, self._tiers, now)
+            key, codec, partner_id, lambda partner, now: rules.apply_changes(partner, changes, self._tiers, now)
         )
 
-    @rerun_on_duplicate_key
-    async def suspend(self, key: RequestKey, partner_id: str) -> Partner | Replayed:
+    async def suspend(self, key: IdempotencyKey, codec: Codec[Partner | Saved], partner_id: str) -> Partner | Saved:
         """Suspend: every call and every token of the partner fails from the next call on."""
-        result = await self._change(key, partner_id, lambda partner, now: partner.suspend(now))
-        if not isinstance(result, Replayed):
+        result = await self._change(key, codec, partner_id, lambda partner, now: partner.suspend(now))
+        if isinstance(result, Partner):
             log.info("partner suspended", extra={"partner_id": partner_id})
         return result
 
-    @rerun_on_duplicate_key
-    async def reactivate(self, key: RequestKey, partner_id: str) -> Partner | Replayed:
+    async def reactivate(self, key: IdempotencyKey, codec: Codec[Partner | Saved], partner_id: str) -> Partner | Saved:
         """Allow the partner again (its old tokens stay dead)."""
-        return await self._change(key, partner_id, lambda partner, now: partner.reactivate(now))
+        return await self._change(key, codec, partner_id, lambda partner, now: partner.reactivate(now))
 
     async def _change(
-        self, key: RequestKey, partner_id: str, change: Callable[[Partner, dt.datetime], Partner]
-    ) -> Partner | Replayed:
+        self,
+        key: IdempotencyKey,
+        codec: Codec[Partner | Saved],
+        partner_id: str,
+        change: Callable[[Partner, dt.datetime], Partner],
+    ) -> Partner | Saved:
         """Apply ``change`` to the stored partner under its lock, idempotently; publish the new status."""
-        now = self._clock()
-        async with self._uow() as uow:
-            if (saved := await replayed(uow, key)) is not None:
-                return saved
-            partner = change(await _existing(uow, partner_id), now)
-            await uow.partners.save(partner)
-            await remember(uow, key, partner, now)
-            await uow.commit()
-        await self._events.publish("partner", partner_id, partner.status.value)
-        return partner
 
-    @rerun_on_duplicate_key
-    async def rotate_secret(self, key: RequestKey, partner_id: str) -> PartnerWithSecret | Replayed:
+        async def operation(uow: IdentityUnitOfWork) -> Partner:
+            partner = change(await _existing(uow, partner_id), self._clock())
+            await uow.partners.save(partner)
+            return partner
+
+        result = await self._tx.run(operation, key=key, codec=codec)
+        if isinstance(result, Partner):
+            await self._events.publish("partner", partner_id, result.status.value)
+        return result
+
+    async def rotate_secret(
+        self, key: IdempotencyKey, codec: Codec[PartnerWithSecret | Saved], partner_id: str
+    ) -> PartnerWithSecret | Saved:
         """A new client secret; the old one stops working at once."""
-        now = self._clock()
         secret = new_secret()
         secret_hash = await asyncio.to_thread(self._hasher.hash, secret)
-        async with self._uow() as uow:
-            if (saved := await replayed(uow, key)) is not None:
-                return saved
-            partner = (await _existing(uow, partner_id)).with_secret_hash(secret_hash, now)
+
+        async def operation(uow: IdentityUnitOfWork) -> PartnerWithSecret:
+            partner = (await _existing(uow, partner_id)).with_secret_hash(secret_hash, self._clock())
             await uow.partners.save(partner)
-            result = PartnerWithSecret(partner, secret)
-            await remember(uow, key, result, now)
-            await uow.commit()
-        return result
+            return PartnerWithSecret(partner, secret)
+
+        return await self._tx.run(operation, key=key, codec=codec)
 
 
 async def _existing(uow: IdentityUnitOfWork, partner_id: str) -> Partner:

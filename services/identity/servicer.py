@@ -13,6 +13,7 @@ from meshlib.auth.context import require_caller
 from meshlib.errors import InvalidArgument
 from meshlib.idempotency import fingerprint
 from meshlib.names import parse_name
+from meshlib.storage import Codec, IdempotencyKey
 from openbank.identity.v1 import (
     consent_pb2,
     consent_pb2_grpc,
@@ -26,7 +27,6 @@ from openbank.identity.v1 import (
     token_pb2_grpc,
 )
 from services.identity import converters
-from services.identity.common import Replayed, RequestKey
 from services.identity.consent_service import AuthorisedConsent, ConsentService
 from services.identity.customer_service import CustomerService, NewCustomer
 from services.identity.domain import totp
@@ -37,22 +37,20 @@ from services.identity.token_service import TokenService
 ResponseT = TypeVar("ResponseT", bound=Message)
 
 
-def _key(method: str, request: Any, build: Callable[[Any], Message]) -> RequestKey:
+def _key(method: str, request: Any) -> IdempotencyKey:
     """The idempotency key of a mutating call, scoped to the authenticated caller."""
-    return RequestKey(
-        scope=require_caller().subject,
-        method=method,
-        request_id=request.request_id,
-        fingerprint=fingerprint(request),
-        encode=lambda result: build(result).SerializeToString(),
-    )
+    return IdempotencyKey(require_caller().subject, method, request.request_id, fingerprint(request))
+
+
+def _saved_as(response_type: type[ResponseT], build: Callable[[Any], ResponseT]) -> Codec[Any]:
+    """A use case's answer saved as the response message ``build`` makes of it (leaving out
+    what is shown once); a replay reads that message back."""
+    return Codec(lambda result: build(result).SerializeToString(), response_type.FromString)
 
 
 def _answer(result: Any, response_type: type[ResponseT], build: Callable[[Any], ResponseT]) -> ResponseT:
     """The fresh answer, or the saved one for a replay."""
-    if isinstance(result, Replayed):
-        return response_type.FromString(result.payload)
-    return build(result)
+    return result if isinstance(result, response_type) else build(result)
 
 
 def _certificate_sha256(context: grpc.aio.ServicerContext) -> str | None:
@@ -127,8 +125,9 @@ class PartnerServicer(partner_pb2_grpc.PartnerServiceServicer):
         self, request: partner_pb2.RegisterPartnerRequest, context: grpc.aio.ServicerContext
     ) -> partner_pb2.RegisterPartnerResponse:
         """Register; the client secret is in this answer only (a replay leaves it empty)."""
-        key = _key("RegisterPartner", request, lambda r: _registered(r, with_secret=False))
-        result = await self._partners.register(key, converters.registration(request))
+        key = _key("RegisterPartner", request)
+        saved = _saved_as(partner_pb2.RegisterPartnerResponse, lambda r: _registered(r, with_secret=False))
+        result = await self._partners.register(key, saved, converters.registration(request))
         return _answer(result, partner_pb2.RegisterPartnerResponse, lambda r: _registered(r, with_secret=True))
 
     async def GetPartner(
@@ -161,7 +160,10 @@ class PartnerServicer(partner_pb2_grpc.PartnerServiceServicer):
 
         partner_id = parse_name(request.name, "partners")
         result = await self._partners.update(
-            _key("UpdatePartner", request, build), partner_id, converters.partner_changes(request)
+            _key("UpdatePartner", request),
+            _saved_as(partner_pb2.UpdatePartnerResponse, build),
+            partner_id,
+            converters.partner_changes(request),
         )
         return _answer(result, partner_pb2.UpdatePartnerResponse, build)
 
@@ -176,7 +178,9 @@ class PartnerServicer(partner_pb2_grpc.PartnerServiceServicer):
         partner_id = parse_name(request.name, "partners")
         if len(request.reason) > 500:
             raise InvalidArgument.field("reason", "at most 500 characters")
-        result = await self._partners.suspend(_key("SuspendPartner", request, build), partner_id)
+        result = await self._partners.suspend(
+            _key("SuspendPartner", request), _saved_as(partner_pb2.SuspendPartnerResponse, build), partner_id
+        )
         return _answer(result, partner_pb2.SuspendPartnerResponse, build)
 
     async def ReactivatePartner(
@@ -188,7 +192,9 @@ class PartnerServicer(partner_pb2_grpc.PartnerServiceServicer):
             return partner_pb2.ReactivatePartnerResponse(partner=converters.partner_message(partner))
 
         partner_id = parse_name(request.name, "partners")
-        result = await self._partners.reactivate(_key("ReactivatePartner", request, build), partner_id)
+        result = await self._partners.reactivate(
+            _key("ReactivatePartner", request), _saved_as(partner_pb2.ReactivatePartnerResponse, build), partner_id
+        )
         return _answer(result, partner_pb2.ReactivatePartnerResponse, build)
 
     async def RotateClientSecret(
@@ -196,8 +202,9 @@ class PartnerServicer(partner_pb2_grpc.PartnerServiceServicer):
     ) -> partner_pb2.RotateClientSecretResponse:
         """A new client secret, shown once."""
         partner_id = parse_name(request.name, "partners")
-        key = _key("RotateClientSecret", request, lambda r: _rotated(r, with_secret=False))
-        result = await self._partners.rotate_secret(key, partner_id)
+        key = _key("RotateClientSecret", request)
+        saved = _saved_as(partner_pb2.RotateClientSecretResponse, lambda r: _rotated(r, with_secret=False))
+        result = await self._partners.rotate_secret(key, saved, partner_id)
         return _answer(result, partner_pb2.RotateClientSecretResponse, lambda r: _rotated(r, with_secret=True))
 
 
@@ -219,8 +226,9 @@ class CustomerServicer(customer_pb2_grpc.CustomerServiceServicer):
         self, request: customer_pb2.CreateCustomerRequest, context: grpc.aio.ServicerContext
     ) -> customer_pb2.CreateCustomerResponse:
         """Create; the TOTP secret is in this answer only."""
-        key = _key("CreateCustomer", request, lambda r: _created(r, with_secret=False))
-        result = await self._customers.create(key, request.username, request.password, request.display_name)
+        key = _key("CreateCustomer", request)
+        saved = _saved_as(customer_pb2.CreateCustomerResponse, lambda r: _created(r, with_secret=False))
+        result = await self._customers.create(key, saved, request.username, request.password, request.display_name)
         return _answer(result, customer_pb2.CreateCustomerResponse, lambda r: _created(r, with_secret=True))
 
     async def GetCustomer(
@@ -238,8 +246,11 @@ class CustomerServicer(customer_pb2_grpc.CustomerServiceServicer):
         def build(customer: Any) -> customer_pb2.AuthenticateCustomerResponse:
             return customer_pb2.AuthenticateCustomerResponse(customer=f"customers/{customer.customer_id}")
 
-        key = _key("AuthenticateCustomer", request, build)
-        result = await self._customers.authenticate(key, request.username, request.password, request.one_time_code)
+        key = _key("AuthenticateCustomer", request)
+        saved = _saved_as(customer_pb2.AuthenticateCustomerResponse, build)
+        result = await self._customers.authenticate(
+            key, saved, request.username, request.password, request.one_time_code
+        )
         return _answer(result, customer_pb2.AuthenticateCustomerResponse, build)
 
     async def UnlockCustomer(
@@ -251,7 +262,9 @@ class CustomerServicer(customer_pb2_grpc.CustomerServiceServicer):
             return customer_pb2.UnlockCustomerResponse(customer=converters.customer_message(customer))
 
         customer_id = parse_name(request.name, "customers")
-        result = await self._customers.unlock(_key("UnlockCustomer", request, build), customer_id)
+        result = await self._customers.unlock(
+            _key("UnlockCustomer", request), _saved_as(customer_pb2.UnlockCustomerResponse, build), customer_id
+        )
         return _answer(result, customer_pb2.UnlockCustomerResponse, build)
 
 
@@ -280,7 +293,10 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         build = _consent_builder(consent_pb2.CreateConsentResponse)
         partner_id = require_caller().require_partner()
         result = await self._consents.create(
-            _key("CreateConsent", request, build), partner_id, converters.consent_request(request)
+            _key("CreateConsent", request),
+            _saved_as(consent_pb2.CreateConsentResponse, build),
+            partner_id,
+            converters.consent_request(request),
         )
         return _answer(result, consent_pb2.CreateConsentResponse, build)
 
@@ -301,7 +317,9 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         build = _consent_builder(consent_pb2.RevokeConsentResponse)
         partner_id = require_caller().require_partner()
         consent_id = parse_name(request.name, "consents")
-        result = await self._consents.revoke_by_partner(_key("RevokeConsent", request, build), partner_id, consent_id)
+        result = await self._consents.revoke_by_partner(
+            _key("RevokeConsent", request), _saved_as(consent_pb2.RevokeConsentResponse, build), partner_id, consent_id
+        )
         return _answer(result, consent_pb2.RevokeConsentResponse, build)
 
     async def AuthoriseConsent(
@@ -311,7 +329,8 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         consent_id = parse_name(request.name, "consents")
         accounts = converters.account_ids(request.accounts)
         result = await self._consents.authorise(
-            _key("AuthoriseConsent", request, _authorised),
+            _key("AuthoriseConsent", request),
+            _saved_as(consent_pb2.AuthoriseConsentResponse, _authorised),
             consent_id,
             request.username,
             request.password,
@@ -327,7 +346,9 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         build = _consent_builder(consent_pb2.RejectConsentResponse)
         consent_id = parse_name(request.name, "consents")
         customer_id = parse_name(request.customer, "customers", "customer")
-        result = await self._consents.reject(_key("RejectConsent", request, build), consent_id, customer_id)
+        result = await self._consents.reject(
+            _key("RejectConsent", request), _saved_as(consent_pb2.RejectConsentResponse, build), consent_id, customer_id
+        )
         return _answer(result, consent_pb2.RejectConsentResponse, build)
 
     async def ListCustomerConsents(
@@ -351,7 +372,9 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         """Pause."""
         build = _consent_builder(consent_pb2.PauseConsentResponse)
         consent_id, customer_id = _consent_and_customer(request)
-        result = await self._consents.pause(_key("PauseConsent", request, build), consent_id, customer_id)
+        result = await self._consents.pause(
+            _key("PauseConsent", request), _saved_as(consent_pb2.PauseConsentResponse, build), consent_id, customer_id
+        )
         return _answer(result, consent_pb2.PauseConsentResponse, build)
 
     async def ResumeConsent(
@@ -360,7 +383,9 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         """Resume."""
         build = _consent_builder(consent_pb2.ResumeConsentResponse)
         consent_id, customer_id = _consent_and_customer(request)
-        result = await self._consents.resume(_key("ResumeConsent", request, build), consent_id, customer_id)
+        result = await self._consents.resume(
+            _key("ResumeConsent", request), _saved_as(consent_pb2.ResumeConsentResponse, build), consent_id, customer_id
+        )
         return _answer(result, consent_pb2.ResumeConsentResponse, build)
 
     async def UpdateConsentLimits(
@@ -370,7 +395,11 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         build = _consent_builder(consent_pb2.UpdateConsentLimitsResponse)
         consent_id, customer_id = _consent_and_customer(request)
         result = await self._consents.narrow(
-            _key("UpdateConsentLimits", request, build), consent_id, customer_id, converters.consent_narrowing(request)
+            _key("UpdateConsentLimits", request),
+            _saved_as(consent_pb2.UpdateConsentLimitsResponse, build),
+            consent_id,
+            customer_id,
+            converters.consent_narrowing(request),
         )
         return _answer(result, consent_pb2.UpdateConsentLimitsResponse, build)
 
@@ -381,7 +410,10 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         build = _consent_builder(consent_pb2.CustomerRevokeConsentResponse)
         consent_id, customer_id = _consent_and_customer(request)
         result = await self._consents.revoke_by_customer(
-            _key("CustomerRevokeConsent", request, build), consent_id, customer_id
+            _key("CustomerRevokeConsent", request),
+            _saved_as(consent_pb2.CustomerRevokeConsentResponse, build),
+            consent_id,
+            customer_id,
         )
         return _answer(result, consent_pb2.CustomerRevokeConsentResponse, build)
 
@@ -408,7 +440,9 @@ class SigningKeyServicer(signing_key_pb2_grpc.SigningKeyServiceServicer):
                 retiring_key=converters.signing_key_message(previous) if previous else None,
             )
 
-        result = await self._keys.rotate_idempotently(_key("RotateSigningKey", request, build))
+        result = await self._keys.rotate_idempotently(
+            _key("RotateSigningKey", request), _saved_as(signing_key_pb2.RotateSigningKeyResponse, build)
+        )
         return _answer(result, signing_key_pb2.RotateSigningKeyResponse, build)
 
     async def ListSigningKeys(
