@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from meshlib.app import Runtime, ServiceSpec, Wiring
 from meshlib.auth.context import Caller
 from meshlib.auth.revocation import RevocationCache, TokenStatus
+from meshlib.auth.verifier import JwksCache
+from meshlib.errors import Unavailable
 from meshlib.events import InProcessBus, InvalidationBus, RedisBus
 from meshlib.server import ServiceRegistration
 from openbank.identity.v1 import (
@@ -26,7 +31,7 @@ from services.identity.customer_service import CustomerService, StrongCustomerAu
 from services.identity.domain.secrets import SecretBox, SecretHasher
 from services.identity.housekeeping import Housekeeping
 from services.identity.internal_clients import load_internal_clients
-from services.identity.keys_service import KeyService
+from services.identity.keys_service import KeyService, OwnServiceToken
 from services.identity.partner_service import PartnerService
 from services.identity.servicer import (
     ConsentServicer,
@@ -42,6 +47,16 @@ from services.identity.unit_of_work import IdentityUnitOfWork
 VERSIONS_DIR = Path(__file__).parent / "migrations" / "versions"
 
 
+@dataclass(frozen=True)
+class IdentityComponents:
+    """What identity's wiring built that its hooks and tests reach for."""
+
+    keys: KeyService
+    events: EventPublisher
+    revocation: RevocationCache
+    housekeeping: Housekeeping
+
+
 def invalidation_bus(settings: IdentitySettings) -> InvalidationBus:
     """Redis pub/sub when configured, else in-process."""
     if settings.redis_url:
@@ -49,14 +64,15 @@ def invalidation_bus(settings: IdentitySettings) -> InvalidationBus:
     return InProcessBus()
 
 
-async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring:
+async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityComponents]:
     """Build identity's layers on the runtime's database."""
     settings: IdentitySettings = runtime.settings
     uow = partial(IdentityUnitOfWork, runtime.database)
     lifetime = dt.timedelta(seconds=settings.access_token_ttl_seconds)
     keys = KeyService(uow, settings.passphrase(), lifetime, clock)
-    runtime.extras["keys"] = keys
     await keys.ensure_active_key()
+    # Identity verifies tokens with its own key store (no call to itself for its JWKS).
+    runtime.verifier.keys = JwksCache(keys.jwks)
 
     hasher = SecretHasher(
         time_cost=settings.argon2_time_cost,
@@ -70,7 +86,6 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring:
     )
     bus = invalidation_bus(settings)
     events = EventPublisher(bus)
-    runtime.extras["events"] = events
 
     tokens = TokenService(
         uow,
@@ -90,11 +105,10 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring:
     sca = StrongCustomerAuthentication(hasher, box, clock)
     partners = PartnerService(uow, hasher, frozenset(settings.rate_limit_tiers), events, clock)
     customers = CustomerService(uow, hasher, box, sca, clock)
-    ledger_accounts = (
-        LedgerAccounts(runtime.channel(settings.account_target), keys, settings.token_issuer, settings.token_audience)
-        if settings.verify_consent_accounts
-        else None
-    )
+    ledger_accounts = None
+    if settings.verify_consent_accounts:
+        service_token = OwnServiceToken(keys, settings.token_issuer, settings.token_audience, ["ledger:read"])
+        ledger_accounts = LedgerAccounts(runtime.channel(settings.account_target), service_token.token)
     consents = ConsentService(uow, sca, events, clock, accounts=ledger_accounts)
 
     # Identity's own verifier refuses revoked tokens too, asking its own store on a miss.
@@ -105,9 +119,10 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring:
     revocation = RevocationCache(introspect_locally, ttl_seconds=settings.revocation_cache_ttl_seconds)
     revocation.attach(bus)
     runtime.verifier.revocation = revocation
-    runtime.extras["revocation"] = revocation
+    housekeeping = Housekeeping(uow, clock)
 
     wiring = Wiring(
+        components=IdentityComponents(keys=keys, events=events, revocation=revocation, housekeeping=housekeeping),
         registrations=[
             ServiceRegistration(
                 "openbank.identity.v1.TokenService",
@@ -134,30 +149,31 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring:
                 SigningKeyServicer(keys),
                 signing_key_pb2_grpc.add_SigningKeyServiceServicer_to_server,
             ),
-        ]
+        ],
     )
-    housekeeping = Housekeeping(uow, clock)
-    runtime.extras["housekeeping"] = housekeeping
     wiring.lifecycle.on_start.extend([bus.start, housekeeping.start])
     wiring.lifecycle.on_stop.extend([housekeeping.stop, bus.close])
     return wiring
 
 
-def _own_jwks(runtime: Runtime):  # type: ignore[no-untyped-def]
-    async def fetch():  # type: ignore[no-untyped-def]
-        return await runtime.extras["keys"].jwks()
+def _keys_set_in_wire(runtime: Runtime) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """Identity's verifier is built before its key service; ``wire`` gives it the key store.
+    (Without this hook the runtime would fetch identity's JWKS from identity over gRPC.)"""
 
-    return fetch
+    async def not_wired_yet() -> dict[str, Any]:
+        raise Unavailable("identity's signing keys are not loaded yet")
+
+    return not_wired_yet
 
 
-def build_spec(clock: Clock = utc_now) -> ServiceSpec:
+def build_spec(clock: Clock = utc_now) -> ServiceSpec[IdentityComponents]:
     """Identity's spec; tests pass a controllable clock (token expiry, key retirement)."""
     return ServiceSpec(
         name="identity",
         versions_dir=VERSIONS_DIR,
         settings_class=IdentitySettings,
         wire=partial(wire, clock=clock),
-        jwks_fetcher=_own_jwks,
+        jwks_fetcher=_keys_set_in_wire,
     )
 
 

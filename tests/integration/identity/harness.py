@@ -15,9 +15,8 @@ from typing import Any
 
 import grpc
 
-from meshlib.app import start_service
+from meshlib.app import RunningService, start_service
 from meshlib.grpc_errors import decode_status, error_info
-from meshlib.server import MeshServer
 from openbank.common.v1 import consent_permission_pb2
 from openbank.identity.v1 import (
     consent_pb2,
@@ -30,7 +29,7 @@ from openbank.identity.v1 import (
     token_pb2,
     token_pb2_grpc,
 )
-from services.identity.bootstrap import build_spec
+from services.identity.bootstrap import IdentityComponents, build_spec
 from services.identity.domain import totp
 from services.identity.settings import IdentitySettings
 
@@ -124,7 +123,11 @@ class Identity:
     """Stubs and flow helpers bound to one running identity service."""
 
     def __init__(
-        self, server: MeshServer, channel: grpc.aio.Channel, settings: IdentitySettings, clock: ShiftableClock
+        self,
+        server: RunningService[IdentityComponents],
+        channel: grpc.aio.Channel,
+        settings: IdentitySettings,
+        clock: ShiftableClock,
     ) -> None:
         self.server = server
         self.channel = channel

@@ -475,7 +475,7 @@ async def test_authorise_replay_returns_the_same_code(identity: Identity) -> Non
 async def test_housekeeping_purges_what_expired(identity: Identity) -> None:
     partner = await identity.register_partner()
     tokens, _ = await identity.consent_bound_token(partner)
-    housekeeping = identity.server.runtime.extras["housekeeping"]  # type: ignore[attr-defined]
+    housekeeping = identity.server.components.housekeeping
     assert await housekeeping.purge_once() == 0
     identity.clock.advance(days=60)
     assert await housekeeping.purge_once() >= 3  # the code, the refresh token, the access-token records

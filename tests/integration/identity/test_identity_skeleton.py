@@ -24,7 +24,7 @@ async def test_identity_serves_a_persistent_jwks_that_verifies_its_tokens(databa
             assert len(answer.keys) == 1 and answer.keys[0].alg == "ES256"
             kid = answer.keys[0].kid
             # The key survives a restart (it is persisted, encrypted).
-            keys = server.runtime.extras["keys"]
+            keys = server.components.keys
             active = await keys.ensure_active_key()
             assert active.kid == kid
             token = jwt.encode(

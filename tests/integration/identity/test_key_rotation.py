@@ -29,7 +29,7 @@ async def test_rotation_keeps_old_tokens_valid_until_the_old_key_retires(identit
     assert rotated.active_key.state == signing_key_pb2.SIGNING_KEY_STATE_ACTIVE
     assert rotated.retiring_key.state == signing_key_pb2.SIGNING_KEY_STATE_RETIRING
     assert await identity.signing_keys.RotateSigningKey(rotation, metadata=admin) == rotated  # replay
-    identity.server.runtime.extras["keys"].forget_cached_jwks()  # type: ignore[attr-defined]
+    identity.server.components.keys.forget_cached_jwks()
     after = await identity.client_token(partner)
     jwks = await identity.tokens.GetJwks(token_pb2.GetJwksRequest())
     assert [k.kid for k in jwks.keys] == [rotated.active_key.kid, rotated.retiring_key.kid]
@@ -40,7 +40,7 @@ async def test_rotation_keeps_old_tokens_valid_until_the_old_key_retires(identit
 
     # Past the access-token lifetime plus margin the retiring key leaves the JWKS.
     identity.clock.advance(seconds=identity.settings.access_token_ttl_seconds + 60)
-    identity.server.runtime.extras["keys"].forget_cached_jwks()  # type: ignore[attr-defined]
+    identity.server.components.keys.forget_cached_jwks()
     jwks = await identity.tokens.GetJwks(token_pb2.GetJwksRequest())
     assert [k.kid for k in jwks.keys] == [rotated.active_key.kid]
     listed = await identity.signing_keys.ListSigningKeys(signing_key_pb2.ListSigningKeysRequest(), metadata=admin)

@@ -285,7 +285,7 @@ async def test_revocation_and_introspection(identity: Identity) -> None:
 async def test_every_bad_token_is_refused_with_its_reason(identity: Identity) -> None:
     partner = await identity.register_partner()
     good = await identity.client_token(partner)
-    keys = identity.server.runtime.extras["keys"]  # type: ignore[attr-defined]
+    keys = identity.server.components.keys
     claims = jwt.decode(good, options={"verify_signature": False})
     now = int(time.time())
     expired = await keys.sign({**claims, "iat": now - 900, "nbf": now - 900, "exp": now - 600})
