@@ -10,15 +10,9 @@ from collections.abc import Callable
 
 from meshlib.errors import AlreadyExists, NotFound
 from meshlib.idempotency import validate_request_id
+from services.account.answers import request_fingerprint
 from services.account.domain.ledger import Account, AccountType, OpenAccountCommand, new_account
-from services.account.ledger_service import (
-    Clock,
-    LedgerService,
-    UowFactory,
-    request_fingerprint,
-    run_transaction,
-    utc_now,
-)
+from services.account.ledger_service import Clock, LedgerService, UowFactory, run_transaction, utc_now
 from services.account.repository import CurrencyTotals
 
 log = logging.getLogger("services.account.admin")

@@ -18,6 +18,8 @@ from meshlib.money import Amount, validate_currency
 from meshlib.names import parse_name
 from openbank.account.v1 import account_admin_pb2, account_pb2, ledger_pb2
 from openbank.common.v1 import money_pb2
+from services.account.answers import BatchItemResult
+from services.account.batches import FinishRequest
 from services.account.domain.ledger import (
     Account,
     AccountType,
@@ -29,7 +31,7 @@ from services.account.domain.ledger import (
     TransferRequest,
     TransferType,
 )
-from services.account.ledger_service import AccountItemResult, BatchItemResult, FinishRequest
+from services.account.ledger_service import AccountItemResult
 from services.account.repository import CurrencyTotals, TransferFilter
 
 _ACCOUNT_TYPES = {

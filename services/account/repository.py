@@ -231,7 +231,10 @@ class AccountRepository:
         ids = list(set(account_ids))
         if not ids:
             return {}
-        rows = await self._connection.execute(_MANY_ACCOUNTS, {"ids": ids})
+        if len(ids) <= 2:  # GetLedgerAccount's batch of one: the fixed pair statement, no expansion
+            rows = await self._connection.execute(_READ_PAIR, {"first": ids[0], "second": ids[-1]})
+        else:
+            rows = await self._connection.execute(_MANY_ACCOUNTS, {"ids": ids})
         return {row.id: _account(row) for row in rows}
 
     async def equity_id(self, currency: str) -> str | None:
@@ -334,7 +337,10 @@ class TransferRepository:
         ids = list(transfer_ids)
         if not ids:
             return {}
-        rows = await self._connection.execute(_MANY_TRANSFERS, {"ids": ids})
+        if len(ids) == 1:  # a single rpc's batch of one: no expanding IN to rewrite
+            rows = await self._connection.execute(_GET_TRANSFER, {"transfer_id": ids[0]})
+        else:
+            rows = await self._connection.execute(_MANY_TRANSFERS, {"ids": ids})
         return {row.id: _transfer(row) for row in rows}
 
     async def lock_many(self, transfer_ids: Iterable[str]) -> dict[str, Transfer]:
@@ -346,13 +352,13 @@ class TransferRepository:
         ids = sorted(set(transfer_ids))
         if not ids:
             return {}
-        query = _LOCK_TRANSFERS if self._row_locks else _READ_TRANSFERS_SORTED
-        rows = await self._connection.execute(query, {"ids": ids})
+        if len(ids) == 1:  # a single rpc's batch of one: no expanding IN to rewrite
+            query = _LOCK_TRANSFER if self._row_locks else _GET_TRANSFER
+            rows = await self._connection.execute(query, {"transfer_id": ids[0]})
+        else:
+            query = _LOCK_TRANSFERS if self._row_locks else _READ_TRANSFERS_SORTED
+            rows = await self._connection.execute(query, {"ids": ids})
         return {row.id: _transfer(row) for row in rows}
-
-    async def add(self, transfer: Transfer) -> None:
-        """Store a new transfer."""
-        await self.add_many([transfer])
 
     async def add_many(self, new: Iterable[Transfer]) -> None:
         """Store new transfers in one ``executemany`` INSERT."""
@@ -376,14 +382,6 @@ class TransferRepository:
                 )
                 for transfer in new
             ],
-        )
-
-    async def save_state(self, transfer: Transfer) -> None:
-        """Persist a state change."""
-        await self._connection.execute(
-            transfers.update()
-            .where(transfers.c.id == transfer.id)
-            .values(state=transfer.state.value, updated_at=transfer.updated_at)
         )
 
     async def save_states(self, changed: Iterable[Transfer]) -> None:
@@ -466,10 +464,6 @@ class EntryRepository:
                 for e in new_entries
             ],
         )
-
-    async def drop_pending(self, transfer_id: str) -> None:
-        """Remove a hold's pending lines (posted: replaced by booked ones; voided/expired: gone)."""
-        await self._connection.execute(entries.delete().where(entries.c.transfer_id == transfer_id, PENDING_ENTRY))
 
     async def drop_pending_many(self, transfer_ids: Iterable[str]) -> None:
         """Remove the pending lines of several holds in one DELETE."""

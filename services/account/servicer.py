@@ -17,8 +17,9 @@ from openbank.account.v1 import (
 )
 from services.account import converters
 from services.account.admin_service import AccountAdminService
+from services.account.batches import FinishRequest
 from services.account.domain.ledger import TransferRequest
-from services.account.ledger_service import FinishRequest, LedgerService
+from services.account.ledger_service import LedgerService
 from services.account.read_service import AccountReadService, ConsentCaller
 
 Context = grpc.aio.ServicerContext

@@ -25,6 +25,8 @@ from meshlib.money import Amount
 from meshlib.storage import Database
 from meshlib.storage.migrations import upgrade_to_head
 from services.account.admin_service import AccountAdminService
+from services.account.answers import LEDGER_SCOPE, BatchItemResult, request_fingerprint
+from services.account.batches import FinishRequest
 from services.account.bootstrap import VERSIONS_DIR
 from services.account.domain.ledger import (
     AccountType,
@@ -34,13 +36,7 @@ from services.account.domain.ledger import (
     TransferState,
     TransferType,
 )
-from services.account.ledger_service import (
-    LEDGER_SCOPE,
-    BatchItemResult,
-    FinishRequest,
-    LedgerService,
-    request_fingerprint,
-)
+from services.account.ledger_service import LedgerService
 from services.account.repository import TransferFilter
 from services.account.unit_of_work import AccountUnitOfWork
 from tests.integration.account.harness import SettableClock
@@ -286,14 +282,14 @@ async def test_an_answer_saved_in_the_first_format_is_still_replayed(ledger: Led
         BatchItemResult(0, transfer),
         BatchItemResult(1, None, "FIELD_INVALID", "bad"),
     ]
+    # Format 1 as it was saved: every result whole (Transfer.to_dict has not changed since).
+    format_1 = [
+        {"index": 0, "transfer": transfer.to_dict(), "error_reason": None, "error_message": ""},
+        {"index": 1, "transfer": None, "error_reason": "FIELD_INVALID", "error_message": "bad"},
+    ]
     async with AccountUnitOfWork(ledger.database) as uow:
         await uow.idempotency.save(
-            LEDGER_SCOPE,
-            "BatchCreateTransfers",
-            "batch-f",
-            legacy,
-            json.dumps([r.to_dict() for r in saved]).encode(),
-            ledger.clock.now,
+            LEDGER_SCOPE, "BatchCreateTransfers", "batch-f", legacy, json.dumps(format_1).encode(), ledger.clock.now
         )
         await uow.commit()
     assert await ledger.service.batch_create("batch-f", items) == saved

@@ -38,9 +38,10 @@ from meshlib.money import Amount
 from meshlib.storage import Database
 from meshlib.storage.migrations import upgrade_to_head
 from services.account.admin_service import AccountAdminService
+from services.account.batches import FinishRequest
 from services.account.bootstrap import VERSIONS_DIR
 from services.account.domain.ledger import AccountType, OpenAccountCommand, TransferRequest, TransferType
-from services.account.ledger_service import FinishRequest, LedgerService
+from services.account.ledger_service import LedgerService
 from services.account.unit_of_work import AccountUnitOfWork
 from tests.integration.account.harness import SettableClock
 from tests.support.servers import create_database, drop_database

@@ -7,11 +7,14 @@ turn every replay of an older batch into REQUEST_ID_REUSED.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 
 from meshlib.errors import InvalidArgument, MeshError
 from meshlib.money import Amount
+from services.account.answers import batch_create_fingerprint, batch_post_fingerprint, request_fingerprint
+from services.account.batches import FinishRequest
 from services.account.domain.ledger import TransferRequest, TransferType
-from services.account.ledger_service import _plain_item, request_fingerprint
 
 ITEMS: list[TransferRequest | MeshError] = [
     TransferRequest("t-1", "acc-a", "acc-b", Amount("EUR", 1), TransferType.SINGLE_PHASE),
@@ -32,7 +35,14 @@ ITEMS: list[TransferRequest | MeshError] = [
 
 def test_the_batch_fingerprint_is_the_generic_one() -> None:
     generic = request_fingerprint(requests=[str(i) if isinstance(i, MeshError) else i for i in ITEMS])
-    assert request_fingerprint(requests=[_plain_item(item) for item in ITEMS]) == generic
+    assert batch_create_fingerprint(ITEMS) == generic
     for item in ITEMS:
         single = request_fingerprint(requests=[str(item) if isinstance(item, MeshError) else item])
-        assert request_fingerprint(requests=[_plain_item(item)]) == single
+        assert batch_create_fingerprint([item]) == single
+
+
+def test_the_batch_of_posts_fingerprint_keeps_its_form() -> None:
+    refused = InvalidArgument.field("requests[1].name", "refused by the converter")
+    expected = json.dumps({"requests": [["k-1", "t-1"], str(refused)]}, sort_keys=True)
+    fingerprint = batch_post_fingerprint([FinishRequest("k-1", "t-1"), refused])
+    assert fingerprint == hashlib.sha256(expected.encode()).hexdigest()

@@ -1,4 +1,4 @@
-"""BatchPostTransfers' rules in memory (no database, no gRPC), and the key it shares with PostTransfer."""
+"""PostTransfer's and BatchPostTransfers' rules in memory (no database, no gRPC), and the key they share."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import json
 
 from meshlib.idempotency import SavedAnswer
 from meshlib.money import Amount
+from services.account.answers import finish_fingerprint, transfer_answer
+from services.account.batches import FinishRequest, apply_finishes
 from services.account.domain.ledger import (
     Account,
     Transfer,
@@ -17,7 +19,6 @@ from services.account.domain.ledger import (
     create_transfer,
     post_transfer,
 )
-from services.account.ledger_service import FinishRequest, LedgerService, finish_fingerprint
 from tests.unit.account.samples import sample_account
 
 NOW = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
@@ -54,33 +55,24 @@ def test_items_apply_in_order_each_as_post_transfer_would() -> None:
         FinishRequest("old", "h3"),  # an older PostTransfer key: its answer, nothing applied
         FinishRequest("k3", "missing"),
     ]
-    batch = LedgerService._apply_finish_batch(
-        len(items),
-        {},
-        dict(enumerate(items)),
-        {t.id: t for t in (h1, h2, h3)},
-        keys,
-        {"alice": alice, "bob": bob},
-        post_transfer,
-        NOW,
-    )
-    assert [r.error_reason for r in batch.results] == [
+    holds = {t.id: t for t in (h1, h2, h3)}
+    batch = apply_finishes(items, holds, keys, {"alice": alice, "bob": bob}, post_transfer, NOW)
+    assert [r.error_reason for r in batch.results()] == [
         None,
         "REQUEST_ID_REUSED",
         "TRANSFER_EXPIRED",
         None,
         "RESOURCE_NOT_FOUND",
     ]
-    assert batch.results[3].transfer == Transfer.from_dict(json.loads(older))
-    assert batch.finished == {0}
-    assert [(o.transfer.id, o.transfer.state) for o in batch.outcomes] == [
+    assert batch.answers[3] == Transfer.from_dict(json.loads(older))
+    assert batch.made == {0}
+    assert [(o.transfer.id, o.transfer.state) for o in batch.changed] == [
         ("h1", TransferState.POSTED),
         ("h2", TransferState.EXPIRED),
     ]
     # The one new key is PostTransfer's, with PostTransfer's answer.
-    assert batch.answers == [
-        ("k1", finish_fingerprint("h1"), json.dumps(batch.outcomes[0].transfer.to_dict()).encode())
-    ]
+    assert batch.keys == [("k1", finish_fingerprint("h1"), transfer_answer(batch.changed[0].transfer))]
+    assert transfer_answer(batch.changed[0].transfer) == json.dumps(batch.changed[0].transfer.to_dict()).encode()
     # h1 posted, h2 released, h3 still held (the older key's answer changed nothing).
     assert (alice.debits_posted, alice.debits_pending) == (300, 100)
     assert (bob.credits_posted, bob.credits_pending) == (300, 100)

@@ -1,0 +1,78 @@
+"""One transaction's work on a batch of transfer items, set-based: read, apply, write.
+
+CreateTransfer and BatchCreateTransfers both run :func:`create_transfers` (one item or
+500), PostTransfer, VoidTransfer and BatchPostTransfers :func:`finish_holds`. Whatever the
+number of items, each table is read once and written once (``executemany``), under the
+service's one lock order: transfer rows, then accounts, each in sorted id order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+
+from meshlib.errors import MeshError
+from services.account.answers import LEDGER_SCOPE
+from services.account.batches import Applied, FinishRequest, FinishRule, apply_creates, apply_finishes
+from services.account.domain.ledger import TransferRequest
+from services.account.unit_of_work import AccountUnitOfWork
+
+Clock = Callable[[], dt.datetime]
+
+
+async def write_changes(uow: AccountUnitOfWork, applied: Applied, now: dt.datetime, method: str = "") -> None:
+    """Write what the items changed: transfers, statement lines, accounts, the items' keys of ``method``."""
+    await uow.transfers.add_many(outcome.transfer for outcome in applied.created)
+    if applied.changed:
+        await uow.transfers.save_states(outcome.transfer for outcome in applied.changed)
+        await uow.entries.drop_pending_many(
+            outcome.transfer.id for outcome in applied.changed if outcome.drop_pending_entries
+        )
+    await uow.entries.add([entry for outcome in (*applied.created, *applied.changed) for entry in outcome.new_entries])
+    await uow.accounts.save_many(applied.touched.values())
+    if applied.keys:
+        await uow.idempotency.save_many(LEDGER_SCOPE, method, applied.keys, now)
+
+
+async def create_transfers(
+    uow: AccountUnitOfWork, items: Sequence[TransferRequest | MeshError], clock: Clock
+) -> tuple[Applied, dt.datetime]:
+    """Create the items' transfers (each a checked request, or the error its shape failed with).
+
+    Accounts first, then the ids: read under the account locks, a concurrent create of the
+    same id over the same accounts has committed by now (one over other accounts loses the
+    race on the primary key, and the transaction's rerun replays it).
+    """
+    requests = [item for item in items if isinstance(item, TransferRequest)]
+    locked = await uow.accounts.lock(
+        account_id for request in requests for account_id in (request.debit_account_id, request.credit_account_id)
+    )
+    existing = await uow.transfers.many(request.transfer_id for request in requests)
+    now = clock()
+    applied = apply_creates(items, existing, locked, now)
+    await write_changes(uow, applied, now)
+    return applied, now
+
+
+async def finish_holds(
+    uow: AccountUnitOfWork, method: str, items: Sequence[FinishRequest | MeshError], rule: FinishRule, clock: Clock
+) -> tuple[Applied, dt.datetime]:
+    """Post (or void: ``rule``) the items' holds, each under its own key of ``method``.
+
+    The holds are locked first, then the items' keys are read under those locks (a
+    concurrent post of the same key waits, then replays), then the accounts of the holds
+    still to finish.
+    """
+    requests = [item for item in items if isinstance(item, FinishRequest)]
+    holds = await uow.transfers.lock_many(request.transfer_id for request in requests)
+    keys = await uow.idempotency.lookup_many(LEDGER_SCOPE, method, (request.request_id for request in requests))
+    locked = await uow.accounts.lock(
+        account_id
+        for request in requests
+        if request.request_id not in keys and (hold := holds.get(request.transfer_id)) is not None
+        for account_id in (hold.debit_account_id, hold.credit_account_id)
+    )
+    now = clock()
+    applied = apply_finishes(items, holds, keys, locked, rule, now)
+    await write_changes(uow, applied, now, method)
+    return applied, now
