@@ -1,7 +1,9 @@
-"""Payment's wiring: the one place that builds its adapters and service layer.
+"""Payment's wiring: the one place that builds its adapters and use cases.
 
-Tests inject the outside world through :func:`payment_spec`: the service token provider
-(e.g. a ``TestIssuer``), the consent lookup and the partner directory.
+The speed-ups are decorators of the same ports, chosen here (``OBM_PAYMENT_BATCHING``):
+batch rpcs to account and settlement, group commit of the journal and of new payments, and
+waves of CreatePayments. Tests inject the outside world through :func:`payment_spec`: the
+service token provider (e.g. a ``TestIssuer``), the consent lookup and the partner directory.
 """
 
 from __future__ import annotations
@@ -9,28 +11,39 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from meshlib.admission import WaveAdmission
 from meshlib.app import Runtime, ServiceSpec, Wiring
 from meshlib.auth.consent import ConsentLookup
+from meshlib.auth.wiring import identity_peers
+from meshlib.clients import PeerCaller
 from meshlib.errors import Unavailable
-from meshlib.events import bus_for
+from meshlib.events import InvalidationBus
 from meshlib.periodic import Periodic
 from meshlib.server import Lifecycle, ServiceRegistration
 from openbank.payment.v1 import payment_admin_pb2_grpc, payment_pb2_grpc
-from services.payment.domain.checks import load_rules
-from services.payment.downstream import GrpcLedger, GrpcPartnerDirectory, GrpcSettlement
-from services.payment.metrics import publish_payment_gauges
-from services.payment.payments_service import (
-    PartnerDirectory,
-    PaymentCommands,
-    PaymentEvents,
-    PaymentQueries,
+from services.payment.adapters.batching import BatchingLedger, BatchingSettlement
+from services.payment.adapters.group_commit import GroupCommitJournal, GroupCommitRegister
+from services.payment.adapters.peers import GrpcLedger, GrpcPartnerDirectory, GrpcSettlement
+from services.payment.adapters.sql_journal import SqlPaymentJournal
+from services.payment.adapters.sql_register import SqlPaymentRegister
+from services.payment.commands import (
+    KEY_RETENTION,
+    CancelPayment,
+    RecoverPayments,
+    Recovery,
     RecoveryLoop,
+    purge_idempotency_keys,
 )
-from services.payment.saga import PaymentSaga, exit_at_failpoint
+from services.payment.create_payment import AdmittedInWaves, CreatePayment, CreatePaymentHandler
+from services.payment.domain.checks import load_rules
+from services.payment.metrics import publish_payment_gauges
+from services.payment.ports import PartnerDirectory, PaymentJournal, PaymentRegister, utc_now
+from services.payment.queries import PaymentEvents, PaymentQueries
+from services.payment.saga import SagaRunner, exit_at_failpoint
 from services.payment.servicer import PaymentAdminServicer, PaymentServicer
 from services.payment.settings import PaymentSettings
 from services.payment.unit_of_work import PaymentUnitOfWork
@@ -48,132 +61,155 @@ SERVICE_SCOPES = [
 ]
 
 Bearer = Callable[[], Awaitable[str]]
-BearerFactory = Callable[[Runtime], Bearer]
-ConsentLookupFactory = Callable[[Runtime, Bearer], ConsentLookup]
-PartnerDirectoryFactory = Callable[[Runtime, Bearer], PartnerDirectory]
 
 
-def service_token_bearer(runtime: Runtime) -> Bearer:
-    """Service tokens from identity (client_credentials with the configured internal client)."""
+@dataclass(frozen=True)
+class IdentitySide:
+    """What payment gets from identity: its service token, consents, and the invalidation bus."""
+
+    bearer: Bearer
+    consents: ConsentLookup
+    bus: InvalidationBus | None = None
+
+
+IdentityFactory = Callable[[Runtime], IdentitySide]
+PartnerDirectoryFactory = Callable[[Runtime, PeerCaller], PartnerDirectory]
+
+
+async def _no_credentials() -> str:
+    raise Unavailable("the payment service has no service credentials")
+
+
+def identity_side(runtime: Runtime) -> IdentitySide:
+    """The shared identity wiring (``meshlib.auth.wiring``): one token source, the consent
+    lookup and its cache invalidated over the bus."""
     settings: PaymentSettings = runtime.settings
-    if not settings.service_client_id or not settings.service_client_secret:
-        log.warning("no service client credentials: calls to account and settlement will fail UNAVAILABLE")
-
-        async def missing() -> str:
-            raise Unavailable("the payment service has no service credentials")
-
-        return missing
-    from meshlib.auth.service_tokens import ServiceTokenSource
-
-    tokens = ServiceTokenSource(
+    peers = identity_peers(
         runtime.channel(settings.identity_target),
-        settings.service_client_id,
-        settings.service_client_secret,
-        SERVICE_SCOPES,
+        client_id=settings.service_client_id,
+        client_secret=settings.service_client_secret,
+        redis_url=settings.redis_url,
+        channel=settings.invalidation_channel,
+        scopes=SERVICE_SCOPES,
     )
-    return tokens.token
+    if peers.tokens is None:
+        log.warning("no service client credentials: calls to account and settlement will fail UNAVAILABLE")
+    return IdentitySide(peers.tokens.token if peers.tokens else _no_credentials, peers.consents, peers.bus)
 
 
-def identity_consent_lookup(runtime: Runtime, bearer: Bearer) -> ConsentLookup:
-    """Identity-backed consent views (cached briefly, invalidated over the bus)."""
-    from meshlib.auth.consent_client import IdentityConsentLookup
-
-    settings: PaymentSettings = runtime.settings
-    lookup = IdentityConsentLookup(runtime.channel(settings.identity_target), bearer)
-    bus = bus_for(settings.redis_url)
-    lookup.attach(bus)
-    runtime.extras["consent_bus"] = bus
-    return lookup
-
-
-def identity_partner_directory(runtime: Runtime, bearer: Bearer) -> PartnerDirectory:
+def identity_partner_directory(runtime: Runtime, call: PeerCaller) -> PartnerDirectory:
     """Partner limits from identity's PartnerService (cached)."""
     settings: PaymentSettings = runtime.settings
-    return GrpcPartnerDirectory(
-        runtime.channel(settings.identity_target),
-        bearer,
-        settings.downstream_deadline_seconds,
-        settings.downstream_attempts,
-        settings.directory_cache_seconds,
-    )
+    return GrpcPartnerDirectory(runtime.channel(settings.identity_target), call, settings.directory_cache_seconds)
+
+
+@dataclass(frozen=True)
+class PaymentComponents:
+    """Payment's use cases and adapters, as wired."""
+
+    create: CreatePaymentHandler
+    cancel: CancelPayment
+    recover: RecoverPayments
+    recovery: Recovery
+    queries: PaymentQueries
+    events: PaymentEvents
+    saga: SagaRunner
+    journal: PaymentJournal
+    register: PaymentRegister
 
 
 async def wire(
     runtime: Runtime,
     *,
-    bearer: BearerFactory = service_token_bearer,
-    consent_lookup: ConsentLookupFactory = identity_consent_lookup,
+    identity: IdentityFactory = identity_side,
     partner_directory: PartnerDirectoryFactory = identity_partner_directory,
-) -> Wiring:
+) -> Wiring[PaymentComponents]:
     """Build payment's layers on the runtime's database."""
     settings: PaymentSettings = runtime.settings
     uow = partial(PaymentUnitOfWork, runtime.database)
-    token = bearer(runtime)
-    deadline, attempts = settings.downstream_deadline_seconds, settings.downstream_attempts
-    ledger = GrpcLedger(
-        runtime.channel(settings.account_target), token, deadline, attempts, settings.hold_timeout_seconds
+    peers = identity(runtime)
+    call = PeerCaller(
+        peers.bearer, deadline_seconds=settings.downstream_deadline_seconds, attempts=settings.downstream_attempts
     )
-    settlement = GrpcSettlement(
-        runtime.channel(settings.settlement_target), token, deadline, attempts, settings.directory_cache_seconds
-    )
+    account, settlement = runtime.channel(settings.account_target), runtime.channel(settings.settlement_target)
     lease = dt.timedelta(seconds=settings.saga_lease_seconds)
-    saga = PaymentSaga(uow, ledger, settlement, lease=lease, failpoint=exit_at_failpoint(settings.payment_failpoint))
-    consents = consent_lookup(runtime, token)
-    commands = PaymentCommands(
-        uow,
-        saga,
-        consents,
-        partner_directory(runtime, token),
-        settlement,
-        load_rules(settings.velocity_rules_file),
-        lease=lease,
-        saga_inline=settings.saga_inline,
-        accounts=ledger,
-        admission=WaveAdmission(max_waves=settings.admission_waves, release_after=settings.admission_release_seconds)
-        if settings.admission_waves
-        else None,
+    sql_journal = SqlPaymentJournal(uow, lease=lease)
+    sql_register = SqlPaymentRegister(uow, load_rules(settings.velocity_rules_file), lease=lease)
+    journal: PaymentJournal
+    register: PaymentRegister
+    if settings.payment_batching:
+        ledger: GrpcLedger = BatchingLedger(account, call, settings.hold_timeout_seconds)
+        positions: GrpcSettlement = BatchingSettlement(settlement, call, settings.directory_cache_seconds)
+        journal, register = GroupCommitJournal(sql_journal), GroupCommitRegister(sql_register)
+    else:
+        ledger = GrpcLedger(account, call, settings.hold_timeout_seconds)
+        positions = GrpcSettlement(settlement, call, settings.directory_cache_seconds)
+        journal, register = sql_journal, sql_register
+    saga = SagaRunner(journal, ledger, positions, failpoint=exit_at_failpoint(settings.payment_failpoint))
+    create: CreatePaymentHandler = CreatePayment(
+        consents=peers.consents,
+        ledger=ledger,
+        participants=positions,
+        partners=partner_directory(runtime, call),
+        register=register,
+        saga=saga,
     )
-    queries = PaymentQueries(uow, consents)
-    events = PaymentEvents(
-        uow, poll_seconds=settings.watch_poll_seconds, max_streams_per_partner=settings.max_streams_per_partner
+    if settings.payment_batching and settings.admission_waves:
+        admission = WaveAdmission(max_waves=settings.admission_waves, release_after=settings.admission_release_seconds)
+        create = AdmittedInWaves(create, admission)
+    recovery = Recovery(journal, saga)
+    components = PaymentComponents(
+        create=create,
+        cancel=CancelPayment(peers.consents, register),
+        recover=RecoverPayments(uow, recovery),
+        recovery=recovery,
+        queries=PaymentQueries(uow, peers.consents),
+        events=PaymentEvents(
+            uow, poll_seconds=settings.watch_poll_seconds, max_streams_per_partner=settings.max_streams_per_partner
+        ),
+        saga=saga,
+        journal=journal,
+        register=register,
     )
-    recovery = RecoveryLoop(saga, commands, settings.recovery_interval_seconds)
-    runtime.extras.update(saga=saga, commands=commands, queries=queries, recovery=recovery)
+    loop = RecoveryLoop(
+        recovery,
+        settings.recovery_interval_seconds,
+        hourly=lambda: purge_idempotency_keys(uow, utc_now(), KEY_RETENTION),
+    )
     gauges = Periodic("payment-metrics", settings.metrics_interval_seconds, partial(publish_payment_gauges, uow))
-    lifecycle = Lifecycle(on_start=[recovery.start, gauges.start], on_stop=[recovery.stop, gauges.stop])
-    bus = runtime.extras.get("consent_bus")
-    if bus is not None:
-        lifecycle.on_start.insert(0, bus.start)
-        lifecycle.on_stop.append(bus.close)
+    lifecycle = Lifecycle(on_start=[loop.start, gauges.start], on_stop=[loop.stop, gauges.stop])
+    if peers.bus is not None:
+        lifecycle.on_start.insert(0, peers.bus.start)
+        lifecycle.on_stop.append(peers.bus.close)
     return Wiring(
         registrations=[
             ServiceRegistration(
                 "openbank.payment.v1.PaymentService",
-                PaymentServicer(queries, commands, events),
+                PaymentServicer(components.queries, components.create, components.cancel, components.events),
                 payment_pb2_grpc.add_PaymentServiceServicer_to_server,
             ),
             ServiceRegistration(
                 "openbank.payment.v1.PaymentAdminService",
-                PaymentAdminServicer(queries, commands),
+                PaymentAdminServicer(components.queries, components.recover),
                 payment_admin_pb2_grpc.add_PaymentAdminServiceServicer_to_server,
             ),
         ],
+        components=components,
         lifecycle=lifecycle,
     )
 
 
 def payment_spec(
     *,
-    bearer: BearerFactory = service_token_bearer,
-    consent_lookup: ConsentLookupFactory = identity_consent_lookup,
+    identity: IdentityFactory = identity_side,
     partner_directory: PartnerDirectoryFactory = identity_partner_directory,
-) -> ServiceSpec:
-    """The service's spec; tests inject a token provider, a consent lookup and partner limits."""
+) -> ServiceSpec[PaymentComponents]:
+    """The service's spec; tests inject identity's side (token, consents) and partner limits."""
     return ServiceSpec(
         name="payment",
         versions_dir=VERSIONS_DIR,
         settings_class=PaymentSettings,
-        wire=partial(wire, bearer=bearer, consent_lookup=consent_lookup, partner_directory=partner_directory),
+        wire=partial(wire, identity=identity, partner_directory=partner_directory),
     )
 
 

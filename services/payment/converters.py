@@ -12,9 +12,9 @@ from meshlib.money import amount_from_fields
 from meshlib.names import parse_name, resource_name
 from openbank.common.v1 import money_pb2
 from openbank.payment.v1 import payment_admin_pb2, payment_pb2
+from services.payment.create_payment import NewPayment
 from services.payment.domain.payments import Payment, PaymentState
-from services.payment.payments_service import NewPayment
-from services.payment.repository import PaymentEvent, SagaStep
+from services.payment.domain.saga import PaymentEvent, RecordedStep
 
 
 def _timestamp(value) -> timestamp_pb2.Timestamp:  # type: ignore[no-untyped-def]
@@ -131,11 +131,11 @@ def event_message(event: PaymentEvent, snapshot: Payment | None) -> payment_pb2.
     return message
 
 
-def audit_entry(step: SagaStep) -> payment_admin_pb2.PaymentAuditEntry:
+def audit_entry(step: RecordedStep) -> payment_admin_pb2.PaymentAuditEntry:
     """One audit-trail row."""
     return payment_admin_pb2.PaymentAuditEntry(
-        step=step.step,
-        outcome=step.outcome,
+        step=step.step.value,
+        outcome=step.outcome.value,
         time=_timestamp(step.recorded_at),
         trace_id=step.trace_id,
         detail=step.detail,

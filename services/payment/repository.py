@@ -1,9 +1,8 @@
-"""Payment repositories: they hide SQL from the service layer."""
+"""The payments table and its running totals (the limits' sums, the customers' histories)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -13,9 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from meshlib.idempotency import upsert_by_dialect
 from meshlib.money import Amount
 from meshlib.storage import BulkInsert, as_utc
-from services.payment.domain.checks import CustomerHistory
 from services.payment.domain.payments import Payment, PaymentState
-from services.payment.tables import customer_totals, payment_events, payment_steps, payments, spent_days
+from services.payment.tables import customer_totals, payments, spent_days
 
 FINAL_STATES = [s.name for s in PaymentState if s.final]
 # The states of payments in flight, matched with IN rather than NOT IN (FINAL_STATES): the
@@ -32,18 +30,18 @@ NOT_COUNTED = [PaymentState.REJECTED.name, PaymentState.CANCELLED.name]
 # UPDATE run with a dict, a key that names a column would be added to its SET clause).
 
 
-def _param(name: str, column: sa.Column[Any], *, expanding: bool = False) -> sa.BindParameter[Any]:
+def typed_param(name: str, column: sa.Column[Any], *, expanding: bool = False) -> sa.BindParameter[Any]:
     """A named placeholder typed like ``column`` (so values are processed exactly as literals were)."""
     return sa.bindparam(name, type_=column.type, expanding=expanding)
 
 
 _c = payments.c
-_PAYMENT_ID = _param("pid", _c.payment_id)
-_NOW = _param("now", _c.updated_at)
-_LEASE_UNTIL = _param("until", _c.lease_until)
+_PAYMENT_ID = typed_param("pid", _c.payment_id)
+_NOW = typed_param("now", _c.updated_at)
+_LEASE_UNTIL = typed_param("until", _c.lease_until)
 
 _GET = sa.select(payments).where(_c.payment_id == _PAYMENT_ID)
-_GET_MANY = sa.select(payments).where(_c.payment_id.in_(_param("pids", _c.payment_id, expanding=True)))
+_GET_MANY = sa.select(payments).where(_c.payment_id.in_(typed_param("pids", _c.payment_id, expanding=True)))
 # New rows go in as positional tuples through BulkInsert: SQLAlchemy's executemany builds and
 # type-processes a parameter dict per row (~10% of the payment service's CPU at c64, for the
 # ~10 payment, step and event rows each payment writes).
@@ -74,11 +72,11 @@ _PAYMENT_COLUMNS = (
 _INSERT_PAYMENTS = BulkInsert(payments, _PAYMENT_COLUMNS)
 _MOVE = (
     payments.update()
-    .where(_c.payment_id == _PAYMENT_ID, _c.state.in_(_param("from_states", _c.state, expanding=True)))
+    .where(_c.payment_id == _PAYMENT_ID, _c.state.in_(typed_param("from_states", _c.state, expanding=True)))
     .values(
-        state=_param("to_state", _c.state),
-        status_reason=_param("reason", _c.status_reason),
-        status_reason_message=_param("message", _c.status_reason_message),
+        state=typed_param("to_state", _c.state),
+        status_reason=typed_param("reason", _c.status_reason),
+        status_reason_message=typed_param("message", _c.status_reason_message),
         updated_at=_NOW,
     )
 )
@@ -86,11 +84,11 @@ _CANCEL = _MOVE.where(_c.hold_requested.is_(False))
 _MOVE_MANY = (
     payments.update()
     .where(
-        _c.payment_id.in_(_param("pids", _c.payment_id, expanding=True)),
-        _c.state.in_(_param("from_states", _c.state, expanding=True)),
+        _c.payment_id.in_(typed_param("pids", _c.payment_id, expanding=True)),
+        _c.state.in_(typed_param("from_states", _c.state, expanding=True)),
     )
     .values(
-        state=_param("to_state", _c.state),
+        state=typed_param("to_state", _c.state),
         status_reason="",
         status_reason_message="",
         updated_at=_NOW,
@@ -108,14 +106,14 @@ _CLAIM = (
     .where(
         _c.payment_id == _PAYMENT_ID,
         _c.state.not_in(FINAL_STATES),
-        sa.or_(_c.lease_until.is_(None), _c.lease_until < _param("now", _c.lease_until)),
+        sa.or_(_c.lease_until.is_(None), _c.lease_until < typed_param("now", _c.lease_until)),
     )
     .values(lease_until=_LEASE_UNTIL)
 )
 _RENEW = payments.update().where(_c.payment_id == _PAYMENT_ID).values(lease_until=_LEASE_UNTIL)
 _RENEW_MANY = (
     payments.update()
-    .where(_c.payment_id.in_(_param("pids", _c.payment_id, expanding=True)))
+    .where(_c.payment_id.in_(typed_param("pids", _c.payment_id, expanding=True)))
     .values(lease_until=_LEASE_UNTIL)
 )
 _HOLD_REQUESTED = sa.select(_c.hold_requested).where(_c.payment_id == _PAYMENT_ID)
@@ -123,35 +121,16 @@ _COUNTED_AMOUNT = sa.select(
     _c.customer_id, _c.consent_id, _c.partner_id, _c.currency, _c.amount_minor, _c.created_at
 ).where(_c.payment_id == _PAYMENT_ID)
 _t = customer_totals.c
-_TOTALS = sa.select(_t.payments, _t.amount_minor).where(
-    _t.customer_id == _param("customer", _t.customer_id), _t.currency == _param("cur", _t.currency)
+CUSTOMER_TOTALS = _TOTALS = sa.select(_t.payments, _t.amount_minor).where(
+    _t.customer_id == typed_param("customer", _t.customer_id), _t.currency == typed_param("cur", _t.currency)
 )
-_INSERT_STEPS = BulkInsert(payment_steps, ("payment_id", "step", "outcome", "detail", "trace_id", "recorded_at"))
-_INSERT_EVENTS = BulkInsert(
-    payment_events, ("payment_id", "partner_id", "previous_state", "state", "status_reason", "event_time")
-)
-_STEPS_FOR_PAYMENT = (
-    sa.select(payment_steps)
-    .where(payment_steps.c.payment_id == _param("pid", payment_steps.c.payment_id))
-    .order_by(payment_steps.c.step_id)
-)
-_LAST_SEQ = sa.select(sa.func.coalesce(sa.func.max(payment_events.c.seq), 0))
-_d = spent_days.c
-_SPENT = sa.select(sa.func.coalesce(sa.func.sum(_d.amount_minor), 0)).where(
-    _d.scope == _param("scope", _d.scope),
-    _d.scope_id == _param("value", _d.scope_id),
-    _d.currency == _param("cur", _d.currency),
-    _d.day >= _param("since", _d.day),
-)
-SPENT_SCOPES = ("consent_id", "partner_id")
-_WINDOWS: dict[int, sa.Select[Any]] = {}
 
 
 def _adding_upsert(table: sa.Table, keys: dict[str, str], sums: dict[str, str], insert: Any) -> sa.Insert:
     """Upsert of a running-sum row: inserted with the ``sums`` given, or the ``sums`` added to the
     row of the same ``keys`` (column -> placeholder name, for both)."""
     c = table.c
-    base = insert(table).values(**{column: _param(name, c[column]) for column, name in {**keys, **sums}.items()})
+    base = insert(table).values(**{column: typed_param(name, c[column]) for column, name in {**keys, **sums}.items()})
     return base.on_conflict_do_update(
         index_elements=[c[column] for column in keys],
         set_={column: c[column] + base.excluded[column] for column in sums},
@@ -174,66 +153,6 @@ _ADD_TO_SPENT = upsert_by_dialect(
         {"amount_minor": "amount"},
     )
 )
-
-
-_ONE, _ZERO = sa.literal_column("1"), sa.literal_column("0")
-
-
-def _counting(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
-    """How many of the selected rows meet ``condition`` (NULL when no row is selected)."""
-    return sa.func.sum(sa.case((condition, _ONE), else_=_ZERO))
-
-
-def _windows_statement(windows: int) -> sa.Select[Any]:
-    """The customer's payments per window (``since_w{i}x``), over the longest window's rows only."""
-    statement = _WINDOWS.get(windows)
-    if statement is None:
-        columns = [_counting(_c.created_at >= _param(f"since_w{index}x", _c.created_at)) for index in range(windows)]
-        statement = sa.select(*columns).where(
-            _c.customer_id == _param("customer", _c.customer_id),
-            _c.created_at >= _param("oldest", _c.created_at),
-        )
-        _WINDOWS[windows] = statement
-    return statement
-
-
-def _paid_before(same_creditor: sa.ColumnElement[bool]) -> sa.Select[Any]:
-    """Whether a payment of the customer to the creditor settled: one index seek, not a scan."""
-    return (
-        sa.select(_ONE)
-        .where(
-            _c.customer_id == _param("customer", _c.customer_id), same_creditor, _c.state == PaymentState.SETTLED.name
-        )
-        .limit(1)
-    )
-
-
-# How the creditor is matched: by account, by wallet partner, or a missing wallet partner (IS NULL).
-_PAID_BEFORE = {
-    "account": _paid_before(_c.creditor_account_id == _param("creditor", _c.creditor_account_id)),
-    "wallet": _paid_before(_c.creditor_wallet_partner_id == _param("creditor", _c.creditor_wallet_partner_id)),
-    "no wallet": _paid_before(_c.creditor_wallet_partner_id.is_(None)),
-}
-_HISTORY: dict[tuple[int, str], sa.Select[Any]] = {}
-
-
-def _history_statement(windows: int, creditor: str) -> sa.Select[Any]:
-    """A customer's velocity history in one round trip: the running totals, the payments per
-    window (``since_w{i}x``) and whether a payment to the creditor settled, as one row."""
-    statement = _HISTORY.get((windows, creditor))
-    if statement is None:
-        columns: list[Any] = [
-            _TOTALS.with_only_columns(_t.payments).scalar_subquery().label("payments"),
-            _TOTALS.with_only_columns(_t.amount_minor).scalar_subquery().label("amount"),
-            sa.exists(_PAID_BEFORE[creditor]).label("paid_before"),
-        ]
-        if windows:
-            per_window = _windows_statement(windows).subquery()
-            statement = sa.select(*columns, *per_window.c).select_from(per_window)
-        else:
-            statement = sa.select(*columns)
-        _HISTORY[(windows, creditor)] = statement
-    return statement
 
 
 class _Counted(NamedTuple):
@@ -297,31 +216,6 @@ def _payment(row: Any) -> Payment:
         payer_participant_id=row.payer_participant_id,
         payee_participant_id=row.payee_participant_id,
     )
-
-
-@dataclass(frozen=True)
-class SagaStep:
-    """One recorded saga step outcome (a row of the audit trail)."""
-
-    payment_id: str
-    step: str
-    outcome: str
-    detail: str
-    trace_id: str
-    recorded_at: dt.datetime
-
-
-@dataclass(frozen=True)
-class PaymentEvent:
-    """One outbox row: a state change of a payment."""
-
-    seq: int
-    payment_id: str
-    partner_id: str
-    previous_state: PaymentState | None
-    state: PaymentState
-    status_reason: str
-    event_time: dt.datetime
 
 
 class PaymentRepository:
@@ -542,48 +436,6 @@ class PaymentRepository:
         query = query.order_by(payments.c.created_at.desc(), payments.c.payment_id.desc()).limit(limit)
         return [_payment(row) for row in await self._connection.execute(query)]
 
-    async def spent(self, column: str, value: str, currency: str, since: dt.date) -> int:
-        """Sum of the counted payments by ``column`` (consent_id or partner_id) created on UTC day
-        ``since`` or later: day rows of the running sums, not the payments."""
-        if column not in SPENT_SCOPES:
-            raise KeyError(column)
-        total = await self._connection.scalar(
-            _SPENT, {"scope": column, "value": value, "cur": currency, "since": since}
-        )
-        return int(total or 0)
-
-    async def customer_history(
-        self, customer_id: str, beneficiary: Payment, windows: set[int], now: dt.datetime
-    ) -> CustomerHistory:
-        """Counts and averages the velocity rules need, for the paying customer.
-
-        Bounded work whatever the customer's history, in one statement: the counted payments'
-        number and average from the running totals, the payments per window over the longest
-        window's rows, and one index seek for a settled payment to the same creditor.
-        """
-        ordered = tuple(sorted(windows))
-        params: dict[str, Any] = {"customer": customer_id, "cur": beneficiary.amount.currency}
-        if ordered:
-            params["oldest"] = now - dt.timedelta(seconds=ordered[-1])
-            for index, seconds in enumerate(ordered):
-                params[f"since_w{index}x"] = now - dt.timedelta(seconds=seconds)
-        if beneficiary.creditor_account_id:
-            creditor, params["creditor"] = "account", beneficiary.creditor_account_id
-        elif beneficiary.creditor_wallet_partner_id is not None:
-            creditor, params["creditor"] = "wallet", beneficiary.creditor_wallet_partner_id
-        else:
-            creditor = "no wallet"  # compared with None: IS NULL
-        row = (await self._connection.execute(_history_statement(len(ordered), creditor), params)).one()
-        count, amount, paid_before = int(row[0] or 0), int(row[1] or 0), bool(row[2])
-        by_window = {seconds: int(value or 0) for seconds, value in zip(ordered, row[3:], strict=True)}
-        return CustomerHistory(
-            payments_in_window={seconds: by_window.get(seconds, 0) for seconds in windows},
-            paid_beneficiary_before=paid_before,
-            average_amount_minor=amount / count if count else 0.0,
-            history_count=count,
-            total_amount_minor=amount,
-        )
-
     async def _add_to_totals(self, customer_id: str, currency: str, payments_delta: int, amount_delta: int) -> None:
         await self._connection.execute(
             _ADD_TO_TOTALS[self._connection.dialect.name],
@@ -633,79 +485,3 @@ class PaymentRepository:
             row.customer_id, row.consent_id, row.partner_id, row.currency, int(row.amount_minor), as_utc(row.created_at)
         )
         await self._count([counted], -1)
-
-
-def _step_row(step: SagaStep) -> tuple[Any, ...]:
-    return (step.payment_id, step.step, step.outcome, step.detail[:256], step.trace_id, step.recorded_at)
-
-
-class StepRepository:
-    """The saga's recorded steps (the audit trail)."""
-
-    def __init__(self, connection: AsyncConnection) -> None:
-        self._connection = connection
-
-    async def add(self, step: SagaStep) -> None:
-        """Record one step outcome."""
-        await self.add_many([step])
-
-    async def add_many(self, steps: list[SagaStep]) -> None:
-        """Record several step outcomes (one executemany)."""
-        await _INSERT_STEPS.execute(self._connection, [_step_row(step) for step in steps])
-
-    async def for_payment(self, payment_id: str) -> list[SagaStep]:
-        """Every step of a payment, oldest first."""
-        rows = await self._connection.execute(_STEPS_FOR_PAYMENT, {"pid": payment_id})
-        return [SagaStep(r.payment_id, r.step, r.outcome, r.detail, r.trace_id, as_utc(r.recorded_at)) for r in rows]
-
-
-def _event_row(
-    payment: Payment, previous: PaymentState | None, state: PaymentState, reason: str, now: dt.datetime
-) -> tuple[Any, ...]:
-    return (payment.payment_id, payment.partner_id, previous.name if previous else "", state.name, reason, now)
-
-
-class EventRepository:
-    """The outbox of state changes that feeds WatchPayments."""
-
-    def __init__(self, connection: AsyncConnection) -> None:
-        self._connection = connection
-
-    async def add(
-        self, payment: Payment, previous: PaymentState | None, state: PaymentState, reason: str, now: dt.datetime
-    ) -> None:
-        """Record a state change (same transaction as the change)."""
-        await _INSERT_EVENTS.execute(self._connection, [_event_row(payment, previous, state, reason, now)])
-
-    async def add_many(
-        self, changes: list[tuple[Payment, PaymentState | None, PaymentState]], now: dt.datetime
-    ) -> None:
-        """Record several state changes, in order (one executemany; no status reason)."""
-        await _INSERT_EVENTS.execute(
-            self._connection, [_event_row(payment, previous, state, "", now) for payment, previous, state in changes]
-        )
-
-    async def after(self, partner_id: str, seq: int, limit: int) -> list[PaymentEvent]:
-        """The partner's events after ``seq``, in cursor order."""
-        rows = await self._connection.execute(
-            sa.select(payment_events)
-            .where(payment_events.c.partner_id == partner_id, payment_events.c.seq > seq)
-            .order_by(payment_events.c.seq)
-            .limit(limit)
-        )
-        return [
-            PaymentEvent(
-                r.seq,
-                r.payment_id,
-                r.partner_id,
-                PaymentState[r.previous_state] if r.previous_state else None,
-                PaymentState[r.state],
-                r.status_reason,
-                as_utc(r.event_time),
-            )
-            for r in rows
-        ]
-
-    async def last_seq(self) -> int:
-        """The newest cursor (0 when there is no event yet)."""
-        return int(await self._connection.scalar(_LAST_SEQ))

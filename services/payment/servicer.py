@@ -12,7 +12,10 @@ from meshlib.idempotency import fingerprint, validate_request_id
 from meshlib.names import parse_name
 from openbank.payment.v1 import payment_admin_pb2, payment_admin_pb2_grpc, payment_pb2, payment_pb2_grpc
 from services.payment import converters
-from services.payment.payments_service import PaymentCommands, PaymentEvents, PaymentQueries
+from services.payment.commands import CancelPayment, RecoverPayments
+from services.payment.create_payment import CreatePaymentHandler
+from services.payment.ports import RequestKey
+from services.payment.queries import PaymentEvents, PaymentQueries
 
 DEFAULT_STUCK_AFTER = dt.timedelta(seconds=30)
 
@@ -20,9 +23,12 @@ DEFAULT_STUCK_AFTER = dt.timedelta(seconds=30)
 class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     """Partner-facing payments."""
 
-    def __init__(self, queries: PaymentQueries, commands: PaymentCommands, events: PaymentEvents) -> None:
+    def __init__(
+        self, queries: PaymentQueries, create: CreatePaymentHandler, cancel: CancelPayment, events: PaymentEvents
+    ) -> None:
         self._queries = queries
-        self._commands = commands
+        self._create = create
+        self._cancel = cancel
         self._events = events
 
     async def CreatePayment(
@@ -32,7 +38,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         caller = require_caller()
         partner_id, consent_id = caller.require_partner(), caller.require_consent()
         new = converters.new_payment(request)
-        payment = await self._commands.create(partner_id, consent_id, new)
+        payment = await self._create(partner_id, consent_id, new)
         return payment_pb2.CreatePaymentResponse(payment=converters.payment_message(payment))
 
     async def GetPayment(
@@ -71,9 +77,8 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         partner_id, consent_id = caller.require_partner(), caller.require_consent()
         validate_request_id(request.request_id)
         payment_id = parse_name(request.name, "payments")
-        payment = await self._commands.cancel(
-            partner_id, consent_id, payment_id, request.request_id, fingerprint(request)
-        )
+        key = RequestKey(partner_id, request.request_id, fingerprint(request))
+        payment = await self._cancel(partner_id, consent_id, payment_id, key)
         return payment_pb2.CancelPaymentResponse(payment=converters.payment_message(payment))
 
     async def WatchPayments(
@@ -89,9 +94,9 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
 class PaymentAdminServicer(payment_admin_pb2_grpc.PaymentAdminServiceServicer):
     """Operator view of payments."""
 
-    def __init__(self, queries: PaymentQueries, commands: PaymentCommands) -> None:
+    def __init__(self, queries: PaymentQueries, recover: RecoverPayments) -> None:
         self._queries = queries
-        self._commands = commands
+        self._recover = recover
 
     async def GetPaymentAuditTrail(
         self, request: payment_admin_pb2.GetPaymentAuditTrailRequest, context: grpc.aio.ServicerContext
@@ -119,7 +124,7 @@ class PaymentAdminServicer(payment_admin_pb2_grpc.PaymentAdminServiceServicer):
         """One recovery pass now, over payments idle longer than ``older_than`` (default 30 s)."""
         validate_request_id(request.request_id)
         older_than = request.older_than.ToTimedelta() if request.HasField("older_than") else DEFAULT_STUCK_AFTER
-        result = await self._commands.recover(request.request_id, fingerprint(request), older_than)
+        result = await self._recover(request.request_id, fingerprint(request), older_than)
         return payment_admin_pb2.RecoverPaymentsResponse(
             examined_count=result.examined,
             completed_count=result.completed,

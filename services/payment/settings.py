@@ -2,10 +2,11 @@
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from meshlib.app import ServiceSettings
+from services.payment.domain.saga import failpoint_names
 
 DEFAULT_RULES_FILE = Path(__file__).parent / "velocity_rules.yaml"
 
@@ -26,8 +27,10 @@ class PaymentSettings(ServiceSettings):
     saga_lease_seconds: float = Field(default=30.0, gt=0)
     # Recovery loop period; 0 disables the loop (RecoverPayments still works).
     recovery_interval_seconds: float = Field(default=5.0, ge=0)
-    # Drive the saga inside CreatePayment (normal); False leaves it to recovery (tests).
-    saga_inline: bool = True
+    # The speed-ups (batch rpcs to account and settlement, group commit of the journal and of
+    # new payments, waves): adapters behind the same ports. False wires the plain per-payment
+    # adapters: the same results, lower throughput.
+    payment_batching: bool = True
     # CreatePayments start in waves (meshlib.admission): at most this many waves at a time, so
     # the payments of a wave share each downstream batch; 0 starts each payment at once.
     admission_waves: int = Field(default=1, ge=0, le=64)
@@ -40,6 +43,15 @@ class PaymentSettings(ServiceSettings):
     # WatchPayments: table poll period and open streams allowed per partner (per replica).
     watch_poll_seconds: float = Field(default=0.1, gt=0)
     max_streams_per_partner: int = Field(default=5, ge=1)
-    # Crash testing only: the process exits abruptly (os._exit(137)) right after this saga
-    # point, e.g. "after_hold_started", "after_hold", "after_reserve", "after_post".
+    # Crash testing only: the process exits abruptly (os._exit(137)) at this saga point:
+    # "after_<step>_started" (recorded, not sent) or "after_<step>" (the call succeeded), for
+    # the plans' steps (hold_funds, reserve_position, post_funds, commit_obligation,
+    # void_funds, release_obligation). An unknown name is refused at start-up.
     payment_failpoint: str | None = None
+
+    @field_validator("payment_failpoint")
+    @classmethod
+    def _known_failpoint(cls, value: str | None) -> str | None:
+        if value and value not in failpoint_names():
+            raise ValueError(f"unknown failpoint {value!r}; known: {', '.join(sorted(failpoint_names()))}")
+        return value or None

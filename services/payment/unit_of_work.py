@@ -9,7 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.idempotency import IdempotencyRepository
 from meshlib.storage import SqlUnitOfWork
-from services.payment.repository import EventRepository, PaymentRepository, StepRepository
+from services.payment.journal_repository import EventRepository, StepRepository
+from services.payment.limits_repository import LimitsRepository
+from services.payment.repository import PaymentRepository
 from services.payment.tables import idempotency_keys
 
 # PostgreSQL advisory lock taken by every writing transaction. Writers then commit one at
@@ -24,12 +26,14 @@ class PaymentUnitOfWork(SqlUnitOfWork):
     payments: PaymentRepository
     steps: StepRepository
     events: EventRepository
+    limits: LimitsRepository
     idempotency: IdempotencyRepository
 
     def _bind(self, connection: AsyncConnection) -> None:
         self.payments = PaymentRepository(connection)
         self.steps = StepRepository(connection)
         self.events = EventRepository(connection)
+        self.limits = LimitsRepository(connection)
         self.idempotency = IdempotencyRepository(connection, idempotency_keys)
 
     async def __aenter__(self) -> Self:

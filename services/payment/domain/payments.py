@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ class PaymentState(enum.Enum):
 # Allowed transitions of the saga; anything else is a bug, not a state.
 TRANSITIONS: dict[PaymentState, frozenset[PaymentState]] = {
     PaymentState.RECEIVED: frozenset({PaymentState.ACCEPTED, PaymentState.REJECTED, PaymentState.CANCELLED}),
-    PaymentState.ACCEPTED: frozenset({PaymentState.SETTLEMENT_IN_PROCESS, PaymentState.REJECTED}),
+    PaymentState.ACCEPTED: frozenset(
+        {PaymentState.SETTLEMENT_IN_PROCESS, PaymentState.REJECTED, PaymentState.CANCELLED}
+    ),
     PaymentState.SETTLEMENT_IN_PROCESS: frozenset({PaymentState.SETTLED, PaymentState.REJECTED}),
     PaymentState.SETTLED: frozenset(),
     PaymentState.REJECTED: frozenset(),
@@ -39,6 +42,10 @@ TRANSITIONS: dict[PaymentState, frozenset[PaymentState]] = {
 def can_move(current: PaymentState, target: PaymentState) -> bool:
     """True when the saga may move a payment from ``current`` to ``target``."""
     return target in TRANSITIONS[current]
+
+
+class IllegalTransition(Exception):
+    """A move the state machine does not have: a bug, never a partner's mistake."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,18 @@ class Payment:
         if self.creditor_account_id:
             return f"accounts/{self.creditor_account_id}"
         return f"partners/{self.creditor_wallet_partner_id}"
+
+    def recorded_at(self, now: dt.datetime) -> Payment:
+        """This new payment stamped with the moment it is recorded."""
+        return dataclasses.replace(self, created_at=now, updated_at=now)
+
+    def moved(self, to: PaymentState, now: dt.datetime, reason: str = "", message: str = "") -> Payment:
+        """This payment in state ``to`` (with the status reason of a rejection)."""
+        if not can_move(self.state, to):
+            raise IllegalTransition(f"{self.state.name} -> {to.name}")
+        return dataclasses.replace(
+            self, state=to, updated_at=now, status_reason=reason, status_reason_message=message[:256]
+        )
 
     def stuck(self, now: dt.datetime, older_than: dt.timedelta) -> bool:
         """In the middle of the saga for longer than ``older_than``."""

@@ -41,7 +41,7 @@ from openbank.settlement.v1 import (
 )
 from services.account.bootstrap import account_spec
 from services.account.settings import AccountSettings
-from services.payment.bootstrap import SERVICE_SCOPES, payment_spec
+from services.payment.bootstrap import SERVICE_SCOPES, IdentitySide, payment_spec
 from services.payment.domain.checks import PartnerLimits
 from services.payment.settings import PaymentSettings
 from services.settlement.bootstrap import SPEC as SETTLEMENT_SPEC
@@ -342,9 +342,8 @@ async def running_mesh(urls: dict[str, str], **payment_settings: Any) -> AsyncIt
             return issuer.token("service:payment", scopes=SERVICE_SCOPES)
 
         spec = payment_spec(
-            bearer=lambda runtime: service_token,
-            consent_lookup=lambda runtime, bearer: consents,
-            partner_directory=lambda runtime, bearer: partners,
+            identity=lambda runtime: IdentitySide(service_token, consents),
+            partner_directory=lambda runtime, call: partners,
         )
         settings = {
             "port": 0,

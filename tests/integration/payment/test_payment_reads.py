@@ -14,7 +14,7 @@ from meshlib.auth.verifier import static_jwks
 from meshlib.grpc_errors import decode_rpc_error
 from meshlib.money import Amount
 from openbank.payment.v1 import payment_admin_pb2, payment_admin_pb2_grpc, payment_pb2, payment_pb2_grpc
-from services.payment.bootstrap import payment_spec
+from services.payment.bootstrap import IdentitySide, payment_spec
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.settings import PaymentSettings
 from services.payment.unit_of_work import PaymentUnitOfWork
@@ -47,7 +47,10 @@ async def payment_service(database_url: str):  # type: ignore[no-untyped-def]
         consents.views[f"c1-{partner}"] = consent_view(
             consent_id=f"c1-{partner}", partner_id=partner, customer_id="cu1"
         )
-    spec = payment_spec(consent_lookup=lambda runtime, bearer: consents)
+    async def no_token() -> str:
+        return ""
+
+    spec = payment_spec(identity=lambda runtime: IdentitySide(no_token, consents))
     server = await start_service(
         spec,
         PaymentSettings(port=0, database_url=database_url, recovery_interval_seconds=0),

@@ -1,0 +1,228 @@
+"""gRPC adapters of payment's ports: the ledger (account), positions and participants
+(settlement), partner limits (identity). One rpc per call; ``batching.py`` has the adapters
+that send the calls of the payments in flight together.
+
+Every call goes through :class:`meshlib.clients.PeerCaller` (service token, deadline,
+retries on UNAVAILABLE only, the upstream's error reason) and carries an idempotency key
+derived from the payment id, so any step can be sent again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+from google.protobuf import duration_pb2
+
+from meshlib.cache import RefreshingCache
+from meshlib.clients import PeerCaller
+from meshlib.errors import FailedPrecondition, InvalidArgument, NotFound
+from openbank.account.v1 import account_pb2, ledger_pb2, ledger_pb2_grpc
+from openbank.common.v1 import money_pb2
+from openbank.settlement.v1 import position_pb2, position_pb2_grpc, settlement_admin_pb2, settlement_admin_pb2_grpc
+from services.payment.domain.checks import LedgerAccountInfo, PartnerLimits
+from services.payment.domain.payments import ParticipantInfo, Payment
+
+TRANSFER_STATES = {1: "PENDING", 2: "POSTED", 3: "VOIDED", 4: "EXPIRED"}
+
+
+def _last(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+class GrpcLedger:
+    """The debtor's account, and holds, posts and voids, on the account service's LedgerService."""
+
+    def __init__(self, channel: grpc.aio.Channel, call: PeerCaller, hold_timeout: int):
+        self._stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+        self._call = call
+        self._hold_timeout = hold_timeout
+
+    async def _send_account(self, request: ledger_pb2.GetLedgerAccountRequest) -> account_pb2.Account:
+        return (await self._call(self._stub.GetLedgerAccount, request, "ledger.GetLedgerAccount")).account
+
+    async def _send_hold(self, request: ledger_pb2.CreateTransferRequest) -> ledger_pb2.Transfer:
+        return (await self._call(self._stub.CreateTransfer, request, "ledger.CreateTransfer")).transfer
+
+    async def _send_post(self, request: ledger_pb2.PostTransferRequest) -> ledger_pb2.Transfer:
+        return (await self._call(self._stub.PostTransfer, request, "ledger.PostTransfer")).transfer
+
+    async def hold(self, payment: Payment) -> None:
+        """Create the pending transfer ``transfers/{payment}-hold``."""
+        request = ledger_pb2.CreateTransferRequest(
+            request_id=f"{payment.payment_id}-hold",
+            debit_account=f"accounts/{payment.debtor_account_id}",
+            credit_account=f"accounts/{payment.creditor_ledger_account_id}",
+            amount=money_pb2.Money(currency_code=payment.amount.currency, minor_units=payment.amount.minor_units),
+            type=ledger_pb2.TRANSFER_TYPE_PENDING,
+            timeout=duration_pb2.Duration(seconds=self._hold_timeout),
+            reference=f"payments/{payment.payment_id}",
+            description=f"payment {payment.payment_id}",
+        )
+        await self._send_hold(request)
+
+    async def post(self, payment: Payment) -> None:
+        """Post the hold (idempotent by request id)."""
+        request = ledger_pb2.PostTransferRequest(
+            request_id=f"{payment.payment_id}-post", name=f"transfers/{payment.payment_id}-hold"
+        )
+        await self._send_post(request)
+
+    async def void(self, payment: Payment) -> None:
+        """Void the hold; a hold that never existed, or already voided or expired, counts as done."""
+        request = ledger_pb2.VoidTransferRequest(
+            request_id=f"{payment.payment_id}-void", name=f"transfers/{payment.payment_id}-hold"
+        )
+        try:
+            await self._call(self._stub.VoidTransfer, request, "ledger.VoidTransfer")
+        except NotFound:
+            return
+        except FailedPrecondition as error:
+            if error.reason in ("TRANSFER_ALREADY_VOIDED", "TRANSFER_EXPIRED"):
+                return
+            raise
+
+    async def describe_account(self, account_id: str) -> LedgerAccountInfo:
+        """Owner, currency and status of an account (checked before any money moves)."""
+        account = await self._send_account(ledger_pb2.GetLedgerAccountRequest(name=f"accounts/{account_id}"))
+        return LedgerAccountInfo(
+            account_id=account_id,
+            customer_id=account.customer.removeprefix("customers/") or None,
+            currency=account.currency_code,
+            active=account.status == account_pb2.ACCOUNT_STATUS_ACTIVE,
+        )
+
+    async def hold_state(self, payment: Payment) -> str | None:
+        """PENDING, POSTED, VOIDED or EXPIRED; None when the hold does not exist."""
+        request = ledger_pb2.GetTransferRequest(name=f"transfers/{payment.payment_id}-hold")
+        try:
+            answer = await self._call(self._stub.GetTransfer, request, "ledger.GetTransfer")
+        except NotFound:
+            return None
+        return TRANSFER_STATES.get(answer.transfer.state)
+
+
+class GrpcSettlement:
+    """Obligations on settlement's PositionService; participants from its admin service (cached)."""
+
+    def __init__(self, channel: grpc.aio.Channel, call: PeerCaller, cache_seconds: float) -> None:
+        self._positions = position_pb2_grpc.PositionServiceStub(channel)
+        self._admin = settlement_admin_pb2_grpc.SettlementAdminServiceStub(channel)
+        self._call = call
+        # The whole participant list under one key: one ListParticipants however many calls miss.
+        self._participants: RefreshingCache[str, list[ParticipantInfo]] = RefreshingCache(
+            cache_seconds, name="participants"
+        )
+
+    async def _send_reserve(self, request: position_pb2.ReserveObligationRequest) -> object:
+        return await self._call(self._positions.ReserveObligation, request, "settlement.ReserveObligation")
+
+    async def _send_commit(self, request: position_pb2.CommitObligationRequest) -> object:
+        return await self._call(self._positions.CommitObligation, request, "settlement.CommitObligation")
+
+    async def _load(self) -> list[ParticipantInfo]:
+        found: list[ParticipantInfo] = []
+        token = ""
+        while True:
+            answer = await self._call(
+                self._admin.ListParticipants,
+                settlement_admin_pb2.ListParticipantsRequest(page_size=500, page_token=token),
+                "settlement.ListParticipants",
+            )
+            for p in answer.participants:
+                found.append(
+                    ParticipantInfo(
+                        _last(p.name),
+                        _last(p.partner) if p.partner else "",
+                        p.type == settlement_admin_pb2.PARTICIPANT_TYPE_BANK,
+                        _last(p.settlement_account),
+                    )
+                )
+            token = answer.next_page_token
+            if not token:
+                return found
+
+    async def _find(self, match: Callable[[ParticipantInfo], bool]) -> ParticipantInfo | None:
+        found = next((p for p in await self._participants.get("", self._load) if match(p)), None)
+        if found is None:  # maybe registered since the list was loaded: look once more
+            self._participants.invalidate("")
+            found = next((p for p in await self._participants.get("", self._load) if match(p)), None)
+        return found
+
+    async def bank(self) -> ParticipantInfo:
+        """The bank's participant (the payer of every top-up)."""
+        found = await self._find(lambda p: p.is_bank)
+        if found is None:
+            raise FailedPrecondition("the bank is not a settlement participant", reason="PARTICIPANT_NOT_ACTIVE")
+        return found
+
+    async def wallet(self, partner_id: str) -> ParticipantInfo:
+        """The partner's wallet participant; BENEFICIARY_INVALID when it has none."""
+        found = await self._find(lambda p: not p.is_bank and p.partner_id == partner_id)
+        if found is None:
+            raise InvalidArgument.field(
+                "creditor_wallet", "the partner has no settlement wallet", reason="BENEFICIARY_INVALID"
+            )
+        return found
+
+    async def reserve(self, payment: Payment) -> None:
+        """Reserve the obligation ``obligations/{payment}`` (idempotent by payment)."""
+        request = position_pb2.ReserveObligationRequest(
+            request_id=f"{payment.payment_id}-reserve",
+            payment=f"payments/{payment.payment_id}",
+            payer=f"participants/{payment.payer_participant_id}",
+            payee=f"participants/{payment.payee_participant_id}",
+            amount=money_pb2.Money(currency_code=payment.amount.currency, minor_units=payment.amount.minor_units),
+        )
+        await self._send_reserve(request)
+
+    async def commit(self, payment: Payment) -> None:
+        """Commit the obligation (idempotent)."""
+        request = position_pb2.CommitObligationRequest(
+            request_id=f"{payment.payment_id}-commit", name=f"obligations/{payment.payment_id}"
+        )
+        await self._send_commit(request)
+
+    async def release(self, payment: Payment) -> None:
+        """Release the obligation; one that was never reserved counts as released."""
+        request = position_pb2.ReleaseObligationRequest(
+            request_id=f"{payment.payment_id}-release", name=f"obligations/{payment.payment_id}"
+        )
+        try:
+            await self._call(self._positions.ReleaseObligation, request, "settlement.ReleaseObligation")
+        except NotFound:
+            return
+
+
+class GrpcPartnerDirectory:
+    """Partner payment limits from identity's PartnerService (service token, cached)."""
+
+    def __init__(self, channel: grpc.aio.Channel, call: PeerCaller, cache_seconds: float) -> None:
+        from openbank.identity.v1 import partner_pb2_grpc
+
+        self._stub = partner_pb2_grpc.PartnerServiceStub(channel)
+        self._call = call
+        self._cache: RefreshingCache[str, PartnerLimits] = RefreshingCache(cache_seconds, name="partner-limits")
+
+    async def limits(self, partner_id: str) -> PartnerLimits:
+        """The partner's per-payment and daily limits."""
+        return await self._cache.get(partner_id, lambda: self._fetch(partner_id))
+
+    async def _fetch(self, partner_id: str) -> PartnerLimits:
+        from openbank.identity.v1 import partner_pb2
+
+        answer = await self._call(
+            self._stub.GetPartner, partner_pb2.GetPartnerRequest(name=f"partners/{partner_id}"), "identity.GetPartner"
+        )
+        partner = answer.partner
+        per_payment = partner.per_payment_limit if partner.HasField("per_payment_limit") else None
+        daily = partner.daily_limit if partner.HasField("daily_limit") else None
+        limits = PartnerLimits(
+            partner_id=partner_id,
+            per_payment_minor=per_payment.minor_units if per_payment and per_payment.minor_units else None,
+            daily_minor=daily.minor_units if daily and daily.minor_units else None,
+            currency=(per_payment.currency_code if per_payment else "")
+            or (daily.currency_code if daily else "")
+            or None,
+        )
+        return limits

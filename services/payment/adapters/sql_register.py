@@ -1,0 +1,272 @@
+"""New payments into the payment database: limits checked in the writers' critical section.
+
+``record_many`` records the payments created together in one transaction (the group-commit
+adapter feeds it; the plain path records a group of one): the saved request ids, each spent
+sum and each customer history are read once, and each payment is checked in order as if the
+ones before it were stored (their amounts and counts carried forward in memory), so limits
+and velocity rules stay exact. A refused payment writes nothing; the accepted ones are
+written with a statement per table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from meshlib.errors import FailedPrecondition, MeshError, NotFound
+from meshlib.idempotency import SavedAnswer
+from meshlib.storage import Codec, IdempotencyKey, Transactions, retry_on_conflict
+from services.payment.domain import checks
+from services.payment.domain.checks import CustomerHistory, VelocityRules
+from services.payment.domain.payments import Payment, PaymentState
+from services.payment.domain.saga import Outcome, RecordedStep, Step, StepRecord
+from services.payment.metrics import record_payment_state
+from services.payment.ports import Clock, Registration, RequestKey, utc_now
+from services.payment.unit_of_work import PaymentUnitOfWork
+
+UnitOfWorkFactory = Callable[..., PaymentUnitOfWork]
+CREATE_METHOD = "CreatePayment"
+CANCEL_METHOD = "CancelPayment"
+K = TypeVar("K")
+V = TypeVar("V")
+Recorded = tuple[Payment, bool]
+# The saved answer of a cancel: the payment's id (the payment is read as it is now).
+PAYMENT_ID: Codec[str] = Codec(encode=str.encode, decode=bytes.decode)
+
+
+class _CarriedFacts:
+    """What the payments recorded together are checked against, read once and carried forward.
+
+    The database part (spent sums, customer histories, saved request ids) is read on first
+    use; the payments accepted earlier in the group, not written yet, are added in memory.
+    """
+
+    def __init__(self, uow: PaymentUnitOfWork, rules: VelocityRules, now: dt.datetime) -> None:
+        self._uow = uow
+        self._rules = rules
+        self._now = now
+        self._saved: dict[tuple[str, str], SavedAnswer] = {}
+        self._replayable: dict[str, Payment] = {}
+        # Each read once, then carried forward: (the value, how many accepted payments it includes).
+        self._sums: dict[tuple[str, str, str, dt.datetime], tuple[int, int]] = {}
+        self._histories: dict[tuple[str, str, str, str | None], tuple[CustomerHistory, int]] = {}
+        self._accepted: list[Payment] = []
+        self._answers: dict[str, list[tuple[str, str, bytes]]] = {}
+
+    async def load_saved(self, registrations: Sequence[Registration]) -> None:
+        """The saved answers of the group's request ids (a statement per partner), and their payments."""
+        scopes: dict[str, list[str]] = {}
+        for registration in registrations:
+            scopes.setdefault(registration.key.scope, []).append(registration.key.request_id)
+        for scope, request_ids in scopes.items():
+            found = await self._uow.idempotency.lookup_many(scope, CREATE_METHOD, request_ids)
+            self._saved.update({(scope, request_id): answer for request_id, answer in found.items()})
+        if self._saved:
+            ids = sorted({answer.response.decode() for answer in self._saved.values()})
+            self._replayable.update(await self._uow.payments.get_many(ids))
+
+    def replay(self, key: RequestKey) -> Payment | None:
+        """The payment a request_id seen before answers (REQUEST_ID_REUSED for another payload)."""
+        saved = self._saved.get((key.scope, key.request_id))
+        if saved is None:
+            return None
+        payment = self._replayable.get(saved.answer_for(key.fingerprint).decode())
+        assert payment is not None, "a saved CreatePayment answer names a stored payment"
+        return payment
+
+    async def check(self, registration: Registration, payment: Payment) -> None:
+        """The consent's and partner's limits and the velocity rules, given everything before it."""
+        consent, limits, amount = registration.consent, registration.limits, payment.amount
+        spent = 0
+        # A sum is read only when a limit needs it (day rows of the running sums: at most 31).
+        if consent.period_limit_minor is not None:
+            since = checks.period_start(consent.period, self._now)
+            spent = await self._spent("consent_id", payment.consent_id, amount.currency, since)
+        checks.check_consent_limits(consent, amount, spent)
+        spent_today = 0
+        if limits.daily_minor is not None:
+            since = checks.day_start(self._now)
+            spent_today = await self._spent("partner_id", payment.partner_id, amount.currency, since)
+        checks.check_partner_limits(limits, amount, spent_today)
+        self._rules.check(amount, await self._history(payment))
+
+    def accept(self, key: RequestKey, stored: Payment) -> None:
+        """Count an accepted payment for the ones after it, and save its answer with the group."""
+        self._accepted.append(stored)
+        self._replayable[stored.payment_id] = stored
+        answer = SavedAnswer(key.request_id, key.fingerprint, stored.payment_id.encode())
+        self._saved[(key.scope, key.request_id)] = answer
+        self._answers.setdefault(key.scope, []).append((answer.request_id, answer.fingerprint, answer.response))
+
+    def new_answers(self) -> dict[str, list[tuple[str, str, bytes]]]:
+        """The accepted payments' idempotency answers, by scope (the partner)."""
+        return self._answers
+
+    async def _spent(self, column: str, value: str, currency: str, since: dt.datetime) -> int:
+        def plus(total: int, earlier: Payment) -> int:
+            counts = getattr(earlier, column) == value and earlier.amount.currency == currency
+            return total + earlier.amount.minor_units if counts and earlier.created_at >= since else total
+
+        return await self._carried(
+            self._sums,
+            (column, value, currency, since),
+            lambda: self._uow.limits.spent(column, value, currency, since.date()),
+            plus,
+        )
+
+    async def _history(self, payment: Payment) -> CustomerHistory:
+        def plus(history: CustomerHistory, earlier: Payment) -> CustomerHistory:
+            if earlier.customer_id != payment.customer_id:
+                return history
+            same_currency = earlier.amount.currency == payment.amount.currency
+            return history.plus_new_payment(earlier.amount.minor_units, same_currency=same_currency)
+
+        key = (
+            payment.customer_id,
+            payment.amount.currency,
+            payment.creditor_account_id or "",
+            payment.creditor_wallet_partner_id,
+        )
+        return await self._carried(
+            self._histories,
+            key,
+            lambda: self._uow.limits.customer_history(payment.customer_id, payment, self._rules.windows, self._now),
+            plus,
+        )
+
+    async def _carried(
+        self,
+        cache: dict[K, tuple[V, int]],
+        key: K,
+        read: Callable[[], Awaitable[V]],
+        plus: Callable[[V, Payment], V],
+    ) -> V:
+        """A value read once per group (``read``), with each payment accepted since folded in
+        (``plus``); the cache remembers how many accepted payments the value includes."""
+        value, applied = cache[key] if key in cache else (await read(), 0)
+        for earlier in self._accepted[applied:]:
+            value = plus(value, earlier)
+        cache[key] = (value, len(self._accepted))
+        return value
+
+
+class SqlPaymentRegister:
+    """Records new payments and cancels them, with their idempotency keys, on the payment database."""
+
+    def __init__(
+        self, uow: UnitOfWorkFactory, rules: VelocityRules, *, lease: dt.timedelta, clock: Clock = utc_now
+    ) -> None:
+        self._uow = uow
+        self._transactions = Transactions(uow, clock=clock)
+        self._rules = rules
+        self._lease = lease
+        self._clock = clock
+
+    async def record(self, registration: Registration) -> Recorded:
+        """Record one payment in its own transaction (retried on a conflict)."""
+        (outcome,) = await retry_on_conflict(lambda: self.record_many([registration]))
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def record_many(self, registrations: Sequence[Registration]) -> list[Recorded | BaseException]:
+        """Record payments created together in one transaction; each gets its own outcome."""
+        async with self._uow() as uow:
+            outcomes = await self._record_in(uow, registrations)
+            await uow.commit()
+        for outcome in outcomes:
+            if not isinstance(outcome, BaseException) and outcome[1]:
+                record_payment_state(PaymentState.RECEIVED.name)
+                record_payment_state(PaymentState.ACCEPTED.name)
+        return outcomes
+
+    async def _record_in(
+        self, uow: PaymentUnitOfWork, registrations: Sequence[Registration]
+    ) -> list[Recorded | BaseException]:
+        """Checks in order, then the rows: each payment stored ACCEPTED with its opening records
+        (validated, first calls started: its money is asked for), both events, its key. All are
+        stamped with one time, the moment they are recorded."""
+        now = self._clock()
+        facts = _CarriedFacts(uow, self._rules, now)
+        await facts.load_saved(registrations)
+        outcomes: list[Recorded | BaseException] = []
+        accepted: list[tuple[Registration, Payment]] = []
+        for registration in registrations:
+            try:
+                replayed = facts.replay(registration.key)
+                if replayed is not None:
+                    outcomes.append((replayed, False))
+                    continue
+                received = registration.payment.recorded_at(now)
+                await facts.check(registration, received)
+            except MeshError as refused:
+                outcomes.append(refused)
+                continue
+            stored = received.moved(PaymentState.ACCEPTED, now)
+            facts.accept(registration.key, stored)
+            accepted.append((registration, stored))
+            outcomes.append((stored, True))
+        if not accepted:
+            return outcomes
+        await uow.payments.add_many(
+            [payment for _, payment in accepted], lease_until=now + self._lease, hold_requested=True
+        )
+        await uow.steps.add_many(
+            [
+                RecordedStep(payment.payment_id, record, registration.trace_id, now)
+                for registration, payment in accepted
+                for record in registration.opening
+            ]
+        )
+        await uow.events.add_many(
+            [
+                change
+                for _, payment in accepted
+                for change in (
+                    (payment, None, PaymentState.RECEIVED, ""),
+                    (payment, PaymentState.RECEIVED, PaymentState.ACCEPTED, ""),
+                )
+            ],
+            now,
+        )
+        for scope, answers in facts.new_answers().items():
+            await uow.idempotency.save_many(scope, CREATE_METHOD, answers, now)
+        return outcomes
+
+    async def replay(self, key: RequestKey) -> Payment | None:
+        """The payment a request id answered before (REQUEST_ID_REUSED for another payload)."""
+        async with self._uow(read_only=True) as uow:
+            saved = await uow.idempotency.lookup(key.scope, CREATE_METHOD, key.request_id, key.fingerprint)
+            return await uow.payments.get(saved.decode()) if saved is not None else None
+
+    async def cancel(
+        self, payment_id: str, partner_id: str, consent_id: str, key: RequestKey, trace_id: str
+    ) -> Payment:
+        """CANCELLED unless its money was asked for; an already cancelled payment is returned as is."""
+        moved: list[bool] = []
+
+        async def change(uow: PaymentUnitOfWork) -> str:
+            moved.clear()
+            payment = await uow.payments.get(payment_id)
+            if payment is None or payment.partner_id != partner_id or payment.consent_id != consent_id:
+                raise NotFound("payment not found")
+            if payment.state is not PaymentState.CANCELLED:
+                now = self._clock()
+                if not await uow.payments.cancel(payment_id, now):
+                    raise FailedPrecondition(
+                        "funds are already held or the payment is final", reason="PAYMENT_NOT_CANCELLABLE"
+                    )
+                record = StepRecord(Step.CANCEL, Outcome.SUCCEEDED)
+                await uow.steps.add_many([RecordedStep(payment_id, record, trace_id, now)])
+                await uow.events.add(payment, payment.state, PaymentState.CANCELLED, "", now)
+                moved.append(True)
+            return payment_id
+
+        request = IdempotencyKey(key.scope, CANCEL_METHOD, key.request_id, key.fingerprint)
+        cancelled = await self._transactions.run(change, key=request, codec=PAYMENT_ID)
+        if moved:
+            record_payment_state(PaymentState.CANCELLED.name)
+        stored = await self._transactions.read(lambda uow: uow.payments.get(cancelled))
+        assert stored is not None
+        return stored

@@ -1,0 +1,380 @@
+"""The payment saga as data: steps, outcomes, plans, and the one rule that says what comes next.
+
+A payment type is a :class:`Plan`: phases of steps (the steps of a phase are sent together),
+each step's compensation, the pivot (once it may have happened the payment only goes
+forward) and the steps written ahead (recorded durably before their call is sent, because
+recovery cannot ask anyone whether they were sent). :func:`next_action` reads a payment and
+its recorded steps and answers what happens next; the live run and the recovery loop both
+follow it, so what to do after a crash at any step is written here once.
+
+Plain Python: no gRPC, no SQL, no asyncio.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from services.payment.domain.payments import Payment, PaymentState
+
+
+class Step(enum.Enum):
+    """A step of a payment's saga, as written in its audit trail."""
+
+    VALIDATE = "validate"
+    HOLD_FUNDS = "hold_funds"
+    RESERVE_POSITION = "reserve_position"
+    POST_FUNDS = "post_funds"
+    COMMIT_OBLIGATION = "commit_obligation"
+    VOID_FUNDS = "void_funds"
+    RELEASE_OBLIGATION = "release_obligation"
+    CANCEL = "cancel"
+    RECOVER = "recover"
+
+
+class Outcome(enum.Enum):
+    """What a recorded step says happened."""
+
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    COMPENSATED = "compensated"
+
+
+# Failures that say nothing about the outcome of the call (down, deadline, conflict).
+TRANSIENT_REASONS = frozenset({"SERVICE_UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL_ERROR", "CONCURRENT_MODIFICATION"})
+ROLLED_BACK_MESSAGE = "the payment could not complete and was rolled back"
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One step outcome; a failure's detail is ``"REASON: message"``."""
+
+    step: Step
+    outcome: Outcome
+    detail: str = ""
+
+    @classmethod
+    def failure(cls, step: Step, reason: str, message: str) -> StepRecord:
+        """A failed call, with the reason the peer gave."""
+        return cls(step, Outcome.FAILED, f"{reason}: {message}")
+
+    @property
+    def reason(self) -> str:
+        """The failure's reason ("" unless FAILED)."""
+        return self.detail.split(":", 1)[0] if self.outcome is Outcome.FAILED else ""
+
+    @property
+    def message(self) -> str:
+        """The failure's message."""
+        return self.detail.split(": ", 1)[1] if ": " in self.detail else self.detail
+
+    @property
+    def refused(self) -> bool:
+        """A business refusal: the call was answered, and it did not happen."""
+        return self.outcome is Outcome.FAILED and self.reason not in TRANSIENT_REASONS
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedStep:
+    """A step record as the audit trail keeps it."""
+
+    payment_id: str
+    record: StepRecord
+    trace_id: str
+    recorded_at: dt.datetime
+
+    @property
+    def step(self) -> Step:
+        """The step."""
+        return self.record.step
+
+    @property
+    def outcome(self) -> Outcome:
+        """Its outcome."""
+        return self.record.outcome
+
+    @property
+    def detail(self) -> str:
+        """Its detail."""
+        return self.record.detail
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentEvent:
+    """One outbox row: a state change of a payment."""
+
+    seq: int
+    payment_id: str
+    partner_id: str
+    previous_state: PaymentState | None
+    state: PaymentState
+    status_reason: str
+    event_time: dt.datetime
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Steps sent together; once all succeed the payment is in ``reaches`` (if set)."""
+
+    steps: tuple[Step, ...]
+    reaches: PaymentState | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A payment type's saga: its phases in order, the pivot, compensations, written-ahead steps.
+
+    ``compensations`` are run in their order; ``pivot_evidence`` maps a compensation to the
+    refusal reason that proves the pivot happened after all (then the payment goes forward).
+    """
+
+    name: str
+    phases: tuple[Phase, ...]
+    pivot: Step
+    compensations: tuple[tuple[Step, Step], ...]
+    written_ahead: frozenset[Step]
+    pivot_evidence: tuple[tuple[Step, str], ...] = ()
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """Every forward step, in order."""
+        return tuple(step for phase in self.phases for step in phase.steps)
+
+    @property
+    def before_pivot(self) -> tuple[Step, ...]:
+        """The forward steps up to and including the pivot."""
+        steps = self.steps
+        return steps[: steps.index(self.pivot) + 1]
+
+    def all_steps(self) -> tuple[Step, ...]:
+        """Forward steps and compensations (for failpoint names and the audit trail)."""
+        return (*self.steps, *(undo for _, undo in self.compensations))
+
+
+WALLET_TOP_UP = Plan(
+    name="wallet top-up",
+    phases=(
+        Phase((Step.HOLD_FUNDS, Step.RESERVE_POSITION), reaches=PaymentState.SETTLEMENT_IN_PROCESS),
+        Phase((Step.POST_FUNDS,)),
+        Phase((Step.COMMIT_OBLIGATION,), reaches=PaymentState.SETTLED),
+    ),
+    pivot=Step.POST_FUNDS,
+    compensations=((Step.HOLD_FUNDS, Step.VOID_FUNDS), (Step.RESERVE_POSITION, Step.RELEASE_OBLIGATION)),
+    written_ahead=frozenset({Step.HOLD_FUNDS, Step.RESERVE_POSITION}),
+    pivot_evidence=((Step.VOID_FUNDS, "TRANSFER_ALREADY_POSTED"),),
+)
+
+IN_BANK_TRANSFER = Plan(
+    name="transfer inside the bank",
+    phases=(
+        Phase((Step.HOLD_FUNDS,), reaches=PaymentState.SETTLEMENT_IN_PROCESS),
+        Phase((Step.POST_FUNDS,), reaches=PaymentState.SETTLED),
+    ),
+    pivot=Step.POST_FUNDS,
+    compensations=((Step.HOLD_FUNDS, Step.VOID_FUNDS),),
+    written_ahead=frozenset({Step.HOLD_FUNDS}),
+    pivot_evidence=((Step.VOID_FUNDS, "TRANSFER_ALREADY_POSTED"),),
+)
+
+PLANS = (WALLET_TOP_UP, IN_BANK_TRANSFER)
+
+
+def plan_for(payment: Payment) -> Plan:
+    """A payment crossing to a settlement participant settles its obligation; one inside the bank does not."""
+    return WALLET_TOP_UP if payment.needs_settlement else IN_BANK_TRANSFER
+
+
+def failpoint_names() -> frozenset[str]:
+    """Every crash-test point: ``after_<step>_started`` (recorded, not sent) and ``after_<step>``."""
+    steps = {step for plan in PLANS for step in plan.all_steps()}
+    return frozenset(name for step in steps for name in (f"after_{step.value}_started", f"after_{step.value}"))
+
+
+@dataclass(frozen=True)
+class History:
+    """A payment's step records, oldest first (each step's last record is what counts)."""
+
+    records: tuple[StepRecord, ...] = ()
+    _last: dict[Step, StepRecord] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for record in self.records:
+            self._last[record.step] = record
+
+    def plus(self, records: Iterable[StepRecord]) -> History:
+        """This history with more records."""
+        return History((*self.records, *records))
+
+    def last(self, step: Step) -> StepRecord | None:
+        """The step's latest record."""
+        return self._last.get(step)
+
+    def outcome(self, step: Step) -> Outcome | None:
+        """The step's latest outcome."""
+        record = self._last.get(step)
+        return record.outcome if record else None
+
+
+# -- what happens next ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunPhase:
+    """Send these steps of a phase together (the ones not done yet)."""
+
+    steps: tuple[Step, ...]
+    # The first money of the payment is asked for: the payment goes to ACCEPTED, guarded
+    # against a cancel (which is possible only until then).
+    requests_funds: bool = False
+
+
+@dataclass(frozen=True)
+class Advance:
+    """The recorded steps put the payment in ``state``; move it there."""
+
+    state: PaymentState
+
+
+@dataclass(frozen=True)
+class ProbePivot:
+    """Whether the pivot happened is unknown (a driver was lost after money was asked for): ask."""
+
+    step: Step
+
+
+@dataclass(frozen=True)
+class Compensate:
+    """Undo ``of`` with the step ``undo``."""
+
+    undo: Step
+    of: Step
+
+
+@dataclass(frozen=True)
+class Reject:
+    """Everything is undone: the payment ends REJECTED."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    """A call failed without an answer; only the recovery loop goes on from here."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """The payment is final."""
+
+
+Action = RunPhase | Advance | ProbePivot | Compensate | Reject | Wait | Done
+
+ORDER = (
+    PaymentState.RECEIVED,
+    PaymentState.ACCEPTED,
+    PaymentState.SETTLEMENT_IN_PROCESS,
+    PaymentState.SETTLED,
+)
+
+
+def next_action(
+    payment: Payment, history: History, *, resumed: bool = False, pivot_happened: bool | None = None
+) -> Action:
+    """What happens next to ``payment`` given its ``history``.
+
+    ``resumed``: the history is what the journal kept after its driver was lost, so a step
+    that is not written ahead may have been sent without a record, and a step recorded as
+    started may or may not have happened. ``pivot_happened``: the answer of a
+    :class:`ProbePivot`, once asked.
+    """
+    if payment.state.final:
+        return Done()
+    plan = plan_for(payment)
+    if pivot_happened is True or _pivot_evidence(plan, history):
+        return _forward(plan, payment, history, after_pivot=True)
+    if _compensating(plan, history):
+        return _compensate(plan, history)
+    if resumed and any(history.outcome(step) is not None for step in plan.steps):
+        if pivot_happened is None:
+            return ProbePivot(plan.pivot)
+        return _compensate(plan, history)  # the pivot did not happen: undo what may have
+    return _forward(plan, payment, history, after_pivot=False)
+
+
+def _pivot_evidence(plan: Plan, history: History) -> bool:
+    if history.outcome(plan.pivot) is Outcome.SUCCEEDED:
+        return True
+    return any(
+        (record := history.last(step)) is not None and record.reason == reason for step, reason in plan.pivot_evidence
+    )
+
+
+def _compensating(plan: Plan, history: History) -> bool:
+    """A step up to the pivot was refused, or an undo has begun."""
+    refused = any((record := history.last(step)) is not None and record.refused for step in plan.before_pivot)
+    return refused or any(history.outcome(undo) is not None for _, undo in plan.compensations)
+
+
+def _forward(plan: Plan, payment: Payment, history: History, *, after_pivot: bool) -> Action:
+    """The next forward move: the first phase with steps not done, or the state they reached.
+
+    Past the pivot, everything before it is known done (the pivot needs it) and a failed
+    step is sent again; before it, a failure without an answer waits for recovery.
+    """
+    state = payment.state
+    pivot_phase = next(i for i, phase in enumerate(plan.phases) if plan.pivot in phase.steps)
+    for index, phase in enumerate(plan.phases):
+        done_by_pivot = after_pivot and index <= pivot_phase
+        pending = () if done_by_pivot else tuple(s for s in phase.steps if history.outcome(s) is not Outcome.SUCCEEDED)
+        if pending:
+            unanswered = [s for s in pending if history.outcome(s) is Outcome.FAILED]
+            if unanswered and not after_pivot:
+                return Wait(_last_reason(history, tuple(unanswered)))
+            first = not any(history.outcome(step) is not None for step in plan.steps)
+            return RunPhase(pending, requests_funds=first)
+        if phase.reaches is not None and ORDER.index(state) < ORDER.index(phase.reaches):
+            return Advance(phase.reaches)
+    return Done()
+
+
+def _last_reason(history: History, steps: tuple[Step, ...]) -> str:
+    for step in steps:
+        record = history.last(step)
+        if record is not None and record.outcome is Outcome.FAILED:
+            return record.reason
+    return "SERVICE_UNAVAILABLE"
+
+
+def _compensate(plan: Plan, history: History) -> Action:
+    for step, undo in plan.compensations:
+        record = history.last(step)
+        if record is None or record.refused:
+            continue  # never sent, or answered "no": nothing to undo
+        if history.outcome(undo) is not Outcome.COMPENSATED:
+            return Compensate(undo, step)
+    reason, message = rejection(plan, history)
+    return Reject(reason, message)
+
+
+def rejection(plan: Plan, history: History) -> tuple[str, str]:
+    """Why a rolled-back payment is REJECTED: the first refusal up to the pivot, else unavailable."""
+    for step in plan.before_pivot:
+        record = history.last(step)
+        if record is not None and record.refused:
+            reason = "BENEFICIARY_INVALID" if record.reason == "RESOURCE_NOT_FOUND" else record.reason
+            return reason, record.message
+    return "SERVICE_UNAVAILABLE", ROLLED_BACK_MESSAGE
+
+
+def opening(plan: Plan) -> tuple[StepRecord, ...]:
+    """The records a new payment is stored with: validated, its first phase started."""
+    return (
+        StepRecord(Step.VALIDATE, Outcome.SUCCEEDED),
+        *(StepRecord(s, Outcome.STARTED) for s in plan.phases[0].steps),
+    )

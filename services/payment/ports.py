@@ -1,0 +1,140 @@
+"""The ports payment's use cases call: interfaces they own, implemented by adapters.
+
+The plain adapters (one call, one transaction per payment) and the fast ones (batch rpcs,
+group commit, waves) implement the same ports; ``bootstrap.py`` chooses. Tests use
+in-memory fakes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from meshlib.auth.consent import ConsentView
+from services.payment.domain.checks import LedgerAccountInfo, PartnerLimits
+from services.payment.domain.payments import ParticipantInfo, Payment, PaymentState
+from services.payment.domain.saga import History, StepRecord
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    """The wall clock, in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+class Ledger(Protocol):
+    """The account service's ledger: the debtor's account, and the hold on its funds."""
+
+    async def describe_account(self, account_id: str) -> LedgerAccountInfo: ...
+    async def hold(self, payment: Payment) -> None: ...
+    async def post(self, payment: Payment) -> None: ...
+    async def void(self, payment: Payment) -> None: ...
+    async def hold_state(self, payment: Payment) -> str | None: ...
+
+
+class Positions(Protocol):
+    """Settlement: the payment's obligation between participants."""
+
+    async def reserve(self, payment: Payment) -> None: ...
+    async def commit(self, payment: Payment) -> None: ...
+    async def release(self, payment: Payment) -> None: ...
+
+
+class Participants(Protocol):
+    """Settlement participants: the bank and the partners' wallets."""
+
+    async def bank(self) -> ParticipantInfo: ...
+    async def wallet(self, partner_id: str) -> ParticipantInfo: ...
+
+
+class PartnerDirectory(Protocol):
+    """Where a partner's payment limits come from (identity)."""
+
+    async def limits(self, partner_id: str) -> PartnerLimits: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A state change, guarded: it happens only if the payment is still in ``from_state``."""
+
+    from_state: PaymentState
+    to_state: PaymentState
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """Saga progress of one payment, written in one go: step records, then state changes."""
+
+    payment_id: str
+    records: tuple[StepRecord, ...]
+    moves: tuple[Move, ...] = ()
+    trace_id: str = ""
+
+
+class PaymentJournal(Protocol):
+    """Where the saga's progress is kept: step records, state changes with their events, leases."""
+
+    async def record(self, entry: JournalEntry) -> Payment:
+        """Write the entry (and renew the driver's lease); the payment as stored."""
+        ...
+
+    async def request_funds(self, entry: JournalEntry) -> Payment | None:
+        """Write the entry that asks for the payment's first money; None if it was cancelled first."""
+        ...
+
+    async def load(self, payment_id: str) -> tuple[Payment, History]:
+        """A payment and its recorded steps."""
+        ...
+
+    async def claim(self, payment_id: str) -> bool:
+        """Take over driving a payment whose driver's lease expired; False if someone drives it."""
+        ...
+
+    async def due_for_recovery(self, older_than: dt.timedelta | None, limit: int) -> list[str]:
+        """Unfinished payments whose lease expired (optionally idle ``older_than``), oldest first."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RequestKey:
+    """An idempotency key with the fingerprint of the request that used it."""
+
+    scope: str
+    request_id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A new payment past the checks that need no database, ready to be recorded."""
+
+    payment: Payment
+    key: RequestKey
+    consent: ConsentView
+    limits: PartnerLimits
+    opening: tuple[StepRecord, ...]
+    trace_id: str
+
+
+class PaymentRegister(Protocol):
+    """Records new payments (limits checked in the writers' critical section) and cancels them."""
+
+    async def record(self, registration: Registration) -> tuple[Payment, bool]:
+        """Store the payment ACCEPTED with its opening records; (payment, created). A request id
+        seen before answers its payment (created False); a limit refuses with a MeshError."""
+        ...
+
+    async def replay(self, key: RequestKey) -> Payment | None:
+        """The payment a CreatePayment request id answered before (REQUEST_ID_REUSED for another payload)."""
+        ...
+
+    async def cancel(
+        self, payment_id: str, partner_id: str, consent_id: str, key: RequestKey, trace_id: str
+    ) -> Payment:
+        """CANCELLED unless funds were asked for; a replay answers the same payment."""
+        ...

@@ -1,0 +1,153 @@
+"""Reads of payments: one payment, a consent's payments, stuck ones, the audit trail, and the
+event stream (WatchPayments)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+
+from meshlib.auth.consent import ConsentLookup
+from meshlib.errors import InvalidArgument, NotFound, ResourceExhausted
+from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
+from services.payment.domain import checks
+from services.payment.domain.payments import Payment, PaymentState
+from services.payment.domain.saga import PaymentEvent, RecordedStep
+from services.payment.ports import Clock, utc_now
+from services.payment.unit_of_work import PaymentUnitOfWork
+
+UnitOfWorkFactory = Callable[..., PaymentUnitOfWork]
+
+
+async def require_usable_consent(consents: ConsentLookup, partner_id: str, consent_id: str, now: dt.datetime) -> None:
+    """The caller's consent, live: authorised, unexpired, unpaused, granting INITIATE_PAYMENTS."""
+    consent = await consents.get(consent_id, partner_id=partner_id)
+    consent.require_usable(checks.PAYMENT_PERMISSION, now)
+
+
+class PaymentQueries:
+    """Read side of payments."""
+
+    def __init__(self, uow: UnitOfWorkFactory, consents: ConsentLookup, clock: Clock = utc_now):
+        self._uow = uow
+        self._consents = consents
+        self._clock = clock
+
+    async def get_for_consent(self, payment_id: str, partner_id: str, consent_id: str) -> Payment:
+        """A payment of the caller's consent; any other is NOT_FOUND, exactly like a missing one."""
+        await require_usable_consent(self._consents, partner_id, consent_id, self._clock())
+        async with self._uow(read_only=True) as uow:
+            payment = await uow.payments.get(payment_id)
+        if payment is None or payment.partner_id != partner_id or payment.consent_id != consent_id:
+            raise NotFound("payment not found")
+        return payment
+
+    async def get(self, payment_id: str) -> Payment:
+        """Any payment (operators)."""
+        async with self._uow(read_only=True) as uow:
+            payment = await uow.payments.get(payment_id)
+        if payment is None:
+            raise NotFound("payment not found")
+        return payment
+
+    async def list_for_consent(
+        self,
+        partner_id: str,
+        consent_id: str,
+        *,
+        state: PaymentState | None,
+        from_time: dt.datetime | None,
+        to_time: dt.datetime | None,
+        requested_page_size: int,
+        page_token: str,
+    ) -> tuple[list[Payment], str]:
+        """The consent's payments, newest first, with the next page token."""
+        await require_usable_consent(self._consents, partner_id, consent_id, self._clock())
+        size = page_size(requested_page_size)
+        filters = filter_fingerprint(
+            partner=partner_id,
+            consent=consent_id,
+            state=state.name if state else "",
+            start=from_time.isoformat() if from_time else "",
+            end=to_time.isoformat() if to_time else "",
+        )
+        cursor = decode_page_token(page_token, filters) or {}
+        before = (dt.datetime.fromisoformat(cursor["t"]), cursor["id"]) if cursor else None
+        async with self._uow(read_only=True) as uow:
+            found = await uow.payments.list_for_consent(
+                partner_id, consent_id, state=state, from_time=from_time, to_time=to_time, before=before, limit=size + 1
+            )
+        page, more = found[:size], len(found) > size
+        token = (
+            encode_page_token({"t": page[-1].created_at.isoformat(), "id": page[-1].payment_id}, filters)
+            if more
+            else ""
+        )
+        return page, token
+
+    async def stuck(
+        self, older_than: dt.timedelta, requested_page_size: int, page_token: str
+    ) -> tuple[list[Payment], str]:
+        """Payments stuck mid-saga, oldest id first, with the next page token."""
+        size = page_size(requested_page_size)
+        filters = filter_fingerprint(older_than=older_than.total_seconds())
+        cursor = decode_page_token(page_token, filters) or {}
+        async with self._uow(read_only=True) as uow:
+            found = await uow.payments.stuck(self._clock() - older_than, cursor.get("after"), size + 1)
+        page, more = found[:size], len(found) > size
+        return page, encode_page_token({"after": page[-1].payment_id}, filters) if more else ""
+
+    async def audit_trail(self, payment_id: str) -> list[RecordedStep]:
+        """Every recorded step of a payment, oldest first."""
+        async with self._uow(read_only=True) as uow:
+            if await uow.payments.get(payment_id) is None:
+                raise NotFound("payment not found")
+            return await uow.steps.for_payment(payment_id)
+
+
+def parse_cursor(cursor: str) -> int:
+    """A stream cursor is the outbox sequence number, as decimal text."""
+    if not cursor.isdigit() or len(cursor) > 18:
+        raise InvalidArgument.field("after_cursor", "malformed cursor: resume with a cursor from an event")
+    return int(cursor)
+
+
+class PaymentEvents:
+    """WatchPayments: replay the partner's outbox after a cursor, then poll it for new rows.
+
+    Polling the table (not an in-process signal) keeps two replicas sharing one database
+    correct: an event committed by either is seen by both, and writers commit in sequence
+    order, so ``seq > cursor`` never skips one.
+    """
+
+    def __init__(
+        self, uow: UnitOfWorkFactory, *, poll_seconds: float = 0.1, max_streams_per_partner: int = 5, batch: int = 200
+    ) -> None:
+        self._uow = uow
+        self._poll = poll_seconds
+        self._max_streams = max_streams_per_partner
+        self._batch = batch
+        self._open: Counter[str] = Counter()
+
+    async def watch(self, partner_id: str, after_cursor: str) -> AsyncIterator[PaymentEvent]:
+        """The partner's events after ``after_cursor`` (empty: from now on), for as long as the caller reads."""
+        if after_cursor:
+            position = parse_cursor(after_cursor)
+        else:
+            async with self._uow(read_only=True) as uow:
+                position = await uow.events.last_seq()
+        if self._open[partner_id] >= self._max_streams:
+            raise ResourceExhausted("too many open streams", reason="TOO_MANY_STREAMS")
+        self._open[partner_id] += 1
+        try:
+            while True:
+                async with self._uow(read_only=True) as uow:
+                    events = await uow.events.after(partner_id, position, self._batch)
+                for event in events:
+                    position = event.seq
+                    yield event
+                if len(events) < self._batch:
+                    await asyncio.sleep(self._poll)
+        finally:
+            self._open[partner_id] -= 1
