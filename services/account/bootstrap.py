@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from meshlib.app import Runtime, ServiceSpec, Wiring
 from meshlib.auth.consent import ConsentLookup
-from meshlib.auth.wiring import identity_peers
+from meshlib.auth.wiring import IdentityPeers, identity_peers
 from meshlib.periodic import Periodic
 from meshlib.server import Lifecycle, ServiceRegistration
 from openbank.account.v1 import account_admin_pb2_grpc, account_pb2_grpc, ledger_pb2_grpc
 from services.account.admin_service import AccountAdminService
-from services.account.ledger_service import LedgerService
+from services.account.ledger_service import LedgerService, UowFactory
 from services.account.read_service import AccountReadService
 from services.account.servicer import AccountAdminServicer, AccountServicer, LedgerServicer
 from services.account.settings import AccountSettings
@@ -27,16 +28,28 @@ CONSENT_READ_SCOPE = "consents:read"
 
 VERSIONS_DIR = Path(__file__).parent / "migrations" / "versions"
 
+# A consent lookup of the test's own (no bus to start or stop).
 ConsentLookupFactory = Callable[[Runtime], ConsentLookup]
 
 
-def identity_consent_lookup(runtime: Runtime) -> ConsentLookup:
-    """The identity-backed consent lookup (service token, cache invalidated over the bus).
+@dataclass(frozen=True)
+class AccountComponents:
+    """The account service's layers, as its wiring built them (for its hooks and for tests)."""
+
+    ledger: LedgerService
+    admin: AccountAdminService
+    reads: AccountReadService
+    uow: UowFactory
+
+
+def identity_consents(runtime: Runtime) -> IdentityPeers:
+    """The identity-backed consent lookup (service token, cache invalidated over ``bus``,
+    which the service starts and closes).
 
     Without internal client credentials consent-bound reads answer UNAVAILABLE.
     """
     settings: AccountSettings = runtime.settings
-    peers = identity_peers(
+    return identity_peers(
         runtime.channel(settings.identity_target),
         client_id=settings.service_client_id,
         client_secret=settings.service_client_secret,
@@ -44,8 +57,6 @@ def identity_consent_lookup(runtime: Runtime) -> ConsentLookup:
         channel=settings.invalidation_channel,
         scopes=[CONSENT_READ_SCOPE],
     )
-    runtime.extras["consent_bus"] = peers.bus
-    return peers.consents
 
 
 class HoldExpiryLoop:
@@ -86,21 +97,28 @@ class HoldExpiryLoop:
                 log.info("old idempotency keys and read counters purged", extra={"count": purged})
 
 
-async def wire(runtime: Runtime, *, consent_lookup: ConsentLookupFactory = identity_consent_lookup) -> Wiring:
-    """Build the account service's layers on the runtime's database."""
+async def wire(runtime: Runtime, *, consent_lookup: ConsentLookupFactory | None = None) -> Wiring[AccountComponents]:
+    """Build the account service's layers on the runtime's database.
+
+    Consents are checked with identity (:func:`identity_consents`) unless a test passes its
+    own ``consent_lookup``.
+    """
     settings: AccountSettings = runtime.settings
     uow = partial(AccountUnitOfWork, runtime.database)
     ledger = LedgerService(uow)
     admin = AccountAdminService(uow, ledger)
-    reads = AccountReadService(uow, consent_lookup(runtime))
     expiry = HoldExpiryLoop(ledger, settings.hold_expiry_interval_seconds, settings.hold_expiry_batch_size)
-    runtime.extras.update(ledger=ledger, admin=admin, reads=reads, uow=uow)
     lifecycle = Lifecycle(on_start=[expiry.start], on_stop=[expiry.stop])
-    bus = runtime.extras.get("consent_bus")
-    if bus is not None:
-        lifecycle.on_start.append(bus.start)
-        lifecycle.on_stop.append(bus.close)
+    if consent_lookup is None:
+        peers = identity_consents(runtime)
+        consents = peers.consents
+        lifecycle.on_start.append(peers.bus.start)
+        lifecycle.on_stop.append(peers.bus.close)
+    else:
+        consents = consent_lookup(runtime)
+    reads = AccountReadService(uow, consents)
     return Wiring(
+        components=AccountComponents(ledger=ledger, admin=admin, reads=reads, uow=uow),
         registrations=[
             ServiceRegistration(
                 "openbank.account.v1.LedgerService",
@@ -122,7 +140,7 @@ async def wire(runtime: Runtime, *, consent_lookup: ConsentLookupFactory = ident
     )
 
 
-def account_spec(consent_lookup: ConsentLookupFactory = identity_consent_lookup) -> ServiceSpec:
+def account_spec(consent_lookup: ConsentLookupFactory | None = None) -> ServiceSpec[AccountComponents]:
     """The service's spec; tests pass an in-memory consent lookup."""
     return ServiceSpec(
         name="account",

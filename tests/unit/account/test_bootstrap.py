@@ -9,7 +9,8 @@ from meshlib.app import Runtime
 from meshlib.auth.consent_client import IdentityConsentLookup
 from meshlib.auth.wiring import UnavailableConsentLookup
 from meshlib.errors import Unavailable
-from services.account.bootstrap import identity_consent_lookup
+from meshlib.events import InProcessBus
+from services.account.bootstrap import AccountComponents, identity_consents, wire
 from services.account.settings import AccountSettings
 
 
@@ -27,12 +28,38 @@ async def test_identity_lookup_with_service_credentials_else_unavailable() -> No
         database=None,
         verifier=None,  # type: ignore[arg-type]
     )
-    assert isinstance(identity_consent_lookup(with_credentials), IdentityConsentLookup)
-    assert "consent_bus" in with_credentials.extras
+    peers = identity_consents(with_credentials)
+    assert isinstance(peers.consents, IdentityConsentLookup)
+    assert isinstance(peers.bus, InProcessBus)  # no Redis configured
     for channel in with_credentials.channels.values():
         await channel.close()
     without = _Runtime(settings=AccountSettings(), database=None, verifier=None)  # type: ignore[arg-type]
-    lookup = identity_consent_lookup(without)
+    lookup = identity_consents(without).consents
     assert isinstance(lookup, UnavailableConsentLookup)
     with pytest.raises(Unavailable):
         await lookup.get("c1", partner_id="p1")
+
+
+async def test_wiring_returns_its_components_and_runs_the_consent_bus() -> None:
+    runtime = _Runtime(
+        settings=AccountSettings(service_client_id="svc-account", service_client_secret="s3cret"),
+        database=None,
+        verifier=None,  # type: ignore[arg-type]
+    )
+    wiring = await wire(runtime)
+    try:
+        components = wiring.components
+        assert isinstance(components, AccountComponents)
+        assert components.admin is not None and components.reads is not None and components.ledger is not None
+
+        def buses(hooks: list) -> list[object]:  # type: ignore[type-arg]
+            return [hook.__self__ for hook in hooks if isinstance(getattr(hook, "__self__", None), InProcessBus)]
+
+        [started] = buses(wiring.lifecycle.on_start)
+        assert buses(wiring.lifecycle.on_stop) == [started]
+        # A test's own lookup has no bus to run.
+        plain = await wire(runtime, consent_lookup=lambda _runtime: UnavailableConsentLookup())
+        assert buses(plain.lifecycle.on_start) == buses(plain.lifecycle.on_stop) == []
+    finally:
+        for channel in runtime.channels.values():
+            await channel.close()
