@@ -9,7 +9,7 @@ Every process exposes one registry (:data:`REGISTRY`) on ``OBM_METRICS_PORT``:
 * Business metrics several processes record, through the module-level helpers below
   (:func:`record_coalesced_batch`, ...). A metric of one process only is defined beside its
   code on this registry, with the names it exposes in a ``METRIC_NAMES`` of its own
-  (``gateway.ratelimit.metrics``, ``services.payment.metrics``).
+  (``gateway.ratelimit.metrics``, ``services.payment.metrics``, ``services.settlement.metrics``).
 
 Install the interceptor outside ``ErrorMappingInterceptor`` (right after tracing) so that the
 code it records is the one the caller sees; it also understands domain errors when placed
@@ -187,24 +187,6 @@ class MetricsInterceptor(WrappingInterceptor):
 # --- Business metrics -------------------------------------------------------------------
 # Module-level so any layer can record without wiring; each helper names its labels.
 
-SETTLEMENT_POSITION = Gauge(
-    "openbank_settlement_position_minor",
-    "A participant's committed net position, in minor units (negative: it owes).",
-    ("participant", "currency"),
-    registry=REGISTRY,
-)
-SETTLEMENT_EXPOSURE = Gauge(
-    "openbank_settlement_exposure_minor",
-    "What a participant owes or has reserved to pay (reserved - net), in minor units.",
-    ("participant", "currency"),
-    registry=REGISTRY,
-)
-SETTLEMENT_POSITION_CAP = Gauge(
-    "openbank_settlement_position_cap_minor",
-    "A participant's net debit cap in the open window, in minor units (for near-cap alerts).",
-    ("participant", "currency"),
-    registry=REGISTRY,
-)
 COALESCED_BATCH_ITEMS = Histogram(
     "openbank_coalesced_batch_items",
     "Items per coalesced batch (a batch rpc or a group commit), by batch kind: small batches under load "
@@ -223,9 +205,6 @@ METRIC_NAMES = frozenset(
         "openbank_rpc_duration_seconds_count",
         "openbank_rpc_duration_seconds_sum",
         "openbank_rpc_in_flight",
-        "openbank_settlement_position_minor",
-        "openbank_settlement_exposure_minor",
-        "openbank_settlement_position_cap_minor",
         "openbank_coalesced_batch_items_bucket",
         "openbank_coalesced_batch_items_count",
         "openbank_coalesced_batch_items_sum",
@@ -236,21 +215,6 @@ METRIC_NAMES = frozenset(
 def record_coalesced_batch(batch: str, items: int) -> None:
     """Observe the size of one coalesced batch of kind ``batch`` as it leaves."""
     COALESCED_BATCH_ITEMS.labels(batch).observe(items)
-
-
-def set_settlement_position(
-    participant: str, currency: str, net_minor: int, reserved_minor: int = 0, cap_minor: int | None = None
-) -> None:
-    """Publish a participant's position in one currency, in integer minor units.
-
-    ``net_minor`` is the committed net (negative when it owes), ``reserved_minor`` the
-    outflows reserved but not yet committed; exposure = reserved - net is what the net
-    debit cap bounds, so alerts compare exposure with the cap.
-    """
-    SETTLEMENT_POSITION.labels(participant, currency).set(net_minor)
-    SETTLEMENT_EXPOSURE.labels(participant, currency).set(reserved_minor - net_minor)
-    if cap_minor is not None:
-        SETTLEMENT_POSITION_CAP.labels(participant, currency).set(cap_minor)
 
 
 # --- Exposition -------------------------------------------------------------------------

@@ -17,13 +17,19 @@ import yaml
 from gateway.ratelimit import metrics as ratelimit_metrics
 from meshlib import metrics as shared_metrics
 from services.payment import metrics as payment_metrics
+from services.settlement import metrics as settlement_metrics
 
 OBSERVABILITY = Path(__file__).resolve().parents[2] / "deploy" / "observability"
 # Standard series from Prometheus itself and prometheus_client's process collector.
 STANDARD_METRICS = {"up", "process_resident_memory_bytes", "process_cpu_seconds_total"}
 METRIC = re.compile(r"\b((?:openbank|process)_[a-z0-9_]+|up)\b")
 SEVERITIES = {"page", "warn", "info"}
-METRIC_NAMES = shared_metrics.METRIC_NAMES | ratelimit_metrics.METRIC_NAMES | payment_metrics.METRIC_NAMES
+METRIC_NAMES = (
+    shared_metrics.METRIC_NAMES
+    | ratelimit_metrics.METRIC_NAMES
+    | payment_metrics.METRIC_NAMES
+    | settlement_metrics.METRIC_NAMES
+)
 
 
 def metric_names(expr: str) -> set[str]:

@@ -64,7 +64,6 @@ async def test_scrape_after_traffic_shows_red_and_business_metrics() -> None:
             await echo(wrappers_pb2.StringValue(value="ok"))
         with pytest.raises(grpc.aio.AioRpcError):
             await echo(wrappers_pb2.StringValue(value="bad"))
-        metrics.set_settlement_position("participants/bank-a", "GBP", net_minor=42_00, cap_minor=100_00)
         metrics.record_coalesced_batch("test.batch", 3)
 
         samples = await asyncio.to_thread(_scrape, endpoint.port)
@@ -84,7 +83,6 @@ async def test_scrape_after_traffic_shows_red_and_business_metrics() -> None:
     assert value("openbank_rpc_duration_seconds_bucket", service=SERVICE, method="Echo", le="+Inf") == 4
     assert value("openbank_rpc_in_flight", service=SERVICE, method="Echo") == 0
     assert value("openbank_coalesced_batch_items_sum", batch="test.batch") >= 3
-    assert value("openbank_settlement_position_minor", participant="participants/bank-a", currency="GBP") == 4200
     assert "process_resident_memory_bytes" in samples
     # Every shared name the dashboards and alerts may use is really exposed (each process's own
     # metrics are checked beside them).

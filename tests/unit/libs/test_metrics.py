@@ -11,7 +11,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from meshlib import errors as e
-from meshlib import metrics
 from meshlib.config import ServerSettings
 from meshlib.grpc_errors import ErrorMappingInterceptor
 from meshlib.metrics import MetricsInterceptor, RpcMetrics, split_method
@@ -191,15 +190,9 @@ async def test_health_checks_and_unknown_methods_are_not_counted(served) -> None
     assert samples == []
 
 
-def test_split_method_and_business_helpers() -> None:
+def test_split_method() -> None:
     assert split_method("/openbank.payment.v1.PaymentService/CreatePayment") == (
         "openbank.payment.v1.PaymentService",
         "CreatePayment",
     )
     assert split_method("garbage") == ("unknown", "garbage")
-    registry = metrics.REGISTRY
-    metrics.set_settlement_position("participants/p1", "EUR", net_minor=-1_500, reserved_minor=500, cap_minor=10_000)
-    labels = {"participant": "participants/p1", "currency": "EUR"}
-    assert registry.get_sample_value("openbank_settlement_position_minor", labels) == -1_500
-    assert registry.get_sample_value("openbank_settlement_exposure_minor", labels) == 2_000
-    assert registry.get_sample_value("openbank_settlement_position_cap_minor", labels) == 10_000
