@@ -10,7 +10,9 @@ import datetime as dt
 import logging
 
 from meshlib.idempotency import RETENTION
+from meshlib.storage import Transactions
 from services.identity.common import Clock, UnitOfWorkFactory
+from services.identity.unit_of_work import IdentityUnitOfWork
 
 log = logging.getLogger("identity.housekeeping")
 
@@ -22,7 +24,7 @@ class Housekeeping:
     """Periodic purge of expired rows."""
 
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, interval_seconds: float = 600.0) -> None:
-        self._uow = uow
+        self._tx = Transactions(uow, clock=clock)
         self._clock = clock
         self._interval = interval_seconds
         self._task: asyncio.Task[None] | None = None
@@ -30,11 +32,12 @@ class Housekeeping:
     async def purge_once(self) -> int:
         """Delete everything expired now; returns how many rows went."""
         now = self._clock()
-        async with self._uow() as uow:
+
+        async def purge(uow: IdentityUnitOfWork) -> int:
             removed = await uow.grants.purge_expired(now, now - ACCESS_TOKEN_RECORD_MARGIN)
-            removed += await uow.idempotency.purge(now - RETENTION)
-            await uow.commit()
-        return removed
+            return removed + await uow.idempotency.purge(now - RETENTION)
+
+        return await self._tx.run(purge)
 
     async def start(self) -> None:
         """Begin the background loop."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from meshlib.auth.context import Caller
 from meshlib.errors import FieldCollector, InvalidArgument, MeshError, PermissionDenied, Unauthenticated
+from meshlib.storage import CommitAndRaise, Transactions
 from services.identity.common import Clock, EventPublisher, UnitOfWorkFactory
 from services.identity.domain.consents import Consent, ConsentState
 from services.identity.domain.partners import ALL_SCOPES, AuthMethod, Partner
@@ -130,6 +131,7 @@ class TokenService:
         clock: Clock,
     ) -> None:
         self._uow = uow
+        self._tx = Transactions(uow, clock=clock)
         self._keys = keys
         self._hasher = hasher
         self._internal = internal_clients
@@ -184,9 +186,8 @@ class TokenService:
         async with self._uow(read_only=True) as uow:
             partner = await uow.partners.by_client_id(credentials.client_id)
         if partner is not None and partner.auth_method is AuthMethod.PRIVATE_KEY_JWT:
-            async with self._uow() as uow:  # writes: the assertion's jti is remembered against replays
-                await self._check_assertion(uow, partner, credentials, now)
-                await uow.commit()
+            # Writes: the assertion's jti is remembered against replays.
+            await self._tx.run(lambda uow: self._check_assertion(uow, partner, credentials, now))
         if partner is None or partner.auth_method is AuthMethod.CLIENT_SECRET_POST:
             # Unknown clients pay for a decoy verification: same time, same answer.
             stored = partner.client_secret_hash if partner is not None else None
@@ -239,15 +240,16 @@ class TokenService:
                 partner_id=partner.partner_id,
                 tier=partner.rate_limit_tier,
             )
-        async with self._uow() as uow:
-            token = await self._access_token(uow, grant, now)
-            await uow.commit()
+        token = await self._tx.run(lambda uow: self._access_token(uow, grant, now))
         return IssuedTokens(token, self._lifetime_seconds, grant.scopes)
 
     async def _authorization_code(self, partner: Partner, request: TokenRequest, now: dt.datetime) -> IssuedTokens:
         failure: MeshError | None = None
         revoked: list[str] = []
-        async with self._uow() as uow:
+
+        async def operation(uow: IdentityUnitOfWork) -> IssuedTokens:
+            nonlocal failure, revoked
+            failure, revoked = None, []
             code = await uow.grants.code(digest(request.code))
             if code is None or code.partner_id != partner.partner_id:
                 raise _invalid_grant("code")
@@ -276,20 +278,21 @@ class TokenService:
                         tier=partner.rate_limit_tier,
                         family_id=code.family_id,
                     )
-                    result = await self._token_pair(uow, grant, consent, now, refresh_expires_at=None)
+                    return await self._token_pair(uow, grant, consent, now, refresh_expires_at=None)
                 except MeshError as error:
                     failure = error
             # The code is consumed whatever happened after it was found.
-            await uow.commit()
-        await self._announce_revoked(revoked)
-        if failure is not None:
-            raise failure
-        return result
+            raise CommitAndRaise(failure)
+
+        return await self._refused_after_commit(operation, lambda: (failure, revoked))
 
     async def _refresh(self, partner: Partner, request: TokenRequest, now: dt.datetime) -> IssuedTokens:
         failure: MeshError | None = None
         revoked: list[str] = []
-        async with self._uow() as uow:
+
+        async def operation(uow: IdentityUnitOfWork) -> IssuedTokens:
+            nonlocal failure, revoked
+            failure, revoked = None, []
             stored = await uow.grants.refresh_token(digest(request.refresh_token))
             if stored is None or stored.client_id != partner.client_id or stored.revoked_at is not None:
                 raise _invalid_grant("refresh_token")
@@ -319,14 +322,27 @@ class TokenService:
                         tier=partner.rate_limit_tier,
                         family_id=stored.family_id,
                     )
-                    result = await self._token_pair(uow, grant, consent, now, refresh_expires_at=stored.expires_at)
+                    return await self._token_pair(uow, grant, consent, now, refresh_expires_at=stored.expires_at)
                 except MeshError as error:
                     failure = error
-            await uow.commit()
-        await self._announce_revoked(revoked)
-        if failure is not None:
-            raise failure
-        return result
+            raise CommitAndRaise(failure)
+
+        return await self._refused_after_commit(operation, lambda: (failure, revoked))
+
+    async def _refused_after_commit(
+        self,
+        operation: Callable[[IdentityUnitOfWork], Awaitable[IssuedTokens]],
+        outcome: Callable[[], tuple[MeshError | None, list[str]]],
+    ) -> IssuedTokens:
+        """Run a grant whose refusal keeps its writes (a consumed code, a revoked family);
+        ``outcome`` tells the refusal and the access tokens revoked, announced once committed."""
+        try:
+            return await self._tx.run(operation)
+        except MeshError as error:
+            failure, revoked = outcome()
+            if error is failure:
+                await self._announce_revoked(revoked)
+            raise
 
     async def _token_pair(
         self,
@@ -396,21 +412,21 @@ class TokenService:
         errors.raise_if_any()
         now = self._clock()
         client = await self._authenticate(credentials, now, allow_suspended=True)
-        revoked: list[str] = []
         looks_like_jwt = token.count(".") == 2
-        async with self._uow() as uow:
-            if hint != "refresh_token" and looks_like_jwt:
-                jti = await self._own_token_id(token, client.client_id)
-                if jti is not None:
-                    revoked = await uow.grants.revoke_access_tokens(now, jti=jti)
-            elif not looks_like_jwt:
+        jti = await self._own_token_id(token, client.client_id) if hint != "refresh_token" and looks_like_jwt else None
+
+        async def operation(uow: IdentityUnitOfWork) -> list[str]:
+            if jti is not None:
+                return await uow.grants.revoke_access_tokens(now, jti=jti)
+            if not looks_like_jwt:
                 stored = await uow.grants.refresh_token(digest(token))
                 if stored is not None and stored.client_id == client.client_id:
                     # Revoking a refresh token revokes what was issued from its family.
                     await uow.grants.revoke_refresh_tokens(now, family_id=stored.family_id)
-                    revoked = await uow.grants.revoke_access_tokens(now, family_id=stored.family_id)
-            await uow.commit()
-        await self._announce_revoked(revoked)
+                    return await uow.grants.revoke_access_tokens(now, family_id=stored.family_id)
+            return []
+
+        await self._announce_revoked(await self._tx.run(operation))
 
     async def _own_token_id(self, token: str, client_id: str) -> str | None:
         try:
