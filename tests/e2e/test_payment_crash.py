@@ -97,7 +97,8 @@ async def _wait_all_final(mesh: Mesh, expected: int, timeout: float = 40.0) -> l
         await asyncio.sleep(0.3)
 
 
-async def test_every_payment_ends_settled_or_rejected_after_crashes_at_every_step(tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("batching", ["true", "false"], ids=["batched", "plain"])
+async def test_every_payment_ends_settled_or_rejected_after_crashes_at_every_step(tmp_path, batching: str) -> None:  # type: ignore[no-untyped-def]
     identity = await start_identity(
         f"sqlite+aiosqlite:///{tmp_path / 'identity.db'}", internal_clients=internal_clients_json()
     )
@@ -116,6 +117,7 @@ async def test_every_payment_ends_settled_or_rejected_after_crashes_at_every_ste
             "OBM_SAGA_LEASE_SECONDS": "1",
             "OBM_RECOVERY_INTERVAL_SECONDS": "0.3",
             "OBM_DOWNSTREAM_DEADLINE_SECONDS": "1",
+            "OBM_PAYMENT_BATCHING": batching,
         },
     )
     channels: dict[str, grpc.aio.Channel] = {}

@@ -1,14 +1,13 @@
 """Group commit: the journal writes, and the recordings of new payments, of the payments in
 flight share one transaction. The same ports as the plain SQL adapters, and the same results:
 each payment's write is exactly its write alone (if the shared transaction fails, each is
-tried alone, so one bad write fails only its own payment)."""
+tried alone, retried on a conflict, so one bad write fails only its own payment)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 from meshlib.coalesce import Coalescer, together_or_alone
-from meshlib.storage import retry_on_conflict
 from services.payment.adapters.sql_journal import SqlPaymentJournal
 from services.payment.adapters.sql_register import Recorded, SqlPaymentRegister
 from services.payment.domain.payments import Payment
@@ -34,7 +33,7 @@ class GroupCommitJournal:
         unique = len({entry.payment_id for entry in entries}) == len(entries)
         return await together_or_alone(
             entries,
-            (lambda batch: retry_on_conflict(lambda: self._journal.record_many(batch))) if unique else None,
+            self._journal.record_many if unique else None,
             self._journal.record,
             what="payment.saga.group_commit",
         )
@@ -76,7 +75,7 @@ class GroupCommitRegister:
     async def _record_many(self, registrations: list[Registration]) -> list[Recorded | BaseException]:
         return await together_or_alone(
             registrations,
-            lambda batch: retry_on_conflict(lambda: self._register.record_many(batch)),
+            self._register.record_many,
             self._register.record,
             what="payment.create.group_commit",
         )

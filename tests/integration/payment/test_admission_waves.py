@@ -37,3 +37,14 @@ async def test_payments_arriving_during_a_wave_start_together_and_share_each_bat
         count, items = _hold_batches()
         # The first payment's hold alone, then the four later ones' holds as one batch.
         assert (count - count_before, items - items_before) == (2, 5)
+
+
+async def test_without_the_speed_ups_each_payment_sends_its_own_calls_and_settles_the_same(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    urls = {n: f"sqlite+aiosqlite:///{tmp_path / f'{n}.db'}" for n in ("account", "settlement", "payment")}
+    async with running_mesh(urls, payment_batching=False) as running:
+        mesh = await standard_mesh(running, funds=100_000)
+        count_before, items_before = _hold_batches()
+        settled = await asyncio.gather(*(mesh.transfer(100) for _ in range(5)))
+        assert {payment.state for payment in settled} == {payment_pb2.PAYMENT_STATE_SETTLED}
+        assert _hold_batches() == (count_before, items_before)  # no coalescer on the way
+        assert await mesh.balance("bob") == (500, 500)

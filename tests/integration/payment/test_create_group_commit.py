@@ -14,34 +14,26 @@ import sqlalchemy as sa
 from meshlib.errors import AlreadyExists, FailedPrecondition
 from meshlib.money import Amount
 from meshlib.storage import Database
+from services.payment.adapters.group_commit import GroupCommitRegister
+from services.payment.adapters.sql_register import SqlPaymentRegister
 from services.payment.domain.checks import PartnerLimits, VelocityRule, VelocityRules
 from services.payment.domain.payments import PaymentState
-from services.payment.payments_service import NewPayment, PaymentCommands, Recording
-from services.payment.saga import PaymentSaga
+from services.payment.domain.saga import IN_BANK_TRANSFER, opening
+from services.payment.ports import Registration, RequestKey
 from services.payment.tables import customer_totals, idempotency_keys, payment_events, payments
 from tests.integration.payment.mesh import running_mesh, standard_mesh
 from tests.integration.payment.samples import LEASE, NOW, CountingUnitsOfWork, sample_payment
 from tests.support.consents import consent_view
 
 
-def _commands(units: CountingUnitsOfWork, rules: VelocityRules | None = None) -> PaymentCommands:
-    return PaymentCommands(
-        units,
-        saga=PaymentSaga(units, ledger=None, positions=None, lease=LEASE, clock=lambda: NOW),  # type: ignore[arg-type]
-        consents=None,  # type: ignore[arg-type]
-        partners=None,  # type: ignore[arg-type]
-        participants=None,  # type: ignore[arg-type]
-        rules=rules or VelocityRules(),
-        lease=LEASE,
-        clock=lambda: NOW,
-    )
+def _register(units: CountingUnitsOfWork, rules: VelocityRules | None = None) -> GroupCommitRegister:
+    return GroupCommitRegister(SqlPaymentRegister(units, rules or VelocityRules(), lease=LEASE, clock=lambda: NOW))
 
 
-def _recording(payment_id: str, *, request_id: str = "", amount: int = 1000, **consent: object) -> Recording:
+def _recording(payment_id: str, *, request_id: str = "", amount: int = 1000, **consent: object) -> Registration:
     payment = sample_payment(payment_id, amount=Amount("EUR", amount))
-    view = consent_view(**consent)
-    new = NewPayment(request_id or f"req-{payment_id}", f"fp-{amount}", "a1", "a2", None, payment.amount, "DOMESTIC")
-    return Recording("p1", view, PartnerLimits("p1"), new, payment, "")
+    key = RequestKey("p1", request_id or f"req-{payment_id}", f"fp-{amount}")
+    return Registration(payment, key, consent_view(**consent), PartnerLimits("p1"), opening(IN_BANK_TRANSFER), "0" * 32)
 
 
 async def _rows(database: Database, table: sa.Table, column: str) -> list[str]:
@@ -51,10 +43,10 @@ async def _rows(database: Database, table: sa.Table, column: str) -> list[str]:
 
 async def test_recordings_share_one_transaction_and_a_refused_payment_writes_nothing(database: Database) -> None:
     units = CountingUnitsOfWork(database)
-    commands = _commands(units)
+    register = _register(units)
     limit = {"period_limit_minor": 2_500, "limit_currency": "EUR", "period": "DAY"}
     outcomes = await asyncio.gather(
-        *(commands._recorder.submit(_recording(f"p{i}", **limit)) for i in range(1, 4)), return_exceptions=True
+        *(register.record(_recording(f"p{i}", **limit)) for i in range(1, 4)), return_exceptions=True
     )
     # 1,000 + 1,000 fit under 2,500; the third would make 3,000: refused as if the two were stored.
     assert isinstance(outcomes[2], FailedPrecondition) and outcomes[2].reason == "CONSENT_LIMIT_EXCEEDED"
@@ -73,42 +65,44 @@ async def test_recordings_share_one_transaction_and_a_refused_payment_writes_not
 
 async def test_the_velocity_rules_see_the_payments_before_in_the_group(database: Database) -> None:
     rules = VelocityRules((VelocityRule("burst", "max_payments_per_window", window_seconds=60, max_count=2),))
-    commands = _commands(CountingUnitsOfWork(database), rules)
+    register = _register(CountingUnitsOfWork(database), rules)
     outcomes = await asyncio.gather(
-        *(commands._recorder.submit(_recording(f"v{i}")) for i in range(1, 4)), return_exceptions=True
+        *(register.record(_recording(f"v{i}")) for i in range(1, 4)), return_exceptions=True
     )
     assert isinstance(outcomes[2], FailedPrecondition) and outcomes[2].reason == "VELOCITY_RULE_TRIGGERED"
     assert await _rows(database, payments, "payment_id") == ["v1", "v2"]
 
 
 async def test_a_request_id_seen_earlier_in_the_group_or_saved_answers_its_payment(database: Database) -> None:
-    commands = _commands(CountingUnitsOfWork(database))
+    register = _register(CountingUnitsOfWork(database))
     first, again, reused = await asyncio.gather(
-        commands._recorder.submit(_recording("r1", request_id="same")),
-        commands._recorder.submit(_recording("r2", request_id="same")),
-        commands._recorder.submit(_recording("r3", request_id="same", amount=5)),
+        register.record(_recording("r1", request_id="same")),
+        register.record(_recording("r2", request_id="same")),
+        register.record(_recording("r3", request_id="same", amount=5)),
         return_exceptions=True,
     )
     assert first[1] is True and again == (first[0], False)  # type: ignore[index]
     assert isinstance(reused, AlreadyExists)  # another payload under the same key
-    later = await commands._recorder.submit(_recording("r4", request_id="same"))
+    later = await register.record(_recording("r4", request_id="same"))
     assert later[0].payment_id == "r1" and later[1] is False
     assert await _rows(database, payments, "payment_id") == ["r1"]
 
 
 async def test_a_failed_shared_transaction_records_each_payment_alone(database: Database) -> None:
     units = CountingUnitsOfWork(database)
-    commands = _commands(units)
+    register = _register(units)
     # The same payment id twice: the shared insert fails (not a refusal).
     outcomes = await asyncio.gather(
-        commands._recorder.submit(_recording("q1")),
-        commands._recorder.submit(_recording("q1", request_id="other")),
-        commands._recorder.submit(_recording("q2")),
+        register.record(_recording("q1")),
+        register.record(_recording("q1", request_id="other")),
+        register.record(_recording("q2")),
         return_exceptions=True,
     )
     assert not isinstance(outcomes[0], BaseException) and not isinstance(outcomes[2], BaseException)
     assert isinstance(outcomes[1], Exception)
-    assert units.writes == 1 + 3
+    # The shared attempt, then one each; the duplicate is run twice more (a unique violation may
+    # be a concurrent twin's, which a rerun would replay) before it fails.
+    assert units.writes == 1 + 3 + 2
     assert await _rows(database, payments, "payment_id") == ["q1", "q2"]
 
 

@@ -47,6 +47,7 @@ async def payment_service(database_url: str):  # type: ignore[no-untyped-def]
         consents.views[f"c1-{partner}"] = consent_view(
             consent_id=f"c1-{partner}", partner_id=partner, customer_id="cu1"
         )
+
     async def no_token() -> str:
         return ""
 

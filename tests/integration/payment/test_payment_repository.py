@@ -19,7 +19,8 @@ from meshlib.storage.migrations import upgrade_to_head
 from services.payment.bootstrap import VERSIONS_DIR
 from services.payment.domain.checks import CustomerHistory
 from services.payment.domain.payments import Payment, PaymentState
-from services.payment.repository import NOT_COUNTED, SagaStep
+from services.payment.domain.saga import Outcome, RecordedStep, Step, StepRecord
+from services.payment.repository import NOT_COUNTED
 from services.payment.tables import payments
 from services.payment.unit_of_work import PaymentUnitOfWork
 from tests.integration.payment.samples import LEASE, NOW, sample_payment
@@ -139,12 +140,12 @@ async def test_customer_history_matches_the_separate_counts(database: Database) 
         for customer in ("cust1", "cust2", "nobody", ""):
             for beneficiary in beneficiaries:
                 for windows in window_sets:
-                    got = await uow.payments.customer_history(customer, beneficiary, windows, NOW)
+                    got = await uow.limits.customer_history(customer, beneficiary, windows, NOW)
                     want = await _reference_history(uow.connection, customer, beneficiary, windows, NOW)
                     assert got == want, (customer, beneficiary.payment_id, windows)
                     assert list(got.payments_in_window) == list(want.payments_in_window)
         # Something is actually counted (the comparison is not all zeros).
-        history = await uow.payments.customer_history("cust1", beneficiaries[0], {60, 86400}, NOW)
+        history = await uow.limits.customer_history("cust1", beneficiaries[0], {60, 86400}, NOW)
         assert history.history_count > 0 and history.average_amount_minor > 0
         assert history.paid_beneficiary_before
         assert 0 < history.payments_in_window[60] < history.payments_in_window[86400]
@@ -156,7 +157,7 @@ async def test_customer_history_matches_the_separate_counts(database: Database) 
 
         sa.event.listen(database.engine.sync_engine, "before_cursor_execute", count)
         try:
-            await uow.payments.customer_history("cust1", beneficiaries[2], {60, 3600, 86400}, NOW)
+            await uow.limits.customer_history("cust1", beneficiaries[2], {60, 3600, 86400}, NOW)
         finally:
             sa.event.remove(database.engine.sync_engine, "before_cursor_execute", count)
         assert len(statements) == 1, statements
@@ -170,11 +171,11 @@ async def test_spent_matches_the_per_call_sum(database: Database) -> None:
                 day = (NOW - dt.timedelta(days=days)).date()
                 midnight = dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
                 want = await _reference_spent(uow.connection, column, value, currency, midnight)
-                assert await uow.payments.spent(column, value, currency, day) == want, (column, value, currency, day)
-        assert await uow.payments.spent("consent_id", "c0", "EUR", (NOW - dt.timedelta(days=3)).date()) > 0
-        assert await uow.payments.spent("consent_id", "c1", "GBP", (NOW - dt.timedelta(days=3)).date()) > 0
+                assert await uow.limits.spent(column, value, currency, day) == want, (column, value, currency, day)
+        assert await uow.limits.spent("consent_id", "c0", "EUR", (NOW - dt.timedelta(days=3)).date()) > 0
+        assert await uow.limits.spent("consent_id", "c1", "GBP", (NOW - dt.timedelta(days=3)).date()) > 0
         with pytest.raises(KeyError):
-            await uow.payments.spent("no_such_column", "x", "EUR", NOW.date())
+            await uow.limits.spent("no_such_column", "x", "EUR", NOW.date())
 
 
 async def test_state_changes_and_lease(database: Database) -> None:
@@ -248,8 +249,9 @@ async def test_steps_events_and_idempotency(database: Database) -> None:
     async with PaymentUnitOfWork(database) as uow:
         payment = sample_payment("s1")
         await uow.payments.add(payment)
-        await uow.steps.add(SagaStep("s1", "validate", "succeeded", "", "t" * 32, NOW))
-        await uow.steps.add(SagaStep("s1", "hold_funds", "failed", "d" * 300, "t" * 32, NOW))
+        await uow.steps.add_many([RecordedStep("s1", StepRecord(Step.VALIDATE, Outcome.SUCCEEDED), "t" * 32, NOW)])
+        failed = StepRecord(Step.HOLD_FUNDS, Outcome.FAILED, "d" * 300)
+        await uow.steps.add_many([RecordedStep("s1", failed, "t" * 32, NOW)])
         assert await uow.events.last_seq() == 0
         await uow.events.add(payment, None, PaymentState.RECEIVED, "", NOW)
         await uow.events.add(payment, PaymentState.RECEIVED, PaymentState.REJECTED, "WHY", NOW)
@@ -258,7 +260,7 @@ async def test_steps_events_and_idempotency(database: Database) -> None:
         await uow.commit()
     async with PaymentUnitOfWork(database) as uow:
         steps = await uow.steps.for_payment("s1")
-        assert [(s.step, s.outcome, s.detail) for s in steps] == [
+        assert [(s.step.value, s.outcome.value, s.detail) for s in steps] == [
             ("validate", "succeeded", ""),
             ("hold_funds", "failed", "d" * 256),
         ]
@@ -291,7 +293,7 @@ async def test_customer_totals_follow_rejections_and_cancellations(database: Dat
 
     async def agrees() -> CustomerHistory:
         async with PaymentUnitOfWork(database, read_only=True) as uow:
-            got = await uow.payments.customer_history("cust1", beneficiary, {60}, NOW)
+            got = await uow.limits.customer_history("cust1", beneficiary, {60}, NOW)
             assert got == await _reference_history(uow.connection, "cust1", beneficiary, {60}, NOW)
             return got
 
@@ -327,9 +329,9 @@ async def test_move_many_moves_only_the_payments_still_in_a_from_state_and_keeps
                 sample_payment("m3", customer_id="cust1", state=PaymentState.SETTLED),
             ]
         )
-        before = await uow.payments.customer_history("cust1", beneficiary, {60}, NOW)
+        before = await uow.limits.customer_history("cust1", beneficiary, {60}, NOW)
         spent_before = [
-            await uow.payments.spent(c, v, "EUR", NOW.date()) for c, v in (("consent_id", "c1"), ("partner_id", "p1"))
+            await uow.limits.spent(c, v, "EUR", NOW.date()) for c, v in (("consent_id", "c1"), ("partner_id", "p1"))
         ]
         moved = await uow.payments.move_many(
             ["m1", "m2", "m3", "missing"], [PaymentState.RECEIVED], PaymentState.ACCEPTED, NOW
@@ -337,9 +339,9 @@ async def test_move_many_moves_only_the_payments_still_in_a_from_state_and_keeps
         assert moved == {"m1", "m2"}
         assert await uow.payments.move_many(["m1"], [PaymentState.ACCEPTED], PaymentState.REJECTED, NOW) == {"m1"}
         assert await uow.payments.move_many(["m1"], [PaymentState.ACCEPTED], PaymentState.REJECTED, NOW) == set()
-        after = await uow.payments.customer_history("cust1", beneficiary, {60}, NOW)
+        after = await uow.limits.customer_history("cust1", beneficiary, {60}, NOW)
         spent_after = [
-            await uow.payments.spent(c, v, "EUR", NOW.date()) for c, v in (("consent_id", "c1"), ("partner_id", "p1"))
+            await uow.limits.spent(c, v, "EUR", NOW.date()) for c, v in (("consent_id", "c1"), ("partner_id", "p1"))
         ]
         states = {p.payment_id: p.state for p in (await uow.payments.get_many(["m1", "m2", "m3"])).values()}
         await uow.commit()
@@ -424,12 +426,12 @@ async def test_the_migration_fills_the_totals_from_the_payments_already_there(da
                 )
         await upgrade_to_head(db, VERSIONS_DIR, "payment")
         async with PaymentUnitOfWork(db, read_only=True) as uow:
-            history = await uow.payments.customer_history(
+            history = await uow.limits.customer_history(
                 "cust9", sample_payment("b", creditor_account_id="a2"), set(), NOW
             )
             # The day sums (payment_0004): counted payments only, each on its own UTC day.
             spent = {
-                (column, days): await uow.payments.spent(column, value, "EUR", (NOW - dt.timedelta(days=days)).date())
+                (column, days): await uow.limits.spent(column, value, "EUR", (NOW - dt.timedelta(days=days)).date())
                 for column, value in (("consent_id", "c1"), ("partner_id", "p1"))
                 for days in (-1, 0, 1)
             }

@@ -9,14 +9,18 @@ import datetime as dt
 import sqlalchemy as sa
 
 from meshlib.storage import Database
+from services.payment.adapters.group_commit import GroupCommitJournal
+from services.payment.adapters.sql_journal import SqlPaymentJournal
 from services.payment.domain.payments import Payment, PaymentState
-from services.payment.saga import HOLD, POST, PaymentSaga
+from services.payment.domain.saga import Outcome, Step, StepRecord
+from services.payment.ports import JournalEntry, Move
 from services.payment.tables import payment_events, payment_steps, payments
 from services.payment.unit_of_work import PaymentUnitOfWork
 from tests.integration.payment.samples import LEASE, NOW, CountingUnitsOfWork, sample_payment
 
-PROGRESS = ((HOLD, "succeeded", ""), (POST, "started", ""))
-MOVE = ([PaymentState.ACCEPTED], PaymentState.SETTLEMENT_IN_PROCESS)
+HOLD, POST = Step.HOLD_FUNDS.value, Step.POST_FUNDS.value
+PROGRESS = (StepRecord(Step.HOLD_FUNDS, Outcome.SUCCEEDED), StepRecord(Step.POST_FUNDS, Outcome.STARTED))
+MOVE = Move(PaymentState.ACCEPTED, PaymentState.SETTLEMENT_IN_PROCESS)
 
 
 def _payment(payment_id: str) -> Payment:
@@ -30,16 +34,20 @@ async def _seed(database: Database, ids: list[str]) -> None:
         await uow.commit()
 
 
-def _saga(units: CountingUnitsOfWork) -> PaymentSaga:
-    return PaymentSaga(units, ledger=None, positions=None, lease=LEASE, clock=lambda: NOW)  # type: ignore[arg-type]
+def _journal(units: CountingUnitsOfWork) -> GroupCommitJournal:
+    return GroupCommitJournal(SqlPaymentJournal(units, lease=LEASE, clock=lambda: NOW))
+
+
+def _write(journal: GroupCommitJournal, payment_id: str, records=PROGRESS, move: Move | None = MOVE):  # type: ignore[no-untyped-def]
+    return journal.record(JournalEntry(payment_id, tuple(records), (move,) if move else ()))
 
 
 async def test_concurrent_saga_writes_share_one_transaction_and_write_every_row(database: Database) -> None:
     ids = [f"pay{i:02d}" for i in range(12)]
     await _seed(database, ids)
     units = CountingUnitsOfWork(database)
-    saga = _saga(units)
-    stored = await asyncio.gather(*(saga._apply(_payment(i), records=PROGRESS, move=MOVE) for i in ids))
+    journal = _journal(units)
+    stored = await asyncio.gather(*(_write(journal, i) for i in ids))
     assert units.writes == 1
     assert [p.payment_id for p in stored if p is not None] == ids
     assert {p.state for p in stored if p is not None} == {PaymentState.SETTLEMENT_IN_PROCESS}
@@ -58,14 +66,14 @@ async def test_every_write_of_a_group_renews_its_lease_whether_it_moved_or_not(d
     ids = ["moves", "records-only", "moved-before"]
     await _seed(database, ids)
     async with PaymentUnitOfWork(database) as uow:  # past the move's from-state, lease left as it was
-        assert await uow.payments.move_many(["moved-before"], *MOVE, NOW) == {"moved-before"}
+        assert await uow.payments.move_many(["moved-before"], [MOVE.from_state], MOVE.to_state, NOW) == {"moved-before"}
         await uow.commit()
     units = CountingUnitsOfWork(database)
-    saga = _saga(units)
+    journal = _journal(units)
     await asyncio.gather(
-        saga._apply(_payment("moves"), records=PROGRESS, move=MOVE),
-        saga._apply(_payment("records-only"), records=PROGRESS),
-        saga._apply(_payment("moved-before"), records=PROGRESS, move=MOVE),
+        _write(journal, "moves"),
+        _write(journal, "records-only", move=None),
+        _write(journal, "moved-before"),
     )
     assert units.writes == 1
     async with database.engine.connect() as connection:
@@ -79,10 +87,8 @@ async def test_a_write_for_an_unknown_payment_fails_alone_and_writes_nothing(dat
     ids = ["good1", "good2", "good3"]
     await _seed(database, ids)
     units = CountingUnitsOfWork(database)
-    saga = _saga(units)
-    outcomes = await asyncio.gather(
-        *(saga._apply(_payment(i), records=PROGRESS, move=MOVE) for i in [*ids, "missing"]), return_exceptions=True
-    )
+    journal = _journal(units)
+    outcomes = await asyncio.gather(*(_write(journal, i) for i in [*ids, "missing"]), return_exceptions=True)
     assert isinstance(outcomes[3], Exception)
     assert [p.state for p in outcomes[:3]] == [PaymentState.SETTLEMENT_IN_PROCESS] * 3  # type: ignore[union-attr]
     assert units.writes == 1
@@ -93,10 +99,10 @@ async def test_a_write_for_an_unknown_payment_fails_alone_and_writes_nothing(dat
 
 async def test_a_moved_payment_is_not_moved_twice(database: Database) -> None:
     await _seed(database, ["once"])
-    saga = _saga(CountingUnitsOfWork(database))
+    journal = _journal(CountingUnitsOfWork(database))
     first, second = await asyncio.gather(
-        saga._apply(_payment("once"), records=PROGRESS, move=MOVE),
-        saga._apply(_payment("once"), records=(), move=MOVE),
+        _write(journal, "once"),
+        _write(journal, "once", records=()),
     )
     assert first is not None and second is not None
     async with database.engine.connect() as connection:
@@ -108,13 +114,13 @@ async def test_when_the_shared_transaction_fails_each_write_is_committed_alone(d
     ids = ["ok1", "ok2", "ok3"]
     await _seed(database, ids)
     units = CountingUnitsOfWork(database)
-    saga = _saga(units)
+    journal = _journal(units)
     # One write that fails mid-transaction (its target is not a state), after others were written.
-    bad = ([PaymentState.ACCEPTED], "NOT_A_STATE")
+    bad = Move(PaymentState.ACCEPTED, "NOT_A_STATE")  # type: ignore[arg-type]
     outcomes = await asyncio.gather(
-        saga._apply(_payment("ok1"), records=PROGRESS, move=MOVE),
-        saga._apply(_payment("ok2"), records=PROGRESS, move=bad),  # type: ignore[arg-type]
-        saga._apply(_payment("ok3"), records=PROGRESS, move=MOVE),
+        _write(journal, "ok1"),
+        _write(journal, "ok2", move=bad),  # type: ignore[arg-type]
+        _write(journal, "ok3"),
         return_exceptions=True,
     )
     assert isinstance(outcomes[1], Exception)
