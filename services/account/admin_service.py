@@ -8,25 +8,33 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from meshlib.errors import AlreadyExists, NotFound
+from meshlib.errors import AlreadyExists
 from meshlib.idempotency import validate_request_id
+from meshlib.storage import Codec, IdempotencyKey, Transactions
 from services.account.answers import request_fingerprint
+from services.account.batches import account_not_found
 from services.account.domain.ledger import Account, AccountType, OpenAccountCommand, new_account
-from services.account.ledger_service import Clock, LedgerService, UowFactory, run_transaction, utc_now
+from services.account.ledger_service import Clock, LedgerService, UowFactory, utc_now
 from services.account.repository import CurrencyTotals
+from services.account.unit_of_work import AccountUnitOfWork
 
 log = logging.getLogger("services.account.admin")
 
 ADMIN_SCOPE = "account-admin"
+
+# What an account rpc saves for a replay: the account's descriptive fields (not its totals).
+ACCOUNT_ANSWER: Codec[Account] = Codec(
+    lambda account: json.dumps(account.snapshot()).encode(), lambda saved: Account.from_snapshot(json.loads(saved))
+)
 
 
 class AccountAdminService:
     """Operator and service-to-service management of accounts."""
 
     def __init__(self, uow: UowFactory, ledger: LedgerService, clock: Clock = utc_now) -> None:
-        self._uow = uow
         self._ledger = ledger
         self._now = clock
+        self._transactions = Transactions(uow, clock=clock)
 
     async def open_account(self, command: OpenAccountCommand) -> Account:
         """Open an account (ACTIVE, zero balance); a replay returns the first answer."""
@@ -37,34 +45,23 @@ class AccountAdminService:
             # Money enters a currency through its equity account: make sure it exists.
             await self._ledger.ensure_equity_account(command.currency)
 
-        async def once() -> Account:
-            async with self._uow() as uow:
-                saved = await uow.idempotency.lookup(ADMIN_SCOPE, "OpenAccount", command.request_id, fingerprint)
-                if saved is not None:
-                    return Account.from_snapshot(json.loads(saved))
-                if command.type is AccountType.BANK_EQUITY and await uow.accounts.equity_id(command.currency):
-                    raise AlreadyExists(
-                        "the currency already has a bank equity account", reason="RESOURCE_ALREADY_EXISTS"
-                    )
-                now = self._now()
-                account = new_account(command, uuid.uuid4().hex, now)
-                await uow.accounts.add(account)
-                await uow.idempotency.save(
-                    ADMIN_SCOPE,
-                    "OpenAccount",
-                    command.request_id,
-                    fingerprint,
-                    json.dumps(account.snapshot()).encode(),
-                    now,
-                )
-                await uow.commit()
+        async def operation(uow: AccountUnitOfWork) -> Account:
+            if command.type is AccountType.BANK_EQUITY and await uow.accounts.equity_id(command.currency):
+                raise AlreadyExists("the currency already has a bank equity account", reason="RESOURCE_ALREADY_EXISTS")
+            account = new_account(command, uuid.uuid4().hex, self._now())
+            await uow.accounts.add(account)
+            # Logged here: a replay answers from the saved key without running this.
             log.info(
                 "account opened",
                 extra={"account": account.id, "type": account.type.value, "currency": account.currency},
             )
             return account
 
-        return await run_transaction(once)
+        return await self._transactions.run(
+            operation,
+            key=IdempotencyKey(ADMIN_SCOPE, "OpenAccount", command.request_id, fingerprint),
+            codec=ACCOUNT_ANSWER,
+        )
 
     async def freeze_account(self, request_id: str, account_id: str, reason: str = "") -> Account:
         """ACTIVE -> FROZEN (holds may still be voided or expire)."""
@@ -90,29 +87,31 @@ class AccountAdminService:
         validate_request_id(request_id)
         fingerprint = request_fingerprint(account=account_id)
 
-        async def once() -> Account:
-            async with self._uow() as uow:
-                locked = await uow.accounts.lock([account_id])
-                saved = await uow.idempotency.lookup(ADMIN_SCOPE, method, request_id, fingerprint)
-                if saved is not None:
-                    return Account.from_snapshot(json.loads(saved))
-                account = locked.get(account_id)
-                if account is None:
-                    raise NotFound("account not found", metadata={"resource_name": f"accounts/{account_id}"})
-                now = self._now()
-                change(account, now)
-                await uow.accounts.save(account)
-                await uow.idempotency.save(
-                    ADMIN_SCOPE, method, request_id, fingerprint, json.dumps(account.snapshot()).encode(), now
-                )
-                await uow.commit()
+        async def operation(uow: AccountUnitOfWork) -> Account:
+            locked = await uow.accounts.lock([account_id])
+            # The key is read under the account's lock, not by the runner before it: a concurrent
+            # twin waits for the lock, then replays (instead of failing the transition again).
+            saved = await uow.idempotency.lookup(ADMIN_SCOPE, method, request_id, fingerprint)
+            if saved is not None:
+                return ACCOUNT_ANSWER.decode(saved)
+            account = locked.get(account_id)
+            if account is None:
+                raise account_not_found(account_id)
+            now = self._now()
+            change(account, now)
+            await uow.accounts.save(account)
+            await uow.idempotency.save(
+                ADMIN_SCOPE, method, request_id, fingerprint, ACCOUNT_ANSWER.encode(account), now
+            )
             return account
 
-        return await run_transaction(once)
+        return await self._transactions.run(operation)
 
     async def ledger_totals(self) -> tuple[list[CurrencyTotals], dt.datetime]:
         """Per-currency sums of every account, read in one snapshot."""
-        async with self._uow(read_only=True) as uow:
+
+        async def operation(uow: AccountUnitOfWork) -> tuple[list[CurrencyTotals], dt.datetime]:
             read_time = self._now()
-            totals = await uow.accounts.totals()
-        return totals, read_time
+            return await uow.accounts.totals(), read_time
+
+        return await self._transactions.read(operation)

@@ -20,11 +20,12 @@ import datetime as dt
 import enum
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 from meshlib.errors import MeshError
+from meshlib.storage import Codec
 from services.account.domain.ledger import Transfer, TransferRequest, TransferType
 
 if TYPE_CHECKING:
@@ -139,55 +140,75 @@ class BatchItemResult:
         return cls(index, answer)
 
 
-def batch_answer(results: Sequence[BatchItemResult], made: set[int], made_kind: AnswerKind, now: dt.datetime) -> bytes:
-    """A batch's answer as saved for replays (``made``: the items whose transfer this batch
-    created or finished, saved as ``made_kind``; read back by :func:`read_batch_answer`)."""
-    entries: list[list[Any]] = []
-    for result in results:
-        if result.transfer is None:
-            entries.append([AnswerKind.REFUSED, result.index, result.error_reason, result.error_message])
-        elif result.index in made:
-            entries.append([made_kind, result.index])
-        else:
-            entries.append([AnswerKind.REPLAYED, result.index, result.transfer.to_dict()])
-    return json.dumps({"format": BATCH_ANSWER_FORMAT, "at": now.isoformat(), "results": entries}).encode()
-
-
 @dataclass(frozen=True, slots=True)
-class SavedBatch:
-    """A saved batch answer, parsed; the transfers the batch made are filled in by the caller."""
+class BatchAnswer:
+    """A batch's answer: each item's result, the items whose transfer it made itself, and when.
 
+    Read back from a saved answer (``replayed``), a made item's transfer is not in it: its
+    result is a placeholder until :meth:`filled` gives it.
+    """
+
+    results: list[BatchItemResult]
+    made: frozenset[int]
     at: dt.datetime | None
-    entries: list[list[Any]]
+    replayed: bool = False
 
-    def made_indexes(self) -> list[int]:
-        """The items whose transfer the batch created or finished (to rebuild or read back)."""
-        return [entry[1] for entry in self.entries if entry[0] in _MADE_HERE]
+    def filled(self, made: Callable[[int], Transfer]) -> list[BatchItemResult]:
+        """The results, each made item's transfer from ``made(index)`` if this answer was read back."""
+        if not self.replayed:
+            return self.results
+        return [
+            BatchItemResult(result.index, made(result.index)) if result.index in self.made else result
+            for result in self.results
+        ]
 
-    def results(self, made: Callable[[int], Transfer]) -> list[BatchItemResult]:
-        """The batch's results as first answered; ``made(index)`` gives a made item's transfer."""
-        results = []
-        for kind, index, *rest in self.entries:
-            if kind in _MADE_HERE:
-                results.append(BatchItemResult(index, made(index)))
-            elif kind == AnswerKind.REPLAYED:
-                results.append(BatchItemResult(index, Transfer.from_dict(rest[0])))
+
+def batch_codec(made_kind: AnswerKind) -> Codec[BatchAnswer]:
+    """How a batch's answer is saved (its made items as ``made_kind``) and read back."""
+
+    def encode(answer: BatchAnswer) -> bytes:
+        entries: list[list[Any]] = []
+        for result in answer.results:
+            if result.transfer is None:
+                entries.append([AnswerKind.REFUSED, result.index, result.error_reason, result.error_message])
+            elif result.index in answer.made:
+                entries.append([made_kind, result.index])
             else:
-                results.append(BatchItemResult(index, None, rest[0], rest[1]))
-        return results
+                entries.append([AnswerKind.REPLAYED, result.index, result.transfer.to_dict()])
+        at = answer.at.isoformat() if answer.at else None
+        return json.dumps({"format": BATCH_ANSWER_FORMAT, "at": at, "results": entries}).encode()
+
+    return Codec(encode, read_batch_answer)
 
 
-def read_batch_answer(saved: bytes) -> SavedBatch:
-    """Parse what :func:`batch_answer` saved (or format 1, a list of whole results)."""
+def read_batch_answer(saved: bytes) -> BatchAnswer:
+    """A saved batch answer read back (either batch's, or format 1)."""
     data = json.loads(saved)
-    if isinstance(data, list):  # format 1: every transfer in full
-        return SavedBatch(
-            None,
+    if isinstance(data, list):  # format 1: every result whole
+        return BatchAnswer(
             [
-                [AnswerKind.REPLAYED, item["index"], item["transfer"]]
+                BatchItemResult(item["index"], Transfer.from_dict(item["transfer"]))
                 if item["transfer"]
-                else [AnswerKind.REFUSED, item["index"], item["error_reason"], item["error_message"]]
+                else BatchItemResult(item["index"], None, item["error_reason"], item["error_message"])
                 for item in data
             ],
+            frozenset(),
+            None,
+            replayed=True,
         )
-    return SavedBatch(dt.datetime.fromisoformat(data["at"]), data["results"])
+    results: list[BatchItemResult] = []
+    made: set[int] = set()
+    for kind, index, *rest in data["results"]:
+        if kind in _MADE_HERE:
+            made.add(index)
+            results.append(BatchItemResult(index))  # filled in by BatchAnswer.filled
+        elif kind == AnswerKind.REPLAYED:
+            results.append(BatchItemResult(index, Transfer.from_dict(rest[0])))
+        else:
+            results.append(BatchItemResult(index, None, rest[0], rest[1]))
+    return BatchAnswer(results, frozenset(made), dt.datetime.fromisoformat(data["at"]), replayed=True)
+
+
+# BatchCreateTransfers' and BatchPostTransfers' answers.
+CREATED_BATCH = batch_codec(AnswerKind.CREATED)
+FINISHED_BATCH = batch_codec(AnswerKind.FINISHED)

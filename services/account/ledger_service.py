@@ -1,38 +1,40 @@
 """The ledger's service layer: transfers, holds and their expiry, funding, reads (no gRPC, no SQL).
 
-Each operation is one transaction (lock what it changes, apply the domain rule, persist,
-commit). A single transfer rpc is a batch of one: CreateTransfer runs the very steps of
-BatchCreateTransfers (:func:`~services.account.transfers.create_transfers`), PostTransfer and
-VoidTransfer those of BatchPostTransfers (:func:`~services.account.transfers.finish_holds`),
-so an item of a batch answers exactly what the single rpc would, and shares its key
-(:mod:`services.account.answers`). GetLedgerAccount is BatchGetLedgerAccounts of one.
-"""
+Each operation is one transaction run by :class:`meshlib.storage.Transactions` (lock what it
+changes, apply the domain rule, persist, commit). A single transfer rpc is a batch of one:
+CreateTransfer runs the very steps of BatchCreateTransfers
+(:func:`~services.account.transfers.create_transfers`), PostTransfer and VoidTransfer those of
+BatchPostTransfers (:func:`~services.account.transfers.finish_holds`), so an item of a batch
+answers exactly what the single rpc would, and shares its key (:mod:`services.account.answers`).
+GetLedgerAccount is BatchGetLedgerAccounts of one.
+
+The batch rpcs' own keys go through the runner's keys. An item's key (PostTransfer's and
+VoidTransfer's, a BatchPostTransfers item's) is read by the transaction itself, set-based and
+under its hold's lock (:func:`~services.account.transfers.finish_holds`): a concurrent twin
+waits for the lock, then replays."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
-
-from sqlalchemy.exc import IntegrityError
 
 from meshlib.errors import InvalidArgument, MeshError
 from meshlib.idempotency import RETENTION as IDEMPOTENCY_RETENTION
 from meshlib.idempotency import validate_request_id
 from meshlib.money import Amount
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint
-from meshlib.storage import retry_on_conflict
+from meshlib.storage import CommitAndRaise, IdempotencyKey, Transactions
 from services.account.answers import (
+    CREATED_BATCH,
+    FINISHED_BATCH,
     LEDGER_SCOPE,
-    AnswerKind,
+    BatchAnswer,
     BatchItemResult,
-    batch_answer,
     batch_create_fingerprint,
     batch_post_fingerprint,
-    read_batch_answer,
 )
 from services.account.batches import (
     MAX_BATCH,
@@ -62,7 +64,6 @@ from services.account.unit_of_work import AccountUnitOfWork
 
 log = logging.getLogger("services.account.ledger")
 
-T = TypeVar("T")
 Clock = Callable[[], dt.datetime]
 UowFactory = Callable[..., AccountUnitOfWork]
 
@@ -70,22 +71,6 @@ UowFactory = Callable[..., AccountUnitOfWork]
 def utc_now() -> dt.datetime:
     """The wall clock, in UTC."""
     return dt.datetime.now(dt.UTC)
-
-
-async def run_transaction(operation: Callable[[], Awaitable[T]], *, attempts: int = 4) -> T:
-    """Run a whole transaction, again after a lost race on a unique key or a lock conflict.
-
-    Two concurrent creates of the same transfer id (or of a currency's equity account)
-    race on the primary key; the loser's retry finds the winner's row and answers from it.
-    """
-    for attempt in range(1, attempts + 1):
-        try:
-            return await retry_on_conflict(operation)
-        except IntegrityError:
-            if attempt == attempts:
-                raise
-            log.info("unique key race, retrying the transaction", extra={"attempt": attempt})
-    raise AssertionError("unreachable")
 
 
 def validate_transfer_id(transfer_id: str, field: str) -> str:
@@ -123,10 +108,16 @@ def _check_batch_size(count: int, field: str, what: str) -> None:
         raise InvalidArgument.field(field, f"at most {MAX_BATCH} {what}s")
 
 
-def _the_answer(applied: Applied) -> Transfer:
-    """A batch of one's answer, as the single rpc gives it: its transfer, or its error raised."""
+def _only_answer(applied: Applied) -> Transfer:
+    """A batch of one's answer, as the single rpc gives it: its transfer, or its error raised.
+
+    A refusal rolls back, unless it changed something: touching an elapsed hold released it,
+    which is kept (committed) before TRANSFER_EXPIRED is raised.
+    """
     [answer] = applied.answers
     if isinstance(answer, MeshError):
+        if applied.changed:
+            raise CommitAndRaise(answer)
         raise answer
     return answer
 
@@ -157,19 +148,8 @@ class LedgerService:
     """Transfers: create (single-phase or hold), post, void, expire, read, batch, fund."""
 
     def __init__(self, uow: UowFactory, clock: Clock = utc_now) -> None:
-        self._uow = uow
         self._now = clock
-
-    async def _transaction(self, operation: Callable[[AccountUnitOfWork], Awaitable[T]]) -> T:
-        """``operation`` in one committed transaction, run again on a conflict or a unique-key race."""
-
-        async def once() -> T:
-            async with self._uow() as uow:
-                result = await operation(uow)
-                await uow.commit()
-            return result
-
-        return await run_transaction(once)
+        self._transactions = Transactions(uow, clock=clock)
 
     # ---- create ----
 
@@ -178,9 +158,13 @@ class LedgerService:
         checked = _checked_transfer(request)
         if isinstance(checked, MeshError):  # before the database, as a batch refuses the item
             raise checked
-        applied, _ = await self._transaction(lambda uow: create_transfers(uow, [checked], self._now))
-        transfer = _the_answer(applied)
-        if applied.made:
+
+        async def operation(uow: AccountUnitOfWork) -> tuple[Transfer, bool]:
+            applied, _ = await create_transfers(uow, [checked], self._now)
+            return _only_answer(applied), bool(applied.made)
+
+        transfer, created = await self._transactions.run(operation)
+        if created:
             log.info(
                 "transfer created",
                 extra={
@@ -212,34 +196,25 @@ class LedgerService:
         # Shape errors are per item: they never reach the database.
         checked = [_checked_transfer(item) for item in items]
 
-        async def operation(uow: AccountUnitOfWork) -> tuple[list[BatchItemResult], Applied | None]:
-            saved = await uow.idempotency.lookup(LEDGER_SCOPE, "BatchCreateTransfers", request_id, fingerprint)
-            if saved is not None:
-                answer = read_batch_answer(saved)
-
-                def rebuilt(index: int) -> Transfer:
-                    request = checked[index]
-                    # The same payload (the fingerprint says so) made it then.
-                    assert isinstance(request, TransferRequest) and answer.at is not None
-                    return new_transfer(request, answer.at)
-
-                return answer.results(rebuilt), None
+        async def operation(uow: AccountUnitOfWork) -> BatchAnswer:
             applied, now = await create_transfers(uow, checked, self._now)
-            results = applied.results()
-            await uow.idempotency.save(
-                LEDGER_SCOPE,
-                "BatchCreateTransfers",
-                request_id,
-                fingerprint,
-                batch_answer(results, applied.made, AnswerKind.CREATED, now),
-                now,
-            )
-            return results, applied
+            return BatchAnswer(applied.results(), frozenset(applied.made), now)
 
-        results, applied = await self._transaction(operation)
-        if applied is not None:
-            log.info("batch applied", extra={"items": len(results), "failed": _failed(results)})
-        return results
+        answer = await self._transactions.run(
+            operation,
+            key=IdempotencyKey(LEDGER_SCOPE, "BatchCreateTransfers", request_id, fingerprint),
+            codec=CREATED_BATCH,
+        )
+        if not answer.replayed:
+            log.info("batch applied", extra={"items": len(answer.results), "failed": _failed(answer.results)})
+
+        def rebuilt(index: int) -> Transfer:
+            request = checked[index]
+            # The same payload (the fingerprint says so) made it then: the same transfer, at that time.
+            assert isinstance(request, TransferRequest) and answer.at is not None
+            return new_transfer(request, answer.at)
+
+        return answer.filled(rebuilt)
 
     # ---- post / void / expire ----
 
@@ -255,10 +230,13 @@ class LedgerService:
         item = _checked_finish(FinishRequest(request_id, transfer_id))
         if isinstance(item, MeshError):
             raise item
-        applied, _ = await self._transaction(lambda uow: finish_holds(uow, method, [item], rule, self._now))
-        # An elapsed hold was released (and that committed) before its TRANSFER_EXPIRED is raised.
-        transfer = _the_answer(applied)
-        if applied.made:
+
+        async def operation(uow: AccountUnitOfWork) -> tuple[Transfer, bool]:
+            applied, _ = await finish_holds(uow, method, [item], rule, self._now)
+            return _only_answer(applied), bool(applied.made)
+
+        transfer, finished = await self._transactions.run(operation)
+        if finished:
             log.info("transfer finished", extra={"transfer": transfer_id, "state": transfer.state.value})
         return transfer
 
@@ -283,37 +261,30 @@ class LedgerService:
         # Shape errors are per item, as the single rpc refuses them before the database.
         checked = [_checked_finish(item) for item in items]
 
+        async def operation(uow: AccountUnitOfWork) -> BatchAnswer:
+            applied, now = await finish_holds(uow, "PostTransfer", checked, post_transfer, self._now)
+            return BatchAnswer(applied.results(), frozenset(applied.made), now)
+
+        answer = await self._transactions.run(
+            operation,
+            key=IdempotencyKey(LEDGER_SCOPE, "BatchPostTransfers", request_id, fingerprint),
+            codec=FINISHED_BATCH,
+        )
+        if not answer.replayed:
+            log.info(
+                "batch finished",
+                extra={"method": "PostTransfer", "items": len(answer.results), "failed": _failed(answer.results)},
+            )
+            return answer.results
+
         def hold_of(index: int) -> str:
             request = checked[index]
             assert isinstance(request, FinishRequest)  # the same payload finished it then
             return request.transfer_id
 
-        async def operation(uow: AccountUnitOfWork) -> tuple[list[BatchItemResult], Applied | None]:
-            saved = await uow.idempotency.lookup(LEDGER_SCOPE, "BatchPostTransfers", request_id, fingerprint)
-            if saved is not None:
-                answer = read_batch_answer(saved)
-                # The holds it finished are final: read back, in one SELECT, they are its answer.
-                rows = await uow.transfers.many(hold_of(index) for index in answer.made_indexes())
-                return answer.results(lambda index: rows[hold_of(index)]), None
-            applied, now = await finish_holds(uow, "PostTransfer", checked, post_transfer, self._now)
-            results = applied.results()
-            await uow.idempotency.save(
-                LEDGER_SCOPE,
-                "BatchPostTransfers",
-                request_id,
-                fingerprint,
-                batch_answer(results, applied.made, AnswerKind.FINISHED, now),
-                now,
-            )
-            return results, applied
-
-        results, applied = await self._transaction(operation)
-        if applied is not None:
-            log.info(
-                "batch finished",
-                extra={"method": "PostTransfer", "items": len(results), "failed": _failed(results)},
-            )
-        return results
+        # The holds the batch posted are final: read back (one SELECT), they are its answer still.
+        rows = await self._transactions.read(lambda uow: uow.transfers.many(hold_of(index) for index in answer.made))
+        return answer.filled(lambda index: rows[hold_of(index)])
 
     async def expire_one(self, transfer_id: str) -> Transfer | None:
         """Release one hold if its timeout has elapsed; returns the transfer as it is now."""
@@ -329,15 +300,14 @@ class LedgerService:
             await write_changes(uow, Applied(changed=[outcome], touched={debit.id: debit, credit.id: credit}), now)
             return outcome.transfer, True
 
-        transfer, expired = await self._transaction(operation)
+        transfer, expired = await self._transactions.run(operation)
         if expired:
             log.info("hold expired", extra={"transfer": transfer_id})
         return transfer
 
     async def expire_due(self, limit: int = 200) -> int:
         """Release every hold whose timeout has elapsed (up to ``limit``); returns how many."""
-        async with self._uow(read_only=True) as uow:
-            due = await uow.transfers.due_for_expiry(self._now(), limit)
+        due = await self._transactions.read(lambda uow: uow.transfers.due_for_expiry(self._now(), limit))
         released = 0
         for transfer_id in due:
             transfer = await self.expire_one(transfer_id)
@@ -356,7 +326,7 @@ class LedgerService:
             purged = await uow.idempotency.purge(now - IDEMPOTENCY_RETENTION)
             return purged + await uow.consent_reads.purge(now.date() - dt.timedelta(days=consent_read_days))
 
-        return await self._transaction(operation)
+        return await self._transactions.run(operation)
 
     # ---- reads ----
 
@@ -387,14 +357,12 @@ class LedgerService:
         account_ids = {item for item in items if not isinstance(item, MeshError)}
         found: dict[str, Account] = {}
         if account_ids:
-            async with self._uow(read_only=True) as uow:
-                found = await uow.accounts.many(account_ids)
+            found = await self._transactions.read(lambda uow: uow.accounts.many(account_ids))
         return [item if isinstance(item, MeshError) else found.get(item) or account_not_found(item) for item in items]
 
     async def get_transfer(self, transfer_id: str) -> Transfer:
         """One transfer (an elapsed hold is released on the way)."""
-        async with self._uow(read_only=True) as uow:
-            transfer = await uow.transfers.get(transfer_id)
+        transfer = await self._transactions.read(lambda uow: uow.transfers.get(transfer_id))
         if transfer is None:
             raise transfer_not_found(transfer_id)
         if transfer.is_due_to_expire(self._now()):
@@ -420,8 +388,7 @@ class LedgerService:
                 raise InvalidArgument.field(
                     "page_token", "not a token this server issued", reason="PAGE_TOKEN_INVALID"
                 ) from None
-        async with self._uow(read_only=True) as uow:
-            rows = await uow.transfers.page(filters, after, size + 1)
+        rows = await self._transactions.read(lambda uow: uow.transfers.page(filters, after, size + 1))
         next_token = ""
         if len(rows) > size:
             rows = rows[:size]
@@ -454,7 +421,7 @@ class LedgerService:
             await uow.accounts.add(account)
             return account.id, True
 
-        account_id, opened = await self._transaction(operation)
+        account_id, opened = await self._transactions.run(operation)
         if opened:
             log.info("bank equity account opened", extra={"currency": currency, "account": account_id})
         return account_id

@@ -16,8 +16,10 @@ from meshlib.auth.consent import ConsentLookup, ConsentView
 from meshlib.errors import InvalidArgument, NotFound, QuotaViolation, ResourceExhausted
 from meshlib.money import Amount
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint
+from meshlib.storage import Transactions
 from services.account.domain.ledger import Account, AccountStatus, Entry
-from services.account.ledger_service import Clock, UowFactory, run_transaction, utc_now
+from services.account.ledger_service import Clock, UowFactory, utc_now
+from services.account.unit_of_work import AccountUnitOfWork
 
 READ_ACCOUNTS = "READ_ACCOUNTS"
 READ_BALANCES = "READ_BALANCES"
@@ -81,7 +83,7 @@ class ReadQuota:
     MAX_BLOCK = 100
 
     def __init__(self, uow: UowFactory) -> None:
-        self._uow = uow
+        self._transactions = Transactions(uow)
         self._allowances: dict[str, _Allowance] = {}
 
     @classmethod
@@ -112,17 +114,16 @@ class ReadQuota:
     async def _claim(self, consent_id: str, day: dt.date, limit: int) -> int:
         block = self.block_size(limit)
 
-        async def once() -> int:
-            async with self._uow() as uow:
-                claimed = await uow.consent_reads.increment(consent_id, day, by=block)
-                granted = max(0, min(block, limit - (claimed - block)))
-                if granted:  # a claim that gets nothing is not committed: refused reads do not count
-                    if granted < block:  # the day's last, partial block: the counter stops at the quota
-                        await uow.consent_reads.increment(consent_id, day, by=granted - block)
-                    await uow.commit()
-                return granted
+        async def operation(uow: AccountUnitOfWork) -> int:
+            claimed = await uow.consent_reads.increment(consent_id, day, by=block)
+            granted = max(0, min(block, limit - (claimed - block)))
+            if granted < block:
+                # The day's last, partial block (or nothing left): the counter stops at the quota,
+                # so refused reads do not count.
+                await uow.consent_reads.increment(consent_id, day, by=granted - block)
+            return granted
 
-        return await run_transaction(once)
+        return await self._transactions.run(operation)
 
     def _forget_other_days(self, day: dt.date) -> None:
         for consent_id in [key for key, held in self._allowances.items() if held.day != day]:
@@ -144,7 +145,7 @@ class AccountReadService:
     def __init__(
         self, uow: UowFactory, consents: ConsentLookup, clock: Clock = utc_now, quota: ReadQuota | None = None
     ) -> None:
-        self._uow = uow
+        self._transactions = Transactions(uow, clock=clock)
         self._consents = consents
         self._now = clock
         self._quota = quota or ReadQuota(uow)
@@ -159,8 +160,7 @@ class AccountReadService:
         return consent
 
     async def _owned_account(self, consent: ConsentView, account_id: str) -> Account:
-        async with self._uow(read_only=True) as uow:
-            account = await uow.accounts.get(account_id)
+        account = await self._transactions.read(lambda uow: uow.accounts.get(account_id))
         if account is None or not _visible(consent, account):
             raise NotFound("account not found", metadata={"resource_name": f"accounts/{account_id}"})
         return account
@@ -177,8 +177,7 @@ class AccountReadService:
                 raise _bad_token()
         ids = sorted(account_id for account_id in consent.account_ids if account_id > after)
         page_ids, rest = ids[:size], ids[size:]
-        async with self._uow(read_only=True) as uow:
-            found = await uow.accounts.many(page_ids)
+        found = await self._transactions.read(lambda uow: uow.accounts.many(page_ids))
         accounts = [found[i] for i in page_ids if i in found and _visible(consent, found[i])]
         next_token = encode_page_token({"after": page_ids[-1]}, filters_hash) if rest else ""
         return AccountPage(accounts, next_token)
@@ -221,8 +220,9 @@ class AccountReadService:
                 after = (dt.datetime.fromisoformat(cursor["t"]), int(cursor["s"]))
             except (KeyError, TypeError, ValueError):
                 raise _bad_token() from None
-        async with self._uow(read_only=True) as uow:
-            rows = await uow.entries.page(account_id, from_time=from_time, to_time=to_time, after=after, limit=size + 1)
+        rows = await self._transactions.read(
+            lambda uow: uow.entries.page(account_id, from_time=from_time, to_time=to_time, after=after, limit=size + 1)
+        )
         next_token = ""
         if len(rows) > size:
             rows = rows[:size]
