@@ -207,6 +207,7 @@ class LedgerService:
         )
         if not answer.replayed:
             log.info("batch applied", extra={"items": len(answer.results), "failed": _failed(answer.results)})
+            return answer.results
 
         def rebuilt(index: int) -> Transfer:
             request = checked[index]
