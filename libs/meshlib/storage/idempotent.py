@@ -167,7 +167,8 @@ class Transactions(Generic[U]):
         A repeat of ``key`` answers ``codec.decode`` of the first answer, unless the payload
         changed (ALREADY_EXISTS / REQUEST_ID_REUSED). An error raised by ``operation`` rolls
         the transaction back and saves nothing, so a retry with the same key runs again
-        (:class:`CommitAndRaise` keeps the writes and still saves no answer).
+        (:class:`CommitAndRaise` keeps the writes and still saves no answer); unless a twin
+        request with the key committed meanwhile, whose answer is then returned.
         """
         if (key is None) != (codec is None):
             raise TypeError("an idempotent transaction needs both a key and a codec")
@@ -190,7 +191,19 @@ class Transactions(Generic[U]):
                 await uow.commit()
                 return result
 
-        return await retry_on_conflict(transaction)
+        try:
+            return await retry_on_conflict(transaction)
+        except MeshError:
+            if key is None or codec is None:
+                raise
+            # A twin of this request may have committed between our look-up and the refusal
+            # (it changed the state our operation then refused): the twin's answer is ours.
+            saved = await self.read(
+                lambda uow: uow.idempotency.lookup(key.scope, key.method, key.request_id, key.fingerprint)
+            )
+            if saved is None:
+                raise
+            return codec.decode(saved)
 
     async def read(self, operation: Callable[[U], Awaitable[T]]) -> T:
         """``operation(uow)`` in a read-only transaction (nothing to commit), retried on conflict."""

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
-from meshlib.errors import Aborted, AlreadyExists, NotFound
+from meshlib.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
 from meshlib.idempotency import IdempotencyRepository, idempotency_table
 from meshlib.storage import Codec, CommitAndRaise, Database, IdempotencyKey, SqlUnitOfWork, Transactions
 from meshlib.storage.idempotent import TRANSACTION_ATTEMPTS
@@ -113,6 +113,27 @@ async def test_a_failed_operation_saves_neither_change_nor_answer(transactions: 
     assert await transactions.run(increment, key=key(), codec=COUNTER) == 1
 
 
+async def test_a_twin_refused_by_the_state_the_first_left_answers_the_first_answer(
+    transactions: Transactions[NotesUnitOfWork],
+) -> None:
+    """Both twins miss the key; the first locks the row and commits; the second, let through
+    the lock, finds the work done and refuses: it must answer as the first did."""
+    await transactions.run(lambda uow: add_note(uow, "hot"))
+
+    async def increment_once(uow: NotesUnitOfWork) -> int:
+        value = await increment(uow)
+        if value != 1:
+            raise FailedPrecondition("already incremented", reason="ALREADY_DONE")
+        await asyncio.sleep(0.05)  # holds the row while the twin looks its key up
+        return value
+
+    answers = await asyncio.gather(*(transactions.run(increment_once, key=key(), codec=COUNTER) for _ in range(2)))
+    assert answers == [1, 1]
+    assert await counter(transactions) == 1
+    with pytest.raises(FailedPrecondition):  # a new request is refused as before
+        await transactions.run(increment_once, key=key("r-2"), codec=COUNTER)
+
+
 async def test_commit_and_raise_keeps_the_writes_but_saves_no_answer(
     transactions: Transactions[NotesUnitOfWork],
 ) -> None:
@@ -205,7 +226,7 @@ async def test_concurrent_increments_lose_no_update(transactions: Transactions[N
     assert await counter(transactions) == 30
 
 
-async def test_twin_first_requests_apply_once_and_answer_alike(
+async def test_twin_first_requests_take_effect_once_and_answer_alike(
     database: Database, transactions: Transactions[NotesUnitOfWork]
 ) -> None:
     """Both twins miss the saved answer; the loser's save hits the unique key, its rerun replays."""

@@ -27,7 +27,7 @@ from tests.unit.settlement.scenarios import (
 )
 
 
-async def _apply(layer: Layer, ids: list[str], step: BatchStep) -> list[str]:
+async def _run_step(layer: Layer, ids: list[str], step: BatchStep) -> list[str]:
     """Run one step on the service layer; the outcome of each of its items."""
     if isinstance(step, ReserveBatch):
         reserves = [
@@ -78,7 +78,7 @@ async def test_batches_on_the_real_store_match_the_model_one_by_one(layer: Layer
     for step in steps:
         items = step.items if isinstance(step, ReserveBatch | CommitBatch) else (step,)
         expected = [book.apply(item) for item in items]
-        assert await _apply(layer, ids, step) == expected, step
+        assert await _run_step(layer, ids, step) == expected, step
         positions, obligations, windows = await _state(layer)
         check_invariants(positions, dict(zip(ids, CAPS, strict=True)), obligations, windows, settled_any=False)
         for index, participant in enumerate(ids):

@@ -27,7 +27,7 @@ from tests.unit.settlement.scenarios import (
 )
 
 
-async def _apply(layer: Layer, ids: list[str], op: Operation) -> str:
+async def _run_operation(layer: Layer, ids: list[str], op: Operation) -> str:
     try:
         if isinstance(op, Reserve):
             await layer.positions.reserve(
@@ -82,7 +82,7 @@ async def test_random_operations_on_the_real_store_match_the_model(layer: Layer,
         if isinstance(op, Settle) and not book.windows:
             continue  # the first window opens on demand; nothing to pick yet
         expected = book.apply(op)
-        actual = await _apply(layer, ids, op)
+        actual = await _run_operation(layer, ids, op)
         assert actual == expected, op
         settled_any = settled_any or (isinstance(op, Settle) and actual == OK)
         positions, obligations, windows = await _state(layer, ids)

@@ -41,7 +41,7 @@ def test_post_transfer_keys_keep_their_fingerprint() -> None:
     assert finish_fingerprint("t-1") == expected
 
 
-def test_items_apply_in_order_each_as_post_transfer_would() -> None:
+def test_items_take_effect_in_order_each_as_post_transfer_would() -> None:
     alice, bob = account("alice", balance=1_000), account("bob")
     h1 = hold("h1", 300, alice, bob, NOW)
     h2 = hold("h2", 200, alice, bob, NOW - dt.timedelta(seconds=60))  # elapsed

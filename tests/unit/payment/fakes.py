@@ -223,7 +223,7 @@ class InMemoryPayments:
         if row.payment.state is not PaymentState.CANCELLED:
             if row.funds_requested or row.payment.state not in (PaymentState.RECEIVED, PaymentState.ACCEPTED):
                 raise FailedPrecondition("too late", reason="PAYMENT_NOT_CANCELLABLE")
-            self._apply_move(row, row.payment.state, PaymentState.CANCELLED, "", "")
+            self._move_row(row, row.payment.state, PaymentState.CANCELLED, "", "")
             row.records.append(StepRecord(Step.CANCEL, Outcome.SUCCEEDED))
         return row.payment
 
@@ -234,7 +234,7 @@ class InMemoryPayments:
         row.records.extend(entry.records)
         for move in entry.moves:
             if row.payment.state is move.from_state:
-                self._apply_move(row, move.from_state, move.to_state, move.reason, move.message)
+                self._move_row(row, move.from_state, move.to_state, move.reason, move.message)
         self.writes += 1
         return row.payment
 
@@ -255,7 +255,7 @@ class InMemoryPayments:
     async def due_for_recovery(self, older_than: dt.timedelta | None, limit: int) -> list[str]:
         return [pid for pid, row in self.rows.items() if not row.payment.state.final][:limit]
 
-    def _apply_move(self, row: _Row, from_state: PaymentState, to: PaymentState, reason: str, message: str) -> None:
+    def _move_row(self, row: _Row, from_state: PaymentState, to: PaymentState, reason: str, message: str) -> None:
         row.payment = row.payment.moved(to, NOW, reason, message)
         row.events.append((from_state, to))
 

@@ -141,12 +141,12 @@ class PureBook:
     def apply(self, op: Operation) -> str:
         """Run one operation; returns its outcome."""
         try:
-            self._apply(op)
+            self._perform(op)
         except MeshError as error:
             return outcome(error)
         return OK
 
-    def _apply(self, op: Operation) -> None:
+    def _perform(self, op: Operation) -> None:
         if isinstance(op, Reserve):
             if op.payer == op.payee:
                 raise InvalidArgument.field("payee", "must differ from payer")
