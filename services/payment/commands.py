@@ -17,7 +17,7 @@ from services.payment.domain.payments import Payment, PaymentState
 from services.payment.metrics import record_saga_recovery
 from services.payment.ports import Clock, PaymentJournal, PaymentRegister, RequestKey, utc_now
 from services.payment.queries import require_usable_consent
-from services.payment.saga import SagaRunner, current_trace_id
+from services.payment.saga import SagaRunner, current_trace_id, traced
 from services.payment.unit_of_work import PaymentUnitOfWork
 
 log = logging.getLogger("services.payment")
@@ -65,7 +65,8 @@ class Recovery:
             return None
         payment, history = await self._journal.load(payment_id)
         try:
-            return await self._saga.drive(payment, history, resumed=True)
+            with traced("payment.recover", payment_id):
+                return await self._saga.drive(payment, history, resumed=True)
         except MeshError as error:
             log.warning("recovery step failed", extra={"payment": payment_id, "reason": error.reason})
             return (await self._journal.load(payment_id))[0]

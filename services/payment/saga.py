@@ -116,9 +116,9 @@ class SagaRunner:
         """Take the payment as far as it goes now; returns it as stored.
 
         ``resumed``: its previous driver was lost and ``history`` is what the journal kept.
+        The caller runs it in a :func:`traced` span (the steps it records carry its trace id).
         """
-        with traced("payment.recover" if resumed else "payment.saga", payment.payment_id):
-            return await _Run(self, payment, history, resumed).go()
+        return await _Run(self, payment, history, resumed).go()
 
     async def probe_pivot(self, payment: Payment) -> bool:
         """Whether the pivot (the post of the hold) happened."""
@@ -207,7 +207,10 @@ class _Run:
         for step in action.steps:
             self._runner.failpoint(f"after_{step.value}_started")
         payment = self._payment
-        errors = await asyncio.gather(*(self._runner.call(step, payment) for step in action.steps))
+        if len(action.steps) == 1:
+            errors: list[MeshError | None] = [await self._runner.call(action.steps[0], payment)]
+        else:
+            errors = await asyncio.gather(*(self._runner.call(step, payment) for step in action.steps))
         outcomes = [
             StepRecord(step, Outcome.SUCCEEDED)
             if error is None
@@ -245,6 +248,8 @@ class _Run:
         return True
 
     def _note(self, *records: StepRecord) -> None:
+        if not records:
+            return
         self._records.extend(records)
         self._history = self._history.plus(records)
 

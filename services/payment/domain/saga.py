@@ -137,17 +137,18 @@ class Plan:
     compensations: tuple[tuple[Step, Step], ...]
     written_ahead: frozenset[Step]
     pivot_evidence: tuple[tuple[Step, str], ...] = ()
+    # Derived once (next_action runs several times per payment).
+    steps: tuple[Step, ...] = field(init=False)
+    before_pivot: tuple[Step, ...] = field(init=False)
+    pivot_phase: int = field(init=False)
 
-    @property
-    def steps(self) -> tuple[Step, ...]:
-        """Every forward step, in order."""
-        return tuple(step for phase in self.phases for step in phase.steps)
-
-    @property
-    def before_pivot(self) -> tuple[Step, ...]:
-        """The forward steps up to and including the pivot."""
-        steps = self.steps
-        return steps[: steps.index(self.pivot) + 1]
+    def __post_init__(self) -> None:
+        steps = tuple(step for phase in self.phases for step in phase.steps)
+        object.__setattr__(self, "steps", steps)
+        object.__setattr__(self, "before_pivot", steps[: steps.index(self.pivot) + 1])
+        object.__setattr__(
+            self, "pivot_phase", next(i for i, phase in enumerate(self.phases) if self.pivot in phase.steps)
+        )
 
     def all_steps(self) -> tuple[Step, ...]:
         """Forward steps and compensations (for failpoint names and the audit trail)."""
@@ -206,7 +207,14 @@ class History:
 
     def plus(self, records: Iterable[StepRecord]) -> History:
         """This history with more records."""
-        return History((*self.records, *records))
+        added = tuple(records)
+        longer = History.__new__(History)
+        object.__setattr__(longer, "records", (*self.records, *added))
+        last = dict(self._last)
+        for record in added:
+            last[record.step] = record
+        object.__setattr__(longer, "_last", last)
+        return longer
 
     def last(self, step: Step) -> StepRecord | None:
         """The step's latest record."""
@@ -328,9 +336,8 @@ def _forward(plan: Plan, payment: Payment, history: History, *, after_pivot: boo
     step is sent again; before it, a failure without an answer waits for recovery.
     """
     state = payment.state
-    pivot_phase = next(i for i, phase in enumerate(plan.phases) if plan.pivot in phase.steps)
     for index, phase in enumerate(plan.phases):
-        done_by_pivot = after_pivot and index <= pivot_phase
+        done_by_pivot = after_pivot and index <= plan.pivot_phase
         pending = () if done_by_pivot else tuple(s for s in phase.steps if history.outcome(s) is not Outcome.SUCCEEDED)
         if pending:
             unanswered = [s for s in pending if history.outcome(s) is Outcome.FAILED]

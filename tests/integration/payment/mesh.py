@@ -6,7 +6,6 @@ service token from it, a fake consent lookup and fake partner limits (identity i
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import uuid
@@ -17,10 +16,8 @@ from typing import Any
 import grpc
 
 from meshlib.app import start_service
-from meshlib.auth.consent import ConsentView
 from meshlib.auth.testing import TestIssuer
 from meshlib.auth.verifier import static_jwks
-from meshlib.errors import NotFound
 from openbank.account.v1 import (
     account_admin_pb2,
     account_admin_pb2_grpc,
@@ -42,43 +39,14 @@ from openbank.settlement.v1 import (
 from services.account.bootstrap import account_spec
 from services.account.settings import AccountSettings
 from services.payment.bootstrap import SERVICE_SCOPES, IdentitySide, payment_spec
-from services.payment.domain.checks import PartnerLimits
 from services.payment.settings import PaymentSettings
 from services.settlement.bootstrap import SPEC as SETTLEMENT_SPEC
 from services.settlement.settings import SettlementSettings
 from tests.support.consents import consent_view
+from tests.unit.payment.fakes import FakeConsents, FakePartners
 
 ISSUER = "https://identity.openbank.local"
 CUSTOMER = "cust-1"
-
-
-class FakeConsents:
-    """In-memory consent lookup shared by account and payment."""
-
-    def __init__(self) -> None:
-        self.views: dict[str, ConsentView] = {}
-        # A lookup of a consent listed here waits until its event is set (to hold a payment back).
-        self.gates: dict[str, asyncio.Event] = {}
-
-    async def get(self, consent_id: str, *, partner_id: str) -> ConsentView:
-        """The consent if it is the partner's."""
-        if consent_id in self.gates:
-            await self.gates[consent_id].wait()
-        view = self.views.get(consent_id)
-        if view is None or view.partner_id != partner_id:
-            raise NotFound("consent not found")
-        return view
-
-
-class FakePartners:
-    """In-memory partner limits."""
-
-    def __init__(self) -> None:
-        self.by_partner: dict[str, PartnerLimits] = {}
-
-    async def limits(self, partner_id: str) -> PartnerLimits:
-        """The PartnerDirectory port: none unless set."""
-        return self.by_partner.get(partner_id, PartnerLimits(partner_id))
 
 
 def money(minor: int, currency: str = "EUR") -> money_pb2.Money:

@@ -18,7 +18,7 @@ from services.payment.bootstrap import VERSIONS_DIR
 from services.payment.commands import Recovery
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.domain.saga import Outcome, RecordedStep, Step, StepRecord
-from services.payment.saga import SagaRunner
+from services.payment.saga import SagaRunner, traced
 from services.payment.unit_of_work import PaymentUnitOfWork
 from tests.unit.payment.fakes import FakeLedger, FakePositions, Faults
 
@@ -55,7 +55,8 @@ class Env:
         return self.uow(**options)
 
     async def run(self, payment_id: str) -> Payment:
-        return await self.saga.drive(*await self.journal.load(payment_id))
+        with traced("payment.saga", payment_id):
+            return await self.saga.drive(*await self.journal.load(payment_id))
 
     async def recover(self):  # type: ignore[no-untyped-def]
         return await self.recovery.run_pass()

@@ -8,6 +8,7 @@ written yet, as a killed process does.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 
@@ -155,12 +156,15 @@ class FakePositions:
 
 
 class FakeConsents:
-    """Consents by id."""
+    """Consents by id; a lookup of a consent in ``gates`` waits for its event (to hold a payment back)."""
 
     def __init__(self, *views: ConsentView) -> None:
         self.views = {view.consent_id: view for view in views}
+        self.gates: dict[str, asyncio.Event] = {}
 
     async def get(self, consent_id: str, *, partner_id: str) -> ConsentView:
+        if consent_id in self.gates:
+            await self.gates[consent_id].wait()
         view = self.views.get(consent_id)
         if view is None or view.partner_id != partner_id:
             raise NotFound("consent not found")
@@ -171,10 +175,10 @@ class FakePartners:
     """No partner limits unless set."""
 
     def __init__(self) -> None:
-        self.limits_by_partner: dict[str, PartnerLimits] = {}
+        self.by_partner: dict[str, PartnerLimits] = {}
 
     async def limits(self, partner_id: str) -> PartnerLimits:
-        return self.limits_by_partner.get(partner_id, PartnerLimits(partner_id))
+        return self.by_partner.get(partner_id, PartnerLimits(partner_id))
 
 
 @dataclasses.dataclass
