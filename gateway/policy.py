@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import datetime as dt
-from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,6 +18,7 @@ from gateway.ratelimit import Decision, RateLimiter
 from gateway.ratelimit.config import RateLimitConfig
 from gateway.ratelimit.limiter import headers as ratelimit_headers
 from gateway.routing import Route
+from gateway.streams import LocalStreamSlots, StreamSlots
 from meshlib.auth.consent import ConsentLookup
 from meshlib.auth.context import current_caller
 from meshlib.errors import MeshError, ResourceExhausted
@@ -50,13 +50,15 @@ class GatewayPolicyInterceptor(WrappingInterceptor):
         limiter: RateLimiter,
         config: Callable[[], RateLimitConfig],
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        streams: StreamSlots | None = None,
     ) -> None:
         self._routes = routes
         self._consents = consents
         self._limiter = limiter
         self._config = config
         self._clock = clock
-        self._streams: Counter[str] = Counter()
+        # Shared by every replica with Redis (gateway.streams), per process otherwise.
+        self._streams: StreamSlots = streams or LocalStreamSlots()
 
     def wrap(
         self, handler: grpc.RpcMethodHandler | None, handler_call_details: grpc.HandlerCallDetails
@@ -94,21 +96,19 @@ class GatewayPolicyInterceptor(WrappingInterceptor):
             async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 decision = await self._checked(self._admit(route, context))
                 partner = _stream_owner()
-                if self._streams[partner] >= self._config().max_streams_per_partner:
+                slot = await self._streams.acquire(partner, self._config().max_streams_per_partner)
+                if slot is None:
                     _note(decision="denied", reason="TOO_MANY_STREAMS")
                     raise ResourceExhausted(
                         "too many open streams for this partner", reason="TOO_MANY_STREAMS", retry_after_seconds=1.0
                     )
-                self._streams[partner] += 1
                 ratelimit_var.set(ratelimit_headers(decision))
                 _note(decision="allowed")
                 try:
                     async for item in behavior(request, context):
                         yield item
                 finally:
-                    self._streams[partner] -= 1
-                    if self._streams[partner] <= 0:
-                        del self._streams[partner]
+                    self._streams.release(partner, slot)
 
             streaming._meshlib_streaming = True  # type: ignore[attr-defined]
             return streaming

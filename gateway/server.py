@@ -20,6 +20,7 @@ from gateway.ratelimit.metrics import record_ratelimit_decision
 from gateway.reflection import public_descriptor_pool
 from gateway.routing import build_routes
 from gateway.settings import GatewaySettings
+from gateway.streams import LocalStreamSlots, RedisStreamSlots
 from meshlib.app import build_verifier
 from meshlib.auth.consent import ConsentLookup
 from meshlib.auth.interceptor import AuthInterceptor
@@ -86,6 +87,15 @@ async def start_gateway(
         )
     else:
         backend = InProcessBackend()
+    streams: RedisStreamSlots | LocalStreamSlots
+    if settings.redis_url:
+        streams = RedisStreamSlots(
+            settings.redis_url,
+            prefix=f"{settings.ratelimit_key_prefix}streams:",
+            lease_seconds=settings.stream_slot_lease_seconds,
+        )
+    else:
+        streams = LocalStreamSlots()  # one gateway: the cap per process is the cap
     limiter = RateLimiter(
         lambda: limits.current,
         backend,
@@ -108,6 +118,7 @@ async def start_gateway(
     async def start_background() -> None:
         nonlocal reload_task
         await peers.bus.start()
+        await streams.start()
         reload_task = asyncio.create_task(reload_limits_forever(), name="ratelimit-reload")
 
     async def close_everything() -> None:
@@ -116,6 +127,7 @@ async def start_gateway(
             with contextlib.suppress(asyncio.CancelledError):
                 await reload_task
         await peers.bus.close()
+        await streams.close()
         if isinstance(backend, RedisBackend):
             await backend.close()
         for channel in channels.values():
@@ -133,7 +145,9 @@ async def start_gateway(
         interceptors=[
             AuditInterceptor(),
             AuthInterceptor(verifier, {path: r.policy for path, r in routes.items()}),
-            GatewayPolicyInterceptor(routes, consents or peers.consents, limiter, lambda: limits.current),
+            GatewayPolicyInterceptor(
+                routes, consents or peers.consents, limiter, lambda: limits.current, streams=streams
+            ),
         ],
         error_domain="gateway.openbank.dev",
         lifecycle=Lifecycle(on_start=[start_background], on_stop=[close_everything]),

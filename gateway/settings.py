@@ -27,3 +27,6 @@ class GatewaySettings(ServiceSettings):
     # bucket ahead of them (gateway.ratelimit.RedisBackend); 0 decides every call in Redis.
     ratelimit_lease_seconds: float = Field(default=0.05, ge=0, le=1)
     ratelimit_max_lease: int = Field(default=64, ge=0, le=10_000)
+    # With Redis, each open stream holds a slot of its partner's cap shared by every replica
+    # (gateway.streams) for this long unless renewed: a crashed replica's slots lapse by then.
+    stream_slot_lease_seconds: float = Field(default=30.0, gt=0, le=600)

@@ -109,13 +109,17 @@ class RefreshingCache(Generic[K, V]):
         self._entries: BoundedMap[K, tuple[float, V]] = BoundedMap(capacity)
         self._inflight: dict[K, asyncio.Future[V]] = {}
 
-    async def get(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
-        """The value of ``key``: cached, or from ``fetch()`` (shared with concurrent callers)."""
+    async def get(self, key: K, fetch: Callable[[], Awaitable[V]], *, max_age: float | None = None) -> V:
+        """The value of ``key``: cached, or from ``fetch()`` (shared with concurrent callers).
+
+        ``max_age`` (below the TTL) asks for a fresher value than the TTL allows, for this
+        call only (an open stream re-checking a token's status).
+        """
         now = self._clock()
         entry = self._entries.get(key)
         if entry is not None:
             age = now - entry[0]
-            if age < self._ttl:
+            if age < (self._ttl if max_age is None else min(self._ttl, max_age)):
                 if age >= self._refresh_after and key not in self._inflight:
                     self._start(key, fetch)
                 return entry[1]

@@ -20,11 +20,14 @@ from services.account.ledger_service import LedgerService, UowFactory
 from services.account.read_service import AccountReadService
 from services.account.servicer import AccountAdminServicer, AccountServicer, LedgerServicer
 from services.account.settings import AccountSettings
+from services.account.tables import audit as audit_tables
 from services.account.unit_of_work import AccountUnitOfWork
 
 log = logging.getLogger("services.account")
 
 CONSENT_READ_SCOPE = "consents:read"
+# Asks identity about tokens, consents and partners the bus has not announced (revocation).
+INTROSPECT_SCOPE = "tokens:introspect"
 
 VERSIONS_DIR = Path(__file__).parent / "migrations" / "versions"
 
@@ -43,8 +46,8 @@ class AccountComponents:
 
 
 def identity_consents(runtime: Runtime) -> IdentityPeers:
-    """The identity-backed consent lookup (service token, cache invalidated over ``bus``,
-    which the service starts and closes).
+    """The identity-backed consent lookup and revocation cache (service token, caches
+    invalidated over ``bus``, which the service starts and closes).
 
     Without internal client credentials consent-bound reads answer UNAVAILABLE.
     """
@@ -55,7 +58,7 @@ def identity_consents(runtime: Runtime) -> IdentityPeers:
         client_secret=settings.service_client_secret,
         redis_url=settings.redis_url,
         channel=settings.invalidation_channel,
-        scopes=[CONSENT_READ_SCOPE],
+        scopes=[CONSENT_READ_SCOPE, INTROSPECT_SCOPE],
     )
 
 
@@ -112,6 +115,9 @@ async def wire(runtime: Runtime, *, consent_lookup: ConsentLookupFactory | None 
     if consent_lookup is None:
         peers = identity_consents(runtime)
         consents = peers.consents
+        # Every token this process accepts is checked for revocation here too, not only at the
+        # gateway (calls may come straight from inside the mesh).
+        runtime.verifier.revocation = peers.revocation
         lifecycle.on_start.append(peers.bus.start)
         lifecycle.on_stop.append(peers.bus.close)
     else:
@@ -146,6 +152,7 @@ def account_spec(consent_lookup: ConsentLookupFactory | None = None) -> ServiceS
         name="account",
         versions_dir=VERSIONS_DIR,
         settings_class=AccountSettings,
+        audit=audit_tables,
         wire=partial(wire, consent_lookup=consent_lookup),
     )
 

@@ -106,6 +106,7 @@ def partner_message(partner: Partner) -> partner_pb2.Partner:
         tls_client_certificate_sha256=partner.tls_client_certificate_sha256 or "",
         create_time=timestamp(partner.created_at),
         update_time=timestamp(partner.updated_at),
+        tls_client_certificate_bound_access_tokens=partner.certificate_bound_tokens,
     )
 
 
@@ -120,6 +121,11 @@ def registration(request: partner_pb2.RegisterPartnerRequest) -> PartnerRegistra
         auth_method=_AUTH_METHODS.get(request.token_endpoint_auth_method),
         public_key_pem=request.public_key_pem,
         tls_client_certificate_sha256=request.tls_client_certificate_sha256,
+        certificate_bound_tokens=(
+            request.tls_client_certificate_bound_access_tokens
+            if request.HasField("tls_client_certificate_bound_access_tokens")
+            else None
+        ),
     )
 
 
@@ -137,6 +143,7 @@ def partner_changes(request: partner_pb2.UpdatePartnerRequest) -> PartnerChanges
         daily_limit=money_fields(request, "daily_limit"),
         public_key_pem=optional("public_key_pem"),
         tls_client_certificate_sha256=optional("tls_client_certificate_sha256"),
+        certificate_bound_tokens=optional("tls_client_certificate_bound_access_tokens"),
     )
 
 
@@ -254,15 +261,21 @@ def token_hint(value: int) -> str | None:
 
 
 def introspection_response(answer: Introspection) -> token_pb2.IntrospectTokenResponse:
-    """RFC 7662 answer; nothing but active=false for an inactive token."""
-    if not answer.active:
-        return token_pb2.IntrospectTokenResponse(active=False)
+    """RFC 7662 answer; an inactive token gets active=false and, when its partner or consent
+    is the cause, that partner status or consent state (nothing else)."""
     consent_state = consent_pb2.CONSENT_STATE_UNSPECIFIED
     if answer.consent_state:
         consent_state = consent_pb2.ConsentState.Value(f"CONSENT_STATE_{answer.consent_state}")
     partner_status = partner_pb2.PARTNER_STATUS_UNSPECIFIED
     if answer.partner_status:
         partner_status = partner_pb2.PartnerStatus.Value(f"PARTNER_STATUS_{answer.partner_status}")
+    if not answer.active:
+        return token_pb2.IntrospectTokenResponse(
+            active=False,
+            partner_status=partner_status,
+            consent_state=consent_state,
+            consent_paused=answer.consent_paused,
+        )
     return token_pb2.IntrospectTokenResponse(
         active=True,
         client_id=answer.client_id,

@@ -77,7 +77,8 @@ class IssuedTokens:
 
 @dataclass(frozen=True)
 class Introspection:
-    """RFC 7662 answer; only ``active`` is meaningful when it is False."""
+    """RFC 7662 answer; when it is inactive only ``partner_status`` or ``consent_state`` and
+    ``consent_paused`` may be set, naming the cause."""
 
     active: bool
     client_id: str = ""
@@ -448,13 +449,24 @@ class TokenService:
         now = self._clock()
         async with self._uow(read_only=True) as uow:
             record = await uow.grants.access_token(caller.token_id)
-            if record is None or record.revoked_at is not None:
+            if record is None:
                 return Introspection(active=False)
             partner = await uow.partners.get(caller.partner_id) if caller.partner_id else None
             consent = await uow.consents.get(caller.consent_id) if caller.consent_id else None
+        if record.revoked_at is not None:
+            # A token that died with its consent says so, as the bus does (CONSENT_REVOKED).
+            ended = consent.current(now) if consent is not None else None
+            if ended is not None and ended.state.final:
+                return Introspection(active=False, consent_state=ended.state.value)
+            return Introspection(active=False)
+        # An inactive answer still says when the partner or consent is the cause, so every
+        # verifier refuses with the reason the invalidation bus would give (PARTNER_SUSPENDED,
+        # CONSENT_REVOKED, ...), with Redis or without.
         if caller.partner_id:
-            if partner is None or not partner.active:
+            if partner is None:
                 return Introspection(active=False)
+            if not partner.active:
+                return Introspection(active=False, partner_status=partner.status.value)
             if partner.tokens_valid_after is not None and record.issued_at < partner.tokens_valid_after:
                 return Introspection(active=False)
             if not caller.scopes <= frozenset(partner.allowed_scopes):
@@ -467,7 +479,7 @@ class TokenService:
                 return Introspection(active=False)
             consent = consent.current(now)
             if consent.state is not ConsentState.AUTHORISED or consent.paused:
-                return Introspection(active=False)
+                return Introspection(active=False, consent_state=consent.state.value, consent_paused=consent.paused)
         return Introspection(
             active=True,
             client_id=caller.client_id,

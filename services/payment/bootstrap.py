@@ -18,6 +18,7 @@ from pathlib import Path
 from meshlib.admission import WaveAdmission
 from meshlib.app import Runtime, ServiceSpec, Wiring
 from meshlib.auth.consent import ConsentLookup
+from meshlib.auth.verifier import RevocationCheck
 from meshlib.auth.wiring import identity_peers
 from meshlib.clients import PeerCaller
 from meshlib.errors import Unavailable
@@ -58,6 +59,7 @@ SERVICE_SCOPES = [
     "settlement:admin",
     "consents:read",
     "identity:admin",
+    "tokens:introspect",
 ]
 
 Bearer = Callable[[], Awaitable[str]]
@@ -65,11 +67,13 @@ Bearer = Callable[[], Awaitable[str]]
 
 @dataclass(frozen=True)
 class IdentitySide:
-    """What payment gets from identity: its service token, consents, and the invalidation bus."""
+    """What payment gets from identity: its service token, consents, the revocation check its
+    verifier runs on every call (and open stream), and the invalidation bus."""
 
     bearer: Bearer
     consents: ConsentLookup
     bus: InvalidationBus | None = None
+    revocation: RevocationCheck | None = None
 
 
 IdentityFactory = Callable[[Runtime], IdentitySide]
@@ -82,7 +86,7 @@ async def _no_credentials() -> str:
 
 def identity_side(runtime: Runtime) -> IdentitySide:
     """The shared identity wiring (``meshlib.auth.wiring``): one token source, the consent
-    lookup and its cache invalidated over the bus."""
+    lookup and the revocation cache, both invalidated over the bus."""
     settings: PaymentSettings = runtime.settings
     peers = identity_peers(
         runtime.channel(settings.identity_target),
@@ -94,7 +98,9 @@ def identity_side(runtime: Runtime) -> IdentitySide:
     )
     if peers.tokens is None:
         log.warning("no service client credentials: calls to account and settlement will fail UNAVAILABLE")
-    return IdentitySide(peers.tokens.token if peers.tokens else _no_credentials, peers.consents, peers.bus)
+    return IdentitySide(
+        peers.tokens.token if peers.tokens else _no_credentials, peers.consents, peers.bus, peers.revocation
+    )
 
 
 def identity_partner_directory(runtime: Runtime, call: PeerCaller) -> PartnerDirectory:
@@ -128,6 +134,9 @@ async def wire(
     settings: PaymentSettings = runtime.settings
     uow = partial(PaymentUnitOfWork, runtime.database)
     peers = identity(runtime)
+    if peers.revocation is not None:
+        # Revoked tokens, consents and partners are refused here too, not only at the gateway.
+        runtime.verifier.revocation = peers.revocation
     call = PeerCaller(
         peers.bearer, deadline_seconds=settings.downstream_deadline_seconds, attempts=settings.downstream_attempts
     )

@@ -34,6 +34,7 @@ from services.payment.domain.saga import (
     Wait,
     failpoint_names,
     next_action,
+    path_to,
     plan_for,
     rejection,
 )
@@ -172,7 +173,9 @@ class _Run:
                     if not await self._run_phase(action):
                         return await self._flush()
                 case Advance(state=state):
-                    self._move(state)
+                    self._advance(state)
+                    if state.final:
+                        return await self._flush()
                 case ProbePivot():
                     try:
                         self._pivot_happened = await self._runner.probe_pivot(self._payment)
@@ -192,6 +195,8 @@ class _Run:
         """Send a phase's steps together; False when the run cannot go on (a failure without a
         business answer, or after the pivot: recovery goes on later)."""
         plan = plan_for(self._payment)
+        if action.reached is not None:
+            self._advance(action.reached)
         starts = [
             StepRecord(s, Outcome.STARTED) for s in action.steps if self._history.outcome(s) is not Outcome.STARTED
         ]
@@ -252,6 +257,10 @@ class _Run:
             return
         self._records.extend(records)
         self._history = self._history.plus(records)
+
+    def _advance(self, target: PaymentState) -> None:
+        for state in path_to(self._payment.state, target):
+            self._move(state)
 
     def _move(self, state: PaymentState, reason: str = "", message: str = "") -> None:
         self._moves.append(Move(self._payment.state, state, reason, message))

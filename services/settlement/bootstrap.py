@@ -9,7 +9,7 @@ from pathlib import Path
 
 from meshlib.app import Runtime, ServiceSpec, Wiring
 from meshlib.auth.context import require_caller
-from meshlib.auth.service_tokens import ServiceTokenSource
+from meshlib.auth.wiring import IdentityPeers, identity_peers
 from meshlib.periodic import Periodic
 from meshlib.server import Lifecycle, ServiceRegistration
 from meshlib.storage import Transactions
@@ -27,6 +27,7 @@ from services.settlement.unit_of_work import SettlementUnitOfWork
 from services.settlement.window_service import WindowService
 
 VERSIONS_DIR = Path(__file__).parent / "migrations" / "versions"
+SERVICE_SCOPES = ["ledger:read", "tokens:introspect"]
 
 
 @dataclass(frozen=True)
@@ -49,25 +50,33 @@ async def forwarded_caller_token() -> str:
     return require_caller().raw_token
 
 
-def ledger_token_source(runtime: Runtime) -> Callable[[], Awaitable[str]]:
-    """Settlement's own service token (``ledger:read``) when configured, else the caller's."""
+def identity_side(runtime: Runtime) -> IdentityPeers:
+    """Settlement's service token (``ledger:read``, ``tokens:introspect``) and the revocation
+    cache its verifier runs on every call, fed by the invalidation bus (the shared wiring)."""
     settings: SettlementSettings = runtime.settings
-    if settings.service_client_id and settings.service_client_secret:
-        tokens = ServiceTokenSource(
-            runtime.channel(settings.identity_target),
-            settings.service_client_id,
-            settings.service_client_secret,
-            ["ledger:read"],
-        )
-        return tokens.token
-    return forwarded_caller_token
+    return identity_peers(
+        runtime.channel(settings.identity_target),
+        client_id=settings.service_client_id,
+        client_secret=settings.service_client_secret,
+        redis_url=settings.redis_url,
+        channel=settings.invalidation_channel,
+        scopes=SERVICE_SCOPES,
+    )
+
+
+def ledger_token_source(peers: IdentityPeers) -> Callable[[], Awaitable[str]]:
+    """Settlement's own service token when configured, else the caller's."""
+    return peers.tokens.token if peers.tokens is not None else forwarded_caller_token
 
 
 async def wire(runtime: Runtime) -> Wiring[SettlementComponents]:
     """Build settlement's layers on the runtime's database."""
     settings: SettlementSettings = runtime.settings
+    peers = identity_side(runtime)
+    # Revoked tokens, consents and partners are refused here too, not only at the gateway.
+    runtime.verifier.revocation = peers.revocation
     transactions = Transactions(partial(SettlementUnitOfWork, runtime.database))
-    ledger: LedgerReader = GrpcLedgerReader(runtime.channel(settings.account_target), ledger_token_source(runtime))
+    ledger: LedgerReader = GrpcLedgerReader(runtime.channel(settings.account_target), ledger_token_source(peers))
     positions = PositionService(transactions)
     batches = ObligationBatches(transactions)
     windows = WindowService(transactions)
@@ -78,7 +87,7 @@ async def wire(runtime: Runtime) -> Wiring[SettlementComponents]:
         settings.metrics_interval_seconds,
         partial(publish_positions, partial(SettlementUnitOfWork, runtime.database)),
     )
-    lifecycle = Lifecycle(on_start=[gauges.start], on_stop=[gauges.stop])
+    lifecycle = Lifecycle(on_start=[peers.bus.start, gauges.start], on_stop=[gauges.stop, peers.bus.close])
     if settings.window_close_interval_seconds:
         interval = settings.window_close_interval_seconds
         closer = Periodic(

@@ -38,8 +38,8 @@ OPS_SCOPES = [
     "payments:admin",
 ]
 SERVICE_CLIENTS = {
-    "account": ["consents:read"],
-    "settlement": ["ledger:read"],
+    "account": ["consents:read", "tokens:introspect"],
+    "settlement": ["ledger:read", "tokens:introspect"],
     "payment": SERVICE_SCOPES,
     "ops": OPS_SCOPES,
 }

@@ -2,7 +2,8 @@
 verified, and the scopes the contract lists are enforced, before the servicer runs.
 
 Consent checks need the consent's live state and are the service layer's (and the
-gateway's) business; this interceptor only says who is calling and with what scopes.
+gateway's) business; this interceptor only says who is calling and with what scopes, and
+keeps an open stream only as long as its caller's token, consent and partner stay valid.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import grpc
 
 from meshlib.auth.context import reset_caller, set_caller
+from meshlib.auth.streams import guard_stream
 from meshlib.auth.verifier import JwtVerifier
 from meshlib.errors import Unauthenticated
 from meshlib.grpc_errors import WrappingInterceptor, wrap_handler
@@ -62,9 +64,11 @@ class AuthInterceptor(WrappingInterceptor):
         if getattr(behavior, "_meshlib_streaming", False):
 
             async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                token = set_caller(await self._authenticate(policy, context))
+                caller = await self._authenticate(policy, context)
+                token = set_caller(caller)
                 try:
-                    async for item in behavior(request, context):
+                    # The stream lasts only as long as the caller's rights (meshlib.auth.streams).
+                    async for item in guard_stream(behavior(request, context), caller, self._verifier.revocation):
                         yield item
                 finally:
                     reset_caller(token)

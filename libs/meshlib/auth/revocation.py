@@ -10,6 +10,12 @@ Two sources feed one local cache:
 * identity's ``TokenService.IntrospectToken`` on a cache miss; the answer is kept for a
   short TTL, the safety net should a message be lost without a resync.
 
+Either source gives the same reason for the same cause: identity's inactive answer names a
+suspended partner or an unusable consent, so the embedded default (no shared bus) refuses
+with PARTNER_SUSPENDED or CONSENT_REVOKED exactly as Redis does. Open streams
+(:mod:`meshlib.auth.streams`) are woken by every change on the bus and re-check with
+:meth:`RevocationCache.recheck_stream`.
+
 Usage (gateway replica or service)::
 
     tokens = ServiceTokenSource(channel, client_id, client_secret, ["tokens:introspect"])
@@ -19,6 +25,9 @@ Usage (gateway replica or service)::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,9 +36,10 @@ from typing import Any
 
 import grpc
 
+from meshlib.auth.consent import ConsentLookup
 from meshlib.auth.context import Caller
 from meshlib.cache import BoundedMap, RefreshingCache
-from meshlib.errors import PermissionDenied, Unauthenticated, Unavailable
+from meshlib.errors import MeshError, PermissionDenied, Unauthenticated, Unavailable
 from meshlib.events import Invalidation, InvalidationBus
 
 log = logging.getLogger("meshlib.auth.revocation")
@@ -73,6 +83,18 @@ def _token_revoked() -> Unauthenticated:
     return Unauthenticated("the access token was revoked", reason="TOKEN_REVOKED")
 
 
+def refuse_inactive(status: TokenStatus) -> None:
+    """Raise what a call with an inactive token must fail with: the same reason the bus would
+    give (PARTNER_SUSPENDED, CONSENT_REVOKED, ...) when identity says why, else TOKEN_REVOKED."""
+    if status.partner_status and status.partner_status != "ACTIVE":
+        raise PermissionDenied("the partner is suspended", reason="PARTNER_SUSPENDED")
+    if status.consent_state:
+        refuse_for_consent_state(status.consent_state)
+    if status.consent_paused:
+        refuse_for_consent_state("PAUSED")
+    raise _token_revoked()
+
+
 class RevocationCache:
     """A RevocationCheck fed by the invalidation bus and by introspection on a miss."""
 
@@ -84,9 +106,17 @@ class RevocationCache:
         stale_grace_seconds: float = 30.0,
         capacity: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        stream_recheck_seconds: float | None = None,
+        consents: ConsentLookup | None = None,
     ) -> None:
         self._introspect = introspect
         self._clock = clock
+        # An open stream asks again this often, for a status at most this old (the bus wakes
+        # it at once; without a shared bus this is how fast a revocation ends a stream).
+        self.stream_recheck_seconds = ttl_seconds if stream_recheck_seconds is None else stream_recheck_seconds
+        # Where an open stream learns when its consent expires (nothing announces an expiry).
+        self._consent_views = consents
+        self._changed = asyncio.Event()
         # One introspection per token at a time, refreshed ahead of expiry while the token is
         # in use (so its calls never wait for identity at expiry), the last status kept for
         # ``stale_grace_seconds`` past the TTL should identity be unreachable.
@@ -101,24 +131,47 @@ class RevocationCache:
         """Subscribe to the bus (call before the bus starts)."""
         bus.subscribe(self.on_invalidation, self.on_resync)
 
-    async def check(self, caller: Caller) -> None:
-        """Refuse a revoked token, a suspended partner or a consent that is no longer usable."""
+    async def check(self, caller: Caller, *, max_age: float | None = None) -> None:
+        """Refuse a revoked token, a suspended partner or a consent that is no longer usable
+        (``max_age``: ask identity again unless the cached status is at most this old)."""
         if self._revoked_tokens.get(caller.token_id) is not None:
             raise _token_revoked()
         if caller.partner_id and self._partners.get(caller.partner_id) == "SUSPENDED":
             raise PermissionDenied("the partner is suspended", reason="PARTNER_SUSPENDED")
         if caller.consent_id and (state := self._consents.get(caller.consent_id)) is not None:
             refuse_for_consent_state(state)
-        status = await self._status(caller)
+        status = await self._status(caller, max_age)
         if not status.active:
-            raise _token_revoked()
+            refuse_inactive(status)
 
-    async def _status(self, caller: Caller) -> TokenStatus:
+    async def recheck_stream(self, caller: Caller) -> float | None:
+        """For an open stream: :meth:`check` with a status at most ``stream_recheck_seconds``
+        old; returns when its consent expires (epoch seconds), if known, so the stream ends then."""
+        await self.check(caller, max_age=self.stream_recheck_seconds)
+        if not (caller.consent_id and caller.partner_id and self._consent_views is not None):
+            return None
+        try:
+            view = await self._consent_views.get(caller.consent_id, partner_id=caller.partner_id)
+        except MeshError:
+            return None  # the token's status above is the authority; expiry is a refinement
+        view.require_usable(None, dt.datetime.now(dt.UTC))
+        return view.expires_at.timestamp() if view.expires_at is not None else None
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when the bus brings any change (or a resync), or after ``timeout`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def _announce_change(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def _status(self, caller: Caller, max_age: float | None = None) -> TokenStatus:
         async def introspect() -> _Entry:
             return _Entry(await self._introspect(caller), caller.partner_id, caller.consent_id)
 
         try:
-            entry = await self._tokens.get(caller.token_id, introspect)
+            entry = await self._tokens.get(caller.token_id, introspect, max_age=max_age)
         except Exception:
             log.warning("token introspection failed and nothing recent is cached")
             raise Unavailable("cannot confirm the token's status right now", retry_after_seconds=1.0) from None
@@ -135,10 +188,14 @@ class RevocationCache:
         elif event.kind == "consent":
             self._consents.put(event.key, event.detail or "CHANGED")
             self._tokens.drop_where(lambda _, entry: entry.consent_id == event.key)
+        else:
+            return
+        self._announce_change()
 
     async def on_resync(self) -> None:
         """After a gap on the bus nothing cached can be trusted: forget it all."""
         self.clear()
+        self._announce_change()
 
     def clear(self) -> None:
         """Forget every cached state."""
@@ -162,15 +219,14 @@ def grpc_introspector(channel: grpc.aio.Channel, bearer: Callable[[], Awaitable[
             metadata=metadata,
             timeout=INTROSPECT_TIMEOUT_SECONDS,
         )
-        if not answer.active:
-            return TokenStatus(active=False)
         consent_state = None
         if answer.consent_state:
             consent_state = consent_pb2.ConsentState.Name(answer.consent_state).removeprefix("CONSENT_STATE_")
         partner_status = None
         if answer.partner_status:
             partner_status = partner_pb2.PartnerStatus.Name(answer.partner_status).removeprefix("PARTNER_STATUS_")
-        return TokenStatus(True, partner_status, consent_state, answer.consent_paused)
+        # An inactive answer names the partner's or consent's state when that is the cause.
+        return TokenStatus(answer.active, partner_status, consent_state, answer.consent_paused)
 
     return introspect
 
@@ -181,11 +237,18 @@ def identity_revocation_check(
     bus: InvalidationBus | None = None,
     *,
     ttl_seconds: float = 5.0,
+    stream_recheck_seconds: float | None = None,
+    consents: ConsentLookup | None = None,
 ) -> RevocationCache:
     """The usual wiring for a gateway replica or a service: introspect at identity over
     ``channel`` with a ``tokens:introspect`` service token, and follow ``bus`` (subscribe
     before the bus starts)."""
-    check = RevocationCache(grpc_introspector(channel, bearer), ttl_seconds=ttl_seconds)
+    check = RevocationCache(
+        grpc_introspector(channel, bearer),
+        ttl_seconds=ttl_seconds,
+        stream_recheck_seconds=stream_recheck_seconds,
+        consents=consents,
+    )
     if bus is not None:
         check.attach(bus)
     return check

@@ -25,6 +25,10 @@ log = logging.getLogger("meshlib.auth")
 # a revocation reach other processes at once.
 TTL_WITH_BUS_SECONDS = 5.0
 TTL_WITHOUT_BUS_SECONDS = 1.0
+# An open stream re-checks its caller this often: with a shared bus every change wakes it at
+# once (this is the safety net); without one this is how fast a revocation ends a stream.
+STREAM_RECHECK_WITH_BUS_SECONDS = TTL_WITH_BUS_SECONDS
+STREAM_RECHECK_WITHOUT_BUS_SECONDS = 0.25
 
 
 class UnavailableConsentLookup:
@@ -63,5 +67,8 @@ def identity_peers(
     tokens = ServiceTokenSource(identity, client_id, client_secret, list(scopes))
     consents = IdentityConsentLookup(identity, tokens.token, ttl_seconds=ttl)
     consents.attach(bus)
-    revocation = identity_revocation_check(identity, tokens.token, bus, ttl_seconds=ttl)
+    recheck = STREAM_RECHECK_WITH_BUS_SECONDS if redis_url else STREAM_RECHECK_WITHOUT_BUS_SECONDS
+    revocation = identity_revocation_check(
+        identity, tokens.token, bus, ttl_seconds=ttl, stream_recheck_seconds=recheck, consents=consents
+    )
     return IdentityPeers(bus, consents, revocation, tokens)

@@ -23,8 +23,10 @@ class PaymentState(enum.Enum):
     @property
     def final(self) -> bool:
         """No further change can happen."""
-        return self in (PaymentState.SETTLED, PaymentState.REJECTED, PaymentState.CANCELLED)
+        return self in _FINAL
 
+
+_FINAL = frozenset({PaymentState.SETTLED, PaymentState.REJECTED, PaymentState.CANCELLED})
 
 # Allowed transitions of the saga; anything else is a bug, not a state.
 TRANSITIONS: dict[PaymentState, frozenset[PaymentState]] = {

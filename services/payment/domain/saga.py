@@ -237,6 +237,9 @@ class RunPhase:
     # The first money of the payment is asked for: the payment goes to ACCEPTED, guarded
     # against a cancel (which is possible only until then).
     requests_funds: bool = False
+    # The state the steps done so far reached, if the payment is not in it yet: it moves
+    # there before the phase is sent.
+    reached: PaymentState | None = None
 
 
 @dataclass(frozen=True)
@@ -291,6 +294,11 @@ ORDER = (
 )
 
 
+def path_to(current: PaymentState, target: PaymentState) -> tuple[PaymentState, ...]:
+    """The states a payment in flight passes through to reach ``target`` (each a legal move)."""
+    return ORDER[ORDER.index(current) + 1 : ORDER.index(target) + 1]
+
+
 def next_action(
     payment: Payment, history: History, *, resumed: bool = False, pivot_happened: bool | None = None
 ) -> Action:
@@ -335,7 +343,8 @@ def _forward(plan: Plan, payment: Payment, history: History, *, after_pivot: boo
     Past the pivot, everything before it is known done (the pivot needs it) and a failed
     step is sent again; before it, a failure without an answer waits for recovery.
     """
-    state = payment.state
+    at = ORDER.index(payment.state)
+    reached: PaymentState | None = None
     for index, phase in enumerate(plan.phases):
         done_by_pivot = after_pivot and index <= plan.pivot_phase
         pending = () if done_by_pivot else tuple(s for s in phase.steps if history.outcome(s) is not Outcome.SUCCEEDED)
@@ -344,10 +353,10 @@ def _forward(plan: Plan, payment: Payment, history: History, *, after_pivot: boo
             if unanswered and not after_pivot:
                 return Wait(_last_reason(history, tuple(unanswered)))
             first = not any(history.outcome(step) is not None for step in plan.steps)
-            return RunPhase(pending, requests_funds=first)
-        if phase.reaches is not None and ORDER.index(state) < ORDER.index(phase.reaches):
-            return Advance(phase.reaches)
-    return Done()
+            return RunPhase(pending, requests_funds=first, reached=reached)
+        if phase.reaches is not None and at < ORDER.index(phase.reaches):
+            reached = phase.reaches
+    return Advance(reached) if reached is not None else Done()
 
 
 def _last_reason(history: History, steps: tuple[Step, ...]) -> str:

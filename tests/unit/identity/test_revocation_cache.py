@@ -143,3 +143,39 @@ async def test_a_token_in_use_is_introspected_again_before_its_entry_expires(set
     with pytest.raises(Unauthenticated):
         await cache.check(_caller())
     assert identity.calls == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "reason"),
+    [
+        (TokenStatus(active=False), Unauthenticated, "TOKEN_REVOKED"),
+        (TokenStatus(active=False, partner_status="SUSPENDED"), PermissionDenied, "PARTNER_SUSPENDED"),
+        (TokenStatus(active=False, consent_state="REVOKED"), PermissionDenied, "CONSENT_REVOKED"),
+        (TokenStatus(active=False, consent_state="EXPIRED"), PermissionDenied, "CONSENT_EXPIRED"),
+        (
+            TokenStatus(active=False, consent_state="AUTHORISED", consent_paused=True),
+            PermissionDenied,
+            "CONSENT_PAUSED",
+        ),
+    ],
+)
+async def test_without_the_bus_introspection_gives_the_same_reason_as_the_bus(status, error, reason) -> None:  # type: ignore[no-untyped-def]
+    # The embedded default has no shared bus: identity's inactive answer names the cause.
+    async def introspect(caller: Caller) -> TokenStatus:
+        return status
+
+    with pytest.raises(error) as raised:
+        await RevocationCache(introspect).check(_caller())
+    assert raised.value.reason == reason
+
+
+async def test_max_age_asks_identity_again_for_a_fresher_status(setup) -> None:  # type: ignore[no-untyped-def]
+    cache, identity, _, clock = setup
+    await cache.check(_caller())
+    clock.now = 1.0
+    await cache.check(_caller(), max_age=2.0)
+    assert identity.calls == 1
+    identity.active["t1"] = False
+    with pytest.raises(Unauthenticated):
+        await cache.check(_caller(), max_age=0.5)
+    assert identity.calls == 2
