@@ -29,6 +29,7 @@ from meshlib.config import ServerSettings
 from meshlib.grpc_errors import ErrorMappingInterceptor, InterceptorPipeline, WrappingInterceptor, wrap_handler
 from meshlib.logs import INTERACTION_ID_HEADER, interaction_id_var
 from meshlib.metrics import MetricsEndpoint, MetricsInterceptor, start_metrics_server
+from meshlib.request_text import RequestTextInterceptor
 from meshlib.telemetry import server_interceptors as tracing_interceptors
 
 log = logging.getLogger("meshlib.server")
@@ -169,6 +170,8 @@ class MeshServer:
             CallContextInterceptor(),
             ErrorMappingInterceptor(error_domain or f"{settings.service_name}.openbank.dev"),
             *interceptors,
+            # Innermost: after authentication, before the servicer; raw-bytes handlers are skipped.
+            RequestTextInterceptor(),
         ]
         chain.extend(_as_pipeline(stages))
         self.server = grpc.aio.server(interceptors=chain, options=server_options(settings))

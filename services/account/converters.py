@@ -16,6 +16,7 @@ from meshlib.grpc_errors import encode_item_reason
 from meshlib.idempotency import REQUEST_ID_PATTERN
 from meshlib.money import Amount, validate_currency
 from meshlib.names import parse_name
+from meshlib.request_text import check_text
 from openbank.account.v1 import account_admin_pb2, account_pb2, ledger_pb2
 from openbank.common.v1 import money_pb2
 from services.account.answers import BatchItemResult
@@ -88,6 +89,7 @@ def account_ids_or_errors(names: Iterable[str]) -> list[str | MeshError]:
     items: list[str | MeshError] = []
     for name in names:
         try:
+            check_text(name, "name")  # as GetLedgerAccount checks its name
             items.append(account_id_from(name, "name"))
         except MeshError as error:
             items.append(error)

@@ -7,6 +7,7 @@ import grpc
 from meshlib.auth.context import require_caller
 from meshlib.errors import MeshError
 from meshlib.pagination import page_size
+from meshlib.request_text import check_request_text
 from openbank.account.v1 import (
     account_admin_pb2,
     account_admin_pb2_grpc,
@@ -83,6 +84,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         items: list[TransferRequest | MeshError] = []
         for item in request.requests:
             try:
+                check_request_text(item)  # each item alone, as CreateTransfer checks its request
                 items.append(converters.transfer_request(item))
             except MeshError as error:
                 items.append(error)
@@ -96,6 +98,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         items: list[FinishRequest | MeshError] = []
         for item in request.requests:
             try:
+                check_request_text(item)  # each item alone, as PostTransfer checks its request
                 items.append(converters.finish_request(item))
             except MeshError as error:
                 items.append(error)

@@ -14,6 +14,7 @@ from meshlib.grpc_errors import encode_item_reason
 from meshlib.idempotency import fingerprint
 from meshlib.money import Amount, amount_from_fields, validate_currency
 from meshlib.names import parse_name
+from meshlib.request_text import check_request_text
 from meshlib.storage import IdempotencyKey
 from openbank.common.v1 import money_pb2
 from openbank.settlement.v1 import position_pb2, settlement_admin_pb2, settlement_pb2
@@ -99,6 +100,7 @@ def reserve_items(
     items: list[ReserveItem | MeshError] = []
     for request in requests:
         try:
+            check_request_text(request)  # each item alone, as ReserveObligation checks its request
             key = request_key(request, scope, RESERVE_METHOD)
             items.append(ReserveItem(key, *reserve_args(request)))
         except MeshError as error:
@@ -112,6 +114,7 @@ def commit_items(requests: Iterable[position_pb2.CommitObligationRequest], scope
     items: list[CommitItem | MeshError] = []
     for request in requests:
         try:
+            check_request_text(request)  # each item alone, as CommitObligation checks its request
             key = request_key(request, scope, COMMIT_METHOD)
             items.append(CommitItem(key, obligation_id(request.name)))
         except MeshError as error:
