@@ -57,7 +57,10 @@ class FakePayments(payment_pb2_grpc.PaymentServiceServicer):
         self.request_ids: list[str] = []
         self.get_calls = 0
         self.watch_cursors: list[str] = []
+        self.watch_tokens: list[str] = []
         self.tokens_seen: list[str] = []
+        # How the first stream ends after its two events (the gateway's answer when it ends it).
+        self.first_watch_ends: tuple[grpc.StatusCode, str] = (grpc.StatusCode.UNAVAILABLE, "SERVICE_UNAVAILABLE")
 
     async def _maybe_fail(self, context: grpc.aio.ServicerContext) -> None:
         if self.failures:
@@ -119,13 +122,16 @@ class FakePayments(payment_pb2_grpc.PaymentServiceServicer):
 
     async def WatchPayments(self, request, context) -> AsyncIterator[Any]:  # type: ignore[no-untyped-def]
         self.watch_cursors.append(request.after_cursor)
+        self.watch_tokens.append(dict(context.invocation_metadata()).get("authorization", ""))
         start = int(request.after_cursor or 0)
         for number in range(start + 1, start + 3):
             yield payment_pb2.WatchPaymentsResponse(
                 event=payment_pb2.PaymentEvent(cursor=str(number), payment=f"payments/p{number}")
             )
         if len(self.watch_cursors) == 1:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down")
+            code, reason = self.first_watch_ends
+            info = error_details_pb2.ErrorInfo(reason=reason, domain="gateway.test")
+            await context.abort(code, "stream ended", _status_details(code, "stream ended", info))
         await asyncio.sleep(30)  # the second stream stays open
 
 
@@ -283,6 +289,44 @@ async def test_watch_payments_resumes_from_the_last_cursor_after_a_disconnect(fa
         await stream.aclose()
         assert seen == ["1", "2", "3", "4"]  # nothing lost, nothing repeated
         assert payments.watch_cursors == ["", "2"]
+    finally:
+        await client.close()
+
+
+async def test_watch_payments_resumes_with_a_fresh_token_when_the_stream_ends_at_token_expiry(fakes) -> None:  # type: ignore[no-untyped-def]
+    # The mesh ends a stream when its token expires (UNAUTHENTICATED TOKEN_EXPIRED): the SDK
+    # renews the token and resumes after the last event it yielded.
+    tokens, payments, port = fakes
+    payments.first_watch_ends = (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_EXPIRED")
+    client = ob.OpenBankClient(ob.insecure_channel(f"127.0.0.1:{port}"), "client-1", "secret", retry=FAST_RETRY)
+    try:
+        seen: list[str] = []
+        stream = client.watch_payments()
+        async for event in stream:
+            seen.append(event.cursor)
+            if len(seen) == 4:
+                break
+        await stream.aclose()
+        assert seen == ["1", "2", "3", "4"]
+        assert payments.watch_cursors == ["", "2"]
+        assert payments.watch_tokens == ["Bearer token-1", "Bearer token-2"]
+        assert len(tokens.grants) == 2
+    finally:
+        await client.close()
+
+
+async def test_watch_payments_stops_on_a_revocation(fakes) -> None:  # type: ignore[no-untyped-def]
+    # A revoked token or consent, a suspended partner: resuming cannot help, the error surfaces.
+    _, payments, port = fakes
+    payments.first_watch_ends = (grpc.StatusCode.PERMISSION_DENIED, "CONSENT_REVOKED")
+    client = ob.OpenBankClient(ob.insecure_channel(f"127.0.0.1:{port}"), "client-1", "secret", retry=FAST_RETRY)
+    try:
+        seen: list[str] = []
+        with pytest.raises(ob.OpenBankError) as ended:
+            async for event in client.watch_payments():
+                seen.append(event.cursor)
+        assert ended.value.reason == "CONSENT_REVOKED" and seen == ["1", "2"]
+        assert payments.watch_cursors == [""]
     finally:
         await client.close()
 
