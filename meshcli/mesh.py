@@ -55,6 +55,7 @@ INTERNAL_CLIENT_SCOPES: dict[str, tuple[str, ...]] = {
         "payments:admin",
         "tokens:introspect",
         "consents:read",
+        "audit:read",
     ),
     "bank-app": ("consents:authorise",),
 }

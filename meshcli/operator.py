@@ -24,6 +24,7 @@ OPERATOR_SCOPES = (
     "payments:admin",
     "tokens:introspect",
     "consents:read",
+    "audit:read",
 )
 
 

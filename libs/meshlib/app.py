@@ -18,6 +18,8 @@ import grpc
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
+from meshlib.audit.service import audit_keeper, audit_registration
+from meshlib.audit.store import AuditStore, AuditTables
 from meshlib.auth.interceptor import AuthInterceptor
 from meshlib.auth.jwks_client import identity_jwks_fetcher
 from meshlib.auth.verifier import JwksCache, JwtVerifier, VerifierSettings
@@ -62,6 +64,10 @@ class ServiceSettings(ServerSettings, StorageSettings):
     peer_tls_ca_file: Path | None = None
     peer_tls_cert_file: Path | None = None
     peer_tls_key_file: Path | None = None
+    # The audit trail: how often new records are chained, and how long records are kept
+    # (0 keeps them for ever; the default is seven years).
+    audit_seal_seconds: float = Field(default=1.0, gt=0, le=60)
+    audit_retention_days: int = Field(default=2555, ge=0)
 
 
 C = TypeVar("C")
@@ -112,6 +118,9 @@ class ServiceSpec(Generic[C]):
     wire: Callable[[Runtime], Awaitable[Wiring[C]]]
     # Identity verifies with its own key store instead of fetching its own JWKS.
     jwks_fetcher: Callable[[Runtime], Callable[[], Awaitable[dict[str, Any]]]] | None = None
+    # The service's audit tables (meshlib.audit.audit_tables): it then serves AuditService and
+    # seals and purges its trail in the background.
+    audit: AuditTables | None = None
 
 
 def build_verifier(settings: ServiceSettings, fetcher: Callable[[], Awaitable[dict[str, Any]]]) -> JwtVerifier:
@@ -131,6 +140,7 @@ class RunningService(MeshServer, Generic[C]):
 
     runtime: Runtime
     components: C
+    audit: AuditStore | None
 
 
 async def start_service(
@@ -166,15 +176,27 @@ async def start_service(
         await database.dispose()
 
     wiring.lifecycle.on_stop.insert(0, close_resources)
+    registrations = list(wiring.registrations)
+    audit = AuditStore(database, spec.audit, spec.name) if spec.audit is not None else None
+    if audit is not None:
+        registrations.append(audit_registration(audit))
+        keeper = audit_keeper(
+            audit, seal_seconds=settings.audit_seal_seconds, retention_days=settings.audit_retention_days
+        )
+        wiring.lifecycle.on_start.append(keeper.start)
+        # Stopped first, then one last seal before the database closes.
+        wiring.lifecycle.on_stop.insert(0, audit.seal)
+        wiring.lifecycle.on_stop.insert(0, keeper.stop)
     server: RunningService[C] = RunningService(
         settings,
-        wiring.registrations,
+        registrations,
         interceptors=[auth, *wiring.extra_interceptors],
         error_domain=f"{spec.name}.openbank.dev",
         lifecycle=wiring.lifecycle,
     )
     server.runtime = runtime
     server.components = wiring.components
+    server.audit = audit
     await server.start()
     return server
 

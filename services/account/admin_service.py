@@ -16,6 +16,7 @@ from services.account.batches import account_not_found
 from services.account.domain.ledger import Account, AccountType, OpenAccountCommand, new_account
 from services.account.ledger_service import Clock, LedgerService, UowFactory, utc_now
 from services.account.repository import CurrencyTotals
+from services.account.transfers import audit_account
 from services.account.unit_of_work import AccountUnitOfWork
 
 log = logging.getLogger("services.account.admin")
@@ -50,6 +51,7 @@ class AccountAdminService:
                 raise AlreadyExists("the currency already has a bank equity account", reason="RESOURCE_ALREADY_EXISTS")
             account = new_account(command, uuid.uuid4().hex, self._now())
             await uow.accounts.add(account)
+            audit_account(uow, "account.open", account)
             # Logged here: a replay answers from the saved key without running this.
             log.info(
                 "account opened",
@@ -65,24 +67,35 @@ class AccountAdminService:
 
     async def freeze_account(self, request_id: str, account_id: str, reason: str = "") -> Account:
         """ACTIVE -> FROZEN (holds may still be voided or expire)."""
-        account = await self._transition("FreezeAccount", request_id, account_id, Account.freeze)
+        account = await self._transition(
+            "FreezeAccount", request_id, account_id, Account.freeze, action="account.freeze", reason=reason
+        )
         log.info("account frozen", extra={"account": account_id, "reason": reason[:500]})
         return account
 
     async def unfreeze_account(self, request_id: str, account_id: str) -> Account:
         """FROZEN -> ACTIVE."""
-        account = await self._transition("UnfreezeAccount", request_id, account_id, Account.unfreeze)
+        account = await self._transition(
+            "UnfreezeAccount", request_id, account_id, Account.unfreeze, action="account.unfreeze"
+        )
         log.info("account unfrozen", extra={"account": account_id})
         return account
 
     async def close_account(self, request_id: str, account_id: str) -> Account:
         """-> CLOSED, only with a zero balance and no hold."""
-        account = await self._transition("CloseAccount", request_id, account_id, Account.close)
+        account = await self._transition("CloseAccount", request_id, account_id, Account.close, action="account.close")
         log.info("account closed", extra={"account": account_id})
         return account
 
     async def _transition(
-        self, method: str, request_id: str, account_id: str, change: Callable[[Account, dt.datetime], None]
+        self,
+        method: str,
+        request_id: str,
+        account_id: str,
+        change: Callable[[Account, dt.datetime], None],
+        *,
+        action: str,
+        reason: str = "",
     ) -> Account:
         validate_request_id(request_id)
         fingerprint = request_fingerprint(account=account_id)
@@ -100,6 +113,7 @@ class AccountAdminService:
             now = self._now()
             change(account, now)
             await uow.accounts.save(account)
+            audit_account(uow, action, account, reason=reason)
             await uow.idempotency.save(
                 ADMIN_SCOPE, method, request_id, fingerprint, ACCOUNT_ANSWER.encode(account), now
             )

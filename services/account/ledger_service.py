@@ -59,7 +59,7 @@ from services.account.domain.ledger import (
     void_transfer,
 )
 from services.account.repository import TransferFilter
-from services.account.transfers import create_transfers, finish_holds, write_changes
+from services.account.transfers import audit_account, create_transfers, finish_holds, write_changes
 from services.account.unit_of_work import AccountUnitOfWork
 
 log = logging.getLogger("services.account.ledger")
@@ -420,6 +420,7 @@ class LedgerService:
                 updated_at=now,
             )
             await uow.accounts.add(account)
+            audit_account(uow, "account.open", account)
             return account.id, True
 
         account_id, opened = await self._transactions.run(operation)

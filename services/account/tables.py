@@ -2,6 +2,7 @@
 
 import sqlalchemy as sa
 
+from meshlib.audit import audit_tables
 from meshlib.idempotency import idempotency_table
 
 metadata = sa.MetaData()
@@ -85,3 +86,5 @@ consent_reads = sa.Table(
 )
 
 idempotency_keys = idempotency_table(metadata)
+# Who opened, froze or closed accounts and moved money (meshlib.audit).
+audit = audit_tables(metadata)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from meshlib.errors import MeshError
 from services.account.answers import LEDGER_SCOPE
 from services.account.batches import Applied, FinishRequest, FinishRule, apply_creates, apply_finishes
-from services.account.domain.ledger import TransferRequest
+from services.account.domain.ledger import Account, Transfer, TransferRequest
 from services.account.unit_of_work import AccountUnitOfWork
 
 Clock = Callable[[], dt.datetime]
@@ -30,8 +30,42 @@ async def write_changes(uow: AccountUnitOfWork, applied: Applied, now: dt.dateti
         )
     await uow.entries.add([entry for outcome in (*applied.created, *applied.changed) for entry in outcome.new_entries])
     await uow.accounts.save_many(applied.touched.values())
+    for outcome in applied.created:
+        _audit_transfer(uow, "transfer.create", outcome.transfer)
+    for outcome in applied.changed:
+        _audit_transfer(uow, f"transfer.{outcome.transfer.state.value.lower()}", outcome.transfer)
     if applied.keys:
         await uow.idempotency.save_many(LEDGER_SCOPE, method, applied.keys, now)
+
+
+def _audit_transfer(uow: AccountUnitOfWork, action: str, transfer: Transfer) -> None:
+    uow.audit.record(
+        action,
+        f"transfers/{transfer.id}",
+        outcome=transfer.state.value,
+        details={
+            "debit_account": transfer.debit_account_id,
+            "credit_account": transfer.credit_account_id,
+            "amount_minor": transfer.amount,
+            "currency": transfer.currency,
+            "type": transfer.type.value,
+            "reference": transfer.reference,
+        },
+    )
+
+
+def audit_account(uow: AccountUnitOfWork, action: str, account: Account, *, reason: str = "") -> None:
+    """An account's change in the audit trail (its id, never its full number)."""
+    details: dict[str, object] = {"type": account.type.value, "currency": account.currency}
+    if reason:
+        details["reason"] = reason[:500]
+    uow.audit.record(
+        action,
+        f"accounts/{account.id}",
+        outcome=account.status.value,
+        customer_id=account.customer_id,
+        details=details,
+    )
 
 
 async def create_transfers(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from meshlib.audit import AuditRepository
 from meshlib.idempotency import IdempotencyRepository
 from meshlib.storage import SqlUnitOfWork
 from services.account.repository import (
@@ -12,7 +13,7 @@ from services.account.repository import (
     EntryRepository,
     TransferRepository,
 )
-from services.account.tables import idempotency_keys
+from services.account.tables import audit, idempotency_keys
 
 
 class AccountUnitOfWork(SqlUnitOfWork):
@@ -23,6 +24,7 @@ class AccountUnitOfWork(SqlUnitOfWork):
     entries: EntryRepository
     consent_reads: ConsentReadRepository
     idempotency: IdempotencyRepository
+    audit: AuditRepository
 
     def _bind(self, connection: AsyncConnection) -> None:
         # Row locks only where the store has them; SQLite's BEGIN IMMEDIATE serialises writers.
@@ -32,3 +34,5 @@ class AccountUnitOfWork(SqlUnitOfWork):
         self.entries = EntryRepository(connection)
         self.consent_reads = ConsentReadRepository(connection, self.database.dialect)
         self.idempotency = IdempotencyRepository(connection, idempotency_keys)
+        self.audit = AuditRepository(connection, audit, "account")
+        self.before_commit(self.audit.flush)

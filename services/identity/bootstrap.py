@@ -41,6 +41,7 @@ from services.identity.servicer import (
     TokenServicer,
 )
 from services.identity.settings import IdentitySettings
+from services.identity.tables import audit as audit_tables
 from services.identity.token_service import TokenService, TokenSettings
 from services.identity.unit_of_work import IdentityUnitOfWork
 
@@ -174,6 +175,7 @@ def build_spec(clock: Clock = utc_now) -> ServiceSpec[IdentityComponents]:
         settings_class=IdentitySettings,
         wire=partial(wire, clock=clock),
         jwks_fetcher=_keys_set_in_wire,
+        audit=audit_tables,
     )
 
 

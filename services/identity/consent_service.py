@@ -78,6 +78,7 @@ class ConsentService:
         async def add(uow: IdentityUnitOfWork) -> Consent:
             await _require_active_partner(uow, partner_id)
             await uow.consents.add(consent)
+            _audit(uow, "consent.create", consent)
             return consent
 
         result = await self._tx.run(add, key=key, codec=codec)
@@ -97,7 +98,9 @@ class ConsentService:
         self, key: IdempotencyKey, codec: Codec[Consent | Saved], partner_id: str, consent_id: str
     ) -> Consent | Saved:
         """The partner revokes its own consent (revoking twice returns it unchanged)."""
-        return await self._change(key, codec, consent_id, lambda c, now: c.revoke(now), partner_id=partner_id)
+        return await self._change(
+            key, codec, consent_id, lambda c, now: c.revoke(now), partner_id=partner_id, action="consent.revoke"
+        )
 
     # ---- the customer's side (the bank's app) --------------------------------------------
 
@@ -132,6 +135,7 @@ class ConsentService:
                         raise InvalidArgument.field("accounts", "must be the customer's own open accounts")
             authorised = consent.authorise(outcome.customer_id, accounts, now)
             await uow.consents.save(authorised)
+            _audit(uow, "consent.authorise", authorised)
             code = new_secret()
             grant = AuthorizationCode(
                 code_hash=digest(code),
@@ -155,7 +159,9 @@ class ConsentService:
         self, key: IdempotencyKey, codec: Codec[Consent | Saved], consent_id: str, customer_id: str
     ) -> Consent | Saved:
         """The customer refuses a consent awaiting authorisation."""
-        return await self._change(key, codec, consent_id, lambda c, now: c.reject(customer_id, now))
+        return await self._change(
+            key, codec, consent_id, lambda c, now: c.reject(customer_id, now), action="consent.reject"
+        )
 
     async def list_for_customer(
         self, customer_id: str, *, state: str | None, requested_size: int, page_token: str
@@ -178,13 +184,17 @@ class ConsentService:
         self, key: IdempotencyKey, codec: Codec[Consent | Saved], consent_id: str, customer_id: str
     ) -> Consent | Saved:
         """Block every call made with the consent until resumed."""
-        return await self._change(key, codec, consent_id, lambda c, now: c.pause(now), customer_id=customer_id)
+        return await self._change(
+            key, codec, consent_id, lambda c, now: c.pause(now), customer_id=customer_id, action="consent.pause"
+        )
 
     async def resume(
         self, key: IdempotencyKey, codec: Codec[Consent | Saved], consent_id: str, customer_id: str
     ) -> Consent | Saved:
         """Lift a pause."""
-        return await self._change(key, codec, consent_id, lambda c, now: c.resume(now), customer_id=customer_id)
+        return await self._change(
+            key, codec, consent_id, lambda c, now: c.resume(now), customer_id=customer_id, action="consent.resume"
+        )
 
     async def narrow(
         self,
@@ -195,13 +205,22 @@ class ConsentService:
         change: ConsentNarrowing,
     ) -> Consent | Saved:
         """Lower limits, fewer reads, permissions or accounts, an earlier expiry; never more."""
-        return await self._change(key, codec, consent_id, lambda c, now: c.narrow(change, now), customer_id=customer_id)
+        return await self._change(
+            key,
+            codec,
+            consent_id,
+            lambda c, now: c.narrow(change, now),
+            customer_id=customer_id,
+            action="consent.narrow",
+        )
 
     async def revoke_by_customer(
         self, key: IdempotencyKey, codec: Codec[Consent | Saved], consent_id: str, customer_id: str
     ) -> Consent | Saved:
         """The customer revokes the consent at the bank."""
-        return await self._change(key, codec, consent_id, lambda c, now: c.revoke(now), customer_id=customer_id)
+        return await self._change(
+            key, codec, consent_id, lambda c, now: c.revoke(now), customer_id=customer_id, action="consent.revoke"
+        )
 
     # ---- shared --------------------------------------------------------------------------
 
@@ -220,6 +239,7 @@ class ConsentService:
         *,
         partner_id: str | None = None,
         customer_id: str | None = None,
+        action: str,
     ) -> Consent | Saved:
         moved: Consent | None = None  # the consent this run changed (None: already so)
 
@@ -235,6 +255,7 @@ class ConsentService:
             moved = changed if changed is not consent else None
             if moved is not None:
                 await uow.consents.save(changed)
+                _audit(uow, action, changed)
             if changed.state.final:
                 # Tokens bound to a dead consent die with it.
                 await uow.grants.revoke_access_tokens(now, consent_id=consent_id)
@@ -247,6 +268,19 @@ class ConsentService:
             log.info("consent changed", extra={"consent_id": consent_id, "state": consent_event_detail(result)})
             await self._events.publish("consent", consent_id, consent_event_detail(result))
         return result
+
+
+def _audit(uow: IdentityUnitOfWork, action: str, consent: Consent) -> None:
+    """The change in the audit trail, by the partner, customer app or operator calling."""
+    uow.audit.record(
+        action,
+        f"consents/{consent.consent_id}",
+        outcome=consent.state.value,
+        partner_id=consent.partner_id,
+        customer_id=consent.customer_id,
+        consent_id=consent.consent_id,
+        details={"state": consent.state.value, "accounts": list(consent.account_ids)},
+    )
 
 
 def _not_found(consent_id: str) -> NotFound:

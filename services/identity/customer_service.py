@@ -58,6 +58,14 @@ class StrongCustomerAuthentication:
         if not password_ok or step is None:
             failed = customer.failed(now)
             await uow.customers.save(failed)
+            if failed.status is CustomerStatus.LOCKED and customer.status is not CustomerStatus.LOCKED:
+                uow.audit.record(
+                    "customer.lock",
+                    f"customers/{customer.customer_id}",
+                    outcome=failed.status.value,
+                    customer_id=customer.customer_id,
+                    details={"failed_attempts": failed.failed_attempts},
+                )
             log.info(
                 "strong customer authentication failed",
                 extra={
@@ -116,6 +124,9 @@ class CustomerService:
             if await uow.customers.by_username(username) is not None:
                 raise AlreadyExists("the username is taken", reason="RESOURCE_ALREADY_EXISTS")
             await uow.customers.add(customer)
+            uow.audit.record(
+                "customer.create", f"customers/{customer_id}", customer_id=customer_id, details={"username": username}
+            )
             return NewCustomer(customer, seed)
 
         return await self._tx.run(add, key=key, codec=codec)
@@ -144,6 +155,9 @@ class CustomerService:
         async def operation(uow: IdentityUnitOfWork) -> Customer:
             customer = (await _existing(uow, customer_id)).unlock(self._clock())
             await uow.customers.save(customer)
+            uow.audit.record(
+                "customer.unlock", f"customers/{customer_id}", outcome=customer.status.value, customer_id=customer_id
+            )
             return customer
 
         return await self._tx.run(operation, key=key, codec=codec)

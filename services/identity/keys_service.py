@@ -52,6 +52,7 @@ class KeyService:
             if active is None:
                 active = generate_key(self._passphrase, self._clock())
                 await uow.signing_keys.add(active)
+                uow.audit.record("key.create", f"signingKeys/{active.kid}", details={"new_kid": active.kid})
             return active
 
         active = await self._tx.run(operation)
@@ -89,6 +90,11 @@ class KeyService:
                 await uow.signing_keys.update_state(SigningKey(**{**key.__dict__, "state": KeyState.RETIRED}))
         fresh = generate_key(self._passphrase, now)
         await uow.signing_keys.add(fresh)
+        uow.audit.record(
+            "key.rotate",
+            f"signingKeys/{fresh.kid}",
+            details={"new_kid": fresh.kid, "retiring_kid": previous.kid if previous else None},
+        )
         return fresh, previous
 
     def forget_cached_jwks(self) -> None:

@@ -58,6 +58,7 @@ class PartnerService:
             secret = new_secret()
             partner = replace(partner, client_secret_hash=await asyncio.to_thread(self._hasher.hash, secret))
 
+            _audit(uow, "partner.register", partner)
         async def add(uow: IdentityUnitOfWork) -> PartnerWithSecret:
             await uow.partners.add(partner)
             return PartnerWithSecret(partner, secret)
@@ -93,30 +94,41 @@ class PartnerService:
     ) -> Partner | Saved:
         """Apply the set fields."""
         return await self._change(
-            key, codec, partner_id, lambda partner, now: rules.apply_changes(partner, changes, self._tiers, now)
+            key,
+            codec,
+            partner_id,
+            lambda partner, now: rules.apply_changes(partner, changes, self._tiers, now),
+            action="partner.update",
         )
 
     async def suspend(self, key: IdempotencyKey, codec: Codec[Partner | Saved], partner_id: str) -> Partner | Saved:
         """Suspend: every call and every token of the partner fails from the next call on."""
-        result = await self._change(key, codec, partner_id, lambda partner, now: partner.suspend(now))
+        result = await self._change(
+            key, codec, partner_id, lambda partner, now: partner.suspend(now), action="partner.suspend"
+        )
         if isinstance(result, Partner):
             log.info("partner suspended", extra={"partner_id": partner_id})
         return result
 
     async def reactivate(self, key: IdempotencyKey, codec: Codec[Partner | Saved], partner_id: str) -> Partner | Saved:
         """Allow the partner again (its old tokens stay dead)."""
-        return await self._change(key, codec, partner_id, lambda partner, now: partner.reactivate(now))
+        return await self._change(
+            key, codec, partner_id, lambda partner, now: partner.reactivate(now), action="partner.reactivate"
+        )
 
     async def _change(
         self,
         key: IdempotencyKey,
         codec: Codec[Partner | Saved],
+        *,
+        action: str,
         partner_id: str,
         change: Callable[[Partner, dt.datetime], Partner],
     ) -> Partner | Saved:
         """Apply ``change`` to the stored partner under its lock, idempotently; publish the new status."""
 
         async def operation(uow: IdentityUnitOfWork) -> Partner:
+            _audit(uow, action, partner)
             partner = change(await _existing(uow, partner_id), self._clock())
             await uow.partners.save(partner)
             return partner
@@ -134,11 +146,27 @@ class PartnerService:
         secret_hash = await asyncio.to_thread(self._hasher.hash, secret)
 
         async def operation(uow: IdentityUnitOfWork) -> PartnerWithSecret:
+            _audit(uow, "partner.rotate_secret", partner)
             partner = (await _existing(uow, partner_id)).with_secret_hash(secret_hash, self._clock())
             await uow.partners.save(partner)
             return PartnerWithSecret(partner, secret)
 
         return await self._tx.run(operation, key=key, codec=codec)
+def _audit(uow: IdentityUnitOfWork, action: str, partner: Partner) -> None:
+    """The change in the audit trail, by the operator calling (never the secret or its hash)."""
+    uow.audit.record(
+        action,
+        f"partners/{partner.partner_id}",
+        partner_id=partner.partner_id,
+        details={
+            "status": partner.status.value,
+            "allowed_scopes": sorted(partner.allowed_scopes),
+            "rate_limit_tier": partner.rate_limit_tier,
+            "auth_method": partner.auth_method.value,
+        },
+    )
+
+
 
 
 async def _existing(uow: IdentityUnitOfWork, partner_id: str) -> Partner:

@@ -7,6 +7,7 @@ keys encrypted with the deployment passphrase.
 
 import sqlalchemy as sa
 
+from meshlib.audit import audit_tables
 from meshlib.idempotency import idempotency_table
 
 metadata = sa.MetaData()
@@ -23,6 +24,8 @@ signing_keys = sa.Table(
 )
 
 idempotency_keys = idempotency_table(metadata)
+# Who changed partners, consents, customers and keys (meshlib.audit).
+audit = audit_tables(metadata)
 
 partners = sa.Table(
     "partners",

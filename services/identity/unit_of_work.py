@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from meshlib.audit import AuditRepository
 from meshlib.idempotency import IdempotencyRepository
 from meshlib.storage import SqlUnitOfWork
 from services.identity.repository import (
@@ -13,7 +14,7 @@ from services.identity.repository import (
     PartnerRepository,
     SigningKeyRepository,
 )
-from services.identity.tables import idempotency_keys
+from services.identity.tables import audit, idempotency_keys
 
 
 class IdentityUnitOfWork(SqlUnitOfWork):
@@ -25,6 +26,7 @@ class IdentityUnitOfWork(SqlUnitOfWork):
     customers: CustomerRepository
     consents: ConsentRepository
     grants: GrantRepository
+    audit: AuditRepository
 
     def _bind(self, connection: AsyncConnection) -> None:
         self.signing_keys = SigningKeyRepository(connection)
@@ -33,3 +35,5 @@ class IdentityUnitOfWork(SqlUnitOfWork):
         self.customers = CustomerRepository(connection)
         self.consents = ConsentRepository(connection)
         self.grants = GrantRepository(connection)
+        self.audit = AuditRepository(connection, audit, "identity")
+        self.before_commit(self.audit.flush)

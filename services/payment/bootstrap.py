@@ -47,6 +47,7 @@ from services.payment.queries import PaymentEvents, PaymentQueries
 from services.payment.saga import SagaRunner, exit_at_failpoint
 from services.payment.servicer import PaymentAdminServicer, PaymentServicer
 from services.payment.settings import PaymentSettings
+from services.payment.tables import audit as audit_tables
 from services.payment.unit_of_work import PaymentUnitOfWork
 
 log = logging.getLogger("services.payment")
@@ -219,6 +220,7 @@ def payment_spec(
         versions_dir=VERSIONS_DIR,
         settings_class=PaymentSettings,
         wire=partial(wire, identity=identity, partner_directory=partner_directory),
+        audit=audit_tables,
     )
 
 

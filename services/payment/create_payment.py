@@ -6,7 +6,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from meshlib.admission import WaveAdmission
+from meshlib.audit import actor_of
 from meshlib.auth.consent import ConsentLookup
+from meshlib.auth.context import current_caller
 from meshlib.errors import InvalidArgument, MeshError
 from meshlib.ids import time_ordered_id
 from meshlib.money import Amount
@@ -118,7 +120,9 @@ class CreatePayment:
         with traced("payment.saga", payment.payment_id):
             records = opening(plan_for(payment))
             stored, created = await self._register.record(
-                Registration(payment, key, consent, limits, records, current_trace_id())
+                Registration(
+                    payment, key, consent, limits, records, current_trace_id(), actor_of(current_caller(), "payment")
+                )
             )
             if not created:
                 return stored

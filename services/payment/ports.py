@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from meshlib.audit import Actor
 from meshlib.auth.consent import ConsentView
 from services.payment.domain.checks import LedgerAccountInfo, PartnerLimits
 from services.payment.domain.payments import ParticipantInfo, Payment, PaymentState
@@ -119,6 +120,9 @@ class Registration:
     limits: PartnerLimits
     opening: tuple[StepRecord, ...]
     trace_id: str
+    # Who asks (from the verified token): recorded in the audit trail by the group commit,
+    # which writes many callers' payments in one transaction.
+    actor: Actor | None = None
 
 
 class PaymentRegister(Protocol):

@@ -2,6 +2,7 @@
 
 import sqlalchemy as sa
 
+from meshlib.audit import audit_tables
 from meshlib.idempotency import idempotency_table
 
 metadata = sa.MetaData()
@@ -87,3 +88,5 @@ payment_events = sa.Table(
 )
 
 idempotency_keys = idempotency_table(metadata)
+# Who created and cancelled payments and every state they went through (meshlib.audit).
+audit = audit_tables(metadata)

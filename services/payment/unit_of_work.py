@@ -7,12 +7,13 @@ from typing import Self
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from meshlib.audit import AuditRepository
 from meshlib.idempotency import IdempotencyRepository
 from meshlib.storage import SqlUnitOfWork
 from services.payment.journal_repository import EventRepository, StepRepository
 from services.payment.limits_repository import LimitsRepository
 from services.payment.repository import PaymentRepository
-from services.payment.tables import idempotency_keys
+from services.payment.tables import audit, idempotency_keys
 
 # PostgreSQL advisory lock taken by every writing transaction. Writers then commit one at
 # a time, like SQLite's BEGIN IMMEDIATE: event sequence numbers become visible in order
@@ -28,6 +29,7 @@ class PaymentUnitOfWork(SqlUnitOfWork):
     events: EventRepository
     limits: LimitsRepository
     idempotency: IdempotencyRepository
+    audit: AuditRepository
 
     def _bind(self, connection: AsyncConnection) -> None:
         self.payments = PaymentRepository(connection)
@@ -35,6 +37,8 @@ class PaymentUnitOfWork(SqlUnitOfWork):
         self.events = EventRepository(connection)
         self.limits = LimitsRepository(connection)
         self.idempotency = IdempotencyRepository(connection, idempotency_keys)
+        self.audit = AuditRepository(connection, audit, "payment")
+        self.before_commit(self.audit.flush)
 
     async def __aenter__(self) -> Self:
         await super().__aenter__()

@@ -23,6 +23,7 @@ from services.settlement.reconciliation_service import LedgerReader, Reconciliat
 from services.settlement.schedule import close_due_windows
 from services.settlement.servicer import PositionServicer, SettlementAdminServicer, SettlementServicer
 from services.settlement.settings import SettlementSettings
+from services.settlement.tables import audit as audit_tables
 from services.settlement.unit_of_work import SettlementUnitOfWork
 from services.settlement.window_service import WindowService
 
@@ -120,4 +121,6 @@ async def wire(runtime: Runtime) -> Wiring[SettlementComponents]:
     )
 
 
-SPEC = ServiceSpec(name="settlement", versions_dir=VERSIONS_DIR, settings_class=SettlementSettings, wire=wire)
+SPEC = ServiceSpec(
+    name="settlement", versions_dir=VERSIONS_DIR, settings_class=SettlementSettings, wire=wire, audit=audit_tables
+)

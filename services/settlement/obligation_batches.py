@@ -31,6 +31,7 @@ from typing import TypeVar
 from meshlib.errors import InvalidArgument, MeshError
 from meshlib.money import Amount
 from meshlib.storage import IdempotencyKey
+from services.settlement.audit_records import audit_obligation
 from services.settlement.domain.batches import (
     BatchOutcome,
     ItemResult,
@@ -160,6 +161,8 @@ class ObligationBatches:
             outcome = apply_reservations(_decided(work), existing, found, positions, now)
             await uow.obligations.add_many(outcome.obligations)
             await uow.positions.save_many(list(outcome.positions.values()))
+            for obligation in outcome.obligations:
+                audit_obligation(uow, "obligation.reserve", obligation)
             await _save_answers(uow, batch.scope, RESERVE_METHOD, parsed, outcome, snapshots, now)
             # A batch of reservations only adds to a payer's exposure, so its final exposure is
             # its highest: one warning per payer and currency (the single calls log each item).
@@ -206,6 +209,8 @@ class ObligationBatches:
             outcome = apply_commits(_decided(work), existing, positions, windows, stamped)
             await uow.positions.save_many(list(outcome.positions.values()))
             await uow.obligations.update_many(outcome.obligations)
+            for obligation in outcome.obligations:
+                audit_obligation(uow, "obligation.commit", obligation)
             await _save_answers(uow, batch.scope, COMMIT_METHOD, parsed, outcome, snapshots, now)
             _log_applied(BATCH_COMMIT_METHOD, outcome)
             return BatchAnswer(outcome.results, snapshots)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from meshlib.errors import AlreadyExists, FieldCollector, NotFound
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
 from meshlib.storage import IdempotencyKey
+from services.settlement.audit_records import audit_participant
 from services.settlement.domain.participants import (
     DEFAULT_ALARM_THRESHOLD_PERCENT,
     NetDebitCap,
@@ -75,6 +76,7 @@ class ParticipantService:
                     reason="RESOURCE_ALREADY_EXISTS",
                 )
             await uow.participants.add(participant)
+            audit_participant(uow, "participant.register", participant)
             for currency in checked:
                 await uow.positions.lock(currency, [participant.id])
             return participant
@@ -93,6 +95,7 @@ class ParticipantService:
             updated = participant.with_cap(cap, now)
             await uow.participants.save_cap(participant_id, cap)
             await uow.participants.update(updated)
+            audit_participant(uow, "participant.cap", updated)
             await uow.positions.lock(cap.currency, [participant_id])
             return updated
 
@@ -117,6 +120,7 @@ class ParticipantService:
             now = self._tx.clock()
             updated = transition(await self._existing(uow, participant_id), now)
             await uow.participants.update(updated)
+            audit_participant(uow, f"participant.{method.removesuffix('Participant').lower()}", updated)
             return updated
 
         return await self._tx.run(operation, key=key, codec=PARTICIPANT_CODEC)

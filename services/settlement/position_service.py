@@ -13,6 +13,7 @@ from collections.abc import Callable
 from meshlib.errors import InvalidArgument, NotFound
 from meshlib.money import Amount
 from meshlib.storage import IdempotencyKey
+from services.settlement.audit_records import audit_obligation
 from services.settlement.domain.obligations import Obligation, ObligationState, Position
 from services.settlement.domain.participants import NetDebitCap, parties
 from services.settlement.domain.windows import SettlementWindow, open_window
@@ -88,6 +89,7 @@ class PositionService:
             await uow.positions.save(reserved)
             obligation = Obligation.reserved(payment_id, payer_id, payee_id, amount.currency, amount.minor_units, now)
             await uow.obligations.add(obligation)
+            audit_obligation(uow, "obligation.reserve", obligation)
             warn_if_near_cap(reserved, cap)
             return obligation
 
@@ -119,6 +121,7 @@ class PositionService:
             )
             await uow.positions.save_many([payer, payee])
             await uow.obligations.update(committed)
+            audit_obligation(uow, "obligation.commit", committed)
             return committed
 
         return await self._tx.run(operation, key=key, codec=OBLIGATION_CODEC)
@@ -137,6 +140,7 @@ class PositionService:
             )
             await uow.positions.save(positions[obligation.payer_id].release(obligation.amount_minor, now))
             await uow.obligations.update(released)
+            audit_obligation(uow, "obligation.release", released)
             return released
 
         return await self._tx.run(operation, key=key, codec=OBLIGATION_CODEC)

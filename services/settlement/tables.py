@@ -6,6 +6,7 @@ a currency can never have two OPEN windows, whatever the code does.
 
 import sqlalchemy as sa
 
+from meshlib.audit import audit_tables
 from meshlib.idempotency import idempotency_table
 
 metadata = sa.MetaData()
@@ -84,3 +85,5 @@ obligations = sa.Table(
 )
 
 idempotency_keys = idempotency_table(metadata)
+# Who changed participants, caps, windows and positions (meshlib.audit).
+audit = audit_tables(metadata)

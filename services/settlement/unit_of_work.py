@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from meshlib.audit import AuditRepository
 from meshlib.idempotency import IdempotencyRepository
 from meshlib.storage import SqlUnitOfWork
 from services.settlement.repository import (
@@ -12,7 +13,7 @@ from services.settlement.repository import (
     PositionRepository,
     WindowRepository,
 )
-from services.settlement.tables import idempotency_keys
+from services.settlement.tables import audit, idempotency_keys
 
 
 class SettlementUnitOfWork(SqlUnitOfWork):
@@ -23,6 +24,7 @@ class SettlementUnitOfWork(SqlUnitOfWork):
     windows: WindowRepository
     obligations: ObligationRepository
     idempotency: IdempotencyRepository
+    audit: AuditRepository
 
     def _bind(self, connection: AsyncConnection) -> None:
         self.participants = ParticipantRepository(connection)
@@ -30,3 +32,5 @@ class SettlementUnitOfWork(SqlUnitOfWork):
         self.windows = WindowRepository(connection)
         self.obligations = ObligationRepository(connection)
         self.idempotency = IdempotencyRepository(connection, idempotency_keys)
+        self.audit = AuditRepository(connection, audit, "settlement")
+        self.before_commit(self.audit.flush)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from meshlib.errors import FailedPrecondition, NotFound
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
 from meshlib.storage import IdempotencyKey
+from services.settlement.audit_records import audit_window
 from services.settlement.domain.obligations import Position
 from services.settlement.domain.participants import NetDebitCap, Participant
 from services.settlement.domain.reports import SettlementReport, build_report, window_nets
@@ -77,6 +78,18 @@ class WindowService:
             await uow.windows.update(closed)
             following = open_window(self._new_id(), window.currency, now)
             await uow.windows.add(following)
+            audit_window(
+                uow,
+                "window.close",
+                closed.id,
+                closed.state.value,
+                {
+                    "currency": closed.currency,
+                    "obligations": closed.obligation_count,
+                    "gross_minor": closed.gross_minor,
+                    "next_window": following.id,
+                },
+            )
             return closed, following
 
         closed, following = await self._tx.run(operation, key=key, codec=WINDOW_PAIR_CODEC)
@@ -107,6 +120,18 @@ class WindowService:
                 if net:
                     await uow.positions.save(locked[participant_id].settle(net, now))
             await uow.windows.update(settled)
+            audit_window(
+                uow,
+                "window.settle",
+                settled.id,
+                settled.state.value,
+                {
+                    "currency": settled.currency,
+                    "gross_minor": settled.gross_minor,
+                    "settlement_reference": settled.settlement_reference,
+                    "nets_minor": {participant: net for participant, net in sorted(nets.items()) if net},
+                },
+            )
             return settled
 
         settled = await self._tx.run(operation, key=key, codec=WINDOW_CODEC)

@@ -44,6 +44,7 @@ INTERNAL_SCOPES = frozenset(
         "consents:authorise",
         "tokens:introspect",
         "payments:admin",
+        "audit:read",
     }
 )
 PROTOCOL_SERVICES = frozenset({"openbank.identity.v1.TokenService"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
@@ -36,6 +37,7 @@ class SqlUnitOfWork:
         self._committed = False
         self._span: trace.Span | None = None
         self._writer: asyncio.Lock | None = None
+        self._before_commit: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def connection(self) -> AsyncConnection:
@@ -46,6 +48,11 @@ class SqlUnitOfWork:
 
     def _bind(self, connection: AsyncConnection) -> None:
         """Create repositories on ``connection``; subclasses override."""
+
+    def before_commit(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Run ``write`` inside the transaction just before it commits (a repository that
+        collects rows, like the audit records, inserts them there in one statement)."""
+        self._before_commit.append(write)
 
     async def __aenter__(self) -> Self:
         # One span per transaction: the database hop of the call's trace (no SQL, no values).
@@ -74,6 +81,7 @@ class SqlUnitOfWork:
             raise
         self._connection = connection
         self._committed = False
+        self._before_commit = []
         self._bind(connection)
         return self
 
@@ -86,6 +94,8 @@ class SqlUnitOfWork:
         """Make the changes durable."""
         if self._transaction is None:
             raise RuntimeError("unit of work is not open")
+        for write in self._before_commit:
+            await write()
         await self._transaction.commit()
         self._committed = True
 

@@ -38,6 +38,7 @@ INTERNAL_SCOPES = frozenset(
         "consents:authorise",
         "tokens:introspect",
         "payments:admin",
+        "audit:read",
     }
 )
 ALL_SCOPES = PARTNER_SCOPES | INTERNAL_SCOPES

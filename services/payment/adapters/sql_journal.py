@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 
 from meshlib.storage import retry_on_conflict
+from services.payment.adapters.audit import SAGA, audit_payment
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.domain.saga import History, RecordedStep
 from services.payment.metrics import record_payment_state
@@ -138,6 +139,11 @@ class SqlPaymentJournal:
                         stored[payment_id] = current.moved(to_state, now, reason, message)
                 moved |= done
         await uow.events.add_many(changes, now)
+        traces = {entry.payment_id: entry.trace_id for entry in present}
+        for payment, from_state, to_state, reason in changes:
+            # The saga's own work (run for the caller, a recovery pass or a peer's answer).
+            trace_id = traces.get(payment.payment_id, "")
+            audit_payment(uow, "payment.state", payment, from_state, to_state, trace_id, reason=reason, actor=SAGA)
         unrenewed = [entry.payment_id for entry in present if entry.payment_id not in moved]
         if unrenewed:
             await uow.payments.renew_many(unrenewed, now, self._lease)

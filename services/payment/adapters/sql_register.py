@@ -17,6 +17,7 @@ from typing import TypeVar
 from meshlib.errors import FailedPrecondition, MeshError, NotFound
 from meshlib.idempotency import SavedAnswer
 from meshlib.storage import Codec, IdempotencyKey, Transactions, retry_on_conflict
+from services.payment.adapters.audit import audit_payment, partner_of
 from services.payment.domain import checks
 from services.payment.domain.checks import CustomerHistory, VelocityRules
 from services.payment.domain.payments import Payment, PaymentState
@@ -232,6 +233,9 @@ class SqlPaymentRegister:
         )
         for scope, answers in facts.new_answers().items():
             await uow.idempotency.save_many(scope, CREATE_METHOD, answers, now)
+        for registration, payment in accepted:
+            who = registration.actor or partner_of(payment)
+            audit_payment(uow, "payment.create", payment, None, payment.state, registration.trace_id, actor=who)
         return outcomes
 
     async def replay(self, key: RequestKey) -> Payment | None:
@@ -260,6 +264,7 @@ class SqlPaymentRegister:
                 record = StepRecord(Step.CANCEL, Outcome.SUCCEEDED)
                 await uow.steps.add_many([RecordedStep(payment_id, record, trace_id, now)])
                 await uow.events.add(payment, payment.state, PaymentState.CANCELLED, "", now)
+                audit_payment(uow, "payment.cancel", payment, payment.state, PaymentState.CANCELLED, trace_id)
                 moved.append(True)
             return payment_id
 

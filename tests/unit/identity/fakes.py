@@ -26,6 +26,7 @@ class Store:
     codes: dict[str, AuthorizationCode] = field(default_factory=dict)
     revoked_consent_tokens: list[str] = field(default_factory=list)
     answers: dict[tuple[str, str, str], tuple[str, bytes]] = field(default_factory=dict)
+    audit: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
 
 class _Partners:
@@ -101,6 +102,16 @@ class _Idempotency:
         self._store.answers[(scope, method, request_id)] = (fingerprint, response)
 
 
+class _Audit:
+    """Audit records noted in the transaction (kept only if it commits, like the rest)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def record(self, action: str, resource: str, **fields: Any) -> None:
+        self._store.audit.append((action, resource, fields))
+
+
 class FakeUnitOfWork:
     """Same surface as IdentityUnitOfWork for the repositories the tests use."""
 
@@ -112,6 +123,7 @@ class FakeUnitOfWork:
         self.consents = _Consents(store)
         self.grants = _Grants(store)
         self.idempotency = _Idempotency(store)
+        self.audit = _Audit(store)
         self._snapshot: Store | None = None
         self._committed = False
 
