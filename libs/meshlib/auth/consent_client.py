@@ -18,9 +18,9 @@ import grpc
 
 from meshlib.auth.consent import ConsentView
 from meshlib.cache import RefreshingCache
+from meshlib.clients import PeerCaller
 from meshlib.errors import NotFound
 from meshlib.events import Invalidation, InvalidationBus
-from meshlib.grpc_errors import decode_rpc_error
 
 LOOKUP_TIMEOUT_SECONDS = 2.0
 
@@ -79,7 +79,8 @@ class IdentityConsentLookup:
         from openbank.identity.v1 import consent_pb2_grpc
 
         self._stub = consent_pb2_grpc.ConsentServiceStub(channel)
-        self._bearer = bearer
+        # No retry: a consent check in the request path fails fast, and the caller retries.
+        self._call = PeerCaller(bearer, deadline_seconds=LOOKUP_TIMEOUT_SECONDS, attempts=1)
         self._cache: RefreshingCache[str, ConsentView] = RefreshingCache(
             ttl_seconds, capacity=capacity, clock=clock, name="consents"
         )
@@ -98,15 +99,8 @@ class IdentityConsentLookup:
     async def _fetch(self, consent_id: str) -> ConsentView:
         from openbank.identity.v1 import consent_pb2
 
-        metadata = (("authorization", f"Bearer {await self._bearer()}"),)
-        try:
-            answer = await self._stub.GetConsent(
-                consent_pb2.GetConsentRequest(name=f"consents/{consent_id}"),
-                metadata=metadata,
-                timeout=LOOKUP_TIMEOUT_SECONDS,
-            )
-        except grpc.aio.AioRpcError as error:
-            raise decode_rpc_error(error) from None
+        request = consent_pb2.GetConsentRequest(name=f"consents/{consent_id}")
+        answer = await self._call(self._stub.GetConsent, request, "identity.GetConsent")
         return consent_view(answer.consent)
 
     async def _on_invalidation(self, event: Invalidation) -> None:
