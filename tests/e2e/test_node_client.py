@@ -65,14 +65,16 @@ def _install_wallet_dependencies() -> None:
     subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=WALLET_DIR, check=True, capture_output=True, timeout=300)
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def mesh_and_demo(tmp_path_factory):  # type: ignore[no-untyped-def]
-    """The local mesh on free ports with its demo data."""
+@pytest_asyncio.fixture(loop_scope="module", scope="module", params=["batched", "plain"])
+async def mesh_and_demo(request, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """The local mesh on free ports with its demo data, with the payment service's speed-up
+    adapters and without (OBM_PAYMENT_BATCHING)."""
     _node_or_skip()
     _install_wallet_dependencies()
     data_dir = tmp_path_factory.mktemp("node-mesh") / "data"
     ports = {name: free_port() for name in ("gateway", "identity", "account", "payment", "settlement")}
-    running = LocalMesh(data_dir, ports=ports, quiet=True)
+    batching = "true" if request.param == "batched" else "false"
+    running = LocalMesh(data_dir, ports=ports, quiet=True, child_env={"payment": {"OBM_PAYMENT_BATCHING": batching}})
     await running.start()
     operator = Operator(data_dir, ports=ports)
     try:

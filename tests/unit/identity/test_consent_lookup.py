@@ -35,7 +35,9 @@ class FakeConsents:
         self.consent.expire_time.FromDatetime(dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
         self.calls: list[tuple[str, object]] = []
 
-    async def GetConsent(self, request: consent_pb2.GetConsentRequest, metadata: object, timeout: float) -> object:
+    async def GetConsent(
+        self, request: consent_pb2.GetConsentRequest, metadata: object, timeout: float, **options: object
+    ) -> object:
         self.calls.append((request.name, metadata))
         return consent_pb2.GetConsentResponse(consent=self.consent)
 
@@ -99,7 +101,9 @@ class SlowConsents(FakeConsents):
         super().__init__()
         self.gate = asyncio.Event()
 
-    async def GetConsent(self, request: consent_pb2.GetConsentRequest, metadata: object, timeout: float) -> object:
+    async def GetConsent(
+        self, request: consent_pb2.GetConsentRequest, metadata: object, timeout: float, **options: object
+    ) -> object:
         self.calls.append((request.name, metadata))
         await self.gate.wait()
         return consent_pb2.GetConsentResponse(consent=self.consent)
@@ -135,7 +139,7 @@ async def test_a_failed_shared_fetch_fails_every_waiter_and_is_retried_next_time
     adapter, fake, _ = lookup
 
     class Failing(FakeConsents):
-        async def GetConsent(self, request: object, metadata: object, timeout: float) -> object:
+        async def GetConsent(self, request: object, metadata: object, timeout: float, **options: object) -> object:
             self.calls.append(("x", metadata))
             await asyncio.sleep(0)
             raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
@@ -175,7 +179,7 @@ async def test_a_failed_refresh_leaves_the_entry_to_expire_at_its_ttl(lookup) ->
     await adapter.get("c1", partner_id="p1")
 
     class Failing(FakeConsents):
-        async def GetConsent(self, request: object, metadata: object, timeout: float) -> object:
+        async def GetConsent(self, request: object, metadata: object, timeout: float, **options: object) -> object:
             self.calls.append(("x", metadata))
             raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
 
