@@ -73,7 +73,8 @@ class GatewayPolicyInterceptor(WrappingInterceptor):
         policy = route.policy
         caller = current_caller()
         if caller is not None:
-            _note(partner=caller.partner_id or caller.subject, consent=caller.consent_id)
+            # The caller itself too: the audit file records who (actor, client, customer) from it.
+            _note(partner=caller.partner_id or caller.subject, consent=caller.consent_id, caller=caller)
         if policy.consent_permission:
             partner_id = caller.require_partner() if caller else ""
             consent_id = caller.require_consent() if caller else ""

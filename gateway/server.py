@@ -22,6 +22,7 @@ from gateway.routing import build_routes
 from gateway.settings import GatewaySettings
 from gateway.streams import LocalStreamSlots, RedisStreamSlots
 from meshlib.app import build_verifier
+from meshlib.audit import AuditFileWriter
 from meshlib.auth.consent import ConsentLookup
 from meshlib.auth.interceptor import AuthInterceptor
 from meshlib.auth.jwks_client import identity_jwks_fetcher
@@ -108,6 +109,12 @@ async def start_gateway(
         max_stream_deadline=settings.max_stream_deadline_seconds,
     )
     public_services = sorted({route.policy.service for route in routes.values()})
+    journal = AuditFileWriter(
+        settings.audit_dir or settings.data_dir / "audit",
+        settings.audit_replica,
+        flush_seconds=settings.audit_flush_seconds,
+        retention_days=settings.audit_retention_days,
+    )
     reload_task: asyncio.Task[None] | None = None
 
     async def reload_limits_forever() -> None:
@@ -117,6 +124,7 @@ async def start_gateway(
 
     async def start_background() -> None:
         nonlocal reload_task
+        await journal.start()
         await peers.bus.start()
         await streams.start()
         reload_task = asyncio.create_task(reload_limits_forever(), name="ratelimit-reload")
@@ -127,6 +135,7 @@ async def start_gateway(
             with contextlib.suppress(asyncio.CancelledError):
                 await reload_task
         await peers.bus.close()
+        await journal.close()
         await streams.close()
         if isinstance(backend, RedisBackend):
             await backend.close()
@@ -143,7 +152,7 @@ async def start_gateway(
         [ServiceRegistration(public_services[0], proxy, add_proxy)]
         + [ServiceRegistration(name, None, lambda *_: None) for name in public_services[1:]],
         interceptors=[
-            AuditInterceptor(),
+            AuditInterceptor(journal),
             AuthInterceptor(verifier, {path: r.policy for path, r in routes.items()}),
             GatewayPolicyInterceptor(
                 routes, consents or peers.consents, limiter, lambda: limits.current, streams=streams
@@ -157,4 +166,5 @@ async def start_gateway(
     await server.start()
     server.routes = routes  # type: ignore[attr-defined]
     server.limits = limits  # type: ignore[attr-defined]
+    server.audit_journal = journal  # type: ignore[attr-defined]
     return server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import Field
@@ -30,3 +31,9 @@ class GatewaySettings(ServiceSettings):
     # With Redis, each open stream holds a slot of its partner's cap shared by every replica
     # (gateway.streams) for this long unless renewed: a crashed replica's slots lapse by then.
     stream_slot_lease_seconds: float = Field(default=30.0, gt=0, le=600)
+    # The audit trail: hash-chained JSON-lines files, one chain per replica (named by its
+    # host name, a pod's name in Kubernetes), in audit_dir (default: <data_dir>/audit), written
+    # and fsynced every audit_flush_seconds; files older than audit_retention_days are deleted.
+    audit_dir: Path | None = None
+    audit_replica: str = Field(default_factory=socket.gethostname)
+    audit_flush_seconds: float = Field(default=0.2, gt=0, le=10)

@@ -8,6 +8,7 @@ import runpy
 import sys
 from pathlib import Path
 
+from meshcli.audit import add_audit_parser
 from meshcli.commands import add_operator_parsers, run_operator_command
 
 PROCESS_MODULES = {
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
     demo.add_argument("--host", default="127.0.0.1", help="where the mesh listens")
     add_operator_parsers(commands)
+    add_audit_parser(commands)
     try:
         from meshcli import conformance
     except ImportError:  # pragma: no cover - the conformance suite ships with the CLI
@@ -57,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         from meshcli.demo import run_demo
 
         return asyncio.run(run_demo(args.data_dir, args.host))
+    if args.command == "audit":
+        from meshcli.audit import run_audit_command
+
+        return asyncio.run(run_audit_command(args))
     if args.command == "conformance":
         from meshcli import conformance
 

@@ -87,7 +87,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self, request: audit_pb2.VerifyAuditChainRequest, context: grpc.aio.ServicerContext
     ) -> audit_pb2.VerifyAuditChainResponse:
         """Recompute the chain of every sealed record kept."""
-        report = await self._store.verify()
+        anchor = (request.anchor_sequence, request.anchor_hash) if request.anchor_sequence > 0 else None
+        report = await self._store.verify(anchor=anchor)
         return audit_pb2.VerifyAuditChainResponse(
             intact=report.intact,
             checked_count=report.checked,

@@ -226,3 +226,24 @@ async def test_retention_purges_a_prefix_and_the_rest_still_verifies(
     # Deleting what retention kept is still detected.
     await execute(database, records.delete())
     assert not (await store.verify()).intact
+
+
+async def test_the_verify_command_reads_a_database_directly(
+    transactions: Transactions[NotesUnitOfWork], store: AuditStore, database: Database, database_url: str
+) -> None:
+    import io
+
+    from meshcli.audit import run_audit_command
+    from meshcli.main import build_parser
+
+    async def verify_command() -> tuple[int, str]:
+        out = io.StringIO()
+        args = build_parser().parse_args(["audit", "verify", "--database", database_url])
+        return await run_audit_command(args, out), out.getvalue()
+
+    await sealed_chain(transactions, store, count=3)
+    code, text = await verify_command()
+    assert code == 0 and "database: intact, 3 records checked" in text
+    await execute(database, records.update().where(records.c.chain_sequence == 2).values(outcome="FAILED"))
+    code, text = await verify_command()
+    assert code == 1 and "record 2: hash mismatch (edited)" in text
