@@ -23,6 +23,7 @@ from gateway.settings import GatewaySettings
 from gateway.streams import LocalStreamSlots, RedisStreamSlots
 from meshlib.app import build_verifier
 from meshlib.audit import AuditFileWriter
+from meshlib.auth.certificates import peer_certificate_sha256
 from meshlib.auth.consent import ConsentLookup
 from meshlib.auth.interceptor import AuthInterceptor
 from meshlib.auth.jwks_client import identity_jwks_fetcher
@@ -153,7 +154,11 @@ async def start_gateway(
         + [ServiceRegistration(name, None, lambda *_: None) for name in public_services[1:]],
         interceptors=[
             AuditInterceptor(journal),
-            AuthInterceptor(verifier, {path: r.policy for path, r in routes.items()}),
+            # A certificate-bound token must come over the partner's own TLS session with that
+            # certificate; the gateway believes no forwarded thumbprint (it is the edge).
+            AuthInterceptor(
+                verifier, {path: r.policy for path, r in routes.items()}, certificates=peer_certificate_sha256
+            ),
             GatewayPolicyInterceptor(
                 routes, consents or peers.consents, limiter, lambda: limits.current, streams=streams
             ),

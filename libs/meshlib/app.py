@@ -20,6 +20,7 @@ from pydantic_settings import SettingsConfigDict
 
 from meshlib.audit.service import audit_keeper, audit_registration
 from meshlib.audit.store import AuditStore, AuditTables
+from meshlib.auth.certificates import DEFAULT_CERTIFICATE_FORWARDERS, CertificateSource, ForwardedCertificate
 from meshlib.auth.interceptor import AuthInterceptor
 from meshlib.auth.jwks_client import identity_jwks_fetcher
 from meshlib.auth.verifier import JwksCache, JwtVerifier, VerifierSettings
@@ -64,6 +65,10 @@ class ServiceSettings(ServerSettings, StorageSettings):
     peer_tls_ca_file: Path | None = None
     peer_tls_cert_file: Path | None = None
     peer_tls_key_file: Path | None = None
+    # Peers (DNS names in their mesh mTLS certificates) whose forwarded partner certificate
+    # thumbprint this service believes, for certificate-bound tokens (RFC 8705): the gateway.
+    # From any other peer, or without mTLS, the header is ignored (meshlib.auth.certificates).
+    certificate_forwarders: tuple[str, ...] = DEFAULT_CERTIFICATE_FORWARDERS
     # The audit trail: how often new records are chained, and how long records are kept
     # (0 keeps them for ever; the default is seven years).
     audit_seal_seconds: float = Field(default=1.0, gt=0, le=60)
@@ -92,6 +97,8 @@ class Runtime:
     database: Database
     verifier: JwtVerifier
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    # The partner's TLS client certificate of the current call (certificate-bound tokens).
+    certificates: CertificateSource = field(default_factory=ForwardedCertificate)
 
     def channel(self, target: str) -> grpc.aio.Channel:
         """A long-lived channel to a peer, opened once per target."""
@@ -159,7 +166,12 @@ async def start_service(
     )
     if settings.run_migrations:
         await upgrade_to_head(database, spec.versions_dir, spec.name)
-    runtime = Runtime(settings=settings, database=database, verifier=None)  # type: ignore[arg-type]
+    runtime = Runtime(
+        settings=settings,
+        database=database,
+        verifier=None,  # type: ignore[arg-type]
+        certificates=ForwardedCertificate(settings.certificate_forwarders),
+    )
     if jwks_fetcher is not None:
         fetcher = jwks_fetcher
     elif spec.jwks_fetcher is not None:
@@ -168,7 +180,7 @@ async def start_service(
         fetcher = identity_jwks_fetcher(runtime.channel(settings.identity_target))
     runtime.verifier = build_verifier(settings, fetcher)
     wiring = await spec.wire(runtime)
-    auth = AuthInterceptor(runtime.verifier, contract_policies())
+    auth = AuthInterceptor(runtime.verifier, contract_policies(), certificates=runtime.certificates)
 
     async def close_resources() -> None:
         for channel in runtime.channels.values():

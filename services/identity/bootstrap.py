@@ -127,7 +127,7 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
         registrations=[
             ServiceRegistration(
                 "openbank.identity.v1.TokenService",
-                TokenServicer(keys, tokens),
+                TokenServicer(keys, tokens, runtime.certificates),
                 token_pb2_grpc.add_TokenServiceServicer_to_server,
             ),
             ServiceRegistration(

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from meshlib.auth.certificates import partner_certificate_sha256
+from meshlib.auth.certificates import CertificateSource
 from meshlib.auth.context import require_caller
 from meshlib.errors import InvalidArgument
 from meshlib.idempotency import fingerprint
@@ -53,23 +53,20 @@ def _answer(result: Any, response_type: type[ResponseT], build: Callable[[Any], 
     return result if isinstance(result, response_type) else build(result)
 
 
-def _certificate_sha256(context: grpc.aio.ServicerContext) -> str | None:
-    """Hex SHA-256 of the partner's TLS client certificate (RFC 8705), if any."""
-    return partner_certificate_sha256(context)
-
-
 class TokenServicer(token_pb2_grpc.TokenServiceServicer):
     """OAuth2 token endpoint, revocation, introspection and the JWKS."""
 
-    def __init__(self, keys: KeyService, tokens: TokenService) -> None:
+    def __init__(self, keys: KeyService, tokens: TokenService, certificates: CertificateSource) -> None:
         self._keys = keys
         self._tokens = tokens
+        # The partner's TLS client certificate: forwarded by the gateway, or this hop's own.
+        self._certificate_sha256 = certificates
 
     async def IssueToken(
         self, request: token_pb2.IssueTokenRequest, context: grpc.aio.ServicerContext
     ) -> token_pb2.IssueTokenResponse:
         """OAuth 2.0 token endpoint."""
-        issued = await self._tokens.issue(converters.token_request(request, _certificate_sha256(context)))
+        issued = await self._tokens.issue(converters.token_request(request, self._certificate_sha256(context)))
         return token_pb2.IssueTokenResponse(
             access_token=issued.access_token,
             token_type="Bearer",
@@ -84,7 +81,7 @@ class TokenServicer(token_pb2_grpc.TokenServiceServicer):
     ) -> token_pb2.RevokeTokenResponse:
         """RFC 7009 revocation."""
         await self._tokens.revoke(
-            converters.client_credentials(request, _certificate_sha256(context)),
+            converters.client_credentials(request, self._certificate_sha256(context)),
             request.token,
             converters.token_hint(request.token_type_hint),
         )

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from meshlib.auth.certificates import CertificateSource, ForwardedCertificate, require_certificate_binding
 from meshlib.auth.context import reset_caller, set_caller
 from meshlib.auth.streams import guard_stream
 from meshlib.auth.verifier import JwtVerifier
@@ -37,11 +38,24 @@ def bearer_token(metadata: Any) -> str:
 
 
 class AuthInterceptor(WrappingInterceptor):
-    """Verify the token and required scopes of every rpc in ``policies``."""
+    """Verify the token, its certificate binding and the required scopes of every rpc in
+    ``policies``.
 
-    def __init__(self, verifier: JwtVerifier, policies: Mapping[str, MethodPolicy]) -> None:
+    ``certificates`` tells the partner's TLS client certificate of a call: the gateway's own
+    TLS session at the gateway, what the gateway forwarded at a service (see
+    :mod:`meshlib.auth.certificates`). A certificate-bound token is refused without it.
+    """
+
+    def __init__(
+        self,
+        verifier: JwtVerifier,
+        policies: Mapping[str, MethodPolicy],
+        *,
+        certificates: CertificateSource | None = None,
+    ) -> None:
         self._verifier = verifier
         self._policies = policies
+        self._certificates = certificates or ForwardedCertificate()
 
     def wrap(
         self, handler: grpc.RpcMethodHandler | None, handler_call_details: grpc.HandlerCallDetails
@@ -57,6 +71,8 @@ class AuthInterceptor(WrappingInterceptor):
 
     async def _authenticate(self, policy: MethodPolicy, context: grpc.aio.ServicerContext) -> Any:
         caller = await self._verifier.verify(bearer_token(context.invocation_metadata()))
+        if caller.certificate_thumbprint is not None:
+            require_certificate_binding(caller, self._certificates(context))
         caller.require_scopes(policy.scopes)
         return caller
 
