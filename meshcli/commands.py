@@ -8,12 +8,15 @@ currency's major unit ("12.50"), converted exactly to minor units.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import uuid
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from meshcli.operator import Operator
 from meshlib.grpc_errors import decode_rpc_error
@@ -61,6 +64,31 @@ def _request_id(given: str | None) -> str:
     return given or f"cli-{uuid.uuid4().hex}"
 
 
+def certificate_sha256(path: Path) -> str:
+    """Lower-case hex SHA-256 of a PEM certificate's DER: what the partner registers."""
+    try:
+        certificate = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"cannot read a PEM certificate from {path}: {error}") from None
+    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def _certificate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--certificate", type=Path, help="the partner's TLS client certificate (PEM file)")
+    parser.add_argument(
+        "--bind-tokens",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="certificate-bound access tokens (default at registration: yes with a certificate)",
+    )
+
+
+def _partner_line(partner: partner_pb2.Partner) -> str:
+    bound = "certificate-bound tokens" if partner.tls_client_certificate_bound_access_tokens else "bearer tokens"
+    certificate = partner.tls_client_certificate_sha256 or "no client certificate"
+    return f"  certificate   {certificate} ({bound})"
+
+
 def add_operator_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add every operator command to the top-level parser."""
 
@@ -79,6 +107,17 @@ def add_operator_parsers(commands: argparse._SubParsersAction) -> None:  # type:
     register.add_argument("--currency", default="EUR", help="currency of the limits")
     register.add_argument("--per-payment-limit", default="1000", help="largest single payment, e.g. 1000.00")
     register.add_argument("--daily-limit", default="10000", help="most per day, e.g. 10000.00")
+    _certificate_arguments(register)
+    certificate = common(
+        partner_commands.add_parser(
+            "certificate", help="set or remove a partner's TLS client certificate and token binding (RFC 8705)"
+        )
+    )
+    certificate.add_argument("partner", help="partners/{id}")
+    _certificate_arguments(certificate)
+    certificate.add_argument(
+        "--remove", action="store_true", help="remove the certificate (with --no-bind-tokens if tokens are bound)"
+    )
     common(partner_commands.add_parser("list", help="list partners"))
     suspend = common(partner_commands.add_parser("suspend", help="suspend a partner: its tokens stop working"))
     suspend.add_argument("partner", help="partners/{id}")
@@ -155,12 +194,31 @@ async def _dispatch(operator: Operator, args: argparse.Namespace) -> int:
                     per_payment_limit=_money(args.per_payment_limit, args.currency),
                     daily_limit=_money(args.daily_limit, args.currency),
                     token_endpoint_auth_method=partner_pb2.TOKEN_ENDPOINT_AUTH_METHOD_CLIENT_SECRET_POST,
+                    tls_client_certificate_sha256=certificate_sha256(args.certificate) if args.certificate else "",
+                    tls_client_certificate_bound_access_tokens=args.bind_tokens,
                 ),
                 metadata=admin,
             )
             print(f"registered {answer.partner.name} ({answer.partner.display_name})")
             print(f"  client_id     {answer.partner.client_id}")
             print(f"  client_secret {answer.client_secret or '(shown only on the first registration)'}")
+            print(_partner_line(answer.partner))
+            return 0
+        if sub == "certificate":
+            if args.remove and args.certificate:
+                raise SystemExit("give --certificate FILE or --remove, not both")
+            if not (args.remove or args.certificate or args.bind_tokens is not None):
+                raise SystemExit("give --certificate FILE or --remove, and/or --bind-tokens / --no-bind-tokens")
+            update = partner_pb2.UpdatePartnerRequest(request_id=_request_id(args.request_id), name=args.partner)
+            if args.remove:
+                update.tls_client_certificate_sha256 = ""
+            elif args.certificate:
+                update.tls_client_certificate_sha256 = certificate_sha256(args.certificate)
+            if args.bind_tokens is not None:
+                update.tls_client_certificate_bound_access_tokens = args.bind_tokens
+            updated = await partners.UpdatePartner(update, metadata=admin)
+            print(f"updated {updated.partner.name}")
+            print(_partner_line(updated.partner))
             return 0
         if sub == "list":
             token = ""

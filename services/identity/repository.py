@@ -111,6 +111,7 @@ class PartnerRepository:
             "created_at": partner.created_at,
             "updated_at": partner.updated_at,
             "tokens_valid_after": partner.tokens_valid_after,
+            "certificate_bound_tokens": partner.certificate_bound_tokens,
         }
 
     @staticmethod
@@ -131,6 +132,7 @@ class PartnerRepository:
             created_at=_required(row.created_at),
             updated_at=_required(row.updated_at),
             tokens_valid_after=as_utc(row.tokens_valid_after),
+            certificate_bound_tokens=bool(row.certificate_bound_tokens),
         )
 
     async def add(self, partner: Partner) -> None:

@@ -47,6 +47,7 @@ partners = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("tokens_valid_after", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("certificate_bound_tokens", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 customers = sa.Table(

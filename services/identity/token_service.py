@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from meshlib.auth.certificates import x5t_s256
 from meshlib.auth.context import Caller
 from meshlib.errors import FieldCollector, InvalidArgument, MeshError, PermissionDenied, Unauthenticated
 from meshlib.storage import CommitAndRaise, Transactions
@@ -240,6 +241,7 @@ class TokenService:
                 scopes=_ordered(scopes),
                 partner_id=partner.partner_id,
                 tier=partner.rate_limit_tier,
+                certificate_thumbprint=_certificate_binding(partner),
             )
         token = await self._tx.run(lambda uow: self._access_token(uow, grant, now))
         return IssuedTokens(token, self._lifetime_seconds, grant.scopes)
@@ -278,6 +280,7 @@ class TokenService:
                         customer_id=code.customer_id,
                         tier=partner.rate_limit_tier,
                         family_id=code.family_id,
+                        certificate_thumbprint=_certificate_binding(partner),
                     )
                     return await self._token_pair(uow, grant, consent, now, refresh_expires_at=None)
                 except MeshError as error:
@@ -322,6 +325,7 @@ class TokenService:
                         customer_id=stored.customer_id,
                         tier=partner.rate_limit_tier,
                         family_id=stored.family_id,
+                        certificate_thumbprint=_certificate_binding(partner),
                     )
                     return await self._token_pair(uow, grant, consent, now, refresh_expires_at=stored.expires_at)
                 except MeshError as error:
@@ -495,6 +499,14 @@ class TokenService:
             subject=caller.subject,
             jti=caller.token_id,
         )
+
+
+def _certificate_binding(partner: Partner) -> str | None:
+    """The ``x5t#S256`` the partner's access tokens are bound to, if they are (RFC 8705). The
+    token endpoint already required that certificate on the connection (see _authenticate)."""
+    if partner.certificate_bound_tokens and partner.tls_client_certificate_sha256:
+        return x5t_s256(partner.tls_client_certificate_sha256)
+    return None
 
 
 def _check_credentials_shape(credentials: ClientCredentials, errors: FieldCollector) -> None:

@@ -16,6 +16,7 @@ import pytest_asyncio
 from meshcli.mesh import LocalMesh
 from meshcli.operator import Operator
 from meshcli.seed import seed_demo_data
+from tests.support.pki import TestCa
 from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -60,6 +61,22 @@ async def test_partner_lifecycle_from_the_cli(seeded) -> None:  # type: ignore[n
     assert cli(mesh, "partner", "suspend", name).returncode == 0
     assert "SUSPENDED" in next(line for line in cli(mesh, "partner", "list").stdout.splitlines() if name in line)
     assert cli(mesh, "partner", "reactivate", name).returncode == 0
+
+
+async def test_partner_certificate_and_token_binding_from_the_cli(seeded, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    mesh, _ = seeded
+    ca = TestCa("partners", tmp_path)
+    first, second = ca.issue("wallet"), ca.issue("wallet-2027")
+    registered = cli(mesh, "partner", "register", "Bound Wallet", "--certificate", str(first.cert_file))
+    assert registered.returncode == 0, registered.stderr
+    name = registered.stdout.split()[1]
+    assert f"{first.sha256} (certificate-bound tokens)" in registered.stdout
+    renewed = cli(mesh, "partner", "certificate", name, "--certificate", str(second.cert_file))
+    assert renewed.returncode == 0 and f"{second.sha256} (certificate-bound tokens)" in renewed.stdout
+    refused = cli(mesh, "partner", "certificate", name, "--remove")  # still bound: refused
+    assert refused.returncode == 1 and "FIELD_INVALID" in refused.stderr
+    removed = cli(mesh, "partner", "certificate", name, "--remove", "--no-bind-tokens")
+    assert removed.returncode == 0 and "no client certificate (bearer tokens)" in removed.stdout, removed.stderr
 
 
 async def test_funding_windows_reports_reconciliation_and_keys(seeded) -> None:  # type: ignore[no-untyped-def]

@@ -101,12 +101,14 @@ class AuditFileWriter:
     async def start(self) -> None:
         """Resume the chain from the newest file and start the background writer."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        # One writer per chain: a second process with the same name (two gateways on one
-        # host, parallel tests) starts its own chain, named with its pid.
-        if not self._lock(self.replica):
-            self.replica = f"{self.replica}-{os.getpid()}"
-            if not self._lock(self.replica):
-                raise RuntimeError(f"audit chain {self.replica} is in use by another process")
+        # One writer per chain: a second writer with the same name (two gateways on one host,
+        # or in one test process) starts its own chain, named with its pid (and a number).
+        base, pid = self.replica, os.getpid()
+        names = [base, f"{base}-{pid}", *(f"{base}-{pid}-{n}" for n in range(2, 100))]
+        name = next((candidate for candidate in names if self._lock(candidate)), None)
+        if name is None:
+            raise RuntimeError(f"every audit chain name of {base} is in use")
+        self.replica = name
         files = replica_files(self.directory, self.replica).get(self.replica, [])
         if files:
             last = await asyncio.to_thread(_last_complete_line, files[-1])

@@ -80,6 +80,8 @@ class Partner:
     updated_at: dt.datetime
     # Tokens issued before this moment are dead (set on suspension; reactivation keeps it).
     tokens_valid_after: dt.datetime | None = None
+    # Access tokens bound to tls_client_certificate_sha256 (RFC 8705 ``cnf``); needs one.
+    certificate_bound_tokens: bool = False
 
     @property
     def active(self) -> bool:
@@ -124,6 +126,8 @@ class PartnerRegistration:
     auth_method: AuthMethod | None
     public_key_pem: str
     tls_client_certificate_sha256: str
+    # None: bound exactly when a certificate is registered.
+    certificate_bound_tokens: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,10 @@ class PartnerChanges:
     daily_limit: tuple[str, int] | None = None
     public_key_pem: str | None = None
     tls_client_certificate_sha256: str | None = None
+    certificate_bound_tokens: bool | None = None
+
+
+_BOUND_FIELD = "tls_client_certificate_bound_access_tokens"
 
 
 def new_partner_id() -> str:
@@ -221,6 +229,11 @@ def register(
             "tls_client_certificate_sha256",
             "must be 64 lower-case hex characters",
         )
+    bound = request.certificate_bound_tokens
+    if bound is None:
+        bound = bool(request.tls_client_certificate_sha256)
+    elif bound and not request.tls_client_certificate_sha256:
+        errors.add(_BOUND_FIELD, "needs tls_client_certificate_sha256 (the certificate tokens are bound to)")
     errors.raise_if_any()
     assert request.auth_method is not None
     uses_secret = request.auth_method is AuthMethod.CLIENT_SECRET_POST
@@ -239,6 +252,7 @@ def register(
         tls_client_certificate_sha256=request.tls_client_certificate_sha256 or None,
         created_at=now,
         updated_at=now,
+        certificate_bound_tokens=bound,
     )
 
 
@@ -279,5 +293,15 @@ def apply_changes(partner: Partner, changes: PartnerChanges, known_tiers: frozen
                 bool(_CERT_HASH.match(value)), "tls_client_certificate_sha256", "must be 64 lower-case hex characters"
             )
         updated = replace(updated, tls_client_certificate_sha256=value or None)
+    if changes.certificate_bound_tokens is not None:
+        updated = replace(updated, certificate_bound_tokens=changes.certificate_bound_tokens)
+    if updated.certificate_bound_tokens and not updated.tls_client_certificate_sha256:
+        if changes.certificate_bound_tokens:
+            errors.add(_BOUND_FIELD, "needs tls_client_certificate_sha256 (the certificate tokens are bound to)")
+        else:
+            errors.add(
+                "tls_client_certificate_sha256",
+                f"cannot be removed while tokens are bound to it: set {_BOUND_FIELD} to false too",
+            )
     errors.raise_if_any()
     return replace(updated, updated_at=now)

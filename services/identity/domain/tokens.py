@@ -54,6 +54,8 @@ class AccessTokenGrant:
     customer_id: str | None = None
     tier: str | None = None
     family_id: str | None = None
+    # RFC 8705 ``x5t#S256`` of the client certificate the token is bound to, if it is.
+    certificate_thumbprint: str | None = None
 
 
 def access_token_claims(
@@ -79,6 +81,8 @@ def access_token_claims(
         "tier": grant.tier,
     }
     claims.update({k: v for k, v in optional.items() if v})
+    if grant.certificate_thumbprint:
+        claims["cnf"] = {"x5t#S256": grant.certificate_thumbprint}
     return claims
 
 

@@ -127,3 +127,18 @@ async def test_retention_deletes_old_files_and_records_it_in_the_chain(tmp_path:
 async def test_an_empty_folder_is_not_a_verified_trail(tmp_path: Path) -> None:
     code, text = await verify(tmp_path)
     assert code == 1 and "no audit files" in text
+
+
+async def test_two_writers_of_one_name_keep_two_chains(tmp_path: Path) -> None:
+    first, second = AuditFileWriter(tmp_path, "gw-1"), AuditFileWriter(tmp_path, "gw-1")
+    await first.start()
+    await second.start()
+    try:
+        assert first.replica == "gw-1" and second.replica.startswith("gw-1-")
+        for writer in (first, second):
+            writer.append({"action": "gateway.call", "resource": "/x.v1.S/M", "outcome": "OK", "actor": "anonymous"})
+    finally:
+        await first.close()
+        await second.close()
+    reports = verify_directory(tmp_path)
+    assert len(reports) == 2 and all(r.intact and r.checked == 1 for r in reports.values())
