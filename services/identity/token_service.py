@@ -38,6 +38,10 @@ from services.identity.unit_of_work import IdentityUnitOfWork
 
 log = logging.getLogger("identity.tokens")
 
+# Who identity's own service token (keys_service.OwnServiceToken) says it is.
+OWN_SUBJECT = "service:identity"
+OWN_CLIENT_ID = "identity"
+
 GRANT_TYPES = frozenset({"client_credentials", "authorization_code", "refresh_token"})
 
 
@@ -450,6 +454,17 @@ class TokenService:
             caller = await self._verify_claims(token)
         except MeshError:
             return Introspection(active=False)
+        if caller.subject == OWN_SUBJECT and caller.client_id == OWN_CLIENT_ID:
+            # Identity's own short-lived service token (keys_service.OwnServiceToken): signed
+            # here, never recorded, nothing behind it to revoke; the services it calls ask too.
+            return Introspection(
+                active=True,
+                client_id=caller.client_id,
+                scopes=tuple(sorted(caller.scopes)),
+                expires_at=caller.expires_at,
+                subject=caller.subject,
+                jti=caller.token_id,
+            )
         now = self._clock()
         async with self._uow(read_only=True) as uow:
             record = await uow.grants.access_token(caller.token_id)

@@ -70,9 +70,10 @@ async def streams_mesh(request, sqlite_url: str, tmp_path: Path, key_prefix: str
     gateways: list[MeshServer] = []
     channels: list[grpc.aio.Channel] = []
     try:
-        for _ in range(2 if redis_url else 1):
+        for replica in range(2 if redis_url else 1):
             settings = GatewaySettings(
                 port=0,
+                data_dir=tmp_path / f"gateway-{replica}",  # each replica's own files
                 identity_target=f"127.0.0.1:{identity.server.port}",
                 account_target=f"127.0.0.1:{upstream_port}",
                 payment_target=f"127.0.0.1:{upstream_port}",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import grpc
 import pytest
 
 from meshlib.app import Runtime
 from meshlib.auth.consent_client import IdentityConsentLookup
+from meshlib.auth.revocation import RevocationCache
 from meshlib.auth.wiring import UnavailableConsentLookup
 from meshlib.errors import Unavailable
 from meshlib.events import InProcessBus
@@ -44,10 +47,12 @@ async def test_wiring_returns_its_components_and_runs_the_consent_bus() -> None:
     runtime = _Runtime(
         settings=AccountSettings(service_client_id="svc-account", service_client_secret="s3cret"),
         database=None,
-        verifier=None,  # type: ignore[arg-type]
+        verifier=SimpleNamespace(revocation=None),  # type: ignore[arg-type]
     )
     wiring = await wire(runtime)
     try:
+        # Tokens sent straight to account are checked for revocation too.
+        assert isinstance(runtime.verifier.revocation, RevocationCache)
         components = wiring.components
         assert isinstance(components, AccountComponents)
         assert components.admin is not None and components.reads is not None and components.ledger is not None
