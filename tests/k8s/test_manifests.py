@@ -329,6 +329,15 @@ def _secret_names(pod: Doc, container: Doc) -> set[str]:
     return names
 
 
+def _mounted_secret(pod: Doc, container: Doc, path: str) -> str | None:
+    """The Secret whose volume holds ``path`` in the container, if one does."""
+    volumes = {v["name"]: v.get("secret", {}).get("secretName") for v in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        if path.startswith(mount["mountPath"].rstrip("/") + "/"):
+            return volumes.get(mount["name"])
+    return None
+
+
 def test_only_identity_mounts_the_signing_key_and_internal_clients(overlay) -> None:  # type: ignore[no-untyped-def]
     _, docs = overlay
     for workload, pod, container in containers(docs):
@@ -358,6 +367,7 @@ def test_config_maps_and_secrets_referenced_exist_or_are_documented(overlay) -> 
         "identity-signing-key",
         "identity-internal-clients",
         "gateway-public-tls",
+        "gateway-partner-client-ca",
         *(f"{p}-tls" for p in PROCESSES),
         *(f"{p}-service-client" for p in ("account", "payment", "settlement")),
     }
@@ -415,9 +425,14 @@ def test_prod_runs_mtls_and_exports_traces(prod) -> None:  # type: ignore[no-unt
         env = {e["name"]: e.get("value") for e in container["env"]}
         for variable in ("OBM_TLS_CERT_FILE", "OBM_TLS_KEY_FILE", "OBM_PEER_TLS_CA_FILE", "OBM_PEER_TLS_CERT_FILE"):
             assert env.get(variable), (name, variable)
-        # Internal processes demand client certificates; the partner-facing gateway does not.
-        assert bool(env.get("OBM_TLS_CLIENT_CA_FILE")) is (name != "gateway")
+        # Every process demands client certificates: internal ones from the mesh CA, the
+        # gateway from partners (partner mTLS, certificate-bound tokens) with their own CA.
+        assert env.get("OBM_TLS_CLIENT_CA_FILE"), name
         assert f"{name}-tls" in {v.get("secret", {}).get("secretName") for v in pod["volumes"]}
+        if name == "gateway":
+            assert _mounted_secret(pod, container, env["OBM_TLS_CLIENT_CA_FILE"]) == "gateway-partner-client-ca"
+        else:
+            assert _mounted_secret(pod, container, env["OBM_TLS_CLIENT_CA_FILE"]) == f"{name}-tls"
         # Kubelet gRPC probes cannot speak TLS: they use the plaintext health-only port.
         health_port = int(env["OBM_HEALTH_PORT"])
         assert health_port != DEFAULT_PORTS[name]
