@@ -247,3 +247,17 @@ async def test_the_verify_command_reads_a_database_directly(
     await execute(database, records.update().where(records.c.chain_sequence == 2).values(outcome="FAILED"))
     code, text = await verify_command()
     assert code == 1 and "record 2: hash mismatch (edited)" in text
+
+
+async def test_a_deleted_chain_head_is_detected_and_a_wiped_store_starts_again(
+    transactions: Transactions[NotesUnitOfWork], store: AuditStore, database: Database
+) -> None:
+    await sealed_chain(transactions, store, count=2)
+    await execute(database, tables.chain.delete())
+    report = await store.verify()
+    assert report.problems == ["the chain head is missing (deleted)"]
+    await execute(database, records.delete())
+    await write_note(transactions, "after-wipe")
+    assert await store.seal() == 1
+    report = await store.verify()
+    assert report.intact and report.head_sequence == 1
