@@ -3,6 +3,7 @@ windows, reports, reconciliation, keys; every command has --help."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -10,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import grpc
 import pytest
 import pytest_asyncio
 
@@ -102,3 +104,29 @@ async def test_funding_windows_reports_reconciliation_and_keys(seeded) -> None: 
     rotated = cli(mesh, "keys", "rotate")
     assert rotated.returncode == 0 and "signing with" in rotated.stdout
     assert "RETIRING" in cli(mesh, "keys", "list").stdout
+
+
+async def test_the_audit_shows_who_suspended_a_partner_and_every_chain_verifies(seeded) -> None:  # type: ignore[no-untyped-def]
+    mesh, _ = seeded
+    registered = cli(mesh, "partner", "register", "Audited Wallet")
+    name = registered.stdout.split()[1]
+    assert cli(mesh, "partner", "suspend", name).returncode == 0
+    partner_id = name.removeprefix("partners/")
+    listed = cli(mesh, "audit", "list", "--service", "identity", "--partner", partner_id)
+    assert listed.returncode == 0, listed.stderr
+    suspend = next(line for line in listed.stdout.splitlines() if " partner.suspend " in line)
+    assert "by service:operator (operator)" in suspend  # the operator's token, not a request field
+    exported = cli(mesh, "audit", "export", "--service", "identity", "--partner", partner_id)
+    lines = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [line["action"] for line in lines] == ["partner.suspend", "partner.register"]
+    assert lines[0]["client_id"] == "operator" and lines[0]["details"]["status"] == "SUSPENDED"
+    verified = cli(mesh, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.count(": intact,") == 4
+    # A decision of the gateway (a call to a method it does not route), in its chained file.
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports['gateway']}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await channel.unary_unary("/openbank.account.v1.LedgerService/CreateTransfer")(b"")
+    await asyncio.sleep(0.5)  # written and fsynced every 0.2 s
+    gateway_files = cli(mesh, "audit", "verify", "--dir", str(mesh.data_dir / "audit"))
+    assert gateway_files.returncode == 0 and ": intact," in gateway_files.stdout, gateway_files.stdout
