@@ -84,9 +84,13 @@ def timestamp_text(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
+# One encoder for every record (json.dumps with options builds a new one per call).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def details_text(details: Mapping[str, Any] | None) -> str:
     """Details as canonical JSON (stored as is, so the hash never depends on re-encoding)."""
-    return json.dumps(dict(details or {}), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _CANONICAL.encode(dict(details) if details else {})
 
 
 def record_hash(sequence: int, previous_hash: str, content: Mapping[str, Any]) -> str:
@@ -94,7 +98,7 @@ def record_hash(sequence: int, previous_hash: str, content: Mapping[str, Any]) -
     body = {name: content.get(name) or "" for name in CHAINED_FIELDS}
     body["sequence"] = sequence
     body["previous_hash"] = previous_hash
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = _CANONICAL.encode(body)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

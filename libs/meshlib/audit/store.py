@@ -178,6 +178,8 @@ class AuditRepository:
         self._pending: list[tuple[Any, ...]] = []
         # Who and which call, worked out once per caller (a batch records many items).
         self._context_of: tuple[Any, Actor, str | None, str | None] | None = None
+        # One time for the transaction's records (and one bind conversion for all of them).
+        self._now: dt.datetime | None = None
 
     def record(
         self,
@@ -212,10 +214,12 @@ class AuditRepository:
                 )
             _, who, call_trace_id, interaction_id = self._context_of
             trace_id = trace_id or call_trace_id
+        if at is None:
+            at = self._now = self._now or dt.datetime.now(dt.UTC)
         self._pending.append(
             (
                 self._service,
-                at or dt.datetime.now(dt.UTC),
+                at,
                 action,
                 outcome,
                 resource,
