@@ -26,7 +26,7 @@ from bench.bar import check_bar, floor_lines
 from bench.calibrate import calibrate, describe
 from bench.stats import format_table, results_document
 
-SCENARIOS = ("echo-floor", "read", "pay", "limiter", "ledger")
+SCENARIOS = ("echo-floor", "read", "token", "pay", "limiter", "ledger")
 
 
 def parse_concurrency(text: str) -> list[int]:
@@ -127,7 +127,7 @@ async def run_all(options: Any, scenarios: set[str]) -> Any:
     run.say(describe(run.calibration))
     with contextlib.ExitStack() as stack:
         postgres = redis = None
-        needs_postgres = "postgres" in options.stores and scenarios & {"pay", "ledger", "read", "echo-floor"}
+        needs_postgres = "postgres" in options.stores and scenarios & {"pay", "ledger", "read", "echo-floor", "token"}
         if needs_postgres:
             try:
                 postgres = stack.enter_context(postgres_server())
@@ -142,7 +142,7 @@ async def run_all(options: Any, scenarios: set[str]) -> Any:
                 if options.limiter == "redis":
                     run.say("no redis-server: the gateway runs the in-process limiter")
                     options.limiter = "memory"
-        mesh_scenarios = scenarios & {"echo-floor", "read", "pay"}
+        mesh_scenarios = scenarios & {"echo-floor", "read", "token", "pay"}
         for index, store in enumerate(options.stores):
             wanted = set(mesh_scenarios) if index == 0 else mesh_scenarios & {"pay"}
             if not wanted:
@@ -156,7 +156,7 @@ async def run_all(options: Any, scenarios: set[str]) -> Any:
                     postgres=postgres,
                     redis_url=redis.url if redis else None,
                 ) as mesh:
-                    if wanted & {"echo-floor", "read"}:
+                    if wanted & {"echo-floor", "read", "token"}:
                         await sc.read_targets(run, mesh, wanted)
                     if "pay" in wanted:
                         await sc.pay(run, mesh)

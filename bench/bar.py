@@ -118,6 +118,16 @@ def check_bar(measurements: Sequence[Measurement], stores: Sequence[str]) -> lis
                 _ratio,
             )
             checks.append(_at_least(f"read gateway / echo proxy, c{concurrency} ({tool})", ratio, 0.85, ">= 0.85"))
+    # Issue 21: the token endpoint is cheap (a keyed hash, not Argon2id, per client secret).
+    token_ratio = _median_over_rounds(
+        _by_round(measurements, "token", "gateway", 16, "python"),
+        _by_round(measurements, "echo-floor", "echo-proxy", 16, "python"),
+        _ratio,
+    )
+    checks.append(_at_least("IssueToken (client credentials) / echo proxy, c16", token_ratio, 0.2, ">= 0.2"))
+    client_auth = find(measurements, "token", "client-auth", 1, tool="inproc")
+    auth_ms = client_auth.cpu_seconds_per_call * 1000 if client_auth and client_auth.cpu_seconds_per_call else None
+    checks.append(Check("client authentication CPU (ms)", auth_ms, "< 1", None if auth_ms is None else auth_ms < 1))
     added = _added_p50(measurements, "read", "gateway")
     checks.append(Check("read gateway-added p50 at c1 (ms)", added, "<= 1.5", None if added is None else added <= 1.5))
     for store in stores:

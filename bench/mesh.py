@@ -31,6 +31,7 @@ default_tier: bench
 tiers:
   bench: &unlimited
     token:      {rate: 1000000, per: second, burst: 1000000}
+    token_per_client: {rate: 1000000, per: second, burst: 1000000}
     consents:   {rate: 1000000, per: second, burst: 1000000}
     reads:      {rate: 1000000, per: second, burst: 1000000}
     payments:   {rate: 1000000, per: second, burst: 1000000}

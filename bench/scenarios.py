@@ -1,4 +1,4 @@
-"""The five scenarios: echo-floor, read, pay, limiter and ledger.
+"""The six scenarios: echo-floor, read, token, pay, limiter and ledger.
 
 Each appends :class:`~bench.stats.Measurement` rows to a :class:`Run`; a scenario that
 cannot run here (a missing tool, a service that does not start) records why in
@@ -34,9 +34,11 @@ from bench.mesh import BENCH_RATELIMITS, RunningMesh
 from bench.procstat import sample_cpu, sample_peak_rss
 from bench.stats import LatencySummary, Measurement, cpu_per_call
 from openbank.account.v1 import account_pb2
+from openbank.identity.v1 import token_pb2
 from tests.support.servers import free_port
 
 GET_BALANCE = "/openbank.account.v1.AccountService/GetBalance"
+ISSUE_TOKEN = "/openbank.identity.v1.TokenService/IssueToken"
 CREATE_PAYMENT = "/openbank.payment.v1.PaymentService/CreatePayment"
 SETTLE_TIMEOUT_SECONDS = 30.0
 
@@ -248,17 +250,61 @@ def pay_spec(mesh: RunningMesh) -> dict[str, Any]:
     }
 
 
+def token_spec(mesh: RunningMesh) -> dict[str, Any]:
+    """The driver spec of the token endpoint: IssueToken (client credentials, client_secret_post)."""
+    partner = mesh.demo["partners"]["acme"]
+    message = token_pb2.IssueTokenRequest(
+        grant_type=token_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
+        client_id=partner["client_id"],
+        client_secret=partner["client_secret"],
+        scopes=["consents:read"],
+    ).SerializeToString()
+    return {"mode": "raw", "method": ISSUE_TOKEN, "request_b64": base64.b64encode(message).decode(), "metadata": [[]]}
+
+
+def client_auth_point(run: Run, rounds: int = 20_000) -> Measurement:
+    """CPU of one client authentication (a right and a wrong client secret, alternately), in-process."""
+    from services.identity.domain.secrets import ClientSecretHasher, SecretHasher, new_secret
+
+    hasher = ClientSecretHasher(os.urandom(32), legacy=SecretHasher(time_cost=1, memory_cost_kib=8, parallelism=1))
+    secret = new_secret()
+    stored = hasher.hash(secret)
+    started_wall, started = time.monotonic(), time.process_time()
+    for index in range(rounds):
+        hasher.verify(stored, secret if index % 2 else "a-wrong-secret")
+    cpu, wall = time.process_time() - started, time.monotonic() - started_wall
+    measurement = Measurement(
+        scenario="token",
+        target="client-auth",
+        concurrency=1,
+        duration_s=wall,
+        ok_calls=rounds,
+        statuses={"OK": rounds},
+        latency=LatencySummary(mean_ms=wall / rounds * 1000),
+        tool="inproc",
+        cpu_seconds_per_call=cpu / rounds,
+        grpc_status_checked=False,
+        notes="ClientSecretHasher.verify (keyed hash), no gRPC",
+    )
+    run.record(measurement)
+    return measurement
+
+
 async def read_targets(run: Run, mesh: RunningMesh, scenarios: set[str]) -> None:
-    """echo-floor (proxy + direct) and read (the gateway) on one mesh."""
+    """echo-floor (proxy + direct), read (the gateway) and token (IssueToken) on one mesh."""
     payer = mesh.payers[0]
     message = account_pb2.GetBalanceRequest(account=payer.account).SerializeToString()
     base_spec = read_spec(mesh)
+    specs = {"token": token_spec(mesh)}
     mesh_pids = mesh.mesh.pids()
+    if "token" in scenarios:
+        point = client_auth_point(run)
+        run.say(f"  token/client-auth: {point.cpu_seconds_per_call * 1e6:.1f} µs of CPU per client authentication")
     async with EchoProxy(mesh.ports["account"]) as proxy:
         assert proxy.process is not None
         targets: list[tuple[str, str, int, dict[str, int]]] = []
-        # echo-floor's two rows are read's baselines too: measured once, under echo-floor.
-        if scenarios & {"echo-floor", "read"}:
+        # echo-floor's two rows are read's (and token's) baselines too: measured once, under echo-floor.
+        if scenarios & {"echo-floor", "read", "token"}:
             targets += [
                 ("echo-floor", "account-direct", mesh.ports["account"], {"account": mesh_pids["account"]}),
                 (
@@ -270,13 +316,15 @@ async def read_targets(run: Run, mesh: RunningMesh, scenarios: set[str]) -> None
             ]
         if "read" in scenarios:
             targets.append(("read", "gateway", mesh.ports["gateway"], mesh_pids))
+        if "token" in scenarios:
+            targets.append(("token", "gateway", mesh.ports["gateway"], mesh_pids))
         # The targets take turns at each concurrency, round after round: the points the bar
         # compares are seconds apart, not minutes, so a drift in the machine's speed weighs on
         # both sides of a ratio alike (this VM's speed moves by up to 2x within minutes).
         for concurrency in run.options.concurrency:
             for round_number in range(1, run.options.rounds + 1):
                 for scenario, target, port, pids in targets:
-                    spec = dict(base_spec, target=f"127.0.0.1:{port}", concurrency=concurrency)
+                    spec = dict(specs.get(scenario, base_spec), target=f"127.0.0.1:{port}", concurrency=concurrency)
                     await settle(port, GET_BALANCE, message, payer.metadata)
                     point = await driver_point(run, scenario, target, spec, pids, mesh.store)
                     point.round = round_number
@@ -284,7 +332,7 @@ async def read_targets(run: Run, mesh: RunningMesh, scenarios: set[str]) -> None
                         f"  {scenario}/{target} c{concurrency} round {round_number}: "
                         f"{point.calls_per_second:.0f} calls/s (python)"
                     )
-                    if run.options.h2load and h2load.available():
+                    if run.options.h2load and h2load.available() and scenario != "token":
                         measured = await h2load_point(
                             run, scenario, target, port, message, payer.metadata, concurrency, pids, mesh.store
                         )

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from gateway.client_limit import client_id_readers, per_client_class
 from gateway.ratelimit import Decision, RateLimiter
 from gateway.ratelimit.config import RateLimitConfig
 from gateway.ratelimit.limiter import headers as ratelimit_headers
@@ -53,6 +54,7 @@ class GatewayPolicyInterceptor(WrappingInterceptor):
         streams: StreamSlots | None = None,
     ) -> None:
         self._routes = routes
+        self._client_ids = client_id_readers(routes)
         self._consents = consents
         self._limiter = limiter
         self._config = config
@@ -69,7 +71,7 @@ class GatewayPolicyInterceptor(WrappingInterceptor):
             return handler
         return wrap_handler(handler, lambda behavior: self._guard(behavior, route))
 
-    async def _admit(self, route: Route, context: grpc.aio.ServicerContext) -> Decision | None:
+    async def _admit(self, route: Route, context: grpc.aio.ServicerContext, request: Any) -> Decision | None:
         policy = route.policy
         caller = current_caller()
         if caller is not None:
@@ -83,6 +85,10 @@ class GatewayPolicyInterceptor(WrappingInterceptor):
         subject = (caller.partner_id or caller.subject) if caller else f"peer:{context.peer().rsplit(':', 1)[0]}"
         tier = caller.rate_limit_tier if caller else None
         decision = await self._limiter.check(subject, tier, policy.rate_limit_class)
+        read_client_id = self._client_ids.get(policy.full_method)
+        client_id = read_client_id(request) if read_client_id and isinstance(request, bytes) else ""
+        if client_id:  # the token endpoint: per client as well as per address (gateway.client_limit)
+            await self._limiter.check(f"client:{client_id}", None, per_client_class(policy.rate_limit_class))
         if policy.rate_limit_class == "reads" and caller and caller.consent_id:
             customer_present = any(k == CUSTOMER_PRESENT_HEADER for k, _ in context.invocation_metadata() or ())
             if not customer_present:
@@ -95,7 +101,7 @@ class GatewayPolicyInterceptor(WrappingInterceptor):
         if getattr(behavior, "_meshlib_streaming", False):
 
             async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                decision = await self._checked(self._admit(route, context))
+                decision = await self._checked(self._admit(route, context, request))
                 partner = _stream_owner()
                 slot = await self._streams.acquire(partner, self._config().max_streams_per_partner)
                 if slot is None:
@@ -115,7 +121,7 @@ class GatewayPolicyInterceptor(WrappingInterceptor):
             return streaming
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            decision = await self._checked(self._admit(route, context))
+            decision = await self._checked(self._admit(route, context, request))
             ratelimit_var.set(ratelimit_headers(decision))
             _note(decision="allowed")
             return await behavior(request, context)

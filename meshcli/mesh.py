@@ -132,6 +132,8 @@ def mesh_environment(
     env = dict(os.environ if base is None else base)
     env.setdefault("OBM_LOG_FORMAT", "console")
     env["OBM_DATA_DIR"] = str(data_dir)
+    # The local mesh runs on development secrets (identity refuses them anywhere else).
+    env["OBM_ALLOW_DEV_SECRETS"] = "true"
     env["OBM_HOST"] = host
     for name in ("identity", "account", "payment", "settlement"):
         env[f"OBM_{name.upper()}_TARGET"] = f"127.0.0.1:{ports[name]}"

@@ -50,6 +50,10 @@ class ServiceSettings(ServerSettings, StorageSettings):
     token_issuer: str = "https://identity.openbank.local"
     token_audience: str = "openbank-mesh"
     token_leeway_seconds: float = Field(default=5.0, ge=0, le=30)
+    # A verifier refetches the JWKS (in the background) once its copy is this old, so a
+    # rotated-in key (published by identity a longer "publish lead" before it signs) is
+    # known before its first token arrives; an unknown kid refetches at once too.
+    jwks_max_age_seconds: float = Field(default=30.0, gt=0, le=3600)
     # Redis: rate limits (gateway) and the invalidation bus (consent, partner and token
     # changes reach every process at once). Without it: in-process defaults.
     redis_url: str | None = Field(
@@ -138,7 +142,7 @@ def build_verifier(settings: ServiceSettings, fetcher: Callable[[], Awaitable[di
             audience=settings.token_audience,
             leeway_seconds=settings.token_leeway_seconds,
         ),
-        JwksCache(fetcher),
+        JwksCache(fetcher, max_age_seconds=settings.jwks_max_age_seconds),
     )
 
 

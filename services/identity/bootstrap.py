@@ -28,7 +28,8 @@ from services.identity.account_client import LedgerAccounts
 from services.identity.common import Clock, EventPublisher, utc_now
 from services.identity.consent_service import ConsentService
 from services.identity.customer_service import CustomerService, StrongCustomerAuthentication
-from services.identity.domain.secrets import SecretBox, SecretHasher
+from services.identity.domain.client_throttle import ClientAuthThrottle
+from services.identity.domain.secrets import ClientSecretHasher, SecretBox, SecretHasher
 from services.identity.housekeeping import Housekeeping
 from services.identity.internal_clients import load_internal_clients
 from services.identity.keys_service import KeyService, OwnServiceToken
@@ -40,7 +41,7 @@ from services.identity.servicer import (
     SigningKeyServicer,
     TokenServicer,
 )
-from services.identity.settings import IdentitySettings
+from services.identity.settings import IdentitySettings, refuse_development_secrets
 from services.identity.tables import audit as audit_tables
 from services.identity.token_service import TokenService, TokenSettings
 from services.identity.unit_of_work import IdentityUnitOfWork
@@ -68,22 +69,28 @@ def invalidation_bus(settings: IdentitySettings) -> InvalidationBus:
 async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityComponents]:
     """Build identity's layers on the runtime's database."""
     settings: IdentitySettings = runtime.settings
+    refuse_development_secrets(settings)
     uow = partial(IdentityUnitOfWork, runtime.database)
     lifetime = dt.timedelta(seconds=settings.access_token_ttl_seconds)
-    keys = KeyService(uow, settings.passphrase(), lifetime, clock)
+    publish_lead = dt.timedelta(seconds=settings.signing_key_publish_lead_seconds)
+    keys = KeyService(uow, settings.passphrase(), lifetime, clock, publish_lead=publish_lead)
     await keys.ensure_active_key()
     # Identity verifies tokens with its own key store (no call to itself for its JWKS).
-    runtime.verifier.keys = JwksCache(keys.jwks)
+    runtime.verifier.keys = JwksCache(keys.jwks, max_age_seconds=settings.jwks_max_age_seconds)
 
     hasher = SecretHasher(
         time_cost=settings.argon2_time_cost,
         memory_cost_kib=settings.argon2_memory_kib,
         parallelism=settings.argon2_parallelism,
     )
+    client_secrets = ClientSecretHasher(settings.passphrase(), legacy=hasher)
     box = await asyncio.to_thread(SecretBox, settings.passphrase())
     inline_clients = settings.internal_clients.get_secret_value() if settings.internal_clients else None
-    internal_clients = await asyncio.to_thread(
-        load_internal_clients, settings.internal_clients_file, inline_clients, hasher
+    internal_clients = load_internal_clients(
+        settings.internal_clients_file,
+        inline_clients,
+        client_secrets,
+        allow_plain_secrets=settings.allow_dev_secrets,
     )
     bus = invalidation_bus(settings)
     events = EventPublisher(bus)
@@ -91,7 +98,7 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
     tokens = TokenService(
         uow,
         keys,
-        hasher,
+        client_secrets,
         internal_clients,
         events,
         TokenSettings(
@@ -102,9 +109,14 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
         ),
         verify_claims=runtime.verifier.verify_signature_and_claims,
         clock=clock,
+        throttle=ClientAuthThrottle(
+            max_failures=settings.client_auth_max_failures,
+            window_seconds=settings.client_auth_failure_window_seconds,
+            max_lockout_seconds=settings.client_auth_max_lockout_seconds,
+        ),
     )
     sca = StrongCustomerAuthentication(hasher, box, clock)
-    partners = PartnerService(uow, hasher, frozenset(settings.rate_limit_tiers), events, clock)
+    partners = PartnerService(uow, client_secrets, frozenset(settings.rate_limit_tiers), events, clock)
     customers = CustomerService(uow, hasher, box, sca, clock)
     ledger_accounts = None
     if settings.verify_consent_accounts:

@@ -2,8 +2,9 @@
 
 Read once at start-up from ``OBM_INTERNAL_CLIENTS_FILE`` (YAML or JSON) and/or
 ``OBM_INTERNAL_CLIENTS`` (JSON): a list of ``{client_id, secret | secret_hash, scopes}``.
-A plain ``secret`` is hashed with Argon2id on load and never kept; ``secret_hash`` is an
-Argon2id PHC string. Their tokens carry ``sub = service:<client_id>`` and no partner.
+A plain ``secret`` (development only: refused unless OBM_ALLOW_DEV_SECRETS) is hashed on
+load and never kept; ``secret_hash`` is an Argon2id PHC string (or a keyed ``hmac-sha256$``
+hash). Their tokens carry ``sub = service:<client_id>`` and no partner.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import yaml
 
 from services.identity.domain.partners import ALL_SCOPES
-from services.identity.domain.secrets import SecretHasher
+from services.identity.domain.secrets import ClientSecretHasher
 
 
 class InternalClientsError(ValueError):
@@ -49,7 +50,11 @@ def _entries(path: Path | None, inline_json: str | None) -> list[dict[str, Any]]
 
 
 def load_internal_clients(
-    path: Path | None, inline_json: str | None, hasher: SecretHasher
+    path: Path | None,
+    inline_json: str | None,
+    hasher: ClientSecretHasher,
+    *,
+    allow_plain_secrets: bool = True,
 ) -> dict[str, InternalClient]:
     """Parse, validate and hash the configured internal clients, by client id."""
     clients: dict[str, InternalClient] = {}
@@ -68,6 +73,11 @@ def load_internal_clients(
         if entry.get("secret_hash"):
             secret_hash = str(entry["secret_hash"])
         elif entry.get("secret"):
+            if not allow_plain_secrets:
+                raise InternalClientsError(
+                    f"internal client {client_id!r}: a plain secret is for a local mesh only; "
+                    "give secret_hash (or set OBM_ALLOW_DEV_SECRETS=true on a development mesh)"
+                )
             secret_hash = hasher.hash(str(entry["secret"]))
         else:
             raise InternalClientsError(f"internal client {client_id!r}: needs secret or secret_hash")

@@ -16,7 +16,7 @@ import jwt
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
 from meshlib.storage import Codec, IdempotencyKey, Transactions
 from services.identity.common import Saved
-from services.identity.domain.keys import ALGORITHM, KeyState, SigningKey, generate_key, jwks
+from services.identity.domain.keys import ALGORITHM, KeyState, SigningKey, generate_key, jwks, signing_key
 from services.identity.unit_of_work import IdentityUnitOfWork
 
 UnitOfWorkFactory = Callable[..., IdentityUnitOfWork]
@@ -25,7 +25,12 @@ JWKS_CACHE_SECONDS = 1.0
 
 
 class KeyService:
-    """Signing keys: one ACTIVE, older ones RETIRING until their tokens expire."""
+    """Signing keys: one ACTIVE, older ones RETIRING until their tokens expire.
+
+    A rotated-in key is published ``publish_lead`` before it signs: longer than any
+    verifier's JWKS cache age (``OBM_JWKS_MAX_AGE_SECONDS``) plus this service's own
+    one-second cache, so no verifier meets its ``kid`` before it knows the key.
+    """
 
     def __init__(
         self,
@@ -33,11 +38,13 @@ class KeyService:
         passphrase: bytes,
         token_lifetime: dt.timedelta,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        publish_lead: dt.timedelta = dt.timedelta(0),
     ) -> None:
         self._uow = uow
         self._tx = Transactions(uow, clock=clock)
         self._passphrase = passphrase
         self._token_lifetime = token_lifetime
+        self._publish_lead = publish_lead
         self._clock = clock
         self._cached: tuple[float, dict[str, Any]] | None = None
         self._active: tuple[float, SigningKey] | None = None
@@ -79,16 +86,17 @@ class KeyService:
         return rotated
 
     async def _rotate(self, uow: IdentityUnitOfWork) -> tuple[SigningKey, SigningKey | None]:
-        """Retire the ACTIVE key (and the RETIRING ones past their time), add a fresh one."""
+        """Add a fresh key that signs once its publish lead has passed; the ACTIVE key turns
+        RETIRING but signs until then (RETIRING ones past their time turn RETIRED)."""
         now = self._clock()
+        fresh = generate_key(self._passphrase, now, activates_at=now + self._publish_lead)
         previous = None
         for key in await uow.signing_keys.all():
             if key.state is KeyState.ACTIVE:
-                previous = key.retiring(now, self._token_lifetime)
+                previous = key.retiring(fresh.signs_from, self._token_lifetime)
                 await uow.signing_keys.update_state(previous)
             elif key.due_for_retirement(now):
-                await uow.signing_keys.update_state(SigningKey(**{**key.__dict__, "state": KeyState.RETIRED}))
-        fresh = generate_key(self._passphrase, now)
+                await uow.signing_keys.update_state(replace(key, state=KeyState.RETIRED))
         await uow.signing_keys.add(fresh)
         uow.audit.record(
             "key.rotate",
@@ -103,12 +111,13 @@ class KeyService:
         self._active = None
 
     async def active_key(self) -> SigningKey:
-        """The key that signs now (read through the same one-second cache as the JWKS)."""
+        """The key that signs now (read through the same one-second cache as the JWKS): the
+        previous key until a rotated-in one's publish lead has passed."""
         if self._active is not None and time.monotonic() - self._active[0] < JWKS_CACHE_SECONDS:
             return self._active[1]
         async with self._uow(read_only=True) as uow:
             keys = await uow.signing_keys.all()
-        active = next((k for k in keys if k.state is KeyState.ACTIVE), None)
+        active = signing_key(keys, self._clock())
         if active is None:
             active = await self.ensure_active_key()
         self._active = (time.monotonic(), active)

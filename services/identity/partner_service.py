@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from meshlib.storage import Codec, IdempotencyKey, Transactions
 from services.identity.common import Clock, EventPublisher, Saved, UnitOfWorkFactory
 from services.identity.domain import partners as rules
 from services.identity.domain.partners import AuthMethod, Partner, PartnerChanges, PartnerRegistration
-from services.identity.domain.secrets import SecretHasher, new_secret
+from services.identity.domain.secrets import ClientSecretHasher, new_secret
 from services.identity.unit_of_work import IdentityUnitOfWork
 
 log = logging.getLogger("identity.partners")
@@ -34,14 +33,14 @@ class PartnerService:
     def __init__(
         self,
         uow: UnitOfWorkFactory,
-        hasher: SecretHasher,
+        client_secrets: ClientSecretHasher,
         known_tiers: frozenset[str],
         events: EventPublisher,
         clock: Clock,
     ) -> None:
         self._uow = uow
         self._tx = Transactions(uow, clock=clock)
-        self._hasher = hasher
+        self._secrets = client_secrets
         self._tiers = known_tiers
         self._events = events
         self._clock = clock
@@ -51,16 +50,15 @@ class PartnerService:
     ) -> PartnerWithSecret | Saved:
         """A new ACTIVE partner; its client secret is returned once and stored only hashed."""
         now = self._clock()
-        # Validate before paying for the hash.
         partner = rules.register(request, self._tiers, now, client_secret_hash=None)
         secret = ""
         if partner.auth_method is AuthMethod.CLIENT_SECRET_POST:
             secret = new_secret()
-            partner = replace(partner, client_secret_hash=await asyncio.to_thread(self._hasher.hash, secret))
+            partner = replace(partner, client_secret_hash=self._secrets.hash(secret))
 
-            _audit(uow, "partner.register", partner)
         async def add(uow: IdentityUnitOfWork) -> PartnerWithSecret:
             await uow.partners.add(partner)
+            _audit(uow, "partner.register", partner)
             return PartnerWithSecret(partner, secret)
 
         result = await self._tx.run(add, key=key, codec=codec)
@@ -120,17 +118,17 @@ class PartnerService:
         self,
         key: IdempotencyKey,
         codec: Codec[Partner | Saved],
-        *,
-        action: str,
         partner_id: str,
         change: Callable[[Partner, dt.datetime], Partner],
+        *,
+        action: str,
     ) -> Partner | Saved:
         """Apply ``change`` to the stored partner under its lock, idempotently; publish the new status."""
 
         async def operation(uow: IdentityUnitOfWork) -> Partner:
-            _audit(uow, action, partner)
             partner = change(await _existing(uow, partner_id), self._clock())
             await uow.partners.save(partner)
+            _audit(uow, action, partner)
             return partner
 
         result = await self._tx.run(operation, key=key, codec=codec)
@@ -143,15 +141,17 @@ class PartnerService:
     ) -> PartnerWithSecret | Saved:
         """A new client secret; the old one stops working at once."""
         secret = new_secret()
-        secret_hash = await asyncio.to_thread(self._hasher.hash, secret)
+        secret_hash = self._secrets.hash(secret)
 
         async def operation(uow: IdentityUnitOfWork) -> PartnerWithSecret:
-            _audit(uow, "partner.rotate_secret", partner)
             partner = (await _existing(uow, partner_id)).with_secret_hash(secret_hash, self._clock())
             await uow.partners.save(partner)
+            _audit(uow, "partner.rotate_secret", partner)
             return PartnerWithSecret(partner, secret)
 
         return await self._tx.run(operation, key=key, codec=codec)
+
+
 def _audit(uow: IdentityUnitOfWork, action: str, partner: Partner) -> None:
     """The change in the audit trail, by the operator calling (never the secret or its hash)."""
     uow.audit.record(
@@ -165,8 +165,6 @@ def _audit(uow: IdentityUnitOfWork, action: str, partner: Partner) -> None:
             "auth_method": partner.auth_method.value,
         },
     )
-
-
 
 
 async def _existing(uow: IdentityUnitOfWork, partner_id: str) -> Partner:

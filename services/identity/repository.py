@@ -59,6 +59,7 @@ class SigningKeyRepository:
                 encrypted_private_pem=bytes(row.encrypted_private_pem),
                 created_at=as_utc(row.created_at),
                 retire_after=as_utc(row.retire_after),
+                activates_at=as_utc(row.activates_at),
             )
             for row in rows
         ]
@@ -73,6 +74,7 @@ class SigningKeyRepository:
                 encrypted_private_pem=key.encrypted_private_pem,
                 created_at=key.created_at,
                 retire_after=key.retire_after,
+                activates_at=key.activates_at,
             )
         )
 
@@ -146,6 +148,16 @@ class PartnerRepository:
         await self._connection.execute(
             partners.update().where(partners.c.partner_id == partner.partner_id).values(**values)
         )
+
+    async def replace_secret_hash(self, partner_id: str, expected: str | None, secret_hash: str) -> bool:
+        """Swap the stored client-secret hash if it is still ``expected`` (a re-hash never
+        undoes a secret rotated meanwhile); True when it was swapped."""
+        result = await self._connection.execute(
+            partners.update()
+            .where(partners.c.partner_id == partner_id, partners.c.client_secret_hash == expected)
+            .values(client_secret_hash=secret_hash)
+        )
+        return bool(result.rowcount)
 
     async def get(self, partner_id: str, *, for_update: bool = False) -> Partner | None:
         """A partner by id (row-locked when about to change it)."""

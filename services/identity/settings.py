@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from meshlib.app import ServiceSettings
+
+DEVELOPMENT_PASSPHRASE = "local-development-only"
+# Passphrases that ship in this repository (the default, the dev overlay's); never in production.
+KNOWN_DEVELOPMENT_PASSPHRASES = frozenset({DEVELOPMENT_PASSPHRASE, "openbank-dev-only-passphrase"})
+MIN_PASSPHRASE_BYTES = 16
+
+
+class InsecureSettings(ValueError):
+    """Identity was asked to start outside the local mesh with development secrets."""
 
 
 class IdentitySettings(ServiceSettings):
@@ -16,9 +25,15 @@ class IdentitySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="OBM_", extra="ignore", frozen=True, populate_by_name=True)
 
     # Private signing keys and TOTP seeds are stored encrypted with this passphrase (a
-    # mounted secret in Kubernetes). The default is for the local mesh only.
-    signing_key_passphrase: SecretStr = SecretStr("local-development-only")
+    # mounted secret in Kubernetes). The default is for the local mesh only: identity
+    # refuses to start with it (or any known development secret) unless allow_dev_secrets.
+    signing_key_passphrase: SecretStr = SecretStr(DEVELOPMENT_PASSPHRASE)
     signing_key_passphrase_file: Path | None = None
+    # Only the local mesh (``make up``, meshcli) and the dev overlay set this.
+    allow_dev_secrets: bool = False
+    # A rotated-in key is published this long before it signs: more than any verifier's
+    # OBM_JWKS_MAX_AGE_SECONDS plus identity's own one-second JWKS cache.
+    signing_key_publish_lead_seconds: float = Field(default=60.0, ge=0, le=3600)
     access_token_ttl_seconds: int = Field(default=300, ge=30, le=3600)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
     # Rate-limit tiers a partner may be given (keys of the rate-limit configuration).
@@ -30,13 +45,43 @@ class IdentitySettings(ServiceSettings):
     verify_consent_accounts: bool = True
     # Invalidations ("consent", "partner", "token") go over Redis pub/sub when redis_url is set.
     revocation_cache_ttl_seconds: float = Field(default=5.0, gt=0, le=60)
-    # Argon2id cost (RFC 9106 "second recommended option" by default; tests lower it).
+    # Failed client authentications per client_id (per replica): this many within the
+    # window lock the client out, 1 s at first, doubling up to the maximum.
+    client_auth_max_failures: int = Field(default=10, ge=1)
+    client_auth_failure_window_seconds: float = Field(default=60.0, gt=0)
+    client_auth_max_lockout_seconds: float = Field(default=300.0, gt=0)
+    # Argon2id cost of customer passwords (RFC 9106 "second recommended option" by default;
+    # tests lower it). Client secrets use a keyed hash (domain.secrets.ClientSecretHasher).
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65536, ge=8)
     argon2_parallelism: int = Field(default=4, ge=1)
+
+    @model_validator(mode="after")
+    def _lead_outlasts_verifier_caches(self) -> IdentitySettings:
+        if 0 < self.signing_key_publish_lead_seconds <= self.jwks_max_age_seconds + 1:
+            raise ValueError(
+                "signing_key_publish_lead_seconds must exceed jwks_max_age_seconds + 1 "
+                "(or be 0 for an emergency rotation that signs at once)"
+            )
+        return self
 
     def passphrase(self) -> bytes:
         """The key-encryption passphrase, from the mounted file when one is configured."""
         if self.signing_key_passphrase_file is not None:
             return self.signing_key_passphrase_file.read_bytes().strip()
         return self.signing_key_passphrase.get_secret_value().encode()
+
+
+def refuse_development_secrets(settings: IdentitySettings) -> None:
+    """Start-up check: outside the local mesh (``allow_dev_secrets``) the key-encryption
+    passphrase must be configured, not one that ships in this repository, and long enough."""
+    if settings.allow_dev_secrets:
+        return
+    passphrase = settings.passphrase()
+    if passphrase.decode(errors="replace") in KNOWN_DEVELOPMENT_PASSPHRASES:
+        raise InsecureSettings(
+            "identity refuses the development signing-key passphrase: set OBM_SIGNING_KEY_PASSPHRASE_FILE "
+            "(a mounted secret), or OBM_ALLOW_DEV_SECRETS=true for a local mesh only"
+        )
+    if len(passphrase) < MIN_PASSPHRASE_BYTES:
+        raise InsecureSettings(f"the signing-key passphrase must be at least {MIN_PASSPHRASE_BYTES} bytes")

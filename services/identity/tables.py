@@ -21,6 +21,7 @@ signing_keys = sa.Table(
     sa.Column("encrypted_private_pem", sa.LargeBinary, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("retire_after", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("activates_at", sa.DateTime(timezone=True), nullable=True),
 )
 
 idempotency_keys = idempotency_table(metadata)

@@ -2,8 +2,9 @@
 (RFC 7009) and introspection (RFC 7662).
 
 Client authentication never tells an unknown client from a wrong secret: both answer
-UNAUTHENTICATED INVALID_CLIENT with the same message after the same Argon2 work. Only a
-client that proved who it is learns that it is suspended.
+UNAUTHENTICATED INVALID_CLIENT with the same message after the same (keyed-hash) work. Only
+a client that proved who it is learns that it is suspended. Failures are counted per
+client_id, and a client that failed too often is locked out for a while (ClientAuthThrottle).
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from meshlib.auth.certificates import x5t_s256
 from meshlib.auth.context import Caller
 from meshlib.errors import FieldCollector, InvalidArgument, MeshError, PermissionDenied, Unauthenticated
 from meshlib.storage import CommitAndRaise, Transactions
 from services.identity.common import Clock, EventPublisher, UnitOfWorkFactory
+from services.identity.domain.client_throttle import ClientAuthThrottle
 from services.identity.domain.consents import Consent, ConsentState
 from services.identity.domain.partners import ALL_SCOPES, AuthMethod, Partner
-from services.identity.domain.secrets import SecretHasher, constant_time_equal, digest, new_secret
+from services.identity.domain.secrets import ClientSecretHasher, constant_time_equal, digest, new_secret
 from services.identity.domain.tokens import (
     CLIENT_ASSERTION_TYPE,
     AccessTokenGrant,
@@ -129,17 +131,19 @@ class TokenService:
         self,
         uow: UnitOfWorkFactory,
         keys: KeyService,
-        hasher: SecretHasher,
+        client_secrets: ClientSecretHasher,
         internal_clients: dict[str, InternalClient],
         events: EventPublisher,
         settings: TokenSettings,
         verify_claims: ClaimsVerifier,
         clock: Clock,
+        throttle: ClientAuthThrottle | None = None,
     ) -> None:
         self._uow = uow
         self._tx = Transactions(uow, clock=clock)
         self._keys = keys
-        self._hasher = hasher
+        self._secrets = client_secrets
+        self._throttle = throttle or ClientAuthThrottle()
         self._internal = internal_clients
         self._events = events
         self._settings = settings
@@ -180,14 +184,36 @@ class TokenService:
     async def _authenticate(
         self, credentials: ClientCredentials, now: dt.datetime, *, allow_suspended: bool = False
     ) -> _Client:
+        # A locked-out client is refused before any secret or assertion is looked at.
+        self._throttle.check(credentials.client_id)
+        try:
+            client = await self._authenticate_client(credentials, now, allow_suspended=allow_suspended)
+        except Unauthenticated:
+            self._throttle.failed(credentials.client_id)
+            raise
+        self._throttle.succeeded(credentials.client_id)
+        return client
+
+    async def _secret_matches(self, stored_hash: str | None, candidate: str) -> bool:
+        if self._secrets.is_legacy(stored_hash):  # Argon2id from before keyed hashes: slow, off the loop
+            return await asyncio.to_thread(self._secrets.verify, stored_hash, candidate)
+        return self._secrets.verify(stored_hash, candidate)
+
+    async def _authenticate_client(
+        self, credentials: ClientCredentials, now: dt.datetime, *, allow_suspended: bool
+    ) -> _Client:
         internal = self._internal.get(credentials.client_id)
         if internal is not None:
-            ok = bool(credentials.client_secret) and await asyncio.to_thread(
-                self._hasher.verify, internal.secret_hash, credentials.client_secret
+            ok = bool(credentials.client_secret) and await self._secret_matches(
+                internal.secret_hash, credentials.client_secret
             )
             if not ok:
                 log.info("client authentication failed", extra={"client_kind": "internal"})
                 raise invalid_client()
+            if self._secrets.is_legacy(internal.secret_hash):
+                # Configured as Argon2id: pay for it once per replica, keep the keyed hash.
+                internal = replace(internal, secret_hash=self._secrets.hash(credentials.client_secret))
+                self._internal[internal.client_id] = internal
             return _Client(internal.client_id, internal=internal)
         async with self._uow(read_only=True) as uow:
             partner = await uow.partners.by_client_id(credentials.client_id)
@@ -197,10 +223,12 @@ class TokenService:
         if partner is None or partner.auth_method is AuthMethod.CLIENT_SECRET_POST:
             # Unknown clients pay for a decoy verification: same time, same answer.
             stored = partner.client_secret_hash if partner is not None else None
-            ok = await asyncio.to_thread(self._hasher.verify, stored, credentials.client_secret or "\x00")
+            ok = await self._secret_matches(stored, credentials.client_secret or "\x00")
             if partner is None or not ok or not credentials.client_secret:
                 log.info("client authentication failed", extra={"client_kind": "partner"})
                 raise invalid_client()
+            if self._secrets.is_legacy(stored):
+                await self._upgrade_secret_hash(partner, stored, credentials.client_secret)
         if partner.tls_client_certificate_sha256 and not (
             credentials.certificate_sha256
             and constant_time_equal(partner.tls_client_certificate_sha256, credentials.certificate_sha256)
@@ -211,6 +239,15 @@ class TokenService:
         if not partner.active and not allow_suspended:
             raise PermissionDenied("the partner is suspended", reason="PARTNER_SUSPENDED")
         return _Client(partner.client_id, partner=partner)
+
+    async def _upgrade_secret_hash(self, partner: Partner, legacy_hash: str | None, secret: str) -> None:
+        """Replace a verified Argon2id hash with the keyed hash (unless the secret changed meanwhile)."""
+        keyed = self._secrets.hash(secret)
+
+        async def operation(uow: IdentityUnitOfWork) -> None:
+            await uow.partners.replace_secret_hash(partner.partner_id, legacy_hash, keyed)
+
+        await self._tx.run(operation)
 
     async def _check_assertion(
         self, uow: IdentityUnitOfWork, partner: Partner, credentials: ClientCredentials, now: dt.datetime

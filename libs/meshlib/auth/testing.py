@@ -68,4 +68,5 @@ class TestIssuer:
     def verifier(self, **kwargs: Any) -> JwtVerifier:
         """A verifier that trusts this issuer."""
         settings = VerifierSettings(issuer=self.issuer, audience=self.audience)
-        return JwtVerifier(settings, JwksCache(static_jwks(self.jwks)), **kwargs)
+        # A fixed key set: an unknown kid need not wait for a refetch slot.
+        return JwtVerifier(settings, JwksCache(static_jwks(self.jwks), refresh_interval_seconds=0), **kwargs)

@@ -1,8 +1,8 @@
 """The one access-token verifier, used by the gateway and by every service.
 
 ES256 only (the algorithm is pinned before the signature is looked at: no ``none``, no
-HS/RS confusion), ``kid`` required and resolved through a cached JWKS that is refetched on
-an unknown ``kid`` at most once per ``refresh_interval``; iss, aud, exp, nbf and iat
+HS/RS confusion), ``kid`` required and resolved through a cached JWKS (see
+:class:`JwksCache`: refreshed when old, refetched for an unknown kid); iss, aud, exp, nbf and iat
 checked with a few seconds of leeway. Revocation (tokens, consents, partners) is a
 pluggable check so that it reaches every verifier within a second.
 """
@@ -28,6 +28,11 @@ log = logging.getLogger("meshlib.auth")
 
 ALGORITHM = "ES256"
 MAX_TOKEN_BYTES = 8192
+# A verifier's JWKS copy is refreshed once this old; identity publishes a new key longer
+# than this before it signs (OBM_JWKS_MAX_AGE_SECONDS, OBM_SIGNING_KEY_PUBLISH_LEAD_SECONDS).
+JWKS_MAX_AGE_SECONDS = 30.0
+# At most one JWKS fetch per this interval, however many unknown kids arrive.
+UNKNOWN_KID_REFETCH_SECONDS = 1.0
 VERIFIED_CACHE_SIZE = 20_000
 
 JwksFetcher = Callable[[], Awaitable[dict[str, Any]]]
@@ -40,7 +45,7 @@ class VerifierSettings:
     issuer: str
     audience: str
     leeway_seconds: float = 5.0
-    jwks_refresh_interval_seconds: float = 10.0
+    jwks_refresh_interval_seconds: float = UNKNOWN_KID_REFETCH_SECONDS
     max_token_lifetime_seconds: int = 3600
 
 
@@ -52,14 +57,33 @@ class RevocationCheck(Protocol):
 
 
 class JwksCache:
-    """Public keys by ``kid``; refetched on an unknown kid, never more than once per interval."""
+    """Public keys by ``kid``.
 
-    def __init__(self, fetch: JwksFetcher, *, refresh_interval_seconds: float = 10.0) -> None:
+    Two ways a new key gets here: the copy is refetched in the background once it is
+    ``max_age_seconds`` old (identity publishes a rotated-in key longer than that before it
+    signs, so normally its first token finds it known), and a token with an unknown kid
+    waits for a fetch that *starts after it arrived*. Fetches are shared and start at most
+    once per ``refresh_interval_seconds``: a flood of made-up kids costs identity one JWKS
+    read per interval, and never uses up the refetch a genuine new kid needs (it waits at
+    most one interval for the next one instead of being refused).
+    """
+
+    def __init__(
+        self,
+        fetch: JwksFetcher,
+        *,
+        refresh_interval_seconds: float = UNKNOWN_KID_REFETCH_SECONDS,
+        max_age_seconds: float = JWKS_MAX_AGE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._fetch = fetch
         self._refresh_interval = refresh_interval_seconds
+        self._max_age = max_age_seconds
+        self._clock = clock
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._last_fetch = float("-inf")
-        self._lock = asyncio.Lock()
+        self._last_start = self._pending_started = float("-inf")
+        self._pending: asyncio.Task[None] | None = None
+        self.fetches = 0
 
     def load(self, jwks: dict[str, Any]) -> None:
         """Replace the cached key set."""
@@ -76,20 +100,46 @@ class JwksCache:
         self._keys = keys
 
     async def key(self, kid: str) -> jwt.PyJWK | None:
-        """The key for ``kid``, refreshing the set once if it is unknown."""
+        """The key for ``kid``; an unknown kid waits for a fetch begun after it was asked."""
         found = self._keys.get(kid)
         if found is not None:
+            if self._clock() - self._last_start >= self._max_age and not self._fetching():
+                self._start_fetch()  # stale: refresh behind the calls, keep serving the copy
             return found
-        async with self._lock:
+        asked_at = self._clock()
+        while True:
+            if self._fetching():
+                assert self._pending is not None
+                started_after = self._pending_started >= asked_at
+                await asyncio.shield(self._pending)
+                if started_after:
+                    return self._keys.get(kid)
+                continue
             found = self._keys.get(kid)
-            if found is None and time.monotonic() - self._last_fetch >= self._refresh_interval:
-                await self.refresh()
-                found = self._keys.get(kid)
-        return found
+            if found is not None:
+                return found
+            wait = self._last_start + self._refresh_interval - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self._start_fetch()
 
     async def refresh(self) -> None:
-        """Fetch the key set now."""
-        self._last_fetch = time.monotonic()
+        """Fetch the key set now (or join the fetch under way)."""
+        if not self._fetching():
+            self._start_fetch()
+        assert self._pending is not None
+        await asyncio.shield(self._pending)
+
+    def _fetching(self) -> bool:
+        return self._pending is not None and not self._pending.done()
+
+    def _start_fetch(self) -> None:
+        self._last_start = self._pending_started = self._clock()
+        self.fetches += 1
+        self._pending = asyncio.get_running_loop().create_task(self._fetch_and_load(), name="jwks-fetch")
+
+    async def _fetch_and_load(self) -> None:
         try:
             self.load(await self._fetch())
         except Exception:

@@ -1,5 +1,6 @@
-"""Secrets at rest: Argon2id hashes for what we only verify, SHA-256 digests for random
-high-entropy tokens, and authenticated encryption for what we must read back (TOTP seeds).
+"""Secrets at rest: Argon2id hashes for what people choose (customer passwords), keyed
+hashes for the client secrets the bank generates, SHA-256 digests for random high-entropy
+tokens, and authenticated encryption for what we must read back (TOTP seeds).
 
 No database, no gRPC: plain functions and small classes the service layer composes.
 """
@@ -14,15 +15,19 @@ import secrets
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 # Fixed salt for deriving the TOTP encryption key from the deployment passphrase; the
 # passphrase itself is the secret (a mounted Kubernetes secret).
 _TOTP_KEY_SALT = b"openbank-mesh/identity/totp-seeds/v1"
+_CLIENT_SECRET_KEY_INFO = b"openbank-mesh/identity/client-secrets/v1"
+CLIENT_SECRET_SCHEME = "hmac-sha256$"
 
 
 class SecretHasher:
-    """Argon2id hashing of client secrets and customer passwords."""
+    """Argon2id hashing of customer passwords (and of client secrets stored before keyed hashes)."""
 
     def __init__(self, *, time_cost: int = 3, memory_cost_kib: int = 65536, parallelism: int = 4) -> None:
         self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost_kib, parallelism=parallelism)
@@ -42,6 +47,43 @@ class SecretHasher:
             return self._hasher.verify(stored_hash, candidate)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
+
+
+class ClientSecretHasher:
+    """Client secrets: HMAC-SHA256 under a server-side key derived from the deployment
+    passphrase, compared in constant time.
+
+    The bank generates every client secret with 256 bits of entropy, so nothing can be
+    guessed and a slow password hash buys nothing: it only made each token request (wrong
+    secrets included) cost ~170 ms of CPU. The key means a copy of the table alone does not
+    even let anyone check a candidate. Argon2id hashes stored before stay valid (``legacy``):
+    verified the slow way, then replaced with the keyed hash (``TokenService``).
+    """
+
+    def __init__(self, passphrase: bytes, legacy: SecretHasher) -> None:
+        self._key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_CLIENT_SECRET_KEY_INFO).derive(
+            passphrase
+        )
+        self._legacy = legacy
+        self._decoy = self.hash(secrets.token_urlsafe(32))
+
+    def hash(self, secret: str) -> str:
+        """``hmac-sha256$<hex>`` of the secret."""
+        mac = hmac.new(self._key, secret.encode(), hashlib.sha256).hexdigest()
+        return CLIENT_SECRET_SCHEME + mac
+
+    @staticmethod
+    def is_legacy(stored_hash: str | None) -> bool:
+        """An Argon2id hash from before keyed hashes (slow to verify: run it off the loop)."""
+        return stored_hash is not None and not stored_hash.startswith(CLIENT_SECRET_SCHEME)
+
+    def verify(self, stored_hash: str | None, candidate: str) -> bool:
+        """True when ``candidate`` matches; with no stored hash, do the same work and say no."""
+        if self.is_legacy(stored_hash):
+            return self._legacy.verify(stored_hash, candidate)
+        expected = self._decoy if stored_hash is None else stored_hash
+        matches = hmac.compare_digest(expected.encode(), self.hash(candidate).encode())
+        return matches and stored_hash is not None
 
 
 def new_secret(nbytes: int = 32) -> str:

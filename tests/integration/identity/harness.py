@@ -301,6 +301,8 @@ def identity_settings(database_url: str, **overrides: Any) -> IdentitySettings:
         "database_url": database_url,
         "service_name": "identity",
         "internal_clients": json.dumps(INTERNAL_CLIENTS),
+        # The development passphrase and plain internal-client secrets, as on a local mesh.
+        "allow_dev_secrets": True,
         "argon2_time_cost": 1,
         # No account service runs beside these tests; the mesh-level tests check ownership.
         "verify_consent_accounts": False,

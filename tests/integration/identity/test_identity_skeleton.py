@@ -16,7 +16,12 @@ from services.identity.settings import IdentitySettings
 
 
 async def test_identity_serves_a_persistent_jwks_that_verifies_its_tokens(database_url: str) -> None:
-    settings = IdentitySettings(port=0, database_url=database_url, service_name="identity")
+    settings = IdentitySettings(
+        port=0,
+        database_url=database_url,
+        service_name="identity",
+        signing_key_passphrase="a-deployment-secret-of-some-length",
+    )
     server = await start_service(SPEC, settings)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

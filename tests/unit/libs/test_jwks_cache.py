@@ -1,0 +1,90 @@
+"""The verifier's JWKS cache: a made-up kid cannot keep a genuine new key out, a stale copy
+is refreshed behind the calls, and fetches stay bounded however many unknown kids arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from meshlib.auth.testing import TestIssuer
+from meshlib.auth.verifier import UNKNOWN_KID_REFETCH_SECONDS, JwksCache
+
+
+class KeySource:
+    """What identity publishes, changeable by the test; counts fetches and can be slow."""
+
+    def __init__(self, *issuers: TestIssuer) -> None:
+        self.keys: list[dict[str, Any]] = [k for issuer in issuers for k in issuer.jwks["keys"]]
+        self.fetches = 0
+        self.delay = 0.0
+
+    def publish(self, issuer: TestIssuer) -> None:
+        self.keys = issuer.jwks["keys"] + self.keys
+
+    async def __call__(self) -> dict[str, Any]:
+        self.fetches += 1
+        await asyncio.sleep(self.delay)
+        return {"keys": list(self.keys)}
+
+
+async def test_a_made_up_kid_just_before_a_rotation_does_not_lock_out_the_new_key() -> None:
+    old, new = TestIssuer(), TestIssuer()
+    source = KeySource(old)
+    cache = JwksCache(source)  # the real refetch interval
+    assert await cache.key(old.kid) is not None
+    # An attacker's token with a made-up kid uses up this interval's refetch...
+    assert await cache.key("made-up-by-an-attacker") is None
+    # ...and the new key is published (and signs) right after it.
+    source.publish(new)
+    started = time.monotonic()
+    assert await cache.key(new.kid) is not None  # waits for the next fetch, is not refused
+    assert time.monotonic() - started <= UNKNOWN_KID_REFETCH_SECONDS + 0.5
+
+
+async def test_many_made_up_kids_cost_one_fetch_per_interval() -> None:
+    issuer = TestIssuer()
+    source = KeySource(issuer)
+    cache = JwksCache(source, refresh_interval_seconds=0.2)
+    await cache.key(issuer.kid)
+    started = time.monotonic()
+    answers = await asyncio.gather(*(cache.key(f"bogus-{n}") for n in range(200)))
+    assert answers == [None] * 200
+    assert source.fetches == 2
+    for n in range(3):  # one after another: each waits for the next slot
+        assert await cache.key(f"again-{n}") is None
+    assert source.fetches == 5
+    assert time.monotonic() - started >= 4 * 0.2 - 0.05
+
+
+async def test_a_stale_copy_is_refreshed_behind_the_calls() -> None:
+    old, new = TestIssuer(), TestIssuer()
+    source = KeySource(old)
+    cache = JwksCache(source, max_age_seconds=0.2)
+    await cache.key(old.kid)
+    source.publish(new)  # pre-published: no token of it has been seen yet
+    source.delay = 0.3
+    await asyncio.sleep(0.25)
+    started = time.monotonic()
+    assert await cache.key(old.kid) is not None  # served from the copy while the refresh runs
+    assert time.monotonic() - started < 0.1
+    await asyncio.sleep(0.01)
+    assert source.fetches == 2
+    await asyncio.sleep(0.4)
+    fetches = source.fetches
+    assert await cache.key(new.kid) is not None  # known before its first token: no fetch needed
+    assert source.fetches == fetches
+
+
+async def test_a_failed_fetch_keeps_the_cached_keys() -> None:
+    issuer = TestIssuer()
+    source = KeySource(issuer)
+    cache = JwksCache(source, refresh_interval_seconds=0.05)
+    await cache.key(issuer.kid)
+
+    async def unreachable() -> dict[str, Any]:
+        raise ConnectionError("identity is down")
+
+    cache._fetch = unreachable  # type: ignore[method-assign]
+    assert await cache.key("unknown") is None
+    assert await cache.key(issuer.kid) is not None
