@@ -52,7 +52,7 @@ async def test_an_operator_action_is_recorded_with_the_operators_identity(identi
 
 async def test_consent_changes_record_the_partner_and_the_customer(identity: Identity) -> None:
     partner = await identity.register_partner()
-    verifier, challenge = pkce_pair()
+    _verifier, challenge = pkce_pair()
     consent = await identity.create_consent(partner, challenge)
     customer = await identity.create_customer()
     await identity.authorise(consent.name, customer)
