@@ -438,3 +438,17 @@ def test_prod_runs_mtls_and_exports_traces(prod) -> None:  # type: ignore[no-unt
         assert health_port != DEFAULT_PORTS[name]
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             assert container[probe]["grpc"]["port"] == health_port, (name, probe)
+
+
+def test_only_the_dev_overlay_lets_identity_start_on_development_secrets(overlay) -> None:  # type: ignore[no-untyped-def]
+    name, docs = overlay
+    allowed = {doc["data"].get("OBM_ALLOW_DEV_SECRETS") for doc in of_kind(docs, "ConfigMap") if doc.get("data")} | {
+        e.get("value")
+        for _, _, container in containers(docs)
+        for e in container.get("env", [])
+        if e["name"] == "OBM_ALLOW_DEV_SECRETS"
+    }
+    if name == "dev":  # its passphrase and plain client secrets are development values
+        assert config_value(docs, "openbank-common", "OBM_ALLOW_DEV_SECRETS") == "true"
+    else:
+        assert allowed <= {None, "false"}
