@@ -18,10 +18,12 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 
 from meshlib.errors import InvalidArgument, Unauthenticated
+from meshlib.request_text import TextKind, TextRule, string_problem
 from services.identity.domain.secrets import b64url_sha256, constant_time_equal
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_ASSERTION_LIFETIME = dt.timedelta(minutes=5)
+ASSERTION_JTI = TextRule(TextKind.TOKEN, 128)  # client_assertions.jti
 _VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 
 
@@ -164,6 +166,7 @@ def verify_client_assertion(
     seconds_left = expires - now.timestamp()
     if seconds_left <= 0 or seconds_left > MAX_ASSERTION_LIFETIME.total_seconds():
         raise invalid_client()
-    if not isinstance(claims["jti"], str) or not claims["jti"] or len(claims["jti"]) > 128:
+    # The jti is stored (replay protection): visible ASCII only, as every stored identifier.
+    if not isinstance(claims["jti"], str) or not claims["jti"] or string_problem(claims["jti"], ASSERTION_JTI):
         raise invalid_client()
     return claims

@@ -281,6 +281,8 @@ def test_client_assertion_rules() -> None:
         {**base, "sub": "c2"},
         {**base, "aud": "x"},
         {k: v for k, v in base.items() if k != "jti"},
+        {**base, "jti": "j\x00"},  # stored: never a character a store cannot hold
+        {**base, "jti": "x" * 129},
     ):
         with pytest.raises(Unauthenticated):
             verify_client_assertion(
