@@ -156,7 +156,8 @@ def add_operator_parsers(commands: argparse._SubParsersAction) -> None:  # type:
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     common(
         keys_commands.add_parser(
-            "rotate", help="start signing with a new key; the old one verifies until its tokens expire"
+            "rotate",
+            help="publish a new key that signs after the publish lead; the old one verifies until its tokens expire",
         )
     )
     common(keys_commands.add_parser("list", help="list signing keys"))
@@ -338,8 +339,8 @@ async def _dispatch(operator: Operator, args: argparse.Namespace) -> int:
                 signing_key_pb2.RotateSigningKeyRequest(request_id=_request_id(args.request_id)), metadata=admin
             )
             print(
-                f"signing with {rotated.active_key.kid}; {rotated.retiring_key.kid or 'no key'} retires once its "
-                "tokens have expired"
+                f"published {rotated.active_key.kid}, signing with it after the publish lead; "
+                f"{rotated.retiring_key.kid or 'no key'} retires once its tokens have expired"
             )
             return 0
         listed = await keys.ListSigningKeys(signing_key_pb2.ListSigningKeysRequest(page_size=100), metadata=admin)

@@ -102,7 +102,7 @@ async def test_funding_windows_reports_reconciliation_and_keys(seeded) -> None: 
     assert again.returncode == 1 and "WINDOW_ALREADY_SETTLED" in again.stderr
     assert "SETTLED" in cli(mesh, "window", "list").stdout
     rotated = cli(mesh, "keys", "rotate")
-    assert rotated.returncode == 0 and "signing with" in rotated.stdout
+    assert rotated.returncode == 0 and "signing with it after the publish lead" in rotated.stdout
     assert "RETIRING" in cli(mesh, "keys", "list").stdout
 
 
