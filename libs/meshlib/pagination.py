@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import json
 from typing import Any
 
 from meshlib.errors import InvalidArgument
+from meshlib.request_text import TextKind, TextRule, string_problem
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -57,4 +59,32 @@ def decode_page_token(token: str, filters_hash: str) -> dict[str, Any] | None:
         raise InvalidArgument.field(
             "page_token", "was issued for a different request; keep the filters unchanged", reason="PAGE_TOKEN_INVALID"
         )
+    if not all(_storable(value) for value in cursor.values()):
+        # A forged token (the filter hash is no secret) must not carry into a query what a
+        # store cannot hold: a NUL is an error on PostgreSQL and a match on SQLite.
+        raise InvalidArgument.field("page_token", "not a token this server issued", reason="PAGE_TOKEN_INVALID")
     return cursor
+
+
+_CURSOR_TEXT = TextRule(TextKind.TOKEN, 128)  # ids and ISO timestamps, as the services issue them
+
+
+def _storable(value: Any) -> bool:
+    """A cursor value the services issue: a 64-bit integer or a short visible-ASCII string."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, str) and string_problem(value, _CURSOR_TEXT) is None
+
+
+def time_and_id(cursor: dict[str, Any] | None) -> tuple[dt.datetime, str] | None:
+    """The ``{"t": <ISO time>, "id": <id>}`` keyset cursor of a page token, or None on the first page."""
+    if cursor is None:
+        return None
+    try:
+        return dt.datetime.fromisoformat(cursor["t"]), str(cursor["id"])
+    except (KeyError, TypeError, ValueError):
+        raise InvalidArgument.field(
+            "page_token", "not a token this server issued", reason="PAGE_TOKEN_INVALID"
+        ) from None

@@ -92,6 +92,7 @@ FIELD_RULES: dict[str, TextRule] = {
     "consent": _NAME,
     "actor": _NAME,
     "action_prefix": _token(64),
+    "anchor_hash": _token(64),
     "currency_code": _token(3),
     "rate_limit_tier": _token(64),
     "allowed_scopes": _token(64),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from meshlib.errors import InvalidArgument, MeshError, NotFound, PermissionDenied
-from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
+from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size, time_and_id
 from meshlib.storage import Codec, CommitAndRaise, IdempotencyKey, Transactions
 from services.identity.common import Clock, EventPublisher, Saved, UnitOfWorkFactory
 from services.identity.customer_service import StrongCustomerAuthentication
@@ -170,7 +170,7 @@ class ConsentService:
         size = page_size(requested_size)
         filters = filter_fingerprint(customer=customer_id, state=state)
         cursor = decode_page_token(page_token, filters)
-        after = (dt.datetime.fromisoformat(cursor["t"]), str(cursor["id"])) if cursor else None
+        after = time_and_id(cursor)
         now = self._clock()
         async with self._uow(read_only=True) as uow:
             found = await uow.consents.page_for_customer(customer_id, state=state, now=now, after=after, limit=size + 1)

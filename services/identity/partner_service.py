@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from meshlib.errors import NotFound
-from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
+from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size, time_and_id
 from meshlib.storage import Codec, IdempotencyKey, Transactions
 from services.identity.common import Clock, EventPublisher, Saved, UnitOfWorkFactory
 from services.identity.domain import partners as rules
@@ -75,10 +75,7 @@ class PartnerService:
         """Oldest first; returns the page and the next page token ('' at the end)."""
         size = page_size(requested_size)
         filters = filter_fingerprint(status=status)
-        cursor = decode_page_token(page_token, filters)
-        after = None
-        if cursor is not None:
-            after = (dt.datetime.fromisoformat(cursor["t"]), str(cursor["id"]))
+        after = time_and_id(decode_page_token(page_token, filters))
         async with self._uow(read_only=True) as uow:
             found = await uow.partners.page(status=status, after=after, limit=size + 1)
         page, more = found[:size], len(found) > size

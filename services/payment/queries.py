@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 from meshlib.auth.consent import ConsentLookup
 from meshlib.errors import InvalidArgument, NotFound, ResourceExhausted
-from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
+from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size, time_and_id
 from services.payment.domain import checks
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.domain.saga import PaymentEvent, RecordedStep
@@ -72,8 +72,7 @@ class PaymentQueries:
             start=from_time.isoformat() if from_time else "",
             end=to_time.isoformat() if to_time else "",
         )
-        cursor = decode_page_token(page_token, filters) or {}
-        before = (dt.datetime.fromisoformat(cursor["t"]), cursor["id"]) if cursor else None
+        before = time_and_id(decode_page_token(page_token, filters))
         async with self._uow(read_only=True) as uow:
             found = await uow.payments.list_for_consent(
                 partner_id, consent_id, state=state, from_time=from_time, to_time=to_time, before=before, limit=size + 1

@@ -63,7 +63,14 @@ def test_negative_page_size_is_invalid_argument() -> None:
     assert raised.value.violations[0].field == "page_size"
 
 
-@given(cursor=st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.text(max_size=20)), max_size=4))
+# The values a service puts in a cursor: 64-bit integers and short visible-ASCII ids and times.
+cursor_values = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=20),
+)
+
+
+@given(cursor=st.dictionaries(st.text(max_size=5), cursor_values, max_size=4))
 def test_page_token_round_trips_and_is_bound_to_its_filters(cursor: dict) -> None:
     filters = filter_fingerprint(account="a1", state="SETTLED")
     token = encode_page_token(cursor, filters)

@@ -192,3 +192,51 @@ def test_batch_items_are_left_to_the_batch_each_checked_alone() -> None:
     assert text_violations(batch) == []
     assert [v.field for v in text_violations(item)] == ["description"]
     assert [v.field for v in text_violations(ledger_pb2.BatchGetLedgerAccountsRequest(names=["\x00"]))] == []
+
+
+# ---- page tokens: the filter hash is no secret, so a forged cursor must not reach a store ----
+
+
+def _forged(cursor: object, filters: str) -> str:
+    import base64
+    import json
+
+    raw = json.dumps({"c": cursor, "f": filters}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        {"t": "2026-01-01T00:00:00+00:00", "id": "p\x00"},
+        {"id": "x" * 129},
+        {"seq": True},
+        {"seq": 2**63},
+        {"seq": 1.5},
+        {"id": None},
+        {"id": ["a"]},
+    ],
+)
+def test_a_forged_page_token_carrying_what_a_store_cannot_hold_is_invalid(cursor: dict) -> None:
+    from meshlib.pagination import decode_page_token, filter_fingerprint
+
+    filters = filter_fingerprint(consent="c1")
+    with pytest.raises(InvalidArgument) as raised:
+        decode_page_token(_forged(cursor, filters), filters)
+    assert raised.value.reason == "PAGE_TOKEN_INVALID"
+
+
+def test_issued_keyset_cursors_read_back_and_forged_ones_are_invalid_not_internal() -> None:
+    import datetime as dt
+
+    from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, time_and_id
+
+    filters = filter_fingerprint(status=None)
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    issued = encode_page_token({"t": at.isoformat(), "id": "p1"}, filters)
+    assert time_and_id(decode_page_token(issued, filters)) == (at, "p1")
+    assert time_and_id(decode_page_token("", filters)) is None
+    for cursor in ({"id": "p1"}, {"t": "yesterday", "id": "p1"}, {"t": 5, "id": "p1"}):
+        with pytest.raises(InvalidArgument) as raised:
+            time_and_id(decode_page_token(_forged(cursor, filters), filters))
+        assert raised.value.reason == "PAGE_TOKEN_INVALID"
