@@ -17,9 +17,11 @@ from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
 from gateway.routing import Route
+from meshlib.request_text import FIELD_RULES, string_problem
 
-# Identity refuses longer client ids (FIELD_INVALID); they are not worth a bucket.
-MAX_CLIENT_ID_LENGTH = 64
+# Identity refuses a client id its text rule refuses (FIELD_INVALID: too long, control
+# characters); such an id is not worth a bucket.
+CLIENT_ID_RULE = FIELD_RULES["client_id"]
 ClientIdReader = Callable[[bytes], str]
 
 
@@ -47,6 +49,6 @@ def _reader(message_class: type) -> ClientIdReader:
             client_id = message_class.FromString(raw).client_id
         except DecodeError:
             return ""  # identity answers the malformed request
-        return client_id if len(client_id) <= MAX_CLIENT_ID_LENGTH else ""
+        return client_id if string_problem(client_id, CLIENT_ID_RULE) is None else ""
 
     return read
