@@ -22,6 +22,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+import grpc
+
 from meshlib.auth.context import Caller
 from meshlib.auth.revocation import RevocationCache
 from meshlib.auth.verifier import RevocationCheck
@@ -42,30 +44,48 @@ def token_expired() -> Unauthenticated:
     return Unauthenticated("the access token has expired", reason="TOKEN_EXPIRED")
 
 
-async def rights_ended(
+async def check_rights(
     caller: Caller, revocation: RevocationCheck | None, *, clock: Callable[[], float] = time.time
-) -> MeshError:
-    """Wait until ``caller`` may no longer be served; the error a new call would get then."""
+) -> tuple[MeshError | None, float]:
+    """One look at ``caller``'s rights now: the refusal a new call would get (or None), and
+    when they end by time at the latest (token, or consent expiry when known)."""
     token_end = caller.expires_at.timestamp()
+    consent_end: float | None = None
+    try:
+        if isinstance(revocation, RevocationCache):
+            consent_end = await revocation.recheck_stream(caller)
+        elif revocation is not None:
+            await revocation.check(caller)
+    except MeshError as refused:
+        return refused, token_end
+    now = clock()
+    if now >= token_end:
+        return token_expired(), token_end
+    if consent_end is not None and now >= consent_end:
+        return PermissionDenied("the consent has expired", reason="CONSENT_EXPIRED"), consent_end
+    return None, min(token_end, consent_end or token_end)
+
+
+async def rights_ended(
+    caller: Caller,
+    revocation: RevocationCheck | None,
+    *,
+    clock: Callable[[], float] = time.time,
+    until: float | None = None,
+) -> MeshError:
+    """Wait until ``caller`` may no longer be served; the error a new call would get then.
+    ``until``: the rights were just checked and last at most until then (no look first)."""
     while True:
-        consent_end: float | None = None
-        try:
-            if isinstance(revocation, RevocationCache):
-                consent_end = await revocation.recheck_stream(caller)
-            elif revocation is not None:
-                await revocation.check(caller)
-        except MeshError as refused:
-            return refused
-        now = clock()
-        if now >= token_end:
-            return token_expired()
-        if consent_end is not None and now >= consent_end:
-            return PermissionDenied("the consent has expired", reason="CONSENT_EXPIRED")
-        wait = min(token_end, consent_end or token_end) - now
+        if until is None:
+            refused, until = await check_rights(caller, revocation, clock=clock)
+            if refused is not None:
+                return refused
+        wait = max(until - clock(), 0.0)
         if isinstance(revocation, RevocationCache):
             await revocation.wait_for_change(min(wait, revocation.stream_recheck_seconds))
         else:
             await asyncio.sleep(min(wait, DEFAULT_RECHECK_SECONDS))
+        until = None
 
 
 async def guard_stream(
@@ -76,6 +96,13 @@ async def guard_stream(
     clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[T]:
     """Yield ``items`` while ``caller``'s rights last; then end the stream with the refusal."""
+    # Looked at before the handler starts: a refusal then ends the call before the handler
+    # has touched it (its initial metadata, say), never concurrently with it.
+    refused, until = await check_rights(caller, revocation, clock=clock)
+    if refused is not None:
+        with contextlib.suppress(Exception):
+            await items.aclose()  # type: ignore[attr-defined]
+        raise refused
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=1)
 
     async def pump() -> None:
@@ -94,10 +121,21 @@ async def guard_stream(
     producer = asyncio.ensure_future(pump())
 
     async def watch() -> None:
-        refusal = await rights_ended(caller, revocation, clock=clock)
+        try:
+            refusal: BaseException = await rights_ended(caller, revocation, clock=clock, until=until)
+        except asyncio.CancelledError:
+            raise
+        except Exception as failure:  # never leave the stream waiting on a dead watcher
+            refusal = failure
         producer.cancel()
+        # The handler's clean-up (an upstream call cancelled, a slot released) runs to its end
+        # before the refusal goes out, so the call is never touched from two tasks at once.
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await producer
         with contextlib.suppress(asyncio.QueueEmpty):
-            queue.get_nowait()  # the message waiting behind the refusal is not sent
+            kind, value = queue.get_nowait()  # a message waiting behind the refusal is not sent
+            if kind == _FAILED and isinstance(value, grpc.aio.AbortError):
+                refusal = value  # the handler already ended the call itself
         queue.put_nowait((_FAILED, refusal))
 
     watcher = asyncio.ensure_future(watch())

@@ -7,6 +7,7 @@ at expiry; the per-partner stream cap holds across replicas."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -125,12 +126,15 @@ async def _ended(call: grpc.aio.UnaryStreamCall, within: float) -> tuple[grpc.St
     raise AssertionError(f"the stream went on delivering: {message!r}")
 
 
-async def _payments_token(identity: Identity, partner: Partner) -> tuple[str, str, str]:
+async def _payments_token(
+    identity: Identity, partner: Partner, expires_in: dt.timedelta = dt.timedelta(days=30)
+) -> tuple[str, str, str]:
     """A consent-bound token with payments:read: (token, consent name, customer name)."""
     verifier, challenge = pkce_pair()
     consent = await identity.create_consent(
         partner,
         challenge,
+        expires_in=expires_in,
         permissions=(
             consent_permission_pb2.CONSENT_PERMISSION_READ_ACCOUNTS,
             consent_permission_pb2.CONSENT_PERMISSION_INITIATE_PAYMENTS,
@@ -215,6 +219,18 @@ async def test_a_stream_ends_when_its_token_expires(streams_mesh: StreamMesh) ->
     code, reason, elapsed = await _ended(stream, within=4.0)
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_EXPIRED")
     assert 0.5 < elapsed < 3.0
+
+
+async def test_a_stream_ends_when_its_consent_expires(streams_mesh: StreamMesh) -> None:
+    identity = streams_mesh.identity
+    partner = await identity.register_partner()
+    token, _, _ = await _payments_token(identity, partner, expires_in=dt.timedelta(seconds=3))
+    streams = [await _opened(_watch(channel, token)) for channel in streams_mesh.channels]
+    for stream in streams:
+        code, reason, _ = await _ended(stream, within=4.0)
+        assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "CONSENT_EXPIRED"), streams_mesh.deployment
+    for channel in streams_mesh.channels:
+        assert await _new_call_reason(channel, token) == (grpc.StatusCode.PERMISSION_DENIED, "CONSENT_EXPIRED")
 
 
 async def test_the_stream_cap_holds_across_replicas(streams_mesh: StreamMesh) -> None:

@@ -195,3 +195,21 @@ async def test_a_caller_closing_the_stream_stops_the_handler_and_the_watch() -> 
     await asyncio.wait_for(source.closed.wait(), 1)
     pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert not [t for t in pending if not t.done() and "pump" in repr(t.get_coro())]
+
+
+async def test_a_caller_refused_at_the_start_never_reaches_the_handler() -> None:
+    # The handler may touch the call (its initial metadata) as it starts: a refusal known at
+    # once must end the call before that, never concurrently with it.
+    identity = Identity()
+    identity.status = TokenStatus(active=False, consent_state="EXPIRED")
+    cache = RevocationCache(identity.introspect, ttl_seconds=60)
+    started = []
+
+    async def handler() -> AsyncIterator[int]:
+        started.append(True)
+        yield 1
+
+    with pytest.raises(MeshError) as refused:
+        async for _ in guard_stream(handler(), _caller(), cache):
+            pass
+    assert refused.value.reason == "CONSENT_EXPIRED" and started == []
