@@ -263,14 +263,17 @@ async def run_journey(
             metadata=admin,
             timeout=10,
         )
-        settlement_token = await tokens.IssueToken(
-            token_pb2.IssueTokenRequest(
-                grant_type=token_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
-                client_id=partner["client_id"],
-                client_secret=partner["client_secret"],
-                scopes=["settlement:read"],
-            ),
-            timeout=10,
+        # Step 9 spent this address's token allowance: wait as the gateway says, as a wallet would.
+        settlement_token = await _after_rate_limit(
+            lambda: tokens.IssueToken(
+                token_pb2.IssueTokenRequest(
+                    grant_type=token_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
+                    client_id=partner["client_id"],
+                    client_secret=partner["client_secret"],
+                    scopes=["settlement:read"],
+                ),
+                timeout=10,
+            )
         )
         report = (
             await settlement_pb2_grpc.SettlementServiceStub(gateway).GetSettlementReport(
@@ -328,6 +331,24 @@ async def _watch_until_final(watch: Any, payment: str) -> list[str]:
         if state in ("SETTLED", "REJECTED", "CANCELLED"):
             break
     return states
+
+
+async def _after_rate_limit(call: Any, attempts: int = 5) -> Any:
+    """``call()``, again after the wait the gateway names (``ratelimit-reset``) while it answers
+    RESOURCE_EXHAUSTED."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or attempt == attempts:
+                raise
+            trailers = dict(error.trailing_metadata() or ())
+            try:
+                delay = float(trailers.get("ratelimit-reset", "1"))
+            except ValueError:
+                delay = 1.0
+            await asyncio.sleep(min(max(delay, 0.1), 5.0))
+    raise AssertionError("unreachable")
 
 
 async def _hit_rate_limit(tokens: Any, partner: dict[str, Any]) -> str:
