@@ -15,7 +15,7 @@ from meshlib.periodic import Periodic
 from meshlib.storage import Codec, IdempotencyKey, Transactions
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.metrics import record_saga_recovery
-from services.payment.ports import Clock, PaymentJournal, PaymentRegister, RequestKey, utc_now
+from services.payment.ports import Clock, PaymentJournal, PaymentRegister, utc_now
 from services.payment.queries import require_usable_consent
 from services.payment.saga import SagaRunner, current_trace_id, traced
 from services.payment.unit_of_work import PaymentUnitOfWork
@@ -36,7 +36,7 @@ class CancelPayment:
         self._register = register
         self._clock = clock
 
-    async def __call__(self, partner_id: str, consent_id: str, payment_id: str, key: RequestKey) -> Payment:
+    async def __call__(self, partner_id: str, consent_id: str, payment_id: str, key: IdempotencyKey) -> Payment:
         """CANCELLED, or PAYMENT_NOT_CANCELLABLE; a replay of the request id answers the same payment."""
         await require_usable_consent(self._consents, partner_id, consent_id, self._clock())
         return await self._register.cancel(payment_id, partner_id, consent_id, key, current_trace_id())

@@ -12,17 +12,18 @@ from meshlib.auth.context import current_caller
 from meshlib.errors import InvalidArgument, MeshError
 from meshlib.ids import time_ordered_id
 from meshlib.money import Amount
+from meshlib.storage import IdempotencyKey
 from services.payment.domain import checks
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.domain.saga import History, opening, plan_for
 from services.payment.ports import (
+    CREATE_METHOD,
     Clock,
     Ledger,
     Participants,
     PartnerDirectory,
     PaymentRegister,
     Registration,
-    RequestKey,
     utc_now,
 )
 from services.payment.saga import SagaRunner, current_trace_id, traced
@@ -84,7 +85,7 @@ class CreatePayment:
         check fails (a replay must get its first answer even if, say, the consent was revoked
         since): a new payment, the common case, pays for no extra read.
         """
-        key = RequestKey(partner_id, new.request_id, new.fingerprint)
+        key = IdempotencyKey(partner_id, CREATE_METHOD, new.request_id, new.fingerprint)
         now = self._clock()
         try:
             consent = await self._consents.get(consent_id, partner_id=partner_id)

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from meshlib.audit import Actor
 from meshlib.auth.consent import ConsentView
+from meshlib.storage import IdempotencyKey
 from services.payment.domain.checks import LedgerAccountInfo, PartnerLimits
 from services.payment.domain.payments import ParticipantInfo, Payment, PaymentState
 from services.payment.domain.saga import History, StepRecord
@@ -101,13 +102,9 @@ class PaymentJournal(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class RequestKey:
-    """An idempotency key with the fingerprint of the request that used it."""
-
-    scope: str
-    request_id: str
-    fingerprint: str
+# The methods whose request ids the register keeps (the scope of a key is the partner).
+CREATE_METHOD = "CreatePayment"
+CANCEL_METHOD = "CancelPayment"
 
 
 @dataclass(frozen=True)
@@ -115,7 +112,7 @@ class Registration:
     """A new payment past the checks that need no database, ready to be recorded."""
 
     payment: Payment
-    key: RequestKey
+    key: IdempotencyKey
     consent: ConsentView
     limits: PartnerLimits
     opening: tuple[StepRecord, ...]
@@ -133,12 +130,12 @@ class PaymentRegister(Protocol):
         seen before answers its payment (created False); a limit refuses with a MeshError."""
         ...
 
-    async def replay(self, key: RequestKey) -> Payment | None:
+    async def replay(self, key: IdempotencyKey) -> Payment | None:
         """The payment a CreatePayment request id answered before (REQUEST_ID_REUSED for another payload)."""
         ...
 
     async def cancel(
-        self, payment_id: str, partner_id: str, consent_id: str, key: RequestKey, trace_id: str
+        self, payment_id: str, partner_id: str, consent_id: str, key: IdempotencyKey, trace_id: str
     ) -> Payment:
         """CANCELLED unless funds were asked for; a replay answers the same payment."""
         ...

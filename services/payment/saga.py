@@ -10,6 +10,7 @@ so a settled payment costs one journal write after the one that created it.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 import secrets
@@ -137,7 +138,7 @@ class SagaRunner:
         """Crash testing hook."""
         self._failpoint(point)
 
-    def now(self):  # type: ignore[no-untyped-def]
+    def now(self) -> dt.datetime:
         """The runner's clock."""
         return self._clock()
 

@@ -10,11 +10,12 @@ import grpc
 from meshlib.auth.context import require_caller
 from meshlib.idempotency import fingerprint, validate_request_id
 from meshlib.names import parse_name
+from meshlib.storage import IdempotencyKey
 from openbank.payment.v1 import payment_admin_pb2, payment_admin_pb2_grpc, payment_pb2, payment_pb2_grpc
 from services.payment import converters
 from services.payment.commands import CancelPayment, RecoverPayments
 from services.payment.create_payment import CreatePaymentHandler
-from services.payment.ports import RequestKey
+from services.payment.ports import CANCEL_METHOD
 from services.payment.queries import PaymentEvents, PaymentQueries
 
 DEFAULT_STUCK_AFTER = dt.timedelta(seconds=30)
@@ -77,7 +78,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         partner_id, consent_id = caller.require_partner(), caller.require_consent()
         validate_request_id(request.request_id)
         payment_id = parse_name(request.name, "payments")
-        key = RequestKey(partner_id, request.request_id, fingerprint(request))
+        key = IdempotencyKey(partner_id, CANCEL_METHOD, request.request_id, fingerprint(request))
         payment = await self._cancel(partner_id, consent_id, payment_id, key)
         return payment_pb2.CancelPaymentResponse(payment=converters.payment_message(payment))
 

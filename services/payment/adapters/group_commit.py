@@ -8,11 +8,12 @@ from __future__ import annotations
 import datetime as dt
 
 from meshlib.coalesce import Coalescer, together_or_alone
+from meshlib.storage import IdempotencyKey
 from services.payment.adapters.sql_journal import SqlPaymentJournal
 from services.payment.adapters.sql_register import Recorded, SqlPaymentRegister
 from services.payment.domain.payments import Payment
 from services.payment.domain.saga import History
-from services.payment.ports import JournalEntry, Registration, RequestKey
+from services.payment.ports import JournalEntry, Registration
 
 
 class GroupCommitJournal:
@@ -80,12 +81,12 @@ class GroupCommitRegister:
             what="payment.create.group_commit",
         )
 
-    async def replay(self, key: RequestKey) -> Payment | None:
+    async def replay(self, key: IdempotencyKey) -> Payment | None:
         """As the plain register."""
         return await self._register.replay(key)
 
     async def cancel(
-        self, payment_id: str, partner_id: str, consent_id: str, key: RequestKey, trace_id: str
+        self, payment_id: str, partner_id: str, consent_id: str, key: IdempotencyKey, trace_id: str
     ) -> Payment:
         """As the plain register."""
         return await self._register.cancel(payment_id, partner_id, consent_id, key, trace_id)

@@ -23,12 +23,10 @@ from services.payment.domain.checks import CustomerHistory, VelocityRules
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.domain.saga import Outcome, RecordedStep, Step, StepRecord
 from services.payment.metrics import record_payment_state
-from services.payment.ports import Clock, Registration, RequestKey, utc_now
+from services.payment.ports import Clock, Registration, utc_now
 from services.payment.unit_of_work import PaymentUnitOfWork
 
 UnitOfWorkFactory = Callable[..., PaymentUnitOfWork]
-CREATE_METHOD = "CreatePayment"
-CANCEL_METHOD = "CancelPayment"
 K = TypeVar("K")
 V = TypeVar("V")
 Recorded = tuple[Payment, bool]
@@ -47,29 +45,30 @@ class _CarriedFacts:
         self._uow = uow
         self._rules = rules
         self._now = now
-        self._saved: dict[tuple[str, str], SavedAnswer] = {}
+        self._saved: dict[tuple[str, str, str], SavedAnswer] = {}
         self._replayable: dict[str, Payment] = {}
         # Each read once, then carried forward: (the value, how many accepted payments it includes).
         self._sums: dict[tuple[str, str, str, dt.datetime], tuple[int, int]] = {}
         self._histories: dict[tuple[str, str, str, str | None], tuple[CustomerHistory, int]] = {}
         self._accepted: list[Payment] = []
-        self._answers: dict[str, list[tuple[str, str, bytes]]] = {}
+        self._answers: dict[tuple[str, str], list[tuple[str, str, bytes]]] = {}
 
     async def load_saved(self, registrations: Sequence[Registration]) -> None:
         """The saved answers of the group's request ids (a statement per partner), and their payments."""
-        scopes: dict[str, list[str]] = {}
+        scopes: dict[tuple[str, str], list[str]] = {}
         for registration in registrations:
-            scopes.setdefault(registration.key.scope, []).append(registration.key.request_id)
-        for scope, request_ids in scopes.items():
-            found = await self._uow.idempotency.lookup_many(scope, CREATE_METHOD, request_ids)
-            self._saved.update({(scope, request_id): answer for request_id, answer in found.items()})
+            key = registration.key
+            scopes.setdefault((key.scope, key.method), []).append(key.request_id)
+        for (scope, method), request_ids in scopes.items():
+            found = await self._uow.idempotency.lookup_many(scope, method, request_ids)
+            self._saved.update({(scope, method, request_id): answer for request_id, answer in found.items()})
         if self._saved:
             ids = sorted({answer.response.decode() for answer in self._saved.values()})
             self._replayable.update(await self._uow.payments.get_many(ids))
 
-    def replay(self, key: RequestKey) -> Payment | None:
+    def replay(self, key: IdempotencyKey) -> Payment | None:
         """The payment a request_id seen before answers (REQUEST_ID_REUSED for another payload)."""
-        saved = self._saved.get((key.scope, key.request_id))
+        saved = self._saved.get((key.scope, key.method, key.request_id))
         if saved is None:
             return None
         payment = self._replayable.get(saved.answer_for(key.fingerprint).decode())
@@ -92,16 +91,18 @@ class _CarriedFacts:
         checks.check_partner_limits(limits, amount, spent_today)
         self._rules.check(amount, await self._history(payment))
 
-    def accept(self, key: RequestKey, stored: Payment) -> None:
+    def accept(self, key: IdempotencyKey, stored: Payment) -> None:
         """Count an accepted payment for the ones after it, and save its answer with the group."""
         self._accepted.append(stored)
         self._replayable[stored.payment_id] = stored
         answer = SavedAnswer(key.request_id, key.fingerprint, stored.payment_id.encode())
-        self._saved[(key.scope, key.request_id)] = answer
-        self._answers.setdefault(key.scope, []).append((answer.request_id, answer.fingerprint, answer.response))
+        self._saved[(key.scope, key.method, key.request_id)] = answer
+        self._answers.setdefault((key.scope, key.method), []).append(
+            (answer.request_id, answer.fingerprint, answer.response)
+        )
 
-    def new_answers(self) -> dict[str, list[tuple[str, str, bytes]]]:
-        """The accepted payments' idempotency answers, by scope (the partner)."""
+    def new_answers(self) -> dict[tuple[str, str], list[tuple[str, str, bytes]]]:
+        """The accepted payments' idempotency answers, by (scope, method)."""
         return self._answers
 
     async def _spent(self, column: str, value: str, currency: str, since: dt.datetime) -> int:
@@ -231,21 +232,21 @@ class SqlPaymentRegister:
             ],
             now,
         )
-        for scope, answers in facts.new_answers().items():
-            await uow.idempotency.save_many(scope, CREATE_METHOD, answers, now)
+        for (scope, method), answers in facts.new_answers().items():
+            await uow.idempotency.save_many(scope, method, answers, now)
         for registration, payment in accepted:
             who = registration.actor or partner_of(payment)
             audit_payment(uow, "payment.create", payment, None, payment.state, registration.trace_id, actor=who)
         return outcomes
 
-    async def replay(self, key: RequestKey) -> Payment | None:
+    async def replay(self, key: IdempotencyKey) -> Payment | None:
         """The payment a request id answered before (REQUEST_ID_REUSED for another payload)."""
         async with self._uow(read_only=True) as uow:
-            saved = await uow.idempotency.lookup(key.scope, CREATE_METHOD, key.request_id, key.fingerprint)
+            saved = await uow.idempotency.lookup(key.scope, key.method, key.request_id, key.fingerprint)
             return await uow.payments.get(saved.decode()) if saved is not None else None
 
     async def cancel(
-        self, payment_id: str, partner_id: str, consent_id: str, key: RequestKey, trace_id: str
+        self, payment_id: str, partner_id: str, consent_id: str, key: IdempotencyKey, trace_id: str
     ) -> Payment:
         """CANCELLED unless its money was asked for; an already cancelled payment is returned as is."""
         moved: list[bool] = []
@@ -268,8 +269,7 @@ class SqlPaymentRegister:
                 moved.append(True)
             return payment_id
 
-        request = IdempotencyKey(key.scope, CANCEL_METHOD, key.request_id, key.fingerprint)
-        cancelled = await self._transactions.run(change, key=request, codec=PAYMENT_ID)
+        cancelled = await self._transactions.run(change, key=key, codec=PAYMENT_ID)
         if moved:
             record_payment_state(PaymentState.CANCELLED.name)
         stored = await self._transactions.read(lambda uow: uow.payments.get(cancelled))

@@ -13,13 +13,13 @@ import sqlalchemy as sa
 
 from meshlib.errors import AlreadyExists, FailedPrecondition
 from meshlib.money import Amount
-from meshlib.storage import Database
+from meshlib.storage import Database, IdempotencyKey
 from services.payment.adapters.group_commit import GroupCommitRegister
 from services.payment.adapters.sql_register import SqlPaymentRegister
 from services.payment.domain.checks import PartnerLimits, VelocityRule, VelocityRules
 from services.payment.domain.payments import PaymentState
 from services.payment.domain.saga import IN_BANK_TRANSFER, opening
-from services.payment.ports import Registration, RequestKey
+from services.payment.ports import CREATE_METHOD, Registration
 from services.payment.tables import customer_totals, idempotency_keys, payment_events, payments
 from tests.integration.payment.mesh import running_mesh, standard_mesh
 from tests.integration.payment.samples import LEASE, NOW, CountingUnitsOfWork, sample_payment
@@ -32,7 +32,7 @@ def _register(units: CountingUnitsOfWork, rules: VelocityRules | None = None) ->
 
 def _recording(payment_id: str, *, request_id: str = "", amount: int = 1000, **consent: object) -> Registration:
     payment = sample_payment(payment_id, amount=Amount("EUR", amount))
-    key = RequestKey("p1", request_id or f"req-{payment_id}", f"fp-{amount}")
+    key = IdempotencyKey("p1", CREATE_METHOD, request_id or f"req-{payment_id}", f"fp-{amount}")
     return Registration(payment, key, consent_view(**consent), PartnerLimits("p1"), opening(IN_BANK_TRANSFER), "0" * 32)
 
 

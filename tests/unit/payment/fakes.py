@@ -14,10 +14,11 @@ import datetime as dt
 
 from meshlib.auth.consent import ConsentView
 from meshlib.errors import FailedPrecondition, NotFound, Unavailable
+from meshlib.storage import IdempotencyKey
 from services.payment.domain.checks import LedgerAccountInfo, PartnerLimits
 from services.payment.domain.payments import ParticipantInfo, Payment, PaymentState
 from services.payment.domain.saga import History, Outcome, Step, StepRecord
-from services.payment.ports import JournalEntry, Registration, RequestKey
+from services.payment.ports import JournalEntry, Registration
 
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
 
@@ -207,19 +208,19 @@ class InMemoryPayments:
         stored = registration.payment.recorded_at(NOW).moved(PaymentState.ACCEPTED, NOW)
         events = [(None, PaymentState.RECEIVED), (PaymentState.RECEIVED, PaymentState.ACCEPTED)]
         self.rows[stored.payment_id] = _Row(stored, list(registration.opening), events, True)
-        self.keys[("CreatePayment", key.scope, key.request_id)] = (key.fingerprint, stored.payment_id)
+        self.keys[(key.method, key.scope, key.request_id)] = (key.fingerprint, stored.payment_id)
         self.writes += 1
         return stored, True
 
-    async def replay(self, key: RequestKey) -> Payment | None:
-        saved = self.keys.get(("CreatePayment", key.scope, key.request_id))
+    async def replay(self, key: IdempotencyKey) -> Payment | None:
+        saved = self.keys.get((key.method, key.scope, key.request_id))
         if saved is None:
             return None
         assert saved[0] == key.fingerprint
         return self.rows[saved[1]].payment
 
     async def cancel(
-        self, payment_id: str, partner_id: str, consent_id: str, key: RequestKey, trace_id: str
+        self, payment_id: str, partner_id: str, consent_id: str, key: IdempotencyKey, trace_id: str
     ) -> Payment:
         row = self.rows.get(payment_id)
         if row is None or row.payment.partner_id != partner_id:

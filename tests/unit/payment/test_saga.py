@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 
 from meshlib.errors import FailedPrecondition
 from meshlib.money import Amount
+from meshlib.storage import IdempotencyKey
 from services.payment.commands import CancelPayment, Recovery
 from services.payment.create_payment import CreatePayment, NewPayment
 from services.payment.domain.payments import PaymentState
 from services.payment.domain.saga import Outcome, Step, failpoint_names
-from services.payment.ports import RequestKey
+from services.payment.ports import CANCEL_METHOD
 from services.payment.saga import SagaRunner
 from tests.support.consents import consent_view
 from tests.unit.payment.fakes import (
@@ -170,13 +171,13 @@ async def test_cancel_wins_only_before_the_money_is_asked_for() -> None:
     world = World()
     payment = await world.pay(500, "r1")
     with pytest.raises(FailedPrecondition) as refused:
-        await world.cancel("w1", "c1", payment.payment_id, RequestKey("w1", "k1", "f"))
+        await world.cancel("w1", "c1", payment.payment_id, IdempotencyKey("w1", CANCEL_METHOD, "k1", "f"))
     assert refused.value.reason == "PAYMENT_NOT_CANCELLABLE"
     # A payment recorded but never started (its driver lost before asking for money).
     row = world.store.rows[payment.payment_id]
     row.payment = row.payment.__class__(**{**row.payment.__dict__, "state": PaymentState.RECEIVED})
     row.funds_requested = False
-    cancelled = await world.cancel("w1", "c1", payment.payment_id, RequestKey("w1", "k2", "f"))
+    cancelled = await world.cancel("w1", "c1", payment.payment_id, IdempotencyKey("w1", CANCEL_METHOD, "k2", "f"))
     assert cancelled.state is PaymentState.CANCELLED
     assert await world.recovery.recover_one(payment.payment_id) is None
 
