@@ -19,20 +19,9 @@ from meshcli.main import build_parser
 from openbank.account.v1 import account_pb2
 from tests.integration.gateway.upstream import start_fake_upstream
 from tests.integration.identity.harness import SECRETS, bearer, start_identity, stop_identity
+from tests.support.ratelimits import generous_limits
 
-LIMITS = """
-default_tier: gold
-tiers:
-  gold:
-    token: {rate: 1000, per: second, burst: 1000}
-    consents: {rate: 1000, per: second, burst: 1000}
-    reads: {rate: 1000, per: second, burst: 1000}
-    payments: {rate: 1000, per: second, burst: 1000}
-    streams: {rate: 1000, per: second, burst: 1000}
-    settlement: {rate: 1000, per: second, burst: 1000}
-unattended_reads_per_day: 100
-max_streams_per_partner: 1
-"""
+LIMITS = generous_limits(unattended_reads_per_day=100, max_streams_per_partner=1)
 
 
 @pytest.fixture

@@ -30,22 +30,11 @@ from tests.integration.identity.harness import (
     start_identity,
     stop_identity,
 )
+from tests.support.ratelimits import generous_limits
 
 GET_BALANCE = "/openbank.account.v1.AccountService/GetBalance"
 
-GENEROUS = """
-default_tier: gold
-tiers:
-  gold:
-    token: {rate: 1000, per: second, burst: 1000}
-    consents: {rate: 1000, per: second, burst: 1000}
-    reads: {rate: 1000, per: second, burst: 1000}
-    payments: {rate: 1000, per: second, burst: 1000}
-    streams: {rate: 1000, per: second, burst: 1000}
-    settlement: {rate: 1000, per: second, burst: 1000}
-unattended_reads_per_day: 2
-max_streams_per_partner: 1
-"""
+GENEROUS = generous_limits(unattended_reads_per_day=2, max_streams_per_partner=1)
 TIGHT_READS = GENEROUS.replace(
     "reads: {rate: 1000, per: second, burst: 1000}", "reads: {rate: 1, per: minute, burst: 3}"
 )

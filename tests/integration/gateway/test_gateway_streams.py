@@ -35,20 +35,9 @@ from tests.integration.identity.harness import (
     start_identity,
     stop_identity,
 )
+from tests.support.ratelimits import generous_limits
 
-LIMITS = """
-default_tier: gold
-tiers:
-  gold:
-    token: {rate: 1000, per: second, burst: 1000}
-    consents: {rate: 1000, per: second, burst: 1000}
-    reads: {rate: 1000, per: second, burst: 1000}
-    payments: {rate: 1000, per: second, burst: 1000}
-    streams: {rate: 1000, per: second, burst: 1000}
-    settlement: {rate: 1000, per: second, burst: 1000}
-unattended_reads_per_day: 100
-max_streams_per_partner: 3
-"""
+LIMITS = generous_limits(unattended_reads_per_day=100, max_streams_per_partner=3)
 
 
 @dataclass

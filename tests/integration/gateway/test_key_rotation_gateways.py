@@ -38,20 +38,11 @@ from tests.integration.identity.harness import (
     start_identity,
     stop_identity,
 )
+from tests.support.ratelimits import generous_limits
 
 PUBLISH_LEAD_SECONDS = 2.5
 JWKS_MAX_AGE_SECONDS = 1.0
-LIMITS = """
-default_tier: gold
-tiers:
-  gold:
-    token: {rate: 1000, per: second, burst: 1000}
-    consents: {rate: 1000, per: second, burst: 1000}
-    reads: {rate: 1000, per: second, burst: 1000}
-    payments: {rate: 1000, per: second, burst: 1000}
-    streams: {rate: 1000, per: second, burst: 1000}
-    settlement: {rate: 1000, per: second, burst: 1000}
-"""
+LIMITS = generous_limits()
 
 
 @dataclass
