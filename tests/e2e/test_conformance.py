@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from meshcli import conformance
+from meshcli import conformance, conformance_checks
 from meshcli.mesh import LocalMesh
 from meshcli.operator import Operator
 from meshcli.seed import seed_demo_data
@@ -118,7 +118,7 @@ async def test_the_command_plugs_into_a_cli_with_help_and_every_option() -> None
 
 
 async def test_the_rpc_lists_come_from_the_contract() -> None:
-    methods = conformance.contract_methods()
+    methods = conformance_checks.contract_methods()
     assert methods["/openbank.payment.v1.PaymentService/WatchPayments"] is True
     assert methods["/openbank.identity.v1.TokenService/IssueToken"] is True
     assert methods["/openbank.account.v1.LedgerService/CreateTransfer"] is False
