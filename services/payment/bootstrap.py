@@ -135,9 +135,8 @@ async def wire(
     settings: PaymentSettings = runtime.settings
     uow = partial(PaymentUnitOfWork, runtime.database)
     peers = identity(runtime)
-    if peers.revocation is not None:
-        # Revoked tokens, consents and partners are refused here too, not only at the gateway.
-        runtime.verifier.revocation = peers.revocation
+    # Revoked tokens, consents and partners are refused here too, not only at the gateway.
+    runtime.verifier.revocation = peers.revocation
     call = PeerCaller(
         peers.bearer, deadline_seconds=settings.downstream_deadline_seconds, attempts=settings.downstream_attempts
     )

@@ -14,6 +14,7 @@ import grpc
 
 from meshlib.auth.consent import ConsentLookup, ConsentView
 from meshlib.auth.consent_client import IdentityConsentLookup
+from meshlib.auth.context import Caller
 from meshlib.auth.revocation import RevocationCache, identity_revocation_check
 from meshlib.auth.service_tokens import ServiceTokenSource
 from meshlib.errors import Unavailable
@@ -39,13 +40,22 @@ class UnavailableConsentLookup:
         raise Unavailable("consent checks are unavailable", retry_after_seconds=1.0)
 
 
+class UnavailableRevocationCheck:
+    """Used when the process has no credentials to ask identity: whether a token, its
+    consent or its partner was revoked cannot be known, so no token is accepted."""
+
+    async def check(self, caller: Caller) -> None:
+        """Always UNAVAILABLE (a misconfigured process must not serve revoked tokens)."""
+        raise Unavailable("revocation checks are unavailable", retry_after_seconds=1.0)
+
+
 @dataclass
 class IdentityPeers:
     """The identity-facing pieces of one process."""
 
     bus: InvalidationBus
     consents: ConsentLookup
-    revocation: RevocationCache | None
+    revocation: RevocationCache | UnavailableRevocationCheck
     tokens: ServiceTokenSource | None
 
 
@@ -62,8 +72,8 @@ def identity_peers(
     bus = bus_for(redis_url, channel)
     ttl = TTL_WITH_BUS_SECONDS if redis_url else TTL_WITHOUT_BUS_SECONDS
     if not client_id or not client_secret:
-        log.warning("no service client credentials: consent checks answer UNAVAILABLE")
-        return IdentityPeers(bus, UnavailableConsentLookup(), None, None)
+        log.warning("no service client credentials: every token-bearing call answers UNAVAILABLE")
+        return IdentityPeers(bus, UnavailableConsentLookup(), UnavailableRevocationCheck(), None)
     tokens = ServiceTokenSource(identity, client_id, client_secret, list(scopes))
     consents = IdentityConsentLookup(identity, tokens.token, ttl_seconds=ttl)
     consents.attach(bus)

@@ -255,3 +255,35 @@ async def test_a_stream_without_its_scope_never_opens_at_the_payment_service(mes
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await asyncio.wait_for(stream.read(), 2)
     assert _outcome(refused.value) == (grpc.StatusCode.PERMISSION_DENIED, "INSUFFICIENT_SCOPE")
+
+
+@pytest.mark.parametrize("service", ["account", "payment", "settlement"])
+async def test_a_service_without_credentials_to_ask_identity_accepts_no_token(
+    mesh: Mesh, service: str, tmp_path: Path
+) -> None:
+    """Misconfigured (no service client secret), a service cannot learn of revocations: it
+    fails closed, never serving a token it cannot check."""
+    wallet = await _wallet(mesh.identity)
+    spec, settings_class = {
+        "account": (account_spec(), AccountSettings),
+        "payment": (payment_spec(), PaymentSettings),
+        "settlement": (SETTLEMENT_SPEC, SettlementSettings),
+    }[service]
+    settings = settings_class(
+        port=0,
+        service_name=service,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / f'{service}-bare.db'}",
+        identity_target=f"127.0.0.1:{mesh.identity.server.port}",
+        token_issuer=mesh.identity.settings.token_issuer,
+        token_audience=mesh.identity.settings.token_audience,
+    )
+    server = await start_service(spec, settings)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        _, call = CALLS[service]
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call(Mesh(mesh.identity, {**mesh.channels, service: channel}), wallet)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await channel.close()
+        await server.stop(0)
