@@ -4,7 +4,8 @@
 Client authentication never tells an unknown client from a wrong secret: both answer
 UNAUTHENTICATED INVALID_CLIENT with the same message after the same (keyed-hash) work. Only
 a client that proved who it is learns that it is suspended. Failures are counted per
-client_id, and a client that failed too often is locked out for a while (ClientAuthThrottle).
+client_id; a client_id that failed too often has its further failures refused for a while
+(ClientAuthThrottle), its right credentials still accepted.
 """
 
 from __future__ import annotations
@@ -120,28 +121,35 @@ class TokenService:
     async def _authenticate(
         self, credentials: ClientCredentials, now: dt.datetime, *, allow_suspended: bool = False
     ) -> _Client:
-        # A locked-out client is refused before any secret or assertion is looked at.
-        self._throttle.check(credentials.client_id)
+        # While locked, wrong credentials are refused with the time to wait; right ones pass
+        # (see ClientAuthThrottle: a lock must not be a way to lock a partner out).
+        locked_for = self._throttle.locked_for(credentials.client_id)
         try:
-            client = await self._authenticate_client(credentials, now, allow_suspended=allow_suspended)
+            client = await self._authenticate_client(
+                credentials, now, allow_suspended=allow_suspended, locked=locked_for > 0
+            )
         except Unauthenticated:
             self._throttle.failed(credentials.client_id)
+            if locked_for > 0:
+                raise self._throttle.refusal(locked_for) from None
             raise
         self._throttle.succeeded(credentials.client_id)
         return client
 
-    async def _secret_matches(self, stored_hash: str | None, candidate: str) -> bool:
+    async def _secret_matches(self, stored_hash: str | None, candidate: str, *, locked: bool = False) -> bool:
         if self._secrets.is_legacy(stored_hash):  # Argon2id from before keyed hashes: slow, off the loop
+            if locked:
+                return False  # not worth 170 ms of CPU for a client under a lock
             return await asyncio.to_thread(self._secrets.verify, stored_hash, candidate)
         return self._secrets.verify(stored_hash, candidate)
 
     async def _authenticate_client(
-        self, credentials: ClientCredentials, now: dt.datetime, *, allow_suspended: bool
+        self, credentials: ClientCredentials, now: dt.datetime, *, allow_suspended: bool, locked: bool = False
     ) -> _Client:
         internal = self._internal.get(credentials.client_id)
         if internal is not None:
             ok = bool(credentials.client_secret) and await self._secret_matches(
-                internal.secret_hash, credentials.client_secret
+                internal.secret_hash, credentials.client_secret, locked=locked
             )
             if not ok:
                 log.info("client authentication failed", extra={"client_kind": "internal"})
@@ -159,7 +167,7 @@ class TokenService:
         if partner is None or partner.auth_method is AuthMethod.CLIENT_SECRET_POST:
             # Unknown clients pay for a decoy verification: same time, same answer.
             stored = partner.client_secret_hash if partner is not None else None
-            ok = await self._secret_matches(stored, credentials.client_secret or "\x00")
+            ok = await self._secret_matches(stored, credentials.client_secret or "\x00", locked=locked)
             if partner is None or not ok or not credentials.client_secret:
                 log.info("client authentication failed", extra={"client_kind": "partner"})
                 raise invalid_client()

@@ -1,15 +1,17 @@
 """Failed client authentications, counted per client_id and slowed down.
 
 After ``max_failures`` failures within ``window_seconds`` a client_id is locked for a
-while (doubling with each lock, up to ``max_lockout_seconds``): every authentication of
-it is refused at once, before any secret or assertion is looked at, with
-RESOURCE_EXHAUSTED RATE_LIMIT_EXCEEDED and the seconds to wait. A success clears the
-count. Kept per identity replica, in memory and bounded (client_ids are what callers
-send, known or not).
+while (doubling with each lock, up to ``max_lockout_seconds``). While locked, every
+*failed* authentication in its name is answered RESOURCE_EXHAUSTED RATE_LIMIT_EXCEEDED with
+the seconds to wait, and the failures go on counting; the right credentials still pass.
 
-A client_id is not a secret, so a hostile caller can lock a partner out for the lock's
-length; the partner's tokens already issued keep working, and the gateway's per-client
-limit bounds how fast anyone can fail in its name.
+A client_id is not a secret: were the lock to refuse the right credentials too, anyone
+could lock a partner out of its tokens with a few wrong guesses in its name. Letting the
+right ones through gives a guesser nothing, since client secrets are bank-generated 256-bit
+values (a keyed hash checks one in microseconds) and assertions are signed; a secret
+still stored as Argon2id from before is not verified while locked (that costs 170 ms of
+CPU), so its client waits the lock out. A success clears the count. Kept per identity
+replica, in memory and bounded (client_ids are what callers send, known or not).
 """
 
 from __future__ import annotations
@@ -51,18 +53,19 @@ class ClientAuthThrottle:
         self._clock = clock
         self._records: OrderedDict[str, _Record] = OrderedDict()
 
-    def check(self, client_id: str) -> None:
-        """Refuse at once while ``client_id`` is locked out."""
+    def locked_for(self, client_id: str) -> float:
+        """Seconds ``client_id`` stays locked (0 when it is not)."""
         record = self._records.get(client_id)
-        if record is None:
-            return
-        remaining = record.locked_until - self._clock()
-        if remaining > 0:
-            raise ResourceExhausted(
-                "too many failed client authentications; retry later",
-                reason="RATE_LIMIT_EXCEEDED",
-                retry_after_seconds=remaining,
-            )
+        return 0.0 if record is None else max(0.0, record.locked_until - self._clock())
+
+    @staticmethod
+    def refusal(remaining_seconds: float) -> ResourceExhausted:
+        """The answer to a failed authentication of a locked client."""
+        return ResourceExhausted(
+            "too many failed client authentications; retry later",
+            reason="RATE_LIMIT_EXCEEDED",
+            retry_after_seconds=remaining_seconds,
+        )
 
     def failed(self, client_id: str) -> None:
         """Count a failure; lock the client once it has failed too often within the window."""

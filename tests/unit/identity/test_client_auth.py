@@ -61,12 +61,12 @@ class Clock:
 
 
 def _locked(throttle: ClientAuthThrottle, client_id: str) -> float | None:
-    try:
-        throttle.check(client_id)
-    except ResourceExhausted as error:
-        assert error.reason == "RATE_LIMIT_EXCEEDED"
-        return error.retry_after_seconds
-    return None
+    remaining = throttle.locked_for(client_id)
+    if not remaining:
+        return None
+    refusal = throttle.refusal(remaining)
+    assert isinstance(refusal, ResourceExhausted) and refusal.reason == "RATE_LIMIT_EXCEEDED"
+    return refusal.retry_after_seconds
 
 
 def test_failures_lock_a_client_out_for_longer_each_time() -> None:
