@@ -18,6 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from meshcli.mesh import INTERNAL_CLIENT_SCOPES
 from meshlib.app import DEFAULT_PORTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +41,9 @@ EXPECTED_CALLERS = {
 }
 
 Doc = dict[str, Any]
+# The mesh processes with their own OAuth client (the local mesh's other clients, the
+# operator's and the bank app's, are people's, not pods').
+MESH_CLIENTS = tuple(p for p in INTERNAL_CLIENT_SCOPES if p in DEFAULT_PORTS)
 
 
 def _render_command(path: Path) -> list[str] | None:
@@ -351,6 +355,26 @@ def test_only_identity_mounts_the_signing_key_and_internal_clients(overlay) -> N
             assert not identity_only, workload["metadata"]["name"]
 
 
+def test_every_process_that_asks_identity_has_its_client_with_the_scopes_it_asks_for(overlay) -> None:  # type: ignore[no-untyped-def]
+    """Without its credentials a process fails closed (every token-bearing call UNAVAILABLE);
+    without a scope it asks for, its service token is refused."""
+    name, docs = overlay
+    deployments = mesh_deployments(docs)
+    for process in MESH_CLIENTS:
+        (container,) = deployments[process]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container.get("env", [])}
+        for variable, key in (("OBM_SERVICE_CLIENT_ID", "client-id"), ("OBM_SERVICE_CLIENT_SECRET", "client-secret")):
+            reference = env[variable]["valueFrom"]["secretKeyRef"]
+            # dev's generated Secrets carry a content hash suffix.
+            assert reference["name"].startswith(f"{process}-service-client"), (process, variable)
+            assert reference["key"] == key, (process, variable)
+    if name == "dev":
+        clients = yaml.safe_load((K8S / "overlays" / "dev" / "internal-clients.yaml").read_text())["clients"]
+        granted = {client["client_id"]: set(client["scopes"]) for client in clients}
+        for process in MESH_CLIENTS:
+            assert set(INTERNAL_CLIENT_SCOPES[process]) <= granted.get(process, set()), process
+
+
 def test_service_accounts_carry_no_api_token(overlay) -> None:  # type: ignore[no-untyped-def]
     _, docs = overlay
     for account in of_kind(docs, "ServiceAccount"):
@@ -369,7 +393,7 @@ def test_config_maps_and_secrets_referenced_exist_or_are_documented(overlay) -> 
         "gateway-public-tls",
         "gateway-partner-client-ca",
         *(f"{p}-tls" for p in PROCESSES),
-        *(f"{p}-service-client" for p in ("account", "payment", "settlement")),
+        *(f"{p}-service-client" for p in MESH_CLIENTS),
     }
     for _, pod, container in containers(docs):
         for source in container.get("envFrom", []):
