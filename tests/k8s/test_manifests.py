@@ -464,6 +464,22 @@ def test_prod_runs_mtls_and_exports_traces(prod) -> None:  # type: ignore[no-unt
             assert container[probe]["grpc"]["port"] == health_port, (name, probe)
 
 
+def test_prod_keeps_the_gateway_audit_trail_on_a_persistent_volume_shared_by_its_replicas(prod) -> None:  # type: ignore[no-untyped-def]
+    """An emptyDir dies with its pod: the audit chain of a replica the HPA removed would go too."""
+    gateway = mesh_deployments(prod)["gateway"]
+    pod = gateway["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    audit_dir = env["OBM_AUDIT_DIR"]["value"]
+    # One chain per pod, named by the pod (the chain name a restarted replica resumes or starts).
+    assert env["OBM_AUDIT_REPLICA"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    (mount,) = [m for m in container["volumeMounts"] if f"{audit_dir}/".startswith(f"{m['mountPath']}/")]
+    assert not mount.get("readOnly")
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    claim = named(prod, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # every replica of the Deployment mounts it
+
+
 def test_only_the_dev_overlay_lets_identity_start_on_development_secrets(overlay) -> None:  # type: ignore[no-untyped-def]
     name, docs = overlay
     allowed = {doc["data"].get("OBM_ALLOW_DEV_SECRETS") for doc in of_kind(docs, "ConfigMap") if doc.get("data")} | {
