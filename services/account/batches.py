@@ -4,17 +4,18 @@ One path for one item and for 500: CreateTransfer is a batch of one through
 :func:`apply_creates`, PostTransfer and VoidTransfer through :func:`apply_finishes`. Items
 apply in order over the locked accounts; an accepted item changes the in-memory accounts
 the next items see, a refused one changes nothing, exactly as applying them one by one.
-The caller reads everything the items need first and writes the :class:`Applied` changes in
-one go (see :mod:`services.account.transfers`).
+A linked chain (:func:`apply_linked`) applies its legs the same way, then keeps all of them
+or, when one is refused, none. The caller reads everything the items need first and writes
+the :class:`Applied` changes in one go (see :mod:`services.account.transfers`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
-from meshlib.errors import AlreadyExists, FailedPrecondition, MeshError, NotFound
+from meshlib.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, MeshError, NotFound
 from meshlib.idempotency import SavedAnswer
 from services.account.answers import BatchItemResult, finish_fingerprint, transfer_answer, transfer_from_answer
 from services.account.domain.ledger import (
@@ -124,6 +125,48 @@ def apply_creates(
         applied._touch(debit, credit)
         applied.made.add(index)
         applied.answers.append(outcome.transfer)
+    return applied
+
+
+def leg_refused(index: int, error: MeshError) -> MeshError:
+    """A refused leg's error as its whole chain fails with it: the same kind and reason, with
+    ErrorInfo metadata ``index``; an invalid field is named ``requests[index].<field>``."""
+    metadata = {**error.metadata, "index": str(index)}
+    if isinstance(error, InvalidArgument):
+        metadata.pop("field", None)
+        violations = [FieldViolation(f"requests[{index}].{v.field}", v.description) for v in error.violations]
+        return InvalidArgument(violations, reason=error.reason, metadata=metadata)
+    # Every leg's error is its own fresh object (the rules raise a new one each time).
+    error.metadata = metadata
+    return error
+
+
+_ACCOUNT_FIELDS = tuple(f.name for f in fields(Account))
+
+
+def apply_linked(
+    legs: Sequence[TransferRequest | MeshError],
+    existing: dict[str, Transfer],
+    locked: dict[str, Account],
+    now: dt.datetime,
+) -> Applied:
+    """A linked chain (TigerBeetle's linked transfers): every leg, or none.
+
+    The legs apply in order exactly as :func:`apply_creates` applies a batch's items (a leg
+    sees what the legs before it left). If every leg is accepted (created, or an existing
+    transfer of its id with the same fields), the result is that batch's. Otherwise the
+    first refused leg's error is raised (:func:`leg_refused`: its index in the metadata) and
+    the locked accounts are put back exactly as they were: nothing of the chain remains.
+    """
+    before = {key: [getattr(account, name) for name in _ACCOUNT_FIELDS] for key, account in locked.items()}
+    applied = apply_creates(legs, existing, locked, now)
+    for index, answer in enumerate(applied.answers):
+        if isinstance(answer, MeshError):
+            for key, values in before.items():
+                account = locked[key]
+                for name, value in zip(_ACCOUNT_FIELDS, values, strict=True):
+                    setattr(account, name, value)
+            raise leg_refused(index, answer)
     return applied
 
 

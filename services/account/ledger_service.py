@@ -3,7 +3,9 @@
 Each operation is one transaction run by :class:`meshlib.storage.Transactions` (lock what it
 changes, apply the domain rule, persist, commit). A single transfer rpc is a batch of one:
 CreateTransfer runs the very steps of BatchCreateTransfers
-(:func:`~services.account.transfers.create_transfers`), PostTransfer and VoidTransfer those of
+(:func:`~services.account.transfers.create_transfers`), CreateLinkedTransfers the same
+steps keeping all legs or none (:func:`~services.account.transfers.create_linked_transfers`),
+PostTransfer and VoidTransfer those of
 BatchPostTransfers (:func:`~services.account.transfers.finish_holds`), so an item of a batch
 answers exactly what the single rpc would, and shares its key (:mod:`services.account.answers`).
 GetLedgerAccount is BatchGetLedgerAccounts of one.
@@ -42,6 +44,7 @@ from services.account.batches import (
     FinishRequest,
     FinishRule,
     account_not_found,
+    leg_refused,
     transfer_not_found,
 )
 from services.account.domain.ledger import (
@@ -59,7 +62,13 @@ from services.account.domain.ledger import (
     void_transfer,
 )
 from services.account.repository import TransferFilter
-from services.account.transfers import audit_account, create_transfers, finish_holds, write_changes
+from services.account.transfers import (
+    audit_account,
+    create_linked_transfers,
+    create_transfers,
+    finish_holds,
+    write_changes,
+)
 from services.account.unit_of_work import AccountUnitOfWork
 
 log = logging.getLogger("services.account.ledger")
@@ -106,6 +115,16 @@ def _check_batch_size(count: int, field: str, what: str) -> None:
         raise InvalidArgument.field(field, f"must hold at least one {what}")
     if count > MAX_BATCH:
         raise InvalidArgument.field(field, f"at most {MAX_BATCH} {what}s")
+
+
+def _check_distinct_ids(items: Sequence[TransferRequest | MeshError], where: str) -> None:
+    """FIELD_INVALID naming the first item whose transfer id an earlier item has."""
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if isinstance(item, TransferRequest) and item.transfer_id:
+            if item.transfer_id in seen:
+                raise InvalidArgument.field(f"requests[{index}].request_id", f"duplicate transfer id in {where}")
+            seen.add(item.transfer_id)
 
 
 def _only_answer(applied: Applied) -> Transfer:
@@ -186,12 +205,7 @@ class LedgerService:
         """
         validate_request_id(request_id)
         _check_batch_size(len(items), "requests", "transfer")
-        seen: set[str] = set()
-        for index, item in enumerate(items):
-            if isinstance(item, TransferRequest) and item.transfer_id:
-                if item.transfer_id in seen:
-                    raise InvalidArgument.field(f"requests[{index}].request_id", "duplicate transfer id in the batch")
-                seen.add(item.transfer_id)
+        _check_distinct_ids(items, "the batch")
         fingerprint = batch_create_fingerprint(items)
         # Shape errors are per item: they never reach the database.
         checked = [_checked_transfer(item) for item in items]
@@ -216,6 +230,42 @@ class LedgerService:
             return new_transfer(request, answer.at)
 
         return answer.filled(rebuilt)
+
+    async def create_linked(self, request_id: str, legs: list[TransferRequest | MeshError]) -> list[Transfer]:
+        """Create up to 500 transfers as one linked chain: every leg, in order, or none.
+
+        A leg may arrive already failed (a malformed request the converter refused); a leg
+        refused here or by the ledger's rules fails the whole chain with its own error and
+        its index (:func:`~services.account.batches.leg_refused`), and nothing is written.
+        The chain's request_id replays the first answer; a refusal saves none.
+        """
+        validate_request_id(request_id)
+        _check_batch_size(len(legs), "requests", "transfer")
+        _check_distinct_ids(legs, "the chain")
+        checked: list[TransferRequest] = []
+        for index, leg in enumerate(legs):
+            shaped = _checked_transfer(leg)  # before the database, as CreateTransfer refuses it
+            if isinstance(shaped, MeshError):
+                raise leg_refused(index, shaped)
+            checked.append(shaped)
+
+        async def operation(uow: AccountUnitOfWork) -> BatchAnswer:
+            applied, now = await create_linked_transfers(uow, checked, self._now)
+            return BatchAnswer(applied.results(), frozenset(applied.made), now)
+
+        answer = await self._transactions.run(
+            operation,
+            key=IdempotencyKey(LEDGER_SCOPE, "CreateLinkedTransfers", request_id, batch_create_fingerprint(checked)),
+            codec=CREATED_BATCH,
+        )
+        if not answer.replayed:
+            log.info("linked transfers created", extra={"legs": len(checked), "created": len(answer.made)})
+        assert answer.at is not None  # a chain's answer always has its time (format 2)
+        at = answer.at
+        # A replay rebuilds the legs the chain created: the same payload (the fingerprint says so), then.
+        transfers = [result.transfer for result in answer.filled(lambda index: new_transfer(checked[index], at))]
+        assert all(transfers), "a chain's answer holds every leg's transfer"
+        return [transfer for transfer in transfers if transfer is not None]
 
     # ---- post / void / expire ----
 

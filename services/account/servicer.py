@@ -91,6 +91,19 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         results = await self._ledger.batch_create(request.request_id, items)
         return ledger_pb2.BatchCreateTransfersResponse(results=[converters.batch_result_to_proto(r) for r in results])
 
+    async def CreateLinkedTransfers(
+        self, request: ledger_pb2.CreateLinkedTransfersRequest, context: Context
+    ) -> ledger_pb2.CreateLinkedTransfersResponse:
+        """Create a chain of transfers in one transaction: every leg or none."""
+        legs: list[TransferRequest | MeshError] = []
+        for item in request.requests:
+            try:
+                legs.append(converters.transfer_request(item))
+            except MeshError as error:  # fails the whole chain, naming the leg
+                legs.append(error)
+        transfers = await self._ledger.create_linked(request.request_id, legs)
+        return ledger_pb2.CreateLinkedTransfersResponse(transfers=[converters.transfer_to_proto(t) for t in transfers])
+
     async def BatchPostTransfers(
         self, request: ledger_pb2.BatchPostTransfersRequest, context: Context
     ) -> ledger_pb2.BatchPostTransfersResponse:

@@ -1,7 +1,8 @@
 """One transaction's work on a batch of transfer items, set-based: read, apply, write.
 
 CreateTransfer and BatchCreateTransfers both run :func:`create_transfers` (one item or
-500), PostTransfer, VoidTransfer and BatchPostTransfers :func:`finish_holds`. Whatever the
+500), CreateLinkedTransfers :func:`create_linked_transfers` (the same reads and writes, all
+legs or none), PostTransfer, VoidTransfer and BatchPostTransfers :func:`finish_holds`. Whatever the
 number of items, each table is read once and written once (``executemany``), under the
 service's one lock order: transfer rows, then accounts, each in sorted id order.
 """
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from meshlib.errors import MeshError
 from services.account.answers import LEDGER_SCOPE
-from services.account.batches import Applied, FinishRequest, FinishRule, apply_creates, apply_finishes
+from services.account.batches import Applied, FinishRequest, FinishRule, apply_creates, apply_finishes, apply_linked
 from services.account.domain.ledger import Account, Transfer, TransferRequest
 from services.account.unit_of_work import AccountUnitOfWork
 
@@ -77,15 +78,39 @@ async def create_transfers(
     same id over the same accounts has committed by now (one over other accounts loses the
     race on the primary key, and the transaction's rerun replays it).
     """
+    existing, locked = await _read_for_creates(uow, items)
+    now = clock()
+    applied = apply_creates(items, existing, locked, now)
+    await write_changes(uow, applied, now)
+    return applied, now
+
+
+async def create_linked_transfers(
+    uow: AccountUnitOfWork, legs: Sequence[TransferRequest | MeshError], clock: Clock
+) -> tuple[Applied, dt.datetime]:
+    """Create a linked chain's transfers, all of them or none.
+
+    The same reads and writes as :func:`create_transfers`, the legs applied by
+    :func:`~services.account.batches.apply_linked`: a refused leg raises before anything is
+    written, and the caller's transaction rolls back.
+    """
+    existing, locked = await _read_for_creates(uow, legs)
+    now = clock()
+    applied = apply_linked(legs, existing, locked, now)
+    await write_changes(uow, applied, now)
+    return applied, now
+
+
+async def _read_for_creates(
+    uow: AccountUnitOfWork, items: Sequence[TransferRequest | MeshError]
+) -> tuple[dict[str, Transfer], dict[str, Account]]:
+    """The items' transfers that exist already, and their accounts, locked."""
     requests = [item for item in items if isinstance(item, TransferRequest)]
     locked = await uow.accounts.lock(
         account_id for request in requests for account_id in (request.debit_account_id, request.credit_account_id)
     )
     existing = await uow.transfers.many(request.transfer_id for request in requests)
-    now = clock()
-    applied = apply_creates(items, existing, locked, now)
-    await write_changes(uow, applied, now)
-    return applied, now
+    return existing, locked
 
 
 async def finish_holds(

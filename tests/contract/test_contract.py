@@ -222,6 +222,7 @@ EXPECTED_RPCS: dict[str, set[str]] = {
         "GetTransfer",
         "ListTransfers",
         "BatchCreateTransfers",
+        "CreateLinkedTransfers",
         "BatchPostTransfers",
         "BatchGetLedgerAccounts",
     },
