@@ -280,6 +280,8 @@ class OpenBankClient:
             channel, self.credentials, scopes, retry=retry, refresh_margin=refresh_margin, timeout=timeout
         )
         self._refresh_margin = refresh_margin
+        self._retry, self._timeout = retry, timeout
+        self._payment_tokens: ClientCredentialsTokens | None = None
         self._token_stub = token_pb2_grpc.TokenServiceStub(channel)
         self._consents = consent_pb2_grpc.ConsentServiceStub(channel)
         self._payments = payment_pb2_grpc.PaymentServiceStub(channel)
@@ -400,6 +402,41 @@ class OpenBankClient:
         """Revoke one of this partner's consents (final)."""
         request = consent_pb2.RevokeConsentRequest(request_id=request_id, name=name)
         return (await self._call(self._consents.RevokeConsent, request, mutating=True)).consent
+
+    # ---- refunds ------------------------------------------------------------------------
+
+    async def refund_payment(
+        self,
+        name: str,
+        *,
+        amount: money_pb2.Money | None = None,
+        reason: str = "CUST",
+        remittance_information: str = "",
+        request_id: str = "",
+    ) -> payment_pb2.Payment:
+        """Refund a settled payment to this partner's wallet, in full (``amount`` None) or in
+        part; the answer is the refund, a payment of type REFUND linked to the original.
+
+        ``reason`` is an ISO 20022 return reason code (CUST, DUPL, FRAD, TECH, UPAY, AM05,
+        MD06, FOCR). Needs no consent: it uses a client-credentials token with
+        ``payments:write``, asked for on first use (so partners without that scope can use
+        the rest of the client)."""
+        if self._payment_tokens is None:
+            self._payment_tokens = ClientCredentialsTokens(
+                self.channel,
+                self.credentials,
+                ("payments:write",),
+                retry=self._retry,
+                refresh_margin=self._refresh_margin,
+                timeout=self._timeout,
+            )
+        request = payment_pb2.RefundPaymentRequest(
+            request_id=request_id, name=name, reason=reason, remittance_information=remittance_information
+        )
+        if amount is not None:
+            request.amount.CopyFrom(amount)
+        answer = await self.invoker.unary(self._payments.RefundPayment, request, self._payment_tokens, mutating=True)
+        return answer.refund
 
     # ---- payment events -----------------------------------------------------------------
 

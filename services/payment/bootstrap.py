@@ -44,6 +44,7 @@ from services.payment.domain.checks import load_rules
 from services.payment.metrics import publish_payment_gauges
 from services.payment.ports import PartnerDirectory, PaymentJournal, PaymentRegister, utc_now
 from services.payment.queries import PaymentEvents, PaymentQueries
+from services.payment.refund_payment import RefundPayment
 from services.payment.saga import SagaRunner, exit_at_failpoint
 from services.payment.servicer import PaymentAdminServicer, PaymentServicer
 from services.payment.settings import PaymentSettings
@@ -116,6 +117,7 @@ class PaymentComponents:
 
     create: CreatePaymentHandler
     cancel: CancelPayment
+    refund: RefundPayment
     recover: RecoverPayments
     recovery: Recovery
     queries: PaymentQueries
@@ -170,6 +172,7 @@ async def wire(
     components = PaymentComponents(
         create=create,
         cancel=CancelPayment(peers.consents, register),
+        refund=RefundPayment(register=register, saga=saga),
         recover=RecoverPayments(uow, recovery),
         recovery=recovery,
         queries=PaymentQueries(uow, peers.consents),
@@ -194,12 +197,12 @@ async def wire(
         registrations=[
             ServiceRegistration(
                 "openbank.payment.v1.PaymentService",
-                PaymentServicer(components.queries, components.create, components.cancel, components.events),
+                PaymentServicer(components),
                 payment_pb2_grpc.add_PaymentServiceServicer_to_server,
             ),
             ServiceRegistration(
                 "openbank.payment.v1.PaymentAdminService",
-                PaymentAdminServicer(components.queries, components.recover),
+                PaymentAdminServicer(components),
                 payment_admin_pb2_grpc.add_PaymentAdminServiceServicer_to_server,
             ),
         ],

@@ -14,6 +14,7 @@ from openbank.common.v1 import money_pb2
 from openbank.payment.v1 import payment_admin_pb2, payment_pb2
 from services.payment.create_payment import NewPayment
 from services.payment.domain.payments import Payment, PaymentState
+from services.payment.domain.refunds import RefundRequest
 from services.payment.domain.saga import PaymentEvent, RecordedStep
 
 
@@ -45,7 +46,41 @@ def payment_message(payment: Payment) -> payment_pb2.Payment:
         message.creditor_account = resource_name("accounts", payment.creditor_account_id)
     elif payment.creditor_wallet_partner_id:
         message.creditor_wallet = resource_name("partners", payment.creditor_wallet_partner_id)
+    if payment.is_refund:
+        message.refund_of = resource_name("payments", payment.original_payment_id)
+        message.return_reason = payment.return_reason
+    message.refunds.extend(resource_name("payments", link.payment_id) for link in payment.refunds)
+    refunded = sum(link.amount_minor for link in payment.refunds if link.state is PaymentState.SETTLED)
+    if refunded:
+        message.refunded_amount.CopyFrom(money_pb2.Money(currency_code=payment.amount.currency, minor_units=refunded))
     return message
+
+
+RefundMessage = payment_pb2.RefundPaymentRequest | payment_admin_pb2.OperatorRefundPaymentRequest
+
+
+def refund_request(request: RefundMessage, partner_id: str | None) -> RefundRequest:
+    """Validate a RefundPayment (or OperatorRefundPayment) request's shape, every bad field at once;
+    ``partner_id`` None for the bank's operator."""
+    errors = FieldCollector()
+    try:
+        validate_request_id(request.request_id)
+    except InvalidArgument as error:
+        errors.violations.extend(error.violations)
+    original = parse_name(request.name, "payments", "name", errors)
+    amount = None
+    if request.HasField("amount"):
+        amount = amount_from_fields(request.amount.currency_code, request.amount.minor_units, "amount", errors)
+    errors.check(bool(request.reason), "reason", "required: an ISO 20022 return reason code such as CUST")
+    errors.check(len(request.remittance_information) <= 140, "remittance_information", "at most 140 characters")
+    errors.raise_if_any()
+    return RefundRequest(
+        original_payment_id=original,
+        amount=amount,
+        reason=request.reason,
+        remittance_information=request.remittance_information,
+        partner_id=partner_id,
+    )
 
 
 PAYMENT_TYPES = {

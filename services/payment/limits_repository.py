@@ -45,6 +45,7 @@ def _windows_statement(windows: int) -> sa.Select[Any]:
         statement = sa.select(*columns).where(
             _c.customer_id == typed_param("customer", _c.customer_id),
             _c.created_at >= typed_param("oldest", _c.created_at),
+            _c.original_payment_id == "",  # refunds are not the customer's payments
         )
         _WINDOWS[windows] = statement
     return statement
@@ -58,6 +59,7 @@ def _paid_before(same_creditor: sa.ColumnElement[bool]) -> sa.Select[Any]:
             _c.customer_id == typed_param("customer", _c.customer_id),
             same_creditor,
             _c.state == PaymentState.SETTLED.name,
+            _c.original_payment_id == "",
         )
         .limit(1)
     )

@@ -17,6 +17,7 @@ from meshlib.auth.consent import ConsentView
 from meshlib.storage import IdempotencyKey
 from services.payment.domain.checks import LedgerAccountInfo, PartnerLimits
 from services.payment.domain.payments import ParticipantInfo, Payment, PaymentState
+from services.payment.domain.refunds import RefundRequest
 from services.payment.domain.saga import History, StepRecord
 
 Clock = Callable[[], dt.datetime]
@@ -105,6 +106,8 @@ class PaymentJournal(Protocol):
 # The methods whose request ids the register keeps (the scope of a key is the partner).
 CREATE_METHOD = "CreatePayment"
 CANCEL_METHOD = "CancelPayment"
+REFUND_METHOD = "RefundPayment"
+OPERATOR_REFUND_METHOD = "OperatorRefundPayment"
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,18 @@ class Registration:
     trace_id: str
     # Who asks (from the verified token): recorded in the audit trail by the group commit,
     # which writes many callers' payments in one transaction.
+    actor: Actor | None = None
+
+
+@dataclass(frozen=True)
+class RefundRegistration:
+    """A refund checked against its original as read before, ready to be checked again and recorded."""
+
+    refund: Payment
+    request: RefundRequest
+    key: IdempotencyKey
+    opening: tuple[StepRecord, ...]
+    trace_id: str
     actor: Actor | None = None
 
 
@@ -138,4 +153,14 @@ class PaymentRegister(Protocol):
         self, payment_id: str, partner_id: str, consent_id: str, key: IdempotencyKey, trace_id: str
     ) -> Payment:
         """CANCELLED unless funds were asked for; a replay answers the same payment."""
+        ...
+
+    async def refund_facts(self, original_id: str) -> tuple[Payment, int] | None:
+        """A payment and what is left to refund of it; None when there is no such payment."""
+        ...
+
+    async def record_refund(self, registration: RefundRegistration) -> tuple[Payment, bool]:
+        """Check the refund again against its original as it is now (refunds recorded meanwhile
+        count) and store it ACCEPTED with its opening records; (refund, created). A request id
+        seen before answers its refund (created False)."""
         ...

@@ -4,6 +4,7 @@ event stream (WatchPayments)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -39,17 +40,19 @@ class PaymentQueries:
         await require_usable_consent(self._consents, partner_id, consent_id, self._clock())
         async with self._uow(read_only=True) as uow:
             payment = await uow.payments.get(payment_id)
-        if payment is None or payment.partner_id != partner_id or payment.consent_id != consent_id:
-            raise NotFound("payment not found")
-        return payment
+            if payment is None or payment.partner_id != partner_id or payment.consent_id != consent_id:
+                raise NotFound("payment not found")
+            (shown,) = await _with_refunds(uow, [payment])
+        return shown
 
     async def get(self, payment_id: str) -> Payment:
         """Any payment (operators)."""
         async with self._uow(read_only=True) as uow:
             payment = await uow.payments.get(payment_id)
-        if payment is None:
-            raise NotFound("payment not found")
-        return payment
+            if payment is None:
+                raise NotFound("payment not found")
+            (shown,) = await _with_refunds(uow, [payment])
+        return shown
 
     async def list_for_consent(
         self,
@@ -77,6 +80,7 @@ class PaymentQueries:
             found = await uow.payments.list_for_consent(
                 partner_id, consent_id, state=state, from_time=from_time, to_time=to_time, before=before, limit=size + 1
             )
+            found = await _with_refunds(uow, found)
         page, more = found[:size], len(found) > size
         token = (
             encode_page_token({"t": page[-1].created_at.isoformat(), "id": page[-1].payment_id}, filters)
@@ -103,6 +107,12 @@ class PaymentQueries:
             if await uow.payments.get(payment_id) is None:
                 raise NotFound("payment not found")
             return await uow.steps.for_payment(payment_id)
+
+
+async def _with_refunds(uow: PaymentUnitOfWork, found: list[Payment]) -> list[Payment]:
+    """The payments with their refunds (one query for them all)."""
+    links = await uow.refunds.of([payment.payment_id for payment in found if not payment.is_refund])
+    return [dataclasses.replace(p, refunds=links[p.payment_id]) if p.payment_id in links else p for p in found]
 
 
 def parse_cursor(cursor: str) -> int:

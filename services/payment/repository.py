@@ -19,7 +19,8 @@ FINAL_STATES = [s.name for s in PaymentState if s.final]
 # The states of payments in flight, matched with IN rather than NOT IN (FINAL_STATES): the
 # (state, updated_at) index then reaches just the in-flight rows, not every payment ever made.
 UNFINISHED_STATES = [s.name for s in PaymentState if not s.final]
-# Payments that count against limits and history: everything not rejected or cancelled.
+# Payments that count against limits and history: everything not rejected or cancelled, and
+# no refund (money coming back to the customer is no spending of theirs).
 NOT_COUNTED = [PaymentState.REJECTED.name, PaymentState.CANCELLED.name]
 
 
@@ -68,6 +69,8 @@ _PAYMENT_COLUMNS = (
     "payee_participant_id",
     "lease_until",
     "hold_requested",
+    "original_payment_id",
+    "return_reason",
 )
 _INSERT_PAYMENTS = BulkInsert(payments, _PAYMENT_COLUMNS)
 _MOVE = (
@@ -119,7 +122,7 @@ _RENEW_MANY = (
 _HOLD_REQUESTED = sa.select(_c.hold_requested).where(_c.payment_id == _PAYMENT_ID)
 _COUNTED_AMOUNT = sa.select(
     _c.customer_id, _c.consent_id, _c.partner_id, _c.currency, _c.amount_minor, _c.created_at
-).where(_c.payment_id == _PAYMENT_ID)
+).where(_c.payment_id == _PAYMENT_ID, _c.original_payment_id == "")
 _t = customer_totals.c
 CUSTOMER_TOTALS = _TOTALS = sa.select(_t.payments, _t.amount_minor).where(
     _t.customer_id == typed_param("customer", _t.customer_id), _t.currency == typed_param("cur", _t.currency)
@@ -191,6 +194,8 @@ def _payment_row(payment: Payment, lease_until: dt.datetime | None, hold_request
         payment.payee_participant_id,
         lease_until,
         hold_requested,
+        payment.original_payment_id,
+        payment.return_reason,
     )
 
 
@@ -215,6 +220,8 @@ def _payment(row: Any) -> Payment:
         creditor_ledger_account_id=row.creditor_ledger_account_id,
         payer_participant_id=row.payer_participant_id,
         payee_participant_id=row.payee_participant_id,
+        original_payment_id=row.original_payment_id,
+        return_reason=row.return_reason,
     )
 
 
@@ -257,7 +264,7 @@ class PaymentRepository:
                     p.customer_id, p.consent_id, p.partner_id, p.amount.currency, p.amount.minor_units, p.created_at
                 )
                 for p in new
-                if p.state.name not in NOT_COUNTED
+                if p.state.name not in NOT_COUNTED and not p.is_refund
             ],
             1,
         )
@@ -480,7 +487,9 @@ class PaymentRepository:
 
     async def _uncount(self, payment_id: str) -> None:
         """A counted payment became REJECTED or CANCELLED: take it out of the running totals."""
-        row = (await self._connection.execute(_COUNTED_AMOUNT, {"pid": payment_id})).one()
+        row = (await self._connection.execute(_COUNTED_AMOUNT, {"pid": payment_id})).first()
+        if row is None:
+            return  # a refund: never counted
         counted = _Counted(
             row.customer_id, row.consent_id, row.partner_id, row.currency, int(row.amount_minor), as_utc(row.created_at)
         )

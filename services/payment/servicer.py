@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 import grpc
 
@@ -15,22 +16,33 @@ from openbank.payment.v1 import payment_admin_pb2, payment_admin_pb2_grpc, payme
 from services.payment import converters
 from services.payment.commands import CancelPayment, RecoverPayments
 from services.payment.create_payment import CreatePaymentHandler
-from services.payment.ports import CANCEL_METHOD
+from services.payment.ports import CANCEL_METHOD, OPERATOR_REFUND_METHOD, REFUND_METHOD
 from services.payment.queries import PaymentEvents, PaymentQueries
+from services.payment.refund_payment import RefundPayment
 
 DEFAULT_STUCK_AFTER = dt.timedelta(seconds=30)
+
+
+class PaymentUseCases(Protocol):
+    """What the servicers call (``bootstrap.PaymentComponents`` has them all)."""
+
+    queries: PaymentQueries
+    create: CreatePaymentHandler
+    cancel: CancelPayment
+    refund: RefundPayment
+    recover: RecoverPayments
+    events: PaymentEvents
 
 
 class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     """Partner-facing payments."""
 
-    def __init__(
-        self, queries: PaymentQueries, create: CreatePaymentHandler, cancel: CancelPayment, events: PaymentEvents
-    ) -> None:
-        self._queries = queries
-        self._create = create
-        self._cancel = cancel
-        self._events = events
+    def __init__(self, components: PaymentUseCases) -> None:
+        self._queries = components.queries
+        self._create = components.create
+        self._cancel = components.cancel
+        self._refund = components.refund
+        self._events = components.events
 
     async def CreatePayment(
         self, request: payment_pb2.CreatePaymentRequest, context: grpc.aio.ServicerContext
@@ -82,6 +94,16 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         payment = await self._cancel(partner_id, consent_id, payment_id, key)
         return payment_pb2.CancelPaymentResponse(payment=converters.payment_message(payment))
 
+    async def RefundPayment(
+        self, request: payment_pb2.RefundPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.RefundPaymentResponse:
+        """Refund a settled payment to the partner's wallet, in full or in part."""
+        partner_id = require_caller().require_partner()
+        refund_request = converters.refund_request(request, partner_id)
+        key = IdempotencyKey(partner_id, REFUND_METHOD, request.request_id, fingerprint(request))
+        refund = await self._refund(refund_request, key)
+        return payment_pb2.RefundPaymentResponse(refund=converters.payment_message(refund))
+
     async def WatchPayments(
         self, request: payment_pb2.WatchPaymentsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[payment_pb2.WatchPaymentsResponse]:
@@ -95,9 +117,10 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
 class PaymentAdminServicer(payment_admin_pb2_grpc.PaymentAdminServiceServicer):
     """Operator view of payments."""
 
-    def __init__(self, queries: PaymentQueries, recover: RecoverPayments) -> None:
-        self._queries = queries
-        self._recover = recover
+    def __init__(self, components: PaymentUseCases) -> None:
+        self._queries = components.queries
+        self._recover = components.recover
+        self._refund = components.refund
 
     async def GetPaymentAuditTrail(
         self, request: payment_admin_pb2.GetPaymentAuditTrailRequest, context: grpc.aio.ServicerContext
@@ -132,3 +155,13 @@ class PaymentAdminServicer(payment_admin_pb2_grpc.PaymentAdminServiceServicer):
             compensated_count=result.compensated,
             pending_count=result.pending,
         )
+
+    async def OperatorRefundPayment(
+        self, request: payment_admin_pb2.OperatorRefundPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> payment_admin_pb2.OperatorRefundPaymentResponse:
+        """Refund any settled payment on the bank's authority (the operator is in the audit trail)."""
+        operator = require_caller().subject
+        refund_request = converters.refund_request(request, None)
+        key = IdempotencyKey(f"operator:{operator}", OPERATOR_REFUND_METHOD, request.request_id, fingerprint(request))
+        refund = await self._refund(refund_request, key)
+        return payment_admin_pb2.OperatorRefundPaymentResponse(refund=converters.payment_message(refund))

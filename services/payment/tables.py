@@ -33,6 +33,9 @@ payments = sa.Table(
     sa.Column("payee_participant_id", sa.String(64), nullable=False, server_default=""),
     sa.Column("hold_requested", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+    # Added by payment_0007: a refund names the payment it refunds and its return reason.
+    sa.Column("original_payment_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("return_reason", sa.String(4), nullable=False, server_default=""),
 )
 
 # Running totals of each customer's counted payments (not REJECTED or CANCELLED) per currency,

@@ -12,6 +12,7 @@ from meshlib.idempotency import IdempotencyRepository
 from meshlib.storage import SqlUnitOfWork
 from services.payment.journal_repository import EventRepository, StepRepository
 from services.payment.limits_repository import LimitsRepository
+from services.payment.refunds_repository import RefundRepository
 from services.payment.repository import PaymentRepository
 from services.payment.tables import audit, idempotency_keys
 
@@ -28,6 +29,7 @@ class PaymentUnitOfWork(SqlUnitOfWork):
     steps: StepRepository
     events: EventRepository
     limits: LimitsRepository
+    refunds: RefundRepository
     idempotency: IdempotencyRepository
     audit: AuditRepository
 
@@ -36,6 +38,7 @@ class PaymentUnitOfWork(SqlUnitOfWork):
         self.steps = StepRepository(connection)
         self.events = EventRepository(connection)
         self.limits = LimitsRepository(connection)
+        self.refunds = RefundRepository(connection)
         self.idempotency = IdempotencyRepository(connection, idempotency_keys)
         self.audit = AuditRepository(connection, audit, "payment")
         self.before_commit(self.audit.flush)

@@ -145,6 +145,13 @@ PUBLIC_RPCS: dict[str, tuple[int, tuple[str, ...], int, str, int]] = {
         "payments",
         REQUEST_ID,
     ),
+    "openbank.payment.v1.PaymentService.RefundPayment": (
+        TOKEN_AUTH,
+        ("payments:write",),
+        CP.CONSENT_PERMISSION_NONE,
+        "payments",
+        REQUEST_ID,
+    ),
     "openbank.payment.v1.PaymentService.WatchPayments": (
         TOKEN_AUTH,
         ("payments:read",),
@@ -238,12 +245,14 @@ EXPECTED_RPCS: dict[str, set[str]] = {
         "GetPayment",
         "ListPayments",
         "CancelPayment",
+        "RefundPayment",
         "WatchPayments",
     },
     "openbank.payment.v1.PaymentAdminService": {
         "GetPaymentAuditTrail",
         "ListStuckPayments",
         "RecoverPayments",
+        "OperatorRefundPayment",
     },
     "openbank.settlement.v1.SettlementService": {
         "GetPosition",
@@ -281,7 +290,8 @@ CURRENCY_MISMATCH ACCOUNT_NOT_ACTIVE TRANSFER_NOT_PENDING TRANSFER_ALREADY_POSTE
 TRANSFER_EXPIRED SAME_ACCOUNT NET_DEBIT_CAP_EXCEEDED OBLIGATION_EXISTS_WITH_DIFFERENT_FIELDS
 OBLIGATION_NOT_RESERVED OBLIGATION_ALREADY_RELEASED OBLIGATION_ALREADY_COMMITTED WINDOW_NOT_OPEN
 WINDOW_NOT_CLOSED WINDOW_ALREADY_SETTLED PARTICIPANT_NOT_ACTIVE PAYMENT_LIMIT_EXCEEDED CONSENT_LIMIT_EXCEEDED
-PARTNER_LIMIT_EXCEEDED VELOCITY_RULE_TRIGGERED PAYMENT_NOT_CANCELLABLE BENEFICIARY_INVALID RATE_LIMIT_EXCEEDED
+PARTNER_LIMIT_EXCEEDED VELOCITY_RULE_TRIGGERED PAYMENT_NOT_CANCELLABLE BENEFICIARY_INVALID PAYMENT_NOT_REFUNDABLE
+REFUND_AMOUNT_EXCEEDED RATE_LIMIT_EXCEEDED
 RATE_LIMITER_UNAVAILABLE MESSAGE_TOO_LARGE TOO_MANY_STREAMS METADATA_INVALID
 """.split()
 

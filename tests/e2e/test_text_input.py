@@ -282,6 +282,13 @@ VALID: dict[str, Callable[[Partner], Message]] = {
     ),
     "/openbank.payment.v1.PaymentService/GetPayment": lambda p: payment_pb2.GetPaymentRequest(name=p.names["payment"]),
     "/openbank.payment.v1.PaymentService/ListPayments": lambda p: payment_pb2.ListPaymentsRequest(),
+    "/openbank.payment.v1.PaymentService/RefundPayment": lambda p: payment_pb2.RefundPaymentRequest(
+        request_id=uuid.uuid4().hex,
+        name="payments/not-there",
+        amount=_money(1),
+        reason="CUST",
+        remittance_information="text input",
+    ),
     "/openbank.payment.v1.PaymentService/WatchPayments": lambda p: payment_pb2.WatchPaymentsRequest(),
     "/openbank.settlement.v1.SettlementService/GetPosition": lambda p: settlement_pb2.GetPositionRequest(
         participant=p.names["participant"], currency_code="EUR"

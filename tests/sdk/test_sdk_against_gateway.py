@@ -240,6 +240,23 @@ async def test_payments_create_get_list_cancel_and_idempotency(mesh: Mesh, alice
     assert over_limit.value.metadata["limit"] == "consent"
 
 
+async def test_refund_a_payment_in_parts_with_the_partner_wide_client(
+    mesh: Mesh, acme: ob.OpenBankClient, alice
+) -> None:  # type: ignore[no-untyped-def]
+    account = mesh.demo["customers"]["alice"]["account"]
+    wallet = mesh.demo["partners"]["acme"]["partner"]
+    payment = await alice.create_payment(account, ob.money(1_000, "EUR"), creditor_wallet=wallet)
+    part = await acme.refund_payment(payment.name, amount=ob.money(400, "EUR"), reason="CUST")
+    rest = await acme.refund_payment(payment.name, reason="DUPL")  # all that is left
+    assert [r.state for r in (part, rest)] == [payment_pb2.PAYMENT_STATE_SETTLED] * 2
+    assert (part.refund_of, part.type, rest.amount.minor_units) == (payment.name, payment_pb2.PAYMENT_TYPE_REFUND, 600)
+    shown = await alice.get_payment(payment.name)
+    assert list(shown.refunds) == [part.name, rest.name] and shown.refunded_amount.minor_units == 1_000
+    with pytest.raises(ob.FailedPrecondition) as exhausted:
+        await acme.refund_payment(payment.name, amount=ob.money(1, "EUR"))
+    assert exhausted.value.reason == "REFUND_AMOUNT_EXCEEDED" and exhausted.value.metadata["refundable_minor"] == "0"
+
+
 async def _eventually(condition: Callable[[], bool], seconds: float) -> bool:
     """Poll ``condition`` until it holds or ``seconds`` pass."""
     deadline = asyncio.get_running_loop().time() + seconds

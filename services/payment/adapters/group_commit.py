@@ -13,7 +13,7 @@ from services.payment.adapters.sql_journal import SqlPaymentJournal
 from services.payment.adapters.sql_register import Recorded, SqlPaymentRegister
 from services.payment.domain.payments import Payment
 from services.payment.domain.saga import History
-from services.payment.ports import JournalEntry, Registration
+from services.payment.ports import JournalEntry, RefundRegistration, Registration
 
 
 class GroupCommitJournal:
@@ -90,3 +90,11 @@ class GroupCommitRegister:
     ) -> Payment:
         """As the plain register."""
         return await self._register.cancel(payment_id, partner_id, consent_id, key, trace_id)
+
+    async def refund_facts(self, original_id: str) -> tuple[Payment, int] | None:
+        """As the plain register."""
+        return await self._register.refund_facts(original_id)
+
+    async def record_refund(self, registration: RefundRegistration) -> Recorded:
+        """As the plain register (refunds are rare: each in its own transaction)."""
+        return await self._register.record_refund(registration)

@@ -30,6 +30,13 @@ def _last(name: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
+def _statement_text(payment: Payment) -> str:
+    """What the customer's statement says of the transfer (a refund names what it refunds)."""
+    if payment.is_refund:
+        return f"refund {payment.payment_id} of payment {payment.original_payment_id} ({payment.return_reason})"
+    return f"payment {payment.payment_id}"
+
+
 class GrpcLedger:
     """The debtor's account, and holds, posts and voids, on the account service's LedgerService."""
 
@@ -57,7 +64,7 @@ class GrpcLedger:
             type=ledger_pb2.TRANSFER_TYPE_PENDING,
             timeout=duration_pb2.Duration(seconds=self._hold_timeout),
             reference=f"payments/{payment.payment_id}",
-            description=f"payment {payment.payment_id}",
+            description=_statement_text(payment),
         )
         await self._send_hold(request)
 

@@ -10,6 +10,7 @@ written with a statement per table.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -18,12 +19,12 @@ from meshlib.errors import FailedPrecondition, MeshError, NotFound
 from meshlib.idempotency import SavedAnswer
 from meshlib.storage import Codec, IdempotencyKey, Transactions, retry_on_conflict
 from services.payment.adapters.audit import audit_payment, partner_of
-from services.payment.domain import checks
+from services.payment.domain import checks, refunds
 from services.payment.domain.checks import CustomerHistory, VelocityRules
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.domain.saga import Outcome, RecordedStep, Step, StepRecord
 from services.payment.metrics import record_payment_state
-from services.payment.ports import Clock, Registration, utc_now
+from services.payment.ports import Clock, RefundRegistration, Registration, utc_now
 from services.payment.unit_of_work import PaymentUnitOfWork
 
 UnitOfWorkFactory = Callable[..., PaymentUnitOfWork]
@@ -275,3 +276,65 @@ class SqlPaymentRegister:
         stored = await self._transactions.read(lambda uow: uow.payments.get(cancelled))
         assert stored is not None
         return stored
+
+    async def refund_facts(self, original_id: str) -> tuple[Payment, int] | None:
+        """A payment and what is left to refund of it (None: no such payment)."""
+
+        async def read(uow: PaymentUnitOfWork) -> tuple[Payment, int] | None:
+            return await _refund_facts(uow, original_id)
+
+        return await self._transactions.read(read)
+
+    async def record_refund(self, registration: RefundRegistration) -> Recorded:
+        """Check the refund against its original as it is now and store it ACCEPTED with its
+        opening records, its events, its key and its audit record; a replay answers its refund.
+        Writers commit one at a time (the unit of work's writer lock), so two refunds of one
+        payment are checked one after the other: together they never exceed it."""
+        created: list[bool] = []
+
+        async def change(uow: PaymentUnitOfWork) -> str:
+            created.clear()
+            refund = registration.refund
+            facts = await _refund_facts(uow, refund.original_payment_id)
+            if facts is None:
+                raise NotFound("payment not found")
+            original, refundable = facts
+            request = dataclasses.replace(registration.request, amount=refund.amount)
+            refunds.check_refundable(original, request, refundable)
+            now = self._clock()
+            stored = refund.recorded_at(now).moved(PaymentState.ACCEPTED, now)
+            await uow.payments.add_many([stored], lease_until=now + self._lease, hold_requested=True)
+            await uow.steps.add_many(
+                [RecordedStep(stored.payment_id, record, registration.trace_id, now) for record in registration.opening]
+            )
+            await uow.events.add_many(
+                [(stored, None, PaymentState.RECEIVED, ""), (stored, PaymentState.RECEIVED, PaymentState.ACCEPTED, "")],
+                now,
+            )
+            audit_payment(
+                uow,
+                "payment.refund",
+                stored,
+                None,
+                stored.state,
+                registration.trace_id,
+                actor=registration.actor or partner_of(stored),
+            )
+            created.append(True)
+            return stored.payment_id
+
+        refund_id = await self._transactions.run(change, key=registration.key, codec=PAYMENT_ID)
+        if created:
+            record_payment_state(PaymentState.RECEIVED.name)
+            record_payment_state(PaymentState.ACCEPTED.name)
+        stored = await self._transactions.read(lambda uow: uow.payments.get(refund_id))
+        assert stored is not None
+        return stored, bool(created)
+
+
+async def _refund_facts(uow: PaymentUnitOfWork, original_id: str) -> tuple[Payment, int] | None:
+    original = await uow.payments.get(original_id)
+    if original is None:
+        return None
+    links = (await uow.refunds.of([original_id])).get(original_id, ())
+    return original, refunds.refundable_minor(original, [(link.state, link.amount_minor) for link in links])

@@ -76,6 +76,16 @@ class Payment:
     # partner; both empty when the payment stays inside the bank (no obligation).
     payer_participant_id: str = ""
     payee_participant_id: str = ""
+    # A refund: the payment it refunds and its ISO 20022 return reason code.
+    original_payment_id: str = ""
+    return_reason: str = ""
+    # Read models only (GetPayment, ListPayments): this payment's refunds, oldest first.
+    refunds: tuple[RefundLink, ...] = ()
+
+    @property
+    def is_refund(self) -> bool:
+        """A refund of an earlier payment (it counts against no limit)."""
+        return bool(self.original_payment_id)
 
     @property
     def needs_settlement(self) -> bool:
@@ -104,6 +114,15 @@ class Payment:
     def stuck(self, now: dt.datetime, older_than: dt.timedelta) -> bool:
         """In the middle of the saga for longer than ``older_than``."""
         return not self.state.final and now - self.updated_at >= older_than
+
+
+@dataclass(frozen=True, slots=True)
+class RefundLink:
+    """A refund as its original shows it."""
+
+    payment_id: str
+    state: PaymentState
+    amount_minor: int
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from services.account.bootstrap import account_spec
 from services.account.settings import AccountSettings
 from services.payment.bootstrap import SERVICE_SCOPES, IdentitySide, payment_spec
 from services.payment.settings import PaymentSettings
-from services.settlement.bootstrap import SPEC as SETTLEMENT_SPEC
+from services.settlement.bootstrap import settlement_spec
 from services.settlement.settings import SettlementSettings
 from tests.support.consents import consent_view
 from tests.unit.payment.fakes import FakeConsents, FakePartners
@@ -299,7 +299,7 @@ async def running_mesh(urls: dict[str, str], **payment_settings: Any) -> AsyncIt
             jwks_fetcher=jwks,
         )
         servers["settlement"] = await start_service(
-            SETTLEMENT_SPEC,
+            settlement_spec(identity=False),  # no identity here: the test issuer's tokens, unrevoked
             SettlementSettings(
                 port=0, database_url=urls["settlement"], account_target=f"127.0.0.1:{servers['account'].port}"
             ),

@@ -13,12 +13,13 @@ import dataclasses
 import datetime as dt
 
 from meshlib.auth.consent import ConsentView
-from meshlib.errors import FailedPrecondition, NotFound, Unavailable
+from meshlib.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from meshlib.storage import IdempotencyKey
 from services.payment.domain.checks import LedgerAccountInfo, PartnerLimits
 from services.payment.domain.payments import ParticipantInfo, Payment, PaymentState
+from services.payment.domain.refunds import check_refundable, refundable_minor
 from services.payment.domain.saga import History, Outcome, Step, StepRecord
-from services.payment.ports import JournalEntry, Registration
+from services.payment.ports import JournalEntry, RefundRegistration, Registration
 
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
 
@@ -216,7 +217,8 @@ class InMemoryPayments:
         saved = self.keys.get((key.method, key.scope, key.request_id))
         if saved is None:
             return None
-        assert saved[0] == key.fingerprint
+        if saved[0] != key.fingerprint:
+            raise AlreadyExists("request_id reused with another payload", reason="REQUEST_ID_REUSED")
         return self.rows[saved[1]].payment
 
     async def cancel(
@@ -231,6 +233,35 @@ class InMemoryPayments:
             self._move_row(row, row.payment.state, PaymentState.CANCELLED, "", "")
             row.records.append(StepRecord(Step.CANCEL, Outcome.SUCCEEDED))
         return row.payment
+
+    async def refund_facts(self, original_id: str) -> tuple[Payment, int] | None:
+        row = self.rows.get(original_id)
+        if row is None:
+            return None
+        refunds = [r.payment for r in self.rows.values() if r.payment.original_payment_id == original_id]
+        return row.payment, refundable_minor(row.payment, [(r.state, r.amount.minor_units) for r in refunds])
+
+    async def record_refund(self, registration: RefundRegistration) -> tuple[Payment, bool]:
+        key = registration.key
+        existing = await self.replay(key)
+        if existing is not None:
+            return existing, False
+        refund = registration.refund
+        facts = await self.refund_facts(refund.original_payment_id)
+        assert facts is not None
+        check_refundable(facts[0], dataclasses.replace(registration.request, amount=refund.amount), facts[1])
+        stored = refund.recorded_at(NOW).moved(PaymentState.ACCEPTED, NOW)
+        events = [(None, PaymentState.RECEIVED), (PaymentState.RECEIVED, PaymentState.ACCEPTED)]
+        self.rows[stored.payment_id] = _Row(stored, list(registration.opening), events, True)
+        self.keys[(key.method, key.scope, key.request_id)] = (key.fingerprint, stored.payment_id)
+        self.writes += 1
+        return stored, True
+
+    def add_settled(self, payment: Payment) -> Payment:
+        """A payment that settled earlier (to refund)."""
+        settled = dataclasses.replace(payment, state=PaymentState.SETTLED)
+        self.rows[settled.payment_id] = _Row(settled, [], [], True)
+        return settled
 
     # -- journal ---------------------------------------------------------------------------
 
