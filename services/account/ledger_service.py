@@ -259,7 +259,7 @@ class LedgerService:
             codec=CREATED_BATCH,
         )
         if not answer.replayed:
-            log.info("linked transfers created", extra={"legs": len(checked), "created": len(answer.made)})
+            log.info("linked transfers created", extra={"legs": len(checked), "legs_new": len(answer.made)})
         assert answer.at is not None  # a chain's answer always has its time (format 2)
         at = answer.at
         # A replay rebuilds the legs the chain created: the same payload (the fingerprint says so), then.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import grpc
 import pytest
@@ -71,8 +72,9 @@ async def _settlement_accounts(harness: AccountHarness) -> tuple[str, str]:
 
 
 async def test_a_chain_posts_every_leg_in_one_go_and_a_leg_may_spend_an_earlier_ones_credit(
-    harness: AccountHarness,
+    harness: AccountHarness, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="services.account.ledger")  # the log line is on the path
     alice = (await harness.open()).name
     wallet, bank = await _settlement_accounts(harness)
     await harness.fund(alice, 1_000)
@@ -85,6 +87,7 @@ async def test_a_chain_posts_every_leg_in_one_go_and_a_leg_may_spend_an_earlier_
     assert [await _current(harness, a) for a in (alice, wallet, bank)] == [400, 200, 400]
     totals = (await harness.totals()).totals
     assert [(t.currency_code, t.net.minor_units, t.balanced) for t in totals] == [("EUR", 0, True)]
+    assert "linked transfers created" in caplog.messages
 
     # The same request_id and payload: the first answer. Another request_id, the same legs: the
     # existing transfers, nothing moved twice. The same request_id with other legs: refused.
