@@ -1,4 +1,5 @@
-"""Crash tests with real processes: the payment service dies at every saga step
+"""Crash tests with real processes: the payment service dies at every saga step, of payments
+and of refunds
 (``OBM_PAYMENT_FAILPOINT`` makes it ``os._exit(137)`` right there), account and settlement are
 SIGKILLed mid-run; after restarts every payment ends SETTLED or REJECTED, the ledger nets to
 zero with no hold left, positions equal the committed obligations, and no money moved twice.
@@ -7,8 +8,12 @@ zero with no hold left, positions equal the committed obligations, and no money 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -19,7 +24,7 @@ from openbank.identity.v1 import token_pb2
 from openbank.payment.v1 import payment_pb2
 from openbank.settlement.v1 import settlement_admin_pb2, settlement_admin_pb2_grpc
 from tests.e2e.payment_harness import ServiceProcess, client_secret, internal_clients_json
-from tests.integration.identity.harness import Identity, bearer, pkce_pair, start_identity, stop_identity
+from tests.integration.identity.harness import Identity, Partner, bearer, pkce_pair, start_identity, stop_identity
 from tests.integration.payment.mesh import Mesh, money
 
 pytestmark = pytest.mark.e2e
@@ -97,8 +102,25 @@ async def _wait_all_final(mesh: Mesh, expected: int, timeout: float = 40.0) -> l
         await asyncio.sleep(0.3)
 
 
-@pytest.mark.parametrize("batching", ["true", "false"], ids=["batched", "plain"])
-async def test_every_payment_ends_settled_or_rejected_after_crashes_at_every_step(tmp_path, batching: str) -> None:  # type: ignore[no-untyped-def]
+@dataclass
+class CrashMesh:
+    """Identity in-process, account, settlement and payment as processes, a partner with an
+    authorised consent over alice's funded account, the bank's and the wallet's participants."""
+
+    identity: Identity
+    mesh: ProcessMesh
+    partner: Partner
+    account: ServiceProcess
+    settlement: ServiceProcess
+    payment: ServiceProcess
+
+    async def top_up(self, amount: int) -> payment_pb2.Payment:
+        return await self.mesh.top_up(amount, request_id=uuid.uuid4().hex, partner=self.partner.partner_id)
+
+
+@contextlib.asynccontextmanager
+async def crash_mesh(tmp_path: Path, batching: str) -> AsyncIterator[CrashMesh]:
+    """The processes started (payment is left to each test: it starts it with its failpoint)."""
     identity = await start_identity(
         f"sqlite+aiosqlite:///{tmp_path / 'identity.db'}", internal_clients=internal_clients_json()
     )
@@ -154,15 +176,31 @@ async def test_every_payment_ends_settled_or_rejected_after_crashes_at_every_ste
         await mesh.register("wallet", partner=partner.partner_id, account_label="wallet", cap=FUNDS)
         verifier, challenge = pkce_pair()
         consent = await identity.create_consent(
-            partner, challenge, permissions=(consent_permission_pb2.CONSENT_PERMISSION_INITIATE_PAYMENTS,)
+            partner,
+            challenge,
+            permissions=(
+                consent_permission_pb2.CONSENT_PERMISSION_INITIATE_PAYMENTS,
+                consent_permission_pb2.CONSENT_PERMISSION_READ_BALANCES,
+            ),
         )
         authorised = await identity.authorise(consent.name, customer, accounts=(f"accounts/{mesh.accounts['alice']}",))
         tokens = await identity.exchange(partner, authorised.authorization_code, verifier)
         mesh.partner_metadata = bearer(tokens.access_token)
 
-        async def top_up(amount: int) -> payment_pb2.Payment:
-            return await mesh.top_up(amount, request_id=uuid.uuid4().hex, partner=partner.partner_id)
+        yield CrashMesh(identity, mesh, partner, account, settlement, payment)
+    finally:
+        for channel in channels.values():
+            await channel.close()
+        for process in (payment, settlement, account):
+            process.stop()
+        await stop_identity(identity)
 
+
+@pytest.mark.parametrize("batching", ["true", "false"], ids=["batched", "plain"])
+async def test_every_payment_ends_settled_or_rejected_after_crashes_at_every_step(tmp_path, batching: str) -> None:  # type: ignore[no-untyped-def]
+    async with crash_mesh(tmp_path, batching) as crashing:
+        mesh, payment, account, settlement = crashing.mesh, crashing.payment, crashing.account, crashing.settlement
+        channels, top_up = mesh.channels, crashing.top_up
         # 1. The payment service dies at each step of the saga.
         for index, failpoint in enumerate(FAILPOINTS):
             await payment.start(OBM_PAYMENT_FAILPOINT=failpoint, OBM_RECOVERY_INTERVAL_SECONDS="0")
@@ -239,9 +277,62 @@ async def test_every_payment_ends_settled_or_rejected_after_crashes_at_every_ste
         assert eur.posted_debits.minor_units == FUNDS + settled
         assert await mesh.position("bank") == (-settled, 0)
         assert await mesh.position("wallet") == (settled, 0)
-    finally:
-        for channel in channels.values():
-            await channel.close()
-        for process in (payment, settlement, account):
-            process.stop()
-        await stop_identity(identity)
+
+
+@pytest.mark.parametrize("batching", ["true", "false"], ids=["batched", "plain"])
+async def test_every_refund_ends_settled_or_rejected_after_crashes_at_every_step(tmp_path, batching: str) -> None:  # type: ignore[no-untyped-def]
+    """A refund runs the top-up's saga backwards (out of the wallet's settlement account, the
+    wallet owing the bank): the payment service dies at each of its steps, then recovery ends
+    each refund, and money and positions agree with exactly the refunds that settled."""
+    async with crash_mesh(tmp_path, batching) as crashing:
+        mesh, payment = crashing.mesh, crashing.payment
+        await payment.start()
+        originals = [await crashing.top_up(10_000) for _ in FAILPOINTS]
+        assert all(p.state == payment_pb2.PAYMENT_STATE_SETTLED for p in originals)
+        wallet = bearer(await crashing.identity.client_token(crashing.partner, ("payments:write",)))
+
+        async def refund(original: payment_pb2.Payment, amount: int) -> payment_pb2.Payment:
+            request = payment_pb2.RefundPaymentRequest(
+                request_id=uuid.uuid4().hex, name=original.name, amount=money(amount), reason="CUST"
+            )
+            return (await mesh.payments.RefundPayment(request, metadata=wallet, timeout=5)).refund
+
+        payment.stop()
+        for index, (original, failpoint) in enumerate(zip(originals, FAILPOINTS, strict=True)):
+            await payment.start(OBM_PAYMENT_FAILPOINT=failpoint, OBM_RECOVERY_INTERVAL_SECONDS="0")
+            with pytest.raises(grpc.aio.AioRpcError):
+                await refund(original, 1_000 + index)
+            assert await payment.wait_exit() == 137, failpoint
+        await payment.start()
+        expected = 2 * len(FAILPOINTS)
+        everything = await _wait_all_final(mesh, expected)
+        refunds = [p for p in everything if p.type == payment_pb2.PAYMENT_TYPE_REFUND]
+        assert len(refunds) == len(FAILPOINTS)
+        refunded = 0
+        for r in refunds:
+            hold, obligation = await mesh.hold_state(r.name), await mesh.obligation_state(r.name)
+            if r.state == payment_pb2.PAYMENT_STATE_SETTLED:
+                assert (hold, obligation) == ("POSTED", "COMMITTED"), r.name
+                refunded += r.amount.minor_units
+            else:
+                assert hold in ("", "VOIDED") and obligation in ("", "RELEASED"), (r.name, hold, obligation)
+        # Refunds the saga had passed the post for must have settled (never rolled back).
+        assert {1_005, 1_006} <= {r.amount.minor_units for r in refunds if r.state == payment_pb2.PAYMENT_STATE_SETTLED}
+        # A retry of any refund now answers the refund as it ended, and the originals show them.
+        for original in originals:
+            shown = (
+                await mesh.payments.GetPayment(
+                    payment_pb2.GetPaymentRequest(name=original.name), metadata=mesh.partner()
+                )
+            ).payment
+            assert len(shown.refunds) == 1
+        paid = 10_000 * len(FAILPOINTS)
+        admin = account_admin_pb2_grpc.AccountAdminServiceStub(mesh.channels["account"])
+        totals = await admin.GetLedgerTotals(account_admin_pb2.GetLedgerTotalsRequest(), metadata=mesh.operator())
+        (eur,) = [t for t in totals.totals if t.currency_code == "EUR"]
+        assert eur.balanced and eur.net.minor_units == 0
+        assert eur.pending_debits.minor_units == eur.pending_credits.minor_units == 0
+        assert eur.posted_debits.minor_units == FUNDS + paid + refunded
+        assert await mesh.position("bank") == (-(paid - refunded), 0)
+        assert await mesh.position("wallet") == (paid - refunded, 0)
+        assert await mesh.balance("alice") == (FUNDS - paid + refunded,) * 2
