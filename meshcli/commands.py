@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from meshcli.operator import Operator
 from meshlib.grpc_errors import decode_rpc_error
 from meshlib.money import CURRENCY_EXPONENTS, Amount
-from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc
+from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 from openbank.common.v1 import money_pb2
 from openbank.identity.v1 import partner_pb2, partner_pb2_grpc, signing_key_pb2, signing_key_pb2_grpc
 from openbank.settlement.v1 import settlement_admin_pb2, settlement_admin_pb2_grpc, settlement_pb2, settlement_pb2_grpc
@@ -139,7 +139,9 @@ def add_operator_parsers(commands: argparse._SubParsersAction) -> None:  # type:
     listing.add_argument("--currency", default="", help="only this currency")
     close = common(window_commands.add_parser("close", help="close the open window (the next one opens at once)"))
     close.add_argument("--currency", default="EUR", help="which currency's open window")
-    settle = common(window_commands.add_parser("settle", help="record the settlement of a closed window"))
+    settle = common(
+        window_commands.add_parser("settle", help="settle a closed window: post each net in the ledger, then record it")
+    )
     settle.add_argument("window", help="settlementWindows/{id}")
     settle.add_argument("--reference", default="", help="the payment system's settlement reference")
     report = common(window_commands.add_parser("report", help="export a window's net settlement report"))
@@ -299,6 +301,14 @@ async def _dispatch(operator: Operator, args: argparse.Namespace) -> int:
                 metadata=admin,
             )
             print(f"settled {settled.window.name}")
+            # What settling moved in the ledger: each participant's net, as one linked chain.
+            ledger = ledger_pb2_grpc.LedgerServiceStub(operator.channel("account"))
+            moved = await ledger.ListTransfers(
+                ledger_pb2.ListTransfersRequest(reference=settled.window.name, page_size=500), metadata=admin
+            )
+            for transfer in reversed(moved.transfers):  # newest first: the chain's order back
+                print(f"  {transfer.debit_account} -> {transfer.credit_account}  {_show(transfer.amount)}")
+            print(f"  {len(moved.transfers)} ledger transfer(s) referencing {settled.window.name}")
             return 0
         print(f"exporting {args.window} as {args.format}...", file=sys.stderr)
         export = await windows_admin.ExportSettlementReport(
@@ -324,8 +334,9 @@ async def _dispatch(operator: Operator, args: argparse.Namespace) -> int:
         report = answer.report
         for difference in report.differences:
             kind = settlement_admin_pb2.DifferenceKind.Name(difference.kind).removeprefix("DIFFERENCE_KIND_")
+            subject = difference.payment or difference.obligation or difference.participant
             print(
-                f"{kind:<24} {difference.payment or difference.obligation:<40} expected {_show(difference.expected)} "
+                f"{kind:<24} {subject:<40} expected {_show(difference.expected)} "
                 f"actual {_show(difference.actual)}  {difference.detail}"
             )
         print(

@@ -33,7 +33,7 @@ PROCESSES: tuple[tuple[str, str], ...] = (
 INTERNAL_CLIENT_SCOPES: dict[str, tuple[str, ...]] = {
     "gateway": ("tokens:introspect", "consents:read"),
     "account": ("consents:read", "tokens:introspect"),
-    "settlement": ("ledger:read", "tokens:introspect"),
+    "settlement": ("ledger:read", "ledger:write", "tokens:introspect"),
     "payment": (
         "ledger:write",
         "ledger:read",

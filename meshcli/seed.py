@@ -31,6 +31,7 @@ PARTNER_SCOPES = [
 ]
 DEMO_PARTNERS = (("acme", "Acme Wallet", "gold"), ("zeta", "Zeta Pay", "silver"))
 DEMO_CUSTOMERS = (("alice", "Alice Example", 250_000), ("bob", "Bob Example", 120_000))
+BANK_SETTLEMENT_LINE = 50_000_000  # minor units, as the bank's net debit cap
 DEMO_PASSWORD = "demo-password-1"  # the local demo only; printed in the banner on purpose
 
 
@@ -76,7 +77,11 @@ async def seed_demo_data(operator: Operator, say: Any = print) -> dict[str, Any]
 
     result: dict[str, Any] = {"currency": CURRENCY, "partners": {}, "customers": {}}
     say("  seeding demo data: the bank")
-    bank_settlement = await open_account("bank-settlement", "", account_pb2.ACCOUNT_TYPE_SETTLEMENT, "Bank settlement")
+    # Settling a window moves each wallet's net between its settlement account and this one; a
+    # wallet paying in draws on it, so it has the bank's settlement line as its overdraft.
+    bank_settlement = await open_account(
+        "bank-settlement", "", account_pb2.ACCOUNT_TYPE_SETTLEMENT, "Bank settlement", overdraft=BANK_SETTLEMENT_LINE
+    )
     await settlement.RegisterParticipant(
         settlement_admin_pb2.RegisterParticipantRequest(
             request_id="seed-participant-bank",

@@ -56,11 +56,11 @@ _DIFFERENCE_KINDS = {
     DifferenceKind.MISSING_LEDGER_TRANSFER: settlement_admin_pb2.DIFFERENCE_KIND_MISSING_LEDGER_TRANSFER,
     DifferenceKind.MISSING_OBLIGATION: settlement_admin_pb2.DIFFERENCE_KIND_MISSING_OBLIGATION,
     DifferenceKind.AMOUNT_MISMATCH: settlement_admin_pb2.DIFFERENCE_KIND_AMOUNT_MISMATCH,
-    # The contract has no account-mismatch kind yet: the obligation lacks a transfer on the
-    # participants' settlement accounts, so it is reported as a missing ledger transfer.
     DifferenceKind.WRONG_ACCOUNTS: settlement_admin_pb2.DIFFERENCE_KIND_ACCOUNT_MISMATCH,
     DifferenceKind.NET_NOT_ZERO: settlement_admin_pb2.DIFFERENCE_KIND_NET_NOT_ZERO,
     DifferenceKind.STALE_RESERVATION: settlement_admin_pb2.DIFFERENCE_KIND_STALE_RESERVATION,
+    DifferenceKind.SETTLEMENT_MISMATCH: settlement_admin_pb2.DIFFERENCE_KIND_SETTLEMENT_MISMATCH,
+    DifferenceKind.SETTLEMENT_NOT_RECORDED: settlement_admin_pb2.DIFFERENCE_KIND_SETTLEMENT_NOT_RECORDED,
 }
 
 
@@ -340,6 +340,7 @@ def _difference(item: Difference) -> settlement_admin_pb2.Difference:
         obligation=f"{OBLIGATIONS}/{item.obligation_id}" if item.obligation_id else "",
         payment=f"{PAYMENTS}/{item.payment_id}" if item.payment_id else "",
         detail=item.detail,
+        participant=f"{PARTICIPANTS}/{item.participant_id}" if item.participant_id else "",
     )
     if item.expected is not None:
         message.expected.CopyFrom(money(item.expected.currency, item.expected.minor_units))

@@ -1,4 +1,5 @@
-"""Service layer for reconciliation: a window's obligations against the account ledger.
+"""Service layer for reconciliation: a window's obligations, and its settlement, against the
+account ledger.
 
 The ledger is reached through the :class:`LedgerReader` port; the gRPC adapter lives in
 ``ledger_client.py`` and tests pass a fake.
@@ -14,6 +15,7 @@ from meshlib.errors import NotFound
 from services.settlement.domain.obligations import Obligation
 from services.settlement.domain.participants import Participant
 from services.settlement.domain.reconciliation import LedgerTransfer, ReconciliationReport, reconcile
+from services.settlement.domain.settlement_legs import window_reference
 from services.settlement.domain.windows import SettlementWindow
 from services.settlement.service_common import SettlementTransactions
 from services.settlement.unit_of_work import SettlementUnitOfWork
@@ -28,6 +30,10 @@ class LedgerReader(Protocol):
 
     async def transfers_for_account(self, account: str, start: dt.datetime, end: dt.datetime) -> list[LedgerTransfer]:
         """The transfers debiting or crediting ``account`` created in [start, end)."""
+        ...
+
+    async def transfers_for_reference(self, reference: str) -> list[LedgerTransfer]:
+        """The transfers whose reference is exactly ``reference`` (a window's settlement legs)."""
         ...
 
 
@@ -67,7 +73,18 @@ class ReconciliationService:
             return await uow.obligations.get_many(p for p in referenced if p)
 
         known_obligations = await self._tx.read(known)
-        return reconcile(window_id, in_window, participants, by_payment, list(scanned.values()), known_obligations, now)
+        settlement = await self._ledger.transfers_for_reference(window_reference(window_id))
+        return reconcile(
+            window_id,
+            in_window,
+            participants,
+            by_payment,
+            list(scanned.values()),
+            known_obligations,
+            now,
+            window=window,
+            settlement_transfers=settlement,
+        )
 
 
 async def _all_participants(uow: SettlementUnitOfWork) -> dict[str, Participant]:

@@ -20,6 +20,7 @@ from services.settlement.participant_service import ParticipantService
 from services.settlement.position_service import PositionService
 from services.settlement.reconciliation_service import ReconciliationService
 from services.settlement.service_common import Viewer
+from services.settlement.settle_service import SettleService
 from services.settlement.window_service import WindowService
 
 OPERATOR_SCOPE = "settlement:admin"
@@ -136,11 +137,16 @@ class SettlementAdminServicer(settlement_admin_pb2_grpc.SettlementAdminServiceSe
     """Operators: participants, caps, windows, reconciliation, exports."""
 
     def __init__(
-        self, participants: ParticipantService, windows: WindowService, reconciliation: ReconciliationService
+        self,
+        participants: ParticipantService,
+        windows: WindowService,
+        reconciliation: ReconciliationService,
+        settlement: SettleService,
     ) -> None:
         self._participants = participants
         self._windows = windows
         self._reconciliation = reconciliation
+        self._settlement = settlement
 
     async def RegisterParticipant(
         self, request: settlement_admin_pb2.RegisterParticipantRequest, context: grpc.aio.ServicerContext
@@ -206,11 +212,11 @@ class SettlementAdminServicer(settlement_admin_pb2_grpc.SettlementAdminServiceSe
     async def SettleSettlementWindow(
         self, request: settlement_admin_pb2.SettleSettlementWindowRequest, context: grpc.aio.ServicerContext
     ) -> settlement_admin_pb2.SettleSettlementWindowResponse:
-        """Record a closed window as settled."""
+        """Settle a closed window: its nets move in the ledger, then it is SETTLED."""
         key = _key(request, "SettleSettlementWindow")
         window_id = converters.window_id(request.name)
         reference = converters.settlement_reference(request.settlement_reference)
-        result = await self._windows.settle(key, window_id, reference)
+        result = await self._settlement.settle(key, window_id, reference)
         return settlement_admin_pb2.SettleSettlementWindowResponse(window=converters.window(result))
 
     async def ReconcileSettlementWindow(

@@ -1,4 +1,5 @@
-"""Service layer for windows and reads: close, settle, list, reports and positions."""
+"""Service layer for windows and reads: close, list, reports and positions (settling a window is
+``settle_service.py``: it moves money in the ledger)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ from meshlib.storage import IdempotencyKey
 from services.settlement.audit_records import audit_window
 from services.settlement.domain.obligations import Position
 from services.settlement.domain.participants import NetDebitCap, Participant
-from services.settlement.domain.reports import SettlementReport, build_report, window_nets
+from services.settlement.domain.reports import SettlementReport, build_report
 from services.settlement.domain.windows import SettlementWindow, WindowState, open_window
 from services.settlement.position_service import current_open_window
 from services.settlement.service_common import (
-    WINDOW_CODEC,
     WINDOW_PAIR_CODEC,
     SettlementTransactions,
     Viewer,
@@ -104,48 +104,6 @@ class WindowService:
             },
         )
         return closed, following
-
-    async def settle(self, key: IdempotencyKey, window_id: str, reference: str = "") -> SettlementWindow:
-        """Record that a CLOSED window was settled: each participant's position drops by its net."""
-
-        async def operation(uow: SettlementUnitOfWork) -> SettlementWindow:
-            now = self._tx.clock()
-            window = await uow.windows.get(window_id, for_update=True)
-            if window is None:
-                raise NotFound("settlement window not found")
-            settled = window.settle(now, reference)  # WINDOW_NOT_CLOSED / WINDOW_ALREADY_SETTLED
-            nets = window_nets(await uow.obligations.in_window(window_id))
-            locked = await uow.positions.lock(window.currency, nets)
-            for participant_id, net in nets.items():
-                if net:
-                    await uow.positions.save(locked[participant_id].settle(net, now))
-            await uow.windows.update(settled)
-            audit_window(
-                uow,
-                "window.settle",
-                settled.id,
-                settled.state.value,
-                {
-                    "currency": settled.currency,
-                    "gross_minor": settled.gross_minor,
-                    "settlement_reference": settled.settlement_reference,
-                    "nets_minor": {participant: net for participant, net in sorted(nets.items()) if net},
-                },
-            )
-            return settled
-
-        settled = await self._tx.run(operation, key=key, codec=WINDOW_CODEC)
-        # Audit trail of a change of money: which window, which external settlement.
-        log.info(
-            "settlement window settled",
-            extra={
-                "window": settled.id,
-                "currency": settled.currency,
-                "gross_minor": settled.gross_minor,
-                "settlement_reference": settled.settlement_reference,
-            },
-        )
-        return settled
 
     async def get(self, window_id: str) -> SettlementWindow:
         """One window with its totals."""

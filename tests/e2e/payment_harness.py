@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.payment.bootstrap import SERVICE_SCOPES
+from services.settlement.bootstrap import SERVICE_SCOPES as SETTLEMENT_SCOPES
 from tests.integration.identity.harness import INTERNAL_CLIENTS, SECRETS
 from tests.support.servers import free_port
 
@@ -39,7 +40,7 @@ OPS_SCOPES = [
 ]
 SERVICE_CLIENTS = {
     "account": ["consents:read", "tokens:introspect"],
-    "settlement": ["ledger:read", "tokens:introspect"],
+    "settlement": SETTLEMENT_SCOPES,
     "payment": SERVICE_SCOPES,
     "ops": OPS_SCOPES,
 }

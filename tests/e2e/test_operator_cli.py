@@ -18,6 +18,9 @@ import pytest_asyncio
 from meshcli.mesh import LocalMesh
 from meshcli.operator import Operator
 from meshcli.seed import seed_demo_data
+from openbank.account.v1 import ledger_pb2, ledger_pb2_grpc
+from openbank.common.v1 import money_pb2
+from openbank.settlement.v1 import position_pb2, position_pb2_grpc, settlement_admin_pb2, settlement_admin_pb2_grpc
 from tests.support.pki import TestCa
 from tests.support.servers import free_port
 
@@ -81,6 +84,60 @@ async def test_partner_certificate_and_token_binding_from_the_cli(seeded, tmp_pa
     assert removed.returncode == 0 and "no client certificate (bearer tokens)" in removed.stdout, removed.stderr
 
 
+async def _top_up(mesh: LocalMesh, debtor: str, wallet_account: str, wallet: str, minor: int) -> None:
+    """A wallet top-up as the payment saga records it: the ledger transfer into the wallet's
+    settlement account, and the bank's obligation to the wallet committed in the open window."""
+    operator = Operator(mesh.data_dir, ports=mesh.ports)
+    try:
+        admin = await operator.metadata()
+        payment = f"cli-top-up-{minor}"
+        await ledger_pb2_grpc.LedgerServiceStub(operator.channel("account")).CreateTransfer(
+            ledger_pb2.CreateTransferRequest(
+                request_id=payment,
+                debit_account=debtor,
+                credit_account=wallet_account,
+                amount=money_pb2.Money(currency_code="EUR", minor_units=minor),
+                type=ledger_pb2.TRANSFER_TYPE_SINGLE_PHASE,
+                reference=f"payments/{payment}",
+            ),
+            metadata=admin,
+        )
+        positions = position_pb2_grpc.PositionServiceStub(operator.channel("settlement"))
+        await positions.ReserveObligation(
+            position_pb2.ReserveObligationRequest(
+                request_id=f"{payment}-reserve",
+                payment=f"payments/{payment}",
+                payer=await _bank_participant(operator),
+                payee=wallet,
+                amount=money_pb2.Money(currency_code="EUR", minor_units=minor),
+            ),
+            metadata=admin,
+        )
+        await positions.CommitObligation(
+            position_pb2.CommitObligationRequest(request_id=f"{payment}-commit", name=f"obligations/{payment}"),
+            metadata=admin,
+        )
+    finally:
+        await operator.close()
+
+
+async def _bank_participant(operator: Operator, account: bool = False) -> str:
+    """The bank's participant (or its settlement account)."""
+    listed = await settlement_admin_pb2_grpc.SettlementAdminServiceStub(
+        operator.channel("settlement")
+    ).ListParticipants(settlement_admin_pb2.ListParticipantsRequest(page_size=100), metadata=await operator.metadata())
+    bank = next(p for p in listed.participants if p.type == settlement_admin_pb2.PARTICIPANT_TYPE_BANK)
+    return bank.settlement_account if account else bank.name
+
+
+async def _bank_settlement_account(mesh: LocalMesh) -> str:
+    operator = Operator(mesh.data_dir, ports=mesh.ports)
+    try:
+        return await _bank_participant(operator, account=True)
+    finally:
+        await operator.close()
+
+
 async def test_funding_windows_reports_reconciliation_and_keys(seeded) -> None:  # type: ignore[no-untyped-def]
     mesh, demo = seeded
     account = demo["customers"]["bob"]["account"]
@@ -88,6 +145,8 @@ async def test_funding_windows_reports_reconciliation_and_keys(seeded) -> None: 
     assert funded.returncode == 0 and "EUR 12.34" in funded.stdout, funded.stderr
     assert cli(mesh, "account", "fund", account, "1.001").returncode != 0  # no sub-cent amounts
     assert cli(mesh, "account", "totals").returncode == 0
+    acme = demo["partners"]["acme"]
+    await _top_up(mesh, account, acme["settlement_account"], acme["participant"], 4_200)
     closed = cli(mesh, "window", "close", "--currency", "EUR")
     assert closed.returncode == 0, closed.stderr
     window = closed.stdout.split()[1]
@@ -97,7 +156,14 @@ async def test_funding_windows_reports_reconciliation_and_keys(seeded) -> None: 
     output = mesh.data_dir / "report.json"
     assert cli(mesh, "window", "report", window, "--format", "json", "--output", str(output)).returncode == 0
     assert json.loads(output.read_text())
-    assert cli(mesh, "window", "settle", window).returncode == 0
+    settled = cli(mesh, "window", "settle", window)
+    assert settled.returncode == 0, settled.stderr
+    # Settling moved the money: the 42.00 owed to Acme left its settlement account for the
+    # bank's, in the ledger, and reconciliation proves ledger and report agree after it too.
+    bank_account = await _bank_settlement_account(mesh)
+    assert f"{acme['settlement_account']} -> {bank_account}  EUR 42.00" in settled.stdout, settled.stdout
+    assert "1 ledger transfer(s) referencing" in settled.stdout
+    assert cli(mesh, "reconcile", window).returncode == 0
     again = cli(mesh, "window", "settle", window)
     assert again.returncode == 1 and "WINDOW_ALREADY_SETTLED" in again.stderr
     assert "SETTLED" in cli(mesh, "window", "list").stdout

@@ -6,6 +6,13 @@ account (or, when the payee's account is not involved, out of the payer's). Ever
 payment transfer on a participant's settlement account created while the window was open
 must belong to a committed obligation (in this window or another). The window's nets must
 sum to zero.
+
+Settlement (:mod:`~services.settlement.domain.settlement_legs`): the transfers referencing
+the window (``settlementWindows/{id}``) of a SETTLED window must take exactly each
+participant's net out of its settlement account (a negative net: into it), the bank's
+account included; a window not settled must have none (a settle interrupted after its
+ledger post shows here until it is run again). Amounts keep their sign throughout: money
+that went the wrong way is a difference, never the same amount.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from meshlib.money import Amount
 from services.settlement.domain.obligations import Obligation, ObligationState
 from services.settlement.domain.participants import Participant
 from services.settlement.domain.reports import window_nets
+from services.settlement.domain.settlement_legs import expected_out, moved_out
+from services.settlement.domain.windows import SettlementWindow, WindowState
 
 PAYMENT_PREFIX = "payments/"
 
@@ -33,6 +42,10 @@ class DifferenceKind(enum.Enum):
     WRONG_ACCOUNTS = "WRONG_ACCOUNTS"
     NET_NOT_ZERO = "NET_NOT_ZERO"
     STALE_RESERVATION = "STALE_RESERVATION"
+    # A settled window's transfers moved a settlement account by other than its net.
+    SETTLEMENT_MISMATCH = "SETTLEMENT_MISMATCH"
+    # Settlement transfers on the ledger for a window that is not SETTLED.
+    SETTLEMENT_NOT_RECORDED = "SETTLEMENT_NOT_RECORDED"
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,7 @@ class Difference:
     payment_id: str | None = None
     expected: Amount | None = None
     actual: Amount | None = None
+    participant_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,13 +126,17 @@ def reconcile(
     account_transfers: Iterable[LedgerTransfer],
     known_obligations: Mapping[str, Obligation],
     now: dt.datetime,
+    *,
+    window: SettlementWindow | None = None,
+    settlement_transfers: Iterable[LedgerTransfer] = (),
 ) -> ReconciliationReport:
     """Every difference between the window's committed obligations and the ledger.
 
     ``transfers_by_payment`` holds the ledger transfers of each obligation's payment;
     ``account_transfers`` the transfers on the participants' settlement accounts created
     while the window was open; ``known_obligations`` the obligations (any window, any state)
-    of the payments those transfers reference.
+    of the payments those transfers reference. With ``window``, its settlement is checked
+    too against ``settlement_transfers``, the ledger transfers referencing the window.
     """
     in_window = [o for o in obligations if o.state is ObligationState.COMMITTED and o.window_id == window_id]
     differences: list[Difference] = []
@@ -205,4 +223,67 @@ def reconcile(
                 actual=Amount(currency, net_sum),
             )
         )
+    if window is not None:
+        differences.extend(settlement_differences(window, in_window, participants, settlement_transfers))
     return ReconciliationReport(window_id, tuple(differences), now)
+
+
+def settlement_differences(
+    window: SettlementWindow,
+    obligations: Iterable[Obligation],
+    participants: Mapping[str, Participant],
+    transfers: Iterable[LedgerTransfer],
+) -> list[Difference]:
+    """What disagrees between the window's settlement and the ledger transfers referencing it.
+
+    Not SETTLED: any posted one is SETTLEMENT_NOT_RECORDED. SETTLED: per settlement account,
+    what the posted transfers took out of it (debits minus credits, sign kept) must be the
+    net of its participants in the window (positive: paid out); each account that differs is
+    a SETTLEMENT_MISMATCH, as is a transfer in another currency.
+    """
+    posted = [t for t in transfers if t.posted]
+    if window.state is not WindowState.SETTLED:
+        if not posted:
+            return []
+        return [
+            Difference(
+                DifferenceKind.SETTLEMENT_NOT_RECORDED,
+                f"{len(posted)} settlement transfer(s) of the window are posted but the window is not settled: "
+                "settle it again (nothing is posted twice)",
+            )
+        ]
+    differences: list[Difference] = []
+    for transfer in posted:
+        if transfer.amount.currency != window.currency:
+            differences.append(
+                Difference(
+                    DifferenceKind.SETTLEMENT_MISMATCH,
+                    f"settlement transfer {transfer.name} is in another currency",
+                    actual=transfer.amount,
+                )
+            )
+    committed = [o for o in obligations if o.state is ObligationState.COMMITTED and o.window_id == window.id]
+    nets = window_nets(committed)
+    expected = expected_out(nets, participants)
+    actual = moved_out(
+        (t.debit_account, t.credit_account, t.amount.minor_units)
+        for t in posted
+        if t.amount.currency == window.currency
+    )
+    owners: dict[str, str] = {}
+    for participant in sorted(participants.values(), key=lambda p: p.id, reverse=True):
+        owners[participant.settlement_account] = participant.id  # the smallest id wins a shared account
+    for account in sorted(set(expected) | set(actual)):
+        want, got = expected.get(account, 0), actual.get(account, 0)
+        if want == got:
+            continue
+        differences.append(
+            Difference(
+                DifferenceKind.SETTLEMENT_MISMATCH,
+                f"settling the window moved {account} by another amount than its net",
+                expected=Amount(window.currency, want),
+                actual=Amount(window.currency, got),
+                participant_id=owners.get(account),
+            )
+        )
+    return differences

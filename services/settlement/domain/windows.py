@@ -41,12 +41,17 @@ class SettlementWindow:
             raise FailedPrecondition("the window is not open", reason="WINDOW_NOT_OPEN")
         return replace(self, state=WindowState.CLOSED, closed_at=now)
 
-    def settle(self, now: dt.datetime, reference: str = "") -> SettlementWindow:
-        """SETTLED; an OPEN window fails WINDOW_NOT_CLOSED, a SETTLED one WINDOW_ALREADY_SETTLED."""
+    def require_settleable(self) -> None:
+        """Only a CLOSED window settles: an OPEN one fails WINDOW_NOT_CLOSED, a SETTLED one
+        WINDOW_ALREADY_SETTLED."""
         if self.state is WindowState.OPEN:
             raise FailedPrecondition("the window is still open; close it first", reason="WINDOW_NOT_CLOSED")
         if self.state is WindowState.SETTLED:
             raise FailedPrecondition("the window was already settled", reason="WINDOW_ALREADY_SETTLED")
+
+    def settle(self, now: dt.datetime, reference: str = "") -> SettlementWindow:
+        """SETTLED (:meth:`require_settleable` first)."""
+        self.require_settleable()
         return replace(self, state=WindowState.SETTLED, settled_at=now, settlement_reference=reference)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import grpc
 import pytest
@@ -11,8 +11,9 @@ import pytest
 from meshlib.app import start_service
 from meshlib.auth.testing import TestIssuer
 from meshlib.auth.verifier import static_jwks
-from services.settlement.bootstrap import SPEC
+from services.settlement.bootstrap import settlement_spec
 from services.settlement.settings import SettlementSettings
+from tests.integration.settlement.fake_ledger import serving_fake_ledger
 from tests.integration.settlement.grpc_support import Mesh
 from tests.integration.settlement.support import Layer, migrated_layer
 
@@ -46,19 +47,26 @@ async def mesh(database_url: str) -> AsyncIterator[Mesh]:
 
 @asynccontextmanager
 async def running_settlement(database_url: str, **overrides: object) -> AsyncIterator[Mesh]:
-    """Start settlement in-process, yield its client side, stop it."""
-    issuer = TestIssuer()
-    settings = SettlementSettings(
-        port=0,
-        database_url=database_url,
-        service_name="settlement",
-        token_issuer=issuer.issuer,
-        token_audience=issuer.audience,
-        **overrides,
-    )
-    server = await start_service(SPEC, settings, jwks_fetcher=static_jwks(issuer.jwks))
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield Mesh(channel, issuer)
-    finally:
-        await server.stop(0)
+    """Start settlement in-process (without identity: a TestIssuer's tokens), yield its client
+    side, stop it. Its ledger is a fake LedgerService (``mesh.ledger``) unless ``account_target``
+    names another."""
+    async with AsyncExitStack() as stack:
+        ledger = None
+        if "account_target" not in overrides:
+            ledger, port = await stack.enter_async_context(serving_fake_ledger())
+            overrides["account_target"] = f"127.0.0.1:{port}"
+        issuer = TestIssuer()
+        settings = SettlementSettings(
+            port=0,
+            database_url=database_url,
+            service_name="settlement",
+            token_issuer=issuer.issuer,
+            token_audience=issuer.audience,
+            **overrides,
+        )
+        server = await start_service(settlement_spec(identity=False), settings, jwks_fetcher=static_jwks(issuer.jwks))
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                yield Mesh(channel, issuer, ledger)
+        finally:
+            await server.stop(0)

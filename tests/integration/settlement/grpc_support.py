@@ -20,8 +20,9 @@ from openbank.settlement.v1 import (
     settlement_pb2,
     settlement_pb2_grpc,
 )
+from tests.integration.settlement.fake_ledger import FakeLedgerService
 
-OPERATOR_SCOPES = ["settlement:admin", "settlement:read", "settlement:write", "ledger:read"]
+OPERATOR_SCOPES = ["settlement:admin", "settlement:read", "settlement:write", "ledger:read", "ledger:write"]
 SAGA_SCOPES = ["settlement:write"]
 _request_ids = itertools.count()
 
@@ -72,10 +73,11 @@ def commit_request(payment: str, request_id: str | None = None) -> position_pb2.
 
 @dataclass
 class Mesh:
-    """Stubs and tokens for one running settlement service."""
+    """Stubs and tokens for one running settlement service (and its fake ledger, if it has one)."""
 
     channel: grpc.aio.Channel
     issuer: TestIssuer
+    ledger: FakeLedgerService | None = None
 
     def __post_init__(self) -> None:
         self.positions = position_pb2_grpc.PositionServiceStub(self.channel)

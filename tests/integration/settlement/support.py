@@ -18,9 +18,11 @@ from services.settlement.obligation_batches import ObligationBatches
 from services.settlement.participant_service import ParticipantService
 from services.settlement.position_service import PositionService
 from services.settlement.service_common import SettlementTransactions
+from services.settlement.settle_service import SettleService
 from services.settlement.tables import metadata
 from services.settlement.unit_of_work import SettlementUnitOfWork
 from services.settlement.window_service import WindowService
+from tests.unit.settlement.fakes import FakeLedger
 
 _keys = itertools.count()
 
@@ -40,6 +42,8 @@ class Layer:
     windows: WindowService
     participants: ParticipantService
     batches: ObligationBatches
+    ledger: FakeLedger
+    settlement: SettleService
 
     def uow(self, read_only: bool = True) -> SettlementUnitOfWork:
         """A unit of work for direct checks."""
@@ -63,7 +67,9 @@ class Layer:
         await self.positions.commit(key(), payment)
 
     async def wipe(self) -> None:
-        """Empty every table (Hypothesis examples share one database)."""
+        """Empty every table and the fake ledger (Hypothesis examples share one database)."""
+        self.ledger.transfers.clear()
+        self.ledger.chains.clear()
         async with self.database.engine.begin() as connection:
             for table in reversed(metadata.sorted_tables):
                 await connection.execute(sa.delete(table))
@@ -74,6 +80,7 @@ async def migrated_layer(url: str) -> Layer:
     database = Database(url, application_name="settlement-test")
     await upgrade_to_head(database, VERSIONS_DIR, "settlement")
     transactions = Transactions(partial(SettlementUnitOfWork, database))
+    ledger = FakeLedger()
     return Layer(
         database,
         transactions,
@@ -81,4 +88,6 @@ async def migrated_layer(url: str) -> Layer:
         WindowService(transactions),
         ParticipantService(transactions),
         ObligationBatches(transactions),
+        ledger,
+        SettleService(transactions, ledger),
     )

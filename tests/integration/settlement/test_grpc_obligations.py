@@ -50,9 +50,14 @@ async def test_reserve_commit_close_settle_moves_positions_exactly_once(mesh: Me
     assert settled.state == settlement_pb2.SETTLEMENT_WINDOW_STATE_SETTLED
     assert (await _position(mesh, wallet.name)).net_position.minor_units == 0
     assert (await _position(mesh, bank.name)).net_position.minor_units == 0
-    # Settling again is refused: positions are never reduced twice.
+    # The money moved in the ledger: the wallet owed 300 and paid it in, from the bank's
+    # settlement account to its own (the bank's net is what that leaves on its account).
+    assert mesh.ledger is not None
+    assert mesh.ledger.legs(settled.name) == [(bank.settlement_account, wallet.settlement_account, 300)]
+    # Settling again is refused: positions are never reduced twice, nothing moves twice.
     await expect_error(mesh.settle(closed.closed_window.name), FAILED, "WINDOW_ALREADY_SETTLED")
     assert (await _position(mesh, bank.name)).net_position.minor_units == 0
+    assert len(mesh.ledger.legs(settled.name)) == 1
 
 
 async def test_an_empty_window_closes_and_settles_cleanly(mesh: Mesh) -> None:
@@ -61,6 +66,7 @@ async def test_an_empty_window_closes_and_settles_cleanly(mesh: Mesh) -> None:
     assert closed.closed_window.gross_amount.minor_units == 0
     settled = await mesh.settle(closed.closed_window.name)
     assert settled.state == settlement_pb2.SETTLEMENT_WINDOW_STATE_SETTLED
+    assert mesh.ledger is not None and not mesh.ledger.chains  # nothing to move, no ledger call
     await expect_error(mesh.settle(closed.next_window.name), FAILED, "WINDOW_NOT_CLOSED")
     close_named = settlement_admin_pb2.CloseSettlementWindowRequest(request_id=rid(), name=closed.closed_window.name)
     await expect_error(mesh.admin.CloseSettlementWindow(close_named, metadata=mesh.operator), FAILED, "WINDOW_NOT_OPEN")

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
 import grpc
-import pytest
 from google.protobuf import timestamp_pb2
 
 from meshlib.money import Amount
-from openbank.account.v1 import ledger_pb2, ledger_pb2_grpc
+from openbank.account.v1 import ledger_pb2
 from openbank.settlement.v1 import settlement_admin_pb2
 from services.settlement.domain.participants import Participant
 from services.settlement.domain.reconciliation import DifferenceKind, LedgerTransfer
@@ -21,23 +19,7 @@ from services.settlement.reconciliation_service import ReconciliationService
 from tests.integration.settlement.conftest import running_settlement
 from tests.integration.settlement.grpc_support import expect_error
 from tests.integration.settlement.support import Layer, key
-
-
-class FakeLedger:
-    """An in-memory LedgerReader."""
-
-    def __init__(self, transfers: list[LedgerTransfer]) -> None:
-        self.transfers = transfers
-
-    async def transfers_for_payments(self, payment_ids: Sequence[str]) -> dict[str, list[LedgerTransfer]]:
-        return {p: [t for t in self.transfers if t.reference == f"payments/{p}"] for p in payment_ids}
-
-    async def transfers_for_account(self, account: str, start: dt.datetime, end: dt.datetime) -> list[LedgerTransfer]:
-        return [
-            t
-            for t in self.transfers
-            if account in (t.debit_account, t.credit_account) and t.created_at and start <= t.created_at < end
-        ]
+from tests.unit.settlement.fakes import FakeLedger
 
 
 def _transfer(payment: str, payer: Participant, payee: Participant, minor: int, at: dt.datetime) -> LedgerTransfer:
@@ -107,54 +89,10 @@ async def test_every_kind_of_difference_is_reported(layer: Layer) -> None:
 # --- end to end over gRPC ------------------------------------------------------------------
 
 
-class FakeLedgerService(ledger_pb2_grpc.LedgerServiceServicer):
-    """Serves ListTransfers from a list (filters by reference, account and time; two per page)."""
-
-    def __init__(self) -> None:
-        self.transfers: list[ledger_pb2.Transfer] = []
-        self.tokens: set[str] = set()
-
-    async def ListTransfers(self, request, context):  # type: ignore[no-untyped-def]
-        self.tokens.update(v for k, v in context.invocation_metadata() if k == "authorization")
-        matching = [
-            t
-            for t in self.transfers
-            if (not request.reference or t.reference == request.reference)
-            and (not request.account or request.account in (t.debit_account, t.credit_account))
-            and (
-                not request.HasField("from_create_time")
-                or t.create_time.ToDatetime() >= request.from_create_time.ToDatetime()
-            )
-            and (
-                not request.HasField("to_create_time")
-                or t.create_time.ToDatetime() < request.to_create_time.ToDatetime()
-            )
-        ]
-        start = int(request.page_token or 0)
-        page = matching[start : start + 2]
-        more = start + 2 < len(matching)
-        return ledger_pb2.ListTransfersResponse(transfers=page, next_page_token=str(start + 2) if more else "")
-
-
-@pytest.fixture
-async def fake_ledger() -> AsyncIterator[tuple[FakeLedgerService, int]]:
-    """A fake account LedgerService on port 0."""
-    servicer = FakeLedgerService()
-    server = grpc.aio.server()
-    ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield servicer, port
-    finally:
-        await server.stop(0)
-
-
-async def test_reconcile_rpc_reads_the_ledger_with_the_operators_token(
-    sqlite_url: str, fake_ledger: tuple[FakeLedgerService, int]
-) -> None:
-    ledger, port = fake_ledger
-    async with running_settlement(sqlite_url, account_target=f"127.0.0.1:{port}") as mesh:
+async def test_reconcile_rpc_reads_the_ledger_with_the_operators_token(sqlite_url: str) -> None:
+    async with running_settlement(sqlite_url) as mesh:
+        ledger = mesh.ledger
+        assert ledger is not None
         bank = await mesh.register(None)
         wallets = [await mesh.register(f"w{i}") for i in range(2)]
         # Three transfers on the bank's account: the adapter has to follow page tokens.

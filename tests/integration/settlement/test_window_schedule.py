@@ -10,7 +10,7 @@ from meshlib.app import start_service
 from meshlib.auth.testing import TestIssuer
 from meshlib.auth.verifier import static_jwks
 from openbank.settlement.v1 import settlement_pb2, settlement_pb2_grpc
-from services.settlement.bootstrap import SPEC
+from services.settlement.bootstrap import settlement_spec
 from services.settlement.schedule import close_due_windows
 from services.settlement.settings import SettlementSettings
 
@@ -28,7 +28,7 @@ async def _windows(port: int, issuer: TestIssuer) -> list[settlement_pb2.Settlem
 async def test_the_schedule_closes_windows_and_a_slot_closes_only_once(database_url: str) -> None:
     issuer = TestIssuer(issuer="https://identity.openbank.local", audience="openbank-mesh")
     server = await start_service(
-        SPEC,
+        settlement_spec(identity=False),
         SettlementSettings(port=0, database_url=database_url, window_close_interval_seconds=0.3),
         jwks_fetcher=static_jwks(issuer.jwks),
     )
