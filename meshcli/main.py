@@ -10,6 +10,7 @@ from pathlib import Path
 
 from meshcli.audit import add_audit_parser
 from meshcli.commands import add_operator_parsers, run_operator_command
+from meshcli.payments import add_payment_parser
 
 PROCESS_MODULES = {
     "gateway": "gateway",
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1", help="where the mesh listens")
     add_operator_parsers(commands)
     add_audit_parser(commands)
+    add_payment_parser(commands)
     try:
         from meshcli import conformance
     except ImportError:  # pragma: no cover - the conformance suite ships with the CLI
@@ -63,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         from meshcli.audit import run_audit_command
 
         return asyncio.run(run_audit_command(args))
+    if args.command == "payment":
+        from meshcli.payments import run_payment_command
+
+        return asyncio.run(run_payment_command(args))
     if args.command == "conformance":
         from meshcli import conformance
 
