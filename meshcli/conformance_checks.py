@@ -3,8 +3,6 @@ the partner journey and the contract's promises, driven through the gateway only
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import sys
 import time
@@ -38,6 +36,9 @@ except ImportError:  # pragma: no cover - depends on the install
     import openbank_sdk as ob
 from openbank_sdk.sandbox import SandboxBankApp
 
+from meshcli.conformance_payments import PaymentChecks
+from meshcli.conformance_support import CheckFailed, _describe, _expect, expect_error
+
 CONTRACT_MODULES = (
     token_pb2,
     consent_pb2,
@@ -57,10 +58,6 @@ CONTRACT_MODULES = (
 # run's reads are not counted against the consent's unattended reads.
 DEFAULT_CUSTOMER_IP = "203.0.113.10"
 NOT_ANSWERING = (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAVAILABLE)
-
-
-class CheckFailed(Exception):
-    """A check saw something the contract does not allow."""
 
 
 @dataclass(frozen=True)
@@ -119,31 +116,7 @@ class CallRecorder(grpc.aio.UnaryUnaryClientInterceptor):
         return call
 
 
-def _expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise CheckFailed(message)
-
-
-def _describe(error: ob.OpenBankError) -> str:
-    return f"{error.code.name} {error.reason or '(no reason)'}"
-
-
-async def expect_error(
-    operation: Awaitable[Any], code: grpc.StatusCode, reason: str, *, bad_request_field: str | None = None
-) -> str:
-    """Run ``operation``; it must fail with ``code`` and ErrorInfo ``reason`` (and a BadRequest)."""
-    try:
-        await operation
-    except ob.OpenBankError as error:
-        _expect(error.code == code and error.reason == reason, f"got {_describe(error)}, want {code.name} {reason}")
-        if bad_request_field is not None:
-            fields = [v.field for v in error.field_violations]
-            _expect(bad_request_field in fields, f"BadRequest names {fields}, want {bad_request_field!r}")
-        return f"{code.name} {reason}" + (f", BadRequest {bad_request_field}" if bad_request_field else "")
-    raise CheckFailed(f"succeeded, want {code.name} {reason}")
-
-
-class ConformanceRun:
+class ConformanceRun(PaymentChecks):
     """The checks, in journey order; later checks use what earlier ones created."""
 
     def __init__(self, config: ConformanceConfig) -> None:
@@ -227,6 +200,7 @@ class ConformanceRun:
             ("payments: replay and REQUEST_ID_REUSED", self.payment_idempotency),
             ("payments: get, list, cancel", self.payment_get_list_cancel),
             ("payments: WatchPayments streams the new payment", self.payment_watch),
+            ("payments: refund in part, linked both ways, never above what was paid", self.payment_refund),
             ("pagination: page_size 1 walks every page", self.pagination_walk),
             ("pagination: bad page_token is PAGE_TOKEN_INVALID", self.pagination_bad_token),
             ("pagination: negative page_size is FIELD_INVALID", self.pagination_negative_size),
@@ -363,83 +337,6 @@ class ConformanceRun:
         available = await session.confirm_funds(account.name, ob.money(1, account.currency_code))
         _expect(available is True, "ConfirmFunds says a funded account cannot spend 1 minor unit")
         return f"{account.currency_code} available {balance.available.minor_units}"
-
-    async def payment_create(self) -> str:
-        session = self._consent_session()
-        _expect(bool(self.partner), "the partner is unknown (CreateConsent failed)")
-        self.payment = await session.create_payment(
-            self.config.customer_account, ob.money(100, "EUR"), creditor_wallet=self.partner
-        )
-        _expect(self.payment.name.startswith("payments/"), f"name {self.payment.name!r}")
-        _expect(self.payment.state != payment_pb2.PAYMENT_STATE_UNSPECIFIED, "no state")
-        _expect(self.payment.iso20022_status in {"RCVD", "ACTC", "ACSP", "ACSC", "RJCT", "CANC"}, "ISO 20022 code")
-        return f"{self.payment.name} {payment_pb2.PaymentState.Name(self.payment.state)}"
-
-    async def payment_idempotency(self) -> str:
-        session = self._consent_session()
-        key = f"conf-{uuid.uuid4().hex}"
-        account, wallet = self.config.customer_account, self.partner
-        first = await session.create_payment(account, ob.money(101, "EUR"), creditor_wallet=wallet, request_id=key)
-        again = await session.create_payment(account, ob.money(101, "EUR"), creditor_wallet=wallet, request_id=key)
-        _expect(first.name == again.name, f"{first.name} then {again.name}")
-        return await expect_error(
-            session.create_payment(account, ob.money(102, "EUR"), creditor_wallet=wallet, request_id=key),
-            grpc.StatusCode.ALREADY_EXISTS,
-            "REQUEST_ID_REUSED",
-        )
-
-    async def payment_get_list_cancel(self) -> str:
-        session = self._consent_session()
-        _expect(self.payment is not None, "no payment was created")
-        assert self.payment is not None
-        fetched = await session.get_payment(self.payment.name)
-        _expect(fetched.name == self.payment.name, "GetPayment returned another payment")
-        listed = [p.name async for p in session.list_payments()]
-        _expect(self.payment.name in listed, "ListPayments misses the payment")
-        final = {payment_pb2.PAYMENT_STATE_SETTLED, payment_pb2.PAYMENT_STATE_REJECTED}
-        if fetched.state in final:
-            outcome = await expect_error(
-                session.cancel_payment(fetched.name), grpc.StatusCode.FAILED_PRECONDITION, "PAYMENT_NOT_CANCELLABLE"
-            )
-        else:
-            outcome = payment_pb2.PaymentState.Name((await session.cancel_payment(fetched.name)).state)
-        return f"{len(listed)} listed; cancel: {outcome}"
-
-    async def payment_watch(self) -> str:
-        session = self._consent_session()
-        seen: list[payment_pb2.PaymentEvent] = []
-        method = "/openbank.payment.v1.PaymentService/WatchPayments"
-
-        async def watch() -> None:
-            async for event in self.client.watch_payments(max_reconnects=1):
-                seen.append(event)
-
-        watcher = asyncio.create_task(watch())
-        try:
-            # An empty cursor streams from now and nothing says when the stream is subscribed:
-            # pay (a few times at most) until a new payment's event arrives.
-            for _ in range(3):
-                payment = await session.create_payment(
-                    self.config.customer_account, ob.money(103, "EUR"), creditor_wallet=self.partner
-                )
-                for _ in range(60):
-                    if watcher.done():
-                        watcher.result()  # raises the stream's error
-                        raise CheckFailed("the stream ended")
-                    event = next((e for e in seen if e.payment == payment.name), None)
-                    if event is not None:
-                        self.recorder.record(method, grpc.StatusCode.OK)
-                        _expect(bool(event.cursor), "an event without a cursor")
-                        return f"event {payment_pb2.PaymentState.Name(event.state)} with a cursor"
-                    await asyncio.sleep(0.05)
-            raise CheckFailed("no event for three new payments")
-        except ob.OpenBankError as error:
-            self.recorder.record(method, error.code)
-            raise
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ob.OpenBankError):
-                await watcher
 
     async def pagination_walk(self) -> str:
         session = self._consent_session()

@@ -1,0 +1,134 @@
+"""The conformance checks of payments: create, replay, read, cancel, watch, refund.
+
+A mixin of :class:`meshcli.conformance_checks.ConformanceRun`: it uses the run's client,
+consent session, partner and the payment an earlier check created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import TYPE_CHECKING
+
+import grpc
+
+from meshcli.conformance_support import CheckFailed, _expect, expect_error, ob
+from openbank.payment.v1 import payment_pb2
+
+if TYPE_CHECKING:
+    from meshcli.conformance_checks import ConformanceConfig
+
+
+class PaymentChecks:
+    """Checks of PaymentService (the run provides the attributes below)."""
+
+    config: ConformanceConfig
+    client: ob.OpenBankClient
+    partner: str
+    payment: payment_pb2.Payment | None
+
+    def _consent_session(self) -> ob.ConsentSession:
+        raise NotImplementedError
+
+    async def payment_create(self) -> str:
+        session = self._consent_session()
+        _expect(bool(self.partner), "the partner is unknown (CreateConsent failed)")
+        self.payment = await session.create_payment(
+            self.config.customer_account, ob.money(100, "EUR"), creditor_wallet=self.partner
+        )
+        _expect(self.payment.name.startswith("payments/"), f"name {self.payment.name!r}")
+        _expect(self.payment.state != payment_pb2.PAYMENT_STATE_UNSPECIFIED, "no state")
+        _expect(self.payment.iso20022_status in {"RCVD", "ACTC", "ACSP", "ACSC", "RJCT", "CANC"}, "ISO 20022 code")
+        return f"{self.payment.name} {payment_pb2.PaymentState.Name(self.payment.state)}"
+
+    async def payment_idempotency(self) -> str:
+        session = self._consent_session()
+        key = f"conf-{uuid.uuid4().hex}"
+        account, wallet = self.config.customer_account, self.partner
+        first = await session.create_payment(account, ob.money(101, "EUR"), creditor_wallet=wallet, request_id=key)
+        again = await session.create_payment(account, ob.money(101, "EUR"), creditor_wallet=wallet, request_id=key)
+        _expect(first.name == again.name, f"{first.name} then {again.name}")
+        return await expect_error(
+            session.create_payment(account, ob.money(102, "EUR"), creditor_wallet=wallet, request_id=key),
+            grpc.StatusCode.ALREADY_EXISTS,
+            "REQUEST_ID_REUSED",
+        )
+
+    async def payment_get_list_cancel(self) -> str:
+        session = self._consent_session()
+        _expect(self.payment is not None, "no payment was created")
+        assert self.payment is not None
+        fetched = await session.get_payment(self.payment.name)
+        _expect(fetched.name == self.payment.name, "GetPayment returned another payment")
+        listed = [p.name async for p in session.list_payments()]
+        _expect(self.payment.name in listed, "ListPayments misses the payment")
+        final = {payment_pb2.PAYMENT_STATE_SETTLED, payment_pb2.PAYMENT_STATE_REJECTED}
+        if fetched.state in final:
+            outcome = await expect_error(
+                session.cancel_payment(fetched.name), grpc.StatusCode.FAILED_PRECONDITION, "PAYMENT_NOT_CANCELLABLE"
+            )
+        else:
+            outcome = payment_pb2.PaymentState.Name((await session.cancel_payment(fetched.name)).state)
+        return f"{len(listed)} listed; cancel: {outcome}"
+
+    async def payment_watch(self) -> str:
+        session = self._consent_session()
+        seen: list[payment_pb2.PaymentEvent] = []
+        method = "/openbank.payment.v1.PaymentService/WatchPayments"
+
+        async def watch() -> None:
+            async for event in self.client.watch_payments(max_reconnects=1):
+                seen.append(event)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            # An empty cursor streams from now and nothing says when the stream is subscribed:
+            # pay (a few times at most) until a new payment's event arrives.
+            for _ in range(3):
+                payment = await session.create_payment(
+                    self.config.customer_account, ob.money(103, "EUR"), creditor_wallet=self.partner
+                )
+                for _ in range(60):
+                    if watcher.done():
+                        watcher.result()  # raises the stream's error
+                        raise CheckFailed("the stream ended")
+                    event = next((e for e in seen if e.payment == payment.name), None)
+                    if event is not None:
+                        self.recorder.record(method, grpc.StatusCode.OK)
+                        _expect(bool(event.cursor), "an event without a cursor")
+                        return f"event {payment_pb2.PaymentState.Name(event.state)} with a cursor"
+                    await asyncio.sleep(0.05)
+            raise CheckFailed("no event for three new payments")
+        except ob.OpenBankError as error:
+            self.recorder.record(method, error.code)
+            raise
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ob.OpenBankError):
+                await watcher
+
+    async def payment_refund(self) -> str:
+        _expect(self.payment is not None, "no payment was created")
+        assert self.payment is not None
+        if self.payment.state != payment_pb2.PAYMENT_STATE_SETTLED:
+            return await expect_error(
+                self.client.refund_payment(self.payment.name, reason="CUST"),
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "PAYMENT_NOT_REFUNDABLE",
+            )
+        part = await self.client.refund_payment(
+            self.payment.name, amount=ob.money(1, self.payment.amount.currency_code), reason="CUST"
+        )
+        _expect(part.type == payment_pb2.PAYMENT_TYPE_REFUND, "the refund is not of type REFUND")
+        _expect(part.refund_of == self.payment.name, f"refund_of {part.refund_of!r}")
+        _expect(part.return_reason == "CUST", f"return_reason {part.return_reason!r}")
+        shown = await self._consent_session().get_payment(self.payment.name)
+        _expect(part.name in shown.refunds, "the original does not list its refund")
+        too_much = ob.money(self.payment.amount.minor_units, self.payment.amount.currency_code)
+        refused = await expect_error(
+            self.client.refund_payment(self.payment.name, amount=too_much, reason="CUST"),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "REFUND_AMOUNT_EXCEEDED",
+        )
+        return f"{part.name} {payment_pb2.PaymentState.Name(part.state)}; over the rest: {refused}"
