@@ -18,7 +18,9 @@ from meshlib.money import Amount, amount_from_fields
 from meshlib.names import ID_PATTERN
 
 MAX_LIFETIME = dt.timedelta(days=365)
-PERMISSIONS = frozenset({"READ_ACCOUNTS", "READ_BALANCES", "READ_TRANSACTIONS", "CONFIRM_FUNDS", "INITIATE_PAYMENTS"})
+PERMISSIONS = frozenset(
+    {"READ_ACCOUNTS", "READ_BALANCES", "READ_TRANSACTIONS", "CONFIRM_FUNDS", "INITIATE_PAYMENTS", "SCHEDULE_PAYMENTS"}
+)
 PERIODS = frozenset({"DAY", "WEEK", "MONTH"})
 _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
@@ -29,6 +31,7 @@ SCOPES_FOR_PERMISSION: dict[str, frozenset[str]] = {
     "READ_TRANSACTIONS": frozenset({"accounts:read"}),
     "CONFIRM_FUNDS": frozenset({"funds:confirm"}),
     "INITIATE_PAYMENTS": frozenset({"payments:write", "payments:read"}),
+    "SCHEDULE_PAYMENTS": frozenset({"payments:write", "payments:read"}),
 }
 
 
