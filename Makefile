@@ -41,6 +41,7 @@ lint: gen buf-checks
 
 test-servers:
 	bash scripts/ensure_test_servers.sh
+	bash scripts/ensure_browser.sh
 
 # Two workers: the suite is mostly waiting on sockets and databases.
 test: lint test-servers

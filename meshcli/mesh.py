@@ -1,4 +1,5 @@
-"""Run the whole mesh locally: five processes, readiness shown, clean stop on Ctrl-C."""
+"""Run the whole mesh locally: five gRPC processes and the bank's web app, readiness shown,
+clean stop on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meshlib.app import DEFAULT_PORTS
@@ -27,6 +29,10 @@ PROCESSES: tuple[tuple[str, str], ...] = (
     ("payment", "services.payment"),
     ("gateway", "gateway"),
 )
+# HTTP processes, started after the gRPC ones when their port is given (``make up`` does):
+# the bank's web app (customer sign-in and consent authorisation), a client of identity and account.
+WEB_PROCESSES: tuple[tuple[str, str], ...] = (("bankweb", "bankweb"),)
+DEFAULT_BANKWEB_PORT = 8080
 
 
 # The mesh's own OAuth clients and their scopes (identity issues their tokens).
@@ -58,6 +64,8 @@ INTERNAL_CLIENT_SCOPES: dict[str, tuple[str, ...]] = {
         "audit:read",
     ),
     "bank-app": ("consents:authorise",),
+    # The bank's web app process (bankweb/): authorisation pages.
+    "bankweb": ("consents:authorise",),
 }
 
 
@@ -140,6 +148,18 @@ def mesh_environment(
     return env
 
 
+async def wait_http_ok(port: int, timeout: float = 30.0) -> bool:
+    """Poll an HTTP process's /healthz until it answers 200."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                    return True
+            await asyncio.sleep(0.1)
+    return False
+
+
 async def wait_serving(port: int, timeout: float = 30.0) -> bool:
     """Poll the standard health check until the process answers SERVING."""
     deadline = time.monotonic() + timeout
@@ -187,6 +207,9 @@ class LocalMesh:
         for name, url in self.service_databases.items():
             self.child_env.setdefault(name, {}).setdefault("OBM_DATABASE_URL", url)
         self.children = [MeshProcess(name, module, self.ports[name]) for name, module in PROCESSES]
+        self.children += [
+            MeshProcess(name, module, self.ports[name]) for name, module in WEB_PROCESSES if name in self.ports
+        ]
 
     def _say(self, text: str) -> None:
         if not self.quiet:
@@ -203,6 +226,9 @@ class LocalMesh:
                 env["OBM_SERVICE_CLIENT_SECRET"] = self.credentials[child.name]
             if child.name != "identity":
                 env.pop("OBM_INTERNAL_CLIENTS", None)  # only identity knows the client list
+            if child.name == "bankweb":
+                # Plain http on 127.0.0.1: no Secure cookies (every other deployment keeps them).
+                env.update(OBM_BANKWEB_PORT=str(child.port), OBM_BANKWEB_SECURE_COOKIES="false")
             env.update(self.child_env.get(child.name, {}))
             child.process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -214,9 +240,10 @@ class LocalMesh:
             )
             self._say(f"  starting {child.name:<10} pid {child.process.pid} on :{child.port}")
         for child in self.children:
-            if not await wait_serving(child.port, timeout=60):
+            web = child.name in dict(WEB_PROCESSES)
+            if not await (wait_http_ok(child.port, timeout=60) if web else wait_serving(child.port, timeout=60)):
                 raise RuntimeError(f"{child.name} did not become ready on port {child.port}")
-            self._say(f"  ready    {child.name:<10} SERVING on 127.0.0.1:{child.port}")
+            self._say(f"  ready    {child.name:<10} {'HTTP 200' if web else 'SERVING'} on 127.0.0.1:{child.port}")
 
     async def stop(self, grace: float = 8.0) -> list[int | None]:
         """SIGTERM everyone (gateway first), wait for the drain, kill stragglers."""
@@ -252,7 +279,9 @@ def subprocess_out(quiet: bool) -> int | None:
 async def run_up(data_dir: Path, base_port: int = DEFAULT_PORTS["gateway"]) -> int:
     """``openbank-mesh up``: run until Ctrl-C / SIGTERM, then stop everything cleanly."""
     offset = base_port - DEFAULT_PORTS["gateway"]
-    mesh = LocalMesh(data_dir, ports={name: port + offset for name, port in DEFAULT_PORTS.items()})
+    ports = {name: port + offset for name, port in DEFAULT_PORTS.items()}
+    ports["bankweb"] = DEFAULT_BANKWEB_PORT + offset
+    mesh = LocalMesh(data_dir, ports=ports)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -261,7 +290,7 @@ async def run_up(data_dir: Path, base_port: int = DEFAULT_PORTS["gateway"]) -> i
     limiter = (
         "Redis rate limiter" if mesh.env.get("OBM_REDIS_URL") or mesh.env.get("REDIS_URL") else "in-process limiter"
     )
-    print(f"OpenBank Mesh: starting five processes ({store}, {limiter})", flush=True)
+    print(f"OpenBank Mesh: starting six processes ({store}, {limiter})", flush=True)
     try:
         await mesh.start()
     except RuntimeError as error:
@@ -288,6 +317,7 @@ async def run_up(data_dir: Path, base_port: int = DEFAULT_PORTS["gateway"]) -> i
         + f"  credentials {credentials_path(data_dir)} (secrets of the demo partners and customers)\n"
         f"  gateway     127.0.0.1:{mesh.ports['gateway']}   (partners call this)\n"
         + "".join(f"  {n:<11} 127.0.0.1:{mesh.ports[n]}\n" for n in ("identity", "account", "payment", "settlement"))
+        + f"  bank web    http://127.0.0.1:{mesh.ports['bankweb']}/authorize   (customers authorise consents here)\n"
         + "\n  next: openbank-mesh demo      (a wallet's whole journey, step by step)\n"
         f"  or:   buf curl --protocol grpc --http2-prior-knowledge --list-methods http://127.0.0.1:{mesh.ports['gateway']}\n"
         "  stop: Ctrl-C\n",

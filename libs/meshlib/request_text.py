@@ -113,6 +113,11 @@ FIELD_RULES: dict[str, TextRule] = {
     "code_challenge_method": _token(16),
     "refresh_token": _token(512),
     "token": _token(8192),
+    # The redirect flow (RFC 9126 PAR, RFC 6749 state): identity's authorization_requests.
+    "redirect_uri": _token(512),
+    "redirect_uris": _token(512),
+    "request_uri": _token(128),
+    "state": _token(256),
     # Free text: printable Unicode, never NUL or other control characters.
     "display_name": _line(200),
     "password": _line(1024),

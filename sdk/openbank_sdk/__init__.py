@@ -35,6 +35,7 @@ from openbank_sdk.client import (
     Invoker,
     OpenBankClient,
     PendingConsent,
+    PushedAuthorization,
     money,
     new_request_id,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "PendingConsent",
     "PermissionDenied",
     "Pkce",
+    "PushedAuthorization",
     "QuotaViolation",
     "RateLimited",
     "RetryPolicy",

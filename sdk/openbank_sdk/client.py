@@ -13,18 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import grpc
 from google.protobuf import timestamp_pb2
 
 from openbank.account.v1 import account_pb2, account_pb2_grpc
 from openbank.common.v1 import consent_permission_pb2, money_pb2
-from openbank.identity.v1 import consent_pb2, consent_pb2_grpc, token_pb2, token_pb2_grpc
+from openbank.identity.v1 import (
+    authorization_pb2,
+    authorization_pb2_grpc,
+    consent_pb2,
+    consent_pb2_grpc,
+    token_pb2,
+    token_pb2_grpc,
+)
 from openbank.payment.v1 import payment_pb2, payment_pb2_grpc
 from openbank.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from openbank_sdk.auth import ClientCredentials, ClientCredentialsTokens, ConsentTokens, Pkce, TokenSource
@@ -84,6 +93,25 @@ class PendingConsent:
     def name(self) -> str:
         """The consent's resource name, ``consents/{consent}``."""
         return self.consent.name
+
+
+@dataclass(frozen=True)
+class PushedAuthorization:
+    """A pushed authorisation request (RFC 9126): send the customer's browser to ``url(bank)``.
+
+    When the browser comes back to the redirect URI, check ``state`` and ``iss`` before
+    exchanging the code (:meth:`OpenBankClient.exchange_code` with the consent's verifier).
+    """
+
+    request_uri: str
+    expires_in: int
+    state: str
+    client_id: str
+
+    def url(self, bank_web: str) -> str:
+        """The bank's authorisation page for this request, e.g. ``url("https://bank.example")``."""
+        query = urlencode({"client_id": self.client_id, "request_uri": self.request_uri})
+        return f"{bank_web.rstrip('/')}/authorize?{query}"
 
 
 class Invoker:
@@ -284,6 +312,7 @@ class OpenBankClient:
         self._payment_tokens: ClientCredentialsTokens | None = None
         self._token_stub = token_pb2_grpc.TokenServiceStub(channel)
         self._consents = consent_pb2_grpc.ConsentServiceStub(channel)
+        self._authorizations = authorization_pb2_grpc.AuthorizationServiceStub(channel)
         self._payments = payment_pb2_grpc.PaymentServiceStub(channel)
         self._settlement = settlement_pb2_grpc.SettlementServiceStub(channel)
 
@@ -402,6 +431,24 @@ class OpenBankClient:
         """Revoke one of this partner's consents (final)."""
         request = consent_pb2.RevokeConsentRequest(request_id=request_id, name=name)
         return (await self._call(self._consents.RevokeConsent, request, mutating=True)).consent
+
+    async def push_authorization_request(
+        self, pending: PendingConsent, redirect_uri: str, *, state: str = "", request_id: str = ""
+    ) -> PushedAuthorization:
+        """Push the redirect flow's authorisation request for ``pending`` (RFC 9126 PAR):
+        ``redirect_uri`` must be one the bank registered for this partner, exactly; ``state``
+        defaults to a fresh random value (keep it to check the redirect)."""
+        state = state or secrets.token_urlsafe(24)
+        request = authorization_pb2.PushAuthorizationRequestRequest(
+            request_id=request_id,
+            consent=pending.name,
+            redirect_uri=redirect_uri,
+            code_challenge=pending.pkce.challenge,
+            code_challenge_method=pending.pkce.method,
+            state=state,
+        )
+        answer = await self._call(self._authorizations.PushAuthorizationRequest, request, mutating=True)
+        return PushedAuthorization(answer.request_uri, answer.expires_in, state, self.credentials.client_id)
 
     # ---- refunds ------------------------------------------------------------------------
 

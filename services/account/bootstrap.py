@@ -14,8 +14,9 @@ from meshlib.auth.consent import ConsentLookup
 from meshlib.auth.wiring import IdentityPeers, identity_peers
 from meshlib.periodic import Periodic
 from meshlib.server import Lifecycle, ServiceRegistration
-from openbank.account.v1 import account_admin_pb2_grpc, account_pb2_grpc, ledger_pb2_grpc
+from openbank.account.v1 import account_admin_pb2_grpc, account_pb2_grpc, customer_account_pb2_grpc, ledger_pb2_grpc
 from services.account.admin_service import AccountAdminService
+from services.account.customer_accounts import CustomerAccounts, CustomerAccountServicer
 from services.account.ledger_service import LedgerService, UowFactory
 from services.account.read_service import AccountReadService
 from services.account.servicer import AccountAdminServicer, AccountServicer, LedgerServicer
@@ -140,6 +141,12 @@ async def wire(runtime: Runtime, *, consent_lookup: ConsentLookupFactory | None 
                 "openbank.account.v1.AccountService",
                 AccountServicer(reads),
                 account_pb2_grpc.add_AccountServiceServicer_to_server,
+            ),
+            # The bank's web app: the accounts a signed-in customer may pick (read-only).
+            ServiceRegistration(
+                "openbank.account.v1.CustomerAccountService",
+                CustomerAccountServicer(CustomerAccounts(uow)),
+                customer_account_pb2_grpc.add_CustomerAccountServiceServicer_to_server,
             ),
         ],
         lifecycle=lifecycle,

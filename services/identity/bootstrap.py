@@ -18,6 +18,7 @@ from meshlib.errors import Unavailable
 from meshlib.events import InProcessBus, InvalidationBus, RedisBus
 from meshlib.server import ServiceRegistration
 from openbank.identity.v1 import (
+    authorization_pb2_grpc,
     consent_pb2_grpc,
     customer_pb2_grpc,
     partner_pb2_grpc,
@@ -25,6 +26,8 @@ from openbank.identity.v1 import (
     token_pb2_grpc,
 )
 from services.identity.account_client import LedgerAccounts
+from services.identity.authorization_service import AuthorizationService
+from services.identity.authorization_servicer import AuthorizationServicer
 from services.identity.common import Clock, EventPublisher, utc_now
 from services.identity.consent_service import ConsentService
 from services.identity.customer_service import CustomerService, StrongCustomerAuthentication
@@ -123,6 +126,7 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
         service_token = OwnServiceToken(keys, settings.token_issuer, settings.token_audience, ["ledger:read"])
         ledger_accounts = LedgerAccounts(runtime.channel(settings.account_target), service_token.token)
     consents = ConsentService(uow, sca, events, clock, accounts=ledger_accounts)
+    authorizations = AuthorizationService(uow, events, clock, settings.token_issuer, accounts=ledger_accounts)
 
     # Identity's own verifier refuses revoked tokens too, asking its own store on a miss.
     async def introspect_locally(caller: Caller) -> TokenStatus:
@@ -156,6 +160,11 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
                 "openbank.identity.v1.ConsentService",
                 ConsentServicer(consents),
                 consent_pb2_grpc.add_ConsentServiceServicer_to_server,
+            ),
+            ServiceRegistration(
+                "openbank.identity.v1.AuthorizationService",
+                AuthorizationServicer(authorizations),
+                authorization_pb2_grpc.add_AuthorizationServiceServicer_to_server,
             ),
             ServiceRegistration(
                 "openbank.identity.v1.SigningKeyService",

@@ -125,28 +125,11 @@ class ConsentService:
             outcome = await self._sca.check(uow, username, password, one_time_code)
             if isinstance(outcome, MeshError):
                 raise CommitAndRaise(outcome)  # the failed attempt counts
-            if self._accounts is not None:
-                # Only after SCA, so nobody learns who owns an account without the customer's
-                # credentials. One fast internal call inside the transaction, with a deadline.
-                owners = await self._accounts.owners(accounts)
-                for account_id in accounts:
-                    owner = owners.get(account_id)
-                    if owner is None or owner.customer_id != outcome.customer_id or not owner.active:
-                        raise InvalidArgument.field("accounts", "must be the customer's own open accounts")
-            authorised = consent.authorise(outcome.customer_id, accounts, now)
-            await uow.consents.save(authorised)
-            _audit(uow, "consent.authorise", authorised)
-            code = new_secret()
-            grant = AuthorizationCode(
-                code_hash=digest(code),
-                consent_id=consent_id,
-                partner_id=consent.partner_id,
-                customer_id=outcome.customer_id,
-                code_challenge=consent.code_challenge,
-                expires_at=now + AUTHORIZATION_CODE_LIFETIME,
+            # Accounts only after SCA, so nobody learns who owns an account without the
+            # customer's credentials.
+            return await authorise_for_customer(
+                uow, consent, outcome.customer_id, accounts, consent.code_challenge, now, self._accounts
             )
-            await uow.grants.add_code(grant)
-            return AuthorisedConsent(authorised, code, grant.expires_at)
 
         result = await self._tx.run(operation, key=key, codec=codec)
         if isinstance(result, AuthorisedConsent):
@@ -268,6 +251,46 @@ class ConsentService:
             log.info("consent changed", extra={"consent_id": consent_id, "state": consent_event_detail(result)})
             await self._events.publish("consent", consent_id, consent_event_detail(result))
         return result
+
+
+async def authorise_for_customer(
+    uow: IdentityUnitOfWork,
+    consent: Consent,
+    customer_id: str,
+    accounts: tuple[str, ...],
+    code_challenge: str,
+    now: dt.datetime,
+    owners: AccountOwners | None,
+) -> AuthorisedConsent:
+    """An authenticated customer's yes, in the caller's transaction: the consent AUTHORISED
+    for the customer's own open ``accounts`` and a one-time code bound to ``code_challenge``
+    (shared by AuthoriseConsent and the redirect flow's DecideAuthorizationRequest)."""
+    if owners is not None:
+        # One fast internal call inside the transaction, with a deadline.
+        found = await owners.owners(accounts)
+        for account_id in accounts:
+            owner = found.get(account_id)
+            if owner is None or owner.customer_id != customer_id or not owner.active:
+                raise InvalidArgument.field("accounts", "must be the customer's own open accounts")
+    authorised = consent.authorise(customer_id, accounts, now)
+    await uow.consents.save(authorised)
+    _audit(uow, "consent.authorise", authorised)
+    code = new_secret()
+    grant = AuthorizationCode(
+        code_hash=digest(code),
+        consent_id=consent.consent_id,
+        partner_id=consent.partner_id,
+        customer_id=customer_id,
+        code_challenge=code_challenge,
+        expires_at=now + AUTHORIZATION_CODE_LIFETIME,
+    )
+    await uow.grants.add_code(grant)
+    return AuthorisedConsent(authorised, code, grant.expires_at)
+
+
+def audit_consent(uow: IdentityUnitOfWork, action: str, consent: Consent) -> None:
+    """The change in the audit trail (for other use cases of identity)."""
+    _audit(uow, action, consent)
 
 
 def _audit(uow: IdentityUnitOfWork, action: str, consent: Consent) -> None:

@@ -107,6 +107,7 @@ def partner_message(partner: Partner) -> partner_pb2.Partner:
         create_time=timestamp(partner.created_at),
         update_time=timestamp(partner.updated_at),
         tls_client_certificate_bound_access_tokens=partner.certificate_bound_tokens,
+        redirect_uris=list(partner.redirect_uris),
     )
 
 
@@ -126,6 +127,7 @@ def registration(request: partner_pb2.RegisterPartnerRequest) -> PartnerRegistra
             if request.HasField("tls_client_certificate_bound_access_tokens")
             else None
         ),
+        redirect_uris=tuple(request.redirect_uris),
     )
 
 
@@ -144,6 +146,7 @@ def partner_changes(request: partner_pb2.UpdatePartnerRequest) -> PartnerChanges
         public_key_pem=optional("public_key_pem"),
         tls_client_certificate_sha256=optional("tls_client_certificate_sha256"),
         certificate_bound_tokens=optional("tls_client_certificate_bound_access_tokens"),
+        redirect_uris=tuple(request.redirect_uris.redirect_uris) if request.HasField("redirect_uris") else None,
     )
 
 

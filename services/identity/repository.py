@@ -114,6 +114,7 @@ class PartnerRepository:
             "updated_at": partner.updated_at,
             "tokens_valid_after": partner.tokens_valid_after,
             "certificate_bound_tokens": partner.certificate_bound_tokens,
+            "redirect_uris": "\n".join(partner.redirect_uris),
         }
 
     @staticmethod
@@ -135,6 +136,7 @@ class PartnerRepository:
             updated_at=_required(row.updated_at),
             tokens_valid_after=as_utc(row.tokens_valid_after),
             certificate_bound_tokens=bool(row.certificate_bound_tokens),
+            redirect_uris=_split(row.redirect_uris),
         )
 
     async def add(self, partner: Partner) -> None:

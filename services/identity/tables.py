@@ -49,6 +49,8 @@ partners = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("tokens_valid_after", sa.DateTime(timezone=True), nullable=True),
     sa.Column("certificate_bound_tokens", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Registered redirect URIs, one per line (none contains whitespace).
+    sa.Column("redirect_uris", sa.Text, nullable=False, server_default=""),
 )
 
 customers = sa.Table(
@@ -136,4 +138,24 @@ client_assertions = sa.Table(
     sa.Column("client_id", sa.String(64), primary_key=True),
     sa.Column("jti", sa.String(128), primary_key=True),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+# Pushed authorisation requests (RFC 9126): only the request_uri's digest is stored.
+authorization_requests = sa.Table(
+    "authorization_requests",
+    metadata,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("request_uri_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("partner_id", sa.String(64), nullable=False),
+    sa.Column("client_id", sa.String(64), nullable=False),
+    sa.Column("consent_id", sa.String(64), nullable=False, index=True),
+    sa.Column("redirect_uri", sa.String(512), nullable=False),
+    sa.Column("code_challenge", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("decide_before", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("decision", sa.String(16), nullable=True),
 )

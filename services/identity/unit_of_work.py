@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from meshlib.audit import AuditRepository
 from meshlib.idempotency import IdempotencyRepository
 from meshlib.storage import SqlUnitOfWork
+from services.identity.authorization_repository import AuthorizationRequestRepository
 from services.identity.repository import (
     ConsentRepository,
     CustomerRepository,
@@ -26,6 +27,7 @@ class IdentityUnitOfWork(SqlUnitOfWork):
     customers: CustomerRepository
     consents: ConsentRepository
     grants: GrantRepository
+    authorization_requests: AuthorizationRequestRepository
     audit: AuditRepository
 
     def _bind(self, connection: AsyncConnection) -> None:
@@ -35,5 +37,6 @@ class IdentityUnitOfWork(SqlUnitOfWork):
         self.customers = CustomerRepository(connection)
         self.consents = ConsentRepository(connection)
         self.grants = GrantRepository(connection)
+        self.authorization_requests = AuthorizationRequestRepository(connection)
         self.audit = AuditRepository(connection, audit, "identity")
         self.before_commit(self.audit.flush)

@@ -68,6 +68,13 @@ PUBLIC_RPCS: dict[str, tuple[int, tuple[str, ...], int, str, int]] = {
         "consents",
         REQUEST_ID,
     ),
+    "openbank.identity.v1.AuthorizationService.PushAuthorizationRequest": (
+        TOKEN_AUTH,
+        ("consents:write",),
+        CP.CONSENT_PERMISSION_NONE,
+        "consents",
+        REQUEST_ID,
+    ),
     "openbank.identity.v1.ConsentService.GetConsent": (
         TOKEN_AUTH,
         ("consents:read",),
@@ -215,6 +222,12 @@ EXPECTED_RPCS: dict[str, set[str]] = {
         "UnlockCustomer",
     },
     "openbank.identity.v1.SigningKeyService": {"RotateSigningKey", "ListSigningKeys"},
+    "openbank.identity.v1.AuthorizationService": {
+        "PushAuthorizationRequest",
+        "OpenAuthorizationRequest",
+        "DecideAuthorizationRequest",
+    },
+    "openbank.account.v1.CustomerAccountService": {"ListCustomerAccounts"},
     "openbank.account.v1.AccountService": {
         "ListAccounts",
         "GetAccount",
@@ -293,6 +306,7 @@ WINDOW_NOT_CLOSED WINDOW_ALREADY_SETTLED PARTICIPANT_NOT_ACTIVE PAYMENT_LIMIT_EX
 PARTNER_LIMIT_EXCEEDED VELOCITY_RULE_TRIGGERED PAYMENT_NOT_CANCELLABLE BENEFICIARY_INVALID PAYMENT_NOT_REFUNDABLE
 REFUND_AMOUNT_EXCEEDED RATE_LIMIT_EXCEEDED
 RATE_LIMITER_UNAVAILABLE MESSAGE_TOO_LARGE TOO_MANY_STREAMS METADATA_INVALID
+REDIRECT_URI_NOT_REGISTERED REQUEST_URI_INVALID AUTHORIZATION_REQUEST_EXPIRED
 """.split()
 
 GRPC_CODES = (

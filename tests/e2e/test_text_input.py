@@ -37,7 +37,7 @@ from meshlib.grpc_errors import decode_status, error_info
 from meshlib.policy import MethodPolicy, contract_policies
 from openbank.account.v1 import account_pb2
 from openbank.common.v1 import consent_permission_pb2, money_pb2
-from openbank.identity.v1 import consent_pb2, consent_pb2_grpc, token_pb2, token_pb2_grpc
+from openbank.identity.v1 import authorization_pb2, consent_pb2, consent_pb2_grpc, token_pb2, token_pb2_grpc
 from openbank.payment.v1 import payment_pb2, payment_pb2_grpc
 from openbank.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from tests.support.servers import free_port
@@ -258,6 +258,16 @@ VALID: dict[str, Callable[[Partner], Message]] = {
     "/openbank.account.v1.AccountService/ListAccounts": lambda p: account_pb2.ListAccountsRequest(),
     "/openbank.account.v1.AccountService/ListTransactions": lambda p: account_pb2.ListTransactionsRequest(
         parent=p.names["account"]
+    ),
+    "/openbank.identity.v1.AuthorizationService/PushAuthorizationRequest": lambda p: (
+        authorization_pb2.PushAuthorizationRequestRequest(
+            request_id=uuid.uuid4().hex,
+            consent="consents/not-there",
+            redirect_uri="https://wallet.example/callback",
+            code_challenge="E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            code_challenge_method="S256",
+            state="text-input",
+        )
     ),
     "/openbank.identity.v1.ConsentService/CreateConsent": lambda p: _create_consent(),
     "/openbank.identity.v1.ConsentService/GetConsent": lambda p: consent_pb2.GetConsentRequest(name=p.names["consent"]),

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from meshlib.errors import FailedPrecondition, FieldCollector
 from meshlib.money import Amount, amount_from_fields
+from services.identity.domain.authorization import check_redirect_uris
 
 # The scopes of the contract (see openbank/common/v1/options.proto).
 PARTNER_SCOPES = frozenset(
@@ -82,6 +83,8 @@ class Partner:
     tokens_valid_after: dt.datetime | None = None
     # Access tokens bound to tls_client_certificate_sha256 (RFC 8705 ``cnf``); needs one.
     certificate_bound_tokens: bool = False
+    # Where the redirect flow may send the customer's browser back (compared exactly).
+    redirect_uris: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -128,6 +131,7 @@ class PartnerRegistration:
     tls_client_certificate_sha256: str
     # None: bound exactly when a certificate is registered.
     certificate_bound_tokens: bool | None = None
+    redirect_uris: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ class PartnerChanges:
     public_key_pem: str | None = None
     tls_client_certificate_sha256: str | None = None
     certificate_bound_tokens: bool | None = None
+    redirect_uris: tuple[str, ...] | None = None
 
 
 _BOUND_FIELD = "tls_client_certificate_bound_access_tokens"
@@ -234,6 +239,7 @@ def register(
         bound = bool(request.tls_client_certificate_sha256)
     elif bound and not request.tls_client_certificate_sha256:
         errors.add(_BOUND_FIELD, "needs tls_client_certificate_sha256 (the certificate tokens are bound to)")
+    redirect_uris = check_redirect_uris(request.redirect_uris, "redirect_uris", errors)
     errors.raise_if_any()
     assert request.auth_method is not None
     uses_secret = request.auth_method is AuthMethod.CLIENT_SECRET_POST
@@ -253,6 +259,7 @@ def register(
         created_at=now,
         updated_at=now,
         certificate_bound_tokens=bound,
+        redirect_uris=redirect_uris,
     )
 
 
@@ -295,6 +302,9 @@ def apply_changes(partner: Partner, changes: PartnerChanges, known_tiers: frozen
         updated = replace(updated, tls_client_certificate_sha256=value or None)
     if changes.certificate_bound_tokens is not None:
         updated = replace(updated, certificate_bound_tokens=changes.certificate_bound_tokens)
+    if changes.redirect_uris is not None:
+        uris = check_redirect_uris(changes.redirect_uris, "redirect_uris.redirect_uris", errors)
+        updated = replace(updated, redirect_uris=uris)
     if updated.certificate_bound_tokens and not updated.tls_client_certificate_sha256:
         if changes.certificate_bound_tokens:
             errors.add(_BOUND_FIELD, "needs tls_client_certificate_sha256 (the certificate tokens are bound to)")

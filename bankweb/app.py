@@ -1,0 +1,106 @@
+"""Wiring: the one place that builds the bank web app's adapters, and runs its HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from bankweb.flows import AuthorisationFlow
+from bankweb.grpc_bank import SCOPES, GrpcBank
+from bankweb.ports import Bank, SessionStore
+from bankweb.sessions import AttemptLimiter, MemorySessionStore, RedisSessionStore
+from bankweb.settings import BankWebSettings
+from bankweb.web import BankWeb, build_app
+from meshlib.auth.service_tokens import ServiceTokenSource
+from meshlib.clients import ChannelSettings, open_channel
+
+log = logging.getLogger("bankweb")
+
+
+@dataclass
+class RunningBankWeb:
+    """A started bank web app: its port, and how to stop it."""
+
+    port: int
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    closers: list[Any] = field(default_factory=list)
+
+    async def stop(self) -> None:
+        """Stop serving and close the channels."""
+        self.server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        for close in self.closers:
+            await close()
+
+
+def _channel(settings: BankWebSettings, target: str) -> Any:
+    return open_channel(
+        ChannelSettings(
+            target=target,
+            tls_ca_file=settings.peer_tls_ca_file,
+            tls_cert_file=settings.peer_tls_cert_file,
+            tls_key_file=settings.peer_tls_key_file,
+        )
+    )
+
+
+def wire(settings: BankWebSettings, bank: Bank | None = None) -> tuple[BankWeb, list[Any]]:
+    """The web app over gRPC (or over ``bank``, for tests); returns it and what to close."""
+    closers: list[Any] = []
+    if bank is None:
+        if settings.service_client_secret is None:
+            raise SystemExit("bankweb needs OBM_SERVICE_CLIENT_SECRET (its internal client, scope consents:authorise)")
+        identity = _channel(settings, settings.identity_target)
+        account = _channel(settings, settings.account_target)
+        closers += [identity.close, account.close]
+        tokens = ServiceTokenSource(
+            identity, settings.service_client_id, settings.service_client_secret.get_secret_value(), SCOPES
+        )
+        bank = GrpcBank(identity, account, tokens)
+    sessions: SessionStore
+    if settings.redis_url is not None:
+        redis_sessions = RedisSessionStore(settings.redis_url.get_secret_value())
+        closers.append(redis_sessions.close)
+        sessions = redis_sessions
+    else:
+        sessions = MemorySessionStore()
+    limiter = AttemptLimiter(
+        settings.bankweb_signin_attempts,
+        settings.bankweb_signin_attempts_per_address,
+        settings.bankweb_signin_window_seconds,
+    )
+    flow = AuthorisationFlow(bank, sessions, limiter, settings.bankweb_session_idle_seconds)
+    return BankWeb(flow, sessions, secure_cookies=settings.bankweb_secure_cookies), closers
+
+
+async def start_bankweb(settings: BankWebSettings, bank: Bank | None = None) -> RunningBankWeb:
+    """Bind (port 0 picks a free one), serve in the background, return once listening."""
+    web, closers = wire(settings, bank)
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.bankweb_port))
+    sock.listen(128)
+    sock.setblocking(False)
+    # No access log: the authorisation URL's query carries a one-time request_uri.
+    config = uvicorn.Config(
+        build_app(web), log_config=None, access_log=False, proxy_headers=False, server_header=False, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="bankweb-http")
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = sock.getsockname()[1]
+    log.info("bank web app serving", extra={"port": port})
+    return RunningBankWeb(port, server, task, closers)

@@ -1,0 +1,131 @@
+"""What the bank web app needs from the outside world, as the use cases see it.
+
+The bank (identity and account over gRPC in production, a fake in unit tests) and the
+session store (in-process or Redis). Errors from the bank are ``meshlib.errors.MeshError``
+with their stable reasons.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+
+@dataclass(frozen=True)
+class AccountChoice:
+    """One of the customer's accounts, as offered on the consent page."""
+
+    name: str
+    display_name: str
+    display_number: str
+    currency: str
+
+
+@dataclass(frozen=True)
+class ConsentSummary:
+    """A consent in plain words."""
+
+    name: str
+    permissions: tuple[str, ...]
+    expire_time: dt.datetime
+    per_payment_limit: str = ""
+    period_limit: str = ""
+    reads_per_day: int = 0
+
+
+@dataclass(frozen=True)
+class AuthorizationView:
+    """An opened authorisation request: who asks for what, and until when the customer decides."""
+
+    name: str
+    client_id: str
+    partner_display_name: str
+    redirect_uri: str
+    consent: ConsentSummary
+    decide_before: dt.datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able, for the session store."""
+        consent = self.consent
+        return {
+            "name": self.name,
+            "client_id": self.client_id,
+            "partner_display_name": self.partner_display_name,
+            "redirect_uri": self.redirect_uri,
+            "decide_before": self.decide_before.isoformat(),
+            "consent": {
+                "name": consent.name,
+                "permissions": list(consent.permissions),
+                "expire_time": consent.expire_time.isoformat(),
+                "per_payment_limit": consent.per_payment_limit,
+                "period_limit": consent.period_limit,
+                "reads_per_day": consent.reads_per_day,
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AuthorizationView:
+        """Back from the session store."""
+        consent = dict(data["consent"])
+        consent["permissions"] = tuple(consent["permissions"])
+        consent["expire_time"] = dt.datetime.fromisoformat(consent["expire_time"])
+        return cls(
+            name=data["name"],
+            client_id=data["client_id"],
+            partner_display_name=data["partner_display_name"],
+            redirect_uri=data["redirect_uri"],
+            decide_before=dt.datetime.fromisoformat(data["decide_before"]),
+            consent=ConsentSummary(**consent),
+        )
+
+
+@dataclass(frozen=True)
+class RedirectAnswer:
+    """Where the browser returns: the registered redirect URI with the OAuth response."""
+
+    redirect_uri: str
+    state: str
+    issuer: str
+    code: str = ""
+    error: str = ""
+
+    def location(self) -> str:
+        """The redirect URI with code (or error), state and iss (RFC 9207) appended to its query."""
+        params = {"code": self.code} if self.code else {"error": self.error or "access_denied"}
+        params.update(state=self.state, iss=self.issuer)
+        separator = "&" if "?" in self.redirect_uri else "?"
+        return self.redirect_uri + separator + urlencode(params)
+
+
+class Bank(Protocol):
+    """Identity and account, as the web app uses them (with its own service credentials)."""
+
+    async def open_request(self, client_id: str, request_uri: str) -> AuthorizationView: ...
+
+    async def authenticate(self, username: str, password: str, one_time_code: str) -> str: ...
+
+    async def customer_accounts(self, customer: str) -> list[AccountChoice]: ...
+
+    async def decide(self, name: str, customer: str, approve: bool, accounts: tuple[str, ...]) -> RedirectAnswer: ...
+
+
+class SessionStore(Protocol):
+    """Server-side sessions keyed by a random id; the browser holds only the id."""
+
+    async def load(self, session_id: str) -> dict[str, Any] | None: ...
+
+    async def save(self, session_id: str, data: dict[str, Any], ttl_seconds: int) -> None: ...
+
+    async def delete(self, session_id: str) -> None: ...
+
+
+@dataclass
+class Session:
+    """A browser's session: its id (the cookie), CSRF token and what the flow has reached."""
+
+    session_id: str
+    data: dict[str, Any] = field(default_factory=dict)
+    # A new id is set (the old one deleted) when the session's privilege changes.
+    rotated_from: str | None = None

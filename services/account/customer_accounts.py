@@ -1,0 +1,74 @@
+"""The bank's own read of a customer's accounts (CustomerAccountService, internal): what a
+signed-in customer may pick when authorising a consent at the bank's web app.
+
+Read-only and additive: its own query on the accounts table, its own use case and servicer;
+nothing in the ledger changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import grpc
+import sqlalchemy as sa
+
+from meshlib.names import parse_name
+from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size, time_and_id
+from openbank.account.v1 import customer_account_pb2, customer_account_pb2_grpc
+from services.account.converters import account_to_proto
+from services.account.domain.ledger import Account, AccountStatus
+from services.account.ledger_service import UowFactory
+from services.account.repository import _account
+from services.account.tables import accounts
+
+
+class CustomerAccounts:
+    """A customer's open accounts, oldest first, keyset-paginated."""
+
+    def __init__(self, uow: UowFactory) -> None:
+        self._uow = uow
+
+    async def list(self, customer_id: str, requested_size: int, page_token: str) -> tuple[list[Account], str]:
+        """One page and the next page token ('' at the end)."""
+        size = page_size(requested_size)
+        filters = filter_fingerprint(customer=customer_id)
+        after = time_and_id(decode_page_token(page_token, filters))
+        query = sa.select(accounts).where(
+            accounts.c.customer_id == customer_id, accounts.c.status != AccountStatus.CLOSED.value
+        )
+        if after is not None:
+            opened, account_id = after
+            query = query.where(
+                sa.or_(
+                    accounts.c.opened_at > opened,
+                    sa.and_(accounts.c.opened_at == opened, accounts.c.id > account_id),
+                )
+            )
+        query = query.order_by(accounts.c.opened_at, accounts.c.id).limit(size + 1)
+        async with self._uow(read_only=True) as uow:
+            rows = (await uow.connection.execute(query)).all()
+        found = [_account(row) for row in rows]
+        page, more = found[:size], len(found) > size
+        token = ""
+        if more:
+            last = page[-1]
+            opened_at = last.opened_at or dt.datetime.min.replace(tzinfo=dt.UTC)
+            token = encode_page_token({"t": opened_at.isoformat(), "id": last.id}, filters)
+        return page, token
+
+
+class CustomerAccountServicer(customer_account_pb2_grpc.CustomerAccountServiceServicer):
+    """Protobuf in, protobuf out."""
+
+    def __init__(self, customer_accounts: CustomerAccounts) -> None:
+        self._accounts = customer_accounts
+
+    async def ListCustomerAccounts(
+        self, request: customer_account_pb2.ListCustomerAccountsRequest, context: grpc.aio.ServicerContext
+    ) -> customer_account_pb2.ListCustomerAccountsResponse:
+        """A customer's open accounts."""
+        customer_id = parse_name(request.customer, "customers", "customer")
+        page, token = await self._accounts.list(customer_id, request.page_size, request.page_token)
+        return customer_account_pb2.ListCustomerAccountsResponse(
+            accounts=[account_to_proto(account) for account in page], next_page_token=token
+        )
