@@ -107,6 +107,13 @@ def add_operator_parsers(commands: argparse._SubParsersAction) -> None:  # type:
     register.add_argument("--currency", default="EUR", help="currency of the limits")
     register.add_argument("--per-payment-limit", default="1000", help="largest single payment, e.g. 1000.00")
     register.add_argument("--daily-limit", default="10000", help="most per day, e.g. 10000.00")
+    register.add_argument(
+        "--redirect-uri",
+        action="append",
+        default=[],
+        dest="redirect_uris",
+        help="a redirect URI for the redirect flow, compared exactly (repeat for more)",
+    )
     _certificate_arguments(register)
     certificate = common(
         partner_commands.add_parser(
@@ -199,10 +206,13 @@ async def _dispatch(operator: Operator, args: argparse.Namespace) -> int:
                     token_endpoint_auth_method=partner_pb2.TOKEN_ENDPOINT_AUTH_METHOD_CLIENT_SECRET_POST,
                     tls_client_certificate_sha256=certificate_sha256(args.certificate) if args.certificate else "",
                     tls_client_certificate_bound_access_tokens=args.bind_tokens,
+                    redirect_uris=args.redirect_uris,
                 ),
                 metadata=admin,
             )
             print(f"registered {answer.partner.name} ({answer.partner.display_name})")
+            for uri in answer.partner.redirect_uris:
+                print(f"  redirect_uri  {uri}")
             print(f"  client_id     {answer.partner.client_id}")
             print(f"  client_secret {answer.client_secret or '(shown only on the first registration)'}")
             print(_partner_line(answer.partner))
