@@ -18,6 +18,7 @@ PROCESS_MODULES = {
     "account": "services.account",
     "payment": "services.payment",
     "settlement": "services.settlement",
+    "bankweb": "bankweb",
 }
 
 

@@ -27,6 +27,8 @@ K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30.0"
 OVERLAYS = ("dev", "prod")
 PROCESSES = tuple(DEFAULT_PORTS)
+# HTTP processes of the same image (the bank's web app), with their ports.
+WEB_PROCESSES = {"bankweb": 8080}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 MESH = "openbank-mesh"
 PRE_STOP_SECONDS = 5
@@ -34,8 +36,8 @@ PRE_STOP_SECONDS = 5
 # Who may call whom: the mesh's only service-to-service paths ("*" = from anywhere).
 EXPECTED_CALLERS = {
     "gateway": {"*"},
-    "identity": {"gateway", "account", "payment", "settlement"},
-    "account": {"gateway", "payment", "settlement"},
+    "identity": {"gateway", "account", "payment", "settlement", "bankweb"},
+    "account": {"gateway", "payment", "settlement", "bankweb"},
     "payment": {"gateway"},
     "settlement": {"gateway", "payment"},
 }
@@ -110,6 +112,7 @@ def mesh_deployments(docs: list[Doc]) -> dict[str, Doc]:
         doc["metadata"]["name"]: doc
         for doc in of_kind(docs, "Deployment")
         if doc["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/part-of") == MESH
+        and doc["metadata"]["name"] not in WEB_PROCESSES
     }
     assert set(found) == set(PROCESSES)
     return found
@@ -243,7 +246,50 @@ def test_the_gateway_is_the_only_externally_exposed_service(overlay) -> None:  #
             assert [p["port"] for p in service["spec"]["ports"]] == [DEFAULT_PORTS["gateway"]]
         else:
             assert kind == "ClusterIP", service["metadata"]["name"]
-    assert not of_kind(docs, "Ingress"), "partners reach the mesh through the gateway Service only"
+    # Partners reach the mesh through the gateway Service only; customers' browsers reach the
+    # bank's web app through its Ingress, over TLS, in prod (dev: kubectl port-forward).
+    ingresses = of_kind(docs, "Ingress")
+    if name == "dev":
+        assert not ingresses
+        return
+    (ingress,) = ingresses
+    backends = {
+        path["backend"]["service"]["name"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]
+    }
+    assert backends == {"bankweb"}, "only the bank's web pages are behind the Ingress"
+    hosts = {host for rule in ingress["spec"]["rules"] for host in [rule["host"]]}
+    assert hosts <= {host for tls in ingress["spec"]["tls"] for host in tls["hosts"]}, "TLS for every host"
+
+
+def test_the_bank_web_app_is_reached_only_from_the_ingress_and_calls_only_identity_and_account(overlay) -> None:  # type: ignore[no-untyped-def]
+    _, docs = overlay
+    policies = of_kind(docs, "NetworkPolicy")
+    labels = {"app.kubernetes.io/name": "bankweb", "app.kubernetes.io/part-of": MESH}
+    sources, reachable = [], set()
+    for policy in policies:
+        if not selects(policy["spec"]["podSelector"], labels):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            if WEB_PROCESSES["bankweb"] in {p.get("port") for p in rule.get("ports", [])}:
+                sources += rule.get("from", [{"anywhere": True}])
+        for rule in policy["spec"].get("egress", []):
+            for peer in rule.get("to", []):
+                name = peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+                if name in PROCESSES:
+                    reachable.add(name)
+    assert sources == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}], (
+        "bankweb's port: from the ingress controller only"
+    )
+    assert reachable == {"identity", "account"}
+    (deployment,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "bankweb"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["bankweb"]
+    assert WEB_PROCESSES["bankweb"] in {p["containerPort"] for p in container["ports"]}
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["path"] == "/healthz"
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert env["OBM_SERVICE_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"]["name"].startswith("bankweb-service-client")
+    assert config_value(docs, "bankweb-config", "OBM_BANKWEB_SECURE_COOKIES") == "true"
 
 
 def test_every_service_is_covered_by_a_network_policy_ingress_rule(overlay) -> None:  # type: ignore[no-untyped-def]
@@ -371,7 +417,7 @@ def test_every_process_that_asks_identity_has_its_client_with_the_scopes_it_asks
     if name == "dev":
         clients = yaml.safe_load((K8S / "overlays" / "dev" / "internal-clients.yaml").read_text())["clients"]
         granted = {client["client_id"]: set(client["scopes"]) for client in clients}
-        for process in MESH_CLIENTS:
+        for process in (*MESH_CLIENTS, *WEB_PROCESSES):
             assert set(INTERNAL_CLIENT_SCOPES[process]) <= granted.get(process, set()), process
 
 
@@ -394,6 +440,8 @@ def test_config_maps_and_secrets_referenced_exist_or_are_documented(overlay) -> 
         "gateway-partner-client-ca",
         *(f"{p}-tls" for p in PROCESSES),
         *(f"{p}-service-client" for p in MESH_CLIENTS),
+        "bankweb-service-client",
+        "bankweb-tls",
     }
     for _, pod, container in containers(docs):
         for source in container.get("envFrom", []):
