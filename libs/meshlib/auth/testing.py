@@ -70,3 +70,13 @@ class TestIssuer:
         settings = VerifierSettings(issuer=self.issuer, audience=self.audience)
         # A fixed key set: an unknown kid need not wait for a refetch slot.
         return JwtVerifier(settings, JwksCache(static_jwks(self.jwks), refresh_interval_seconds=0), **kwargs)
+
+
+class NeverRevoked:
+    """A revocation check that accepts every token: for a test that runs no identity to ask
+    (a process without service credentials otherwise fails closed, refusing every token)."""
+
+    __test__ = False
+
+    async def check(self, caller: object) -> None:
+        """Accept."""

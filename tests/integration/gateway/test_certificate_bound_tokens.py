@@ -25,7 +25,7 @@ from gateway.server import start_gateway
 from gateway.settings import GatewaySettings
 from meshlib.app import start_service
 from meshlib.auth.certificates import FORWARDED_CERTIFICATE_HEADER, x5t_s256
-from meshlib.auth.testing import TestIssuer
+from meshlib.auth.testing import NeverRevoked, TestIssuer
 from meshlib.auth.verifier import static_jwks
 from meshlib.grpc_errors import decode_status, error_info
 from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc, account_pb2, account_pb2_grpc
@@ -369,6 +369,7 @@ async def test_a_bound_token_without_a_client_certificate_never_passes_the_gatew
             tls_key_file=public.key_file,
         ),
         jwks_fetcher=static_jwks(issuer.jwks),
+        revocation=NeverRevoked(),  # no identity here
     )
     forged = ((FORWARDED_CERTIFICATE_HEADER, "ab" * 32),)
     try:

@@ -14,7 +14,7 @@ from gateway.routing import build_routes
 from gateway.server import start_gateway
 from gateway.settings import GatewaySettings
 from meshlib.auth.consent import ConsentView
-from meshlib.auth.testing import TestIssuer
+from meshlib.auth.testing import NeverRevoked, TestIssuer
 from meshlib.auth.verifier import static_jwks
 from meshlib.grpc_errors import decode_rpc_error
 from meshlib.server import INTERACTION_ID_HEADER
@@ -71,6 +71,7 @@ async def gateway_channel():  # type: ignore[no-untyped-def]
             port=0, identity_target=target, account_target=target, payment_target=target, settlement_target=target
         ),
         jwks_fetcher=static_jwks(issuer.jwks),
+        revocation=NeverRevoked(),  # no identity here
         consents=AuthorisedConsents(),
     )
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}")

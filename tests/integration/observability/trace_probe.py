@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from gateway.server import start_gateway
 from gateway.settings import GatewaySettings
+from meshlib.auth.testing import NeverRevoked
 from meshlib.auth.verifier import static_jwks
 from meshlib.logs import JsonFormatter
 from meshlib.metrics import start_metrics_server
@@ -52,6 +53,7 @@ async def main(work: Path) -> None:
                 settlement_target=f"127.0.0.1:{servers['settlement'].port}",
             ),
             jwks_fetcher=static_jwks(mesh.issuer.jwks),
+            revocation=NeverRevoked(),  # no identity here
             consents=mesh.consents,
         )
         metadata = mesh.partner("partner-1", "c1")
