@@ -201,6 +201,7 @@ class ConformanceRun(PaymentChecks):
             ("payments: get, list, cancel", self.payment_get_list_cancel),
             ("payments: WatchPayments streams the new payment", self.payment_watch),
             ("payments: refund in part, linked both ways, never above what was paid", self.payment_refund),
+            ("payments: standing order and future-dated payment, created and cancelled", self.payment_schedules),
             ("pagination: page_size 1 walks every page", self.pagination_walk),
             ("pagination: bad page_token is PAGE_TOKEN_INVALID", self.pagination_bad_token),
             ("pagination: negative page_size is FIELD_INVALID", self.pagination_negative_size),

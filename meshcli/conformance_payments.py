@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import uuid
 from typing import TYPE_CHECKING
 
@@ -132,3 +133,33 @@ class PaymentChecks:
             "REFUND_AMOUNT_EXCEEDED",
         )
         return f"{part.name} {payment_pb2.PaymentState.Name(part.state)}; over the rest: {refused}"
+
+    async def payment_schedules(self) -> str:
+        session = self._consent_session()
+        account, wallet = self.config.customer_account, self.partner
+        tomorrow = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+        order = await session.create_standing_order(
+            account,
+            ob.money(100, "EUR"),
+            creditor_wallet=wallet,
+            frequency=ob.MONTHLY,
+            first_execution_time=tomorrow,
+            execution_count=2,
+        )
+        _expect(order.state == payment_pb2.STANDING_ORDER_STATE_ACTIVE, f"state {order.state}")
+        _expect(
+            order.next_execution_time.ToSeconds() == int(tomorrow.timestamp()), "next_execution_time is not the first"
+        )
+        fetched = await session.get_standing_order(order.name)
+        _expect(fetched.name == order.name, "GetStandingOrder returned another order")
+        listed = [o.name async for o in session.list_standing_orders()]
+        _expect(order.name in listed, "ListStandingOrders misses the order")
+        cancelled = await session.cancel_standing_order(order.name)
+        _expect(cancelled.state == payment_pb2.STANDING_ORDER_STATE_CANCELLED, f"state {cancelled.state}")
+        later = await session.create_payment(
+            account, ob.money(100, "EUR"), creditor_wallet=wallet, requested_execution_time=tomorrow
+        )
+        _expect(later.state == payment_pb2.PAYMENT_STATE_SCHEDULED and later.iso20022_status == "PDNG", "not SCHEDULED")
+        dropped = await session.cancel_payment(later.name)
+        _expect(dropped.state == payment_pb2.PAYMENT_STATE_CANCELLED, f"cancel: {dropped.state}")
+        return f"{order.name} ACTIVE -> CANCELLED; {later.name} SCHEDULED -> CANCELLED"

@@ -31,6 +31,7 @@ from openbank_sdk.client import (
     READ_ACCOUNTS,
     READ_BALANCES,
     READ_TRANSACTIONS,
+    SCHEDULE_PAYMENTS,
     ConsentSession,
     Invoker,
     OpenBankClient,
@@ -60,18 +61,23 @@ from openbank_sdk.errors import (
 )
 from openbank_sdk.pagination import collect, paginate
 from openbank_sdk.retry import NO_RETRY, RetryPolicy, call_with_retry
+from openbank_sdk.scheduling import DAILY, MONTHLY, WEEKLY
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ALL_PERMISSIONS",
     "CONFIRM_FUNDS",
+    "DAILY",
     "INITIATE_PAYMENTS",
+    "MONTHLY",
     "NO_RETRY",
     "PARTNER_WIDE_SCOPES",
     "READ_ACCOUNTS",
     "READ_BALANCES",
     "READ_TRANSACTIONS",
+    "SCHEDULE_PAYMENTS",
+    "WEEKLY",
     "Aborted",
     "AlreadyExists",
     "ClientCredentials",

@@ -41,6 +41,7 @@ from openbank_sdk.channels import open_channel
 from openbank_sdk.errors import OpenBankError, from_rpc_error
 from openbank_sdk.pagination import paginate
 from openbank_sdk.retry import DEFAULT_RETRY, RetryPolicy, call_with_retry
+from openbank_sdk.scheduling import StandingOrderCalls
 
 INTERACTION_ID_HEADER = "x-fapi-interaction-id"
 CUSTOMER_IP_HEADER = "x-fapi-customer-ip-address"
@@ -53,7 +54,15 @@ READ_BALANCES = consent_permission_pb2.CONSENT_PERMISSION_READ_BALANCES
 READ_TRANSACTIONS = consent_permission_pb2.CONSENT_PERMISSION_READ_TRANSACTIONS
 CONFIRM_FUNDS = consent_permission_pb2.CONSENT_PERMISSION_CONFIRM_FUNDS
 INITIATE_PAYMENTS = consent_permission_pb2.CONSENT_PERMISSION_INITIATE_PAYMENTS
-ALL_PERMISSIONS = (READ_ACCOUNTS, READ_BALANCES, READ_TRANSACTIONS, CONFIRM_FUNDS, INITIATE_PAYMENTS)
+SCHEDULE_PAYMENTS = consent_permission_pb2.CONSENT_PERMISSION_SCHEDULE_PAYMENTS
+ALL_PERMISSIONS = (
+    READ_ACCOUNTS,
+    READ_BALANCES,
+    READ_TRANSACTIONS,
+    CONFIRM_FUNDS,
+    INITIATE_PAYMENTS,
+    SCHEDULE_PAYMENTS,
+)
 
 # Reasons after which a fresh token may succeed where the old one failed.
 _RENEWABLE_TOKEN_REASONS = frozenset({"TOKEN_EXPIRED"})
@@ -174,9 +183,9 @@ class Invoker:
         return await call_with_retry(attempt, self.retry)
 
 
-class ConsentSession:
+class ConsentSession(StandingOrderCalls):
     """Calls bound to one authorised consent: accounts, balances, transactions, funds
-    confirmation and payments. Obtain one with :meth:`OpenBankClient.exchange_code`."""
+    confirmation, payments and standing orders. Obtain one with :meth:`OpenBankClient.exchange_code`."""
 
     def __init__(self, channel: grpc.aio.Channel, tokens: ConsentTokens, invoker: Invoker) -> None:
         self.tokens = tokens
@@ -240,9 +249,11 @@ class ConsentSession:
         remittance_information: str = "",
         end_to_end_id: str = "",
         request_id: str = "",
+        requested_execution_time: dt.datetime | None = None,
     ) -> payment_pb2.Payment:
         """Initiate a payment: a wallet top-up (``creditor_wallet="partners/..."``) or a
-        transfer (``creditor_account="accounts/..."``).
+        transfer (``creditor_account="accounts/..."``); with ``requested_execution_time`` a
+        future-dated one, SCHEDULED until then (the consent must grant SCHEDULE_PAYMENTS).
 
         ``request_id`` defaults to a fresh key; pass your own (persisted before sending) to be
         able to retry after a crash and get the same payment back.
@@ -265,6 +276,8 @@ class ConsentSession:
             request.creditor_wallet = creditor_wallet
         else:
             request.creditor_account = creditor_account
+        if requested_execution_time is not None:
+            request.requested_execution_time.CopyFrom(timestamp(requested_execution_time))
         return (await self._call(self._payments.CreatePayment, request, mutating=True)).payment
 
     async def get_payment(self, name: str) -> payment_pb2.Payment:

@@ -25,12 +25,14 @@ from meshlib.errors import Unavailable
 from meshlib.events import InvalidationBus
 from meshlib.periodic import Periodic
 from meshlib.server import Lifecycle, ServiceRegistration
+from meshlib.storage import Transactions
 from openbank.payment.v1 import payment_admin_pb2_grpc, payment_pb2_grpc
 from services.payment.adapters.batching import BatchingLedger, BatchingSettlement
 from services.payment.adapters.group_commit import GroupCommitJournal, GroupCommitRegister
 from services.payment.adapters.peers import GrpcLedger, GrpcPartnerDirectory, GrpcSettlement
 from services.payment.adapters.sql_journal import SqlPaymentJournal
 from services.payment.adapters.sql_register import SqlPaymentRegister
+from services.payment.adapters.sql_schedules import SqlSchedules
 from services.payment.commands import (
     KEY_RETENTION,
     CancelPayment,
@@ -39,15 +41,18 @@ from services.payment.commands import (
     RecoveryLoop,
     purge_idempotency_keys,
 )
-from services.payment.create_payment import AdmittedInWaves, CreatePayment, CreatePaymentHandler
+from services.payment.create_payment import AdmittedInWaves, CreatePayment, CreatePaymentHandler, Router
 from services.payment.domain.checks import load_rules
+from services.payment.domain.schedules import scaled_clock
 from services.payment.metrics import publish_payment_gauges
-from services.payment.ports import PartnerDirectory, PaymentJournal, PaymentRegister, utc_now
+from services.payment.ports import Clock, PartnerDirectory, PaymentJournal, PaymentRegister, utc_now
 from services.payment.queries import PaymentEvents, PaymentQueries
 from services.payment.refund_payment import RefundPayment
 from services.payment.saga import SagaRunner, exit_at_failpoint
+from services.payment.scheduler import Scheduler, SchedulerLoop
 from services.payment.servicer import PaymentAdminServicer, PaymentServicer
 from services.payment.settings import PaymentSettings
+from services.payment.standing_orders import StandingOrders
 from services.payment.tables import audit as audit_tables
 from services.payment.unit_of_work import PaymentUnitOfWork
 
@@ -118,6 +123,8 @@ class PaymentComponents:
     create: CreatePaymentHandler
     cancel: CancelPayment
     refund: RefundPayment
+    standing_orders: StandingOrders
+    scheduler: Scheduler
     recover: RecoverPayments
     recovery: Recovery
     queries: PaymentQueries
@@ -157,11 +164,12 @@ async def wire(
         positions = GrpcSettlement(settlement, call, settings.directory_cache_seconds)
         journal, register = sql_journal, sql_register
     saga = SagaRunner(journal, ledger, positions, failpoint=exit_at_failpoint(settings.payment_failpoint))
+    partners = partner_directory(runtime, call)
     create: CreatePaymentHandler = CreatePayment(
         consents=peers.consents,
         ledger=ledger,
         participants=positions,
-        partners=partner_directory(runtime, call),
+        partners=partners,
         register=register,
         saga=saga,
     )
@@ -169,10 +177,28 @@ async def wire(
         admission = WaveAdmission(max_waves=settings.admission_waves, release_after=settings.admission_release_seconds)
         create = AdmittedInWaves(create, admission)
     recovery = Recovery(journal, saga)
+    schedules_store = SqlSchedules(Transactions(uow))
+    scheduler = Scheduler(
+        store=schedules_store,
+        create=create,
+        consents=peers.consents,
+        ledger=ledger,
+        partners=partners,
+        register=register,
+        saga=saga,
+        lease=dt.timedelta(seconds=settings.schedule_lease_seconds),
+        catch_up=dt.timedelta(seconds=settings.schedule_catch_up_seconds),
+        clock=scheduler_clock(settings),
+        failpoint=exit_at_failpoint(settings.payment_failpoint),
+    )
     components = PaymentComponents(
         create=create,
         cancel=CancelPayment(peers.consents, register),
         refund=RefundPayment(register=register, saga=saga),
+        standing_orders=StandingOrders(
+            consents=peers.consents, ledger=ledger, router=Router(positions), schedules_store=schedules_store
+        ),
+        scheduler=scheduler,
         recover=RecoverPayments(uow, recovery),
         recovery=recovery,
         queries=PaymentQueries(uow, peers.consents),
@@ -188,8 +214,11 @@ async def wire(
         settings.recovery_interval_seconds,
         hourly=lambda: purge_idempotency_keys(uow, utc_now(), KEY_RETENTION),
     )
+    scheduling = SchedulerLoop(scheduler, settings.schedule_interval_seconds)
     gauges = Periodic("payment-metrics", settings.metrics_interval_seconds, partial(publish_payment_gauges, uow))
-    lifecycle = Lifecycle(on_start=[loop.start, gauges.start], on_stop=[loop.stop, gauges.stop])
+    lifecycle = Lifecycle(
+        on_start=[loop.start, scheduling.start, gauges.start], on_stop=[scheduling.stop, loop.stop, gauges.stop]
+    )
     if peers.bus is not None:
         lifecycle.on_start.insert(0, peers.bus.start)
         lifecycle.on_stop.append(peers.bus.close)
@@ -209,6 +238,16 @@ async def wire(
         components=components,
         lifecycle=lifecycle,
     )
+
+
+def scheduler_clock(settings: PaymentSettings) -> Clock:
+    """The wall clock, or the sandbox's fast one (schedule_time_scale from schedule_time_anchor)."""
+    if settings.schedule_time_scale == 1.0 or settings.schedule_time_anchor is None:
+        return utc_now
+    anchor = settings.schedule_time_anchor
+    if anchor.tzinfo is None:
+        anchor = anchor.replace(tzinfo=dt.UTC)
+    return scaled_clock(utc_now, anchor, settings.schedule_time_scale)
 
 
 def payment_spec(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 from google.protobuf import timestamp_pb2
 
@@ -16,6 +17,8 @@ from services.payment.create_payment import NewPayment
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.domain.refunds import RefundRequest
 from services.payment.domain.saga import PaymentEvent, RecordedStep
+from services.payment.domain.schedules import MAX_EXECUTIONS, Frequency, StandingOrder
+from services.payment.standing_orders import NewStandingOrder
 
 
 def _timestamp(value) -> timestamp_pb2.Timestamp:  # type: ignore[no-untyped-def]
@@ -50,6 +53,11 @@ def payment_message(payment: Payment) -> payment_pb2.Payment:
         message.refund_of = resource_name("payments", payment.original_payment_id)
         message.return_reason = payment.return_reason
     message.refunds.extend(resource_name("payments", link.payment_id) for link in payment.refunds)
+    if payment.requested_execution_at is not None:
+        message.requested_execution_time.CopyFrom(_timestamp(payment.requested_execution_at))
+    if payment.standing_order_id:
+        message.standing_order = resource_name("standingOrders", payment.standing_order_id)
+        message.execution_number = payment.execution_number
     refunded = sum(link.amount_minor for link in payment.refunds if link.state is PaymentState.SETTLED)
     if refunded:
         message.refunded_amount.CopyFrom(money_pb2.Money(currency_code=payment.amount.currency, minor_units=refunded))
@@ -129,6 +137,9 @@ def new_payment(request: payment_pb2.CreatePaymentRequest) -> NewPayment:
     if creditor_account is not None and creditor_account == debtor:
         raise InvalidArgument.field("creditor_account", "must not be the debtor account", reason="BENEFICIARY_INVALID")
     assert amount is not None and payment_type is not None
+    requested = None
+    if request.HasField("requested_execution_time"):
+        requested = _time_field(request.requested_execution_time, "requested_execution_time")
     return NewPayment(
         request_id=request_id,
         fingerprint=fingerprint(request),
@@ -139,7 +150,93 @@ def new_payment(request: payment_pb2.CreatePaymentRequest) -> NewPayment:
         payment_type=payment_type,
         remittance_information=request.remittance_information,
         end_to_end_id=request.end_to_end_id,
+        requested_execution_at=requested,
     )
+
+
+def _time_field(value: timestamp_pb2.Timestamp, field: str) -> dt.datetime:
+    try:
+        return value.ToDatetime(dt.UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument.field(field, "not a valid time") from None
+
+
+FREQUENCIES = {
+    payment_pb2.STANDING_ORDER_FREQUENCY_DAILY: Frequency.DAILY,
+    payment_pb2.STANDING_ORDER_FREQUENCY_WEEKLY: Frequency.WEEKLY,
+    payment_pb2.STANDING_ORDER_FREQUENCY_MONTHLY: Frequency.MONTHLY,
+}
+
+
+def new_standing_order(request: payment_pb2.CreateStandingOrderRequest) -> NewStandingOrder:
+    """Validate a CreateStandingOrder request's shape (every bad field named at once)."""
+    as_payment = payment_pb2.CreatePaymentRequest(
+        request_id=request.request_id,
+        debtor_account=request.debtor_account,
+        amount=request.amount if request.HasField("amount") else None,
+        type=request.type,
+        remittance_information=request.remittance_information,
+    )
+    creditor = request.WhichOneof("creditor")
+    if creditor == "creditor_account":
+        as_payment.creditor_account = request.creditor_account
+    elif creditor == "creditor_wallet":
+        as_payment.creditor_wallet = request.creditor_wallet
+    errors = FieldCollector()
+    frequency = FREQUENCIES.get(request.frequency)
+    errors.check(frequency is not None, "frequency", "must be DAILY, WEEKLY or MONTHLY")
+    errors.check(request.HasField("first_execution_time"), "first_execution_time", "required")
+    count = request.execution_count
+    final = request.HasField("final_execution_time")
+    errors.check(
+        0 <= count <= MAX_EXECUTIONS,
+        "execution_count",
+        f"must be 1 to {MAX_EXECUTIONS}, or 0 with final_execution_time",
+    )
+    errors.check(bool(count) != final, "execution_count", "give execution_count or final_execution_time, not both")
+    try:
+        payment = new_payment(as_payment)
+    except InvalidArgument as error:
+        errors.violations.extend(error.violations)
+        payment = None
+    errors.raise_if_any()
+    assert payment is not None and frequency is not None
+    return NewStandingOrder(
+        payment=dataclasses.replace(payment, fingerprint=fingerprint(request)),
+        frequency=frequency,
+        first_execution_at=_time_field(request.first_execution_time, "first_execution_time"),
+        execution_count=count or None,
+        final_execution_at=_time_field(request.final_execution_time, "final_execution_time") if final else None,
+    )
+
+
+def standing_order_message(order: StandingOrder) -> payment_pb2.StandingOrder:
+    """The partner-facing view of a standing order."""
+    message = payment_pb2.StandingOrder(
+        name=resource_name("standingOrders", order.order_id),
+        partner=resource_name("partners", order.partner_id),
+        consent=resource_name("consents", order.consent_id),
+        debtor_account=resource_name("accounts", order.debtor_account_id),
+        amount=money_pb2.Money(currency_code=order.amount.currency, minor_units=order.amount.minor_units),
+        type=payment_pb2.PaymentType.Value(f"PAYMENT_TYPE_{order.payment_type}"),
+        frequency=payment_pb2.StandingOrderFrequency.Value(f"STANDING_ORDER_FREQUENCY_{order.frequency.name}"),
+        first_execution_time=_timestamp(order.first_execution_at),
+        execution_count=order.execution_count or 0,
+        state=payment_pb2.StandingOrderState.Value(f"STANDING_ORDER_STATE_{order.state.name}"),
+        executions_done=order.executions_done,
+        remittance_information=order.remittance_information,
+        create_time=_timestamp(order.created_at),
+        update_time=_timestamp(order.updated_at),
+    )
+    if order.creditor_account_id:
+        message.creditor_account = resource_name("accounts", order.creditor_account_id)
+    elif order.creditor_wallet_partner_id:
+        message.creditor_wallet = resource_name("partners", order.creditor_wallet_partner_id)
+    if order.final_execution_at is not None:
+        message.final_execution_time.CopyFrom(_timestamp(order.final_execution_at))
+    if order.next_execution_at is not None:
+        message.next_execution_time.CopyFrom(_timestamp(order.next_execution_at))
+    return message
 
 
 def event_message(event: PaymentEvent, snapshot: Payment | None) -> payment_pb2.PaymentEvent:

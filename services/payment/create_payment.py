@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -13,11 +14,12 @@ from meshlib.errors import InvalidArgument, MeshError
 from meshlib.ids import time_ordered_id
 from meshlib.money import Amount
 from meshlib.storage import IdempotencyKey
-from services.payment.domain import checks
+from services.payment.domain import checks, schedules
 from services.payment.domain.payments import Payment, PaymentState
-from services.payment.domain.saga import History, opening, plan_for
+from services.payment.domain.saga import TRANSIENT_REASONS, History, opening, plan_for
 from services.payment.ports import (
     CREATE_METHOD,
+    STANDING_ORDER_METHOD,
     Clock,
     Ledger,
     Participants,
@@ -42,6 +44,18 @@ class NewPayment:
     payment_type: str
     remittance_information: str = ""
     end_to_end_id: str = ""
+    # A future-dated payment: SCHEDULED until then (None or within a minute: now).
+    requested_execution_at: dt.datetime | None = None
+    # An execution of a standing order (its key's method is STANDING_ORDER_METHOD, and a
+    # refused execution is recorded REJECTED instead of failing the call).
+    standing_order_id: str = ""
+    execution_number: int = 0
+    customer_id: str = ""
+
+    @property
+    def method(self) -> str:
+        """Whose request ids the key is one of."""
+        return STANDING_ORDER_METHOD if self.standing_order_id else CREATE_METHOD
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,26 @@ class Route:
     creditor_ledger_account_id: str
     payer_participant_id: str = ""
     payee_participant_id: str = ""
+
+
+class Router:
+    """Where a payment's money goes in the ledger, and between which settlement participants."""
+
+    def __init__(self, participants: Participants) -> None:
+        self._participants = participants
+
+    async def route(self, partner_id: str, new: NewPayment) -> Route:
+        """An account of the bank as it is; a wallet (the partner's own only) via its settlement account."""
+        if new.creditor_wallet_partner_id is None:
+            assert new.creditor_account_id is not None
+            return Route(new.creditor_account_id)
+        if new.creditor_wallet_partner_id != partner_id:
+            raise InvalidArgument.field(
+                "creditor_wallet", "must be the calling partner's own wallet", reason="BENEFICIARY_INVALID"
+            )
+        wallet = await self._participants.wallet(partner_id)
+        bank = await self._participants.bank()
+        return Route(wallet.settlement_account_id, bank.participant_id, wallet.participant_id)
 
 
 CreatePaymentHandler = Callable[[str, str, NewPayment], Awaitable[Payment]]
@@ -72,7 +106,7 @@ class CreatePayment:
     ) -> None:
         self._consents = consents
         self._ledger = ledger
-        self._participants = participants
+        self._router = Router(participants)
         self._partners = partners
         self._register = register
         self._saga = saga
@@ -85,20 +119,79 @@ class CreatePayment:
         check fails (a replay must get its first answer even if, say, the consent was revoked
         since): a new payment, the common case, pays for no extra read.
         """
-        key = IdempotencyKey(partner_id, CREATE_METHOD, new.request_id, new.fingerprint)
+        key = IdempotencyKey(partner_id, new.method, new.request_id, new.fingerprint)
         now = self._clock()
+        requested = new.requested_execution_at
+        scheduled = requested is not None and requested > now + schedules.IMMEDIATE_WITHIN
         try:
             consent = await self._consents.get(consent_id, partner_id=partner_id)
             checks.check_consent(consent, new.debtor_account_id, now)
+            if scheduled or new.standing_order_id:
+                checks.check_schedule_permission(consent, now)
             debtor = await self._ledger.describe_account(new.debtor_account_id)
             checks.check_debtor_account(debtor, consent, new.amount)
-            route = await self._route(partner_id, new)
+            if scheduled:
+                checks.check_consent_limits(consent, new.amount, 0)  # the per-payment limit cannot change
+            route = await self._router.route(partner_id, new)
             limits = await self._partners.limits(partner_id)
-        except MeshError:
+        except MeshError as refused:
             existing = await self._register.replay(key)
             if existing is not None:
                 return existing
+            if new.standing_order_id and refused.reason not in TRANSIENT_REASONS:
+                return await self._refused(partner_id, consent_id, new, key, refused, now)
             raise
+        payment = Payment(
+            payment_id=time_ordered_id(),
+            partner_id=partner_id,
+            consent_id=consent_id,
+            debtor_account_id=new.debtor_account_id,
+            creditor_account_id=new.creditor_account_id,
+            creditor_wallet_partner_id=new.creditor_wallet_partner_id,
+            amount=new.amount,
+            payment_type=new.payment_type,
+            state=PaymentState.SCHEDULED if scheduled else PaymentState.RECEIVED,
+            created_at=now,
+            updated_at=now,
+            remittance_information=new.remittance_information,
+            end_to_end_id=new.end_to_end_id,
+            customer_id=consent.customer_id or "",
+            creditor_ledger_account_id=route.creditor_ledger_account_id,
+            payer_participant_id=route.payer_participant_id,
+            payee_participant_id=route.payee_participant_id,
+            requested_execution_at=requested if scheduled else None,
+            standing_order_id=new.standing_order_id,
+            execution_number=new.execution_number,
+        )
+        actor = actor_of(current_caller(), "payment")
+        if scheduled:
+            stored, _ = await self._register.record_scheduled(payment, key, current_trace_id(), actor)
+            return stored
+        with traced("payment.saga", payment.payment_id):
+            records = opening(plan_for(payment))
+            try:
+                stored, created = await self._register.record(
+                    Registration(payment, key, consent, limits, records, current_trace_id(), actor)
+                )
+            except MeshError as refused:  # a limit or a rule, checked where the writers queue
+                if new.standing_order_id and refused.reason not in TRANSIENT_REASONS:
+                    return await self._refused(partner_id, consent_id, new, key, refused, now)
+                raise
+            if not created:
+                return stored
+            return await self._saga.drive(stored, History(records))
+
+    async def _refused(
+        self,
+        partner_id: str,
+        consent_id: str,
+        new: NewPayment,
+        key: IdempotencyKey,
+        refused: MeshError,
+        now: dt.datetime,
+    ) -> Payment:
+        """A standing order's execution the checks refused: a REJECTED payment with the reason,
+        so the wallet sees it (the order goes on)."""
         payment = Payment(
             payment_id=time_ordered_id(),
             partner_id=partner_id,
@@ -112,34 +205,13 @@ class CreatePayment:
             created_at=now,
             updated_at=now,
             remittance_information=new.remittance_information,
-            end_to_end_id=new.end_to_end_id,
-            customer_id=consent.customer_id or "",
-            creditor_ledger_account_id=route.creditor_ledger_account_id,
-            payer_participant_id=route.payer_participant_id,
-            payee_participant_id=route.payee_participant_id,
+            customer_id=new.customer_id,
+            standing_order_id=new.standing_order_id,
+            execution_number=new.execution_number,
         )
-        with traced("payment.saga", payment.payment_id):
-            records = opening(plan_for(payment))
-            stored, created = await self._register.record(
-                Registration(
-                    payment, key, consent, limits, records, current_trace_id(), actor_of(current_caller(), "payment")
-                )
-            )
-            if not created:
-                return stored
-            return await self._saga.drive(stored, History(records))
-
-    async def _route(self, partner_id: str, new: NewPayment) -> Route:
-        if new.creditor_wallet_partner_id is None:
-            assert new.creditor_account_id is not None
-            return Route(new.creditor_account_id)
-        if new.creditor_wallet_partner_id != partner_id:
-            raise InvalidArgument.field(
-                "creditor_wallet", "must be the calling partner's own wallet", reason="BENEFICIARY_INVALID"
-            )
-        wallet = await self._participants.wallet(partner_id)
-        bank = await self._participants.bank()
-        return Route(wallet.settlement_account_id, bank.participant_id, wallet.participant_id)
+        return await self._register.record_refused(
+            payment, key, refused.reason or "FAILED_PRECONDITION", str(refused), current_trace_id()
+        )
 
 
 class AdmittedInWaves:

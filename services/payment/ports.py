@@ -19,6 +19,7 @@ from services.payment.domain.checks import LedgerAccountInfo, PartnerLimits
 from services.payment.domain.payments import ParticipantInfo, Payment, PaymentState
 from services.payment.domain.refunds import RefundRequest
 from services.payment.domain.saga import History, StepRecord
+from services.payment.domain.schedules import StandingOrder
 
 Clock = Callable[[], dt.datetime]
 
@@ -107,6 +108,10 @@ class PaymentJournal(Protocol):
 CREATE_METHOD = "CreatePayment"
 CANCEL_METHOD = "CancelPayment"
 REFUND_METHOD = "RefundPayment"
+# A standing order's executions: the scheduler's keys, never a partner's (see domain.schedules).
+STANDING_ORDER_METHOD = "StandingOrderExecution"
+CREATE_STANDING_ORDER_METHOD = "CreateStandingOrder"
+CANCEL_STANDING_ORDER_METHOD = "CancelStandingOrder"
 OPERATOR_REFUND_METHOD = "OperatorRefundPayment"
 
 
@@ -155,6 +160,29 @@ class PaymentRegister(Protocol):
         """CANCELLED unless funds were asked for; a replay answers the same payment."""
         ...
 
+    async def record_scheduled(
+        self, payment: Payment, key: IdempotencyKey, trace_id: str, actor: Actor | None
+    ) -> tuple[Payment, bool]:
+        """Store a future-dated payment SCHEDULED (counted against nothing yet); a request id seen
+        before answers its payment (created False)."""
+        ...
+
+    async def execute_scheduled(self, registration: Registration) -> tuple[Payment, bool]:
+        """A due SCHEDULED payment, checked against the limits as they are now (where the writers
+        queue): ACCEPTED with its opening records (True), or REJECTED with the refusal (False)."""
+        ...
+
+    async def refuse_scheduled(self, payment_id: str, reason: str, message: str, trace_id: str) -> Payment:
+        """A SCHEDULED payment that will not execute (its consent ended, it was missed): REJECTED."""
+        ...
+
+    async def record_refused(
+        self, payment: Payment, key: IdempotencyKey, reason: str, message: str, trace_id: str
+    ) -> Payment:
+        """A standing order's execution refused by its checks, stored REJECTED with the reason; a
+        key seen before answers its payment."""
+        ...
+
     async def refund_facts(self, original_id: str) -> tuple[Payment, int] | None:
         """A payment and what is left to refund of it; None when there is no such payment."""
         ...
@@ -163,4 +191,56 @@ class PaymentRegister(Protocol):
         """Check the refund again against its original as it is now (refunds recorded meanwhile
         count) and store it ACCEPTED with its opening records; (refund, created). A request id
         seen before answers its refund (created False)."""
+        ...
+
+
+class Schedules(Protocol):
+    """Standing orders, and what the scheduler finds due and takes (leases: one replica each)."""
+
+    async def add_order(self, order: StandingOrder, key: IdempotencyKey, actor: Actor | None) -> StandingOrder:
+        """Store a new order (a request id seen before answers its order)."""
+        ...
+
+    async def order(self, order_id: str) -> StandingOrder | None:
+        """One order."""
+        ...
+
+    async def replay_order(self, key: IdempotencyKey) -> StandingOrder | None:
+        """The order a CreateStandingOrder request id made before (REQUEST_ID_REUSED for another payload)."""
+        ...
+
+    async def orders_for_consent(
+        self, partner_id: str, consent_id: str, before: tuple[dt.datetime, str] | None, limit: int
+    ) -> list[StandingOrder]:
+        """A consent's orders, newest first."""
+        ...
+
+    async def cancel_order(
+        self, order_id: str, partner_id: str, consent_id: str, key: IdempotencyKey, actor: Actor | None
+    ) -> StandingOrder:
+        """CANCELLED (a cancelled one as it is; a completed one PAYMENT_NOT_CANCELLABLE)."""
+        ...
+
+    async def due_orders(self, now: dt.datetime, limit: int) -> list[str]:
+        """Active orders with an execution due that no replica holds."""
+        ...
+
+    async def claim_order(self, order_id: str, now: dt.datetime, lease: dt.timedelta) -> bool:
+        """Take an order's due execution for ``lease``."""
+        ...
+
+    async def advance_order(self, order: StandingOrder, executions_before: int) -> bool:
+        """Save the order after its execution (unless another run did); frees the lease."""
+        ...
+
+    async def due_payments(self, now: dt.datetime, limit: int) -> list[str]:
+        """SCHEDULED payments whose time has come that no replica holds."""
+        ...
+
+    async def claim_payment(self, payment_id: str, now: dt.datetime, lease: dt.timedelta) -> bool:
+        """Take a due SCHEDULED payment's execution for ``lease``."""
+        ...
+
+    async def payment(self, payment_id: str) -> Payment | None:
+        """One payment."""
         ...

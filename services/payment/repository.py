@@ -18,10 +18,12 @@ from services.payment.tables import customer_totals, payments, spent_days
 FINAL_STATES = [s.name for s in PaymentState if s.final]
 # The states of payments in flight, matched with IN rather than NOT IN (FINAL_STATES): the
 # (state, updated_at) index then reaches just the in-flight rows, not every payment ever made.
-UNFINISHED_STATES = [s.name for s in PaymentState if not s.final]
-# Payments that count against limits and history: everything not rejected or cancelled, and
-# no refund (money coming back to the customer is no spending of theirs).
-NOT_COUNTED = [PaymentState.REJECTED.name, PaymentState.CANCELLED.name]
+# A SCHEDULED payment is waiting for its time, not in a saga.
+UNFINISHED_STATES = [s.name for s in PaymentState if not s.final and s is not PaymentState.SCHEDULED]
+# Payments that count against limits and history: everything not rejected, cancelled or still
+# scheduled (it counts once it executes, on its requested day), and no refund (money coming
+# back to the customer is no spending of theirs).
+NOT_COUNTED = [PaymentState.REJECTED.name, PaymentState.CANCELLED.name, PaymentState.SCHEDULED.name]
 
 
 # Statements are built once and run with a parameter dict: SQLAlchemy then neither rebuilds
@@ -71,6 +73,9 @@ _PAYMENT_COLUMNS = (
     "hold_requested",
     "original_payment_id",
     "return_reason",
+    "requested_execution_time",
+    "standing_order_id",
+    "execution_number",
 )
 _INSERT_PAYMENTS = BulkInsert(payments, _PAYMENT_COLUMNS)
 _MOVE = (
@@ -121,8 +126,38 @@ _RENEW_MANY = (
 )
 _HOLD_REQUESTED = sa.select(_c.hold_requested).where(_c.payment_id == _PAYMENT_ID)
 _COUNTED_AMOUNT = sa.select(
-    _c.customer_id, _c.consent_id, _c.partner_id, _c.currency, _c.amount_minor, _c.created_at
+    _c.customer_id,
+    _c.consent_id,
+    _c.partner_id,
+    _c.currency,
+    _c.amount_minor,
+    sa.func.coalesce(_c.requested_execution_time, _c.created_at).label("spent_at"),
 ).where(_c.payment_id == _PAYMENT_ID, _c.original_payment_id == "")
+_EXECUTE_SCHEDULED = (
+    payments.update()
+    .where(_c.payment_id == _PAYMENT_ID, _c.state == PaymentState.SCHEDULED.name)
+    .values(state=PaymentState.ACCEPTED.name, updated_at=_NOW, hold_requested=True, lease_until=_LEASE_UNTIL)
+)
+_CLAIM_SCHEDULED = (
+    payments.update()
+    .where(
+        _c.payment_id == _PAYMENT_ID,
+        _c.state == PaymentState.SCHEDULED.name,
+        _c.requested_execution_time <= typed_param("now", _c.requested_execution_time),
+        sa.or_(_c.lease_until.is_(None), _c.lease_until < typed_param("now", _c.lease_until)),
+    )
+    .values(lease_until=_LEASE_UNTIL)
+)
+_DUE_SCHEDULED = (
+    sa.select(_c.payment_id)
+    .where(
+        _c.state == PaymentState.SCHEDULED.name,
+        _c.requested_execution_time <= typed_param("now", _c.requested_execution_time),
+        sa.or_(_c.lease_until.is_(None), _c.lease_until < typed_param("now", _c.lease_until)),
+    )
+    .order_by(_c.requested_execution_time, _c.payment_id)
+    .limit(sa.bindparam("limit", type_=sa.Integer))
+)
 _t = customer_totals.c
 CUSTOMER_TOTALS = _TOTALS = sa.select(_t.payments, _t.amount_minor).where(
     _t.customer_id == typed_param("customer", _t.customer_id), _t.currency == typed_param("cur", _t.currency)
@@ -196,6 +231,9 @@ def _payment_row(payment: Payment, lease_until: dt.datetime | None, hold_request
         hold_requested,
         payment.original_payment_id,
         payment.return_reason,
+        payment.requested_execution_at,
+        payment.standing_order_id,
+        payment.execution_number,
     )
 
 
@@ -222,6 +260,9 @@ def _payment(row: Any) -> Payment:
         payee_participant_id=row.payee_participant_id,
         original_payment_id=row.original_payment_id,
         return_reason=row.return_reason,
+        requested_execution_at=as_utc(row.requested_execution_time) if row.requested_execution_time else None,
+        standing_order_id=row.standing_order_id,
+        execution_number=int(row.execution_number),
     )
 
 
@@ -261,7 +302,12 @@ class PaymentRepository:
         await self._count(
             [
                 _Counted(
-                    p.customer_id, p.consent_id, p.partner_id, p.amount.currency, p.amount.minor_units, p.created_at
+                    p.customer_id,
+                    p.consent_id,
+                    p.partner_id,
+                    p.amount.currency,
+                    p.amount.minor_units,
+                    p.spending_moment,
                 )
                 for p in new
                 if p.state.name not in NOT_COUNTED and not p.is_refund
@@ -340,9 +386,60 @@ class PaymentRepository:
 
     async def cancel(self, payment_id: str, now: dt.datetime) -> bool:
         """Cancel unless funds were (maybe) held already; False when not cancellable."""
+        if await self.leave_schedule(payment_id, PaymentState.CANCELLED, now):
+            return True
         return await self._move(
             _CANCEL, payment_id, [PaymentState.RECEIVED, PaymentState.ACCEPTED], PaymentState.CANCELLED, now, "", ""
         )
+
+    async def leave_schedule(
+        self, payment_id: str, to_state: PaymentState, now: dt.datetime, reason: str = "", message: str = ""
+    ) -> bool:
+        """A SCHEDULED payment cancelled or refused before it executed (it was never counted)."""
+        result = await self._connection.execute(
+            _MOVE,
+            {
+                "pid": payment_id,
+                "from_states": [PaymentState.SCHEDULED.name],
+                "to_state": to_state.name,
+                "reason": reason,
+                "message": message[:256],
+                "now": now,
+            },
+        )
+        return bool(result.rowcount)
+
+    async def execute_scheduled(self, payment: Payment, now: dt.datetime, lease: dt.timedelta) -> bool:
+        """A SCHEDULED payment goes on: ACCEPTED, its money about to be asked for, counted from now."""
+        result = await self._connection.execute(
+            _EXECUTE_SCHEDULED, {"pid": payment.payment_id, "now": now, "until": now + lease}
+        )
+        if not result.rowcount:
+            return False
+        p = payment
+        await self._count(
+            [
+                _Counted(
+                    p.customer_id,
+                    p.consent_id,
+                    p.partner_id,
+                    p.amount.currency,
+                    p.amount.minor_units,
+                    p.spending_moment,
+                )
+            ],
+            1,
+        )
+        return True
+
+    async def due_scheduled(self, now: dt.datetime, limit: int) -> list[str]:
+        """SCHEDULED payments whose time has come and that nobody is executing, oldest due first."""
+        return list((await self._connection.execute(_DUE_SCHEDULED, {"now": now, "limit": limit})).scalars())
+
+    async def claim_scheduled(self, payment_id: str, now: dt.datetime, lease: dt.timedelta) -> bool:
+        """Take the execution of a due SCHEDULED payment for ``lease`` (one replica at a time)."""
+        result = await self._connection.execute(_CLAIM_SCHEDULED, {"pid": payment_id, "now": now, "until": now + lease})
+        return bool(result.rowcount)
 
     async def request_hold(self, payment_id: str, now: dt.datetime) -> bool:
         """Mark that a hold is about to be sent; False when the payment was cancelled meanwhile."""
@@ -491,6 +588,6 @@ class PaymentRepository:
         if row is None:
             return  # a refund: never counted
         counted = _Counted(
-            row.customer_id, row.consent_id, row.partner_id, row.currency, int(row.amount_minor), as_utc(row.created_at)
+            row.customer_id, row.consent_id, row.partner_id, row.currency, int(row.amount_minor), as_utc(row.spent_at)
         )
         await self._count([counted], -1)

@@ -39,6 +39,7 @@ from services.payment.domain.saga import (
     plan_for,
     rejection,
 )
+from services.payment.domain.schedules import SCHEDULER_FAILPOINTS
 from services.payment.ports import Clock, JournalEntry, Ledger, Move, PaymentJournal, Positions, utc_now
 
 log = logging.getLogger("services.payment.saga")
@@ -78,8 +79,9 @@ def exit_at_failpoint(configured: str | None) -> Failpoint:
 
     The name must be one of the plans' points (``after_<step>_started``, ``after_<step>``).
     """
-    if configured and configured not in failpoint_names():
-        raise ValueError(f"unknown failpoint {configured!r}; known: {', '.join(sorted(failpoint_names()))}")
+    known = failpoint_names() | SCHEDULER_FAILPOINTS
+    if configured and configured not in known:
+        raise ValueError(f"unknown failpoint {configured!r}; known: {', '.join(sorted(known))}")
 
     def hook(point: str) -> None:
         if configured == point:

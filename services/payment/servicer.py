@@ -16,9 +16,15 @@ from openbank.payment.v1 import payment_admin_pb2, payment_admin_pb2_grpc, payme
 from services.payment import converters
 from services.payment.commands import CancelPayment, RecoverPayments
 from services.payment.create_payment import CreatePaymentHandler
-from services.payment.ports import CANCEL_METHOD, OPERATOR_REFUND_METHOD, REFUND_METHOD
+from services.payment.ports import (
+    CANCEL_METHOD,
+    CANCEL_STANDING_ORDER_METHOD,
+    OPERATOR_REFUND_METHOD,
+    REFUND_METHOD,
+)
 from services.payment.queries import PaymentEvents, PaymentQueries
 from services.payment.refund_payment import RefundPayment
+from services.payment.standing_orders import StandingOrders
 
 DEFAULT_STUCK_AFTER = dt.timedelta(seconds=30)
 
@@ -30,6 +36,7 @@ class PaymentUseCases(Protocol):
     create: CreatePaymentHandler
     cancel: CancelPayment
     refund: RefundPayment
+    standing_orders: StandingOrders
     recover: RecoverPayments
     events: PaymentEvents
 
@@ -43,6 +50,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         self._cancel = components.cancel
         self._refund = components.refund
         self._events = components.events
+        self._orders = components.standing_orders
 
     async def CreatePayment(
         self, request: payment_pb2.CreatePaymentRequest, context: grpc.aio.ServicerContext
@@ -93,6 +101,47 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         key = IdempotencyKey(partner_id, CANCEL_METHOD, request.request_id, fingerprint(request))
         payment = await self._cancel(partner_id, consent_id, payment_id, key)
         return payment_pb2.CancelPaymentResponse(payment=converters.payment_message(payment))
+
+    async def CreateStandingOrder(
+        self, request: payment_pb2.CreateStandingOrderRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.CreateStandingOrderResponse:
+        """A payment executed on a schedule under the caller's consent."""
+        caller = require_caller()
+        partner_id, consent_id = caller.require_partner(), caller.require_consent()
+        order = await self._orders.create(partner_id, consent_id, converters.new_standing_order(request))
+        return payment_pb2.CreateStandingOrderResponse(standing_order=converters.standing_order_message(order))
+
+    async def GetStandingOrder(
+        self, request: payment_pb2.GetStandingOrderRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.GetStandingOrderResponse:
+        """A standing order of the caller's consent."""
+        caller = require_caller()
+        partner_id, consent_id = caller.require_partner(), caller.require_consent()
+        order = await self._orders.get(parse_name(request.name, "standingOrders"), partner_id, consent_id)
+        return payment_pb2.GetStandingOrderResponse(standing_order=converters.standing_order_message(order))
+
+    async def ListStandingOrders(
+        self, request: payment_pb2.ListStandingOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.ListStandingOrdersResponse:
+        """The caller's consent's standing orders, newest first."""
+        caller = require_caller()
+        partner_id, consent_id = caller.require_partner(), caller.require_consent()
+        page, token = await self._orders.list(partner_id, consent_id, request.page_size, request.page_token)
+        return payment_pb2.ListStandingOrdersResponse(
+            standing_orders=[converters.standing_order_message(o) for o in page], next_page_token=token
+        )
+
+    async def CancelStandingOrder(
+        self, request: payment_pb2.CancelStandingOrderRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.CancelStandingOrderResponse:
+        """No execution of the order starts after this."""
+        caller = require_caller()
+        partner_id, consent_id = caller.require_partner(), caller.require_consent()
+        validate_request_id(request.request_id)
+        order_id = parse_name(request.name, "standingOrders")
+        key = IdempotencyKey(partner_id, CANCEL_STANDING_ORDER_METHOD, request.request_id, fingerprint(request))
+        order = await self._orders.cancel(partner_id, consent_id, order_id, key)
+        return payment_pb2.CancelStandingOrderResponse(standing_order=converters.standing_order_message(order))
 
     async def RefundPayment(
         self, request: payment_pb2.RefundPaymentRequest, context: grpc.aio.ServicerContext

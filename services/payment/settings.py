@@ -1,12 +1,14 @@
 """Payment settings, read once at start-up."""
 
+import datetime as dt
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from meshlib.app import ServiceSettings
 from services.payment.domain.saga import failpoint_names
+from services.payment.domain.schedules import SCHEDULER_FAILPOINTS
 
 DEFAULT_RULES_FILE = Path(__file__).parent / "velocity_rules.yaml"
 
@@ -47,11 +49,31 @@ class PaymentSettings(ServiceSettings):
     # "after_<step>_started" (recorded, not sent) or "after_<step>" (the call succeeded), for
     # the plans' steps (hold_funds, reserve_position, post_funds, commit_obligation,
     # void_funds, release_obligation). An unknown name is refused at start-up.
+    # Also the scheduler's points: "after_execution_claimed" and "after_execution_made" (the
+    # execution's payment is made, the order not yet advanced).
     payment_failpoint: str | None = None
+    # The scheduler of future-dated payments and standing orders: how often it looks for due
+    # executions (0: never, e.g. a replica that only serves calls), how long a replica holds
+    # one it took, and how late an execution may still run (the catch-up rule after downtime).
+    schedule_interval_seconds: float = Field(default=1.0, ge=0)
+    schedule_lease_seconds: float = Field(default=30.0, gt=0)
+    schedule_catch_up_seconds: float = Field(default=3 * 24 * 3600.0, gt=0)
+    # Sandbox time travel: the scheduler's clock runs this many times faster than the wall
+    # clock from schedule_time_anchor (ISO 8601), so a partner can watch a year of a monthly
+    # order in minutes. 1 (the default) is the wall clock; only for sandboxes and tests.
+    schedule_time_scale: float = Field(default=1.0, ge=1.0, le=1_000_000)
+    schedule_time_anchor: dt.datetime | None = None
 
     @field_validator("payment_failpoint")
     @classmethod
     def _known_failpoint(cls, value: str | None) -> str | None:
-        if value and value not in failpoint_names():
-            raise ValueError(f"unknown failpoint {value!r}; known: {', '.join(sorted(failpoint_names()))}")
+        known = failpoint_names() | SCHEDULER_FAILPOINTS
+        if value and value not in known:
+            raise ValueError(f"unknown failpoint {value!r}; known: {', '.join(sorted(known))}")
         return value or None
+
+    @model_validator(mode="after")
+    def _anchored_time_scale(self) -> "PaymentSettings":
+        if self.schedule_time_scale != 1.0 and self.schedule_time_anchor is None:
+            raise ValueError("schedule_time_scale needs schedule_time_anchor (the moment the fast clock starts from)")
+        return self

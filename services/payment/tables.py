@@ -36,6 +36,41 @@ payments = sa.Table(
     # Added by payment_0007: a refund names the payment it refunds and its return reason.
     sa.Column("original_payment_id", sa.String(64), nullable=False, server_default=""),
     sa.Column("return_reason", sa.String(4), nullable=False, server_default=""),
+    # Added by payment_0008: a future-dated payment's time, a standing order's execution.
+    sa.Column("requested_execution_time", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("standing_order_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("execution_number", sa.Integer, nullable=False, server_default="0"),
+)
+
+# Standing orders (payment_0008): the scheduler claims a due one with a lease, runs its next
+# execution (a payment whose idempotency key is the order and the execution's number) and
+# then advances it, so no execution runs twice whoever runs it and whenever it crashes.
+standing_orders = sa.Table(
+    "standing_orders",
+    metadata,
+    sa.Column("order_id", sa.String(64), primary_key=True),
+    sa.Column("partner_id", sa.String(64), nullable=False),
+    sa.Column("consent_id", sa.String(64), nullable=False),
+    sa.Column("customer_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("debtor_account_id", sa.String(64), nullable=False),
+    sa.Column("creditor_account_id", sa.String(64), nullable=True),
+    sa.Column("creditor_wallet_partner_id", sa.String(64), nullable=True),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("amount_minor", sa.BigInteger, nullable=False),
+    sa.Column("payment_type", sa.String(32), nullable=False),
+    sa.Column("frequency", sa.String(16), nullable=False),
+    sa.Column("first_execution_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("execution_count", sa.Integer, nullable=True),
+    sa.Column("final_execution_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("executions_done", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_execution_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("remittance_information", sa.String(140), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_standing_orders_due", "state", "next_execution_at"),
+    sa.Index("ix_standing_orders_consent_created", "consent_id", "created_at"),
 )
 
 # Running totals of each customer's counted payments (not REJECTED or CANCELLED) per currency,

@@ -14,6 +14,7 @@ from services.payment.journal_repository import EventRepository, StepRepository
 from services.payment.limits_repository import LimitsRepository
 from services.payment.refunds_repository import RefundRepository
 from services.payment.repository import PaymentRepository
+from services.payment.standing_orders_repository import StandingOrderRepository
 from services.payment.tables import audit, idempotency_keys
 
 # PostgreSQL advisory lock taken by every writing transaction. Writers then commit one at
@@ -30,6 +31,7 @@ class PaymentUnitOfWork(SqlUnitOfWork):
     events: EventRepository
     limits: LimitsRepository
     refunds: RefundRepository
+    standing_orders: StandingOrderRepository
     idempotency: IdempotencyRepository
     audit: AuditRepository
 
@@ -39,6 +41,7 @@ class PaymentUnitOfWork(SqlUnitOfWork):
         self.events = EventRepository(connection)
         self.limits = LimitsRepository(connection)
         self.refunds = RefundRepository(connection)
+        self.standing_orders = StandingOrderRepository(connection)
         self.idempotency = IdempotencyRepository(connection, idempotency_keys)
         self.audit = AuditRepository(connection, audit, "payment")
         self.before_commit(self.audit.flush)

@@ -152,6 +152,34 @@ PUBLIC_RPCS: dict[str, tuple[int, tuple[str, ...], int, str, int]] = {
         "payments",
         REQUEST_ID,
     ),
+    "openbank.payment.v1.PaymentService.CreateStandingOrder": (
+        TOKEN_AUTH,
+        ("payments:write",),
+        CP.CONSENT_PERMISSION_INITIATE_PAYMENTS,
+        "payments",
+        REQUEST_ID,
+    ),
+    "openbank.payment.v1.PaymentService.GetStandingOrder": (
+        TOKEN_AUTH,
+        ("payments:read",),
+        CP.CONSENT_PERMISSION_INITIATE_PAYMENTS,
+        "reads",
+        READ_ONLY,
+    ),
+    "openbank.payment.v1.PaymentService.ListStandingOrders": (
+        TOKEN_AUTH,
+        ("payments:read",),
+        CP.CONSENT_PERMISSION_INITIATE_PAYMENTS,
+        "reads",
+        READ_ONLY,
+    ),
+    "openbank.payment.v1.PaymentService.CancelStandingOrder": (
+        TOKEN_AUTH,
+        ("payments:write",),
+        CP.CONSENT_PERMISSION_INITIATE_PAYMENTS,
+        "payments",
+        REQUEST_ID,
+    ),
     "openbank.payment.v1.PaymentService.RefundPayment": (
         TOKEN_AUTH,
         ("payments:write",),
@@ -258,6 +286,10 @@ EXPECTED_RPCS: dict[str, set[str]] = {
         "GetPayment",
         "ListPayments",
         "CancelPayment",
+        "CreateStandingOrder",
+        "GetStandingOrder",
+        "ListStandingOrders",
+        "CancelStandingOrder",
         "RefundPayment",
         "WatchPayments",
     },
@@ -304,7 +336,7 @@ TRANSFER_EXPIRED SAME_ACCOUNT NET_DEBIT_CAP_EXCEEDED OBLIGATION_EXISTS_WITH_DIFF
 OBLIGATION_NOT_RESERVED OBLIGATION_ALREADY_RELEASED OBLIGATION_ALREADY_COMMITTED WINDOW_NOT_OPEN
 WINDOW_NOT_CLOSED WINDOW_ALREADY_SETTLED PARTICIPANT_NOT_ACTIVE PAYMENT_LIMIT_EXCEEDED CONSENT_LIMIT_EXCEEDED
 PARTNER_LIMIT_EXCEEDED VELOCITY_RULE_TRIGGERED PAYMENT_NOT_CANCELLABLE BENEFICIARY_INVALID PAYMENT_NOT_REFUNDABLE
-REFUND_AMOUNT_EXCEEDED RATE_LIMIT_EXCEEDED
+REFUND_AMOUNT_EXCEEDED EXECUTION_WINDOW_MISSED RATE_LIMIT_EXCEEDED
 RATE_LIMITER_UNAVAILABLE MESSAGE_TOO_LARGE TOO_MANY_STREAMS METADATA_INVALID
 REDIRECT_URI_NOT_REGISTERED REQUEST_URI_INVALID AUTHORIZATION_REQUEST_EXPIRED
 """.split()

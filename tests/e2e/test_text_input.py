@@ -230,6 +230,21 @@ def _create_payment(account: str, wallet: str) -> payment_pb2.CreatePaymentReque
     )
 
 
+def _create_standing_order(account: str, wallet: str) -> payment_pb2.CreateStandingOrderRequest:
+    request = payment_pb2.CreateStandingOrderRequest(
+        request_id=uuid.uuid4().hex,
+        debtor_account=account,
+        creditor_wallet=wallet,
+        amount=_money(1),
+        type=payment_pb2.PAYMENT_TYPE_WALLET_TOP_UP,
+        frequency=payment_pb2.STANDING_ORDER_FREQUENCY_MONTHLY,
+        execution_count=2,
+        remittance_information="text input",
+    )
+    request.first_execution_time.FromDatetime(dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=2))
+    return request
+
+
 def _create_consent() -> consent_pb2.CreateConsentRequest:
     request = consent_pb2.CreateConsentRequest(
         request_id=uuid.uuid4().hex,
@@ -292,6 +307,16 @@ VALID: dict[str, Callable[[Partner], Message]] = {
     ),
     "/openbank.payment.v1.PaymentService/GetPayment": lambda p: payment_pb2.GetPaymentRequest(name=p.names["payment"]),
     "/openbank.payment.v1.PaymentService/ListPayments": lambda p: payment_pb2.ListPaymentsRequest(),
+    "/openbank.payment.v1.PaymentService/CreateStandingOrder": lambda p: _create_standing_order(
+        p.names["account"], p.names["wallet"]
+    ),
+    "/openbank.payment.v1.PaymentService/GetStandingOrder": lambda p: payment_pb2.GetStandingOrderRequest(
+        name="standingOrders/not-there"
+    ),
+    "/openbank.payment.v1.PaymentService/ListStandingOrders": lambda p: payment_pb2.ListStandingOrdersRequest(),
+    "/openbank.payment.v1.PaymentService/CancelStandingOrder": lambda p: payment_pb2.CancelStandingOrderRequest(
+        request_id=uuid.uuid4().hex, name="standingOrders/not-there"
+    ),
     "/openbank.payment.v1.PaymentService/RefundPayment": lambda p: payment_pb2.RefundPaymentRequest(
         request_id=uuid.uuid4().hex,
         name="payments/not-there",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from meshlib.audit import Actor
 from meshlib.coalesce import Coalescer, together_or_alone
 from meshlib.storage import IdempotencyKey
 from services.payment.adapters.sql_journal import SqlPaymentJournal
@@ -98,3 +99,23 @@ class GroupCommitRegister:
     async def record_refund(self, registration: RefundRegistration) -> Recorded:
         """As the plain register (refunds are rare: each in its own transaction)."""
         return await self._register.record_refund(registration)
+
+    async def record_scheduled(
+        self, payment: Payment, key: IdempotencyKey, trace_id: str, actor: Actor | None
+    ) -> Recorded:
+        """As the plain register."""
+        return await self._register.record_scheduled(payment, key, trace_id, actor)
+
+    async def execute_scheduled(self, registration: Registration) -> Recorded:
+        """As the plain register."""
+        return await self._register.execute_scheduled(registration)
+
+    async def refuse_scheduled(self, payment_id: str, reason: str, message: str, trace_id: str) -> Payment:
+        """As the plain register."""
+        return await self._register.refuse_scheduled(payment_id, reason, message, trace_id)
+
+    async def record_refused(
+        self, payment: Payment, key: IdempotencyKey, reason: str, message: str, trace_id: str
+    ) -> Payment:
+        """As the plain register."""
+        return await self._register.record_refused(payment, key, reason, message, trace_id)

@@ -15,10 +15,11 @@ import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from meshlib.audit import Actor
 from meshlib.errors import FailedPrecondition, MeshError, NotFound
 from meshlib.idempotency import SavedAnswer
 from meshlib.storage import Codec, IdempotencyKey, Transactions, retry_on_conflict
-from services.payment.adapters.audit import audit_payment, partner_of
+from services.payment.adapters.audit import SAGA, audit_payment, partner_of
 from services.payment.domain import checks, refunds
 from services.payment.domain.checks import CustomerHistory, VelocityRules
 from services.payment.domain.payments import Payment, PaymentState
@@ -274,6 +275,112 @@ class SqlPaymentRegister:
         if moved:
             record_payment_state(PaymentState.CANCELLED.name)
         stored = await self._transactions.read(lambda uow: uow.payments.get(cancelled))
+        assert stored is not None
+        return stored
+
+    async def record_scheduled(
+        self, payment: Payment, key: IdempotencyKey, trace_id: str, actor: Actor | None
+    ) -> Recorded:
+        """Store a future-dated payment SCHEDULED, with its event, key and audit record."""
+        created: list[bool] = []
+
+        async def change(uow: PaymentUnitOfWork) -> str:
+            created.clear()
+            now = self._clock()
+            stored = payment.recorded_at(now)
+            await uow.payments.add_many([stored])  # SCHEDULED counts against nothing yet
+            await uow.events.add_many([(stored, None, PaymentState.SCHEDULED, "")], now)
+            audit_payment(
+                uow, "payment.schedule", stored, None, stored.state, trace_id, actor=actor or partner_of(stored)
+            )
+            created.append(True)
+            return stored.payment_id
+
+        payment_id = await self._transactions.run(change, key=key, codec=PAYMENT_ID)
+        if created:
+            record_payment_state(PaymentState.SCHEDULED.name)
+        return await self._stored(payment_id), bool(created)
+
+    async def execute_scheduled(self, registration: Registration) -> Recorded:
+        """Check a due SCHEDULED payment against the limits as they are now, where the writers
+        queue: ACCEPTED with its opening records (True), or REJECTED with the refusal (False)."""
+        payment = registration.payment
+
+        async def change(uow: PaymentUnitOfWork) -> bool:
+            now = self._clock()
+            facts = _CarriedFacts(uow, self._rules, now)
+            try:
+                await facts.check(registration, payment)
+            except MeshError as refused:
+                reason = refused.reason or "FAILED_PRECONDITION"
+                await self._leave_schedule(uow, payment, reason, str(refused), registration.trace_id, now)
+                return False
+            if not await uow.payments.execute_scheduled(payment, now, self._lease):
+                return False  # cancelled meanwhile
+            await uow.steps.add_many(
+                [
+                    RecordedStep(payment.payment_id, record, registration.trace_id, now)
+                    for record in registration.opening
+                ]
+            )
+            await uow.events.add_many([(payment, PaymentState.SCHEDULED, PaymentState.ACCEPTED, "")], now)
+            audit_payment(
+                uow, "payment.state", payment, PaymentState.SCHEDULED, PaymentState.ACCEPTED, registration.trace_id
+            )
+            return True
+
+        accepted = await self._transactions.run(change)
+        if accepted:
+            record_payment_state(PaymentState.ACCEPTED.name)
+        return await self._stored(payment.payment_id), accepted
+
+    async def refuse_scheduled(self, payment_id: str, reason: str, message: str, trace_id: str) -> Payment:
+        """A SCHEDULED payment that will not execute: REJECTED with the reason."""
+
+        async def change(uow: PaymentUnitOfWork) -> None:
+            payment = await uow.payments.get(payment_id)
+            if payment is not None and payment.state is PaymentState.SCHEDULED:
+                await self._leave_schedule(uow, payment, reason, message, trace_id, self._clock())
+
+        await self._transactions.run(change)
+        return await self._stored(payment_id)
+
+    async def _leave_schedule(
+        self, uow: PaymentUnitOfWork, payment: Payment, reason: str, message: str, trace_id: str, now: dt.datetime
+    ) -> None:
+        if await uow.payments.leave_schedule(payment.payment_id, PaymentState.REJECTED, now, reason, message):
+            await uow.events.add_many([(payment, PaymentState.SCHEDULED, PaymentState.REJECTED, reason)], now)
+            audit_payment(
+                uow, "payment.state", payment, PaymentState.SCHEDULED, PaymentState.REJECTED, trace_id, reason=reason
+            )
+            record_payment_state(PaymentState.REJECTED.name)
+
+    async def record_refused(
+        self, payment: Payment, key: IdempotencyKey, reason: str, message: str, trace_id: str
+    ) -> Payment:
+        """A standing order's execution its checks refused, stored REJECTED with the reason."""
+
+        async def change(uow: PaymentUnitOfWork) -> str:
+            now = self._clock()
+            received = payment.recorded_at(now)
+            rejected = received.moved(PaymentState.REJECTED, now, reason, message)
+            await uow.payments.add_many([rejected])  # REJECTED counts against nothing
+            await uow.events.add_many(
+                [
+                    (rejected, None, PaymentState.RECEIVED, ""),
+                    (rejected, PaymentState.RECEIVED, PaymentState.REJECTED, reason),
+                ],
+                now,
+            )
+            audit_payment(
+                uow, "payment.create", rejected, None, PaymentState.REJECTED, trace_id, reason=reason, actor=SAGA
+            )
+            return rejected.payment_id
+
+        return await self._stored(await self._transactions.run(change, key=key, codec=PAYMENT_ID))
+
+    async def _stored(self, payment_id: str) -> Payment:
+        stored = await self._transactions.read(lambda uow: uow.payments.get(payment_id))
         assert stored is not None
         return stored
 

@@ -19,12 +19,19 @@ from meshlib.errors import FailedPrecondition, FieldViolation, InvalidArgument, 
 from meshlib.money import Amount
 
 PAYMENT_PERMISSION = "INITIATE_PAYMENTS"
+SCHEDULE_PERMISSION = "SCHEDULE_PAYMENTS"
 
 
 def check_consent(consent: ConsentView, debtor_account_id: str, now: dt.datetime) -> None:
     """Authorised, unexpired, unpaused, grants INITIATE_PAYMENTS and covers the debtor account."""
     consent.require_usable(PAYMENT_PERMISSION, now)
     consent.require_account(debtor_account_id)
+
+
+def check_schedule_permission(consent: ConsentView, now: dt.datetime) -> None:
+    """A future-dated payment or a standing order (and each of its executions) needs
+    SCHEDULE_PAYMENTS besides INITIATE_PAYMENTS."""
+    consent.require_usable(SCHEDULE_PERMISSION, now)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ class PaymentState(enum.Enum):
     SETTLED = "ACSC"
     REJECTED = "RJCT"
     CANCELLED = "CANC"
+    # A future-dated payment waiting for its time (ISO 20022 "pending").
+    SCHEDULED = "PDNG"
 
     @property
     def final(self) -> bool:
@@ -30,6 +32,7 @@ _FINAL = frozenset({PaymentState.SETTLED, PaymentState.REJECTED, PaymentState.CA
 
 # Allowed transitions of the saga; anything else is a bug, not a state.
 TRANSITIONS: dict[PaymentState, frozenset[PaymentState]] = {
+    PaymentState.SCHEDULED: frozenset({PaymentState.ACCEPTED, PaymentState.REJECTED, PaymentState.CANCELLED}),
     PaymentState.RECEIVED: frozenset({PaymentState.ACCEPTED, PaymentState.REJECTED, PaymentState.CANCELLED}),
     PaymentState.ACCEPTED: frozenset(
         {PaymentState.SETTLEMENT_IN_PROCESS, PaymentState.REJECTED, PaymentState.CANCELLED}
@@ -79,6 +82,12 @@ class Payment:
     # A refund: the payment it refunds and its ISO 20022 return reason code.
     original_payment_id: str = ""
     return_reason: str = ""
+    # A future-dated payment: when it was asked to execute (it counts against the limits of
+    # that moment's day and period).
+    requested_execution_at: dt.datetime | None = None
+    # An execution of a standing order: the order and which execution (1 for the first).
+    standing_order_id: str = ""
+    execution_number: int = 0
     # Read models only (GetPayment, ListPayments): this payment's refunds, oldest first.
     refunds: tuple[RefundLink, ...] = ()
 
@@ -112,8 +121,14 @@ class Payment:
         )
 
     def stuck(self, now: dt.datetime, older_than: dt.timedelta) -> bool:
-        """In the middle of the saga for longer than ``older_than``."""
-        return not self.state.final and now - self.updated_at >= older_than
+        """In the middle of the saga for longer than ``older_than`` (a scheduled one is waiting)."""
+        in_saga = not self.state.final and self.state is not PaymentState.SCHEDULED
+        return in_saga and now - self.updated_at >= older_than
+
+    @property
+    def spending_moment(self) -> dt.datetime:
+        """The moment whose day and period the payment counts against."""
+        return self.requested_execution_at or self.created_at
 
 
 @dataclass(frozen=True, slots=True)

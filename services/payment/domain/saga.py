@@ -311,6 +311,8 @@ def next_action(
     """
     if payment.state.final:
         return Done()
+    if payment.state is PaymentState.SCHEDULED:
+        return Wait("scheduled")  # the scheduler, not the saga, takes it on at its time
     plan = plan_for(payment)
     if pivot_happened is True or _pivot_evidence(plan, history):
         return _forward(plan, payment, history, after_pivot=True)

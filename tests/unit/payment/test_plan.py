@@ -264,6 +264,9 @@ def test_every_state_and_step_outcome_gets_a_sound_answer(plan: Plan, state: Pay
                 if state.final:
                     assert action == Done()
                     continue
+                if state is PaymentState.SCHEDULED:
+                    assert action == Wait("scheduled")  # nothing runs before its time
+                    continue
                 posted = hist.outcome(plan.pivot) is Outcome.SUCCEEDED or pivot is True
                 if posted:
                     assert not isinstance(action, Compensate | Reject | ProbePivot), (step, outcome, action)
@@ -304,6 +307,10 @@ def test_the_state_machine_refuses_what_iso_20022_does_not_have() -> None:
             (ACC, PaymentState.CANCELLED),
             (SIP, SET),
             (SIP, PaymentState.REJECTED),
+            # A future-dated payment executes (ACCEPTED), is refused or cancelled before its time.
+            (PaymentState.SCHEDULED, ACC),
+            (PaymentState.SCHEDULED, PaymentState.REJECTED),
+            (PaymentState.SCHEDULED, PaymentState.CANCELLED),
         }
         if allowed:
             assert payment(current).moved(target, NOW).state is target
