@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -180,6 +181,7 @@ async def crash_mesh(tmp_path: Path, batching: str) -> AsyncIterator[CrashMesh]:
             challenge,
             permissions=(
                 consent_permission_pb2.CONSENT_PERMISSION_INITIATE_PAYMENTS,
+                consent_permission_pb2.CONSENT_PERMISSION_SCHEDULE_PAYMENTS,
                 consent_permission_pb2.CONSENT_PERMISSION_READ_BALANCES,
             ),
         )
@@ -336,3 +338,66 @@ async def test_every_refund_ends_settled_or_rejected_after_crashes_at_every_step
         assert await mesh.position("bank") == (-(paid - refunded), 0)
         assert await mesh.position("wallet") == (paid - refunded, 0)
         assert await mesh.balance("alice") == (FUNDS - paid + refunded,) * 2
+
+
+async def test_a_standing_order_of_twelve_executions_makes_exactly_twelve_payments_through_crashes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A daily order on the sandbox's fast clock (a day a second): the payment service dies
+    right after the first execution made its payment (before the order advanced), and is
+    SIGKILLed again in the middle of the run; every restart catches up. Exactly twelve payments,
+    numbered 1 to 12, all settled, and the money moved twelve times."""
+    async with crash_mesh(tmp_path, "true") as crashing:
+        mesh, payment = crashing.mesh, crashing.payment
+        anchor = dt.datetime.now(dt.UTC)
+        fast = {
+            "OBM_SCHEDULE_TIME_SCALE": "86400",
+            "OBM_SCHEDULE_TIME_ANCHOR": anchor.isoformat(),
+            "OBM_SCHEDULE_INTERVAL_SECONDS": "0.2",
+            "OBM_SCHEDULE_LEASE_SECONDS": "2",  # real seconds: a dead replica's claim lapses soon
+            "OBM_SCHEDULE_CATCH_UP_SECONDS": str(60 * 86400),  # scaled: nothing counts as missed
+        }
+        await payment.start(**fast, OBM_PAYMENT_FAILPOINT="after_execution_made")
+        first = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)
+        request = payment_pb2.CreateStandingOrderRequest(
+            request_id=uuid.uuid4().hex,
+            debtor_account=f"accounts/{mesh.accounts['alice']}",
+            creditor_wallet=f"partners/{crashing.partner.partner_id}",
+            amount=money(100),
+            type=payment_pb2.PAYMENT_TYPE_WALLET_TOP_UP,
+            frequency=payment_pb2.STANDING_ORDER_FREQUENCY_DAILY,
+            execution_count=12,
+        )
+        request.first_execution_time.FromDatetime(first)
+        order = (await mesh.payments.CreateStandingOrder(request, metadata=mesh.partner(), timeout=5)).standing_order
+        assert await payment.wait_exit() == 137  # died with execution 1 made, the order not advanced
+        await payment.start(**fast)
+
+        async def executions() -> list[payment_pb2.Payment]:
+            return sorted(
+                (p for p in await _all_payments(mesh) if p.standing_order == order.name),
+                key=lambda p: p.execution_number,
+            )
+
+        deadline = time.monotonic() + 30
+        while len(await executions()) < 6:
+            assert time.monotonic() < deadline, "the order does not execute"
+            await asyncio.sleep(0.2)
+        payment.kill()
+        await payment.start(**fast)
+        deadline = time.monotonic() + 60
+        while True:
+            shown = (
+                await mesh.payments.GetStandingOrder(
+                    payment_pb2.GetStandingOrderRequest(name=order.name), metadata=mesh.partner(), timeout=5
+                )
+            ).standing_order
+            if shown.state == payment_pb2.STANDING_ORDER_STATE_COMPLETED:
+                break
+            assert time.monotonic() < deadline, f"{shown.executions_done} of 12 after a minute"
+            await asyncio.sleep(0.3)
+        await _wait_all_final(mesh, 12)
+        made = await executions()
+        assert [p.execution_number for p in made] == list(range(1, 13))
+        assert {p.state for p in made} == {payment_pb2.PAYMENT_STATE_SETTLED}
+        assert shown.executions_done == 12
+        assert await mesh.position("wallet") == (1_200, 0)
+        assert await mesh.balance("alice") == (FUNDS - 1_200,) * 2
