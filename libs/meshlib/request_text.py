@@ -118,6 +118,12 @@ FIELD_RULES: dict[str, TextRule] = {
     "redirect_uris": _token(512),
     "request_uri": _token(128),
     "state": _token(256),
+    # The interbank clearing scheme (openbank.scheme.v1): pacs.008 identifiers and parties.
+    "message_id": _token(35),
+    "iban": _token(34),
+    "scheme_account_id": _token(34),
+    "debtor_agent": _token(11),
+    "creditor_agent": _token(11),
     # Free text: printable Unicode, never NUL or other control characters.
     "display_name": _line(200),
     "password": _line(1024),
@@ -127,6 +133,8 @@ FIELD_RULES: dict[str, TextRule] = {
     "remittance_information": _line(140),
     "end_to_end_id": _line(35),
     "settlement_reference": _line(128),
+    "debtor_name": _line(140),
+    "creditor_name": _line(140),
     # A PEM document has line breaks.
     "public_key_pem": TextRule(TextKind.LINES, 8192),
 }

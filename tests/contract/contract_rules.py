@@ -45,6 +45,8 @@ INTERNAL_SCOPES = frozenset(
         "tokens:introspect",
         "payments:admin",
         "audit:read",
+        "scheme:write",
+        "scheme:read",
     }
 )
 PROTOCOL_SERVICES = frozenset({"openbank.identity.v1.TokenService"})

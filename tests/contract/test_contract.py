@@ -322,6 +322,11 @@ EXPECTED_RPCS: dict[str, set[str]] = {
         "ReconcileSettlementWindow",
         "ExportSettlementReport",
     },
+    "openbank.scheme.v1.ClearingService": {
+        "SubmitCreditTransfer",
+        "GetCreditTransferStatus",
+        "ListReturns",
+    },
 }
 
 REQUIRED_ERROR_REASONS = """
