@@ -26,7 +26,7 @@ from bench.bar import check_bar, floor_lines
 from bench.calibrate import calibrate, describe
 from bench.stats import format_table, results_document
 
-SCENARIOS = ("echo-floor", "read", "token", "pay", "limiter", "ledger")
+SCENARIOS = ("echo-floor", "read", "token", "pay", "mix", "limiter", "ledger")
 
 
 def parse_concurrency(text: str) -> list[int]:
@@ -127,7 +127,8 @@ async def run_all(options: Any, scenarios: set[str]) -> Any:
     run.say(describe(run.calibration))
     with contextlib.ExitStack() as stack:
         postgres = redis = None
-        needs_postgres = "postgres" in options.stores and scenarios & {"pay", "ledger", "read", "echo-floor", "token"}
+        store_scenarios = {"pay", "mix", "ledger", "read", "echo-floor", "token"}
+        needs_postgres = "postgres" in options.stores and scenarios & store_scenarios
         if needs_postgres:
             try:
                 postgres = stack.enter_context(postgres_server())
@@ -142,9 +143,9 @@ async def run_all(options: Any, scenarios: set[str]) -> Any:
                 if options.limiter == "redis":
                     run.say("no redis-server: the gateway runs the in-process limiter")
                     options.limiter = "memory"
-        mesh_scenarios = scenarios & {"echo-floor", "read", "token", "pay"}
+        mesh_scenarios = scenarios & {"echo-floor", "read", "token", "pay", "mix"}
         for index, store in enumerate(options.stores):
-            wanted = set(mesh_scenarios) if index == 0 else mesh_scenarios & {"pay"}
+            wanted = set(mesh_scenarios) if index == 0 else mesh_scenarios & {"pay", "mix"}
             if not wanted:
                 continue
             run.say(f"starting the mesh ({store}, {options.limiter} limiter) for {', '.join(sorted(wanted))}")
@@ -160,6 +161,8 @@ async def run_all(options: Any, scenarios: set[str]) -> Any:
                         await sc.read_targets(run, mesh, wanted)
                     if "pay" in wanted:
                         await sc.pay(run, mesh)
+                    if "mix" in wanted:
+                        await sc.mix(run, mesh)
             except Exception as error:  # a mesh that will not start is a finding, not a crash
                 run.skipped[f"mesh/{store}"] = f"{type(error).__name__}: {error}"
                 run.say(f"mesh on {store} failed: {error}")

@@ -6,13 +6,16 @@ name, and the latency summary of the OK calls in the measured window. Two modes:
 
 - ``raw``: the same serialized request every time (reads), the answer is not decoded;
 - ``pay``: a new CreatePayment (fresh request_id) per call; a call counts OK only when its
-  payment is SETTLED, polling GetPayment when CreatePayment answered before the saga ended.
+  payment is SETTLED, polling GetPayment when CreatePayment answered before the saga ended;
+- ``mix``: as ``pay`` (2 minor units each), and every ``refund_every``-th call a RefundPayment
+  of 1 minor unit of a top-up that settled (OK when the refund is SETTLED).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import itertools
 import json
 import sys
@@ -65,6 +68,7 @@ class PaymentCaller:
         self._currency = spec.get("currency", "EUR")
         self._timeout = spec.get("timeout", 10.0)
         self.states: dict[str, int] = {}
+        self.settled: collections.deque[tuple[tuple[tuple[str, str], ...], str]] = collections.deque(maxlen=10_000)
 
     async def __call__(self) -> str:
         metadata, account = next(self._payers)
@@ -91,7 +95,39 @@ class PaymentCaller:
             )
             state = pb2.PaymentState.Name(polled.payment.state).removeprefix("PAYMENT_STATE_")
         self.states[state] = self.states.get(state, 0) + 1
+        if state == "SETTLED":
+            self.settled.append((metadata, payment.name))
         return OK if state == "SETTLED" else f"PAYMENT_{state}"
+
+
+class MixedCaller(PaymentCaller):
+    """Top-ups, and every ``refund_every``-th call a refund of part of one that settled: the
+    refund runs the same saga backwards (out of the wallet's settlement account)."""
+
+    def __init__(self, channel: grpc.aio.Channel, spec: dict[str, Any]) -> None:
+        super().__init__(channel, spec)
+        self._refund_every = int(spec.get("refund_every", 4))
+        self._calls = itertools.count(1)
+        self.refund_states: dict[str, int] = {}
+
+    async def __call__(self) -> str:
+        if next(self._calls) % self._refund_every or not self.settled:
+            return await super().__call__()
+        metadata, original = self.settled.popleft()
+        pb2 = self._pb2
+        answer = await self._stub.RefundPayment(
+            pb2.RefundPaymentRequest(
+                request_id=uuid.uuid4().hex,
+                name=original,
+                amount=self._money(currency_code=self._currency, minor_units=1),
+                reason="CUST",
+            ),
+            metadata=metadata,
+            timeout=self._timeout,
+        )
+        state = pb2.PaymentState.Name(answer.refund.state).removeprefix("PAYMENT_STATE_")
+        self.refund_states[state] = self.refund_states.get(state, 0) + 1
+        return OK if state == "SETTLED" else f"REFUND_{state}"
 
 
 async def drive(spec: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +135,8 @@ async def drive(spec: dict[str, Any]) -> dict[str, Any]:
     concurrency, warmup, duration = int(spec["concurrency"]), float(spec["warmup"]), float(spec["duration"])
     options = [("grpc.max_concurrent_streams", 1024)]
     async with grpc.aio.insecure_channel(spec["target"], options=options) as channel:
-        caller: Any = PaymentCaller(channel, spec) if spec["mode"] == "pay" else RawCaller(channel, spec)
+        callers = {"pay": PaymentCaller, "mix": MixedCaller}
+        caller: Any = callers.get(spec["mode"], RawCaller)(channel, spec)
         latencies: list[float] = []
         statuses: list[str] = []
         total_ok = 0
@@ -140,6 +177,8 @@ async def drive(spec: dict[str, Any]) -> dict[str, Any]:
     }
     if isinstance(caller, PaymentCaller):
         result["payment_states"] = caller.states
+    if isinstance(caller, MixedCaller):
+        result["refund_states"] = caller.refund_states
     return result
 
 

@@ -114,6 +114,8 @@ async def driver_point(
     notes = ""
     if "payment_states" in result:
         notes = "final states: " + ", ".join(f"{k} {v}" for k, v in sorted(result["payment_states"].items()))
+    if "refund_states" in result:
+        notes += "; refunds: " + ", ".join(f"{k} {v}" for k, v in sorted(result["refund_states"].items()))
     measurement = Measurement(
         scenario=scenario,
         target=target,
@@ -355,6 +357,23 @@ async def pay(run: Run, mesh: RunningMesh) -> None:
         run.say(f"  pay/{mesh.store} c{concurrency}: {point.calls_per_second:.0f} settled/s, {point.statuses}")
         if point.ok_calls == 0 and point.statuses:
             run.skipped[f"pay/{mesh.store}"] = f"no payment settled: {point.statuses} {point.notes}"
+            return
+
+
+async def mix(run: Run, mesh: RunningMesh) -> None:
+    """Top-ups and refunds of them (one call in four) through the gateway, at each concurrency:
+    a call counts when its payment or refund is SETTLED."""
+    spec = dict(pay_spec(mesh), mode="mix", minor_units=2, refund_every=4)
+    payer = mesh.payers[0]
+    probe = account_pb2.GetBalanceRequest(account=payer.account).SerializeToString()
+    for concurrency in run.options.concurrency:
+        await settle(mesh.ports["gateway"], GET_BALANCE, probe, payer.metadata)
+        point = await driver_point(
+            run, "mix", "gateway", dict(spec, concurrency=concurrency), mesh.mesh.pids(), mesh.store
+        )
+        run.say(f"  mix/{mesh.store} c{concurrency}: {point.calls_per_second:.0f} settled/s, {point.statuses}")
+        if point.ok_calls == 0 and point.statuses:
+            run.skipped[f"mix/{mesh.store}"] = f"nothing settled: {point.statuses} {point.notes}"
             return
 
 

@@ -192,26 +192,32 @@ class CreatePayment:
     ) -> Payment:
         """A standing order's execution the checks refused: a REJECTED payment with the reason,
         so the wallet sees it (the order goes on)."""
-        payment = Payment(
-            payment_id=time_ordered_id(),
-            partner_id=partner_id,
-            consent_id=consent_id,
-            debtor_account_id=new.debtor_account_id,
-            creditor_account_id=new.creditor_account_id,
-            creditor_wallet_partner_id=new.creditor_wallet_partner_id,
-            amount=new.amount,
-            payment_type=new.payment_type,
-            state=PaymentState.RECEIVED,
-            created_at=now,
-            updated_at=now,
-            remittance_information=new.remittance_information,
-            customer_id=new.customer_id,
-            standing_order_id=new.standing_order_id,
-            execution_number=new.execution_number,
-        )
+        payment = refused_execution(partner_id, consent_id, new, now)
         return await self._register.record_refused(
             payment, key, refused.reason or "FAILED_PRECONDITION", str(refused), current_trace_id()
         )
+
+
+def refused_execution(partner_id: str, consent_id: str, new: NewPayment, now: dt.datetime) -> Payment:
+    """A standing order's execution that will not run, as the payment that records it (RECEIVED,
+    to be stored REJECTED with the reason)."""
+    return Payment(
+        payment_id=time_ordered_id(),
+        partner_id=partner_id,
+        consent_id=consent_id,
+        debtor_account_id=new.debtor_account_id,
+        creditor_account_id=new.creditor_account_id,
+        creditor_wallet_partner_id=new.creditor_wallet_partner_id,
+        amount=new.amount,
+        payment_type=new.payment_type,
+        state=PaymentState.RECEIVED,
+        created_at=now,
+        updated_at=now,
+        remittance_information=new.remittance_information,
+        customer_id=new.customer_id,
+        standing_order_id=new.standing_order_id,
+        execution_number=new.execution_number,
+    )
 
 
 class AdmittedInWaves:

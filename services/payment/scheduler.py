@@ -26,13 +26,12 @@ from dataclasses import dataclass
 
 from meshlib.auth.consent import ConsentLookup
 from meshlib.errors import MeshError
-from meshlib.ids import time_ordered_id
 from meshlib.periodic import Periodic
 from meshlib.storage import IdempotencyKey
 from services.payment.adapters.audit import SAGA
-from services.payment.create_payment import CreatePaymentHandler, NewPayment
+from services.payment.create_payment import CreatePaymentHandler, NewPayment, refused_execution
 from services.payment.domain import checks, schedules
-from services.payment.domain.payments import Payment, PaymentState
+from services.payment.domain.payments import PaymentState
 from services.payment.domain.saga import TRANSIENT_REASONS, History, opening, plan_for
 from services.payment.domain.schedules import OrderState, StandingOrder
 from services.payment.ports import Clock, Ledger, PartnerDirectory, PaymentRegister, Registration, Schedules, utc_now
@@ -155,7 +154,7 @@ class Scheduler:
         new = _execution(order, number)
         if schedules.missed(due, now, self._catch_up):
             await self._register.record_refused(
-                _missed_payment(order, number, now),
+                refused_execution(order.partner_id, order.consent_id, new, now),
                 IdempotencyKey(order.partner_id, new.method, new.request_id, new.fingerprint),
                 schedules.MISSED_REASON,
                 "executed too late",
@@ -188,26 +187,6 @@ def _execution(order: StandingOrder, number: int) -> NewPayment:
         standing_order_id=order.order_id,
         execution_number=number,
         customer_id=order.customer_id,
-    )
-
-
-def _missed_payment(order: StandingOrder, number: int, now: dt.datetime) -> Payment:
-    return Payment(
-        payment_id=time_ordered_id(),
-        partner_id=order.partner_id,
-        consent_id=order.consent_id,
-        debtor_account_id=order.debtor_account_id,
-        creditor_account_id=order.creditor_account_id,
-        creditor_wallet_partner_id=order.creditor_wallet_partner_id,
-        amount=order.amount,
-        payment_type=order.payment_type,
-        state=PaymentState.RECEIVED,
-        created_at=now,
-        updated_at=now,
-        remittance_information=order.remittance_information,
-        customer_id=order.customer_id,
-        standing_order_id=order.order_id,
-        execution_number=number,
     )
 
 
