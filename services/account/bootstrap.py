@@ -18,6 +18,7 @@ from openbank.account.v1 import account_admin_pb2_grpc, account_pb2_grpc, custom
 from services.account.admin_service import AccountAdminService
 from services.account.customer_accounts import CustomerAccounts, CustomerAccountServicer
 from services.account.ledger_service import LedgerService, UowFactory
+from services.account.read_activity import ReadActivity
 from services.account.read_service import AccountReadService
 from services.account.servicer import AccountAdminServicer, AccountServicer, LedgerServicer
 from services.account.settings import AccountSettings
@@ -44,6 +45,7 @@ class AccountComponents:
     admin: AccountAdminService
     reads: AccountReadService
     uow: UowFactory
+    read_activity: ReadActivity
 
 
 def identity_consents(runtime: Runtime) -> IdentityPeers:
@@ -112,7 +114,9 @@ async def wire(runtime: Runtime, *, consent_lookup: ConsentLookupFactory | None 
     ledger = LedgerService(uow)
     admin = AccountAdminService(uow, ledger)
     expiry = HoldExpiryLoop(ledger, settings.hold_expiry_interval_seconds, settings.hold_expiry_batch_size)
-    lifecycle = Lifecycle(on_start=[expiry.start], on_stop=[expiry.stop])
+    # Reads counted for the customer's dashboard, saved every few seconds (and at shutdown).
+    activity = ReadActivity(uow, settings.read_activity_flush_seconds)
+    lifecycle = Lifecycle(on_start=[expiry.start, activity.start], on_stop=[expiry.stop, activity.stop])
     if consent_lookup is None:
         peers = identity_consents(runtime)
         consents = peers.consents
@@ -123,9 +127,9 @@ async def wire(runtime: Runtime, *, consent_lookup: ConsentLookupFactory | None 
         lifecycle.on_stop.append(peers.bus.close)
     else:
         consents = consent_lookup(runtime)
-    reads = AccountReadService(uow, consents)
+    reads = AccountReadService(uow, consents, activity=activity)
     return Wiring(
-        components=AccountComponents(ledger=ledger, admin=admin, reads=reads, uow=uow),
+        components=AccountComponents(ledger=ledger, admin=admin, reads=reads, uow=uow, read_activity=activity),
         registrations=[
             ServiceRegistration(
                 "openbank.account.v1.LedgerService",
@@ -142,10 +146,10 @@ async def wire(runtime: Runtime, *, consent_lookup: ConsentLookupFactory | None 
                 AccountServicer(reads),
                 account_pb2_grpc.add_AccountServiceServicer_to_server,
             ),
-            # The bank's web app: the accounts a signed-in customer may pick (read-only).
+            # The bank's web app: the accounts a signed-in customer may pick, what wallets read.
             ServiceRegistration(
                 "openbank.account.v1.CustomerAccountService",
-                CustomerAccountServicer(CustomerAccounts(uow)),
+                CustomerAccountServicer(CustomerAccounts(uow), activity),
                 customer_account_pb2_grpc.add_CustomerAccountServiceServicer_to_server,
             ),
         ],

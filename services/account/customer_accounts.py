@@ -1,5 +1,6 @@
 """The bank's own read of a customer's accounts (CustomerAccountService, internal): what a
-signed-in customer may pick when authorising a consent at the bank's web app.
+signed-in customer may pick when authorising a consent at the bank's web app, and what a
+wallet read with a consent (read_activity.py) for the customer's dashboard.
 
 Read-only and additive: its own query on the accounts table, its own use case and servicer;
 nothing in the ledger changes.
@@ -12,12 +13,15 @@ import datetime as dt
 import grpc
 import sqlalchemy as sa
 
+from meshlib.errors import InvalidArgument
 from meshlib.names import parse_name
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size, time_and_id
 from openbank.account.v1 import customer_account_pb2, customer_account_pb2_grpc
+from openbank.common.v1 import consent_permission_pb2
 from services.account.converters import account_to_proto
 from services.account.domain.ledger import Account, AccountStatus
 from services.account.ledger_service import UowFactory
+from services.account.read_activity import DEFAULT_DAYS, MAX_DAYS, ReadActivity, ReadCount
 from services.account.repository import _account
 from services.account.tables import accounts
 
@@ -57,11 +61,22 @@ class CustomerAccounts:
         return page, token
 
 
+def _read_count(item: ReadCount) -> customer_account_pb2.ConsentReadCount:
+    answer = customer_account_pb2.ConsentReadCount(
+        day=item.day.isoformat(),
+        permission=consent_permission_pb2.ConsentPermission.Value(f"CONSENT_PERMISSION_{item.permission}"),
+        read_count=item.count,
+    )
+    answer.last_read_time.FromDatetime(item.last_read_at)
+    return answer
+
+
 class CustomerAccountServicer(customer_account_pb2_grpc.CustomerAccountServiceServicer):
     """Protobuf in, protobuf out."""
 
-    def __init__(self, customer_accounts: CustomerAccounts) -> None:
+    def __init__(self, customer_accounts: CustomerAccounts, activity: ReadActivity) -> None:
         self._accounts = customer_accounts
+        self._activity = activity
 
     async def ListCustomerAccounts(
         self, request: customer_account_pb2.ListCustomerAccountsRequest, context: grpc.aio.ServicerContext
@@ -72,3 +87,13 @@ class CustomerAccountServicer(customer_account_pb2_grpc.CustomerAccountServiceSe
         return customer_account_pb2.ListCustomerAccountsResponse(
             accounts=[account_to_proto(account) for account in page], next_page_token=token
         )
+
+    async def GetConsentReadActivity(
+        self, request: customer_account_pb2.GetConsentReadActivityRequest, context: grpc.aio.ServicerContext
+    ) -> customer_account_pb2.GetConsentReadActivityResponse:
+        """What a wallet read with a consent, per UTC day and permission."""
+        consent_id = parse_name(request.consent, "consents", "consent")
+        if not 0 <= request.days <= MAX_DAYS:
+            raise InvalidArgument.field("days", f"must be 0..{MAX_DAYS}")
+        counts = await self._activity.recent(consent_id, request.days or DEFAULT_DAYS)
+        return customer_account_pb2.GetConsentReadActivityResponse(reads=[_read_count(c) for c in counts])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from meshlib.auth.consent import ConsentLookup, ConsentView
 from meshlib.errors import InvalidArgument, NotFound, QuotaViolation, ResourceExhausted
@@ -139,16 +140,28 @@ def _exhausted(consent: ConsentView, now: dt.datetime) -> ResourceExhausted:
     )
 
 
+class ReadRecorder(Protocol):
+    """Where admitted reads are counted for the customer's dashboard (read_activity.ReadActivity)."""
+
+    def note(self, consent_id: str, permission: str, at: dt.datetime) -> None: ...
+
+
 class AccountReadService:
     """ListAccounts, GetAccount, GetBalance, ListTransactions, ConfirmFunds within a consent."""
 
     def __init__(
-        self, uow: UowFactory, consents: ConsentLookup, clock: Clock = utc_now, quota: ReadQuota | None = None
+        self,
+        uow: UowFactory,
+        consents: ConsentLookup,
+        clock: Clock = utc_now,
+        quota: ReadQuota | None = None,
+        activity: ReadRecorder | None = None,
     ) -> None:
         self._transactions = Transactions(uow, clock=clock)
         self._consents = consents
         self._now = clock
         self._quota = quota or ReadQuota(uow)
+        self._activity = activity
 
     async def _authorise(self, caller: ConsentCaller, permission: str, account_id: str | None = None) -> ConsentView:
         consent = await self._consents.get(caller.consent_id, partner_id=caller.partner_id)
@@ -157,6 +170,8 @@ class AccountReadService:
         if account_id is not None:
             consent.require_account(account_id)
         await self._quota.take(consent, now)
+        if self._activity is not None:
+            self._activity.note(consent.consent_id, permission, now)
         return consent
 
     async def _owned_account(self, consent: ConsentView, account_id: str) -> Account:

@@ -9,9 +9,11 @@ from meshlib.app import ServiceSettings
 
 
 class AccountSettings(ServiceSettings):
-    """How often expired holds are released, and how many per sweep."""
+    """How often expired holds are released, and how many per sweep; how often read counts are saved."""
 
     model_config = SettingsConfigDict(env_prefix="OBM_", extra="ignore", frozen=True)
 
     hold_expiry_interval_seconds: float = Field(default=1.0, gt=0, le=300)
     hold_expiry_batch_size: int = Field(default=200, ge=1, le=10_000)
+    # How often the reads counted for the customer's dashboard are saved (read_activity.py).
+    read_activity_flush_seconds: float = Field(default=2.0, gt=0, le=300)

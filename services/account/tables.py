@@ -85,6 +85,17 @@ consent_reads = sa.Table(
     sa.Column("count", sa.Integer, nullable=False),
 )
 
+# What wallets read with each consent, per UTC day and permission (the customer's dashboard).
+consent_read_activity = sa.Table(
+    "consent_read_activity",
+    metadata,
+    sa.Column("consent_id", sa.String(64), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("permission", sa.String(32), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("last_read_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 idempotency_keys = idempotency_table(metadata)
 # Who opened, froze or closed accounts and moved money (meshlib.audit).
 audit = audit_tables(metadata)

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from meshlib.audit import AuditRepository
 from meshlib.idempotency import IdempotencyRepository
 from meshlib.storage import SqlUnitOfWork
+from services.account.read_activity import ReadActivityRepository
 from services.account.repository import (
     AccountRepository,
     ConsentReadRepository,
@@ -23,6 +24,7 @@ class AccountUnitOfWork(SqlUnitOfWork):
     transfers: TransferRepository
     entries: EntryRepository
     consent_reads: ConsentReadRepository
+    read_activity: ReadActivityRepository
     idempotency: IdempotencyRepository
     audit: AuditRepository
 
@@ -33,6 +35,7 @@ class AccountUnitOfWork(SqlUnitOfWork):
         self.transfers = TransferRepository(connection, row_locks=row_locks)
         self.entries = EntryRepository(connection)
         self.consent_reads = ConsentReadRepository(connection, self.database.dialect)
+        self.read_activity = ReadActivityRepository(connection, self.database.dialect)
         self.idempotency = IdempotencyRepository(connection, idempotency_keys)
         self.audit = AuditRepository(connection, audit, "account")
         self.before_commit(self.audit.flush)

@@ -255,7 +255,7 @@ EXPECTED_RPCS: dict[str, set[str]] = {
         "OpenAuthorizationRequest",
         "DecideAuthorizationRequest",
     },
-    "openbank.account.v1.CustomerAccountService": {"ListCustomerAccounts"},
+    "openbank.account.v1.CustomerAccountService": {"ListCustomerAccounts", "GetConsentReadActivity"},
     "openbank.account.v1.AccountService": {
         "ListAccounts",
         "GetAccount",
