@@ -163,6 +163,16 @@ class ConsentService:
             token = encode_page_token({"t": page[-1].created_at.isoformat(), "id": page[-1].consent_id}, filters)
         return page, token
 
+    async def partner_display_names(self, consents: Iterable[Consent]) -> dict[str, str]:
+        """The display name of each partner of ``consents``, by partner id (what the customer sees)."""
+        names: dict[str, str] = {}
+        async with self._uow(read_only=True) as uow:
+            for partner_id in sorted({c.partner_id for c in consents}):
+                partner = await uow.partners.get(partner_id)
+                if partner is not None:
+                    names[partner_id] = partner.display_name
+        return names
+
     async def pause(
         self, key: IdempotencyKey, codec: Codec[Consent | Saved], consent_id: str, customer_id: str
     ) -> Consent | Saved:

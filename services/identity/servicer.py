@@ -359,8 +359,11 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             requested_size=request.page_size,
             page_token=request.page_token,
         )
+        partners = await self._consents.partner_display_names(page)
         return consent_pb2.ListCustomerConsentsResponse(
-            consents=[converters.consent_message(c) for c in page], next_page_token=token
+            consents=[converters.consent_message(c) for c in page],
+            next_page_token=token,
+            partner_display_names={f"partners/{p}": display for p, display in partners.items()},
         )
 
     async def PauseConsent(

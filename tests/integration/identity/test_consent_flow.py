@@ -362,6 +362,8 @@ async def test_customer_side_pause_resume_narrow_list_reject_and_revoke(identity
         consent_pb2.ListCustomerConsentsRequest(customer=customer.name, page_size=1), metadata=bank_app
     )
     assert [c.name for c in listed.consents] == [rejected_consent.name] and listed.next_page_token
+    # The customer sees which wallet each consent is for.
+    assert dict(listed.partner_display_names) == {partner.name: "Wallet"}
     rest = await identity.consents.ListCustomerConsents(
         consent_pb2.ListCustomerConsentsRequest(customer=customer.name, page_size=1, page_token=listed.next_page_token),
         metadata=bank_app,
