@@ -114,8 +114,13 @@ class ServiceProcess:
         return self.process
 
     async def start(self, **overrides: str) -> None:
-        """Start the process and wait until it serves."""
-        await wait_serving(self.target, self.spawn(**overrides))
+        """Start the process and wait until it serves (a failure quotes the end of its log)."""
+        try:
+            await wait_serving(self.target, self.spawn(**overrides))
+        except (RuntimeError, TimeoutError) as error:
+            log = self.data_dir / f"{self.name}-{self.starts}.log"
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+            raise RuntimeError(f"{error}\n--- {log.name} ---\n{tail}") from None
 
     def kill(self) -> None:
         """SIGKILL (no clean-up at all)."""
