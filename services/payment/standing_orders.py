@@ -22,6 +22,7 @@ from services.payment.ports import (
     Schedules,
     utc_now,
 )
+from services.payment.queries import require_usable_consent
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ class StandingOrders:
         return await self._store.add_order(order, key, actor_of(current_caller(), "payment"))
 
     async def get(self, order_id: str, partner_id: str, consent_id: str) -> StandingOrder:
-        """One of the consent's orders; any other is NOT_FOUND."""
+        """One of the consent's orders (the consent still usable); any other is NOT_FOUND."""
+        await require_usable_consent(self._consents, partner_id, consent_id, self._clock())
         order = await self._store.order(order_id)
         if order is None or order.partner_id != partner_id or order.consent_id != consent_id:
             raise NotFound("standing order not found")
@@ -105,6 +107,7 @@ class StandingOrders:
         self, partner_id: str, consent_id: str, requested_page_size: int, page_token: str
     ) -> tuple[list[StandingOrder], str]:
         """The consent's orders, newest first, with the next page token."""
+        await require_usable_consent(self._consents, partner_id, consent_id, self._clock())
         size = page_size(requested_page_size)
         filters = filter_fingerprint(partner=partner_id, consent=consent_id)
         before = time_and_id(decode_page_token(page_token, filters))

@@ -305,3 +305,15 @@ async def test_creation_refusals(mesh: Mesh) -> None:
     assert again.name == first.name
     listed = await mesh.payments.ListStandingOrders(payment_pb2.ListStandingOrdersRequest(), metadata=mesh.partner())
     assert [o.name for o in listed.standing_orders] == [first.name]
+
+
+async def test_reads_of_standing_orders_need_a_usable_consent(mesh: Mesh) -> None:
+    order = await _order(mesh, 100, Clock().now + dt.timedelta(days=1), 1, 2)
+    mesh.grant("c1", "partner-1", ["alice", "bob"], permissions=PERMISSIONS, state="REVOKED")
+    for call in (
+        mesh.payments.GetStandingOrder(payment_pb2.GetStandingOrderRequest(name=order.name), metadata=mesh.partner()),
+        mesh.payments.ListStandingOrders(payment_pb2.ListStandingOrdersRequest(), metadata=mesh.partner()),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call
+        assert decode_rpc_error(refused.value).reason == "CONSENT_REVOKED"
