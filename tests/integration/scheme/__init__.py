@@ -1,0 +1,1 @@
+"""The scheme simulator and the clearing connector over real gRPC (and a real process)."""

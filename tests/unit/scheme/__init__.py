@@ -1,0 +1,1 @@
+"""Unit tests of the scheme simulator (schemesim): no gRPC, no database."""
