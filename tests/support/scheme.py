@@ -18,8 +18,9 @@ As a process (``python -m schemesim``, its own SQLite file; SIGKILL and restart)
 Tokens come from a :class:`~meshlib.auth.testing.TestIssuer` whose keys the simulator trusts
 (in-process: its JWKS fetcher; as a process: ``OBM_SCHEME_JWKS_FILE``), so no identity runs.
 A payment service under test that calls the simulator needs the scopes ``scheme:write`` and
-``scheme:read`` in a token that the simulator can check: pass its issuer's JWKS file the
-same way (``jwks_file=``), or run the simulator with ``OBM_IDENTITY_TARGET`` at identity.
+``scheme:read`` in a token that the simulator can check: in-process, pass the mesh's
+``TestIssuer`` (``issuer=``); as a process, its JWKS file (``jwks_file=``) or identity's address
+(``identity_target=``: the simulator then fetches identity's keys, as in ``make up``).
 """
 
 from __future__ import annotations
@@ -166,6 +167,9 @@ class SchemeProcess:
     rules: Rules = None
     issuer: TestIssuer = field(default_factory=TestIssuer)
     jwks_file: Path | None = None  # default: the issuer's key set, written next to the data
+    # Trust identity's keys instead (a mesh under test): the simulator fetches its JWKS from
+    # there and takes the issuer and audience of OBM_TOKEN_ISSUER / _AUDIENCE (or their defaults).
+    identity_target: str | None = None
     port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
@@ -178,24 +182,28 @@ class SchemeProcess:
 
     def environment(self) -> dict[str, str]:
         """The process's OBM_* environment."""
-        jwks = self.jwks_file
-        if jwks is None:
-            jwks = self.directory / "scheme-jwks.json"
-            jwks.write_text(json.dumps(self.issuer.jwks))
         env = dict(os.environ)
         env.update(
             {
                 "OBM_PORT": str(self.port),
                 "OBM_HOST": "127.0.0.1",
                 "OBM_DATABASE_URL": f"sqlite+aiosqlite:///{self.directory / 'schemesim.db'}",
-                "OBM_TOKEN_ISSUER": self.issuer.issuer,
-                "OBM_TOKEN_AUDIENCE": self.issuer.audience,
-                "OBM_SCHEME_JWKS_FILE": str(jwks),
                 "OBM_SCHEME_RETURNS_INTERVAL_SECONDS": "0.2",
                 "OBM_LOG_LEVEL": "INFO",
                 "OBM_LOG_FORMAT": "json",
             }
         )
+        if self.identity_target is not None:
+            env["OBM_IDENTITY_TARGET"] = self.identity_target
+            env.pop("OBM_SCHEME_JWKS_FILE", None)
+        else:
+            jwks = self.jwks_file
+            if jwks is None:
+                jwks = self.directory / "scheme-jwks.json"
+                jwks.write_text(json.dumps(self.issuer.jwks))
+            env["OBM_SCHEME_JWKS_FILE"] = str(jwks)
+            env["OBM_TOKEN_ISSUER"] = self.issuer.issuer
+            env["OBM_TOKEN_AUDIENCE"] = self.issuer.audience
         path = rules_file(self.directory, self.rules)
         if path is not None:
             env["OBM_SCHEME_RULES_FILE"] = str(path)

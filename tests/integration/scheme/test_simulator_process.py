@@ -81,3 +81,10 @@ def test_a_bad_rules_file_stops_start_up(tmp_path) -> None:  # type: ignore[no-u
     )
     assert finished.returncode != 0
     assert b"reject needs a reason" in finished.stdout + finished.stderr
+
+
+def test_the_environment_trusts_the_test_issuer_or_identity(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    own = SchemeProcess(tmp_path).environment()
+    assert own["OBM_TOKEN_ISSUER"] == "https://identity.test" and own["OBM_SCHEME_JWKS_FILE"].endswith(".json")
+    mesh = SchemeProcess(tmp_path, identity_target="127.0.0.1:1").environment()
+    assert mesh["OBM_IDENTITY_TARGET"] == "127.0.0.1:1" and "OBM_SCHEME_JWKS_FILE" not in mesh
