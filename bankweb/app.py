@@ -11,8 +11,9 @@ from typing import Any
 
 import uvicorn
 
+from bankweb.dashboard import Dashboard
 from bankweb.flows import AuthorisationFlow
-from bankweb.grpc_bank import SCOPES, GrpcBank
+from bankweb.grpc_bank import AUDIT_SCOPES, SCOPES, GrpcBank
 from bankweb.ports import Bank, SessionStore
 from bankweb.sessions import AttemptLimiter, MemorySessionStore, RedisSessionStore
 from bankweb.settings import BankWebSettings
@@ -57,14 +58,19 @@ def wire(settings: BankWebSettings, bank: Bank | None = None) -> tuple[BankWeb, 
     closers: list[Any] = []
     if bank is None:
         if settings.service_client_secret is None:
-            raise SystemExit("bankweb needs OBM_SERVICE_CLIENT_SECRET (its internal client, scope consents:authorise)")
+            raise SystemExit(
+                "bankweb needs OBM_SERVICE_CLIENT_SECRET (its internal client: consents:authorise, audit:read)"
+            )
         identity = _channel(settings, settings.identity_target)
         account = _channel(settings, settings.account_target)
-        closers += [identity.close, account.close]
-        tokens = ServiceTokenSource(
-            identity, settings.service_client_id, settings.service_client_secret.get_secret_value(), SCOPES
-        )
-        bank = GrpcBank(identity, account, tokens)
+        payment = _channel(settings, settings.payment_target)
+        closers += [identity.close, account.close, payment.close]
+        secret = settings.service_client_secret.get_secret_value()
+        tokens = ServiceTokenSource(identity, settings.service_client_id, secret, SCOPES)
+        # A token of its own for payment's audit trail: a client without audit:read still serves
+        # every page (the dashboard then shows no payments).
+        audit_tokens = ServiceTokenSource(identity, settings.service_client_id, secret, AUDIT_SCOPES)
+        bank = GrpcBank(identity, account, tokens, payment, audit_tokens)
     sessions: SessionStore
     if settings.redis_url is not None:
         redis_sessions = RedisSessionStore(settings.redis_url.get_secret_value())
@@ -78,7 +84,8 @@ def wire(settings: BankWebSettings, bank: Bank | None = None) -> tuple[BankWeb, 
         settings.bankweb_signin_window_seconds,
     )
     flow = AuthorisationFlow(bank, sessions, limiter, settings.bankweb_session_idle_seconds)
-    return BankWeb(flow, sessions, secure_cookies=settings.bankweb_secure_cookies), closers
+    dashboard = Dashboard(flow, bank)
+    return BankWeb(flow, dashboard, sessions, secure_cookies=settings.bankweb_secure_cookies), closers
 
 
 async def start_bankweb(settings: BankWebSettings, bank: Bank | None = None) -> RunningBankWeb:

@@ -73,7 +73,7 @@ class AuthorisationFlow:
 
     # ---- sessions ----------------------------------------------------------------------
 
-    async def _rotate(self, old: Session | None, data: dict[str, Any]) -> Session:
+    async def rotate(self, old: Session | None, data: dict[str, Any]) -> Session:
         """A session under a new id (and a new CSRF token), the old one gone."""
         if old is not None:
             await self._sessions.delete(old.session_id)
@@ -113,7 +113,7 @@ class AuthorisationFlow:
                 ) from None
             raise
         # Always a fresh session: nothing from before (nor a planted id) carries over.
-        return await self._rotate(old, {"auth": view.to_dict()})
+        return await self.rotate(old, {"auth": view.to_dict()})
 
     def pending(self, session: Session | None) -> AuthorizationView:
         """The request this session is authorising."""
@@ -133,6 +133,11 @@ class AuthorisationFlow:
         """Password + one-time code at identity; a new session id on success."""
         self.pending(session)
         assert session is not None
+        customer = await self.authenticate(username, password, one_time_code, client_address)
+        return await self.signed_in(session, customer, username)
+
+    async def authenticate(self, username: str, password: str, one_time_code: str, client_address: str) -> str:
+        """Password + one-time code at identity (throttled per username and address); the customer."""
         if not self._limiter.allow(client_address, username):
             raise SignInRefused("Too many attempts. Wait a few minutes before trying again.", status=429)
         try:
@@ -146,7 +151,16 @@ class AuthorisationFlow:
                 raise SignInRefused("Those details did not match. Check them and try again.") from None
             raise
         log.info("customer signed in", extra={"customer": customer})
-        return await self._rotate(session, dict(session.data, customer=customer, username=username))
+        return customer
+
+    async def signed_in(self, session: Session, customer: str, username: str) -> Session:
+        """The session after a sign-in: a new id, the customer and when they signed in."""
+        data = dict(session.data, customer=customer, username=username, signed_in_at=self._clock().isoformat())
+        return await self.rotate(session, data)
+
+    def now(self) -> dt.datetime:
+        """The flow's clock."""
+        return self._clock()
 
     async def consent_page(self, session: Session | None) -> ConsentPage:
         """The consent in plain words and the customer's accounts to pick from."""

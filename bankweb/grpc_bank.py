@@ -1,22 +1,47 @@
-"""The bank over gRPC: identity (authorisation requests, strong customer authentication) and
-account (the customer's accounts), with the web app's own service token (consents:authorise)."""
+"""The bank over gRPC: identity (authorisation requests, strong customer authentication, the
+customer's consents), account (the customer's accounts, what wallets read) and payment (what
+wallets paid, from its audit trail), with the web app's own service tokens: consents:authorise,
+and audit:read for payment's trail only (without it the dashboard shows no payments, nothing
+else breaks)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
+from dataclasses import replace
 
 import grpc
 
-from bankweb.ports import AccountChoice, AuthorizationView, ConsentSummary, RedirectAnswer
+from bankweb.ports import (
+    AccountChoice,
+    AuthorizationView,
+    ConsentCard,
+    ConsentSummary,
+    LimitChange,
+    Limits,
+    PaymentLine,
+    ReadLine,
+    RedirectAnswer,
+)
 from meshlib.auth.service_tokens import ServiceTokenSource
 from meshlib.clients import PeerCaller
 from openbank.account.v1 import customer_account_pb2, customer_account_pb2_grpc
-from openbank.common.v1 import consent_permission_pb2, money_pb2
-from openbank.identity.v1 import authorization_pb2, authorization_pb2_grpc, consent_pb2, customer_pb2, customer_pb2_grpc
+from openbank.common.v1 import audit_pb2, audit_pb2_grpc, consent_permission_pb2, money_pb2
+from openbank.identity.v1 import (
+    authorization_pb2,
+    authorization_pb2_grpc,
+    consent_pb2,
+    consent_pb2_grpc,
+    customer_pb2,
+    customer_pb2_grpc,
+)
 
 CALL_DEADLINE_SECONDS = 5.0
 SCOPES = ("consents:authorise",)
+# Payment's audit trail, filtered by consent: the payments a wallet made with it.
+AUDIT_SCOPES = ("audit:read",)
+RECENT_PAYMENTS = 20
 APPROVE = authorization_pb2.AUTHORIZATION_DECISION_APPROVE
 REFUSE = authorization_pb2.AUTHORIZATION_DECISION_REFUSE
 
@@ -27,6 +52,22 @@ PERMISSION_WORDS = {
     consent_permission_pb2.CONSENT_PERMISSION_READ_TRANSACTIONS: "See their transactions",
     consent_permission_pb2.CONSENT_PERMISSION_CONFIRM_FUNDS: "Check whether enough money is available for a payment",
     consent_permission_pb2.CONSENT_PERMISSION_INITIATE_PAYMENTS: "Make payments from them",
+}
+# What a read used, in the customer's words.
+READ_WORDS = {
+    consent_permission_pb2.CONSENT_PERMISSION_READ_ACCOUNTS: "Looked at your accounts",
+    consent_permission_pb2.CONSENT_PERMISSION_READ_BALANCES: "Checked a balance",
+    consent_permission_pb2.CONSENT_PERMISSION_READ_TRANSACTIONS: "Read your transactions",
+    consent_permission_pb2.CONSENT_PERMISSION_CONFIRM_FUNDS: "Asked whether funds were available",
+}
+PAYMENT_STATUS_WORDS = {
+    "RECEIVED": "Received",
+    "ACCEPTED": "Accepted",
+    "SETTLEMENT_IN_PROCESS": "In progress",
+    "SETTLED": "Paid",
+    "REJECTED": "Refused",
+    "CANCELLED": "Cancelled",
+    "SCHEDULED": "Scheduled",
 }
 _PERIODS = {
     consent_pb2.CONSENT_PERIOD_DAY: "per day",
@@ -63,14 +104,71 @@ def consent_summary(consent: consent_pb2.Consent) -> ConsentSummary:
     )
 
 
-class GrpcBank:
-    """Identity and account through their gRPC contracts."""
+def _limits(consent: consent_pb2.Consent) -> Limits:
+    currency = consent.per_payment_limit.currency_code or consent.period_limit.currency_code
+    return Limits(
+        currency=currency,
+        per_payment=consent.per_payment_limit.minor_units if consent.HasField("per_payment_limit") else None,
+        period=consent.period_limit.minor_units if consent.HasField("period_limit") else None,
+        reads_per_day=consent.reads_per_day,
+    )
 
-    def __init__(self, identity: grpc.aio.Channel, account: grpc.aio.Channel, tokens: ServiceTokenSource) -> None:
+
+def consent_card(consent: consent_pb2.Consent, partner_display_name: str) -> ConsentCard:
+    """A consent as the dashboard shows it."""
+    return ConsentCard(
+        consent_id=consent.name.removeprefix("consents/"),
+        partner_display_name=partner_display_name or "A partner app",
+        state=consent_pb2.ConsentState.Name(consent.state).removeprefix("CONSENT_STATE_"),
+        paused=consent.paused,
+        summary=consent_summary(consent),
+        accounts=tuple(consent.accounts),
+        limits=_limits(consent),
+        authorised_at=consent.authorise_time.ToDatetime(tzinfo=dt.UTC) if consent.HasField("authorise_time") else None,
+    )
+
+
+def payment_lines(records: list[audit_pb2.AuditRecord]) -> list[PaymentLine]:
+    """Payment audit records (newest first) as one line per payment: its amount, latest state, creation time."""
+    lines: dict[str, PaymentLine] = {}
+    for record in records:
+        when = record.occur_time.ToDatetime(tzinfo=dt.UTC)
+        if record.payment in lines:  # an older record of the same payment
+            lines[record.payment] = replace(lines[record.payment], created_at=when)
+            continue
+        details = json.loads(record.details_json or "{}")
+        amount = money_pb2.Money(
+            currency_code=str(details.get("currency", "")), minor_units=int(details.get("amount_minor", 0))
+        )
+        lines[record.payment] = PaymentLine(
+            payment=f"payments/{record.payment}",
+            amount=money_words(amount),
+            status=PAYMENT_STATUS_WORDS.get(record.outcome, record.outcome.replace("_", " ").capitalize()),
+            created_at=when,
+        )
+    return sorted(lines.values(), key=lambda line: line.created_at, reverse=True)[:RECENT_PAYMENTS]
+
+
+class GrpcBank:
+    """Identity, account and payment through their gRPC contracts."""
+
+    def __init__(
+        self,
+        identity: grpc.aio.Channel,
+        account: grpc.aio.Channel,
+        tokens: ServiceTokenSource,
+        payment: grpc.aio.Channel | None = None,
+        audit_tokens: ServiceTokenSource | None = None,
+    ) -> None:
         self._authorizations = authorization_pb2_grpc.AuthorizationServiceStub(identity)
         self._customers = customer_pb2_grpc.CustomerServiceStub(identity)
+        self._consents = consent_pb2_grpc.ConsentServiceStub(identity)
         self._accounts = customer_account_pb2_grpc.CustomerAccountServiceStub(account)
         self._call = PeerCaller(tokens.token, deadline_seconds=CALL_DEADLINE_SECONDS)
+        self._payment_audit = audit_pb2_grpc.AuditServiceStub(payment) if payment is not None else None
+        self._audit_call = (
+            PeerCaller(audit_tokens.token, deadline_seconds=CALL_DEADLINE_SECONDS) if audit_tokens else None
+        )
 
     async def open_request(self, client_id: str, request_uri: str) -> AuthorizationView:
         """Open (use up) a pushed authorisation request."""
@@ -122,3 +220,76 @@ class GrpcBank:
             code=answer.code,
             error=answer.error,
         )
+
+    # ---- the customer's dashboard ---------------------------------------------------------
+
+    async def customer_consents(self, customer: str) -> list[ConsentCard]:
+        """Every consent of the customer, newest first (all pages)."""
+        cards: list[ConsentCard] = []
+        token = ""
+        while True:
+            request = consent_pb2.ListCustomerConsentsRequest(customer=customer, page_size=500, page_token=token)
+            answer = await self._call(self._consents.ListCustomerConsents, request, "identity.ListCustomerConsents")
+            names = answer.partner_display_names
+            cards += [consent_card(c, names.get(c.partner, "")) for c in answer.consents]
+            token = answer.next_page_token
+            if not token or len(cards) >= 2000:
+                return cards
+
+    async def pause(self, consent_id: str, customer: str) -> None:
+        """PauseConsent for the customer."""
+        request = consent_pb2.PauseConsentRequest(
+            request_id=uuid.uuid4().hex, name=f"consents/{consent_id}", customer=customer
+        )
+        await self._call(self._consents.PauseConsent, request, "identity.PauseConsent")
+
+    async def resume(self, consent_id: str, customer: str) -> None:
+        """ResumeConsent for the customer."""
+        request = consent_pb2.ResumeConsentRequest(
+            request_id=uuid.uuid4().hex, name=f"consents/{consent_id}", customer=customer
+        )
+        await self._call(self._consents.ResumeConsent, request, "identity.ResumeConsent")
+
+    async def revoke(self, consent_id: str, customer: str) -> None:
+        """CustomerRevokeConsent for the customer."""
+        request = consent_pb2.CustomerRevokeConsentRequest(
+            request_id=uuid.uuid4().hex, name=f"consents/{consent_id}", customer=customer
+        )
+        await self._call(self._consents.CustomerRevokeConsent, request, "identity.CustomerRevokeConsent")
+
+    async def lower_limits(self, consent_id: str, customer: str, change: LimitChange) -> None:
+        """UpdateConsentLimits with what the customer lowered (identity refuses any widening)."""
+        request = consent_pb2.UpdateConsentLimitsRequest(
+            request_id=uuid.uuid4().hex, name=f"consents/{consent_id}", customer=customer
+        )
+        if change.per_payment is not None:
+            request.per_payment_limit.CopyFrom(
+                money_pb2.Money(currency_code=change.currency, minor_units=change.per_payment)
+            )
+        if change.period is not None:
+            request.period_limit.CopyFrom(money_pb2.Money(currency_code=change.currency, minor_units=change.period))
+        if change.reads_per_day is not None:
+            request.reads_per_day = change.reads_per_day
+        await self._call(self._consents.UpdateConsentLimits, request, "identity.UpdateConsentLimits")
+
+    async def payments_of(self, consent_id: str) -> list[PaymentLine]:
+        """The payments made with the consent, from payment's audit trail (newest first)."""
+        if self._payment_audit is None or self._audit_call is None:
+            return []
+        request = audit_pb2.ListAuditRecordsRequest(consent=consent_id, action_prefix="payment.", page_size=200)
+        answer = await self._audit_call(self._payment_audit.ListAuditRecords, request, "payment.ListAuditRecords")
+        return payment_lines(list(answer.records))
+
+    async def reads_of(self, consent_id: str) -> list[ReadLine]:
+        """What the wallet read with the consent over the last week, newest day first."""
+        request = customer_account_pb2.GetConsentReadActivityRequest(consent=f"consents/{consent_id}", days=7)
+        answer = await self._call(self._accounts.GetConsentReadActivity, request, "account.GetConsentReadActivity")
+        return [
+            ReadLine(
+                day=read.day,
+                what=READ_WORDS.get(read.permission, "Read your data"),
+                count=read.read_count,
+                last_read_at=read.last_read_time.ToDatetime(tzinfo=dt.UTC),
+            )
+            for read in answer.reads
+        ]

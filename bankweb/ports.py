@@ -99,8 +99,72 @@ class RedirectAnswer:
         return self.redirect_uri + separator + urlencode(params)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """A consent's amount limits and reads per day, in minor units (None: no such limit)."""
+
+    currency: str = ""
+    per_payment: int | None = None
+    period: int | None = None
+    reads_per_day: int = 0
+
+
+@dataclass(frozen=True)
+class LimitChange:
+    """What the customer lowers (None: unchanged); amounts in minor units of ``currency``."""
+
+    currency: str
+    per_payment: int | None = None
+    period: int | None = None
+    reads_per_day: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to change."""
+        return self.per_payment is None and self.period is None and self.reads_per_day is None
+
+
+@dataclass(frozen=True)
+class ConsentCard:
+    """One of the customer's consents, as the dashboard shows it."""
+
+    consent_id: str
+    partner_display_name: str
+    state: str  # AWAITING_AUTHORISATION, AUTHORISED, REJECTED, REVOKED or EXPIRED
+    paused: bool
+    summary: ConsentSummary
+    accounts: tuple[str, ...]
+    limits: Limits
+    authorised_at: dt.datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        """Authorised and not yet over (paused or not)."""
+        return self.state == "AUTHORISED"
+
+
+@dataclass(frozen=True)
+class PaymentLine:
+    """A payment a wallet made with a consent: what, how much, where it stands."""
+
+    payment: str
+    amount: str
+    status: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class ReadLine:
+    """What a wallet read with a consent on one UTC day."""
+
+    day: str
+    what: str
+    count: int
+    last_read_at: dt.datetime
+
+
 class Bank(Protocol):
-    """Identity and account, as the web app uses them (with its own service credentials)."""
+    """Identity, account and payment, as the web app uses them (with its own service credentials)."""
 
     async def open_request(self, client_id: str, request_uri: str) -> AuthorizationView: ...
 
@@ -109,6 +173,20 @@ class Bank(Protocol):
     async def customer_accounts(self, customer: str) -> list[AccountChoice]: ...
 
     async def decide(self, name: str, customer: str, approve: bool, accounts: tuple[str, ...]) -> RedirectAnswer: ...
+
+    async def customer_consents(self, customer: str) -> list[ConsentCard]: ...
+
+    async def pause(self, consent_id: str, customer: str) -> None: ...
+
+    async def resume(self, consent_id: str, customer: str) -> None: ...
+
+    async def revoke(self, consent_id: str, customer: str) -> None: ...
+
+    async def lower_limits(self, consent_id: str, customer: str, change: LimitChange) -> None: ...
+
+    async def payments_of(self, consent_id: str) -> list[PaymentLine]: ...
+
+    async def reads_of(self, consent_id: str) -> list[ReadLine]: ...
 
 
 class SessionStore(Protocol):

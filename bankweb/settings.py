@@ -19,7 +19,9 @@ class BankWebSettings(BaseSettings):
     bankweb_port: int = Field(default=DEFAULT_BANKWEB_PORT, ge=0, le=65535)
     identity_target: str = "127.0.0.1:50051"
     account_target: str = "127.0.0.1:50052"
-    # The bank web app's own internal OAuth client (scope consents:authorise).
+    # Payment's audit trail: the payments a wallet made with a consent (the dashboard).
+    payment_target: str = "127.0.0.1:50053"
+    # The bank web app's own internal OAuth client (scopes consents:authorise, audit:read).
     service_client_id: str = "bankweb"
     service_client_secret: SecretStr | None = None
     peer_tls_ca_file: Path | None = None

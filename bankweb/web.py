@@ -1,92 +1,38 @@
 """The bank's web pages (Starlette + Jinja2): HTTP in, HTML or a redirect out, nothing else.
 
-Security on every response: a server-side session behind an HttpOnly, SameSite=Lax cookie
-(Secure and ``__Host-`` prefixed outside the local mesh), a CSRF token in every form (and
-cross-site form posts refused outright), a strict Content-Security-Policy, no framing,
-no referrer, no caching. The only redirect to another site is the wallet's registered
-redirect URI, as identity answered it; nothing in the query string can choose it.
+The security every page shares is in ``web_base.py``. The only redirect to another site is
+the wallet's registered redirect URI, as identity answered it; nothing in the query string
+can choose it.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from bankweb.dashboard import Dashboard
+from bankweb.dashboard_web import DashboardRoutes, dashboard_routes
 from bankweb.flows import AuthorisationFlow, PageError, SignInRefused
-from bankweb.ports import Session, SessionStore
-from bankweb.sessions import load_session
+from bankweb.ports import SessionStore
+from bankweb.web_base import BASE_CSP, FORM_EXPIRED, TEMPLATES
 from meshlib.errors import MeshError
 
 log = logging.getLogger("bankweb.web")
 
-TEMPLATES = Path(__file__).parent / "templates"
-BASE_CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
-)
 
+class BankWeb(DashboardRoutes):
+    """The routes: the authorisation journey here, the dashboard and approvals in DashboardRoutes."""
 
-class BankWeb:
-    """The routes, bound to one flow and session store."""
-
-    def __init__(self, flow: AuthorisationFlow, sessions: SessionStore, *, secure_cookies: bool) -> None:
-        self.flow = flow
-        self.sessions = sessions
-        self.secure = secure_cookies
-        self.cookie_name = "__Host-bank_session" if secure_cookies else "bank_session"
-        self.templates = Environment(
-            loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True), auto_reload=False
-        )
-
-    # ---- plumbing ----------------------------------------------------------------------
-
-    def _headers(self, response: Response, csp: str = BASE_CSP) -> Response:
-        response.headers["Content-Security-Policy"] = csp
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
-        response.headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=(), payment=()"
-        if self.secure:
-            response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
-        return response
-
-    def _page(self, template: str, status: int = 200, csp: str = BASE_CSP, **context: Any) -> Response:
-        html = self.templates.get_template(template).render(**context)
-        return self._headers(HTMLResponse(html, status_code=status), csp)
-
-    def _error(self, error: PageError) -> Response:
-        return self._page("error.html", status=error.status, title=error.title, detail=error.detail)
-
-    def _with_session(self, response: Response, session: Session) -> Response:
-        response.set_cookie(
-            self.cookie_name,
-            session.session_id,
-            httponly=True,
-            secure=self.secure,
-            samesite="lax",
-            path="/",
-        )
-        return response
-
-    async def _session(self, request: Request) -> Session | None:
-        return await load_session(self.sessions, request.cookies.get(self.cookie_name))
-
-    @staticmethod
-    def _cross_site(request: Request) -> bool:
-        """A form post another site made the browser send (Fetch Metadata)."""
-        return request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none")
-
-    def _see_other(self, location: str, csp: str = BASE_CSP) -> Response:
-        return self._headers(RedirectResponse(location, status_code=303), csp)
+    def __init__(
+        self, flow: AuthorisationFlow, dashboard: Dashboard, sessions: SessionStore, *, secure_cookies: bool
+    ) -> None:
+        super().__init__(flow, sessions, secure_cookies=secure_cookies)
+        self.dashboard = dashboard
 
     # ---- routes ------------------------------------------------------------------------
 
@@ -115,8 +61,8 @@ class BankWeb:
         """POST /authorize/sign-in: password + one-time code."""
         session = await self._session(request)
         form = await request.form()
-        if self._cross_site(request) or not self.flow.csrf_ok(session, str(form.get("csrf_token", ""))):
-            return self._error(PageError("This form has expired", "Reload the page and try again.", status=403))
+        if not self._form_ok(request, session, form):
+            return self._error(FORM_EXPIRED)
         client = request.client.host if request.client else "unknown"
         try:
             signed_in = await self.flow.sign_in(
@@ -161,8 +107,8 @@ class BankWeb:
         """POST /authorize/consent: approve (with accounts) or refuse, then back to the wallet."""
         session = await self._session(request)
         form = await request.form()
-        if self._cross_site(request) or not self.flow.csrf_ok(session, str(form.get("csrf_token", ""))):
-            return self._error(PageError("This form has expired", "Reload the page and try again.", status=403))
+        if not self._form_ok(request, session, form):
+            return self._error(FORM_EXPIRED)
         decision = str(form.get("decision", ""))
         if decision not in ("approve", "refuse"):
             return self._error(PageError("Choose approve or refuse", "Go back and choose.", status=400))
@@ -219,6 +165,7 @@ def build_app(web: BankWeb) -> Starlette:
             Route("/authorize/consent", web.consent_form, methods=["GET"]),
             Route("/authorize/consent", web.decide, methods=["POST"]),
             Route("/sign-out", web.sign_out, methods=["POST"]),
+            *dashboard_routes(web),
             Route("/static/bank.css", web.stylesheet, methods=["GET"]),
             Route("/healthz", web.health, methods=["GET"]),
         ]

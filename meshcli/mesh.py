@@ -64,8 +64,9 @@ INTERNAL_CLIENT_SCOPES: dict[str, tuple[str, ...]] = {
         "audit:read",
     ),
     "bank-app": ("consents:authorise",),
-    # The bank's web app process (bankweb/): authorisation pages.
-    "bankweb": ("consents:authorise",),
+    # The bank's web app process (bankweb/): authorisation pages and the customer's dashboard
+    # (audit:read: payment's trail, for the payments a wallet made with a consent).
+    "bankweb": ("consents:authorise", "audit:read"),
 }
 
 
@@ -318,6 +319,7 @@ async def run_up(data_dir: Path, base_port: int = DEFAULT_PORTS["gateway"]) -> i
         f"  gateway     127.0.0.1:{mesh.ports['gateway']}   (partners call this)\n"
         + "".join(f"  {n:<11} 127.0.0.1:{mesh.ports[n]}\n" for n in ("identity", "account", "payment", "settlement"))
         + f"  bank web    http://127.0.0.1:{mesh.ports['bankweb']}/authorize   (customers authorise consents here)\n"
+        + f"              http://127.0.0.1:{mesh.ports['bankweb']}/consents    (customers see and control them)\n"
         + "\n  next: openbank-mesh demo      (a wallet's whole journey, step by step)\n"
         f"  or:   buf curl --protocol grpc --http2-prior-knowledge --list-methods http://127.0.0.1:{mesh.ports['gateway']}\n"
         "  stop: Ctrl-C\n",

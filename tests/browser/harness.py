@@ -18,7 +18,14 @@ import pytest
 from meshcli.operator import Operator
 from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc, account_pb2
 from openbank.common.v1 import money_pb2
-from openbank.identity.v1 import customer_pb2, customer_pb2_grpc, partner_pb2, partner_pb2_grpc
+from openbank.identity.v1 import (
+    consent_pb2,
+    consent_pb2_grpc,
+    customer_pb2,
+    customer_pb2_grpc,
+    partner_pb2,
+    partner_pb2_grpc,
+)
 from services.identity.domain import totp
 
 PASSWORD = "browser-test-password-1"
@@ -156,3 +163,33 @@ async def register_redirect_uri(operator: Operator, partner: str, uri: str) -> N
         ),
         metadata=await operator.metadata(),
     )
+
+
+async def fund(operator: Operator, account: str, minor_units: int) -> None:
+    """The operator credits ``account`` from the bank's equity."""
+    await account_admin_pb2_grpc.AccountAdminServiceStub(operator.channel("account")).FundAccount(
+        account_admin_pb2.FundAccountRequest(
+            request_id=uuid.uuid4().hex,
+            account=account,
+            amount=money_pb2.Money(currency_code="EUR", minor_units=minor_units),
+            description="test funds",
+        ),
+        metadata=await operator.metadata(),
+    )
+
+
+async def authorise(operator: Operator, consent: str, customer: WebCustomer) -> str:
+    """The customer authorises ``consent`` for their first account (the bank app's own rpc,
+    to set up a test quickly); the authorization code."""
+    answer = await consent_pb2_grpc.ConsentServiceStub(operator.channel("identity")).AuthoriseConsent(
+        consent_pb2.AuthoriseConsentRequest(
+            request_id=uuid.uuid4().hex,
+            name=consent,
+            username=customer.username,
+            password=PASSWORD,
+            one_time_code=customer.code(),
+            accounts=[customer.account],
+        ),
+        metadata=await operator.bank_app_metadata(),
+    )
+    return answer.authorization_code

@@ -14,60 +14,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import pytest_asyncio
 from openbank_sdk import OpenBankClient, OpenBankError, money
 from selenium.webdriver.common.by import By
 
-from meshcli.mesh import LocalMesh
-from meshcli.operator import Operator
-from meshcli.seed import seed_demo_data
 from openbank.common.v1 import consent_permission_pb2 as permissions
-from tests.browser.harness import (
-    PASSWORD,
-    WalletCallback,
-    WebCustomer,
-    chrome,
-    make_customer,
-    register_redirect_uri,
-)
-from tests.support.servers import free_port
+from tests.browser.harness import PASSWORD, WebCustomer, make_customer
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 ISSUER = "https://identity.openbank.local"
 READS = (permissions.CONSENT_PERMISSION_READ_ACCOUNTS, permissions.CONSENT_PERMISSION_READ_BALANCES)
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def world(tmp_path_factory):  # type: ignore[no-untyped-def]
-    data_dir = tmp_path_factory.mktemp("bankweb") / "data"
-    ports = {name: free_port() for name in ("identity", "account", "payment", "settlement", "gateway", "bankweb")}
-    # Per-username sign-in throttle tight enough to test (identity locks after five failures).
-    mesh = LocalMesh(data_dir, ports=ports, quiet=True, child_env={"bankweb": {"OBM_BANKWEB_SIGNIN_ATTEMPTS": "6"}})
-    await mesh.start()
-    operator = Operator(data_dir, ports=mesh.ports)
-    demo = await seed_demo_data(operator, say=lambda _: None)
-    acme = demo["partners"]["acme"]
-    callback = WalletCallback()
-    await register_redirect_uri(operator, acme["partner"], callback.uri)
-    wallet = OpenBankClient.connect(
-        f"127.0.0.1:{ports['gateway']}", acme["client_id"], acme["client_secret"], insecure=True
-    )
-    driver = chrome()
-    try:
-        yield {
-            "bank": f"http://127.0.0.1:{ports['bankweb']}",
-            "operator": operator,
-            "wallet": wallet,
-            "callback": callback,
-            "driver": driver,
-        }
-    finally:
-        driver.quit()
-        await wallet.close()
-        await operator.close()
-        callback.close()
-        await mesh.stop(grace=10)
 
 
 async def _push(world, *, state: str = ""):  # type: ignore[no-untyped-def]

@@ -38,7 +38,7 @@ EXPECTED_CALLERS = {
     "gateway": {"*"},
     "identity": {"gateway", "account", "payment", "settlement", "bankweb"},
     "account": {"gateway", "payment", "settlement", "bankweb"},
-    "payment": {"gateway"},
+    "payment": {"gateway", "bankweb"},
     "settlement": {"gateway", "payment"},
 }
 
@@ -280,7 +280,7 @@ def test_the_bank_web_app_is_reached_only_from_the_ingress_and_calls_only_identi
     assert sources == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}], (
         "bankweb's port: from the ingress controller only"
     )
-    assert reachable == {"identity", "account"}
+    assert reachable == {"identity", "account", "payment"}  # payment: its audit trail (a consent's payments)
     (deployment,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "bankweb"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["args"] == ["bankweb"]

@@ -1,0 +1,233 @@
+"""The customer's consent dashboard as use cases (plain Python, no HTTP): sign in with password
+and one-time code, see every connected wallet (what each may do, on which accounts, until
+when, what it paid and read recently), and pause, resume, lower the limits of or revoke a
+consent. Identity makes each change; it takes effect on the wallet's next call.
+
+A signed-in session lasts the idle time of every session and at most ``SIGNED_IN_FOR`` in
+all. Every consent is looked up among the signed-in customer's own before anything about it
+is shown or changed: another customer's consent is "not found", as a missing one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from bankweb.flows import AuthorisationFlow, PageError
+from bankweb.ports import AccountChoice, Bank, ConsentCard, LimitChange, PaymentLine, ReadLine, Session
+from meshlib.errors import MeshError
+
+log = logging.getLogger("bankweb.dashboard")
+
+SIGNED_IN_FOR = dt.timedelta(minutes=30)
+_AMOUNT = re.compile(r"^(\d{1,12})(?:\.(\d{1,2}))?$")
+
+# Identity's refusals of a change, in the customer's words.
+_REFUSALS = {
+    "CONSENT_WIDENING_NOT_ALLOWED": "A limit can only be lowered here. To allow more, connect the app again.",
+    "INVALID_STATE_TRANSITION": "That is already done.",
+    "CONSENT_EXPIRED": "This connection has already ended.",
+    "CONSENT_REVOKED": "This connection has already ended.",
+    "CONSENT_NOT_AUTHORISED": "This connection is not active.",
+    "FIELD_INVALID": "Check the values: each must be more than zero.",
+}
+
+
+class NotSignedIn(Exception):
+    """The page needs a signed-in customer (the browser goes to the sign-in page)."""
+
+
+class ActionRefused(Exception):
+    """A change the bank refused; ``message`` is safe to show."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Overview:
+    """Every connection of the customer: the live ones first, then those that ended."""
+
+    customer_display: str
+    active: list[ConsentCard]
+    ended: list[ConsentCard]
+    accounts: dict[str, AccountChoice]
+
+
+@dataclass(frozen=True)
+class ConsentDetail:
+    """One connection with what the wallet did recently."""
+
+    customer_display: str
+    card: ConsentCard
+    accounts: dict[str, AccountChoice]
+    payments: list[PaymentLine] = field(default_factory=list)
+    reads: list[ReadLine] = field(default_factory=list)
+    activity_missing: bool = False
+
+
+def parse_amount(text: str, field_name: str) -> int | None:
+    """``"12.50"`` -> 1250 minor units; empty -> None (unchanged); anything else is refused."""
+    cleaned = text.strip().replace(",", "").replace(" ", "")
+    if not cleaned:
+        return None
+    found = _AMOUNT.match(cleaned)
+    if not found:
+        raise ActionRefused(f"Write the {field_name} as an amount, for example 25.00.", status=400)
+    units, cents = found.group(1), (found.group(2) or "").ljust(2, "0")
+    return int(units) * 100 + int(cents)
+
+
+def parse_count(text: str) -> int | None:
+    """A whole number of reads per day; empty -> None (unchanged)."""
+    cleaned = text.strip()
+    if not cleaned:
+        return None
+    if not cleaned.isdigit() or len(cleaned) > 9:
+        raise ActionRefused("Write the look-ups per day as a whole number, for example 10.", status=400)
+    return int(cleaned)
+
+
+class Dashboard:
+    """The signed-in customer's view of their connected wallets."""
+
+    def __init__(self, flow: AuthorisationFlow, bank: Bank) -> None:
+        self._flow = flow
+        self._bank = bank
+
+    # ---- signing in ----------------------------------------------------------------------
+
+    async def sign_in_session(self, session: Session | None) -> Session:
+        """The session the sign-in form posts with (a new one, with its CSRF token, if none)."""
+        return session if session is not None else await self._flow.rotate(None, {})
+
+    async def sign_in(
+        self, session: Session | None, username: str, password: str, one_time_code: str, client_address: str
+    ) -> Session:
+        """Password + one-time code; the session gets a new id (nothing from before it is trusted)."""
+        if session is None:
+            raise PageError("This form has expired", "Reload the page and try again.", status=403)
+        customer = await self._flow.authenticate(username, password, one_time_code, client_address)
+        return await self._flow.signed_in(Session(session.session_id, {}), customer, username)
+
+    def customer(self, session: Session | None) -> str:
+        """The signed-in customer, or NotSignedIn (none, or signed in too long ago)."""
+        if session is None or not session.data.get("customer") or not session.data.get("signed_in_at"):
+            raise NotSignedIn
+        signed_in_at = dt.datetime.fromisoformat(session.data["signed_in_at"])
+        if self._flow.now() - signed_in_at >= SIGNED_IN_FOR:
+            raise NotSignedIn
+        return str(session.data["customer"])
+
+    # ---- reading -------------------------------------------------------------------------
+
+    async def _accounts(self, customer: str) -> dict[str, AccountChoice]:
+        return {account.name: account for account in await self._bank.customer_accounts(customer)}
+
+    async def overview(self, session: Session | None) -> Overview:
+        """Every consent the customer gave, live ones first."""
+        customer = self.customer(session)
+        assert session is not None
+        cards = [c for c in await self._bank.customer_consents(customer) if c.state != "AWAITING_AUTHORISATION"]
+        return Overview(
+            customer_display=session.data.get("username", ""),
+            active=[c for c in cards if c.active],
+            ended=[c for c in cards if not c.active],
+            accounts=await self._accounts(customer),
+        )
+
+    async def consent(self, session: Session | None, consent_id: str) -> ConsentCard:
+        """One of the signed-in customer's own consents; any other is not found."""
+        customer = self.customer(session)
+        for card in await self._bank.customer_consents(customer):
+            if card.consent_id == consent_id and card.state != "AWAITING_AUTHORISATION":
+                return card
+        raise PageError("Connection not found", "It may have been removed. Go back to your connected apps.", 404)
+
+    async def detail(self, session: Session | None, consent_id: str) -> ConsentDetail:
+        """The consent, the accounts it covers and what the wallet did with it recently."""
+        card = await self.consent(session, consent_id)
+        assert session is not None
+        customer = self.customer(session)
+        missing = False
+        try:
+            payments = await self._bank.payments_of(card.consent_id)
+        except MeshError as error:
+            log.warning("payments of a consent unavailable", extra={"reason": error.reason})
+            payments, missing = [], True
+        try:
+            reads = await self._bank.reads_of(card.consent_id)
+        except MeshError as error:
+            log.warning("reads of a consent unavailable", extra={"reason": error.reason})
+            reads, missing = [], True
+        return ConsentDetail(
+            customer_display=session.data.get("username", ""),
+            card=card,
+            accounts=await self._accounts(customer),
+            payments=payments,
+            reads=reads,
+            activity_missing=missing,
+        )
+
+    # ---- changing ------------------------------------------------------------------------
+
+    async def _change(
+        self, session: Session | None, consent_id: str, change: Callable[[str, str], Awaitable[None]], done: str
+    ) -> str:
+        card = await self.consent(session, consent_id)
+        customer = self.customer(session)
+        try:
+            await change(card.consent_id, customer)
+        except MeshError as error:
+            message = _REFUSALS.get(error.reason)
+            if message is None:
+                raise
+            raise ActionRefused(message) from None
+        log.info("consent changed by the customer", extra={"consent_id": card.consent_id, "change": done})
+        return done.format(partner=card.partner_display_name)
+
+    async def pause(self, session: Session | None, consent_id: str) -> str:
+        """Pause: every call of the wallet with this consent is refused until resumed."""
+        return await self._change(
+            session, consent_id, self._bank.pause, "Paused. {partner} cannot use this connection until you resume it."
+        )
+
+    async def resume(self, session: Session | None, consent_id: str) -> str:
+        """Lift a pause."""
+        return await self._change(session, consent_id, self._bank.resume, "Resumed. {partner} can use it again.")
+
+    async def revoke(self, session: Session | None, consent_id: str) -> str:
+        """Stop the consent for good."""
+        return await self._change(
+            session, consent_id, self._bank.revoke, "Stopped. {partner} can no longer use this connection."
+        )
+
+    async def lower_limits(
+        self, session: Session | None, consent_id: str, per_payment: str, period: str, reads_per_day: str
+    ) -> str:
+        """Lower the per-payment or period limit, or the look-ups per day (never raise them)."""
+        card = await self.consent(session, consent_id)
+        currency = card.limits.currency
+        if not currency:
+            accounts = await self._accounts(self.customer(session))
+            currency = next((accounts[a].currency for a in card.accounts if a in accounts), "")
+        change = LimitChange(
+            currency=currency,
+            per_payment=parse_amount(per_payment, "limit per payment"),
+            period=parse_amount(period, "limit in total"),
+            reads_per_day=parse_count(reads_per_day),
+        )
+        if change.empty:
+            raise ActionRefused("Nothing to change: enter a lower value first.", status=400)
+        if change.period is not None and card.limits.period is None:
+            raise ActionRefused("This connection has no total limit to lower.", status=400)
+
+        async def lower(consent: str, customer: str) -> None:
+            await self._bank.lower_limits(consent, customer, change)
+
+        return await self._change(session, consent_id, lower, "Limits lowered for {partner}.")

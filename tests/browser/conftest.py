@@ -1,0 +1,57 @@
+"""One local mesh with the bank's web app, one wallet and one headless Chromium for every
+browser test of a worker (starting them is most of the time these tests take)."""
+
+from __future__ import annotations
+
+import pytest_asyncio
+from openbank_sdk import OpenBankClient
+
+from meshcli.mesh import LocalMesh
+from meshcli.operator import Operator
+from meshcli.seed import seed_demo_data
+from tests.browser.harness import WalletCallback, chrome, register_redirect_uri
+from tests.support.servers import free_port
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="session")
+async def world(tmp_path_factory, redis_srv):  # type: ignore[no-untyped-def]
+    data_dir = tmp_path_factory.mktemp("bankweb") / "data"
+    ports = {name: free_port() for name in ("identity", "account", "payment", "settlement", "gateway", "bankweb")}
+    # Per-username sign-in throttle tight enough to test (identity locks after five failures);
+    # every test signs in from 127.0.0.1, so the per-address one is loose.
+    bankweb_env = {"OBM_BANKWEB_SIGNIN_ATTEMPTS": "6", "OBM_BANKWEB_SIGNIN_ATTEMPTS_PER_ADDRESS": "1000"}
+    # Redis as in production: the invalidation bus (a customer's change reaches the gateway and
+    # the services at once, so it holds from the wallet's next call), sessions, rate limits.
+    mesh = LocalMesh(
+        data_dir,
+        ports=ports,
+        quiet=True,
+        extra_env={"OBM_REDIS_URL": redis_srv.url},
+        child_env={"bankweb": bankweb_env},
+    )
+    await mesh.start()
+    operator = Operator(data_dir, ports=mesh.ports)
+    demo = await seed_demo_data(operator, say=lambda _: None)
+    acme = demo["partners"]["acme"]
+    callback = WalletCallback()
+    await register_redirect_uri(operator, acme["partner"], callback.uri)
+    wallet = OpenBankClient.connect(
+        f"127.0.0.1:{ports['gateway']}", acme["client_id"], acme["client_secret"], insecure=True
+    )
+    driver = chrome()
+    try:
+        yield {
+            "bank": f"http://127.0.0.1:{ports['bankweb']}",
+            "operator": operator,
+            "wallet": wallet,
+            "callback": callback,
+            "driver": driver,
+            "demo": demo,
+            "mesh": mesh,
+        }
+    finally:
+        driver.quit()
+        await wallet.close()
+        await operator.close()
+        callback.close()
+        await mesh.stop(grace=10)
