@@ -19,7 +19,9 @@ import grpc
 from google.protobuf import json_format
 
 from meshcli.operator import Operator
+from meshcli.targets import mesh_ports
 from meshlib.audit import AuditStore, ChainReport, audit_tables, verify_directory
+from meshlib.errors import MeshError
 from meshlib.grpc_errors import decode_rpc_error
 from openbank.common.v1 import audit_pb2, audit_pb2_grpc
 
@@ -34,6 +36,9 @@ def add_audit_parser(commands: argparse._SubParsersAction) -> None:  # type: ign
     def connection(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
         parser.add_argument("--host", default="127.0.0.1", help="where the services listen")
+        parser.add_argument(
+            "--base-port", type=int, help="the gateway's port of an `up --base-port` mesh (default: what up recorded)"
+        )
         parser.add_argument(
             "--service", choices=[*SERVICES, "all"], default="all", help="whose trail (default: every service)"
         )
@@ -138,7 +143,7 @@ async def run_audit_command(args: argparse.Namespace, out: TextIO = sys.stdout) 
         for name, report in sorted(reports.items()):
             _print_report(name, report, out)
         return 0 if all(r.intact for r in reports.values()) else 1
-    operator = Operator(args.data_dir, host=args.host)
+    operator = Operator(args.data_dir, host=args.host, ports=mesh_ports(args.data_dir, args.base_port))
     try:
         metadata = await operator.metadata()
         broken = False
@@ -180,6 +185,9 @@ async def run_audit_command(args: argparse.Namespace, out: TextIO = sys.stdout) 
         return 1 if broken else 0
     except grpc.aio.AioRpcError as error:
         print(f"error: {decode_rpc_error(error)}", file=sys.stderr)
+        return 1
+    except MeshError as error:  # no operator token: identity unreachable
+        print(f"error: {error.reason}: {error} (is the mesh running? `openbank-mesh up`)", file=sys.stderr)
         return 1
     finally:
         await operator.close()

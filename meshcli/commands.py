@@ -19,6 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from meshcli.operator import Operator
+from meshcli.targets import mesh_ports
+from meshlib.errors import MeshError
 from meshlib.grpc_errors import decode_rpc_error
 from meshlib.money import CURRENCY_EXPONENTS, Amount
 from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc, ledger_pb2, ledger_pb2_grpc
@@ -89,18 +91,7 @@ def _partner_line(partner: partner_pb2.Partner) -> str:
     return f"  certificate   {certificate} ({bound})"
 
 
-def add_operator_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add every operator command to the top-level parser."""
-
-    def common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
-        parser.add_argument("--host", default="127.0.0.1", help="where the services listen")
-        parser.add_argument("--request-id", help="idempotency key (default: a new one); reuse it to retry safely")
-        return parser
-
-    partner = commands.add_parser("partner", help="register, list, suspend and reactivate partner wallets")
-    partner_commands = partner.add_subparsers(dest="partner_command", required=True)
-    register = common(partner_commands.add_parser("register", help="register a partner (prints its secret once)"))
+def _register_arguments(register: argparse.ArgumentParser) -> None:
     register.add_argument("display_name", help="the wallet's name")
     register.add_argument("--tier", default="bronze", help="rate-limit tier (bronze, silver, gold)")
     register.add_argument("--scopes", default=",".join(PARTNER_SCOPES), help="comma-separated OAuth scopes")
@@ -115,6 +106,59 @@ def add_operator_parsers(commands: argparse._SubParsersAction) -> None:  # type:
         help="a redirect URI for the redirect flow, compared exactly (repeat for more)",
     )
     _certificate_arguments(register)
+
+
+def register_request(args: argparse.Namespace, request_id: str) -> partner_pb2.RegisterPartnerRequest:
+    """The RegisterPartner request of ``partner register`` / ``partner onboard``."""
+    return partner_pb2.RegisterPartnerRequest(
+        request_id=request_id,
+        display_name=args.display_name,
+        allowed_scopes=[s.strip() for s in args.scopes.split(",") if s.strip()],
+        rate_limit_tier=args.tier,
+        per_payment_limit=_money(args.per_payment_limit, args.currency),
+        daily_limit=_money(args.daily_limit, args.currency),
+        token_endpoint_auth_method=partner_pb2.TOKEN_ENDPOINT_AUTH_METHOD_CLIENT_SECRET_POST,
+        tls_client_certificate_sha256=certificate_sha256(args.certificate) if args.certificate else "",
+        tls_client_certificate_bound_access_tokens=args.bind_tokens,
+        redirect_uris=args.redirect_uris,
+    )
+
+
+def print_registered(answer: partner_pb2.RegisterPartnerResponse) -> None:
+    """What registering a partner gave: its name, redirect URIs, credentials (the secret once)."""
+    print(f"registered {answer.partner.name} ({answer.partner.display_name})")
+    for uri in answer.partner.redirect_uris:
+        print(f"  redirect_uri  {uri}")
+    print(f"  client_id     {answer.partner.client_id}")
+    print(f"  client_secret {answer.client_secret or '(shown only on the first registration)'}")
+    print(_partner_line(answer.partner))
+
+
+def add_operator_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add every operator command to the top-level parser."""
+
+    def common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
+        parser.add_argument("--host", default="127.0.0.1", help="where the services listen")
+        parser.add_argument(
+            "--base-port", type=int, help="the gateway's port of an `up --base-port` mesh (default: what up recorded)"
+        )
+        parser.add_argument("--request-id", help="idempotency key (default: a new one); reuse it to retry safely")
+        return parser
+
+    partner = commands.add_parser("partner", help="register, list, suspend and reactivate partner wallets")
+    partner_commands = partner.add_subparsers(dest="partner_command", required=True)
+    register = common(partner_commands.add_parser("register", help="register a partner (prints its secret once)"))
+    _register_arguments(register)
+    onboard = common(
+        partner_commands.add_parser(
+            "onboard",
+            help="register a partner with everything it needs to be paid: its settlement account and "
+            "its settlement participant with a net debit cap (prints its secret once)",
+        )
+    )
+    _register_arguments(onboard)
+    onboard.add_argument("--net-debit-cap", default="10000", help="the participant's net debit cap, e.g. 10000.00")
     certificate = common(
         partner_commands.add_parser(
             "certificate", help="set or remove a partner's TLS client certificate and token binding (RFC 8705)"
@@ -174,12 +218,16 @@ def add_operator_parsers(commands: argparse._SubParsersAction) -> None:  # type:
 
 async def run_operator_command(args: argparse.Namespace) -> int:
     """Run one operator command; returns the exit code."""
-    operator = Operator(args.data_dir, host=args.host)
+    operator = Operator(args.data_dir, host=args.host, ports=mesh_ports(args.data_dir, args.base_port))
     try:
         return await _dispatch(operator, args)
     except grpc.aio.AioRpcError as error:
         failure = decode_rpc_error(error)
-        print(f"failed: {error.code().name} {failure.reason}: {failure.message}", file=sys.stderr)
+        hint = " (is the mesh running? `openbank-mesh up`)" if error.code() == grpc.StatusCode.UNAVAILABLE else ""
+        print(f"failed: {error.code().name} {failure.reason}: {failure.message}{hint}", file=sys.stderr)
+        return 1
+    except MeshError as error:  # the operator's token could not be had: identity unreachable
+        print(f"failed: {error.reason}: {error} (is the mesh running? `openbank-mesh up`)", file=sys.stderr)
         return 1
     finally:
         await operator.close()
@@ -196,27 +244,14 @@ async def _dispatch(operator: Operator, args: argparse.Namespace) -> int:
         sub = args.partner_command
         if sub == "register":
             answer = await partners.RegisterPartner(
-                partner_pb2.RegisterPartnerRequest(
-                    request_id=_request_id(args.request_id),
-                    display_name=args.display_name,
-                    allowed_scopes=[s.strip() for s in args.scopes.split(",") if s.strip()],
-                    rate_limit_tier=args.tier,
-                    per_payment_limit=_money(args.per_payment_limit, args.currency),
-                    daily_limit=_money(args.daily_limit, args.currency),
-                    token_endpoint_auth_method=partner_pb2.TOKEN_ENDPOINT_AUTH_METHOD_CLIENT_SECRET_POST,
-                    tls_client_certificate_sha256=certificate_sha256(args.certificate) if args.certificate else "",
-                    tls_client_certificate_bound_access_tokens=args.bind_tokens,
-                    redirect_uris=args.redirect_uris,
-                ),
-                metadata=admin,
+                register_request(args, _request_id(args.request_id)), metadata=admin
             )
-            print(f"registered {answer.partner.name} ({answer.partner.display_name})")
-            for uri in answer.partner.redirect_uris:
-                print(f"  redirect_uri  {uri}")
-            print(f"  client_id     {answer.partner.client_id}")
-            print(f"  client_secret {answer.client_secret or '(shown only on the first registration)'}")
-            print(_partner_line(answer.partner))
+            print_registered(answer)
             return 0
+        if sub == "onboard":
+            from meshcli.onboarding import onboard_partner
+
+            return await onboard_partner(operator, admin, args, _request_id(args.request_id))
         if sub == "certificate":
             if args.remove and args.certificate:
                 raise SystemExit("give --certificate FILE or --remove, not both")

@@ -22,7 +22,9 @@ import grpc
 
 from meshcli.operator import Operator
 from meshcli.seed import load_demo_credentials
+from meshcli.targets import mesh_ports
 from meshlib.app import DEFAULT_PORTS
+from meshlib.errors import MeshError
 from meshlib.grpc_errors import decode_rpc_error
 from meshlib.money import Amount
 from openbank.account.v1 import account_pb2, account_pb2_grpc
@@ -385,17 +387,21 @@ async def _refused_soon(accounts: Any, account: str, access: Any) -> str:
     raise DemoFailed("the revoked consent still worked after two seconds")
 
 
-async def run_demo(data_dir: Path, host: str) -> int:
+async def run_demo(data_dir: Path, host: str, base_port: int | None = None) -> int:
     """The CLI entry point: print the journey; non-zero exit if a step fails."""
     print("A partner wallet's journey through OpenBank Mesh\n")
     try:
-        await run_journey(data_dir, host)
+        await run_journey(data_dir, host, mesh_ports(data_dir, base_port))
     except DemoFailed as failure:
         print(f"\ndemo failed: {failure}")
         return 1
     except grpc.aio.AioRpcError as error:
         failure = decode_rpc_error(error)
-        print(f"\ndemo failed: {error.code().name} {failure.reason}: {failure.message}")
+        hint = " (is the mesh running? `openbank-mesh up`)" if error.code() == grpc.StatusCode.UNAVAILABLE else ""
+        print(f"\ndemo failed: {error.code().name} {failure.reason}: {failure.message}{hint}")
+        return 1
+    except MeshError as error:  # e.g. no token: identity unreachable
+        print(f"\ndemo failed: {error.reason}: {error} (is the mesh running? `openbank-mesh up`)")
         return 1
     print("\ndone: every step behaved as the contract says")
     return 0

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a wallet's whole journey against the running local mesh")
     demo.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
     demo.add_argument("--host", default="127.0.0.1", help="where the mesh listens")
+    demo.add_argument(
+        "--base-port", type=int, help="the gateway's port of an `up --base-port` mesh (default: what up recorded)"
+    )
     add_operator_parsers(commands)
     add_audit_parser(commands)
     add_payment_parser(commands)
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from meshcli.demo import run_demo
 
-        return asyncio.run(run_demo(args.data_dir, args.host))
+        return asyncio.run(run_demo(args.data_dir, args.host, args.base_port))
     if args.command == "audit":
         from meshcli.audit import run_audit_command
 

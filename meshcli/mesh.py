@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from meshcli.targets import ports_from_base, remove_mesh_file, write_mesh_file
 from meshlib.app import DEFAULT_PORTS
 
 # Start order: identity first (everyone verifies its tokens), the gateway last.
@@ -32,7 +34,6 @@ PROCESSES: tuple[tuple[str, str], ...] = (
 # HTTP processes, started after the gRPC ones when their port is given (``make up`` does):
 # the bank's web app (customer sign-in and consent authorisation), a client of identity and account.
 WEB_PROCESSES: tuple[tuple[str, str], ...] = (("bankweb", "bankweb"),)
-DEFAULT_BANKWEB_PORT = 8080
 
 
 # The mesh's own OAuth clients and their scopes (identity issues their tokens).
@@ -217,7 +218,11 @@ class LocalMesh:
             print(text, flush=True)
 
     async def start(self) -> None:
-        """Start every process and wait until each answers SERVING."""
+        """Start every process and wait until each answers SERVING; fail at once with the cause
+        when a port is taken or a process exits while starting."""
+        taken = [f"{c.name} :{c.port}" for c in self.children if port_taken(c.port)]
+        if taken:
+            raise RuntimeError(f"port already in use: {', '.join(taken)} (another mesh? try --base-port)")
         if self.service_databases:
             await create_missing_databases(self.service_databases.values())
         for child in self.children:
@@ -242,12 +247,30 @@ class LocalMesh:
             self._say(f"  starting {child.name:<10} pid {child.process.pid} on :{child.port}")
         for child in self.children:
             web = child.name in dict(WEB_PROCESSES)
-            if not await (wait_http_ok(child.port, timeout=60) if web else wait_serving(child.port, timeout=60)):
-                raise RuntimeError(f"{child.name} did not become ready on port {child.port}")
+            ready = asyncio.ensure_future(
+                wait_http_ok(child.port, timeout=60) if web else wait_serving(child.port, timeout=60)
+            )
+            exits = [asyncio.ensure_future(c.process.wait()) for c in self.children if c.process]
+            await asyncio.wait([ready, *exits], return_when=asyncio.FIRST_COMPLETED)
+            for waiter in exits:
+                waiter.cancel()
+            dead = [c for c in self.children if c.process and c.process.returncode is not None]
+            if dead:
+                ready.cancel()
+                first = dead[0]
+                assert first.process is not None
+                raise RuntimeError(
+                    f"{first.name} exited with code {first.process.returncode} while starting"
+                    + ("" if self.quiet else " (its output is above)")
+                )
+            if not ready.result():
+                raise RuntimeError(f"{child.name} did not become ready on port {child.port} within 60 s")
             self._say(f"  ready    {child.name:<10} {'HTTP 200' if web else 'SERVING'} on 127.0.0.1:{child.port}")
+        write_mesh_file(self.data_dir, self.ports)
 
     async def stop(self, grace: float = 8.0) -> list[int | None]:
         """SIGTERM everyone (gateway first), wait for the drain, kill stragglers."""
+        remove_mesh_file(self.data_dir)
         for child in reversed(self.children):
             if child.process and child.process.returncode is None:
                 child.process.send_signal(signal.SIGTERM)
@@ -272,6 +295,13 @@ class LocalMesh:
         return waits[next(iter(done))]
 
 
+def port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something already listens on ``port`` (a mesh left running, another program)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex((host, port)) == 0
+
+
 def subprocess_out(quiet: bool) -> int | None:
     """Children log to our terminal unless quiet."""
     return asyncio.subprocess.DEVNULL if quiet else None
@@ -279,10 +309,7 @@ def subprocess_out(quiet: bool) -> int | None:
 
 async def run_up(data_dir: Path, base_port: int = DEFAULT_PORTS["gateway"]) -> int:
     """``openbank-mesh up``: run until Ctrl-C / SIGTERM, then stop everything cleanly."""
-    offset = base_port - DEFAULT_PORTS["gateway"]
-    ports = {name: port + offset for name, port in DEFAULT_PORTS.items()}
-    ports["bankweb"] = DEFAULT_BANKWEB_PORT + offset
-    mesh = LocalMesh(data_dir, ports=ports)
+    mesh = LocalMesh(data_dir, ports=ports_from_base(base_port))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

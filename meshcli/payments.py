@@ -15,6 +15,8 @@ import grpc
 
 from meshcli.commands import minor_units
 from meshcli.operator import Operator
+from meshcli.targets import mesh_ports
+from meshlib.errors import MeshError
 from meshlib.grpc_errors import decode_rpc_error
 from meshlib.money import Amount
 from openbank.common.v1 import money_pb2
@@ -38,6 +40,9 @@ def add_payment_parser(commands: argparse._SubParsersAction) -> None:  # type: i
     def common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
         parser.add_argument("--host", default="127.0.0.1", help="where the services listen")
+        parser.add_argument(
+            "--base-port", type=int, help="the gateway's port of an `up --base-port` mesh (default: what up recorded)"
+        )
         parser.add_argument("payment", type=_payment_name, help="payments/{id} (or the id)")
         return parser
 
@@ -54,7 +59,7 @@ def add_payment_parser(commands: argparse._SubParsersAction) -> None:  # type: i
 
 async def run_payment_command(args: argparse.Namespace) -> int:
     """Run ``payment refund`` or ``payment trail``; the exit code."""
-    operator = Operator(args.data_dir, host=args.host)
+    operator = Operator(args.data_dir, host=args.host, ports=mesh_ports(args.data_dir, args.base_port))
     try:
         stub = payment_admin_pb2_grpc.PaymentAdminServiceStub(operator.channel("payment"))
         metadata = await operator.metadata()
@@ -72,6 +77,9 @@ async def run_payment_command(args: argparse.Namespace) -> int:
         print(f"failed: {error.code().name} {failure.reason}: {failure.message}", file=sys.stderr)
         for key, value in sorted(failure.metadata.items()):
             print(f"  {key}: {value}", file=sys.stderr)
+        return 1
+    except MeshError as error:  # no operator token: identity unreachable
+        print(f"failed: {error.reason}: {error} (is the mesh running? `openbank-mesh up`)", file=sys.stderr)
         return 1
     finally:
         await operator.close()

@@ -21,10 +21,10 @@ BUF = ROOT / "node_modules" / ".bin" / "buf"
 
 
 def _free_block() -> int:
-    """A base port whose next four ports are free too."""
+    """A base port whose next five ports are free too (the services and the bank's web pages)."""
     for _ in range(50):
         base = free_port()
-        if base + 4 < 65535 and all(_is_free(base + i) for i in range(5)):
+        if base + 5 < 65535 and all(_is_free(base + i) for i in range(6)):
             return base
     raise RuntimeError("no block of five free ports")
 

@@ -1,0 +1,137 @@
+"""The CLI finds a mesh started on other ports, onboards a partner with one command, and a
+port already taken stops `up` at once with the cause (issue 26).
+
+`up --base-port` writes where each process listens into the data directory; `demo` and the
+operator commands read it (no --base-port, no OBM_*_TARGET variables needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import openbank_sdk as ob
+import pytest
+from openbank_sdk.sandbox import SandboxBankApp
+
+from meshcli.seed import load_demo_credentials
+from openbank.payment.v1 import payment_pb2
+from tests.e2e.test_make_up import _free_block
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {k: v for k, v in os.environ.items() if not (k.startswith("OBM_") and k.endswith("_TARGET"))}
+
+
+def _up(data_dir: Path, base: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "meshcli.main", "up", "--data-dir", str(data_dir), "--base-port", str(base)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=dict(ENV, OBM_LOG_LEVEL="WARNING"),
+        )
+
+
+def _cli(data_dir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "meshcli.main", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=ENV,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _wait_banner(process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while "stop: Ctrl-C" not in log.read_text():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+
+
+async def test_demo_and_operator_commands_find_a_mesh_on_other_ports_and_onboard_a_partner(tmp_path: Path) -> None:
+    base, data_dir, log = _free_block(), tmp_path / "data", tmp_path / "up.log"
+    process = _up(data_dir, base, log)
+    try:
+        _wait_banner(process, log)
+        recorded = json.loads((data_dir / "mesh.json").read_text())["ports"]
+        assert recorded["gateway"] == base and recorded["identity"] == base + 1
+        listed = _cli(data_dir, "partner", "list")
+        assert listed.returncode == 0 and "Acme" in listed.stdout, listed.stderr
+        onboarded = _cli(data_dir, "partner", "onboard", "Onboarded Wallet", "--net-debit-cap", "500")
+        assert onboarded.returncode == 0, onboarded.stderr
+        lines = dict(line.split(None, 1) for line in onboarded.stdout.splitlines()[1:] if line.startswith("  "))
+        partner = onboarded.stdout.split()[1]
+        assert lines["participant"].startswith("participants/") and lines["settlement"].startswith("accounts/")
+        # A top-up to the new partner settles (it used to be refused BENEFICIARY_INVALID).
+        demo = load_demo_credentials(data_dir)
+        assert demo is not None
+        alice = demo["customers"]["alice"]
+        secrets = json.loads((data_dir / "internal-clients.json").read_text())
+        bank_app = SandboxBankApp(ob.insecure_channel(f"127.0.0.1:{base + 1}"), "bank-app", secrets["bank-app"])
+        async with ob.OpenBankClient(
+            ob.insecure_channel(f"127.0.0.1:{base}"), lines["client_id"].strip(), lines["client_secret"].strip()
+        ) as wallet:
+            pending = await wallet.create_consent(
+                [ob.READ_ACCOUNTS, ob.INITIATE_PAYMENTS], per_payment_limit=ob.money(10_000, "EUR")
+            )
+            code = await bank_app.authorise(
+                pending.name,
+                username=alice["username"],
+                password=alice["password"],
+                totp_secret=alice["totp_secret"],
+                accounts=[alice["account"]],
+            )
+            session = await wallet.exchange_code(code.authorization_code, pending.pkce.verifier)
+            paid = await session.create_payment(alice["account"], ob.money(1_000, "EUR"), creditor_wallet=partner)
+            assert paid.state == payment_pb2.PAYMENT_STATE_SETTLED, paid
+        # Running onboard again with the same key finishes, creating nothing twice.
+        again = _cli(data_dir, "partner", "onboard", "Twice", "--request-id", "onboard-1")
+        twice = _cli(data_dir, "partner", "onboard", "Twice", "--request-id", "onboard-1")
+        assert again.returncode == twice.returncode == 0
+        assert again.stdout.split()[1] == twice.stdout.split()[1]
+        assert "shown only on the first registration" in twice.stdout
+        journey = _cli(data_dir, "demo", timeout=240)
+        assert journey.returncode == 0, journey.stdout[-3000:] + journey.stderr[-3000:]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0, log.read_text()
+        assert not (data_dir / "mesh.json").exists()  # nothing listens there any more
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_a_command_against_no_mesh_says_so_without_a_traceback(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "internal-clients.json").write_text(json.dumps({"operator": "x", "bank-app": "y"}))
+    answer = _cli(data_dir, "partner", "list", "--base-port", str(_free_block()), timeout=60)
+    assert answer.returncode == 1 and "is the mesh running?" in answer.stderr
+    assert "Traceback" not in answer.stderr
+
+
+def test_up_with_a_port_taken_fails_at_once_naming_it(tmp_path: Path) -> None:
+    base = _free_block()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", base + 2))  # account's port
+        squatter.listen()
+        log = tmp_path / "up.log"
+        started = time.monotonic()
+        process = _up(tmp_path / "data", base, log)
+        try:
+            assert process.wait(timeout=30) == 1
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert time.monotonic() - started < 20
+    assert f"port already in use: account :{base + 2}" in log.read_text(), log.read_text()
