@@ -4,15 +4,15 @@ One path for one item and for 500: CreateTransfer is a batch of one through
 :func:`apply_creates`, PostTransfer and VoidTransfer through :func:`apply_finishes`. Items
 apply in order over the locked accounts; an accepted item changes the in-memory accounts
 the next items see, a refused one changes nothing, exactly as applying them one by one.
-A linked chain (:func:`apply_linked`) applies its legs the same way, then keeps all of them
-or, when one is refused, none. The caller reads everything the items need first and writes
-the :class:`Applied` changes in one go (see :mod:`services.account.transfers`).
+A linked chain (:func:`apply_linked`, :func:`apply_linked_finishes`) applies its items the
+same way, then keeps all of them or, when one is refused, none. The caller reads everything
+the items need first and writes the :class:`Applied` changes in one go (see :mod:`services.account.transfers`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 
 from meshlib.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, MeshError, NotFound
@@ -142,6 +142,36 @@ def leg_refused(index: int, error: MeshError) -> MeshError:
 
 
 _ACCOUNT_FIELDS = tuple(f.name for f in fields(Account))
+_TRANSFER_FIELDS = tuple(f.name for f in fields(Transfer))
+
+
+class _Snapshot:
+    """The fields of in-memory accounts (and holds) as they were, to put back when a chain fails.
+
+    Put back in place, not copied: the caller's objects are the ones it goes on to read.
+    """
+
+    def __init__(self, accounts: Iterable[Account], transfers: Iterable[Transfer] = ()) -> None:
+        self._saved = [(account, [getattr(account, name) for name in _ACCOUNT_FIELDS]) for account in accounts]
+        self._saved_transfers = [(t, [getattr(t, name) for name in _TRANSFER_FIELDS]) for t in transfers]
+
+    def restore(self) -> None:
+        for account, values in self._saved:
+            for name, value in zip(_ACCOUNT_FIELDS, values, strict=True):
+                setattr(account, name, value)
+        for transfer, values in self._saved_transfers:
+            for name, value in zip(_TRANSFER_FIELDS, values, strict=True):
+                setattr(transfer, name, value)
+
+
+def _all_or_none(applied: Applied, snapshot: _Snapshot) -> Applied:
+    """A chain's batch result when every item was accepted; else the first refusal, raised, with
+    every in-memory object put back (:func:`leg_refused`)."""
+    for index, answer in enumerate(applied.answers):
+        if isinstance(answer, MeshError):
+            snapshot.restore()
+            raise leg_refused(index, answer)
+    return applied
 
 
 def apply_linked(
@@ -158,16 +188,8 @@ def apply_linked(
     first refused leg's error is raised (:func:`leg_refused`: its index in the metadata) and
     the locked accounts are put back exactly as they were: nothing of the chain remains.
     """
-    before = {key: [getattr(account, name) for name in _ACCOUNT_FIELDS] for key, account in locked.items()}
-    applied = apply_creates(legs, existing, locked, now)
-    for index, answer in enumerate(applied.answers):
-        if isinstance(answer, MeshError):
-            for key, values in before.items():
-                account = locked[key]
-                for name, value in zip(_ACCOUNT_FIELDS, values, strict=True):
-                    setattr(account, name, value)
-            raise leg_refused(index, answer)
-    return applied
+    snapshot = _Snapshot(locked.values())
+    return _all_or_none(apply_creates(legs, existing, locked, now), snapshot)
 
 
 def apply_finishes(
@@ -217,3 +239,23 @@ def apply_finishes(
         applied.made.add(index)
         applied.answers.append(outcome.transfer)
     return applied
+
+
+def apply_linked_finishes(
+    items: Sequence[FinishRequest | MeshError],
+    holds: dict[str, Transfer],
+    keys: dict[str, SavedAnswer],
+    locked: dict[str, Account],
+    rule: FinishRule,
+    now: dt.datetime,
+) -> Applied:
+    """A linked chain of posts (or voids: ``rule``): every hold finished, or none.
+
+    The items apply in order exactly as :func:`apply_finishes` applies a batch's (an item
+    whose key already answered counts as accepted). If every item is accepted the result
+    is that batch's. Otherwise the first refused item's error is raised with its index
+    (:func:`leg_refused`) and the accounts and holds are put back as they were: nothing of
+    the chain remains, not even the release of an elapsed hold (the expiry loop's job then).
+    """
+    snapshot = _Snapshot(locked.values(), holds.values())
+    return _all_or_none(apply_finishes(items, holds, keys, locked, rule, now), snapshot)

@@ -144,7 +144,7 @@ def transfer_request(request: ledger_pb2.CreateTransferRequest) -> TransferReque
     )
 
 
-def finish_request(request: ledger_pb2.PostTransferRequest) -> FinishRequest:
+def finish_request(request: ledger_pb2.PostTransferRequest | ledger_pb2.VoidTransferRequest) -> FinishRequest:
     """One item of BatchPostTransfers (its request_id is checked by the service, as PostTransfer's)."""
     return FinishRequest(request_id=request.request_id, transfer_id=transfer_id_from(request.name))
 

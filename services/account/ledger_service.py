@@ -6,7 +6,9 @@ CreateTransfer runs the very steps of BatchCreateTransfers
 (:func:`~services.account.transfers.create_transfers`), CreateLinkedTransfers the same
 steps keeping all legs or none (:func:`~services.account.transfers.create_linked_transfers`),
 PostTransfer and VoidTransfer those of
-BatchPostTransfers (:func:`~services.account.transfers.finish_holds`), so an item of a batch
+BatchPostTransfers (:func:`~services.account.transfers.finish_holds`), PostLinkedTransfers and
+VoidLinkedTransfers the same keeping all items or none
+(:func:`~services.account.transfers.finish_linked_holds`), so an item of a batch
 answers exactly what the single rpc would, and shares its key (:mod:`services.account.answers`).
 GetLedgerAccount is BatchGetLedgerAccounts of one.
 
@@ -67,6 +69,7 @@ from services.account.transfers import (
     create_linked_transfers,
     create_transfers,
     finish_holds,
+    finish_linked_holds,
     write_changes,
 )
 from services.account.unit_of_work import AccountUnitOfWork
@@ -124,6 +127,20 @@ def _check_distinct_ids(items: Sequence[TransferRequest | MeshError], where: str
         if isinstance(item, TransferRequest) and item.transfer_id:
             if item.transfer_id in seen:
                 raise InvalidArgument.field(f"requests[{index}].request_id", f"duplicate transfer id in {where}")
+            seen.add(item.transfer_id)
+
+
+def _check_distinct_holds(items: Sequence[FinishRequest | MeshError]) -> None:
+    """FIELD_INVALID naming the first item that names a hold an earlier item names.
+
+    Two finishes of one hold in one call is the caller's bug (the second could only fail or
+    replay): refuse the call, as BatchCreateTransfers refuses a duplicate id.
+    """
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if isinstance(item, FinishRequest):
+            if item.transfer_id in seen:
+                raise InvalidArgument.field(f"requests[{index}].name", "names a transfer another item names")
             seen.add(item.transfer_id)
 
 
@@ -300,14 +317,7 @@ class LedgerService:
         """
         validate_request_id(request_id)
         _check_batch_size(len(items), "requests", "item")
-        seen: set[str] = set()
-        for index, item in enumerate(items):
-            if isinstance(item, FinishRequest):
-                # Two posts of one hold in one batch is the caller's bug (the second could only fail
-                # or replay): refuse the call, as BatchCreateTransfers refuses a duplicate id.
-                if item.transfer_id in seen:
-                    raise InvalidArgument.field(f"requests[{index}].name", "names a transfer another item names")
-                seen.add(item.transfer_id)
+        _check_distinct_holds(items)
         fingerprint = batch_post_fingerprint(items)
         # Shape errors are per item, as the single rpc refuses them before the database.
         checked = [_checked_finish(item) for item in items]
@@ -336,6 +346,55 @@ class LedgerService:
         # The holds the batch posted are final: read back (one SELECT), they are its answer still.
         rows = await self._transactions.read(lambda uow: uow.transfers.many(hold_of(index) for index in answer.made))
         return answer.filled(lambda index: rows[hold_of(index)])
+
+    async def post_linked(self, request_id: str, items: list[FinishRequest | MeshError]) -> list[Transfer]:
+        """Post up to 500 holds as one linked chain: every hold, in order, or none."""
+        return await self._finish_linked("PostTransfer", "PostLinkedTransfers", request_id, items, post_transfer)
+
+    async def void_linked(self, request_id: str, items: list[FinishRequest | MeshError]) -> list[Transfer]:
+        """Void up to 500 holds as one linked chain: every hold, in order, or none."""
+        return await self._finish_linked("VoidTransfer", "VoidLinkedTransfers", request_id, items, void_transfer)
+
+    async def _finish_linked(
+        self, method: str, chain_method: str, request_id: str, items: list[FinishRequest | MeshError], rule: FinishRule
+    ) -> list[Transfer]:
+        """A linked chain of ``method`` items (each under that rpc's own key), kept whole or not at all.
+
+        An item may arrive already failed (a name the converter refused); an item refused here
+        or by the ledger's rules fails the whole chain with its own error and its index
+        (:func:`~services.account.batches.leg_refused`), and nothing is written. The chain's
+        request_id replays the first answer; a refusal saves none.
+        """
+        validate_request_id(request_id)
+        _check_batch_size(len(items), "requests", "item")
+        _check_distinct_holds(items)
+        checked: list[FinishRequest] = []
+        for index, item in enumerate(items):
+            shaped = _checked_finish(item)  # before the database, as the single rpc refuses it
+            if isinstance(shaped, MeshError):
+                raise leg_refused(index, shaped)
+            checked.append(shaped)
+
+        async def operation(uow: AccountUnitOfWork) -> BatchAnswer:
+            applied, now = await finish_linked_holds(uow, method, checked, rule, self._now)
+            return BatchAnswer(applied.results(), frozenset(applied.made), now)
+
+        answer = await self._transactions.run(
+            operation,
+            key=IdempotencyKey(LEDGER_SCOPE, chain_method, request_id, batch_post_fingerprint(checked)),
+            codec=FINISHED_BATCH,
+        )
+        results = answer.results
+        if answer.replayed:
+            # The holds the chain finished are final: read back (one SELECT), they are its answer still.
+            made = [checked[index].transfer_id for index in answer.made]
+            rows = await self._transactions.read(lambda uow: uow.transfers.many(made))
+            results = answer.filled(lambda index: rows[checked[index].transfer_id])
+        else:
+            log.info("linked holds finished", extra={"method": method, "items": len(checked), "new": len(answer.made)})
+        transfers = [result.transfer for result in results]
+        assert all(transfers), "a chain's answer holds every item's transfer"
+        return [transfer for transfer in transfers if transfer is not None]
 
     async def expire_one(self, transfer_id: str) -> Transfer | None:
         """Release one hold if its timeout has elapsed; returns the transfer as it is now."""

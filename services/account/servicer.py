@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import grpc
 
 from meshlib.auth.context import require_caller
@@ -120,6 +122,20 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             results=[converters.batch_post_result_to_proto(r) for r in results]
         )
 
+    async def PostLinkedTransfers(
+        self, request: ledger_pb2.PostLinkedTransfersRequest, context: Context
+    ) -> ledger_pb2.PostLinkedTransfersResponse:
+        """Post a chain of holds in one transaction: every hold or none."""
+        transfers = await self._ledger.post_linked(request.request_id, _finish_items(request.requests))
+        return ledger_pb2.PostLinkedTransfersResponse(transfers=[converters.transfer_to_proto(t) for t in transfers])
+
+    async def VoidLinkedTransfers(
+        self, request: ledger_pb2.VoidLinkedTransfersRequest, context: Context
+    ) -> ledger_pb2.VoidLinkedTransfersResponse:
+        """Void a chain of holds in one transaction: every hold or none."""
+        transfers = await self._ledger.void_linked(request.request_id, _finish_items(request.requests))
+        return ledger_pb2.VoidLinkedTransfersResponse(transfers=[converters.transfer_to_proto(t) for t in transfers])
+
     async def BatchGetLedgerAccounts(
         self, request: ledger_pb2.BatchGetLedgerAccountsRequest, context: Context
     ) -> ledger_pb2.BatchGetLedgerAccountsResponse:
@@ -128,6 +144,20 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         return ledger_pb2.BatchGetLedgerAccountsResponse(
             results=[converters.account_result_to_proto(r) for r in results]
         )
+
+
+def _finish_items(
+    requests: Iterable[ledger_pb2.PostTransferRequest | ledger_pb2.VoidTransferRequest],
+) -> list[FinishRequest | MeshError]:
+    """A chain's items (its text was checked with the whole request); a malformed name fails the
+    chain, naming the item."""
+    items: list[FinishRequest | MeshError] = []
+    for item in requests:
+        try:
+            items.append(converters.finish_request(item))
+        except MeshError as error:
+            items.append(error)
+    return items
 
 
 class AccountAdminServicer(account_admin_pb2_grpc.AccountAdminServiceServicer):

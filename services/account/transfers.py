@@ -2,7 +2,8 @@
 
 CreateTransfer and BatchCreateTransfers both run :func:`create_transfers` (one item or
 500), CreateLinkedTransfers :func:`create_linked_transfers` (the same reads and writes, all
-legs or none), PostTransfer, VoidTransfer and BatchPostTransfers :func:`finish_holds`. Whatever the
+legs or none), PostTransfer, VoidTransfer and BatchPostTransfers :func:`finish_holds`,
+PostLinkedTransfers and VoidLinkedTransfers :func:`finish_linked_holds` (all or none). Whatever the
 number of items, each table is read once and written once (``executemany``), under the
 service's one lock order: transfer rows, then accounts, each in sorted id order.
 """
@@ -13,8 +14,17 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 
 from meshlib.errors import MeshError
+from meshlib.idempotency import SavedAnswer
 from services.account.answers import LEDGER_SCOPE
-from services.account.batches import Applied, FinishRequest, FinishRule, apply_creates, apply_finishes, apply_linked
+from services.account.batches import (
+    Applied,
+    FinishRequest,
+    FinishRule,
+    apply_creates,
+    apply_finishes,
+    apply_linked,
+    apply_linked_finishes,
+)
 from services.account.domain.ledger import Account, Transfer, TransferRequest
 from services.account.unit_of_work import AccountUnitOfWork
 
@@ -122,6 +132,33 @@ async def finish_holds(
     concurrent post of the same key waits, then replays), then the accounts of the holds
     still to finish.
     """
+    holds, keys, locked = await _read_for_finishes(uow, method, items)
+    now = clock()
+    applied = apply_finishes(items, holds, keys, locked, rule, now)
+    await write_changes(uow, applied, now, method)
+    return applied, now
+
+
+async def finish_linked_holds(
+    uow: AccountUnitOfWork, method: str, items: Sequence[FinishRequest | MeshError], rule: FinishRule, clock: Clock
+) -> tuple[Applied, dt.datetime]:
+    """Post (or void) a linked chain's holds, all of them or none.
+
+    The same reads and writes as :func:`finish_holds`, the items applied by
+    :func:`~services.account.batches.apply_linked_finishes`: a refused item raises before
+    anything is written, and the caller's transaction rolls back.
+    """
+    holds, keys, locked = await _read_for_finishes(uow, method, items)
+    now = clock()
+    applied = apply_linked_finishes(items, holds, keys, locked, rule, now)
+    await write_changes(uow, applied, now, method)
+    return applied, now
+
+
+async def _read_for_finishes(
+    uow: AccountUnitOfWork, method: str, items: Sequence[FinishRequest | MeshError]
+) -> tuple[dict[str, Transfer], dict[str, SavedAnswer], dict[str, Account]]:
+    """The items' holds (locked), their keys of ``method``, and the accounts still to change (locked)."""
     requests = [item for item in items if isinstance(item, FinishRequest)]
     holds = await uow.transfers.lock_many(request.transfer_id for request in requests)
     keys = await uow.idempotency.lookup_many(LEDGER_SCOPE, method, (request.request_id for request in requests))
@@ -131,7 +168,4 @@ async def finish_holds(
         if request.request_id not in keys and (hold := holds.get(request.transfer_id)) is not None
         for account_id in (hold.debit_account_id, hold.credit_account_id)
     )
-    now = clock()
-    applied = apply_finishes(items, holds, keys, locked, rule, now)
-    await write_changes(uow, applied, now, method)
-    return applied, now
+    return holds, keys, locked

@@ -271,6 +271,8 @@ EXPECTED_RPCS: dict[str, set[str]] = {
         "ListTransfers",
         "BatchCreateTransfers",
         "CreateLinkedTransfers",
+        "PostLinkedTransfers",
+        "VoidLinkedTransfers",
         "BatchPostTransfers",
         "BatchGetLedgerAccounts",
     },
