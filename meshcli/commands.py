@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from meshcli.operator import Operator
+from meshcli.tables import print_json_lines, print_table
 from meshcli.targets import mesh_ports
 from meshlib.errors import MeshError
 from meshlib.grpc_errors import decode_rpc_error
@@ -85,6 +86,22 @@ def _certificate_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+async def list_partners(
+    partners: partner_pb2_grpc.PartnerServiceStub, admin: tuple[tuple[str, str], ...]
+) -> list[partner_pb2.Partner]:
+    """Every partner, page by page."""
+    found: list[partner_pb2.Partner] = []
+    token = ""
+    while True:
+        page = await partners.ListPartners(
+            partner_pb2.ListPartnersRequest(page_size=100, page_token=token), metadata=admin
+        )
+        found.extend(page.partners)
+        token = page.next_page_token
+        if not token:
+            return found
+
+
 def _partner_line(partner: partner_pb2.Partner) -> str:
     bound = "certificate-bound tokens" if partner.tls_client_certificate_bound_access_tokens else "bearer tokens"
     certificate = partner.tls_client_certificate_sha256 or "no client certificate"
@@ -144,6 +161,7 @@ def add_operator_parsers(commands: argparse._SubParsersAction) -> None:  # type:
             "--base-port", type=int, help="the gateway's port of an `up --base-port` mesh (default: what up recorded)"
         )
         parser.add_argument("--request-id", help="idempotency key (default: a new one); reuse it to retry safely")
+        parser.add_argument("--json", action="store_true", help="listings as JSON lines (one object per row)")
         return parser
 
     partner = commands.add_parser("partner", help="register, list, suspend and reactivate partner wallets")
@@ -269,17 +287,24 @@ async def _dispatch(operator: Operator, args: argparse.Namespace) -> int:
             print(_partner_line(updated.partner))
             return 0
         if sub == "list":
-            token = ""
-            while True:
-                page = await partners.ListPartners(
-                    partner_pb2.ListPartnersRequest(page_size=100, page_token=token), metadata=admin
-                )
-                for p in page.partners:
-                    status = partner_pb2.PartnerStatus.Name(p.status).removeprefix("PARTNER_STATUS_")
-                    print(f"{p.name:<32} {status:<10} {p.rate_limit_tier:<8} {p.display_name}")
-                token = page.next_page_token
-                if not token:
-                    return 0
+            listed = await list_partners(partners, admin)
+            if args.json:
+                print_json_lines(listed)
+                return 0
+            print_table(
+                ("PARTNER", "NAME", "STATUS", "TIER", "CLIENT ID"),
+                [
+                    (
+                        p.name,
+                        p.display_name,
+                        partner_pb2.PartnerStatus.Name(p.status).removeprefix("PARTNER_STATUS_"),
+                        p.rate_limit_tier,
+                        p.client_id,
+                    )
+                    for p in listed
+                ],
+            )
+            return 0
         if sub == "suspend":
             answer = await partners.SuspendPartner(
                 partner_pb2.SuspendPartnerRequest(
@@ -309,8 +334,34 @@ async def _dispatch(operator: Operator, args: argparse.Namespace) -> int:
             print(f"funded {args.account} with {_show(funded.transfer.amount)} ({funded.transfer.name})")
             return 0
         totals = await accounts.GetLedgerTotals(account_admin_pb2.GetLedgerTotalsRequest(), metadata=admin)
-        for line in totals.totals:
-            print(f"{line.currency_code}  balanced={line.balanced}")
+        if args.json:
+            print_json_lines(list(totals.totals))
+        else:
+            print_table(
+                (
+                    "CURRENCY",
+                    "ACCOUNTS",
+                    "POSTED DEBITS",
+                    "POSTED CREDITS",
+                    "PENDING DEBITS",
+                    "PENDING CREDITS",
+                    "NET",
+                    "BALANCED",
+                ),
+                [
+                    (
+                        t.currency_code,
+                        t.account_count,
+                        _show(t.posted_debits),
+                        _show(t.posted_credits),
+                        _show(t.pending_debits),
+                        _show(t.pending_credits),
+                        _show(t.net),
+                        "yes" if t.balanced else "NO",
+                    )
+                    for t in totals.totals
+                ],
+            )
         return 0 if all(t.balanced for t in totals.totals) else 1
     if command == "window":
         sub = args.window_command
@@ -318,12 +369,22 @@ async def _dispatch(operator: Operator, args: argparse.Namespace) -> int:
             page = await windows.ListSettlementWindows(
                 settlement_pb2.ListSettlementWindowsRequest(currency_code=args.currency, page_size=50), metadata=admin
             )
-            for w in page.settlement_windows:
-                state = settlement_pb2.SettlementWindowState.Name(w.state).removeprefix("SETTLEMENT_WINDOW_STATE_")
-                print(
-                    f"{w.name:<40} {w.currency_code} {state:<8} obligations={w.obligation_count} "
-                    f"gross={_show(w.gross_amount)}"
-                )
+            if args.json:
+                print_json_lines(list(page.settlement_windows))
+                return 0
+            print_table(
+                ("WINDOW", "CURRENCY", "STATE", "OBLIGATIONS", "GROSS"),
+                [
+                    (
+                        w.name,
+                        w.currency_code,
+                        settlement_pb2.SettlementWindowState.Name(w.state).removeprefix("SETTLEMENT_WINDOW_STATE_"),
+                        w.obligation_count,
+                        _show(w.gross_amount),
+                    )
+                    for w in page.settlement_windows
+                ],
+            )
             return 0
         if sub == "close":
             closed = await windows_admin.CloseSettlementWindow(

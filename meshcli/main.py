@@ -10,6 +10,7 @@ from pathlib import Path
 
 from meshcli.audit import add_audit_parser
 from meshcli.commands import add_operator_parsers, run_operator_command
+from meshcli.participants import add_participant_parser
 from meshcli.payments import add_payment_parser
 
 PROCESS_MODULES = {
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_operator_parsers(commands)
     add_audit_parser(commands)
     add_payment_parser(commands)
+    add_participant_parser(commands)
     try:
         from meshcli import conformance
     except ImportError:  # pragma: no cover - the conformance suite ships with the CLI
@@ -69,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         from meshcli.audit import run_audit_command
 
         return asyncio.run(run_audit_command(args))
+    if args.command == "participant":
+        from meshcli.participants import run_participant_command
+
+        return asyncio.run(run_participant_command(args))
     if args.command == "payment":
         from meshcli.payments import run_payment_command
 

@@ -68,6 +68,11 @@ async def test_demo_and_operator_commands_find_a_mesh_on_other_ports_and_onboard
         assert recorded["gateway"] == base and recorded["identity"] == base + 1
         listed = _cli(data_dir, "partner", "list")
         assert listed.returncode == 0 and "Acme" in listed.stdout, listed.stderr
+        assert listed.stdout.split()[:3] == ["PARTNER", "NAME", "STATUS"]  # a table with headers
+        as_json = [json.loads(line) for line in _cli(data_dir, "partner", "list", "--json").stdout.splitlines()]
+        assert any("Acme" in p["display_name"] and p["name"].startswith("partners/") for p in as_json)
+        totals = _cli(data_dir, "account", "totals")
+        assert totals.returncode == 0 and "EUR" in totals.stdout and "NET" in totals.stdout, totals.stdout
         onboarded = _cli(data_dir, "partner", "onboard", "Onboarded Wallet", "--net-debit-cap", "500")
         assert onboarded.returncode == 0, onboarded.stderr
         lines = dict(line.split(None, 1) for line in onboarded.stdout.splitlines()[1:] if line.startswith("  "))
@@ -95,6 +100,15 @@ async def test_demo_and_operator_commands_find_a_mesh_on_other_ports_and_onboard
             session = await wallet.exchange_code(code.authorization_code, pending.pkce.verifier)
             paid = await session.create_payment(alice["account"], ob.money(1_000, "EUR"), creditor_wallet=partner)
             assert paid.state == payment_pb2.PAYMENT_STATE_SETTLED, paid
+        # Each participant by name against its cap; the new wallet is owed what was paid to it.
+        positions = _cli(data_dir, "participant", "list")
+        assert positions.returncode == 0, positions.stderr
+        row = next(line for line in positions.stdout.splitlines() if "Onboarded Wallet" in line)
+        assert "EUR 10.00" in row and "EUR 500.00" in row, row
+        rows = [json.loads(line) for line in _cli(data_dir, "participant", "list", "--json").stdout.splitlines()]
+        assert any(r["name"] == "the bank" for r in rows)
+        mine = next(r for r in rows if r["name"] == "Onboarded Wallet")
+        assert (mine["net"], mine["cap"]) == (1_000, 50_000)
         # Running onboard again with the same key finishes, creating nothing twice.
         again = _cli(data_dir, "partner", "onboard", "Twice", "--request-id", "onboard-1")
         twice = _cli(data_dir, "partner", "onboard", "Twice", "--request-id", "onboard-1")
