@@ -1,11 +1,15 @@
-"""The customer's consent dashboard as use cases (plain Python, no HTTP): sign in with password
-and one-time code, see every connected wallet (what each may do, on which accounts, until
-when, what it paid and read recently), and pause, resume, lower the limits of or revoke a
-consent. Identity makes each change; it takes effect on the wallet's next call.
+"""The customer's pages as use cases (plain Python, no HTTP): sign in with password and
+one-time code; the consent dashboard (every connected wallet: what each may do, on which
+accounts, until when, what it paid and read recently; pause, resume, lower the limits of or
+revoke a consent; identity makes each change, it takes effect on the wallet's next call);
+the approvals page of the decoupled flow (approve, for the accounts picked, or refuse what a
+wallet asked for).
 
 A signed-in session lasts the idle time of every session and at most ``SIGNED_IN_FOR`` in
-all. Every consent is looked up among the signed-in customer's own before anything about it
-is shown or changed: another customer's consent is "not found", as a missing one.
+all; approving needs a sign-in of the last ``APPROVE_WITHIN`` (strong customer
+authentication for each authorisation, as the redirect flow asks every time). Every consent
+and request is looked up among the signed-in customer's own before anything about it is shown
+or changed: another customer's is "not found", as a missing one.
 """
 
 from __future__ import annotations
@@ -17,12 +21,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bankweb.flows import AuthorisationFlow, PageError
-from bankweb.ports import AccountChoice, Bank, ConsentCard, LimitChange, PaymentLine, ReadLine, Session
+from bankweb.ports import (
+    AccountChoice,
+    ApprovalView,
+    Bank,
+    ConsentCard,
+    LimitChange,
+    PaymentLine,
+    ReadLine,
+    Session,
+)
 from meshlib.errors import MeshError
 
 log = logging.getLogger("bankweb.dashboard")
 
 SIGNED_IN_FOR = dt.timedelta(minutes=30)
+APPROVE_WITHIN = dt.timedelta(minutes=5)
 _AMOUNT = re.compile(r"^(\d{1,12})(?:\.(\d{1,2}))?$")
 
 # Identity's refusals of a change, in the customer's words.
@@ -38,6 +52,10 @@ _REFUSALS = {
 
 class NotSignedIn(Exception):
     """The page needs a signed-in customer (the browser goes to the sign-in page)."""
+
+
+class SignInAgain(NotSignedIn):
+    """Approving needs a recent sign-in: the customer signs in again, then approves."""
 
 
 class ActionRefused(Exception):
@@ -69,6 +87,15 @@ class ConsentDetail:
     payments: list[PaymentLine] = field(default_factory=list)
     reads: list[ReadLine] = field(default_factory=list)
     activity_missing: bool = False
+
+
+@dataclass(frozen=True)
+class ApprovalsPage:
+    """What wallets asked the customer to approve, and the accounts to pick from."""
+
+    customer_display: str
+    approvals: list[ApprovalView]
+    accounts: list[AccountChoice]
 
 
 def parse_amount(text: str, field_name: str) -> int | None:
@@ -115,13 +142,13 @@ class Dashboard:
         customer = await self._flow.authenticate(username, password, one_time_code, client_address)
         return await self._flow.signed_in(Session(session.session_id, {}), customer, username)
 
-    def customer(self, session: Session | None) -> str:
+    def customer(self, session: Session | None, *, within: dt.timedelta = SIGNED_IN_FOR) -> str:
         """The signed-in customer, or NotSignedIn (none, or signed in too long ago)."""
         if session is None or not session.data.get("customer") or not session.data.get("signed_in_at"):
             raise NotSignedIn
         signed_in_at = dt.datetime.fromisoformat(session.data["signed_in_at"])
-        if self._flow.now() - signed_in_at >= SIGNED_IN_FOR:
-            raise NotSignedIn
+        if self._flow.now() - signed_in_at >= min(within, SIGNED_IN_FOR):
+            raise SignInAgain if within < SIGNED_IN_FOR else NotSignedIn
         return str(session.data["customer"])
 
     # ---- reading -------------------------------------------------------------------------
@@ -231,3 +258,38 @@ class Dashboard:
             await self._bank.lower_limits(consent, customer, change)
 
         return await self._change(session, consent_id, lower, "Limits lowered for {partner}.")
+
+    # ---- the decoupled flow's approvals --------------------------------------------------
+
+    async def approvals(self, session: Session | None) -> ApprovalsPage:
+        """What wallets asked the signed-in customer to approve (a recent sign-in needed)."""
+        customer = self.customer(session, within=APPROVE_WITHIN)
+        assert session is not None
+        return ApprovalsPage(
+            customer_display=session.data.get("username", ""),
+            approvals=await self._bank.pending_approvals(customer),
+            accounts=await self._bank.customer_accounts(customer),
+        )
+
+    async def decide_approval(
+        self, session: Session | None, approval_id: str, approve: bool, accounts: tuple[str, ...]
+    ) -> str:
+        """Approve (for the customer's own accounts picked) or refuse, with a recent sign-in."""
+        customer = self.customer(session, within=APPROVE_WITHIN)
+        pending = {a.approval_id: a for a in await self._bank.pending_approvals(customer)}
+        approval = pending.get(approval_id)
+        if approval is None:
+            raise PageError("Request not found", "It was already answered, or it expired.", 404)
+        if approve:
+            own = {a.name for a in await self._bank.customer_accounts(customer)}
+            if not accounts or not set(accounts) <= own:
+                raise ActionRefused("Choose at least one of your accounts to share.", status=400)
+        try:
+            await self._bank.decide_approval(approval_id, customer, approve, accounts if approve else ())
+        except MeshError as error:
+            if error.reason in ("INVALID_STATE_TRANSITION", "AUTHORIZATION_REQUEST_EXPIRED", "CONSENT_EXPIRED"):
+                raise ActionRefused("This request was already answered, or it expired.") from None
+            raise
+        log.info("decoupled authorisation decided by the customer", extra={"approved": approve})
+        name = approval.partner_display_name
+        return f"Approved. {name} can now use what you shared." if approve else f"Refused. {name} was told no."

@@ -1,5 +1,6 @@
-"""The customer's pages (Starlette): sign-in, the consent dashboard and its changes. HTTP in,
-HTML or a redirect within the site out; the rules are in ``dashboard.py``.
+"""The customer's pages (Starlette): sign-in, the consent dashboard and its changes, the
+decoupled flow's approvals. HTTP in, HTML or a redirect within the site out; the rules are in
+``dashboard.py``.
 
 Every form carries the session's CSRF token and is refused when another site sent it (Fetch
 Metadata). A page that needs a signed-in customer sends the browser to ``/sign-in``; where
@@ -16,12 +17,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bankweb.dashboard import ActionRefused, Dashboard, NotSignedIn
+from bankweb.dashboard import APPROVE_WITHIN, SIGNED_IN_FOR, ActionRefused, Dashboard, NotSignedIn
 from bankweb.flows import PageError, SignInRefused
 from bankweb.ports import Session
 from bankweb.web_base import FORM_EXPIRED, WebBase
 
 _CONSENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_APPROVAL_ID = re.compile(r"^[0-9a-f]{32}$")
 # Where the browser may go after signing in (the form's ``next``), and nothing else.
 AFTER_SIGN_IN = {"consents": "/consents", "approvals": "/approvals"}
 NOT_FOUND = PageError("Connection not found", "It may have been removed. Go back to your connected apps.", 404)
@@ -60,7 +62,8 @@ class DashboardRoutes(WebBase):
         next_page = next_page if next_page in AFTER_SIGN_IN else "consents"
         old = await self._session(request)
         try:
-            self.dashboard.customer(old)
+            # Approving asks for a recent sign-in: an older one signs in again here.
+            self.dashboard.customer(old, within=APPROVE_WITHIN if next_page == "approvals" else SIGNED_IN_FOR)
             return self._see_other(AFTER_SIGN_IN[next_page])
         except NotSignedIn:
             pass
@@ -196,6 +199,48 @@ class DashboardRoutes(WebBase):
 
         return await self._act(request, lower)
 
+    # ---- the decoupled flow's approvals ---------------------------------------------------
+
+    async def approvals(self, request: Request) -> Response:
+        """GET /approvals: what wallets asked the customer to approve."""
+        session = await self._session(request)
+        try:
+            page = await self.dashboard.approvals(session)
+        except NotSignedIn:
+            return self._to_sign_in("approvals")
+        assert session is not None
+        return self._signed_in_page(
+            "approvals.html", session, page=page, notice=await self._notice(session), message=""
+        )
+
+    async def decide_approval(self, request: Request) -> Response:
+        """POST /approvals/{approval_id}: approve (with accounts) or refuse."""
+        session = await self._session(request)
+        form = await request.form()
+        if not self._form_ok(request, session, form):
+            return self._error(FORM_EXPIRED)
+        approval_id = request.path_params["approval_id"]
+        decision = str(form.get("decision", ""))
+        if not _APPROVAL_ID.match(approval_id) or decision not in ("approve", "refuse"):
+            return self._error(PageError("Request not found", "It was already answered, or it expired.", 404))
+        accounts = tuple(str(a) for a in form.getlist("accounts"))[:50]
+        try:
+            notice = await self.dashboard.decide_approval(session, approval_id, decision == "approve", accounts)
+        except NotSignedIn:
+            return self._to_sign_in("approvals")
+        except PageError as error:
+            return self._error(error)
+        except ActionRefused as refused:
+            assert session is not None
+            page = await self.dashboard.approvals(session)
+            return self._signed_in_page(
+                "approvals.html", session, status=refused.status, page=page, notice="", message=refused.message
+            )
+        assert session is not None
+        session.data["notice"] = notice
+        await self.flow.touch(session)
+        return self._see_other("/approvals")
+
 
 def dashboard_routes(web: DashboardRoutes) -> list[Route]:
     """The customer's routes."""
@@ -210,4 +255,6 @@ def dashboard_routes(web: DashboardRoutes) -> list[Route]:
         Route("/consents/{consent_id}/limits", web.limits, methods=["POST"]),
         Route("/consents/{consent_id}/revoke", web.revoke_page, methods=["GET"]),
         Route("/consents/{consent_id}/revoke", web.revoke, methods=["POST"]),
+        Route("/approvals", web.approvals, methods=["GET"]),
+        Route("/approvals/{approval_id}", web.decide_approval, methods=["POST"]),
     ]

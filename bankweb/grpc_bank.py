@@ -15,6 +15,7 @@ import grpc
 
 from bankweb.ports import (
     AccountChoice,
+    ApprovalView,
     AuthorizationView,
     ConsentCard,
     ConsentSummary,
@@ -35,6 +36,7 @@ from openbank.identity.v1 import (
     consent_pb2_grpc,
     customer_pb2,
     customer_pb2_grpc,
+    decoupled_authorization_pb2,
 )
 
 CALL_DEADLINE_SECONDS = 5.0
@@ -293,3 +295,40 @@ class GrpcBank:
             )
             for read in answer.reads
         ]
+
+    # ---- the decoupled flow's approvals ---------------------------------------------------
+
+    async def pending_approvals(self, customer: str) -> list[ApprovalView]:
+        """The customer's decoupled authorisations awaiting a decision (first page of 100)."""
+        request = decoupled_authorization_pb2.ListDecoupledAuthorizationsRequest(customer=customer, page_size=100)
+        answer = await self._call(
+            self._authorizations.ListDecoupledAuthorizations, request, "identity.ListDecoupledAuthorizations"
+        )
+        return [
+            ApprovalView(
+                approval_id=item.name.removeprefix("decoupledAuthorizations/"),
+                partner_display_name=item.partner_display_name,
+                binding_message=item.binding_message,
+                consent=consent_summary(item.consent),
+                expire_time=item.expire_time.ToDatetime(tzinfo=dt.UTC),
+            )
+            for item in answer.decoupled_authorizations
+        ]
+
+    async def decide_approval(self, approval_id: str, customer: str, approve: bool, accounts: tuple[str, ...]) -> None:
+        """Approve (for ``accounts``) or refuse a decoupled authorisation."""
+        decision = (
+            decoupled_authorization_pb2.DECOUPLED_DECISION_APPROVE
+            if approve
+            else decoupled_authorization_pb2.DECOUPLED_DECISION_REFUSE
+        )
+        request = decoupled_authorization_pb2.DecideDecoupledAuthorizationRequest(
+            request_id=uuid.uuid4().hex,
+            name=f"decoupledAuthorizations/{approval_id}",
+            customer=customer,
+            decision=decision,
+            accounts=list(accounts),
+        )
+        await self._call(
+            self._authorizations.DecideDecoupledAuthorization, request, "identity.DecideDecoupledAuthorization"
+        )

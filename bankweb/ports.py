@@ -163,6 +163,17 @@ class ReadLine:
     last_read_at: dt.datetime
 
 
+@dataclass(frozen=True)
+class ApprovalView:
+    """A decoupled authorisation a wallet started, awaiting the customer on the approvals page."""
+
+    approval_id: str
+    partner_display_name: str
+    binding_message: str
+    consent: ConsentSummary
+    expire_time: dt.datetime
+
+
 class Bank(Protocol):
     """Identity, account and payment, as the web app uses them (with its own service credentials)."""
 
@@ -187,6 +198,12 @@ class Bank(Protocol):
     async def payments_of(self, consent_id: str) -> list[PaymentLine]: ...
 
     async def reads_of(self, consent_id: str) -> list[ReadLine]: ...
+
+    async def pending_approvals(self, customer: str) -> list[ApprovalView]: ...
+
+    async def decide_approval(
+        self, approval_id: str, customer: str, approve: bool, accounts: tuple[str, ...]
+    ) -> None: ...
 
 
 class SessionStore(Protocol):

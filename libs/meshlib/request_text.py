@@ -118,6 +118,9 @@ FIELD_RULES: dict[str, TextRule] = {
     "redirect_uris": _token(512),
     "request_uri": _token(128),
     "state": _token(256),
+    # The decoupled flow (CIBA): identity's decoupled_authorizations.
+    "login_hint": _token(64),
+    "auth_req_id": _token(128),
     # The interbank clearing scheme (openbank.scheme.v1): pacs.008 identifiers and parties.
     "message_id": _token(35),
     "iban": _token(34),
@@ -133,6 +136,7 @@ FIELD_RULES: dict[str, TextRule] = {
     "remittance_information": _line(140),
     "end_to_end_id": _line(35),
     "settlement_reference": _line(128),
+    "binding_message": _line(64),
     "debtor_name": _line(140),
     "creditor_name": _line(140),
     # A PEM document has line breaks.

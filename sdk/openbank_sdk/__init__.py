@@ -6,7 +6,8 @@ Talks to the mesh's gateway over gRPC with only ``grpcio``, ``protobuf``,
 - :func:`insecure_channel`, :func:`secure_channel` (TLS, mutual TLS);
 - :class:`OpenBankClient`: client-credentials tokens, consents, the resumable payment stream,
   settlement reads; :class:`ConsentSession`: accounts, balances, transactions, funds
-  confirmation and payments under one consent (authorization code + PKCE, refresh rotation);
+  confirmation and payments under one consent (authorization code + PKCE, or the decoupled
+  flow's poll; refresh rotation);
 - automatic idempotency keys, retries with jittered backoff on UNAVAILABLE only;
 - typed errors (:class:`OpenBankError` and one subclass per status code) with reason, domain,
   metadata, ``retry_after``, quota and field violations;
@@ -40,6 +41,7 @@ from openbank_sdk.client import (
     money,
     new_request_id,
 )
+from openbank_sdk.decoupled import DecoupledAuthorization
 from openbank_sdk.errors import (
     Aborted,
     AlreadyExists,
@@ -85,6 +87,7 @@ __all__ = [
     "ConsentSession",
     "ConsentTokens",
     "DeadlineExceeded",
+    "DecoupledAuthorization",
     "FailedPrecondition",
     "FieldViolation",
     "Internal",

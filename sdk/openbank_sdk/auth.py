@@ -230,6 +230,31 @@ class ConsentTokens(TokenSource):
         source._tokens = await source._issue(request, NO_RETRY)
         return source
 
+    @classmethod
+    async def poll_decoupled(
+        cls,
+        channel: grpc.aio.Channel,
+        client: ClientCredentials,
+        auth_req_id: str,
+        scopes: Sequence[str] = (),
+        *,
+        refresh_margin: float = 30.0,
+        timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> ConsentTokens:
+        """One poll of a decoupled authorisation (grant type CIBA): tokens once the customer
+        approved; else the error (AUTHORIZATION_PENDING, SLOW_DOWN, ACCESS_DENIED, EXPIRED_TOKEN)."""
+        source = cls(channel, client, None, refresh_margin=refresh_margin, timeout=timeout, clock=clock)
+        request = token_pb2.IssueTokenRequest(
+            grant_type=token_pb2.GRANT_TYPE_CIBA,
+            client_id=client.client_id,
+            client_secret=client.client_secret,
+            auth_req_id=auth_req_id,
+            scopes=list(scopes),
+        )
+        source._tokens = await source._issue(request, NO_RETRY)
+        return source
+
     async def _renew(self) -> None:
         if self._tokens is None or not self._tokens.refresh_token:
             raise RuntimeError("no refresh token: exchange an authorization code first")

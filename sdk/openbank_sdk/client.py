@@ -38,6 +38,7 @@ from openbank.payment.v1 import payment_pb2, payment_pb2_grpc
 from openbank.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from openbank_sdk.auth import ClientCredentials, ClientCredentialsTokens, ConsentTokens, Pkce, TokenSource
 from openbank_sdk.channels import open_channel
+from openbank_sdk.decoupled import DecoupledCalls
 from openbank_sdk.errors import OpenBankError, from_rpc_error
 from openbank_sdk.pagination import paginate
 from openbank_sdk.retry import DEFAULT_RETRY, RetryPolicy, call_with_retry
@@ -295,7 +296,7 @@ class ConsentSession(StandingOrderCalls):
         return (await self._call(self._payments.CancelPayment, request, mutating=True)).payment
 
 
-class OpenBankClient:
+class OpenBankClient(DecoupledCalls):
     """A partner's connection to the mesh's gateway.
 
     Partner-wide calls (consents, the payment stream, settlement, JWKS) use a client-credentials

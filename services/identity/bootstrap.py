@@ -31,6 +31,7 @@ from services.identity.authorization_servicer import AuthorizationServicer
 from services.identity.common import Clock, EventPublisher, utc_now
 from services.identity.consent_service import ConsentService
 from services.identity.customer_service import CustomerService, StrongCustomerAuthentication
+from services.identity.decoupled_service import DecoupledService
 from services.identity.domain.client_throttle import ClientAuthThrottle
 from services.identity.domain.secrets import ClientSecretHasher, SecretBox, SecretHasher
 from services.identity.housekeeping import Housekeeping
@@ -98,6 +99,12 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
     bus = invalidation_bus(settings)
     events = EventPublisher(bus)
 
+    ledger_accounts = None
+    if settings.verify_consent_accounts:
+        service_token = OwnServiceToken(keys, settings.token_issuer, settings.token_audience, ["ledger:read"])
+        ledger_accounts = LedgerAccounts(runtime.channel(settings.account_target), service_token.token)
+    decoupled = DecoupledService(uow, events, clock, accounts=ledger_accounts)
+
     tokens = TokenService(
         uow,
         keys,
@@ -117,14 +124,11 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
             window_seconds=settings.client_auth_failure_window_seconds,
             max_lockout_seconds=settings.client_auth_max_lockout_seconds,
         ),
+        decoupled=decoupled,
     )
     sca = StrongCustomerAuthentication(hasher, box, clock)
     partners = PartnerService(uow, client_secrets, frozenset(settings.rate_limit_tiers), events, clock)
     customers = CustomerService(uow, hasher, box, sca, clock)
-    ledger_accounts = None
-    if settings.verify_consent_accounts:
-        service_token = OwnServiceToken(keys, settings.token_issuer, settings.token_audience, ["ledger:read"])
-        ledger_accounts = LedgerAccounts(runtime.channel(settings.account_target), service_token.token)
     consents = ConsentService(uow, sca, events, clock, accounts=ledger_accounts)
     authorizations = AuthorizationService(uow, events, clock, settings.token_issuer, accounts=ledger_accounts)
 
@@ -163,7 +167,7 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
             ),
             ServiceRegistration(
                 "openbank.identity.v1.AuthorizationService",
-                AuthorizationServicer(authorizations),
+                AuthorizationServicer(authorizations, decoupled),
                 authorization_pb2_grpc.add_AuthorizationServiceServicer_to_server,
             ),
             ServiceRegistration(

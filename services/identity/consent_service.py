@@ -275,16 +275,7 @@ async def authorise_for_customer(
     """An authenticated customer's yes, in the caller's transaction: the consent AUTHORISED
     for the customer's own open ``accounts`` and a one-time code bound to ``code_challenge``
     (shared by AuthoriseConsent and the redirect flow's DecideAuthorizationRequest)."""
-    if owners is not None:
-        # One fast internal call inside the transaction, with a deadline.
-        found = await owners.owners(accounts)
-        for account_id in accounts:
-            owner = found.get(account_id)
-            if owner is None or owner.customer_id != customer_id or not owner.active:
-                raise InvalidArgument.field("accounts", "must be the customer's own open accounts")
-    authorised = consent.authorise(customer_id, accounts, now)
-    await uow.consents.save(authorised)
-    _audit(uow, "consent.authorise", authorised)
+    authorised = await approve_for_customer(uow, consent, customer_id, accounts, now, owners)
     code = new_secret()
     grant = AuthorizationCode(
         code_hash=digest(code),
@@ -296,6 +287,29 @@ async def authorise_for_customer(
     )
     await uow.grants.add_code(grant)
     return AuthorisedConsent(authorised, code, grant.expires_at)
+
+
+async def approve_for_customer(
+    uow: IdentityUnitOfWork,
+    consent: Consent,
+    customer_id: str,
+    accounts: tuple[str, ...],
+    now: dt.datetime,
+    owners: AccountOwners | None,
+) -> Consent:
+    """The consent AUTHORISED for the customer's own open ``accounts``, in the caller's
+    transaction (the decoupled flow's approval; with a code: :func:`authorise_for_customer`)."""
+    if owners is not None:
+        # One fast internal call inside the transaction, with a deadline.
+        found = await owners.owners(accounts)
+        for account_id in accounts:
+            owner = found.get(account_id)
+            if owner is None or owner.customer_id != customer_id or not owner.active:
+                raise InvalidArgument.field("accounts", "must be the customer's own open accounts")
+    authorised = consent.authorise(customer_id, accounts, now)
+    await uow.consents.save(authorised)
+    _audit(uow, "consent.authorise", authorised)
+    return authorised
 
 
 def audit_consent(uow: IdentityUnitOfWork, action: str, consent: Consent) -> None:

@@ -23,6 +23,7 @@ _GRANT_TYPES = {
     token_pb2.GRANT_TYPE_CLIENT_CREDENTIALS: "client_credentials",
     token_pb2.GRANT_TYPE_AUTHORIZATION_CODE: "authorization_code",
     token_pb2.GRANT_TYPE_REFRESH_TOKEN: "refresh_token",
+    token_pb2.GRANT_TYPE_CIBA: "ciba",
 }
 _HINTS = {
     token_pb2.TOKEN_TYPE_HINT_ACCESS_TOKEN: "access_token",
@@ -255,6 +256,7 @@ def token_request(request: token_pb2.IssueTokenRequest, certificate_sha256: str 
         code=request.code,
         code_verifier=request.code_verifier,
         refresh_token=request.refresh_token,
+        auth_req_id=request.auth_req_id,
     )
 
 

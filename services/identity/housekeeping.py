@@ -36,6 +36,7 @@ class Housekeeping:
         async def purge(uow: IdentityUnitOfWork) -> int:
             removed = await uow.grants.purge_expired(now, now - ACCESS_TOKEN_RECORD_MARGIN)
             removed += await uow.authorization_requests.purge_expired(now)
+            removed += await uow.decoupled.purge_expired(now)
             return removed + await uow.idempotency.purge(now - RETENTION)
 
         return await self._tx.run(purge)

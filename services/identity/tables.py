@@ -159,3 +159,23 @@ authorization_requests = sa.Table(
     sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("decision", sa.String(16), nullable=True),
 )
+
+# Decoupled authorisations (CIBA poll mode): only the auth_req_id's digest is stored.
+decoupled_authorizations = sa.Table(
+    "decoupled_authorizations",
+    metadata,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("auth_req_id_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("partner_id", sa.String(64), nullable=False),
+    sa.Column("client_id", sa.String(64), nullable=False),
+    sa.Column("consent_id", sa.String(64), nullable=False, index=True),
+    sa.Column("customer_id", sa.String(64), nullable=True, index=True),
+    sa.Column("binding_message", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("interval_seconds", sa.Integer, nullable=False),
+    sa.Column("last_polled_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("decision", sa.String(16), nullable=True),
+    sa.Column("tokens_issued_at", sa.DateTime(timezone=True), nullable=True),
+)

@@ -29,6 +29,7 @@ class TokenRequest:
     code: str = field(default="", repr=False)
     code_verifier: str = field(default="", repr=False)
     refresh_token: str = field(default="", repr=False)
+    auth_req_id: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""The OAuth 2.0 token endpoint: client authentication, the three grants, revocation
-(RFC 7009) and introspection (RFC 7662).
+"""The OAuth 2.0 token endpoint: client authentication, the grants (client credentials,
+authorization code, refresh token, CIBA poll), revocation (RFC 7009) and introspection
+(RFC 7662).
 
 Client authentication never tells an unknown client from a wrong secret: both answer
 UNAUTHENTICATED INVALID_CLIENT with the same message after the same (keyed-hash) work. Only
@@ -15,6 +16,7 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from meshlib.auth.certificates import x5t_s256
 from meshlib.auth.context import Caller
@@ -40,13 +42,16 @@ from services.identity.keys_service import KeyService
 from services.identity.token_messages import ClientCredentials, Introspection, IssuedTokens, TokenRequest, TokenSettings
 from services.identity.unit_of_work import IdentityUnitOfWork
 
+if TYPE_CHECKING:
+    from services.identity.decoupled_service import DecoupledService
+
 log = logging.getLogger("identity.tokens")
 
 # Who identity's own service token (keys_service.OwnServiceToken) says it is.
 OWN_SUBJECT = "service:identity"
 OWN_CLIENT_ID = "identity"
 
-GRANT_TYPES = frozenset({"client_credentials", "authorization_code", "refresh_token"})
+GRANT_TYPES = frozenset({"client_credentials", "authorization_code", "refresh_token", "ciba"})
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,10 @@ class TokenService:
         verify_claims: ClaimsVerifier,
         clock: Clock,
         throttle: ClientAuthThrottle | None = None,
+        decoupled: DecoupledService | None = None,
     ) -> None:
         self._uow = uow
+        self._decoupled = decoupled
         self._tx = Transactions(uow, clock=clock)
         self._keys = keys
         self._secrets = client_secrets
@@ -102,8 +109,10 @@ class TokenService:
             errors.check(bool(request.refresh_token), "refresh_token", "required for refresh_token")
         elif request.grant_type == "client_credentials":
             errors.check(bool(request.scopes), "scopes", "required for client_credentials")
+        elif request.grant_type == "ciba":
+            errors.check(bool(request.auth_req_id), "auth_req_id", "required for the CIBA grant")
         errors.raise_if_any()
-        if request.grant_type not in GRANT_TYPES:
+        if request.grant_type not in GRANT_TYPES or (request.grant_type == "ciba" and self._decoupled is None):
             raise InvalidArgument.field("grant_type", "not supported", reason="UNSUPPORTED_GRANT_TYPE")
         now = self._clock()
         client = await self._authenticate(request.credentials, now)
@@ -116,6 +125,8 @@ class TokenService:
             )
         if request.grant_type == "authorization_code":
             return await self._authorization_code(client.partner, request, now)
+        if request.grant_type == "ciba":
+            return await self._ciba(client.partner, request, now)
         return await self._refresh(client.partner, request, now)
 
     async def _authenticate(
@@ -318,6 +329,29 @@ class TokenService:
             raise CommitAndRaise(failure)
 
         return await self._refused_after_commit(operation, lambda: (failure, revoked))
+
+    async def _ciba(self, partner: Partner, request: TokenRequest, now: dt.datetime) -> IssuedTokens:
+        """Poll a decoupled authorisation (decoupled_service.poll): tokens once it is approved."""
+        assert self._decoupled is not None
+        decoupled = self._decoupled
+
+        async def operation(uow: IdentityUnitOfWork) -> IssuedTokens:
+            approved = await decoupled.poll(uow, partner, request.auth_req_id)
+            consent = await _usable_consent(uow, approved.consent.consent_id, now)
+            grant = AccessTokenGrant(
+                subject=partner.partner_id,
+                client_id=partner.client_id,
+                scopes=_consent_scopes(request.scopes, consent, partner),
+                partner_id=partner.partner_id,
+                consent_id=consent.consent_id,
+                customer_id=approved.customer_id,
+                tier=partner.rate_limit_tier,
+                family_id=approved.family_id,
+                certificate_thumbprint=_certificate_binding(partner),
+            )
+            return await self._token_pair(uow, grant, consent, now, refresh_expires_at=None)
+
+        return await self._tx.run(operation)
 
     async def _refused_after_commit(
         self,

@@ -8,6 +8,7 @@ from meshlib.audit import AuditRepository
 from meshlib.idempotency import IdempotencyRepository
 from meshlib.storage import SqlUnitOfWork
 from services.identity.authorization_repository import AuthorizationRequestRepository
+from services.identity.decoupled_repository import DecoupledRepository
 from services.identity.repository import (
     ConsentRepository,
     CustomerRepository,
@@ -28,6 +29,7 @@ class IdentityUnitOfWork(SqlUnitOfWork):
     consents: ConsentRepository
     grants: GrantRepository
     authorization_requests: AuthorizationRequestRepository
+    decoupled: DecoupledRepository
     audit: AuditRepository
 
     def _bind(self, connection: AsyncConnection) -> None:
@@ -38,5 +40,6 @@ class IdentityUnitOfWork(SqlUnitOfWork):
         self.consents = ConsentRepository(connection)
         self.grants = GrantRepository(connection)
         self.authorization_requests = AuthorizationRequestRepository(connection)
+        self.decoupled = DecoupledRepository(connection)
         self.audit = AuditRepository(connection, audit, "identity")
         self.before_commit(self.audit.flush)

@@ -75,6 +75,13 @@ PUBLIC_RPCS: dict[str, tuple[int, tuple[str, ...], int, str, int]] = {
         "consents",
         REQUEST_ID,
     ),
+    "openbank.identity.v1.AuthorizationService.StartDecoupledAuthorization": (
+        TOKEN_AUTH,
+        ("consents:write",),
+        CP.CONSENT_PERMISSION_NONE,
+        "consents",
+        REQUEST_ID,
+    ),
     "openbank.identity.v1.ConsentService.GetConsent": (
         TOKEN_AUTH,
         ("consents:read",),
@@ -254,6 +261,9 @@ EXPECTED_RPCS: dict[str, set[str]] = {
         "PushAuthorizationRequest",
         "OpenAuthorizationRequest",
         "DecideAuthorizationRequest",
+        "StartDecoupledAuthorization",
+        "ListDecoupledAuthorizations",
+        "DecideDecoupledAuthorization",
     },
     "openbank.account.v1.CustomerAccountService": {"ListCustomerAccounts", "GetConsentReadActivity"},
     "openbank.account.v1.AccountService": {
@@ -346,6 +356,7 @@ PARTNER_LIMIT_EXCEEDED VELOCITY_RULE_TRIGGERED PAYMENT_NOT_CANCELLABLE BENEFICIA
 REFUND_AMOUNT_EXCEEDED EXECUTION_WINDOW_MISSED RATE_LIMIT_EXCEEDED
 RATE_LIMITER_UNAVAILABLE MESSAGE_TOO_LARGE TOO_MANY_STREAMS METADATA_INVALID
 REDIRECT_URI_NOT_REGISTERED REQUEST_URI_INVALID AUTHORIZATION_REQUEST_EXPIRED
+AUTHORIZATION_PENDING SLOW_DOWN ACCESS_DENIED EXPIRED_TOKEN
 """.split()
 
 GRPC_CODES = (

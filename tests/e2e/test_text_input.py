@@ -37,7 +37,14 @@ from meshlib.grpc_errors import decode_status, error_info
 from meshlib.policy import MethodPolicy, contract_policies
 from openbank.account.v1 import account_pb2
 from openbank.common.v1 import consent_permission_pb2, money_pb2
-from openbank.identity.v1 import authorization_pb2, consent_pb2, consent_pb2_grpc, token_pb2, token_pb2_grpc
+from openbank.identity.v1 import (
+    authorization_pb2,
+    consent_pb2,
+    consent_pb2_grpc,
+    decoupled_authorization_pb2,
+    token_pb2,
+    token_pb2_grpc,
+)
 from openbank.payment.v1 import payment_pb2, payment_pb2_grpc
 from openbank.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from tests.support.servers import free_port
@@ -282,6 +289,14 @@ VALID: dict[str, Callable[[Partner], Message]] = {
             code_challenge="E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
             code_challenge_method="S256",
             state="text-input",
+        )
+    ),
+    "/openbank.identity.v1.AuthorizationService/StartDecoupledAuthorization": lambda p: (
+        decoupled_authorization_pb2.StartDecoupledAuthorizationRequest(
+            request_id=uuid.uuid4().hex,
+            consent="consents/not-there",
+            login_hint="alice",
+            binding_message="Text input 1234",
         )
     ),
     "/openbank.identity.v1.ConsentService/CreateConsent": lambda p: _create_consent(),

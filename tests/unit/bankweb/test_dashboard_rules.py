@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from bankweb.dashboard import SIGNED_IN_FOR, ActionRefused, Dashboard, NotSignedIn, parse_amount, parse_count
+from bankweb.dashboard import (
+    APPROVE_WITHIN,
+    SIGNED_IN_FOR,
+    ActionRefused,
+    Dashboard,
+    NotSignedIn,
+    SignInAgain,
+    parse_amount,
+    parse_count,
+)
 from bankweb.flows import AuthorisationFlow, PageError
 from bankweb.ports import AccountChoice, ConsentCard, ConsentSummary, LimitChange, Limits, Session
 from bankweb.sessions import AttemptLimiter, MemorySessionStore
@@ -120,3 +129,15 @@ async def test_lowering_limits_sends_only_what_the_customer_typed() -> None:
     for fields in (("", "", ""), ("", "10.00", "")):  # nothing typed; no total limit to lower
         with pytest.raises(ActionRefused):
             await dashboard.lower_limits(alice, "c-alice", *fields)
+
+
+async def test_approving_needs_a_recent_sign_in() -> None:
+    clock = Clock()
+    dashboard, _ = _dashboard(clock)
+    session = _signed_in("customers/alice", NOW)
+    clock.now = NOW + APPROVE_WITHIN
+    assert dashboard.customer(session) == "customers/alice"  # the dashboard still works
+    with pytest.raises(SignInAgain):
+        await dashboard.approvals(session)
+    with pytest.raises(SignInAgain):
+        await dashboard.decide_approval(session, "a" * 32, True, ("accounts/a1",))
