@@ -10,9 +10,16 @@ whole partner journey and the contract's promises through the gateway only:
 - every internal rpc of the contract stays hidden (UNIMPLEMENTED at the gateway);
 - answers carry ``ratelimit-*`` metadata.
 
-The customer's strong authentication is done the way the bank's app does it
-(ConsentService.AuthoriseConsent with the bank app's client), so the run needs the bank app's
-endpoint and credentials too; ``--demo-data-dir`` takes them all from a local mesh.
+The customer's part is played one of two ways:
+
+- with only public endpoints (``--bank-web``): the test customer signs in and decides on the
+  bank's own web pages, driven with plain HTTP form posts (the redirect flow from a pushed
+  authorisation request back to the partner's registered ``--redirect-uri``, the decoupled
+  flow's approvals page). No internal endpoint, no bank credentials: what a partner has;
+- with the bank app's internal endpoint and credentials (``--bank-app-*``): the way the bank's
+  app authorises (ConsentService.AuthoriseConsent).
+
+``--demo-data-dir`` takes every credential not given from a local mesh.
 It prints a PASS/FAIL table and exits 1 when any check fails.
 """
 
@@ -65,7 +72,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--customer-username", help="a test customer's username")
     parser.add_argument("--customer-password", help="the test customer's password")
     parser.add_argument("--customer-totp-secret", help="the test customer's TOTP seed (base32)")
-    parser.add_argument("--customer-account", help="the test customer's funded account, accounts/{id}")
+    parser.add_argument(
+        "--customer-account",
+        help="the test customer's funded account, accounts/{id} (with --bank-web: the first one offered)",
+    )
+    parser.add_argument(
+        "--bank-web", help="the bank's web app, e.g. https://bank.example (public mode: no internal endpoint)"
+    )
+    parser.add_argument("--redirect-uri", help="with --bank-web: one of the partner's registered redirect URIs")
+    parser.add_argument(
+        "--bank-web-ca", type=Path, help="CA certificate (PEM) for the bank's web app; the system's if unset"
+    )
     parser.add_argument(
         "--bank-app-endpoint",
         help=f"where the bank app reaches identity, HOST:PORT (default 127.0.0.1:{DEFAULT_PORTS['identity']})",
@@ -86,49 +103,64 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per rpc (default 10)")
 
 
-REQUIRED_SETTINGS = (
+COMMON_SETTINGS = (
     "gateway",
     "client_id",
     "client_secret",
     "customer_username",
     "customer_password",
     "customer_totp_secret",
+)
+# Public mode (--bank-web): the bank's pages and a registered redirect URI, nothing internal.
+PUBLIC_SETTINGS = (*COMMON_SETTINGS, "bank_web", "redirect_uri")
+INTERNAL_SETTINGS = (
+    *COMMON_SETTINGS,
     "customer_account",
     "bank_app_endpoint",
     "bank_app_client_id",
     "bank_app_client_secret",
 )
+REQUIRED_SETTINGS = INTERNAL_SETTINGS  # without --bank-web
+OPTIONAL_SETTINGS = ("customer_account", "bank_web_ca")
+
+
+def _demo_values(args: argparse.Namespace, public: bool) -> dict[str, Any]:
+    demo_path = args.demo_data_dir / "demo-credentials.json"
+    internal_path = args.demo_data_dir / "internal-clients.json"
+    if not demo_path.exists() or (not public and not internal_path.exists()):
+        raise SystemExit(f"{args.demo_data_dir}: no demo data (start the mesh with `openbank-mesh up` first)")
+    demo = json.loads(demo_path.read_text())
+    partner = demo["partners"][args.partner]
+    customer = demo["customers"][args.customer]
+    values = {
+        "client_id": partner["client_id"],
+        "client_secret": partner["client_secret"],
+        "customer_username": customer["username"],
+        "customer_password": customer["password"],
+        "customer_totp_secret": customer["totp_secret"],
+        "customer_account": customer["account"],
+    }
+    if partner.get("redirect_uris"):
+        values["redirect_uri"] = partner["redirect_uris"][0]
+    if not public:
+        values["bank_app_client_secret"] = json.loads(internal_path.read_text())["bank-app"]
+    return values
 
 
 def config_from_args(args: argparse.Namespace) -> ConformanceConfig:
     """Merge explicit options with the demo data directory's credentials; explicit wins."""
-    values: dict[str, Any] = {
-        "gateway": f"127.0.0.1:{DEFAULT_PORTS['gateway']}",
-        "bank_app_endpoint": f"127.0.0.1:{DEFAULT_PORTS['identity']}",
-        "bank_app_client_id": "bank-app",
-    }
+    public = bool(getattr(args, "bank_web", None))
+    required = PUBLIC_SETTINGS if public else INTERNAL_SETTINGS
+    values: dict[str, Any] = {"gateway": f"127.0.0.1:{DEFAULT_PORTS['gateway']}"}
+    if not public:
+        values.update(bank_app_endpoint=f"127.0.0.1:{DEFAULT_PORTS['identity']}", bank_app_client_id="bank-app")
     if args.demo_data_dir is not None:
-        demo_path = args.demo_data_dir / "demo-credentials.json"
-        internal_path = args.demo_data_dir / "internal-clients.json"
-        if not demo_path.exists() or not internal_path.exists():
-            raise SystemExit(f"{args.demo_data_dir}: no demo data (start the mesh with `openbank-mesh up` first)")
-        demo = json.loads(demo_path.read_text())
-        partner = demo["partners"][args.partner]
-        customer = demo["customers"][args.customer]
-        values.update(
-            client_id=partner["client_id"],
-            client_secret=partner["client_secret"],
-            customer_username=customer["username"],
-            customer_password=customer["password"],
-            customer_totp_secret=customer["totp_secret"],
-            customer_account=customer["account"],
-            bank_app_client_secret=json.loads(internal_path.read_text())["bank-app"],
-        )
-    for name in REQUIRED_SETTINGS:
+        values.update(_demo_values(args, public))
+    for name in (*required, *OPTIONAL_SETTINGS):
         given = getattr(args, name, None)
         if given:
             values[name] = given
-    missing = [f"--{name.replace('_', '-')}" for name in REQUIRED_SETTINGS if name not in values]
+    missing = [f"--{name.replace('_', '-')}" for name in required if name not in values]
     if missing:
         raise SystemExit("conformance: missing " + ", ".join(missing) + " (or give --demo-data-dir)")
     return ConformanceConfig(**values, tls_ca=args.tls_ca, customer_ip=args.customer_ip, timeout=args.timeout)
@@ -137,7 +169,11 @@ def config_from_args(args: argparse.Namespace) -> ConformanceConfig:
 async def run(args: argparse.Namespace) -> int:
     """Run every check against the deployment; print the table; 0 when all passed, else 1."""
     config = config_from_args(args)
-    print(f"conformance of {config.gateway} (partner {config.client_id}, customer {config.customer_username})\n")
+    customer_side = f"bank pages {config.bank_web}" if config.bank_web else f"bank app {config.bank_app_endpoint}"
+    print(
+        f"conformance of {config.gateway} (partner {config.client_id}, customer {config.customer_username}, "
+        f"{customer_side})\n"
+    )
     conformance = ConformanceRun(config)
     try:
         results = await conformance.run()

@@ -1,5 +1,6 @@
 """The conformance checks behind ``openbank-mesh conformance`` (see ``meshcli.conformance``):
-the partner journey and the contract's promises, driven through the gateway only."""
+the partner journey and the contract's promises, driven through the gateway only (and the
+bank's public web pages, for the customer's part, when ``bank_web`` is given)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import grpc
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from openbank.account.v1 import account_admin_pb2, account_pb2, account_pb2_grpc, ledger_pb2
+from openbank.account.v1 import account_admin_pb2, account_pb2, account_pb2_grpc, customer_account_pb2, ledger_pb2
 from openbank.common.v1 import options_pb2
 from openbank.identity.v1 import (
+    authorization_pb2,
     consent_pb2,
     consent_pb2_grpc,
     customer_pb2,
@@ -34,19 +36,23 @@ try:  # the SDK is its own package in sdk/; a source checkout may not have it in
 except ImportError:  # pragma: no cover - depends on the install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sdk"))
     import openbank_sdk as ob
+from openbank_sdk.bank_pages import SandboxBankPages
 from openbank_sdk.sandbox import SandboxBankApp
 
 from meshcli.conformance_payments import PaymentChecks
+from meshcli.conformance_redirect import RedirectChecks
 from meshcli.conformance_support import CheckFailed, _describe, _expect, expect_error
 
 CONTRACT_MODULES = (
     token_pb2,
     consent_pb2,
+    authorization_pb2,
     partner_pb2,
     customer_pb2,
     signing_key_pb2,
     account_pb2,
     account_admin_pb2,
+    customer_account_pb2,
     ledger_pb2,
     payment_pb2,
     payment_admin_pb2,
@@ -79,10 +85,16 @@ class ConformanceConfig:
     customer_username: str
     customer_password: str = field(repr=False)
     customer_totp_secret: str = field(repr=False)
-    customer_account: str
-    bank_app_endpoint: str
-    bank_app_client_id: str
-    bank_app_client_secret: str = field(repr=False)
+    # The test customer's funded account; with bank_web, the first one the bank's page offers.
+    customer_account: str = ""
+    # Public mode: the bank's web app and one of the partner's registered redirect URIs.
+    bank_web: str = ""
+    redirect_uri: str = ""
+    bank_web_ca: Path | None = None
+    # Internal mode (no bank_web): the bank app's endpoint and credentials.
+    bank_app_endpoint: str = ""
+    bank_app_client_id: str = ""
+    bank_app_client_secret: str = field(default="", repr=False)
     tls_ca: Path | None = None
     customer_ip: str = DEFAULT_CUSTOMER_IP
     timeout: float = 10.0
@@ -116,14 +128,17 @@ class CallRecorder(grpc.aio.UnaryUnaryClientInterceptor):
         return call
 
 
-class ConformanceRun(PaymentChecks):
+class ConformanceRun(PaymentChecks, RedirectChecks):
     """The checks, in journey order; later checks use what earlier ones created."""
 
     def __init__(self, config: ConformanceConfig) -> None:
         self.config = config
         self.recorder = CallRecorder()
         self.channel = self._channel(config.gateway, [self.recorder])
-        self.bank_channel = self._channel(config.bank_app_endpoint, [])
+        # Public mode plays the customer on the bank's pages; internal mode calls the bank app.
+        self.pages = SandboxBankPages(config.bank_web, ca_file=config.bank_web_ca) if config.bank_web else None
+        self.bank_channel = None if config.bank_web else self._channel(config.bank_app_endpoint, [])
+        self.used_authorization_url = ""
         retry = ob.RetryPolicy(max_attempts=2, initial_backoff=0.2, max_backoff=0.5)
         self.client = ob.OpenBankClient(
             self.channel,
@@ -134,8 +149,12 @@ class ConformanceRun(PaymentChecks):
             customer_ip_address=config.customer_ip,
         )
         self.invoker = self.client.invoker
-        self.bank_app = SandboxBankApp(
-            self.bank_channel, config.bank_app_client_id, config.bank_app_client_secret, timeout=config.timeout
+        self.bank_app = (
+            SandboxBankApp(
+                self.bank_channel, config.bank_app_client_id, config.bank_app_client_secret, timeout=config.timeout
+            )
+            if self.bank_channel is not None
+            else None
         )
         self.results: list[CheckResult] = []
         self.pending: ob.PendingConsent | None = None
@@ -153,7 +172,8 @@ class ConformanceRun(PaymentChecks):
     async def close(self) -> None:
         """Close both channels."""
         await self.channel.close()
-        await self.bank_channel.close()
+        if self.bank_channel is not None:
+            await self.bank_channel.close()
 
     # ---- plumbing ---------------------------------------------------------------------
 
@@ -194,6 +214,7 @@ class ConformanceRun(PaymentChecks):
             ("idempotency: other payload is REQUEST_ID_REUSED", self.idempotency_reused),
             ("consent: GetConsent", self.consent_get),
             ("consent: SCA authorisation + code exchange (PKCE)", self.consent_authorise),
+            ("redirect: unregistered redirect_uri is REDIRECT_URI_NOT_REGISTERED", self.redirect_unregistered_uri),
             ("token: refresh rotates the refresh token", self.token_refresh),
             ("accounts: list, get, balance, confirm funds", self.accounts_reads),
             ("payments: wallet top-up created and final", self.payment_create),
@@ -213,9 +234,16 @@ class ConformanceRun(PaymentChecks):
             ("settlement: windows, report, position", self.settlement_reads),
             ("consent: RevokeConsent", self.consent_revoke),
             ("token: RevokeToken", self.token_revoke),
+            ("decoupled: start, AUTHORIZATION_PENDING, approval, token", self.decoupled_flow),
             ("internal rpcs hidden (UNIMPLEMENTED at the gateway)", self.internal_hidden),
             ("reflection describes no internal service or rpc", self.reflection_public_only),
         ]
+        if self.pages is not None:  # what only the bank's pages show
+            at = next(i for i, (name, _) in enumerate(steps) if name.startswith("redirect: unregistered")) + 1
+            steps[at:at] = [
+                ("redirect: a used authorisation link leads nowhere", self.redirect_link_used_once),
+                ("redirect: refusal returns access_denied with state", self.redirect_refusal),
+            ]
         for name, body in steps:
             await self.check(name, body)
         for method, public in sorted(contract_methods().items()):
@@ -299,22 +327,17 @@ class ConformanceRun(PaymentChecks):
     async def consent_authorise(self) -> str:
         _expect(self.pending is not None, "no consent was created")
         assert self.pending is not None
-        answer = await self.bank_app.authorise(
-            self.pending.name,
-            username=self.config.customer_username,
-            password=self.config.customer_password,
-            totp_secret=self.config.customer_totp_secret,
-            accounts=[self.config.customer_account],
-        )
-        _expect(bool(answer.authorization_code), "no authorization code")
-        self.session = await self.client.exchange_code(answer.authorization_code, self.pending.pkce.verifier)
+        code = await self.authorise_consent(self.pending)
+        _expect(bool(code), "no authorization code")
+        self.session = await self.client.exchange_code(code, self.pending.pkce.verifier)
         tokens = self.session.tokens.current
         assert tokens is not None
         _expect(tokens.consent == self.pending.name, f"token bound to {tokens.consent!r}")
         _expect(bool(tokens.refresh_token), "no refresh token")
         consent = await self.client.get_consent(self.pending.name)
         _expect(consent.state == consent_pb2.CONSENT_STATE_AUTHORISED, f"consent state {consent.state}")
-        return f"token bound to {tokens.consent}"
+        how = "the bank's pages (PAR, sign-in, consent, redirect)" if self.pages else "the bank app's rpc"
+        return f"token bound to {tokens.consent}, via {how}"
 
     async def token_refresh(self) -> str:
         session = self._consent_session()

@@ -144,6 +144,8 @@ def mesh_environment(
     env["OBM_DATA_DIR"] = str(data_dir)
     # The local mesh runs on development secrets (identity refuses them anywhere else).
     env["OBM_ALLOW_DEV_SECRETS"] = "true"
+    # A sandbox: the demo's test customers have published TOTP secrets (meshcli/seed.py).
+    env["OBM_SANDBOX_CUSTOMER_SECRETS"] = "true"
     env["OBM_HOST"] = host
     for name in ("identity", "account", "payment", "settlement"):
         env[f"OBM_{name.upper()}_TARGET"] = f"127.0.0.1:{ports[name]}"

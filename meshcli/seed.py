@@ -1,6 +1,12 @@
 """Demo data for the local mesh, seeded on first start: the bank, two customers with funded
-accounts, two partner wallets with client credentials, settlement participants and open
-windows. The credentials a demo needs are written once to ``<data>/demo-credentials.json``.
+accounts, two partner wallets with client credentials and redirect URIs, settlement
+participants and open windows. The credentials a demo needs are written once to
+``<data>/demo-credentials.json``.
+
+The customers are the sandbox's published test customers: their usernames, password and
+TOTP secrets are fixed here and listed in the partner guide ("Testing alone"), so a partner's
+automated tests can sign them in on the bank's pages (the mesh runs identity with
+OBM_SANDBOX_CUSTOMER_SECRETS; nowhere else is a chosen secret accepted).
 
 Every call carries a fixed request id, so a re-run after a crash half-way is safe: the
 services answer the first result again.
@@ -30,7 +36,17 @@ PARTNER_SCOPES = [
     "settlement:read",
 ]
 DEMO_PARTNERS = (("acme", "Acme Wallet", "gold"), ("zeta", "Zeta Pay", "silver"))
-DEMO_CUSTOMERS = (("alice", "Alice Example", 250_000), ("bob", "Bob Example", 120_000))
+# Each demo partner's redirect URIs (exact match): a loopback callback for a wallet under test
+# on the developer's machine, and an https one for scripts that only read the redirect.
+DEMO_REDIRECT_URIS = {
+    "acme": ("http://127.0.0.1:8765/callback", "https://acme.example/callback"),
+    "zeta": ("http://127.0.0.1:8766/callback", "https://zeta.example/callback"),
+}
+# The sandbox's test customers: username, display name, funds, TOTP secret (base32, published).
+DEMO_CUSTOMERS = (
+    ("alice", "Alice Example", 250_000, "ALICESANDBOXTOTPSECRETAAAAAAAAAA"),
+    ("bob", "Bob Example", 120_000, "BOBSANDBOXTOTPSECRETBBBBBBBBBBBB"),
+)
 BANK_SETTLEMENT_LINE = 50_000_000  # minor units, as the bank's net debit cap
 DEMO_PASSWORD = "demo-password-1"  # the local demo only; printed in the banner on purpose
 
@@ -106,6 +122,7 @@ async def seed_demo_data(operator: Operator, say: Any = print) -> dict[str, Any]
                 per_payment_limit=_money(100_000),
                 daily_limit=_money(1_000_000),
                 token_endpoint_auth_method=partner_pb2.TOKEN_ENDPOINT_AUTH_METHOD_CLIENT_SECRET_POST,
+                redirect_uris=list(DEMO_REDIRECT_URIS[key]),
             ),
             metadata=admin,
         )
@@ -133,8 +150,9 @@ async def seed_demo_data(operator: Operator, say: Any = print) -> dict[str, Any]
             "client_secret": registered.client_secret,
             "settlement_account": wallet_account,
             "participant": participant.participant.name,
+            "redirect_uris": list(DEMO_REDIRECT_URIS[key]),
         }
-    for username, display, funds in DEMO_CUSTOMERS:
+    for username, display, funds, totp_secret in DEMO_CUSTOMERS:
         say(f"  seeding demo data: customer {username}")
         created = await customers.CreateCustomer(
             customer_pb2.CreateCustomerRequest(
@@ -142,6 +160,7 @@ async def seed_demo_data(operator: Operator, say: Any = print) -> dict[str, Any]
                 username=username,
                 password=DEMO_PASSWORD,
                 display_name=display,
+                totp_secret=totp_secret,
             ),
             metadata=admin,
         )

@@ -100,6 +100,7 @@ FIELD_RULES: dict[str, TextRule] = {
     "tls_client_certificate_sha256": _token(64),
     "username": _token(64),
     "one_time_code": _token(16),
+    "totp_secret": _token(128),
     "page_token": _token(1024),
     "after_cursor": _token(64),
     # OAuth: client authentication, grants and tokens (RFC 6749, 7009, 7521, 7636).

@@ -128,7 +128,7 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
     )
     sca = StrongCustomerAuthentication(hasher, box, clock)
     partners = PartnerService(uow, client_secrets, frozenset(settings.rate_limit_tiers), events, clock)
-    customers = CustomerService(uow, hasher, box, sca, clock)
+    customers = CustomerService(uow, hasher, box, sca, clock, sandbox=settings.sandbox_customer_secrets)
     consents = ConsentService(uow, sca, events, clock, accounts=ledger_accounts)
     authorizations = AuthorizationService(uow, events, clock, settings.token_issuer, accounts=ledger_accounts)
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from meshlib.errors import AlreadyExists, MeshError, NotFound
+from meshlib.errors import AlreadyExists, InvalidArgument, MeshError, NotFound
 from meshlib.storage import Codec, CommitAndRaise, IdempotencyKey, Transactions
 from services.identity.common import Clock, Saved, UnitOfWorkFactory
 from services.identity.domain import customers as rules
@@ -90,22 +90,32 @@ class CustomerService:
         box: SecretBox,
         sca: StrongCustomerAuthentication,
         clock: Clock,
+        *,
+        sandbox: bool = False,
     ) -> None:
         self._uow = uow
         self._tx = Transactions(uow, clock=clock)
         self._hasher = hasher
         self._box = box
         self._sca = sca
+        self._sandbox = sandbox
         self._clock = clock
 
     async def create(
-        self, key: IdempotencyKey, codec: Codec[NewCustomer | Saved], username: str, password: str, display_name: str
+        self,
+        key: IdempotencyKey,
+        codec: Codec[NewCustomer | Saved],
+        username: str,
+        password: str,
+        display_name: str,
+        totp_secret: str = "",
     ) -> NewCustomer | Saved:
-        """A new ACTIVE customer with an Argon2id password hash and an encrypted TOTP seed."""
+        """A new ACTIVE customer with an Argon2id password hash and an encrypted TOTP seed (a
+        chosen one only in a sandbox: test customers published with their secret)."""
         rules.check_new_customer(username, password, display_name)
+        seed = self._chosen_seed(totp_secret) if totp_secret else totp.new_totp_secret()
         now = self._clock()
         password_hash = await asyncio.to_thread(self._hasher.hash, password)
-        seed = totp.new_totp_secret()
         customer_id = rules.new_customer_id()
         customer = Customer(
             customer_id=customer_id,
@@ -130,6 +140,17 @@ class CustomerService:
             return NewCustomer(customer, seed)
 
         return await self._tx.run(add, key=key, codec=codec)
+
+    def _chosen_seed(self, totp_secret: str) -> bytes:
+        if not self._sandbox:
+            raise InvalidArgument.field("totp_secret", "only a sandbox deployment accepts a chosen TOTP secret")
+        try:
+            seed = totp.from_base32(totp_secret)
+        except ValueError:
+            seed = b""
+        if not 16 <= len(seed) <= 64:
+            raise InvalidArgument.field("totp_secret", "must be base32 of 16 to 64 bytes")
+        return seed
 
     async def get(self, customer_id: str) -> Customer:
         """A customer; NOT_FOUND if unknown."""

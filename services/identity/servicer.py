@@ -225,7 +225,9 @@ class CustomerServicer(customer_pb2_grpc.CustomerServiceServicer):
         """Create; the TOTP secret is in this answer only."""
         key = _key("CreateCustomer", request)
         saved = _saved_as(customer_pb2.CreateCustomerResponse, lambda r: _created(r, with_secret=False))
-        result = await self._customers.create(key, saved, request.username, request.password, request.display_name)
+        result = await self._customers.create(
+            key, saved, request.username, request.password, request.display_name, request.totp_secret
+        )
         return _answer(result, customer_pb2.CreateCustomerResponse, lambda r: _created(r, with_secret=True))
 
     async def GetCustomer(

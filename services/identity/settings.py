@@ -31,6 +31,9 @@ class IdentitySettings(ServiceSettings):
     signing_key_passphrase_file: Path | None = None
     # Only the local mesh (``make up``, meshcli) and the dev overlay set this.
     allow_dev_secrets: bool = False
+    # A sandbox (the local mesh; a partners' test deployment): CreateCustomer may set a test
+    # customer's TOTP secret, so test customers can be published. Never in production.
+    sandbox_customer_secrets: bool = False
     # A rotated-in key is published this long before it signs: more than any verifier's
     # OBM_JWKS_MAX_AGE_SECONDS plus identity's own one-second JWKS cache.
     signing_key_publish_lead_seconds: float = Field(default=60.0, ge=0, le=3600)

@@ -1,11 +1,14 @@
 """The conformance suite against the local mesh the way `make up` runs it: a healthy
-deployment passes every check (exit code 0); a broken one (the "gateway" is really the
-account service, so internal rpcs are reachable and public ones missing) fails (exit 1)."""
+deployment passes every check (exit code 0), with the bank app's internal endpoint or with
+only the public endpoints (the gateway and the bank's web pages, a partner's credentials and a
+published test customer); a broken one (the "gateway" is really the account service, so
+internal rpcs are reachable and public ones missing) fails (exit 1)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +19,7 @@ import pytest_asyncio
 from meshcli import conformance, conformance_checks
 from meshcli.mesh import LocalMesh
 from meshcli.operator import Operator
-from meshcli.seed import seed_demo_data
+from meshcli.seed import DEMO_CUSTOMERS, DEMO_PASSWORD, DEMO_REDIRECT_URIS, seed_demo_data
 from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -27,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def mesh(tmp_path_factory) -> AsyncIterator[LocalMesh]:  # type: ignore[no-untyped-def]
     data_dir = tmp_path_factory.mktemp("conformance") / "data"
-    ports = {name: free_port() for name in ("identity", "account", "settlement", "payment", "gateway")}
+    ports = {name: free_port() for name in ("identity", "account", "settlement", "payment", "gateway", "bankweb")}
     running = LocalMesh(data_dir, ports=ports, quiet=True)
     await running.start()
     operator = Operator(data_dir, ports=ports)
@@ -66,6 +69,41 @@ async def test_a_healthy_deployment_passes_every_check(mesh: LocalMesh) -> None:
     assert code == 0, output
     assert "\nFAIL " not in output and " 0 failed" in output
     for check in ("internal rpcs hidden", "TOKEN_INVALID", "PAGE_TOKEN_INVALID", "REQUEST_ID_REUSED", "WatchPayments"):
+        assert check in output, check
+
+
+async def test_with_only_public_endpoints_a_partner_passes_every_check_alone(mesh: LocalMesh) -> None:
+    demo = json.loads((mesh.data_dir / "demo-credentials.json").read_text())
+    acme = demo["partners"]["acme"]
+    username, _, _, totp_secret = DEMO_CUSTOMERS[1]  # bob, as the partner guide publishes him
+    code, output = await _conformance(
+        "--gateway",
+        f"127.0.0.1:{mesh.ports['gateway']}",
+        "--bank-web",
+        f"http://127.0.0.1:{mesh.ports['bankweb']}",
+        "--client-id",
+        acme["client_id"],
+        "--client-secret",
+        acme["client_secret"],
+        "--redirect-uri",
+        DEMO_REDIRECT_URIS["acme"][0],
+        "--customer-username",
+        username,
+        "--customer-password",
+        DEMO_PASSWORD,
+        "--customer-totp-secret",
+        totp_secret,
+    )
+    assert code == 0, output
+    assert "\nFAIL " not in output and " 0 failed" in output
+    for check in (
+        "via the bank's pages",
+        "a used authorisation link leads nowhere",
+        "refusal returns access_denied",
+        "approved on the approvals page",
+        "rpc answers: AuthorizationService/StartDecoupledAuthorization",
+        "rpc answers: AuthorizationService/PushAuthorizationRequest",
+    ):
         assert check in output, check
 
 
@@ -124,3 +162,5 @@ async def test_the_rpc_lists_come_from_the_contract() -> None:
     assert methods["/openbank.account.v1.LedgerService/CreateTransfer"] is False
     assert methods["/openbank.identity.v1.PartnerService/RegisterPartner"] is False
     assert methods["/openbank.identity.v1.ConsentService/AuthoriseConsent"] is False
+    assert methods["/openbank.identity.v1.AuthorizationService/StartDecoupledAuthorization"] is True
+    assert methods["/openbank.identity.v1.AuthorizationService/DecideDecoupledAuthorization"] is False
