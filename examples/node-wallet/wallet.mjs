@@ -8,6 +8,9 @@
 //   bank's app, at identity, with the customer's password + TOTP) -> exchange_code
 //   (authorization_code + code_verifier) -> list_accounts -> get_balance -> confirm_funds ->
 //   create_payment (WALLET_TOP_UP to the partner's own wallet) -> get_payment (until final).
+// With --bank-web (the redirect flow, public endpoints only) authorise_consent becomes
+//   push_authorization_request (PAR through the gateway) -> authorise_at_bank (a scripted
+//   customer on the bank's pages, bank-pages.mjs; state and iss checked on the way back).
 // Exits 0 when every step succeeded, 1 on the first failure, 2 on bad usage.
 //
 // Usage: node wallet.mjs --help
@@ -21,6 +24,8 @@ import { parseArgs } from "node:util";
 import grpc from "@grpc/grpc-js";
 import protoLoader from "@grpc/proto-loader";
 import protobuf from "protobufjs";
+
+import { authoriseOnBankPages } from "./bank-pages.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO_ROOT = path.resolve(HERE, "..", "..");
@@ -39,11 +44,13 @@ const OPTIONS = {
   identity: { env: "OBM_IDENTITY", default: "127.0.0.1:50051", help: "identity address (the bank app's side)" },
   "client-id": { env: "OBM_CLIENT_ID", help: "the partner's OAuth client id" },
   "client-secret": { env: "OBM_CLIENT_SECRET", help: "the partner's client secret" },
-  "bank-app-secret": { env: "OBM_BANK_APP_SECRET", help: "secret of the `bank-app` internal client" },
+  "bank-app-secret": { env: "OBM_BANK_APP_SECRET", help: "secret of the `bank-app` internal client (without --bank-web)" },
+  "bank-web": { env: "OBM_BANK_WEB", help: "the bank's web app: do the redirect flow there (public endpoints only)" },
+  "redirect-uri": { env: "OBM_REDIRECT_URI", help: "with --bank-web: one of the partner's registered redirect URIs" },
   username: { env: "OBM_CUSTOMER_USERNAME", help: "the customer's username" },
   password: { env: "OBM_CUSTOMER_PASSWORD", help: "the customer's password" },
   "totp-secret": { env: "OBM_CUSTOMER_TOTP_SECRET", help: "the customer's base32 TOTP secret" },
-  account: { env: "OBM_ACCOUNT", help: "the customer's account to consent to, accounts/{id}" },
+  account: { env: "OBM_ACCOUNT", help: "the customer's account to consent to (with --bank-web: default the first)" },
   amount: { env: "OBM_AMOUNT_MINOR_UNITS", default: "1500", help: "amount in minor units (confirm funds, top-up)" },
   currency: { env: "OBM_CURRENCY", default: "EUR", help: "ISO 4217 currency of the amount" },
   "proto-dir": { env: "OBM_PROTO_DIR", default: path.join(REPO_ROOT, "protos"), help: "root of protos/openbank" },
@@ -79,9 +86,14 @@ function readSettings(argv) {
   }
   const settings = {};
   const missing = [];
+  const redirectFlow = Boolean(parsed["bank-web"] ?? process.env.OBM_BANK_WEB);
+  // The redirect flow needs no bank-app secret (nor a known account); the bank app's way no bank web.
+  const optional = redirectFlow
+    ? ["googleapis-dir", "bank-app-secret", "account"]
+    : ["googleapis-dir", "bank-web", "redirect-uri"];
   for (const [name, option] of Object.entries(OPTIONS)) {
     const value = parsed[name] ?? process.env[option.env] ?? option.default;
-    if (value === undefined && name !== "googleapis-dir") missing.push(`--${name} (or ${option.env})`);
+    if (value === undefined && !optional.includes(name)) missing.push(`--${name} (or ${option.env})`);
     settings[name.replace(/-([a-z])/g, (_, c) => c.toUpperCase())] = value;
   }
   if (missing.length) {
@@ -255,6 +267,7 @@ async function runFlow(settings) {
   const gateway = {
     tokens: new openbank.identity.v1.TokenService(settings.gateway, insecure),
     consents: new openbank.identity.v1.ConsentService(settings.gateway, insecure),
+    authorizations: new openbank.identity.v1.AuthorizationService(settings.gateway, insecure),
     accounts: new openbank.account.v1.AccountService(settings.gateway, insecure),
     payments: new openbank.payment.v1.PaymentService(settings.gateway, insecure),
   };
@@ -320,48 +333,50 @@ async function runFlow(settings) {
       };
     });
 
-    const authorised = await step("authorise_consent", async () => {
-      const { response: appToken } = await unary(bankApp.tokens, "IssueToken", {
-        grant_type: "GRANT_TYPE_CLIENT_CREDENTIALS",
-        client_id: "bank-app",
-        client_secret: settings.bankAppSecret,
-        scopes: ["consents:authorise"],
-      });
-      // Identity accepts each TOTP step once, and one step either side of now: if this step's
-      // code was already used (another login this half-minute), the next step's code is valid.
-      const now = Math.floor(Date.now() / 1000 / TOTP_STEP_SECONDS);
-      let lastError;
-      for (const totpStep of [now, now + 1]) {
-        try {
-          const { response } = await unary(
-            bankApp.consents,
-            "AuthoriseConsent",
-            {
-              request_id: requestId("node-authorise"),
-              name: consent.name,
-              username: settings.username,
-              password: settings.password,
-              one_time_code: totp(settings.totpSecret, totpStep),
-              accounts: [settings.account],
-            },
-            bearer(appToken.access_token),
-          );
-          return {
-            state: response.consent.state,
-            accounts: response.consent.accounts,
-            customer: response.consent.customer,
-            authorization_code: response.authorization_code,
-          };
-        } catch (error) {
-          lastError = error;
-          const reason = error.metadata?.get?.("grpc-status-details-bin")?.length
-            ? describeError(error, decodeStatus).reason
-            : undefined;
-          if (reason !== "SCA_FAILED") throw error;
-        }
-      }
-      throw lastError;
-    }, withoutSecrets);
+    const authorised = settings.bankWeb
+      ? await redirectFlow(settings, gateway, step, partnerToken, consent, pkce)
+      : await step("authorise_consent", async () => {
+          const { response: appToken } = await unary(bankApp.tokens, "IssueToken", {
+            grant_type: "GRANT_TYPE_CLIENT_CREDENTIALS",
+            client_id: "bank-app",
+            client_secret: settings.bankAppSecret,
+            scopes: ["consents:authorise"],
+          });
+          // Identity accepts each TOTP step once, and one step either side of now: if this step's
+          // code was already used (another login this half-minute), the next step's code is valid.
+          const now = Math.floor(Date.now() / 1000 / TOTP_STEP_SECONDS);
+          let lastError;
+          for (const totpStep of [now, now + 1]) {
+            try {
+              const { response } = await unary(
+                bankApp.consents,
+                "AuthoriseConsent",
+                {
+                  request_id: requestId("node-authorise"),
+                  name: consent.name,
+                  username: settings.username,
+                  password: settings.password,
+                  one_time_code: totp(settings.totpSecret, totpStep),
+                  accounts: [settings.account],
+                },
+                bearer(appToken.access_token),
+              );
+              return {
+                state: response.consent.state,
+                accounts: response.consent.accounts,
+                customer: response.consent.customer,
+                authorization_code: response.authorization_code,
+              };
+            } catch (error) {
+              lastError = error;
+              const reason = error.metadata?.get?.("grpc-status-details-bin")?.length
+                ? describeError(error, decodeStatus).reason
+                : undefined;
+              if (reason !== "SCA_FAILED") throw error;
+            }
+          }
+          throw lastError;
+        }, withoutSecrets);
 
     const consentToken = await step("exchange_code", async () => {
       const { response } = await unary(gateway.tokens, "IssueToken", {
@@ -447,6 +462,56 @@ async function runFlow(settings) {
   } finally {
     clients.forEach((client) => client.close());
   }
+}
+
+/**
+ * The redirect flow (FAPI 2.0 shape): PAR through the gateway, then the customer (scripted, on
+ * the bank's pages) approves and the browser would come back with code, state and iss.
+ */
+async function redirectFlow(settings, gateway, step, partnerToken, consent, pkce) {
+  const state = crypto.randomBytes(16).toString("base64url");
+  const pushed = await step("push_authorization_request", async () => {
+    const { response } = await unary(
+      gateway.authorizations,
+      "PushAuthorizationRequest",
+      {
+        request_id: requestId("node-par"),
+        consent: consent.name,
+        redirect_uri: settings.redirectUri,
+        code_challenge: pkce.challenge,
+        code_challenge_method: "S256",
+        state,
+      },
+      bearer(partnerToken.access_token),
+    );
+    return { expires_in: response.expires_in, request_uri: response.request_uri };
+  }, ({ request_uri: _uri, ...shown }) => shown);
+  const authorizationUrl =
+    `${settings.bankWeb.replace(/\/$/, "")}/authorize?` +
+    new URLSearchParams({ client_id: settings.clientId, request_uri: pushed.request_uri });
+  let nextStep = Math.floor(Date.now() / 1000 / TOTP_STEP_SECONDS);
+  const codes = () => totp(settings.totpSecret, nextStep++); // each call a later step (accepted once each)
+  return step("authorise_at_bank", async () => {
+    const back = await authoriseOnBankPages({
+      bankWeb: settings.bankWeb,
+      authorizationUrl,
+      username: settings.username,
+      password: settings.password,
+      codes,
+      account: settings.account,
+    });
+    if (!back.location.startsWith(settings.redirectUri)) throw new Error("the bank sent the browser elsewhere");
+    if (back.query.state !== state) throw new Error("state is not the one pushed");
+    if (!back.query.iss) throw new Error("no iss (RFC 9207)");
+    if (!back.query.code) throw new Error(`no code: ${back.query.error ?? "?"}`);
+    settings.account ??= back.account;
+    return {
+      redirect_uri: settings.redirectUri,
+      iss: back.query.iss,
+      account: back.account,
+      authorization_code: back.query.code,
+    };
+  }, withoutSecrets);
 }
 
 /** A step result without its bearer tokens and codes: they never go to logs. */

@@ -72,7 +72,7 @@ async def mesh_and_demo(request, tmp_path_factory):  # type: ignore[no-untyped-d
     _node_or_skip()
     _install_wallet_dependencies()
     data_dir = tmp_path_factory.mktemp("node-mesh") / "data"
-    ports = {name: free_port() for name in ("gateway", "identity", "account", "payment", "settlement")}
+    ports = {name: free_port() for name in ("gateway", "identity", "account", "payment", "settlement", "bankweb")}
     batching = "true" if request.param == "batched" else "false"
     running = LocalMesh(data_dir, ports=ports, quiet=True, child_env={"payment": {"OBM_PAYMENT_BATCHING": batching}})
     await running.start()
@@ -169,3 +169,29 @@ async def test_the_node_client_decodes_the_error_reason_from_the_status_trailer(
     assert error["code_name"] == "UNAUTHENTICATED"
     assert error["reason"] == "INVALID_CLIENT" and error["domain"].endswith("openbank.dev")
     assert any(detail["@type"] == "google.rpc.ErrorInfo" for detail in error["details"])
+
+
+REDIRECT_STEPS = ["issue_token", "create_consent", "push_authorization_request", "authorise_at_bank", *CORE_STEPS[3:]]
+
+
+async def test_the_node_client_does_the_redirect_flow_with_a_scripted_customer(mesh_and_demo) -> None:  # type: ignore[no-untyped-def]
+    mesh, demo = mesh_and_demo
+    bob = demo["customers"]["bob"]
+    env = _wallet_environment(
+        mesh,
+        demo,
+        OBM_BANK_WEB=f"http://127.0.0.1:{mesh.ports['bankweb']}",
+        OBM_REDIRECT_URI=demo["partners"]["acme"]["redirect_uris"][0],
+        OBM_CUSTOMER_USERNAME=bob["username"],
+        OBM_CUSTOMER_TOTP_SECRET=bob["totp_secret"],
+    )
+    for internal in ("OBM_BANK_APP_SECRET", "OBM_ACCOUNT", "OBM_IDENTITY"):  # public endpoints only
+        env.pop(internal)
+    code, steps, order = _run_wallet(env)
+    assert order == REDIRECT_STEPS, steps
+    assert code == 0 and all(step["ok"] for step in steps.values()), steps
+    assert "request_uri" not in steps["push_authorization_request"]["result"]
+    back = steps["authorise_at_bank"]["result"]
+    assert back["account"] == bob["account"] and back["iss"] and "authorization_code" not in back
+    assert [a["name"] for a in steps["list_accounts"]["result"]["accounts"]] == [bob["account"]]
+    assert steps["get_payment"]["result"]["state"] == "PAYMENT_STATE_SETTLED"
