@@ -18,6 +18,8 @@ import uuid
 from collections import Counter
 from typing import Protocol
 
+from meshlib.redis_client import connect, is_cluster
+
 log = logging.getLogger("gateway.streams")
 
 # Takes a slot when fewer than the cap are live (lapsed ones are dropped first): 1, else 0.
@@ -100,9 +102,8 @@ class RedisStreamSlots:
     def __init__(
         self, url: str, *, prefix: str = "obm:streams:", lease_seconds: float = 30.0, timeout_seconds: float = 0.5
     ) -> None:
-        import redis.asyncio as redis
-
-        self._redis = redis.Redis.from_url(url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds)
+        self._cluster = is_cluster(url)
+        self._redis = connect(url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds)
         self._prefix = prefix
         self._lease_ms = max(1, int(lease_seconds * 1000))
         self._acquire = self._redis.register_script(_ACQUIRE)
@@ -149,6 +150,10 @@ class RedisStreamSlots:
         """Extend the leases of every stream open here."""
         held = [(owner, sorted(slots)) for owner, slots in self._held.items() if slots]
         if not held:
+            return
+        if self._cluster:  # owners' keys live on different nodes: one script call each
+            for owner, slots in held:
+                await self._renew(keys=[self._prefix + owner], args=[self._lease_ms, *slots])
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for owner, slots in held:

@@ -21,6 +21,7 @@ from gateway.ratelimit.config import FailurePolicy, Limit, RateLimitConfig
 from gateway.ratelimit.gcra import LUA_GCRA, Decision, gcra, units_outcome
 from meshlib.cache import BoundedMap
 from meshlib.errors import QuotaViolation, ResourceExhausted, Unavailable
+from meshlib.redis_client import connect, is_cluster
 
 log = logging.getLogger("gateway.ratelimit")
 
@@ -117,11 +118,14 @@ class RedisBackend:
         max_lease: int = 64,
         max_keys: int = 100_000,
     ) -> None:
-        import redis.asyncio as redis
-
-        self._redis = redis.Redis.from_url(
+        # A Redis Cluster (redis+cluster://): each pipeline is split by the node of each key's
+        # slot (every script call touches one key), sent to the nodes at once, and the slot
+        # map is read again after a MOVED or a lost node (a failover).
+        self._cluster = is_cluster(url)
+        self._redis = connect(
             url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds, max_connections=64
         )
+        self._refreshing: asyncio.Task[None] | None = None
         self._prefix = prefix
         self._clock = clock  # None: Redis' own clock, shared by every gateway replica
         self._local_clock = clock or monotonic_us
@@ -271,6 +275,59 @@ class RedisBackend:
         raise AssertionError("unreachable")
 
     async def _pipelined(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write per node and read each reply in order."""
+        if not self._cluster:
+            return await self._pipelined_to(self._redis.connection_pool, commands)
+        try:
+            replies = await self._pipelined_cluster(commands)
+            moved = [i for i, reply in enumerate(replies) if _is_redirect(reply)]
+            if moved:  # the slot map changed (a failover, a reshard): read it again, resend those
+                await self._redis.nodes_manager.initialize()
+                again = await self._pipelined_cluster([commands[i] for i in moved])
+                for index, reply in zip(moved, again, strict=True):
+                    replies[index] = reply
+            return replies
+        except Exception:
+            self._refresh_slots()
+            raise
+
+    def _refresh_slots(self) -> None:
+        """Read the slot map again in the background (a node was lost: its replica takes over)."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._redis.nodes_manager.initialize())
+            self._refreshing.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+    async def _pipelined_cluster(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Each command to the node of its key's slot, the nodes in parallel, replies in order."""
+        from redis.exceptions import ResponseError
+
+        if not self._redis.nodes_manager.slots_cache:
+            await self._redis.initialize()
+        groups: dict[Any, list[int]] = {}
+        for index, command in enumerate(commands):
+            groups.setdefault(self._redis.get_node_from_key(command[3]), []).append(index)
+        replies: list[Any] = [None] * len(commands)
+
+        async def send(node: Any, indexes: list[int]) -> None:
+            connection = node.acquire_connection()
+            try:
+                batch = [commands[i] for i in indexes]
+                await connection.send_packed_command(connection.pack_commands(batch), check_health=False)
+                for index in indexes:
+                    try:
+                        replies[index] = await connection.read_response()
+                    except ResponseError as error:
+                        replies[index] = error
+            except BaseException:
+                await connection.disconnect()
+                raise
+            finally:
+                node.release(connection)
+
+        await asyncio.gather(*(send(node, indexes) for node, indexes in groups.items()))
+        return replies
+
+    async def _pipelined_to(self, pool: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one write on a pooled connection and read each reply in order.
 
         What redis-py's ``Pipeline`` does, without its per-command bookkeeping and retry
@@ -279,7 +336,6 @@ class RedisBackend:
         """
         from redis.exceptions import ResponseError
 
-        pool = self._redis.connection_pool
         connection = await pool.get_connection()
         try:
             await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
@@ -314,6 +370,13 @@ class RedisBackend:
             except Exception as error:  # the units come back on their own as the bucket drips
                 log.warning("could not return leased rate-limit units", extra={"error": type(error).__name__})
         await self._redis.aclose()
+
+
+def _is_redirect(reply: Any) -> bool:
+    """A MOVED or ASK error: the key's slot is served elsewhere now."""
+    from redis.exceptions import ResponseError
+
+    return isinstance(reply, ResponseError) and str(reply).split(" ", 1)[0] in ("MOVED", "ASK")
 
 
 class RateLimiter:

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from meshlib.redis_client import connect, is_cluster
+
 log = logging.getLogger("meshlib.events")
 
 DEFAULT_CHANNEL = "openbank:invalidations"
@@ -76,12 +78,17 @@ class InProcessBus:
 
 
 class RedisBus:
-    """Redis pub/sub across processes; reconnects and asks listeners to resync after a gap."""
+    """Redis pub/sub across processes; reconnects and asks listeners to resync after a gap.
+
+    On a Redis Cluster (``redis+cluster://``) the bus uses sharded pub/sub (SPUBLISH /
+    SSUBSCRIBE): the channel lives on one shard, its master and replicas, instead of every
+    message being broadcast over the whole cluster bus; a failover of that shard breaks the
+    subscription, which reconnects to the new master and resyncs like any other gap.
+    """
 
     def __init__(self, url: str, channel: str = DEFAULT_CHANNEL) -> None:
-        import redis.asyncio as redis
-
-        self._redis = redis.Redis.from_url(url, socket_connect_timeout=1, health_check_interval=5)
+        self._cluster = is_cluster(url)
+        self._redis = connect(url, socket_connect_timeout=1, health_check_interval=5)
         self._channel = channel
         self._listeners: list[Listener] = []
         self._resync: list[ResyncListener] = []
@@ -97,7 +104,10 @@ class RedisBus:
     async def publish(self, event: Invalidation) -> None:
         """Publish to every process subscribed to the channel."""
         payload = json.dumps({"kind": event.kind, "key": event.key, "detail": event.detail})
-        await self._redis.publish(self._channel, payload)
+        if self._cluster:
+            await self._redis.spublish(self._channel, payload)
+        else:
+            await self._redis.publish(self._channel, payload)
 
     async def start(self) -> None:
         """Subscribe in the background; returns once the first subscription is live."""
@@ -106,6 +116,9 @@ class RedisBus:
             await asyncio.wait_for(self._ready.wait(), 5)
 
     async def _run(self) -> None:
+        if self._cluster:
+            await self._run_sharded()
+            return
         first = True
         while True:
             try:
@@ -123,6 +136,32 @@ class RedisBus:
             except Exception:
                 log.warning("invalidation bus lost Redis; reconnecting", exc_info=True)
                 await asyncio.sleep(0.5)
+
+    async def _run_sharded(self) -> None:
+        first = True
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.ssubscribe(self._channel)
+                self._ready.set()
+                if not first:
+                    for resync in self._resync:
+                        await resync()
+                first = False
+                while True:
+                    message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None and message.get("type") == "smessage":
+                        await self._deliver(message.get("data"))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("invalidation bus lost its Redis Cluster shard; reconnecting", exc_info=True)
+                with contextlib.suppress(Exception):
+                    await self._redis.nodes_manager.initialize()  # the slot map after a failover
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
 
     async def _deliver(self, data: object) -> None:
         try:
