@@ -55,7 +55,6 @@ from services.account.domain.ledger import (
     AccountType,
     Transfer,
     TransferRequest,
-    TransferState,
     TransferType,
     expire_transfer,
     new_account_number,
@@ -398,6 +397,12 @@ class LedgerService:
 
     async def expire_one(self, transfer_id: str) -> Transfer | None:
         """Release one hold if its timeout has elapsed; returns the transfer as it is now."""
+        transfer, _ = await self._expire(transfer_id)
+        return transfer
+
+    async def _expire(self, transfer_id: str) -> tuple[Transfer | None, bool]:
+        """The transfer as it is now, and whether this call released it (another replica's
+        sweep, or a post or void, may have got there first: the row lock decides)."""
 
         async def operation(uow: AccountUnitOfWork) -> tuple[Transfer | None, bool]:
             transfer = await uow.transfers.get(transfer_id, lock=True)
@@ -413,16 +418,16 @@ class LedgerService:
         transfer, expired = await self._transactions.run(operation)
         if expired:
             log.info("hold expired", extra={"transfer": transfer_id})
-        return transfer
+        return transfer, expired
 
     async def expire_due(self, limit: int = 200) -> int:
-        """Release every hold whose timeout has elapsed (up to ``limit``); returns how many."""
+        """Release every hold whose timeout has elapsed (up to ``limit``); returns how many this
+        call released (several replicas may sweep at once: each hold is released by one)."""
         due = await self._transactions.read(lambda uow: uow.transfers.due_for_expiry(self._now(), limit))
         released = 0
         for transfer_id in due:
-            transfer = await self.expire_one(transfer_id)
-            if transfer is not None and transfer.state is TransferState.EXPIRED:
-                released += 1
+            _, expired = await self._expire(transfer_id)
+            released += expired
         return released
 
     async def purge_old_records(self, *, consent_read_days: int = 2) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -108,3 +109,20 @@ async def test_purge_forgets_old_answers_but_never_transfers(ledger: Ledger) -> 
     ledger.clock.now += dt.timedelta(days=3)
     assert await ledger.service.purge_old_records() >= 2
     assert (await ledger.service.get_transfer("p1")).state is TransferState.VOIDED
+
+
+async def test_two_replicas_sweeping_at_once_release_each_hold_once(ledger: Ledger) -> None:
+    """Two account replicas run the expiry sweep on one database at the same moment: every
+    elapsed hold is released by exactly one of them and the money comes back once."""
+    for index in range(20):
+        await ledger.service.create_transfer(hold(ledger, f"r{index}", 10))
+    ledger.clock.now += dt.timedelta(seconds=11)
+    uow = partial(AccountUnitOfWork, ledger.database)
+    replicas = [LedgerService(uow, clock=ledger.clock) for _ in range(2)]
+    released = await asyncio.gather(*(replica.expire_due() for replica in replicas))
+    assert sum(released) == 20, released
+    states = {(await ledger.service.get_transfer(f"r{index}")).state for index in range(20)}
+    assert states == {TransferState.EXPIRED}
+    async with AccountUnitOfWork(ledger.database, read_only=True) as reader:
+        alice = await reader.accounts.get(ledger.alice)
+    assert alice is not None and (alice.debits_pending, alice.available) == (0, 1_000)
