@@ -43,7 +43,9 @@ from services.payment.commands import (
 )
 from services.payment.create_payment import AdmittedInWaves, CreatePayment, CreatePaymentHandler, Router
 from services.payment.domain.checks import load_rules
+from services.payment.domain.fees import load_fee_schedule
 from services.payment.domain.schedules import scaled_clock
+from services.payment.fee_charges import FeeCharges
 from services.payment.metrics import publish_payment_gauges
 from services.payment.ports import Clock, PartnerDirectory, PaymentJournal, PaymentRegister, utc_now
 from services.payment.queries import PaymentEvents, PaymentQueries
@@ -172,6 +174,7 @@ async def wire(
         partners=partners,
         register=register,
         saga=saga,
+        fees=FeeCharges(load_fee_schedule(settings.fee_schedule_file), settings.fee_income_accounts, positions),
     )
     if settings.payment_batching and settings.admission_waves:
         admission = WaveAdmission(max_waves=settings.admission_waves, release_after=settings.admission_release_seconds)

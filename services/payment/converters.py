@@ -58,6 +58,8 @@ def payment_message(payment: Payment) -> payment_pb2.Payment:
     if payment.standing_order_id:
         message.standing_order = resource_name("standingOrders", payment.standing_order_id)
         message.execution_number = payment.execution_number
+    if payment.has_fee:
+        message.fee.CopyFrom(money_pb2.Money(currency_code=payment.amount.currency, minor_units=payment.fee_minor))
     refunded = sum(link.amount_minor for link in payment.refunds if link.state is PaymentState.SETTLED)
     if refunded:
         message.refunded_amount.CopyFrom(money_pb2.Money(currency_code=payment.amount.currency, minor_units=refunded))

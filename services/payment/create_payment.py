@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from meshlib.storage import IdempotencyKey
 from services.payment.domain import checks, schedules
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.domain.saga import TRANSIENT_REASONS, History, opening, plan_for
+from services.payment.fee_charges import FeeCharges, FeeLeg
 from services.payment.ports import (
     CREATE_METHOD,
     STANDING_ORDER_METHOD,
@@ -102,8 +104,10 @@ class CreatePayment:
         partners: PartnerDirectory,
         register: PaymentRegister,
         saga: SagaRunner,
+        fees: FeeCharges | None = None,
         clock: Clock = utc_now,
     ) -> None:
+        self._fees = fees
         self._consents = consents
         self._ledger = ledger
         self._router = Router(participants)
@@ -134,6 +138,9 @@ class CreatePayment:
                 checks.check_consent_limits(consent, new.amount, 0)  # the per-payment limit cannot change
             route = await self._router.route(partner_id, new)
             limits = await self._partners.limits(partner_id)
+            fee: FeeLeg | None = None
+            if self._fees is not None:
+                fee = await self._fees.leg(partner_id, new.payment_type, new.amount)
         except MeshError as refused:
             existing = await self._register.replay(key)
             if existing is not None:
@@ -162,6 +169,7 @@ class CreatePayment:
             requested_execution_at=requested if scheduled else None,
             standing_order_id=new.standing_order_id,
             execution_number=new.execution_number,
+            **(dataclasses.asdict(fee) if fee is not None else {}),
         )
         actor = actor_of(current_caller(), "payment")
         if scheduled:

@@ -40,7 +40,9 @@ class Ledger(Protocol):
 
 
 class Positions(Protocol):
-    """Settlement: the payment's obligation between participants."""
+    """Settlement: the payment's obligation between participants, and its fee's (``{payment}-fee``,
+    the wallet owes the bank), reserved, committed and released together; a refused reservation
+    leaves neither reserved."""
 
     async def reserve(self, payment: Payment) -> None: ...
     async def commit(self, payment: Payment) -> None: ...

@@ -76,6 +76,11 @@ _PAYMENT_COLUMNS = (
     "requested_execution_time",
     "standing_order_id",
     "execution_number",
+    "fee_minor",
+    "fee_debit_account_id",
+    "fee_credit_account_id",
+    "fee_payer_participant_id",
+    "fee_payee_participant_id",
 )
 _INSERT_PAYMENTS = BulkInsert(payments, _PAYMENT_COLUMNS)
 _MOVE = (
@@ -234,6 +239,11 @@ def _payment_row(payment: Payment, lease_until: dt.datetime | None, hold_request
         payment.requested_execution_at,
         payment.standing_order_id,
         payment.execution_number,
+        payment.fee_minor,
+        payment.fee_debit_account_id,
+        payment.fee_credit_account_id,
+        payment.fee_payer_participant_id,
+        payment.fee_payee_participant_id,
     )
 
 
@@ -263,6 +273,11 @@ def _payment(row: Any) -> Payment:
         requested_execution_at=as_utc(row.requested_execution_time) if row.requested_execution_time else None,
         standing_order_id=row.standing_order_id,
         execution_number=int(row.execution_number),
+        fee_minor=int(row.fee_minor),
+        fee_debit_account_id=row.fee_debit_account_id,
+        fee_credit_account_id=row.fee_credit_account_id,
+        fee_payer_participant_id=row.fee_payer_participant_id,
+        fee_payee_participant_id=row.fee_payee_participant_id,
     )
 
 

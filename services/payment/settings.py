@@ -11,6 +11,7 @@ from services.payment.domain.saga import failpoint_names
 from services.payment.domain.schedules import SCHEDULER_FAILPOINTS
 
 DEFAULT_RULES_FILE = Path(__file__).parent / "velocity_rules.yaml"
+DEFAULT_FEE_SCHEDULE_FILE = Path(__file__).parent / "fee_schedule.yaml"
 
 
 class PaymentSettings(ServiceSettings):
@@ -40,6 +41,12 @@ class PaymentSettings(ServiceSettings):
     admission_release_seconds: float = Field(default=0.5, gt=0, le=30)
     # YAML file of velocity rules (configuration, not code).
     velocity_rules_file: Path = DEFAULT_RULES_FILE
+    # YAML file of the fee schedule (domain/fees.py); the shipped one charges nothing.
+    fee_schedule_file: Path = DEFAULT_FEE_SCHEDULE_FILE
+    # The bank's fee-income ledger account per currency (JSON, e.g. {"EUR": "<account id>"}):
+    # where fees are credited. Needed when the schedule charges anything; a payment in a
+    # currency without one is charged nothing.
+    fee_income_accounts: dict[str, str] = Field(default_factory=dict)
     # How long partner limits and settlement participants are cached.
     directory_cache_seconds: float = Field(default=30.0, ge=0)
     # WatchPayments: table poll period and open streams allowed per partner (per replica).

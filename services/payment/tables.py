@@ -40,6 +40,12 @@ payments = sa.Table(
     sa.Column("requested_execution_time", sa.DateTime(timezone=True), nullable=True),
     sa.Column("standing_order_id", sa.String(64), nullable=False, server_default=""),
     sa.Column("execution_number", sa.Integer, nullable=False, server_default="0"),
+    # Added by payment_0009: the payment's fee (fixed at creation) and where it goes.
+    sa.Column("fee_minor", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("fee_debit_account_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("fee_credit_account_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("fee_payer_participant_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("fee_payee_participant_id", sa.String(64), nullable=False, server_default=""),
 )
 
 # Standing orders (payment_0008): the scheduler claims a due one with a lease, runs its next

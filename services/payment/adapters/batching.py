@@ -91,7 +91,10 @@ def _item_outcomes(results: Any, count: int, result_field: str) -> list[Any]:
 
 
 class BatchingLedger(GrpcLedger):
-    """The ledger port with the debtor checks, holds and posts of the payments in flight as batch rpcs."""
+    """The ledger port with the debtor checks, holds and posts of the payments in flight as batch rpcs.
+
+    A payment with a fee takes the linked rpcs of :class:`GrpcLedger` (its two legs are one
+    chain, all or none), one call each; a fee-free payment's hold and post join the batches."""
 
     def __init__(self, channel: grpc.aio.Channel, call: PeerCaller, hold_timeout: int):
         super().__init__(channel, call, hold_timeout)

@@ -9,19 +9,21 @@ derived from the payment id, so any step can be sent again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 
 import grpc
 from google.protobuf import duration_pb2
 
 from meshlib.cache import RefreshingCache
 from meshlib.clients import PeerCaller
-from meshlib.errors import FailedPrecondition, InvalidArgument, NotFound
+from meshlib.errors import FailedPrecondition, InvalidArgument, MeshError, NotFound
 from openbank.account.v1 import account_pb2, ledger_pb2, ledger_pb2_grpc
 from openbank.common.v1 import money_pb2
 from openbank.settlement.v1 import position_pb2, position_pb2_grpc, settlement_admin_pb2, settlement_admin_pb2_grpc
 from services.payment.domain.checks import LedgerAccountInfo, PartnerLimits
 from services.payment.domain.payments import ParticipantInfo, Payment
+from services.payment.domain.saga import TRANSIENT_REASONS
 
 TRANSFER_STATES = {1: "PENDING", 2: "POSTED", 3: "VOIDED", 4: "EXPIRED"}
 
@@ -54,9 +56,8 @@ class GrpcLedger:
     async def _send_post(self, request: ledger_pb2.PostTransferRequest) -> ledger_pb2.Transfer:
         return (await self._call(self._stub.PostTransfer, request, "ledger.PostTransfer")).transfer
 
-    async def hold(self, payment: Payment) -> None:
-        """Create the pending transfer ``transfers/{payment}-hold``."""
-        request = ledger_pb2.CreateTransferRequest(
+    def _hold_request(self, payment: Payment) -> ledger_pb2.CreateTransferRequest:
+        return ledger_pb2.CreateTransferRequest(
             request_id=f"{payment.payment_id}-hold",
             debit_account=f"accounts/{payment.debtor_account_id}",
             credit_account=f"accounts/{payment.creditor_ledger_account_id}",
@@ -66,22 +67,65 @@ class GrpcLedger:
             reference=f"payments/{payment.payment_id}",
             description=_statement_text(payment),
         )
-        await self._send_hold(request)
+
+    def _fee_hold_request(self, payment: Payment) -> ledger_pb2.CreateTransferRequest:
+        return ledger_pb2.CreateTransferRequest(
+            request_id=f"{payment.payment_id}-fee",
+            debit_account=f"accounts/{payment.fee_debit_account_id}",
+            credit_account=f"accounts/{payment.fee_credit_account_id}",
+            amount=money_pb2.Money(currency_code=payment.amount.currency, minor_units=payment.fee_minor),
+            type=ledger_pb2.TRANSFER_TYPE_PENDING,
+            timeout=duration_pb2.Duration(seconds=self._hold_timeout),
+            reference=f"payments/{payment.payment_id}-fee",
+            description=f"fee of payment {payment.payment_id}",
+        )
+
+    async def hold(self, payment: Payment) -> None:
+        """Create the pending transfer ``transfers/{payment}-hold``; with a fee, and
+        ``transfers/{payment}-fee`` linked to it (both created or neither)."""
+        if not payment.has_fee:
+            await self._send_hold(self._hold_request(payment))
+            return
+        request = ledger_pb2.CreateLinkedTransfersRequest(
+            request_id=f"{payment.payment_id}-holds",
+            requests=[self._hold_request(payment), self._fee_hold_request(payment)],
+        )
+        await self._call(self._stub.CreateLinkedTransfers, request, "ledger.CreateLinkedTransfers")
 
     async def post(self, payment: Payment) -> None:
-        """Post the hold (idempotent by request id)."""
+        """Post the hold (idempotent by request id); with a fee, both holds linked."""
         request = ledger_pb2.PostTransferRequest(
             request_id=f"{payment.payment_id}-post", name=f"transfers/{payment.payment_id}-hold"
         )
-        await self._send_post(request)
+        if not payment.has_fee:
+            await self._send_post(request)
+            return
+        fee = ledger_pb2.PostTransferRequest(
+            request_id=f"{payment.payment_id}-fee-post", name=f"transfers/{payment.payment_id}-fee"
+        )
+        linked = ledger_pb2.PostLinkedTransfersRequest(
+            request_id=f"{payment.payment_id}-posts", requests=[request, fee]
+        )
+        await self._call(self._stub.PostLinkedTransfers, linked, "ledger.PostLinkedTransfers")
 
     async def void(self, payment: Payment) -> None:
-        """Void the hold; a hold that never existed, or already voided or expired, counts as done."""
+        """Void the hold (with a fee, both holds linked); a hold that never existed, or already
+        voided or expired, counts as done (the holds were created together, so they expire
+        together and neither exists without the other)."""
         request = ledger_pb2.VoidTransferRequest(
             request_id=f"{payment.payment_id}-void", name=f"transfers/{payment.payment_id}-hold"
         )
         try:
-            await self._call(self._stub.VoidTransfer, request, "ledger.VoidTransfer")
+            if not payment.has_fee:
+                await self._call(self._stub.VoidTransfer, request, "ledger.VoidTransfer")
+                return
+            fee = ledger_pb2.VoidTransferRequest(
+                request_id=f"{payment.payment_id}-fee-void", name=f"transfers/{payment.payment_id}-fee"
+            )
+            linked = ledger_pb2.VoidLinkedTransfersRequest(
+                request_id=f"{payment.payment_id}-voids", requests=[request, fee]
+            )
+            await self._call(self._stub.VoidLinkedTransfers, linked, "ledger.VoidLinkedTransfers")
         except NotFound:
             return
         except FailedPrecondition as error:
@@ -172,33 +216,74 @@ class GrpcSettlement:
             )
         return found
 
-    async def reserve(self, payment: Payment) -> None:
-        """Reserve the obligation ``obligations/{payment}`` (idempotent by payment)."""
-        request = position_pb2.ReserveObligationRequest(
-            request_id=f"{payment.payment_id}-reserve",
-            payment=f"payments/{payment.payment_id}",
-            payer=f"participants/{payment.payer_participant_id}",
-            payee=f"participants/{payment.payee_participant_id}",
-            amount=money_pb2.Money(currency_code=payment.amount.currency, minor_units=payment.amount.minor_units),
+    async def _each(self, payment: Payment, send: Callable[[str], Awaitable[object]]) -> None:
+        """``send`` for the payment's obligation and its fee's (``{payment}-fee``), as it has them;
+        the fee's goes together with the payment's, and a refusal wins over an unanswered call."""
+        names = ([payment.payment_id] if payment.needs_settlement else []) + (
+            [f"{payment.payment_id}-fee"] if payment.has_fee else []
         )
-        await self._send_reserve(request)
+        if len(names) == 1:
+            await send(names[0])
+            return
+        outcomes = await asyncio.gather(*(send(name) for name in names), return_exceptions=True)
+        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if errors:
+            refused = [e for e in errors if isinstance(e, MeshError) and e.reason not in TRANSIENT_REASONS]
+            raise (refused or errors)[0]
+
+    def _reserve_request(self, payment: Payment, name: str) -> position_pb2.ReserveObligationRequest:
+        fee = name != payment.payment_id
+        payer = payment.fee_payer_participant_id if fee else payment.payer_participant_id
+        payee = payment.fee_payee_participant_id if fee else payment.payee_participant_id
+        return position_pb2.ReserveObligationRequest(
+            request_id=f"{name}-reserve",
+            payment=f"payments/{name}",
+            payer=f"participants/{payer}",
+            payee=f"participants/{payee}",
+            amount=money_pb2.Money(
+                currency_code=payment.amount.currency,
+                minor_units=payment.fee_minor if fee else payment.amount.minor_units,
+            ),
+        )
+
+    async def reserve(self, payment: Payment) -> None:
+        """Reserve the obligation ``obligations/{payment}`` (idempotent by payment); with a fee,
+        and ``obligations/{payment}-fee`` (the wallet owes the bank the fee). All or none: when
+        one is refused the others are released before the refusal is answered (the saga undoes
+        nothing after a refusal); if that release fails, its error is answered instead, so the
+        step counts as unanswered and the saga's compensation releases them all."""
+
+        async def send(name: str) -> None:
+            await self._send_reserve(self._reserve_request(payment, name))
+
+        try:
+            await self._each(payment, send)
+        except MeshError as error:
+            if error.reason in TRANSIENT_REASONS or not (payment.needs_settlement and payment.has_fee):
+                raise
+            await self.release(payment)
+            raise
 
     async def commit(self, payment: Payment) -> None:
-        """Commit the obligation (idempotent)."""
-        request = position_pb2.CommitObligationRequest(
-            request_id=f"{payment.payment_id}-commit", name=f"obligations/{payment.payment_id}"
-        )
-        await self._send_commit(request)
+        """Commit the obligation(s) (idempotent)."""
+
+        async def send(name: str) -> None:
+            request = position_pb2.CommitObligationRequest(request_id=f"{name}-commit", name=f"obligations/{name}")
+            await self._send_commit(request)
+
+        await self._each(payment, send)
 
     async def release(self, payment: Payment) -> None:
-        """Release the obligation; one that was never reserved counts as released."""
-        request = position_pb2.ReleaseObligationRequest(
-            request_id=f"{payment.payment_id}-release", name=f"obligations/{payment.payment_id}"
-        )
-        try:
-            await self._call(self._positions.ReleaseObligation, request, "settlement.ReleaseObligation")
-        except NotFound:
-            return
+        """Release the obligation(s); one that was never reserved counts as released."""
+
+        async def send(name: str) -> None:
+            request = position_pb2.ReleaseObligationRequest(request_id=f"{name}-release", name=f"obligations/{name}")
+            try:
+                await self._call(self._positions.ReleaseObligation, request, "settlement.ReleaseObligation")
+            except NotFound:
+                return
+
+        await self._each(payment, send)
 
 
 class GrpcPartnerDirectory:

@@ -88,6 +88,15 @@ class Payment:
     # An execution of a standing order: the order and which execution (1 for the first).
     standing_order_id: str = ""
     execution_number: int = 0
+    # The fee the partner pays the bank for this payment (same currency; 0: none), fixed when
+    # the payment is created and never recomputed: a ledger leg from the partner's wallet
+    # settlement account to the bank's fee-income account, held, posted and voided linked with
+    # the payment's own, and an obligation wallet -> bank committed with the payment's.
+    fee_minor: int = 0
+    fee_debit_account_id: str = ""
+    fee_credit_account_id: str = ""
+    fee_payer_participant_id: str = ""
+    fee_payee_participant_id: str = ""
     # Read models only (GetPayment, ListPayments): this payment's refunds, oldest first.
     refunds: tuple[RefundLink, ...] = ()
 
@@ -100,6 +109,16 @@ class Payment:
     def needs_settlement(self) -> bool:
         """True when the payment moves value between settlement participants."""
         return bool(self.payer_participant_id and self.payee_participant_id)
+
+    @property
+    def has_fee(self) -> bool:
+        """True when the payment carries a fee leg (and the fee's obligation)."""
+        return self.fee_minor > 0
+
+    @property
+    def fee(self) -> Amount:
+        """The fee, in the payment's currency."""
+        return Amount(self.amount.currency, self.fee_minor)
 
     @property
     def beneficiary(self) -> str:

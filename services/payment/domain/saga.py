@@ -184,8 +184,9 @@ PLANS = (WALLET_TOP_UP, IN_BANK_TRANSFER)
 
 
 def plan_for(payment: Payment) -> Plan:
-    """A payment crossing to a settlement participant settles its obligation; one inside the bank does not."""
-    return WALLET_TOP_UP if payment.needs_settlement else IN_BANK_TRANSFER
+    """A payment crossing to a settlement participant settles its obligation, and so does one with
+    a fee (the wallet owes the bank the fee); one inside the bank without a fee settles nothing."""
+    return WALLET_TOP_UP if payment.needs_settlement or payment.has_fee else IN_BANK_TRANSFER
 
 
 def failpoint_names() -> frozenset[str]:

@@ -51,16 +51,24 @@ class Faults:
 
 
 class FakeLedger:
-    """Holds by payment id; balances of the debtor accounts."""
+    """Holds by payment id (a fee's by ``{payment}-fee``, created, posted and voided linked with
+    its payment's, all or none, as the real chain rpcs do); balances of the debtor accounts and of
+    the wallet's settlement account the fees come from."""
 
-    def __init__(self, faults: Faults | None = None, funds: int = 1_000_000) -> None:
+    def __init__(self, faults: Faults | None = None, funds: int = 1_000_000, wallet_funds: int = 1_000_000) -> None:
         self.faults = faults or Faults()
         self.holds: dict[str, str] = {}
         self.amounts: dict[str, int] = {}
         self.funds = funds
+        self.wallet_funds = wallet_funds
         self.posted = 0
+        self.fees_posted = 0
         self.twice: list[str] = []
         self.calls: list[str] = []
+
+    @staticmethod
+    def _legs(payment: Payment) -> list[str]:
+        return [payment.payment_id, *([f"{payment.payment_id}-fee"] if payment.has_fee else [])]
 
     async def describe_account(self, account_id: str) -> LedgerAccountInfo:
         return LedgerAccountInfo(account_id, "cust1", "EUR", True)
@@ -71,35 +79,48 @@ class FakeLedger:
         if payment.payment_id not in self.holds:
             if payment.amount.minor_units > self.funds - self.held():
                 raise FailedPrecondition("not enough money", reason="INSUFFICIENT_FUNDS")
+            if payment.fee_minor > self.wallet_funds - self.held(fees=True):
+                raise FailedPrecondition("not enough money for the fee", reason="INSUFFICIENT_FUNDS")
             self.holds[payment.payment_id] = "PENDING"
             self.amounts[payment.payment_id] = payment.amount.minor_units
+            if payment.has_fee:
+                self.holds[f"{payment.payment_id}-fee"] = "PENDING"
+                self.amounts[f"{payment.payment_id}-fee"] = payment.fee_minor
         self.faults.leave("hold")
 
-    def held(self) -> int:
-        return sum(self.amounts[p] for p, state in self.holds.items() if state == "PENDING")
+    def held(self, *, fees: bool = False) -> int:
+        return sum(
+            self.amounts[p] for p, state in self.holds.items() if state == "PENDING" and p.endswith("-fee") == fees
+        )
 
     async def post(self, payment: Payment) -> None:
         self.calls.append("post")
         self.faults.enter("post")
-        state = self.holds.get(payment.payment_id)
-        if state is None:
-            raise NotFound("no such transfer")
-        if state == "VOIDED":
-            raise FailedPrecondition("voided", reason="TRANSFER_ALREADY_VOIDED")
-        if state == "PENDING":
-            self.holds[payment.payment_id] = "POSTED"
-            self.posted += self.amounts[payment.payment_id]
-            self.funds -= self.amounts[payment.payment_id]
+        for leg in self._legs(payment):  # checked first: every leg posts or none does
+            state = self.holds.get(leg)
+            if state is None:
+                raise NotFound("no such transfer")
+            if state == "VOIDED":
+                raise FailedPrecondition("voided", reason="TRANSFER_ALREADY_VOIDED")
+        for leg in self._legs(payment):
+            if self.holds[leg] == "PENDING":
+                self.holds[leg] = "POSTED"
+                if leg.endswith("-fee"):
+                    self.fees_posted += self.amounts[leg]
+                    self.wallet_funds -= self.amounts[leg]
+                else:
+                    self.posted += self.amounts[leg]
+                    self.funds -= self.amounts[leg]
         self.faults.leave("post")
 
     async def void(self, payment: Payment) -> None:
         self.calls.append("void")
         self.faults.enter("void")
-        state = self.holds.get(payment.payment_id)
-        if state == "POSTED":
+        if any(self.holds.get(leg) == "POSTED" for leg in self._legs(payment)):
             raise FailedPrecondition("posted", reason="TRANSFER_ALREADY_POSTED")
-        if state == "PENDING":
-            self.holds[payment.payment_id] = "VOIDED"
+        for leg in self._legs(payment):
+            if self.holds.get(leg) == "PENDING":
+                self.holds[leg] = "VOIDED"
         self.faults.leave("void")
 
     async def hold_state(self, payment: Payment) -> str | None:
@@ -108,14 +129,17 @@ class FakeLedger:
 
 
 class FakePositions:
-    """Obligations by payment id, against the bank's net debit cap; the participants."""
+    """Obligations by payment id (a fee's by ``{payment}-fee``, payer the wallet: its own calls,
+    as the real adapter sends them), against the payer's net debit cap; the participants."""
 
-    def __init__(self, faults: Faults | None = None, cap: int = 1_000_000) -> None:
+    def __init__(self, faults: Faults | None = None, cap: int = 1_000_000, wallet_cap: int = 1_000_000) -> None:
         self.faults = faults or Faults()
         self.cap = cap
+        self.wallet_cap = wallet_cap
         self.obligations: dict[str, str] = {}
         self.amounts: dict[str, int] = {}
         self.committed = 0
+        self.fees_committed = 0
 
     async def bank(self) -> ParticipantInfo:
         return ParticipantInfo("bank", "", True, "bank-settlement")
@@ -123,38 +147,61 @@ class FakePositions:
     async def wallet(self, partner_id: str) -> ParticipantInfo:
         return ParticipantInfo(f"wallet-{partner_id}", partner_id, False, f"wallet-account-{partner_id}")
 
-    def _reserved(self) -> int:
-        return sum(self.amounts[p] for p, s in self.obligations.items() if s in ("RESERVED", "COMMITTED"))
+    def _reserved(self, *, fees: bool = False) -> int:
+        return sum(
+            self.amounts[p]
+            for p, s in self.obligations.items()
+            if s in ("RESERVED", "COMMITTED") and p.endswith("-fee") == fees
+        )
+
+    @staticmethod
+    def _names(payment: Payment) -> list[str]:
+        return ([payment.payment_id] if payment.needs_settlement else []) + (
+            [f"{payment.payment_id}-fee"] if payment.has_fee else []
+        )
+
+    @staticmethod
+    def _what(call: str, name: str) -> str:
+        return f"{call}_fee" if name.endswith("-fee") else call
 
     async def reserve(self, payment: Payment) -> None:
-        self.faults.enter("reserve")
-        if payment.payment_id not in self.obligations:
-            if payment.amount.minor_units > self.cap - self._reserved():
-                raise FailedPrecondition("over the cap", reason="NET_DEBIT_CAP_EXCEEDED")
-            self.obligations[payment.payment_id] = "RESERVED"
-            self.amounts[payment.payment_id] = payment.amount.minor_units
-        self.faults.leave("reserve")
+        for name in self._names(payment):
+            fee = name.endswith("-fee")
+            self.faults.enter(self._what("reserve", name))
+            if name not in self.obligations:
+                amount = payment.fee_minor if fee else payment.amount.minor_units
+                if amount > (self.wallet_cap if fee else self.cap) - self._reserved(fees=fee):
+                    await self.release(payment)  # all or none, as the adapter does
+                    raise FailedPrecondition("over the cap", reason="NET_DEBIT_CAP_EXCEEDED")
+                self.obligations[name] = "RESERVED"
+                self.amounts[name] = amount
+            self.faults.leave(self._what("reserve", name))
 
     async def commit(self, payment: Payment) -> None:
-        self.faults.enter("commit")
-        state = self.obligations.get(payment.payment_id)
-        if state is None:
-            raise NotFound("no such obligation")
-        if state == "RELEASED":
-            raise FailedPrecondition("released", reason="OBLIGATION_RELEASED")
-        if state == "RESERVED":
-            self.obligations[payment.payment_id] = "COMMITTED"
-            self.committed += self.amounts[payment.payment_id]
-        self.faults.leave("commit")
+        for name in self._names(payment):
+            self.faults.enter(self._what("commit", name))
+            state = self.obligations.get(name)
+            if state is None:
+                raise NotFound("no such obligation")
+            if state == "RELEASED":
+                raise FailedPrecondition("released", reason="OBLIGATION_RELEASED")
+            if state == "RESERVED":
+                self.obligations[name] = "COMMITTED"
+                if name.endswith("-fee"):
+                    self.fees_committed += self.amounts[name]
+                else:
+                    self.committed += self.amounts[name]
+            self.faults.leave(self._what("commit", name))
 
     async def release(self, payment: Payment) -> None:
-        self.faults.enter("release")
-        state = self.obligations.get(payment.payment_id)
-        if state == "COMMITTED":
-            raise FailedPrecondition("committed", reason="OBLIGATION_COMMITTED")
-        if state == "RESERVED":
-            self.obligations[payment.payment_id] = "RELEASED"
-        self.faults.leave("release")
+        for name in self._names(payment):
+            self.faults.enter(self._what("release", name))
+            state = self.obligations.get(name)
+            if state == "COMMITTED":
+                raise FailedPrecondition("committed", reason="OBLIGATION_COMMITTED")
+            if state == "RESERVED":
+                self.obligations[name] = "RELEASED"
+            self.faults.leave(self._what("release", name))
 
 
 class FakeConsents:

@@ -8,6 +8,7 @@ every payment ends SETTLED or REJECTED with the ledger and the positions agreein
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,8 +19,10 @@ from meshlib.money import Amount
 from meshlib.storage import IdempotencyKey
 from services.payment.commands import CancelPayment, Recovery
 from services.payment.create_payment import CreatePayment, NewPayment
+from services.payment.domain.fees import FeeRule, FeeSchedule
 from services.payment.domain.payments import PaymentState
 from services.payment.domain.saga import Outcome, Step, failpoint_names
+from services.payment.fee_charges import FeeCharges
 from services.payment.ports import CANCEL_METHOD
 from services.payment.saga import SagaRunner
 from tests.support.consents import consent_view
@@ -39,10 +42,18 @@ from tests.unit.payment.fakes import (
 class World:
     """The use cases wired on fakes; ``crash_at`` names failpoints that kill the 'process'."""
 
-    def __init__(self, *, funds: int = 1_000_000, cap: int = 1_000_000) -> None:
+    def __init__(
+        self,
+        *,
+        funds: int = 1_000_000,
+        cap: int = 1_000_000,
+        fees: FeeSchedule | None = None,
+        wallet_funds: int = 1_000_000,
+        wallet_cap: int = 1_000_000,
+    ) -> None:
         self.faults = Faults()
-        self.ledger = FakeLedger(self.faults, funds=funds)
-        self.positions = FakePositions(self.faults, cap=cap)
+        self.ledger = FakeLedger(self.faults, funds=funds, wallet_funds=wallet_funds)
+        self.positions = FakePositions(self.faults, cap=cap, wallet_cap=wallet_cap)
         self.store = InMemoryPayments()
         self.journal = Journal(self.store)
         self.crash_at: list[str] = []
@@ -55,6 +66,7 @@ class World:
             partners=FakePartners(),
             register=self.store,
             saga=self.saga,
+            fees=FeeCharges(fees, {"EUR": "fee-income-eur"}, self.positions) if fees else None,
             clock=lambda: NOW,
         )
         self.cancel = CancelPayment(consents, self.store, clock=lambda: NOW)
@@ -198,6 +210,61 @@ async def test_a_payment_recorded_but_never_started_is_run_forward_by_recovery()
     assert any(r.step is Step.HOLD_FUNDS and r.outcome is Outcome.STARTED for r in row.records)
 
 
+# 1 + 1 % of the amount, half-up: 500 -> 6.
+FEES = FeeSchedule(default={"WALLET_TOP_UP": FeeRule(1, 100), "TRANSFER": FeeRule(1, 100)})
+
+
+async def test_a_top_up_with_a_fee_holds_posts_and_commits_the_fee_with_the_payment() -> None:
+    world = World(fees=FEES)
+    payment = await world.pay(500, "r1")
+    pid = payment.payment_id
+    assert (payment.state, payment.fee_minor) == (PaymentState.SETTLED, 6)
+    assert (payment.fee_debit_account_id, payment.fee_credit_account_id) == ("wallet-account-w1", "fee-income-eur")
+    assert (payment.fee_payer_participant_id, payment.fee_payee_participant_id) == ("wallet-w1", "bank")
+    assert world.ledger.holds == {pid: "POSTED", f"{pid}-fee": "POSTED"}
+    assert world.positions.obligations == {pid: "COMMITTED", f"{pid}-fee": "COMMITTED"}
+    assert (world.ledger.posted, world.ledger.fees_posted, world.positions.fees_committed) == (500, 6, 6)
+    assert world.store.writes == 2  # the fee costs no journal write
+
+
+async def test_a_transfer_inside_the_bank_with_a_fee_settles_only_the_fee() -> None:
+    world = World(fees=FEES)
+    payment = await world.pay(700, "r1", top_up=False)
+    pid = payment.payment_id
+    assert (payment.state, payment.fee_minor) == (PaymentState.SETTLED, 8)
+    assert world.positions.obligations == {f"{pid}-fee": "COMMITTED"}
+    assert world.ledger.holds == {pid: "POSTED", f"{pid}-fee": "POSTED"}
+
+
+async def test_a_fee_the_wallet_cannot_cover_rejects_the_payment_with_nothing_moved() -> None:
+    world = World(fees=FEES, wallet_funds=5)
+    payment = await world.pay(500, "r1")
+    assert (payment.state, payment.status_reason) == (PaymentState.REJECTED, "INSUFFICIENT_FUNDS")
+    assert world.ledger.holds == {} and world.ledger.posted == world.ledger.fees_posted == 0
+    assert set(world.positions.obligations.values()) <= {"RELEASED"}
+
+
+async def test_a_refused_fee_reservation_voids_both_holds_and_releases_the_payments_reservation() -> None:
+    world = World(fees=FEES, wallet_cap=5)
+    payment = await world.pay(500, "r1")
+    pid = payment.payment_id
+    assert (payment.state, payment.status_reason) == (PaymentState.REJECTED, "NET_DEBIT_CAP_EXCEEDED")
+    assert world.ledger.holds == {pid: "VOIDED", f"{pid}-fee": "VOIDED"}
+    assert world.positions.obligations == {pid: "RELEASED"}
+
+
+async def test_recovery_reuses_the_stored_fee_and_never_asks_the_schedule_again() -> None:
+    world = World(fees=FEES)
+    world.faults.before["post"] = 1
+    payment = await world.pay(500, "r1")
+    assert payment.state is PaymentState.SETTLEMENT_IN_PROCESS
+    world.create._fees = FeeCharges(FeeSchedule(), {}, world.positions)  # the schedule changed meanwhile
+    world.store.rows[payment.payment_id].payment = dataclasses.replace(payment)  # stored as created
+    recovered = await world.recovery.recover_one(payment.payment_id)
+    assert recovered is not None and recovered.fee_minor == 6
+    assert world.ledger.holds[f"{payment.payment_id}-fee"] == "VOIDED"
+
+
 def test_an_unknown_failpoint_is_refused() -> None:
     from services.payment.saga import exit_at_failpoint
 
@@ -207,7 +274,18 @@ def test_an_unknown_failpoint_is_refused() -> None:
 
 
 POINTS = sorted(failpoint_names())
-CALLS = ["hold", "reserve", "post", "commit", "void", "release", "hold_state"]
+CALLS = [
+    "hold",
+    "reserve",
+    "post",
+    "commit",
+    "void",
+    "release",
+    "hold_state",
+    "reserve_fee",
+    "commit_fee",
+    "release_fee",
+]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -219,6 +297,9 @@ CALLS = ["hold", "reserve", "post", "commit", "void", "release", "hold_state"]
     cap=st.sampled_from([250, 1_000_000]),
     funds=st.sampled_from([300, 1_000_000]),
     top_up=st.booleans(),
+    fees=st.booleans(),
+    wallet_funds=st.sampled_from([10, 1_000_000]),
+    wallet_cap=st.sampled_from([10, 1_000_000]),
 )
 def test_any_crashes_and_restarts_end_settled_or_rejected_with_money_moved_once(
     crashes: list[str],
@@ -228,9 +309,14 @@ def test_any_crashes_and_restarts_end_settled_or_rejected_with_money_moved_once(
     cap: int,
     funds: int,
     top_up: bool,
+    fees: bool,
+    wallet_funds: int,
+    wallet_cap: int,
 ) -> None:
     async def scenario() -> None:
-        world = World(funds=funds, cap=cap)
+        world = World(
+            funds=funds, cap=cap, fees=FEES if fees else None, wallet_funds=wallet_funds, wallet_cap=wallet_cap
+        )
         world.crash_at = list(crashes)
         world.faults.before.update(lost_before)
         world.faults.after.update(lost_after)
@@ -249,19 +335,28 @@ def test_any_crashes_and_restarts_end_settled_or_rejected_with_money_moved_once(
                     break
         rows = world.store.rows.values()
         assert all(row.payment.state.final for row in rows), [row.payment.state for row in rows]
-        settled = 0
+        settled = settled_fees = 0
         for row in rows:
             payment_id, state = row.payment.payment_id, row.payment.state
             hold = world.ledger.holds.get(payment_id)
             obligation = world.positions.obligations.get(payment_id)
+            fee_hold = world.ledger.holds.get(f"{payment_id}-fee")
+            fee_obligation = world.positions.obligations.get(f"{payment_id}-fee")
+            assert row.payment.has_fee is fees
+            # The fee's hold is created, posted and voided with the payment's, never apart.
+            assert fee_hold == (hold if fees else None)
             if state is PaymentState.SETTLED:
                 assert hold == "POSTED"
                 assert obligation == ("COMMITTED" if top_up else None)
+                assert fee_obligation == ("COMMITTED" if fees else None)
                 settled += row.payment.amount.minor_units
+                settled_fees += row.payment.fee_minor
             else:
                 assert state is PaymentState.REJECTED and row.payment.status_reason
                 assert hold in (None, "VOIDED") and obligation in (None, "RELEASED")
+                assert fee_obligation in (None, "RELEASED")
         assert world.ledger.posted == settled
         assert world.positions.committed == (settled if top_up else 0)
+        assert world.ledger.fees_posted == world.positions.fees_committed == settled_fees
 
     asyncio.run(scenario())
