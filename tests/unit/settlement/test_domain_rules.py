@@ -231,3 +231,28 @@ def test_reconcile_reports_mismatches_and_accepts_a_clean_ledger() -> None:
     ]
     unrelated = LedgerTransfer("transfers/fee", "accounts/sa", "accounts/fees", Amount("EUR", 1), True, "fee-1", NOW)
     assert reconcile("w", obligations, people, clean, [unrelated], {}, NOW).clean
+
+
+def test_a_payment_fee_reconciles_as_its_own_obligation_and_a_fee_leg_the_wrong_way_is_caught() -> None:
+    bank = Participant("bank", ParticipantType.BANK, None, "accounts/bank-sa", ParticipantStatus.ACTIVE, NOW, NOW)
+    people = {"bank": bank, "w": _participant("w", "accounts/w-sa")}
+    # A top-up of 500 (bank -> wallet) and its fee of 6 (wallet -> bank), the fee leg from the
+    # wallet's settlement account to the bank's fee income (not a settlement account).
+    obligations = [
+        _obligation("p1", "bank", "w", 500, ObligationState.COMMITTED, "w1"),
+        _obligation("p1-fee", "w", "bank", 6, ObligationState.COMMITTED, "w1"),
+    ]
+    payment_leg = _ledger("p1", "accounts/alice", "accounts/w-sa", 500)
+    fee_leg = _ledger("p1-fee", "accounts/w-sa", "accounts/fee-income", 6)
+    clean = {"p1": [payment_leg], "p1-fee": [fee_leg]}
+    assert reconcile("w1", obligations, people, clean, [payment_leg, fee_leg], {}, NOW).clean
+    assert window_nets(obligations) == {"bank": -494, "w": 494}
+    reversed_fee = _ledger("p1-fee", "accounts/fee-income", "accounts/w-sa", 6)
+    report = reconcile("w1", obligations, people, {**clean, "p1-fee": [reversed_fee]}, [], {}, NOW)
+    assert [(d.kind, d.obligation_id, d.expected, d.actual) for d in report.differences] == [
+        (DifferenceKind.AMOUNT_MISMATCH, "p1-fee", Amount("EUR", 6), Amount("EUR", -6))
+    ]
+    # A fee leg posted without its obligation (the fee moved, settlement never heard of it).
+    stray = _ledger("p2-fee", "accounts/w-sa", "accounts/fee-income", 6)
+    report = reconcile("w1", obligations, people, clean, [payment_leg, fee_leg, stray], {}, NOW)
+    assert [(d.kind, d.payment_id) for d in report.differences] == [(DifferenceKind.MISSING_OBLIGATION, "p2-fee")]
