@@ -89,6 +89,43 @@ class PaymentQueries:
         )
         return page, token
 
+    async def search(
+        self,
+        *,
+        payment_id: str | None,
+        end_to_end_id: str | None,
+        partner_id: str | None,
+        state: PaymentState | None,
+        requested_page_size: int,
+        page_token: str,
+    ) -> tuple[list[Payment], str]:
+        """Operators' search (any partner), newest first, with the next page token."""
+        size = page_size(requested_page_size)
+        filters = filter_fingerprint(
+            payment=payment_id or "",
+            end_to_end_id=end_to_end_id or "",
+            partner=partner_id or "",
+            state=state.name if state else "",
+        )
+        before = time_and_id(decode_page_token(page_token, filters))
+        async with self._uow(read_only=True) as uow:
+            found = await uow.search.search(
+                payment_id=payment_id,
+                end_to_end_id=end_to_end_id,
+                partner_id=partner_id,
+                state=state,
+                before=before,
+                limit=size + 1,
+            )
+            found = await _with_refunds(uow, found)
+        page, more = found[:size], len(found) > size
+        token = (
+            encode_page_token({"t": page[-1].created_at.isoformat(), "id": page[-1].payment_id}, filters)
+            if more
+            else ""
+        )
+        return page, token
+
     async def stuck(
         self, older_than: dt.timedelta, requested_page_size: int, page_token: str
     ) -> tuple[list[Payment], str]:

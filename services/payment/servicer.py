@@ -9,6 +9,7 @@ from typing import Protocol
 import grpc
 
 from meshlib.auth.context import require_caller
+from meshlib.errors import FieldCollector
 from meshlib.idempotency import fingerprint, validate_request_id
 from meshlib.names import parse_name
 from meshlib.storage import IdempotencyKey
@@ -203,6 +204,27 @@ class PaymentAdminServicer(payment_admin_pb2_grpc.PaymentAdminServiceServicer):
             completed_count=result.completed,
             compensated_count=result.compensated,
             pending_count=result.pending,
+        )
+
+    async def SearchPayments(
+        self, request: payment_admin_pb2.SearchPaymentsRequest, context: grpc.aio.ServicerContext
+    ) -> payment_admin_pb2.SearchPaymentsResponse:
+        """Payments by id, end-to-end id, partner and state, newest first."""
+        errors = FieldCollector()
+        payment_id = parse_name(request.name, "payments", "name", errors) if request.name else None
+        partner_id = parse_name(request.partner, "partners", "partner", errors) if request.partner else None
+        errors.check(len(request.end_to_end_id) <= 35, "end_to_end_id", "at most 35 characters")
+        errors.raise_if_any()
+        page, token = await self._queries.search(
+            payment_id=payment_id,
+            end_to_end_id=request.end_to_end_id or None,
+            partner_id=partner_id,
+            state=converters.state_filter(request.state),
+            requested_page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return payment_admin_pb2.SearchPaymentsResponse(
+            payments=[converters.payment_message(p) for p in page], next_page_token=token
         )
 
     async def OperatorRefundPayment(

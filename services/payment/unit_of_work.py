@@ -14,6 +14,7 @@ from services.payment.journal_repository import EventRepository, StepRepository
 from services.payment.limits_repository import LimitsRepository
 from services.payment.refunds_repository import RefundRepository
 from services.payment.repository import PaymentRepository
+from services.payment.search_repository import PaymentSearchRepository
 from services.payment.standing_orders_repository import StandingOrderRepository
 from services.payment.tables import audit, idempotency_keys
 
@@ -32,6 +33,7 @@ class PaymentUnitOfWork(SqlUnitOfWork):
     limits: LimitsRepository
     refunds: RefundRepository
     standing_orders: StandingOrderRepository
+    search: PaymentSearchRepository
     idempotency: IdempotencyRepository
     audit: AuditRepository
 
@@ -42,6 +44,7 @@ class PaymentUnitOfWork(SqlUnitOfWork):
         self.limits = LimitsRepository(connection)
         self.refunds = RefundRepository(connection)
         self.standing_orders = StandingOrderRepository(connection)
+        self.search = PaymentSearchRepository(connection)
         self.idempotency = IdempotencyRepository(connection, idempotency_keys)
         self.audit = AuditRepository(connection, audit, "payment")
         self.before_commit(self.audit.flush)

@@ -309,6 +309,7 @@ EXPECTED_RPCS: dict[str, set[str]] = {
         "GetPaymentAuditTrail",
         "ListStuckPayments",
         "RecoverPayments",
+        "SearchPayments",
         "OperatorRefundPayment",
     },
     "openbank.settlement.v1.SettlementService": {

@@ -4,6 +4,7 @@ bad input is refused with a message, never a traceback."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -76,6 +77,18 @@ async def test_the_operator_refunds_a_transfer_in_parts_and_reads_its_trail(mesh
         assert "REFUND_AMOUNT_EXCEEDED" in exhausted.stderr and "refundable_minor: 0" in exhausted.stderr
         trail = cli(mesh, "payment", "trail", transfer.name)
         assert trail.returncode == 0 and "post_funds" in trail.stdout and "succeeded" in trail.stdout
+        # The operator looks the payment up: its refunds, by id and by end-to-end id.
+        shown = cli(mesh, "payment", "show", transfer.name.removeprefix("payments/"))
+        assert shown.returncode == 0 and "SETTLED (ACSC)" in shown.stdout, shown.stderr
+        assert "refunded        EUR 10.00" in shown.stdout and part.stdout.split()[1] in shown.stdout
+        by_e2e = await alice.create_payment(
+            alice_account, ob.money(100, "EUR"), creditor_account=bob_account, end_to_end_id="invoice-77"
+        )
+        found = cli(mesh, "payment", "show", "invoice-77")
+        assert found.returncode == 0 and by_e2e.name in found.stdout, found.stderr
+        listed = cli(mesh, "payment", "list", "--state", "SETTLED", "--json")
+        names = [json.loads(line)["name"] for line in listed.stdout.splitlines()]
+        assert transfer.name in names and by_e2e.name in names
 
 
 async def test_bad_input_is_refused_with_a_message(mesh: Mesh) -> None:
