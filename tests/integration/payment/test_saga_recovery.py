@@ -3,6 +3,7 @@ PostgreSQL, with in-memory ledger and positions."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from functools import partial
 
@@ -223,3 +224,22 @@ async def test_a_refusal_recorded_before_a_crash_is_the_rejection_reason(env: En
     assert stored is not None
     assert (stored.state, stored.status_reason) == (PaymentState.REJECTED, "INSUFFICIENT_FUNDS")
     assert "p-poor" not in env.ledger.holds
+
+
+async def test_two_replicas_recovering_at_once_finish_each_payment_once(env: Env) -> None:
+    """Two payment replicas run their recovery pass over the same stuck payments at the same
+    moment: the lease claim gives each payment to one of them, which finishes it; the other
+    skips it. Money moves once per payment."""
+    ids = [f"pr{index}" for index in range(12)]
+    for payment_id in ids:
+        await _new_payment(env, payment_id)
+    env.clock.now += LEASE + dt.timedelta(seconds=1)  # their drivers died: the leases ran out
+    journal = SqlPaymentJournal(env.uow, lease=LEASE, clock=env.clock)
+    other = Recovery(journal, SagaRunner(journal, env.ledger, env.positions, clock=env.clock))
+    results = await asyncio.gather(env.recover(), other.run_pass())
+    assert sum(result.completed for result in results) == len(ids), results
+    async with env.uow(read_only=True) as unit:
+        states = {p.state for p in (await unit.payments.get_many(ids)).values()}
+    assert states == {PaymentState.SETTLED}
+    assert env.ledger.posted == 500 * len(ids) and not env.ledger.twice
+    assert env.positions.committed == 500 * len(ids)
