@@ -57,9 +57,9 @@ class RedisSessionStore:
     """Sessions in Redis with their idle time as the key's expiry."""
 
     def __init__(self, url: str) -> None:
-        import redis.asyncio as redis
+        from meshlib.redis_client import connect
 
-        self._redis = redis.from_url(url)
+        self._redis = connect(url)  # one server, or a Redis Cluster (redis+cluster://)
 
     async def load(self, session_id: str) -> dict[str, Any] | None:
         """The session's data, or None."""

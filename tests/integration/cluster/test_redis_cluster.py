@@ -251,3 +251,14 @@ async def test_a_gateway_runs_its_limiter_stream_caps_and_bus_on_the_cluster(clu
         assert found, "no rate-limit key in the cluster"
     finally:
         await client.aclose()
+
+
+async def test_the_bank_pages_keep_their_sessions_on_the_cluster(cluster: RedisCluster) -> None:
+    from bankweb.sessions import RedisSessionStore
+
+    store = RedisSessionStore(cluster.url)
+    session_id = uuid.uuid4().hex
+    await store.save(session_id, {"customer": "alice"}, ttl_seconds=60)
+    assert await store.load(session_id) == {"customer": "alice"}
+    await store.delete(session_id)
+    assert await store.load(session_id) is None
