@@ -35,11 +35,12 @@ COPY services/ services/
 COPY gateway/ gateway/
 COPY meshcli/ meshcli/
 COPY bankweb/ bankweb/
+COPY schemesim/ schemesim/
 
 # Generated code is not committed: produce it from the protos, then install (not editable).
 RUN python scripts/gen_protos.py \
     && pip install --no-deps . \
-    && python -c "import meshcli.main, gateway.server, bankweb.app, openbank.payment.v1.payment_pb2" \
+    && python -c "import meshcli.main, gateway.server, bankweb.app, schemesim.bootstrap, openbank.payment.v1.payment_pb2" \
     && python -c "import pathlib, services; missing = [p.name for p in pathlib.Path(services.__file__).parent.iterdir() if p.is_dir() and (p / 'bootstrap.py').exists() and not list((p / 'migrations' / 'versions').glob('*.py'))]; assert not missing, f'migrations not packaged for {missing}: add services = [\"*/migrations/versions/*.py\"] to [tool.setuptools.package-data]'"
 
 # ---------------------------------------------------------------------------------------
