@@ -22,8 +22,7 @@ from services.identity.consent_service import (
     consent_event_detail,
 )
 from services.identity.domain import authorization as rules
-from services.identity.domain import consents as consent_rules
-from services.identity.domain.authorization import Decision, PushedRequest
+from services.identity.domain.authorization import Decision, PushedRequest, checked_decision
 from services.identity.domain.consents import Consent
 from services.identity.domain.secrets import constant_time_equal, digest
 from services.identity.unit_of_work import IdentityUnitOfWork
@@ -164,13 +163,7 @@ class AuthorizationService:
         account_ids: tuple[str, ...],
     ) -> DecidedRequest | Saved:
         """The customer's yes (for the accounts picked) or no, once."""
-        errors = FieldCollector()
-        errors.check(decision is not None, "decision", "required: APPROVE or REFUSE")
-        if decision is Decision.REFUSE:
-            errors.check(not account_ids, "accounts", "must be empty when refusing")
-        errors.raise_if_any()
-        assert decision is not None
-        accounts = consent_rules.check_account_names(account_ids) if decision is Decision.APPROVE else ()
+        decision, accounts = checked_decision(decision, account_ids)
 
         async def operation(uow: IdentityUnitOfWork) -> DecidedRequest:
             now = self._clock()

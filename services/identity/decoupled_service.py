@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from meshlib.errors import FieldCollector, InvalidArgument, NotFound, PermissionDenied
+from meshlib.errors import InvalidArgument, NotFound, PermissionDenied
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size, time_and_id
 from meshlib.storage import Codec, CommitAndRaise, IdempotencyKey, Transactions
 from services.identity.common import Clock, EventPublisher, Saved, UnitOfWorkFactory
 from services.identity.consent_service import AccountOwners, approve_for_customer, audit_consent, consent_event_detail
 from services.identity.domain import consents as consent_rules
 from services.identity.domain import decoupled as rules
-from services.identity.domain.authorization import Decision
+from services.identity.domain.authorization import Decision, checked_decision
 from services.identity.domain.consents import Consent
 from services.identity.domain.decoupled import DecoupledRequest, PollOutcome
 from services.identity.domain.partners import Partner
@@ -156,13 +156,7 @@ class DecoupledService:
         account_ids: tuple[str, ...],
     ) -> Consent | Saved:
         """The customer's yes (for the accounts picked) or no, once."""
-        errors = FieldCollector()
-        errors.check(decision is not None, "decision", "required: APPROVE or REFUSE")
-        if decision is Decision.REFUSE:
-            errors.check(not account_ids, "accounts", "must be empty when refusing")
-        errors.raise_if_any()
-        assert decision is not None
-        accounts = consent_rules.check_account_names(account_ids) if decision is Decision.APPROVE else ()
+        decision, accounts = checked_decision(decision, account_ids)
 
         async def operation(uow: IdentityUnitOfWork) -> Consent:
             now = self._clock()

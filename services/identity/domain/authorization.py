@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from meshlib.errors import FailedPrecondition, FieldCollector, InvalidArgument
+from services.identity.domain import consents as consent_rules
 from services.identity.domain.secrets import new_secret
 
 REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
@@ -33,6 +34,18 @@ class Decision(enum.Enum):
 
     APPROVE = "APPROVE"
     REFUSE = "REFUSE"
+
+
+def checked_decision(decision: Decision | None, account_ids: tuple[str, ...]) -> tuple[Decision, tuple[str, ...]]:
+    """A customer's decision and the accounts it names, as every authorisation page sends them:
+    a decision is required, refusing names no account, approving names well-formed ones."""
+    errors = FieldCollector()
+    errors.check(decision is not None, "decision", "required: APPROVE or REFUSE")
+    if decision is Decision.REFUSE:
+        errors.check(not account_ids, "accounts", "must be empty when refusing")
+    errors.raise_if_any()
+    assert decision is not None
+    return decision, consent_rules.check_account_names(account_ids) if decision is Decision.APPROVE else ()
 
 
 def _is_loopback(host: str) -> bool:
