@@ -281,7 +281,9 @@ async def test_every_payment_ends_settled_or_rejected_after_crashes_at_every_ste
         assert await mesh.position("wallet") == (settled, 0)
 
 
-@pytest.mark.parametrize("batching", ["true", "false"], ids=["batched", "plain"])
+# With the production wiring (batched) only: the plain adapters' crash behaviour is the payment
+# test's above, and a refund records no differently in either (the suite's time budget).
+@pytest.mark.parametrize("batching", ["true"], ids=["batched"])
 async def test_every_refund_ends_settled_or_rejected_after_crashes_at_every_step(tmp_path, batching: str) -> None:  # type: ignore[no-untyped-def]
     """A refund runs the top-up's saga backwards (out of the wallet's settlement account, the
     wallet owing the bank): the payment service dies at each of its steps, then recovery ends
