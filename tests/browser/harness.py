@@ -193,3 +193,18 @@ async def authorise(operator: Operator, consent: str, customer: WebCustomer) -> 
         metadata=await operator.bank_app_metadata(),
     )
     return answer.authorization_code
+
+
+def wait_for_url(driver, arrived, *, seconds: float = 10.0) -> str:  # type: ignore[no-untyped-def]
+    """The URL once ``arrived(url)`` holds and that page has loaded: a click that posts a form
+    returns before the browser may have followed the redirect to the next page."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(driver, seconds).until(
+            lambda d: arrived(d.current_url) and d.execute_script("return document.readyState") == "complete"
+        )
+    except TimeoutException:
+        raise AssertionError(f"still at {driver.current_url}") from None
+    return str(driver.current_url)

@@ -15,7 +15,7 @@ from openbank_sdk import ConsentSession, OpenBankClient, OpenBankError, money
 from selenium.webdriver.common.by import By
 
 from openbank.common.v1 import consent_permission_pb2 as permissions
-from tests.browser.harness import PASSWORD, WebCustomer, authorise, fund, make_customer
+from tests.browser.harness import PASSWORD, WebCustomer, authorise, fund, make_customer, wait_for_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -63,7 +63,7 @@ async def test_the_customer_sees_what_a_wallet_did_revokes_it_and_its_next_call_
     driver.find_element(By.ID, "password").send_keys(PASSWORD)
     driver.find_element(By.ID, "one_time_code").send_keys(customer.code())
     driver.find_element(By.ID, "sign-in").click()
-    assert urlsplit(driver.current_url).path == "/consents", driver.find_element(By.TAG_NAME, "main").text
+    wait_for_url(driver, lambda url: urlsplit(url).path == "/consents")
     card = driver.find_element(By.ID, f"consent-{_consent_id(session)}").text
     assert "Acme Wallet" in card and "Active" in card and "Everyday 1" in card
     assert "See their balances" in card and "Make payments from them" in card
@@ -79,7 +79,7 @@ async def test_the_customer_sees_what_a_wallet_did_revokes_it_and_its_next_call_
     driver.find_element(By.ID, "revoke").click()
     assert "Stop sharing with Acme Wallet?" in driver.find_element(By.TAG_NAME, "h1").text
     driver.find_element(By.ID, "confirm-revoke").click()
-    assert urlsplit(driver.current_url).path == "/consents"
+    wait_for_url(driver, lambda url: urlsplit(url).path == "/consents")
     assert "Acme Wallet can no longer use" in driver.find_element(By.ID, "notice").text
     assert "Revoked" in driver.find_element(By.ID, "ended").text
 

@@ -17,7 +17,7 @@ from openbank_sdk import OpenBankClient, OpenBankError
 from selenium.webdriver.common.by import By
 
 from openbank.common.v1 import consent_permission_pb2 as permissions
-from tests.browser.harness import PASSWORD, WebCustomer, make_customer
+from tests.browser.harness import PASSWORD, WebCustomer, make_customer, wait_for_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -45,7 +45,7 @@ async def test_the_customer_approves_on_the_approvals_page_and_the_wallets_poll_
     driver.find_element(By.ID, "password").send_keys(PASSWORD)
     driver.find_element(By.ID, "one_time_code").send_keys(customer.code())
     driver.find_element(By.ID, "sign-in").click()
-    assert urlsplit(driver.current_url).path == "/approvals"
+    wait_for_url(driver, lambda url: urlsplit(url).path == "/approvals")
     (card,) = driver.find_elements(By.CSS_SELECTOR, "section.card")
     assert "Acme Wallet asks for access" in card.text and "See their balances" in card.text
     assert card.find_element(By.CSS_SELECTOR, ".binding").text == "Acme 7Q4X"

@@ -18,7 +18,7 @@ from openbank_sdk import OpenBankClient, OpenBankError, money
 from selenium.webdriver.common.by import By
 
 from openbank.common.v1 import consent_permission_pb2 as permissions
-from tests.browser.harness import PASSWORD, WebCustomer, make_customer
+from tests.browser.harness import PASSWORD, WebCustomer, make_customer, wait_for_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -58,7 +58,7 @@ async def test_the_customer_approves_and_the_wallet_gets_a_token_for_the_account
     boxes[0].click()
     driver.find_element(By.ID, "approve").click()
 
-    assert driver.current_url.startswith(callback.uri + "?")
+    assert wait_for_url(driver, lambda url: url.startswith(callback.uri + "?"))
     assert driver.find_element(By.ID, "wallet").text == "Back in the wallet"
     query = callback.last_query()
     assert query["state"] == pushed.state and query["iss"] == ISSUER and query["code"]
@@ -81,7 +81,7 @@ async def test_the_customer_refuses_and_the_wallet_hears_access_denied(world) ->
     driver.get(pushed.url(world["bank"]))
     _sign_in(driver, customer)
     driver.find_element(By.ID, "refuse").click()
-    assert driver.current_url.startswith(callback.uri + "?")
+    assert wait_for_url(driver, lambda url: url.startswith(callback.uri + "?"))
     query = callback.last_query()
     assert query == {"error": "access_denied", "state": pushed.state, "iss": ISSUER}
     consent = await world["wallet"].get_consent(pending.name)
