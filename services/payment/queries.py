@@ -77,7 +77,7 @@ class PaymentQueries:
         )
         before = time_and_id(decode_page_token(page_token, filters))
         async with self._uow(read_only=True) as uow:
-            found = await uow.payments.list_for_consent(
+            found = await uow.search.list_for_consent(
                 partner_id, consent_id, state=state, from_time=from_time, to_time=to_time, before=before, limit=size + 1
             )
             found = await _with_refunds(uow, found)

@@ -143,26 +143,6 @@ _EXECUTE_SCHEDULED = (
     .where(_c.payment_id == _PAYMENT_ID, _c.state == PaymentState.SCHEDULED.name)
     .values(state=PaymentState.ACCEPTED.name, updated_at=_NOW, hold_requested=True, lease_until=_LEASE_UNTIL)
 )
-_CLAIM_SCHEDULED = (
-    payments.update()
-    .where(
-        _c.payment_id == _PAYMENT_ID,
-        _c.state == PaymentState.SCHEDULED.name,
-        _c.requested_execution_time <= typed_param("now", _c.requested_execution_time),
-        sa.or_(_c.lease_until.is_(None), _c.lease_until < typed_param("now", _c.lease_until)),
-    )
-    .values(lease_until=_LEASE_UNTIL)
-)
-_DUE_SCHEDULED = (
-    sa.select(_c.payment_id)
-    .where(
-        _c.state == PaymentState.SCHEDULED.name,
-        _c.requested_execution_time <= typed_param("now", _c.requested_execution_time),
-        sa.or_(_c.lease_until.is_(None), _c.lease_until < typed_param("now", _c.lease_until)),
-    )
-    .order_by(_c.requested_execution_time, _c.payment_id)
-    .limit(sa.bindparam("limit", type_=sa.Integer))
-)
 _t = customer_totals.c
 CUSTOMER_TOTALS = _TOTALS = sa.select(_t.payments, _t.amount_minor).where(
     _t.customer_id == typed_param("customer", _t.customer_id), _t.currency == typed_param("cur", _t.currency)
@@ -447,15 +427,6 @@ class PaymentRepository:
         )
         return True
 
-    async def due_scheduled(self, now: dt.datetime, limit: int) -> list[str]:
-        """SCHEDULED payments whose time has come and that nobody is executing, oldest due first."""
-        return list((await self._connection.execute(_DUE_SCHEDULED, {"now": now, "limit": limit})).scalars())
-
-    async def claim_scheduled(self, payment_id: str, now: dt.datetime, lease: dt.timedelta) -> bool:
-        """Take the execution of a due SCHEDULED payment for ``lease`` (one replica at a time)."""
-        result = await self._connection.execute(_CLAIM_SCHEDULED, {"pid": payment_id, "now": now, "until": now + lease})
-        return bool(result.rowcount)
-
     async def request_hold(self, payment_id: str, now: dt.datetime) -> bool:
         """Mark that a hold is about to be sent; False when the payment was cancelled meanwhile."""
         result = await self._connection.execute(_REQUEST_HOLD, {"pid": payment_id, "now": now})
@@ -525,35 +496,6 @@ class PaymentRepository:
             .limit(limit)
         )
         return list((await self._connection.execute(query)).scalars())
-
-    async def list_for_consent(
-        self,
-        partner_id: str,
-        consent_id: str,
-        *,
-        state: PaymentState | None,
-        from_time: dt.datetime | None,
-        to_time: dt.datetime | None,
-        before: tuple[dt.datetime, str] | None,
-        limit: int,
-    ) -> list[Payment]:
-        """The consent's payments, newest first, keyset-paginated on (created_at, id)."""
-        query = sa.select(payments).where(payments.c.partner_id == partner_id, payments.c.consent_id == consent_id)
-        if state is not None:
-            query = query.where(payments.c.state == state.name)
-        if from_time is not None:
-            query = query.where(payments.c.created_at >= from_time)
-        if to_time is not None:
-            query = query.where(payments.c.created_at < to_time)
-        if before is not None:
-            query = query.where(
-                sa.or_(
-                    payments.c.created_at < before[0],
-                    sa.and_(payments.c.created_at == before[0], payments.c.payment_id < before[1]),
-                )
-            )
-        query = query.order_by(payments.c.created_at.desc(), payments.c.payment_id.desc()).limit(limit)
-        return [_payment(row) for row in await self._connection.execute(query)]
 
     async def _add_to_totals(self, customer_id: str, currency: str, payments_delta: int, amount_delta: int) -> None:
         await self._connection.execute(

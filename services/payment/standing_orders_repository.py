@@ -1,4 +1,5 @@
-"""Standing orders, one row each, with the scheduler's lease on the next execution."""
+"""What the scheduler keeps and claims: standing orders (one row each, with the lease on the
+next execution) and the SCHEDULED payments whose time has come."""
 
 from __future__ import annotations
 
@@ -10,32 +11,30 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.money import Amount
 from meshlib.storage import as_utc
+from services.payment.domain.payments import PaymentState
 from services.payment.domain.schedules import Frequency, OrderState, StandingOrder
 from services.payment.repository import typed_param
-from services.payment.tables import standing_orders
+from services.payment.tables import payments, standing_orders
 
 _o = standing_orders.c
 _ID = typed_param("oid", _o.order_id)
 _NOW = typed_param("now", _o.updated_at)
 _GET = sa.select(standing_orders).where(_o.order_id == _ID)
+# An order due and free: its next execution's time has come and no replica holds it.
+_ORDER_DUE_AND_FREE = sa.and_(
+    _o.state == OrderState.ACTIVE.name,
+    _o.next_execution_at <= typed_param("now", _o.next_execution_at),
+    sa.or_(_o.lease_until.is_(None), _o.lease_until < typed_param("now", _o.lease_until)),
+)
 _DUE = (
     sa.select(_o.order_id)
-    .where(
-        _o.state == OrderState.ACTIVE.name,
-        _o.next_execution_at <= typed_param("now", _o.next_execution_at),
-        sa.or_(_o.lease_until.is_(None), _o.lease_until < typed_param("now", _o.lease_until)),
-    )
+    .where(_ORDER_DUE_AND_FREE)
     .order_by(_o.next_execution_at, _o.order_id)
     .limit(sa.bindparam("limit", type_=sa.Integer))
 )
 _CLAIM = (
     standing_orders.update()
-    .where(
-        _o.order_id == _ID,
-        _o.state == OrderState.ACTIVE.name,
-        _o.next_execution_at <= typed_param("now", _o.next_execution_at),
-        sa.or_(_o.lease_until.is_(None), _o.lease_until < typed_param("now", _o.lease_until)),
-    )
+    .where(_o.order_id == _ID, _ORDER_DUE_AND_FREE)
     .values(lease_until=typed_param("until", _o.lease_until))
 )
 
@@ -148,4 +147,41 @@ class StandingOrderRepository:
             .where(_o.order_id == order_id, _o.state == OrderState.ACTIVE.name)
             .values(state=OrderState.CANCELLED.name, next_execution_at=None, updated_at=now)
         )
+        return bool(result.rowcount)
+
+
+_c = payments.c
+# Due and free: its time has come and no replica holds its execution.
+_DUE_AND_FREE = sa.and_(
+    _c.state == PaymentState.SCHEDULED.name,
+    _c.requested_execution_time <= typed_param("now", _c.requested_execution_time),
+    sa.or_(_c.lease_until.is_(None), _c.lease_until < typed_param("now", _c.lease_until)),
+)
+_DUE_SCHEDULED = (
+    sa.select(_c.payment_id)
+    .where(_DUE_AND_FREE)
+    .order_by(_c.requested_execution_time, _c.payment_id)
+    .limit(sa.bindparam("limit", type_=sa.Integer))
+)
+_CLAIM_SCHEDULED = (
+    payments.update()
+    .where(_c.payment_id == typed_param("pid", _c.payment_id), _DUE_AND_FREE)
+    .values(lease_until=typed_param("until", _c.lease_until))
+)
+
+
+class ScheduledPaymentRepository:
+    """Future-dated payments the scheduler finds due and claims (their execution is
+    PaymentRepository.execute_scheduled)."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def due(self, now: dt.datetime, limit: int) -> list[str]:
+        """SCHEDULED payments whose time has come and that nobody is executing, oldest due first."""
+        return list((await self._connection.execute(_DUE_SCHEDULED, {"now": now, "limit": limit})).scalars())
+
+    async def claim(self, payment_id: str, now: dt.datetime, lease: dt.timedelta) -> bool:
+        """Take the execution of a due SCHEDULED payment for ``lease`` (one replica at a time)."""
+        result = await self._connection.execute(_CLAIM_SCHEDULED, {"pid": payment_id, "now": now, "until": now + lease})
         return bool(result.rowcount)

@@ -15,7 +15,7 @@ from services.payment.limits_repository import LimitsRepository
 from services.payment.refunds_repository import RefundRepository
 from services.payment.repository import PaymentRepository
 from services.payment.search_repository import PaymentSearchRepository
-from services.payment.standing_orders_repository import StandingOrderRepository
+from services.payment.standing_orders_repository import ScheduledPaymentRepository, StandingOrderRepository
 from services.payment.tables import audit, idempotency_keys
 
 # PostgreSQL advisory lock taken by every writing transaction. Writers then commit one at
@@ -34,6 +34,7 @@ class PaymentUnitOfWork(SqlUnitOfWork):
     refunds: RefundRepository
     standing_orders: StandingOrderRepository
     search: PaymentSearchRepository
+    scheduled: ScheduledPaymentRepository
     idempotency: IdempotencyRepository
     audit: AuditRepository
 
@@ -45,6 +46,7 @@ class PaymentUnitOfWork(SqlUnitOfWork):
         self.refunds = RefundRepository(connection)
         self.standing_orders = StandingOrderRepository(connection)
         self.search = PaymentSearchRepository(connection)
+        self.scheduled = ScheduledPaymentRepository(connection)
         self.idempotency = IdempotencyRepository(connection, idempotency_keys)
         self.audit = AuditRepository(connection, audit, "payment")
         self.before_commit(self.audit.flush)

@@ -118,11 +118,11 @@ class SqlSchedules:
 
     async def due_payments(self, now: dt.datetime, limit: int) -> list[str]:
         """SCHEDULED payments whose time has come that no replica holds."""
-        return await self._tx.read(lambda uow: uow.payments.due_scheduled(now, limit))
+        return await self._tx.read(lambda uow: uow.scheduled.due(now, limit))
 
     async def claim_payment(self, payment_id: str, now: dt.datetime, lease: dt.timedelta) -> bool:
         """Take a due SCHEDULED payment's execution for ``lease``."""
-        return await self._tx.run(lambda uow: uow.payments.claim_scheduled(payment_id, now, lease))
+        return await self._tx.run(lambda uow: uow.scheduled.claim(payment_id, now, lease))
 
     async def payment(self, payment_id: str) -> Payment | None:
         """One payment."""
