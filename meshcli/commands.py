@@ -18,11 +18,10 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from meshcli.operator import Operator
+from meshcli.operator import Operator, command_failed
 from meshcli.tables import print_json_lines, print_table
 from meshcli.targets import mesh_ports
 from meshlib.errors import MeshError
-from meshlib.grpc_errors import decode_rpc_error
 from meshlib.money import CURRENCY_EXPONENTS, Amount
 from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 from openbank.common.v1 import money_pb2
@@ -239,14 +238,8 @@ async def run_operator_command(args: argparse.Namespace) -> int:
     operator = Operator(args.data_dir, host=args.host, ports=mesh_ports(args.data_dir, args.base_port))
     try:
         return await _dispatch(operator, args)
-    except grpc.aio.AioRpcError as error:
-        failure = decode_rpc_error(error)
-        hint = " (is the mesh running? `openbank-mesh up`)" if error.code() == grpc.StatusCode.UNAVAILABLE else ""
-        print(f"failed: {error.code().name} {failure.reason}: {failure.message}{hint}", file=sys.stderr)
-        return 1
-    except MeshError as error:  # the operator's token could not be had: identity unreachable
-        print(f"failed: {error.reason}: {error} (is the mesh running? `openbank-mesh up`)", file=sys.stderr)
-        return 1
+    except (grpc.aio.AioRpcError, MeshError) as error:
+        return command_failed(error)
     finally:
         await operator.close()
 

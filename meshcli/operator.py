@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,3 +74,26 @@ class Operator:
         """Close every channel."""
         for channel in self.channels.values():
             await channel.close()
+
+
+def command_failed(error: BaseException, *, with_metadata: bool = False) -> int:
+    """Say on stderr why an operator command failed (never a traceback); the exit code, 1.
+
+    An rpc's refusal is printed with its code, reason and message (and its ErrorInfo metadata
+    when asked); UNAVAILABLE, or no operator token at all, adds the likely cause."""
+    from meshlib.errors import MeshError
+    from meshlib.grpc_errors import decode_rpc_error
+
+    hint = " (is the mesh running? `openbank-mesh up`)"
+    if isinstance(error, grpc.aio.AioRpcError):
+        failure = decode_rpc_error(error)
+        down = hint if error.code() == grpc.StatusCode.UNAVAILABLE else ""
+        print(f"failed: {error.code().name} {failure.reason}: {failure.message}{down}", file=sys.stderr)
+        if with_metadata:
+            for key, value in sorted(failure.metadata.items()):
+                print(f"  {key}: {value}", file=sys.stderr)
+    elif isinstance(error, MeshError):  # the operator's token could not be had: identity unreachable
+        print(f"failed: {error.reason}: {error}{hint}", file=sys.stderr)
+    else:
+        raise error
+    return 1

@@ -4,16 +4,14 @@ stands against its net debit cap in each of its currencies (what the bank watche
 from __future__ import annotations
 
 import argparse
-import sys
 
 import grpc
 
 from meshcli.commands import _show, list_partners
-from meshcli.operator import Operator
+from meshcli.operator import Operator, command_failed
 from meshcli.tables import print_json_lines, print_table
 from meshcli.targets import mesh_ports
 from meshlib.errors import MeshError
-from meshlib.grpc_errors import decode_rpc_error
 from openbank.identity.v1 import partner_pb2_grpc
 from openbank.settlement.v1 import settlement_admin_pb2, settlement_admin_pb2_grpc, settlement_pb2, settlement_pb2_grpc
 
@@ -76,14 +74,8 @@ async def run_participant_command(args: argparse.Namespace) -> int:
             token = page.next_page_token
             if not token:
                 break
-    except grpc.aio.AioRpcError as error:
-        failure = decode_rpc_error(error)
-        hint = " (is the mesh running? `openbank-mesh up`)" if error.code() == grpc.StatusCode.UNAVAILABLE else ""
-        print(f"failed: {error.code().name} {failure.reason}: {failure.message}{hint}", file=sys.stderr)
-        return 1
-    except MeshError as error:
-        print(f"failed: {error.reason}: {error} (is the mesh running? `openbank-mesh up`)", file=sys.stderr)
-        return 1
+    except (grpc.aio.AioRpcError, MeshError) as error:
+        return command_failed(error)
     finally:
         await operator.close()
     if args.json:

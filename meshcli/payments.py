@@ -14,11 +14,10 @@ from pathlib import Path
 import grpc
 
 from meshcli.commands import minor_units
-from meshcli.operator import Operator
+from meshcli.operator import Operator, command_failed
 from meshcli.tables import print_json_lines, print_table
 from meshcli.targets import mesh_ports
 from meshlib.errors import MeshError
-from meshlib.grpc_errors import decode_rpc_error
 from meshlib.money import Amount
 from openbank.common.v1 import money_pb2
 from openbank.payment.v1 import payment_admin_pb2, payment_admin_pb2_grpc, payment_pb2
@@ -92,15 +91,8 @@ async def run_payment_command(args: argparse.Namespace) -> int:
             moment = entry.time.ToDatetime().isoformat(timespec="milliseconds")
             print(f"{moment}  {entry.step:<20} {entry.outcome:<12} {entry.detail}")
         return 0
-    except grpc.aio.AioRpcError as error:
-        failure = decode_rpc_error(error)
-        print(f"failed: {error.code().name} {failure.reason}: {failure.message}", file=sys.stderr)
-        for key, value in sorted(failure.metadata.items()):
-            print(f"  {key}: {value}", file=sys.stderr)
-        return 1
-    except MeshError as error:  # no operator token: identity unreachable
-        print(f"failed: {error.reason}: {error} (is the mesh running? `openbank-mesh up`)", file=sys.stderr)
-        return 1
+    except (grpc.aio.AioRpcError, MeshError) as error:
+        return command_failed(error, with_metadata=True)
     finally:
         await operator.close()
 
