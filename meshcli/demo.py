@@ -23,6 +23,7 @@ import grpc
 from meshcli.operator import Operator
 from meshcli.seed import load_demo_credentials
 from meshcli.targets import mesh_ports
+from meshlib import totp
 from meshlib.app import DEFAULT_PORTS
 from meshlib.errors import MeshError
 from meshlib.grpc_errors import decode_rpc_error
@@ -32,7 +33,6 @@ from openbank.common.v1 import consent_permission_pb2, money_pb2
 from openbank.identity.v1 import consent_pb2, consent_pb2_grpc, token_pb2, token_pb2_grpc
 from openbank.payment.v1 import payment_pb2, payment_pb2_grpc
 from openbank.settlement.v1 import settlement_admin_pb2, settlement_admin_pb2_grpc, settlement_pb2, settlement_pb2_grpc
-from services.identity.domain import totp
 
 TOP_UP_MINOR = 2_500  # EUR 25.00
 CONSENT_PER_PAYMENT_MINOR = 50_000  # EUR 500.00

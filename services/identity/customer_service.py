@@ -6,11 +6,11 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from meshlib import totp
 from meshlib.errors import AlreadyExists, InvalidArgument, MeshError, NotFound
 from meshlib.storage import Codec, CommitAndRaise, IdempotencyKey, Transactions
 from services.identity.common import Clock, Saved, UnitOfWorkFactory
 from services.identity.domain import customers as rules
-from services.identity.domain import totp
 from services.identity.domain.customers import Customer, CustomerStatus
 from services.identity.domain.secrets import SecretBox, SecretHasher
 from services.identity.unit_of_work import IdentityUnitOfWork

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from meshlib import totp
 from meshlib.auth.certificates import CertificateSource
 from meshlib.auth.context import require_caller
 from meshlib.errors import InvalidArgument
@@ -29,7 +30,6 @@ from openbank.identity.v1 import (
 from services.identity import converters
 from services.identity.consent_service import AuthorisedConsent, ConsentService
 from services.identity.customer_service import CustomerService, NewCustomer
-from services.identity.domain import totp
 from services.identity.keys_service import KeyService
 from services.identity.partner_service import PartnerService, PartnerWithSecret
 from services.identity.token_service import TokenService

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from meshcli.operator import Operator
+from meshlib import totp
 from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc, account_pb2
 from openbank.common.v1 import money_pb2
 from openbank.identity.v1 import (
@@ -26,7 +27,6 @@ from openbank.identity.v1 import (
     partner_pb2,
     partner_pb2_grpc,
 )
-from services.identity.domain import totp
 
 PASSWORD = "browser-test-password-1"
 CHROMIUM = "/usr/bin/chromium"

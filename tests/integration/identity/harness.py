@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from meshlib import totp
 from meshlib.app import RunningService, start_service
 from meshlib.grpc_errors import decode_status, error_info
 from openbank.common.v1 import consent_permission_pb2
@@ -30,7 +31,6 @@ from openbank.identity.v1 import (
     token_pb2_grpc,
 )
 from services.identity.bootstrap import IdentityComponents, build_spec
-from services.identity.domain import totp
 from services.identity.settings import IdentitySettings
 
 SECRETS = {

@@ -10,11 +10,11 @@ import time
 import grpc
 import jwt
 
+from meshlib import totp
 from meshlib.auth.consent_client import IdentityConsentLookup
 from meshlib.errors import NotFound
 from openbank.common.v1 import consent_permission_pb2, money_pb2
 from openbank.identity.v1 import consent_pb2, customer_pb2, token_pb2
-from services.identity.domain import totp
 from tests.integration.identity.harness import (
     PASSWORD,
     Identity,

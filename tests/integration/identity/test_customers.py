@@ -6,8 +6,8 @@ import time
 
 import grpc
 
+from meshlib import totp
 from openbank.identity.v1 import customer_pb2
-from services.identity.domain import totp
 from tests.integration.identity.harness import PASSWORD, Identity, failure, request_id
 
 

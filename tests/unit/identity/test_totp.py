@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.identity.domain import totp
+from meshlib import totp
 
 RFC_SEED = b"12345678901234567890"
 

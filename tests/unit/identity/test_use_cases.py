@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from meshlib import totp
 from meshlib.errors import FailedPrecondition, NotFound, PermissionDenied
 from meshlib.storage import Codec, IdempotencyKey
 from services.identity.common import EventPublisher
 from services.identity.consent_service import ConsentService
 from services.identity.customer_service import CustomerService, NewCustomer, StrongCustomerAuthentication
-from services.identity.domain import totp
 from services.identity.domain.consents import ConsentRequest, ConsentState
 from services.identity.domain.customers import CustomerStatus
 from services.identity.domain.partners import PartnerStatus
