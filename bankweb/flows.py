@@ -10,15 +10,13 @@ asks for strong customer authentication again.
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import logging
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bankweb.ports import AccountChoice, AuthorizationView, Bank, Session, SessionStore
-from bankweb.sessions import AttemptLimiter, new_session_id
+from bankweb.sessions import AttemptLimiter, csrf_ok, rotate_session
 from meshlib.errors import MeshError
 
 log = logging.getLogger("bankweb.flows")
@@ -75,12 +73,7 @@ class AuthorisationFlow:
 
     async def rotate(self, old: Session | None, data: dict[str, Any]) -> Session:
         """A session under a new id (and a new CSRF token), the old one gone."""
-        if old is not None:
-            await self._sessions.delete(old.session_id)
-        data = dict(data, csrf=secrets.token_urlsafe(32))
-        session = Session(new_session_id(), data, rotated_from=old.session_id if old else None)
-        await self._sessions.save(session.session_id, session.data, self._ttl)
-        return session
+        return await rotate_session(self._sessions, old, data, self._ttl)
 
     async def touch(self, session: Session) -> None:
         """Keep an active session alive for another idle period."""
@@ -94,8 +87,7 @@ class AuthorisationFlow:
     @staticmethod
     def csrf_ok(session: Session | None, submitted: str) -> bool:
         """The form's token is the session's (constant-time)."""
-        expected = session.data.get("csrf", "") if session else ""
-        return bool(expected) and hmac.compare_digest(expected.encode(), submitted.encode())
+        return csrf_ok(session, submitted)
 
     # ---- the journey -------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ leaked store dump holds no usable cookie.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import secrets
 import time
@@ -22,22 +23,40 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(32)
 
 
-def _key(session_id: str) -> str:
-    return "bankweb:session:" + hashlib.sha256(session_id.encode()).hexdigest()
+def _key(session_id: str, namespace: str = "bankweb") -> str:
+    return f"{namespace}:session:" + hashlib.sha256(session_id.encode()).hexdigest()
+
+
+async def rotate_session(store: SessionStore, old: Session | None, data: dict[str, Any], ttl_seconds: int) -> Session:
+    """A session under a new id (and a new CSRF token), the old one gone: whenever a session's
+    privilege changes (no session fixation)."""
+    if old is not None:
+        await store.delete(old.session_id)
+    data = dict(data, csrf=secrets.token_urlsafe(32))
+    session = Session(new_session_id(), data, rotated_from=old.session_id if old else None)
+    await store.save(session.session_id, session.data, ttl_seconds)
+    return session
+
+
+def csrf_ok(session: Session | None, submitted: str) -> bool:
+    """The form's token is the session's (constant-time)."""
+    expected = session.data.get("csrf", "") if session else ""
+    return bool(expected) and hmac.compare_digest(expected.encode(), submitted.encode())
 
 
 class MemorySessionStore:
     """Sessions in this process, expiring after their idle time."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, namespace: str = "bankweb") -> None:
         self._clock = clock
+        self._namespace = namespace
         self._items: dict[str, tuple[float, str]] = {}
 
     async def load(self, session_id: str) -> dict[str, Any] | None:
         """The session's data, or None when unknown or expired."""
-        item = self._items.get(_key(session_id))
+        item = self._items.get(_key(session_id, self._namespace))
         if item is None or item[0] <= self._clock():
-            self._items.pop(_key(session_id), None)
+            self._items.pop(_key(session_id, self._namespace), None)
             return None
         return json.loads(item[1])
 
@@ -46,33 +65,35 @@ class MemorySessionStore:
         now = self._clock()
         if len(self._items) > 10_000:  # forget the expired ones now and then
             self._items = {k: v for k, v in self._items.items() if v[0] > now}
-        self._items[_key(session_id)] = (now + ttl_seconds, json.dumps(data))
+        self._items[_key(session_id, self._namespace)] = (now + ttl_seconds, json.dumps(data))
 
     async def delete(self, session_id: str) -> None:
         """Forget the session."""
-        self._items.pop(_key(session_id), None)
+        self._items.pop(_key(session_id, self._namespace), None)
 
 
 class RedisSessionStore:
     """Sessions in Redis with their idle time as the key's expiry."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, namespace: str = "bankweb") -> None:
         from meshlib.redis_client import connect
 
         self._redis = connect(url)  # one server, or a Redis Cluster (redis+cluster://)
+        # The customer pages and the operator console keep their sessions apart.
+        self._namespace = namespace
 
     async def load(self, session_id: str) -> dict[str, Any] | None:
         """The session's data, or None."""
-        raw = await self._redis.get(_key(session_id))
+        raw = await self._redis.get(_key(session_id, self._namespace))
         return json.loads(raw) if raw else None
 
     async def save(self, session_id: str, data: dict[str, Any], ttl_seconds: int) -> None:
         """Store with expiry."""
-        await self._redis.set(_key(session_id), json.dumps(data), ex=ttl_seconds)
+        await self._redis.set(_key(session_id, self._namespace), json.dumps(data), ex=ttl_seconds)
 
     async def delete(self, session_id: str) -> None:
         """Forget."""
-        await self._redis.delete(_key(session_id))
+        await self._redis.delete(_key(session_id, self._namespace))
 
     async def close(self) -> None:
         """Close the connection pool."""

@@ -1,5 +1,5 @@
-"""What every page of the bank's web app shares: templates, security headers, the session
-cookie, CSRF and Fetch Metadata checks on forms, errors and redirects within the site.
+"""What every page of the bank's web apps (customer pages, operator console) shares: templates,
+security headers, the session cookie, CSRF and Fetch Metadata checks on forms, errors and redirects within the site.
 
 Security on every response: a server-side session behind an HttpOnly, SameSite=Lax cookie
 (Secure and ``__Host-`` prefixed outside the local mesh), a CSRF token in every form (and
@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from bankweb.flows import AuthorisationFlow, PageError
 from bankweb.ports import Session, SessionStore
-from bankweb.sessions import load_session
+from bankweb.sessions import csrf_ok, load_session
 
 TEMPLATES = Path(__file__).parent / "templates"
 BASE_CSP = (
@@ -27,16 +27,26 @@ BASE_CSP = (
 FORM_EXPIRED = PageError("This form has expired", "Reload the page and try again.", status=403)
 
 
-class WebBase:
-    """Plumbing of the routes, bound to one flow and session store."""
+class SecurePages:
+    """Plumbing of a site's routes (the customer pages, the operator console): headers, the
+    session cookie (named ``cookie``), CSRF and Fetch Metadata checks, templates from
+    ``template_dirs`` (first match wins)."""
 
-    def __init__(self, flow: AuthorisationFlow, sessions: SessionStore, *, secure_cookies: bool) -> None:
-        self.flow = flow
+    def __init__(
+        self,
+        sessions: SessionStore,
+        *,
+        secure_cookies: bool,
+        cookie: str = "bank_session",
+        template_dirs: tuple[Path, ...] = (TEMPLATES,),
+    ) -> None:
         self.sessions = sessions
         self.secure = secure_cookies
-        self.cookie_name = "__Host-bank_session" if secure_cookies else "bank_session"
+        self.cookie_name = f"__Host-{cookie}" if secure_cookies else cookie
         self.templates = Environment(
-            loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True), auto_reload=False
+            loader=FileSystemLoader([str(d) for d in template_dirs]),
+            autoescape=select_autoescape(default=True),
+            auto_reload=False,
         )
 
     def _headers(self, response: Response, csp: str = BASE_CSP) -> Response:
@@ -79,7 +89,15 @@ class WebBase:
 
     def _form_ok(self, request: Request, session: Session | None, form: Any) -> bool:
         """Same-site, with the session's CSRF token."""
-        return not self._cross_site(request) and self.flow.csrf_ok(session, str(form.get("csrf_token", "")))
+        return not self._cross_site(request) and csrf_ok(session, str(form.get("csrf_token", "")))
 
     def _see_other(self, location: str, csp: str = BASE_CSP) -> Response:
         return self._headers(RedirectResponse(location, status_code=303), csp)
+
+
+class WebBase(SecurePages):
+    """The customer pages' plumbing, bound to their authorisation flow."""
+
+    def __init__(self, flow: AuthorisationFlow, sessions: SessionStore, *, secure_cookies: bool) -> None:
+        super().__init__(sessions, secure_cookies=secure_cookies)
+        self.flow = flow
