@@ -16,11 +16,13 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from meshlib import errors as e
+from meshlib.faults import as_unavailable
 from meshlib.logs import interaction_id_var
 
 log = logging.getLogger("meshlib.errors")
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+DEFAULT_UNAVAILABLE_RETRY_SECONDS = 0.5
 
 _CODES: dict[e.ErrorKind, grpc.StatusCode] = {
     e.ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
@@ -85,6 +87,8 @@ def to_rpc_status(error: e.MeshError, domain: str) -> tuple[grpc.StatusCode, sta
         )
         status.details.append(_pack(quota))
     retry_after = getattr(error, "retry_after_seconds", None)
+    if retry_after is None and error.kind is e.ErrorKind.UNAVAILABLE:
+        retry_after = DEFAULT_UNAVAILABLE_RETRY_SECONDS  # every UNAVAILABLE says when to retry
     if retry_after is not None:
         status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay=_duration(retry_after))))
     return code, status
@@ -282,6 +286,16 @@ class ErrorMappingInterceptor(WrappingInterceptor):
             extra = exc.trailers
             if exc.kind is e.ErrorKind.INTERNAL:
                 log.error("internal error in %s: %s", method, exc.reason)
+        elif (fault := as_unavailable(exc)) is not None:
+            # A lost store or peer is a fault to retry, not a bug: UNAVAILABLE with RetryInfo.
+            log.warning(
+                "%s in %s: %s",
+                fault.reason,
+                method,
+                type(exc).__name__,
+                extra={"interaction_id": interaction_id_var.get()},
+            )
+            code, status = to_rpc_status(fault, self._domain)
         else:
             log.error(
                 "unexpected error in %s",
