@@ -15,12 +15,17 @@ class Route:
     upstream: str  # "identity" | "account" | "payment" | "settlement"
 
 
+# Contract packages served by another package's process: the partner event log lives in
+# identity, beside the partners and consents it is about.
+HOSTED_BY = {"events": "identity"}
+
+
 def upstream_of(service_full_name: str) -> str:
     """``openbank.account.v1.AccountService`` -> ``account``."""
     parts = service_full_name.split(".")
     if len(parts) < 4 or parts[0] != "openbank":
         raise ValueError(f"not an openbank service: {service_full_name}")
-    return parts[1]
+    return HOSTED_BY.get(parts[1], parts[1])
 
 
 def build_routes(policies: dict[str, MethodPolicy] | None = None) -> dict[str, Route]:
