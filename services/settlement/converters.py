@@ -47,6 +47,7 @@ _WINDOW_STATES = {
 _PARTICIPANT_TYPES = {
     ParticipantType.BANK: settlement_admin_pb2.PARTICIPANT_TYPE_BANK,
     ParticipantType.WALLET: settlement_admin_pb2.PARTICIPANT_TYPE_WALLET,
+    ParticipantType.SCHEME: settlement_admin_pb2.PARTICIPANT_TYPE_SCHEME,
 }
 _PARTICIPANT_STATUSES = {
     ParticipantStatus.ACTIVE: settlement_admin_pb2.PARTICIPANT_STATUS_ACTIVE,
@@ -178,7 +179,7 @@ def register_args(
     errors = FieldCollector()
     participant_type = next((d for d, p in _PARTICIPANT_TYPES.items() if p == request.type), None)
     if participant_type is None:
-        errors.add("type", "must be PARTICIPANT_TYPE_BANK or PARTICIPANT_TYPE_WALLET")
+        errors.add("type", "must be PARTICIPANT_TYPE_BANK, PARTICIPANT_TYPE_WALLET or PARTICIPANT_TYPE_SCHEME")
     partner_id = parse_name(request.partner, PARTNERS, "partner", errors) if request.partner else None
     parse_name(request.settlement_account, ACCOUNTS, "settlement_account", errors)
     caps = [net_debit_cap(c, f"net_debit_caps[{i}]", errors) for i, c in enumerate(request.net_debit_caps)]

@@ -45,8 +45,8 @@ class ParticipantService:
     ) -> Participant:
         """Register the bank (one only) or a partner's wallet (one per partner), ACTIVE."""
         errors = FieldCollector()
-        if participant_type is ParticipantType.BANK:
-            errors.check(not partner_id, "partner", "must be empty for the bank")
+        if participant_type is not ParticipantType.WALLET:
+            errors.check(not partner_id, "partner", f"must be empty for the {participant_type.value.lower()}")
         else:
             errors.check(bool(partner_id), "partner", "is required for a wallet")
         checked: dict[str, NetDebitCap] = {}
@@ -72,7 +72,7 @@ class ParticipantService:
                 raise AlreadyExists(
                     "a participant is already registered for this partner"
                     if partner_id
-                    else "the bank is already registered",
+                    else f"the {participant_type.value.lower()} is already registered",
                     reason="RESOURCE_ALREADY_EXISTS",
                 )
             await uow.participants.add(participant)

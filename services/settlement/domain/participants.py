@@ -17,10 +17,12 @@ DEFAULT_ALARM_THRESHOLD_PERCENT = 80
 
 
 class ParticipantType(enum.Enum):
-    """The bank itself (one only) or a partner's wallet (one per partner)."""
+    """The bank itself (one only), a partner's wallet (one per partner), or the interbank
+    clearing scheme the bank pays other banks through (one only)."""
 
     BANK = "BANK"
     WALLET = "WALLET"
+    SCHEME = "SCHEME"
 
 
 class ParticipantStatus(enum.Enum):
@@ -58,8 +60,10 @@ class Participant:
 
     @property
     def registration_key(self) -> str:
-        """What makes a registration unique: one bank, one wallet per partner."""
-        return "bank" if self.type is ParticipantType.BANK else f"partner:{self.partner_id}"
+        """What makes a registration unique: one bank, one scheme, one wallet per partner."""
+        if self.type is ParticipantType.WALLET:
+            return f"partner:{self.partner_id}"
+        return self.type.value.lower()
 
     @property
     def is_active(self) -> bool:
