@@ -21,6 +21,7 @@ from gateway.reflection import public_descriptor_pool
 from gateway.routing import build_routes
 from gateway.settings import GatewaySettings
 from gateway.streams import LocalStreamSlots, RedisStreamSlots
+from gateway.upstreams import EjectionPolicy, UpstreamPool
 from meshlib.app import build_verifier
 from meshlib.audit import AuditFileWriter
 from meshlib.auth.certificates import peer_certificate_sha256
@@ -34,7 +35,7 @@ from meshlib.server import Lifecycle, MeshServer, ServiceRegistration
 log = logging.getLogger("gateway")
 
 
-def _channel(settings: GatewaySettings, target: str) -> grpc.aio.Channel:
+def _channel(settings: GatewaySettings, target: str, server_name: str | None = None) -> grpc.aio.Channel:
     # The proxy puts the interaction id on every forwarded call itself, and the gateway's own
     # calls (consents, token status, keys) are shared cache refreshes that belong to no
     # single partner call: no per-call interceptor on these channels.
@@ -45,6 +46,7 @@ def _channel(settings: GatewaySettings, target: str) -> grpc.aio.Channel:
             tls_cert_file=settings.peer_tls_cert_file,
             tls_key_file=settings.peer_tls_key_file,
             max_message_bytes=settings.max_message_bytes,
+            tls_server_name=server_name,
         ),
         propagate_interaction_id=False,
     )
@@ -75,6 +77,23 @@ async def start_gateway(
         redis_url=settings.redis_url,
         channel=settings.invalidation_channel,
     )
+    # Partner calls go to the replicas of each upstream through the gateway's own pools (per
+    # replica outlier detection); the gateway's own calls (keys, consents, token status) use
+    # the balanced channels above.
+    ejection = EjectionPolicy(
+        failures_to_eject=settings.upstream_failures_to_eject,
+        base_ejection_seconds=settings.upstream_ejection_seconds,
+        max_ejection_seconds=settings.upstream_max_ejection_seconds,
+    )
+    pools = {
+        name: UpstreamPool(name, target, lambda address, tls_name: _channel(settings, address, tls_name), ejection)
+        for name, target in (
+            ("identity", settings.identity_target),
+            ("account", settings.account_target),
+            ("payment", settings.payment_target),
+            ("settlement", settings.settlement_target),
+        )
+    }
     verifier = build_verifier(settings, jwks_fetcher or identity_jwks_fetcher(channels["identity"]))
     verifier.revocation = revocation if revocation is not None else peers.revocation
 
@@ -105,9 +124,11 @@ async def start_gateway(
     )
     proxy = GatewayProxy(
         routes,
-        channels,
+        pools,
         max_call_deadline=settings.max_call_deadline_seconds,
         max_stream_deadline=settings.max_stream_deadline_seconds,
+        default_upstream_deadline=settings.upstream_call_timeout_seconds,
+        upstream_deadlines=settings.upstream_deadlines,
     )
     public_services = sorted({route.policy.service for route in routes.values()})
     journal = AuditFileWriter(
@@ -128,6 +149,8 @@ async def start_gateway(
         await journal.start()
         await peers.bus.start()
         await streams.start()
+        for pool in pools.values():
+            await pool.start()
         reload_task = asyncio.create_task(reload_limits_forever(), name="ratelimit-reload")
 
     async def close_everything() -> None:
@@ -142,6 +165,8 @@ async def start_gateway(
             await backend.close()
         for channel in channels.values():
             await channel.close()
+        for pool in pools.values():
+            await pool.close()
 
     def add_proxy(handler: Any, server: grpc.aio.Server) -> None:
         server.add_generic_rpc_handlers([handler])
@@ -170,6 +195,7 @@ async def start_gateway(
     )
     await server.start()
     server.routes = routes  # type: ignore[attr-defined]
+    server.upstreams = pools  # type: ignore[attr-defined]
     server.limits = limits  # type: ignore[attr-defined]
     server.audit_journal = journal  # type: ignore[attr-defined]
     return server

@@ -19,7 +19,20 @@ class GatewaySettings(ServiceSettings):
     # A partner's deadline is capped so that a stuck upstream cannot hold a slot forever.
     max_call_deadline_seconds: float = Field(default=30.0, gt=0, le=600)
     max_stream_deadline_seconds: float = Field(default=3600.0, gt=0)
+    # The longest the gateway waits for an upstream on one unary call, per rate-limit class of
+    # the rpc (the contract's rate_limit_class; JSON in OBM_UPSTREAM_DEADLINES), else
+    # upstream_call_timeout_seconds; a partner's shorter deadline wins. Running out is
+    # UPSTREAM_TIMEOUT and counts against the replica (gateway.upstreams).
     upstream_call_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    upstream_deadlines: dict[str, float] = Field(
+        default_factory=lambda: {"token": 5.0, "consents": 5.0, "reads": 5.0, "settlement": 10.0, "payments": 15.0}
+    )
+    # Outlier detection per upstream replica: this many transport failures or upstream
+    # timeouts in a row eject it for upstream_ejection_seconds (doubling while it stays bad,
+    # up to upstream_max_ejection_seconds); a health check brings it back.
+    upstream_failures_to_eject: int = Field(default=3, ge=1, le=1000)
+    upstream_ejection_seconds: float = Field(default=1.0, gt=0, le=300)
+    upstream_max_ejection_seconds: float = Field(default=10.0, gt=0, le=3600)
     # Rate limits (YAML, reloaded when it changes); Redis when redis_url is set.
     ratelimit_config_file: Path = Path(__file__).parent / "ratelimits.yaml"
     ratelimit_reload_seconds: float = Field(default=2.0, gt=0)

@@ -7,6 +7,7 @@ propagation, keepalive, message limits and (m)TLS are set up one way.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -60,6 +61,31 @@ class _InteractionIdInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.U
         return await continuation(self._with_id(client_call_details), request)
 
 
+# Calls spread over every address the target resolves to (each replica of a service): a list
+# of addresses (``up --replicas``) or a DNS name with one record per replica (a Kubernetes
+# headless Service, ``dns:///account:50052``) take the same path.
+ROUND_ROBIN_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+def replica_addresses(target: str) -> list[str]:
+    """The ``host:port`` of each replica a target lists (``a:1,b:2`` or ``ipv4:a:1,b:2``);
+    a single address or a resolver target (``dns:///svc:port``) is one entry."""
+    for scheme in ("ipv4:", "ipv6:"):
+        if target.startswith(scheme):
+            target = target[len(scheme) :]
+            break
+    return [part.strip() for part in target.split(",") if part.strip()]
+
+
+def balanced_target(target: str) -> str:
+    """The gRPC target for ``target``: a list of replicas becomes an ``ipv4:`` (or ``ipv6:``)
+    target gRPC balances over; anything else is used as it is."""
+    if "," not in target or target.startswith(("ipv4:", "ipv6:")):
+        return target
+    addresses = replica_addresses(target)
+    return ("ipv6:" if addresses[0].startswith("[") else "ipv4:") + ",".join(addresses)
+
+
 def open_channel(
     settings: ChannelSettings, *, tracing: bool = True, propagate_interaction_id: bool = True
 ) -> grpc.aio.Channel:
@@ -81,7 +107,9 @@ def open_channel(
         ("grpc.min_reconnect_backoff_ms", 100),
         # A retry waiting for ready (call_with_retry) then always spans a reconnect attempt.
         ("grpc.max_reconnect_backoff_ms", 1000),
+        ("grpc.service_config", ROUND_ROBIN_SERVICE_CONFIG),
     ]
+    target = balanced_target(settings.target)
     interceptors: list[Any] = [_InteractionIdInterceptor()] if propagate_interaction_id else []
     if tracing:
         interceptors = [*client_interceptors(), *interceptors]
@@ -93,8 +121,8 @@ def open_channel(
             private_key=settings.tls_key_file.read_bytes() if settings.tls_key_file else None,
             certificate_chain=settings.tls_cert_file.read_bytes() if settings.tls_cert_file else None,
         )
-        return grpc.aio.secure_channel(settings.target, credentials, options=options, interceptors=interceptors)
-    return grpc.aio.insecure_channel(settings.target, options=options, interceptors=interceptors)
+        return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
 
 
 async def call_with_retry(
