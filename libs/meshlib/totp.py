@@ -1,4 +1,5 @@
-"""Time-based one-time passwords (RFC 6238 over RFC 4226 HOTP): SHA-1, 6 digits, 30 s.
+"""Time-based one-time passwords (RFC 6238 over RFC 4226 HOTP): SHA-1, 6 digits, 30 s, for
+identity's customers and the operator console's operators.
 
 A code is accepted in the current step or one step either side (clock drift), and only
 for a step later than the last one accepted, so a code can never be used twice.
