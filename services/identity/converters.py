@@ -8,6 +8,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
+from meshlib.mandates import enum_suffix, mandate_message
 from meshlib.money import Amount
 from meshlib.names import parse_name
 from openbank.common.v1 import consent_permission_pb2, money_pb2
@@ -15,6 +16,7 @@ from openbank.identity.v1 import consent_pb2, customer_pb2, partner_pb2, signing
 from services.identity.domain.consents import Consent, ConsentNarrowing, ConsentRequest
 from services.identity.domain.customers import Customer
 from services.identity.domain.keys import SigningKey
+from services.identity.domain.mandates import MandateRequest, PeriodicLimitRequest
 from services.identity.domain.partners import AuthMethod, Partner, PartnerChanges, PartnerRegistration
 from services.identity.token_service import ClientCredentials, Introspection, TokenRequest
 
@@ -194,6 +196,7 @@ def consent_message(consent: Consent) -> consent_pb2.Consent:
         create_time=timestamp(consent.created_at),
         update_time=timestamp(consent.updated_at),
         authorise_time=timestamp(consent.authorised_at),
+        mandate=mandate_message(consent.mandate) if consent.mandate else None,
     )
 
 
@@ -208,7 +211,37 @@ def consent_request(request: consent_pb2.CreateConsentRequest) -> ConsentRequest
         reads_per_day=request.reads_per_day,
         code_challenge=request.code_challenge,
         code_challenge_method=request.code_challenge_method,
+        mandate=mandate_request(request.mandate) if request.HasField("mandate") else None,
     )
+
+
+def mandate_request(message: consent_pb2.Mandate) -> MandateRequest:
+    """A requested Mandate -> the domain's unvalidated request (names without prefixes)."""
+    creditor = message.WhichOneof("creditor")
+    name = getattr(message, creditor) if creditor else ""
+    return MandateRequest(
+        mandate_type=enum_suffix(consent_pb2.MandateType, message.type, "MANDATE_TYPE_"),
+        creditor_account=_resource_id(name, "accounts/") if creditor == "creditor_account" else None,
+        creditor_wallet=_resource_id(name, "partners/") if creditor == "creditor_wallet" else None,
+        maximum_individual=money_fields(message, "maximum_individual_amount"),
+        periodic_limits=tuple(
+            PeriodicLimitRequest(
+                period_type=enum_suffix(consent_pb2.MandatePeriodType, limit.period_type, "MANDATE_PERIOD_TYPE_"),
+                alignment=enum_suffix(
+                    consent_pb2.MandatePeriodAlignment, limit.period_alignment, "MANDATE_PERIOD_ALIGNMENT_"
+                ),
+                maximum=money_fields(limit, "maximum_amount"),
+            )
+            for limit in message.periodic_limits
+        ),
+        valid_from=from_timestamp(message, "valid_from_time"),
+        valid_to=from_timestamp(message, "valid_to_time"),
+    )
+
+
+def _resource_id(name: str, prefix: str) -> str:
+    """The id of ``prefix{id}``; a name without the prefix is kept whole (and then refused)."""
+    return name[len(prefix) :] if name.startswith(prefix) else name
 
 
 def consent_narrowing(request: consent_pb2.UpdateConsentLimitsRequest) -> ConsentNarrowing:

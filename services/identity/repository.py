@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from meshlib.mandates import Mandate
 from meshlib.money import Amount
 from meshlib.storage import as_utc
 from services.identity.domain.consents import Consent, ConsentState
@@ -280,6 +281,7 @@ class ConsentRepository:
             "created_at": consent.created_at,
             "updated_at": consent.updated_at,
             "authorised_at": consent.authorised_at,
+            "mandate": consent.mandate.to_json() if consent.mandate else None,
         }
 
     @staticmethod
@@ -301,6 +303,7 @@ class ConsentRepository:
             created_at=_required(row.created_at),
             updated_at=_required(row.updated_at),
             authorised_at=as_utc(row.authorised_at),
+            mandate=Mandate.from_json(row.mandate) if row.mandate else None,
         )
 
     async def add(self, consent: Consent) -> None:

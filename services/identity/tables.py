@@ -89,6 +89,8 @@ consents = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("authorised_at", sa.DateTime(timezone=True), nullable=True),
+    # A payment mandate's control parameters (meshlib.mandates.Mandate.to_json); NULL: none.
+    sa.Column("mandate", sa.Text, nullable=True),
 )
 
 authorization_codes = sa.Table(

@@ -26,7 +26,7 @@ from meshlib.events import InvalidationBus
 from meshlib.periodic import Periodic
 from meshlib.server import Lifecycle, ServiceRegistration
 from meshlib.storage import Transactions
-from openbank.payment.v1 import payment_admin_pb2_grpc, payment_pb2_grpc
+from openbank.payment.v1 import mandate_pb2_grpc, payment_admin_pb2_grpc, payment_pb2_grpc
 from services.payment.adapters.batching import BatchingLedger, BatchingSettlement
 from services.payment.adapters.group_commit import GroupCommitJournal, GroupCommitRegister
 from services.payment.adapters.peers import GrpcLedger, GrpcPartnerDirectory, GrpcSettlement
@@ -46,6 +46,8 @@ from services.payment.domain.checks import load_rules
 from services.payment.domain.fees import load_fee_schedule
 from services.payment.domain.schedules import scaled_clock
 from services.payment.fee_charges import FeeCharges
+from services.payment.mandate_servicer import MandateServicer
+from services.payment.mandate_usage import MandateUsage
 from services.payment.metrics import publish_payment_gauges
 from services.payment.ports import Clock, PartnerDirectory, PaymentJournal, PaymentRegister, utc_now
 from services.payment.queries import PaymentEvents, PaymentQueries
@@ -236,6 +238,11 @@ async def wire(
                 "openbank.payment.v1.PaymentAdminService",
                 PaymentAdminServicer(components),
                 payment_admin_pb2_grpc.add_PaymentAdminServiceServicer_to_server,
+            ),
+            ServiceRegistration(
+                "openbank.payment.v1.MandateService",
+                MandateServicer(MandateUsage(uow, peers.consents)),
+                mandate_pb2_grpc.add_MandateServiceServicer_to_server,
             ),
         ],
         components=components,

@@ -15,7 +15,7 @@ from meshlib.errors import InvalidArgument, MeshError
 from meshlib.ids import time_ordered_id
 from meshlib.money import Amount
 from meshlib.storage import IdempotencyKey
-from services.payment.domain import checks, schedules
+from services.payment.domain import checks, mandates, schedules
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.domain.saga import TRANSIENT_REASONS, History, opening, plan_for
 from services.payment.fee_charges import FeeCharges, FeeLeg
@@ -130,6 +130,10 @@ class CreatePayment:
         try:
             consent = await self._consents.get(consent_id, partner_id=partner_id)
             checks.check_consent(consent, new.debtor_account_id, now)
+            if consent.mandate is not None:  # checked again, with its periodic limits, when recorded
+                mandates.check_payment(
+                    consent.mandate, new.creditor_account_id, new.creditor_wallet_partner_id, new.amount, now
+                )
             if scheduled or new.standing_order_id:
                 checks.check_schedule_permission(consent, now)
             debtor = await self._ledger.describe_account(new.debtor_account_id)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from meshlib.errors import NotFound, PermissionDenied
+from meshlib.mandates import Mandate
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class ConsentView:
     limit_currency: str | None = None
     period: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # A payment mandate (VRP, sweeping): every payment with the consent must meet it.
+    mandate: Mandate | None = None
 
     def require_usable(self, permission: str | None, now: dt.datetime) -> None:
         """Refuse unless authorised, unpaused, unexpired and granting ``permission``."""
@@ -62,3 +65,6 @@ class ConsentLookup(Protocol):
 
     async def get(self, consent_id: str, *, partner_id: str) -> ConsentView:
         """The consent, if it belongs to ``partner_id``; NotFound otherwise."""
+
+    async def get_of_customer(self, consent_id: str, *, customer_id: str) -> ConsentView:
+        """The consent, if ``customer_id`` gave it (the bank's own pages); NotFound otherwise."""

@@ -21,6 +21,7 @@ from meshlib.cache import RefreshingCache
 from meshlib.clients import PeerCaller
 from meshlib.errors import NotFound
 from meshlib.events import Invalidation, InvalidationBus
+from meshlib.mandates import mandate_from_message
 
 LOOKUP_TIMEOUT_SECONDS = 2.0
 
@@ -55,6 +56,7 @@ def consent_view(consent: Any) -> ConsentView:
         period=(
             consent_pb2.ConsentPeriod.Name(consent.period).removeprefix("CONSENT_PERIOD_") if consent.period else None
         ),
+        mandate=mandate_from_message(consent.mandate) if consent.HasField("mandate") else None,
     )
 
 
@@ -93,6 +95,13 @@ class IdentityConsentLookup:
         """The consent, if it belongs to ``partner_id``; NotFound otherwise."""
         view = await self._cache.get(consent_id, lambda: self._fetch(consent_id))
         if view.partner_id != partner_id:
+            raise NotFound("consent not found", metadata={"resource_name": f"consents/{consent_id}"})
+        return view
+
+    async def get_of_customer(self, consent_id: str, *, customer_id: str) -> ConsentView:
+        """The consent, if ``customer_id`` gave it; NotFound otherwise."""
+        view = await self._cache.get(consent_id, lambda: self._fetch(consent_id))
+        if view.customer_id != customer_id:
             raise NotFound("consent not found", metadata={"resource_name": f"consents/{consent_id}"})
         return view
 

@@ -39,6 +39,10 @@ class UnavailableConsentLookup:
         """Always UNAVAILABLE: the consent cannot be checked, so nothing is served."""
         raise Unavailable("consent checks are unavailable", retry_after_seconds=1.0)
 
+    async def get_of_customer(self, consent_id: str, *, customer_id: str) -> ConsentView:
+        """Always UNAVAILABLE, as ``get``."""
+        raise Unavailable("consent checks are unavailable", retry_after_seconds=1.0)
+
 
 class UnavailableRevocationCheck:
     """Used when the process has no credentials to ask identity: whether a token, its

@@ -14,8 +14,10 @@ import uuid
 from dataclasses import dataclass, replace
 
 from meshlib.errors import FailedPrecondition, FieldCollector, InvalidArgument
+from meshlib.mandates import Mandate
 from meshlib.money import Amount, amount_from_fields
 from meshlib.names import ID_PATTERN
+from services.identity.domain.mandates import MandateRequest, check_mandate_consent, new_mandate
 
 MAX_LIFETIME = dt.timedelta(days=365)
 PERMISSIONS = frozenset(
@@ -62,6 +64,7 @@ class ConsentRequest:
     reads_per_day: int
     code_challenge: str
     code_challenge_method: str
+    mandate: MandateRequest | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ class Consent:
     created_at: dt.datetime
     updated_at: dt.datetime
     authorised_at: dt.datetime | None = None
+    # A payment mandate (VRP, sweeping): every payment made with the consent must meet it.
+    mandate: Mandate | None = None
 
     def current(self, now: dt.datetime) -> Consent:
         """The consent as of ``now``: past its expiry a live consent reads as EXPIRED."""
@@ -120,6 +125,8 @@ class Consent:
     def authorise(self, customer_id: str, account_ids: tuple[str, ...], now: dt.datetime) -> Consent:
         """The customer said yes (after SCA) for these accounts."""
         self.require_authorisable()
+        if self.mandate is not None:
+            _check_mandate_accounts(self.mandate, account_ids)
         return replace(
             self,
             state=ConsentState.AUTHORISED,
@@ -274,6 +281,10 @@ def create(request: ConsentRequest, partner_id: str, now: dt.datetime) -> Consen
         "must be BASE64URL(SHA256(code_verifier)) without padding (43 characters)",
     )
     errors.check(request.code_challenge_method == "S256", "code_challenge_method", 'must be "S256"')
+    mandate = None
+    if request.mandate is not None:
+        check_mandate_consent(permissions, bool(per_payment or period_limit or request.period), errors)
+        mandate = new_mandate(request.mandate, partner_id, request.expires_at, now, errors)
     errors.raise_if_any()
     assert request.expires_at is not None
     return Consent(
@@ -292,7 +303,18 @@ def create(request: ConsentRequest, partner_id: str, now: dt.datetime) -> Consen
         code_challenge=request.code_challenge,
         created_at=now,
         updated_at=now,
+        mandate=mandate,
     )
+
+
+def _check_mandate_accounts(mandate: Mandate, account_ids: tuple[str, ...]) -> None:
+    """A mandate pays from exactly one account, never its own creditor."""
+    errors = FieldCollector()
+    errors.check(len(account_ids) == 1, "accounts", "a mandate pays from exactly one account")
+    errors.check(
+        mandate.creditor_account_id not in account_ids, "accounts", "must not be the mandate's creditor account"
+    )
+    errors.raise_if_any()
 
 
 def check_account_names(account_ids: tuple[str, ...]) -> tuple[str, ...]:

@@ -18,9 +18,10 @@ from typing import TypeVar
 from meshlib.audit import Actor
 from meshlib.errors import FailedPrecondition, MeshError, NotFound
 from meshlib.idempotency import SavedAnswer
+from meshlib.mandates import Mandate
 from meshlib.storage import Codec, IdempotencyKey, Transactions, retry_on_conflict
 from services.payment.adapters.audit import SAGA, audit_payment, partner_of
-from services.payment.domain import checks, refunds
+from services.payment.domain import checks, mandates, refunds
 from services.payment.domain.checks import CustomerHistory, VelocityRules
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.domain.saga import Outcome, RecordedStep, Step, StepRecord
@@ -86,12 +87,30 @@ class _CarriedFacts:
             since = checks.period_start(consent.period, self._now)
             spent = await self._spent("consent_id", payment.consent_id, amount.currency, since)
         checks.check_consent_limits(consent, amount, spent)
+        if consent.mandate is not None:
+            # Here, where the writers queue, so payments racing for a period's last allowance
+            # are counted one after the other (the earlier ones of the group carried forward).
+            mandates.check_payment(
+                consent.mandate, payment.creditor_account_id, payment.creditor_wallet_partner_id, amount, self._now
+            )
+            mandates.check_periods(
+                consent.mandate, amount, await self.mandate_usage(consent.consent_id, consent.mandate)
+            )
         spent_today = 0
         if limits.daily_minor is not None:
             since = checks.day_start(self._now)
             spent_today = await self._spent("partner_id", payment.partner_id, amount.currency, since)
         checks.check_partner_limits(limits, amount, spent_today)
         self._rules.check(amount, await self._history(payment))
+
+    async def mandate_usage(self, consent_id: str, mandate: Mandate) -> list[mandates.PeriodUsage]:
+        """What the mandate's payments add up to in each periodic limit's current period."""
+        return [
+            mandates.PeriodUsage(
+                limit, start, end, await self._spent("consent_id", consent_id, mandate.currency, start)
+            )
+            for limit, start, end in mandates.windows(mandate, self._now)
+        ]
 
     def accept(self, key: IdempotencyKey, stored: Payment) -> None:
         """Count an accepted payment for the ones after it, and save its answer with the group."""

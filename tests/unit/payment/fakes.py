@@ -222,6 +222,12 @@ class FakeConsents:
 
 class FakePartners:
     """No partner limits unless set."""
+    async def get_of_customer(self, consent_id: str, *, customer_id: str) -> ConsentView:
+        view = self.views.get(consent_id)
+        if view is None or view.customer_id != customer_id:
+            raise NotFound("consent not found")
+        return view
+
 
     def __init__(self) -> None:
         self.by_partner: dict[str, PartnerLimits] = {}
