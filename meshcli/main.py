@@ -32,6 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--base-port", type=int, default=50050, help="gateway port; identity, account, payment, settlement follow"
     )
+    up.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        choices=range(1, 9),
+        metavar="N",
+        help="N processes of every service and the gateway, on PostgreSQL and Redis (DATABASE_URL and "
+        "REDIS_URL, else started locally), balanced round robin",
+    )
     serve = commands.add_parser("serve", help="run one process (what the container image runs)")
     serve.add_argument("process", choices=sorted(PROCESS_MODULES), help="which process")
     demo = commands.add_parser("demo", help="a wallet's whole journey against the running local mesh")
@@ -59,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         from meshcli.mesh import run_up
 
+        if args.replicas > 1:
+            from meshcli.replicas import local_stores
+
+            with local_stores(args.data_dir) as stores:
+                return asyncio.run(run_up(args.data_dir, args.base_port, replicas=args.replicas, stores=stores))
         return asyncio.run(run_up(args.data_dir, args.base_port))
     if args.command == "serve":
         runpy.run_module(PROCESS_MODULES[args.process], run_name="__main__")

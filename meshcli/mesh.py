@@ -20,6 +20,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from meshcli.replicas import LocalStores, record_replicas, replica_ports, replica_targets, stores_env
 from meshcli.targets import ports_from_base, remove_mesh_file, write_mesh_file
 from meshlib.app import DEFAULT_PORTS
 
@@ -99,6 +100,14 @@ class MeshProcess:
     port: int
     process: asyncio.subprocess.Process | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # 1 for the first process of a service; 2.. for the others of `up --replicas N`.
+    replica: int = 1
+    launch_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``account``, or ``account-2`` for its second replica."""
+        return self.name if self.replica == 1 else f"{self.name}-{self.replica}"
 
 
 SERVICES_WITH_DATABASES = ("identity", "account", "payment", "settlement")
@@ -189,6 +198,7 @@ class LocalMesh:
         extra_env: dict[str, str] | None = None,
         quiet: bool = False,
         child_env: dict[str, dict[str, str]] | None = None,
+        replicas: int = 1,
     ) -> None:
         self.ports = dict(DEFAULT_PORTS if ports is None else ports)
         self.data_dir = data_dir
@@ -211,6 +221,14 @@ class LocalMesh:
         for name, url in self.service_databases.items():
             self.child_env.setdefault(name, {}).setdefault("OBM_DATABASE_URL", url)
         self.children = [MeshProcess(name, module, self.ports[name]) for name, module in PROCESSES]
+        # `up --replicas N`: the other processes of each service, and every process finds a
+        # service by all its replicas' addresses (meshcli.replicas).
+        self.replica_ports = replica_ports(self.ports, replicas) if replicas > 1 else {}
+        self.env.update(replica_targets(self.replica_ports))
+        for name, module in PROCESSES if replicas > 1 else ():
+            for index, port in enumerate(self.replica_ports.get(name, [])[1:], start=2):
+                extra = {"OBM_AUDIT_REPLICA": f"{socket.gethostname()}-{index}"} if name == "gateway" else {}
+                self.children.append(MeshProcess(name, module, port, env=extra, replica=index))
         self.children += [
             MeshProcess(name, module, self.ports[name]) for name, module in WEB_PROCESSES if name in self.ports
         ]
@@ -238,6 +256,8 @@ class LocalMesh:
                 # Plain http on 127.0.0.1: no Secure cookies (every other deployment keeps them).
                 env.update(OBM_BANKWEB_PORT=str(child.port), OBM_BANKWEB_SECURE_COOKIES="false")
             env.update(self.child_env.get(child.name, {}))
+            env.update(child.env)  # this replica's own settings
+            child.launch_env = env
             child.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -269,6 +289,8 @@ class LocalMesh:
                 raise RuntimeError(f"{child.name} did not become ready on port {child.port} within 60 s")
             self._say(f"  ready    {child.name:<10} {'HTTP 200' if web else 'SERVING'} on 127.0.0.1:{child.port}")
         write_mesh_file(self.data_dir, self.ports)
+        if self.replica_ports:
+            record_replicas(self.data_dir, self.replica_ports)
 
     async def stop(self, grace: float = 8.0) -> list[int | None]:
         """SIGTERM everyone (gateway first), wait for the drain, kill stragglers."""
@@ -287,6 +309,30 @@ class LocalMesh:
                 child.process.kill()
                 codes.append(await child.process.wait())
         return codes
+
+    def replica(self, name: str, index: int = 1) -> MeshProcess:
+        """The process of replica ``index`` of ``name``."""
+        return next(c for c in self.children if c.name == name and c.replica == index)
+
+    def kill(self, child: MeshProcess, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to one process (SIGKILL: a crash; SIGSTOP/SIGCONT: a hang and its end)."""
+        assert child.process is not None
+        child.process.send_signal(sig)
+
+    async def restart(self, child: MeshProcess, timeout: float = 60.0) -> None:
+        """Start a process that exited again, as it was started, and wait until it serves."""
+        assert child.process is not None
+        await child.process.wait()
+        child.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            child.module,
+            env=child.launch_env,
+            stdout=subprocess_out(self.quiet),
+            stderr=subprocess_out(self.quiet),
+        )
+        if not await wait_serving(child.port, timeout=timeout):
+            raise RuntimeError(f"{child.label} did not serve again on port {child.port} within {timeout:g} s")
 
     async def wait_any_exit(self) -> MeshProcess:
         """Return the first child that exits on its own."""
@@ -309,9 +355,15 @@ def subprocess_out(quiet: bool) -> int | None:
     return asyncio.subprocess.DEVNULL if quiet else None
 
 
-async def run_up(data_dir: Path, base_port: int = DEFAULT_PORTS["gateway"]) -> int:
-    """``openbank-mesh up``: run until Ctrl-C / SIGTERM, then stop everything cleanly."""
-    mesh = LocalMesh(data_dir, ports=ports_from_base(base_port))
+async def run_up(
+    data_dir: Path, base_port: int = DEFAULT_PORTS["gateway"], *, replicas: int = 1, stores: LocalStores | None = None
+) -> int:
+    """``openbank-mesh up``: run until Ctrl-C / SIGTERM, then stop everything cleanly.
+
+    With ``replicas`` > 1, that many processes of every service and the gateway, on ``stores``
+    (PostgreSQL and Redis, :func:`meshcli.replicas.local_stores`).
+    """
+    mesh = LocalMesh(data_dir, ports=ports_from_base(base_port), replicas=replicas, extra_env=stores_env(stores))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -321,6 +373,12 @@ async def run_up(data_dir: Path, base_port: int = DEFAULT_PORTS["gateway"]) -> i
         "Redis rate limiter" if mesh.env.get("OBM_REDIS_URL") or mesh.env.get("REDIS_URL") else "in-process limiter"
     )
     print(f"OpenBank Mesh: starting six processes ({store}, {limiter})", flush=True)
+    if replicas > 1:
+        print(
+            f"  {replicas} replicas of every service and the gateway, balanced round robin"
+            + (f"; started {stores.started}" if stores and stores.started else ""),
+            flush=True,
+        )
     try:
         await mesh.start()
     except RuntimeError as error:
