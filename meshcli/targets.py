@@ -15,17 +15,20 @@ from pathlib import Path
 from meshlib.app import DEFAULT_PORTS
 
 MESH_FILE = "mesh.json"
-# The customer pages' port beside the default gateway port (bankweb's own default).
+# The customer pages' and the operator console's ports beside the default gateway port
+# (their own defaults).
 DEFAULT_BANKWEB_PORT = 8080
+DEFAULT_CONSOLE_PORT = 8090
 
 
 def ports_from_base(base_port: int) -> dict[str, int]:
     """Every process's port when the gateway listens on ``base_port`` (``up --base-port``): the
-    four services on the next ports, the bank's web pages on 8080 by default, else right after
-    them (an offset from 8080 could leave the port range)."""
+    four services on the next ports, the bank's web pages on 8080 and the operator console on
+    8090 by default, else right after them (an offset from 8080 could leave the port range)."""
     offset = base_port - DEFAULT_PORTS["gateway"]
     ports = {name: port + offset for name, port in DEFAULT_PORTS.items()}
     ports["bankweb"] = DEFAULT_BANKWEB_PORT if offset == 0 else max(ports.values()) + 1
+    ports["console"] = DEFAULT_CONSOLE_PORT if offset == 0 else ports["bankweb"] + 1
     if not all(0 < port < 65536 for port in ports.values()):
         raise SystemExit(f"--base-port {base_port} puts a process outside the port range")
     return ports

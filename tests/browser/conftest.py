@@ -1,5 +1,5 @@
-"""One local mesh with the bank's web app, one wallet and one headless Chromium for every
-browser test of a worker (starting them is most of the time these tests take)."""
+"""One local mesh with the bank's web app and the operator console, one wallet and one
+headless Chromium for every browser test of a worker (starting them is most of the time these tests take)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from tests.support.servers import free_port
 @pytest_asyncio.fixture(loop_scope="session", scope="session")
 async def world(tmp_path_factory, redis_srv):  # type: ignore[no-untyped-def]
     data_dir = tmp_path_factory.mktemp("bankweb") / "data"
-    ports = {name: free_port() for name in ("identity", "account", "payment", "settlement", "gateway", "bankweb")}
+    ports = {
+        name: free_port() for name in ("identity", "account", "payment", "settlement", "gateway", "bankweb", "console")
+    }
     # Per-username sign-in throttle tight enough to test (identity locks after five failures);
     # every test signs in from 127.0.0.1, so the per-address one is loose.
     bankweb_env = {"OBM_BANKWEB_SIGNIN_ATTEMPTS": "6", "OBM_BANKWEB_SIGNIN_ATTEMPTS_PER_ADDRESS": "1000"}
@@ -42,6 +44,7 @@ async def world(tmp_path_factory, redis_srv):  # type: ignore[no-untyped-def]
     try:
         yield {
             "bank": f"http://127.0.0.1:{ports['bankweb']}",
+            "console": f"http://127.0.0.1:{ports['console']}",
             "operator": operator,
             "wallet": wallet,
             "callback": callback,
