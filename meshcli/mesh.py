@@ -21,6 +21,8 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meshcli.replicas import LocalStores, record_replicas, replica_ports, replica_targets, stores_env
+from bankweb.console.grpc_mesh import CONSOLE_SCOPES
+from meshcli.console_operators import OPERATORS_FILE, local_operators
 from meshcli.targets import ports_from_base, remove_mesh_file, write_mesh_file
 from meshlib.app import DEFAULT_PORTS
 
@@ -34,7 +36,8 @@ PROCESSES: tuple[tuple[str, str], ...] = (
 )
 # HTTP processes, started after the gRPC ones when their port is given (``make up`` does):
 # the bank's web app (customer sign-in and consent authorisation), a client of identity and account.
-WEB_PROCESSES: tuple[tuple[str, str], ...] = (("bankweb", "bankweb"),)
+# The operator console (bankweb.console), a client of all four services.
+WEB_PROCESSES: tuple[tuple[str, str], ...] = (("bankweb", "bankweb"), ("console", "bankweb.console"))
 
 
 # The mesh's own OAuth clients and their scopes (identity issues their tokens).
@@ -69,6 +72,9 @@ INTERNAL_CLIENT_SCOPES: dict[str, tuple[str, ...]] = {
     # The bank's web app process (bankweb/): authorisation pages and the customer's dashboard
     # (audit:read: payment's trail, for the payments a wallet made with a consent).
     "bankweb": ("consents:authorise", "audit:read"),
+    # The operator console (bankweb/console/): partner names, positions, window actions,
+    # the payments search, the audit trails.
+    "console": CONSOLE_SCOPES,
 }
 
 
@@ -255,6 +261,14 @@ class LocalMesh:
             if child.name == "bankweb":
                 # Plain http on 127.0.0.1: no Secure cookies (every other deployment keeps them).
                 env.update(OBM_BANKWEB_PORT=str(child.port), OBM_BANKWEB_SECURE_COOKIES="false")
+            if child.name == "console":
+                local_operators(self.data_dir)  # rita (read-only), oscar (operator), ada (admin)
+                env.update(
+                    OBM_CONSOLE_PORT=str(child.port),
+                    OBM_CONSOLE_SECURE_COOKIES="false",
+                    OBM_CONSOLE_OPERATORS_FILE=str(self.data_dir / OPERATORS_FILE),
+                    OBM_CONSOLE_AUDIT_DIR=str(self.data_dir / "audit" / "console"),
+                )
             env.update(self.child_env.get(child.name, {}))
             env.update(child.env)  # this replica's own settings
             child.launch_env = env
@@ -407,6 +421,8 @@ async def run_up(
         + "".join(f"  {n:<11} 127.0.0.1:{mesh.ports[n]}\n" for n in ("identity", "account", "payment", "settlement"))
         + f"  bank web    http://127.0.0.1:{mesh.ports['bankweb']}/authorize   (customers authorise consents here)\n"
         + f"              http://127.0.0.1:{mesh.ports['bankweb']}/consents    (customers see and control them)\n"
+        + f"  console     http://127.0.0.1:{mesh.ports['console']}/   (the bank's operators; sign-in in "
+        f"{data_dir}/console-operators-credentials.json)\n"
         + "\n  next: openbank-mesh demo      (a wallet's whole journey, step by step)\n"
         f"  or:   buf curl --protocol grpc --http2-prior-knowledge --list-methods http://127.0.0.1:{mesh.ports['gateway']}\n"
         "  stop: Ctrl-C\n",
