@@ -246,6 +246,9 @@ def test_the_gateway_is_the_only_externally_exposed_service(overlay) -> None:  #
             assert [p["port"] for p in service["spec"]["ports"]] == [DEFAULT_PORTS["gateway"]]
         else:
             assert kind == "ClusterIP", service["metadata"]["name"]
+    # The services' own Services are headless: callers balance over the pods themselves.
+    headless = {s["metadata"]["name"] for s in of_kind(docs, "Service") if s["spec"].get("clusterIP") == "None"}
+    assert {"identity", "account", "payment", "settlement"} <= headless
     # Partners reach the mesh through the gateway Service only; customers' browsers reach the
     # bank's web app through its Ingress, over TLS, in prod (dev: kubectl port-forward).
     ingresses = of_kind(docs, "Ingress")
