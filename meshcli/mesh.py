@@ -20,9 +20,9 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from meshcli.replicas import LocalStores, record_replicas, replica_ports, replica_targets, stores_env
 from bankweb.console.grpc_mesh import CONSOLE_SCOPES
 from meshcli.console_operators import OPERATORS_FILE, local_operators
+from meshcli.replicas import LocalStores, record_replicas, replica_ports, replica_targets, stores_env
 from meshcli.targets import ports_from_base, remove_mesh_file, write_mesh_file
 from meshlib.app import DEFAULT_PORTS
 
