@@ -8,12 +8,12 @@ import datetime as dt
 from google.protobuf import timestamp_pb2
 
 from meshlib.errors import FieldCollector, InvalidArgument
+from meshlib.iban import iban_problem, is_bic
 from meshlib.idempotency import fingerprint
 from meshlib.money import amount_from_fields
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size
 from openbank.common.v1 import money_pb2
 from openbank.scheme.v1 import scheme_pb2
-from schemesim.domain.accounts import iban_problem, is_bic
 from schemesim.domain.transfers import (
     MESSAGE_ID_PATTERN,
     AccountId,

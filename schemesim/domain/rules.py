@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from schemesim.domain.accounts import is_bic, is_iban
+from meshlib.iban import is_bic, is_iban
 from schemesim.domain.codes import RETURN_REASONS, STATUS_REASONS
 from schemesim.domain.transfers import AccountKind, CreditTransfer, Outcome
 

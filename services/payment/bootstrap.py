@@ -28,11 +28,14 @@ from meshlib.server import Lifecycle, ServiceRegistration
 from meshlib.storage import Transactions
 from openbank.payment.v1 import mandate_pb2_grpc, payment_admin_pb2_grpc, payment_pb2_grpc
 from services.payment.adapters.batching import BatchingLedger, BatchingSettlement
+from services.payment.adapters.clearing import CLEARING_SCOPES, GrpcClearingConnector
 from services.payment.adapters.group_commit import GroupCommitJournal, GroupCommitRegister
 from services.payment.adapters.peers import GrpcLedger, GrpcPartnerDirectory, GrpcSettlement
+from services.payment.adapters.sql_clearing_feeds import SqlClearingFeeds
 from services.payment.adapters.sql_journal import SqlPaymentJournal
 from services.payment.adapters.sql_register import SqlPaymentRegister
 from services.payment.adapters.sql_schedules import SqlSchedules
+from services.payment.clearing_loops import ClearingLoops, ClearingStatusPoller, SchemeReturns
 from services.payment.commands import (
     KEY_RETENTION,
     CancelPayment,
@@ -54,6 +57,7 @@ from services.payment.queries import PaymentEvents, PaymentQueries
 from services.payment.refund_payment import RefundPayment
 from services.payment.saga import SagaRunner, exit_at_failpoint
 from services.payment.scheduler import Scheduler, SchedulerLoop
+from services.payment.scheme_steps import SchemeSteps
 from services.payment.servicer import PaymentAdminServicer, PaymentServicer
 from services.payment.settings import PaymentSettings
 from services.payment.standing_orders import StandingOrders
@@ -71,6 +75,7 @@ SERVICE_SCOPES = [
     "consents:read",
     "identity:admin",
     "tokens:introspect",
+    *CLEARING_SCOPES,
 ]
 
 Bearer = Callable[[], Awaitable[str]]
@@ -167,7 +172,20 @@ async def wire(
         ledger = GrpcLedger(account, call, settings.hold_timeout_seconds)
         positions = GrpcSettlement(settlement, call, settings.directory_cache_seconds)
         journal, register = sql_journal, sql_register
-    saga = SagaRunner(journal, ledger, positions, failpoint=exit_at_failpoint(settings.payment_failpoint))
+    scheme_connector: GrpcClearingConnector | None = None
+    if settings.scheme_target:
+        # One attempt per submission (its deadline is how long an acknowledgement is awaited);
+        # a lost one is asked for by status, never by sending blindly again.
+        scheme_call = PeerCaller(peers.bearer, deadline_seconds=settings.scheme_deadline_seconds, attempts=1)
+        scheme_connector = GrpcClearingConnector(runtime.channel(settings.scheme_target), scheme_call)
+    saga = SagaRunner(
+        journal,
+        ledger,
+        positions,
+        failpoint=exit_at_failpoint(settings.payment_failpoint),
+        scheme=SchemeSteps(scheme_connector, settings.scheme_bank_bic) if scheme_connector else None,
+        clearing_poll=dt.timedelta(seconds=settings.clearing_poll_seconds),
+    )
     partners = partner_directory(runtime, call)
     create: CreatePaymentHandler = CreatePayment(
         consents=peers.consents,
@@ -220,12 +238,26 @@ async def wire(
         hourly=lambda: purge_idempotency_keys(uow, utc_now(), KEY_RETENTION),
     )
     scheduling = SchedulerLoop(scheduler, settings.schedule_interval_seconds)
+    clearing_loops: list[ClearingLoops] = []
+    if scheme_connector is not None:
+        returns = SchemeReturns(
+            scheme_connector, SqlClearingFeeds(Transactions(uow)), components.refund, recovery, journal
+        )
+        clearing_loops.append(
+            ClearingLoops(
+                ClearingStatusPoller(journal, recovery),
+                returns,
+                settings.clearing_poll_seconds,
+                settings.clearing_returns_seconds,
+            )
+        )
     gauges = Periodic("payment-metrics", settings.metrics_interval_seconds, partial(publish_payment_gauges, uow))
     lifecycle = Lifecycle(
-        on_start=[loop.start, scheduling.start, gauges.start], on_stop=[scheduling.stop, loop.stop, gauges.stop]
+        on_start=[loop.start, scheduling.start, gauges.start, *(c.start for c in clearing_loops)],
+        on_stop=[*(c.stop for c in clearing_loops), scheduling.stop, loop.stop, gauges.stop],
     )
     if peers.bus is not None:
-        lifecycle.on_start.insert(0, peers.bus.start)
+        lifecycle.on_start.insert(0, peers.start)
         lifecycle.on_stop.append(peers.bus.close)
     return Wiring(
         registrations=[

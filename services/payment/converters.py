@@ -14,7 +14,8 @@ from meshlib.names import parse_name, resource_name
 from openbank.common.v1 import money_pb2
 from openbank.payment.v1 import payment_admin_pb2, payment_pb2
 from services.payment.create_payment import NewPayment
-from services.payment.domain.payments import Payment, PaymentState
+from services.payment.domain.clearing import check_external_creditor
+from services.payment.domain.payments import EXTERNAL_TRANSFER_TYPE, ExternalCreditor, Payment, PaymentState
 from services.payment.domain.refunds import RefundRequest
 from services.payment.domain.saga import PaymentEvent, RecordedStep
 from services.payment.domain.schedules import MAX_EXECUTIONS, Frequency, StandingOrder
@@ -49,6 +50,8 @@ def payment_message(payment: Payment) -> payment_pb2.Payment:
         message.creditor_account = resource_name("accounts", payment.creditor_account_id)
     elif payment.creditor_wallet_partner_id:
         message.creditor_wallet = resource_name("partners", payment.creditor_wallet_partner_id)
+    elif payment.external_creditor is not None:
+        message.creditor_external.CopyFrom(external_creditor_message(payment.external_creditor))
     if payment.is_refund:
         message.refund_of = resource_name("payments", payment.original_payment_id)
         message.return_reason = payment.return_reason
@@ -64,6 +67,30 @@ def payment_message(payment: Payment) -> payment_pb2.Payment:
     if refunded:
         message.refunded_amount.CopyFrom(money_pb2.Money(currency_code=payment.amount.currency, minor_units=refunded))
     return message
+
+
+def external_creditor_message(creditor: ExternalCreditor) -> payment_pb2.ExternalCreditor:
+    """A creditor at another bank, as partners see it."""
+    message = payment_pb2.ExternalCreditor(name=creditor.name, agent_bic=creditor.agent_bic)
+    if creditor.account_kind == "IBAN":
+        message.iban = creditor.account
+    else:
+        message.scheme_account_id = creditor.account
+    return message
+
+
+def external_creditor(message: payment_pb2.ExternalCreditor, errors: FieldCollector) -> ExternalCreditor:
+    """A creditor at another bank, checked (an IBAN in electronic format); bad fields into ``errors``."""
+    which = message.WhichOneof("account")
+    if which == "iban":
+        creditor = ExternalCreditor("".join(message.iban.split()).upper(), "IBAN", message.name, message.agent_bic)
+    else:
+        creditor = ExternalCreditor(message.scheme_account_id, "SCHEME", message.name, message.agent_bic)
+        if which is None:
+            errors.add("creditor_external.iban", "an iban or a scheme_account_id is required")
+            return creditor
+    check_external_creditor(creditor, errors, "creditor_external")
+    return creditor
 
 
 RefundMessage = payment_pb2.RefundPaymentRequest | payment_admin_pb2.OperatorRefundPaymentRequest
@@ -97,6 +124,7 @@ PAYMENT_TYPES = {
     payment_pb2.PAYMENT_TYPE_WALLET_TOP_UP: "WALLET_TOP_UP",
     payment_pb2.PAYMENT_TYPE_TRANSFER: "TRANSFER",
     payment_pb2.PAYMENT_TYPE_BILL_PAYMENT: "BILL_PAYMENT",
+    payment_pb2.PAYMENT_TYPE_EXTERNAL_TRANSFER: EXTERNAL_TRANSFER_TYPE,
 }
 
 
@@ -115,16 +143,22 @@ def new_payment(request: payment_pb2.CreatePaymentRequest) -> NewPayment:
     debtor = parse_name(request.debtor_account, "accounts", "debtor_account", errors)
     payment_type = PAYMENT_TYPES.get(request.type)
     if payment_type is None:
-        errors.add("type", "must be WALLET_TOP_UP, TRANSFER or BILL_PAYMENT")
+        errors.add("type", "must be WALLET_TOP_UP, TRANSFER, BILL_PAYMENT or EXTERNAL_TRANSFER")
     amount = None
     if request.HasField("amount"):
         amount = amount_from_fields(request.amount.currency_code, request.amount.minor_units, "amount", errors)
     else:
         errors.add("amount", "required")
     creditor = request.WhichOneof("creditor")
-    creditor_account = creditor_wallet = None
+    creditor_account = creditor_wallet = external = None
     if creditor is None:
-        errors.add("creditor_account", "a creditor_account or creditor_wallet is required")
+        errors.add("creditor_account", "a creditor_account, creditor_wallet or creditor_external is required")
+    elif creditor == "creditor_external":
+        external = external_creditor(request.creditor_external, errors)
+        if payment_type != EXTERNAL_TRANSFER_TYPE:
+            errors.add("creditor_external", "an account at another bank is paid by an EXTERNAL_TRANSFER")
+    elif payment_type == EXTERNAL_TRANSFER_TYPE:
+        errors.add(creditor, "an EXTERNAL_TRANSFER credits creditor_external")
     elif creditor == "creditor_account":
         creditor_account = parse_name(request.creditor_account, "accounts", "creditor_account", errors)
         if payment_type == "WALLET_TOP_UP":
@@ -135,6 +169,11 @@ def new_payment(request: payment_pb2.CreatePaymentRequest) -> NewPayment:
             errors.add("creditor_wallet", "a transfer or bill payment credits creditor_account")
     errors.check(len(request.remittance_information) <= 140, "remittance_information", "at most 140 characters")
     errors.check(len(request.end_to_end_id) <= 35, "end_to_end_id", "at most 35 characters")
+    errors.check(
+        external is None or not request.HasField("requested_execution_time"),
+        "requested_execution_time",
+        "a payment to another bank executes now",
+    )
     errors.raise_if_any()
     if creditor_account is not None and creditor_account == debtor:
         raise InvalidArgument.field("creditor_account", "must not be the debtor account", reason="BENEFICIARY_INVALID")
@@ -153,6 +192,7 @@ def new_payment(request: payment_pb2.CreatePaymentRequest) -> NewPayment:
         remittance_information=request.remittance_information,
         end_to_end_id=request.end_to_end_id,
         requested_execution_at=requested,
+        external_creditor=external,
     )
 
 

@@ -16,7 +16,7 @@ from meshlib.ids import time_ordered_id
 from meshlib.money import Amount
 from meshlib.storage import IdempotencyKey
 from services.payment.domain import checks, mandates, schedules
-from services.payment.domain.payments import Payment, PaymentState
+from services.payment.domain.payments import ExternalCreditor, Payment, PaymentState
 from services.payment.domain.saga import TRANSIENT_REASONS, History, opening, plan_for
 from services.payment.fee_charges import FeeCharges, FeeLeg
 from services.payment.ports import (
@@ -53,6 +53,8 @@ class NewPayment:
     standing_order_id: str = ""
     execution_number: int = 0
     customer_id: str = ""
+    # A payment to another bank (EXTERNAL_TRANSFER): its creditor there.
+    external_creditor: ExternalCreditor | None = None
 
     @property
     def method(self) -> str:
@@ -76,7 +78,12 @@ class Router:
         self._participants = participants
 
     async def route(self, partner_id: str, new: NewPayment) -> Route:
-        """An account of the bank as it is; a wallet (the partner's own only) via its settlement account."""
+        """An account of the bank as it is; a wallet (the partner's own only) via its settlement
+        account; another bank via the bank's clearing account at the scheme (the bank owes the scheme)."""
+        if new.external_creditor is not None:
+            scheme = await self._participants.scheme()
+            bank = await self._participants.bank()
+            return Route(scheme.settlement_account_id, bank.participant_id, scheme.participant_id)
         if new.creditor_wallet_partner_id is None:
             assert new.creditor_account_id is not None
             return Route(new.creditor_account_id)
@@ -128,6 +135,8 @@ class CreatePayment:
         requested = new.requested_execution_at
         scheduled = requested is not None and requested > now + schedules.IMMEDIATE_WITHIN
         try:
+            if new.external_creditor is not None:
+                self._saga.require_scheme()
             consent = await self._consents.get(consent_id, partner_id=partner_id)
             checks.check_consent(consent, new.debtor_account_id, now)
             if consent.mandate is not None:  # checked again, with its periodic limits, when recorded
@@ -173,6 +182,7 @@ class CreatePayment:
             requested_execution_at=requested if scheduled else None,
             standing_order_id=new.standing_order_id,
             execution_number=new.execution_number,
+            external_creditor=new.external_creditor,
             **(dataclasses.asdict(fee) if fee is not None else {}),
         )
         actor = actor_of(current_caller(), "payment")

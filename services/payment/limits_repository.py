@@ -70,6 +70,7 @@ _PAID_BEFORE = {
     "account": _paid_before(_c.creditor_account_id == typed_param("creditor", _c.creditor_account_id)),
     "wallet": _paid_before(_c.creditor_wallet_partner_id == typed_param("creditor", _c.creditor_wallet_partner_id)),
     "no wallet": _paid_before(_c.creditor_wallet_partner_id.is_(None)),
+    "external": _paid_before(_c.creditor_scheme_account == typed_param("creditor", _c.creditor_scheme_account)),
 }
 _HISTORY: dict[tuple[int, str], sa.Select[Any]] = {}
 
@@ -124,7 +125,9 @@ class LimitsRepository:
             params["oldest"] = now - dt.timedelta(seconds=ordered[-1])
             for index, seconds in enumerate(ordered):
                 params[f"since_w{index}x"] = now - dt.timedelta(seconds=seconds)
-        if beneficiary.creditor_account_id:
+        if beneficiary.external_creditor is not None:
+            creditor, params["creditor"] = "external", beneficiary.external_creditor.account
+        elif beneficiary.creditor_account_id:
             creditor, params["creditor"] = "account", beneficiary.creditor_account_id
         elif beneficiary.creditor_wallet_partner_id is not None:
             creditor, params["creditor"] = "wallet", beneficiary.creditor_wallet_partner_id

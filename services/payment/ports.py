@@ -54,6 +54,7 @@ class Participants(Protocol):
 
     async def bank(self) -> ParticipantInfo: ...
     async def wallet(self, partner_id: str) -> ParticipantInfo: ...
+    async def scheme(self) -> ParticipantInfo: ...
 
 
 class PartnerDirectory(Protocol):
@@ -103,6 +104,15 @@ class PaymentJournal(Protocol):
 
     async def due_for_recovery(self, older_than: dt.timedelta | None, limit: int) -> list[str]:
         """Unfinished payments whose lease expired (optionally idle ``older_than``), oldest first."""
+        ...
+
+    async def park(self, payment_id: str, delay: dt.timedelta) -> None:
+        """Let the payment's lease run out ``delay`` from now (a payment waiting for the scheme is
+        asked again then), instead of the driver's whole lease."""
+        ...
+
+    async def awaiting_clearing(self, limit: int) -> list[str]:
+        """Payments to other banks in flight whose lease expired (the status poller's), oldest first."""
         ...
 
 

@@ -24,10 +24,11 @@ class RefundPayment:
         self._saga = saga
         self._clock = clock
 
-    async def __call__(self, request: RefundRequest, key: IdempotencyKey) -> Payment:
-        """The refund, usually SETTLED or REJECTED; a replay answers it as it is now."""
+    async def __call__(self, request: RefundRequest, key: IdempotencyKey, *, from_scheme: bool = False) -> Payment:
+        """The refund, usually SETTLED or REJECTED; a replay answers it as it is now.
+        ``from_scheme``: a return (pacs.004) of a payment to another bank, with the scheme's reason."""
         try:
-            refunds.check_return_reason(request.reason)
+            refunds.check_return_reason(request.reason, from_scheme=from_scheme)
             refund = await self._new_refund(request)
         except MeshError:
             # A retry of a refund that used up the payment must still get its first answer.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import astuple
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from meshlib.idempotency import upsert_by_dialect
 from meshlib.money import Amount
 from meshlib.storage import BulkInsert, as_utc
-from services.payment.domain.payments import Payment, PaymentState
+from services.payment.domain.payments import EXTERNAL_TRANSFER_TYPE, ExternalCreditor, Payment, PaymentState
 from services.payment.tables import customer_totals, payments, spent_days
 
 FINAL_STATES = [s.name for s in PaymentState if s.final]
@@ -81,6 +82,10 @@ _PAYMENT_COLUMNS = (
     "fee_credit_account_id",
     "fee_payer_participant_id",
     "fee_payee_participant_id",
+    "creditor_scheme_account",
+    "creditor_scheme_account_kind",
+    "creditor_name",
+    "creditor_agent_bic",
 )
 _INSERT_PAYMENTS = BulkInsert(payments, _PAYMENT_COLUMNS)
 _MOVE = (
@@ -224,6 +229,7 @@ def _payment_row(payment: Payment, lease_until: dt.datetime | None, hold_request
         payment.fee_credit_account_id,
         payment.fee_payer_participant_id,
         payment.fee_payee_participant_id,
+        *(astuple(payment.external_creditor) if payment.external_creditor else ("", "", "", "")),
     )
 
 
@@ -258,6 +264,11 @@ def _payment(row: Any) -> Payment:
         fee_credit_account_id=row.fee_credit_account_id,
         fee_payer_participant_id=row.fee_payer_participant_id,
         fee_payee_participant_id=row.fee_payee_participant_id,
+        external_creditor=ExternalCreditor(
+            row.creditor_scheme_account, row.creditor_scheme_account_kind, row.creditor_name, row.creditor_agent_bic
+        )
+        if row.creditor_scheme_account
+        else None,
     )
 
 
@@ -489,6 +500,20 @@ class PaymentRepository:
         query = (
             sa.select(payments.c.payment_id)
             .where(
+                payments.c.state.in_(UNFINISHED_STATES),
+                sa.or_(payments.c.lease_until.is_(None), payments.c.lease_until < now),
+            )
+            .order_by(payments.c.updated_at)
+            .limit(limit)
+        )
+        return list((await self._connection.execute(query)).scalars())
+
+    async def awaiting_clearing(self, now: dt.datetime, limit: int) -> list[str]:
+        """Ids of payments to other banks in flight whose lease has run out (the status poller's work)."""
+        query = (
+            sa.select(payments.c.payment_id)
+            .where(
+                payments.c.payment_type == EXTERNAL_TRANSFER_TYPE,
                 payments.c.state.in_(UNFINISHED_STATES),
                 sa.or_(payments.c.lease_until.is_(None), payments.c.lease_until < now),
             )

@@ -18,15 +18,18 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from meshlib.errors import MeshError
+from meshlib.errors import MeshError, Unavailable
 from meshlib.telemetry import tracer, tracing_enabled
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.domain.saga import (
+    CLEARING_PENDING,
     Advance,
     Compensate,
     Done,
     History,
     Outcome,
+    PivotProbe,
+    ProbeAnswer,
     ProbePivot,
     Reject,
     RunPhase,
@@ -41,6 +44,7 @@ from services.payment.domain.saga import (
 )
 from services.payment.domain.schedules import SCHEDULER_FAILPOINTS
 from services.payment.ports import Clock, JournalEntry, Ledger, Move, PaymentJournal, Positions, utc_now
+from services.payment.scheme_steps import SchemeSteps
 
 log = logging.getLogger("services.payment.saga")
 
@@ -102,11 +106,15 @@ class SagaRunner:
         *,
         failpoint: Failpoint = lambda point: None,
         clock: Clock = utc_now,
+        scheme: SchemeSteps | None = None,
+        clearing_poll: dt.timedelta = dt.timedelta(seconds=5),
     ) -> None:
         self._journal = journal
         self._failpoint = failpoint
         self._clock = clock
         self._ledger = ledger
+        self._scheme = scheme
+        self.clearing_poll = clearing_poll
         self._calls: dict[Step, Callable[[Payment], Awaitable[object]]] = {
             Step.HOLD_FUNDS: ledger.hold,
             Step.RESERVE_POSITION: positions.reserve,
@@ -114,7 +122,20 @@ class SagaRunner:
             Step.COMMIT_OBLIGATION: positions.commit,
             Step.VOID_FUNDS: ledger.void,
             Step.RELEASE_OBLIGATION: positions.release,
+            Step.SUBMIT_TRANSFER: lambda payment: self.scheme.submit(payment),
+            Step.AWAIT_CLEARING: lambda payment: self.scheme.await_clearing(payment),
         }
+
+    def require_scheme(self) -> None:
+        """UNAVAILABLE when payments to other banks are not configured."""
+        _ = self.scheme
+
+    @property
+    def scheme(self) -> SchemeSteps:
+        """The clearing scheme's steps; UNAVAILABLE when payments to other banks are not configured."""
+        if self._scheme is None:
+            raise Unavailable("payments to other banks are not configured")
+        return self._scheme
 
     async def drive(self, payment: Payment, history: History, *, resumed: bool = False) -> Payment:
         """Take the payment as far as it goes now; returns it as stored.
@@ -124,9 +145,12 @@ class SagaRunner:
         """
         return await _Run(self, payment, history, resumed).go()
 
-    async def probe_pivot(self, payment: Payment) -> bool:
-        """Whether the pivot (the post of the hold) happened."""
-        return await self._ledger.hold_state(payment) == "POSTED"
+    async def probe_pivot(self, payment: Payment, history: History) -> ProbeAnswer:
+        """Whether the pivot happened, asked of whoever knows by the plan: the ledger (was the hold
+        posted?) or the clearing scheme (the transfer's status)."""
+        if plan_for(payment).probe is PivotProbe.SCHEME_STATUS:
+            return await self.scheme.probe(payment, history)
+        return ProbeAnswer(happened=await self._ledger.hold_state(payment) == "POSTED")
 
     async def call(self, step: Step, payment: Payment) -> MeshError | None:
         """Send the step's call; None when it succeeded, the peer's error otherwise."""
@@ -159,6 +183,7 @@ class _Run:
         self._history = history
         self._resumed = resumed
         self._pivot_happened: bool | None = None
+        self._park = False  # waiting for the scheme: ask it again after the poll interval
         self._records: list[StepRecord] = []
         self._moves: list[Move] = []
 
@@ -174,25 +199,45 @@ class _Run:
             match action:
                 case RunPhase():
                     if not await self._run_phase(action):
-                        return await self._flush()
+                        return await self._stop()
                 case Advance(state=state):
                     self._advance(state)
                     if state.final:
                         return await self._flush()
                 case ProbePivot():
                     try:
-                        self._pivot_happened = await self._runner.probe_pivot(self._payment)
+                        answer = await self._runner.probe_pivot(self._payment, self._history)
                     except MeshError:
                         return await self._flush()
-                    what = "hold posted: rolling forward" if self._pivot_happened else "hold not posted: rolling back"
-                    self._note(StepRecord(Step.RECOVER, Outcome.STARTED, what))
+                    if not await self._probed(answer):
+                        return await self._flush()
                 case Compensate(undo=undo):
                     if not await self._compensate(undo):
                         return await self._flush()
                 case Reject(reason=reason, message=message):
                     self._move(PaymentState.REJECTED, reason, message)
-                case Wait() | Done():
+                case Wait(reason=reason):
+                    self._park = self._park or reason == CLEARING_PENDING
+                    return await self._stop()
+                case Done():
                     return await self._flush()
+
+    async def _probed(self, answer: ProbeAnswer) -> bool:
+        """Take in the probe's answer; False when the payment waits (the scheme has not decided)."""
+        self._note(*answer.records)
+        if answer.resubmit or answer.happened is None:
+            # The history is complete again: a resubmission is the plan's next forward step;
+            # a transfer still in settlement moves to the state it reached and waits.
+            self._resumed = False
+            if answer.resubmit:
+                await self._flush()  # the resend is written ahead, like the first send
+            else:
+                self._park = True
+            return True
+        self._pivot_happened = answer.happened
+        forward = "rolling forward" if answer.happened else "rolling back"
+        self._note(StepRecord(Step.RECOVER, Outcome.STARTED, f"{plan_for(self._payment).probe.value}: {forward}"))
+        return True
 
     async def _run_phase(self, action: RunPhase) -> bool:
         """Send a phase's steps together; False when the run cannot go on (a failure without a
@@ -227,6 +272,8 @@ class _Run:
         ]
         self._note(*outcomes)
         failed = [record for record in outcomes if record.outcome is Outcome.FAILED]
+        # The scheme did not answer, or has not settled yet: the status poller asks it soon.
+        self._park = any(record.step in (Step.SUBMIT_TRANSFER, Step.AWAIT_CLEARING) for record in failed)
         if not failed:
             for step in action.steps:
                 self._runner.failpoint(f"after_{step.value}")
@@ -254,6 +301,14 @@ class _Run:
         await self._flush()
         self._runner.failpoint(f"after_{undo.value}")
         return True
+
+    async def _stop(self) -> Payment:
+        """Write what is not written yet; a payment waiting for the scheme is asked again after
+        the poll interval, not the driver's whole lease."""
+        stored = await self._flush()
+        if self._park and not stored.state.final:
+            await self._runner.journal.park(stored.payment_id, self._runner.clearing_poll)
+        return stored
 
     def _note(self, *records: StepRecord) -> None:
         if not records:

@@ -7,6 +7,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from meshlib.app import ServiceSettings
+from meshlib.iban import is_bic
 from services.payment.domain.saga import failpoint_names
 from services.payment.domain.schedules import SCHEDULER_FAILPOINTS
 
@@ -70,6 +71,23 @@ class PaymentSettings(ServiceSettings):
     # order in minutes. 1 (the default) is the wall clock; only for sandboxes and tests.
     schedule_time_scale: float = Field(default=1.0, ge=1.0, le=1_000_000)
     schedule_time_anchor: dt.datetime | None = None
+    # Payments to other banks, through the interbank clearing scheme (schemesim locally): its
+    # gRPC target (unset: EXTERNAL_TRANSFER is refused UNAVAILABLE), the bank's BIC there (the
+    # debtor agent of every transfer), the deadline of one submission (the longest the saga
+    # waits for an acknowledgement before it asks the status instead), how soon a payment
+    # waiting for the scheme is asked again, and how often the returns feed is read.
+    scheme_target: str | None = None
+    scheme_bank_bic: str = "OBMEDEFFXXX"
+    scheme_deadline_seconds: float = Field(default=2.0, gt=0, le=60)
+    clearing_poll_seconds: float = Field(default=2.0, ge=0)
+    clearing_returns_seconds: float = Field(default=5.0, ge=0)
+
+    @field_validator("scheme_bank_bic")
+    @classmethod
+    def _bic(cls, value: str) -> str:
+        if not is_bic(value):
+            raise ValueError(f"{value!r} is not a BIC (8 or 11 characters)")
+        return value
 
     @field_validator("payment_failpoint")
     @classmethod

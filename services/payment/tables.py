@@ -46,6 +46,25 @@ payments = sa.Table(
     sa.Column("fee_credit_account_id", sa.String(64), nullable=False, server_default=""),
     sa.Column("fee_payer_participant_id", sa.String(64), nullable=False, server_default=""),
     sa.Column("fee_payee_participant_id", sa.String(64), nullable=False, server_default=""),
+    # Added by payment_0011: a payment to another bank names its creditor there.
+    sa.Column("creditor_scheme_account", sa.String(34), nullable=False, server_default=""),
+    sa.Column("creditor_scheme_account_kind", sa.String(8), nullable=False, server_default=""),
+    sa.Column("creditor_name", sa.String(140), nullable=False, server_default=""),
+    sa.Column("creditor_agent_bic", sa.String(11), nullable=False, server_default=""),
+    sa.Index("ix_payments_customer_creditor_scheme_account", "customer_id", "creditor_scheme_account"),
+    sa.Index("ix_payments_type_state", "payment_type", "state"),
+)
+
+# Where the payment service is in a feed of the clearing scheme (payment_0011): the returns
+# feed's cursor, kept once its returns are handled, and the lease of the replica reading it.
+clearing_feeds = sa.Table(
+    "clearing_feeds",
+    metadata,
+    sa.Column("feed", sa.String(32), primary_key=True),
+    sa.Column("cursor", sa.String(64), nullable=False, server_default=""),
+    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("holder", sa.String(64), nullable=False, server_default=""),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True),
 )
 
 # Standing orders (payment_0008): the scheduler claims a due one with a lease, runs its next

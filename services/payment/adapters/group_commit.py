@@ -56,6 +56,14 @@ class GroupCommitJournal:
         """As the plain journal."""
         return await self._journal.due_for_recovery(older_than, limit)
 
+    async def park(self, payment_id: str, delay: dt.timedelta) -> None:
+        """As the plain journal."""
+        await self._journal.park(payment_id, delay)
+
+    async def awaiting_clearing(self, limit: int) -> list[str]:
+        """As the plain journal."""
+        return await self._journal.awaiting_clearing(limit)
+
 
 class GroupCommitRegister:
     """A :class:`~services.payment.ports.PaymentRegister` whose recordings share transactions.

@@ -36,6 +36,9 @@ def _statement_text(payment: Payment) -> str:
     """What the customer's statement says of the transfer (a refund names what it refunds)."""
     if payment.is_refund:
         return f"refund {payment.payment_id} of payment {payment.original_payment_id} ({payment.return_reason})"
+    if payment.external_creditor is not None:
+        creditor = payment.external_creditor
+        return f"payment {payment.payment_id} to {creditor.name[:40]} {creditor.account} ({creditor.agent_bic})"
     return f"payment {payment.payment_id}"
 
 
@@ -187,6 +190,7 @@ class GrpcSettlement:
                         _last(p.partner) if p.partner else "",
                         p.type == settlement_admin_pb2.PARTICIPANT_TYPE_BANK,
                         _last(p.settlement_account),
+                        is_scheme=p.type == settlement_admin_pb2.PARTICIPANT_TYPE_SCHEME,
                     )
                 )
             token = answer.next_page_token
@@ -209,10 +213,19 @@ class GrpcSettlement:
 
     async def wallet(self, partner_id: str) -> ParticipantInfo:
         """The partner's wallet participant; BENEFICIARY_INVALID when it has none."""
-        found = await self._find(lambda p: not p.is_bank and p.partner_id == partner_id)
+        found = await self._find(lambda p: not p.is_bank and not p.is_scheme and p.partner_id == partner_id)
         if found is None:
             raise InvalidArgument.field(
                 "creditor_wallet", "the partner has no settlement wallet", reason="BENEFICIARY_INVALID"
+            )
+        return found
+
+    async def scheme(self) -> ParticipantInfo:
+        """The clearing scheme's participant (the payee of every payment to another bank)."""
+        found = await self._find(lambda p: p.is_scheme)
+        if found is None:
+            raise FailedPrecondition(
+                "the clearing scheme is not a settlement participant", reason="PARTICIPANT_NOT_ACTIVE"
             )
         return found
 

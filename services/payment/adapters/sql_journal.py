@@ -90,6 +90,21 @@ class SqlPaymentJournal:
                 ids = [i for i in ids if i in stale]
         return ids
 
+    async def park(self, payment_id: str, delay: dt.timedelta) -> None:
+        """The payment's lease runs out ``delay`` from now."""
+
+        async def attempt() -> None:
+            async with self._uow() as uow:
+                await uow.payments.renew(payment_id, self._clock(), delay)
+                await uow.commit()
+
+        await retry_on_conflict(attempt)
+
+    async def awaiting_clearing(self, limit: int) -> list[str]:
+        """Payments to other banks in flight whose lease expired."""
+        async with self._uow(read_only=True) as uow:
+            return await uow.payments.awaiting_clearing(self._clock(), limit)
+
     async def _write_in(
         self, uow: PaymentUnitOfWork, entries: Sequence[JournalEntry], now: dt.datetime
     ) -> tuple[dict[str, Payment], list[StateChange]]:

@@ -53,6 +53,20 @@ class IllegalTransition(Exception):
     """A move the state machine does not have: a bug, never a partner's mistake."""
 
 
+@dataclass(frozen=True, slots=True)
+class ExternalCreditor:
+    """The creditor of a payment to another bank: its account in the scheme (an IBAN in
+    electronic format, or an identifier of the scheme's own), its name and its bank's BIC."""
+
+    account: str
+    account_kind: str  # "IBAN" or "SCHEME"
+    name: str
+    agent_bic: str
+
+
+EXTERNAL_TRANSFER_TYPE = "EXTERNAL_TRANSFER"
+
+
 @dataclass(frozen=True)
 class Payment:
     """A payment initiated by a partner under a consent."""
@@ -97,6 +111,9 @@ class Payment:
     fee_credit_account_id: str = ""
     fee_payer_participant_id: str = ""
     fee_payee_participant_id: str = ""
+    # A payment to another bank (EXTERNAL_TRANSFER): its creditor there. The ledger credits the
+    # bank's clearing account at the scheme; the bank owes the scheme participant in settlement.
+    external_creditor: ExternalCreditor | None = None
     # Read models only (GetPayment, ListPayments): this payment's refunds, oldest first.
     refunds: tuple[RefundLink, ...] = ()
 
@@ -121,8 +138,15 @@ class Payment:
         return Amount(self.amount.currency, self.fee_minor)
 
     @property
+    def is_external(self) -> bool:
+        """A payment to another bank, through the clearing scheme."""
+        return self.external_creditor is not None
+
+    @property
     def beneficiary(self) -> str:
         """A stable key of who receives the money (for the new-beneficiary rule)."""
+        if self.external_creditor is not None:
+            return f"scheme/{self.external_creditor.account}"
         if self.creditor_account_id:
             return f"accounts/{self.creditor_account_id}"
         return f"partners/{self.creditor_wallet_partner_id}"
@@ -167,3 +191,4 @@ class ParticipantInfo:
     partner_id: str
     is_bank: bool
     settlement_account_id: str
+    is_scheme: bool = False

@@ -48,8 +48,11 @@ def refundable_minor(original: Payment, refund_amounts: Iterable[tuple[PaymentSt
     return max(0, original.amount.minor_units - used)
 
 
-def check_return_reason(reason: str) -> None:
-    """INVALID_ARGUMENT naming ``reason`` unless it is a known return reason code."""
+def check_return_reason(reason: str, *, from_scheme: bool = False) -> None:
+    """INVALID_ARGUMENT naming ``reason`` unless it is a known return reason code (a return from
+    the clearing scheme, pacs.004, carries the scheme's own code: any ISO 20022 code shape)."""
+    if from_scheme and len(reason) == 4 and reason.isalnum() and reason.isupper():
+        return
     if reason not in RETURN_REASONS:
         raise InvalidArgument.field("reason", f"must be one of {', '.join(sorted(RETURN_REASONS))}")
 

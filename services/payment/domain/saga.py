@@ -30,6 +30,10 @@ class Step(enum.Enum):
     COMMIT_OBLIGATION = "commit_obligation"
     VOID_FUNDS = "void_funds"
     RELEASE_OBLIGATION = "release_obligation"
+    # A payment to another bank: the credit transfer sent to the scheme (written ahead: its
+    # message id, the payment id, is durable before the call), then the scheme's final answer.
+    SUBMIT_TRANSFER = "submit_transfer"
+    AWAIT_CLEARING = "await_clearing"
     CANCEL = "cancel"
     RECOVER = "recover"
 
@@ -44,7 +48,11 @@ class Outcome(enum.Enum):
 
 
 # Failures that say nothing about the outcome of the call (down, deadline, conflict).
-TRANSIENT_REASONS = frozenset({"SERVICE_UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL_ERROR", "CONCURRENT_MODIFICATION"})
+# CLEARING_PENDING: the scheme has the transfer and has not settled it yet (ask again later).
+TRANSIENT_REASONS = frozenset(
+    {"SERVICE_UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL_ERROR", "CONCURRENT_MODIFICATION", "CLEARING_PENDING"}
+)
+CLEARING_PENDING = "CLEARING_PENDING"
 ROLLED_BACK_MESSAGE = "the payment could not complete and was rolled back"
 
 
@@ -123,6 +131,13 @@ class Phase:
     reaches: PaymentState | None = None
 
 
+class PivotProbe(enum.Enum):
+    """Who is asked whether the pivot happened when its driver was lost."""
+
+    LEDGER_HOLD = "ledger hold"  # the ledger: was the hold posted?
+    SCHEME_STATUS = "scheme status"  # the clearing scheme: the transfer's status (pacs.002)
+
+
 @dataclass(frozen=True)
 class Plan:
     """A payment type's saga: its phases in order, the pivot, compensations, written-ahead steps.
@@ -137,6 +152,7 @@ class Plan:
     compensations: tuple[tuple[Step, Step], ...]
     written_ahead: frozenset[Step]
     pivot_evidence: tuple[tuple[Step, str], ...] = ()
+    probe: PivotProbe = PivotProbe.LEDGER_HOLD
     # Derived once (next_action runs several times per payment).
     steps: tuple[Step, ...] = field(init=False)
     before_pivot: tuple[Step, ...] = field(init=False)
@@ -180,12 +196,33 @@ IN_BANK_TRANSFER = Plan(
     pivot_evidence=((Step.VOID_FUNDS, "TRANSFER_ALREADY_POSTED"),),
 )
 
-PLANS = (WALLET_TOP_UP, IN_BANK_TRANSFER)
+# A payment to another bank: the money is held and the bank's position against the scheme
+# reserved, the transfer goes to the scheme, and the scheme's final answer is the pivot: until
+# the scheme settles it the payment can still be undone (the other bank may reject it); once
+# settled the hold is posted to the bank's clearing account and the obligation committed.
+EXTERNAL_TRANSFER = Plan(
+    name="transfer to another bank",
+    phases=(
+        Phase((Step.HOLD_FUNDS, Step.RESERVE_POSITION)),
+        Phase((Step.SUBMIT_TRANSFER,), reaches=PaymentState.SETTLEMENT_IN_PROCESS),
+        Phase((Step.AWAIT_CLEARING,)),
+        Phase((Step.POST_FUNDS, Step.COMMIT_OBLIGATION), reaches=PaymentState.SETTLED),
+    ),
+    pivot=Step.AWAIT_CLEARING,
+    compensations=((Step.HOLD_FUNDS, Step.VOID_FUNDS), (Step.RESERVE_POSITION, Step.RELEASE_OBLIGATION)),
+    written_ahead=frozenset({Step.HOLD_FUNDS, Step.RESERVE_POSITION, Step.SUBMIT_TRANSFER}),
+    probe=PivotProbe.SCHEME_STATUS,
+)
+
+PLANS = (WALLET_TOP_UP, IN_BANK_TRANSFER, EXTERNAL_TRANSFER)
 
 
 def plan_for(payment: Payment) -> Plan:
-    """A payment crossing to a settlement participant settles its obligation, and so does one with
-    a fee (the wallet owes the bank the fee); one inside the bank without a fee settles nothing."""
+    """A payment to another bank goes through the scheme; a payment crossing to a settlement
+    participant settles its obligation, and so does one with a fee (the wallet owes the bank the
+    fee); one inside the bank without a fee settles nothing."""
+    if payment.is_external:
+        return EXTERNAL_TRANSFER
     return WALLET_TOP_UP if payment.needs_settlement or payment.has_fee else IN_BANK_TRANSFER
 
 
@@ -255,6 +292,17 @@ class ProbePivot:
     """Whether the pivot happened is unknown (a driver was lost after money was asked for): ask."""
 
     step: Step
+
+
+@dataclass(frozen=True)
+class ProbeAnswer:
+    """What the probe of a pivot found: the records it adds to the history, and whether the pivot
+    happened (True: forward; False: undo; None: not yet known, ask again later).
+    ``resubmit``: the scheme never received the transfer, send it again (same message id)."""
+
+    records: tuple[StepRecord, ...] = ()
+    happened: bool | None = None
+    resubmit: bool = False
 
 
 @dataclass(frozen=True)
@@ -354,6 +402,8 @@ def _forward(plan: Plan, payment: Payment, history: History, *, after_pivot: boo
         if pending:
             unanswered = [s for s in pending if history.outcome(s) is Outcome.FAILED]
             if unanswered and not after_pivot:
+                if reached is not None:
+                    return Advance(reached)  # e.g. the scheme has the transfer, not settled yet
                 return Wait(_last_reason(history, tuple(unanswered)))
             first = not any(history.outcome(step) is not None for step in plan.steps)
             return RunPhase(pending, requests_funds=first, reached=reached)

@@ -6,7 +6,7 @@ import itertools
 import uuid
 
 from meshlib.money import Amount
-from schemesim.domain.accounts import make_iban
+from meshlib.iban import make_iban
 from services.payment.adapters.clearing import OutboundCreditTransfer, SchemeAccount
 
 _ids = itertools.count()

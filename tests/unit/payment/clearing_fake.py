@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from meshlib.errors import AlreadyExists, InvalidArgument, Unavailable
+from meshlib.iban import is_bic, is_iban
 from meshlib.idempotency import request_id_reused
-from schemesim.domain.accounts import is_bic, is_iban
 from schemesim.domain.codes import RETURN_REASONS, STATUS_REASONS
 from services.payment.adapters.clearing import (
     AccountKind,

@@ -147,6 +147,9 @@ class FakePositions:
     async def wallet(self, partner_id: str) -> ParticipantInfo:
         return ParticipantInfo(f"wallet-{partner_id}", partner_id, False, f"wallet-account-{partner_id}")
 
+    async def scheme(self) -> ParticipantInfo:
+        return ParticipantInfo("scheme", "", False, "scheme-clearing", is_scheme=True)
+
     def _reserved(self, *, fees: bool = False) -> int:
         return sum(
             self.amounts[p]
@@ -219,15 +222,15 @@ class FakeConsents:
             raise NotFound("consent not found")
         return view
 
-
-class FakePartners:
-    """No partner limits unless set."""
     async def get_of_customer(self, consent_id: str, *, customer_id: str) -> ConsentView:
         view = self.views.get(consent_id)
         if view is None or view.customer_id != customer_id:
             raise NotFound("consent not found")
         return view
 
+
+class FakePartners:
+    """No partner limits unless set."""
 
     def __init__(self) -> None:
         self.by_partner: dict[str, PartnerLimits] = {}
@@ -251,6 +254,7 @@ class InMemoryPayments:
         self.rows: dict[str, _Row] = {}
         self.keys: dict[tuple[str, str, str], tuple[str, str]] = {}
         self.writes = 0
+        self.parked: dict[str, dt.timedelta] = {}
 
     # -- register --------------------------------------------------------------------------
 
@@ -369,3 +373,10 @@ class Journal:
 
     async def due_for_recovery(self, older_than: dt.timedelta | None, limit: int) -> list[str]:
         return await self._store.due_for_recovery(older_than, limit)
+
+    async def park(self, payment_id: str, delay: dt.timedelta) -> None:
+        self._store.parked[payment_id] = delay
+
+    async def awaiting_clearing(self, limit: int) -> list[str]:
+        rows = self._store.rows.items()
+        return [pid for pid, row in rows if row.payment.is_external and not row.payment.state.final][:limit]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from meshlib.money import Amount
-from schemesim.domain.accounts import make_iban
+from meshlib.iban import make_iban
 from schemesim.domain.transfers import AccountId, AccountKind, CreditTransfer
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemesim.domain.accounts import IBAN_LENGTHS, iban_problem, is_bic, is_iban, make_iban
+from meshlib.iban import IBAN_LENGTHS, iban_problem, is_bic, is_iban, make_iban
 
 # Published examples (bank and registry documentation), all valid.
 VALID = [
