@@ -20,6 +20,7 @@ PROCESS_MODULES = {
     "payment": "services.payment",
     "settlement": "services.settlement",
     "bankweb": "bankweb",
+    "console": "bankweb.console",
 }
 
 

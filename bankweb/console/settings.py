@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -32,7 +33,7 @@ class ConsoleSettings(BaseSettings):
     console_operators_file: Path = Path("data/console-operators.json")
     # The console's own audit trail (hash-chained JSON lines, one chain per replica).
     console_audit_dir: Path = Path("data/audit/console")
-    console_audit_replica: str = "console"
+    console_audit_replica: str = Field(default_factory=socket.gethostname)
     console_secure_cookies: bool = True
     console_session_idle_seconds: int = Field(default=900, ge=30, le=86_400)
     console_signin_attempts: int = Field(default=10, ge=1, le=1000)

@@ -28,7 +28,7 @@ KUBERNETES_VERSION = "1.30.0"
 OVERLAYS = ("dev", "prod")
 PROCESSES = tuple(DEFAULT_PORTS)
 # HTTP processes of the same image (the bank's web app), with their ports.
-WEB_PROCESSES = {"bankweb": 8080}
+WEB_PROCESSES = {"bankweb": 8080, "console": 8090}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 MESH = "openbank-mesh"
 PRE_STOP_SECONDS = 5
@@ -36,10 +36,10 @@ PRE_STOP_SECONDS = 5
 # Who may call whom: the mesh's only service-to-service paths ("*" = from anywhere).
 EXPECTED_CALLERS = {
     "gateway": {"*"},
-    "identity": {"gateway", "account", "payment", "settlement", "bankweb"},
-    "account": {"gateway", "payment", "settlement", "bankweb"},
-    "payment": {"gateway", "bankweb"},
-    "settlement": {"gateway", "payment"},
+    "identity": {"gateway", "account", "payment", "settlement", "bankweb", "console"},
+    "account": {"gateway", "payment", "settlement", "bankweb", "console"},
+    "payment": {"gateway", "bankweb", "console"},
+    "settlement": {"gateway", "payment", "console"},
 }
 
 Doc = dict[str, Any]
@@ -445,6 +445,9 @@ def test_config_maps_and_secrets_referenced_exist_or_are_documented(overlay) -> 
         *(f"{p}-service-client" for p in MESH_CLIENTS),
         "bankweb-service-client",
         "bankweb-tls",
+        "console-service-client",
+        "console-tls",
+        "console-operators",
     }
     for _, pod, container in containers(docs):
         for source in container.get("envFrom", []):
@@ -543,3 +546,34 @@ def test_only_the_dev_overlay_lets_identity_start_on_development_secrets(overlay
         assert config_value(docs, "openbank-common", "OBM_ALLOW_DEV_SECRETS") == "true"
     else:
         assert allowed <= {None, "false"}
+
+
+def test_the_operator_console_is_reached_only_from_the_operators_network_and_reads_its_operators_from_a_secret(
+    overlay,
+) -> None:  # type: ignore[no-untyped-def]
+    _, docs = overlay
+    labels = {"app.kubernetes.io/name": "console", "app.kubernetes.io/part-of": MESH}
+    sources, reachable = [], set()
+    for policy in of_kind(docs, "NetworkPolicy"):
+        if not selects(policy["spec"]["podSelector"], labels):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            if WEB_PROCESSES["console"] in {p.get("port") for p in rule.get("ports", [])}:
+                sources += rule.get("from", [{"anywhere": True}])
+        for rule in policy["spec"].get("egress", []):
+            for peer in rule.get("to", []):
+                name = peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+                if name in PROCESSES:
+                    reachable.add(name)
+    assert sources == [{"namespaceSelector": {"matchLabels": {"openbank.io/operators": "true"}}}]
+    assert reachable == {"identity", "account", "payment", "settlement"}
+    deployment = named(docs, "Deployment", "console")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["console"]
+    assert WEB_PROCESSES["console"] in {p["containerPort"] for p in container["ports"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["operators"]["secret"]["secretName"].startswith("console-operators")
+    operators_file = config_value(docs, "console-config", "OBM_CONSOLE_OPERATORS_FILE")
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert operators_file.startswith(mounts["operators"] + "/")
+    assert config_value(docs, "console-config", "OBM_CONSOLE_SECURE_COOKIES") == "true"
