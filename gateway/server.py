@@ -63,6 +63,8 @@ async def start_gateway(
 
     Tests may pass a JWKS, a consent lookup and a revocation check instead of identity's.
     """
+    if settings.service_name == "openbank":  # unnamed: the process is the gateway (logs, metrics)
+        settings = settings.model_copy(update={"service_name": "gateway"})
     routes = build_routes()
     channels = {
         "identity": _channel(settings, settings.identity_target),
@@ -147,7 +149,7 @@ async def start_gateway(
     async def start_background() -> None:
         nonlocal reload_task
         await journal.start()
-        await peers.bus.start()
+        await peers.start()
         await streams.start()
         for pool in pools.values():
             await pool.start()

@@ -1,12 +1,14 @@
 """The gateway's rate-limit metric: decisions by limit class and outcome, on the process's
-one registry (:data:`meshlib.metrics.REGISTRY`)."""
+own registry (:func:`meshlib.metrics.owned_registry`)."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter
 
-from meshlib.metrics import REGISTRY
+from meshlib.metrics import owned_registry
 
+# Only the gateway process records (and exposes) these.
+REGISTRY = owned_registry("gateway")
 RATELIMIT_DECISIONS = Counter(
     "openbank_ratelimit_decisions",
     "Rate-limit decisions by limit class and outcome (allowed or limited).",

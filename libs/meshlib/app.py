@@ -165,6 +165,8 @@ async def start_service(
     Tests pass ``jwks_fetcher`` (e.g. a ``TestIssuer``'s key set) to run a service
     without identity.
     """
+    if settings.service_name == "openbank":  # unnamed: the process is the service (logs, metrics)
+        settings = settings.model_copy(update={"service_name": spec.name})
     database = Database(
         database_url_for(spec.name, settings), pool_size=settings.db_pool_size, application_name=spec.name
     )

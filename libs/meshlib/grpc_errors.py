@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry import trace
 
 from meshlib import errors as e
 from meshlib.faults import as_unavailable
@@ -303,6 +304,10 @@ class ErrorMappingInterceptor(WrappingInterceptor):
                 exc_info=exc,
                 extra={"interaction_id": interaction_id_var.get()},
             )
+            # Only a bug's stack trace goes on the span; refusals and faults are its status.
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.record_exception(exc)
             code, status = internal_status(self._domain)
         await abort_with(context, code, status, extra)
 

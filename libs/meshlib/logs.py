@@ -126,7 +126,8 @@ class JsonFormatter(logging.Formatter):
 
 
 class ConsoleFormatter(logging.Formatter):
-    """Readable single-line format for the local mesh (`make up`)."""
+    """Readable single-line format for the local mesh (`make up`), ending with the call's
+    trace and interaction ids when there is a call (as in the JSON format)."""
 
     def __init__(self, service_name: str) -> None:
         super().__init__()
@@ -142,6 +143,12 @@ class ConsoleFormatter(logging.Formatter):
         line = f"{stamp} {record.levelname[0]} {self._service:<10} {redact(record.getMessage())}"
         if extras:
             line += f"  {extras}"
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            line += f"  trace_id={span_context.trace_id:032x}"
+        interaction_id = interaction_id_var.get()
+        if interaction_id and "interaction_id" not in record.__dict__:
+            line += f"  interaction_id={interaction_id}"
         if record.exc_info:
             line += "\n" + redact(self.formatException(record.exc_info))
         return line

@@ -1,15 +1,18 @@
 """Prometheus metrics: RED metrics per rpc and the mesh's business metrics.
 
-Every process exposes one registry (:data:`REGISTRY`) on ``OBM_METRICS_PORT``:
+Every process exposes what it records on ``OBM_METRICS_PORT``, each sample labelled with the
+``process`` that recorded it (gateway, identity, account, payment, settlement), so a sum
+over the mesh never counts one partner call twice (the gateway and the payment service both
+serve ``PaymentService/CreatePayment``):
 
 * RED per method, recorded by :class:`MetricsInterceptor` for all four call shapes:
-  ``openbank_rpc_requests_total{service,method,code}``,
-  ``openbank_rpc_duration_seconds{service,method}`` (histogram, 1 ms .. 10 s) and
-  ``openbank_rpc_in_flight{service,method}``.
-* Business metrics several processes record, through the module-level helpers below
-  (:func:`record_coalesced_batch`, ...). A metric of one process only is defined beside its
-  code on this registry, with the names it exposes in a ``METRIC_NAMES`` of its own
-  (``gateway.ratelimit.metrics``, ``services.payment.metrics``, ``services.settlement.metrics``).
+  ``openbank_rpc_requests_total{process,service,method,code}``,
+  ``openbank_rpc_duration_seconds{process,service,method}`` (histogram, 1 ms .. 10 s) and
+  ``openbank_rpc_in_flight{process,service,method}``. ``service`` is the protobuf service.
+* Business metrics: a family one process records lives on that process's own registry
+  (:func:`owned_registry`), with the names it exposes in a ``METRIC_NAMES`` beside its code
+  (``gateway.ratelimit.metrics``, ``services.payment.metrics``, ``services.settlement.metrics``);
+  only that process exposes it (:func:`start_metrics_server`).
 
 Install the interceptor outside ``ErrorMappingInterceptor`` (right after tracing) so that the
 code it records is the one the caller sees; it also understands domain errors when placed
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from threading import Thread
@@ -38,15 +41,30 @@ from prometheus_client import (
     Histogram,
     start_http_server,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from meshlib import errors as e
 from meshlib.grpc_errors import WrappingInterceptor, to_rpc_status, wrap_handler
 
-# One registry per process; the process/platform/GC collectors of the default registry are
-# added so that a scrape also shows CPU, memory and file descriptors.
+# What every process records: the RED family, coalesced batches, and the process/platform/GC
+# collectors of the default registry (so that a scrape also shows CPU, memory and file
+# descriptors).
 REGISTRY = CollectorRegistry(auto_describe=True)
 for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
     REGISTRY.register(_collector)
+
+# The label naming the process that recorded a sample.
+PROCESS_LABEL = "process"
+_OWNED: dict[str, CollectorRegistry] = {}
+
+
+def owned_registry(process: str) -> CollectorRegistry:
+    """The registry of the metric families only ``process`` records; only that process exposes it."""
+    registry = _OWNED.get(process)
+    if registry is None:
+        registry = _OWNED[process] = CollectorRegistry(auto_describe=True)
+    return registry
 
 # 1 ms .. 10 s: in-memory answers sit in the first buckets, database writes and saga steps in
 # the middle, a partner's 10 s upstream timeout in the last one.
@@ -62,21 +80,21 @@ class RpcMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "openbank_rpc_requests",
-            "Completed rpcs by service, method and final gRPC status code.",
-            ("service", "method", "code"),
+            "Completed rpcs by the process serving them, service, method and final gRPC status code.",
+            (PROCESS_LABEL, "service", "method", "code"),
             registry=registry,
         )
         self.duration = Histogram(
             "openbank_rpc_duration_seconds",
             "Server-side rpc duration, from the handler's start to its last response.",
-            ("service", "method"),
+            (PROCESS_LABEL, "service", "method"),
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.in_flight = Gauge(
             "openbank_rpc_in_flight",
             "Rpcs being handled right now.",
-            ("service", "method"),
+            (PROCESS_LABEL, "service", "method"),
             registry=registry,
         )
 
@@ -90,7 +108,7 @@ def split_method(full_method: str) -> tuple[str, str]:
     return service or "unknown", method or "unknown"
 
 
-def _final_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+def final_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     """The status the handler set (``set_code``/``abort``), OK when it set none."""
     try:
         code = context.code()
@@ -105,10 +123,10 @@ def _final_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-def _code_of(exc: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+def code_of(exc: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     """The status code a failure turns into, however far out the interceptor sits."""
     if isinstance(exc, grpc.aio.AbortError):
-        code = _final_code(context)
+        code = final_code(context)
         return grpc.StatusCode.UNKNOWN if code is grpc.StatusCode.OK else code
     if isinstance(exc, asyncio.CancelledError | GeneratorExit):  # the caller went away mid-call
         return grpc.StatusCode.CANCELLED
@@ -125,9 +143,11 @@ class MetricsInterceptor(WrappingInterceptor):
         self,
         metrics: RpcMetrics = RPC_METRICS,
         *,
+        process: str = "openbank",
         excluded_services: Iterable[str] = DEFAULT_EXCLUDED_SERVICES,
     ) -> None:
         self._metrics = metrics
+        self._process = process
         self._excluded = frozenset(excluded_services)
 
     def wrap(
@@ -143,9 +163,10 @@ class MetricsInterceptor(WrappingInterceptor):
 
     def _wrap(self, behavior: Callable[..., Any], service: str, method: str) -> Callable[..., Any]:
         metrics = self._metrics
+        process = self._process
         # The method's labelled series, looked up once rather than on every call.
-        in_flight = metrics.in_flight.labels(service, method)
-        duration = metrics.duration.labels(service, method)
+        in_flight = metrics.in_flight.labels(process, service, method)
+        duration = metrics.duration.labels(process, service, method)
         requests: dict[grpc.StatusCode, Any] = {}
 
         def finish(started: float, code: grpc.StatusCode) -> None:
@@ -153,7 +174,7 @@ class MetricsInterceptor(WrappingInterceptor):
             duration.observe(time.perf_counter() - started)
             counter = requests.get(code)
             if counter is None:
-                counter = requests[code] = metrics.requests.labels(service, method, code.name)
+                counter = requests[code] = metrics.requests.labels(process, service, method, code.name)
             counter.inc()
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -162,9 +183,9 @@ class MetricsInterceptor(WrappingInterceptor):
             try:
                 response = await behavior(request, context)
             except BaseException as exc:
-                finish(started, _code_of(exc, context))
+                finish(started, code_of(exc, context))
                 raise
-            finish(started, _final_code(context))
+            finish(started, final_code(context))
             return response
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
@@ -174,9 +195,9 @@ class MetricsInterceptor(WrappingInterceptor):
                 async for item in behavior(request, context):
                     yield item
             except BaseException as exc:
-                finish(started, _code_of(exc, context))
+                finish(started, code_of(exc, context))
                 raise
-            finish(started, _final_code(context))
+            finish(started, final_code(context))
 
         if getattr(behavior, "_meshlib_streaming", False):
             streaming._meshlib_streaming = True  # type: ignore[attr-defined]
@@ -185,7 +206,8 @@ class MetricsInterceptor(WrappingInterceptor):
 
 
 # --- Business metrics -------------------------------------------------------------------
-# Module-level so any layer can record without wiring; each helper names its labels.
+# Module-level so any layer can record without wiring; each helper names its labels. A
+# family with no sample yet is not exposed, so only a process that coalesces shows this one.
 
 COALESCED_BATCH_ITEMS = Histogram(
     "openbank_coalesced_batch_items",
@@ -197,7 +219,7 @@ COALESCED_BATCH_ITEMS = Histogram(
 )
 
 # The names alert rules and dashboards may use, as Prometheus exposes them (the shared ones;
-# a process's own metrics list theirs beside them).
+# a process's own metrics list theirs beside them). Every one carries a ``process`` label.
 METRIC_NAMES = frozenset(
     {
         "openbank_rpc_requests_total",
@@ -220,6 +242,41 @@ def record_coalesced_batch(batch: str, items: int) -> None:
 # --- Exposition -------------------------------------------------------------------------
 
 
+class ProcessExposition(Collector):
+    """What one process exposes: the shared registry and its own, every sample labelled with it.
+
+    A family without samples is left out, and so is a sample another process recorded
+    (several services share one Python process only in tests).
+    """
+
+    def __init__(self, process: str, registries: Iterable[CollectorRegistry]) -> None:
+        self._process = process
+        self._registries = tuple(registries)
+
+    def collect(self) -> Iterator[Metric]:
+        """The families, relabelled."""
+        process = self._process
+        for registry in self._registries:
+            for family in registry.collect():
+                samples = []
+                for sample in family.samples:
+                    owner = sample.labels.get(PROCESS_LABEL)
+                    if owner is None:
+                        samples.append(sample._replace(labels={PROCESS_LABEL: process, **sample.labels}))
+                    elif owner == process:
+                        samples.append(sample)
+                if samples:
+                    family.samples = samples
+                    yield family
+
+
+def process_registry(process: str) -> CollectorRegistry:
+    """A registry exposing what ``process`` records (see :class:`ProcessExposition`)."""
+    exposed = CollectorRegistry(auto_describe=False)
+    exposed.register(ProcessExposition(process, (REGISTRY, owned_registry(process))))
+    return exposed
+
+
 @dataclass
 class MetricsEndpoint:
     """A running ``/metrics`` HTTP endpoint (a daemon thread); ``stop()`` closes it."""
@@ -238,8 +295,16 @@ class MetricsEndpoint:
 def start_metrics_server(
     port: int,
     host: str = "0.0.0.0",  # noqa: S104 - in a pod the scraper comes from another address
-    registry: CollectorRegistry = REGISTRY,
+    registry: CollectorRegistry | None = None,
+    *,
+    process: str | None = None,
 ) -> MetricsEndpoint:
-    """Serve ``registry`` for Prometheus on ``host:port`` (port 0 picks a free one)."""
-    server, thread = start_http_server(port, addr=host, registry=registry)
+    """Serve metrics for Prometheus on ``host:port`` (port 0 picks a free one).
+
+    With ``process``: what that process records (:func:`process_registry`); else ``registry``
+    (default: the shared registry as it is).
+    """
+    if process is not None:
+        registry = process_registry(process)
+    server, thread = start_http_server(port, addr=host, registry=registry or REGISTRY)
     return MetricsEndpoint(port=server.server_address[1], _server=server, _thread=thread)

@@ -30,6 +30,7 @@ from meshlib.grpc_errors import ErrorMappingInterceptor, InterceptorPipeline, Wr
 from meshlib.logs import INTERACTION_ID_HEADER, interaction_id_var
 from meshlib.metrics import MetricsEndpoint, MetricsInterceptor, start_metrics_server
 from meshlib.request_text import RequestTextInterceptor
+from meshlib.telemetry import annotate_call
 from meshlib.telemetry import server_interceptors as tracing_interceptors
 
 log = logging.getLogger("meshlib.server")
@@ -66,7 +67,7 @@ class CallContextInterceptor(WrappingInterceptor):
             if getattr(behavior, "_meshlib_streaming", False):
 
                 async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                    interaction_id_var.set(_interaction_id(context))
+                    interaction_id_var.set(_call_interaction_id(context))
                     async for item in behavior(request, context):
                         yield item
 
@@ -74,12 +75,19 @@ class CallContextInterceptor(WrappingInterceptor):
                 return streaming
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                interaction_id_var.set(_interaction_id(context))
+                interaction_id_var.set(_call_interaction_id(context))
                 return await behavior(request, context)
 
             return unary
 
         return wrap_handler(handler, wrap)
+
+
+def _call_interaction_id(context: grpc.aio.ServicerContext) -> str:
+    """The call's interaction id, also put on its server span."""
+    interaction_id = _interaction_id(context)
+    annotate_call(interaction_id=interaction_id)
+    return interaction_id
 
 
 def _interaction_id(context: grpc.aio.ServicerContext) -> str:
@@ -160,21 +168,19 @@ class MeshServer:
         self.registrations = list(registrations)
         self.lifecycle = lifecycle or Lifecycle()
         self.health = health.aio.HealthServicer()
-        chain: list[grpc.aio.ServerInterceptor] = []
-        if enable_tracing:
-            chain.extend(tracing_interceptors())
-        # Outside the error mapping, so metrics record the status code the caller really gets.
-        # The wrapping interceptors run as one pipeline (one grpc interceptor round per call).
+        # Tracing outermost (its span covers the whole call), then metrics outside the error
+        # mapping, so both record the status code the caller really gets. The wrapping
+        # interceptors run as one pipeline (one grpc interceptor round per call).
         stages: list[grpc.aio.ServerInterceptor] = [
-            MetricsInterceptor(),
+            *(tracing_interceptors() if enable_tracing else ()),
+            MetricsInterceptor(process=settings.service_name),
             CallContextInterceptor(),
             ErrorMappingInterceptor(error_domain or f"{settings.service_name}.openbank.dev"),
             *interceptors,
             # Innermost: after authentication, before the servicer; raw-bytes handlers are skipped.
             RequestTextInterceptor(),
         ]
-        chain.extend(_as_pipeline(stages))
-        self.server = grpc.aio.server(interceptors=chain, options=server_options(settings))
+        self.server = grpc.aio.server(interceptors=_as_pipeline(stages), options=server_options(settings))
         self.port: int | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None
         self._health_server: grpc.aio.Server | None = None
@@ -212,7 +218,9 @@ class MeshServer:
             self._health_server.add_insecure_port(f"{self.settings.host}:{self.settings.health_port}")
             await self._health_server.start()
         if self.settings.metrics_port is not None:
-            self._metrics_endpoint = start_metrics_server(self.settings.metrics_port, self.settings.host)
+            self._metrics_endpoint = start_metrics_server(
+                self.settings.metrics_port, self.settings.host, process=self.settings.service_name
+            )
         for name in [*self.service_names, ""]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(

@@ -123,7 +123,7 @@ async def wire(runtime: Runtime, *, consent_lookup: ConsentLookupFactory | None 
         # Every token this process accepts is checked for revocation here too, not only at the
         # gateway (calls may come straight from inside the mesh).
         runtime.verifier.revocation = peers.revocation
-        lifecycle.on_start.append(peers.bus.start)
+        lifecycle.on_start.append(peers.start)
         lifecycle.on_stop.append(peers.bus.close)
     else:
         consents = consent_lookup(runtime)

@@ -1,4 +1,4 @@
-"""Payment's business metrics, on the process's one registry (:data:`meshlib.metrics.REGISTRY`):
+"""Payment's business metrics, on the payment process's own registry (:func:`meshlib.metrics.owned_registry`):
 payments entering each state and saga recoveries (counted by the saga), and the payments in
 flight by state with the age of the oldest unfinished one (read from the database; every
 replica publishes the same figures)."""
@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge
 
-from meshlib.metrics import REGISTRY
+from meshlib.metrics import owned_registry
 from services.payment.domain.payments import PaymentState
 
 if TYPE_CHECKING:
     from services.payment.unit_of_work import PaymentUnitOfWork
 
+# Only the payment process records (and exposes) these.
+REGISTRY = owned_registry("payment")
 PAYMENTS = Counter(
     "openbank_payments",
     "Payments entering a state (state is the PaymentState name without its prefix).",

@@ -87,7 +87,7 @@ async def wire(runtime: Runtime, *, identity: bool = True) -> Wiring[SettlementC
         # Revoked tokens, consents and partners are refused here too, not only at the gateway.
         runtime.verifier.revocation = peers.revocation
         ledger_token = ledger_token_source(peers)
-        lifecycle.on_start.append(peers.bus.start)
+        lifecycle.on_start.append(peers.start)
         lifecycle.on_stop.append(peers.bus.close)
     transactions = Transactions(partial(SettlementUnitOfWork, runtime.database))
     ledger = GrpcLedger(runtime.channel(settings.account_target), ledger_token)

@@ -1,4 +1,4 @@
-"""Settlement's business metrics, on the process's one registry (:data:`meshlib.metrics.REGISTRY`):
+"""Settlement's business metrics, on the settlement process's own registry (:func:`meshlib.metrics.owned_registry`):
 every participant's position against its cap, read from the database (so every replica
 publishes the same, correct figures)."""
 
@@ -8,9 +8,11 @@ from collections.abc import Callable
 
 from prometheus_client import Gauge
 
-from meshlib.metrics import REGISTRY
+from meshlib.metrics import owned_registry
 from services.settlement.unit_of_work import SettlementUnitOfWork
 
+# Only the settlement process records (and exposes) these.
+REGISTRY = owned_registry("settlement")
 SETTLEMENT_POSITION = Gauge(
     "openbank_settlement_position_minor",
     "A participant's committed net position, in minor units (negative: it owes).",

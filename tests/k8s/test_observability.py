@@ -89,6 +89,26 @@ def test_alert_rules_cover_the_issue_and_use_exported_metrics(rules) -> None:  #
         assert alert["annotations"]["summary"] and alert["annotations"]["description"], name
 
 
+def per_process(expr: str) -> bool:
+    """Every aggregation in ``expr`` keeps the process label, or the selector names one process."""
+    groupings = re.findall(r"\b(?:sum|avg|max|min|count|topk\(\d+,\s*\w+)\s*by\s*\(([^)]*)\)", expr)
+    bare = re.findall(r"\b(?:sum|avg|max|min|count)\s*\(", expr)
+    one_process = re.search(r'process="[a-z]+"', expr) is not None
+    return one_process or (not bare and all("process" in group.split(", ") for group in groupings))
+
+
+def test_per_process_check() -> None:
+    assert per_process('sum by (process, le) (rate(openbank_rpc_duration_seconds_bucket[5m]))')
+    assert per_process('sum by (code) (rate(openbank_rpc_requests_total{process="gateway"}[5m]))')
+    assert not per_process('sum by (code) (rate(openbank_rpc_requests_total{process=~"$process"}[5m]))')
+    assert not per_process("sum(rate(openbank_rpc_requests_total[5m]))")
+
+
+def test_alert_rules_keep_rpc_figures_per_process(rules) -> None:  # type: ignore[no-untyped-def]
+    rpc = [rule["expr"] for rule in rules if "openbank_rpc_" in rule["expr"]]
+    assert rpc and all(per_process(expr) for expr in rpc), [e for e in rpc if not per_process(e)]
+
+
 def test_alert_rules_pass_promtool_when_available() -> None:
     if not shutil.which("promtool"):
         pytest.skip("promtool not installed")
@@ -105,7 +125,7 @@ def test_alert_rules_pass_promtool_when_available() -> None:
 def test_dashboard_panels_query_exported_metrics_without_overlapping(dashboard) -> None:  # type: ignore[no-untyped-def]
     assert dashboard["uid"] and dashboard["title"]
     variables = {v["name"] for v in dashboard["templating"]["list"]}
-    assert {"datasource", "service"} <= variables
+    assert {"datasource", "process"} <= variables
     panels = dashboard["panels"]
     assert len({p["id"] for p in panels}) == len(panels)
     occupied: set[tuple[int, int]] = set()
@@ -121,6 +141,10 @@ def test_dashboard_panels_query_exported_metrics_without_overlapping(dashboard) 
             assert balanced(target["expr"]), target["expr"]
             used |= metric_names(target["expr"])
     assert used <= METRIC_NAMES | STANDARD_METRICS, used - METRIC_NAMES - STANDARD_METRICS
+    # A call the gateway proxies is served twice (gateway, then the service): an rpc figure is
+    # kept per process or taken from one process, never added up over processes.
+    rpc_exprs = [t["expr"] for p in panels for t in p.get("targets", []) if "openbank_rpc_" in t["expr"]]
+    assert rpc_exprs and all(per_process(expr) for expr in rpc_exprs), [e for e in rpc_exprs if not per_process(e)]
     # Every business metric has a panel.
     business = {name for name in METRIC_NAMES if not name.startswith("openbank_rpc_")}
     assert business <= used, business - used

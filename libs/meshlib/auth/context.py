@@ -7,6 +7,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from meshlib.errors import PermissionDenied, Unauthenticated
+from meshlib.telemetry import annotate_call
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ def require_caller() -> Caller:
 
 def set_caller(caller: Caller | None) -> contextvars.Token[Caller | None]:
     """Bind the caller for the current context (the interceptor and tests use this)."""
+    if caller is not None:
+        annotate_call(partner_id=caller.partner_id, consent_id=caller.consent_id)
     return _caller.set(caller)
 
 

@@ -12,6 +12,7 @@ refreshes it shortly before it expires; concurrent callers share one fetch.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 
@@ -19,6 +20,8 @@ import grpc
 
 from meshlib.clients import call_with_retry
 from meshlib.grpc_errors import decode_rpc_error
+
+log = logging.getLogger("meshlib.auth")
 
 ISSUE_TIMEOUT_SECONDS = 5.0
 
@@ -47,6 +50,7 @@ class ServiceTokenSource:
         self._token: str | None = None
         self._refresh_at = float("-inf")
         self._lock = asyncio.Lock()
+        self._warming: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         # Never show the secret or the token.
@@ -61,6 +65,19 @@ class ServiceTokenSource:
                 await self._fetch()
         assert self._token is not None
         return self._token
+
+    def warm_up(self) -> None:
+        """Fetch the first token now, in the background, so that the first call needing it does
+        not wait for identity (a process's first payment otherwise paid for it). A failure
+        (identity not up yet) is only logged: that first call fetches again."""
+        if self._warming is None:
+            self._warming = asyncio.get_running_loop().create_task(self._warm(), name="service-token-warm-up")
+
+    async def _warm(self) -> None:
+        try:
+            await self.token()
+        except Exception as error:  # any failure: the first real call fetches again
+            log.warning("service token not fetched at start-up", extra={"error": type(error).__name__})
 
     async def metadata(self) -> tuple[tuple[str, str], ...]:
         """Call metadata carrying the token."""

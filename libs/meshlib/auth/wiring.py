@@ -62,6 +62,12 @@ class IdentityPeers:
     revocation: RevocationCache | UnavailableRevocationCheck
     tokens: ServiceTokenSource | None
 
+    async def start(self) -> None:
+        """Start-up: listen on the bus, and fetch the service token before the first call needs it."""
+        await self.bus.start()
+        if self.tokens is not None:
+            self.tokens.warm_up()
+
 
 def identity_peers(
     identity: grpc.aio.Channel,

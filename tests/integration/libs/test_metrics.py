@@ -26,7 +26,9 @@ async def _echo(request: wrappers_pb2.StringValue, context: grpc.aio.ServicerCon
 
 async def _start_server() -> tuple[grpc.aio.Server, int]:
     """An echo server with the interceptor order MeshServer uses: metrics outside errors."""
-    server = grpc.aio.server(interceptors=[MetricsInterceptor(), ErrorMappingInterceptor("scrape.openbank.dev")])
+    server = grpc.aio.server(
+        interceptors=[MetricsInterceptor(process="scrape"), ErrorMappingInterceptor("scrape.openbank.dev")]
+    )
     handler = grpc.unary_unary_rpc_method_handler(
         _echo,
         request_deserializer=wrappers_pb2.StringValue.FromString,
@@ -51,7 +53,7 @@ def _scrape(port: int) -> dict[str, list]:
 
 @pytest.mark.integration
 async def test_scrape_after_traffic_shows_red_and_business_metrics() -> None:
-    endpoint = start_metrics_server(0, "127.0.0.1")
+    endpoint = start_metrics_server(0, "127.0.0.1", process="scrape")
     server, port = await _start_server()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
@@ -87,3 +89,5 @@ async def test_scrape_after_traffic_shows_red_and_business_metrics() -> None:
     # Every shared name the dashboards and alerts may use is really exposed (each process's own
     # metrics are checked beside them).
     assert metrics.METRIC_NAMES <= set(samples)
+    # Each sample says which process recorded it, the runtime's own figures too.
+    assert {s.labels.get("process") for every in samples.values() for s in every} == {"scrape"}

@@ -71,7 +71,7 @@ async def served(request):  # type: ignore[no-untyped-def]
     """A server with a fresh metrics registry, the interceptor placed outside or inside
     the error mapping (both must record the code the caller sees)."""
     registry = CollectorRegistry()
-    interceptor = MetricsInterceptor(RpcMetrics(registry))
+    interceptor = MetricsInterceptor(RpcMetrics(registry), process="echo")
     servicer = EchoServicer()
     settings = ServerSettings(service_name="echo", port=0)
     if request.param == "inside-error-mapping":
@@ -111,7 +111,7 @@ def _count(channel: grpc.aio.Channel):  # type: ignore[no-untyped-def]
 
 def _requests(registry: CollectorRegistry, method: str, code: str) -> float:
     value = registry.get_sample_value(
-        "openbank_rpc_requests_total", {"service": SERVICE, "method": method, "code": code}
+        "openbank_rpc_requests_total", {"process": "echo", "service": SERVICE, "method": method, "code": code}
     )
     return value or 0.0
 
@@ -123,7 +123,7 @@ async def _recorded(registry: CollectorRegistry, method: str) -> None:
     when its coroutine next runs, in one step (in-flight down, duration, count), so an
     in-flight gauge back at zero means every call is counted.
     """
-    labels = {"service": SERVICE, "method": method}
+    labels = {"process": "echo", "service": SERVICE, "method": method}
     for _ in range(400):
         if not registry.get_sample_value("openbank_rpc_in_flight", labels):
             return
@@ -149,7 +149,7 @@ async def test_ok_and_error_calls_are_counted_with_the_code_the_caller_sees(serv
     assert _requests(registry, "Echo", "OK") == 2
     for code in expected.values():
         assert _requests(registry, "Echo", code.name) == 1
-    labels = {"service": SERVICE, "method": "Echo"}
+    labels = {"process": "echo", "service": SERVICE, "method": "Echo"}
     assert registry.get_sample_value("openbank_rpc_duration_seconds_count", labels) == 5
     assert registry.get_sample_value("openbank_rpc_duration_seconds_bucket", {**labels, "le": "10.0"}) == 5
     assert registry.get_sample_value("openbank_rpc_in_flight", labels) == 0
@@ -170,7 +170,7 @@ async def test_server_streams_are_counted_when_they_end(served) -> None:  # type
 
 async def test_in_flight_gauge_tracks_running_calls(served) -> None:  # type: ignore[no-untyped-def]
     registry, channel, servicer = served
-    labels = {"service": SERVICE, "method": "Echo"}
+    labels = {"process": "echo", "service": SERVICE, "method": "Echo"}
     call = asyncio.ensure_future(_echo(channel)(wrappers_pb2.StringValue(value="slow")))
     await asyncio.wait_for(servicer.entered.wait(), 5)
     assert registry.get_sample_value("openbank_rpc_in_flight", labels) == 1

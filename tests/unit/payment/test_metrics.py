@@ -10,9 +10,10 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from meshlib.metrics import REGISTRY
+from meshlib.metrics import process_registry
 from services.payment import metrics
 from services.payment.domain.payments import PaymentState
+from services.payment.metrics import REGISTRY
 
 NOW = dt.datetime(2026, 11, 18, 15, 30, tzinfo=dt.UTC)
 
@@ -77,7 +78,7 @@ def test_the_names_alert_rules_use_are_exposed() -> None:
     metrics.set_payments_in_state("ACCEPTED", 1)
     exposed = {
         sample.name
-        for family in text_string_to_metric_families(generate_latest(REGISTRY).decode())
+        for family in text_string_to_metric_families(generate_latest(process_registry("payment")).decode())
         for sample in family.samples
     }
     assert exposed >= metrics.METRIC_NAMES

@@ -5,8 +5,8 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.ratelimit.metrics import METRIC_NAMES, record_ratelimit_decision
-from meshlib.metrics import REGISTRY
+from gateway.ratelimit.metrics import METRIC_NAMES, REGISTRY, record_ratelimit_decision
+from meshlib.metrics import process_registry
 
 
 def _decisions(rate_limit_class: str, decision: str) -> float:
@@ -27,7 +27,7 @@ def test_decisions_are_counted_by_class_and_outcome_and_exposed() -> None:
     assert _decisions("unit-reads", "limited") == limited + 2
     exposed = {
         sample.name
-        for family in text_string_to_metric_families(generate_latest(REGISTRY).decode())
+        for family in text_string_to_metric_families(generate_latest(process_registry("gateway")).decode())
         for sample in family.samples
     }
     assert exposed >= METRIC_NAMES

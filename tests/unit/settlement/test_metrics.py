@@ -10,10 +10,11 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from meshlib.metrics import REGISTRY
+from meshlib.metrics import process_registry
 from services.settlement import metrics
 from services.settlement.domain.obligations import Position
 from services.settlement.domain.participants import NetDebitCap, Participant, ParticipantStatus, ParticipantType
+from services.settlement.metrics import REGISTRY
 
 NOW = dt.datetime(2026, 11, 18, 15, 30, tzinfo=dt.UTC)
 
@@ -75,7 +76,7 @@ def test_the_names_alert_rules_use_are_exposed() -> None:
     metrics.set_settlement_position("participants/p2", "EUR", net_minor=1)
     exposed = {
         sample.name
-        for family in text_string_to_metric_families(generate_latest(REGISTRY).decode())
+        for family in text_string_to_metric_families(generate_latest(process_registry("settlement")).decode())
         for sample in family.samples
     }
     assert exposed >= metrics.METRIC_NAMES
