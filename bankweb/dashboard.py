@@ -30,6 +30,7 @@ from bankweb.ports import (
     PaymentLine,
     ReadLine,
     Session,
+    UsageLine,
 )
 from meshlib.errors import MeshError
 
@@ -87,6 +88,8 @@ class ConsentDetail:
     payments: list[PaymentLine] = field(default_factory=list)
     reads: list[ReadLine] = field(default_factory=list)
     activity_missing: bool = False
+    # A mandate's periodic limits in their current periods: used so far, what is left.
+    usage: list[UsageLine] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,13 @@ class Dashboard:
         except MeshError as error:
             log.warning("reads of a consent unavailable", extra={"reason": error.reason})
             reads, missing = [], True
+        usage: list[UsageLine] = []
+        if card.summary.mandate:
+            try:
+                usage = await self._bank.mandate_usage(card.consent_id, customer, card.summary.mandate_valid_from)
+            except MeshError as error:
+                log.warning("a mandate's usage unavailable", extra={"reason": error.reason})
+                missing = True
         return ConsentDetail(
             customer_display=session.data.get("username", ""),
             card=card,
@@ -199,6 +209,7 @@ class Dashboard:
             payments=payments,
             reads=reads,
             activity_missing=missing,
+            usage=usage,
         )
 
     # ---- changing ------------------------------------------------------------------------

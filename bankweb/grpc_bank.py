@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import grpc
 
+from bankweb.mandate_words import mandate_lines, usage_lines
 from bankweb.ports import (
     AccountChoice,
     ApprovalView,
@@ -24,6 +25,7 @@ from bankweb.ports import (
     PaymentLine,
     ReadLine,
     RedirectAnswer,
+    UsageLine,
 )
 from meshlib.auth.service_tokens import ServiceTokenSource
 from meshlib.clients import PeerCaller
@@ -38,6 +40,7 @@ from openbank.identity.v1 import (
     customer_pb2_grpc,
     decoupled_authorization_pb2,
 )
+from openbank.payment.v1 import mandate_pb2, mandate_pb2_grpc
 
 CALL_DEADLINE_SECONDS = 5.0
 SCOPES = ("consents:authorise",)
@@ -103,6 +106,10 @@ def consent_summary(consent: consent_pb2.Consent) -> ConsentSummary:
         per_payment_limit=money_words(consent.per_payment_limit) if consent.HasField("per_payment_limit") else "",
         period_limit=period_limit,
         reads_per_day=consent.reads_per_day,
+        mandate=mandate_lines(consent),
+        mandate_valid_from=consent.mandate.valid_from_time.ToDatetime(tzinfo=dt.UTC).strftime("%d %B %Y")
+        if consent.HasField("mandate")
+        else "",
     )
 
 
@@ -168,6 +175,7 @@ class GrpcBank:
         self._accounts = customer_account_pb2_grpc.CustomerAccountServiceStub(account)
         self._call = PeerCaller(tokens.token, deadline_seconds=CALL_DEADLINE_SECONDS)
         self._payment_audit = audit_pb2_grpc.AuditServiceStub(payment) if payment is not None else None
+        self._mandates = mandate_pb2_grpc.MandateServiceStub(payment) if payment is not None else None
         self._audit_call = (
             PeerCaller(audit_tokens.token, deadline_seconds=CALL_DEADLINE_SECONDS) if audit_tokens else None
         )
@@ -295,6 +303,14 @@ class GrpcBank:
             )
             for read in answer.reads
         ]
+
+    async def mandate_usage(self, consent_id: str, customer: str, valid_from: str) -> list[UsageLine]:
+        """What the customer's mandate used in each of its periods (none without the payment service)."""
+        if self._mandates is None:
+            return []
+        request = mandate_pb2.GetCustomerMandateUsageRequest(consent=f"consents/{consent_id}", customer=customer)
+        answer = await self._call(self._mandates.GetCustomerMandateUsage, request, "payment.GetCustomerMandateUsage")
+        return usage_lines(list(answer.periods), valid_from)
 
     # ---- the decoupled flow's approvals ---------------------------------------------------
 

@@ -33,6 +33,20 @@ class ConsentSummary:
     per_payment_limit: str = ""
     period_limit: str = ""
     reads_per_day: int = 0
+    # A payment mandate (VRP, sweeping) in sentences: creditor, limits, validity; empty if none.
+    mandate: tuple[str, ...] = ()
+    mandate_valid_from: str = ""
+
+
+@dataclass(frozen=True)
+class UsageLine:
+    """What a mandate used in one periodic limit's current period."""
+
+    period: str
+    used: str
+    remaining: str
+    maximum: str
+    ends: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,8 @@ class AuthorizationView:
                 "per_payment_limit": consent.per_payment_limit,
                 "period_limit": consent.period_limit,
                 "reads_per_day": consent.reads_per_day,
+                "mandate": list(consent.mandate),
+                "mandate_valid_from": consent.mandate_valid_from,
             },
         }
 
@@ -70,6 +86,7 @@ class AuthorizationView:
         """Back from the session store."""
         consent = dict(data["consent"])
         consent["permissions"] = tuple(consent["permissions"])
+        consent["mandate"] = tuple(consent.get("mandate", ()))
         consent["expire_time"] = dt.datetime.fromisoformat(consent["expire_time"])
         return cls(
             name=data["name"],
@@ -198,6 +215,8 @@ class Bank(Protocol):
     async def payments_of(self, consent_id: str) -> list[PaymentLine]: ...
 
     async def reads_of(self, consent_id: str) -> list[ReadLine]: ...
+
+    async def mandate_usage(self, consent_id: str, customer: str, valid_from: str) -> list[UsageLine]: ...
 
     async def pending_approvals(self, customer: str) -> list[ApprovalView]: ...
 

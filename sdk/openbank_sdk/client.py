@@ -34,12 +34,13 @@ from openbank.identity.v1 import (
     token_pb2,
     token_pb2_grpc,
 )
-from openbank.payment.v1 import payment_pb2, payment_pb2_grpc
+from openbank.payment.v1 import mandate_pb2_grpc, payment_pb2, payment_pb2_grpc
 from openbank.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from openbank_sdk.auth import ClientCredentials, ClientCredentialsTokens, ConsentTokens, Pkce, TokenSource
 from openbank_sdk.channels import open_channel
 from openbank_sdk.decoupled import DecoupledCalls
 from openbank_sdk.errors import OpenBankError, from_rpc_error
+from openbank_sdk.mandates import MandateCalls
 from openbank_sdk.pagination import paginate
 from openbank_sdk.retry import DEFAULT_RETRY, RetryPolicy, call_with_retry
 from openbank_sdk.scheduling import StandingOrderCalls
@@ -184,7 +185,7 @@ class Invoker:
         return await call_with_retry(attempt, self.retry)
 
 
-class ConsentSession(StandingOrderCalls):
+class ConsentSession(StandingOrderCalls, MandateCalls):
     """Calls bound to one authorised consent: accounts, balances, transactions, funds
     confirmation, payments and standing orders. Obtain one with :meth:`OpenBankClient.exchange_code`."""
 
@@ -193,6 +194,7 @@ class ConsentSession(StandingOrderCalls):
         self._invoker = invoker
         self._accounts = account_pb2_grpc.AccountServiceStub(channel)
         self._payments = payment_pb2_grpc.PaymentServiceStub(channel)
+        self._mandates = mandate_pb2_grpc.MandateServiceStub(channel)
 
     @property
     def consent(self) -> str:
@@ -417,8 +419,10 @@ class OpenBankClient(DecoupledCalls):
         reads_per_day: int = 0,
         pkce: Pkce | None = None,
         request_id: str = "",
+        mandate: consent_pb2.Mandate | None = None,
     ) -> PendingConsent:
-        """Create a consent awaiting the customer's authorisation, with a fresh PKCE pair."""
+        """Create a consent awaiting the customer's authorisation, with a fresh PKCE pair (a
+        payment mandate with ``mandate``, see :func:`openbank_sdk.mandates.mandate`)."""
         pkce = pkce or Pkce.generate()
         expires = expire_time or dt.datetime.now(dt.UTC) + valid_for
         request = consent_pb2.CreateConsentRequest(
@@ -434,6 +438,8 @@ class OpenBankClient(DecoupledCalls):
             request.per_payment_limit.CopyFrom(per_payment_limit)
         if period_limit is not None:
             request.period_limit.CopyFrom(period_limit)
+        if mandate is not None:
+            request.mandate.CopyFrom(mandate)
         response = await self._call(self._consents.CreateConsent, request, mutating=True)
         return PendingConsent(consent=response.consent, pkce=pkce)
 
