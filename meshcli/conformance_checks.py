@@ -28,7 +28,7 @@ from openbank.identity.v1 import (
     signing_key_pb2,
     token_pb2,
 )
-from openbank.payment.v1 import payment_admin_pb2, payment_pb2
+from openbank.payment.v1 import mandate_pb2, payment_admin_pb2, payment_pb2
 from openbank.settlement.v1 import position_pb2, settlement_admin_pb2, settlement_pb2, settlement_pb2_grpc
 
 try:  # the SDK is its own package in sdk/; a source checkout may not have it installed
@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - depends on the install
 from openbank_sdk.bank_pages import SandboxBankPages
 from openbank_sdk.sandbox import SandboxBankApp
 
+from meshcli.conformance_mandates import MandateChecks
 from meshcli.conformance_payments import PaymentChecks
 from meshcli.conformance_redirect import RedirectChecks
 from meshcli.conformance_support import CheckFailed, _describe, _expect, expect_error
@@ -56,6 +57,7 @@ CONTRACT_MODULES = (
     ledger_pb2,
     payment_pb2,
     payment_admin_pb2,
+    mandate_pb2,
     settlement_pb2,
     position_pb2,
     settlement_admin_pb2,
@@ -128,7 +130,7 @@ class CallRecorder(grpc.aio.UnaryUnaryClientInterceptor):
         return call
 
 
-class ConformanceRun(PaymentChecks, RedirectChecks):
+class ConformanceRun(PaymentChecks, RedirectChecks, MandateChecks):
     """The checks, in journey order; later checks use what earlier ones created."""
 
     def __init__(self, config: ConformanceConfig) -> None:
@@ -223,6 +225,7 @@ class ConformanceRun(PaymentChecks, RedirectChecks):
             ("payments: WatchPayments streams the new payment", self.payment_watch),
             ("payments: refund in part, linked both ways, never above what was paid", self.payment_refund),
             ("payments: standing order and future-dated payment, created and cancelled", self.payment_schedules),
+            ("mandates: paid without asking again, only its creditor, within its limits", self.mandate_payments),
             ("pagination: page_size 1 walks every page", self.pagination_walk),
             ("pagination: bad page_token is PAGE_TOKEN_INVALID", self.pagination_bad_token),
             ("pagination: negative page_size is FIELD_INVALID", self.pagination_negative_size),
