@@ -34,6 +34,9 @@ PROCESSES: tuple[tuple[str, str], ...] = (
     ("payment", "services.payment"),
     ("gateway", "gateway"),
 )
+# The scheme simulator ("another bank" behind the interbank clearing scheme), started before
+# payment when its port is given (``make up``, the demo and the tests that pay other banks do).
+SCHEME_PROCESS = ("schemesim", "schemesim")
 # HTTP processes, started after the gRPC ones when their port is given (``make up`` does):
 # the bank's web app (customer sign-in and consent authorisation), a client of identity and account.
 # The operator console (bankweb.console), a client of all four services.
@@ -53,6 +56,8 @@ INTERNAL_CLIENT_SCOPES: dict[str, tuple[str, ...]] = {
         "consents:read",
         "identity:admin",
         "tokens:introspect",
+        "scheme:write",
+        "scheme:read",
     ),
     # The local operator (CLI) and the bank's customer app, for `openbank-mesh` commands.
     "operator": (
@@ -227,6 +232,12 @@ class LocalMesh:
         for name, url in self.service_databases.items():
             self.child_env.setdefault(name, {}).setdefault("OBM_DATABASE_URL", url)
         self.children = [MeshProcess(name, module, self.ports[name]) for name, module in PROCESSES]
+        if SCHEME_PROCESS[0] in self.ports:
+            # Before payment, whose connector it answers; its own database like a service's.
+            self.children.insert(
+                [c.name for c in self.children].index("payment"), MeshProcess(*SCHEME_PROCESS, self.ports["schemesim"])
+            )
+            self.env["OBM_SCHEME_TARGET"] = f"127.0.0.1:{self.ports['schemesim']}"
         # `up --replicas N`: the other processes of each service, and every process finds a
         # service by all its replicas' addresses (meshcli.replicas).
         self.replica_ports = replica_ports(self.ports, replicas) if replicas > 1 else {}
@@ -418,7 +429,11 @@ async def run_up(
         + partner_lines
         + f"  credentials {credentials_path(data_dir)} (secrets of the demo partners and customers)\n"
         f"  gateway     127.0.0.1:{mesh.ports['gateway']}   (partners call this)\n"
-        + "".join(f"  {n:<11} 127.0.0.1:{mesh.ports[n]}\n" for n in ("identity", "account", "payment", "settlement"))
+        + "".join(
+            f"  {n:<11} 127.0.0.1:{mesh.ports[n]}\n"
+            for n in ("identity", "account", "payment", "settlement", "schemesim")
+            if n in mesh.ports
+        )
         + f"  bank web    http://127.0.0.1:{mesh.ports['bankweb']}/authorize   (customers authorise consents here)\n"
         + f"              http://127.0.0.1:{mesh.ports['bankweb']}/consents    (customers see and control them)\n"
         + f"  console     http://127.0.0.1:{mesh.ports['console']}/   (the bank's operators; sign-in in "

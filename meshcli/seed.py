@@ -48,6 +48,7 @@ DEMO_CUSTOMERS = (
     ("bob", "Bob Example", 120_000, "BOBSANDBOXTOTPSECRETBBBBBBBBBBBB"),
 )
 BANK_SETTLEMENT_LINE = 50_000_000  # minor units, as the bank's net debit cap
+SCHEME_LINE = 10_000_000  # what returns from the scheme may come to, in minor units
 DEMO_PASSWORD = "demo-password-1"  # the local demo only; printed in the banner on purpose
 
 
@@ -64,6 +65,30 @@ def load_demo_credentials(data_dir: Path) -> dict[str, Any] | None:
     """The seeded demo credentials, or None before the first seed."""
     path = credentials_path(data_dir)
     return json.loads(path.read_text()) if path.exists() else None
+
+
+async def seed_scheme(open_account: Any, settlement: Any, admin: Any) -> dict[str, str]:
+    """The bank's clearing account at the interbank scheme and the scheme's settlement participant:
+    payments to other banks are credited to that account and owed to the scheme; returns come back
+    from it (the scheme's cap in settlement bounds what it may owe the bank, its account's
+    overdraft lets a return come back after a settled window moved the account's money)."""
+    clearing = await open_account(
+        "scheme-clearing", "", account_pb2.ACCOUNT_TYPE_SETTLEMENT, "Clearing scheme", overdraft=SCHEME_LINE
+    )
+    registered = await settlement.RegisterParticipant(
+        settlement_admin_pb2.RegisterParticipantRequest(
+            request_id="seed-participant-scheme",
+            type=settlement_admin_pb2.PARTICIPANT_TYPE_SCHEME,
+            settlement_account=clearing,
+            net_debit_caps=[
+                settlement_admin_pb2.NetDebitCap(
+                    currency_code=CURRENCY, cap=_money(SCHEME_LINE), alarm_threshold_percent=80
+                )
+            ],
+        ),
+        metadata=admin,
+    )
+    return {"clearing_account": clearing, "participant": registered.participant.name}
 
 
 async def seed_demo_data(operator: Operator, say: Any = print) -> dict[str, Any]:
@@ -111,6 +136,8 @@ async def seed_demo_data(operator: Operator, say: Any = print) -> dict[str, Any]
         ),
         metadata=admin,
     )
+    say("  seeding demo data: the clearing scheme (payments to other banks)")
+    result["scheme"] = await seed_scheme(open_account, settlement, admin)
     for key, display, tier in DEMO_PARTNERS:
         say(f"  seeding demo data: partner {display}")
         registered = await partners.RegisterPartner(

@@ -19,6 +19,8 @@ MESH_FILE = "mesh.json"
 # (their own defaults).
 DEFAULT_BANKWEB_PORT = 8080
 DEFAULT_CONSOLE_PORT = 8090
+# The scheme simulator's port (python -m schemesim's default).
+DEFAULT_SCHEME_PORT = 50060
 
 
 def ports_from_base(base_port: int) -> dict[str, int]:
@@ -27,6 +29,7 @@ def ports_from_base(base_port: int) -> dict[str, int]:
     8090 by default, else right after them (an offset from 8080 could leave the port range)."""
     offset = base_port - DEFAULT_PORTS["gateway"]
     ports = {name: port + offset for name, port in DEFAULT_PORTS.items()}
+    ports["schemesim"] = DEFAULT_SCHEME_PORT + offset
     ports["bankweb"] = DEFAULT_BANKWEB_PORT if offset == 0 else max(ports.values()) + 1
     ports["console"] = DEFAULT_CONSOLE_PORT if offset == 0 else ports["bankweb"] + 1
     if not all(0 < port < 65536 for port in ports.values()):

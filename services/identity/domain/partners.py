@@ -40,6 +40,9 @@ INTERNAL_SCOPES = frozenset(
         "tokens:introspect",
         "payments:admin",
         "audit:read",
+        # The payment service's outbound clearing connector (the interbank scheme).
+        "scheme:write",
+        "scheme:read",
     }
 )
 ALL_SCOPES = PARTNER_SCOPES | INTERNAL_SCOPES
