@@ -90,6 +90,9 @@ class IdentitySide:
     consents: ConsentLookup
     bus: InvalidationBus | None = None
     revocation: RevocationCheck | None = None
+    # Start-up (meshlib.auth.wiring.IdentityPeers.start): the bus, and the first service token
+    # fetched in the background; None: just the bus (tests' injected sides).
+    start: Callable[[], Awaitable[None]] | None = None
 
 
 IdentityFactory = Callable[[Runtime], IdentitySide]
@@ -115,7 +118,11 @@ def identity_side(runtime: Runtime) -> IdentitySide:
     if peers.tokens is None:
         log.warning("no service client credentials: calls to account and settlement will fail UNAVAILABLE")
     return IdentitySide(
-        peers.tokens.token if peers.tokens else _no_credentials, peers.consents, peers.bus, peers.revocation
+        peers.tokens.token if peers.tokens else _no_credentials,
+        peers.consents,
+        peers.bus,
+        peers.revocation,
+        peers.start,
     )
 
 
@@ -257,7 +264,7 @@ async def wire(
         on_stop=[*(c.stop for c in clearing_loops), scheduling.stop, loop.stop, gauges.stop],
     )
     if peers.bus is not None:
-        lifecycle.on_start.insert(0, peers.start)
+        lifecycle.on_start.insert(0, peers.start or peers.bus.start)
         lifecycle.on_stop.append(peers.bus.close)
     return Wiring(
         registrations=[
