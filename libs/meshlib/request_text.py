@@ -128,6 +128,7 @@ FIELD_RULES: dict[str, TextRule] = {
     "scheme_account_id": _token(34),
     "debtor_agent": _token(11),
     "creditor_agent": _token(11),
+    "agent_bic": _token(11),
     # Free text: printable Unicode, never NUL or other control characters.
     "display_name": _line(200),
     "password": _line(1024),
@@ -149,6 +150,11 @@ MESSAGE_FIELD_RULES: dict[str, TextRule] = {
     "openbank.account.v1.OpenAccountRequest.display_name": _line(100),
     "openbank.identity.v1.RegisterPartnerRequest.display_name": _line(100),
     "openbank.identity.v1.UpdatePartnerRequest.display_name": _line(100),
+    # A partner's creditor at another bank: an IBAN may come in groups of four (its print
+    # format, 42 characters at most), a scheme's account id may hold spaces, a name is free text.
+    "openbank.payment.v1.ExternalCreditor.iban": _line(42),
+    "openbank.payment.v1.ExternalCreditor.scheme_account_id": _line(34),
+    "openbank.payment.v1.ExternalCreditor.name": _line(140),
 }
 
 # The items of a batch: each is checked by the batch's converter as its single rpc's request
