@@ -15,8 +15,11 @@ from meshlib.auth.context import Caller
 from meshlib.auth.revocation import RevocationCache, TokenStatus
 from meshlib.auth.verifier import JwksCache
 from meshlib.errors import Unavailable
-from meshlib.events import InProcessBus, InvalidationBus, RedisBus
+from meshlib.events import InProcessBus, Invalidation, InvalidationBus, RedisBus
+from meshlib.fanout import Fanout, NewEventSignal, PollingSignal
+from meshlib.periodic import Periodic
 from meshlib.server import ServiceRegistration
+from openbank.events.v1 import events_pb2_grpc
 from openbank.identity.v1 import (
     authorization_pb2_grpc,
     consent_pb2_grpc,
@@ -34,6 +37,8 @@ from services.identity.customer_service import CustomerService, StrongCustomerAu
 from services.identity.decoupled_service import DecoupledService
 from services.identity.domain.client_throttle import ClientAuthThrottle
 from services.identity.domain.secrets import ClientSecretHasher, SecretBox, SecretHasher
+from services.identity.event_service import EventLogSettings, PartnerEventLog
+from services.identity.event_servicer import EventIntakeServicer, EventServicer
 from services.identity.housekeeping import Housekeeping
 from services.identity.internal_clients import load_internal_clients
 from services.identity.keys_service import KeyService, OwnServiceToken
@@ -61,6 +66,61 @@ class IdentityComponents:
     events: EventPublisher
     revocation: RevocationCache
     housekeeping: Housekeeping
+    event_log: PartnerEventLog
+    event_signal: NewEventSignal
+
+
+PARTNER_EVENTS = "partner-events"
+
+
+def event_bus(settings: IdentitySettings) -> InvalidationBus:
+    """Where "a partner's log grew" travels between identity replicas: Redis pub/sub when
+    configured (its own channel: no other process reads it), else in-process."""
+    if settings.redis_url:
+        return RedisBus(settings.redis_url, settings.event_channel)
+    return InProcessBus()
+
+
+def wire_event_log(
+    settings: IdentitySettings, database: Any, clock: Clock
+) -> tuple[Callable[..., IdentityUnitOfWork], PartnerEventLog, NewEventSignal, list[Any], list[Any]]:
+    """The unit of work (announcing grown logs after commit), the event log and its stream
+    signal: the fan-out (bus + one sweep query per replica) or the plain per-stream polling.
+    Returns also what to start and stop."""
+    bus = event_bus(settings)
+    signal: NewEventSignal
+
+    async def announce(heads: dict[str, int]) -> None:
+        for partner_id, head in heads.items():
+            await bus.publish(Invalidation(PARTNER_EVENTS, partner_id, str(head)))
+
+    async def heads_of(partner_ids: list[str]) -> dict[str, int]:
+        async with IdentityUnitOfWork(database, read_only=True) as uow:
+            return await uow.partner_events.heads(partner_ids)
+
+    starts: list[Any] = [bus.start]
+    stops: list[Any] = []
+    if settings.event_fanout:
+        fanout = Fanout(sweep=heads_of, sweep_seconds=settings.event_sweep_seconds)
+        fanout.attach(bus, PARTNER_EVENTS)
+        signal = fanout
+        starts.append(fanout.start)
+        stops.append(fanout.close)
+    else:
+        signal = PollingSignal(settings.event_poll_seconds)
+    stops.append(bus.close)
+    uow = partial(IdentityUnitOfWork, database, notify=announce, clock=clock)
+    event_log = PartnerEventLog(
+        uow,
+        clock,
+        signal,
+        EventLogSettings(
+            retention=dt.timedelta(days=settings.event_retention_days),
+            expiry_notice=dt.timedelta(days=settings.event_expiry_notice_days),
+        ),
+    )
+    job = Periodic("partner-events-housekeeping", settings.event_housekeeping_seconds, event_log.housekeeping_once)
+    return uow, event_log, signal, [*starts, job.start], [job.stop, *stops]
 
 
 def invalidation_bus(settings: IdentitySettings) -> InvalidationBus:
@@ -74,7 +134,7 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
     """Build identity's layers on the runtime's database."""
     settings: IdentitySettings = runtime.settings
     refuse_development_secrets(settings)
-    uow = partial(IdentityUnitOfWork, runtime.database)
+    uow, event_log, event_signal, event_starts, event_stops = wire_event_log(settings, runtime.database, clock)
     lifetime = dt.timedelta(seconds=settings.access_token_ttl_seconds)
     publish_lead = dt.timedelta(seconds=settings.signing_key_publish_lead_seconds)
     keys = KeyService(uow, settings.passphrase(), lifetime, clock, publish_lead=publish_lead)
@@ -143,7 +203,14 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
     housekeeping = Housekeeping(uow, clock)
 
     wiring = Wiring(
-        components=IdentityComponents(keys=keys, events=events, revocation=revocation, housekeeping=housekeeping),
+        components=IdentityComponents(
+            keys=keys,
+            events=events,
+            revocation=revocation,
+            housekeeping=housekeeping,
+            event_log=event_log,
+            event_signal=event_signal,
+        ),
         registrations=[
             ServiceRegistration(
                 "openbank.identity.v1.TokenService",
@@ -175,10 +242,20 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
                 SigningKeyServicer(keys),
                 signing_key_pb2_grpc.add_SigningKeyServiceServicer_to_server,
             ),
+            ServiceRegistration(
+                "openbank.events.v1.EventService",
+                EventServicer(event_log),
+                events_pb2_grpc.add_EventServiceServicer_to_server,
+            ),
+            ServiceRegistration(
+                "openbank.events.v1.EventIntakeService",
+                EventIntakeServicer(event_log),
+                events_pb2_grpc.add_EventIntakeServiceServicer_to_server,
+            ),
         ],
     )
-    wiring.lifecycle.on_start.extend([bus.start, housekeeping.start])
-    wiring.lifecycle.on_stop.extend([housekeeping.stop, bus.close])
+    wiring.lifecycle.on_start.extend([bus.start, housekeeping.start, *event_starts])
+    wiring.lifecycle.on_stop.extend([*event_stops, housekeeping.stop, bus.close])
     return wiring
 
 

@@ -20,6 +20,7 @@ from services.identity.common import Clock, EventPublisher, Saved, UnitOfWorkFac
 from services.identity.customer_service import StrongCustomerAuthentication
 from services.identity.domain import consents as rules
 from services.identity.domain.consents import Consent, ConsentNarrowing, ConsentRequest
+from services.identity.domain.events import consent_event
 from services.identity.domain.secrets import digest, new_secret
 from services.identity.domain.tokens import AuthorizationCode
 from services.identity.unit_of_work import IdentityUnitOfWork
@@ -318,7 +319,11 @@ def audit_consent(uow: IdentityUnitOfWork, action: str, consent: Consent) -> Non
 
 
 def _audit(uow: IdentityUnitOfWork, action: str, consent: Consent) -> None:
-    """The change in the audit trail, by the partner, customer app or operator calling."""
+    """The change in the audit trail, by the partner, customer app or operator calling, and
+    in the partner's event log (both in the change's own transaction)."""
+    event = consent_event(action, consent.consent_id, consent.partner_id, consent.updated_at)
+    if event is not None:
+        uow.partner_events.record(event)
     uow.audit.record(
         action,
         f"consents/{consent.consent_id}",

@@ -58,6 +58,20 @@ class IdentitySettings(ServiceSettings):
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65536, ge=8)
     argon2_parallelism: int = Field(default=4, ge=1)
+    # The partner event log (openbank.events.v1): events older than this are purged, and a
+    # cursor before them must resynchronise (EVENT_CURSOR_EXPIRED).
+    event_retention_days: float = Field(default=30.0, gt=0)
+    # CONSENT_EXPIRING_SOON this long before a consent's expiry.
+    event_expiry_notice_days: float = Field(default=7.0, ge=0)
+    # Expiry events and retention run this often on every replica.
+    event_housekeeping_seconds: float = Field(default=60.0, gt=0)
+    # Streams are woken by the fan-out (the bus, and one sweep query per replica this often);
+    # false wires the plain per-stream polling every event_poll_seconds instead.
+    event_fanout: bool = True
+    event_sweep_seconds: float = Field(default=2.0, gt=0)
+    event_poll_seconds: float = Field(default=0.1, gt=0)
+    # The bus channel of "a partner's log grew" (apart from the invalidations every process reads).
+    event_channel: str = "openbank:partner-events"
 
     @model_validator(mode="after")
     def _lead_outlasts_verifier_caches(self) -> IdentitySettings:

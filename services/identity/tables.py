@@ -181,3 +181,42 @@ decoupled_authorizations = sa.Table(
     sa.Column("decision", sa.String(16), nullable=True),
     sa.Column("tokens_issued_at", sa.DateTime(timezone=True), nullable=True),
 )
+
+# The partner event log (openbank.events.v1): one gapless sequence per partner, numbered at
+# append under the partner's head row (partner_event_heads), so numbers follow commit order.
+partner_events = sa.Table(
+    "partner_events",
+    metadata,
+    sa.Column("partner_id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("event_id", sa.String(64), nullable=False, unique=True),
+    # Unique across the bank: an event relayed twice is appended once.
+    sa.Column("source_key", sa.String(128), nullable=False, unique=True),
+    sa.Column("event_type", sa.String(32), nullable=False),
+    sa.Column("resource", sa.String(128), nullable=False),
+    sa.Column("consent_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("data", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("event_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_partner_events_recorded_at", "recorded_at"),
+)
+
+partner_event_heads = sa.Table(
+    "partner_event_heads",
+    metadata,
+    sa.Column("partner_id", sa.String(64), primary_key=True),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    # Aggregated polling: the partner has handled everything up to here.
+    sa.Column("acknowledged_seq", sa.BigInteger, nullable=False, server_default="0"),
+    # Retention: every event up to here is gone; an older cursor must resynchronise.
+    sa.Column("purged_seq", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+# Which expiry events a consent has had (one "expiring" and one "expired" per expire time).
+consent_expiry_notices = sa.Table(
+    "consent_expiry_notices",
+    metadata,
+    sa.Column("consent_id", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), primary_key=True),
+)

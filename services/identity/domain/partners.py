@@ -26,6 +26,7 @@ PARTNER_SCOPES = frozenset(
         "consents:read",
         "consents:write",
         "settlement:read",
+        "events:read",
     }
 )
 INTERNAL_SCOPES = frozenset(
@@ -43,6 +44,7 @@ INTERNAL_SCOPES = frozenset(
         # The payment service's outbound clearing connector (the interbank scheme).
         "scheme:write",
         "scheme:read",
+        "events:write",
     }
 )
 ALL_SCOPES = PARTNER_SCOPES | INTERNAL_SCOPES

@@ -38,12 +38,15 @@ SECRETS = {
     "bank-app": "bank-app-secret-0123456789",
     "gateway": "gateway-secret-0123456789",
     "auditor": "auditor-secret-0123456789",
+    "payment": "payment-secret-0123456789",
 }
 INTERNAL_CLIENTS = [
     {"client_id": "ops-admin", "secret": SECRETS["ops-admin"], "scopes": ["identity:admin"]},
     {"client_id": "bank-app", "secret": SECRETS["bank-app"], "scopes": ["consents:authorise"]},
     {"client_id": "gateway", "secret": SECRETS["gateway"], "scopes": ["tokens:introspect", "consents:read"]},
     {"client_id": "auditor", "secret": SECRETS["auditor"], "scopes": ["audit:read"]},
+    # An outbox relay handing events to the partner event log.
+    {"client_id": "payment", "secret": SECRETS["payment"], "scopes": ["events:write"]},
 ]
 PASSWORD = "correct horse battery staple"
 

@@ -1,0 +1,186 @@
+"""EventService (partners) and EventIntakeService (the mesh's own outbox relays) over gRPC,
+with their converters: protobuf in and out, the use cases in event_service.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from meshlib.auth.context import require_caller
+from meshlib.errors import InvalidArgument
+from meshlib.idempotency import fingerprint
+from meshlib.names import parse_name
+from meshlib.storage import Codec, IdempotencyKey
+from openbank.common.v1 import money_pb2
+from openbank.events.v1 import events_pb2, events_pb2_grpc
+from openbank.payment.v1 import payment_pb2
+from services.identity.domain.events import (
+    EventFilter,
+    EventType,
+    NewEvent,
+    PartnerEvent,
+    event_filter,
+    format_cursor,
+)
+from services.identity.event_service import EventPage, PartnerEventLog
+
+_PREFIX = "EVENT_TYPE_"
+
+
+def _timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def event_message(event: PartnerEvent) -> events_pb2.Event:
+    """The partner-facing event."""
+    message = events_pb2.Event(
+        event_id=event.event_id,
+        cursor=format_cursor(event.seq),
+        type=events_pb2.EventType.Value(_PREFIX + event.type.value),
+        resource=event.resource,
+        consent=f"consents/{event.consent_id}" if event.consent_id else "",
+        event_time=_timestamp(event.event_time),
+    )
+    data = event.data
+    if event.type is EventType.PAYMENT_STATE_CHANGED:
+        previous = data.get("previous_state") or "UNSPECIFIED"
+        message.payment.CopyFrom(
+            events_pb2.PaymentStateChange(
+                previous_state=payment_pb2.PaymentState.Value("PAYMENT_STATE_" + previous),
+                state=payment_pb2.PaymentState.Value("PAYMENT_STATE_" + data.get("state", "UNSPECIFIED")),
+                status_reason=data.get("status_reason", ""),
+            )
+        )
+    elif event.type in (EventType.ACCOUNT_DEBITED, EventType.ACCOUNT_CREDITED):
+        message.account.CopyFrom(
+            events_pb2.AccountMovement(
+                amount=money_pb2.Money(currency_code=data.get("currency", ""), minor_units=data.get("minor_units", 0)),
+                masked_account_number=data.get("masked_account_number", ""),
+            )
+        )
+    elif event.type in (EventType.CONSENT_EXPIRING_SOON, EventType.CONSENT_EXPIRED) and "expire_time" in data:
+        message.consent_expiry.CopyFrom(
+            events_pb2.ConsentExpiry(expire_time=_timestamp(dt.datetime.fromisoformat(data["expire_time"])))
+        )
+    return message
+
+
+def _type_names(values: Any) -> list[str]:
+    names = []
+    for value in values:
+        name = events_pb2.EventType.Name(value) if value in events_pb2.EventType.values() else ""
+        names.append(name[len(_PREFIX) :] if name.startswith(_PREFIX) and value else "?")
+    return names
+
+
+def request_filter(request: Any) -> EventFilter:
+    """The types and consents a request asks for, each checked."""
+    return event_filter(_type_names(request.types), list(request.consents))
+
+
+def intake_event(message: events_pb2.IntakeEvent, index: int) -> NewEvent:
+    """A relayed outbox event, checked."""
+    field = f"events[{index}]"
+    partner_id = parse_name(message.partner, "partners", f"{field}.partner")
+    event = message.event
+    names = _type_names([event.type])
+    if names == ["?"]:
+        raise InvalidArgument.field(f"{field}.event.type", "unknown event type")
+    kind = EventType[names[0]]
+    consent_id = parse_name(event.consent, "consents", f"{field}.event.consent") if event.consent else ""
+    data: dict[str, Any] = {}
+    if event.HasField("payment"):
+        change = event.payment
+        previous = payment_pb2.PaymentState.Name(change.previous_state).removeprefix("PAYMENT_STATE_")
+        data = {
+            "previous_state": "" if previous == "UNSPECIFIED" else previous,
+            "state": payment_pb2.PaymentState.Name(change.state).removeprefix("PAYMENT_STATE_"),
+            "status_reason": change.status_reason,
+        }
+    elif event.HasField("account"):
+        moved = event.account
+        data = {
+            "currency": moved.amount.currency_code,
+            "minor_units": moved.amount.minor_units,
+            "masked_account_number": moved.masked_account_number,
+        }
+    if not message.source_key or not event.resource:
+        raise InvalidArgument.field(f"{field}.source_key", "source_key and event.resource are required")
+    return NewEvent(
+        partner_id=partner_id,
+        type=kind,
+        resource=event.resource,
+        consent_id=consent_id,
+        event_time=event.event_time.ToDatetime(tzinfo=dt.UTC),
+        data=data,
+        source_key=message.source_key,
+    )
+
+
+def _page_message(page: EventPage) -> events_pb2.PollEventsResponse:
+    return events_pb2.PollEventsResponse(
+        events=[event_message(e) for e in page.events],
+        more_available=page.more_available,
+        acknowledged_cursor=format_cursor(page.acknowledged_seq) if page.acknowledged_seq else "",
+    )
+
+
+class EventServicer(events_pb2_grpc.EventServiceServicer):
+    """The partner's own events: a resumable stream and aggregated polling."""
+
+    def __init__(self, log: PartnerEventLog) -> None:
+        self._log = log
+
+    async def StreamEvents(
+        self, request: events_pb2.StreamEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[events_pb2.StreamEventsResponse]:
+        """The partner's events after the cursor, then live."""
+        partner_id = require_caller().require_partner()
+        chosen = request_filter(request)
+        stream = await self._log.open_stream(partner_id, request.after_cursor, chosen)
+        await context.send_initial_metadata(())  # the partner learns the stream is open
+        async for event in stream.events():
+            yield events_pb2.StreamEventsResponse(event=event_message(event))
+
+    async def PollEvents(
+        self, request: events_pb2.PollEventsRequest, context: grpc.aio.ServicerContext
+    ) -> events_pb2.PollEventsResponse:
+        """Acknowledge, then a page of events."""
+        caller = require_caller()
+        partner_id = caller.require_partner()
+        chosen = request_filter(request)
+        key = IdempotencyKey(caller.subject, "PollEvents", request.request_id, fingerprint(request))
+        codec: Codec[Any] = Codec(
+            lambda page: _page_message(page).SerializeToString(), events_pb2.PollEventsResponse.FromString
+        )
+        result = await self._log.poll(
+            key,
+            codec,
+            partner_id,
+            ack_cursor=request.ack_cursor,
+            after_cursor=request.after_cursor,
+            max_events=request.max_events,
+            chosen=chosen,
+        )
+        return result if isinstance(result, events_pb2.PollEventsResponse) else _page_message(result)
+
+
+class EventIntakeServicer(events_pb2_grpc.EventIntakeServiceServicer):
+    """The mesh's outbox relays hand their events over here."""
+
+    def __init__(self, log: PartnerEventLog) -> None:
+        self._log = log
+
+    async def AppendEvents(
+        self, request: events_pb2.AppendEventsRequest, context: grpc.aio.ServicerContext
+    ) -> events_pb2.AppendEventsResponse:
+        """Append each event once, in order."""
+        require_caller()
+        events = [intake_event(message, i) for i, message in enumerate(request.events)]
+        return events_pb2.AppendEventsResponse(appended=await self._log.append(events))
