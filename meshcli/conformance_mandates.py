@@ -56,7 +56,8 @@ class MandateChecks:
                 "MANDATE_AMOUNT_EXCEEDED",
             ),
             await expect_error(
-                session.create_payment(account, ob.money(10, "EUR"), creditor_account=account),
+                # Any other creditor is refused before the bank even looks it up.
+                session.create_payment(account, ob.money(10, "EUR"), creditor_account="accounts/not-the-creditor"),
                 FAILED,
                 "MANDATE_CREDITOR_MISMATCH",
             ),
