@@ -22,8 +22,9 @@ What a trace says, and what it leaves out:
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -36,7 +37,8 @@ from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, Sam
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.util.types import Attributes
 
-from meshlib.grpc_errors import WrappingInterceptor, wrap_handler
+from meshlib import errors as e
+from meshlib.grpc_errors import WrappingInterceptor, to_rpc_status, wrap_handler
 from meshlib.metrics import code_of, final_code, split_method
 
 log = logging.getLogger("meshlib.telemetry")
@@ -170,6 +172,33 @@ def annotate_call(
     ):
         if value:
             span.set_attribute(key, value)
+
+
+@contextlib.contextmanager
+def internal_span(
+    tracer_name: str,
+    name: str,
+    attributes: Attributes = None,
+    *,
+    tracer_provider: trace.TracerProvider | None = None,
+) -> Iterator[trace.Span]:
+    """A span around a unit of work (a saga run) that records failures as a server span does:
+    a refusal (a domain error a caller gets) is no error and leaves no stack trace; a fault
+    is an error; a bug is an error with its stack trace."""
+    with trace.get_tracer(tracer_name, tracer_provider=tracer_provider).start_as_current_span(
+        name, attributes=attributes, record_exception=False, set_status_on_exception=False
+    ) as span:
+        try:
+            yield span
+        except e.MeshError as error:
+            code = to_rpc_status(error, "")[0]
+            if code in SERVER_ERROR_CODES:
+                span.set_status(Status(StatusCode.ERROR, code.name))
+            raise
+        except Exception as error:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            raise
 
 
 def _incoming_context(context: grpc.aio.ServicerContext) -> Context:

@@ -28,6 +28,7 @@ from meshlib.telemetry import (
     PARTNER_ID_ATTRIBUTE,
     CallsAndWorkSampler,
     TracingInterceptor,
+    internal_span,
 )
 
 SERVICE = "openbank.test.v1.TraceService"
@@ -174,3 +175,20 @@ def test_the_console_log_line_names_the_trace_and_interaction(provider) -> None:
     assert f"trace_id={span.get_span_context().trace_id:032x}" in line
     assert "interaction_id=iid-42" in line
     assert trace.get_current_span().get_span_context().is_valid is False
+
+
+def test_a_unit_of_work_records_refusals_faults_and_bugs_as_a_server_span_does(provider) -> None:  # type: ignore[no-untyped-def]
+    tracer_provider, exporter = provider
+    outcomes = {}
+    for name, failure in (("refused", FAILURES["refused"]), ("down", FAILURES["down"]), ("boom", FAILURES["boom"])):
+        error = failure()
+        with pytest.raises(type(error)), internal_span("test", name, tracer_provider=tracer_provider):
+            raise error
+        (span,) = exporter.get_finished_spans()
+        exporter.clear()
+        outcomes[name] = (span.status.status_code, [event.name for event in span.events])
+    assert outcomes == {
+        "refused": (StatusCode.UNSET, []),
+        "down": (StatusCode.ERROR, []),
+        "boom": (StatusCode.ERROR, ["exception"]),
+    }
