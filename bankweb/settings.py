@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from meshlib.config import MeshSettings
 
 DEFAULT_BANKWEB_PORT = 8080
 
 
-class BankWebSettings(BaseSettings):
+class BankWebSettings(MeshSettings):
     """Where it listens, where identity and account are, its client credentials, its cookies."""
 
     model_config = SettingsConfigDict(env_prefix="OBM_", extra="ignore", frozen=True)

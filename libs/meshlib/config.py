@@ -3,21 +3,93 @@
 Every process builds its settings object in its ``main`` (never at import time) and passes
 it down explicitly. Variables share the ``OBM_`` prefix; a few standard names
 (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``REDIS_URL``, ``DATABASE_URL``) are honoured as well.
+
+Every setting can also come from a file: ``<VARIABLE>_FILE`` names it (for example
+``OBM_DATABASE_URL_FILE=/run/secrets/openbank/identity-database-url``, a mounted Secret), so
+database URLs and client secrets need not be environment variables. The file is read once,
+when the settings are built; a trailing newline is dropped; setting both the variable and
+its ``_FILE`` is refused.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 LogFormat = Literal["json", "console"]
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
-class ServerSettings(BaseSettings):
+FILE_SUFFIX = "_FILE"
+
+
+def variable_names(settings_class: type[BaseSettings], name: str, field: FieldInfo) -> list[tuple[str, str]]:
+    """(variable, key the value is validated under) of each environment variable a field is
+    read from: its aliases, else prefix + name."""
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        names = [choice for choice in alias.choices if isinstance(choice, str)]
+    elif isinstance(alias, str):
+        names = [alias]
+    else:
+        return [(f"{settings_class.model_config.get('env_prefix', '')}{name}".upper(), name)]
+    return [(variable.upper(), variable) for variable in names]
+
+
+class FileVariablesSource(PydanticBaseSettingsSource):
+    """Settings from files named by ``<VARIABLE>_FILE`` (mounted Secrets), read once."""
+
+    def __init__(self, settings_class: type[BaseSettings]) -> None:
+        super().__init__(settings_class)
+        environment = {key.upper(): value for key, value in os.environ.items()}
+        self._values: dict[str, Any] = {}
+        for name, field in settings_class.model_fields.items():
+            for variable, key in variable_names(settings_class, name, field):
+                path = environment.get(variable + FILE_SUFFIX)
+                if not path:
+                    continue
+                if variable in environment:
+                    raise ValueError(f"both {variable} and {variable}{FILE_SUFFIX} are set: keep one")
+                try:
+                    text = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+                except OSError as error:
+                    raise ValueError(f"{variable}{FILE_SUFFIX}: cannot read {path}: {error.strerror}") from None
+                complex_value = self.field_is_complex(field)
+                self._values[key] = self.decode_complex_value(name, field, text) if complex_value else text
+                break
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: :meth:`__call__` answers for every field at once."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+class MeshSettings(BaseSettings):
+    """Settings read from the environment, where any variable may be given as a file too."""
+
+    model_config = SettingsConfigDict(env_prefix="OBM_", extra="ignore", frozen=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Explicit values, then variables, then files named by ``_FILE`` variables."""
+        return init_settings, env_settings, FileVariablesSource(settings_cls), dotenv_settings, file_secret_settings
+
+
+class ServerSettings(MeshSettings):
     """Settings shared by every gRPC process (the four services and the gateway)."""
 
     model_config = SettingsConfigDict(env_prefix="OBM_", extra="ignore", frozen=True)
@@ -47,7 +119,7 @@ class ServerSettings(BaseSettings):
     health_port: int | None = Field(default=None, ge=0, le=65535)
 
 
-class StorageSettings(BaseSettings):
+class StorageSettings(MeshSettings):
     """Where a service keeps its data: a SQLite file by default, PostgreSQL by URL."""
 
     model_config = SettingsConfigDict(env_prefix="OBM_", extra="ignore", frozen=True)
