@@ -23,6 +23,15 @@ PROCESS_MODULES = {
     "console": "bankweb.console",
 }
 
+# The processes with a database of their own: where each one's ServiceSpec is.
+MIGRATED_SERVICES = {
+    "identity": "services.identity.bootstrap",
+    "account": "services.account.bootstrap",
+    "payment": "services.payment.bootstrap",
+    "settlement": "services.settlement.bootstrap",
+    "schemesim": "schemesim.bootstrap",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The command tree (each command has --help)."""
@@ -44,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve = commands.add_parser("serve", help="run one process (what the container image runs)")
     serve.add_argument("process", choices=sorted(PROCESS_MODULES), help="which process")
+    migrate = commands.add_parser(
+        "migrate", help="bring one service's database to this version and exit (the release's migration Job)"
+    )
+    migrate.add_argument("service", choices=sorted(MIGRATED_SERVICES), help="whose database")
     demo = commands.add_parser("demo", help="a wallet's whole journey against the running local mesh")
     demo.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
     demo.add_argument("--host", default="127.0.0.1", help="where the mesh listens")
@@ -75,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             with local_stores(args.data_dir) as stores:
                 return asyncio.run(run_up(args.data_dir, args.base_port, replicas=args.replicas, stores=stores))
         return asyncio.run(run_up(args.data_dir, args.base_port))
+    if args.command == "migrate":
+        import importlib
+
+        from meshlib.app import run_migration
+
+        return run_migration(importlib.import_module(MIGRATED_SERVICES[args.service]).SPEC)
     if args.command == "serve":
         runpy.run_module(PROCESS_MODULES[args.process], run_name="__main__")
         return 0

@@ -30,7 +30,7 @@ from meshlib.logs import configure_logging
 from meshlib.policy import contract_policies
 from meshlib.server import Lifecycle, MeshServer, ServiceRegistration
 from meshlib.storage.database import Database, database_url_for
-from meshlib.storage.migrations import upgrade_to_head
+from meshlib.storage.migrations import require_migrated, upgrade_to_head
 from meshlib.telemetry import configure_tracing
 
 log = logging.getLogger("meshlib.app")
@@ -172,6 +172,8 @@ async def start_service(
     )
     if settings.run_migrations:
         await upgrade_to_head(database, spec.versions_dir, spec.name)
+    else:  # migrated by the release's migration Job (openbank-mesh migrate)
+        await require_migrated(database, spec.versions_dir, spec.name)
     runtime = Runtime(
         settings=settings,
         database=database,
@@ -219,9 +221,44 @@ async def start_service(
     return server
 
 
-def run_service(spec: ServiceSpec) -> None:
-    """A service process's ``main``: start, serve until SIGTERM, drain, exit 0."""
+async def migrate_service(spec: ServiceSpec[Any], settings: ServiceSettings) -> str | None:
+    """Bring the service's database to this version's head, then close it; returns the revision."""
+    database = Database(database_url_for(spec.name, settings), pool_size=1, application_name=f"{spec.name}-migrate")
+    try:
+        return await upgrade_to_head(database, spec.versions_dir, spec.name)
+    finally:
+        await database.dispose()
+
+
+def run_migration(spec: ServiceSpec[Any]) -> int:
+    """``<service> migrate``: migrate and exit (0 done, 1 failed, the cause logged)."""
+    import asyncio
+
+    settings = spec.settings_class()
+    configure_logging(spec.name, settings.log_level, settings.log_format)
+    try:
+        revision = asyncio.run(migrate_service(spec, settings))
+    except Exception:
+        log.exception("migration failed", extra={"service": spec.name})
+        return 1
+    log.info("migrated", extra={"service": spec.name, "revision": revision})
+    return 0
+
+
+def run_service(spec: ServiceSpec, argv: list[str] | None = None) -> None:
+    """A service process's ``main``: start, serve until SIGTERM, drain, exit 0.
+
+    ``python -m services.<name> migrate`` migrates the database instead and exits.
+    (``openbank-mesh serve <name>`` runs this with its own arguments: only a last
+    ``migrate`` means anything.)
+    """
+    import sys
+
     from meshlib.server import run_process
+
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[-1:] == ["migrate"]:
+        sys.exit(run_migration(spec))
 
     async def main() -> None:
         settings = spec.settings_class()
