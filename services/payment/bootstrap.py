@@ -18,11 +18,13 @@ from pathlib import Path
 from meshlib.admission import WaveAdmission
 from meshlib.app import Runtime, ServiceSpec, Wiring
 from meshlib.auth.consent import ConsentLookup
+from meshlib.auth.service_tokens import ServiceTokenSource
 from meshlib.auth.verifier import RevocationCheck
 from meshlib.auth.wiring import identity_peers
 from meshlib.clients import PeerCaller
 from meshlib.errors import Unavailable
 from meshlib.events import InvalidationBus
+from meshlib.fanout import Fanout
 from meshlib.periodic import Periodic
 from meshlib.server import Lifecycle, ServiceRegistration
 from meshlib.storage import Transactions
@@ -48,6 +50,7 @@ from services.payment.create_payment import AdmittedInWaves, CreatePayment, Crea
 from services.payment.domain.checks import load_rules
 from services.payment.domain.fees import load_fee_schedule
 from services.payment.domain.schedules import scaled_clock
+from services.payment.event_relay import IdentityEventSink, OutboxRelay, SqlOutbox
 from services.payment.fee_charges import FeeCharges
 from services.payment.mandate_servicer import MandateServicer
 from services.payment.mandate_usage import MandateUsage
@@ -79,6 +82,7 @@ SERVICE_SCOPES = [
 ]
 
 Bearer = Callable[[], Awaitable[str]]
+EVENTS_WRITE_SCOPE = "events:write"
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,31 @@ def identity_side(runtime: Runtime) -> IdentitySide:
         peers.bus,
         peers.revocation,
         peers.start,
+    )
+
+
+def outbox_relay(runtime: Runtime, uow: Callable[..., PaymentUnitOfWork]) -> OutboxRelay:
+    """The outbox's tail (waking WatchPayments streams; None: they poll) and its relay to
+    identity's partner event log, with a token of its own (``events:write``) so that a
+    deployment not granting it loses only the relay."""
+    settings: PaymentSettings = runtime.settings
+    sink = None
+    if settings.event_relay and settings.service_client_id and settings.service_client_secret:
+        channel = runtime.channel(settings.identity_target)
+        tokens = ServiceTokenSource(
+            channel, settings.service_client_id, settings.service_client_secret, [EVENTS_WRITE_SCOPE]
+        )
+        call = PeerCaller(tokens.token, deadline_seconds=settings.downstream_deadline_seconds, attempts=1)
+        sink = IdentityEventSink(channel, call)
+    return OutboxRelay(
+        SqlOutbox(uow),
+        sink,
+        Fanout() if settings.event_fanout else None,
+        clock=utc_now,
+        lease=dt.timedelta(seconds=settings.event_relay_lease_seconds),
+        gap_seconds=settings.event_relay_gap_seconds,
+        retention=dt.timedelta(days=settings.event_retention_days),
+        interval_seconds=settings.event_tail_seconds,
     )
 
 
@@ -221,6 +250,7 @@ async def wire(
         clock=scheduler_clock(settings),
         failpoint=exit_at_failpoint(settings.payment_failpoint),
     )
+    relay = outbox_relay(runtime, uow)
     components = PaymentComponents(
         create=create,
         cancel=CancelPayment(peers.consents, register),
@@ -233,7 +263,10 @@ async def wire(
         recovery=recovery,
         queries=PaymentQueries(uow, peers.consents),
         events=PaymentEvents(
-            uow, poll_seconds=settings.watch_poll_seconds, max_streams_per_partner=settings.max_streams_per_partner
+            uow,
+            poll_seconds=settings.watch_poll_seconds,
+            max_streams_per_partner=settings.max_streams_per_partner,
+            signal=relay.fanout,
         ),
         saga=saga,
         journal=journal,
@@ -260,8 +293,8 @@ async def wire(
         )
     gauges = Periodic("payment-metrics", settings.metrics_interval_seconds, partial(publish_payment_gauges, uow))
     lifecycle = Lifecycle(
-        on_start=[loop.start, scheduling.start, gauges.start, *(c.start for c in clearing_loops)],
-        on_stop=[*(c.stop for c in clearing_loops), scheduling.stop, loop.stop, gauges.stop],
+        on_start=[loop.start, scheduling.start, gauges.start, *(c.start for c in clearing_loops), relay.start],
+        on_stop=[relay.stop, *(c.stop for c in clearing_loops), scheduling.stop, loop.stop, gauges.stop],
     )
     if peers.bus is not None:
         lifecycle.on_start.insert(0, peers.start or peers.bus.start)

@@ -3,7 +3,6 @@ event stream (WatchPayments)."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 from collections import Counter
@@ -11,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 from meshlib.auth.consent import ConsentLookup
 from meshlib.errors import InvalidArgument, NotFound, ResourceExhausted
+from meshlib.fanout import NewEventSignal, PollingSignal
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size, time_and_id
 from services.payment.domain import checks
 from services.payment.domain.payments import Payment, PaymentState
@@ -160,33 +160,41 @@ def parse_cursor(cursor: str) -> int:
 
 
 class PaymentEvents:
-    """WatchPayments: replay the partner's outbox after a cursor, then poll it for new rows.
+    """WatchPayments: replay the partner's outbox after a cursor, then wait for new rows.
 
-    Polling the table (not an in-process signal) keeps two replicas sharing one database
-    correct: an event committed by either is seen by both, and writers commit in sequence
-    order, so ``seq > cursor`` never skips one.
+    The wait is the ``signal`` port (meshlib.fanout): the outbox tail (services/payment/
+    event_relay.py, one query per replica per interval) wakes the streams whose partner has
+    new rows, or, plain, every stream polls the table. Either way the stream reads the table
+    after its own cursor, so two replicas sharing one database serve the same events.
     """
 
     def __init__(
-        self, uow: UnitOfWorkFactory, *, poll_seconds: float = 0.1, max_streams_per_partner: int = 5, batch: int = 200
+        self,
+        uow: UnitOfWorkFactory,
+        *,
+        poll_seconds: float = 0.1,
+        max_streams_per_partner: int = 5,
+        batch: int = 200,
+        signal: NewEventSignal | None = None,
     ) -> None:
         self._uow = uow
-        self._poll = poll_seconds
+        self._signal: NewEventSignal = signal or PollingSignal(poll_seconds)
         self._max_streams = max_streams_per_partner
         self._batch = batch
         self._open: Counter[str] = Counter()
 
     async def watch(self, partner_id: str, after_cursor: str) -> AsyncIterator[PaymentEvent]:
         """The partner's events after ``after_cursor`` (empty: from now on), for as long as the caller reads."""
-        if after_cursor:
-            position = parse_cursor(after_cursor)
-        else:
-            async with self._uow(read_only=True) as uow:
-                position = await uow.events.last_seq()
         if self._open[partner_id] >= self._max_streams:
             raise ResourceExhausted("too many open streams", reason="TOO_MANY_STREAMS")
+        subscription = self._signal.subscribe(partner_id)  # before the first read: no sign missed
         self._open[partner_id] += 1
         try:
+            if after_cursor:
+                position = parse_cursor(after_cursor)
+            else:
+                async with self._uow(read_only=True) as uow:
+                    position = await uow.events.last_seq()
             while True:
                 async with self._uow(read_only=True) as uow:
                     events = await uow.events.after(partner_id, position, self._batch)
@@ -194,6 +202,7 @@ class PaymentEvents:
                     position = event.seq
                     yield event
                 if len(events) < self._batch:
-                    await asyncio.sleep(self._poll)
+                    await subscription.wait(position)
         finally:
+            subscription.close()
             self._open[partner_id] -= 1

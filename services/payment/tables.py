@@ -150,6 +150,16 @@ payment_events = sa.Table(
     sa.Index("ix_payment_events_partner_seq", "partner_id", "seq"),
 )
 
+# The outbox relay's position and lease (services/payment/event_relay.py): one row per relay.
+outbox_relays = sa.Table(
+    "outbox_relays",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+)
+
 idempotency_keys = idempotency_table(metadata)
 # Who created and cancelled payments and every state they went through (meshlib.audit).
 audit = audit_tables(metadata)

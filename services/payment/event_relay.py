@@ -1,0 +1,329 @@
+"""The payment outbox (``payment_events``) after commit: its tail wakes this replica's open
+WatchPayments streams, and its relay hands every event to the partner event log in identity.
+
+* The **tail** runs on every replica: one query per interval asks which partners' outbox rows
+  are new (whatever the number of open streams) and wakes their streams (meshlib.fanout).
+* The **relay** runs on one replica at a time, the holder of a lease row
+  (``outbox_relays``): it reads the outbox after its recorded position, appends the rows in
+  order to identity (``EventIntakeService.AppendEvents``, each once by its source key
+  ``payment:{seq}``), then records the new position. A relay that dies between the two sends
+  the same rows again, which identity ignores.
+* PostgreSQL numbers outbox rows when inserted, not when committed: a missing number may be
+  a transaction still running. The relay waits ``gap_seconds`` for it before passing it (a
+  rolled-back transaction leaves a gap for ever).
+* **Retention**: rows older than the retention period are deleted once relayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from meshlib.clients import PeerCaller
+from meshlib.fanout import Fanout
+from meshlib.periodic import Periodic
+from meshlib.storage import as_utc
+from openbank.events.v1 import events_pb2, events_pb2_grpc
+from openbank.payment.v1 import payment_pb2
+from services.payment.tables import outbox_relays, payment_events, payments
+from services.payment.unit_of_work import PaymentUnitOfWork
+
+log = logging.getLogger("payment.events")
+
+RELAY_NAME = "partner-events"
+BATCH = 500
+RETENTION_INTERVAL_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One state change as the relay hands it over."""
+
+    seq: int
+    payment_id: str
+    partner_id: str
+    consent_id: str
+    previous_state: str
+    state: str
+    status_reason: str
+    event_time: dt.datetime
+
+
+class EventSink(Protocol):
+    """Where relayed events go (identity's intake; a fake in unit tests)."""
+
+    async def append(self, rows: list[OutboxRow]) -> None:
+        """Append each row once, in order (a row sent again is ignored)."""
+
+
+def _state(name: str) -> int:
+    return int(payment_pb2.PaymentState.Value(f"PAYMENT_STATE_{name or 'UNSPECIFIED'}"))
+
+
+class IdentityEventSink:
+    """identity's EventIntakeService over gRPC."""
+
+    def __init__(self, channel: object, call: PeerCaller) -> None:
+        self._stub = events_pb2_grpc.EventIntakeServiceStub(channel)
+        self._call = call
+
+    async def append(self, rows: list[OutboxRow]) -> None:
+        """One AppendEvents for the rows."""
+        events = []
+        for row in rows:
+            event = events_pb2.Event(
+                type=events_pb2.EVENT_TYPE_PAYMENT_STATE_CHANGED,
+                resource=f"payments/{row.payment_id}",
+                consent=f"consents/{row.consent_id}" if row.consent_id else "",
+                payment=events_pb2.PaymentStateChange(
+                    previous_state=payment_pb2.PaymentState.Value(
+                        f"PAYMENT_STATE_{row.previous_state or 'UNSPECIFIED'}"
+                    ),
+                    state=_state(row.state),
+                    status_reason=row.status_reason,
+                ),
+            )
+            event.event_time.FromDatetime(row.event_time)
+            events.append(
+                events_pb2.IntakeEvent(
+                    source_key=f"payment:{row.seq}", partner=f"partners/{row.partner_id}", event=event
+                )
+            )
+        request = events_pb2.AppendEventsRequest(request_id=uuid.uuid4().hex, events=events)
+        await self._call(self._stub.AppendEvents, request, "events.AppendEvents")
+
+
+class SqlOutbox:
+    """The outbox and the relay's lease row in payment's database."""
+
+    def __init__(self, uow: Callable[..., PaymentUnitOfWork]) -> None:
+        self._uow = uow
+
+    async def last_seq(self) -> int:
+        """The newest outbox number (0 when empty)."""
+        async with self._uow(read_only=True) as uow:
+            return int(await uow.connection.scalar(sa.select(sa.func.coalesce(sa.func.max(payment_events.c.seq), 0))))
+
+    async def heads_after(self, seq: int) -> dict[str, int]:
+        """Each partner with rows after ``seq`` and its newest number (one query)."""
+        query = (
+            sa.select(payment_events.c.partner_id, sa.func.max(payment_events.c.seq).label("head"))
+            .where(payment_events.c.seq > seq)
+            .group_by(payment_events.c.partner_id)
+        )
+        async with self._uow(read_only=True) as uow:
+            return {r.partner_id: int(r.head) for r in await uow.connection.execute(query)}
+
+    async def claim(self, owner: str, now: dt.datetime, lease: dt.timedelta) -> int | None:
+        """Take or renew the relay's lease; its position when this replica holds it."""
+        async with self._uow() as uow:
+            table = outbox_relays
+            taken = await uow.connection.execute(
+                table.update()
+                .where(
+                    table.c.name == RELAY_NAME,
+                    sa.or_(table.c.owner == owner, table.c.lease_until.is_(None), table.c.lease_until < now),
+                )
+                .values(owner=owner, lease_until=now + lease)
+            )
+            if not taken.rowcount:
+                exists = await uow.connection.scalar(sa.select(table.c.name).where(table.c.name == RELAY_NAME))
+                if exists is not None:
+                    return None  # another replica relays
+                await uow.connection.execute(
+                    table.insert().values(name=RELAY_NAME, position=0, owner=owner, lease_until=now + lease)
+                )
+            position = await uow.connection.scalar(sa.select(table.c.position).where(table.c.name == RELAY_NAME))
+            await uow.commit()
+            return int(position or 0)
+
+    async def rows_after(self, seq: int, limit: int) -> list[OutboxRow]:
+        """Outbox rows after ``seq`` with their payment's consent, in order."""
+        query = (
+            sa.select(payment_events, payments.c.consent_id)
+            .select_from(payment_events.outerjoin(payments, payments.c.payment_id == payment_events.c.payment_id))
+            .where(payment_events.c.seq > seq)
+            .order_by(payment_events.c.seq)
+            .limit(limit)
+        )
+        async with self._uow(read_only=True) as uow:
+            rows = await uow.connection.execute(query)
+            return [
+                OutboxRow(
+                    int(r.seq),
+                    r.payment_id,
+                    r.partner_id,
+                    r.consent_id or "",
+                    r.previous_state,
+                    r.state,
+                    r.status_reason,
+                    as_utc(r.event_time) or dt.datetime.now(dt.UTC),
+                )
+                for r in rows
+            ]
+
+    async def advance(self, owner: str, position: int) -> bool:
+        """Record the relayed position, if this replica still holds the lease."""
+        async with self._uow() as uow:
+            moved = await uow.connection.execute(
+                outbox_relays.update()
+                .where(outbox_relays.c.name == RELAY_NAME, outbox_relays.c.owner == owner)
+                .values(position=position)
+            )
+            await uow.commit()
+            return bool(moved.rowcount)
+
+    async def purge(self, recorded_before: dt.datetime) -> int:
+        """Delete relayed rows older than the cutoff (never a row not yet relayed)."""
+        async with self._uow() as uow:
+            relayed = await uow.connection.scalar(
+                sa.select(outbox_relays.c.position).where(outbox_relays.c.name == RELAY_NAME)
+            )
+            deleted = await uow.connection.execute(
+                payment_events.delete().where(
+                    payment_events.c.event_time < recorded_before, payment_events.c.seq <= int(relayed or 0)
+                )
+            )
+            await uow.commit()
+            return deleted.rowcount or 0
+
+
+def contiguous(
+    position: int, rows: list[OutboxRow], gaps: dict[int, float], now: float, grace: float
+) -> list[OutboxRow]:
+    """The rows to relay now: those following ``position`` without a gap, passing a gap only
+    once it has lasted ``grace`` seconds (``gaps``: when each missing number was first seen)."""
+    taken: list[OutboxRow] = []
+    expected = position + 1
+    for row in rows:
+        while expected < row.seq:
+            first_seen = gaps.setdefault(expected, now)
+            if now - first_seen < grace:
+                return taken
+            gaps.pop(expected, None)
+            expected += 1
+        taken.append(row)
+        expected = row.seq + 1
+    for seq in [s for s in gaps if s < expected]:
+        del gaps[seq]
+    return taken
+
+
+class OutboxRelay:
+    """The tail (every replica) and the relay (the lease holder), one tick at a time."""
+
+    def __init__(
+        self,
+        outbox: SqlOutbox,
+        sink: EventSink | None,
+        fanout: Fanout | None,
+        *,
+        clock: Callable[[], dt.datetime],
+        lease: dt.timedelta = dt.timedelta(seconds=10),
+        gap_seconds: float = 3.0,
+        retention: dt.timedelta = dt.timedelta(days=30),
+        interval_seconds: float = 0.1,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._outbox = outbox
+        self._sink = sink
+        self.fanout = fanout  # what WatchPayments streams wait on (None: they poll)
+        self._interval = interval_seconds
+        self._task: asyncio.Task[None] | None = None
+        self._retention_job = Periodic("payment-events-retention", RETENTION_INTERVAL_SECONDS, self._purge)
+        self._clock = clock
+        self._lease = lease
+        self._gap_seconds = gap_seconds
+        self._retention = retention
+        self._monotonic = monotonic
+        self._owner = uuid.uuid4().hex
+        self._seen: int | None = None  # the tail's newest outbox number
+        self._gaps: dict[int, float] = {}
+        self._lease_until = 0.0  # monotonic time until which this replica's lease is fresh
+        self._position = 0
+
+    async def tail_once(self) -> None:
+        """Wake this replica's streams whose partner has new rows (one query)."""
+        if self.fanout is None:
+            return
+        if self._seen is None:
+            self._seen = await self._outbox.last_seq()
+            return
+        heads = await self._outbox.heads_after(self._seen)
+        for partner_id, head in heads.items():
+            self.fanout.announce(partner_id, head)
+            self._seen = max(self._seen, head)
+
+    async def relay_once(self) -> int:
+        """Relay what follows the recorded position when this replica holds the lease; how many."""
+        if self._sink is None:
+            return 0
+        if self._monotonic() >= self._lease_until:
+            position = await self._outbox.claim(self._owner, self._clock(), self._lease)
+            if position is None:
+                return 0
+            self._position = max(self._position, position)
+            self._lease_until = self._monotonic() + self._lease.total_seconds() / 2
+        rows = await self._outbox.rows_after(self._position, BATCH)
+        taken = contiguous(self._position, rows, self._gaps, self._monotonic(), self._gap_seconds)
+        if not taken:
+            return 0
+        await self._sink.append(taken)
+        if not await self._outbox.advance(self._owner, taken[-1].seq):
+            self._lease_until = 0.0  # lost the lease meanwhile: the new holder sends them (once)
+            return 0
+        self._position = taken[-1].seq
+        return len(taken)
+
+    async def tick(self) -> None:
+        """One round: tail, then relay until caught up."""
+        await self.tail_once()
+        while await self.relay_once() == BATCH:
+            pass
+
+    async def purge_once(self) -> int:
+        """Retention: relayed rows older than the period go."""
+        return await self._outbox.purge(self._clock() - self._retention)
+
+    async def _purge(self) -> None:
+        removed = await self.purge_once()
+        if removed:
+            log.info("purged relayed payment events", extra={"rows": removed})
+
+    async def start(self) -> None:
+        """Begin ticking, and the hourly retention."""
+        if self._sink is not None or self.fanout is not None:
+            self._task = asyncio.create_task(self.run_forever(self._interval), name="payment-events-relay")
+        await self._retention_job.start()
+
+    async def stop(self) -> None:
+        """Stop both."""
+        await self._retention_job.stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def run_forever(self, interval_seconds: float) -> None:
+        """Tick every interval; a failing round (identity away) backs off up to 5 s."""
+        delay = interval_seconds
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.tick()
+                delay = interval_seconds
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if delay == interval_seconds:
+                    log.warning("payment events relay failed; backing off", exc_info=True)
+                delay = min(5.0, delay * 2)
