@@ -36,6 +36,7 @@ PARTNER_SCOPES = (
     "consents:read",
     "consents:write",
     "settlement:read",
+    "events:read",
 )
 
 

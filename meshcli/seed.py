@@ -34,6 +34,7 @@ PARTNER_SCOPES = [
     "consents:read",
     "consents:write",
     "settlement:read",
+    "events:read",
 ]
 DEMO_PARTNERS = (("acme", "Acme Wallet", "gold"), ("zeta", "Zeta Pay", "silver"))
 # Each demo partner's redirect URIs (exact match): a loopback callback for a wallet under test
