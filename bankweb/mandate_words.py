@@ -6,17 +6,17 @@ from __future__ import annotations
 import datetime as dt
 
 from bankweb.ports import UsageLine
-from openbank.common.v1 import money_pb2
+from openbank.common.v1 import mandate_period_pb2, money_pb2
 from openbank.identity.v1 import consent_pb2
 from openbank.payment.v1 import mandate_pb2
 
 _PERIOD_NAMES = {
-    consent_pb2.MANDATE_PERIOD_TYPE_DAY: ("day", "day"),
-    consent_pb2.MANDATE_PERIOD_TYPE_WEEK: ("week (from Monday)", "week"),
-    consent_pb2.MANDATE_PERIOD_TYPE_FORTNIGHT: ("fortnight", "fortnight"),
-    consent_pb2.MANDATE_PERIOD_TYPE_MONTH: ("calendar month", "month"),
-    consent_pb2.MANDATE_PERIOD_TYPE_HALF_YEAR: ("half-year (from January and July)", "half-year"),
-    consent_pb2.MANDATE_PERIOD_TYPE_YEAR: ("calendar year", "year"),
+    mandate_period_pb2.MANDATE_PERIOD_TYPE_DAY: ("day", "day"),
+    mandate_period_pb2.MANDATE_PERIOD_TYPE_WEEK: ("week (from Monday)", "week"),
+    mandate_period_pb2.MANDATE_PERIOD_TYPE_FORTNIGHT: ("fortnight", "fortnight"),
+    mandate_period_pb2.MANDATE_PERIOD_TYPE_MONTH: ("calendar month", "month"),
+    mandate_period_pb2.MANDATE_PERIOD_TYPE_HALF_YEAR: ("half-year (from January and July)", "half-year"),
+    mandate_period_pb2.MANDATE_PERIOD_TYPE_YEAR: ("calendar year", "year"),
 }
 
 
@@ -32,7 +32,10 @@ def _day(stamp: object) -> str:
 def period_words(period_type: int, alignment: int, valid_from: str) -> str:
     """``per calendar month``, or ``per month, counted from 31 January 2026``."""
     calendar_name, plain_name = _PERIOD_NAMES.get(period_type, ("period", "period"))
-    if alignment == consent_pb2.MANDATE_PERIOD_ALIGNMENT_CONSENT and period_type != consent_pb2.MANDATE_PERIOD_TYPE_DAY:
+    if (
+        alignment == mandate_period_pb2.MANDATE_PERIOD_ALIGNMENT_CONSENT
+        and period_type != mandate_period_pb2.MANDATE_PERIOD_TYPE_DAY
+    ):
         return f"per {plain_name}, counted from {valid_from}"
     return f"per {calendar_name}"
 

@@ -93,7 +93,7 @@ def _stamp(value: dt.datetime) -> Any:
 
 def mandate_message(mandate: Mandate) -> Any:
     """The contract's ``openbank.identity.v1.Mandate`` message."""
-    from openbank.common.v1 import money_pb2
+    from openbank.common.v1 import mandate_period_pb2, money_pb2
     from openbank.identity.v1 import consent_pb2
 
     message = consent_pb2.Mandate(
@@ -103,8 +103,8 @@ def mandate_message(mandate: Mandate) -> Any:
         ),
         periodic_limits=[
             consent_pb2.MandatePeriodicLimit(
-                period_type=consent_pb2.MandatePeriodType.Value(f"MANDATE_PERIOD_TYPE_{limit.period_type}"),
-                period_alignment=consent_pb2.MandatePeriodAlignment.Value(
+                period_type=mandate_period_pb2.MandatePeriodType.Value(f"MANDATE_PERIOD_TYPE_{limit.period_type}"),
+                period_alignment=mandate_period_pb2.MandatePeriodAlignment.Value(
                     f"MANDATE_PERIOD_ALIGNMENT_{limit.alignment}"
                 ),
                 maximum_amount=money_pb2.Money(currency_code=mandate.currency, minor_units=limit.maximum_minor),
@@ -128,6 +128,7 @@ def enum_suffix(enum: Any, number: int, prefix: str) -> str:
 
 def mandate_from_message(message: Any) -> Mandate:
     """A consent's Mandate message (as identity answers it) back to the value."""
+    from openbank.common.v1 import mandate_period_pb2
     from openbank.identity.v1 import consent_pb2
 
     creditor = message.WhichOneof("creditor")
@@ -140,8 +141,10 @@ def mandate_from_message(message: Any) -> Mandate:
         maximum_individual_minor=message.maximum_individual_amount.minor_units,
         periodic_limits=tuple(
             PeriodicLimit(
-                enum_suffix(consent_pb2.MandatePeriodType, limit.period_type, "MANDATE_PERIOD_TYPE_"),
-                enum_suffix(consent_pb2.MandatePeriodAlignment, limit.period_alignment, "MANDATE_PERIOD_ALIGNMENT_"),
+                enum_suffix(mandate_period_pb2.MandatePeriodType, limit.period_type, "MANDATE_PERIOD_TYPE_"),
+                enum_suffix(
+                    mandate_period_pb2.MandatePeriodAlignment, limit.period_alignment, "MANDATE_PERIOD_ALIGNMENT_"
+                ),
                 limit.maximum_amount.minor_units,
             )
             for limit in message.periodic_limits

@@ -16,20 +16,20 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from openbank.common.v1 import money_pb2
+from openbank.common.v1 import mandate_period_pb2, money_pb2
 from openbank.identity.v1 import consent_pb2
 from openbank.payment.v1 import mandate_pb2
 
 SWEEPING = consent_pb2.MANDATE_TYPE_SWEEPING
 OTHER = consent_pb2.MANDATE_TYPE_OTHER
-DAY = consent_pb2.MANDATE_PERIOD_TYPE_DAY
-WEEK = consent_pb2.MANDATE_PERIOD_TYPE_WEEK
-FORTNIGHT = consent_pb2.MANDATE_PERIOD_TYPE_FORTNIGHT
-MONTH = consent_pb2.MANDATE_PERIOD_TYPE_MONTH
-HALF_YEAR = consent_pb2.MANDATE_PERIOD_TYPE_HALF_YEAR
-YEAR = consent_pb2.MANDATE_PERIOD_TYPE_YEAR
-CALENDAR = consent_pb2.MANDATE_PERIOD_ALIGNMENT_CALENDAR
-CONSENT_ALIGNED = consent_pb2.MANDATE_PERIOD_ALIGNMENT_CONSENT
+DAY = mandate_period_pb2.MANDATE_PERIOD_TYPE_DAY
+WEEK = mandate_period_pb2.MANDATE_PERIOD_TYPE_WEEK
+FORTNIGHT = mandate_period_pb2.MANDATE_PERIOD_TYPE_FORTNIGHT
+MONTH = mandate_period_pb2.MANDATE_PERIOD_TYPE_MONTH
+HALF_YEAR = mandate_period_pb2.MANDATE_PERIOD_TYPE_HALF_YEAR
+YEAR = mandate_period_pb2.MANDATE_PERIOD_TYPE_YEAR
+CALENDAR = mandate_period_pb2.MANDATE_PERIOD_ALIGNMENT_CALENDAR
+CONSENT_ALIGNED = mandate_period_pb2.MANDATE_PERIOD_ALIGNMENT_CONSENT
 
 
 def periodic_limit(

@@ -11,7 +11,7 @@ from google.protobuf import timestamp_pb2
 from meshlib.mandates import enum_suffix, mandate_message
 from meshlib.money import Amount
 from meshlib.names import parse_name
-from openbank.common.v1 import consent_permission_pb2, money_pb2
+from openbank.common.v1 import consent_permission_pb2, mandate_period_pb2, money_pb2
 from openbank.identity.v1 import consent_pb2, customer_pb2, partner_pb2, signing_key_pb2, token_pb2
 from services.identity.domain.consents import Consent, ConsentNarrowing, ConsentRequest
 from services.identity.domain.customers import Customer
@@ -226,9 +226,11 @@ def mandate_request(message: consent_pb2.Mandate) -> MandateRequest:
         maximum_individual=money_fields(message, "maximum_individual_amount"),
         periodic_limits=tuple(
             PeriodicLimitRequest(
-                period_type=enum_suffix(consent_pb2.MandatePeriodType, limit.period_type, "MANDATE_PERIOD_TYPE_"),
+                period_type=enum_suffix(
+                    mandate_period_pb2.MandatePeriodType, limit.period_type, "MANDATE_PERIOD_TYPE_"
+                ),
                 alignment=enum_suffix(
-                    consent_pb2.MandatePeriodAlignment, limit.period_alignment, "MANDATE_PERIOD_ALIGNMENT_"
+                    mandate_period_pb2.MandatePeriodAlignment, limit.period_alignment, "MANDATE_PERIOD_ALIGNMENT_"
                 ),
                 maximum=money_fields(limit, "maximum_amount"),
             )

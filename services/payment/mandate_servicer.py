@@ -9,8 +9,7 @@ from google.protobuf import timestamp_pb2
 
 from meshlib.auth.context import require_caller
 from meshlib.names import parse_name
-from openbank.common.v1 import money_pb2
-from openbank.identity.v1 import consent_pb2
+from openbank.common.v1 import mandate_period_pb2, money_pb2
 from openbank.payment.v1 import mandate_pb2, mandate_pb2_grpc
 from services.payment.domain.mandates import PeriodUsage
 from services.payment.mandate_usage import MandateUsage
@@ -26,8 +25,10 @@ def timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
 def period_usage_message(usage: PeriodUsage, currency: str) -> mandate_pb2.MandatePeriodUsage:
     """One periodic limit in its current period."""
     return mandate_pb2.MandatePeriodUsage(
-        period_type=consent_pb2.MandatePeriodType.Value(f"MANDATE_PERIOD_TYPE_{usage.limit.period_type}"),
-        period_alignment=consent_pb2.MandatePeriodAlignment.Value(f"MANDATE_PERIOD_ALIGNMENT_{usage.limit.alignment}"),
+        period_type=mandate_period_pb2.MandatePeriodType.Value(f"MANDATE_PERIOD_TYPE_{usage.limit.period_type}"),
+        period_alignment=mandate_period_pb2.MandatePeriodAlignment.Value(
+            f"MANDATE_PERIOD_ALIGNMENT_{usage.limit.alignment}"
+        ),
         start_time=timestamp(usage.start),
         end_time=timestamp(usage.end),
         maximum_amount=money_pb2.Money(currency_code=currency, minor_units=usage.limit.maximum_minor),

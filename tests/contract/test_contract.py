@@ -187,6 +187,13 @@ PUBLIC_RPCS: dict[str, tuple[int, tuple[str, ...], int, str, int]] = {
         "payments",
         REQUEST_ID,
     ),
+    "openbank.payment.v1.MandateService.GetMandateUsage": (
+        TOKEN_AUTH,
+        ("payments:read",),
+        CP.CONSENT_PERMISSION_INITIATE_PAYMENTS,
+        "reads",
+        READ_ONLY,
+    ),
     "openbank.payment.v1.PaymentService.RefundPayment": (
         TOKEN_AUTH,
         ("payments:write",),
@@ -222,9 +229,24 @@ PUBLIC_RPCS: dict[str, tuple[int, tuple[str, ...], int, str, int]] = {
         "settlement",
         READ_ONLY,
     ),
+    "openbank.events.v1.EventService.StreamEvents": (
+        TOKEN_AUTH,
+        ("events:read",),
+        CP.CONSENT_PERMISSION_NONE,
+        "streams",
+        READ_ONLY,
+    ),
+    "openbank.events.v1.EventService.PollEvents": (
+        TOKEN_AUTH,
+        ("events:read",),
+        CP.CONSENT_PERMISSION_NONE,
+        "reads",
+        REQUEST_ID,
+    ),
 }
 
-STREAMING_RPCS = {"openbank.payment.v1.PaymentService.WatchPayments"}  # server streaming only
+# Server streaming only.
+STREAMING_RPCS = {"openbank.payment.v1.PaymentService.WatchPayments", "openbank.events.v1.EventService.StreamEvents"}
 
 # Every rpc the first version of the contract promises (more may be added, none dropped).
 EXPECTED_RPCS: dict[str, set[str]] = {
@@ -305,6 +327,9 @@ EXPECTED_RPCS: dict[str, set[str]] = {
         "RefundPayment",
         "WatchPayments",
     },
+    "openbank.payment.v1.MandateService": {"GetMandateUsage", "GetCustomerMandateUsage"},
+    "openbank.events.v1.EventService": {"StreamEvents", "PollEvents"},
+    "openbank.events.v1.EventIntakeService": {"AppendEvents"},
     "openbank.payment.v1.PaymentAdminService": {
         "GetPaymentAuditTrail",
         "ListStuckPayments",

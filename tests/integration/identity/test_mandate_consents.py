@@ -11,7 +11,7 @@ import pytest
 
 from meshlib.auth.consent_client import consent_view
 from meshlib.grpc_errors import decode_rpc_error
-from openbank.common.v1 import consent_permission_pb2, money_pb2
+from openbank.common.v1 import consent_permission_pb2, mandate_period_pb2, money_pb2
 from openbank.identity.v1 import consent_pb2
 from tests.integration.identity.harness import Identity, bearer, pkce_pair, request_id
 
@@ -47,8 +47,8 @@ async def test_a_mandate_is_kept_exactly_and_authorised_for_one_account(identity
         maximum_individual_amount=_eur(5_000),
         periodic_limits=[
             consent_pb2.MandatePeriodicLimit(
-                period_type=consent_pb2.MANDATE_PERIOD_TYPE_WEEK,
-                period_alignment=consent_pb2.MANDATE_PERIOD_ALIGNMENT_CONSENT,
+                period_type=mandate_period_pb2.MANDATE_PERIOD_TYPE_WEEK,
+                period_alignment=mandate_period_pb2.MANDATE_PERIOD_ALIGNMENT_CONSENT,
                 maximum_amount=_eur(20_000),
             )
         ],
@@ -95,8 +95,8 @@ async def test_a_bad_mandate_is_refused_naming_the_field(identity: Identity) -> 
         maximum_individual_amount=_eur(5_000),
         periodic_limits=[
             consent_pb2.MandatePeriodicLimit(
-                period_type=consent_pb2.MANDATE_PERIOD_TYPE_FORTNIGHT,
-                period_alignment=consent_pb2.MANDATE_PERIOD_ALIGNMENT_CALENDAR,
+                period_type=mandate_period_pb2.MANDATE_PERIOD_TYPE_FORTNIGHT,
+                period_alignment=mandate_period_pb2.MANDATE_PERIOD_ALIGNMENT_CALENDAR,
                 maximum_amount=_eur(1),
             )
         ],

@@ -16,7 +16,7 @@ import pytest
 
 from meshlib.grpc_errors import decode_rpc_error
 from meshlib.mandates import Mandate, PeriodicLimit
-from openbank.identity.v1 import consent_pb2
+from openbank.common.v1 import mandate_period_pb2
 from openbank.payment.v1 import mandate_pb2, mandate_pb2_grpc, payment_pb2
 from tests.integration.payment.mesh import CUSTOMER, Mesh, running_mesh, standard_mesh
 from tests.support.servers import create_database
@@ -86,9 +86,7 @@ async def test_payments_under_a_mandate(request, tmp_path, store) -> None:  # ty
         assert await _refusal(mesh.top_up(10, consent="m1")) == (failed, "MANDATE_CREDITOR_MISMATCH", creditor)
 
         # Payments racing for the day's last 4 000: exactly four of eight get it.
-        racing = await asyncio.gather(
-            *(mesh.transfer(1_000, consent="m1") for _ in range(8)), return_exceptions=True
-        )
+        racing = await asyncio.gather(*(mesh.transfer(1_000, consent="m1") for _ in range(8)), return_exceptions=True)
         settled = [p for p in racing if isinstance(p, payment_pb2.Payment)]
         assert len(settled) == 4 and all(p.state == payment_pb2.PAYMENT_STATE_SETTLED for p in settled)
         refused = [decode_rpc_error(e) for e in racing if isinstance(e, grpc.aio.AioRpcError)]
@@ -102,12 +100,14 @@ async def test_payments_under_a_mandate(request, tmp_path, store) -> None:  # ty
         usage = await stub.GetMandateUsage(mandate_pb2.GetMandateUsageRequest(), metadata=mesh.partner(consent_id="m1"))
         assert usage.consent == "consents/m1"
         assert [(p.period_type, p.used_amount.minor_units, p.remaining_amount.minor_units) for p in usage.periods] == [
-            (consent_pb2.MANDATE_PERIOD_TYPE_DAY, 5_000, 0),
-            (consent_pb2.MANDATE_PERIOD_TYPE_YEAR, 5_000, 85_000),
+            (mandate_period_pb2.MANDATE_PERIOD_TYPE_DAY, 5_000, 0),
+            (mandate_period_pb2.MANDATE_PERIOD_TYPE_YEAR, 5_000, 85_000),
         ]
         day = usage.periods[0]
         assert day.start_time.ToDatetime(tzinfo=dt.UTC) == NOW.replace(hour=0, minute=0, second=0, microsecond=0)
-        bank_pages = (("authorization", f"Bearer {mesh.issuer.token('service:bankweb', scopes=['consents:authorise'])}"),)
+        bank_pages = (
+            ("authorization", f"Bearer {mesh.issuer.token('service:bankweb', scopes=['consents:authorise'])}"),
+        )
         customer = await stub.GetCustomerMandateUsage(
             mandate_pb2.GetCustomerMandateUsageRequest(consent="consents/m1", customer=f"customers/{CUSTOMER}"),
             metadata=bank_pages,
