@@ -17,7 +17,6 @@ from meshlib.names import parse_name
 from meshlib.storage import Codec, IdempotencyKey
 from openbank.common.v1 import money_pb2
 from openbank.events.v1 import events_pb2, events_pb2_grpc
-from openbank.payment.v1 import payment_pb2
 from services.identity.domain.events import (
     EventFilter,
     EventType,
@@ -49,11 +48,11 @@ def event_message(event: PartnerEvent) -> events_pb2.Event:
     )
     data = event.data
     if event.type is EventType.PAYMENT_STATE_CHANGED:
-        previous = data.get("previous_state") or "UNSPECIFIED"
+        previous = data.get("previous_state", "")
         message.payment.CopyFrom(
             events_pb2.PaymentStateChange(
-                previous_state=payment_pb2.PaymentState.Value("PAYMENT_STATE_" + previous),
-                state=payment_pb2.PaymentState.Value("PAYMENT_STATE_" + data.get("state", "UNSPECIFIED")),
+                previous_state=f"PAYMENT_STATE_{previous}" if previous else "",
+                state=f"PAYMENT_STATE_{data.get('state', '')}",
                 status_reason=data.get("status_reason", ""),
             )
         )
@@ -97,10 +96,11 @@ def intake_event(message: events_pb2.IntakeEvent, index: int) -> NewEvent:
     data: dict[str, Any] = {}
     if event.HasField("payment"):
         change = event.payment
-        previous = payment_pb2.PaymentState.Name(change.previous_state).removeprefix("PAYMENT_STATE_")
+        if not change.state.startswith("PAYMENT_STATE_"):
+            raise InvalidArgument.field(f"{field}.event.payment.state", "must name a payment state")
         data = {
-            "previous_state": "" if previous == "UNSPECIFIED" else previous,
-            "state": payment_pb2.PaymentState.Name(change.state).removeprefix("PAYMENT_STATE_"),
+            "previous_state": change.previous_state.removeprefix("PAYMENT_STATE_"),
+            "state": change.state.removeprefix("PAYMENT_STATE_"),
             "status_reason": change.status_reason,
         }
     elif event.HasField("account"):

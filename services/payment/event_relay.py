@@ -33,7 +33,6 @@ from meshlib.fanout import Fanout
 from meshlib.periodic import Periodic
 from meshlib.storage import as_utc
 from openbank.events.v1 import events_pb2, events_pb2_grpc
-from openbank.payment.v1 import payment_pb2
 from services.payment.tables import outbox_relays, payment_events, payments
 from services.payment.unit_of_work import PaymentUnitOfWork
 
@@ -65,8 +64,8 @@ class EventSink(Protocol):
         """Append each row once, in order (a row sent again is ignored)."""
 
 
-def _state(name: str) -> int:
-    return int(payment_pb2.PaymentState.Value(f"PAYMENT_STATE_{name or 'UNSPECIFIED'}"))
+def _state(name: str) -> str:
+    return f"PAYMENT_STATE_{name}" if name else ""
 
 
 class IdentityEventSink:
@@ -85,9 +84,7 @@ class IdentityEventSink:
                 resource=f"payments/{row.payment_id}",
                 consent=f"consents/{row.consent_id}" if row.consent_id else "",
                 payment=events_pb2.PaymentStateChange(
-                    previous_state=payment_pb2.PaymentState.Value(
-                        f"PAYMENT_STATE_{row.previous_state or 'UNSPECIFIED'}"
-                    ),
+                    previous_state=_state(row.previous_state),
                     state=_state(row.state),
                     status_reason=row.status_reason,
                 ),

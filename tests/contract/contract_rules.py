@@ -31,6 +31,7 @@ PARTNER_SCOPES = frozenset(
         "consents:read",
         "consents:write",
         "settlement:read",
+        "events:read",
     }
 )
 INTERNAL_SCOPES = frozenset(
@@ -47,6 +48,7 @@ INTERNAL_SCOPES = frozenset(
         "audit:read",
         "scheme:write",
         "scheme:read",
+        "events:write",
     }
 )
 PROTOCOL_SERVICES = frozenset({"openbank.identity.v1.TokenService"})

@@ -188,7 +188,7 @@ async def test_relayed_events_are_appended_once(events_identity: Identity) -> No
             type=ET.EVENT_TYPE_PAYMENT_STATE_CHANGED,
             resource="payments/p1",
             consent="consents/c1",
-            payment=events_pb2.PaymentStateChange(state=state, status_reason=""),
+            payment=events_pb2.PaymentStateChange(state=payment_pb2.PaymentState.Name(state)),
         )
         event.event_time.GetCurrentTime()
         return events_pb2.IntakeEvent(
@@ -208,13 +208,11 @@ async def test_relayed_events_are_appended_once(events_identity: Identity) -> No
     assert (first.appended, again.appended) == (2, 1)
     events = (await _poll(identity, partner)).events
     assert [(e.cursor, e.payment.state) for e in events] == [
-        ("1", payment_pb2.PAYMENT_STATE_RECEIVED),
-        ("2", payment_pb2.PAYMENT_STATE_SETTLED),
-        ("3", payment_pb2.PAYMENT_STATE_SETTLED),
+        ("1", "PAYMENT_STATE_RECEIVED"),
+        ("2", "PAYMENT_STATE_SETTLED"),
+        ("3", "PAYMENT_STATE_SETTLED"),
     ]
-    assert (
-        events[0].payment.previous_state == payment_pb2.PAYMENT_STATE_UNSPECIFIED and events[0].consent == "consents/c1"
-    )
+    assert events[0].payment.previous_state == "" and events[0].consent == "consents/c1"
     # A partner may not append, and the intake is not the partner's to call.
     code, reason = await failure(
         intake.AppendEvents(
