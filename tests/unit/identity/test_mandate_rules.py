@@ -97,9 +97,9 @@ def test_every_bad_mandate_field_is_named() -> None:
     assert _bad_fields(_mandate(creditor_wallet=None)) == {"mandate.creditor_account"}
     assert _bad_fields(_mandate(creditor_account="not a/name")) == {"mandate.creditor_account"}
     assert _bad_fields(_mandate(maximum_individual=None)) == {"mandate.maximum_individual_amount"}
-    assert _bad_fields(
-        _mandate(periodic_limits=(PeriodicLimitRequest("DAY", "CALENDAR", ("GBP", 10)),))
-    ) == {"mandate.periodic_limits[0].maximum_amount.currency_code"}
+    assert _bad_fields(_mandate(periodic_limits=(PeriodicLimitRequest("DAY", "CALENDAR", ("GBP", 10)),))) == {
+        "mandate.periodic_limits[0].maximum_amount.currency_code"
+    }
     assert _bad_fields(_mandate(valid_from=EXPIRES)) == {"mandate.valid_from_time"}
 
 

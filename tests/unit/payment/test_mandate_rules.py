@@ -196,9 +196,9 @@ limits_strategy = st.lists(
     max_size=4,
     unique_by=lambda t: t[0],
 )
-payments_strategy = st.lists(
-    st.tuples(st.integers(0, 400 * 24), st.integers(1, 1_500)), min_size=1, max_size=40
-).map(sorted)
+payments_strategy = st.lists(st.tuples(st.integers(0, 400 * 24), st.integers(1, 1_500)), min_size=1, max_size=40).map(
+    sorted
+)
 
 
 @settings(max_examples=300, deadline=None)
