@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import runpy
 import sys
 from pathlib import Path
@@ -36,6 +37,13 @@ MIGRATED_SERVICES = {
 def build_parser() -> argparse.ArgumentParser:
     """The command tree (each command has --help)."""
     parser = argparse.ArgumentParser(prog="openbank-mesh", description="OpenBank Mesh developer and operator tool.")
+    # TLS towards the services (the production overlay), before the command:
+    # openbank-mesh --tls-ca ca.crt --tls-cert me.crt --tls-key me.key partner list
+    tls = parser.add_argument_group("TLS to the services (default: OBM_CLI_TLS_* or the mesh.json of --data-dir)")
+    tls.add_argument("--tls-ca", type=Path, help="the CA that signed the services' certificates (turns TLS on)")
+    tls.add_argument("--tls-cert", type=Path, help="the CLI's client certificate, for mTLS (with --tls-key)")
+    tls.add_argument("--tls-key", type=Path, help="its private key")
+    tls.add_argument("--tls-server-name", help="the name in the services' certificates, if not the host dialled")
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="run the whole mesh locally (SQLite, in-process limiter)")
     up.add_argument("--data-dir", type=Path, default=Path("data"), help="where the SQLite files live")
@@ -79,6 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
+    if (args.tls_cert or args.tls_key or args.tls_server_name) and not args.tls_ca:
+        print("--tls-cert, --tls-key and --tls-server-name need --tls-ca", file=sys.stderr)
+        return 2
+    if args.tls_ca:  # every operator connection reads these (meshcli.operator.client_tls)
+        for name, value in (
+            ("CA_FILE", args.tls_ca),
+            ("CERT_FILE", args.tls_cert),
+            ("KEY_FILE", args.tls_key),
+            ("SERVER_NAME", args.tls_server_name),
+        ):
+            os.environ[f"OBM_CLI_TLS_{name}"] = str(value) if value else ""
     if args.command == "up":
         from meshcli.mesh import run_up
 

@@ -22,8 +22,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bankweb.console.grpc_mesh import CONSOLE_SCOPES
 from meshcli.console_operators import OPERATORS_FILE, local_operators
+from meshcli.operator import ClientTls
 from meshcli.replicas import LocalStores, record_replicas, replica_ports, replica_targets, stores_env
-from meshcli.targets import ports_from_base, remove_mesh_file, write_mesh_file
+from meshcli.targets import mesh_file_tls, ports_from_base, remove_mesh_file, write_mesh_file
 from meshlib.app import DEFAULT_PORTS
 
 # Start order: identity first (everyone verifies its tokens), the gateway last.
@@ -184,10 +185,12 @@ async def wait_http_ok(port: int, timeout: float = 30.0) -> bool:
     return False
 
 
-async def wait_serving(port: int, timeout: float = 30.0) -> bool:
-    """Poll the standard health check until the process answers SERVING."""
+async def wait_serving(port: int, timeout: float = 30.0, tls: ClientTls | None = None) -> bool:
+    """Poll the standard health check until the process answers SERVING (over TLS with ``tls``)."""
     deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    target = f"127.0.0.1:{port}"
+    channel = grpc.aio.secure_channel(target, tls.credentials()) if tls else grpc.aio.insecure_channel(target)
+    async with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             with contextlib.suppress(grpc.aio.AioRpcError):
@@ -225,6 +228,17 @@ class LocalMesh:
         # Per-process settings (e.g. each service's own OBM_DATABASE_URL).
         self.child_env = {name: dict(values) for name, values in (child_env or {}).items()}
         self.quiet = quiet
+        # Processes serving TLS (OBM_TLS_CERT_FILE): the readiness checks and the operator
+        # commands (through mesh.json) use the processes' own client files and CA.
+        self.tls = (
+            ClientTls(
+                Path(self.env["OBM_PEER_TLS_CA_FILE"]),
+                Path(self.env["OBM_PEER_TLS_CERT_FILE"]) if self.env.get("OBM_PEER_TLS_CERT_FILE") else None,
+                Path(self.env["OBM_PEER_TLS_KEY_FILE"]) if self.env.get("OBM_PEER_TLS_KEY_FILE") else None,
+            )
+            if self.env.get("OBM_TLS_CERT_FILE") and self.env.get("OBM_PEER_TLS_CA_FILE")
+            else None
+        )
         # A DATABASE_URL names a PostgreSQL server for the whole mesh: each service still gets
         # its own database on it (services never share tables).
         shared_url = self.env.pop("OBM_DATABASE_URL", None) or self.env.pop("DATABASE_URL", None)
@@ -295,7 +309,7 @@ class LocalMesh:
         for child in self.children:
             web = child.name in dict(WEB_PROCESSES)
             ready = asyncio.ensure_future(
-                wait_http_ok(child.port, timeout=60) if web else wait_serving(child.port, timeout=60)
+                wait_http_ok(child.port, timeout=60) if web else wait_serving(child.port, timeout=60, tls=self.tls)
             )
             exits = [asyncio.ensure_future(c.process.wait()) for c in self.children if c.process]
             await asyncio.wait([ready, *exits], return_when=asyncio.FIRST_COMPLETED)
@@ -313,7 +327,7 @@ class LocalMesh:
             if not ready.result():
                 raise RuntimeError(f"{child.name} did not become ready on port {child.port} within 60 s")
             self._say(f"  ready    {child.name:<10} {'HTTP 200' if web else 'SERVING'} on 127.0.0.1:{child.port}")
-        write_mesh_file(self.data_dir, self.ports)
+        write_mesh_file(self.data_dir, self.ports, tls=mesh_file_tls(self.tls))
         if self.replica_ports:
             record_replicas(self.data_dir, self.replica_ports)
 
@@ -356,7 +370,7 @@ class LocalMesh:
             stdout=subprocess_out(self.quiet),
             stderr=subprocess_out(self.quiet),
         )
-        if not await wait_serving(child.port, timeout=timeout):
+        if not await wait_serving(child.port, timeout=timeout, tls=self.tls):
             raise RuntimeError(f"{child.label} did not serve again on port {child.port} within {timeout:g} s")
 
     async def wait_any_exit(self) -> MeshProcess:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from meshlib.app import DEFAULT_PORTS
 
@@ -37,11 +38,25 @@ def ports_from_base(base_port: int) -> dict[str, int]:
     return ports
 
 
-def write_mesh_file(data_dir: Path, ports: dict[str, int], host: str = "127.0.0.1") -> Path:
-    """Record where each process listens (``up`` calls this once all are ready)."""
+def write_mesh_file(
+    data_dir: Path, ports: dict[str, int], host: str = "127.0.0.1", tls: dict[str, str] | None = None
+) -> Path:
+    """Record where each process listens (``up`` calls this once all are ready), and how to
+    speak TLS to them when they serve it (``meshcli.operator.client_tls`` reads it)."""
     path = data_dir / MESH_FILE
-    path.write_text(json.dumps({"host": host, "ports": ports}, indent=2) + "\n")
+    recorded: dict[str, object] = {"host": host, "ports": ports}
+    if tls:
+        recorded["tls"] = tls
+    path.write_text(json.dumps(recorded, indent=2) + "\n")
     return path
+
+
+def mesh_file_tls(tls: Any) -> dict[str, str] | None:
+    """A ``meshcli.operator.ClientTls`` as mesh.json's ``tls`` object (None: plaintext)."""
+    if tls is None:
+        return None
+    fields = {"ca": tls.ca_file, "cert": tls.cert_file, "key": tls.key_file, "server_name": tls.server_name}
+    return {name: str(value) for name, value in fields.items() if value}
 
 
 def remove_mesh_file(data_dir: Path) -> None:
