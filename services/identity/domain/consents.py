@@ -283,7 +283,16 @@ def create(request: ConsentRequest, partner_id: str, now: dt.datetime) -> Consen
     errors.check(request.code_challenge_method == "S256", "code_challenge_method", 'must be "S256"')
     mandate = None
     if request.mandate is not None:
-        check_mandate_consent(permissions, bool(per_payment or period_limit or request.period), errors)
+        set_limits = [
+            name
+            for name, value in (
+                ("per_payment_limit", request.per_payment_limit),
+                ("period_limit", request.period_limit),
+                ("period", request.period),
+            )
+            if value is not None
+        ]
+        check_mandate_consent(permissions, set_limits, errors)
         mandate = new_mandate(request.mandate, partner_id, request.expires_at, now, errors)
     errors.raise_if_any()
     assert request.expires_at is not None

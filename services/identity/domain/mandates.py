@@ -115,11 +115,13 @@ def new_mandate(
     )
 
 
-def check_mandate_consent(permissions: frozenset[str], has_consent_limits: bool, errors: FieldCollector) -> None:
-    """A mandate's consent pays under the mandate (and may confirm funds), with no limits of its own."""
+def check_mandate_consent(permissions: frozenset[str], consent_limits: list[str], errors: FieldCollector) -> None:
+    """A mandate's consent pays under the mandate (and may confirm funds), with no limits of its
+    own (``consent_limits``: the names of the consent-level limit fields that are set)."""
     errors.check(
         REQUIRED_PERMISSION in permissions and permissions <= MANDATE_PERMISSIONS,
         "permissions",
         "a mandate grants INITIATE_PAYMENTS and optionally CONFIRM_FUNDS, nothing else",
     )
-    errors.check(not has_consent_limits, "per_payment_limit", "a mandate's limits are its own: no consent-level limits")
+    for field in consent_limits:
+        errors.add(field, "a mandate's limits are its own: no consent-level limits")

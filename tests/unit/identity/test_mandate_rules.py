@@ -107,6 +107,7 @@ def test_a_mandates_consent_pays_and_confirms_funds_only_with_no_limits_of_its_o
     assert _bad_fields(_mandate(), permissions=("INITIATE_PAYMENTS", "READ_BALANCES")) == {"permissions"}
     assert _bad_fields(_mandate(), permissions=("CONFIRM_FUNDS",)) == {"permissions"}
     assert _bad_fields(_mandate(), per_payment_limit=("EUR", 10)) == {"per_payment_limit"}
+    assert _bad_fields(_mandate(), period_limit=("EUR", 10), period="DAY") == {"period_limit", "period"}
 
 
 def test_the_customer_authorises_a_mandate_for_exactly_one_account_not_its_creditor() -> None:
