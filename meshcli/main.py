@@ -22,6 +22,8 @@ PROCESS_MODULES = {
     "settlement": "services.settlement",
     "bankweb": "bankweb",
     "console": "bankweb.console",
+    # The scheme simulator (development and sandboxes: another bank behind the clearing scheme).
+    "schemesim": "schemesim",
 }
 
 # The processes with a database of their own: where each one's ServiceSpec is.

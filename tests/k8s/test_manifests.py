@@ -29,6 +29,8 @@ OVERLAYS = ("dev", "prod")
 PROCESSES = tuple(DEFAULT_PORTS)
 # HTTP processes of the same image (the bank's web app), with their ports.
 WEB_PROCESSES = {"bankweb": 8080, "console": 8090}
+# Development-only processes of the same image: the scheme simulator (dev overlay).
+SIMULATORS = {"schemesim": 50060}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 MESH = "openbank-mesh"
 PRE_STOP_SECONDS = 5
@@ -113,6 +115,7 @@ def mesh_deployments(docs: list[Doc]) -> dict[str, Doc]:
         for doc in of_kind(docs, "Deployment")
         if doc["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/part-of") == MESH
         and doc["metadata"]["name"] not in WEB_PROCESSES
+        and doc["metadata"]["name"] not in SIMULATORS
     }
     assert set(found) == set(PROCESSES)
     return found
@@ -346,9 +349,12 @@ def _allowed_callers(policies: list[Doc], process: str) -> set[str]:
 
 
 def test_network_policies_allow_exactly_the_mesh_paths(overlay) -> None:  # type: ignore[no-untyped-def]
-    _, docs = overlay
+    name, docs = overlay
     policies = of_kind(docs, "NetworkPolicy")
-    assert {p: _allowed_callers(policies, p) for p in PROCESSES} == EXPECTED_CALLERS
+    expected_callers = dict(EXPECTED_CALLERS)
+    if name == "dev":  # the scheme simulator checks payment's tokens with identity's keys
+        expected_callers["identity"] = EXPECTED_CALLERS["identity"] | {"schemesim"}
+    assert {p: _allowed_callers(policies, p) for p in PROCESSES} == expected_callers
     # The egress side mirrors it: each caller may reach exactly its callees' ports.
     for caller in PROCESSES:
         labels = {"app.kubernetes.io/name": caller, "app.kubernetes.io/part-of": MESH}
@@ -363,6 +369,35 @@ def test_network_policies_allow_exactly_the_mesh_paths(overlay) -> None:  # type
                         reachable.add(name)
         expected = {callee for callee, callers in EXPECTED_CALLERS.items() if caller in callers}
         assert reachable == expected, caller
+
+
+def test_only_the_dev_overlay_runs_the_scheme_simulator_called_by_payment_only(overlay) -> None:  # type: ignore[no-untyped-def]
+    name, docs = overlay
+    deployments = {doc["metadata"]["name"] for doc in of_kind(docs, "Deployment")}
+    if name != "dev":
+        assert "schemesim" not in deployments
+        return
+    assert "schemesim" in deployments
+    assert config_value(docs, "payment-config", "OBM_SCHEME_TARGET") == "schemesim:50060"
+    policies = of_kind(docs, "NetworkPolicy")
+    labels = {"app.kubernetes.io/name": "schemesim", "app.kubernetes.io/part-of": MESH}
+    callers = {
+        peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+        for policy in policies
+        if selects(policy["spec"]["podSelector"], labels)
+        for rule in policy["spec"].get("ingress", [])
+        if SIMULATORS["schemesim"] in {p.get("port") for p in rule.get("ports", [])}
+        for peer in rule.get("from", [])
+    }
+    assert callers == {"payment"}
+    payment = {"app.kubernetes.io/name": "payment", "app.kubernetes.io/part-of": MESH}
+    assert any(
+        peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "schemesim"
+        for policy in policies
+        if selects(policy["spec"]["podSelector"], payment)
+        for rule in policy["spec"].get("egress", [])
+        for peer in rule.get("to", [])
+    )
 
 
 # --- Secrets ------------------------------------------------------------------------------
