@@ -59,6 +59,8 @@ INTERNAL_CLIENT_SCOPES: dict[str, tuple[str, ...]] = {
         "tokens:introspect",
         "scheme:write",
         "scheme:read",
+        # Its outbox relay hands payment events to identity's partner event log.
+        "events:write",
     ),
     # The local operator (CLI) and the bank's customer app, for `openbank-mesh` commands.
     "operator": (
