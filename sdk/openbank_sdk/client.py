@@ -248,24 +248,31 @@ class ConsentSession(StandingOrderCalls, MandateCalls):
         *,
         creditor_wallet: str = "",
         creditor_account: str = "",
+        creditor_external: payment_pb2.ExternalCreditor | None = None,
         payment_type: int | None = None,
         remittance_information: str = "",
         end_to_end_id: str = "",
         request_id: str = "",
         requested_execution_time: dt.datetime | None = None,
     ) -> payment_pb2.Payment:
-        """Initiate a payment: a wallet top-up (``creditor_wallet="partners/..."``) or a
-        transfer (``creditor_account="accounts/..."``); with ``requested_execution_time`` a
-        future-dated one, SCHEDULED until then (the consent must grant SCHEDULE_PAYMENTS).
+        """Initiate a payment: a wallet top-up (``creditor_wallet="partners/..."``), a
+        transfer (``creditor_account="accounts/..."``) or a payment to another bank
+        (``creditor_external=interbank.creditor(...)``, see :mod:`openbank_sdk.interbank`);
+        with ``requested_execution_time`` a future-dated one, SCHEDULED until then (the
+        consent must grant SCHEDULE_PAYMENTS).
 
         ``request_id`` defaults to a fresh key; pass your own (persisted before sending) to be
         able to retry after a crash and get the same payment back.
         """
-        if bool(creditor_wallet) == bool(creditor_account):
-            raise ValueError("give exactly one of creditor_wallet and creditor_account")
+        if sum(map(bool, (creditor_wallet, creditor_account, creditor_external))) != 1:
+            raise ValueError("give exactly one of creditor_wallet, creditor_account and creditor_external")
         if payment_type is None:
             payment_type = (
-                payment_pb2.PAYMENT_TYPE_WALLET_TOP_UP if creditor_wallet else payment_pb2.PAYMENT_TYPE_TRANSFER
+                payment_pb2.PAYMENT_TYPE_WALLET_TOP_UP
+                if creditor_wallet
+                else payment_pb2.PAYMENT_TYPE_EXTERNAL_TRANSFER
+                if creditor_external
+                else payment_pb2.PAYMENT_TYPE_TRANSFER
             )
         request = payment_pb2.CreatePaymentRequest(
             request_id=request_id,
@@ -277,6 +284,8 @@ class ConsentSession(StandingOrderCalls, MandateCalls):
         )
         if creditor_wallet:
             request.creditor_wallet = creditor_wallet
+        elif creditor_external is not None:
+            request.creditor_external.CopyFrom(creditor_external)
         else:
             request.creditor_account = creditor_account
         if requested_execution_time is not None:
