@@ -225,6 +225,7 @@ class ConformanceRun(PaymentChecks, RedirectChecks, MandateChecks):
             ("payments: WatchPayments streams the new payment", self.payment_watch),
             ("payments: refund in part, linked both ways, never above what was paid", self.payment_refund),
             ("payments: standing order and future-dated payment, created and cancelled", self.payment_schedules),
+            ("payments: to another bank, settled or rejected by it, a bad IBAN refused", self.payment_external),
             ("mandates: paid without asking again, only its creditor, within its limits", self.mandate_payments),
             ("pagination: page_size 1 walks every page", self.pagination_walk),
             ("pagination: bad page_token is PAGE_TOKEN_INVALID", self.pagination_bad_token),

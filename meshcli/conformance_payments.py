@@ -13,12 +13,18 @@ import uuid
 from typing import TYPE_CHECKING
 
 import grpc
+from openbank_sdk import interbank
 
 from meshcli.conformance_support import CheckFailed, _expect, expect_error, ob
 from openbank.payment.v1 import payment_pb2
 
 if TYPE_CHECKING:
     from meshcli.conformance_checks import ConformanceConfig
+
+# Creditors at another bank by the sandbox's scheme simulator rules (schemesim/rules.yaml):
+# any account settles, account number 0000000404 is closed (AC04).
+SETTLING_IBAN = "DE89370400440532013000"
+CLOSED_IBAN = "DE24370400440000000404"
 
 
 class PaymentChecks:
@@ -133,6 +139,34 @@ class PaymentChecks:
             "REFUND_AMOUNT_EXCEEDED",
         )
         return f"{part.name} {payment_pb2.PaymentState.Name(part.state)}; over the rest: {refused}"
+
+    async def payment_external(self) -> str:
+        """A payment to another bank through the scheme: settled, or rejected by the other bank
+        (the sandbox's scheme simulator closes account number 0000000404), a bad IBAN refused."""
+        session = self._consent_session()
+        account = self.config.customer_account
+
+        def to(iban: str) -> payment_pb2.ExternalCreditor:
+            return interbank.creditor(name="Conformance Creditor", agent_bic="COBADEFFXXX", iban=iban)
+
+        refused = await expect_error(
+            session.create_payment(account, ob.money(100, "EUR"), creditor_external=to("DE00370400440532013000")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "FIELD_INVALID",
+        )
+        sent = await session.create_payment(account, ob.money(100, "EUR"), creditor_external=to(SETTLING_IBAN))
+        _expect(sent.type == payment_pb2.PAYMENT_TYPE_EXTERNAL_TRANSFER, f"type {sent.type}")
+        _expect(sent.creditor_external.iban == SETTLING_IBAN, "the creditor is not shown back")
+        settled = await interbank.wait_until_final(session, sent.name, poll_seconds=0.5, timeout_seconds=60)
+        _expect(settled.state == payment_pb2.PAYMENT_STATE_SETTLED, f"ended {settled.state} {settled.status_reason}")
+        closed = await session.create_payment(account, ob.money(100, "EUR"), creditor_external=to(CLOSED_IBAN))
+        rejected = await interbank.wait_until_final(session, closed.name, poll_seconds=0.5, timeout_seconds=60)
+        _expect(
+            (rejected.state, rejected.status_reason) == (payment_pb2.PAYMENT_STATE_REJECTED, "CREDITOR_ACCOUNT_CLOSED"),
+            f"the closed account's payment ended {rejected.state} {rejected.status_reason}",
+        )
+        _expect(rejected.status_reason_message.startswith("AC04"), "no ISO 20022 code in status_reason_message")
+        return f"{settled.name} SETTLED; {rejected.name} REJECTED CREDITOR_ACCOUNT_CLOSED; bad IBAN: {refused}"
 
     async def payment_schedules(self) -> str:
         session = self._consent_session()

@@ -30,7 +30,10 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def mesh(tmp_path_factory) -> AsyncIterator[LocalMesh]:  # type: ignore[no-untyped-def]
     data_dir = tmp_path_factory.mktemp("conformance") / "data"
-    ports = {name: free_port() for name in ("identity", "account", "settlement", "payment", "gateway", "bankweb")}
+    ports = {
+        name: free_port()
+        for name in ("identity", "account", "settlement", "schemesim", "payment", "gateway", "bankweb")
+    }
     running = LocalMesh(data_dir, ports=ports, quiet=True)
     await running.start()
     operator = Operator(data_dir, ports=ports)
