@@ -13,6 +13,7 @@ from meshlib.idempotency import validate_request_id
 from meshlib.storage import Codec, IdempotencyKey, Transactions
 from services.account.answers import request_fingerprint
 from services.account.batches import account_not_found
+from services.account.customer_accounts import AccountSearch
 from services.account.domain.ledger import Account, AccountType, OpenAccountCommand, new_account
 from services.account.ledger_service import Clock, LedgerService, UowFactory, utc_now
 from services.account.repository import CurrencyTotals
@@ -36,6 +37,13 @@ class AccountAdminService:
         self._ledger = ledger
         self._now = clock
         self._transactions = Transactions(uow, clock=clock)
+        self._search = AccountSearch(uow)
+
+    async def search_accounts(
+        self, account_id: str | None, customer_id: str | None, requested_size: int, page_token: str
+    ) -> tuple[list[Account], str]:
+        """Accounts for operators: one, a customer's, or all; oldest first, with their totals."""
+        return await self._search.search(account_id, customer_id, requested_size, page_token)
 
     async def open_account(self, command: OpenAccountCommand) -> Account:
         """Open an account (ACTIVE, zero balance); a replay returns the first answer."""

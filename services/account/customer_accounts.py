@@ -1,6 +1,7 @@
 """The bank's own read of a customer's accounts (CustomerAccountService, internal): what a
 signed-in customer may pick when authorising a consent at the bank's web app, and what a
-wallet read with a consent (read_activity.py) for the customer's dashboard.
+wallet read with a consent (read_activity.py) for the customer's dashboard; and the operators'
+account search (AccountAdminService.SearchAccounts), on the same keyset-paginated query.
 
 Read-only and additive: its own query on the accounts table, its own use case and servicer;
 nothing in the ledger changes.
@@ -9,6 +10,7 @@ nothing in the ledger changes.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import grpc
 import sqlalchemy as sa
@@ -26,6 +28,35 @@ from services.account.repository import _account
 from services.account.tables import accounts
 
 
+async def accounts_page(
+    uow: UowFactory, conditions: list[Any], filters: str, requested_size: int, page_token: str
+) -> tuple[list[Account], str]:
+    """One page of the accounts matching ``conditions``, oldest first (keyset on opened_at, id),
+    and the next page token ('' at the end)."""
+    size = page_size(requested_size)
+    after = time_and_id(decode_page_token(page_token, filters))
+    query = sa.select(accounts).where(*conditions)
+    if after is not None:
+        opened, account_id = after
+        query = query.where(
+            sa.or_(
+                accounts.c.opened_at > opened,
+                sa.and_(accounts.c.opened_at == opened, accounts.c.id > account_id),
+            )
+        )
+    query = query.order_by(accounts.c.opened_at, accounts.c.id).limit(size + 1)
+    async with uow(read_only=True) as unit:
+        rows = (await unit.connection.execute(query)).all()
+    found = [_account(row) for row in rows]
+    page, more = found[:size], len(found) > size
+    token = ""
+    if more:
+        last = page[-1]
+        opened_at = last.opened_at or dt.datetime.min.replace(tzinfo=dt.UTC)
+        token = encode_page_token({"t": opened_at.isoformat(), "id": last.id}, filters)
+    return page, token
+
+
 class CustomerAccounts:
     """A customer's open accounts, oldest first, keyset-paginated."""
 
@@ -34,31 +65,30 @@ class CustomerAccounts:
 
     async def list(self, customer_id: str, requested_size: int, page_token: str) -> tuple[list[Account], str]:
         """One page and the next page token ('' at the end)."""
-        size = page_size(requested_size)
-        filters = filter_fingerprint(customer=customer_id)
-        after = time_and_id(decode_page_token(page_token, filters))
-        query = sa.select(accounts).where(
-            accounts.c.customer_id == customer_id, accounts.c.status != AccountStatus.CLOSED.value
+        conditions = [accounts.c.customer_id == customer_id, accounts.c.status != AccountStatus.CLOSED.value]
+        return await accounts_page(
+            self._uow, conditions, filter_fingerprint(customer=customer_id), requested_size, page_token
         )
-        if after is not None:
-            opened, account_id = after
-            query = query.where(
-                sa.or_(
-                    accounts.c.opened_at > opened,
-                    sa.and_(accounts.c.opened_at == opened, accounts.c.id > account_id),
-                )
-            )
-        query = query.order_by(accounts.c.opened_at, accounts.c.id).limit(size + 1)
-        async with self._uow(read_only=True) as uow:
-            rows = (await uow.connection.execute(query)).all()
-        found = [_account(row) for row in rows]
-        page, more = found[:size], len(found) > size
-        token = ""
-        if more:
-            last = page[-1]
-            opened_at = last.opened_at or dt.datetime.min.replace(tzinfo=dt.UTC)
-            token = encode_page_token({"t": opened_at.isoformat(), "id": last.id}, filters)
-        return page, token
+
+
+class AccountSearch:
+    """Operators' search (AccountAdminService.SearchAccounts): one account, a customer's (closed
+    ones too) or every account, oldest first."""
+
+    def __init__(self, uow: UowFactory) -> None:
+        self._uow = uow
+
+    async def search(
+        self, account_id: str | None, customer_id: str | None, requested_size: int, page_token: str
+    ) -> tuple[list[Account], str]:
+        """One page and the next page token ('' at the end)."""
+        conditions = []
+        if account_id:
+            conditions.append(accounts.c.id == account_id)
+        if customer_id:
+            conditions.append(accounts.c.customer_id == customer_id)
+        filters = filter_fingerprint(account=account_id or "", customer=customer_id or "")
+        return await accounts_page(self._uow, conditions, filters, requested_size, page_token)
 
 
 def _read_count(item: ReadCount) -> customer_account_pb2.ConsentReadCount:

@@ -8,6 +8,7 @@ import grpc
 
 from meshlib.auth.context import require_caller
 from meshlib.errors import MeshError
+from meshlib.names import parse_name
 from meshlib.pagination import page_size
 from meshlib.request_text import check_request_text
 from openbank.account.v1 import (
@@ -215,6 +216,23 @@ class AccountAdminServicer(account_admin_pb2_grpc.AccountAdminServiceServicer):
         response = account_admin_pb2.GetLedgerTotalsResponse(totals=[converters.totals_to_proto(t) for t in totals])
         response.read_time.FromDatetime(read_time)
         return response
+
+    async def SearchAccounts(
+        self, request: account_admin_pb2.SearchAccountsRequest, context: Context
+    ) -> account_admin_pb2.SearchAccountsResponse:
+        """Accounts with their balances, for operators."""
+        account_id = converters.account_id_from(request.name, "name") if request.name else None
+        customer_id = parse_name(request.customer, "customers", "customer") if request.customer else None
+        page, token = await self._admin.search_accounts(account_id, customer_id, request.page_size, request.page_token)
+        return account_admin_pb2.SearchAccountsResponse(
+            accounts=[
+                account_admin_pb2.AccountSummary(
+                    account=converters.account_to_proto(account), balance=converters.balance_to_proto(account)
+                )
+                for account in page
+            ],
+            next_page_token=token,
+        )
 
 
 def _consent_caller() -> ConsentCaller:

@@ -1,13 +1,15 @@
-"""Customer use cases: creation, strong customer authentication (SCA), lock-out, unlock."""
+"""Customer use cases: creation, listing, strong customer authentication (SCA), lock-out, unlock."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 
 from meshlib import totp
 from meshlib.errors import AlreadyExists, InvalidArgument, MeshError, NotFound
+from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size, time_and_id
 from meshlib.storage import Codec, CommitAndRaise, IdempotencyKey, Transactions
 from services.identity.common import Clock, Saved, UnitOfWorkFactory
 from services.identity.domain import customers as rules
@@ -16,6 +18,8 @@ from services.identity.domain.secrets import SecretBox, SecretHasher
 from services.identity.unit_of_work import IdentityUnitOfWork
 
 log = logging.getLogger("identity.customers")
+# A prefix of a username (domain.customers: 3..64 characters of a-z 0-9 . _ -).
+_USERNAME_PREFIX = re.compile(r"^[a-z0-9._-]{0,64}$")
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,21 @@ class CustomerService:
         """A customer; NOT_FOUND if unknown."""
         async with self._uow(read_only=True) as uow:
             return await _existing(uow, customer_id)
+
+    async def list(self, username_prefix: str, requested_size: int, page_token: str) -> tuple[list[Customer], str]:
+        """Customers oldest first (optionally by username prefix); the next page token ('' at the end)."""
+        if not _USERNAME_PREFIX.match(username_prefix):
+            raise InvalidArgument.field("username_prefix", "up to 64 characters of [a-z0-9._-]")
+        size = page_size(requested_size)
+        filters = filter_fingerprint(username_prefix=username_prefix)
+        after = time_and_id(decode_page_token(page_token, filters))
+        async with self._uow(read_only=True) as uow:
+            found = await uow.customers.page(username_prefix=username_prefix, after=after, limit=size + 1)
+        page, more = found[:size], len(found) > size
+        token = ""
+        if more:
+            token = encode_page_token({"t": page[-1].created_at.isoformat(), "id": page[-1].customer_id}, filters)
+        return page, token
 
     async def authenticate(
         self, key: IdempotencyKey, codec: Codec[Customer | Saved], username: str, password: str, code: str

@@ -211,6 +211,24 @@ class CustomerRepository:
             updated_at=_required(row.updated_at),
         )
 
+    async def page(
+        self, *, username_prefix: str, after: tuple[dt.datetime, str] | None, limit: int
+    ) -> list[Customer]:
+        """Oldest first, keyset-paginated on (created_at, customer_id)."""
+        query = sa.select(customers)
+        if username_prefix:
+            query = query.where(customers.c.username.startswith(username_prefix, autoescape=True))
+        if after:
+            created, customer_id = after
+            query = query.where(
+                sa.or_(
+                    customers.c.created_at > created,
+                    sa.and_(customers.c.created_at == created, customers.c.customer_id > customer_id),
+                )
+            )
+        query = query.order_by(customers.c.created_at, customers.c.customer_id).limit(limit)
+        return [self._from_row(row) for row in await self._connection.execute(query)]
+
     async def add(self, customer: Customer) -> None:
         """Store a new customer."""
         await self._connection.execute(

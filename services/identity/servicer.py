@@ -237,6 +237,15 @@ class CustomerServicer(customer_pb2_grpc.CustomerServiceServicer):
         customer = await self._customers.get(parse_name(request.name, "customers"))
         return customer_pb2.GetCustomerResponse(customer=converters.customer_message(customer))
 
+    async def ListCustomers(
+        self, request: customer_pb2.ListCustomersRequest, context: grpc.aio.ServicerContext
+    ) -> customer_pb2.ListCustomersResponse:
+        """Customers, oldest first, without credentials."""
+        page, token = await self._customers.list(request.username_prefix, request.page_size, request.page_token)
+        return customer_pb2.ListCustomersResponse(
+            customers=[converters.customer_message(c) for c in page], next_page_token=token
+        )
+
     async def AuthenticateCustomer(
         self, request: customer_pb2.AuthenticateCustomerRequest, context: grpc.aio.ServicerContext
     ) -> customer_pb2.AuthenticateCustomerResponse:
