@@ -19,6 +19,7 @@ class ErrorKind(enum.Enum):
     NOT_FOUND = "not_found"
     ALREADY_EXISTS = "already_exists"
     FAILED_PRECONDITION = "failed_precondition"
+    OUT_OF_RANGE = "out_of_range"
     PERMISSION_DENIED = "permission_denied"
     UNAUTHENTICATED = "unauthenticated"
     RESOURCE_EXHAUSTED = "resource_exhausted"
@@ -112,6 +113,13 @@ class FailedPrecondition(MeshError):
 
     kind = ErrorKind.FAILED_PRECONDITION
     default_reason = "FAILED_PRECONDITION"
+
+
+class OutOfRange(MeshError):
+    """A position past what is kept (a stream cursor older than the retained events)."""
+
+    kind = ErrorKind.OUT_OF_RANGE
+    default_reason = "CURSOR_EXPIRED"
 
 
 class PermissionDenied(MeshError):

@@ -5,7 +5,8 @@ Talks to the mesh's gateway over gRPC with only ``grpcio``, ``protobuf``,
 
 - :func:`insecure_channel`, :func:`secure_channel` (TLS, mutual TLS);
 - :class:`OpenBankClient`: client-credentials tokens, consents, the resumable payment stream,
-  settlement reads; :class:`ConsentSession`: accounts, balances, transactions, funds
+  settlement reads; :class:`PartnerEvents`: the partner's event log as a stream that keeps its
+  cursor, and aggregated polling; :class:`ConsentSession`: accounts, balances, transactions, funds
   confirmation and payments under one consent (authorization code + PKCE, or the decoupled
   flow's poll; refresh rotation);
 - automatic idempotency keys, retries with jittered backoff on UNAVAILABLE only;
@@ -61,6 +62,7 @@ from openbank_sdk.errors import (
     Unimplemented,
     from_rpc_error,
 )
+from openbank_sdk.events import CursorStore, FileCursorStore, MemoryCursorStore, PartnerEvents
 from openbank_sdk.pagination import collect, paginate
 from openbank_sdk.retry import NO_RETRY, RetryPolicy, call_with_retry
 from openbank_sdk.scheduling import DAILY, MONTHLY, WEEKLY
@@ -86,17 +88,21 @@ __all__ = [
     "ClientCredentialsTokens",
     "ConsentSession",
     "ConsentTokens",
+    "CursorStore",
     "DeadlineExceeded",
     "DecoupledAuthorization",
     "FailedPrecondition",
     "FieldViolation",
+    "FileCursorStore",
     "Internal",
     "InvalidArgument",
     "Invoker",
+    "MemoryCursorStore",
     "NotFound",
     "OpenBankClient",
     "OpenBankError",
     "OutOfRange",
+    "PartnerEvents",
     "PendingConsent",
     "PermissionDenied",
     "Pkce",

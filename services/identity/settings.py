@@ -59,7 +59,7 @@ class IdentitySettings(ServiceSettings):
     argon2_memory_kib: int = Field(default=65536, ge=8)
     argon2_parallelism: int = Field(default=4, ge=1)
     # The partner event log (openbank.events.v1): events older than this are purged, and a
-    # cursor before them must resynchronise (EVENT_CURSOR_EXPIRED).
+    # cursor before them must resynchronise (CURSOR_EXPIRED).
     event_retention_days: float = Field(default=30.0, gt=0)
     # CONSENT_EXPIRING_SOON this long before a consent's expiry.
     event_expiry_notice_days: float = Field(default=7.0, ge=0)

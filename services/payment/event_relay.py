@@ -33,6 +33,7 @@ from meshlib.fanout import Fanout
 from meshlib.periodic import Periodic
 from meshlib.storage import as_utc
 from openbank.events.v1 import events_pb2, events_pb2_grpc
+from services.payment.journal_repository import PURGED_MARK
 from services.payment.tables import outbox_relays, payment_events, payments
 from services.payment.unit_of_work import PaymentUnitOfWork
 
@@ -185,11 +186,19 @@ class SqlOutbox:
             relayed = await uow.connection.scalar(
                 sa.select(outbox_relays.c.position).where(outbox_relays.c.name == RELAY_NAME)
             )
-            deleted = await uow.connection.execute(
-                payment_events.delete().where(
-                    payment_events.c.event_time < recorded_before, payment_events.c.seq <= int(relayed or 0)
-                )
+            old = (payment_events.c.event_time < recorded_before, payment_events.c.seq <= int(relayed or 0))
+            upto = await uow.connection.scalar(sa.select(sa.func.max(payment_events.c.seq)).where(*old))
+            if upto is None:
+                return 0
+            # First the mark (a WatchPayments cursor before it is refused, never short), then the rows.
+            marked = await uow.connection.execute(
+                outbox_relays.update()
+                .where(outbox_relays.c.name == PURGED_MARK, outbox_relays.c.position < upto)
+                .values(position=upto)
             )
+            if not marked.rowcount and await uow.events.purged_through() == 0:
+                await uow.connection.execute(outbox_relays.insert().values(name=PURGED_MARK, position=upto))
+            deleted = await uow.connection.execute(payment_events.delete().where(payment_events.c.seq <= upto))
             await uow.commit()
             return deleted.rowcount or 0
 

@@ -12,7 +12,7 @@ from meshlib.storage import BulkInsert, as_utc
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.domain.saga import Outcome, PaymentEvent, RecordedStep, Step, StepRecord
 from services.payment.repository import typed_param
-from services.payment.tables import payment_events, payment_steps
+from services.payment.tables import outbox_relays, payment_events, payment_steps
 
 _INSERT_STEPS = BulkInsert(payment_steps, ("payment_id", "step", "outcome", "detail", "trace_id", "recorded_at"))
 _INSERT_EVENTS = BulkInsert(
@@ -23,6 +23,8 @@ _STEPS_FOR_PAYMENT = (
     .where(payment_steps.c.payment_id == typed_param("pid", payment_steps.c.payment_id))
     .order_by(payment_steps.c.step_id)
 )
+# The outbox_relays row that records how far retention purged the outbox.
+PURGED_MARK = "purged"
 _LAST_SEQ = sa.select(sa.func.coalesce(sa.func.max(payment_events.c.seq), 0))
 
 
@@ -110,3 +112,10 @@ class EventRepository:
     async def last_seq(self) -> int:
         """The newest cursor (0 when there is no event yet)."""
         return int(await self._connection.scalar(_LAST_SEQ))
+
+    async def purged_through(self) -> int:
+        """Every event up to this cursor was purged (retention; 0: none)."""
+        purged = await self._connection.scalar(
+            sa.select(outbox_relays.c.position).where(outbox_relays.c.name == PURGED_MARK)
+        )
+        return int(purged or 0)

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
 from meshlib.auth.consent import ConsentLookup
-from meshlib.errors import InvalidArgument, NotFound, ResourceExhausted
+from meshlib.errors import InvalidArgument, NotFound, OutOfRange, ResourceExhausted
 from meshlib.fanout import NewEventSignal, PollingSignal
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size, time_and_id
 from services.payment.domain import checks
@@ -192,6 +192,14 @@ class PaymentEvents:
         try:
             if after_cursor:
                 position = parse_cursor(after_cursor)
+                async with self._uow(read_only=True) as uow:
+                    purged = await uow.events.purged_through()
+                if position < purged:
+                    raise OutOfRange(
+                        "events after this cursor are no longer kept: read the payments again, then watch from now",
+                        reason="CURSOR_EXPIRED",
+                        metadata={"oldest_cursor": str(purged)},
+                    )
             else:
                 async with self._uow(read_only=True) as uow:
                     position = await uow.events.last_seq()

@@ -327,3 +327,26 @@ async def test_the_example_wallet_runs_its_demo_journey(mesh: Mesh) -> None:
     output = (await asyncio.wait_for(process.communicate(), 60))[0].decode()
     assert process.returncode == 0, output
     assert "consents/" in output and "PAYMENT_STATE_SETTLED" in output and "5. settled" in output
+
+
+async def test_partner_events_stream_resumes_from_the_stored_cursor(
+    mesh: Mesh, acme: ob.OpenBankClient, alice, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    page = await ob.PartnerEvents(acme).poll(max_events=1000)
+    assert page.events and page.events[0].cursor == "1"  # alice's authorisation, at least
+    store = ob.FileCursorStore(tmp_path / "events.cursor")
+    store.save("0")  # from the beginning of acme's log
+    seen = []
+    async with asyncio.timeout(15):
+        async for event in ob.PartnerEvents(acme, store).stream():
+            seen.append(event)
+            if len(seen) == min(2, len(page.events)):
+                break
+    assert [e.event_id for e in seen] == [e.event_id for e in page.events[: len(seen)]]
+    # The last event was handed out but never confirmed handled (the loop broke inside it):
+    # the stored cursor is the one before it, so a restarted wallet gets it again.
+    assert store.load() == (seen[-2].cursor if len(seen) > 1 else "0")
+    async with asyncio.timeout(15):
+        async for event in ob.PartnerEvents(acme, ob.FileCursorStore(tmp_path / "events.cursor")).stream():
+            assert event.event_id == seen[-1].event_id
+            break

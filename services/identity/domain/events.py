@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshlib.errors import FailedPrecondition, InvalidArgument
+from meshlib.errors import InvalidArgument, OutOfRange
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -120,9 +120,9 @@ def parse_cursor(cursor: str, field_name: str) -> int:
 def check_not_purged(after_seq: int, purged_seq: int) -> None:
     """A position whose next events were purged cannot be resumed: the partner resynchronises."""
     if after_seq < purged_seq:
-        raise FailedPrecondition(
+        raise OutOfRange(
             "events after this cursor are no longer kept: read the resources again and continue after oldest_cursor",
-            reason="EVENT_CURSOR_EXPIRED",
+            reason="CURSOR_EXPIRED",
             metadata={"oldest_cursor": format_cursor(purged_seq)},
         )
 

@@ -1,7 +1,7 @@
 """The partner event log over real gRPC on SQLite and PostgreSQL: every consent event made by
 its real change, a stream that sees each event once and in order (also resumed from a cursor),
 aggregated polling with acknowledgement, the relays' intake appending each event once,
-retention with its EVENT_CURSOR_EXPIRED, and idle streams costing no database query."""
+retention with its CURSOR_EXPIRED, and idle streams costing no database query."""
 
 from __future__ import annotations
 
@@ -242,9 +242,9 @@ async def test_a_cursor_older_than_retention_must_resynchronise(events_identity:
     ):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await call()
-        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert refused.value.code() == grpc.StatusCode.OUT_OF_RANGE
         info = error_info(decode_status(refused.value.trailing_metadata()))
-        assert info is not None and info.reason == "EVENT_CURSOR_EXPIRED" and info.metadata["oldest_cursor"] == "2"
+        assert info is not None and info.reason == "CURSOR_EXPIRED" and info.metadata["oldest_cursor"] == "2"
     # From the oldest cursor on, nothing is missing.
     assert [e.cursor for e in (await _poll(identity, partner, after_cursor="2")).events] == ["3"]
 

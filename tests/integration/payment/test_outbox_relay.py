@@ -1,6 +1,7 @@
 """The payment outbox relay on SQLite and PostgreSQL: two replicas, one relays (the lease),
 the other takes over when the lease lapses and sends nothing twice; the tail wakes streams;
-retention purges only relayed rows."""
+retention purges only relayed rows, and WatchPayments
+from a purged cursor is CURSOR_EXPIRED."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from functools import partial
 
 import pytest
 
+from meshlib.errors import OutOfRange
 from meshlib.fanout import Fanout
 from meshlib.storage import Database
 from meshlib.storage.migrations import upgrade_to_head
 from services.payment.bootstrap import VERSIONS_DIR
 from services.payment.event_relay import OutboxRelay, OutboxRow, SqlOutbox
+from services.payment.queries import PaymentEvents
 from services.payment.tables import payment_events
 from services.payment.unit_of_work import PaymentUnitOfWork
 
@@ -88,3 +91,9 @@ async def test_the_tail_wakes_streams_and_retention_keeps_unrelayed_rows(outbox:
     await _write(outbox, 1, when=NOW - dt.timedelta(days=40))  # old but not relayed yet
     assert await relay.purge_once() == 2
     assert [r.seq for r in await outbox.rows_after(0, 10)] == [3, 4]
+    # WatchPayments from a purged cursor: CURSOR_EXPIRED naming the oldest one kept.
+    watch = PaymentEvents(outbox._uow).watch("partner-1", "1")
+    with pytest.raises(OutOfRange) as expired:
+        await anext(watch)
+    assert expired.value.reason == "CURSOR_EXPIRED" and expired.value.metadata == {"oldest_cursor": "2"}
+    assert (await anext(PaymentEvents(outbox._uow).watch("partner-2", "2"))).seq == 3
