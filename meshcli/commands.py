@@ -201,6 +201,10 @@ def add_operator_parsers(commands: argparse._SubParsersAction) -> None:  # type:
     fund.add_argument("amount", help="amount in major units, e.g. 250.00")
     fund.add_argument("--currency", default="EUR", help="ISO 4217 currency")
     common(account_commands.add_parser("totals", help="per-currency ledger totals (must all be zero)"))
+    from meshcli.customers import add_account_commands, add_customer_parser  # they use this module's helpers
+
+    add_account_commands(account_commands, common)
+    add_customer_parser(commands, common)
 
     window = commands.add_parser("window", help="settlement windows: list, close, settle, report")
     window_commands = window.add_subparsers(dest="window_command", required=True)
@@ -252,6 +256,10 @@ async def _dispatch(operator: Operator, args: argparse.Namespace) -> int:
     windows_admin = settlement_admin_pb2_grpc.SettlementAdminServiceStub(operator.channel("settlement"))
     windows = settlement_pb2_grpc.SettlementServiceStub(operator.channel("settlement"))
     command = args.command
+    from meshcli.customers import ACCOUNT_COMMANDS, run_customer_command
+
+    if command == "customer" or (command == "account" and args.account_command in ACCOUNT_COMMANDS):
+        return await run_customer_command(operator, admin, args)
     if command == "partner":
         sub = args.partner_command
         if sub == "register":

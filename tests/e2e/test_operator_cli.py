@@ -196,3 +196,76 @@ async def test_the_audit_shows_who_suspended_a_partner_and_every_chain_verifies(
     await asyncio.sleep(0.5)  # written and fsynced every 0.2 s
     gateway_files = cli(mesh, "audit", "verify", "--dir", str(mesh.data_dir / "audit"))
     assert gateway_files.returncode == 0 and ": intact," in gateway_files.stdout, gateway_files.stdout
+
+
+def cli_input(mesh: LocalMesh, text: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``cli`` with ``text`` on standard input."""
+    env = dict(os.environ)
+    for name, port in mesh.ports.items():
+        env[f"OBM_{name.upper()}_TARGET"] = f"127.0.0.1:{port}"
+    return subprocess.run(
+        [sys.executable, "-m", "meshcli.main", *args, "--data-dir", str(mesh.data_dir)],
+        input=text,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_customers_and_their_accounts_from_the_cli(seeded) -> None:  # type: ignore[no-untyped-def]
+    mesh, _ = seeded
+    created = cli_input(
+        mesh,
+        "cli-customer-password-1\n",
+        "customer",
+        "create",
+        "carla.cli",
+        "--display-name",
+        "Carla",
+        "--password-stdin",
+    )
+    assert created.returncode == 0, created.stderr
+    customer = created.stdout.split()[1]
+    assert customer.startswith("customers/") and "totp_secret" in created.stdout
+    listed = [
+        json.loads(line) for line in cli(mesh, "customer", "list", "--prefix", "carla", "--json").stdout.splitlines()
+    ]
+    assert [(c["name"], c["username"], c["status"]) for c in listed] == [
+        (customer, "carla.cli", "CUSTOMER_STATUS_ACTIVE")
+    ]
+    assert cli(mesh, "customer", "list").stdout.splitlines()[0].split()[:2] == ["CUSTOMER", "USERNAME"]
+
+    opened = cli(mesh, "account", "open", "--customer", "carla.cli", "--display-name", "Carla current")
+    assert opened.returncode == 0, opened.stderr
+    account = opened.stdout.split()[1]
+    assert cli(mesh, "account", "open", "--customer", customer, "--type", "savings").returncode == 0
+    assert cli(mesh, "account", "fund", account, "42.50").returncode == 0
+    rows = [
+        json.loads(line)
+        for line in cli(mesh, "account", "list", "--customer", "carla.cli", "--json").stdout.splitlines()
+    ]
+    assert len(rows) == 2 and {r["account"]["customer"] for r in rows} == {customer}  # only hers
+    funded = next(r for r in rows if r["account"]["name"] == account)
+    assert funded["balance"]["current"] == {"currency_code": "EUR", "minor_units": "4250"}
+    shown = cli(mesh, "account", "show", account)
+    assert shown.returncode == 0 and "42.50" in shown.stdout and "CURRENT" in shown.stdout.splitlines()[0]
+    card = cli(mesh, "customer", "show", "carla.cli")
+    assert card.returncode == 0 and customer in card.stdout and account in card.stdout
+
+    # Refusals read as such: exit 1, the reason, no traceback.
+    for refused in (
+        cli_input(mesh, "short\n", "customer", "create", "dora.cli", "--display-name", "Dora", "--password-stdin"),
+        cli(mesh, "customer", "show", "nobody.here"),
+        cli(mesh, "account", "show", "accounts/unknown"),
+        cli(mesh, "account", "list", "--customer", "customers/not a name"),
+    ):
+        assert refused.returncode == 1 and refused.stderr.startswith("failed:"), refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert (
+        "FIELD_INVALID"
+        in cli_input(
+            mesh, "short\n", "customer", "create", "dora.cli", "--display-name", "Dora", "--password-stdin"
+        ).stderr
+    )
