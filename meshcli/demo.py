@@ -37,6 +37,8 @@ from openbank.settlement.v1 import settlement_admin_pb2, settlement_admin_pb2_gr
 TOP_UP_MINOR = 2_500  # EUR 25.00
 CONSENT_PER_PAYMENT_MINOR = 50_000  # EUR 500.00
 OVER_LIMIT_MINOR = 60_000  # EUR 600.00
+EXTERNAL_MINOR = 1_200  # EUR 12.00, to an account at another bank (the simulator settles it)
+OTHER_BANK_IBAN = "DE89370400440532013000"
 
 
 class DemoFailed(Exception):
@@ -222,6 +224,30 @@ async def run_journey(
             raise DemoFailed(f"the top-up ended {final}")
         result.values["top_up"] = created.name
 
+        # 7b. A payment to another bank, through the clearing scheme (the simulator), to SETTLED.
+        if "schemesim" in ports:
+            sent = (
+                await payments.CreatePayment(
+                    payment_pb2.CreatePaymentRequest(
+                        request_id=uuid.uuid4().hex,
+                        debtor_account=customer["account"],
+                        creditor_external=payment_pb2.ExternalCreditor(
+                            iban=OTHER_BANK_IBAN, name="Erika Mustermann", agent_bic="COBADEFFXXX"
+                        ),
+                        amount=_money(EXTERNAL_MINOR),
+                        type=payment_pb2.PAYMENT_TYPE_EXTERNAL_TRANSFER,
+                        remittance_information="demo payment to another bank",
+                    ),
+                    metadata=access,
+                    timeout=10,
+                )
+            ).payment
+            external = await _settled_by_the_scheme(payments, sent.name, access)
+            step("payment to another bank (EUR 12.00)", f"{sent.name}: {OTHER_BANK_IBAN} {external}")
+            if external != "SETTLED":
+                raise DemoFailed(f"the payment to another bank ended {external}")
+            result.values["external"] = sent.name
+
         # 8. Over the consent's per-payment limit: refused before any money moves.
         refused = await _expect_error(
             payments.CreatePayment(
@@ -292,6 +318,17 @@ async def run_journey(
     finally:
         await gateway.close()
         await operator.close()
+
+
+async def _settled_by_the_scheme(payments: Any, name: str, access: Any, timeout: float = 30.0) -> str:
+    """The payment's final state once the scheme answered (it waits in SETTLEMENT_IN_PROCESS)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        payment = (await payments.GetPayment(payment_pb2.GetPaymentRequest(name=name), metadata=access)).payment
+        state = payment_pb2.PaymentState.Name(payment.state).removeprefix("PAYMENT_STATE_")
+        if state in ("SETTLED", "REJECTED") or time.monotonic() > deadline:
+            return state
+        await asyncio.sleep(0.3)
 
 
 async def _authorise(operator: Operator, consent: str, customer: dict[str, Any]) -> Any:

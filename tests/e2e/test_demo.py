@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def seeded_mesh(tmp_path_factory):  # type: ignore[no-untyped-def]
     data_dir = tmp_path_factory.mktemp("demo") / "data"
-    ports = {name: free_port() for name in ("identity", "account", "settlement", "payment", "gateway")}
+    ports = {name: free_port() for name in ("identity", "account", "settlement", "schemesim", "payment", "gateway")}
     mesh = LocalMesh(data_dir, ports=ports, quiet=True)
     await mesh.start()
     operator = Operator(data_dir, ports=ports)
@@ -40,6 +40,7 @@ async def test_the_demo_journey_behaves_as_the_contract_says(seeded_mesh) -> Non
         "accounts and balance",
         "confirm funds (EUR 25.00)",
         "wallet top-up (EUR 25.00)",
+        "payment to another bank (EUR 12.00)",
         "over-limit payment (EUR 600.00)",
         "rate limit reached",
         "consent revoked by the customer",
@@ -48,6 +49,7 @@ async def test_the_demo_journey_behaves_as_the_contract_says(seeded_mesh) -> Non
     details = dict(result.steps)
     assert details["confirm funds (EUR 25.00)"] == "yes"
     assert details["wallet top-up (EUR 25.00)"].endswith("SETTLED")
+    assert details["payment to another bank (EUR 12.00)"].endswith("SETTLED")
     assert result.values["over_limit_reason"] == "PAYMENT_LIMIT_EXCEEDED"
     assert "RESOURCE_EXHAUSTED RATE_LIMIT_EXCEEDED" in details["rate limit reached"]
     assert result.values["revoked_reason"].split()[1] == "CONSENT_REVOKED"  # embedded default: as with Redis
