@@ -21,12 +21,13 @@ BUF = ROOT / "node_modules" / ".bin" / "buf"
 
 
 def _free_block() -> int:
-    """A base port whose next five ports are free too (the services and the bank's web pages)."""
+    """A base port whose next six ports are free too (the services, the bank's web pages and the
+    operator console)."""
     for _ in range(50):
         base = free_port()
-        if base + 5 < 65535 and all(_is_free(base + i) for i in range(6)):
+        if base + 6 < 65535 and all(_is_free(base + i) for i in range(7)):
             return base
-    raise RuntimeError("no block of five free ports")
+    raise RuntimeError("no block of seven free ports")
 
 
 def _is_free(port: int) -> bool:
