@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - depends on the install
 from openbank_sdk.bank_pages import SandboxBankPages
 from openbank_sdk.sandbox import SandboxBankApp
 
+from meshcli.conformance_events import EventChecks
 from meshcli.conformance_mandates import MandateChecks
 from meshcli.conformance_payments import PaymentChecks
 from meshcli.conformance_redirect import RedirectChecks
@@ -130,7 +131,7 @@ class CallRecorder(grpc.aio.UnaryUnaryClientInterceptor):
         return call
 
 
-class ConformanceRun(PaymentChecks, RedirectChecks, MandateChecks):
+class ConformanceRun(PaymentChecks, RedirectChecks, MandateChecks, EventChecks):
     """The checks, in journey order; later checks use what earlier ones created."""
 
     def __init__(self, config: ConformanceConfig) -> None:
@@ -223,6 +224,7 @@ class ConformanceRun(PaymentChecks, RedirectChecks, MandateChecks):
             ("payments: replay and REQUEST_ID_REUSED", self.payment_idempotency),
             ("payments: get, list, cancel", self.payment_get_list_cancel),
             ("payments: WatchPayments streams the new payment", self.payment_watch),
+            ("events: StreamEvents gets a new payment's events once, PollEvents the same", self.events_stream_and_poll),
             ("payments: refund in part, linked both ways, never above what was paid", self.payment_refund),
             ("payments: standing order and future-dated payment, created and cancelled", self.payment_schedules),
             ("payments: to another bank, settled or rejected by it, a bad IBAN refused", self.payment_external),
