@@ -45,7 +45,7 @@ test-servers:
 
 # Two workers: the suite is mostly waiting on sockets and databases.
 test: lint test-servers
-	$(PY) -m pytest -q -p no:cacheprovider -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 -m "not slow" $(PYTEST_ARGS)
 
 up: gen
 	$(PY) -m meshcli.main up

@@ -8,6 +8,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from meshlib.faults import as_unavailable
+
 log = logging.getLogger("meshlib.periodic")
 
 
@@ -38,6 +40,10 @@ class Periodic:
                 await self._job()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("periodic job failed", extra={"job": self.name})
+            except Exception as error:
+                fault = as_unavailable(error)
+                if fault is None:
+                    log.exception("periodic job failed", extra={"job": self.name})
+                else:  # a store or peer away for a moment: the next tick tries again
+                    log.warning("periodic job skipped: %s", fault.reason, extra={"job": self.name})
             await asyncio.sleep(self._interval)
