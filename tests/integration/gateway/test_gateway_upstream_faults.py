@@ -14,11 +14,11 @@ from grpc_health.v1 import health, health_pb2_grpc
 
 from gateway.server import start_gateway
 from gateway.settings import GatewaySettings
+from meshlib.auth.consent import ConsentView
 from meshlib.auth.testing import NeverRevoked, TestIssuer
 from meshlib.auth.verifier import static_jwks
 from meshlib.grpc_errors import decode_rpc_error
 from openbank.account.v1 import account_pb2, account_pb2_grpc
-from meshlib.auth.consent import ConsentView
 from tests.support.consents import consent_view
 
 GET_BALANCE = "/openbank.account.v1.AccountService/GetBalance"
@@ -28,8 +28,20 @@ class Replica(grpc.GenericRpcHandler):
     """A fake account replica that answers GetBalance, or hangs while ``hung`` is set."""
 
     def __init__(self) -> None:
-        self.hung = False
+        self.answering = asyncio.Event()
+        self.answering.set()
         self.calls = 0
+
+    @property
+    def hung(self) -> bool:
+        return not self.answering.is_set()
+
+    @hung.setter
+    def hung(self, value: bool) -> None:
+        if value:
+            self.answering.clear()
+        else:
+            self.answering.set()
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         if handler_call_details.method != GET_BALANCE:
@@ -37,8 +49,7 @@ class Replica(grpc.GenericRpcHandler):
 
         async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             self.calls += 1
-            while self.hung:
-                await asyncio.sleep(0.02)
+            await self.answering.wait()
             return account_pb2.GetBalanceResponse().SerializeToString()
 
         return grpc.unary_unary_rpc_method_handler(unary)
@@ -51,9 +62,8 @@ class HealthWhileAnswering(health.aio.HealthServicer):  # type: ignore[misc]
         super().__init__()
         self._replica = replica
 
-    async def Check(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
-        while self._replica.hung:
-            await asyncio.sleep(0.02)
+    async def Check(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._replica.answering.wait()
         return await super().Check(request, context)
 
 

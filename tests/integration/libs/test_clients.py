@@ -70,3 +70,44 @@ async def test_a_peer_that_stays_down_still_fails_within_the_deadline() -> None:
         assert time.monotonic() - started < 3
     finally:
         await channel.close()
+
+
+class _CountingHealth(health.aio.HealthServicer):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def Check(self, request, context):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return await super().Check(request, context)
+
+
+async def test_a_target_listing_replicas_spreads_calls_over_all_of_them_and_skips_a_dead_one() -> None:
+    servers, counters = [], []
+    for _ in range(3):
+        counter = _CountingHealth()
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(counter, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        servers.append((server, port))
+        counters.append(counter)
+    # As `up --replicas 3` gives it: the replicas' addresses, balanced round robin.
+    target = ",".join(f"127.0.0.1:{port}" for _, port in servers)
+    channel = open_channel(ChannelSettings(target=target), tracing=False)
+    stub = health_pb2_grpc.HealthStub(channel)
+    try:
+        for _ in range(30):
+            await stub.Check(health_pb2.HealthCheckRequest(), timeout=2, wait_for_ready=True)
+        assert all(counter.calls >= 5 for counter in counters), [c.calls for c in counters]
+        await servers[0][0].stop(0)
+        before = [c.calls for c in counters]
+        for _ in range(20):
+            await call_with_retry(
+                lambda **options: stub.Check(health_pb2.HealthCheckRequest(), timeout=2, **options), what="check"
+            )
+        assert counters[1].calls > before[1] and counters[2].calls > before[2]
+    finally:
+        await channel.close()
+        for server, _ in servers:
+            await server.stop(0)
