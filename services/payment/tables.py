@@ -160,6 +160,33 @@ outbox_relays = sa.Table(
     sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
 )
 
+# Disputes of settled payments and how their loss was split (services/payment/disputes.py).
+disputes = sa.Table(
+    "disputes",
+    metadata,
+    sa.Column("dispute_id", sa.String(64), primary_key=True),
+    sa.Column("payment_id", sa.String(64), nullable=False),
+    sa.Column("partner_id", sa.String(64), nullable=False),
+    sa.Column("customer_id", sa.String(64), nullable=False),
+    sa.Column("category", sa.String(16), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("amount_minor", sa.BigInteger, nullable=False),
+    sa.Column("description", sa.String(500), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("opened_by", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("decide_by", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("decision_note", sa.String(500), nullable=False),
+    sa.Column("partner_share_minor", sa.BigInteger, nullable=False),
+    sa.Column("bank_share_minor", sa.BigInteger, nullable=False),
+    # Space-separated ids of the refunds that paid the customer ("" until they are recorded).
+    sa.Column("refund_payment_ids", sa.String(200), nullable=False),
+    sa.Index("ix_disputes_partner_created", "partner_id", "created_at", "dispute_id"),
+    sa.Index("ix_disputes_payment", "payment_id"),
+    sa.Index("ix_disputes_state_decide_by", "state", "decide_by"),
+)
+
 idempotency_keys = idempotency_table(metadata)
 # Who created and cancelled payments and every state they went through (meshlib.audit).
 audit = audit_tables(metadata)

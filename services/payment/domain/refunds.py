@@ -57,6 +57,18 @@ def check_return_reason(reason: str, *, from_scheme: bool = False) -> None:
         raise InvalidArgument.field("reason", f"must be one of {', '.join(sorted(RETURN_REASONS))}")
 
 
+@dataclass(frozen=True, slots=True)
+class RefundSource:
+    """Where a refund's money comes from instead of the original's creditor: an accepted
+    dispute's share (services/payment/disputes.py), out of the partner's wallet settlement
+    account (payer the wallet, payee the bank: an obligation in the settlement window) or out
+    of the bank's dispute-loss account (no participants: no obligation)."""
+
+    debtor_account_id: str
+    payer_participant_id: str = ""
+    payee_participant_id: str = ""
+
+
 @dataclass(frozen=True)
 class RefundRequest:
     """What a refund asks for: ``amount`` None means all that is left."""
@@ -67,6 +79,8 @@ class RefundRequest:
     remittance_information: str = ""
     # None: the bank's operator (any type of payment); else the partner asking (its own).
     partner_id: str | None = None
+    # None: back the way the money came (the original's creditor pays).
+    source: RefundSource | None = None
 
 
 def check_refundable(original: Payment, request: RefundRequest, refundable: int) -> Amount:
@@ -98,12 +112,16 @@ def check_refundable(original: Payment, request: RefundRequest, refundable: int)
 
 
 def refund_of(original: Payment, request: RefundRequest, amount: Amount, refund_id: str, now: dt.datetime) -> Payment:
-    """The refund payment, RECEIVED: the original's money going back the way it came."""
+    """The refund payment, RECEIVED: the original's money going back the way it came (or out
+    of the request's source)."""
+    source = request.source or RefundSource(
+        original.creditor_ledger_account_id, original.payee_participant_id, original.payer_participant_id
+    )
     return Payment(
         payment_id=refund_id,
         partner_id=original.partner_id,
         consent_id=original.consent_id,
-        debtor_account_id=original.creditor_ledger_account_id,
+        debtor_account_id=source.debtor_account_id,
         creditor_account_id=original.debtor_account_id,
         creditor_wallet_partner_id=None,
         amount=amount,
@@ -114,8 +132,8 @@ def refund_of(original: Payment, request: RefundRequest, amount: Amount, refund_
         remittance_information=request.remittance_information,
         customer_id=original.customer_id,
         creditor_ledger_account_id=original.debtor_account_id,
-        payer_participant_id=original.payee_participant_id,
-        payee_participant_id=original.payer_participant_id,
+        payer_participant_id=source.payer_participant_id,
+        payee_participant_id=source.payee_participant_id,
         original_payment_id=original.payment_id,
         return_reason=request.reason,
     )
