@@ -7,8 +7,10 @@ name, and the latency summary of the OK calls in the measured window. Two modes:
 - ``raw``: the same serialized request every time (reads), the answer is not decoded;
 - ``pay``: a new CreatePayment (fresh request_id) per call; a call counts OK only when its
   payment is SETTLED, polling GetPayment when CreatePayment answered before the saga ended;
-- ``mix``: as ``pay`` (2 minor units each), and every ``refund_every``-th call a RefundPayment
-  of 1 minor unit of a top-up that settled (OK when the refund is SETTLED).
+- ``mix``: as ``pay`` (2 minor units each), every ``refund_every``-th call a RefundPayment
+  of 1 minor unit of a top-up that settled (OK when the refund is SETTLED), and every
+  ``external_every``-th call (half a period later) a payment to another bank through the
+  scheme simulator (OK once the scheme settled it and the payment is SETTLED).
 """
 
 from __future__ import annotations
@@ -71,20 +73,24 @@ class PaymentCaller:
         self.settled: collections.deque[tuple[tuple[tuple[str, str], ...], str]] = collections.deque(maxlen=10_000)
 
     async def __call__(self) -> str:
+        return await self._pay(self._top_up)
+
+    def _top_up(self, account: str) -> Any:
+        return self._pb2.CreatePaymentRequest(
+            request_id=uuid.uuid4().hex,
+            debtor_account=account,
+            creditor_wallet=self._creditor_wallet,
+            amount=self._money(currency_code=self._currency, minor_units=self._minor_units),
+            type=self._pb2.PAYMENT_TYPE_WALLET_TOP_UP,
+            remittance_information="bench",
+        )
+
+    async def _pay(self, request_of: Any, *, refundable: bool = True) -> str:
+        """CreatePayment, then GetPayment until final; OK once SETTLED (a refundable one, a
+        top-up, is kept for the refunds of ``mix``)."""
         metadata, account = next(self._payers)
         pb2 = self._pb2
-        answer = await self._stub.CreatePayment(
-            pb2.CreatePaymentRequest(
-                request_id=uuid.uuid4().hex,
-                debtor_account=account,
-                creditor_wallet=self._creditor_wallet,
-                amount=self._money(currency_code=self._currency, minor_units=self._minor_units),
-                type=pb2.PAYMENT_TYPE_WALLET_TOP_UP,
-                remittance_information="bench",
-            ),
-            metadata=metadata,
-            timeout=self._timeout,
-        )
+        answer = await self._stub.CreatePayment(request_of(account), metadata=metadata, timeout=self._timeout)
         payment = answer.payment
         state = pb2.PaymentState.Name(payment.state).removeprefix("PAYMENT_STATE_")
         deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
@@ -95,7 +101,7 @@ class PaymentCaller:
             )
             state = pb2.PaymentState.Name(polled.payment.state).removeprefix("PAYMENT_STATE_")
         self.states[state] = self.states.get(state, 0) + 1
-        if state == "SETTLED":
+        if state == "SETTLED" and refundable:
             self.settled.append((metadata, payment.name))
         return OK if state == "SETTLED" else f"PAYMENT_{state}"
 
@@ -107,11 +113,32 @@ class MixedCaller(PaymentCaller):
     def __init__(self, channel: grpc.aio.Channel, spec: dict[str, Any]) -> None:
         super().__init__(channel, spec)
         self._refund_every = int(spec.get("refund_every", 4))
+        self._external_every = int(spec.get("external_every", 0))
+        self._external_iban = spec.get("external_iban", "DE89370400440532013000")
         self._calls = itertools.count(1)
         self.refund_states: dict[str, int] = {}
+        self.external_states: dict[str, int] = {}
+
+    def _external(self, account: str) -> Any:
+        pb2 = self._pb2
+        return pb2.CreatePaymentRequest(
+            request_id=uuid.uuid4().hex,
+            debtor_account=account,
+            creditor_external=pb2.ExternalCreditor(
+                iban=self._external_iban, name="Bench Creditor", agent_bic="COBADEFFXXX"
+            ),
+            amount=self._money(currency_code=self._currency, minor_units=self._minor_units),
+            type=pb2.PAYMENT_TYPE_EXTERNAL_TRANSFER,
+            remittance_information="bench",
+        )
 
     async def __call__(self) -> str:
-        if next(self._calls) % self._refund_every or not self.settled:
+        call = next(self._calls)
+        if self._external_every and call % self._external_every == self._external_every // 2:
+            status = await self._pay(self._external, refundable=False)
+            self.external_states[status] = self.external_states.get(status, 0) + 1
+            return status
+        if call % self._refund_every or not self.settled:
             return await super().__call__()
         metadata, original = self.settled.popleft()
         pb2 = self._pb2
@@ -179,6 +206,7 @@ async def drive(spec: dict[str, Any]) -> dict[str, Any]:
         result["payment_states"] = caller.states
     if isinstance(caller, MixedCaller):
         result["refund_states"] = caller.refund_states
+        result["external_states"] = caller.external_states
     return result
 
 

@@ -160,7 +160,8 @@ async def running_mesh(
     extra_env = {"OBM_LOG_LEVEL": "INFO", "OBM_LOG_FORMAT": "json"}
     if limiter == "redis" and redis_url:
         extra_env["OBM_REDIS_URL"] = redis_url  # as in production: the limiter and the invalidation bus
-    ports = {name: free_port() for name, _ in PROCESSES}
+    # The scheme simulator too: the mix scenario pays other banks through it.
+    ports = {name: free_port() for name in (*(name for name, _ in PROCESSES), "schemesim")}
     mesh = BenchMesh(data_dir, ports=ports, extra_env=extra_env, quiet=True, child_env=child_env)
     try:
         await mesh.start()

@@ -116,6 +116,8 @@ async def driver_point(
         notes = "final states: " + ", ".join(f"{k} {v}" for k, v in sorted(result["payment_states"].items()))
     if "refund_states" in result:
         notes += "; refunds: " + ", ".join(f"{k} {v}" for k, v in sorted(result["refund_states"].items()))
+    if result.get("external_states"):
+        notes += "; to other banks: " + ", ".join(f"{k} {v}" for k, v in sorted(result["external_states"].items()))
     measurement = Measurement(
         scenario=scenario,
         target=target,
@@ -361,9 +363,10 @@ async def pay(run: Run, mesh: RunningMesh) -> None:
 
 
 async def mix(run: Run, mesh: RunningMesh) -> None:
-    """Top-ups and refunds of them (one call in four) through the gateway, at each concurrency:
-    a call counts when its payment or refund is SETTLED."""
-    spec = dict(pay_spec(mesh), mode="mix", minor_units=2, refund_every=4)
+    """Top-ups, refunds of them (one call in four) and payments to other banks through the scheme
+    simulator (one call in four) through the gateway, at each concurrency: a call counts when its
+    payment or refund is SETTLED."""
+    spec = dict(pay_spec(mesh), mode="mix", minor_units=2, refund_every=4, external_every=4)
     payer = mesh.payers[0]
     probe = account_pb2.GetBalanceRequest(account=payer.account).SerializeToString()
     for concurrency in run.options.concurrency:
