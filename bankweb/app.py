@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import socket
-from dataclasses import dataclass, field
 from typing import Any
-
-import uvicorn
 
 from bankweb.dashboard import Dashboard
 from bankweb.flows import AuthorisationFlow
 from bankweb.grpc_bank import AUDIT_SCOPES, SCOPES, GrpcBank
 from bankweb.ports import Bank, SessionStore
+from bankweb.serving import RunningSite, serve
 from bankweb.sessions import AttemptLimiter, MemorySessionStore, RedisSessionStore
 from bankweb.settings import BankWebSettings
 from bankweb.web import BankWeb, build_app
@@ -22,24 +17,6 @@ from meshlib.auth.service_tokens import ServiceTokenSource
 from meshlib.clients import ChannelSettings, open_channel
 
 log = logging.getLogger("bankweb")
-
-
-@dataclass
-class RunningBankWeb:
-    """A started bank web app: its port, and how to stop it."""
-
-    port: int
-    server: uvicorn.Server
-    task: asyncio.Task[None]
-    closers: list[Any] = field(default_factory=list)
-
-    async def stop(self) -> None:
-        """Stop serving and close the channels."""
-        self.server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        for close in self.closers:
-            await close()
 
 
 def _channel(settings: BankWebSettings, target: str) -> Any:
@@ -88,26 +65,9 @@ def wire(settings: BankWebSettings, bank: Bank | None = None) -> tuple[BankWeb, 
     return BankWeb(flow, dashboard, sessions, secure_cookies=settings.bankweb_secure_cookies), closers
 
 
-async def start_bankweb(settings: BankWebSettings, bank: Bank | None = None) -> RunningBankWeb:
+async def start_bankweb(settings: BankWebSettings, bank: Bank | None = None) -> RunningSite:
     """Bind (port 0 picks a free one), serve in the background, return once listening."""
     web, closers = wire(settings, bank)
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.bankweb_port))
-    sock.listen(128)
-    sock.setblocking(False)
-    # No access log: the authorisation URL's query carries a one-time request_uri.
-    config = uvicorn.Config(
-        build_app(web), log_config=None, access_log=False, proxy_headers=False, server_header=False, lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve(sockets=[sock]), name="bankweb-http")
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = sock.getsockname()[1]
-    log.info("bank web app serving", extra={"port": port})
-    return RunningBankWeb(port, server, task, closers)
+    running = await serve(build_app(web), settings.host, settings.bankweb_port, "bankweb", closers)
+    log.info("bank web app serving", extra={"port": running.port})
+    return running
