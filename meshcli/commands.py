@@ -122,6 +122,13 @@ def _register_arguments(register: argparse.ArgumentParser) -> None:
         dest="redirect_uris",
         help="a redirect URI for the redirect flow, compared exactly (repeat for more)",
     )
+    for category in ("fraud", "not-received", "wrong-amount"):
+        register.add_argument(
+            f"--{category}-share-bps",
+            type=int,
+            default=0,
+            help=f"risk sharing: the partner's share of an accepted {category} dispute's loss, basis points 0..10000",
+        )
     _certificate_arguments(register)
 
 
@@ -138,6 +145,11 @@ def register_request(args: argparse.Namespace, request_id: str) -> partner_pb2.R
         tls_client_certificate_sha256=certificate_sha256(args.certificate) if args.certificate else "",
         tls_client_certificate_bound_access_tokens=args.bind_tokens,
         redirect_uris=args.redirect_uris,
+        risk_sharing=partner_pb2.RiskSharingAgreement(
+            fraud_share_bps=args.fraud_share_bps,
+            not_received_share_bps=args.not_received_share_bps,
+            wrong_amount_share_bps=args.wrong_amount_share_bps,
+        ),
     )
 
 

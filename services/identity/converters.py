@@ -111,7 +111,16 @@ def partner_message(partner: Partner) -> partner_pb2.Partner:
         update_time=timestamp(partner.updated_at),
         tls_client_certificate_bound_access_tokens=partner.certificate_bound_tokens,
         redirect_uris=list(partner.redirect_uris),
+        risk_sharing=partner_pb2.RiskSharingAgreement(
+            fraud_share_bps=partner.risk_sharing_bps[0],
+            not_received_share_bps=partner.risk_sharing_bps[1],
+            wrong_amount_share_bps=partner.risk_sharing_bps[2],
+        ),
     )
+
+
+def _risk_sharing(agreement: partner_pb2.RiskSharingAgreement) -> tuple[int, int, int]:
+    return (agreement.fraud_share_bps, agreement.not_received_share_bps, agreement.wrong_amount_share_bps)
 
 
 def registration(request: partner_pb2.RegisterPartnerRequest) -> PartnerRegistration:
@@ -131,6 +140,7 @@ def registration(request: partner_pb2.RegisterPartnerRequest) -> PartnerRegistra
             else None
         ),
         redirect_uris=tuple(request.redirect_uris),
+        risk_sharing_bps=_risk_sharing(request.risk_sharing),
     )
 
 
@@ -150,6 +160,7 @@ def partner_changes(request: partner_pb2.UpdatePartnerRequest) -> PartnerChanges
         tls_client_certificate_sha256=optional("tls_client_certificate_sha256"),
         certificate_bound_tokens=optional("tls_client_certificate_bound_access_tokens"),
         redirect_uris=tuple(request.redirect_uris.redirect_uris) if request.HasField("redirect_uris") else None,
+        risk_sharing_bps=_risk_sharing(request.risk_sharing) if request.HasField("risk_sharing") else None,
     )
 
 

@@ -116,6 +116,9 @@ class PartnerRepository:
             "tokens_valid_after": partner.tokens_valid_after,
             "certificate_bound_tokens": partner.certificate_bound_tokens,
             "redirect_uris": "\n".join(partner.redirect_uris),
+            "fraud_share_bps": partner.risk_sharing_bps[0],
+            "not_received_share_bps": partner.risk_sharing_bps[1],
+            "wrong_amount_share_bps": partner.risk_sharing_bps[2],
         }
 
     @staticmethod
@@ -138,6 +141,7 @@ class PartnerRepository:
             tokens_valid_after=as_utc(row.tokens_valid_after),
             certificate_bound_tokens=bool(row.certificate_bound_tokens),
             redirect_uris=_split(row.redirect_uris),
+            risk_sharing_bps=(row.fraud_share_bps, row.not_received_share_bps, row.wrong_amount_share_bps),
         )
 
     async def add(self, partner: Partner) -> None:

@@ -51,6 +51,10 @@ partners = sa.Table(
     sa.Column("certificate_bound_tokens", sa.Boolean, nullable=False, server_default=sa.false()),
     # Registered redirect URIs, one per line (none contains whitespace).
     sa.Column("redirect_uris", sa.Text, nullable=False, server_default=""),
+    # Added by identity_0011: the risk-sharing agreement, basis points per dispute category.
+    sa.Column("fraud_share_bps", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("not_received_share_bps", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("wrong_amount_share_bps", sa.Integer, nullable=False, server_default="0"),
 )
 
 customers = sa.Table(

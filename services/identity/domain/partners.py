@@ -90,6 +90,9 @@ class Partner:
     certificate_bound_tokens: bool = False
     # Where the redirect flow may send the customer's browser back (compared exactly).
     redirect_uris: tuple[str, ...] = ()
+    # The risk-sharing agreement: the partner's share of an accepted dispute's loss in basis
+    # points, per category (fraud, not received, wrong amount).
+    risk_sharing_bps: tuple[int, int, int] = (0, 0, 0)
 
     @property
     def active(self) -> bool:
@@ -137,6 +140,7 @@ class PartnerRegistration:
     # None: bound exactly when a certificate is registered.
     certificate_bound_tokens: bool | None = None
     redirect_uris: tuple[str, ...] = ()
+    risk_sharing_bps: tuple[int, int, int] = (0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,7 @@ class PartnerChanges:
     tls_client_certificate_sha256: str | None = None
     certificate_bound_tokens: bool | None = None
     redirect_uris: tuple[str, ...] | None = None
+    risk_sharing_bps: tuple[int, int, int] | None = None
 
 
 _BOUND_FIELD = "tls_client_certificate_bound_access_tokens"
@@ -195,6 +200,15 @@ def check_public_key(pem: str, field: str, errors: FieldCollector) -> None:
     if isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048:
         return
     errors.add(field, "must be an EC P-256 or RSA (>= 2048 bits) public key")
+
+
+_RISK_SHARING_FIELDS = ("fraud_share_bps", "not_received_share_bps", "wrong_amount_share_bps")
+
+
+def check_risk_sharing(shares: tuple[int, int, int], field: str, errors: FieldCollector) -> None:
+    """Each share 0..10000 basis points."""
+    for name, bps in zip(_RISK_SHARING_FIELDS, shares, strict=True):
+        errors.check(0 <= bps <= 10_000, f"{field}.{name}", "must be 0..10000 basis points")
 
 
 def check_limits(
@@ -245,6 +259,7 @@ def register(
     elif bound and not request.tls_client_certificate_sha256:
         errors.add(_BOUND_FIELD, "needs tls_client_certificate_sha256 (the certificate tokens are bound to)")
     redirect_uris = check_redirect_uris(request.redirect_uris, "redirect_uris", errors)
+    check_risk_sharing(request.risk_sharing_bps, "risk_sharing", errors)
     errors.raise_if_any()
     assert request.auth_method is not None
     uses_secret = request.auth_method is AuthMethod.CLIENT_SECRET_POST
@@ -265,6 +280,7 @@ def register(
         updated_at=now,
         certificate_bound_tokens=bound,
         redirect_uris=redirect_uris,
+        risk_sharing_bps=request.risk_sharing_bps,
     )
 
 
@@ -310,6 +326,9 @@ def apply_changes(partner: Partner, changes: PartnerChanges, known_tiers: frozen
     if changes.redirect_uris is not None:
         uris = check_redirect_uris(changes.redirect_uris, "redirect_uris.redirect_uris", errors)
         updated = replace(updated, redirect_uris=uris)
+    if changes.risk_sharing_bps is not None:
+        check_risk_sharing(changes.risk_sharing_bps, "risk_sharing", errors)
+        updated = replace(updated, risk_sharing_bps=changes.risk_sharing_bps)
     if updated.certificate_bound_tokens and not updated.tls_client_certificate_sha256:
         if changes.certificate_bound_tokens:
             errors.add(_BOUND_FIELD, "needs tls_client_certificate_sha256 (the certificate tokens are bound to)")

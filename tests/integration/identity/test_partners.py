@@ -170,3 +170,20 @@ async def test_private_key_jwt_partner_has_no_secret(identity: Identity) -> None
             metadata=await identity.admin(),
         )
     ) == (grpc.StatusCode.FAILED_PRECONDITION, "INVALID_STATE_TRANSITION")
+
+
+async def test_the_risk_sharing_agreement_is_registered_updated_and_checked(identity: Identity) -> None:
+    admin = await identity.admin()
+    agreement = partner_pb2.RiskSharingAgreement(fraud_share_bps=2500, wrong_amount_share_bps=10_000)
+    first = await identity.partners.RegisterPartner(_registration(risk_sharing=agreement), metadata=admin)
+    assert first.partner.risk_sharing == agreement
+    changed = partner_pb2.RiskSharingAgreement(fraud_share_bps=5000)
+    update = partner_pb2.UpdatePartnerRequest(request_id=request_id(), name=first.partner.name, risk_sharing=changed)
+    assert (await identity.partners.UpdatePartner(update, metadata=admin)).partner.risk_sharing == changed
+    got = await identity.partners.GetPartner(partner_pb2.GetPartnerRequest(name=first.partner.name), metadata=admin)
+    assert got.partner.risk_sharing == changed
+    too_much = partner_pb2.RiskSharingAgreement(not_received_share_bps=10_001)
+    assert await failure(identity.partners.RegisterPartner(_registration(risk_sharing=too_much), metadata=admin)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "FIELD_INVALID",
+    )
