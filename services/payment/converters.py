@@ -17,6 +17,7 @@ from services.payment.create_payment import NewPayment
 from services.payment.domain.clearing import check_external_creditor
 from services.payment.domain.payments import EXTERNAL_TRANSFER_TYPE, ExternalCreditor, Payment, PaymentState
 from services.payment.domain.refunds import RefundRequest
+from services.payment.domain.risk import PsuContext
 from services.payment.domain.saga import PaymentEvent, RecordedStep
 from services.payment.domain.schedules import MAX_EXECUTIONS, Frequency, StandingOrder
 from services.payment.standing_orders import NewStandingOrder
@@ -169,6 +170,10 @@ def new_payment(request: payment_pb2.CreatePaymentRequest) -> NewPayment:
             errors.add("creditor_wallet", "a transfer or bill payment credits creditor_account")
     errors.check(len(request.remittance_information) <= 140, "remittance_information", "at most 140 characters")
     errors.check(len(request.end_to_end_id) <= 35, "end_to_end_id", "at most 35 characters")
+    psu = request.psu_context
+    errors.check(len(psu.ip_address) <= 45, "psu_context.ip_address", "at most 45 characters")
+    errors.check(len(psu.device_id) <= 128, "psu_context.device_id", "at most 128 characters")
+    errors.check(len(psu.user_agent) <= 256, "psu_context.user_agent", "at most 256 characters")
     errors.check(
         external is None or not request.HasField("requested_execution_time"),
         "requested_execution_time",
@@ -193,6 +198,7 @@ def new_payment(request: payment_pb2.CreatePaymentRequest) -> NewPayment:
         end_to_end_id=request.end_to_end_id,
         requested_execution_at=requested,
         external_creditor=external,
+        psu=PsuContext(psu.ip_address, psu.device_id, psu.user_agent),
     )
 
 

@@ -17,12 +17,14 @@ from meshlib.money import Amount
 from meshlib.storage import IdempotencyKey
 from services.payment.domain import checks, mandates, schedules
 from services.payment.domain.payments import ExternalCreditor, Payment, PaymentState
+from services.payment.domain.risk import IdentitySignals, PsuContext
 from services.payment.domain.saga import TRANSIENT_REASONS, History, opening, plan_for
 from services.payment.fee_charges import FeeCharges, FeeLeg
 from services.payment.ports import (
     CREATE_METHOD,
     STANDING_ORDER_METHOD,
     Clock,
+    IdentityRiskSignals,
     Ledger,
     Participants,
     PartnerDirectory,
@@ -55,6 +57,8 @@ class NewPayment:
     customer_id: str = ""
     # A payment to another bank (EXTERNAL_TRANSFER): its creditor there.
     external_creditor: ExternalCreditor | None = None
+    # The customer present, as the partner describes them (a risk signal).
+    psu: PsuContext = dataclasses.field(default_factory=PsuContext)
 
     @property
     def method(self) -> str:
@@ -112,9 +116,11 @@ class CreatePayment:
         register: PaymentRegister,
         saga: SagaRunner,
         fees: FeeCharges | None = None,
+        identity_signals: IdentityRiskSignals | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._fees = fees
+        self._identity_signals = identity_signals
         self._consents = consents
         self._ledger = ledger
         self._router = Router(participants)
@@ -154,6 +160,9 @@ class CreatePayment:
             fee: FeeLeg | None = None
             if self._fees is not None:
                 fee = await self._fees.leg(partner_id, new.payment_type, new.amount)
+            identity = IdentitySignals()
+            if self._identity_signals is not None and consent.customer_id and not scheduled:
+                identity = await self._identity_signals.recent(consent.customer_id, consent_id)
         except MeshError as refused:
             existing = await self._register.replay(key)
             if existing is not None:
@@ -193,14 +202,16 @@ class CreatePayment:
             records = opening(plan_for(payment))
             try:
                 stored, created = await self._register.record(
-                    Registration(payment, key, consent, limits, records, current_trace_id(), actor)
+                    Registration(
+                        payment, key, consent, limits, records, current_trace_id(), actor, new.psu, identity
+                    )
                 )
             except MeshError as refused:  # a limit or a rule, checked where the writers queue
                 if new.standing_order_id and refused.reason not in TRANSIENT_REASONS:
                     return await self._refused(partner_id, consent_id, new, key, refused, now)
                 raise
-            if not created:
-                return stored
+            if not created or stored.state.waiting:
+                return stored  # a payment the risk decision holds waits for the customer or an operator
             return await self._saga.drive(stored, History(records))
 
     async def _refused(

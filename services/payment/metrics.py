@@ -43,9 +43,24 @@ SAGA_RECOVERIES = Counter(
     registry=REGISTRY,
 )
 
+RISK_DECISIONS = Counter(
+    "openbank_payment_risk_decisions",
+    "Risk decisions of new payments per partner (outcome: ALLOW, STEP_UP, REVIEW, REFUSE).",
+    ("partner", "outcome"),
+    registry=REGISTRY,
+)
+RISK_RESOLUTIONS = Counter(
+    "openbank_payment_risk_resolutions",
+    "How waiting payments ended per partner (confirmed, expired, approved, refused).",
+    ("partner", "resolution"),
+    registry=REGISTRY,
+)
+
 # The names alert rules and dashboards may use, as Prometheus exposes them.
 METRIC_NAMES = frozenset(
     {
+        "openbank_payment_risk_decisions_total",
+        "openbank_payment_risk_resolutions_total",
         "openbank_payments_total",
         "openbank_payments_in_state",
         "openbank_payment_oldest_unfinished_age_seconds",
@@ -57,6 +72,16 @@ METRIC_NAMES = frozenset(
 def record_payment_state(state: str) -> None:
     """Count a payment entering ``state`` (e.g. ``"COMPLETED"``); call after the commit."""
     PAYMENTS.labels(state).inc()
+
+
+def record_risk_outcome(partner_id: str, outcome: str) -> None:
+    """Count a new payment's risk decision for its partner; call after the commit."""
+    RISK_DECISIONS.labels(partner_id, outcome).inc()
+
+
+def record_risk_resolution(partner_id: str, resolution: str) -> None:
+    """Count how a waiting payment ended; call after the commit."""
+    RISK_RESOLUTIONS.labels(partner_id, resolution).inc()
 
 
 def set_payments_in_state(state: str, count: int) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from meshlib.audit import Actor
@@ -18,6 +18,7 @@ from meshlib.storage import IdempotencyKey
 from services.payment.domain.checks import LedgerAccountInfo, PartnerLimits
 from services.payment.domain.payments import ParticipantInfo, Payment, PaymentState
 from services.payment.domain.refunds import RefundRequest
+from services.payment.domain.risk import IdentitySignals, PsuContext
 from services.payment.domain.saga import History, StepRecord
 from services.payment.domain.schedules import StandingOrder
 
@@ -55,6 +56,13 @@ class Participants(Protocol):
     async def bank(self) -> ParticipantInfo: ...
     async def wallet(self, partner_id: str) -> ParticipantInfo: ...
     async def scheme(self) -> ParticipantInfo: ...
+
+
+class IdentityRiskSignals(Protocol):
+    """What identity knows of the customer lately (failed sign-ins, consent changes), for the
+    risk decision. Answers within its deadline, or IdentitySignals() (unknown) by its fail policy."""
+
+    async def recent(self, customer_id: str, consent_id: str) -> IdentitySignals: ...
 
 
 class PartnerDirectory(Protocol):
@@ -140,6 +148,9 @@ class Registration:
     # Who asks (from the verified token): recorded in the audit trail by the group commit,
     # which writes many callers' payments in one transaction.
     actor: Actor | None = None
+    # The risk signals gathered before the writers' queue (the customer's history is read in it).
+    psu: PsuContext = field(default_factory=PsuContext)
+    identity: IdentitySignals = field(default_factory=IdentitySignals)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ FINAL_STATES = [s.name for s in PaymentState if s.final]
 # The states of payments in flight, matched with IN rather than NOT IN (FINAL_STATES): the
 # (state, updated_at) index then reaches just the in-flight rows, not every payment ever made.
 # A SCHEDULED payment is waiting for its time, not in a saga.
-UNFINISHED_STATES = [s.name for s in PaymentState if not s.final and s is not PaymentState.SCHEDULED]
+UNFINISHED_STATES = [s.name for s in PaymentState if not s.final and not s.waiting]
 # Payments that count against limits and history: everything not rejected, cancelled or still
 # scheduled (it counts once it executes, on its requested day), and no refund (money coming
 # back to the customer is no spending of theirs).

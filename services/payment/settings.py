@@ -11,7 +11,7 @@ from meshlib.iban import is_bic
 from services.payment.domain.saga import failpoint_names
 from services.payment.domain.schedules import SCHEDULER_FAILPOINTS
 
-DEFAULT_RULES_FILE = Path(__file__).parent / "velocity_rules.yaml"
+DEFAULT_RULES_FILE = Path(__file__).parent / "risk_rules.yaml"
 DEFAULT_FEE_SCHEDULE_FILE = Path(__file__).parent / "fee_schedule.yaml"
 
 
@@ -40,8 +40,21 @@ class PaymentSettings(ServiceSettings):
     admission_waves: int = Field(default=1, ge=0, le=64)
     # A wave frees its slot after this long even if some of its payments still run.
     admission_release_seconds: float = Field(default=0.5, gt=0, le=30)
-    # YAML file of velocity rules (configuration, not code).
+    # YAML file of the risk rules (domain/risk.py; configuration, not code), reloaded on change
+    # or SIGHUP. OBM_VELOCITY_RULES_FILE, the earlier name, is read when this one is not set
+    # (a file of the earlier velocity format reads as rules that refuse).
+    risk_rules_file: Path | None = None
     velocity_rules_file: Path = DEFAULT_RULES_FILE
+    # How often the rules file is checked for a change (0: on SIGHUP only).
+    risk_rules_check_seconds: float = Field(default=2.0, ge=0)
+    # Step-up (dynamic linking): the secret the customers' device keys derive from (required in
+    # production; the default only serves the local mesh and tests), and how long a payment
+    # waits for the customer's code; review: how long it waits for an operator (then it is
+    # refused); how often the expiry sweep runs (0: never).
+    step_up_secret: str = "local-mesh-step-up-secret"
+    step_up_wait_seconds: float = Field(default=600.0, gt=0)
+    review_wait_seconds: float = Field(default=86_400.0, gt=0)
+    risk_expiry_interval_seconds: float = Field(default=5.0, ge=0)
     # YAML file of the fee schedule (domain/fees.py); the shipped one charges nothing.
     fee_schedule_file: Path = DEFAULT_FEE_SCHEDULE_FILE
     # The bank's fee-income ledger account per currency (JSON, e.g. {"EUR": "<account id>"}):
@@ -92,6 +105,19 @@ class PaymentSettings(ServiceSettings):
     scheme_deadline_seconds: float = Field(default=2.0, gt=0, le=60)
     clearing_poll_seconds: float = Field(default=2.0, ge=0)
     clearing_returns_seconds: float = Field(default=5.0, ge=0)
+    # Disputes (services/payment/disputes.py): the bank's dispute-loss ledger account per currency
+    # (JSON, e.g. {"EUR": "<account id>"}: the bank's share of an accepted dispute is refunded out
+    # of it, an account that may go negative), how long after settling a payment may be disputed,
+    # how long the bank has to decide (then it is accepted), how often the sweep runs (0: never).
+    dispute_loss_accounts: dict[str, str] = Field(default_factory=dict)
+    dispute_filing_days: float = Field(default=120.0, gt=0)
+    dispute_decision_days: float = Field(default=30.0, gt=0)
+    dispute_sweep_seconds: float = Field(default=60.0, ge=0)
+
+    @property
+    def rules_file(self) -> Path:
+        """The risk rules file in force (the newer setting first)."""
+        return self.risk_rules_file or self.velocity_rules_file
 
     @field_validator("scheme_bank_bic")
     @classmethod

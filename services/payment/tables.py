@@ -187,6 +187,28 @@ disputes = sa.Table(
     sa.Index("ix_disputes_state_decide_by", "state", "decide_by"),
 )
 
+# Each payment's risk decision (services/payment/domain/risk.py) and, for one that waits for the
+# customer (step-up) or an operator (review), until when and who decided.
+risk_decisions = sa.Table(
+    "risk_decisions",
+    metadata,
+    sa.Column("payment_id", sa.String(64), primary_key=True),
+    sa.Column("partner_id", sa.String(64), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("score", sa.Integer, nullable=False),
+    sa.Column("rules_version", sa.String(64), nullable=False),
+    sa.Column("rules_fired", sa.String(500), nullable=False),
+    sa.Column("signals", sa.Text, nullable=False),  # JSON object of text values
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("failed_attempts", sa.Integer, nullable=False),
+    sa.Column("resolution", sa.String(16), nullable=False),  # "" while waiting, else what ended it
+    sa.Column("resolved_by", sa.String(128), nullable=False),
+    sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("note", sa.String(500), nullable=False),
+    sa.Index("ix_risk_decisions_waiting", "resolution", "expires_at"),
+)
+
 idempotency_keys = idempotency_table(metadata)
 # Who created and cancelled payments and every state they went through (meshlib.audit).
 audit = audit_tables(metadata)

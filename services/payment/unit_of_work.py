@@ -14,6 +14,7 @@ from services.payment.journal_repository import EventRepository, StepRepository
 from services.payment.limits_repository import LimitsRepository
 from services.payment.refunds_repository import RefundRepository
 from services.payment.repository import PaymentRepository
+from services.payment.risk_repository import RiskDecisionRepository
 from services.payment.search_repository import PaymentSearchRepository
 from services.payment.standing_orders_repository import ScheduledPaymentRepository, StandingOrderRepository
 from services.payment.tables import audit, idempotency_keys
@@ -37,6 +38,7 @@ class PaymentUnitOfWork(SqlUnitOfWork):
     scheduled: ScheduledPaymentRepository
     idempotency: IdempotencyRepository
     audit: AuditRepository
+    risk: RiskDecisionRepository
 
     def _bind(self, connection: AsyncConnection) -> None:
         self.payments = PaymentRepository(connection)
@@ -49,6 +51,7 @@ class PaymentUnitOfWork(SqlUnitOfWork):
         self.scheduled = ScheduledPaymentRepository(connection)
         self.idempotency = IdempotencyRepository(connection, idempotency_keys)
         self.audit = AuditRepository(connection, audit, "payment")
+        self.risk = RiskDecisionRepository(connection)
         self.before_commit(self.audit.flush)
 
     async def __aenter__(self) -> Self:

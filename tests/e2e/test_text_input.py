@@ -83,7 +83,7 @@ def _generous_rate_limits(directory: Path) -> Path:
 def _generous_velocity_rules(directory: Path) -> Path:
     """Velocity rules that never trigger (they count time windows, which two meshes cross at
     slightly different moments)."""
-    raw = yaml.safe_load((ROOT / "services" / "payment" / "velocity_rules.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "services" / "payment" / "risk_rules.yaml").read_text())
     for rule in raw["rules"]:
         for key in ("max_count", "threshold_minor", "multiplier"):
             if key in rule:

@@ -32,6 +32,7 @@ def audit_payment(
     *,
     reason: str = "",
     actor: Actor | None = None,
+    extra: dict[str, object] | None = None,
 ) -> None:
     """Record ``payment`` moving from ``from_state`` (None: created) to ``to_state``."""
     details: dict[str, object] = {
@@ -46,6 +47,8 @@ def audit_payment(
         details["from"] = from_state.name
     if reason:
         details["reason"] = reason
+    if extra:
+        details.update(extra)
     uow.audit.record(
         action,
         f"payments/{payment.payment_id}",

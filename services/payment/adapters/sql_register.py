@@ -22,10 +22,12 @@ from meshlib.mandates import Mandate
 from meshlib.storage import Codec, IdempotencyKey, Transactions, retry_on_conflict
 from services.payment.adapters.audit import SAGA, audit_payment, partner_of
 from services.payment.domain import checks, mandates, refunds
-from services.payment.domain.checks import CustomerHistory, VelocityRules
+from services.payment.domain.checks import CustomerHistory
 from services.payment.domain.payments import Payment, PaymentState
+from services.payment.domain.risk import RiskDecision, RiskOutcome, RiskRules, RiskSignals
 from services.payment.domain.saga import Outcome, RecordedStep, Step, StepRecord
-from services.payment.metrics import record_payment_state
+from services.payment.domain.step_up import Waiting
+from services.payment.metrics import record_payment_state, record_risk_outcome
 from services.payment.ports import Clock, RefundRegistration, Registration, utc_now
 from services.payment.unit_of_work import PaymentUnitOfWork
 
@@ -44,7 +46,7 @@ class _CarriedFacts:
     use; the payments accepted earlier in the group, not written yet, are added in memory.
     """
 
-    def __init__(self, uow: PaymentUnitOfWork, rules: VelocityRules, now: dt.datetime) -> None:
+    def __init__(self, uow: PaymentUnitOfWork, rules: RiskRules, now: dt.datetime) -> None:
         self._uow = uow
         self._rules = rules
         self._now = now
@@ -78,8 +80,8 @@ class _CarriedFacts:
         assert payment is not None, "a saved CreatePayment answer names a stored payment"
         return payment
 
-    async def check(self, registration: Registration, payment: Payment) -> None:
-        """The consent's and partner's limits and the velocity rules, given everything before it."""
+    async def check(self, registration: Registration, payment: Payment) -> RiskDecision:
+        """The consent's and partner's limits, then the risk decision, given everything before it."""
         consent, limits, amount = registration.consent, registration.limits, payment.amount
         spent = 0
         # A sum is read only when a limit needs it (day rows of the running sums: at most 31).
@@ -101,7 +103,18 @@ class _CarriedFacts:
             since = checks.day_start(self._now)
             spent_today = await self._spent("partner_id", payment.partner_id, amount.currency, since)
         checks.check_partner_limits(limits, amount, spent_today)
-        self._rules.check(amount, await self._history(payment))
+        signals = RiskSignals(
+            payment.partner_id,
+            amount.minor_units,
+            await self._history(payment),
+            self._now,
+            registration.psu,
+            registration.identity,
+        )
+        decision = self._rules.decide(signals)
+        if decision.outcome is RiskOutcome.REFUSE:
+            raise RiskRefused(decision)
+        return decision
 
     async def mandate_usage(self, consent_id: str, mandate: Mandate) -> list[mandates.PeriodUsage]:
         """What the mandate's payments add up to in each periodic limit's current period."""
@@ -174,15 +187,35 @@ class _CarriedFacts:
         return value
 
 
+class RiskRefused(FailedPrecondition):
+    """The risk decision refused the payment outright (its reason and rules for the partner)."""
+
+    def __init__(self, decision: RiskDecision) -> None:
+        super().__init__(
+            "the payment was refused by the bank's risk rules", reason=decision.reason, metadata=decision.metadata()
+        )
+        self.decision = decision
+
+
 class SqlPaymentRegister:
-    """Records new payments and cancels them, with their idempotency keys, on the payment database."""
+    """Records new payments and cancels them, with their idempotency keys, on the payment database.
+
+    ``rules``: the risk rules in force, read for every group (a reloaded file takes effect with
+    the next group)."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, rules: VelocityRules, *, lease: dt.timedelta, clock: Clock = utc_now
+        self,
+        uow: UnitOfWorkFactory,
+        rules: Callable[[], RiskRules],
+        *,
+        lease: dt.timedelta,
+        clock: Clock = utc_now,
+        waiting: Waiting | None = None,
     ) -> None:
         self._uow = uow
         self._transactions = Transactions(uow, clock=clock)
         self._rules = rules
+        self._waiting = waiting or Waiting()
         self._lease = lease
         self._clock = clock
 
@@ -198,10 +231,13 @@ class SqlPaymentRegister:
         async with self._uow() as uow:
             outcomes = await self._record_in(uow, registrations)
             await uow.commit()
-        for outcome in outcomes:
-            if not isinstance(outcome, BaseException) and outcome[1]:
+        for registration, outcome in zip(registrations, outcomes, strict=True):
+            if isinstance(outcome, RiskRefused):
+                record_risk_outcome(registration.payment.partner_id, RiskOutcome.REFUSE.name)
+            elif not isinstance(outcome, BaseException) and outcome[1]:
                 record_payment_state(PaymentState.RECEIVED.name)
-                record_payment_state(PaymentState.ACCEPTED.name)
+                record_payment_state(outcome[0].state.name)
+                record_risk_outcome(outcome[0].partner_id, _OUTCOME_OF_STATE.get(outcome[0].state, "ALLOW"))
         return outcomes
 
     async def _record_in(
@@ -211,10 +247,11 @@ class SqlPaymentRegister:
         (validated, first calls started: its money is asked for), both events, its key. All are
         stamped with one time, the moment they are recorded."""
         now = self._clock()
-        facts = _CarriedFacts(uow, self._rules, now)
+        facts = _CarriedFacts(uow, self._rules(), now)
         await facts.load_saved(registrations)
         outcomes: list[Recorded | BaseException] = []
         accepted: list[tuple[Registration, Payment]] = []
+        waiting: list[tuple[Registration, Payment, RiskDecision]] = []
         for registration in registrations:
             try:
                 replayed = facts.replay(registration.key)
@@ -222,19 +259,28 @@ class SqlPaymentRegister:
                     outcomes.append((replayed, False))
                     continue
                 received = registration.payment.recorded_at(now)
-                await facts.check(registration, received)
+                decision = await facts.check(registration, received)
+            except RiskRefused as refused:
+                _audit_refusal(uow, registration, refused.decision)
+                outcomes.append(refused)
+                continue
             except MeshError as refused:
                 outcomes.append(refused)
                 continue
-            stored = received.moved(PaymentState.ACCEPTED, now)
+            state = _waiting_state(decision, registration.payment)
+            stored = received.moved(state, now, "" if state is PaymentState.ACCEPTED else decision.reason)
             facts.accept(registration.key, stored)
-            accepted.append((registration, stored))
+            if state is PaymentState.ACCEPTED:
+                accepted.append((registration, stored))
+            else:
+                waiting.append((registration, stored, decision))
             outcomes.append((stored, True))
-        if not accepted:
+        if not accepted and not waiting:
             return outcomes
         await uow.payments.add_many(
             [payment for _, payment in accepted], lease_until=now + self._lease, hold_requested=True
         )
+        await uow.payments.add_many([payment for _, payment, _ in waiting])  # nothing held; counted
         await uow.steps.add_many(
             [
                 RecordedStep(payment.payment_id, record, registration.trace_id, now)
@@ -245,19 +291,35 @@ class SqlPaymentRegister:
         await uow.events.add_many(
             [
                 change
-                for _, payment in accepted
+                for payment in [p for _, p in accepted] + [p for _, p, _ in waiting]
                 for change in (
                     (payment, None, PaymentState.RECEIVED, ""),
-                    (payment, PaymentState.RECEIVED, PaymentState.ACCEPTED, ""),
+                    (payment, PaymentState.RECEIVED, payment.state, payment.status_reason),
                 )
             ],
             now,
         )
+        for _, payment, decision in waiting:
+            wait = self._waiting.step_up if decision.outcome is RiskOutcome.STEP_UP else self._waiting.review
+            await uow.risk.add(payment.payment_id, payment.partner_id, decision, now, now + wait)
         for (scope, method), answers in facts.new_answers().items():
             await uow.idempotency.save_many(scope, method, answers, now)
         for registration, payment in accepted:
             who = registration.actor or partner_of(payment)
             audit_payment(uow, "payment.create", payment, None, payment.state, registration.trace_id, actor=who)
+        for registration, payment, decision in waiting:
+            who = registration.actor or partner_of(payment)
+            audit_payment(
+                uow,
+                "payment.create",
+                payment,
+                None,
+                payment.state,
+                registration.trace_id,
+                reason=decision.reason,
+                actor=who,
+                extra=decision.audit_details(),
+            )
         return outcomes
 
     async def replay(self, key: IdempotencyKey) -> Payment | None:
@@ -327,7 +389,7 @@ class SqlPaymentRegister:
 
         async def change(uow: PaymentUnitOfWork) -> bool:
             now = self._clock()
-            facts = _CarriedFacts(uow, self._rules, now)
+            facts = _CarriedFacts(uow, self._rules(), now)
             try:
                 await facts.check(registration, payment)
             except MeshError as refused:
@@ -456,6 +518,41 @@ class SqlPaymentRegister:
         stored = await self._transactions.read(lambda uow: uow.payments.get(refund_id))
         assert stored is not None
         return stored, bool(created)
+
+
+_OUTCOME_OF_STATE = {
+    PaymentState.AWAITING_AUTHORISATION: RiskOutcome.STEP_UP.name,
+    PaymentState.PENDING_REVIEW: RiskOutcome.REVIEW.name,
+}
+
+
+def _waiting_state(decision: RiskDecision, payment: Payment) -> PaymentState:
+    """Where a payment the rules did not refuse goes. A standing order's execution has no
+    customer present to confirm it and was agreed by the customer as a series (PSD2 RTS art. 14):
+    only a refusal applies to it."""
+    if payment.standing_order_id:
+        return PaymentState.ACCEPTED
+    if decision.outcome is RiskOutcome.STEP_UP:
+        return PaymentState.AWAITING_AUTHORISATION
+    if decision.outcome is RiskOutcome.REVIEW:
+        return PaymentState.PENDING_REVIEW
+    return PaymentState.ACCEPTED
+
+
+def _audit_refusal(uow: PaymentUnitOfWork, registration: Registration, decision: RiskDecision) -> None:
+    """A payment the risk rules refused is never stored; the audit trail keeps why."""
+    payment = registration.payment
+    uow.audit.record(
+        "payment.risk_refuse",
+        f"partners/{payment.partner_id}/requests/{registration.key.request_id}",
+        outcome="REFUSED",
+        actor=registration.actor or partner_of(payment),
+        partner_id=payment.partner_id,
+        consent_id=payment.consent_id,
+        customer_id=payment.customer_id or None,
+        trace_id=registration.trace_id or None,
+        details={"reason": decision.reason, **decision.audit_details()},
+    )
 
 
 async def _refund_facts(uow: PaymentUnitOfWork, original_id: str) -> tuple[Payment, int] | None:

@@ -1,4 +1,5 @@
-"""Checks a payment must pass before any money moves: consent, limits, velocity rules.
+"""Checks a payment must pass before any money moves: consent and limits (the risk rules,
+which read the customer's history below, are domain.risk).
 
 Plain Python over plain values: the service layer gathers the figures (sums, counts) in
 its transaction and these functions decide. Each failure is a FAILED_PRECONDITION with the
@@ -9,10 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-import yaml
 
 from meshlib.auth.consent import ConsentView
 from meshlib.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
@@ -156,74 +153,3 @@ class CustomerHistory:
             history_count=count,
             total_amount_minor=total,
         )
-
-
-@dataclass(frozen=True)
-class VelocityRule:
-    """One configured rule; ``kind`` picks the check, the other fields parameterise it."""
-
-    name: str
-    kind: str
-    window_seconds: int = 60
-    max_count: int = 0
-    threshold_minor: int = 0
-    multiplier: float = 0.0
-    min_history: int = 1
-
-    def violated(self, amount: Amount, history: CustomerHistory) -> bool:
-        """True when this payment trips the rule."""
-        if self.kind == "max_payments_per_window":
-            return history.payments_in_window.get(self.window_seconds, 0) + 1 > self.max_count
-        if self.kind == "new_beneficiary_threshold":
-            return not history.paid_beneficiary_before and amount.minor_units > self.threshold_minor
-        if self.kind == "amount_vs_average":
-            return (
-                history.history_count >= self.min_history
-                and amount.minor_units > self.multiplier * history.average_amount_minor
-            )
-        raise ValueError(f"unknown velocity rule kind {self.kind!r}")
-
-
-KINDS = {"max_payments_per_window", "new_beneficiary_threshold", "amount_vs_average"}
-
-
-@dataclass(frozen=True)
-class VelocityRules:
-    """The configured rule set."""
-
-    rules: tuple[VelocityRule, ...] = ()
-
-    @property
-    def windows(self) -> set[int]:
-        """The count windows the history must cover."""
-        return {r.window_seconds for r in self.rules if r.kind == "max_payments_per_window"}
-
-    def check(self, amount: Amount, history: CustomerHistory) -> None:
-        """Fail VELOCITY_RULE_TRIGGERED naming the first rule the payment trips."""
-        for rule in self.rules:
-            if rule.violated(amount, history):
-                raise FailedPrecondition(
-                    f"the payment trips the velocity rule {rule.name}",
-                    reason="VELOCITY_RULE_TRIGGERED",
-                    metadata={"rule": rule.name},
-                )
-
-
-def parse_rules(document: Any) -> VelocityRules:
-    """Rules from a parsed YAML document; a bad file fails start-up loudly."""
-    entries = (document or {}).get("rules", []) if isinstance(document, dict) else document or []
-    rules = []
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, dict) or entry.get("kind") not in KINDS or not entry.get("name"):
-            raise ValueError(f"velocity rule #{index} needs a name and a kind in {sorted(KINDS)}")
-        allowed = set(VelocityRule.__dataclass_fields__)
-        unknown = set(entry) - allowed
-        if unknown:
-            raise ValueError(f"velocity rule {entry['name']!r}: unknown fields {sorted(unknown)}")
-        rules.append(VelocityRule(**entry))
-    return VelocityRules(tuple(rules))
-
-
-def load_rules(path: Path) -> VelocityRules:
-    """Read the rules file."""
-    return parse_rules(yaml.safe_load(path.read_text()))

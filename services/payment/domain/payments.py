@@ -21,19 +21,43 @@ class PaymentState(enum.Enum):
     CANCELLED = "CANC"
     # A future-dated payment waiting for its time (ISO 20022 "pending").
     SCHEDULED = "PDNG"
+    # The risk decision asked the customer to confirm it (step-up): ISO 20022 "partially
+    # accepted technical correct", as the Berlin Group uses it for "awaiting authorisation".
+    AWAITING_AUTHORISATION = "PATC"
+    # The risk decision held it for the bank's operators (no ISO 20022 code of its own).
+    PENDING_REVIEW = "RVWP"
 
     @property
     def final(self) -> bool:
         """No further change can happen."""
         return self in _FINAL
 
+    @property
+    def waiting(self) -> bool:
+        """Not in the saga: waiting for its time, the customer or an operator (nothing held)."""
+        return self in WAITING
+
 
 _FINAL = frozenset({PaymentState.SETTLED, PaymentState.REJECTED, PaymentState.CANCELLED})
+WAITING = frozenset({PaymentState.SCHEDULED, PaymentState.AWAITING_AUTHORISATION, PaymentState.PENDING_REVIEW})
 
 # Allowed transitions of the saga; anything else is a bug, not a state.
 TRANSITIONS: dict[PaymentState, frozenset[PaymentState]] = {
     PaymentState.SCHEDULED: frozenset({PaymentState.ACCEPTED, PaymentState.REJECTED, PaymentState.CANCELLED}),
-    PaymentState.RECEIVED: frozenset({PaymentState.ACCEPTED, PaymentState.REJECTED, PaymentState.CANCELLED}),
+    PaymentState.RECEIVED: frozenset(
+        {
+            PaymentState.ACCEPTED,
+            PaymentState.REJECTED,
+            PaymentState.CANCELLED,
+            PaymentState.AWAITING_AUTHORISATION,
+            PaymentState.PENDING_REVIEW,
+        }
+    ),
+    # Confirmed (or approved): the saga starts; refused, or not confirmed in time: no money moved.
+    PaymentState.AWAITING_AUTHORISATION: frozenset(
+        {PaymentState.ACCEPTED, PaymentState.REJECTED, PaymentState.CANCELLED}
+    ),
+    PaymentState.PENDING_REVIEW: frozenset({PaymentState.ACCEPTED, PaymentState.REJECTED, PaymentState.CANCELLED}),
     PaymentState.ACCEPTED: frozenset(
         {PaymentState.SETTLEMENT_IN_PROCESS, PaymentState.REJECTED, PaymentState.CANCELLED}
     ),
@@ -165,7 +189,7 @@ class Payment:
 
     def stuck(self, now: dt.datetime, older_than: dt.timedelta) -> bool:
         """In the middle of the saga for longer than ``older_than`` (a scheduled one is waiting)."""
-        in_saga = not self.state.final and self.state is not PaymentState.SCHEDULED
+        in_saga = not self.state.final and not self.state.waiting
         return in_saga and now - self.updated_at >= older_than
 
     @property

@@ -362,6 +362,8 @@ def next_action(
         return Done()
     if payment.state is PaymentState.SCHEDULED:
         return Wait("scheduled")  # the scheduler, not the saga, takes it on at its time
+    if payment.state.waiting:
+        return Wait("awaiting the customer or an operator")  # their decision starts the saga
     plan = plan_for(payment)
     if pivot_happened is True or _pivot_evidence(plan, history):
         return _forward(plan, payment, history, after_pivot=True)

@@ -16,8 +16,9 @@ from meshlib.money import Amount
 from meshlib.storage import Database, IdempotencyKey
 from services.payment.adapters.group_commit import GroupCommitRegister
 from services.payment.adapters.sql_register import SqlPaymentRegister
-from services.payment.domain.checks import PartnerLimits, VelocityRule, VelocityRules
+from services.payment.domain.checks import PartnerLimits
 from services.payment.domain.payments import PaymentState
+from services.payment.domain.risk import RiskRule, RiskRules
 from services.payment.domain.saga import IN_BANK_TRANSFER, opening
 from services.payment.ports import CREATE_METHOD, Registration
 from services.payment.tables import customer_totals, idempotency_keys, payment_events, payments
@@ -26,8 +27,9 @@ from tests.integration.payment.samples import LEASE, NOW, CountingUnitsOfWork, s
 from tests.support.consents import consent_view
 
 
-def _register(units: CountingUnitsOfWork, rules: VelocityRules | None = None) -> GroupCommitRegister:
-    return GroupCommitRegister(SqlPaymentRegister(units, rules or VelocityRules(), lease=LEASE, clock=lambda: NOW))
+def _register(units: CountingUnitsOfWork, rules: RiskRules | None = None) -> GroupCommitRegister:
+    in_force = rules or RiskRules()
+    return GroupCommitRegister(SqlPaymentRegister(units, lambda: in_force, lease=LEASE, clock=lambda: NOW))
 
 
 def _recording(payment_id: str, *, request_id: str = "", amount: int = 1000, **consent: object) -> Registration:
@@ -64,7 +66,9 @@ async def test_recordings_share_one_transaction_and_a_refused_payment_writes_not
 
 
 async def test_the_velocity_rules_see_the_payments_before_in_the_group(database: Database) -> None:
-    rules = VelocityRules((VelocityRule("burst", "max_payments_per_window", window_seconds=60, max_count=2),))
+    rules = RiskRules(
+        rules=(RiskRule("burst", "max_payments_per_window", outcome="refuse", window_seconds=60, max_count=2),)
+    )
     register = _register(CountingUnitsOfWork(database), rules)
     outcomes = await asyncio.gather(
         *(register.record(_recording(f"v{i}")) for i in range(1, 4)), return_exceptions=True

@@ -1,4 +1,4 @@
-"""The pre-money checks as plain rules: consent, limits, velocity (configuration)."""
+"""The pre-money checks as plain rules: consent and limits (the risk rules: test_risk.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from meshlib.auth.consent import ConsentView
 from meshlib.errors import FailedPrecondition, NotFound, PermissionDenied
 from meshlib.money import Amount
 from services.payment.domain import checks
-from services.payment.domain.checks import CustomerHistory, PartnerLimits
-from services.payment.settings import DEFAULT_RULES_FILE
+from services.payment.domain.checks import PartnerLimits
 from tests.support.consents import consent_view
 
 NOW = dt.datetime(2026, 11, 18, 15, 30, tzinfo=dt.UTC)  # a Wednesday
@@ -69,37 +68,3 @@ def test_consent_and_partner_limits() -> None:
     assert _reason(lambda: checks.check_partner_limits(limits, Amount("EUR", 1_001), 0)) == "PAYMENT_LIMIT_EXCEEDED"
     assert _reason(lambda: checks.check_partner_limits(limits, Amount("EUR", 600), 1_000)) == "PARTNER_LIMIT_EXCEEDED"
     checks.check_partner_limits(PartnerLimits("p1"), Amount("EUR", 10**9), 10**9)
-
-
-def test_velocity_rules_come_from_configuration_and_name_the_rule() -> None:
-    rules = checks.parse_rules(
-        {
-            "rules": [
-                {"name": "burst", "kind": "max_payments_per_window", "window_seconds": 60, "max_count": 2},
-                {"name": "new", "kind": "new_beneficiary_threshold", "threshold_minor": 1_000},
-                {"name": "avg", "kind": "amount_vs_average", "multiplier": 5, "min_history": 2},
-            ]
-        }
-    )
-    assert rules.windows == {60}
-    usual = CustomerHistory({60: 1}, paid_beneficiary_before=True, average_amount_minor=100, history_count=3)
-    rules.check(Amount("EUR", 500), usual)
-
-    def rule(history: CustomerHistory, amount: int) -> str:
-        with pytest.raises(FailedPrecondition) as raised:
-            rules.check(Amount("EUR", amount), history)
-        assert raised.value.reason == "VELOCITY_RULE_TRIGGERED"
-        return raised.value.metadata["rule"]
-
-    assert rule(CustomerHistory({60: 2}, True, 100, 3), 10) == "burst"
-    assert rule(CustomerHistory({60: 0}, False, 100, 3), 1_001) == "new"
-    assert rule(CustomerHistory({60: 0}, True, 100, 3), 501) == "avg"
-    rules.check(Amount("EUR", 501), CustomerHistory({60: 0}, True, 100, 1))  # too little history to judge
-
-
-def test_a_bad_rules_file_fails_loudly_and_the_default_one_loads() -> None:
-    with pytest.raises(ValueError):
-        checks.parse_rules({"rules": [{"name": "x", "kind": "unknown"}]})
-    with pytest.raises(ValueError):
-        checks.parse_rules({"rules": [{"name": "x", "kind": "amount_vs_average", "typo": 1}]})
-    assert len(checks.load_rules(DEFAULT_RULES_FILE).rules) == 3

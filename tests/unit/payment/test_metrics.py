@@ -76,6 +76,8 @@ def test_the_names_alert_rules_use_are_exposed() -> None:
     metrics.record_payment_state("ACCEPTED")
     metrics.record_saga_recovery("completed")
     metrics.set_payments_in_state("ACCEPTED", 1)
+    metrics.record_risk_outcome("p1", "STEP_UP")
+    metrics.record_risk_resolution("p1", "confirmed")
     exposed = {
         sample.name
         for family in text_string_to_metric_families(generate_latest(process_registry("payment")).decode())

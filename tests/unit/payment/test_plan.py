@@ -311,6 +311,15 @@ def test_the_state_machine_refuses_what_iso_20022_does_not_have() -> None:
             (PaymentState.SCHEDULED, ACC),
             (PaymentState.SCHEDULED, PaymentState.REJECTED),
             (PaymentState.SCHEDULED, PaymentState.CANCELLED),
+            # The risk decision holds it for the customer's step-up or an operator's review; it
+            # then goes on (ACCEPTED), or ends with no money moved.
+            (PaymentState.RECEIVED, PaymentState.AWAITING_AUTHORISATION),
+            (PaymentState.RECEIVED, PaymentState.PENDING_REVIEW),
+            *(
+                (waiting, end)
+                for waiting in (PaymentState.AWAITING_AUTHORISATION, PaymentState.PENDING_REVIEW)
+                for end in (ACC, PaymentState.REJECTED, PaymentState.CANCELLED)
+            ),
         }
         if allowed:
             assert payment(current).moved(target, NOW).state is target
