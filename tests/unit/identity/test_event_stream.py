@@ -28,6 +28,7 @@ class FakeLog:
 
     async def after(self, partner_id: str, after_seq: int, limit: int, chosen: EventFilter) -> list[PartnerEvent]:
         self.reads += 1
+        await asyncio.sleep(0)  # a real read lets others run (a spinning stream shows in reads)
         return [e for e in self.events if e.seq > after_seq and chosen.matches(e)][:limit]
 
 
