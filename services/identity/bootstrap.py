@@ -37,6 +37,7 @@ from services.identity.customer_service import CustomerService, StrongCustomerAu
 from services.identity.decoupled_service import DecoupledService
 from services.identity.domain.client_throttle import ClientAuthThrottle
 from services.identity.domain.secrets import ClientSecretHasher, SecretBox, SecretHasher
+from services.identity.event_push import EventEndpoints, EventPusher, PushSettings
 from services.identity.event_service import EventLogSettings, PartnerEventLog
 from services.identity.event_servicer import EventIntakeServicer, EventServicer
 from services.identity.housekeeping import Housekeeping
@@ -68,6 +69,7 @@ class IdentityComponents:
     housekeeping: Housekeeping
     event_log: PartnerEventLog
     event_signal: NewEventSignal
+    event_pusher: EventPusher
 
 
 PARTNER_EVENTS = "partner-events"
@@ -201,6 +203,17 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
     revocation.attach(bus)
     runtime.verifier.revocation = revocation
     housekeeping = Housekeeping(uow, clock)
+    push = PushSettings(
+        allow_insecure=settings.event_push_allow_insecure,
+        base_backoff=dt.timedelta(seconds=settings.event_push_backoff_seconds),
+        max_backoff=dt.timedelta(seconds=settings.event_push_max_backoff_seconds),
+    )
+    endpoints = EventEndpoints(uow, clock, push)
+    pusher = EventPusher(uow, clock, partial(keys.sign, typ="secevent+jwt"), settings.token_issuer, push)
+    pushing = Periodic("partner-events-push", settings.event_push_seconds, _quietly(pusher.push_once))
+    if settings.event_push:
+        event_starts.append(pushing.start)
+        event_stops[:0] = [pushing.stop, pusher.close]
 
     wiring = Wiring(
         components=IdentityComponents(
@@ -210,6 +223,7 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
             housekeeping=housekeeping,
             event_log=event_log,
             event_signal=event_signal,
+            event_pusher=pusher,
         ),
         registrations=[
             ServiceRegistration(
@@ -244,7 +258,7 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
             ),
             ServiceRegistration(
                 "openbank.events.v1.EventService",
-                EventServicer(event_log),
+                EventServicer(event_log, endpoints),
                 events_pb2_grpc.add_EventServiceServicer_to_server,
             ),
             ServiceRegistration(
@@ -257,6 +271,13 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
     wiring.lifecycle.on_start.extend([bus.start, housekeeping.start, *event_starts])
     wiring.lifecycle.on_stop.extend([*event_stops, housekeeping.stop, bus.close])
     return wiring
+
+
+def _quietly(job: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        await job()
+
+    return run
 
 
 def _keys_set_in_wire(runtime: Runtime) -> Callable[[], Awaitable[dict[str, Any]]]:

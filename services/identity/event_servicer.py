@@ -25,6 +25,7 @@ from services.identity.domain.events import (
     event_filter,
     format_cursor,
 )
+from services.identity.event_push import EventEndpoints, endpoint_message
 from services.identity.event_service import EventPage, PartnerEventLog
 
 _PREFIX = "EVENT_TYPE_"
@@ -132,10 +133,43 @@ def _page_message(page: EventPage) -> events_pb2.PollEventsResponse:
 
 
 class EventServicer(events_pb2_grpc.EventServiceServicer):
-    """The partner's own events: a resumable stream and aggregated polling."""
+    """The partner's own events: a resumable stream, aggregated polling, push endpoints."""
 
-    def __init__(self, log: PartnerEventLog) -> None:
+    def __init__(self, log: PartnerEventLog, endpoints: EventEndpoints) -> None:
         self._log = log
+        self._endpoints = endpoints
+
+    async def SetEventEndpoint(
+        self, request: events_pb2.SetEventEndpointRequest, context: grpc.aio.ServicerContext
+    ) -> events_pb2.SetEventEndpointResponse:
+        """Register the partner's push endpoint."""
+        caller = require_caller()
+        key = IdempotencyKey(caller.subject, "SetEventEndpoint", request.request_id, fingerprint(request))
+        codec: Codec[Any] = Codec(
+            lambda endpoint: events_pb2.SetEventEndpointResponse(
+                endpoint=endpoint_message(endpoint)
+            ).SerializeToString(),
+            events_pb2.SetEventEndpointResponse.FromString,
+        )
+        result = await self._endpoints.set(
+            key,
+            codec,
+            caller.require_partner(),
+            request.endpoint.target,
+            insecure=request.endpoint.insecure,
+            max_attempts=request.endpoint.max_attempts,
+            after_cursor=request.after_cursor,
+        )
+        if isinstance(result, events_pb2.SetEventEndpointResponse):
+            return result
+        return events_pb2.SetEventEndpointResponse(endpoint=endpoint_message(result))
+
+    async def GetEventEndpoint(
+        self, request: events_pb2.GetEventEndpointRequest, context: grpc.aio.ServicerContext
+    ) -> events_pb2.GetEventEndpointResponse:
+        """The partner's push endpoint and its delivery status."""
+        endpoint = await self._endpoints.get(require_caller().require_partner())
+        return events_pb2.GetEventEndpointResponse(endpoint=endpoint_message(endpoint))
 
     async def StreamEvents(
         self, request: events_pb2.StreamEventsRequest, context: grpc.aio.ServicerContext

@@ -123,15 +123,16 @@ class KeyService:
         self._active = (time.monotonic(), active)
         return active
 
-    async def sign(self, claims: dict[str, Any]) -> str:
-        """A compact JWS of ``claims`` by the ACTIVE key (``kid`` and ``typ: at+jwt`` headers)."""
+    async def sign(self, claims: dict[str, Any], *, typ: str = "at+jwt") -> str:
+        """A compact JWS of ``claims`` by the ACTIVE key (``kid`` and ``typ`` headers: an access
+        token by default; ``secevent+jwt`` for a pushed event)."""
         key = await self.active_key()
         private = self._private_keys.get(key.kid)
         if private is None:
             # Decrypting the PEM is slow (key derivation); do it once per key.
             private = await asyncio.to_thread(key.private_key, self._passphrase)
             self._private_keys[key.kid] = private
-        return jwt.encode(claims, private, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": "at+jwt"})
+        return jwt.encode(claims, private, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": typ})
 
     async def list_page(self, requested_size: int, page_token: str) -> tuple[list[SigningKey], str]:
         """Newest first; there are few keys, so the cursor is an offset."""

@@ -70,6 +70,14 @@ class IdentitySettings(ServiceSettings):
     event_fanout: bool = True
     event_sweep_seconds: float = Field(default=2.0, gt=0)
     event_poll_seconds: float = Field(default=0.1, gt=0)
+    # Push delivery to partners' registered endpoints (SetEventEndpoint): how often each replica
+    # looks for due endpoints, the first retry's delay (doubling up to the maximum), and whether
+    # a partner may register a plaintext endpoint (local sandboxes only).
+    event_push: bool = True
+    event_push_seconds: float = Field(default=0.5, gt=0)
+    event_push_backoff_seconds: float = Field(default=1.0, gt=0)
+    event_push_max_backoff_seconds: float = Field(default=300.0, gt=0)
+    event_push_allow_insecure: bool = False
     # The bus channel of "a partner's log grew" (apart from the invalidations every process reads).
     event_channel: str = "openbank:partner-events"
 

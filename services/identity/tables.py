@@ -224,3 +224,22 @@ consent_expiry_notices = sa.Table(
     sa.Column("kind", sa.String(32), primary_key=True),
     sa.Column("expires_at", sa.DateTime(timezone=True), primary_key=True),
 )
+
+# Push delivery (openbank.events.v1.EventService.SetEventEndpoint): one endpoint per partner, its
+# delivery position and status, and the lease of the replica delivering to it.
+event_endpoints = sa.Table(
+    "event_endpoints",
+    metadata,
+    sa.Column("partner_id", sa.String(64), primary_key=True),
+    sa.Column("target", sa.String(255), nullable=False),
+    sa.Column("insecure", sa.Boolean, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("delivered_seq", sa.BigInteger, nullable=False),
+    sa.Column("failed_attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.String(64), nullable=False, server_default=""),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)

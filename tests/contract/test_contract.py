@@ -243,6 +243,20 @@ PUBLIC_RPCS: dict[str, tuple[int, tuple[str, ...], int, str, int]] = {
         "reads",
         REQUEST_ID,
     ),
+    "openbank.events.v1.EventService.SetEventEndpoint": (
+        TOKEN_AUTH,
+        ("events:read",),
+        CP.CONSENT_PERMISSION_NONE,
+        "reads",
+        REQUEST_ID,
+    ),
+    "openbank.events.v1.EventService.GetEventEndpoint": (
+        TOKEN_AUTH,
+        ("events:read",),
+        CP.CONSENT_PERMISSION_NONE,
+        "reads",
+        READ_ONLY,
+    ),
 }
 
 # Server streaming only.
@@ -328,7 +342,8 @@ EXPECTED_RPCS: dict[str, set[str]] = {
         "WatchPayments",
     },
     "openbank.payment.v1.MandateService": {"GetMandateUsage", "GetCustomerMandateUsage"},
-    "openbank.events.v1.EventService": {"StreamEvents", "PollEvents"},
+    "openbank.events.v1.EventService": {"StreamEvents", "PollEvents", "SetEventEndpoint", "GetEventEndpoint"},
+    "openbank.events.v1.EventReceiverService": {"ReceiveEvent"},
     "openbank.events.v1.EventIntakeService": {"AppendEvents"},
     "openbank.payment.v1.PaymentAdminService": {
         "GetPaymentAuditTrail",
