@@ -1,0 +1,268 @@
+"""Disputes over real processes (the local mesh: identity, account, settlement, payment, the
+gateway): a wallet tops up from alice's account through the gateway; the bank's operator
+disputes it; accepted for fraud, alice gets it all back, the partner's agreed share out of its
+wallet (an obligation in the window), the bank's out of its loss account; rejected, nothing
+moves. The partner sees its disputes through the gateway. Then the window closes with the
+partner's share in its report, positions equal to it, the ledger balanced and the window
+reconciling clean, before and after it settles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+import uuid
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from meshcli.demo import _authorise, client_credentials_token, create_payment_consent, exchange_code
+from meshcli.mesh import LocalMesh
+from meshcli.operator import Operator
+from meshcli.seed import seed_demo_data
+from meshlib.grpc_errors import decode_rpc_error
+from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc, account_pb2
+from openbank.common.v1 import money_pb2
+from openbank.identity.v1 import consent_pb2_grpc, partner_pb2, partner_pb2_grpc, token_pb2, token_pb2_grpc
+from openbank.payment.v1 import dispute_pb2, dispute_pb2_grpc, payment_pb2, payment_pb2_grpc
+from openbank.settlement.v1 import (
+    settlement_admin_pb2,
+    settlement_admin_pb2_grpc,
+    settlement_pb2,
+    settlement_pb2_grpc,
+)
+from tests.support.servers import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+PROCESSES = ("identity", "account", "settlement", "schemesim", "payment", "gateway")
+FRAUD_SHARE_BPS = 2500
+FINAL = {payment_pb2.PAYMENT_STATE_SETTLED, payment_pb2.PAYMENT_STATE_REJECTED, payment_pb2.PAYMENT_STATE_CANCELLED}
+
+
+def eur(minor: int) -> money_pb2.Money:
+    return money_pb2.Money(currency_code="EUR", minor_units=minor)
+
+
+class Bank:
+    """Acme topping up from alice's account through the gateway; the bank's operator beside it."""
+
+    def __init__(self, mesh: LocalMesh, operator: Operator, demo: dict[str, Any], loss_account: str) -> None:
+        self.mesh, self.operator, self.demo, self.loss_account = mesh, operator, demo, loss_account
+        self.acme = demo["partners"]["acme"]
+        self.alice = demo["customers"]["alice"]["account"]
+        self.gateway = grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports['gateway']}")
+        self.payments = payment_pb2_grpc.PaymentServiceStub(self.gateway)
+        self.partner_disputes = dispute_pb2_grpc.DisputeServiceStub(self.gateway)
+        self.disputes = dispute_pb2_grpc.DisputeAdminServiceStub(operator.channel("payment"))
+        self.access: tuple[tuple[str, str], ...] = ()
+        self.client: tuple[tuple[str, str], ...] = ()
+
+    async def connect(self) -> None:
+        tokens = token_pb2_grpc.TokenServiceStub(self.gateway)
+        client = await client_credentials_token(tokens, self.acme)
+        reader = await tokens.IssueToken(
+            token_pb2.IssueTokenRequest(
+                grant_type=token_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
+                client_id=self.acme["client_id"],
+                client_secret=self.acme["client_secret"],
+                scopes=["payments:read"],
+            ),
+            timeout=10,
+        )
+        self.client = (("authorization", f"Bearer {reader.access_token}"),)
+        consent, verifier = await create_payment_consent(
+            consent_pb2_grpc.ConsentServiceStub(self.gateway),
+            client.access_token,
+            per_payment_minor=100_000,
+            reads_per_day=1000,
+            valid_for=dt.timedelta(days=1),
+        )
+        authorised = await _authorise(self.operator, consent.name, self.demo["customers"]["alice"])
+        bound = await exchange_code(tokens, self.acme, authorised.authorization_code, verifier)
+        self.access = (
+            ("authorization", f"Bearer {bound.access_token}"),
+            ("x-fapi-customer-ip-address", "198.51.100.7"),
+        )
+
+    async def top_up(self, amount: int) -> payment_pb2.Payment:
+        request = payment_pb2.CreatePaymentRequest(
+            request_id=uuid.uuid4().hex,
+            debtor_account=self.alice,
+            creditor_wallet=self.acme["partner"],
+            amount=eur(amount),
+            type=payment_pb2.PAYMENT_TYPE_WALLET_TOP_UP,
+        )
+        created = (await self.payments.CreatePayment(request, metadata=self.access, timeout=15)).payment
+        deadline = time.monotonic() + 30
+        while created.state not in FINAL and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            created = await self.get(created.name)
+        assert created.state == payment_pb2.PAYMENT_STATE_SETTLED, created
+        return created
+
+    async def get(self, name: str) -> payment_pb2.Payment:
+        return (await self.payments.GetPayment(payment_pb2.GetPaymentRequest(name=name), metadata=self.access)).payment
+
+    async def balance(self, account: str) -> int:
+        stub = account_admin_pb2_grpc.AccountAdminServiceStub(self.operator.channel("account"))
+        found = await stub.SearchAccounts(
+            account_admin_pb2.SearchAccountsRequest(name=account), metadata=await self.operator.metadata()
+        )
+        return found.accounts[0].balance.current.minor_units
+
+    async def open(self, payment: str, category: int) -> dispute_pb2.Dispute:
+        request = dispute_pb2.OpenDisputeRequest(
+            request_id=uuid.uuid4().hex, payment=payment, category=category, description="the customer says so"
+        )
+        return (await self.disputes.OpenDispute(request, metadata=await self.operator.metadata())).dispute
+
+    async def decide(self, dispute: str, state: int, note: str = "") -> dispute_pb2.Dispute:
+        request = dispute_pb2.DecideDisputeRequest(request_id=uuid.uuid4().hex, name=dispute, state=state, note=note)
+        return (await self.disputes.DecideDispute(request, metadata=await self.operator.metadata())).dispute
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def bank(tmp_path_factory):  # type: ignore[no-untyped-def]
+    data_dir = tmp_path_factory.mktemp("disputes") / "data"
+    ports = {name: free_port() for name in PROCESSES}
+    mesh = LocalMesh(data_dir, ports=ports, quiet=True, extra_env={"OBM_LOG_FORMAT": "json"})
+    await mesh.start()
+    operator = Operator(data_dir, ports=ports)
+    try:
+        demo = await seed_demo_data(operator, say=lambda *_: None)
+        admin = await operator.metadata()
+        # The partner's risk-sharing agreement: a quarter of a fraud loss.
+        await partner_pb2_grpc.PartnerServiceStub(operator.channel("identity")).UpdatePartner(
+            partner_pb2.UpdatePartnerRequest(
+                request_id=uuid.uuid4().hex,
+                name=demo["partners"]["acme"]["partner"],
+                risk_sharing=partner_pb2.RiskSharingAgreement(fraud_share_bps=FRAUD_SHARE_BPS),
+            ),
+            metadata=admin,
+        )
+        # The bank's dispute-loss account (it may go negative), named to the payment service.
+        opened = await account_admin_pb2_grpc.AccountAdminServiceStub(operator.channel("account")).OpenAccount(
+            account_admin_pb2.OpenAccountRequest(
+                request_id="dispute-loss",
+                currency_code="EUR",
+                type=account_pb2.ACCOUNT_TYPE_SETTLEMENT,
+                overdraft_limit=eur(100_000_000),
+                display_name="Dispute losses",
+            ),
+            metadata=admin,
+        )
+        loss_account = opened.account.name
+        (payment_process,) = [c for c in mesh.children if c.name == "payment"]
+        mesh.kill(payment_process)
+        payment_process.launch_env = {
+            **payment_process.launch_env,
+            "OBM_DISPUTE_LOSS_ACCOUNTS": json.dumps({"EUR": loss_account.removeprefix("accounts/")}),
+        }
+        await mesh.restart(payment_process)
+        running = Bank(mesh, operator, demo, loss_account)
+        await running.connect()
+        yield running
+    finally:
+        await operator.close()
+        await mesh.stop(grace=10)
+
+
+async def test_an_accepted_fraud_dispute_refunds_alice_split_between_the_partner_and_the_bank(bank: Bank) -> None:
+    before = (await bank.balance(bank.alice), await bank.balance(bank.acme["settlement_account"]))
+    payment = await bank.top_up(1_001)
+    dispute = await bank.open(payment.name, dispute_pb2.DISPUTE_CATEGORY_FRAUD)
+    assert (dispute.state, dispute.amount.minor_units) == (dispute_pb2.DISPUTE_STATE_OPENED, 1_001)
+    # The partner sees it, through the gateway, with a client-credentials token.
+    listed = await bank.partner_disputes.ListDisputes(dispute_pb2.ListDisputesRequest(), metadata=bank.client)
+    assert dispute.name in [d.name for d in listed.disputes]
+
+    loss_before = await bank.balance(bank.loss_account)
+    accepted = await bank.decide(dispute.name, dispute_pb2.DISPUTE_STATE_ACCEPTED, "not alice's device")
+    # A quarter rounded down for the partner (250 of 1001), the remainder the bank's.
+    assert (accepted.state, accepted.partner_share.minor_units, accepted.bank_share.minor_units) == (
+        dispute_pb2.DISPUTE_STATE_ACCEPTED,
+        250,
+        751,
+    )
+    refunds = [await bank.get(name) for name in accepted.refund_payments]
+    assert [(r.state, r.amount.minor_units, r.return_reason) for r in refunds] == [
+        (payment_pb2.PAYMENT_STATE_SETTLED, 250, "FRAD"),
+        (payment_pb2.PAYMENT_STATE_SETTLED, 751, "FRAD"),
+    ]
+    assert await bank.balance(bank.alice) == before[0]  # alice has it all back
+    assert await bank.balance(bank.acme["settlement_account"]) == before[1] + 1_001 - 250
+    assert await bank.balance(bank.loss_account) == loss_before - 751
+    # Deciding again answers the same; the partner sees the outcome.
+    again = await bank.decide(dispute.name, dispute_pb2.DISPUTE_STATE_ACCEPTED)
+    assert list(again.refund_payments) == list(accepted.refund_payments)
+    seen = await bank.partner_disputes.GetDispute(
+        dispute_pb2.GetDisputeRequest(name=dispute.name), metadata=bank.client
+    )
+    assert (seen.dispute.state, seen.dispute.partner_share.minor_units) == (dispute_pb2.DISPUTE_STATE_ACCEPTED, 250)
+
+
+async def test_a_rejected_dispute_moves_nothing_and_stays_decided(bank: Bank) -> None:
+    payment = await bank.top_up(500)
+    before = await bank.balance(bank.alice)
+    dispute = await bank.open(payment.name, dispute_pb2.DISPUTE_CATEGORY_NOT_RECEIVED)
+    await bank.decide(dispute.name, dispute_pb2.DISPUTE_STATE_INVESTIGATING)
+    rejected = await bank.decide(dispute.name, dispute_pb2.DISPUTE_STATE_REJECTED, "delivered, signed for")
+    assert (rejected.state, list(rejected.refund_payments)) == (dispute_pb2.DISPUTE_STATE_REJECTED, [])
+    assert await bank.balance(bank.alice) == before
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await bank.decide(dispute.name, dispute_pb2.DISPUTE_STATE_ACCEPTED)
+    assert decode_rpc_error(refused.value).reason == "DISPUTE_ALREADY_DECIDED"
+    with pytest.raises(grpc.aio.AioRpcError) as missing:  # another partner's dispute is not there
+        await bank.partner_disputes.GetDispute(
+            dispute_pb2.GetDisputeRequest(name="disputes/0000000000000000"), metadata=bank.client
+        )
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_the_partner_share_is_in_the_closed_window_report_and_everything_agrees(bank: Bank) -> None:
+    admin = await bank.operator.metadata()
+    settlement = settlement_admin_pb2_grpc.SettlementAdminServiceStub(bank.operator.channel("settlement"))
+    reports = settlement_pb2_grpc.SettlementServiceStub(bank.operator.channel("settlement"))
+    acme = bank.acme["participant"]
+    position = await reports.GetPosition(
+        settlement_pb2.GetPositionRequest(participant=acme, currency_code="EUR"), metadata=admin
+    )
+    # The module's top-ups (1001 + 500) less the partner's share of the fraud (250).
+    assert position.position.net_position.minor_units == 1_001 + 500 - 250
+    closed = await settlement.CloseSettlementWindow(
+        settlement_admin_pb2.CloseSettlementWindowRequest(request_id=uuid.uuid4().hex, currency_code="EUR"),
+        metadata=admin,
+    )
+    window = closed.closed_window.name
+    report = (
+        await reports.GetSettlementReport(settlement_pb2.GetSettlementReportRequest(window=window), metadata=admin)
+    ).report
+    rows = {row.participant: row for row in report.net_positions}
+    assert (rows[acme].received.minor_units, rows[acme].sent.minor_units, rows[acme].net.minor_units) == (
+        1_501,
+        250,
+        1_251,
+    )
+    assert sum(row.net.minor_units for row in report.net_positions) == 0
+    reconciled = await settlement.ReconcileSettlementWindow(
+        settlement_admin_pb2.ReconcileSettlementWindowRequest(name=window), metadata=admin
+    )
+    assert reconciled.report.clean, reconciled.report.differences
+    await settlement.SettleSettlementWindow(
+        settlement_admin_pb2.SettleSettlementWindowRequest(request_id=uuid.uuid4().hex, name=window), metadata=admin
+    )
+    settled = await settlement.ReconcileSettlementWindow(
+        settlement_admin_pb2.ReconcileSettlementWindowRequest(name=window), metadata=admin
+    )
+    assert settled.report.clean, settled.report.differences
+    totals = await account_admin_pb2_grpc.AccountAdminServiceStub(bank.operator.channel("account")).GetLedgerTotals(
+        account_admin_pb2.GetLedgerTotalsRequest(), metadata=admin
+    )
+    (totals_eur,) = [t for t in totals.totals if t.currency_code == "EUR"]
+    assert totals_eur.balanced and totals_eur.net.minor_units == 0
+    assert totals_eur.pending_debits.minor_units == 0
