@@ -271,14 +271,14 @@ def test_any_crashes_end_final_with_money_moved_once_and_cleared_only_if_settled
             except Crash:
                 pass
         for turn in range(30):
+            if turn >= 3:  # from then on the scheme settles what it holds pending
+                for message_id in list(world.scheme._held):
+                    if world.scheme.report(message_id).status is ClearingStatus.ACCEPTED:
+                        world.scheme.settle(message_id)
             try:
                 await world.recovery.run_pass()
             except Crash:
                 continue
-            if turn == 3:  # the scheme settles what it holds pending
-                for message_id in list(world.scheme._held):
-                    if world.scheme.report(message_id).status is ClearingStatus.ACCEPTED:
-                        world.scheme.settle(message_id)
             if all(row.payment.state.final for row in world.store.rows.values()):
                 break
         settled = 0
