@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bankweb.console.grpc_mesh import CONSOLE_SCOPES
 from meshcli.console_operators import OPERATORS_FILE, local_operators
 from meshcli.operator import ClientTls
-from meshcli.replicas import LocalStores, record_replicas, replica_ports, replica_targets, stores_env
+from meshcli.replicas import LocalStores, ports_of_replicas, record_replicas, replica_targets, stores_env
 from meshcli.targets import mesh_file_tls, ports_from_base, remove_mesh_file, write_mesh_file
 from meshlib.app import DEFAULT_PORTS
 
@@ -215,6 +215,8 @@ class LocalMesh:
         quiet: bool = False,
         child_env: dict[str, dict[str, str]] | None = None,
         replicas: int = 1,
+        replica_ports: dict[str, list[int]] | None = None,
+        ready_timeout: float = 60.0,
     ) -> None:
         self.ports = dict(DEFAULT_PORTS if ports is None else ports)
         self.data_dir = data_dir
@@ -256,9 +258,11 @@ class LocalMesh:
             self.env["OBM_SCHEME_TARGET"] = f"127.0.0.1:{self.ports['schemesim']}"
         # `up --replicas N`: the other processes of each service, and every process finds a
         # service by all its replicas' addresses (meshcli.replicas).
-        self.replica_ports = replica_ports(self.ports, replicas) if replicas > 1 else {}
+        # (Tests pick every replica's port themselves: replica_ports.)
+        self.ready_timeout = ready_timeout  # per process, from when all were started
+        self.replica_ports = replica_ports or (ports_of_replicas(self.ports, replicas) if replicas > 1 else {})
         self.env.update(replica_targets(self.replica_ports))
-        for name, module in PROCESSES if replicas > 1 else ():
+        for name, module in PROCESSES if self.replica_ports else ():
             for index, port in enumerate(self.replica_ports.get(name, [])[1:], start=2):
                 extra = {"OBM_AUDIT_REPLICA": f"{socket.gethostname()}-{index}"} if name == "gateway" else {}
                 self.children.append(MeshProcess(name, module, port, env=extra, replica=index))
@@ -311,7 +315,9 @@ class LocalMesh:
         for child in self.children:
             web = child.name in dict(WEB_PROCESSES)
             ready = asyncio.ensure_future(
-                wait_http_ok(child.port, timeout=60) if web else wait_serving(child.port, timeout=60, tls=self.tls)
+                wait_http_ok(child.port, timeout=self.ready_timeout)
+                if web
+                else wait_serving(child.port, timeout=self.ready_timeout, tls=self.tls)
             )
             exits = [asyncio.ensure_future(c.process.wait()) for c in self.children if c.process]
             await asyncio.wait([ready, *exits], return_when=asyncio.FIRST_COMPLETED)
@@ -327,7 +333,9 @@ class LocalMesh:
                     + ("" if self.quiet else " (its output is above)")
                 )
             if not ready.result():
-                raise RuntimeError(f"{child.name} did not become ready on port {child.port} within 60 s")
+                raise RuntimeError(
+                    f"{child.name} did not become ready on port {child.port} within {self.ready_timeout:g} s"
+                )
             self._say(f"  ready    {child.name:<10} {'HTTP 200' if web else 'SERVING'} on 127.0.0.1:{child.port}")
         write_mesh_file(self.data_dir, self.ports, tls=mesh_file_tls(self.tls))
         if self.replica_ports:

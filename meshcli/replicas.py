@@ -28,7 +28,7 @@ from pathlib import Path
 REPLICATED = ("identity", "account", "settlement", "payment", "gateway")
 
 
-def replica_ports(ports: dict[str, int], replicas: int, names: Sequence[str] = REPLICATED) -> dict[str, list[int]]:
+def ports_of_replicas(ports: dict[str, int], replicas: int, names: Sequence[str] = REPLICATED) -> dict[str, list[int]]:
     """Each replicated process's ports: the first replica keeps its port, the others take the
     next ports after the highest of them, skipping any already in use (with the defaults:
     replica 2 of identity, account, settlement, payment and the gateway on 50055-50059)."""

@@ -146,6 +146,40 @@ def postgres_server() -> Iterator[PostgresServer]:
             url.port or 5432,
         )
         return
+    with private_postgres_server() as server:
+        yield server
+
+
+@dataclass
+class PrivatePostgres(PostgresServer):
+    """A PostgreSQL of our own, which a test may stop, start and restart (never a shared one)."""
+
+    pg_ctl: str = ""
+    data: Path = Path()
+    options: str = ""
+    log: Path = Path()
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server (``immediate``: as a crash would, every connection cut)."""
+        subprocess.run(
+            _as_postgres([self.pg_ctl, "-D", str(self.data), "-m", mode, "-w", "stop"]),
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def start(self) -> None:
+        """Start it again on the same port (waits until it accepts connections)."""
+        subprocess.run(
+            _as_postgres([self.pg_ctl, "-D", str(self.data), "-o", self.options, "-l", str(self.log), "-w", "start"]),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+
+@contextlib.contextmanager
+def private_postgres_server() -> Iterator[PrivatePostgres]:
+    """A throwaway PostgreSQL on a free port for the duration of the block, whatever DATABASE_URL says."""
     initdb, pg_ctl = find_binary("initdb"), find_binary("pg_ctl")
     if initdb is None or pg_ctl is None:
         raise ServerUnavailable("PostgreSQL (initdb, pg_ctl) is not installed (run `make test-servers`)")
@@ -166,20 +200,20 @@ def postgres_server() -> Iterator[PostgresServer]:
         f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=300 "
         "-c shared_buffers=128MB -c synchronous_commit=on"
     )
-    subprocess.run(
-        _as_postgres([pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]),
-        check=True,
-        stdout=subprocess.DEVNULL,
+    server = PrivatePostgres(
+        f"postgresql://postgres@127.0.0.1:{port}/postgres",
+        "127.0.0.1",
+        port,
+        pg_ctl=pg_ctl,
+        data=data,
+        options=options,
+        log=root / "log",
     )
+    server.start()
     try:
-        yield PostgresServer(f"postgresql://postgres@127.0.0.1:{port}/postgres", "127.0.0.1", port)
+        yield server
     finally:
-        subprocess.run(
-            _as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"]),
-            check=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
