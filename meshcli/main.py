@@ -13,6 +13,7 @@ from meshcli.audit import add_audit_parser
 from meshcli.commands import add_operator_parsers, run_operator_command
 from meshcli.participants import add_participant_parser
 from meshcli.payments import add_payment_parser
+from meshcli.review import add_review_parser
 
 PROCESS_MODULES = {
     "gateway": "gateway",
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_operator_parsers(commands)
     add_audit_parser(commands)
     add_payment_parser(commands)
+    add_review_parser(commands)
     add_participant_parser(commands)
     try:
         from meshcli import conformance
@@ -134,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         from meshcli.payments import run_payment_command
 
         return asyncio.run(run_payment_command(args))
+    if args.command == "review":
+        from meshcli.review import run_review_command
+
+        return asyncio.run(run_review_command(args))
     if args.command == "conformance":
         from meshcli import conformance
 
