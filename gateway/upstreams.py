@@ -117,7 +117,8 @@ class UpstreamPool:
     async def start(self) -> None:
         """Resolve a host name target to its replicas now, then every ``resolve_seconds``."""
         if self._dns_name is not None:
-            await self._resolve_once()
+            with contextlib.suppress(OSError):  # not resolvable yet: the name itself until it is
+                await self._resolve_once()
             self._resolver = asyncio.create_task(self._resolve_forever(), name=f"resolve-{self.name}")
 
     async def close(self) -> None:
