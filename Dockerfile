@@ -8,25 +8,30 @@
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 # ---------------------------------------------------------------------------------------
-# build: generate the contract code and install the project into a self-contained venv.
+# build: generate the contract code, build the project's wheel, and assemble /opt/venv, the
+# only thing the runtime stage takes. Two environments: /opt/build has pip, grpcio-tools,
+# setuptools and wheel (requirements/build.lock); /opt/venv is made without pip and gets
+# only requirements/runtime.lock and the wheel, installed by /opt/build's pip. Every
+# dependency comes from a lock file with hashes (pip refuses anything else).
 FROM ${PYTHON_IMAGE} AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    PATH=/opt/venv/bin:$PATH
+    PYTHONDONTWRITEBYTECODE=1
 
 # Every dependency ships manylinux wheels, so no compiler is installed, even here.
-RUN python -m venv /opt/venv
+RUN python -m venv /opt/build \
+    && python -m venv --without-pip /opt/venv
 
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone: editing code does not reinstall them.
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install --requirement /tmp/requirements.txt
+# Dependencies first, from the locks alone: editing code does not reinstall them.
+COPY requirements/build.lock requirements/runtime.lock requirements/
+RUN /opt/build/bin/pip install --no-cache-dir --require-hashes --requirement requirements/build.lock \
+    && /opt/build/bin/pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes \
+       --requirement requirements/runtime.lock
 
+COPY pyproject.toml README.md ./
 COPY protos/ protos/
 COPY scripts/gen_protos.py scripts/gen_protos.py
 COPY gen/openbank/__init__.py gen/openbank/__init__.py
@@ -37,14 +42,18 @@ COPY meshcli/ meshcli/
 COPY bankweb/ bankweb/
 COPY schemesim/ schemesim/
 
-# Generated code is not committed: produce it from the protos, then install (not editable).
-RUN python scripts/gen_protos.py \
-    && pip install --no-deps . \
-    && python -c "import meshcli.main, gateway.server, bankweb.app, schemesim.bootstrap, openbank.payment.v1.payment_pb2" \
-    && python -c "import pathlib, services; missing = [p.name for p in pathlib.Path(services.__file__).parent.iterdir() if p.is_dir() and (p / 'bootstrap.py').exists() and not list((p / 'migrations' / 'versions').glob('*.py'))]; assert not missing, f'migrations not packaged for {missing}: add services = [\"*/migrations/versions/*.py\"] to [tool.setuptools.package-data]'"
+# Generated code is not committed: produce it from the protos, build the wheel, install it
+# (not editable, no dependency resolution), and check the result imports and is lean.
+RUN /opt/build/bin/python scripts/gen_protos.py \
+    && /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
+    && /opt/build/bin/pip --python /opt/venv/bin/python install --no-cache-dir --no-deps /tmp/wheels/*.whl \
+    && /opt/venv/bin/python -c "import meshcli.main, gateway.server, bankweb.app, schemesim.bootstrap, openbank.payment.v1.payment_pb2" \
+    && /opt/venv/bin/python -c "import pathlib, services; missing = [p.name for p in pathlib.Path(services.__file__).parent.iterdir() if p.is_dir() and (p / 'bootstrap.py').exists() and not list((p / 'migrations' / 'versions').glob('*.py'))]; assert not missing, f'migrations not packaged for {missing}: add services = [\"*/migrations/versions/*.py\"] to [tool.setuptools.package-data]'" \
+    && /opt/venv/bin/python -c "import importlib.util as u; extra = [m for m in ('pip', 'setuptools', 'wheel', 'grpc_tools') if u.find_spec(m)]; assert not extra, f'build tools in the runtime venv: {extra}'"
 
 # ---------------------------------------------------------------------------------------
-# runtime: the interpreter, the venv, a non-root user; nothing else.
+# runtime: the interpreter, the venv, a non-root user; nothing else (no pip, setuptools,
+# grpcio-tools or compiler).
 FROM ${PYTHON_IMAGE} AS runtime
 
 LABEL org.opencontainers.image.title="openbank-mesh" \
@@ -61,7 +70,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     OBM_LOG_FORMAT=json \
     OBM_DATA_DIR=/var/lib/openbank
 
-RUN groupadd --system --gid 10001 openbank \
+# The base image's own pip, setuptools and wheel go too: nothing here installs anything.
+RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
+    && rm -rf /usr/local/lib/python3.11/ensurepip \
+    && groupadd --system --gid 10001 openbank \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin openbank \
     && install --directory --owner=10001 --group=10001 --mode=0750 /var/lib/openbank

