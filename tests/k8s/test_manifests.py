@@ -426,6 +426,20 @@ def _mounted_secret(pod: Doc, container: Doc, path: str) -> str | None:
     return None
 
 
+def _mounted_key(pod: Doc, container: Doc, path: str) -> str | None:
+    """The Secret key a mounted file is (the volume's items map keys to paths)."""
+    volumes = {v["name"]: v.get("secret", {}) for v in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        prefix = mount["mountPath"].rstrip("/") + "/"
+        if path.startswith(prefix):
+            relative = path[len(prefix) :]
+            items = volumes.get(mount["name"], {}).get("items")
+            if items is None:
+                return relative
+            return next((item["key"] for item in items if item["path"] == relative), None)
+    return None
+
+
 def test_only_identity_mounts_the_signing_key_and_internal_clients(overlay) -> None:  # type: ignore[no-untyped-def]
     _, docs = overlay
     for workload, pod, container in containers(docs):
@@ -445,13 +459,17 @@ def test_every_process_that_asks_identity_has_its_client_with_the_scopes_it_asks
     name, docs = overlay
     deployments = mesh_deployments(docs)
     for process in MESH_CLIENTS:
-        (container,) = deployments[process]["spec"]["template"]["spec"]["containers"]
+        pod = deployments[process]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
         env = {e["name"]: e for e in container.get("env", [])}
         for variable, key in (("OBM_SERVICE_CLIENT_ID", "client-id"), ("OBM_SERVICE_CLIENT_SECRET", "client-secret")):
-            reference = env[variable]["valueFrom"]["secretKeyRef"]
+            # A file from the mounted Secret, never an environment variable.
+            assert variable not in env, (process, variable)
+            path = env[f"{variable}_FILE"]["value"]
+            secret = _mounted_secret(pod, container, path)
             # dev's generated Secrets carry a content hash suffix.
-            assert reference["name"].startswith(f"{process}-service-client"), (process, variable)
-            assert reference["key"] == key, (process, variable)
+            assert secret and secret.startswith(f"{process}-service-client"), (process, variable)
+            assert _mounted_key(pod, container, path) == key, (process, variable)
     if name == "dev":
         clients = yaml.safe_load((K8S / "overlays" / "dev" / "internal-clients.yaml").read_text())["clients"]
         granted = {client["client_id"]: set(client["scopes"]) for client in clients}
@@ -501,11 +519,17 @@ def test_config_maps_and_secrets_referenced_exist_or_are_documented(overlay) -> 
 def test_prod_reads_datastores_from_a_secret_and_runs_none_in_cluster(prod) -> None:  # type: ignore[no-untyped-def]
     assert not of_kind(prod, "StatefulSet", "Secret"), "no in-cluster datastores or inline secrets in prod"
     for name, deployment in mesh_deployments(prod).items():
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
         env = {e["name"]: e for e in container["env"]}
-        wanted = ["OBM_REDIS_URL"] if name == "gateway" else ["OBM_DATABASE_URL", "OBM_REDIS_URL"]
-        for variable in wanted:
-            assert env[variable]["valueFrom"]["secretKeyRef"]["name"] == "openbank-datastores", (name, variable)
+        wanted = {"OBM_REDIS_URL": "redis-url"}
+        if name != "gateway":
+            wanted["OBM_DATABASE_URL"] = f"{name}-database-url"
+        for variable, key in wanted.items():
+            assert variable not in env, (name, variable)  # a mounted file, never the environment
+            path = env[f"{variable}_FILE"]["value"]
+            assert _mounted_secret(pod, container, path) == "openbank-datastores", (name, variable)
+            assert _mounted_key(pod, container, path) == key, (name, variable)
     for config_map in of_kind(prod, "ConfigMap"):
         assert not {"OBM_DATABASE_URL", "DATABASE_URL", "OBM_REDIS_URL"} & set(config_map.get("data", {}))
 
