@@ -60,7 +60,12 @@ async def run_participant_command(args: argparse.Namespace) -> int:
                     rows.append(
                         {
                             "participant": participant.name,
-                            "name": names.get(participant.partner, participant.partner) or "the bank",
+                            "name": names.get(participant.partner, participant.partner)
+                            or (
+                                "the clearing scheme"
+                                if participant.type == settlement_admin_pb2.PARTICIPANT_TYPE_SCHEME
+                                else "the bank"
+                            ),
                             "status": settlement_admin_pb2.ParticipantStatus.Name(participant.status).removeprefix(
                                 "PARTICIPANT_STATUS_"
                             ),
