@@ -8,7 +8,8 @@ Every setting can also come from a file: ``<VARIABLE>_FILE`` names it (for examp
 ``OBM_DATABASE_URL_FILE=/run/secrets/openbank/identity-database-url``, a mounted Secret), so
 database URLs and client secrets need not be environment variables. The file is read once,
 when the settings are built; a trailing newline is dropped; setting both the variable and
-its ``_FILE`` is refused.
+its ``_FILE`` is refused. A setting that has a ``<name>_file`` setting of its own (identity's
+``OBM_INTERNAL_CLIENTS_FILE``, a YAML path) keeps that meaning.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class FileVariablesSource(PydanticBaseSettingsSource):
         environment = {key.upper(): value for key, value in os.environ.items()}
         self._values: dict[str, Any] = {}
         for name, field in settings_class.model_fields.items():
+            if f"{name}_file" in settings_class.model_fields:
+                continue  # the setting has a file setting of its own (its _FILE variable names a path)
             for variable, key in variable_names(settings_class, name, field):
                 path = environment.get(variable + FILE_SUFFIX)
                 if not path:

@@ -58,3 +58,14 @@ def test_a_bad_value_in_a_file_is_a_validation_error(tmp_path: Path, monkeypatch
     monkeypatch.setenv("OBM_DB_POOL_SIZE_FILE", secret(tmp_path, "pool", "many"))
     with pytest.raises(ValidationError):
         ServiceSettings()
+
+
+def test_a_setting_with_a_file_setting_of_its_own_keeps_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.identity.settings import IdentitySettings
+
+    clients = secret(tmp_path, "clients.yaml", "clients:\n  - {client_id: gateway, secret: x, scopes: []}\n")
+    monkeypatch.setenv("OBM_INTERNAL_CLIENTS_FILE", clients)
+    monkeypatch.setenv("OBM_SIGNING_KEY_PASSPHRASE_FILE", secret(tmp_path, "passphrase", "a-long-enough-passphrase\n"))
+    settings = IdentitySettings()
+    assert settings.internal_clients_file == Path(clients) and settings.internal_clients is None
+    assert settings.passphrase() == b"a-long-enough-passphrase"
