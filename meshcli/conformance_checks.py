@@ -225,6 +225,7 @@ class ConformanceRun(PaymentChecks, RedirectChecks, MandateChecks, EventChecks):
             ("payments: get, list, cancel", self.payment_get_list_cancel),
             ("payments: WatchPayments streams the new payment", self.payment_watch),
             ("events: StreamEvents gets a new payment's events once, PollEvents the same", self.events_stream_and_poll),
+            ("events: push endpoint status, a malformed target refused", self.events_endpoint),
             ("payments: refund in part, linked both ways, never above what was paid", self.payment_refund),
             ("payments: standing order and future-dated payment, created and cancelled", self.payment_schedules),
             ("payments: to another bank, settled or rejected by it, a bad IBAN refused", self.payment_external),

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from meshcli.conformance_support import CheckFailed, _expect, ob
+from meshcli.conformance_support import CheckFailed, _expect, expect_error, ob
 from openbank.events.v1 import events_pb2
 
 if TYPE_CHECKING:
@@ -77,3 +77,16 @@ class EventChecks:
         _expect([e.event_id for e in polled.events] == [e.event_id for e in seen], "polling answers other events")
         _expect(polled.acknowledged_cursor == seen[-1].cursor, f"acknowledged {polled.acknowledged_cursor!r}")
         return f"{len(seen)} event(s) streamed and polled, cursors {start}+1..{cursors[-1]}"
+
+    async def events_endpoint(self) -> str:
+        events = ob.PartnerEvents(self.client)
+        try:
+            endpoint = await events.get_endpoint()
+            found = f"{endpoint.target} {events_pb2.EventEndpointState.Name(endpoint.state)}"
+        except ob.NotFound:
+            found = "none registered"
+        # A malformed target is refused naming the field (nothing is registered).
+        refused = await expect_error(
+            events.set_endpoint("not a host and port"), grpc.StatusCode.INVALID_ARGUMENT, "FIELD_INVALID"
+        )
+        return f"endpoint: {found}; {refused}"

@@ -151,3 +151,28 @@ class PartnerEvents:
             consents=consents,
         )
         return await self._client.invoker.unary(self._stub.PollEvents, request, self.tokens, mutating=True)
+
+    async def set_endpoint(
+        self,
+        target: str,
+        *,
+        insecure: bool = False,
+        max_attempts: int = 0,
+        after_cursor: str = "",
+        request_id: str = "",
+    ) -> events_pb2.EventEndpoint:
+        """Register (or replace) your EventReceiverService at ``target`` (``host:port``): the
+        bank then pushes each new event to it, signed (verify with the bank's JWKS)."""
+        request = events_pb2.SetEventEndpointRequest(
+            request_id=request_id,
+            endpoint=events_pb2.EventEndpoint(target=target, insecure=insecure, max_attempts=max_attempts),
+            after_cursor=after_cursor,
+        )
+        return (
+            await self._client.invoker.unary(self._stub.SetEventEndpoint, request, self.tokens, mutating=True)
+        ).endpoint
+
+    async def get_endpoint(self) -> events_pb2.EventEndpoint:
+        """Your push endpoint and its delivery status (NotFound when none is registered)."""
+        request = events_pb2.GetEventEndpointRequest()
+        return (await self._client.invoker.unary(self._stub.GetEventEndpoint, request, self.tokens)).endpoint
