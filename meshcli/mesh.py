@@ -169,6 +169,8 @@ def mesh_environment(
     env["OBM_ALLOW_DEV_SECRETS"] = "true"
     # A sandbox: the demo's test customers have published TOTP secrets (meshcli/seed.py).
     env["OBM_SANDBOX_CUSTOMER_SECRETS"] = "true"
+    # A wallet under test on this machine may take pushed events over plaintext (a sandbox only).
+    env["OBM_EVENT_PUSH_ALLOW_INSECURE"] = "true"
     env["OBM_HOST"] = host
     for name in ("identity", "account", "payment", "settlement"):
         env[f"OBM_{name.upper()}_TARGET"] = f"127.0.0.1:{ports[name]}"
