@@ -254,6 +254,7 @@ class ConsentSession(StandingOrderCalls, MandateCalls):
         end_to_end_id: str = "",
         request_id: str = "",
         requested_execution_time: dt.datetime | None = None,
+        psu_context: payment_pb2.PsuContext | None = None,
     ) -> payment_pb2.Payment:
         """Initiate a payment: a wallet top-up (``creditor_wallet="partners/..."``), a
         transfer (``creditor_account="accounts/..."``) or a payment to another bank
@@ -262,7 +263,10 @@ class ConsentSession(StandingOrderCalls, MandateCalls):
         consent must grant SCHEDULE_PAYMENTS).
 
         ``request_id`` defaults to a fresh key; pass your own (persisted before sending) to be
-        able to retry after a crash and get the same payment back.
+        able to retry after a crash and get the same payment back. ``psu_context``: the customer
+        in front of you (:func:`openbank_sdk.risk.psu_context`), a signal of the bank's risk
+        decision; the payment may come back waiting for the customer or a review
+        (:func:`openbank_sdk.risk.waiting`).
         """
         if sum(map(bool, (creditor_wallet, creditor_account, creditor_external))) != 1:
             raise ValueError("give exactly one of creditor_wallet, creditor_account and creditor_external")
@@ -290,6 +294,8 @@ class ConsentSession(StandingOrderCalls, MandateCalls):
             request.creditor_account = creditor_account
         if requested_execution_time is not None:
             request.requested_execution_time.CopyFrom(timestamp(requested_execution_time))
+        if psu_context is not None:
+            request.psu_context.CopyFrom(psu_context)
         return (await self._call(self._payments.CreatePayment, request, mutating=True)).payment
 
     async def get_payment(self, name: str) -> payment_pb2.Payment:

@@ -21,6 +21,14 @@ FINAL_STATES = [s.name for s in PaymentState if s.final]
 # (state, updated_at) index then reaches just the in-flight rows, not every payment ever made.
 # A SCHEDULED payment is waiting for its time, not in a saga.
 UNFINISHED_STATES = [s.name for s in PaymentState if not s.final and not s.waiting]
+# The partner may cancel a payment until its funds are asked for, and while it waits for the
+# customer's step-up or a review (nothing is held then).
+CANCELLABLE = [
+    PaymentState.RECEIVED,
+    PaymentState.ACCEPTED,
+    PaymentState.AWAITING_AUTHORISATION,
+    PaymentState.PENDING_REVIEW,
+]
 # Payments that count against limits and history: everything not rejected, cancelled or still
 # scheduled (it counts once it executes, on its requested day), and no refund (money coming
 # back to the customer is no spending of theirs).
@@ -395,7 +403,7 @@ class PaymentRepository:
         if await self.leave_schedule(payment_id, PaymentState.CANCELLED, now):
             return True
         return await self._move(
-            _CANCEL, payment_id, [PaymentState.RECEIVED, PaymentState.ACCEPTED], PaymentState.CANCELLED, now, "", ""
+            _CANCEL, payment_id, CANCELLABLE, PaymentState.CANCELLED, now, "", ""
         )
 
     async def leave_schedule(

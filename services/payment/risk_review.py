@@ -209,7 +209,8 @@ class RiskReview:
                     to, reason, resolution = PaymentState.CANCELLED, EXPIRED_STEP_UP, "expired"
                 elif payment.state is PaymentState.PENDING_REVIEW:
                     to, reason, resolution = PaymentState.REJECTED, EXPIRED_REVIEW, "expired"
-                else:
+                else:  # it ended otherwise (the partner cancelled it): the wait is over too
+                    await uow.risk.resolve(payment.payment_id, payment.state.name.lower(), SAGA.subject, now)
                     continue
                 if await self._end(uow, payment, to, reason, resolution, SAGA, trace, now):
                     ended.append((payment.partner_id, resolution))

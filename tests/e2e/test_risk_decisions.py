@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -42,7 +43,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 HERE = Path(__file__).parent
 PROCESSES = ("identity", "account", "settlement", "payment", "gateway")
 SECRET = "e2e-step-up-secret"
-STEP_UP_WAIT_SECONDS = 6
+# Long enough for a restart of the payment service on a busy machine; the abandoned payment's
+# wait runs while the other tests do.
+STEP_UP_WAIT_SECONDS = 30
 FINAL = {payment_pb2.PAYMENT_STATE_SETTLED, payment_pb2.PAYMENT_STATE_REJECTED, payment_pb2.PAYMENT_STATE_CANCELLED}
 PSU = payment_pb2.PsuContext(ip_address="198.51.100.7", device_id="phone-1", user_agent="wallet/1.0")
 
@@ -79,6 +82,8 @@ class Wallet:
         self.customer = demo["customers"]["alice"]["customer"]
         self.account = demo["customers"]["alice"]["account"]
         self.access: tuple[tuple[str, str], ...] = ()
+        self.abandoned: payment_pb2.Payment | None = None  # stepped up, never confirmed
+        self.opening_balance = 0
 
     async def connect(self) -> None:
         partner, customer = self.demo["partners"]["acme"], self.demo["customers"]["alice"]
@@ -185,6 +190,9 @@ async def wallet(tmp_path_factory):  # type: ignore[no-untyped-def]
 
 
 async def test_a_small_payment_goes_through_and_a_risky_one_is_stepped_up_and_confirmed(wallet: Wallet) -> None:
+    wallet.opening_balance = await wallet.available()
+    wallet.abandoned = await wallet.pay(await wallet.new_creditor(), 20_000)  # ends in a later test
+    assert wallet.abandoned.state == payment_pb2.PAYMENT_STATE_AWAITING_AUTHORISATION
     assert (await wallet.pay(await wallet.new_creditor(), 5_000)).state == payment_pb2.PAYMENT_STATE_SETTLED
     before = await wallet.available()
     waiting = await wallet.pay(await wallet.new_creditor(), 20_000)
@@ -214,18 +222,6 @@ async def test_a_small_payment_goes_through_and_a_risky_one_is_stepped_up_and_co
         "e2e.1",
         "confirmed",
     )
-
-
-async def test_a_payment_not_confirmed_in_time_is_cancelled_and_moves_nothing(wallet: Wallet) -> None:
-    before = await wallet.available()
-    waiting = await wallet.pay(await wallet.new_creditor(), 20_000)
-    assert waiting.state == payment_pb2.PAYMENT_STATE_AWAITING_AUTHORISATION
-    ended = await wallet.until(waiting.name, FINAL, timeout=STEP_UP_WAIT_SECONDS + 20)
-    assert (ended.state, ended.status_reason) == (payment_pb2.PAYMENT_STATE_CANCELLED, "AUTHORISATION_EXPIRED")
-    with pytest.raises(grpc.aio.AioRpcError) as late:
-        await wallet.confirm(waiting.name, code_for(waiting, wallet.customer))
-    assert _reason(late.value) == "PAYMENT_NOT_AWAITING"
-    assert await wallet.available() == before
 
 
 async def test_held_payments_wait_for_operators_who_approve_or_refuse_them(wallet: Wallet) -> None:
@@ -268,6 +264,33 @@ async def test_held_payments_wait_for_operators_who_approve_or_refuse_them(walle
     assert _reason(again.value) == "PAYMENT_NOT_AWAITING"
 
 
+async def _cli(wallet: Wallet, *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "meshcli.main",
+        *args,
+        "--data-dir",
+        str(wallet.mesh.data_dir),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await process.communicate()
+    return await process.wait(), out.decode()
+
+
+async def test_operators_review_held_payments_with_the_cli(wallet: Wallet) -> None:
+    held = await wallet.pay(await wallet.new_creditor(), 60_000)
+    code, listed = await _cli(wallet, "review", "list")
+    assert code == 0 and held.name in listed and "new_creditor,new_creditor_large" in listed, listed
+    code, shown = await _cli(wallet, "review", "show", held.name)
+    assert code == 0 and "PENDING_REVIEW" in shown and "psu_device_id" in shown and "phone-1" in shown, shown
+    code, refused = await _cli(wallet, "review", "refuse", held.name, "--note", "cli")
+    assert (code, refused.strip()) == (0, f"{held.name}: REJECTED (REVIEW_REFUSED)")
+    code, again = await _cli(wallet, "review", "approve", held.name)
+    assert code == 1 and "PAYMENT_NOT_AWAITING" in again, again
+
+
 async def test_a_payment_far_too_risky_is_refused_outright_naming_its_rules(wallet: Wallet) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await wallet.pay(await wallet.new_creditor(), 95_000)
@@ -295,6 +318,20 @@ async def test_payments_waiting_when_the_payment_service_is_killed_still_wait_an
     ).payment
     assert {confirmed.state, approved.state} == {payment_pb2.PAYMENT_STATE_SETTLED}
     assert await wallet.available() == before - 70_000
+
+
+async def test_a_payment_not_confirmed_in_time_is_cancelled_and_moves_nothing(wallet: Wallet) -> None:
+    waiting = wallet.abandoned
+    assert waiting is not None
+    ended = await wallet.until(waiting.name, FINAL, timeout=STEP_UP_WAIT_SECONDS + 30)
+    assert (ended.state, ended.status_reason) == (payment_pb2.PAYMENT_STATE_CANCELLED, "AUTHORISATION_EXPIRED")
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await wallet.confirm(waiting.name, code_for(waiting, wallet.customer))
+    assert _reason(late.value) == "PAYMENT_NOT_AWAITING"
+    # Alice paid exactly what settled: the cancelled payment (and every refused one) moved nothing.
+    listed = await wallet.payments.ListPayments(payment_pb2.ListPaymentsRequest(page_size=100), metadata=wallet.access)
+    settled = sum(p.amount.minor_units for p in listed.payments if p.state == payment_pb2.PAYMENT_STATE_SETTLED)
+    assert await wallet.available() == wallet.opening_balance - settled
 
 
 async def test_everything_above_is_final_and_the_ledger_nets_to_zero_with_nothing_held(wallet: Wallet) -> None:
