@@ -423,7 +423,7 @@ async def run_up(
     limiter = (
         "Redis rate limiter" if mesh.env.get("OBM_REDIS_URL") or mesh.env.get("REDIS_URL") else "in-process limiter"
     )
-    print(f"OpenBank Mesh: starting six processes ({store}, {limiter})", flush=True)
+    print(f"OpenBank Mesh: starting {len(mesh.children)} processes ({store}, {limiter})", flush=True)
     if replicas > 1:
         print(
             f"  {replicas} replicas of every service and the gateway, balanced round robin"
