@@ -162,6 +162,8 @@ def annotate_call(
     *, partner_id: str | None = None, consent_id: str | None = None, interaction_id: str | None = None
 ) -> None:
     """Put the call's partner, consent and interaction ids on the current span (when recording)."""
+    if _configured_provider is None:  # tracing off: nothing records, skip the lookup on every call
+        return
     span = trace.get_current_span()
     if not span.is_recording():
         return

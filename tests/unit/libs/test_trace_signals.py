@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.trace import SpanKind, StatusCode
 
 from meshlib import errors as e
+from meshlib import telemetry
 from meshlib.auth.context import Caller, reset_caller, set_caller
 from meshlib.grpc_errors import ErrorMappingInterceptor, InterceptorPipeline
 from meshlib.logs import ConsoleFormatter, interaction_id_var
@@ -71,8 +72,9 @@ def provider() -> tuple[TracerProvider, InMemorySpanExporter]:
 
 
 @pytest.fixture
-async def echo(provider):  # type: ignore[no-untyped-def]
+async def echo(provider, monkeypatch):  # type: ignore[no-untyped-def]
     tracer_provider, exporter = provider
+    monkeypatch.setattr(telemetry, "_configured_provider", tracer_provider)  # tracing on, as configured
     pipeline = InterceptorPipeline(
         [
             TracingInterceptor(tracer_provider=tracer_provider),
