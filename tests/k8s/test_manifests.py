@@ -294,7 +294,9 @@ def test_the_bank_web_app_is_reached_only_from_the_ingress_and_calls_only_identi
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["path"] == "/healthz"
     env = {e["name"]: e for e in container.get("env", [])}
-    assert env["OBM_SERVICE_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"]["name"].startswith("bankweb-service-client")
+    pod = deployment["spec"]["template"]["spec"]
+    secret = _mounted_secret(pod, container, env["OBM_SERVICE_CLIENT_SECRET_FILE"]["value"])
+    assert secret and secret.startswith("bankweb-service-client")
     assert config_value(docs, "bankweb-config", "OBM_BANKWEB_SECURE_COOKIES") == "true"
 
 

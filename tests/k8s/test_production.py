@@ -130,7 +130,9 @@ def test_datastore_egress_reaches_only_what_the_overlay_names(release) -> None: 
 def test_mesh_datastore_urls_and_client_secrets_are_never_environment_values(release) -> None:  # type: ignore[no-untyped-def]
     _, docs, jobs = release
     secret_like = ("DATABASE_URL", "REDIS_URL", "CLIENT_SECRET", "PASSPHRASE")
-    for name, deployment in {**mesh_deployments(docs), **{j["metadata"]["name"]: j for j in jobs}}.items():
+    workloads = {**mesh_deployments(docs), **{j["metadata"]["name"]: j for j in jobs}}
+    workloads["bankweb"] = named(docs, "Deployment", "bankweb")
+    for name, deployment in workloads.items():
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             for env in container.get("env", []):
                 if env["name"].endswith(secret_like):
