@@ -370,8 +370,10 @@ class LocalMesh:
         assert child.process is not None
         child.process.send_signal(sig)
 
-    async def restart(self, child: MeshProcess, timeout: float = 60.0) -> None:
-        """Start a process that exited again, as it was started, and wait until it serves."""
+    async def restart(self, child: MeshProcess, timeout: float | None = None) -> None:
+        """Start a process that exited again, as it was started, and wait until it serves
+        (within ``timeout``, by default the mesh's readiness timeout)."""
+        timeout = self.ready_timeout if timeout is None else timeout
         assert child.process is not None
         await child.process.wait()
         child.process = await asyncio.create_subprocess_exec(

@@ -64,7 +64,7 @@ async def _until(condition: Callable[[], Awaitable[bool]], what: str, timeout: f
     return time.monotonic() - began
 
 
-async def _progress(mesh: ReplicatedMesh, payments: int = 3, timeout: float = 60.0) -> float:
+async def _progress(mesh: ReplicatedMesh, payments: int = 3, timeout: float = 120.0) -> float:
     """Wait until the load made ``payments`` more payments (the mesh is working)."""
     target = len(mesh.load.payments) + payments
 
