@@ -74,6 +74,14 @@ async def _progress(mesh: ReplicatedMesh, payments: int = 3, timeout: float = 12
     return await _until(made, "payments resumed", timeout)
 
 
+class Report(list[str]):
+    """The measurements of each fault, printed as they come (``-s`` shows them, a failure too)."""
+
+    def append(self, line: str) -> None:
+        print(line, flush=True)
+        super().append(line)
+
+
 def _summary(attempts: list) -> str:  # type: ignore[type-arg]
     counts = Counter(f"{a.method} {a.code.name} {a.reason}" for a in attempts)
     return ", ".join(f"{n}x {what}" for what, n in counts.most_common()) or "none"
@@ -182,7 +190,7 @@ async def test_faults_are_answered_unavailable_and_retried_with_two_replicas_of_
 ) -> None:
     """One test (one mesh, one worker): the database outages, the hung account service, then
     every service losing a replica, each load followed by the money checks."""
-    report: list[str] = []
+    report = Report()
     before = await replicated.snapshot()
     async with replicated.driving():
         await _progress(replicated)
@@ -203,14 +211,13 @@ async def test_faults_are_answered_unavailable_and_retried_with_two_replicas_of_
     states = await replicated.check_money(before)
     _only_unavailable(replicated)
     report.append(f"  payments {states}, reads {replicated.load.reads}")
-    print("\n".join(["", *report]))
 
 
 @pytest.mark.slow
 async def test_replicas_and_the_database_fail_again_and_again_under_load(replicated: ReplicatedMesh) -> None:
     """The long form: kill rounds (alternating replicas) and database outages for OBM_SOAK_SECONDS."""
     before = await replicated.snapshot()
-    report: list[str] = []
+    report = Report()
     ends = time.monotonic() + float(os.environ.get("OBM_SOAK_SECONDS", "600"))
     rounds = 0
     async with replicated.driving(payers=4, readers=4):
@@ -220,4 +227,4 @@ async def test_replicas_and_the_database_fail_again_and_again_under_load(replica
             await _database_outages(replicated, report)
     states = await replicated.check_money(before, timeout=180)
     _only_unavailable(replicated)
-    print("\n".join(["", f"{rounds} rounds", *report, f"payments {states}, reads {replicated.load.reads}"]))
+    report.append(f"{rounds} rounds: payments {states}, reads {replicated.load.reads}")
