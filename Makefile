@@ -10,7 +10,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install gen lint buf-checks test test-servers up clean bench lock
+.PHONY: help install gen lint buf-checks test test-servers up clean bench bench-risk lock
 
 help:
 	@grep -E '^#  ' Makefile | sed 's/^#  //'
@@ -68,6 +68,10 @@ up: gen
 bench: gen
 	bash scripts/ensure_bench_tools.sh
 	$(PY) -m bench $(BENCH_ARGS)
+
+# The risk decision's CPU per payment with the full shipped rule set (a few seconds).
+bench-risk: gen
+	$(PY) -m bench.risk
 
 clean:
 	rm -rf gen/openbank/*/ gen/*.binpb data .pytest_cache
