@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 from pathlib import Path
@@ -11,7 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meshlib.errors import Unavailable
 from meshlib.money import Amount
+from services.payment.adapters.identity_signals import BoundedIdentitySignals
 from services.payment.adapters.risk_rules_file import ReloadableRiskRules
 from services.payment.domain import step_up
 from services.payment.domain.checks import CustomerHistory
@@ -250,3 +253,26 @@ def test_codes_of_different_amounts_differ_almost_always(a: int, b: int) -> None
     assert step_up.linked_message(_payment(a)) != step_up.linked_message(_payment(b)) or a == b
     if a == b:
         assert same
+
+
+class _Identity:
+    def __init__(self, answer: IdentitySignals | None = None, delay: float = 0.0, error: bool = False) -> None:
+        self.answer, self.delay, self.error = answer, delay, error
+
+    async def recent(self, customer_id: str, consent_id: str) -> IdentitySignals:
+        await asyncio.sleep(self.delay)
+        if self.error:
+            raise Unavailable("identity is down")
+        assert self.answer is not None
+        return self.answer
+
+
+async def test_identity_signals_come_within_their_deadline_or_not_at_all() -> None:
+    known = IdentitySignals(failed_sign_ins=4, consent_changed_seconds_ago=30)
+    assert await BoundedIdentitySignals(_Identity(known), 1.0).recent("cu", "c") == known
+    late = BoundedIdentitySignals(_Identity(known, delay=5.0), 0.05)
+    down = BoundedIdentitySignals(_Identity(error=True), 1.0)
+    assert await late.recent("cu", "c") == IdentitySignals() == await down.recent("cu", "c")
+    assert (late.misses, down.misses) == (1, 1)
+    rules = RiskRules("v", (RiskRule("s", "failed_sign_ins", score=100, min_count=3),))
+    assert rules.decide(_signals(identity=await late.recent("cu", "c"))).outcome is RiskOutcome.ALLOW
