@@ -174,6 +174,13 @@ def _amount(money: money_pb2.Money) -> str:
 def _describe(payment: payment_pb2.Payment) -> None:
     state = payment_pb2.PaymentState.Name(payment.state).removeprefix("PAYMENT_STATE_")
     print(f"{payment.name}  {state} ({payment.iso20022_status})")
+
+    def _external(shown: payment_pb2.Payment) -> str:
+        """A creditor at another bank: its account, name and bank."""
+        creditor = shown.creditor_external
+        account = creditor.iban or creditor.scheme_account_id
+        return f"{account} {creditor.name} ({creditor.agent_bic})" if account else "-"
+
     rows = [
         ("partner", payment.partner),
         ("consent", payment.consent),
@@ -181,7 +188,7 @@ def _describe(payment: payment_pb2.Payment) -> None:
         ("amount", _amount(payment.amount)),
         ("fee", _amount(payment.fee) if payment.HasField("fee") else "-"),
         ("debtor", payment.debtor_account),
-        ("creditor", payment.creditor_account or payment.creditor_wallet),
+        ("creditor", payment.creditor_account or payment.creditor_wallet or _external(payment)),
         ("reason", f"{payment.status_reason}: {payment.status_reason_message}" if payment.status_reason else "-"),
         ("end-to-end id", payment.end_to_end_id or "-"),
         ("refund of", payment.refund_of or "-"),
