@@ -11,6 +11,7 @@ from pathlib import Path
 
 from meshcli.audit import add_audit_parser
 from meshcli.commands import add_operator_parsers, run_operator_command
+from meshcli.disputes import add_dispute_parser
 from meshcli.participants import add_participant_parser
 from meshcli.payments import add_payment_parser
 from meshcli.review import add_review_parser
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_parser(commands)
     add_payment_parser(commands)
     add_review_parser(commands)
+    add_dispute_parser(commands)
     add_participant_parser(commands)
     try:
         from meshcli import conformance
@@ -140,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         from meshcli.review import run_review_command
 
         return asyncio.run(run_review_command(args))
+    if args.command == "dispute":
+        from meshcli.disputes import run_dispute_command
+
+        return asyncio.run(run_dispute_command(args))
     if args.command == "conformance":
         from meshcli import conformance
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import sys
 import time
 import uuid
 from typing import Any
@@ -266,3 +267,34 @@ async def test_the_partner_share_is_in_the_closed_window_report_and_everything_a
     (totals_eur,) = [t for t in totals.totals if t.currency_code == "EUR"]
     assert totals_eur.balanced and totals_eur.net.minor_units == 0
     assert totals_eur.pending_debits.minor_units == 0
+
+
+async def test_the_operator_cli_lists_and_decides_disputes(bank: Bank) -> None:
+    payment = await bank.top_up(300)
+
+    async def cli(*args: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "meshcli.main",
+            "dispute",
+            *args,
+            "--data-dir",
+            str(bank.mesh.data_dir),
+            "--json",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), 60)
+        return process.returncode or 0, out.decode()
+
+    code, out = await cli("open", payment.name, "wrong-amount", "--amount", "1.00")
+    assert code == 0, out
+    opened = json.loads(out)
+    assert (opened["state"], opened["amount"]["minor_units"]) == ("DISPUTE_STATE_OPENED", "100")
+    code, out = await cli("reject", opened["name"], "--note", "as agreed")
+    assert code == 0 and json.loads(out)["state"] == "DISPUTE_STATE_REJECTED", out
+    code, out = await cli("list", "--partner", bank.acme["partner"])
+    assert code == 0 and opened["name"] in out, out
+    code, out = await cli("accept", opened["name"])
+    assert code == 1 and "DISPUTE_ALREADY_DECIDED" in out, out
