@@ -39,6 +39,7 @@ from openbank.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from openbank_sdk.auth import ClientCredentials, ClientCredentialsTokens, ConsentTokens, Pkce, TokenSource
 from openbank_sdk.channels import open_channel
 from openbank_sdk.decoupled import DecoupledCalls
+from openbank_sdk.disputes import DisputeCalls
 from openbank_sdk.errors import OpenBankError, from_rpc_error
 from openbank_sdk.mandates import MandateCalls
 from openbank_sdk.pagination import paginate
@@ -313,7 +314,7 @@ class ConsentSession(StandingOrderCalls, MandateCalls):
         return (await self._call(self._payments.CancelPayment, request, mutating=True)).payment
 
 
-class OpenBankClient(DecoupledCalls):
+class OpenBankClient(DecoupledCalls, DisputeCalls):
     """A partner's connection to the mesh's gateway.
 
     Partner-wide calls (consents, the payment stream, settlement, JWKS) use a client-credentials
