@@ -27,6 +27,7 @@ class Store:
     revoked_consent_tokens: list[str] = field(default_factory=list)
     answers: dict[tuple[str, str, str], tuple[str, bytes]] = field(default_factory=dict)
     audit: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    partner_events: list[Any] = field(default_factory=list)
 
 
 class _Partners:
@@ -112,6 +113,16 @@ class _Audit:
         self._store.audit.append((action, resource, fields))
 
 
+class _PartnerEvents:
+    """The partner event log: events recorded with the change (kept only if it commits)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def record(self, event: Any) -> None:
+        self._store.partner_events.append(event)
+
+
 class FakeUnitOfWork:
     """Same surface as IdentityUnitOfWork for the repositories the tests use."""
 
@@ -124,6 +135,7 @@ class FakeUnitOfWork:
         self.grants = _Grants(store)
         self.idempotency = _Idempotency(store)
         self.audit = _Audit(store)
+        self.partner_events = _PartnerEvents(store)
         self._snapshot: Store | None = None
         self._committed = False
 

@@ -88,6 +88,10 @@ async def test_authorise_issues_a_code_and_publishes_the_new_state(world: World)
     stored_code = next(iter(world.store.codes.values()))
     assert stored_code.code_hash != result.authorization_code and stored_code.partner_id == "p1"
     assert [(e.kind, e.key, e.detail) for e in world.bus.published] == [("consent", consent_id, "AUTHORISED")]
+    # The partner's event, in the same transaction as the change.
+    assert [(e.type.value, e.consent_id, e.partner_id) for e in world.store.partner_events] == [
+        ("CONSENT_AUTHORISED", consent_id, "p1")
+    ]
     assert isinstance(
         await world.consents.authorise(_key("a1"), SAVED, consent_id, "ada", PASSWORD, code, ("acc1",)), Replayed
     )
@@ -133,6 +137,8 @@ async def test_revocation_kills_bound_tokens_and_nothing_is_published_on_failure
         await world.consents.reject(_key("j1"), SAVED, consent_id, "someone")
     assert raised.value.reason == "CONSENT_REVOKED"
     assert len(world.bus.published) == 1
+    # One event for the one change; the refused ones wrote none.
+    assert [e.type.value for e in world.store.partner_events] == ["CONSENT_REVOKED"]
 
 
 async def test_a_suspended_partner_cannot_create_consents(world: World) -> None:
