@@ -156,6 +156,15 @@ class ResourceExhausted(MeshError):
         self.violations = list(violations or [])
 
 
+# The reasons of UNAVAILABLE answers that say a store, a peer or an upstream did not answer:
+# nothing is known of the call's outcome, and the same request may be sent again.
+STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+PEER_UNAVAILABLE = "PEER_UNAVAILABLE"
+FAULT_REASONS = frozenset(
+    {"SERVICE_UNAVAILABLE", STORE_UNAVAILABLE, PEER_UNAVAILABLE, "UPSTREAM_UNAVAILABLE", "UPSTREAM_TIMEOUT"}
+)
+
+
 class Unavailable(MeshError):
     """A dependency is down; the call may be retried later."""
 

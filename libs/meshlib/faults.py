@@ -18,10 +18,9 @@ import errno
 
 import grpc
 
-from meshlib.errors import Unavailable
+from meshlib.errors import PEER_UNAVAILABLE, STORE_UNAVAILABLE, Unavailable
 
-STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
-PEER_UNAVAILABLE = "PEER_UNAVAILABLE"
+__all__ = ["PEER_UNAVAILABLE", "STORE_UNAVAILABLE", "as_unavailable"]
 # Long enough for a restarting PostgreSQL (sub-second) to accept again; short enough that a
 # caller honouring it does not wait much past a brief outage.
 STORE_RETRY_SECONDS = 0.5

@@ -194,7 +194,7 @@ def decode_item_error(reason_value: int, message: str) -> e.MeshError:
     known = reason_value in error_reason_pb2.ErrorReason.values()
     reason = error_reason_pb2.ErrorReason.Name(reason_value).removeprefix("ERROR_REASON_") if known else ""
     text = message or reason or "unknown item failure"
-    if reason == "SERVICE_UNAVAILABLE":
+    if reason in e.FAULT_REASONS:
         return e.Unavailable(text, reason=reason)
     if reason in ("INTERNAL_ERROR", "", "UNSPECIFIED"):
         return e.MeshError(text, reason="INTERNAL_ERROR")

@@ -17,6 +17,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from meshlib.errors import FAULT_REASONS
 from services.payment.domain.payments import Payment, PaymentState
 
 
@@ -49,8 +50,9 @@ class Outcome(enum.Enum):
 
 # Failures that say nothing about the outcome of the call (down, deadline, conflict).
 # CLEARING_PENDING: the scheme has the transfer and has not settled it yet (ask again later).
-TRANSIENT_REASONS = frozenset(
-    {"SERVICE_UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL_ERROR", "CONCURRENT_MODIFICATION", "CLEARING_PENDING"}
+# A peer's UNAVAILABLE reasons (a lost store, a peer of its own away) are transient too.
+TRANSIENT_REASONS = (
+    frozenset({"DEADLINE_EXCEEDED", "INTERNAL_ERROR", "CONCURRENT_MODIFICATION", "CLEARING_PENDING"}) | FAULT_REASONS
 )
 CLEARING_PENDING = "CLEARING_PENDING"
 ROLLED_BACK_MESSAGE = "the payment could not complete and was rolled back"

@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 
 from meshlib.errors import ErrorKind
 from meshlib.faults import PEER_UNAVAILABLE, STORE_UNAVAILABLE, as_unavailable
-from meshlib.grpc_errors import ErrorMappingInterceptor, decode_status, error_info
+from meshlib.grpc_errors import ErrorMappingInterceptor, decode_item_error, decode_status, error_info
 
 
 def _wrapped(orig: BaseException, cls: type[DBAPIError] = DBAPIError, invalidated: bool = False) -> DBAPIError:
@@ -105,3 +105,17 @@ def test_the_error_mapping_answers_a_lost_database_unavailable_with_retry_info()
     assert info is not None and info.reason == STORE_UNAVAILABLE
     assert status is not None
     assert any(detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for detail in status.details)
+
+
+@pytest.mark.parametrize(
+    "reason", ["STORE_UNAVAILABLE", "PEER_UNAVAILABLE", "UPSTREAM_UNAVAILABLE", "UPSTREAM_TIMEOUT"]
+)
+def test_a_fault_reason_is_transient_for_a_caller_never_a_refusal(reason: str) -> None:
+    from openbank.common.v1 import error_reason_pb2
+    from services.payment.domain.saga import Step, StepRecord
+
+    # A saga step that met a lost store downstream did not happen and may happen yet: no refusal.
+    assert not StepRecord.failure(next(iter(Step)), reason, "the store is away").refused
+    # A batch item failing so is retried like SERVICE_UNAVAILABLE, not taken as a rule's answer.
+    item = decode_item_error(error_reason_pb2.ErrorReason.Value(f"ERROR_REASON_{reason}"), "away")
+    assert item.kind is ErrorKind.UNAVAILABLE
