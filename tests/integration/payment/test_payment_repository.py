@@ -359,11 +359,11 @@ async def test_the_in_flight_gauges_and_recovery_read_only_unfinished_payments(d
     await _seed(database)
     async with database.engine.connect() as connection:
         rows = (await connection.execute(sa.select(payments.c.state, payments.c.updated_at))).all()
-    # In flight: neither final nor SCHEDULED (waiting for its time, no saga yet).
+    # In flight: neither final nor waiting (for its time, the customer or a review: no saga yet).
     unfinished = [
         (state, as_utc(updated))
         for state, updated in rows
-        if not PaymentState[state].final and state != PaymentState.SCHEDULED.name
+        if not PaymentState[state].final and not PaymentState[state].waiting
     ]
     assert any(state == PaymentState.SCHEDULED.name for state, _ in rows)
     seen: list[tuple[str, Any]] = []
