@@ -20,6 +20,7 @@ from contextvars import ContextVar
 
 from meshlib.errors import MeshError, Unavailable
 from meshlib.telemetry import internal_span, tracing_enabled
+from services.payment.domain.clearing import poll_delay
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.domain.saga import (
     CLEARING_PENDING,
@@ -308,7 +309,7 @@ class _Run:
         the poll interval, not the driver's whole lease."""
         stored = await self._flush()
         if self._park and not stored.state.final:
-            await self._runner.journal.park(stored.payment_id, self._runner.clearing_poll)
+            await self._runner.journal.park(stored.payment_id, poll_delay(self._history, self._runner.clearing_poll))
         return stored
 
     def _note(self, *records: StepRecord) -> None:

@@ -11,6 +11,7 @@ Plain Python: no gRPC, no SQL.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 from meshlib.errors import FieldCollector
@@ -35,6 +36,18 @@ NOT_RECEIVED = "CLEARING_NOT_RECEIVED"
 MAX_SUBMISSIONS = 3
 
 _SCHEME_ACCOUNT = re.compile(r"^[A-Za-z0-9/\-?:().,'+ ]{1,34}$")
+
+
+# A transfer long in settlement is asked less and less often: the poll interval doubles with
+# each answer "not settled yet", up to this many times the interval.
+MAX_POLL_BACKOFF = 32
+
+
+def poll_delay(history: History, interval: dt.timedelta) -> dt.timedelta:
+    """How long until a payment waiting for the scheme is asked again: ``interval`` after the
+    first "not yet", doubling with each further one, at most MAX_POLL_BACKOFF intervals."""
+    pending = sum(1 for record in history.records if record.reason == CLEARING_PENDING)
+    return interval * min(2 ** max(pending - 1, 0), MAX_POLL_BACKOFF)
 
 
 def rejection_reason(iso_code: str) -> str:

@@ -151,6 +151,18 @@ async def test_pending_at_the_scheme_waits_parked_then_the_poller_settles_it() -
     assert world.positions.obligations[payment.payment_id] == "COMMITTED"
 
 
+async def test_a_transfer_long_in_settlement_is_asked_less_and_less_often() -> None:
+    world = World()
+    world.scheme.script(GOOD, Behaviour.accept())
+    payment = await world.pay(500)
+    delays = [world.store.parked[payment.payment_id]]
+    for _ in range(8):
+        await world.poller.run_pass()
+        delays.append(world.store.parked[payment.payment_id])
+    seconds = [delay.total_seconds() for delay in delays]
+    assert seconds == [5, 10, 20, 40, 80, 160, 160, 160, 160]  # 5 s doubling, at most 32 x 5 s
+
+
 async def test_accepted_then_rejected_is_undone() -> None:
     world = World()
     world.scheme.script(GOOD, Behaviour.accept())
