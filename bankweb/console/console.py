@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bankweb.console.operators import OperatorDirectory, OperatorRefused, may
-from bankweb.console.ports import AuditQuery, AuditRow, Mesh, ParticipantRow, PaymentRow, Reconciliation, WindowRow
+from bankweb.console.ports import (
+    AuditQuery,
+    AuditRow,
+    HeldRow,
+    Mesh,
+    ParticipantRow,
+    PaymentRow,
+    Reconciliation,
+    WindowRow,
+)
 from bankweb.ports import Session, SessionStore
 from bankweb.sessions import AttemptLimiter, rotate_session
 from meshlib.audit.files import replica_files
@@ -26,7 +35,7 @@ from meshlib.errors import MeshError
 
 log = logging.getLogger("bankweb.console")
 
-IN_FLIGHT = ("RECEIVED", "ACCEPTED", "SETTLEMENT_IN_PROCESS")
+IN_FLIGHT = ("RECEIVED", "ACCEPTED", "SETTLEMENT_IN_PROCESS", "AWAITING_AUTHORISATION", "PENDING_REVIEW")
 SIGNED_IN_FOR = dt.timedelta(hours=8)  # then sign in again, however active
 
 
@@ -148,6 +157,10 @@ class Console:
         await self._sessions.save(session.session_id, session.data, self._ttl)
         return SignedIn(session.data["operator"], session.data["role"])
 
+    async def remember(self, session: Session) -> None:
+        """Save what a page put in the session (a notice to show once), for another idle period."""
+        await self._sessions.save(session.session_id, session.data, self._ttl)
+
     async def sign_out(self, session: Session | None) -> None:
         """Forget the session."""
         if session is not None:
@@ -172,6 +185,10 @@ class Console:
         in_flight = await self._mesh.payments(IN_FLIGHT, partner, limit)
         rejected = await self._mesh.payments(("REJECTED",), partner, limit)
         return in_flight, rejected
+
+    async def held(self, limit: int = 50) -> list[HeldRow]:
+        """Payments the risk rules hold for review, oldest first (decided with the CLI)."""
+        return await self._mesh.held_payments(limit)
 
     async def audit(self, query: AuditQuery) -> list[AuditRow]:
         """The services' trails, or the console's own (operators' actions)."""

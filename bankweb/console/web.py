@@ -77,7 +77,7 @@ class ConsoleWeb(SecurePages):
     async def _flash(self, session: Session, key: str) -> Any:
         value = session.data.pop(key, None)
         if value is not None:
-            await self.sessions.save(session.session_id, session.data, 900)
+            await self.console.remember(session)
         return value
 
     # ---- sign-in -------------------------------------------------------------------------
@@ -208,12 +208,12 @@ class ConsoleWeb(SecurePages):
         )
 
     async def review(self, request: Request) -> Response:
-        """GET /review: the review queue and disputes (with the risk decisions, later)."""
+        """GET /review: the payments the risk rules hold, with their rules and signals."""
         signed = await self._signed_in(request)
         if signed is None:
             return self._see_other("/sign-in")
         session, who = signed
-        return self._operator_page("console_review.html", session, who)
+        return self._operator_page("console_review.html", session, who, held=await self.console.held())
 
     # ---- actions -------------------------------------------------------------------------
 
@@ -236,7 +236,7 @@ class ConsoleWeb(SecurePages):
         except ActionFailed as failed:
             outcome = {"message": str(failed)}
         session.data.update(outcome if isinstance(outcome, dict) else {"notice": outcome})
-        await self.sessions.save(session.session_id, session.data, 900)
+        await self.console.remember(session)
         return self._see_other(back)
 
     @staticmethod
