@@ -291,6 +291,9 @@ class LocalMesh:
                 env["OBM_SERVICE_CLIENT_SECRET"] = self.credentials[child.name]
             if child.name != "identity":
                 env.pop("OBM_INTERNAL_CLIENTS", None)  # only identity knows the client list
+            elif "bankweb" in self.ports:
+                # New customers' activation pages (account opening through a partner).
+                env.setdefault("OBM_BANK_WEB_URL", f"http://127.0.0.1:{self.ports['bankweb']}")
             if child.name == "bankweb":
                 # Plain http on 127.0.0.1: no Secure cookies (every other deployment keeps them).
                 env.update(OBM_BANKWEB_PORT=str(child.port), OBM_BANKWEB_SECURE_COOKIES="false")

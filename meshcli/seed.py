@@ -35,6 +35,7 @@ PARTNER_SCOPES = [
     "consents:write",
     "settlement:read",
     "events:read",
+    "customers:onboard",
 ]
 DEMO_PARTNERS = (("acme", "Acme Wallet", "gold"), ("zeta", "Zeta Pay", "silver"))
 # Each demo partner's redirect URIs (exact match): a loopback callback for a wallet under test

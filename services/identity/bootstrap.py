@@ -24,6 +24,7 @@ from openbank.identity.v1 import (
     authorization_pb2_grpc,
     consent_pb2_grpc,
     customer_pb2_grpc,
+    onboarding_pb2_grpc,
     partner_pb2_grpc,
     signing_key_pb2_grpc,
     token_pb2_grpc,
@@ -43,6 +44,9 @@ from services.identity.event_servicer import EventIntakeServicer, EventServicer
 from services.identity.housekeeping import Housekeeping
 from services.identity.internal_clients import load_internal_clients
 from services.identity.keys_service import KeyService, OwnServiceToken
+from services.identity.onboarding_accounts import LedgerAccountOpener
+from services.identity.onboarding_service import OnboardingService, load_rules, load_screening_list
+from services.identity.onboarding_servicer import OnboardingServicer
 from services.identity.partner_service import PartnerService
 from services.identity.servicer import (
     ConsentServicer,
@@ -193,6 +197,21 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
     customers = CustomerService(uow, hasher, box, sca, clock, sandbox=settings.sandbox_customer_secrets)
     consents = ConsentService(uow, sca, events, clock, accounts=ledger_accounts)
     authorizations = AuthorizationService(uow, events, clock, settings.token_issuer, accounts=ledger_accounts)
+    # Account opening through partners: rules and the screening list read once here.
+    opener_token = OwnServiceToken(keys, settings.token_issuer, settings.token_audience, ["ledger:admin"])
+    onboarding = OnboardingService(
+        uow,
+        hasher,
+        box,
+        load_rules(settings.onboarding_rules_file),
+        load_screening_list(settings.screening_list_file),
+        LedgerAccountOpener(runtime.channel(settings.account_target), opener_token.token),
+        clock,
+        settings.bank_web_url,
+    )
+    opening = Periodic("onboarding-accounts", 5.0, _quietly(onboarding.open_waiting_accounts))
+    event_starts.append(opening.start)
+    event_stops.insert(0, opening.stop)
 
     # Identity's own verifier refuses revoked tokens too, asking its own store on a miss.
     async def introspect_locally(caller: Caller) -> TokenStatus:
@@ -250,6 +269,11 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
                 "openbank.identity.v1.AuthorizationService",
                 AuthorizationServicer(authorizations, decoupled),
                 authorization_pb2_grpc.add_AuthorizationServiceServicer_to_server,
+            ),
+            ServiceRegistration(
+                "openbank.identity.v1.OnboardingService",
+                OnboardingServicer(onboarding),
+                onboarding_pb2_grpc.add_OnboardingServiceServicer_to_server,
             ),
             ServiceRegistration(
                 "openbank.identity.v1.SigningKeyService",

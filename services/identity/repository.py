@@ -263,6 +263,14 @@ class CustomerRepository:
             )
         )
 
+    async def set_password(self, customer_id: str, password_hash: str, now: dt.datetime) -> None:
+        """The customer's own password (its activation after an account opened through a partner)."""
+        await self._connection.execute(
+            customers.update()
+            .where(customers.c.customer_id == customer_id)
+            .values(password_hash=password_hash, updated_at=now)
+        )
+
     async def get(self, customer_id: str) -> Customer | None:
         """A customer by id."""
         query = sa.select(customers).where(customers.c.customer_id == customer_id)

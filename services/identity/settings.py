@@ -80,6 +80,12 @@ class IdentitySettings(ServiceSettings):
     event_push_allow_insecure: bool = False
     # The bus channel of "a partner's log grew" (apart from the invalidations every process reads).
     event_channel: str = "openbank:partner-events"
+    # Account opening through partners (OnboardingService): the bank's rules (minimum age, terms
+    # versions, document rules, currencies) and its sanctions / watch list, each read once at
+    # start; the bank web app's address for the customers' one-time activation pages.
+    onboarding_rules_file: Path = Path(__file__).parent / "onboarding_rules.yaml"
+    screening_list_file: Path = Path(__file__).parent / "screening_list.csv"
+    bank_web_url: str = "http://127.0.0.1:8443"
 
     @model_validator(mode="after")
     def _lead_outlasts_verifier_caches(self) -> IdentitySettings:

@@ -243,3 +243,28 @@ event_endpoints = sa.Table(
     sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# Applications for new customers' accounts through a partner (OnboardingService).
+applications = sa.Table(
+    "applications",
+    metadata,
+    sa.Column("application_id", sa.String(32), primary_key=True),
+    sa.Column("partner_id", sa.String(64), nullable=False, index=True),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("applicant", sa.Text, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("consent_permissions", sa.Text, nullable=False),
+    sa.Column("code_challenge", sa.String(128), nullable=False),
+    sa.Column("identity_key", sa.String(64), nullable=False, index=True),
+    sa.Column("document_key", sa.String(64), nullable=False, index=True),
+    sa.Column("customer_id", sa.String(32), nullable=True),
+    sa.Column("username", sa.String(64), nullable=True),
+    sa.Column("account_id", sa.String(64), nullable=True),
+    sa.Column("consent_id", sa.String(32), nullable=True),
+    sa.Column("sealed_activation_code", sa.LargeBinary, nullable=True),
+    sa.Column("activation_code_hash", sa.String(64), nullable=True),
+    sa.Column("decided_by", sa.String(128), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)

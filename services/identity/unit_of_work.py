@@ -14,6 +14,7 @@ from meshlib.storage import Database, SqlUnitOfWork
 from services.identity.authorization_repository import AuthorizationRequestRepository
 from services.identity.decoupled_repository import DecoupledRepository
 from services.identity.event_repository import HeadsNotifier, PartnerEventRepository
+from services.identity.onboarding_repository import ApplicationRepository
 from services.identity.repository import (
     ConsentRepository,
     CustomerRepository,
@@ -43,6 +44,7 @@ class IdentityUnitOfWork(SqlUnitOfWork):
     decoupled: DecoupledRepository
     audit: AuditRepository
     partner_events: PartnerEventRepository
+    applications: ApplicationRepository
 
     def __init__(
         self,
@@ -68,6 +70,7 @@ class IdentityUnitOfWork(SqlUnitOfWork):
         self.decoupled = DecoupledRepository(connection)
         self.audit = AuditRepository(connection, audit, "identity")
         self.partner_events = PartnerEventRepository(connection, self._clock)
+        self.applications = ApplicationRepository(connection)
         self.before_commit(self.audit.flush)
         self.before_commit(self.partner_events.flush)
 

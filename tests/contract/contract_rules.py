@@ -32,6 +32,7 @@ PARTNER_SCOPES = frozenset(
         "consents:write",
         "settlement:read",
         "events:read",
+        "customers:onboard",
     }
 )
 INTERNAL_SCOPES = frozenset(

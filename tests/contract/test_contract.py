@@ -271,6 +271,20 @@ PUBLIC_RPCS: dict[str, tuple[int, tuple[str, ...], int, str, int]] = {
         "reads",
         READ_ONLY,
     ),
+    "openbank.identity.v1.OnboardingService.SubmitApplication": (
+        TOKEN_AUTH,
+        ("customers:onboard",),
+        CP.CONSENT_PERMISSION_NONE,
+        "consents",
+        REQUEST_ID,
+    ),
+    "openbank.identity.v1.OnboardingService.GetApplication": (
+        TOKEN_AUTH,
+        ("customers:onboard",),
+        CP.CONSENT_PERMISSION_NONE,
+        "consents",
+        READ_ONLY,
+    ),
 }
 
 # Server streaming only.

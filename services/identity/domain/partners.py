@@ -27,6 +27,8 @@ PARTNER_SCOPES = frozenset(
         "consents:write",
         "settlement:read",
         "events:read",
+        # Account opening for a new customer through the partner (OnboardingService).
+        "customers:onboard",
     }
 )
 INTERNAL_SCOPES = frozenset(

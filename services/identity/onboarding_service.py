@@ -1,0 +1,349 @@
+"""Account opening through a partner: the application, the bank's decision, the customer, its
+account and the partner's consent, and the customer's activation on the bank's page.
+
+Every step is its own idempotent transaction and can be repeated: the decision (with the
+customer and the consent when approved) is one; opening the account is a peer call whose
+request_id is derived from the application, so a repeat after a crash opens the same
+account, followed by a transaction recording it; ``open_waiting_accounts`` finishes what a
+crash left between the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+import yaml
+
+from meshlib import totp
+from meshlib.errors import InvalidArgument, NotFound, PermissionDenied
+from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size, time_and_id
+from meshlib.storage import Codec, IdempotencyKey, Transactions
+from services.identity.common import Clock, Saved, UnitOfWorkFactory
+from services.identity.domain import consents as consent_rules
+from services.identity.domain import onboarding as rules
+from services.identity.domain.customers import MIN_PASSWORD_LENGTH, Customer, CustomerStatus, new_customer_id
+from services.identity.domain.onboarding import Application, ApplicationState, OnboardingRules, ScreeningList
+from services.identity.domain.secrets import SecretBox, SecretHasher
+from services.identity.unit_of_work import IdentityUnitOfWork
+
+log = logging.getLogger("identity.onboarding")
+CONSENT_LIFETIME = dt.timedelta(days=90)
+CONSENT_READS_PER_DAY = 4
+
+
+class AccountOpener(Protocol):
+    """Opens the new customer's current account (the account service)."""
+
+    async def open(self, request_id: str, customer_id: str, currency: str, display_name: str) -> str:
+        """The account id; the same request_id opens the same account."""
+        ...
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An activated customer and its authenticator seed (shown once)."""
+
+    customer_id: str
+    username: str
+    totp_seed: bytes
+
+
+class OnboardingService:
+    """Submit, read, decide (operators) and activate applications."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        hasher: SecretHasher,
+        box: SecretBox,
+        bank_rules: OnboardingRules,
+        screening: ScreeningList,
+        accounts: AccountOpener | None,
+        clock: Clock,
+        bank_web_url: str,
+    ) -> None:
+        self._uow = uow
+        self._tx = Transactions(uow, clock=clock)
+        self._hasher = hasher
+        self._box = box
+        self._rules = bank_rules
+        self._screening = screening
+        self._accounts = accounts
+        self._clock = clock
+        self._web = bank_web_url.rstrip("/")
+
+    async def submit(
+        self,
+        key: IdempotencyKey,
+        codec: Codec[Application | Saved],
+        partner_id: str,
+        raw: rules.RawApplication,
+        permissions: tuple[str, ...],
+        code_challenge: str,
+    ) -> Application | Saved:
+        """The bank's decision on a new application; approved, the customer, consent and account."""
+        now = self._clock()
+        applicant = rules.validate(raw, self._rules, now)
+        # Bad consent fields fail before anything is decided.
+        consent_rules.create(self._consent_request(permissions, code_challenge, now), partner_id, now)
+        unusable_password = await self._unusable_password()
+
+        async def operation(uow: IdentityUnitOfWork) -> Application:
+            duplicate = await uow.applications.known_person(applicant.identity_key(), applicant.document_key())
+            state, reason = rules.decide(applicant, self._rules, self._screening, duplicate=duplicate, now=now)
+            application = Application(
+                application_id=rules.new_application_id(),
+                partner_id=partner_id,
+                state=state,
+                reason=reason,
+                applicant=applicant,
+                currency=raw.currency,
+                consent_permissions=permissions,
+                code_challenge=code_challenge,
+                identity_key=applicant.identity_key(),
+                document_key=applicant.document_key(),
+                created_at=now,
+                updated_at=now,
+            )
+            if state is ApplicationState.APPROVED:
+                application = await self._provision(uow, application, unusable_password, now)
+            await uow.applications.add(application)
+            _audit(uow, "application.submit", application)
+            return application
+
+        result = await self._tx.run(operation, key=key, codec=codec)
+        if isinstance(result, Application):
+            log.info(
+                "application decided", extra={"application_id": result.application_id, "state": result.state.value}
+            )
+            if result.state is ApplicationState.APPROVED:
+                return await self._open_account_quietly(result)
+        return result
+
+    async def get(self, application_id: str, *, partner_id: str | None) -> Application:
+        """One application (of ``partner_id``; None: operators read any)."""
+        async with self._uow(read_only=True) as uow:
+            application = await uow.applications.get(application_id)
+        if application is None or (partner_id is not None and application.partner_id != partner_id):
+            raise NotFound("application not found", metadata={"resource_name": f"applications/{application_id}"})
+        return application
+
+    async def list(
+        self, state: ApplicationState | None, requested_size: int, page_token: str
+    ) -> tuple[list[Application], str]:
+        """Oldest first (operators); the next page token ('' at the end)."""
+        size = page_size(requested_size)
+        filters = filter_fingerprint(state=state.value if state else "")
+        after = time_and_id(decode_page_token(page_token, filters))
+        async with self._uow(read_only=True) as uow:
+            found = await uow.applications.page(state, after, size + 1)
+        page, token = found[:size], ""
+        if len(found) > size:
+            token = encode_page_token({"t": page[-1].created_at.isoformat(), "id": page[-1].application_id}, filters)
+        return page, token
+
+    async def decide_referred(
+        self, key: IdempotencyKey, codec: Codec[Application | Saved], application_id: str, approve: bool, operator: str
+    ) -> Application | Saved:
+        """An operator approves or declines a REFERRED application."""
+        now = self._clock()
+        unusable_password = await self._unusable_password()
+
+        async def operation(uow: IdentityUnitOfWork) -> Application:
+            found = await uow.applications.get(application_id, for_update=True)
+            if found is None:
+                raise NotFound("application not found", metadata={"resource_name": f"applications/{application_id}"})
+            application = found.referred_decision(approve, operator, now)
+            if application.state is ApplicationState.APPROVED:
+                application = await self._provision(uow, application, unusable_password, now)
+            await uow.applications.save(application)
+            _audit(uow, "application.decide", application)
+            return application
+
+        result = await self._tx.run(operation, key=key, codec=codec)
+        if isinstance(result, Application) and result.state is ApplicationState.APPROVED:
+            return await self._open_account_quietly(result)
+        return result
+
+    async def activate(
+        self, key: IdempotencyKey, codec: Codec[Activation | Saved], application_id: str, code: str, password: str
+    ) -> Activation | Saved:
+        """The customer's own password and its authenticator, against the one-time code."""
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise InvalidArgument.field("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+        password_hash = await asyncio.to_thread(self._hasher.hash, password)
+        now = self._clock()
+
+        async def operation(uow: IdentityUnitOfWork) -> Activation:
+            application = await uow.applications.get(application_id, for_update=True)
+            if (
+                application is None
+                or application.state is not ApplicationState.ACCOUNT_OPEN
+                or application.activation_code_hash is None
+                or application.customer_id is None
+                or not hmac.compare_digest(application.activation_code_hash, rules.code_hash(code))
+            ):
+                raise PermissionDenied("the activation code is not valid", reason="ACTIVATION_CODE_INVALID")
+            customer = await uow.customers.get(application.customer_id)
+            assert customer is not None
+            await uow.customers.set_password(customer.customer_id, password_hash, now)
+            activated = application.activated(now)
+            await uow.applications.save(activated)
+            _audit(uow, "customer.activate", activated)
+            seed = self._box.open(customer.sealed_totp_seed, context=customer.customer_id.encode())
+            return Activation(customer.customer_id, customer.username, seed)
+
+        return await self._tx.run(operation, key=key, codec=codec)
+
+    def activation_uri(self, application: Application) -> str:
+        """The bank's one-time activation page, while the account waits for its customer."""
+        if application.state is not ApplicationState.ACCOUNT_OPEN or application.sealed_activation_code is None:
+            return ""
+        code = self._box.open(application.sealed_activation_code, context=application.application_id.encode())
+        return f"{self._web}/activate/{application.application_id}?code={code.decode()}"
+
+    async def open_account(self, application: Application) -> Application:
+        """Open the approved application's account (again: the same one) and record it."""
+        if self._accounts is None or application.customer_id is None:
+            return application
+        account_id = await self._accounts.open(
+            f"onboarding-{application.application_id}",
+            application.customer_id,
+            application.currency,
+            f"{application.applicant.full_name} current account"[:100],
+        )
+
+        async def operation(uow: IdentityUnitOfWork) -> Application:
+            current = await uow.applications.get(application.application_id, for_update=True)
+            assert current is not None
+            opened = current.account_opened(account_id, self._clock())
+            if opened is not current:
+                await uow.applications.save(opened)
+                _audit(uow, "application.account_open", opened)
+            return opened
+
+        return await self._tx.run(operation)
+
+    async def open_waiting_accounts(self) -> int:
+        """Finish approved applications whose account a crash or an outage left unopened."""
+        async with self._uow(read_only=True) as uow:
+            waiting = await uow.applications.waiting_for_account(20)
+        opened = 0
+        for application in waiting:
+            if (await self._open_account_quietly(application)).state is ApplicationState.ACCOUNT_OPEN:
+                opened += 1
+        return opened
+
+    async def _open_account_quietly(self, application: Application) -> Application:
+        try:
+            return await self.open_account(application)
+        except Exception:
+            # The application stays APPROVED; open_waiting_accounts tries again.
+            log.warning("could not open the account yet", extra={"application_id": application.application_id})
+            return application
+
+    async def _unusable_password(self) -> str:
+        """The hash of a password nobody knows: the customer chooses its own at activation."""
+        return await asyncio.to_thread(self._hasher.hash, secrets.token_urlsafe(32))
+
+    def _consent_request(
+        self, permissions: tuple[str, ...], code_challenge: str, now: dt.datetime
+    ) -> consent_rules.ConsentRequest:
+        return consent_rules.ConsentRequest(
+            permissions=permissions,
+            expires_at=now + CONSENT_LIFETIME,
+            per_payment_limit=None,
+            period_limit=None,
+            period=None,
+            reads_per_day=CONSENT_READS_PER_DAY,
+            code_challenge=code_challenge,
+            code_challenge_method="S256",
+        )
+
+    async def _provision(
+        self, uow: IdentityUnitOfWork, application: Application, unusable_password: str, now: dt.datetime
+    ) -> Application:
+        """The customer (credentials set at activation), its sealed authenticator seed, and the
+        partner's consent awaiting the customer, in the deciding transaction."""
+        customer_id = new_customer_id()
+        username = rules.username_for(application.applicant, application.application_id)
+        seed = totp.new_totp_secret()
+        customer = Customer(
+            customer_id=customer_id,
+            username=username,
+            display_name=application.applicant.full_name[:200],
+            status=CustomerStatus.ACTIVE,
+            password_hash=unusable_password,
+            sealed_totp_seed=self._box.seal(seed, context=customer_id.encode()),
+            failed_attempts=0,
+            last_totp_step=None,
+            created_at=now,
+            updated_at=now,
+        )
+        await uow.customers.add(customer)
+        uow.audit.record(
+            "customer.create", f"customers/{customer_id}", customer_id=customer_id, details={"username": username}
+        )
+        request = self._consent_request(application.consent_permissions, application.code_challenge, now)
+        consent = consent_rules.create(request, application.partner_id, now)
+        await uow.consents.add(consent)
+        uow.audit.record(
+            "consent.create",
+            f"consents/{consent.consent_id}",
+            partner_id=application.partner_id,
+            details={"application": application.application_id},
+        )
+        code = rules.new_activation_code()
+        return replace(
+            application,
+            customer_id=customer_id,
+            username=username,
+            consent_id=consent.consent_id,
+            sealed_activation_code=self._box.seal(code.encode(), context=application.application_id.encode()),
+            activation_code_hash=rules.code_hash(code),
+            updated_at=now,
+        )
+
+
+def _audit(uow: IdentityUnitOfWork, action: str, application: Application) -> None:
+    uow.audit.record(
+        action,
+        f"applications/{application.application_id}",
+        outcome=application.state.value,
+        partner_id=application.partner_id,
+        customer_id=application.customer_id,
+        details={"reason": application.reason.value},
+    )
+
+
+def load_rules(path: Path) -> OnboardingRules:
+    """The bank's onboarding rules from YAML (read once at start)."""
+    data = yaml.safe_load(path.read_text())
+    documents = {str(k): str(v) for k, v in data["documents"].items()}
+    if any(v not in ("accept", "refer") for v in documents.values()):
+        raise ValueError(f"{path}: each document rule is accept or refer")
+    return OnboardingRules(
+        minimum_age_years=int(data["minimum_age_years"]),
+        terms_versions=frozenset(str(v) for v in data["terms_versions"]),
+        documents=documents,
+        evidence_max_age=dt.timedelta(days=float(data["evidence_max_age_days"])),
+        currencies=frozenset(str(c) for c in data["currencies"]),
+    )
+
+
+def load_screening_list(path: Path) -> ScreeningList:
+    """The sanctions and watch list from CSV (name, birth_date; '#' lines are comments)."""
+    lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    rows = []
+    for row in csv.DictReader(lines):
+        born = (row.get("birth_date") or "").strip()
+        rows.append((row["name"], dt.date.fromisoformat(born) if born else None))
+    return ScreeningList.of(rows)

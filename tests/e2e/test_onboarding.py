@@ -1,0 +1,280 @@
+"""Account opening through a wallet (issue 28 item 1), end to end through the gateway over real
+processes, one mesh for the module:
+
+- approved: the customer, its account and the wallet's consent exist; the customer activates
+  on the bank's one-time page (its authenticator shown once), authorises the consent, and the
+  wallet reads the new account through the gateway;
+- referred (a document the bank reviews) and approved by an operator, who is recorded;
+- declined: a sanctions match, an applicant under age, the same person twice;
+- the ledger sums to zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import grpc
+import pytest
+import pytest_asyncio
+from google.protobuf import timestamp_pb2
+
+from meshcli.demo import _pkce, exchange_code
+from meshcli.mesh import PROCESSES, LocalMesh
+from meshcli.operator import Operator
+from meshcli.seed import seed_demo_data
+from meshlib import totp
+from meshlib.grpc_errors import decode_rpc_error
+from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc, account_pb2, account_pb2_grpc
+from openbank.common.v1 import consent_permission_pb2
+from openbank.identity.v1 import (
+    consent_pb2,
+    consent_pb2_grpc,
+    onboarding_pb2,
+    onboarding_pb2_grpc,
+    token_pb2,
+    token_pb2_grpc,
+)
+from tests.support.servers import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+ACCOUNT_OPEN = onboarding_pb2.APPLICATION_STATE_ACCOUNT_OPEN
+
+
+@dataclass
+class Bank:
+    mesh: LocalMesh
+    operator: Operator
+    partner: dict[str, Any]
+    gateway: grpc.aio.Channel
+    wallet_metadata: tuple[tuple[str, str], ...]
+
+    @property
+    def onboarding(self) -> onboarding_pb2_grpc.OnboardingServiceStub:
+        """The partner's view, through the gateway."""
+        return onboarding_pb2_grpc.OnboardingServiceStub(self.gateway)
+
+    @property
+    def identity(self) -> onboarding_pb2_grpc.OnboardingServiceStub:
+        """Operators and the bank's customer app, on identity."""
+        return onboarding_pb2_grpc.OnboardingServiceStub(self.operator.channel("identity"))
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def bank(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bank]:
+    data_dir = tmp_path_factory.mktemp("onboarding") / "data"
+    ports = {name: free_port() for name, _ in PROCESSES}
+    mesh = LocalMesh(data_dir, ports=ports, quiet=True, ready_timeout=180)
+    await mesh.start()
+    operator = Operator(data_dir, ports=ports)
+    gateway = grpc.aio.insecure_channel(f"127.0.0.1:{ports['gateway']}")
+    try:
+        demo = await seed_demo_data(operator, say=lambda *_: None)
+        partner = demo["partners"]["acme"]
+        token = await token_pb2_grpc.TokenServiceStub(gateway).IssueToken(
+            token_pb2.IssueTokenRequest(
+                grant_type=token_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
+                client_id=partner["client_id"],
+                client_secret=partner["client_secret"],
+                scopes=["customers:onboard"],
+            ),
+            timeout=10,
+        )
+        yield Bank(mesh, operator, partner, gateway, (("authorization", f"Bearer {token.access_token}"),))
+    finally:
+        await gateway.close()
+        await operator.close()
+        await mesh.stop(grace=10)
+
+
+def _ts(when: dt.datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+def application(
+    given: str, family: str, born: str, *, document: str = "PASSPORT", number: str | None = None
+) -> tuple[onboarding_pb2.SubmitApplicationRequest, str]:
+    """A SubmitApplicationRequest and its consent's PKCE verifier."""
+    now = dt.datetime.now(dt.UTC)
+    verifier, challenge = _pkce()
+    request = onboarding_pb2.SubmitApplicationRequest(
+        request_id=uuid.uuid4().hex,
+        applicant=onboarding_pb2.Applicant(
+            given_name=given, family_name=family, birth_date=born, email="new@example.org", country_code="DE"
+        ),
+        evidence=onboarding_pb2.VerificationEvidence(
+            document_type=document,
+            document_number=number or uuid.uuid4().hex[:12].upper(),
+            document_expiry_date="2031-05-01",
+            method="NFC_CHIP_AND_LIVENESS",
+            verify_time=_ts(now - dt.timedelta(hours=1)),
+            reference="kyc-1",
+        ),
+        terms=onboarding_pb2.TermsAcceptance(terms_version="2026-01", accept_time=_ts(now - dt.timedelta(minutes=5))),
+        currency_code="EUR",
+        consent_permissions=[
+            consent_permission_pb2.CONSENT_PERMISSION_READ_ACCOUNTS,
+            consent_permission_pb2.CONSENT_PERMISSION_READ_BALANCES,
+        ],
+        code_challenge=challenge,
+    )
+    return request, verifier
+
+
+async def account_open(bank: Bank, name: str) -> onboarding_pb2.Application:
+    """The application once its account is open (the opening may be finished by the retry job)."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = await bank.onboarding.GetApplication(
+            onboarding_pb2.GetApplicationRequest(name=name), metadata=bank.wallet_metadata, timeout=10
+        )
+        if found.application.state == ACCOUNT_OPEN or time.monotonic() > deadline:
+            return found.application
+        await asyncio.sleep(0.3)
+
+
+async def activate(
+    bank: Bank, app: onboarding_pb2.Application, password: str
+) -> onboarding_pb2.ActivateCustomerResponse:
+    """What the bank's activation page does with the link's code and the customer's password."""
+    uri = urlparse(app.activation_uri)
+    assert uri.path == f"/activate/{app.name.removeprefix('applications/')}"
+    return await bank.identity.ActivateCustomer(
+        onboarding_pb2.ActivateCustomerRequest(
+            request_id=uuid.uuid4().hex,
+            application=app.name,
+            activation_code=parse_qs(uri.query)["code"][0],
+            password=password,
+        ),
+        metadata=await bank.operator.bank_app_metadata(),
+        timeout=10,
+    )
+
+
+async def test_an_approved_application_opens_an_account_the_customer_activates_and_shares(bank: Bank) -> None:
+    request, verifier = application("Jana", "Nováková", "1990-04-12")
+    submitted = await bank.onboarding.SubmitApplication(request, metadata=bank.wallet_metadata, timeout=20)
+    assert submitted.application.reason == onboarding_pb2.APPLICATION_REASON_CHECKS_PASSED
+    assert submitted.application.customer and submitted.application.consent
+    replay = await bank.onboarding.SubmitApplication(request, metadata=bank.wallet_metadata, timeout=20)
+    assert replay.application.name == submitted.application.name
+
+    app = await account_open(bank, submitted.application.name)
+    assert app.state == ACCOUNT_OPEN and app.account and app.activation_uri
+    activation = await activate(bank, app, "a long password of hers")
+    assert activation.customer == app.customer and activation.otpauth_uri.startswith("otpauth://totp/")
+    # The page's link works once; the account waits no more.
+    with pytest.raises(grpc.aio.AioRpcError) as again:
+        await activate(bank, app, "another long password")
+    assert decode_rpc_error(again.value).reason == "ACTIVATION_CODE_INVALID"
+    after = await bank.onboarding.GetApplication(
+        onboarding_pb2.GetApplicationRequest(name=app.name), metadata=bank.wallet_metadata, timeout=10
+    )
+    assert after.application.state == onboarding_pb2.APPLICATION_STATE_ACTIVE and not after.application.activation_uri
+
+    # The customer authorises the wallet's consent with its new credentials; the wallet reads.
+    seed = totp.from_base32(activation.totp_secret)
+    authorised = await consent_pb2_grpc.ConsentServiceStub(bank.operator.channel("identity")).AuthoriseConsent(
+        consent_pb2.AuthoriseConsentRequest(
+            request_id=uuid.uuid4().hex,
+            name=app.consent,
+            username=activation.username,
+            password="a long password of hers",
+            one_time_code=totp.hotp(seed, totp.time_step(time.time())),
+            accounts=[app.account],
+        ),
+        metadata=await bank.operator.bank_app_metadata(),
+        timeout=10,
+    )
+    bound = await exchange_code(
+        token_pb2_grpc.TokenServiceStub(bank.gateway), bank.partner, authorised.authorization_code, verifier
+    )
+    accounts = await account_pb2_grpc.AccountServiceStub(bank.gateway).ListAccounts(
+        account_pb2.ListAccountsRequest(), metadata=(("authorization", f"Bearer {bound.access_token}"),), timeout=10
+    )
+    assert [a.name for a in accounts.accounts] == [app.account]
+
+    # The same person applying again is a duplicate, even spelled otherwise.
+    twice, _ = application("JANA", "Novakova", "1990-04-12")
+    declined = await bank.onboarding.SubmitApplication(twice, metadata=bank.wallet_metadata, timeout=20)
+    assert declined.application.state == onboarding_pb2.APPLICATION_STATE_DECLINED
+    assert declined.application.reason == onboarding_pb2.APPLICATION_REASON_DUPLICATE_CUSTOMER
+    assert not declined.application.customer
+
+
+async def test_a_referred_application_waits_for_an_operator_who_approves_it(bank: Bank) -> None:
+    request, _ = application("Piet", "Jansen", "1985-09-30", document="DRIVING_LICENCE")
+    submitted = await bank.onboarding.SubmitApplication(request, metadata=bank.wallet_metadata, timeout=20)
+    assert submitted.application.state == onboarding_pb2.APPLICATION_STATE_REFERRED
+    assert submitted.application.reason == onboarding_pb2.APPLICATION_REASON_DOCUMENT_NEEDS_REVIEW
+    assert not submitted.application.customer and not submitted.application.activation_uri
+
+    admin = await bank.operator.metadata()
+    waiting = await bank.identity.ListApplications(
+        onboarding_pb2.ListApplicationsRequest(state=onboarding_pb2.APPLICATION_STATE_REFERRED),
+        metadata=admin,
+        timeout=10,
+    )
+    assert submitted.application.name in [a.name for a in waiting.applications]
+    decided = await bank.identity.DecideApplication(
+        onboarding_pb2.DecideApplicationRequest(
+            request_id=uuid.uuid4().hex, name=submitted.application.name, approve=True
+        ),
+        metadata=admin,
+        timeout=20,
+    )
+    assert decided.application.reason == onboarding_pb2.APPLICATION_REASON_OPERATOR_APPROVED
+    assert decided.application.decided_by.startswith("service:")
+    app = await account_open(bank, submitted.application.name)
+    assert app.state == ACCOUNT_OPEN and app.account and app.customer and app.activation_uri
+    assert not app.decided_by  # the operator's identity is the bank's, not the partner's
+
+    # Deciding again is refused (the decision is the operator's once).
+    with pytest.raises(grpc.aio.AioRpcError) as again:
+        await bank.identity.DecideApplication(
+            onboarding_pb2.DecideApplicationRequest(request_id=uuid.uuid4().hex, name=app.name, approve=False),
+            metadata=admin,
+            timeout=10,
+        )
+    assert decode_rpc_error(again.value).reason == "INVALID_STATE_TRANSITION"
+
+
+@pytest.mark.parametrize(
+    ("given", "family", "born", "reason"),
+    [
+        ("Ivan", "SANCTIONED", "1970-01-01", onboarding_pb2.APPLICATION_REASON_SANCTIONS_MATCH),
+        (
+            "Young",
+            "Applicant",
+            f"{dt.date.today().year - 17}-01-01",
+            onboarding_pb2.APPLICATION_REASON_UNDER_MINIMUM_AGE,
+        ),
+    ],
+)
+async def test_declined_applications_create_nothing(
+    bank: Bank, given: str, family: str, born: str, reason: int
+) -> None:
+    request, _ = application(given, family, born)
+    answer = await bank.onboarding.SubmitApplication(request, metadata=bank.wallet_metadata, timeout=20)
+    assert answer.application.state == onboarding_pb2.APPLICATION_STATE_DECLINED
+    assert answer.application.reason == reason
+    assert not (answer.application.customer or answer.application.consent or answer.application.activation_uri)
+
+
+async def test_a_watch_list_name_is_referred_and_the_ledger_sums_to_zero(bank: Bank) -> None:
+    request, _ = application("Ivana", "Watched", "1992-02-02")
+    answer = await bank.onboarding.SubmitApplication(request, metadata=bank.wallet_metadata, timeout=20)
+    assert answer.application.reason == onboarding_pb2.APPLICATION_REASON_WATCHLIST_POSSIBLE_MATCH
+    totals = await account_admin_pb2_grpc.AccountAdminServiceStub(bank.operator.channel("account")).GetLedgerTotals(
+        account_admin_pb2.GetLedgerTotalsRequest(), metadata=await bank.operator.metadata(), timeout=10
+    )
+    assert totals.totals and all(t.balanced and t.net.minor_units == 0 for t in totals.totals)
