@@ -9,6 +9,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# e.g. make up UP_ARGS="--replicas 2" (two processes of every service and the gateway)
+UP_ARGS ?=
 
 .PHONY: help install gen lint buf-checks test test-servers up clean bench bench-risk lock
 
@@ -63,7 +65,7 @@ test: lint test-servers
 	$(PY) -m pytest -q -p no:cacheprovider -n 2 -m "not slow" $(PYTEST_ARGS)
 
 up: gen
-	$(PY) -m meshcli.main up
+	$(PY) -m meshcli.main up $(UP_ARGS)
 
 bench: gen
 	bash scripts/ensure_bench_tools.sh
