@@ -42,6 +42,7 @@ log = logging.getLogger("payment.events")
 RELAY_NAME = "partner-events"
 BATCH = 500
 RETENTION_INTERVAL_SECONDS = 3600.0
+MAX_IDLE_RELAY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -256,13 +257,22 @@ class OutboxRelay:
         self._gaps: dict[int, float] = {}
         self._lease_until = 0.0  # monotonic time until which this replica's lease is fresh
         self._position = 0
+        self._relay_idle = 0.0  # how long an idle relay waits before it looks again
+        self._relay_after = 0.0
 
     async def tail_once(self) -> None:
-        """Wake this replica's streams whose partner has new rows (one query)."""
+        """Wake this replica's streams whose partner has new rows (one query; none while no
+        stream is open here)."""
         if self.fanout is None:
             return
+        if not self.fanout.open_keys():
+            self._seen = None
+            return
         if self._seen is None:
+            # (Re)starting: every open stream reads once, so nothing committed before the
+            # tail's first look is left unannounced.
             self._seen = await self._outbox.last_seq()
+            self.fanout.resync()
             return
         heads = await self._outbox.heads_after(self._seen)
         for partner_id, head in heads.items():
@@ -291,10 +301,16 @@ class OutboxRelay:
         return len(taken)
 
     async def tick(self) -> None:
-        """One round: tail, then relay until caught up."""
+        """One round: tail, then relay until caught up. An idle relay looks less and less
+        often (up to once a second) until rows come again."""
         await self.tail_once()
-        while await self.relay_once() == BATCH:
-            pass
+        if self._monotonic() < self._relay_after:
+            return
+        relayed = await self.relay_once()
+        while relayed == BATCH:
+            relayed = await self.relay_once()
+        self._relay_idle = 0.0 if relayed else min(MAX_IDLE_RELAY_SECONDS, max(self._interval, self._relay_idle * 2))
+        self._relay_after = self._monotonic() + self._relay_idle
 
     async def purge_once(self) -> int:
         """Retention: relayed rows older than the period go."""

@@ -134,13 +134,15 @@ async def events_mesh(
         },
         replicas=2,
     )
-    await mesh.start()
-    operator = Operator(data_dir, ports=mesh.ports)
-    try:
-        demo = await seed_demo_data(operator, say=lambda _: None)
-        yield EventsMesh(mesh, operator, demo["partners"]["acme"], demo["customers"]["alice"])
+    try:  # a mesh that failed to start is stopped too (no process left behind)
+        await mesh.start()
+        operator = Operator(data_dir, ports=mesh.ports)
+        try:
+            demo = await seed_demo_data(operator, say=lambda _: None)
+            yield EventsMesh(mesh, operator, demo["partners"]["acme"], demo["customers"]["alice"])
+        finally:
+            await operator.close()
     finally:
-        await operator.close()
         await mesh.stop(grace=10)
 
 
