@@ -28,7 +28,7 @@ from openbank.identity.v1 import (
     signing_key_pb2,
     token_pb2,
 )
-from openbank.payment.v1 import mandate_pb2, payment_admin_pb2, payment_pb2
+from openbank.payment.v1 import dispute_pb2, mandate_pb2, payment_admin_pb2, payment_pb2
 from openbank.settlement.v1 import position_pb2, settlement_admin_pb2, settlement_pb2, settlement_pb2_grpc
 
 try:  # the SDK is its own package in sdk/; a source checkout may not have it installed
@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - depends on the install
 from openbank_sdk.bank_pages import SandboxBankPages
 from openbank_sdk.sandbox import SandboxBankApp
 
+from meshcli.conformance_disputes import DisputeChecks
 from meshcli.conformance_events import EventChecks
 from meshcli.conformance_mandates import MandateChecks
 from meshcli.conformance_payments import PaymentChecks
@@ -59,6 +60,7 @@ CONTRACT_MODULES = (
     payment_pb2,
     payment_admin_pb2,
     mandate_pb2,
+    dispute_pb2,
     settlement_pb2,
     position_pb2,
     settlement_admin_pb2,
@@ -131,7 +133,7 @@ class CallRecorder(grpc.aio.UnaryUnaryClientInterceptor):
         return call
 
 
-class ConformanceRun(PaymentChecks, RedirectChecks, MandateChecks, EventChecks):
+class ConformanceRun(PaymentChecks, RedirectChecks, MandateChecks, EventChecks, DisputeChecks):
     """The checks, in journey order; later checks use what earlier ones created."""
 
     def __init__(self, config: ConformanceConfig) -> None:
@@ -230,6 +232,7 @@ class ConformanceRun(PaymentChecks, RedirectChecks, MandateChecks, EventChecks):
             ("payments: standing order and future-dated payment, created and cancelled", self.payment_schedules),
             ("payments: to another bank, settled or rejected by it, a bad IBAN refused", self.payment_external),
             ("mandates: paid without asking again, only its creditor, within its limits", self.mandate_payments),
+            ("disputes: the partner's listed page by page, each readable, another's NOT_FOUND", self.disputes_read),
             ("pagination: page_size 1 walks every page", self.pagination_walk),
             ("pagination: bad page_token is PAGE_TOKEN_INVALID", self.pagination_bad_token),
             ("pagination: negative page_size is FIELD_INVALID", self.pagination_negative_size),

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from meshcli.audit import add_audit_parser
+from meshcli.capabilities import add_capability_parser
 from meshcli.commands import add_operator_parsers, run_operator_command
 from meshcli.disputes import add_dispute_parser
 from meshcli.participants import add_participant_parser
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_payment_parser(commands)
     add_review_parser(commands)
     add_dispute_parser(commands)
+    add_capability_parser(commands)
     add_participant_parser(commands)
     try:
         from meshcli import conformance
@@ -146,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         from meshcli.disputes import run_dispute_command
 
         return asyncio.run(run_dispute_command(args))
+    if args.command == "capability":
+        from meshcli.capabilities import run_capability_command
+
+        return asyncio.run(run_capability_command(args))
     if args.command == "conformance":
         from meshcli import conformance
 

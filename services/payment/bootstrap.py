@@ -28,7 +28,13 @@ from meshlib.fanout import Fanout
 from meshlib.periodic import Periodic
 from meshlib.server import Lifecycle, ServiceRegistration
 from meshlib.storage import Transactions
-from openbank.payment.v1 import mandate_pb2_grpc, payment_admin_pb2_grpc, payment_pb2_grpc, risk_pb2_grpc
+from openbank.payment.v1 import (
+    capability_pb2_grpc,
+    mandate_pb2_grpc,
+    payment_admin_pb2_grpc,
+    payment_pb2_grpc,
+    risk_pb2_grpc,
+)
 from services.payment.adapters.batching import BatchingLedger, BatchingSettlement
 from services.payment.adapters.clearing import CLEARING_SCOPES, GrpcClearingConnector
 from services.payment.adapters.group_commit import GroupCommitJournal, GroupCommitRegister
@@ -38,6 +44,8 @@ from services.payment.adapters.sql_clearing_feeds import SqlClearingFeeds
 from services.payment.adapters.sql_journal import SqlPaymentJournal
 from services.payment.adapters.sql_register import SqlPaymentRegister
 from services.payment.adapters.sql_schedules import SqlSchedules
+from services.payment.capabilities import CapabilitySwitches
+from services.payment.capability_servicer import CapabilityAdminServicer
 from services.payment.clearing_loops import ClearingLoops, ClearingStatusPoller, SchemeReturns
 from services.payment.commands import (
     KEY_RETENTION,
@@ -232,6 +240,7 @@ async def wire(
         clearing_poll=dt.timedelta(seconds=settings.clearing_poll_seconds),
     )
     partners = partner_directory(runtime, call)
+    switches = CapabilitySwitches(Transactions(uow))
     create: CreatePaymentHandler = CreatePayment(
         consents=peers.consents,
         ledger=ledger,
@@ -240,6 +249,7 @@ async def wire(
         register=register,
         saga=saga,
         fees=FeeCharges(load_fee_schedule(settings.fee_schedule_file), settings.fee_income_accounts, positions),
+        capabilities=switches,
     )
     if settings.payment_batching and settings.admission_waves:
         admission = WaveAdmission(max_waves=settings.admission_waves, release_after=settings.admission_release_seconds)
@@ -365,6 +375,11 @@ async def wire(
                 mandate_pb2_grpc.add_MandateServiceServicer_to_server,
             ),
             *dispute_services,
+            ServiceRegistration(
+                "openbank.payment.v1.CapabilityAdminService",
+                CapabilityAdminServicer(switches),
+                capability_pb2_grpc.add_CapabilityAdminServiceServicer_to_server,
+            ),
         ],
         components=components,
         lifecycle=lifecycle,

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from meshlib.admission import WaveAdmission
 from meshlib.audit import actor_of
@@ -103,6 +104,12 @@ class Router:
 CreatePaymentHandler = Callable[[str, str, NewPayment], Awaitable[Payment]]
 
 
+class CapabilityCheck(Protocol):
+    """The bank's kill switch (services/payment/capabilities.py)."""
+
+    async def check(self, partner_id: str, capability: str) -> None: ...
+
+
 class CreatePayment:
     """A partner initiates a payment under its consent."""
 
@@ -117,9 +124,11 @@ class CreatePayment:
         saga: SagaRunner,
         fees: FeeCharges | None = None,
         identity_signals: IdentityRiskSignals | None = None,
+        capabilities: CapabilityCheck | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._fees = fees
+        self._capabilities = capabilities
         self._identity_signals = identity_signals
         self._consents = consents
         self._ledger = ledger
@@ -141,6 +150,8 @@ class CreatePayment:
         requested = new.requested_execution_at
         scheduled = requested is not None and requested > now + schedules.IMMEDIATE_WITHIN
         try:
+            if self._capabilities is not None:  # the bank's kill switch
+                await self._capabilities.check(partner_id, new.payment_type)
             if new.external_creditor is not None:
                 self._saga.require_scheme()
             consent = await self._consents.get(consent_id, partner_id=partner_id)

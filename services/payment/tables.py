@@ -209,6 +209,16 @@ risk_decisions = sa.Table(
     sa.Index("ix_risk_decisions_waiting", "resolution", "expires_at"),
 )
 
+# The kill switch (services/payment/capabilities.py): capabilities switched off, per partner or "*".
+capability_switches = sa.Table(
+    "capability_switches",
+    metadata,
+    sa.Column("capability", sa.String(32), primary_key=True),
+    sa.Column("scope", sa.String(64), primary_key=True),
+    sa.Column("switched_off_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("operator", sa.String(128), nullable=False),
+)
+
 idempotency_keys = idempotency_table(metadata)
 # Who created and cancelled payments and every state they went through (meshlib.audit).
 audit = audit_tables(metadata)

@@ -372,6 +372,7 @@ EXPECTED_RPCS: dict[str, set[str]] = {
     "openbank.payment.v1.MandateService": {"GetMandateUsage", "GetCustomerMandateUsage"},
     "openbank.payment.v1.DisputeService": {"ListDisputes", "GetDispute", "OpenCustomerDispute"},
     "openbank.payment.v1.DisputeAdminService": {"OpenDispute", "DecideDispute", "SearchDisputes"},
+    "openbank.payment.v1.CapabilityAdminService": {"SetCapability", "GetCapabilitySwitches"},
     "openbank.events.v1.EventService": {"StreamEvents", "PollEvents", "SetEventEndpoint", "GetEventEndpoint"},
     "openbank.events.v1.EventReceiverService": {"ReceiveEvent"},
     "openbank.events.v1.EventIntakeService": {"AppendEvents"},

@@ -18,6 +18,7 @@ import uuid
 from typing import Any
 
 import grpc
+import openbank_sdk as ob
 import pytest
 import pytest_asyncio
 
@@ -29,7 +30,14 @@ from meshlib.grpc_errors import decode_rpc_error
 from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc, account_pb2
 from openbank.common.v1 import money_pb2
 from openbank.identity.v1 import consent_pb2_grpc, partner_pb2, partner_pb2_grpc, token_pb2, token_pb2_grpc
-from openbank.payment.v1 import dispute_pb2, dispute_pb2_grpc, payment_pb2, payment_pb2_grpc
+from openbank.payment.v1 import (
+    capability_pb2,
+    capability_pb2_grpc,
+    dispute_pb2,
+    dispute_pb2_grpc,
+    payment_pb2,
+    payment_pb2_grpc,
+)
 from openbank.settlement.v1 import (
     settlement_admin_pb2,
     settlement_admin_pb2_grpc,
@@ -131,7 +139,7 @@ class Bank:
 async def bank(tmp_path_factory):  # type: ignore[no-untyped-def]
     data_dir = tmp_path_factory.mktemp("disputes") / "data"
     ports = {name: free_port() for name in PROCESSES}
-    mesh = LocalMesh(data_dir, ports=ports, quiet=True, extra_env={"OBM_LOG_FORMAT": "json"})
+    mesh = LocalMesh(data_dir, ports=ports, quiet=True, extra_env={"OBM_LOG_FORMAT": "json"}, ready_timeout=180)
     await mesh.start()
     operator = Operator(data_dir, ports=ports)
     try:
@@ -298,3 +306,44 @@ async def test_the_operator_cli_lists_and_decides_disputes(bank: Bank) -> None:
     assert code == 0 and opened["name"] in out, out
     code, out = await cli("accept", opened["name"])
     assert code == 1 and "DISPUTE_ALREADY_DECIDED" in out, out
+
+
+async def test_the_sdk_lists_the_partners_disputes_with_their_outcomes(bank: Bank) -> None:
+    async with ob.OpenBankClient.connect(
+        f"127.0.0.1:{bank.mesh.ports['gateway']}", bank.acme["client_id"], bank.acme["client_secret"], insecure=True
+    ) as client:
+        listed = [d async for d in client.disputes(page_size=1)]  # one per page: every page is read
+        assert len(listed) >= 3
+        assert {d.state for d in listed} >= {dispute_pb2.DISPUTE_STATE_ACCEPTED, dispute_pb2.DISPUTE_STATE_REJECTED}
+        accepted = next(d for d in listed if d.state == dispute_pb2.DISPUTE_STATE_ACCEPTED)
+        assert (await client.dispute(accepted.name)).partner_share.minor_units == 250
+
+
+async def test_the_kill_switch_refuses_a_capability_for_one_partner_or_all_and_back_on(bank: Bank) -> None:
+    switches = capability_pb2_grpc.CapabilityAdminServiceStub(bank.operator.channel("payment"))
+
+    async def switch(enabled: bool, partner: str = "") -> None:
+        request = capability_pb2.SetCapabilityRequest(
+            request_id=uuid.uuid4().hex, capability="WALLET_TOP_UP", partner=partner, enabled=enabled
+        )
+        await switches.SetCapability(request, metadata=await bank.operator.metadata())
+
+    async def refused_scope() -> str:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await bank.top_up(100)
+        status = decode_rpc_error(refused.value)
+        assert (refused.value.code(), status.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CAPABILITY_SWITCHED_OFF")
+        return status.metadata["scope"]
+
+    await switch(False, bank.acme["partner"])
+    assert await refused_scope() == "partner"
+    await switch(True, bank.acme["partner"])
+    await bank.top_up(100)  # back on
+    await switch(False)  # every partner at once
+    assert await refused_scope() == "all"
+    listed = await switches.GetCapabilitySwitches(
+        capability_pb2.GetCapabilitySwitchesRequest(), metadata=await bank.operator.metadata()
+    )
+    assert [(s.capability, s.partner) for s in listed.switches] == [("WALLET_TOP_UP", "")]
+    await switch(True)
+    await bank.top_up(100)
