@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from bankweb.activation import ActivationPages, Activator, GrpcActivator
 from bankweb.dashboard import Dashboard
 from bankweb.flows import AuthorisationFlow
 from bankweb.grpc_bank import AUDIT_SCOPES, SCOPES, GrpcBank
@@ -30,8 +31,10 @@ def _channel(settings: BankWebSettings, target: str) -> Any:
     )
 
 
-def wire(settings: BankWebSettings, bank: Bank | None = None) -> tuple[BankWeb, list[Any]]:
-    """The web app over gRPC (or over ``bank``, for tests); returns it and what to close."""
+def wire(
+    settings: BankWebSettings, bank: Bank | None = None, activator: Activator | None = None
+) -> tuple[BankWeb, list[Any]]:
+    """The web app over gRPC (or over ``bank`` and ``activator``, for tests); returns it and what to close."""
     closers: list[Any] = []
     if bank is None:
         if settings.service_client_secret is None:
@@ -48,6 +51,7 @@ def wire(settings: BankWebSettings, bank: Bank | None = None) -> tuple[BankWeb, 
         # every page (the dashboard then shows no payments).
         audit_tokens = ServiceTokenSource(identity, settings.service_client_id, secret, AUDIT_SCOPES)
         bank = GrpcBank(identity, account, tokens, payment, audit_tokens)
+        activator = GrpcActivator(identity, tokens.token)
     sessions: SessionStore
     if settings.redis_url is not None:
         redis_sessions = RedisSessionStore(settings.redis_url.get_secret_value())
@@ -62,7 +66,9 @@ def wire(settings: BankWebSettings, bank: Bank | None = None) -> tuple[BankWeb, 
     )
     flow = AuthorisationFlow(bank, sessions, limiter, settings.bankweb_session_idle_seconds)
     dashboard = Dashboard(flow, bank)
-    return BankWeb(flow, dashboard, sessions, secure_cookies=settings.bankweb_secure_cookies), closers
+    secure = settings.bankweb_secure_cookies
+    activation = ActivationPages(activator, sessions, secure_cookies=secure) if activator is not None else None
+    return BankWeb(flow, dashboard, sessions, secure_cookies=secure, activation=activation), closers
 
 
 async def start_bankweb(settings: BankWebSettings, bank: Bank | None = None) -> RunningSite:

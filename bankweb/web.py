@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from bankweb.activation import ActivationPages
 from bankweb.dashboard import Dashboard
 from bankweb.dashboard_web import DashboardRoutes, dashboard_routes
 from bankweb.flows import AuthorisationFlow, PageError, SignInRefused
@@ -29,10 +30,18 @@ class BankWeb(DashboardRoutes):
     """The routes: the authorisation journey here, the dashboard and approvals in DashboardRoutes."""
 
     def __init__(
-        self, flow: AuthorisationFlow, dashboard: Dashboard, sessions: SessionStore, *, secure_cookies: bool
+        self,
+        flow: AuthorisationFlow,
+        dashboard: Dashboard,
+        sessions: SessionStore,
+        *,
+        secure_cookies: bool,
+        activation: ActivationPages | None = None,
     ) -> None:
         super().__init__(flow, sessions, secure_cookies=secure_cookies)
         self.dashboard = dashboard
+        # New customers' one-time activation pages (accounts opened through a wallet).
+        self.activation = activation
 
     # ---- routes ------------------------------------------------------------------------
 
@@ -166,6 +175,7 @@ def build_app(web: BankWeb) -> Starlette:
             Route("/authorize/consent", web.decide, methods=["POST"]),
             Route("/sign-out", web.sign_out, methods=["POST"]),
             *dashboard_routes(web),
+            *(web.activation.routes() if web.activation else []),
             Route("/static/bank.css", web.stylesheet, methods=["GET"]),
             Route("/healthz", web.health, methods=["GET"]),
         ]

@@ -9,6 +9,7 @@ import runpy
 import sys
 from pathlib import Path
 
+from meshcli.applications import add_application_parser
 from meshcli.audit import add_audit_parser
 from meshcli.capabilities import add_capability_parser
 from meshcli.commands import add_operator_parsers, run_operator_command
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_payment_parser(commands)
     add_review_parser(commands)
     add_dispute_parser(commands)
+    add_application_parser(commands)
     add_capability_parser(commands)
     add_participant_parser(commands)
     try:
@@ -148,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         from meshcli.disputes import run_dispute_command
 
         return asyncio.run(run_dispute_command(args))
+    if args.command == "application":
+        from meshcli.applications import run_application_command
+
+        return asyncio.run(run_application_command(args))
     if args.command == "capability":
         from meshcli.capabilities import run_capability_command
 

@@ -42,6 +42,7 @@ from openbank_sdk.decoupled import DecoupledCalls
 from openbank_sdk.disputes import DisputeCalls
 from openbank_sdk.errors import OpenBankError, from_rpc_error
 from openbank_sdk.mandates import MandateCalls
+from openbank_sdk.onboarding import OnboardingCalls
 from openbank_sdk.pagination import paginate
 from openbank_sdk.retry import DEFAULT_RETRY, RetryPolicy, call_with_retry
 from openbank_sdk.scheduling import StandingOrderCalls
@@ -314,7 +315,7 @@ class ConsentSession(StandingOrderCalls, MandateCalls):
         return (await self._call(self._payments.CancelPayment, request, mutating=True)).payment
 
 
-class OpenBankClient(DecoupledCalls, DisputeCalls):
+class OpenBankClient(DecoupledCalls, DisputeCalls, OnboardingCalls):
     """A partner's connection to the mesh's gateway.
 
     Partner-wide calls (consents, the payment stream, settlement, JWKS) use a client-credentials

@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import html
+import json
+import re
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urljoin, urlparse
 
 import grpc
+import httpx
+import openbank_sdk as ob
 import pytest
 import pytest_asyncio
 from google.protobuf import timestamp_pb2
@@ -70,7 +76,7 @@ class Bank:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def bank(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bank]:
     data_dir = tmp_path_factory.mktemp("onboarding") / "data"
-    ports = {name: free_port() for name, _ in PROCESSES}
+    ports = {name: free_port() for name in (*dict(PROCESSES), "bankweb")}
     mesh = LocalMesh(data_dir, ports=ports, quiet=True, ready_timeout=180)
     await mesh.start()
     operator = Operator(data_dir, ports=ports)
@@ -142,22 +148,54 @@ async def account_open(bank: Bank, name: str) -> onboarding_pb2.Application:
         await asyncio.sleep(0.3)
 
 
-async def activate(
-    bank: Bank, app: onboarding_pb2.Application, password: str
-) -> onboarding_pb2.ActivateCustomerResponse:
-    """What the bank's activation page does with the link's code and the customer's password."""
-    uri = urlparse(app.activation_uri)
-    assert uri.path == f"/activate/{app.name.removeprefix('applications/')}"
-    return await bank.identity.ActivateCustomer(
-        onboarding_pb2.ActivateCustomerRequest(
-            request_id=uuid.uuid4().hex,
-            application=app.name,
-            activation_code=parse_qs(uri.query)["code"][0],
-            password=password,
-        ),
-        metadata=await bank.operator.bank_app_metadata(),
-        timeout=10,
+@dataclass
+class Activated:
+    status: int
+    username: str = ""
+    otpauth_uri: str = ""
+    totp_secret: str = ""
+
+
+async def activate(app: onboarding_pb2.Application, password: str) -> Activated:
+    """The customer's browser on the bank's activation page: the link, the form, the answer."""
+    async with httpx.AsyncClient(timeout=20, headers={"sec-fetch-site": "same-origin"}) as browser:
+        link = await browser.get(app.activation_uri)
+        assert link.status_code == 303 and "code=" not in link.headers["location"]
+        page = await browser.get(urljoin(app.activation_uri, link.headers["location"]))
+        if page.status_code != 200:
+            return Activated(page.status_code)
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert csrf is not None
+        answer = await browser.post(
+            str(page.url),
+            data={"csrf_token": csrf.group(1), "password": password, "password_again": password},
+        )
+    if answer.status_code != 200:
+        return Activated(answer.status_code)
+    found = {
+        key: html.unescape(m.group(1))
+        for key in ("username", "otpauth-uri", "totp-secret")
+        if (m := re.search(rf'id="{key}">([^<]+)<', answer.text))
+    }
+    return Activated(200, found["username"], found["otpauth-uri"], found["totp-secret"])
+
+
+async def cli(bank: Bank, *args: str) -> tuple[int, str]:
+    """``openbank-mesh application ...`` against the mesh, JSON lines out."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "meshcli.main",
+        "application",
+        *args,
+        "--data-dir",
+        str(bank.mesh.data_dir),
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
+    out, _ = await asyncio.wait_for(process.communicate(), 120)
+    return process.returncode or 0, out.decode()
 
 
 async def test_an_approved_application_opens_an_account_the_customer_activates_and_shares(bank: Bank) -> None:
@@ -170,11 +208,33 @@ async def test_an_approved_application_opens_an_account_the_customer_activates_a
 
     app = await account_open(bank, submitted.application.name)
     assert app.state == ACCOUNT_OPEN and app.account and app.activation_uri
-    activation = await activate(bank, app, "a long password of hers")
-    assert activation.customer == app.customer and activation.otpauth_uri.startswith("otpauth://totp/")
-    # The page's link works once; the account waits no more.
+    with pytest.raises(grpc.aio.AioRpcError) as wrong:
+        await bank.identity.ActivateCustomer(
+            onboarding_pb2.ActivateCustomerRequest(
+                request_id=uuid.uuid4().hex,
+                application=app.name,
+                activation_code="not-the-code",
+                password="a long password of mine",
+            ),
+            metadata=await bank.operator.bank_app_metadata(),
+            timeout=10,
+        )
+    assert decode_rpc_error(wrong.value).reason == "ACTIVATION_CODE_INVALID"
+    activation = await activate(app, "a long password of hers")
+    assert activation.status == 200 and activation.otpauth_uri.startswith("otpauth://totp/")
+    # The page's link works once.
+    assert (await activate(app, "another long password")).status == 403
     with pytest.raises(grpc.aio.AioRpcError) as again:
-        await activate(bank, app, "another long password")
+        await bank.identity.ActivateCustomer(
+            onboarding_pb2.ActivateCustomerRequest(
+                request_id=uuid.uuid4().hex,
+                application=app.name,
+                activation_code=parse_qs(urlparse(app.activation_uri).query)["code"][0],
+                password="another long password",
+            ),
+            metadata=await bank.operator.bank_app_metadata(),
+            timeout=10,
+        )
     assert decode_rpc_error(again.value).reason == "ACTIVATION_CODE_INVALID"
     after = await bank.onboarding.GetApplication(
         onboarding_pb2.GetApplicationRequest(name=app.name), metadata=bank.wallet_metadata, timeout=10
@@ -218,34 +278,21 @@ async def test_a_referred_application_waits_for_an_operator_who_approves_it(bank
     assert submitted.application.reason == onboarding_pb2.APPLICATION_REASON_DOCUMENT_NEEDS_REVIEW
     assert not submitted.application.customer and not submitted.application.activation_uri
 
-    admin = await bank.operator.metadata()
-    waiting = await bank.identity.ListApplications(
-        onboarding_pb2.ListApplicationsRequest(state=onboarding_pb2.APPLICATION_STATE_REFERRED),
-        metadata=admin,
-        timeout=10,
-    )
-    assert submitted.application.name in [a.name for a in waiting.applications]
-    decided = await bank.identity.DecideApplication(
-        onboarding_pb2.DecideApplicationRequest(
-            request_id=uuid.uuid4().hex, name=submitted.application.name, approve=True
-        ),
-        metadata=admin,
-        timeout=20,
-    )
-    assert decided.application.reason == onboarding_pb2.APPLICATION_REASON_OPERATOR_APPROVED
-    assert decided.application.decided_by.startswith("service:")
+    # The operator finds it in the queue and approves it with the CLI.
+    code, out = await cli(bank, "list", "--state", "referred")
+    assert code == 0 and submitted.application.name in out, out
+    code, out = await cli(bank, "approve", submitted.application.name)
+    assert code == 0, out
+    decided = json.loads(out)
+    assert decided["reason"] == "APPLICATION_REASON_OPERATOR_APPROVED"
+    assert decided["decided_by"].startswith("service:"), decided
     app = await account_open(bank, submitted.application.name)
     assert app.state == ACCOUNT_OPEN and app.account and app.customer and app.activation_uri
     assert not app.decided_by  # the operator's identity is the bank's, not the partner's
 
     # Deciding again is refused (the decision is the operator's once).
-    with pytest.raises(grpc.aio.AioRpcError) as again:
-        await bank.identity.DecideApplication(
-            onboarding_pb2.DecideApplicationRequest(request_id=uuid.uuid4().hex, name=app.name, approve=False),
-            metadata=admin,
-            timeout=10,
-        )
-    assert decode_rpc_error(again.value).reason == "INVALID_STATE_TRANSITION"
+    code, out = await cli(bank, "decline", app.name)
+    assert code == 1 and "INVALID_STATE_TRANSITION" in out, out
 
 
 @pytest.mark.parametrize(
@@ -270,10 +317,24 @@ async def test_declined_applications_create_nothing(
     assert not (answer.application.customer or answer.application.consent or answer.application.activation_uri)
 
 
-async def test_a_watch_list_name_is_referred_and_the_ledger_sums_to_zero(bank: Bank) -> None:
+async def test_the_sdk_submits_and_follows_an_application_and_the_ledger_sums_to_zero(bank: Bank) -> None:
     request, _ = application("Ivana", "Watched", "1992-02-02")
-    answer = await bank.onboarding.SubmitApplication(request, metadata=bank.wallet_metadata, timeout=20)
-    assert answer.application.reason == onboarding_pb2.APPLICATION_REASON_WATCHLIST_POSSIBLE_MATCH
+    async with ob.OpenBankClient.connect(
+        f"127.0.0.1:{bank.mesh.ports['gateway']}",
+        bank.partner["client_id"],
+        bank.partner["client_secret"],
+        insecure=True,
+    ) as client:
+        submitted = await client.submit_application(
+            request.applicant,
+            request.evidence,
+            terms_version="2026-01",
+            terms_accepted=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1),
+        )
+        assert submitted.application.reason == onboarding_pb2.APPLICATION_REASON_WATCHLIST_POSSIBLE_MATCH
+        assert (await client.wait_for_account(submitted.application.name, timeout=1)).state == (
+            onboarding_pb2.APPLICATION_STATE_REFERRED
+        )
     totals = await account_admin_pb2_grpc.AccountAdminServiceStub(bank.operator.channel("account")).GetLedgerTotals(
         account_admin_pb2.GetLedgerTotalsRequest(), metadata=await bank.operator.metadata(), timeout=10
     )
