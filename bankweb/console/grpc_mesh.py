@@ -11,12 +11,20 @@ from typing import Any
 
 import grpc
 
-from bankweb.console.ports import AuditQuery, AuditRow, ParticipantRow, PaymentRow, Reconciliation, WindowRow
+from bankweb.console.ports import (
+    AuditQuery,
+    AuditRow,
+    HeldRow,
+    ParticipantRow,
+    PaymentRow,
+    Reconciliation,
+    WindowRow,
+)
 from meshlib.auth.service_tokens import ServiceTokenSource
 from meshlib.clients import PeerCaller
 from openbank.common.v1 import audit_pb2, audit_pb2_grpc, money_pb2
 from openbank.identity.v1 import partner_pb2, partner_pb2_grpc
-from openbank.payment.v1 import payment_admin_pb2, payment_admin_pb2_grpc, payment_pb2
+from openbank.payment.v1 import payment_admin_pb2, payment_admin_pb2_grpc, payment_pb2, risk_pb2, risk_pb2_grpc
 from openbank.settlement.v1 import settlement_admin_pb2, settlement_admin_pb2_grpc, settlement_pb2, settlement_pb2_grpc
 
 CALL_DEADLINE_SECONDS = 10.0
@@ -87,6 +95,7 @@ class GrpcMesh:
         self._settlement = settlement_pb2_grpc.SettlementServiceStub(channels["settlement"])
         self._settlement_admin = settlement_admin_pb2_grpc.SettlementAdminServiceStub(channels["settlement"])
         self._payments = payment_admin_pb2_grpc.PaymentAdminServiceStub(channels["payment"])
+        self._risk = risk_pb2_grpc.RiskAdminServiceStub(channels["payment"])
         self._audits = {name: audit_pb2_grpc.AuditServiceStub(channels[name]) for name in AUDITED_SERVICES}
 
     async def _partner_names(self) -> dict[str, str]:
@@ -216,6 +225,27 @@ class GrpcMesh:
             rows += [payment_row(p) for p in answer.payments]
         rows.sort(key=lambda row: row.create_time or dt.datetime.min.replace(tzinfo=dt.UTC), reverse=True)
         return rows[:limit]
+
+    async def held_payments(self, limit: int) -> list[HeldRow]:
+        """The review queue, oldest first."""
+        answer = await self._call(
+            self._risk.ListHeldPayments, risk_pb2.ListHeldPaymentsRequest(page_size=limit), "payment.ListHeldPayments"
+        )
+        return [
+            HeldRow(
+                name=held.payment.name,
+                partner=held.payment.partner,
+                amount=held.payment.amount.minor_units,
+                currency=held.payment.amount.currency_code,
+                score=held.decision.score,
+                rules=tuple(held.decision.rules_fired),
+                rules_version=held.decision.rules_version,
+                signals=tuple(sorted(held.decision.signals.items())),
+                decided=_time(held.decision.decide_time),
+                expires=_time(held.decision.expire_time),
+            )
+            for held in answer.held_payments
+        ]
 
     async def audit(self, query: AuditQuery) -> list[AuditRow]:
         """Matching records of one service's trail or all of them, newest first."""

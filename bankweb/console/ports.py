@@ -79,6 +79,22 @@ class PaymentRow:
 
 
 @dataclass(frozen=True)
+class HeldRow:
+    """A payment the risk rules hold for review, with why."""
+
+    name: str
+    partner: str
+    amount: int
+    currency: str
+    score: int
+    rules: tuple[str, ...]
+    rules_version: str
+    signals: tuple[tuple[str, str], ...]
+    decided: dt.datetime | None
+    expires: dt.datetime | None
+
+
+@dataclass(frozen=True)
 class AuditQuery:
     """The audit search's filters (empty: any)."""
 
@@ -124,3 +140,5 @@ class Mesh(Protocol):
     async def payments(self, states: tuple[str, ...], partner: str, limit: int) -> list[PaymentRow]: ...
 
     async def audit(self, query: AuditQuery) -> list[AuditRow]: ...
+
+    async def held_payments(self, limit: int) -> list[HeldRow]: ...

@@ -115,6 +115,9 @@ async def test_an_operator_closes_settles_and_reconciles_a_window_and_finds_a_re
     driver.get(f"{console}/audit?service=settlement&action=window.close&actor=service:console")
     settlement_trail = driver.find_element(By.ID, "audit-results").text
     assert window.removeprefix("settlementWindows/") in settlement_trail and "service:console" in settlement_trail
+    # The review queue: the payment service's held payments (none under the shipped rules here).
+    driver.get(f"{console}/review")
+    assert "Nothing is held for review." in driver.find_element(By.ID, "held").text
 
 
 async def test_a_read_only_operator_sees_no_actions_and_is_refused_when_posting_one(world) -> None:  # type: ignore[no-untyped-def]
