@@ -133,6 +133,7 @@ async def events_mesh(
             "OBM_EVENT_RELAY_LEASE_SECONDS": "2",
         },
         replicas=2,
+        ready_timeout=180,  # ten processes starting at once on a busy 2-core machine
     )
     try:  # a mesh that failed to start is stopped too (no process left behind)
         await mesh.start()
