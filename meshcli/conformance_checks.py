@@ -42,6 +42,7 @@ from openbank_sdk.sandbox import SandboxBankApp
 from meshcli.conformance_disputes import DisputeChecks
 from meshcli.conformance_events import EventChecks
 from meshcli.conformance_mandates import MandateChecks
+from meshcli.conformance_onboarding import OnboardingChecks
 from meshcli.conformance_payments import PaymentChecks
 from meshcli.conformance_redirect import RedirectChecks
 from meshcli.conformance_support import CheckFailed, _describe, _expect, expect_error
@@ -133,7 +134,7 @@ class CallRecorder(grpc.aio.UnaryUnaryClientInterceptor):
         return call
 
 
-class ConformanceRun(PaymentChecks, RedirectChecks, MandateChecks, EventChecks, DisputeChecks):
+class ConformanceRun(PaymentChecks, RedirectChecks, MandateChecks, EventChecks, DisputeChecks, OnboardingChecks):
     """The checks, in journey order; later checks use what earlier ones created."""
 
     def __init__(self, config: ConformanceConfig) -> None:
@@ -224,6 +225,7 @@ class ConformanceRun(PaymentChecks, RedirectChecks, MandateChecks, EventChecks, 
             ("accounts: list, get, balance, confirm funds", self.accounts_reads),
             ("payments: wallet top-up created and final", self.payment_create),
             ("payments: replay and REQUEST_ID_REUSED", self.payment_idempotency),
+            ("payments: the customer present (psu_context)", self.payment_customer_present),
             ("payments: get, list, cancel", self.payment_get_list_cancel),
             ("payments: WatchPayments streams the new payment", self.payment_watch),
             ("events: StreamEvents gets a new payment's events once, PollEvents the same", self.events_stream_and_poll),
@@ -233,6 +235,7 @@ class ConformanceRun(PaymentChecks, RedirectChecks, MandateChecks, EventChecks, 
             ("payments: to another bank, settled or rejected by it, a bad IBAN refused", self.payment_external),
             ("mandates: paid without asking again, only its creditor, within its limits", self.mandate_payments),
             ("disputes: the partner's listed page by page, each readable, another's NOT_FOUND", self.disputes_read),
+            ("onboarding: a bad application names the field, an unknown one NOT_FOUND", self.onboarding_refusals),
             ("pagination: page_size 1 walks every page", self.pagination_walk),
             ("pagination: bad page_token is PAGE_TOKEN_INVALID", self.pagination_bad_token),
             ("pagination: negative page_size is FIELD_INVALID", self.pagination_negative_size),

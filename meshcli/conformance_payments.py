@@ -13,7 +13,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 import grpc
-from openbank_sdk import interbank
+from openbank_sdk import interbank, risk
 
 from meshcli.conformance_support import CheckFailed, _expect, expect_error, ob
 from openbank.payment.v1 import payment_pb2
@@ -46,7 +46,8 @@ class PaymentChecks:
         )
         _expect(self.payment.name.startswith("payments/"), f"name {self.payment.name!r}")
         _expect(self.payment.state != payment_pb2.PAYMENT_STATE_UNSPECIFIED, "no state")
-        _expect(self.payment.iso20022_status in {"RCVD", "ACTC", "ACSP", "ACSC", "RJCT", "CANC"}, "ISO 20022 code")
+        iso_codes = {"RCVD", "ACTC", "ACSP", "ACSC", "RJCT", "CANC", "PATC", "RVWP"}
+        _expect(self.payment.iso20022_status in iso_codes, "ISO 20022 code")
         return f"{self.payment.name} {payment_pb2.PaymentState.Name(self.payment.state)}"
 
     async def payment_idempotency(self) -> str:
@@ -61,6 +62,25 @@ class PaymentChecks:
             grpc.StatusCode.ALREADY_EXISTS,
             "REQUEST_ID_REUSED",
         )
+
+    async def payment_customer_present(self) -> str:
+        """The PSU context (the customer's IP address and device) is taken, and checked."""
+        session = self._consent_session()
+        account, wallet = self.config.customer_account, self.partner
+        present = risk.psu_context("203.0.113.7", "conformance-device", "openbank-mesh conformance")
+        made = await session.create_payment(account, ob.money(103, "EUR"), creditor_wallet=wallet, psu_context=present)
+        state = payment_pb2.PaymentState.Name(made.state)
+        if risk.waiting(made):  # the bank's risk rules want the customer or a review: cancel it
+            state += (
+                " (cancelled: " + payment_pb2.PaymentState.Name((await session.cancel_payment(made.name)).state) + ")"
+            )
+        too_long = payment_pb2.PsuContext(ip_address="1" * 46, device_id="d")
+        refused = await expect_error(
+            session.create_payment(account, ob.money(103, "EUR"), creditor_wallet=wallet, psu_context=too_long),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "FIELD_INVALID",
+        )
+        return f"{state}; a 46-character IP address: {refused}"
 
     async def payment_get_list_cancel(self) -> str:
         session = self._consent_session()

@@ -12,8 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshlib.errors import Unavailable
+from meshlib.errors import InvalidArgument, Unavailable
 from meshlib.money import Amount
+from openbank.common.v1 import money_pb2
+from openbank.payment.v1 import payment_pb2
+from services.payment import converters
 from services.payment.adapters.identity_signals import BoundedIdentitySignals
 from services.payment.adapters.risk_rules_file import ReloadableRiskRules
 from services.payment.domain import step_up
@@ -276,3 +279,19 @@ async def test_identity_signals_come_within_their_deadline_or_not_at_all() -> No
     assert (late.misses, down.misses) == (1, 1)
     rules = RiskRules("v", (RiskRule("s", "failed_sign_ins", score=100, min_count=3),))
     assert rules.decide(_signals(identity=await late.recent("cu", "c"))).outcome is RiskOutcome.ALLOW
+
+
+def test_the_psu_context_is_read_from_create_payment_and_its_fields_are_bounded() -> None:
+    request = payment_pb2.CreatePaymentRequest(
+        request_id="r1",
+        debtor_account="accounts/a1",
+        creditor_account="accounts/a2",
+        amount=money_pb2.Money(currency_code="EUR", minor_units=100),
+        type=payment_pb2.PAYMENT_TYPE_TRANSFER,
+        psu_context=payment_pb2.PsuContext(ip_address="203.0.113.7", device_id="d1", user_agent="ua"),
+    )
+    assert converters.new_payment(request).psu == PsuContext("203.0.113.7", "d1", "ua")
+    request.psu_context.ip_address = "1" * 46
+    with pytest.raises(InvalidArgument) as refused:
+        converters.new_payment(request)
+    assert [v.field for v in refused.value.violations] == ["psu_context.ip_address"]
