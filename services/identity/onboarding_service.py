@@ -94,7 +94,11 @@ class OnboardingService:
         applicant = rules.validate(raw, self._rules, now)
         # Bad consent fields fail before anything is decided.
         consent_rules.create(self._consent_request(permissions, code_challenge, now), partner_id, now)
-        unusable_password = await self._unusable_password()
+        # The Argon2 hash (slow) only when the checks that need no store would approve.
+        approvable = rules.decide(applicant, self._rules, self._screening, duplicate=False, now=now)
+        unusable_password = ""
+        if approvable[0] is ApplicationState.APPROVED:
+            unusable_password = await self._unusable_password()
 
         async def operation(uow: IdentityUnitOfWork) -> Application:
             duplicate = await uow.applications.known_person(applicant.identity_key(), applicant.document_key())

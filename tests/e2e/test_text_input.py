@@ -42,6 +42,7 @@ from openbank.identity.v1 import (
     consent_pb2,
     consent_pb2_grpc,
     decoupled_authorization_pb2,
+    onboarding_pb2,
     token_pb2,
     token_pb2_grpc,
 )
@@ -124,7 +125,7 @@ async def _partner(mesh: LocalMesh) -> Partner:
                 grant_type=token_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
                 client_id=acme["client_id"],
                 client_secret=acme["client_secret"],
-                scopes=["consents:write", "consents:read", "settlement:read"],
+                scopes=["consents:write", "consents:read", "settlement:read", "customers:onboard"],
             ),
             timeout=10,
         )
@@ -266,6 +267,27 @@ def _create_consent() -> consent_pb2.CreateConsentRequest:
     return request
 
 
+def _submit_application() -> onboarding_pb2.SubmitApplicationRequest:
+    """Valid, and declined (a document the bank does not take): it creates no customer."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    request = onboarding_pb2.SubmitApplicationRequest(
+        request_id=uuid.uuid4().hex,
+        applicant=onboarding_pb2.Applicant(
+            given_name="Text", family_name="Input", birth_date="1990-01-01", email="t@example.org", country_code="DE"
+        ),
+        evidence=onboarding_pb2.VerificationEvidence(
+            document_type="LIBRARY_CARD", document_number="T1", document_expiry_date="2031-01-01", method="VIDEO"
+        ),
+        terms=onboarding_pb2.TermsAcceptance(terms_version="2026-01"),
+        currency_code="EUR",
+        consent_permissions=[consent_permission_pb2.CONSENT_PERMISSION_READ_ACCOUNTS],
+        code_challenge="E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+    )
+    request.evidence.verify_time.FromDatetime(now - dt.timedelta(hours=1))
+    request.terms.accept_time.FromDatetime(now - dt.timedelta(hours=1))
+    return request
+
+
 # Each public rpc's valid request on one mesh (names of that mesh's own resources). Mutations
 # that would change what later examples see (a revoked consent, a cancelled payment) name a
 # resource that does not exist, which both meshes answer alike.
@@ -303,6 +325,10 @@ VALID: dict[str, Callable[[Partner], Message]] = {
     "/openbank.identity.v1.ConsentService/GetConsent": lambda p: consent_pb2.GetConsentRequest(name=p.names["consent"]),
     "/openbank.identity.v1.ConsentService/RevokeConsent": lambda p: consent_pb2.RevokeConsentRequest(
         request_id=uuid.uuid4().hex, name="consents/not-there"
+    ),
+    "/openbank.identity.v1.OnboardingService/SubmitApplication": lambda p: _submit_application(),
+    "/openbank.identity.v1.OnboardingService/GetApplication": lambda p: onboarding_pb2.GetApplicationRequest(
+        name="applications/not-there"
     ),
     "/openbank.identity.v1.TokenService/GetJwks": lambda p: token_pb2.GetJwksRequest(),
     "/openbank.identity.v1.TokenService/IssueToken": lambda p: token_pb2.IssueTokenRequest(
