@@ -347,3 +347,37 @@ async def test_the_kill_switch_refuses_a_capability_for_one_partner_or_all_and_b
     assert [(s.capability, s.partner) for s in listed.switches] == [("WALLET_TOP_UP", "")]
     await switch(True)
     await bank.top_up(100)
+
+
+async def test_a_customer_disputes_their_own_payment_through_the_bank_app_rpc(bank: Bank) -> None:
+    from meshcli.mesh import internal_credentials
+    from meshlib.auth.service_tokens import ServiceTokenSource
+
+    app = ServiceTokenSource(
+        bank.operator.channel("identity"),
+        "bank-app",
+        internal_credentials(bank.mesh.data_dir)["bank-app"],
+        ["consents:authorise"],
+    )
+    customers = dispute_pb2_grpc.DisputeServiceStub(bank.operator.channel("payment"))
+    payment = await bank.top_up(200)
+
+    async def open_as(customer: str) -> dispute_pb2.Dispute:
+        request = dispute_pb2.OpenCustomerDisputeRequest(
+            request_id=uuid.uuid4().hex,
+            customer=customer,
+            payment=payment.name,
+            category=dispute_pb2.DISPUTE_CATEGORY_NOT_RECEIVED,
+        )
+        metadata = (("authorization", f"Bearer {await app.token()}"),)
+        return (await customers.OpenCustomerDispute(request, metadata=metadata)).dispute
+
+    with pytest.raises(grpc.aio.AioRpcError) as missing:  # bob's view: not his payment
+        await open_as(bank.demo["customers"]["bob"]["customer"])
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    opened = await open_as(bank.demo["customers"]["alice"]["customer"])
+    assert (opened.state, opened.opened_by, opened.amount.minor_units) == (
+        dispute_pb2.DISPUTE_STATE_OPENED,
+        "customer",
+        200,
+    )
