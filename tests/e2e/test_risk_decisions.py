@@ -291,6 +291,19 @@ async def test_operators_review_held_payments_with_the_cli(wallet: Wallet) -> No
     assert code == 1 and "PAYMENT_NOT_AWAITING" in again, again
 
 
+async def test_the_partner_may_cancel_a_waiting_payment_and_it_leaves_the_queue(wallet: Wallet) -> None:
+    held = await wallet.pay(await wallet.new_creditor(), 60_000)
+    cancelled = (
+        await wallet.payments.CancelPayment(
+            payment_pb2.CancelPaymentRequest(request_id=uuid.uuid4().hex, name=held.name), metadata=wallet.access
+        )
+    ).payment
+    assert cancelled.state == payment_pb2.PAYMENT_STATE_CANCELLED
+    admin = await wallet.operator.metadata()
+    queue = (await wallet.review().ListHeldPayments(risk_pb2.ListHeldPaymentsRequest(), metadata=admin)).held_payments
+    assert held.name not in {h.payment.name for h in queue}
+
+
 async def test_a_payment_far_too_risky_is_refused_outright_naming_its_rules(wallet: Wallet) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await wallet.pay(await wallet.new_creditor(), 95_000)

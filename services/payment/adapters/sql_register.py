@@ -347,6 +347,8 @@ class SqlPaymentRegister:
                     )
                 record = StepRecord(Step.CANCEL, Outcome.SUCCEEDED)
                 await uow.steps.add_many([RecordedStep(payment_id, record, trace_id, now)])
+                # A payment waiting for the customer or a review leaves the queue with it.
+                await uow.risk.resolve(payment_id, "cancelled", f"partner:{partner_id}", now)
                 await uow.events.add(payment, payment.state, PaymentState.CANCELLED, "", now)
                 audit_payment(uow, "payment.cancel", payment, payment.state, PaymentState.CANCELLED, trace_id)
                 moved.append(True)
