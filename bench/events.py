@@ -1,0 +1,148 @@
+"""Partner events at scale, through the gateway of a real mesh (five processes, embedded
+default: SQLite, in-process bus):
+
+1. N open StreamEvents streams (default 1,000) with the mesh idle: the CPU the gateway and
+   identity use per second of wall time while holding them (goal: under 5% of a core);
+2. event latency under load: wallet top-ups at a fixed rate (default 100/s) with one open
+   stream, p50/p99 from each event's ``event_time`` (stamped by the service that committed the
+   change) to its arrival at the partner.
+
+Prints the figures; nothing is asserted.
+
+    python -m bench.events                               # 1,000 streams, 100 payments/s for 20 s
+    python -m bench.events --streams 200 --rate 50 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bench.mesh import RunningMesh, running_mesh
+from bench.procstat import cpu_seconds
+from bench.stats import percentile
+from openbank.common.v1 import money_pb2
+from openbank.events.v1 import events_pb2, events_pb2_grpc
+from openbank.identity.v1 import token_pb2, token_pb2_grpc
+from openbank.payment.v1 import payment_pb2, payment_pb2_grpc
+
+
+async def _events_token(gateway: grpc.aio.Channel, partner: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    answer = await token_pb2_grpc.TokenServiceStub(gateway).IssueToken(
+        token_pb2.IssueTokenRequest(
+            grant_type=token_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
+            client_id=partner["client_id"],
+            client_secret=partner["client_secret"],
+            scopes=["events:read"],
+        ),
+        timeout=10,
+    )
+    return (("authorization", f"Bearer {answer.access_token}"),)
+
+
+async def idle_streams(mesh: RunningMesh, gateway: grpc.aio.Channel, streams: int, seconds: float) -> dict[str, float]:
+    """CPU share of a core used by the gateway and identity while ``streams`` streams idle."""
+    metadata = await _events_token(gateway, mesh.demo["partners"]["acme"])
+    stub = events_pb2_grpc.EventServiceStub(gateway)
+    calls: list[Any] = []
+    try:
+        for start in range(0, streams, 50):  # 50 at a time, as partners' backends reconnect
+            size = min(50, streams - start)
+            batch = [stub.StreamEvents(events_pb2.StreamEventsRequest(), metadata=metadata) for _ in range(size)]
+            calls += batch
+            await asyncio.gather(*(call.wait_for_connection() for call in batch))
+        await asyncio.sleep(3)  # the streams settle (identity's first reads, the slots)
+        pids = mesh.mesh.pids()
+        before = {name: cpu_seconds(pids[name]) for name in ("gateway", "identity")}
+        began = time.monotonic()
+        await asyncio.sleep(seconds)
+        elapsed = time.monotonic() - began
+        return {name: (cpu_seconds(pids[name]) - used) / elapsed for name, used in before.items()}
+    finally:
+        for call in calls:
+            call.cancel()
+
+
+async def event_latency(mesh: RunningMesh, gateway: grpc.aio.Channel, rate: float, seconds: float) -> dict[str, float]:
+    """p50/p99 seconds from each payment event's commit to its arrival on an open stream."""
+    metadata = await _events_token(gateway, mesh.demo["partners"]["acme"])
+    stream = events_pb2_grpc.EventServiceStub(gateway).StreamEvents(
+        events_pb2.StreamEventsRequest(types=[events_pb2.EVENT_TYPE_PAYMENT_STATE_CHANGED]), metadata=metadata
+    )
+    await stream.wait_for_connection()
+    latencies: list[float] = []
+
+    async def receive() -> None:
+        async for message in stream:
+            latencies.append(time.time() - message.event.event_time.ToDatetime().timestamp())
+
+    receiving = asyncio.create_task(receive())
+    payments = payment_pb2_grpc.PaymentServiceStub(gateway)
+    sent: list[asyncio.Task[Any]] = []
+    began = time.monotonic()
+    count = int(rate * seconds)
+    for index in range(count):
+        payer = mesh.payers[index % len(mesh.payers)]
+        request = payment_pb2.CreatePaymentRequest(
+            request_id=uuid.uuid4().hex,
+            debtor_account=payer.account,
+            creditor_wallet=mesh.creditor_wallet,
+            amount=money_pb2.Money(currency_code="EUR", minor_units=1),
+            type=payment_pb2.PAYMENT_TYPE_WALLET_TOP_UP,
+        )
+        sent.append(asyncio.create_task(payments.CreatePayment(request, metadata=payer.metadata, timeout=30)))
+        await asyncio.sleep(max(0.0, began + (index + 1) / rate - time.monotonic()))
+    results = await asyncio.gather(*sent, return_exceptions=True)
+    failed = sum(1 for r in results if isinstance(r, BaseException))
+    await asyncio.sleep(5)  # the last events arrive
+    receiving.cancel()
+    stream.cancel()
+    with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+        await receiving
+    ordered = sorted(latencies)
+    return {
+        "payments": count,
+        "failed": failed,
+        "events": len(ordered),
+        "p50_ms": round(percentile(ordered, 0.50) * 1000, 1),
+        "p99_ms": round(percentile(ordered, 0.99) * 1000, 1),
+    }
+
+
+async def run(streams: int, idle_seconds: float, rate: float, seconds: float) -> dict[str, Any]:
+    """Both measurements on one embedded mesh."""
+    with tempfile.TemporaryDirectory(prefix="bench-events-") as work:
+        async with running_mesh(Path(work), store="sqlite", limiter="memory") as mesh:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports['gateway']}") as gateway:
+                idle = await idle_streams(mesh, gateway, streams, idle_seconds)
+                print(f"{streams} idle streams: " + ", ".join(f"{k} {v:.1%} of a core" for k, v in idle.items()))
+                latency = await event_latency(mesh, gateway, rate, seconds)
+                print(f"payments at {rate:g}/s: {latency}")
+    return {"idle_streams": streams, "idle_cpu_share": idle, "latency": latency}
+
+
+def main() -> None:
+    """``python -m bench.events``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    options = parser.parse_args()
+    results = asyncio.run(run(options.streams, options.idle_seconds, options.rate, options.seconds))
+    if options.json:
+        options.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
