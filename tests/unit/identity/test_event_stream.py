@@ -56,9 +56,7 @@ async def test_batches_and_wake_ups_give_each_event_once_in_order() -> None:
     log, fanout = FakeLog(), Fanout()
     for _ in range(5):
         log.add()
-    events = PartnerEventLog(
-        lambda **_: FakeUow(log), lambda: NOW, fanout, EventLogSettings(stream_batch=2)
-    )  # type: ignore[arg-type]
+    events = PartnerEventLog(lambda **_: FakeUow(log), lambda: NOW, fanout, EventLogSettings(stream_batch=2))  # type: ignore[arg-type]
     stream = (await events.open_stream("p1", "0", EventFilter())).events()
     assert await asyncio.wait_for(_take(stream, 5), 1) == [1, 2, 3, 4, 5]
     log.add()
