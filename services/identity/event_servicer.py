@@ -68,6 +68,13 @@ def event_message(event: PartnerEvent) -> events_pb2.Event:
         message.consent_expiry.CopyFrom(
             events_pb2.ConsentExpiry(expire_time=_timestamp(dt.datetime.fromisoformat(data["expire_time"])))
         )
+    elif event.type is EventType.APPLICATION_STATE_CHANGED:
+        message.application.CopyFrom(
+            events_pb2.ApplicationStateChange(
+                state=f"APPLICATION_STATE_{data.get('state', '')}",
+                reason=f"APPLICATION_REASON_{data.get('reason', '')}",
+            )
+        )
     return message
 
 

@@ -30,6 +30,7 @@ from services.identity.common import Clock, Saved, UnitOfWorkFactory
 from services.identity.domain import consents as consent_rules
 from services.identity.domain import onboarding as rules
 from services.identity.domain.customers import MIN_PASSWORD_LENGTH, Customer, CustomerStatus, new_customer_id
+from services.identity.domain.events import EventType, NewEvent
 from services.identity.domain.onboarding import Application, ApplicationState, OnboardingRules, ScreeningList
 from services.identity.domain.secrets import SecretBox, SecretHasher
 from services.identity.unit_of_work import IdentityUnitOfWork
@@ -37,6 +38,9 @@ from services.identity.unit_of_work import IdentityUnitOfWork
 log = logging.getLogger("identity.onboarding")
 CONSENT_LIFETIME = dt.timedelta(days=90)
 CONSENT_READS_PER_DAY = 4
+# How long a submission or a decision waits for the account to open before answering APPROVED
+# (the retry job opens it): within the gateway's deadline for the rpc.
+INLINE_OPENING_SECONDS = 2.0
 
 
 class AccountOpener(Protocol):
@@ -129,7 +133,7 @@ class OnboardingService:
                 "application decided", extra={"application_id": result.application_id, "state": result.state.value}
             )
             if result.state is ApplicationState.APPROVED:
-                return await self._open_account_quietly(result)
+                return await self._open_account_inline(result)
         return result
 
     async def get(self, application_id: str, *, partner_id: str | None) -> Application:
@@ -174,7 +178,7 @@ class OnboardingService:
 
         result = await self._tx.run(operation, key=key, codec=codec)
         if isinstance(result, Application) and result.state is ApplicationState.APPROVED:
-            return await self._open_account_quietly(result)
+            return await self._open_account_inline(result)
         return result
 
     async def activate(
@@ -245,6 +249,15 @@ class OnboardingService:
             if (await self._open_account_quietly(application)).state is ApplicationState.ACCOUNT_OPEN:
                 opened += 1
         return opened
+
+    async def _open_account_inline(self, application: Application) -> Application:
+        """Open it now if that is quick; else it stays APPROVED for the retry job (the same
+        request_id: an opening cut short here and repeated there opens one account)."""
+        try:
+            return await asyncio.wait_for(self._open_account_quietly(application), INLINE_OPENING_SECONDS)
+        except TimeoutError:
+            log.warning("opening the account takes long", extra={"application_id": application.application_id})
+            return application
 
     async def _open_account_quietly(self, application: Application) -> Application:
         try:
@@ -318,6 +331,17 @@ class OnboardingService:
 
 
 def _audit(uow: IdentityUnitOfWork, action: str, application: Application) -> None:
+    """Audited, and told to the partner in its event log (with the change, in its transaction)."""
+    uow.partner_events.record(
+        NewEvent(
+            partner_id=application.partner_id,
+            type=EventType.APPLICATION_STATE_CHANGED,
+            resource=f"applications/{application.application_id}",
+            consent_id=application.consent_id or "",
+            event_time=application.updated_at,
+            data={"state": application.state.value, "reason": application.reason.value},
+        )
+    )
     uow.audit.record(
         action,
         f"applications/{application.application_id}",

@@ -39,6 +39,7 @@ from meshlib import totp
 from meshlib.grpc_errors import decode_rpc_error
 from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc, account_pb2, account_pb2_grpc
 from openbank.common.v1 import consent_permission_pb2
+from openbank.events.v1 import events_pb2, events_pb2_grpc
 from openbank.identity.v1 import (
     consent_pb2,
     consent_pb2_grpc,
@@ -136,9 +137,9 @@ def application(
     return request, verifier
 
 
-async def account_open(bank: Bank, name: str) -> onboarding_pb2.Application:
+async def account_open(bank: Bank, name: str, timeout: float = 30) -> onboarding_pb2.Application:
     """The application once its account is open (the opening may be finished by the retry job)."""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while True:
         found = await bank.onboarding.GetApplication(
             onboarding_pb2.GetApplicationRequest(name=name), metadata=bank.wallet_metadata, timeout=10
@@ -178,6 +179,30 @@ async def activate(app: onboarding_pb2.Application, password: str) -> Activated:
         if (m := re.search(rf'id="{key}">([^<]+)<', answer.text))
     }
     return Activated(200, found["username"], found["otpauth-uri"], found["totp-secret"])
+
+
+async def application_states(bank: Bank, name: str) -> list[str]:
+    """The states the wallet's event log told for one application, in order."""
+    token = await token_pb2_grpc.TokenServiceStub(bank.gateway).IssueToken(
+        token_pb2.IssueTokenRequest(
+            grant_type=token_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
+            client_id=bank.partner["client_id"],
+            client_secret=bank.partner["client_secret"],
+            scopes=["events:read"],
+        ),
+        timeout=10,
+    )
+    page = await events_pb2_grpc.EventServiceStub(bank.gateway).PollEvents(
+        events_pb2.PollEventsRequest(
+            request_id=uuid.uuid4().hex,
+            after_cursor="0",
+            max_events=100,
+            types=[events_pb2.EVENT_TYPE_APPLICATION_STATE_CHANGED],
+        ),
+        metadata=(("authorization", f"Bearer {token.access_token}"),),
+        timeout=10,
+    )
+    return [e.application.state for e in page.events if e.resource == name]
 
 
 async def cli(bank: Bank, *args: str) -> tuple[int, str]:
@@ -240,6 +265,13 @@ async def test_an_approved_application_opens_an_account_the_customer_activates_a
         onboarding_pb2.GetApplicationRequest(name=app.name), metadata=bank.wallet_metadata, timeout=10
     )
     assert after.application.state == onboarding_pb2.APPLICATION_STATE_ACTIVE and not after.application.activation_uri
+
+    # The wallet was told each step in its event log.
+    assert await application_states(bank, app.name) == [
+        "APPLICATION_STATE_APPROVED",
+        "APPLICATION_STATE_ACCOUNT_OPEN",
+        "APPLICATION_STATE_ACTIVE",
+    ]
 
     # The customer authorises the wallet's consent with its new credentials; the wallet reads.
     seed = totp.from_base32(activation.totp_secret)
@@ -339,3 +371,25 @@ async def test_the_sdk_submits_and_follows_an_application_and_the_ledger_sums_to
         account_admin_pb2.GetLedgerTotalsRequest(), metadata=await bank.operator.metadata(), timeout=10
     )
     assert totals.totals and all(t.balanced and t.net.minor_units == 0 for t in totals.totals)
+
+
+async def test_an_account_the_bank_could_not_open_is_opened_once_it_can(bank: Bank) -> None:
+    """The account service crashed: the approval stands (customer, consent) and the account is
+    opened by identity's retry once the account service is back, exactly one."""
+    account = bank.mesh.replica("account")
+    bank.mesh.kill(account)
+    try:
+        request, _ = application("Crash", "Tester", "1980-06-15")
+        submitted = await bank.onboarding.SubmitApplication(request, metadata=bank.wallet_metadata, timeout=30)
+        assert submitted.application.state == onboarding_pb2.APPLICATION_STATE_APPROVED
+        assert submitted.application.customer and submitted.application.consent and not submitted.application.account
+    finally:
+        await bank.mesh.restart(account)
+    app = await account_open(bank, submitted.application.name, timeout=90)
+    assert app.state == ACCOUNT_OPEN and app.account
+    search = await account_admin_pb2_grpc.AccountAdminServiceStub(bank.operator.channel("account")).SearchAccounts(
+        account_admin_pb2.SearchAccountsRequest(customer=app.customer),
+        metadata=await bank.operator.metadata(),
+        timeout=10,
+    )
+    assert [a.account.name for a in search.accounts] == [app.account]

@@ -34,6 +34,7 @@ class EventType(enum.Enum):
     PAYMENT_STATE_CHANGED = "PAYMENT_STATE_CHANGED"
     ACCOUNT_DEBITED = "ACCOUNT_DEBITED"
     ACCOUNT_CREDITED = "ACCOUNT_CREDITED"
+    APPLICATION_STATE_CHANGED = "APPLICATION_STATE_CHANGED"
 
 
 # The consent audit actions that the partner is told about (creating one is its own doing).
