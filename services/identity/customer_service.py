@@ -121,18 +121,8 @@ class CustomerService:
         now = self._clock()
         password_hash = await asyncio.to_thread(self._hasher.hash, password)
         customer_id = rules.new_customer_id()
-        customer = Customer(
-            customer_id=customer_id,
-            username=username,
-            display_name=display_name.strip(),
-            status=CustomerStatus.ACTIVE,
-            password_hash=password_hash,
-            sealed_totp_seed=self._box.seal(seed, context=customer_id.encode()),
-            failed_attempts=0,
-            last_totp_step=None,
-            created_at=now,
-            updated_at=now,
-        )
+        sealed = self._box.seal(seed, context=customer_id.encode())
+        customer = Customer.new(customer_id, username, display_name, password_hash, sealed, now)
 
         async def add(uow: IdentityUnitOfWork) -> NewCustomer:
             if await uow.customers.by_username(username) is not None:

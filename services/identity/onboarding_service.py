@@ -29,7 +29,7 @@ from meshlib.storage import Codec, IdempotencyKey, Transactions
 from services.identity.common import Clock, Saved, UnitOfWorkFactory
 from services.identity.domain import consents as consent_rules
 from services.identity.domain import onboarding as rules
-from services.identity.domain.customers import MIN_PASSWORD_LENGTH, Customer, CustomerStatus, new_customer_id
+from services.identity.domain.customers import MIN_PASSWORD_LENGTH, Customer, new_customer_id
 from services.identity.domain.events import EventType, NewEvent
 from services.identity.domain.onboarding import Application, ApplicationState, OnboardingRules, ScreeningList
 from services.identity.domain.secrets import SecretBox, SecretHasher
@@ -293,18 +293,9 @@ class OnboardingService:
         customer_id = new_customer_id()
         username = rules.username_for(application.applicant, application.application_id)
         seed = totp.new_totp_secret()
-        customer = Customer(
-            customer_id=customer_id,
-            username=username,
-            display_name=application.applicant.full_name[:200],
-            status=CustomerStatus.ACTIVE,
-            password_hash=unusable_password,
-            sealed_totp_seed=self._box.seal(seed, context=customer_id.encode()),
-            failed_attempts=0,
-            last_totp_step=None,
-            created_at=now,
-            updated_at=now,
-        )
+        sealed = self._box.seal(seed, context=customer_id.encode())
+        display_name = application.applicant.full_name[:200]
+        customer = Customer.new(customer_id, username, display_name, unusable_password, sealed, now)
         await uow.customers.add(customer)
         uow.audit.record(
             "customer.create", f"customers/{customer_id}", customer_id=customer_id, details={"username": username}

@@ -37,6 +37,30 @@ class Customer:
     created_at: dt.datetime
     updated_at: dt.datetime
 
+    @classmethod
+    def new(
+        cls,
+        customer_id: str,
+        username: str,
+        display_name: str,
+        password_hash: str,
+        sealed_totp_seed: bytes,
+        now: dt.datetime,
+    ) -> Customer:
+        """A new ACTIVE customer with no failed attempts."""
+        return cls(
+            customer_id=customer_id,
+            username=username,
+            display_name=display_name.strip(),
+            status=CustomerStatus.ACTIVE,
+            password_hash=password_hash,
+            sealed_totp_seed=sealed_totp_seed,
+            failed_attempts=0,
+            last_totp_step=None,
+            created_at=now,
+            updated_at=now,
+        )
+
     def require_unlocked(self) -> None:
         """PERMISSION_DENIED CUSTOMER_LOCKED while locked (even with the right credentials)."""
         if self.status is CustomerStatus.LOCKED:
