@@ -1,0 +1,94 @@
+"""The new customer's activation page (bankweb/activation.py) over a fake identity."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+from starlette.applications import Starlette
+
+from bankweb.activation import Activated, ActivationPages
+from bankweb.sessions import MemorySessionStore
+from meshlib.errors import InvalidArgument, PermissionDenied
+
+APPLICATION = "0123456789abcdef0123456789abcdef"
+
+
+class FakeIdentity:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+        self.used = False
+
+    async def activate(self, application_id: str, code: str, password: str) -> Activated:
+        self.calls.append((application_id, code, password))
+        if len(password) < 12:
+            raise InvalidArgument.field("password", "too short")
+        if self.used or code != "the-code":
+            raise PermissionDenied("no", reason="ACTIVATION_CODE_INVALID")
+        self.used = True
+        return Activated("jana.novakova.0123abcd", "otpauth://totp/Bank:jana?secret=ABC", "ABC")
+
+
+def browser(identity: FakeIdentity) -> httpx.AsyncClient:
+    pages = ActivationPages(identity, MemorySessionStore(), secure_cookies=False)
+    app = Starlette(routes=pages.routes())
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bank.test")
+
+
+async def form(client: httpx.AsyncClient, code: str = "the-code") -> str:
+    link = await client.get(f"/activate/{APPLICATION}?code={code}")
+    assert link.status_code == 303 and link.headers["location"] == f"/activate/{APPLICATION}"
+    page = await client.get(link.headers["location"])
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert found is not None
+    return found.group(1)
+
+
+async def post(
+    client: httpx.AsyncClient, csrf: str, password: str, again: str | None = None, site: str = "same-origin"
+) -> httpx.Response:
+    return await client.post(
+        f"/activate/{APPLICATION}",
+        data={"csrf_token": csrf, "password": password, "password_again": password if again is None else again},
+        headers={"sec-fetch-site": site},
+    )
+
+
+async def test_the_enrolment_is_shown_once_and_the_link_then_leads_nowhere() -> None:
+    identity = FakeIdentity()
+    client = browser(identity)
+    answer = await post(client, await form(client), "a long password of hers")
+    assert answer.status_code == 200 and "otpauth://totp/Bank:jana?secret=ABC" in answer.text
+    assert identity.calls == [(APPLICATION, "the-code", "a long password of hers")]
+    assert (await client.get(f"/activate/{APPLICATION}")).status_code == 403  # the session is gone
+    again = await post(client, await form(client), "another long password")
+    assert again.status_code == 403 and "otpauth" not in again.text
+
+
+async def test_a_cross_site_post_or_another_token_reaches_nothing() -> None:
+    identity = FakeIdentity()
+    client = browser(identity)
+    csrf = await form(client)
+    assert (await post(client, csrf, "a long password of hers", site="cross-site")).status_code == 403
+    assert (await post(client, "not-the-token", "a long password of hers")).status_code == 403
+    assert identity.calls == []
+
+
+async def test_the_form_asks_again_for_differing_or_short_passwords() -> None:
+    identity = FakeIdentity()
+    client = browser(identity)
+    csrf = await form(client)
+    differing = await post(client, csrf, "a long password of hers", again="a long password of his")
+    assert differing.status_code == 400 and "differ" in differing.text
+    assert identity.calls == []
+    short = await post(client, csrf, "short")
+    assert short.status_code == 400 and "12 characters" in short.text
+    # Still usable after a correction.
+    assert (await post(client, csrf, "a long password of hers")).status_code == 200
+
+
+async def test_no_page_without_the_link_or_for_a_malformed_application() -> None:
+    client = browser(FakeIdentity())
+    assert (await client.get(f"/activate/{APPLICATION}")).status_code == 403
+    assert (await client.get("/activate/not-an-id?code=x")).status_code == 403
