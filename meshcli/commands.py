@@ -13,6 +13,7 @@ import sys
 import uuid
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 import grpc
 from cryptography import x509
@@ -61,6 +62,10 @@ def _money(text: str, currency: str) -> money_pb2.Money:
 
 def _show(money: money_pb2.Money) -> str:
     return Amount(money.currency_code, money.minor_units).format() if money.currency_code else "-"
+
+
+def _utc(stamp: Any) -> str:
+    return stamp.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _request_id(given: str | None) -> str:
@@ -475,8 +480,20 @@ async def _dispatch(operator: Operator, args: argparse.Namespace) -> int:
             )
             return 0
         listed = await keys.ListSigningKeys(signing_key_pb2.ListSigningKeysRequest(page_size=100), metadata=admin)
-        for key in listed.signing_keys:
-            state = signing_key_pb2.SigningKeyState.Name(key.state).removeprefix("SIGNING_KEY_STATE_")
-            print(f"{key.kid:<24} {state}")
+        if args.json:
+            print_json_lines(list(listed.signing_keys))
+            return 0
+        print_table(
+            ("KID", "STATE", "CREATED (UTC)", "RETIRES (UTC)"),
+            [
+                (
+                    key.kid,
+                    signing_key_pb2.SigningKeyState.Name(key.state).removeprefix("SIGNING_KEY_STATE_"),
+                    _utc(key.create_time) if key.HasField("create_time") else "-",
+                    _utc(key.retire_time) if key.HasField("retire_time") else "-",
+                )
+                for key in listed.signing_keys
+            ],
+        )
         return 0
     raise SystemExit(f"unknown command {command}")

@@ -170,6 +170,8 @@ async def test_funding_windows_reports_reconciliation_and_keys(seeded) -> None: 
     rotated = cli(mesh, "keys", "rotate")
     assert rotated.returncode == 0 and "signing with it after the publish lead" in rotated.stdout
     assert "RETIRING" in cli(mesh, "keys", "list").stdout
+    keys = [json.loads(line) for line in cli(mesh, "keys", "list", "--json").stdout.splitlines()]
+    assert "SIGNING_KEY_STATE_RETIRING" in {k["state"] for k in keys} and all(k["kid"] for k in keys)
 
 
 async def test_the_audit_shows_who_suspended_a_partner_and_every_chain_verifies(seeded) -> None:  # type: ignore[no-untyped-def]
