@@ -58,7 +58,13 @@ async def test_wiring_returns_its_components_and_runs_the_consent_bus() -> None:
         assert components.admin is not None and components.reads is not None and components.ledger is not None
 
         def buses(hooks: list) -> list[object]:  # type: ignore[type-arg]
-            return [hook.__self__ for hook in hooks if isinstance(getattr(hook, "__self__", None), InProcessBus)]
+            # A hook is the bus's own method, or IdentityPeers.start (which starts its bus).
+            owners = [getattr(hook, "__self__", None) for hook in hooks]
+            return [
+                getattr(owner, "bus", owner)
+                for owner in owners
+                if isinstance(getattr(owner, "bus", owner), InProcessBus)
+            ]
 
         [started] = buses(wiring.lifecycle.on_start)
         assert buses(wiring.lifecycle.on_stop) == [started]
