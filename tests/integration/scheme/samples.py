@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 import uuid
 
-from meshlib.money import Amount
 from meshlib.iban import make_iban
+from meshlib.money import Amount
 from services.payment.adapters.clearing import OutboundCreditTransfer, SchemeAccount
 
 _ids = itertools.count()

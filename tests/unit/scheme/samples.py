@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from meshlib.money import Amount
 from meshlib.iban import make_iban
+from meshlib.money import Amount
 from schemesim.domain.transfers import AccountId, AccountKind, CreditTransfer
 
 
