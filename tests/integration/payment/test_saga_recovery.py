@@ -199,7 +199,7 @@ async def test_after_the_post_recovery_only_rolls_forward(env: Env) -> None:
     env.clock.now += LEASE * 2
     assert (await env.recover()).completed == 1
     assert env.positions.obligations["p-lost"] == "COMMITTED"
-    assert ("recover", "started", "hold posted: rolling forward") in await env.steps("p-lost")
+    assert ("recover", "started", "ledger hold: rolling forward") in await env.steps("p-lost")
 
 
 async def test_a_transfer_inside_the_bank_needs_no_obligation(env: Env) -> None:
