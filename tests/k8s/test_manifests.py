@@ -638,3 +638,9 @@ def test_the_operator_console_is_reached_only_from_the_operators_network_and_rea
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert operators_file.startswith(mounts["operators"] + "/")
     assert config_value(docs, "console-config", "OBM_CONSOLE_SECURE_COOKIES") == "true"
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert "OBM_SERVICE_CLIENT_SECRET" not in env  # a mounted file, never the environment
+    secret = _mounted_secret(
+        deployment["spec"]["template"]["spec"], container, env["OBM_SERVICE_CLIENT_SECRET_FILE"]["value"]
+    )
+    assert secret and secret.startswith("console-service-client")
