@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.payment.bootstrap import SERVICE_SCOPES
 from services.settlement.bootstrap import SERVICE_SCOPES as SETTLEMENT_SCOPES
-from tests.integration.identity.harness import INTERNAL_CLIENTS, SECRETS
+from tests.integration.identity.harness import SECRETS, with_clients
 from tests.support.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +52,7 @@ def internal_clients() -> list[dict[str, Any]]:
         {"client_id": name, "secret": f"{name}-secret-0123456789", "scopes": scopes}
         for name, scopes in SERVICE_CLIENTS.items()
     ]
-    return [*INTERNAL_CLIENTS, *extra]
+    return with_clients(*extra)
 
 
 def client_secret(name: str) -> str:

@@ -51,6 +51,17 @@ INTERNAL_CLIENTS = [
 PASSWORD = "correct horse battery staple"
 
 
+def with_clients(*extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """INTERNAL_CLIENTS plus ``extra``; a client named in both keeps one entry with both scope sets
+    (identity refuses a duplicate client_id)."""
+    merged = {client["client_id"]: dict(client) for client in INTERNAL_CLIENTS}
+    for client in extra:
+        known = merged.get(client["client_id"])
+        scopes = [*known["scopes"], *client["scopes"]] if known else list(client["scopes"])
+        merged[client["client_id"]] = {**client, "scopes": list(dict.fromkeys(scopes))}
+    return list(merged.values())
+
+
 def request_id() -> str:
     """A fresh idempotency key."""
     return uuid.uuid4().hex

@@ -35,7 +35,6 @@ from services.settlement.bootstrap import SERVICE_SCOPES as SETTLEMENT_SCOPES
 from services.settlement.bootstrap import SPEC as SETTLEMENT_SPEC
 from services.settlement.settings import SettlementSettings
 from tests.integration.identity.harness import (
-    INTERNAL_CLIENTS,
     Identity,
     Partner,
     bearer,
@@ -43,6 +42,7 @@ from tests.integration.identity.harness import (
     request_id,
     start_identity,
     stop_identity,
+    with_clients,
 )
 
 SERVICE_CLIENTS = {
@@ -74,9 +74,9 @@ class Mesh:
 async def mesh(request, tmp_path: Path, key_prefix: str) -> AsyncIterator[Mesh]:  # type: ignore[no-untyped-def]
     redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
     bus = {"redis_url": redis_url, "invalidation_channel": f"{key_prefix}invalidations"}
-    clients = [*INTERNAL_CLIENTS] + [
-        {"client_id": name, "secret": _secret(name), "scopes": scopes} for name, scopes in SERVICE_CLIENTS.items()
-    ]
+    clients = with_clients(
+        *({"client_id": name, "secret": _secret(name), "scopes": scopes} for name, scopes in SERVICE_CLIENTS.items())
+    )
     identity = await start_identity(
         f"sqlite+aiosqlite:///{tmp_path / 'identity.db'}", internal_clients=json.dumps(clients), **bus
     )
