@@ -117,6 +117,28 @@ FIELD_RULES: dict[str, TextRule] = {
     "target": _token(255),
     "signed_event": _token(16384),
     "masked_account_number": _line(32),
+    # Account opening through a partner (openbank.identity.v1.OnboardingService): the
+    # applicant is stored as JSON text; the bounds are the onboarding domain's own.
+    "application": _NAME,
+    "activation_code": _token(64),
+    "given_name": _line(100),
+    "family_name": _line(100),
+    "birth_date": _token(10),  # YYYY-MM-DD; the domain parses it
+    "document_expiry_date": _token(10),  # YYYY-MM-DD; the domain parses it
+    "email": _token(254),
+    "country_code": _token(2),
+    "document_type": _token(32),
+    "document_number": _line(64),
+    "method": _line(64),
+    "terms_version": _token(64),
+    "username_prefix": _token(64),
+    # Payments' risk holds, disputes and kill switch (services/payment tables.py, converters).
+    "note": _line(500),
+    "authentication_code": _token(16),
+    "capability": _token(32),
+    "ip_address": _token(45),
+    "device_id": _token(128),
+    "user_agent": _line(256),
     # OAuth: client authentication, grants and tokens (RFC 6749, 7009, 7521, 7636).
     "client_id": _token(64),
     "client_secret": _token(256),

@@ -25,6 +25,7 @@ _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _DOCUMENT_TYPE = re.compile(r"^[A-Z][A-Z_]{1,31}$")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 
 
 class ApplicationState(enum.Enum):
@@ -134,10 +135,13 @@ def _digest(text: str) -> str:
 
 
 def _date(text: str, field: str, errors: FieldCollector) -> dt.date | None:
-    try:
-        return dt.date.fromisoformat(text) if len(text) == 10 else None
-    except ValueError:
-        pass
+    """The date, or None with the field named: any malformed text is bad input, never a crash
+    (fromisoformat alone would also take other ISO forms such as 2000-W01-1)."""
+    if _DATE.match(text):
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            pass  # e.g. 2000-02-30
     errors.add(field, "must be a date YYYY-MM-DD")
     return None
 

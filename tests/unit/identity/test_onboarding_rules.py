@@ -109,6 +109,26 @@ def test_bad_input_names_every_field() -> None:
     } <= fields
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "1990",
+        "1990-1-1",
+        "19900101",
+        "1990-W01-1",
+        "1990-02-30",
+        "\u0661\u0669\u0669\u0660-\u0660\u0661-\u0660\u0661",
+        "x" * 5000,
+    ],
+)
+def test_a_malformed_date_is_bad_input_naming_its_field(text: str) -> None:
+    bad = replace(RAW, birth_date=text, document_expiry=text)
+    with pytest.raises(InvalidArgument) as refused:
+        validate(bad, RULES, NOW)
+    assert {v.field for v in refused.value.violations} == {"applicant.birth_date", "evidence.document_expiry_date"}
+
+
 @given(st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2026, 12, 7)))
 def test_age_is_completed_years(born: dt.date) -> None:
     today = NOW.date()
