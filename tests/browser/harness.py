@@ -208,3 +208,22 @@ def wait_for_url(driver, arrived, *, seconds: float = 10.0) -> str:  # type: ign
     except TimeoutException:
         raise AssertionError(f"still at {driver.current_url}") from None
     return str(driver.current_url)
+
+
+def wait_for_next_page(driver, old, *, seconds: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the page holding the element ``old`` is replaced and the next one has loaded:
+    a form posted and redirected back to the same address leaves no new URL to wait for, and
+    until the answer arrives the browser still shows the old page."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(driver, seconds).until(
+            lambda d: (
+                expected_conditions.staleness_of(old)(d)
+                and d.execute_script("return document.readyState") == "complete"
+            )
+        )
+    except TimeoutException:
+        raise AssertionError(f"still on the same page at {driver.current_url}") from None

@@ -17,7 +17,7 @@ from openbank_sdk import OpenBankClient, OpenBankError
 from selenium.webdriver.common.by import By
 
 from openbank.common.v1 import consent_permission_pb2 as permissions
-from tests.browser.harness import PASSWORD, WebCustomer, make_customer, wait_for_url
+from tests.browser.harness import PASSWORD, WebCustomer, make_customer, wait_for_next_page, wait_for_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -52,7 +52,10 @@ async def test_the_customer_approves_on_the_approvals_page_and_the_wallets_poll_
     assert not polling.done()  # still pending while the customer reads
     card.find_elements(By.NAME, "accounts")[1].click()
     card.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
-    assert "Approved. Acme Wallet can now use" in driver.find_element(By.ID, "notice").text
+    wait_for_next_page(driver, card)  # posted, then back on /approvals: no new URL to wait for
+    notices = driver.find_elements(By.ID, "notice")
+    page = driver.find_element(By.TAG_NAME, "body").text
+    assert notices and "Approved. Acme Wallet can now use" in notices[0].text, page
     assert driver.find_element(By.ID, "none").text == "Nothing is waiting for your approval."
 
     session = await asyncio.wait_for(polling, 20)

@@ -132,6 +132,21 @@ class Wallet:
     async def get(self, name: str) -> payment_pb2.Payment:
         return (await self.payments.GetPayment(payment_pb2.GetPaymentRequest(name=name), metadata=self.access)).payment
 
+    async def forwarded_again(self, name: str, timeout: float = 30.0) -> None:
+        """Wait until the gateway reaches the restarted payment service again. The gateway's
+        channel reconnects on its own backoff (up to a second, longer on a busy machine), and until
+        then it answers UPSTREAM_UNAVAILABLE without reaching the service, which a wallet retries
+        after the delay given; any other answer ends the wait."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await self.get(name)
+                return
+            except grpc.aio.AioRpcError as error:
+                if _reason(error) != "UPSTREAM_UNAVAILABLE" or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.2)
+
     async def until(self, name: str, states: set[int], timeout: float = 30.0) -> payment_pb2.Payment:
         deadline = time.monotonic() + timeout
         while (payment := await self.get(name)).state not in states:
@@ -320,6 +335,7 @@ async def test_payments_waiting_when_the_payment_service_is_killed_still_wait_an
     (payment_process,) = [c for c in wallet.mesh.children if c.name == "payment"]
     wallet.mesh.kill(payment_process)
     await wallet.mesh.restart(payment_process)
+    await wallet.forwarded_again(stepped.name)
     assert (await wallet.get(stepped.name)).state == payment_pb2.PAYMENT_STATE_AWAITING_AUTHORISATION
     assert (await wallet.get(held.name)).state == payment_pb2.PAYMENT_STATE_PENDING_REVIEW
     confirmed = await wallet.confirm(stepped.name, code_for(stepped, wallet.customer))
