@@ -37,6 +37,7 @@ from meshlib.grpc_errors import decode_status, error_info
 from meshlib.policy import MethodPolicy, contract_policies
 from openbank.account.v1 import account_pb2
 from openbank.common.v1 import consent_permission_pb2, money_pb2
+from openbank.events.v1 import events_pb2
 from openbank.identity.v1 import (
     authorization_pb2,
     consent_pb2,
@@ -46,7 +47,7 @@ from openbank.identity.v1 import (
     token_pb2,
     token_pb2_grpc,
 )
-from openbank.payment.v1 import payment_pb2, payment_pb2_grpc
+from openbank.payment.v1 import dispute_pb2, mandate_pb2, payment_pb2, payment_pb2_grpc
 from openbank.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from tests.support.servers import free_port
 
@@ -99,7 +100,7 @@ class Partner:
     """One mesh as the partner sees it: the gateway, tokens and names of its own resources."""
 
     channel: grpc.aio.Channel
-    client_token: str  # consents:read/write, settlement:read
+    client_token: str  # consents:read/write, settlement:read, events:read, payments:read
     consent_token: str  # bound to an authorised consent: accounts and payments
     names: dict[str, str]
     client: dict[str, str]  # the other demo partner's client credentials (token endpoint calls)
@@ -125,7 +126,14 @@ async def _partner(mesh: LocalMesh) -> Partner:
                 grant_type=token_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
                 client_id=acme["client_id"],
                 client_secret=acme["client_secret"],
-                scopes=["consents:write", "consents:read", "settlement:read", "customers:onboard"],
+                scopes=[
+                    "consents:write",
+                    "consents:read",
+                    "settlement:read",
+                    "customers:onboard",
+                    "events:read",
+                    "payments:read",
+                ],
             ),
             timeout=10,
         )
@@ -303,6 +311,13 @@ VALID: dict[str, Callable[[Partner], Message]] = {
     "/openbank.account.v1.AccountService/ListTransactions": lambda p: account_pb2.ListTransactionsRequest(
         parent=p.names["account"]
     ),
+    "/openbank.events.v1.EventService/StreamEvents": lambda p: events_pb2.StreamEventsRequest(),
+    "/openbank.events.v1.EventService/PollEvents": lambda p: events_pb2.PollEventsRequest(request_id=uuid.uuid4().hex),
+    # A TLS target that never answers, one attempt: no delivery reaches anyone.
+    "/openbank.events.v1.EventService/SetEventEndpoint": lambda p: events_pb2.SetEventEndpointRequest(
+        request_id=uuid.uuid4().hex, endpoint=events_pb2.EventEndpoint(target="partner.invalid:443", max_attempts=1)
+    ),
+    "/openbank.events.v1.EventService/GetEventEndpoint": lambda p: events_pb2.GetEventEndpointRequest(),
     "/openbank.identity.v1.AuthorizationService/PushAuthorizationRequest": lambda p: (
         authorization_pb2.PushAuthorizationRequestRequest(
             request_id=uuid.uuid4().hex,
@@ -340,6 +355,12 @@ VALID: dict[str, Callable[[Partner], Message]] = {
     "/openbank.identity.v1.TokenService/RevokeToken": lambda p: token_pb2.RevokeTokenRequest(
         client_id=p.client["client_id"], client_secret=p.client["client_secret"], token="not-a-token-we-issued"
     ),
+    "/openbank.payment.v1.DisputeService/ListDisputes": lambda p: dispute_pb2.ListDisputesRequest(),
+    "/openbank.payment.v1.DisputeService/GetDispute": lambda p: dispute_pb2.GetDisputeRequest(
+        name="disputes/not-there"
+    ),
+    # No string field; the payment consent is not a mandate, so it answers FAILED_PRECONDITION.
+    "/openbank.payment.v1.MandateService/GetMandateUsage": lambda p: mandate_pb2.GetMandateUsageRequest(),
     "/openbank.payment.v1.PaymentService/CancelPayment": lambda p: payment_pb2.CancelPaymentRequest(
         request_id=uuid.uuid4().hex, name="payments/not-there"
     ),
