@@ -20,7 +20,15 @@ from selenium.webdriver.common.by import By
 
 from openbank.common.v1 import consent_permission_pb2 as permissions
 from openbank.payment.v1 import payment_pb2
-from tests.browser.harness import PASSWORD, WebCustomer, authorise, fund, make_customer, wait_for_url
+from tests.browser.harness import (
+    PASSWORD,
+    WebCustomer,
+    authorise,
+    fund,
+    make_customer,
+    wait_for_next_page,
+    wait_for_url,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -140,7 +148,7 @@ async def test_a_sweeping_mandate_by_the_decoupled_flow_and_payments_racing_for_
     assert "At most EUR 25.00 per week, counted from" in card.text
     card.find_element(By.NAME, "accounts").click()
     card.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
-    wait_for_url(driver, lambda url: urlsplit(url).path == "/approvals")
+    wait_for_next_page(driver, card)  # the post redirects back to /approvals: no new URL to wait for
     session = await asyncio.wait_for(
         wallet.wait_for_decoupled_authorization(started, sleep=lambda s: asyncio.sleep(min(s, 0.3))), 30
     )
