@@ -18,7 +18,7 @@ from openbank_sdk import OpenBankClient, OpenBankError, money
 from selenium.webdriver.common.by import By
 
 from openbank.common.v1 import consent_permission_pb2 as permissions
-from tests.browser.harness import PASSWORD, WebCustomer, make_customer, wait_for_url
+from tests.browser.harness import PASSWORD, WebCustomer, make_customer, wait_for_next_page, wait_for_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -37,7 +37,9 @@ def _sign_in(driver, customer: WebCustomer, *, password: str = PASSWORD, code: s
     driver.find_element(By.ID, "username").send_keys(customer.username)
     driver.find_element(By.ID, "password").send_keys(password)
     driver.find_element(By.ID, "one_time_code").send_keys(code or customer.code())
-    driver.find_element(By.ID, "sign-in").click()
+    button = driver.find_element(By.ID, "sign-in")
+    button.click()
+    wait_for_next_page(driver, button)  # the consent page (or the sign-in page again, refused)
 
 
 async def test_the_customer_approves_and_the_wallet_gets_a_token_for_the_account_picked(world) -> None:  # type: ignore[no-untyped-def]

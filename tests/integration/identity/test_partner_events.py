@@ -272,9 +272,10 @@ async def test_idle_streams_cost_no_query_per_stream(sqlite_url: str) -> None:
         sa.event.listen(engine, "before_cursor_execute", count)
         sweeps_before = await _sweeps(signal, 3)
         sa.event.remove(engine, "before_cursor_execute", count)
-        # Three sweeps: a query each, and the odd token-status refresh; polling per stream
-        # would have made 200 queries per interval.
-        assert sweeps_before and queries < 20, queries
+        # Three sweeps: a query each, plus whatever identity's background jobs ran meanwhile (more
+        # of them when the machine is busy and the sweeps late); polling per stream would have
+        # made 200 queries per interval, 600 in three.
+        assert sweeps_before and queries < len(streams), queries
         await _authorised(identity, partner)
         arrived = await asyncio.wait_for(asyncio.gather(*(_take(s, 1) for s in streams)), 30)
         assert {events[0].type for events in arrived} == {ET.EVENT_TYPE_CONSENT_AUTHORISED}
