@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import jwt
 
 from meshlib.auth.context import Caller
-from meshlib.errors import Unauthenticated
+from meshlib.errors import Unauthenticated, Unavailable
 
 log = logging.getLogger("meshlib.auth")
 
@@ -33,6 +33,9 @@ MAX_TOKEN_BYTES = 8192
 JWKS_MAX_AGE_SECONDS = 30.0
 # At most one JWKS fetch per this interval, however many unknown kids arrive.
 UNKNOWN_KID_REFETCH_SECONDS = 1.0
+# Failed fetches an unknown kid sits through before the call answers UNAVAILABLE (a fault the
+# caller retries), never "unknown key": the key set could not be read, not the key refused.
+UNKNOWN_KID_FETCH_ATTEMPTS = 3
 VERIFIED_CACHE_SIZE = 20_000
 
 JwksFetcher = Callable[[], Awaitable[dict[str, Any]]]
@@ -83,6 +86,7 @@ class JwksCache:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._last_start = self._pending_started = float("-inf")
         self._pending: asyncio.Task[None] | None = None
+        self._last_fetch_ok = True
         self.fetches = 0
 
     def load(self, jwks: dict[str, Any]) -> None:
@@ -107,13 +111,23 @@ class JwksCache:
                 self._start_fetch()  # stale: refresh behind the calls, keep serving the copy
             return found
         asked_at = self._clock()
+        failed = 0
         while True:
             if self._fetching():
                 assert self._pending is not None
                 started_after = self._pending_started >= asked_at
                 await asyncio.shield(self._pending)
                 if started_after:
-                    return self._keys.get(kid)
+                    if self._last_fetch_ok or kid in self._keys:
+                        return self._keys.get(kid)
+                    failed += 1
+                    if failed >= UNKNOWN_KID_FETCH_ATTEMPTS:
+                        raise Unavailable(
+                            "the signing keys could not be read; retry later",
+                            reason="PEER_UNAVAILABLE",
+                            retry_after_seconds=self._refresh_interval,
+                        )
+                    asked_at = self._clock()
                 continue
             found = self._keys.get(kid)
             if found is not None:
@@ -143,7 +157,10 @@ class JwksCache:
         try:
             self.load(await self._fetch())
         except Exception:
+            self._last_fetch_ok = False
             log.warning("could not fetch the JWKS; keeping the cached keys", exc_info=True)
+        else:
+            self._last_fetch_ok = True
 
 
 class JwtVerifier:

@@ -7,8 +7,11 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 from meshlib.auth.testing import TestIssuer
-from meshlib.auth.verifier import UNKNOWN_KID_REFETCH_SECONDS, JwksCache
+from meshlib.auth.verifier import UNKNOWN_KID_FETCH_ATTEMPTS, UNKNOWN_KID_REFETCH_SECONDS, JwksCache
+from meshlib.errors import Unavailable
 
 
 class KeySource:
@@ -86,5 +89,37 @@ async def test_a_failed_fetch_keeps_the_cached_keys() -> None:
         raise ConnectionError("identity is down")
 
     cache._fetch = unreachable  # type: ignore[method-assign]
-    assert await cache.key("unknown") is None
+    with pytest.raises(Unavailable):  # the keys could not be read: a fault, not a refused key
+        await cache.key("unknown")
     assert await cache.key(issuer.kid) is not None
+
+
+class FlakySource(KeySource):
+    """Fails its first ``failures`` fetches, as identity unreachable for a moment."""
+
+    def __init__(self, issuer: TestIssuer, failures: int) -> None:
+        super().__init__(issuer)
+        self.failures = failures
+
+    async def __call__(self) -> dict[str, Any]:
+        if self.failures > 0:
+            self.failures -= 1
+            self.fetches += 1
+            raise ConnectionError("identity is not answering")
+        return await super().__call__()
+
+
+async def test_a_fetch_that_failed_is_tried_again_not_taken_for_an_unknown_key() -> None:
+    issuer = TestIssuer()
+    cache = JwksCache(FlakySource(issuer, failures=2), refresh_interval_seconds=0.05)
+    assert await cache.key(issuer.kid) is not None  # the third fetch reads it
+
+
+async def test_keys_that_cannot_be_read_answer_unavailable() -> None:
+    issuer = TestIssuer()
+    source = FlakySource(issuer, failures=100)
+    cache = JwksCache(source, refresh_interval_seconds=0.05)
+    with pytest.raises(Unavailable) as refused:
+        await cache.key(issuer.kid)
+    assert refused.value.reason == "PEER_UNAVAILABLE"
+    assert source.fetches == UNKNOWN_KID_FETCH_ATTEMPTS
