@@ -4,13 +4,9 @@ WatchPayments streams, and its relay hands every event to the partner event log 
 * The **tail** runs on every replica: one query per interval asks which partners' outbox rows
   are new (whatever the number of open streams) and wakes their streams (meshlib.fanout).
 * The **relay** runs on one replica at a time, the holder of a lease row
-  (``outbox_relays``): it reads the outbox after its recorded position, appends the rows in
-  order to identity (``EventIntakeService.AppendEvents``, each once by its source key
-  ``payment:{seq}``), then records the new position. A relay that dies between the two sends
-  the same rows again, which identity ignores.
-* PostgreSQL numbers outbox rows when inserted, not when committed: a missing number may be
-  a transaction still running. The relay waits ``gap_seconds`` for it before passing it (a
-  rolled-back transaction leaves a gap for ever).
+  (``outbox_relays``; meshlib.outbox, as account's movements): it appends the rows in order
+  to identity (``EventIntakeService.AppendEvents``, each once by its source key
+  ``payment:{seq}``).
 * **Retention**: rows older than the retention period are deleted once relayed.
 """
 
@@ -30,6 +26,7 @@ import sqlalchemy as sa
 
 from meshlib.clients import PeerCaller
 from meshlib.fanout import Fanout
+from meshlib.outbox import BATCH, LeasedRelay, advance_lease, claim_lease, contiguous, run_ticks
 from meshlib.periodic import Periodic
 from meshlib.storage import as_utc
 from openbank.events.v1 import events_pb2, events_pb2_grpc
@@ -40,9 +37,8 @@ from services.payment.unit_of_work import PaymentUnitOfWork
 log = logging.getLogger("payment.events")
 
 RELAY_NAME = "partner-events"
-BATCH = 500
 RETENTION_INTERVAL_SECONDS = 3600.0
-MAX_IDLE_RELAY_SECONDS = 1.0
+__all__ = ["BATCH", "IdentityEventSink", "OutboxRelay", "OutboxRow", "SqlOutbox", "contiguous"]
 
 
 @dataclass(frozen=True)
@@ -125,25 +121,9 @@ class SqlOutbox:
     async def claim(self, owner: str, now: dt.datetime, lease: dt.timedelta) -> int | None:
         """Take or renew the relay's lease; its position when this replica holds it."""
         async with self._uow() as uow:
-            table = outbox_relays
-            taken = await uow.connection.execute(
-                table.update()
-                .where(
-                    table.c.name == RELAY_NAME,
-                    sa.or_(table.c.owner == owner, table.c.lease_until.is_(None), table.c.lease_until < now),
-                )
-                .values(owner=owner, lease_until=now + lease)
-            )
-            if not taken.rowcount:
-                exists = await uow.connection.scalar(sa.select(table.c.name).where(table.c.name == RELAY_NAME))
-                if exists is not None:
-                    return None  # another replica relays
-                await uow.connection.execute(
-                    table.insert().values(name=RELAY_NAME, position=0, owner=owner, lease_until=now + lease)
-                )
-            position = await uow.connection.scalar(sa.select(table.c.position).where(table.c.name == RELAY_NAME))
+            position = await claim_lease(uow.connection, outbox_relays, RELAY_NAME, owner, now, lease)
             await uow.commit()
-            return int(position or 0)
+            return position
 
     async def rows_after(self, seq: int, limit: int) -> list[OutboxRow]:
         """Outbox rows after ``seq`` with their payment's consent, in order."""
@@ -173,13 +153,9 @@ class SqlOutbox:
     async def advance(self, owner: str, position: int) -> bool:
         """Record the relayed position, if this replica still holds the lease."""
         async with self._uow() as uow:
-            moved = await uow.connection.execute(
-                outbox_relays.update()
-                .where(outbox_relays.c.name == RELAY_NAME, outbox_relays.c.owner == owner)
-                .values(position=position)
-            )
+            moved = await advance_lease(uow.connection, outbox_relays, RELAY_NAME, owner, position)
             await uow.commit()
-            return bool(moved.rowcount)
+            return moved
 
     async def purge(self, recorded_before: dt.datetime) -> int:
         """Delete relayed rows older than the cutoff (never a row not yet relayed)."""
@@ -204,29 +180,8 @@ class SqlOutbox:
             return deleted.rowcount or 0
 
 
-def contiguous(
-    position: int, rows: list[OutboxRow], gaps: dict[int, float], now: float, grace: float
-) -> list[OutboxRow]:
-    """The rows to relay now: those following ``position`` without a gap, passing a gap only
-    once it has lasted ``grace`` seconds (``gaps``: when each missing number was first seen)."""
-    taken: list[OutboxRow] = []
-    expected = position + 1
-    for row in rows:
-        while expected < row.seq:
-            first_seen = gaps.setdefault(expected, now)
-            if now - first_seen < grace:
-                return taken
-            gaps.pop(expected, None)
-            expected += 1
-        taken.append(row)
-        expected = row.seq + 1
-    for seq in [s for s in gaps if s < expected]:
-        del gaps[seq]
-    return taken
-
-
 class OutboxRelay:
-    """The tail (every replica) and the relay (the lease holder), one tick at a time."""
+    """The tail (every replica) and the relay (the lease holder, meshlib.outbox), one tick at a time."""
 
     def __init__(
         self,
@@ -248,17 +203,21 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._retention_job = Periodic("payment-events-retention", RETENTION_INTERVAL_SECONDS, self._purge)
         self._clock = clock
-        self._lease = lease
-        self._gap_seconds = gap_seconds
         self._retention = retention
-        self._monotonic = monotonic
-        self._owner = uuid.uuid4().hex
         self._seen: int | None = None  # the tail's newest outbox number
-        self._gaps: dict[int, float] = {}
-        self._lease_until = 0.0  # monotonic time until which this replica's lease is fresh
-        self._position = 0
-        self._relay_idle = 0.0  # how long an idle relay waits before it looks again
-        self._relay_after = 0.0
+        self._relay = (
+            None
+            if sink is None
+            else LeasedRelay(
+                outbox,
+                sink,
+                clock=clock,
+                lease=lease,
+                gap_seconds=gap_seconds,
+                interval_seconds=interval_seconds,
+                monotonic=monotonic,
+            )
+        )
 
     async def tail_once(self) -> None:
         """Wake this replica's streams whose partner has new rows (one query; none while no
@@ -281,36 +240,13 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Relay what follows the recorded position when this replica holds the lease; how many."""
-        if self._sink is None:
-            return 0
-        if self._monotonic() >= self._lease_until:
-            position = await self._outbox.claim(self._owner, self._clock(), self._lease)
-            if position is None:
-                return 0
-            self._position = max(self._position, position)
-            self._lease_until = self._monotonic() + self._lease.total_seconds() / 2
-        rows = await self._outbox.rows_after(self._position, BATCH)
-        taken = contiguous(self._position, rows, self._gaps, self._monotonic(), self._gap_seconds)
-        if not taken:
-            return 0
-        await self._sink.append(taken)
-        if not await self._outbox.advance(self._owner, taken[-1].seq):
-            self._lease_until = 0.0  # lost the lease meanwhile: the new holder sends them (once)
-            return 0
-        self._position = taken[-1].seq
-        return len(taken)
+        return 0 if self._relay is None else await self._relay.relay_once()
 
     async def tick(self) -> None:
-        """One round: tail, then relay until caught up. An idle relay looks less and less
-        often (up to once a second) until rows come again."""
+        """One round: tail, then relay until caught up (an idle relay looks less often)."""
         await self.tail_once()
-        if self._monotonic() < self._relay_after:
-            return
-        relayed = await self.relay_once()
-        while relayed == BATCH:
-            relayed = await self.relay_once()
-        self._relay_idle = 0.0 if relayed else min(MAX_IDLE_RELAY_SECONDS, max(self._interval, self._relay_idle * 2))
-        self._relay_after = self._monotonic() + self._relay_idle
+        if self._relay is not None:
+            await self._relay.relay_due()
 
     async def purge_once(self) -> int:
         """Retention: relayed rows older than the period go."""
@@ -337,15 +273,4 @@ class OutboxRelay:
 
     async def run_forever(self, interval_seconds: float) -> None:
         """Tick every interval; a failing round (identity away) backs off up to 5 s."""
-        delay = interval_seconds
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                await self.tick()
-                delay = interval_seconds
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                if delay == interval_seconds:
-                    log.warning("payment events relay failed; backing off", exc_info=True)
-                delay = min(5.0, delay * 2)
+        await run_ticks("payment events relay", self.tick, interval_seconds)
