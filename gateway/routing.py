@@ -17,7 +17,7 @@ class Route:
 
 # Contract packages served by another package's process: the partner event log lives in
 # identity, beside the partners and consents it is about.
-HOSTED_BY = {"events": "identity"}
+HOSTED_BY = {"events": "identity", "credit": "account"}
 
 
 def upstream_of(service_full_name: str) -> str:

@@ -33,6 +33,7 @@ PARTNER_SCOPES = frozenset(
         "settlement:read",
         "events:read",
         "customers:onboard",
+        "credit:offer",
     }
 )
 INTERNAL_SCOPES = frozenset(

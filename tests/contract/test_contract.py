@@ -285,6 +285,34 @@ PUBLIC_RPCS: dict[str, tuple[int, tuple[str, ...], int, str, int]] = {
         "consents",
         READ_ONLY,
     ),
+    "openbank.credit.v1.CreditService.RequestCreditOffer": (
+        TOKEN_AUTH,
+        ("credit:offer",),
+        CP.CONSENT_PERMISSION_CREDIT,
+        "consents",
+        REQUEST_ID,
+    ),
+    "openbank.credit.v1.CreditService.GetCreditOffer": (
+        TOKEN_AUTH,
+        ("credit:offer",),
+        CP.CONSENT_PERMISSION_CREDIT,
+        "reads",
+        READ_ONLY,
+    ),
+    "openbank.credit.v1.CreditService.GetCreditLine": (
+        TOKEN_AUTH,
+        ("credit:offer",),
+        CP.CONSENT_PERMISSION_CREDIT,
+        "reads",
+        READ_ONLY,
+    ),
+    "openbank.credit.v1.CreditService.GetCreditStatement": (
+        TOKEN_AUTH,
+        ("credit:offer",),
+        CP.CONSENT_PERMISSION_CREDIT,
+        "reads",
+        READ_ONLY,
+    ),
 }
 
 # Server streaming only.

@@ -21,7 +21,7 @@ from services.identity.domain.mandates import MandateRequest, check_mandate_cons
 
 MAX_LIFETIME = dt.timedelta(days=365)
 PERMISSIONS = frozenset(
-    {"READ_ACCOUNTS", "READ_BALANCES", "READ_TRANSACTIONS", "CONFIRM_FUNDS", "INITIATE_PAYMENTS", "SCHEDULE_PAYMENTS"}
+    {"READ_ACCOUNTS", "READ_BALANCES", "READ_TRANSACTIONS", "CONFIRM_FUNDS", "INITIATE_PAYMENTS", "SCHEDULE_PAYMENTS", "CREDIT"}
 )
 PERIODS = frozenset({"DAY", "WEEK", "MONTH"})
 _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -34,6 +34,7 @@ SCOPES_FOR_PERMISSION: dict[str, frozenset[str]] = {
     "CONFIRM_FUNDS": frozenset({"funds:confirm"}),
     "INITIATE_PAYMENTS": frozenset({"payments:write", "payments:read"}),
     "SCHEDULE_PAYMENTS": frozenset({"payments:write", "payments:read"}),
+    "CREDIT": frozenset({"credit:offer"}),
 }
 
 

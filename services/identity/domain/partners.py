@@ -29,6 +29,8 @@ PARTNER_SCOPES = frozenset(
         "events:read",
         # Account opening for a new customer through the partner (OnboardingService).
         "customers:onboard",
+        # Credit line offers under the customer's consent (openbank.credit.v1.CreditService).
+        "credit:offer",
     }
 )
 INTERNAL_SCOPES = frozenset(
