@@ -132,6 +132,22 @@ class ApplicationRepository:
         query = query.order_by(_table.c.created_at, _table.c.application_id).limit(limit)
         return [_from_row(r) for r in await self._connection.execute(query)]
 
+    async def page_for_customer(
+        self, customer_id: str, before: tuple[dt.datetime, str] | None, limit: int
+    ) -> list[Application]:
+        """A customer's applications, newest first, keyset-paginated on (created_at, application_id)."""
+        query = sa.select(_table).where(_table.c.customer_id == customer_id)
+        if before:
+            created, application_id = before
+            query = query.where(
+                sa.or_(
+                    _table.c.created_at < created,
+                    sa.and_(_table.c.created_at == created, _table.c.application_id < application_id),
+                )
+            )
+        query = query.order_by(_table.c.created_at.desc(), _table.c.application_id.desc()).limit(limit)
+        return [_from_row(r) for r in await self._connection.execute(query)]
+
     async def waiting_for_account(self, limit: int) -> list[Application]:
         """Approved applications whose account is not open yet (oldest first)."""
         query = (

@@ -29,6 +29,7 @@ from meshlib.storage import Codec, IdempotencyKey, Transactions
 from services.identity.common import Clock, Saved, UnitOfWorkFactory
 from services.identity.domain import consents as consent_rules
 from services.identity.domain import onboarding as rules
+from services.identity.domain import product_access
 from services.identity.domain.customers import MIN_PASSWORD_LENGTH, Customer, new_customer_id
 from services.identity.domain.events import EventType, NewEvent
 from services.identity.domain.onboarding import Application, ApplicationState, OnboardingRules, ScreeningList
@@ -143,6 +144,36 @@ class OnboardingService:
         if application is None or (partner_id is not None and application.partner_id != partner_id):
             raise NotFound("application not found", metadata={"resource_name": f"applications/{application_id}"})
         return application
+
+    async def partner_view(self, application_id: str, partner_id: str) -> tuple[Application, bool]:
+        """One of the partner's applications, and whether it may see the customer's data in it
+        (only under the customer's consent: see domain/product_access.py)."""
+        async with self._uow(read_only=True) as uow:
+            application = await uow.applications.get(application_id)
+            if application is None or application.partner_id != partner_id:
+                raise NotFound("application not found", metadata={"resource_name": f"applications/{application_id}"})
+            consent = await uow.consents.get(application.consent_id) if application.consent_id else None
+        return application, product_access.partner_reads_holdings(application, consent, self._clock())
+
+    async def list_for_customer(
+        self, customer_id: str, requested_size: int, page_token: str
+    ) -> tuple[list[Application], dict[str, str], str]:
+        """A customer's applications, newest first; its partners' display names; the next page token."""
+        size = page_size(requested_size)
+        filters = filter_fingerprint(customer=customer_id)
+        before = time_and_id(decode_page_token(page_token, filters))
+        async with self._uow(read_only=True) as uow:
+            found = await uow.applications.page_for_customer(customer_id, before, size + 1)
+            page = found[:size]
+            names: dict[str, str] = {}
+            for partner_id in sorted({a.partner_id for a in page}):
+                partner = await uow.partners.get(partner_id)
+                if partner is not None:
+                    names[partner_id] = partner.display_name
+        token = ""
+        if len(found) > size:
+            token = encode_page_token({"t": page[-1].created_at.isoformat(), "id": page[-1].application_id}, filters)
+        return page, names, token
 
     async def list(
         self, state: ApplicationState | None, requested_size: int, page_token: str

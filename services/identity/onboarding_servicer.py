@@ -44,22 +44,16 @@ class OnboardingServicer(onboarding_pb2_grpc.OnboardingServiceServicer):
     def __init__(self, onboarding: OnboardingService) -> None:
         self._onboarding = onboarding
 
-    def _message(self, application: Application, *, operator: bool = False) -> onboarding_pb2.Application:
-        applicant = application.applicant
+    def _message(
+        self, application: Application, *, operator: bool = False, holdings: bool | None = None
+    ) -> onboarding_pb2.Application:
+        """The application as the bank sees it (``operator``), or as its partner does: the
+        customer's data in it only when ``holdings`` (the customer's consent allows it)."""
         message = onboarding_pb2.Application(
             name=f"applications/{application.application_id}",
             state=onboarding_pb2.ApplicationState.Value(f"APPLICATION_STATE_{application.state.value}"),
             reason=onboarding_pb2.ApplicationReason.Value(f"APPLICATION_REASON_{application.reason.value}"),
-            applicant=onboarding_pb2.Applicant(
-                given_name=applicant.given_name,
-                family_name=applicant.family_name,
-                birth_date=applicant.birth_date.isoformat(),
-                email=applicant.email,
-                country_code=applicant.country_code,
-            ),
             currency_code=application.currency,
-            customer=f"customers/{application.customer_id}" if application.customer_id else "",
-            account=f"accounts/{application.account_id}" if application.account_id else "",
             consent=f"consents/{application.consent_id}" if application.consent_id else "",
             activation_uri="" if operator else self._onboarding.activation_uri(application),
             create_time=converters.timestamp(application.created_at),
@@ -67,6 +61,19 @@ class OnboardingServicer(onboarding_pb2_grpc.OnboardingServiceServicer):
             partner=f"partners/{application.partner_id}",
             decided_by=(application.decided_by or "") if operator else "",
         )
+        if operator or holdings:
+            applicant = application.applicant
+            message.applicant.CopyFrom(
+                onboarding_pb2.Applicant(
+                    given_name=applicant.given_name,
+                    family_name=applicant.family_name,
+                    birth_date=applicant.birth_date.isoformat(),
+                    email=applicant.email,
+                    country_code=applicant.country_code,
+                )
+            )
+            message.customer = f"customers/{application.customer_id}" if application.customer_id else ""
+            message.account = f"accounts/{application.account_id}" if application.account_id else ""
         return message
 
     async def SubmitApplication(
@@ -93,8 +100,25 @@ class OnboardingServicer(onboarding_pb2_grpc.OnboardingServiceServicer):
     ) -> onboarding_pb2.GetApplicationResponse:
         """One of the partner's applications."""
         partner_id = require_caller().require_partner()
-        found = await self._onboarding.get(parse_name(request.name, "applications"), partner_id=partner_id)
-        return onboarding_pb2.GetApplicationResponse(application=self._message(found))
+        found, holdings = await self._onboarding.partner_view(parse_name(request.name, "applications"), partner_id)
+        return onboarding_pb2.GetApplicationResponse(application=self._message(found, holdings=holdings))
+
+    async def ListCustomerApplications(
+        self, request: onboarding_pb2.ListCustomerApplicationsRequest, context: grpc.aio.ServicerContext
+    ) -> onboarding_pb2.ListCustomerApplicationsResponse:
+        """The bank's customer app: a customer's own applications, newest first."""
+        customer_id = parse_name(request.customer, "customers", "customer")
+        found, partners, token = await self._onboarding.list_for_customer(
+            customer_id, request.page_size, request.page_token
+        )
+        messages = [self._message(a, holdings=True) for a in found]
+        for message in messages:
+            message.ClearField("activation_uri")  # the one-time link is for the customer's browser only
+        return onboarding_pb2.ListCustomerApplicationsResponse(
+            applications=messages,
+            next_page_token=token,
+            partner_display_names={f"partners/{p}": name for p, name in partners.items()},
+        )
 
     async def ListApplications(
         self, request: onboarding_pb2.ListApplicationsRequest, context: grpc.aio.ServicerContext

@@ -258,7 +258,7 @@ applications = sa.Table(
     sa.Column("code_challenge", sa.String(128), nullable=False),
     sa.Column("identity_key", sa.String(64), nullable=False, index=True),
     sa.Column("document_key", sa.String(64), nullable=False, index=True),
-    sa.Column("customer_id", sa.String(32), nullable=True),
+    sa.Column("customer_id", sa.String(32), nullable=True, index=True),
     sa.Column("username", sa.String(64), nullable=True),
     sa.Column("account_id", sa.String(64), nullable=True),
     sa.Column("consent_id", sa.String(32), nullable=True),

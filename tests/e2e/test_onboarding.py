@@ -107,8 +107,18 @@ def _ts(when: dt.datetime) -> timestamp_pb2.Timestamp:
     return stamp
 
 
+READ_ACCOUNTS = consent_permission_pb2.CONSENT_PERMISSION_READ_ACCOUNTS
+READ_BALANCES = consent_permission_pb2.CONSENT_PERMISSION_READ_BALANCES
+
+
 def application(
-    given: str, family: str, born: str, *, document: str = "PASSPORT", number: str | None = None
+    given: str,
+    family: str,
+    born: str,
+    *,
+    document: str = "PASSPORT",
+    number: str | None = None,
+    permissions: tuple[int, ...] = (READ_ACCOUNTS, READ_BALANCES),
 ) -> tuple[onboarding_pb2.SubmitApplicationRequest, str]:
     """A SubmitApplicationRequest and its consent's PKCE verifier."""
     now = dt.datetime.now(dt.UTC)
@@ -128,25 +138,42 @@ def application(
         ),
         terms=onboarding_pb2.TermsAcceptance(terms_version="2026-01", accept_time=_ts(now - dt.timedelta(minutes=5))),
         currency_code="EUR",
-        consent_permissions=[
-            consent_permission_pb2.CONSENT_PERMISSION_READ_ACCOUNTS,
-            consent_permission_pb2.CONSENT_PERMISSION_READ_BALANCES,
-        ],
+        consent_permissions=list(permissions),
         code_challenge=challenge,
     )
     return request, verifier
 
 
 async def account_open(bank: Bank, name: str, timeout: float = 30) -> onboarding_pb2.Application:
-    """The application once its account is open (the opening may be finished by the retry job)."""
+    """The application once its account is open (the opening may be finished by the retry job),
+    as the wallet sees it: without the customer's data until the customer's consent allows."""
     deadline = time.monotonic() + timeout
     while True:
-        found = await bank.onboarding.GetApplication(
-            onboarding_pb2.GetApplicationRequest(name=name), metadata=bank.wallet_metadata, timeout=10
-        )
-        if found.application.state == ACCOUNT_OPEN or time.monotonic() > deadline:
-            return found.application
+        found = await wallet_view(bank, name)
+        if found.state == ACCOUNT_OPEN or time.monotonic() > deadline:
+            return found
         await asyncio.sleep(0.3)
+
+
+async def wallet_view(bank: Bank, name: str) -> onboarding_pb2.Application:
+    """GetApplication through the gateway with the wallet's onboarding token."""
+    found = await bank.onboarding.GetApplication(
+        onboarding_pb2.GetApplicationRequest(name=name), metadata=bank.wallet_metadata, timeout=10
+    )
+    return found.application
+
+
+async def bank_view(bank: Bank, name: str) -> onboarding_pb2.Application:
+    """The whole application, as the bank's operators see it."""
+    found = await bank.identity.ReviewApplication(
+        onboarding_pb2.ReviewApplicationRequest(name=name), metadata=await bank.operator.metadata(), timeout=10
+    )
+    return found.application
+
+
+def holds_nothing_of_the_customer(app: onboarding_pb2.Application) -> bool:
+    """Fair data use: neither the person nor what the bank opened for them."""
+    return not (app.HasField("applicant") or app.customer or app.account)
 
 
 @dataclass
@@ -227,12 +254,14 @@ async def test_an_approved_application_opens_an_account_the_customer_activates_a
     request, verifier = application("Jana", "Nováková", "1990-04-12")
     submitted = await bank.onboarding.SubmitApplication(request, metadata=bank.wallet_metadata, timeout=20)
     assert submitted.application.reason == onboarding_pb2.APPLICATION_REASON_CHECKS_PASSED
-    assert submitted.application.customer and submitted.application.consent
+    assert submitted.application.consent and holds_nothing_of_the_customer(submitted.application)
     replay = await bank.onboarding.SubmitApplication(request, metadata=bank.wallet_metadata, timeout=20)
     assert replay.application.name == submitted.application.name
 
     app = await account_open(bank, submitted.application.name)
-    assert app.state == ACCOUNT_OPEN and app.account and app.activation_uri
+    assert app.state == ACCOUNT_OPEN and app.activation_uri and holds_nothing_of_the_customer(app)
+    opened = await bank_view(bank, app.name)
+    assert opened.account and opened.customer and opened.applicant.family_name == "Nováková"
     with pytest.raises(grpc.aio.AioRpcError) as wrong:
         await bank.identity.ActivateCustomer(
             onboarding_pb2.ActivateCustomerRequest(
@@ -265,6 +294,7 @@ async def test_an_approved_application_opens_an_account_the_customer_activates_a
         onboarding_pb2.GetApplicationRequest(name=app.name), metadata=bank.wallet_metadata, timeout=10
     )
     assert after.application.state == onboarding_pb2.APPLICATION_STATE_ACTIVE and not after.application.activation_uri
+    assert holds_nothing_of_the_customer(after.application)
 
     # The wallet was told each step in its event log.
     assert await application_states(bank, app.name) == [
@@ -282,7 +312,7 @@ async def test_an_approved_application_opens_an_account_the_customer_activates_a
             username=activation.username,
             password="a long password of hers",
             one_time_code=totp.hotp(seed, totp.time_step(time.time())),
-            accounts=[app.account],
+            accounts=[opened.account],
         ),
         metadata=await bank.operator.bank_app_metadata(),
         timeout=10,
@@ -293,7 +323,10 @@ async def test_an_approved_application_opens_an_account_the_customer_activates_a
     accounts = await account_pb2_grpc.AccountServiceStub(bank.gateway).ListAccounts(
         account_pb2.ListAccountsRequest(), metadata=(("authorization", f"Bearer {bound.access_token}"),), timeout=10
     )
-    assert [a.name for a in accounts.accounts] == [app.account]
+    assert [a.name for a in accounts.accounts] == [opened.account]
+    # Under the authorised consent the wallet sees what it opened, for whom.
+    shared = await wallet_view(bank, app.name)
+    assert shared.account == opened.account and shared.applicant.family_name == "Nováková"
 
     # The same person applying again is a duplicate, even spelled otherwise.
     twice, _ = application("JANA", "Novakova", "1990-04-12")
@@ -301,6 +334,65 @@ async def test_an_approved_application_opens_an_account_the_customer_activates_a
     assert declined.application.state == onboarding_pb2.APPLICATION_STATE_DECLINED
     assert declined.application.reason == onboarding_pb2.APPLICATION_REASON_DUPLICATE_CUSTOMER
     assert not declined.application.customer
+
+
+async def test_the_wallet_reads_only_what_the_customers_consent_for_the_product_allows(bank: Bank) -> None:
+    """Fair data use (item 3): the onboarding scope follows the application, nothing more; the
+    customer's data and account open to the wallet under the consent the customer authorised,
+    within its permissions, and close again when the customer pauses it."""
+    request, verifier = application("Lena", "Fairuse", "1988-03-03", permissions=(READ_ACCOUNTS,))
+    submitted = await bank.onboarding.SubmitApplication(request, metadata=bank.wallet_metadata, timeout=20)
+    app = await account_open(bank, submitted.application.name)
+    opened = await bank_view(bank, app.name)
+    assert app.state == ACCOUNT_OPEN and holds_nothing_of_the_customer(app) and opened.account
+    accounts = account_pb2_grpc.AccountServiceStub(bank.gateway)
+    with pytest.raises(grpc.aio.AioRpcError) as no_consent:
+        await accounts.GetBalance(
+            account_pb2.GetBalanceRequest(account=opened.account), metadata=bank.wallet_metadata, timeout=10
+        )
+    assert no_consent.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+
+    activation = await activate(app, "her own long password")
+    assert activation.status == 200
+    bank_app = await bank.operator.bank_app_metadata()
+    consents = consent_pb2_grpc.ConsentServiceStub(bank.operator.channel("identity"))
+    authorised = await consents.AuthoriseConsent(
+        consent_pb2.AuthoriseConsentRequest(
+            request_id=uuid.uuid4().hex,
+            name=app.consent,
+            username=activation.username,
+            password="her own long password",
+            one_time_code=totp.hotp(totp.from_base32(activation.totp_secret), totp.time_step(time.time())),
+            accounts=[opened.account],
+        ),
+        metadata=bank_app,
+        timeout=10,
+    )
+    bound = await exchange_code(
+        token_pb2_grpc.TokenServiceStub(bank.gateway), bank.partner, authorised.authorization_code, verifier
+    )
+    shared = await wallet_view(bank, app.name)
+    assert shared.account == opened.account and shared.customer == opened.customer
+    assert shared.applicant.given_name == "Lena"
+    consent_bound = (("authorization", f"Bearer {bound.access_token}"),)
+    found = await accounts.GetAccount(
+        account_pb2.GetAccountRequest(name=opened.account), metadata=consent_bound, timeout=10
+    )
+    assert found.account.name == opened.account
+    # The customer shared its accounts, not its balance.
+    with pytest.raises(grpc.aio.AioRpcError) as no_permission:
+        await accounts.GetBalance(
+            account_pb2.GetBalanceRequest(account=opened.account), metadata=consent_bound, timeout=10
+        )
+    assert no_permission.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    await consents.PauseConsent(
+        consent_pb2.PauseConsentRequest(request_id=uuid.uuid4().hex, name=app.consent, customer=opened.customer),
+        metadata=bank_app,
+        timeout=10,
+    )
+    paused = await wallet_view(bank, app.name)
+    assert paused.state == onboarding_pb2.APPLICATION_STATE_ACTIVE and holds_nothing_of_the_customer(paused)
 
 
 async def test_a_referred_application_waits_for_an_operator_who_approves_it(bank: Bank) -> None:
@@ -319,8 +411,10 @@ async def test_a_referred_application_waits_for_an_operator_who_approves_it(bank
     assert decided["reason"] == "APPLICATION_REASON_OPERATOR_APPROVED"
     assert decided["decided_by"].startswith("service:"), decided
     app = await account_open(bank, submitted.application.name)
-    assert app.state == ACCOUNT_OPEN and app.account and app.customer and app.activation_uri
+    assert app.state == ACCOUNT_OPEN and app.activation_uri and holds_nothing_of_the_customer(app)
     assert not app.decided_by  # the operator's identity is the bank's, not the partner's
+    opened = await bank_view(bank, app.name)
+    assert opened.account and opened.customer and opened.decided_by.startswith("service:")
 
     # Deciding again is refused (the decision is the operator's once).
     code, out = await cli(bank, "decline", app.name)
@@ -382,11 +476,14 @@ async def test_an_account_the_bank_could_not_open_is_opened_once_it_can(bank: Ba
         request, _ = application("Crash", "Tester", "1980-06-15")
         submitted = await bank.onboarding.SubmitApplication(request, metadata=bank.wallet_metadata, timeout=30)
         assert submitted.application.state == onboarding_pb2.APPLICATION_STATE_APPROVED
-        assert submitted.application.customer and submitted.application.consent and not submitted.application.account
+        assert submitted.application.consent
+        approved = await bank_view(bank, submitted.application.name)
+        assert approved.customer and not approved.account
     finally:
         await bank.mesh.restart(account)
-    app = await account_open(bank, submitted.application.name, timeout=90)
-    assert app.state == ACCOUNT_OPEN and app.account
+    assert (await account_open(bank, submitted.application.name, timeout=90)).state == ACCOUNT_OPEN
+    app = await bank_view(bank, submitted.application.name)
+    assert app.account
     search = await account_admin_pb2_grpc.AccountAdminServiceStub(bank.operator.channel("account")).SearchAccounts(
         account_admin_pb2.SearchAccountsRequest(customer=app.customer),
         metadata=await bank.operator.metadata(),
