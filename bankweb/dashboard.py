@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from bankweb.flows import AuthorisationFlow, PageError
 from bankweb.ports import (
     AccountChoice,
+    ApplicationLine,
     ApprovalView,
     Bank,
     ConsentCard,
@@ -76,6 +77,9 @@ class Overview:
     active: list[ConsentCard]
     ended: list[ConsentCard]
     accounts: dict[str, AccountChoice]
+    # Accounts wallets applied for on the customer's behalf (account opening through a wallet).
+    applications: list[ApplicationLine] = field(default_factory=list)
+    products_missing: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,11 +168,20 @@ class Dashboard:
         customer = self.customer(session)
         assert session is not None
         cards = [c for c in await self._bank.customer_consents(customer) if c.state != "AWAITING_AUTHORISATION"]
+        missing = False
+        try:
+            applications = await self._bank.customer_applications(customer)
+        except MeshError as error:
+            # The connections still show; the page says the rest is missing for now.
+            log.warning("a customer's applications unavailable", extra={"reason": error.reason})
+            applications, missing = [], True
         return Overview(
             customer_display=session.data.get("username", ""),
             active=[c for c in cards if c.active],
             ended=[c for c in cards if not c.active],
             accounts=await self._accounts(customer),
+            applications=applications,
+            products_missing=missing,
         )
 
     async def consent(self, session: Session | None, consent_id: str) -> ConsentCard:

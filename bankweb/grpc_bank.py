@@ -16,6 +16,7 @@ import grpc
 from bankweb.mandate_words import mandate_lines, usage_lines
 from bankweb.ports import (
     AccountChoice,
+    ApplicationLine,
     ApprovalView,
     AuthorizationView,
     ConsentCard,
@@ -39,6 +40,8 @@ from openbank.identity.v1 import (
     customer_pb2,
     customer_pb2_grpc,
     decoupled_authorization_pb2,
+    onboarding_pb2,
+    onboarding_pb2_grpc,
 )
 from openbank.payment.v1 import mandate_pb2, mandate_pb2_grpc
 
@@ -172,6 +175,7 @@ class GrpcBank:
         self._authorizations = authorization_pb2_grpc.AuthorizationServiceStub(identity)
         self._customers = customer_pb2_grpc.CustomerServiceStub(identity)
         self._consents = consent_pb2_grpc.ConsentServiceStub(identity)
+        self._onboarding = onboarding_pb2_grpc.OnboardingServiceStub(identity)
         self._accounts = customer_account_pb2_grpc.CustomerAccountServiceStub(account)
         self._call = PeerCaller(tokens.token, deadline_seconds=CALL_DEADLINE_SECONDS)
         self._payment_audit = audit_pb2_grpc.AuditServiceStub(payment) if payment is not None else None
@@ -245,6 +249,24 @@ class GrpcBank:
             token = answer.next_page_token
             if not token or len(cards) >= 2000:
                 return cards
+
+    async def customer_applications(self, customer: str) -> list[ApplicationLine]:
+        """The account applications wallets made for the customer, newest first (first page)."""
+        request = onboarding_pb2.ListCustomerApplicationsRequest(customer=customer, page_size=50)
+        answer = await self._call(
+            self._onboarding.ListCustomerApplications, request, "identity.ListCustomerApplications"
+        )
+        names = answer.partner_display_names
+        return [
+            ApplicationLine(
+                application_id=a.name.removeprefix("applications/"),
+                partner_display_name=names.get(a.partner, "") or "A partner app",
+                state=onboarding_pb2.ApplicationState.Name(a.state).removeprefix("APPLICATION_STATE_"),
+                created_at=a.create_time.ToDatetime(tzinfo=dt.UTC),
+                account=a.account,
+            )
+            for a in answer.applications
+        ]
 
     async def pause(self, consent_id: str, customer: str) -> None:
         """PauseConsent for the customer."""

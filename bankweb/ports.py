@@ -191,6 +191,17 @@ class ApprovalView:
     expire_time: dt.datetime
 
 
+@dataclass(frozen=True)
+class ApplicationLine:
+    """An account application a wallet made for the customer, as the dashboard shows it."""
+
+    application_id: str
+    partner_display_name: str
+    state: str  # REFERRED, DECLINED, APPROVED, ACCOUNT_OPEN or ACTIVE
+    created_at: dt.datetime
+    account: str = ""
+
+
 class Bank(Protocol):
     """Identity, account and payment, as the web app uses them (with its own service credentials)."""
 
@@ -203,6 +214,8 @@ class Bank(Protocol):
     async def decide(self, name: str, customer: str, approve: bool, accounts: tuple[str, ...]) -> RedirectAnswer: ...
 
     async def customer_consents(self, customer: str) -> list[ConsentCard]: ...
+
+    async def customer_applications(self, customer: str) -> list[ApplicationLine]: ...
 
     async def pause(self, consent_id: str, customer: str) -> None: ...
 
