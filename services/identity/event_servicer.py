@@ -68,6 +68,15 @@ def event_message(event: PartnerEvent) -> events_pb2.Event:
         message.consent_expiry.CopyFrom(
             events_pb2.ConsentExpiry(expire_time=_timestamp(dt.datetime.fromisoformat(data["expire_time"])))
         )
+    elif event.type is EventType.CUSTOMER_CAPABILITY_CHANGED:
+        change = events_pb2.CustomerCapabilityChange(
+            capability=data.get("capability", ""), status=data.get("status", ""), reason=data.get("reason", "")
+        )
+        if data.get("limit_currency"):
+            change.limit.CopyFrom(
+                money_pb2.Money(currency_code=data["limit_currency"], minor_units=int(data.get("limit_minor_units", 0)))
+            )
+        message.customer_capability.CopyFrom(change)
     elif event.type is EventType.APPLICATION_STATE_CHANGED:
         message.application.CopyFrom(
             events_pb2.ApplicationStateChange(
@@ -118,6 +127,12 @@ def intake_event(message: events_pb2.IntakeEvent, index: int) -> NewEvent:
             "minor_units": moved.amount.minor_units,
             "masked_account_number": moved.masked_account_number,
         }
+    elif event.HasField("customer_capability"):
+        capability = event.customer_capability
+        data = {"capability": capability.capability, "status": capability.status, "reason": capability.reason}
+        if capability.HasField("limit"):
+            limit = capability.limit
+            data |= {"limit_currency": limit.currency_code, "limit_minor_units": limit.minor_units}
     if not message.source_key or not event.resource:
         raise InvalidArgument.field(f"{field}.source_key", "source_key and event.resource are required")
     return NewEvent(

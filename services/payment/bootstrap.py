@@ -30,6 +30,7 @@ from meshlib.server import Lifecycle, ServiceRegistration
 from meshlib.storage import Transactions
 from openbank.payment.v1 import (
     capability_pb2_grpc,
+    isolation_pb2_grpc,
     mandate_pb2_grpc,
     payment_admin_pb2_grpc,
     payment_pb2_grpc,
@@ -62,6 +63,8 @@ from services.payment.domain.schedules import scaled_clock
 from services.payment.domain.step_up import Waiting
 from services.payment.event_relay import IdentityEventSink, OutboxRelay, SqlOutbox
 from services.payment.fee_charges import FeeCharges
+from services.payment.isolation_servicer import CustomerCapabilityServicer, IsolationAdminServicer
+from services.payment.isolation_wiring import isolation_wiring
 from services.payment.mandate_servicer import MandateServicer
 from services.payment.mandate_usage import MandateUsage
 from services.payment.metrics import publish_payment_gauges
@@ -270,6 +273,7 @@ async def wire(
         failpoint=exit_at_failpoint(settings.payment_failpoint),
     )
     relay = outbox_relay(runtime, uow)
+    isolation_policy, isolation, isolation_sweep = isolation_wiring(runtime, uow)
     components = PaymentComponents(
         create=create,
         cancel=CancelPayment(peers.consents, register),
@@ -331,10 +335,14 @@ async def wire(
             relay.start,
             risk_rules.start,
             risk_expiry.start,
+            isolation_policy.start,
+            isolation_sweep.start,
             *(sweep.start for sweep in dispute_sweeps),
         ],
         on_stop=[
             *(sweep.stop for sweep in dispute_sweeps),
+            isolation_sweep.stop,
+            isolation_policy.stop,
             risk_expiry.stop,
             risk_rules.stop,
             relay.stop,
@@ -379,6 +387,16 @@ async def wire(
                 "openbank.payment.v1.CapabilityAdminService",
                 CapabilityAdminServicer(switches),
                 capability_pb2_grpc.add_CapabilityAdminServiceServicer_to_server,
+            ),
+            ServiceRegistration(
+                "openbank.payment.v1.CustomerCapabilityService",
+                CustomerCapabilityServicer(isolation),
+                isolation_pb2_grpc.add_CustomerCapabilityServiceServicer_to_server,
+            ),
+            ServiceRegistration(
+                "openbank.payment.v1.IsolationAdminService",
+                IsolationAdminServicer(isolation, isolation_policy),
+                isolation_pb2_grpc.add_IsolationAdminServiceServicer_to_server,
             ),
         ],
         components=components,

@@ -24,7 +24,7 @@ _SPENT = sa.select(sa.func.coalesce(sa.func.sum(_d.amount_minor), 0)).where(
     _d.currency == typed_param("cur", _d.currency),
     _d.day >= typed_param("since", _d.day),
 )
-SPENT_SCOPES = ("consent_id", "partner_id")
+SPENT_SCOPES = ("consent_id", "partner_id", "customer_id")
 _WINDOWS: dict[int, sa.Select[Any]] = {}
 
 _ONE, _ZERO = sa.literal_column("1"), sa.literal_column("0")
@@ -101,7 +101,7 @@ class LimitsRepository:
         self._connection = connection
 
     async def spent(self, column: str, value: str, currency: str, since: dt.date) -> int:
-        """Sum of the counted payments by ``column`` (consent_id or partner_id) created on UTC day
+        """Sum of the counted payments by ``column`` (consent_id, partner_id or customer_id) created on UTC day
         ``since`` or later: day rows of the running sums, not the payments."""
         if column not in SPENT_SCOPES:
             raise KeyError(column)

@@ -538,7 +538,7 @@ class PaymentRepository:
 
     async def _count(self, counted: list[_Counted], sign: int) -> None:
         """Add (``sign`` 1) or take out (-1) counted payments to or from the running totals: their
-        customers' totals, and their consents' and partners' sums of the day they were made."""
+        customers' totals, and their consents', partners' and customers' sums of the day they were made."""
         totals: dict[tuple[str, str], list[int]] = {}
         spent: dict[tuple[str, str, str, dt.date], int] = {}
         for payment in counted:
@@ -547,7 +547,10 @@ class PaymentRepository:
             customer[0] += sign
             customer[1] += amount
             day = payment.created_at.astimezone(dt.UTC).date()
-            for scope, scope_id in (("consent_id", payment.consent_id), ("partner_id", payment.partner_id)):
+            scopes = [("consent_id", payment.consent_id), ("partner_id", payment.partner_id)]
+            if payment.customer_id:  # a customer's daily sums: dynamic isolation's daily limit
+                scopes.append(("customer_id", payment.customer_id))
+            for scope, scope_id in scopes:
                 key = (scope, scope_id, payment.currency, day)
                 spent[key] = spent.get(key, 0) + amount
         for (customer_id, currency), (count, amount) in totals.items():

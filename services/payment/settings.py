@@ -13,6 +13,7 @@ from services.payment.domain.schedules import SCHEDULER_FAILPOINTS
 
 DEFAULT_RULES_FILE = Path(__file__).parent / "risk_rules.yaml"
 DEFAULT_FEE_SCHEDULE_FILE = Path(__file__).parent / "fee_schedule.yaml"
+DEFAULT_ISOLATION_POLICY_FILE = Path(__file__).parent / "isolation_policy.yaml"
 
 
 class PaymentSettings(ServiceSettings):
@@ -113,6 +114,13 @@ class PaymentSettings(ServiceSettings):
     dispute_filing_days: float = Field(default=120.0, gt=0)
     dispute_decision_days: float = Field(default=30.0, gt=0)
     dispute_sweep_seconds: float = Field(default=60.0, ge=0)
+    # Dynamic isolation (services/payment/isolation.py): the policy file (reloaded on change, as
+    # the risk rules), how often the leased job looks (lease and the change relay; 0: this
+    # replica never runs it), how often it goes through every customer, its lease.
+    isolation_policy_file: Path = DEFAULT_ISOLATION_POLICY_FILE
+    isolation_interval_seconds: float = Field(default=5.0, ge=0)
+    isolation_sweep_seconds: float = Field(default=3600.0, gt=0)
+    isolation_lease_seconds: float = Field(default=30.0, gt=0)
 
     @property
     def rules_file(self) -> Path:

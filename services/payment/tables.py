@@ -219,6 +219,37 @@ capability_switches = sa.Table(
     sa.Column("operator", sa.String(128), nullable=False),
 )
 
+# Dynamic isolation (services/payment/domain/isolation.py, payment_0016): each customer's
+# capabilities, when last used and whether paused or lowered; their changes' outbox, relayed
+# to the partner event log by the isolation sweep's lease holder.
+customer_capabilities = sa.Table(
+    "customer_capabilities",
+    metadata,
+    sa.Column("customer_id", sa.String(64), primary_key=True),
+    sa.Column("capability", sa.String(32), primary_key=True),
+    sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("limit_minor", sa.BigInteger, nullable=True),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("reason", sa.String(128), nullable=False),
+    sa.Column("policy_version", sa.String(64), nullable=False),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("changed_by", sa.String(128), nullable=False),
+)
+isolation_events = sa.Table(
+    "isolation_events",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", sa.String(64), nullable=False),
+    sa.Column("capability", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("limit_minor", sa.BigInteger, nullable=True),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("reason", sa.String(128), nullable=False),
+    sa.Column("event_time", sa.DateTime(timezone=True), nullable=False),
+)
+
 idempotency_keys = idempotency_table(metadata)
 # Who created and cancelled payments and every state they went through (meshlib.audit).
 audit = audit_tables(metadata)

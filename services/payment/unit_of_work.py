@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from meshlib.audit import AuditRepository
 from meshlib.idempotency import IdempotencyRepository
 from meshlib.storage import SqlUnitOfWork
+from services.payment.isolation_repository import IsolationRepository
 from services.payment.journal_repository import EventRepository, StepRepository
 from services.payment.limits_repository import LimitsRepository
 from services.payment.refunds_repository import RefundRepository
@@ -39,6 +40,7 @@ class PaymentUnitOfWork(SqlUnitOfWork):
     idempotency: IdempotencyRepository
     audit: AuditRepository
     risk: RiskDecisionRepository
+    isolation: IsolationRepository
 
     def _bind(self, connection: AsyncConnection) -> None:
         self.payments = PaymentRepository(connection)
@@ -52,6 +54,7 @@ class PaymentUnitOfWork(SqlUnitOfWork):
         self.idempotency = IdempotencyRepository(connection, idempotency_keys)
         self.audit = AuditRepository(connection, audit, "payment")
         self.risk = RiskDecisionRepository(connection)
+        self.isolation = IsolationRepository(connection)
         self.before_commit(self.audit.flush)
 
     async def __aenter__(self) -> Self:

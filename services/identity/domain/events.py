@@ -35,6 +35,7 @@ class EventType(enum.Enum):
     ACCOUNT_DEBITED = "ACCOUNT_DEBITED"
     ACCOUNT_CREDITED = "ACCOUNT_CREDITED"
     APPLICATION_STATE_CHANGED = "APPLICATION_STATE_CHANGED"
+    CUSTOMER_CAPABILITY_CHANGED = "CUSTOMER_CAPABILITY_CHANGED"
 
 
 # The consent audit actions that the partner is told about (creating one is its own doing).

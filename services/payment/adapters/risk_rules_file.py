@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from meshlib.periodic import Periodic
 from services.payment.domain.risk import RiskRules, load_risk_rules
@@ -21,11 +23,21 @@ log = logging.getLogger("services.payment.risk_rules")
 
 
 class ReloadableRiskRules:
-    """The rules in force (call it), read from ``path``."""
+    """The rules in force (call it), read from ``path`` by ``loader`` (the risk rules by default;
+    the isolation policy is read the same way)."""
 
-    def __init__(self, path: Path, check_every_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        check_every_seconds: float = 2.0,
+        loader: Callable[[Path], Any] = load_risk_rules,
+        *,
+        on_sighup: bool = True,
+    ) -> None:
         self._path = path
-        self._rules = load_risk_rules(path)  # a bad file at start-up fails the start
+        self._loader = loader
+        self._on_sighup = on_sighup  # one SIGHUP handler per process: the risk rules' own
+        self._rules = loader(path)  # a bad file at start-up fails the start
         self._stamp = self._stat()
         self.last_error = ""
         self._periodic = Periodic("risk-rules-watch", check_every_seconds, self._check) if check_every_seconds else None
@@ -44,7 +56,7 @@ class ReloadableRiskRules:
         """Read the file again; False (the old rules kept) when it is bad."""
         self._stamp = self._stat()
         try:
-            rules = load_risk_rules(self._path)
+            rules = self._loader(self._path)
         except (OSError, ValueError, TypeError) as error:
             self.last_error = f"{type(error).__name__}: {error}"
             log.error(
@@ -66,14 +78,16 @@ class ReloadableRiskRules:
 
     async def start(self) -> None:
         """Watch the file, and reload on SIGHUP (where the platform has it)."""
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
+        if self._on_sighup:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
         if self._periodic is not None:
             await self._periodic.start()
 
     async def stop(self) -> None:
         """Stop watching."""
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        if self._on_sighup:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if self._periodic is not None:
             await self._periodic.stop()

@@ -21,8 +21,9 @@ from meshlib.idempotency import SavedAnswer
 from meshlib.mandates import Mandate
 from meshlib.storage import Codec, IdempotencyKey, Transactions, retry_on_conflict
 from services.payment.adapters.audit import SAGA, audit_payment, partner_of
-from services.payment.domain import checks, mandates, refunds
+from services.payment.domain import checks, isolation, mandates, refunds
 from services.payment.domain.checks import CustomerHistory
+from services.payment.domain.isolation import CapabilityState
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.domain.risk import RiskDecision, RiskOutcome, RiskRules, RiskSignals
 from services.payment.domain.saga import Outcome, RecordedStep, Step, StepRecord
@@ -57,6 +58,19 @@ class _CarriedFacts:
         self._histories: dict[tuple[str, str, str, str | None], tuple[CustomerHistory, int]] = {}
         self._accepted: list[Payment] = []
         self._answers: dict[tuple[str, str], list[tuple[str, str, bytes]]] = {}
+        # Dynamic isolation: the customers' capabilities (read once per group), and what the
+        # accepted payments used (a payment's uses wait in _using until it is accepted).
+        self.capabilities: dict[str, dict[str, CapabilityState]] = {}
+        self._capabilities_read: set[str] = set()
+        self._using: dict[str, tuple[str, ...]] = {}
+        self.uses: dict[str, set[str]] = {}
+
+    async def load_capabilities(self, customer_ids: Sequence[str]) -> None:
+        """The capabilities of the group's customers, in one statement."""
+        wanted = {c for c in customer_ids if c and c not in self._capabilities_read}
+        if wanted:
+            self.capabilities.update(await self._uow.isolation.load(wanted))
+            self._capabilities_read |= wanted
 
     async def load_saved(self, registrations: Sequence[Registration]) -> None:
         """The saved answers of the group's request ids (a statement per partner), and their payments."""
@@ -103,10 +117,13 @@ class _CarriedFacts:
             since = checks.day_start(self._now)
             spent_today = await self._spent("partner_id", payment.partner_id, amount.currency, since)
         checks.check_partner_limits(limits, amount, spent_today)
+        history = await self._history(payment)
+        if payment.customer_id:
+            await self._check_isolation(payment, not history.paid_beneficiary_before)
         signals = RiskSignals(
             payment.partner_id,
             amount.minor_units,
-            await self._history(payment),
+            history,
             self._now,
             registration.psu,
             registration.identity,
@@ -115,6 +132,26 @@ class _CarriedFacts:
         if decision.outcome is RiskOutcome.REFUSE:
             raise RiskRefused(decision)
         return decision
+
+    async def _check_isolation(self, payment: Payment, new_creditor: bool) -> None:
+        """The customer's paused capabilities and lowered daily limit (dynamic isolation), before
+        the risk decision: a refusal here is the customer's own setting, not a risk."""
+        await self.load_capabilities([payment.customer_id])
+        states = self.capabilities.get(payment.customer_id, {})
+        amount = payment.amount
+        spent_today = 0
+        if isolation.needs_spent_today(states):
+            since = checks.day_start(self._now)
+            spent_today = await self._spent("customer_id", payment.customer_id, amount.currency, since)
+        isolation.check_payment(
+            states,
+            payment_type=payment.payment_type,
+            new_creditor=new_creditor,
+            amount_minor=amount.minor_units,
+            currency=amount.currency,
+            spent_today_minor=spent_today,
+        )
+        self._using[payment.payment_id] = isolation.used_by(payment.payment_type, new_creditor)
 
     async def mandate_usage(self, consent_id: str, mandate: Mandate) -> list[mandates.PeriodUsage]:
         """What the mandate's payments add up to in each periodic limit's current period."""
@@ -129,6 +166,9 @@ class _CarriedFacts:
         """Count an accepted payment for the ones after it, and save its answer with the group."""
         self._accepted.append(stored)
         self._replayable[stored.payment_id] = stored
+        used = self._using.pop(stored.payment_id, ())
+        if used:
+            self.uses.setdefault(stored.customer_id, set()).update(used)
         answer = SavedAnswer(key.request_id, key.fingerprint, stored.payment_id.encode())
         self._saved[(key.scope, key.method, key.request_id)] = answer
         self._answers.setdefault((key.scope, key.method), []).append(
@@ -249,6 +289,7 @@ class SqlPaymentRegister:
         now = self._clock()
         facts = _CarriedFacts(uow, self._rules(), now)
         await facts.load_saved(registrations)
+        await facts.load_capabilities([r.payment.customer_id for r in registrations])
         outcomes: list[Recorded | BaseException] = []
         accepted: list[tuple[Registration, Payment]] = []
         waiting: list[tuple[Registration, Payment, RiskDecision]] = []
@@ -304,6 +345,8 @@ class SqlPaymentRegister:
             await uow.risk.add(payment.payment_id, payment.partner_id, decision, now, now + wait)
         for (scope, method), answers in facts.new_answers().items():
             await uow.idempotency.save_many(scope, method, answers, now)
+        if facts.uses:
+            await uow.isolation.touch(facts.uses, facts.capabilities, now)
         for registration, payment in accepted:
             who = registration.actor or partner_of(payment)
             audit_payment(uow, "payment.create", payment, None, payment.state, registration.trace_id, actor=who)

@@ -1,0 +1,195 @@
+"""Dynamic isolation in payment's database: each customer's capabilities (customer_capabilities)
+and the outbox of their changes (isolation_events), inside the caller's transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from meshlib.storage import as_utc
+from services.payment.domain.isolation import CAPABILITIES, CapabilityState, Status
+from services.payment.tables import customer_capabilities as table
+from services.payment.tables import isolation_events, payments, spent_days
+
+_c = table.c
+# A use is written at most this often per capability: most payments then only read.
+TOUCH_EVERY = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class IsolationEvent:
+    """A change of a customer's capability, as the outbox keeps it for the partners."""
+
+    seq: int
+    customer_id: str
+    capability: str
+    status: str
+    limit_minor: int | None
+    currency: str
+    reason: str
+    event_time: dt.datetime
+
+
+def _state(row: Any) -> CapabilityState:
+    return CapabilityState(
+        customer_id=row.customer_id,
+        capability=row.capability,
+        since=as_utc(row.since) or dt.datetime.now(dt.UTC),
+        last_used_at=as_utc(row.last_used_at),
+        status=Status(row.status),
+        limit_minor=None if row.limit_minor is None else int(row.limit_minor),
+        currency=row.currency,
+        reason=row.reason,
+        policy_version=row.policy_version,
+        changed_at=as_utc(row.changed_at),
+        changed_by=row.changed_by,
+    )
+
+
+def _values(state: CapabilityState) -> dict[str, Any]:
+    return {
+        "status": state.status.value,
+        "last_used_at": state.last_used_at,
+        "limit_minor": state.limit_minor,
+        "currency": state.currency,
+        "reason": state.reason[:128],
+        "policy_version": state.policy_version[:64],
+        "changed_at": state.changed_at,
+        "changed_by": state.changed_by[:128],
+    }
+
+
+class IsolationRepository:
+    """The customers' capabilities and the outbox of their changes."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def load(self, customer_ids: Iterable[str]) -> dict[str, dict[str, CapabilityState]]:
+        """Each customer's capabilities by name (a customer the bank never saw pay: absent)."""
+        ids = sorted({c for c in customer_ids if c})
+        found: dict[str, dict[str, CapabilityState]] = {}
+        if not ids:
+            return found
+        rows = await self._connection.execute(sa.select(table).where(_c.customer_id.in_(ids)))
+        for row in rows:
+            found.setdefault(row.customer_id, {})[row.capability] = _state(row)
+        return found
+
+    async def touch(
+        self, uses: dict[str, set[str]], known: dict[str, dict[str, CapabilityState]], now: dt.datetime
+    ) -> None:
+        """Record the capabilities each customer just used: a customer seen for the first time
+        gets every capability (ACTIVE, known from now); a use older than TOUCH_EVERY is renewed."""
+        new_rows, renew = [], []
+        for customer_id, used in uses.items():
+            states = known.get(customer_id, {})
+            for capability in CAPABILITIES:
+                state = states.get(capability)
+                if state is None:
+                    new_rows.append(
+                        {
+                            "customer_id": customer_id,
+                            "capability": capability,
+                            "since": now,
+                            "last_used_at": now if capability in used else None,
+                            "status": Status.ACTIVE.value,
+                            "limit_minor": None,
+                            "currency": "",
+                            "reason": "",
+                            "policy_version": "",
+                            "changed_at": None,
+                            "changed_by": "",
+                        }
+                    )
+                elif capability in used and (state.last_used_at is None or now - state.last_used_at >= TOUCH_EVERY):
+                    renew.append({"cid": customer_id, "cap": capability, "used": now})
+        if new_rows:
+            await self._connection.execute(table.insert(), new_rows)
+        if renew:
+            await self._connection.execute(
+                table.update()
+                .where(_c.customer_id == sa.bindparam("cid"), _c.capability == sa.bindparam("cap"))
+                .values(last_used_at=sa.bindparam("used")),
+                renew,
+            )
+
+    async def save(self, state: CapabilityState) -> None:
+        """Write a changed capability (paused, lowered or restored)."""
+        await self._connection.execute(
+            table.update()
+            .where(_c.customer_id == state.customer_id, _c.capability == state.capability)
+            .values(**_values(state))
+        )
+
+    async def add_event(self, state: CapabilityState, now: dt.datetime) -> None:
+        """The change into the outbox (relayed to the partners by the sweep's lease holder)."""
+        await self._connection.execute(
+            isolation_events.insert().values(
+                customer_id=state.customer_id,
+                capability=state.capability,
+                status=state.status.value,
+                limit_minor=state.limit_minor,
+                currency=state.currency,
+                reason=state.reason[:128],
+                event_time=now,
+            )
+        )
+
+    async def customers_after(self, after: str, limit: int) -> list[str]:
+        """The next customers the bank knows capabilities of, in id order."""
+        query = (
+            sa.select(_c.customer_id)
+            .where(_c.customer_id > after)
+            .group_by(_c.customer_id)
+            .order_by(_c.customer_id)
+            .limit(limit)
+        )
+        return list((await self._connection.execute(query)).scalars())
+
+    async def peak_days(self, customer_ids: list[str], currency: str, since: dt.date) -> dict[str, int]:
+        """Each customer's largest daily sum of payments in ``currency`` from ``since`` (0: none)."""
+        d = spent_days.c
+        query = (
+            sa.select(d.scope_id, sa.func.max(d.amount_minor))
+            .where(d.scope == "customer_id", d.scope_id.in_(customer_ids), d.currency == currency, d.day >= since)
+            .group_by(d.scope_id)
+        )
+        return {row[0]: int(row[1] or 0) for row in await self._connection.execute(query)}
+
+    async def events_after(self, seq: int, limit: int) -> list[IsolationEvent]:
+        """Outbox rows after ``seq``, in order."""
+        e = isolation_events.c
+        rows = await self._connection.execute(
+            sa.select(isolation_events).where(e.seq > seq).order_by(e.seq).limit(limit)
+        )
+        return [
+            IsolationEvent(
+                int(r.seq),
+                r.customer_id,
+                r.capability,
+                r.status,
+                None if r.limit_minor is None else int(r.limit_minor),
+                r.currency,
+                r.reason,
+                as_utc(r.event_time) or dt.datetime.now(dt.UTC),
+            )
+            for r in rows
+        ]
+
+    async def consents_of(self, customer_id: str, limit: int = 20) -> list[tuple[str, str]]:
+        """The (partner, consent) pairs the customer paid through, most recent first: who is told."""
+        p = payments.c
+        query = (
+            sa.select(p.partner_id, p.consent_id, sa.func.max(p.created_at).label("last"))
+            .where(p.customer_id == customer_id, p.original_payment_id == "")
+            .group_by(p.partner_id, p.consent_id)
+            .order_by(sa.desc("last"))
+            .limit(limit)
+        )
+        return [(r.partner_id, r.consent_id) for r in await self._connection.execute(query)]

@@ -1,0 +1,212 @@
+"""Dynamic isolation's rules (services/payment/domain/isolation.py), clock-driven: a capability
+unused for its period is paused, not a moment before; the daily limit is lowered after a period
+of low use only; a restore counts as a use; a payment needing what is paused, or above the
+lowered limit, is refused with the reason that sends the customer to the bank."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshlib.errors import FailedPrecondition
+from services.payment.domain.isolation import (
+    CAPABILITIES,
+    DAILY_LIMIT,
+    NEW_CREDITOR,
+    CapabilityState,
+    IsolationPolicy,
+    Status,
+    check_payment,
+    load_isolation_policy,
+    parse_isolation_policy,
+    restored,
+    used_by,
+)
+from services.payment.settings import DEFAULT_ISOLATION_POLICY_FILE
+
+START = dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC)
+POLICY = parse_isolation_policy(
+    {
+        "version": "t.1",
+        "new_creditor": {"pause_after_days": 30},
+        "payment_types": {"pause_after_days": 90, "types": ["EXTERNAL_TRANSFER", "BILL_PAYMENT"]},
+        "daily_limit": {"after_days": 60, "low_use_below_minor": 10_000, "floor_minor": 25_000, "currency": "EUR"},
+    }
+)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = START
+
+    def advance(self, **delta: float) -> dt.datetime:
+        self.now += dt.timedelta(**delta)
+        return self.now
+
+
+def _known(used: tuple[str, ...] = (), at: dt.datetime = START) -> dict[str, CapabilityState]:
+    """A customer first seen paying at ``at`` with ``used``."""
+    return {c: CapabilityState("c1", c, since=at, last_used_at=at if c in used else None) for c in CAPABILITIES}
+
+
+def _apply(states: dict[str, CapabilityState], changes: list[CapabilityState]) -> dict[str, CapabilityState]:
+    return {**states, **{c.capability: c for c in changes}}
+
+
+def test_new_creditors_are_paused_after_the_period_without_one_and_not_a_moment_before() -> None:
+    clock = Clock()
+    states = _known(used=("TRANSFER", NEW_CREDITOR))
+    clock.advance(days=29, hours=23, minutes=59)
+    assert [c.capability for c in POLICY.evaluate(states.values(), 50_000, clock.now)] == []
+    clock.advance(minutes=1)
+    (change,) = POLICY.evaluate(states.values(), 50_000, clock.now)
+    assert (change.capability, change.status, change.reason, change.policy_version) == (
+        NEW_CREDITOR,
+        Status.PAUSED,
+        "not used for 30 days",
+        "t.1",
+    )
+    assert change.changed_by == "isolation-sweep" and change.changed_at == clock.now
+
+
+def test_a_payment_to_a_new_creditor_renews_the_period() -> None:
+    clock = Clock()
+    states = _known(used=("TRANSFER", NEW_CREDITOR))
+    used_again = clock.advance(days=20)
+    states[NEW_CREDITOR] = CapabilityState("c1", NEW_CREDITOR, since=START, last_used_at=used_again)
+    clock.advance(days=29)
+    assert POLICY.evaluate(states.values(), 50_000, clock.now) == []
+    clock.advance(days=1)
+    assert [c.capability for c in POLICY.evaluate(states.values(), 50_000, clock.now)] == [NEW_CREDITOR]
+
+
+def test_payment_types_never_used_are_paused_only_those_the_policy_names() -> None:
+    clock = Clock()
+    states = _known(used=("TRANSFER", NEW_CREDITOR))
+    states[NEW_CREDITOR] = CapabilityState("c1", NEW_CREDITOR, since=START, last_used_at=START + dt.timedelta(days=89))
+    clock.advance(days=90)
+    paused = {c.capability: c for c in POLICY.evaluate(states.values(), 50_000, clock.now)}
+    # TRANSFER and WALLET_TOP_UP are not in the policy's types: never paused, used or not.
+    assert set(paused) == {"EXTERNAL_TRANSFER", "BILL_PAYMENT"}
+    assert paused["EXTERNAL_TRANSFER"].reason == "never used for 90 days"
+
+
+def test_the_daily_limit_is_lowered_to_the_floor_after_a_period_of_low_use_only() -> None:
+    clock = Clock()
+    states = {DAILY_LIMIT: CapabilityState("c1", DAILY_LIMIT, since=START)}
+    clock.advance(days=59)
+    assert POLICY.evaluate(states.values(), 0, clock.now) == []  # too early
+    clock.advance(days=1)
+    assert POLICY.evaluate(states.values(), 10_000, clock.now) == []  # a day at the mark: not low use
+    (lowered,) = POLICY.evaluate(states.values(), 9_999, clock.now)
+    assert (lowered.status, lowered.limit_minor, lowered.currency) == (Status.LOWERED, 25_000, "EUR")
+    assert POLICY.evaluate([lowered], 0, clock.advance(days=365)) == []  # lowered stays lowered
+
+
+def test_a_restore_counts_as_a_use_so_the_period_starts_again() -> None:
+    clock = Clock()
+    states = _known(used=("TRANSFER",))
+    states = _apply(states, POLICY.evaluate(states.values(), 0, clock.advance(days=90)))
+    assert states[NEW_CREDITOR].status is Status.PAUSED and states[DAILY_LIMIT].status is Status.LOWERED
+    back = restored(states[DAILY_LIMIT], clock.advance(hours=1), "customer:c1")
+    assert (back.status, back.limit_minor, back.last_used_at, back.changed_by) == (
+        Status.ACTIVE,
+        None,
+        clock.now,
+        "customer:c1",
+    )
+    states[DAILY_LIMIT] = back
+    assert [c.capability for c in POLICY.evaluate(states.values(), 0, clock.advance(days=59))] == []
+    assert [c.capability for c in POLICY.evaluate(states.values(), 0, clock.advance(days=1))] == [DAILY_LIMIT]
+
+
+def _refusal(states: dict[str, CapabilityState], **payment: object) -> FailedPrecondition:
+    with pytest.raises(FailedPrecondition) as refused:
+        check_payment(states, **{"payment_type": "TRANSFER", "new_creditor": False, "currency": "EUR", **payment})  # type: ignore[arg-type]
+    return refused.value
+
+
+def test_a_payment_needing_a_paused_capability_is_refused_telling_the_partner_to_send_the_customer_to_the_bank() -> (
+    None
+):
+    states = _apply(_known(), POLICY.evaluate(_known().values(), 50_000, START + dt.timedelta(days=90)))
+    error = _refusal(states, payment_type="TRANSFER", new_creditor=True, amount_minor=1, spent_today_minor=0)
+    assert (error.reason, error.metadata) == (
+        "CAPABILITY_PAUSED",
+        {"capability": NEW_CREDITOR, "restore": "customer_at_bank"},
+    )
+    assert "restore" in str(error)
+    error = _refusal(states, payment_type="BILL_PAYMENT", amount_minor=1, spent_today_minor=0)
+    assert error.metadata["capability"] == "BILL_PAYMENT"
+    # A creditor paid before and a type still active: it goes on.
+    check_payment(
+        states, payment_type="TRANSFER", new_creditor=False, amount_minor=1, currency="EUR", spent_today_minor=0
+    )
+
+
+def test_above_the_lowered_daily_limit_is_refused_and_up_to_it_goes_on() -> None:
+    lowered = CapabilityState("c1", DAILY_LIMIT, START, status=Status.LOWERED, limit_minor=25_000, currency="EUR")
+    states = {DAILY_LIMIT: lowered}
+    check_payment(
+        states,
+        payment_type="TRANSFER",
+        new_creditor=False,
+        amount_minor=5_000,
+        currency="EUR",
+        spent_today_minor=20_000,
+    )
+    error = _refusal(states, amount_minor=5_001, spent_today_minor=20_000)
+    assert (error.reason, error.metadata["limit_minor_units"], error.metadata["limit_currency"]) == (
+        "DAILY_LIMIT_LOWERED",
+        "25000",
+        "EUR",
+    )
+    assert _refusal(states, amount_minor=1, currency="USD", spent_today_minor=0).reason == "DAILY_LIMIT_LOWERED"
+
+
+@given(st.lists(st.integers(min_value=1, max_value=30_000), max_size=30), st.integers(1, 100_000))
+def test_under_a_lowered_limit_what_one_day_accepts_never_sums_above_it(amounts: list[int], floor: int) -> None:
+    states = {
+        DAILY_LIMIT: CapabilityState("c1", DAILY_LIMIT, START, status=Status.LOWERED, limit_minor=floor, currency="EUR")
+    }
+    spent = 0
+    for amount in amounts:
+        try:
+            check_payment(
+                states,
+                payment_type="TRANSFER",
+                new_creditor=False,
+                amount_minor=amount,
+                currency="EUR",
+                spent_today_minor=spent,
+            )
+        except FailedPrecondition:
+            assert spent + amount > floor  # refused only what would pass the limit
+            continue
+        spent += amount
+        assert spent <= floor
+
+
+def test_a_payment_uses_its_type_and_a_new_creditor() -> None:
+    assert used_by("TRANSFER", True) == ("TRANSFER", NEW_CREDITOR)
+    assert used_by("WALLET_TOP_UP", False) == ("WALLET_TOP_UP",)
+
+
+def test_the_shipped_policy_reads_and_a_bad_one_names_what_is_wrong() -> None:
+    shipped = load_isolation_policy(DEFAULT_ISOLATION_POLICY_FILE)
+    assert shipped.version and shipped.daily_limit is not None and NEW_CREDITOR in shipped.pause_after_days
+    assert IsolationPolicy().evaluate(_known().values(), 0, START + dt.timedelta(days=10_000)) == []  # none: nothing
+    for bad, words in (
+        ({}, "version"),
+        ({"version": "1", "extra": 1}, "unknown"),
+        ({"version": "1", "new_creditor": {"pause_after_days": 0}}, "positive"),
+        ({"version": "1", "payment_types": {"pause_after_days": 1, "types": ["CASH"]}}, "CASH"),
+        ({"version": "1", "daily_limit": {"after_days": 1, "low_use_below_minor": 1, "floor_minor": 1}}, "currency"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            parse_isolation_policy(bad)
