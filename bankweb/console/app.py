@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from bankweb.console.console import Console
-from bankweb.console.grpc_mesh import AUDITED_SERVICES, CONSOLE_SCOPES, GrpcMesh
+from bankweb.console.grpc_mesh import AUDITED_SERVICES, ROLE_SCOPES, GrpcMesh
 from bankweb.console.operators import OperatorDirectory
 from bankweb.console.settings import ConsoleSettings
 from bankweb.console.web import ConsoleWeb, build_console_app
@@ -44,7 +44,11 @@ async def start_console(settings: ConsoleSettings) -> RunningSite:
         for name in ("identity", *AUDITED_SERVICES[1:])
     }
     closers: list[Any] = [channel.close for channel in channels.values()]
-    tokens = ServiceTokenSource(channels["identity"], settings.service_client_id, secret, CONSOLE_SCOPES)
+    # One token per operator role, each with only that role's scopes (same client, narrower asks).
+    tokens = {
+        role: ServiceTokenSource(channels["identity"], settings.service_client_id, secret, scopes)
+        for role, scopes in ROLE_SCOPES.items()
+    }
     journal = AuditFileWriter(settings.console_audit_dir, settings.console_audit_replica, service="console")
     await journal.start()
     closers.insert(0, journal.close)
@@ -61,7 +65,7 @@ async def start_console(settings: ConsoleSettings) -> RunningSite:
         settings.console_signin_window_seconds,
     )
     console = Console(
-        GrpcMesh(channels, tokens),
+        GrpcMesh(channels, tokens),  # pages with the read-only token, actions as the operator's role
         operators,
         sessions,
         limiter,

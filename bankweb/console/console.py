@@ -203,7 +203,11 @@ class Console:
         """Close the currency's open window (the next opens at once); the notice to show."""
         request_id = self._allowed(who, "window.close", f"currencies/{currency}")
         closed, opened = await self._acted(
-            who, "window.close", f"currencies/{currency}", request_id, self._mesh.close_window(currency, request_id)
+            who,
+            "window.close",
+            f"currencies/{currency}",
+            request_id,
+            self._mesh.as_role(who.role).close_window(currency, request_id),
         )
         return f"Closed {closed.name} ({closed.obligation_count} obligations); {opened.name} is open."
 
@@ -212,7 +216,11 @@ class Console:
         request_id = self._allowed(who, "window.settle", name)
         reference = f"console/{who.username}/{request_id[:12]}"
         settled = await self._acted(
-            who, "window.settle", name, request_id, self._mesh.settle_window(name, request_id, reference)
+            who,
+            "window.settle",
+            name,
+            request_id,
+            self._mesh.as_role(who.role).settle_window(name, request_id, reference),
         )
         return f"Settled {settled.name}: each participant's net moved in the ledger."
 
@@ -220,7 +228,7 @@ class Console:
         """Compare a window with the ledger."""
         request_id = self._allowed(who, "window.reconcile", name)
         report: Reconciliation = await self._acted(
-            who, "window.reconcile", name, request_id, self._mesh.reconcile_window(name)
+            who, "window.reconcile", name, request_id, self._mesh.as_role(who.role).reconcile_window(name)
         )
         return report
 
@@ -232,7 +240,7 @@ class Console:
             "participant.cap",
             participant,
             request_id,
-            self._mesh.update_cap(participant, currency, cap, request_id),
+            self._mesh.as_role(who.role).update_cap(participant, currency, cap, request_id),
             {"currency": currency, "cap": cap},
         )
         return f"The net debit cap of {participant} in {currency} is now {cap / 100:,.2f}."

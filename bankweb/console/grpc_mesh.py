@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from bankweb.console.operators import ADMIN, OPERATOR, READ_ONLY
 from bankweb.console.ports import (
     AuditQuery,
     AuditRow,
@@ -28,9 +29,19 @@ from openbank.payment.v1 import payment_admin_pb2, payment_admin_pb2_grpc, payme
 from openbank.settlement.v1 import settlement_admin_pb2, settlement_admin_pb2_grpc, settlement_pb2, settlement_pb2_grpc
 
 CALL_DEADLINE_SECONDS = 10.0
-# The console's client: partner names (ListPartners), participants, positions and the window
-# actions, the payments search, the audit trails.
-CONSOLE_SCOPES = ("identity:admin", "settlement:admin", "settlement:read", "payments:admin", "audit:read")
+# What every page reads: partner names (ListPartners), positions and windows, the payments
+# search and review queue, the audit trails.
+_PAGES = ("identity:monitor", "settlement:read", "payments:monitor", "audit:read")
+# The token each operator role acts with: the services refuse an action the role's tier lacks
+# (PERMISSION_DENIED INSUFFICIENT_SCOPE), whatever the console's own check said. Pages are
+# read with the read-only token.
+ROLE_SCOPES: dict[str, tuple[str, ...]] = {
+    READ_ONLY: (*_PAGES, "settlement:monitor"),
+    OPERATOR: (*_PAGES, "settlement:operate"),
+    ADMIN: (*_PAGES, "settlement:admin"),
+}
+# The console's client may ask for any of them (one token per role, each only its tier).
+CONSOLE_SCOPES = tuple(sorted({scope for scopes in ROLE_SCOPES.values() for scope in scopes}))
 AUDITED_SERVICES = ("identity", "account", "payment", "settlement")
 
 
@@ -87,16 +98,24 @@ def audit_row(record: audit_pb2.AuditRecord) -> AuditRow:
 
 
 class GrpcMesh:
-    """The console's view of the mesh through the services' contracts."""
+    """The console's view of the mesh through the services' contracts, as one role."""
 
-    def __init__(self, channels: dict[str, grpc.aio.Channel], tokens: ServiceTokenSource) -> None:
-        self._call = PeerCaller(tokens.token, deadline_seconds=CALL_DEADLINE_SECONDS)
+    def __init__(
+        self, channels: dict[str, grpc.aio.Channel], tokens: dict[str, ServiceTokenSource], role: str = READ_ONLY
+    ) -> None:
+        self._channels = channels
+        self._tokens = tokens
+        self._call = PeerCaller(tokens[role].token, deadline_seconds=CALL_DEADLINE_SECONDS)
         self._partners = partner_pb2_grpc.PartnerServiceStub(channels["identity"])
         self._settlement = settlement_pb2_grpc.SettlementServiceStub(channels["settlement"])
         self._settlement_admin = settlement_admin_pb2_grpc.SettlementAdminServiceStub(channels["settlement"])
         self._payments = payment_admin_pb2_grpc.PaymentAdminServiceStub(channels["payment"])
         self._risk = risk_pb2_grpc.RiskAdminServiceStub(channels["payment"])
         self._audits = {name: audit_pb2_grpc.AuditServiceStub(channels[name]) for name in AUDITED_SERVICES}
+
+    def as_role(self, role: str) -> GrpcMesh:
+        """The same mesh, called with the token of ``role`` (KeyError for an unknown role)."""
+        return GrpcMesh(self._channels, self._tokens, role)
 
     async def _partner_names(self) -> dict[str, str]:
         names: dict[str, str] = {}

@@ -125,6 +125,10 @@ class AuditRow:
 class Mesh(Protocol):
     """Identity, payment and settlement (and their audit trails) with the console's credentials."""
 
+    def as_role(self, role: str) -> Mesh:
+        """The mesh as an operator of ``role`` acts on it (that role's scopes only)."""
+        ...
+
     async def participants(self) -> list[ParticipantRow]: ...
 
     async def windows(self, currency: str) -> list[WindowRow]: ...

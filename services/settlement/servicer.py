@@ -23,7 +23,8 @@ from services.settlement.service_common import Viewer
 from services.settlement.settle_service import SettleService
 from services.settlement.window_service import WindowService
 
-OPERATOR_SCOPE = "settlement:admin"
+# Sees every participant: the read-only operator tier (settlement:operate and :admin include it).
+OPERATOR_SCOPE = "settlement:monitor"
 
 
 def _key(request: object, method: str) -> IdempotencyKey:
@@ -34,7 +35,7 @@ def _key(request: object, method: str) -> IdempotencyKey:
 
 def _viewer() -> Viewer:
     caller = require_caller()
-    return Viewer(operator=OPERATOR_SCOPE in caller.scopes, partner_id=caller.partner_id)
+    return Viewer(operator=caller.has_scopes((OPERATOR_SCOPE,)), partner_id=caller.partner_id)
 
 
 class PositionServicer(position_pb2_grpc.PositionServiceServicer):

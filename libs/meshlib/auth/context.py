@@ -6,6 +6,7 @@ import contextvars
 import datetime as dt
 from dataclasses import dataclass, field
 
+from meshlib.auth.scopes import effective_scopes
 from meshlib.errors import PermissionDenied, Unauthenticated
 from meshlib.telemetry import annotate_call
 
@@ -27,15 +28,15 @@ class Caller:
     raw_token: str = field(default="", repr=False)
 
     def has_scopes(self, required: frozenset[str] | set[str] | list[str] | tuple[str, ...]) -> bool:
-        """True when every required scope was granted."""
-        return set(required) <= self.scopes
+        """True when every required scope was granted (or is included by a higher tier granted)."""
+        return set(required) <= effective_scopes(self.scopes)
 
     def require_scopes(self, required: frozenset[str] | set[str] | list[str] | tuple[str, ...]) -> None:
         """PERMISSION_DENIED / ``INSUFFICIENT_SCOPE`` naming what is missing."""
-        missing = sorted(set(required) - self.scopes)
+        missing = sorted(set(required) - effective_scopes(self.scopes))
         if missing:
             raise PermissionDenied(
-                "the access token lacks a required scope",
+                f"the access token lacks a required scope: {' '.join(missing)}",
                 reason="INSUFFICIENT_SCOPE",
                 metadata={"missing_scopes": " ".join(missing)},
             )

@@ -45,6 +45,13 @@ INTERNAL_SCOPES = frozenset(
         "tokens:introspect",
         "payments:admin",
         "audit:read",
+        # Operator tiers below <resource>:admin (meshlib.auth.scopes): day-to-day actions, reads.
+        "identity:monitor",
+        "ledger:monitor",
+        "payments:operate",
+        "payments:monitor",
+        "settlement:operate",
+        "settlement:monitor",
         # The payment service's outbound clearing connector (the interbank scheme).
         "scheme:write",
         "scheme:read",

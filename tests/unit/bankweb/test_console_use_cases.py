@@ -25,6 +25,11 @@ class FakeMesh:
     def __init__(self) -> None:
         self.closed: list[str] = []
         self.refuse: MeshError | None = None
+        self.roles: list[str] = []
+
+    def as_role(self, role: str) -> FakeMesh:
+        self.roles.append(role)
+        return self
 
     async def participants(self) -> list[ParticipantRow]:
         return [
@@ -89,6 +94,7 @@ async def test_an_operator_closes_a_window_and_the_journal_names_them(world) -> 
     oscar = await _signed_in(console, "oscar", "pw-oscar-1")
     notice = await console.close_window(oscar, "EUR")
     assert "Closed settlementWindows/w1" in notice and len(mesh.closed) == 1
+    assert mesh.roles == ["operator"], "the action is called with the operator role's token"
     record = journal.records[-1]
     assert (record["action"], record["outcome"], record["actor"]) == ("console.window.close", "OK", "operator:oscar")
     assert record["details"]["request_id"] == mesh.closed[0] and record["details"]["role"] == "operator"
