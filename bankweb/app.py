@@ -9,10 +9,13 @@ from bankweb.activation import ActivationPages, Activator, GrpcActivator
 from bankweb.dashboard import Dashboard
 from bankweb.flows import AuthorisationFlow
 from bankweb.grpc_bank import AUDIT_SCOPES, SCOPES, GrpcBank
+from bankweb.grpc_step_up import GrpcStepUp
 from bankweb.ports import Bank, SessionStore
 from bankweb.serving import RunningSite, serve
 from bankweb.sessions import AttemptLimiter, MemorySessionStore, RedisSessionStore
 from bankweb.settings import BankWebSettings
+from bankweb.step_up import PaymentConfirmations, StepUpBank
+from bankweb.step_up_web import StepUpRoutes
 from bankweb.web import BankWeb, build_app
 from meshlib.auth.service_tokens import ServiceTokenSource
 from meshlib.clients import ChannelSettings, open_channel
@@ -32,9 +35,13 @@ def _channel(settings: BankWebSettings, target: str) -> Any:
 
 
 def wire(
-    settings: BankWebSettings, bank: Bank | None = None, activator: Activator | None = None
+    settings: BankWebSettings,
+    bank: Bank | None = None,
+    activator: Activator | None = None,
+    step_up: StepUpBank | None = None,
 ) -> tuple[BankWeb, list[Any]]:
-    """The web app over gRPC (or over ``bank`` and ``activator``, for tests); returns it and what to close."""
+    """The web app over gRPC (or over ``bank``, ``activator`` and ``step_up``, for tests); returns
+    it and what to close."""
     closers: list[Any] = []
     if bank is None:
         if settings.service_client_secret is None:
@@ -52,6 +59,7 @@ def wire(
         audit_tokens = ServiceTokenSource(identity, settings.service_client_id, secret, AUDIT_SCOPES)
         bank = GrpcBank(identity, account, tokens, payment, audit_tokens)
         activator = GrpcActivator(identity, tokens.token)
+        step_up = GrpcStepUp(payment, tokens)
     sessions: SessionStore
     if settings.redis_url is not None:
         redis_sessions = RedisSessionStore(settings.redis_url.get_secret_value())
@@ -68,7 +76,13 @@ def wire(
     dashboard = Dashboard(flow, bank)
     secure = settings.bankweb_secure_cookies
     activation = ActivationPages(activator, sessions, secure_cookies=secure) if activator is not None else None
-    return BankWeb(flow, dashboard, sessions, secure_cookies=secure, activation=activation), closers
+    confirmations = (
+        StepUpRoutes(flow, PaymentConfirmations(dashboard, step_up, bank), sessions, secure_cookies=secure)
+        if step_up is not None
+        else None
+    )
+    web = BankWeb(flow, dashboard, sessions, secure_cookies=secure, activation=activation, step_up=confirmations)
+    return web, closers
 
 
 async def start_bankweb(settings: BankWebSettings, bank: Bank | None = None) -> RunningSite:

@@ -25,7 +25,9 @@ from bankweb.web_base import FORM_EXPIRED, WebBase
 _CONSENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _APPROVAL_ID = re.compile(r"^[0-9a-f]{32}$")
 # Where the browser may go after signing in (the form's ``next``), and nothing else.
-AFTER_SIGN_IN = {"consents": "/consents", "approvals": "/approvals"}
+AFTER_SIGN_IN = {"consents": "/consents", "approvals": "/approvals", "payments": "/payments/confirm"}
+# Pages that act for the customer ask for a recent sign-in (bankweb.dashboard.APPROVE_WITHIN).
+RECENT_SIGN_IN = frozenset({"approvals", "payments"})
 NOT_FOUND = PageError("Connection not found", "It may have been removed. Go back to your connected apps.", 404)
 
 Action = Callable[[Session | None, str, Any], Awaitable[str]]
@@ -63,7 +65,7 @@ class DashboardRoutes(WebBase):
         old = await self._session(request)
         try:
             # Approving asks for a recent sign-in: an older one signs in again here.
-            self.dashboard.customer(old, within=APPROVE_WITHIN if next_page == "approvals" else SIGNED_IN_FOR)
+            self.dashboard.customer(old, within=APPROVE_WITHIN if next_page in RECENT_SIGN_IN else SIGNED_IN_FOR)
             return self._see_other(AFTER_SIGN_IN[next_page])
         except NotSignedIn:
             pass

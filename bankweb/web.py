@@ -20,6 +20,7 @@ from bankweb.dashboard import Dashboard
 from bankweb.dashboard_web import DashboardRoutes, dashboard_routes
 from bankweb.flows import AuthorisationFlow, PageError, SignInRefused
 from bankweb.ports import SessionStore
+from bankweb.step_up_web import StepUpRoutes
 from bankweb.web_base import BASE_CSP, FORM_EXPIRED, TEMPLATES
 from meshlib.errors import MeshError
 
@@ -37,11 +38,14 @@ class BankWeb(DashboardRoutes):
         *,
         secure_cookies: bool,
         activation: ActivationPages | None = None,
+        step_up: StepUpRoutes | None = None,
     ) -> None:
         super().__init__(flow, sessions, secure_cookies=secure_cookies)
         self.dashboard = dashboard
         # New customers' one-time activation pages (accounts opened through a wallet).
         self.activation = activation
+        # The customer's confirmations of payments the risk rules stepped up.
+        self.step_up = step_up
 
     # ---- routes ------------------------------------------------------------------------
 
@@ -176,6 +180,7 @@ def build_app(web: BankWeb) -> Starlette:
             Route("/sign-out", web.sign_out, methods=["POST"]),
             *dashboard_routes(web),
             *(web.activation.routes() if web.activation else []),
+            *(web.step_up.routes() if web.step_up else []),
             Route("/static/bank.css", web.stylesheet, methods=["GET"]),
             Route("/healthz", web.health, methods=["GET"]),
         ]

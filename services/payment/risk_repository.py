@@ -102,6 +102,23 @@ class RiskDecisionRepository:
         )
         return [_stored(row) for row in await self._connection.execute(query)]
 
+    async def awaiting_customer(self, customer_id: str, after_id: str, limit: int) -> list[StoredDecision]:
+        """The customer's payments waiting for their step-up, oldest first (keyset after ``after_id``)."""
+        query = (
+            sa.select(risk_decisions)
+            .join(payments, _p.payment_id == _r.payment_id)
+            .where(
+                _p.customer_id == customer_id,
+                _p.state == PaymentState.AWAITING_AUTHORISATION.name,
+                _r.resolution == "",
+                _r.outcome == RiskOutcome.STEP_UP.name,
+                _r.payment_id > after_id,
+            )
+            .order_by(_r.payment_id)
+            .limit(limit)
+        )
+        return [_stored(row) for row in await self._connection.execute(query)]
+
     async def expired(self, now: dt.datetime, limit: int) -> list[StoredDecision]:
         """Unresolved decisions past their time."""
         query = (

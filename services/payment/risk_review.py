@@ -41,6 +41,7 @@ log = logging.getLogger("services.payment.risk_review")
 
 EXPIRED_STEP_UP = "AUTHORISATION_EXPIRED"
 FAILED_STEP_UP = "AUTHORISATION_FAILED"
+DECLINED_STEP_UP = "AUTHORISATION_DECLINED"
 REFUSED_REVIEW = "REVIEW_REFUSED"
 EXPIRED_REVIEW = "REVIEW_EXPIRED"
 
@@ -139,6 +140,42 @@ class RiskReview:
         if payment.state is PaymentState.AWAITING_AUTHORISATION or payment.state.final or payment.state.waiting:
             raise FailedPrecondition("the payment is not awaiting authorisation", reason="PAYMENT_NOT_AWAITING")
         return payment  # confirmed before (a retry): as it is now
+
+    async def to_authorise(self, customer_id: str, after_id: str = "", limit: int = 50) -> list[HeldPayment]:
+        """The customer's payments awaiting their code, oldest first (what the bank's pages show)."""
+
+        async def read(uow: PaymentUnitOfWork) -> list[HeldPayment]:
+            decisions = await uow.risk.awaiting_customer(customer_id, after_id, limit)
+            found = await uow.payments.get_many([d.payment_id for d in decisions])
+            return [HeldPayment(found[d.payment_id], d) for d in decisions if d.payment_id in found]
+
+        return await self._transactions.read(read)
+
+    async def decline(self, payment_id: str, customer_id: str, actor: Actor) -> Payment:
+        """The customer says no: CANCELLED AUTHORISATION_DECLINED (nothing was held). A payment
+        declined before answers as it is; one that ended otherwise is PAYMENT_NOT_AWAITING."""
+        trace = current_trace_id()
+
+        async def change(uow: PaymentUnitOfWork) -> tuple[Payment, bool]:
+            payment, decision = await uow.payments.get(payment_id), await uow.risk.get(payment_id)
+            if payment is None or decision is None or payment.customer_id != customer_id:
+                raise NotFound("payment not found", metadata={"resource_name": f"payments/{payment_id}"})
+            if payment.state is not PaymentState.AWAITING_AUTHORISATION:
+                return payment, False
+            cancelled, now = PaymentState.CANCELLED, self._clock()
+            return payment, await self._end(uow, payment, cancelled, DECLINED_STEP_UP, "declined", actor, trace, now)
+
+        payment, ended = await self._transactions.run(change)
+        if ended:
+            record_risk_resolution(payment.partner_id, "declined")
+            return (await self.held(payment_id)).payment
+        if payment.status_reason == DECLINED_STEP_UP:
+            return payment  # declined before: a retry
+        raise FailedPrecondition(
+            "the payment is not awaiting authorisation",
+            reason="PAYMENT_NOT_AWAITING",
+            metadata={"state": payment.state.name},
+        )
 
     # -- the operators' review ------------------------------------------------------------
 
@@ -304,6 +341,7 @@ class RiskReview:
 _MESSAGES = {
     EXPIRED_STEP_UP: "the customer did not confirm the payment in time",
     FAILED_STEP_UP: "too many wrong authorisation codes",
+    DECLINED_STEP_UP: "the customer declined the payment",
     REFUSED_REVIEW: "the bank refused the payment after review",
     EXPIRED_REVIEW: "the bank did not review the payment in time",
 }

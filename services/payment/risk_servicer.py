@@ -13,9 +13,11 @@ from meshlib.idempotency import validate_request_id
 from meshlib.names import parse_name, resource_name
 from openbank.payment.v1 import risk_pb2, risk_pb2_grpc
 from services.payment import converters
+from services.payment.domain import step_up
 from services.payment.risk_review import HeldPayment, RiskReview
 
 MAX_PAGE = 200
+MAX_TO_AUTHORISE = 100
 
 
 def _stamp(value) -> timestamp_pb2.Timestamp:  # type: ignore[no-untyped-def]
@@ -78,6 +80,43 @@ class PaymentAuthorisationServicer(risk_pb2_grpc.PaymentAuthorisationServiceServ
         actor = Actor("customer", customer_id, client_id=require_caller().client_id, customer_id=customer_id)
         payment = await self._review.confirm(payment_id, customer_id, code, actor)
         return risk_pb2.ConfirmPaymentResponse(payment=converters.payment_message(payment))
+
+    async def ListPaymentsToAuthorise(
+        self, request: risk_pb2.ListPaymentsToAuthoriseRequest, context: grpc.aio.ServicerContext
+    ) -> risk_pb2.ListPaymentsToAuthoriseResponse:
+        """The customer's payments awaiting their code, with what the code is bound to."""
+        errors = FieldCollector()
+        customer_id = parse_name(request.customer, "customers", "customer", errors)
+        errors.check(0 <= request.page_size <= MAX_TO_AUTHORISE, "page_size", f"0..{MAX_TO_AUTHORISE}")
+        errors.raise_if_any()
+        size = request.page_size or 50
+        after = parse_name(request.page_token, "payments", "page_token") if request.page_token else ""
+        waiting = await self._review.to_authorise(customer_id, after, size)
+        token = resource_name("payments", waiting[-1].payment.payment_id) if len(waiting) == size else ""
+        return risk_pb2.ListPaymentsToAuthoriseResponse(
+            next_page_token=token,
+            payments=[
+                risk_pb2.PaymentToAuthorise(
+                    payment=converters.payment_message(held.payment),
+                    expire_time=_stamp(held.decision.expires_at),
+                    attempts_left=max(0, step_up.MAX_ATTEMPTS - held.decision.failed_attempts),
+                )
+                for held in waiting
+            ],
+        )
+
+    async def DeclinePayment(
+        self, request: risk_pb2.DeclinePaymentRequest, context: grpc.aio.ServicerContext
+    ) -> risk_pb2.DeclinePaymentResponse:
+        """The customer declines: CANCELLED AUTHORISATION_DECLINED."""
+        validate_request_id(request.request_id)
+        errors = FieldCollector()
+        payment_id = parse_name(request.name, "payments", "name", errors)
+        customer_id = parse_name(request.customer, "customers", "customer", errors)
+        errors.raise_if_any()
+        actor = Actor("customer", customer_id, client_id=require_caller().client_id, customer_id=customer_id)
+        payment = await self._review.decline(payment_id, customer_id, actor)
+        return risk_pb2.DeclinePaymentResponse(payment=converters.payment_message(payment))
 
 
 class RiskAdminServicer(risk_pb2_grpc.RiskAdminServiceServicer):
