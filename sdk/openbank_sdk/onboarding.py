@@ -21,10 +21,19 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from openbank.common.v1 import consent_permission_pb2
+from openbank.events.v1 import events_pb2
 from openbank.identity.v1 import onboarding_pb2, onboarding_pb2_grpc
 from openbank_sdk.auth import ClientCredentials, ClientCredentialsTokens, Pkce
+from openbank_sdk.events import PartnerEvents
 
 WAITING = (onboarding_pb2.APPLICATION_STATE_APPROVED,)
+# Where an application stops waiting on the bank: the account is open (or already activated),
+# or the bank declined. REFERRED and APPROVED still move by themselves.
+DECIDED = (
+    onboarding_pb2.APPLICATION_STATE_ACCOUNT_OPEN,
+    onboarding_pb2.APPLICATION_STATE_ACTIVE,
+    onboarding_pb2.APPLICATION_STATE_DECLINED,
+)
 READ_PERMISSIONS = (
     consent_permission_pb2.CONSENT_PERMISSION_READ_ACCOUNTS,
     consent_permission_pb2.CONSENT_PERMISSION_READ_BALANCES,
@@ -112,3 +121,41 @@ class OnboardingCalls:
             if application.state not in WAITING or time.monotonic() >= deadline:
                 return application
             await asyncio.sleep(interval)
+
+    async def await_decision(
+        self,
+        name: str,
+        *,
+        until: Iterable[int] = DECIDED,
+        timeout: float = 600.0,
+        recheck: float = 15.0,
+        events: PartnerEvents | None = None,
+    ) -> onboarding_pb2.Application:
+        """The application once it reaches one of ``until`` (by default: the account is open,
+        or declined), told by your event log (scope ``events:read``); or as it is at
+        ``timeout``. A referred application may wait hours for an operator: keep ``timeout``
+        long, or follow your event log yourself and call :meth:`get_application`.
+
+        It reads the application first and again every ``recheck`` seconds, so a change told
+        before the stream opened is not missed. Pass ``events`` to reuse your
+        :class:`~openbank_sdk.events.PartnerEvents` (its cursor moves past what is read here).
+        """
+        wanted = frozenset(until)
+        names = frozenset(onboarding_pb2.ApplicationState.Name(state) for state in wanted)
+        log = events or PartnerEvents(self)  # type: ignore[arg-type]
+        deadline = time.monotonic() + timeout
+
+        async def told() -> None:
+            async for event in log.stream(types=[events_pb2.EVENT_TYPE_APPLICATION_STATE_CHANGED]):
+                if event.resource == name and event.application.state in names:
+                    return
+
+        while True:
+            application = await self.get_application(name)
+            left = deadline - time.monotonic()
+            if application.state in wanted or left <= 0:
+                return application
+            try:
+                await asyncio.wait_for(told(), min(recheck, left))
+            except TimeoutError:
+                pass

@@ -461,6 +461,23 @@ async def test_the_sdk_submits_and_follows_an_application_and_the_ledger_sums_to
         assert (await client.wait_for_account(submitted.application.name, timeout=1)).state == (
             onboarding_pb2.APPLICATION_STATE_REFERRED
         )
+        # The wallet awaits the bank's decision on its event log while an operator approves;
+        # the long recheck leaves the event to wake it.
+        waiting = asyncio.create_task(client.await_decision(submitted.application.name, timeout=60, recheck=50))
+        await asyncio.sleep(2)  # its stream is open
+        assert not waiting.done()
+        started = time.monotonic()
+        await bank.identity.DecideApplication(
+            onboarding_pb2.DecideApplicationRequest(
+                request_id=uuid.uuid4().hex, name=submitted.application.name, approve=True
+            ),
+            metadata=await bank.operator.metadata(),
+            timeout=20,
+        )
+        decided = await asyncio.wait_for(waiting, 60)
+        assert decided.state == ACCOUNT_OPEN and decided.activation_uri
+        assert decided.reason == onboarding_pb2.APPLICATION_REASON_OPERATOR_APPROVED
+        assert time.monotonic() - started < 30  # told by the event, not by the recheck
     totals = await account_admin_pb2_grpc.AccountAdminServiceStub(bank.operator.channel("account")).GetLedgerTotals(
         account_admin_pb2.GetLedgerTotalsRequest(), metadata=await bank.operator.metadata(), timeout=10
     )
