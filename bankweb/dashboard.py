@@ -27,6 +27,7 @@ from bankweb.ports import (
     ApprovalView,
     Bank,
     ConsentCard,
+    CreditLineView,
     LimitChange,
     PaymentLine,
     ReadLine,
@@ -79,6 +80,8 @@ class Overview:
     accounts: dict[str, AccountChoice]
     # Accounts wallets applied for on the customer's behalf (account opening through a wallet).
     applications: list[ApplicationLine] = field(default_factory=list)
+    # The bank's credit lines on the customer's accounts (offered through a wallet).
+    credit_lines: list[CreditLineView] = field(default_factory=list)
     products_missing: bool = False
 
 
@@ -175,12 +178,18 @@ class Dashboard:
             # The connections still show; the page says the rest is missing for now.
             log.warning("a customer's applications unavailable", extra={"reason": error.reason})
             applications, missing = [], True
+        try:
+            credit_lines = await self._bank.customer_credit_lines(customer)
+        except MeshError as error:
+            log.warning("a customer's credit lines unavailable", extra={"reason": error.reason})
+            credit_lines, missing = [], True
         return Overview(
             customer_display=session.data.get("username", ""),
             active=[c for c in cards if c.active],
             ended=[c for c in cards if not c.active],
             accounts=await self._accounts(customer),
             applications=applications,
+            credit_lines=credit_lines,
             products_missing=missing,
         )
 

@@ -21,6 +21,7 @@ from bankweb.ports import (
     AuthorizationView,
     ConsentCard,
     ConsentSummary,
+    CreditLineView,
     LimitChange,
     Limits,
     PaymentLine,
@@ -32,6 +33,7 @@ from meshlib.auth.service_tokens import ServiceTokenSource
 from meshlib.clients import PeerCaller
 from openbank.account.v1 import customer_account_pb2, customer_account_pb2_grpc
 from openbank.common.v1 import audit_pb2, audit_pb2_grpc, consent_permission_pb2, money_pb2
+from openbank.credit.v1 import credit_pb2, credit_pb2_grpc
 from openbank.identity.v1 import (
     authorization_pb2,
     authorization_pb2_grpc,
@@ -161,6 +163,26 @@ def payment_lines(records: list[audit_pb2.AuditRecord]) -> list[PaymentLine]:
     return sorted(lines.values(), key=lambda line: line.created_at, reverse=True)[:RECENT_PAYMENTS]
 
 
+def credit_line_view(line: credit_pb2.CreditLine) -> CreditLineView:
+    """A credit line as the dashboard shows it."""
+    available = money_pb2.Money(
+        currency_code=line.limit.currency_code, minor_units=max(0, line.limit.minor_units - line.owed.minor_units)
+    )
+    return CreditLineView(
+        line_id=line.name.removeprefix("creditLines/"),
+        account=line.account,
+        state=credit_pb2.CreditLineState.Name(line.state).removeprefix("CREDIT_LINE_STATE_"),
+        limit=money_words(line.limit),
+        owed=money_words(line.owed),
+        available=money_words(available),
+        interest_charged=money_words(line.interest_charged),
+        repaid=money_words(line.repaid),
+        rate=f"{line.apr_bps // 100}.{line.apr_bps % 100:02d} % a year",
+        owed_minor_units=line.owed.minor_units,
+        opened_at=line.open_time.ToDatetime(tzinfo=dt.UTC) if line.HasField("open_time") else None,
+    )
+
+
 class GrpcBank:
     """Identity, account and payment through their gRPC contracts."""
 
@@ -177,6 +199,7 @@ class GrpcBank:
         self._consents = consent_pb2_grpc.ConsentServiceStub(identity)
         self._onboarding = onboarding_pb2_grpc.OnboardingServiceStub(identity)
         self._accounts = customer_account_pb2_grpc.CustomerAccountServiceStub(account)
+        self._credit = credit_pb2_grpc.CustomerCreditServiceStub(account)
         self._call = PeerCaller(tokens.token, deadline_seconds=CALL_DEADLINE_SECONDS)
         self._payment_audit = audit_pb2_grpc.AuditServiceStub(payment) if payment is not None else None
         self._mandates = mandate_pb2_grpc.MandateServiceStub(payment) if payment is not None else None
@@ -267,6 +290,12 @@ class GrpcBank:
             )
             for a in answer.applications
         ]
+
+    async def customer_credit_lines(self, customer: str) -> list[CreditLineView]:
+        """The customer's credit lines, newest first (first page)."""
+        request = credit_pb2.ListCustomerCreditLinesRequest(customer=customer, page_size=50)
+        answer = await self._call(self._credit.ListCustomerCreditLines, request, "account.ListCustomerCreditLines")
+        return [credit_line_view(line) for line in answer.credit_lines]
 
     async def pause(self, consent_id: str, customer: str) -> None:
         """PauseConsent for the customer."""

@@ -202,6 +202,28 @@ class ApplicationLine:
     account: str = ""
 
 
+@dataclass(frozen=True)
+class CreditLineView:
+    """A credit line on one of the customer's accounts, in words and minor units."""
+
+    line_id: str
+    account: str
+    state: str  # ACTIVE or CLOSED
+    limit: str
+    owed: str
+    available: str
+    interest_charged: str
+    repaid: str
+    rate: str
+    owed_minor_units: int
+    opened_at: dt.datetime | None = None
+
+    @property
+    def closable(self) -> bool:
+        """The customer may close it: open, and nothing owed."""
+        return self.state == "ACTIVE" and self.owed_minor_units == 0
+
+
 class Bank(Protocol):
     """Identity, account and payment, as the web app uses them (with its own service credentials)."""
 
@@ -216,6 +238,8 @@ class Bank(Protocol):
     async def customer_consents(self, customer: str) -> list[ConsentCard]: ...
 
     async def customer_applications(self, customer: str) -> list[ApplicationLine]: ...
+
+    async def customer_credit_lines(self, customer: str) -> list[CreditLineView]: ...
 
     async def pause(self, consent_id: str, customer: str) -> None: ...
 
