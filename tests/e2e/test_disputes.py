@@ -10,7 +10,6 @@ reconciling clean, before and after it settles.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import sys
 import time
@@ -22,14 +21,12 @@ import openbank_sdk as ob
 import pytest
 import pytest_asyncio
 
-from meshcli.demo import _authorise, client_credentials_token, create_payment_consent, exchange_code
 from meshcli.mesh import LocalMesh
 from meshcli.operator import Operator
-from meshcli.seed import seed_demo_data
 from meshlib.grpc_errors import decode_rpc_error
 from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc, account_pb2
 from openbank.common.v1 import money_pb2
-from openbank.identity.v1 import consent_pb2_grpc, partner_pb2, partner_pb2_grpc, token_pb2, token_pb2_grpc
+from openbank.identity.v1 import partner_pb2, partner_pb2_grpc, token_pb2, token_pb2_grpc
 from openbank.payment.v1 import (
     capability_pb2,
     capability_pb2_grpc,
@@ -44,7 +41,7 @@ from openbank.settlement.v1 import (
     settlement_pb2,
     settlement_pb2_grpc,
 )
-from tests.support.servers import free_port
+from tests.e2e.payment_harness import running_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -73,7 +70,6 @@ class Bank:
 
     async def connect(self) -> None:
         tokens = token_pb2_grpc.TokenServiceStub(self.gateway)
-        client = await client_credentials_token(tokens, self.acme)
         reader = await tokens.IssueToken(
             token_pb2.IssueTokenRequest(
                 grant_type=token_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
@@ -84,19 +80,6 @@ class Bank:
             timeout=10,
         )
         self.client = (("authorization", f"Bearer {reader.access_token}"),)
-        consent, verifier = await create_payment_consent(
-            consent_pb2_grpc.ConsentServiceStub(self.gateway),
-            client.access_token,
-            per_payment_minor=100_000,
-            reads_per_day=1000,
-            valid_for=dt.timedelta(days=1),
-        )
-        authorised = await _authorise(self.operator, consent.name, self.demo["customers"]["alice"])
-        bound = await exchange_code(tokens, self.acme, authorised.authorization_code, verifier)
-        self.access = (
-            ("authorization", f"Bearer {bound.access_token}"),
-            ("x-fapi-customer-ip-address", "198.51.100.7"),
-        )
 
     async def top_up(self, amount: int) -> payment_pb2.Payment:
         request = payment_pb2.CreatePaymentRequest(
@@ -137,13 +120,8 @@ class Bank:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def bank(tmp_path_factory):  # type: ignore[no-untyped-def]
-    data_dir = tmp_path_factory.mktemp("disputes") / "data"
-    ports = {name: free_port() for name in PROCESSES}
-    mesh = LocalMesh(data_dir, ports=ports, quiet=True, extra_env={"OBM_LOG_FORMAT": "json"}, ready_timeout=180)
-    await mesh.start()
-    operator = Operator(data_dir, ports=ports)
-    try:
-        demo = await seed_demo_data(operator, say=lambda *_: None)
+    async with running_mesh(tmp_path_factory, "disputes", PROCESSES, {"OBM_LOG_FORMAT": "json"}) as running:
+        mesh, operator, demo = running.mesh, running.operator, running.demo
         admin = await operator.metadata()
         # The partner's risk-sharing agreement: a quarter of a fraud loss.
         await partner_pb2_grpc.PartnerServiceStub(operator.channel("identity")).UpdatePartner(
@@ -173,12 +151,10 @@ async def bank(tmp_path_factory):  # type: ignore[no-untyped-def]
             "OBM_DISPUTE_LOSS_ACCOUNTS": json.dumps({"EUR": loss_account.removeprefix("accounts/")}),
         }
         await mesh.restart(payment_process)
-        running = Bank(mesh, operator, demo, loss_account)
-        await running.connect()
-        yield running
-    finally:
-        await operator.close()
-        await mesh.stop(grace=10)
+        bank = Bank(mesh, operator, demo, loss_account)
+        bank.access = running.access
+        await bank.connect()
+        yield bank
 
 
 async def test_an_accepted_fraud_dispute_refunds_alice_split_between_the_partner_and_the_bank(bank: Bank) -> None:

@@ -13,7 +13,6 @@ transfer once, settled exactly when the payment settled here.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import sqlite3
 import time
 import uuid
@@ -24,10 +23,8 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from meshcli.demo import _authorise, client_credentials_token, create_payment_consent, exchange_code
 from meshcli.mesh import LocalMesh
 from meshcli.operator import Operator
-from meshcli.seed import seed_demo_data
 from meshlib.grpc_errors import decode_rpc_error
 from meshlib.iban import make_iban
 from openbank.account.v1 import (
@@ -39,10 +36,9 @@ from openbank.account.v1 import (
     ledger_pb2_grpc,
 )
 from openbank.common.v1 import money_pb2
-from openbank.identity.v1 import consent_pb2_grpc, token_pb2_grpc
 from openbank.payment.v1 import payment_admin_pb2, payment_admin_pb2_grpc, payment_pb2, payment_pb2_grpc
 from openbank.settlement.v1 import settlement_admin_pb2, settlement_admin_pb2_grpc
-from tests.support.servers import free_port
+from tests.e2e.payment_harness import running_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -68,25 +64,6 @@ class Wallet:
         self.accounts = account_pb2_grpc.AccountServiceStub(self.gateway)
         self.account = demo["customers"]["alice"]["account"]
         self.access: tuple[tuple[str, str], ...] = ()
-
-    async def connect(self) -> None:
-        partner, customer = self.demo["partners"]["acme"], self.demo["customers"]["alice"]
-        tokens = token_pb2_grpc.TokenServiceStub(self.gateway)
-        client = await client_credentials_token(tokens, partner)
-        consent, verifier = await create_payment_consent(
-            consent_pb2_grpc.ConsentServiceStub(self.gateway),
-            client.access_token,
-            per_payment_minor=100_000,
-            reads_per_day=1000,
-            valid_for=dt.timedelta(days=1),
-        )
-        authorised = await _authorise(self.operator, consent.name, customer)
-        bound = await exchange_code(tokens, partner, authorised.authorization_code, verifier)
-        # The customer is present (FAPI header): the test's many reads use no unattended allowance.
-        self.access = (
-            ("authorization", f"Bearer {bound.access_token}"),
-            ("x-fapi-customer-ip-address", "198.51.100.7"),
-        )
 
     async def pay(self, creditor_iban: str, amount: int, request_id: str = "") -> payment_pb2.Payment:
         request_id = request_id or uuid.uuid4().hex
@@ -142,33 +119,20 @@ class Wallet:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def wallet(tmp_path_factory):  # type: ignore[no-untyped-def]
-    data_dir = tmp_path_factory.mktemp("interbank") / "data"
-    ports = {name: free_port() for name in PROCESSES}
-    mesh = LocalMesh(
-        data_dir,
-        ports=ports,
-        quiet=True,
-        extra_env={
-            "OBM_LOG_FORMAT": "json",
-            "OBM_SCHEME_RULES_FILE": str(HERE / "scheme_rules_fast.yaml"),
-            "OBM_VELOCITY_RULES_FILE": str(HERE / "velocity_rules_lenient.yaml"),
-            "OBM_SCHEME_DEADLINE_SECONDS": "1",
-            "OBM_CLEARING_POLL_SECONDS": "0.3",
-            "OBM_CLEARING_RETURNS_SECONDS": "0.3",
-            "OBM_SAGA_LEASE_SECONDS": "3",
-            "OBM_RECOVERY_INTERVAL_SECONDS": "0.5",
-        },
-    )
-    await mesh.start()
-    operator = Operator(data_dir, ports=ports)
-    try:
-        demo = await seed_demo_data(operator, say=lambda *_: None)
-        running = Wallet(mesh, operator, demo)
-        await running.connect()
-        yield running
-    finally:
-        await operator.close()
-        await mesh.stop(grace=10)
+    extra_env = {
+        "OBM_LOG_FORMAT": "json",
+        "OBM_SCHEME_RULES_FILE": str(HERE / "scheme_rules_fast.yaml"),
+        "OBM_VELOCITY_RULES_FILE": str(HERE / "velocity_rules_lenient.yaml"),
+        "OBM_SCHEME_DEADLINE_SECONDS": "1",
+        "OBM_CLEARING_POLL_SECONDS": "0.3",
+        "OBM_CLEARING_RETURNS_SECONDS": "0.3",
+        "OBM_SAGA_LEASE_SECONDS": "3",
+        "OBM_RECOVERY_INTERVAL_SECONDS": "0.5",
+    }
+    async with running_mesh(tmp_path_factory, "interbank", PROCESSES, extra_env) as running:
+        wallet = Wallet(running.mesh, running.operator, running.demo)
+        wallet.access = running.access
+        yield wallet
 
 
 async def test_a_payment_to_another_bank_settles_and_debits_the_customer(wallet: Wallet) -> None:

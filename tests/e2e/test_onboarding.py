@@ -34,7 +34,6 @@ from google.protobuf import timestamp_pb2
 from meshcli.demo import _pkce, exchange_code
 from meshcli.mesh import PROCESSES, LocalMesh
 from meshcli.operator import Operator
-from meshcli.seed import seed_demo_data
 from meshlib import totp
 from meshlib.grpc_errors import decode_rpc_error
 from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc, account_pb2, account_pb2_grpc
@@ -48,7 +47,7 @@ from openbank.identity.v1 import (
     token_pb2,
     token_pb2_grpc,
 )
-from tests.support.servers import free_port
+from tests.e2e.payment_harness import running_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -76,16 +75,9 @@ class Bank:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def bank(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bank]:
-    data_dir = tmp_path_factory.mktemp("onboarding") / "data"
-    ports = {name: free_port() for name in (*dict(PROCESSES), "bankweb")}
-    mesh = LocalMesh(data_dir, ports=ports, quiet=True, ready_timeout=180)
-    await mesh.start()
-    operator = Operator(data_dir, ports=ports)
-    gateway = grpc.aio.insecure_channel(f"127.0.0.1:{ports['gateway']}")
-    try:
-        demo = await seed_demo_data(operator, say=lambda *_: None)
-        partner = demo["partners"]["acme"]
-        token = await token_pb2_grpc.TokenServiceStub(gateway).IssueToken(
+    async with running_mesh(tmp_path_factory, "onboarding", (*dict(PROCESSES), "bankweb")) as running:
+        partner = running.demo["partners"]["acme"]
+        token = await token_pb2_grpc.TokenServiceStub(running.gateway).IssueToken(
             token_pb2.IssueTokenRequest(
                 grant_type=token_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
                 client_id=partner["client_id"],
@@ -94,11 +86,8 @@ async def bank(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bank]:
             ),
             timeout=10,
         )
-        yield Bank(mesh, operator, partner, gateway, (("authorization", f"Bearer {token.access_token}"),))
-    finally:
-        await gateway.close()
-        await operator.close()
-        await mesh.stop(grace=10)
+        metadata = (("authorization", f"Bearer {token.access_token}"),)
+        yield Bank(running.mesh, running.operator, partner, running.gateway, metadata)
 
 
 def _ts(when: dt.datetime) -> timestamp_pb2.Timestamp:

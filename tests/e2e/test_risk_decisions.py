@@ -24,19 +24,16 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from meshcli.demo import _authorise, client_credentials_token, create_payment_consent, exchange_code
 from meshcli.mesh import LocalMesh
 from meshcli.operator import Operator
-from meshcli.seed import seed_demo_data
 from meshlib.grpc_errors import decode_rpc_error
 from meshlib.money import Amount
 from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc, account_pb2, account_pb2_grpc
 from openbank.common.v1 import money_pb2
-from openbank.identity.v1 import consent_pb2_grpc, token_pb2_grpc
 from openbank.payment.v1 import payment_pb2, payment_pb2_grpc, risk_pb2, risk_pb2_grpc
 from services.payment.domain import step_up
 from services.payment.domain.payments import Payment, PaymentState
-from tests.support.servers import free_port
+from tests.e2e.payment_harness import running_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -85,24 +82,6 @@ class Wallet:
         self.abandoned: payment_pb2.Payment | None = None  # stepped up, never confirmed
         self.opening_balance = 0
 
-    async def connect(self) -> None:
-        partner, customer = self.demo["partners"]["acme"], self.demo["customers"]["alice"]
-        tokens = token_pb2_grpc.TokenServiceStub(self.gateway)
-        client = await client_credentials_token(tokens, partner)
-        consent, verifier = await create_payment_consent(
-            consent_pb2_grpc.ConsentServiceStub(self.gateway),
-            client.access_token,
-            per_payment_minor=100_000,
-            reads_per_day=1000,
-            valid_for=dt.timedelta(days=1),
-        )
-        authorised = await _authorise(self.operator, consent.name, customer)
-        bound = await exchange_code(tokens, partner, authorised.authorization_code, verifier)
-        self.access = (
-            ("authorization", f"Bearer {bound.access_token}"),
-            ("x-fapi-customer-ip-address", "198.51.100.7"),
-        )
-
     async def new_creditor(self) -> str:
         """A fresh account of bob's: alice has never paid it."""
         accounts = account_admin_pb2_grpc.AccountAdminServiceStub(self.operator.channel("account"))
@@ -131,21 +110,6 @@ class Wallet:
 
     async def get(self, name: str) -> payment_pb2.Payment:
         return (await self.payments.GetPayment(payment_pb2.GetPaymentRequest(name=name), metadata=self.access)).payment
-
-    async def forwarded_again(self, name: str, timeout: float = 30.0) -> None:
-        """Wait until the gateway reaches the restarted payment service again. The gateway's
-        channel reconnects on its own backoff (up to a second, longer on a busy machine), and until
-        then it answers UPSTREAM_UNAVAILABLE without reaching the service, which a wallet retries
-        after the delay given; any other answer ends the wait."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                await self.get(name)
-                return
-            except grpc.aio.AioRpcError as error:
-                if _reason(error) != "UPSTREAM_UNAVAILABLE" or time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(0.2)
 
     async def until(self, name: str, states: set[int], timeout: float = 30.0) -> payment_pb2.Payment:
         deadline = time.monotonic() + timeout
@@ -177,31 +141,18 @@ def _reason(error: grpc.aio.AioRpcError) -> str:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def wallet(tmp_path_factory):  # type: ignore[no-untyped-def]
-    data_dir = tmp_path_factory.mktemp("risk") / "data"
-    ports = {name: free_port() for name in PROCESSES}
-    mesh = LocalMesh(
-        data_dir,
-        ports=ports,
-        quiet=True,
-        extra_env={
-            "OBM_RISK_RULES_FILE": str(HERE / "risk_rules_e2e.yaml"),
-            "OBM_STEP_UP_SECRET": SECRET,
-            "OBM_STEP_UP_WAIT_SECONDS": str(STEP_UP_WAIT_SECONDS),
-            "OBM_RISK_EXPIRY_INTERVAL_SECONDS": "0.3",
-            "OBM_SAGA_LEASE_SECONDS": "3",
-            "OBM_RECOVERY_INTERVAL_SECONDS": "0.5",
-        },
-    )
-    await mesh.start()
-    operator = Operator(data_dir, ports=ports)
-    try:
-        demo = await seed_demo_data(operator, say=lambda *_: None)
-        running = Wallet(mesh, operator, demo)
-        await running.connect()
-        yield running
-    finally:
-        await operator.close()
-        await mesh.stop(grace=10)
+    extra_env = {
+        "OBM_RISK_RULES_FILE": str(HERE / "risk_rules_e2e.yaml"),
+        "OBM_STEP_UP_SECRET": SECRET,
+        "OBM_STEP_UP_WAIT_SECONDS": str(STEP_UP_WAIT_SECONDS),
+        "OBM_RISK_EXPIRY_INTERVAL_SECONDS": "0.3",
+        "OBM_SAGA_LEASE_SECONDS": "3",
+        "OBM_RECOVERY_INTERVAL_SECONDS": "0.5",
+    }
+    async with running_mesh(tmp_path_factory, "risk", PROCESSES, extra_env) as running:
+        wallet = Wallet(running.mesh, running.operator, running.demo)
+        wallet.access = running.access
+        yield wallet
 
 
 async def test_a_small_payment_goes_through_and_a_risky_one_is_stepped_up_and_confirmed(wallet: Wallet) -> None:
@@ -334,8 +285,7 @@ async def test_payments_waiting_when_the_payment_service_is_killed_still_wait_an
     held = await wallet.pay(await wallet.new_creditor(), 55_000)
     (payment_process,) = [c for c in wallet.mesh.children if c.name == "payment"]
     wallet.mesh.kill(payment_process)
-    await wallet.mesh.restart(payment_process)
-    await wallet.forwarded_again(stepped.name)
+    await wallet.mesh.restart(payment_process)  # returns once the gateway forwards to it again
     assert (await wallet.get(stepped.name)).state == payment_pb2.PAYMENT_STATE_AWAITING_AUTHORISATION
     assert (await wallet.get(held.name)).state == payment_pb2.PAYMENT_STATE_PENDING_REVIEW
     confirmed = await wallet.confirm(stepped.name, code_for(stepped, wallet.customer))
