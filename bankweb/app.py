@@ -9,7 +9,10 @@ from bankweb.activation import ActivationPages, Activator, GrpcActivator
 from bankweb.dashboard import Dashboard
 from bankweb.flows import AuthorisationFlow
 from bankweb.grpc_bank import AUDIT_SCOPES, SCOPES, GrpcBank
+from bankweb.grpc_isolation import GrpcIsolation
 from bankweb.grpc_step_up import GrpcStepUp
+from bankweb.isolation import CustomerLimits, IsolationBank
+from bankweb.isolation_web import IsolationRoutes
 from bankweb.ports import Bank, SessionStore
 from bankweb.serving import RunningSite, serve
 from bankweb.sessions import AttemptLimiter, MemorySessionStore, RedisSessionStore
@@ -39,6 +42,7 @@ def wire(
     bank: Bank | None = None,
     activator: Activator | None = None,
     step_up: StepUpBank | None = None,
+    isolation: IsolationBank | None = None,
 ) -> tuple[BankWeb, list[Any]]:
     """The web app over gRPC (or over ``bank``, ``activator`` and ``step_up``, for tests); returns
     it and what to close."""
@@ -60,6 +64,7 @@ def wire(
         bank = GrpcBank(identity, account, tokens, payment, audit_tokens)
         activator = GrpcActivator(identity, tokens.token)
         step_up = GrpcStepUp(payment, tokens)
+        isolation = GrpcIsolation(payment, tokens)
     sessions: SessionStore
     if settings.redis_url is not None:
         redis_sessions = RedisSessionStore(settings.redis_url.get_secret_value())
@@ -82,6 +87,9 @@ def wire(
         else None
     )
     web = BankWeb(flow, dashboard, sessions, secure_cookies=secure, activation=activation, step_up=confirmations)
+    if isolation is not None:  # dynamic isolation: the dashboard's notice, the restore page
+        web.customer_limits = CustomerLimits(dashboard, isolation)
+        web.isolation = IsolationRoutes(flow, web.customer_limits, sessions, secure_cookies=secure)
     return web, closers
 
 

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from bankweb.dashboard import APPROVE_WITHIN, SIGNED_IN_FOR, ActionRefused, Dashboard, NotSignedIn
 from bankweb.flows import PageError, SignInRefused
+from bankweb.isolation import CustomerLimits
 from bankweb.ports import Session
 from bankweb.web_base import FORM_EXPIRED, WebBase
 
@@ -28,6 +29,9 @@ _APPROVAL_ID = re.compile(r"^[0-9a-f]{32}$")
 AFTER_SIGN_IN = {"consents": "/consents", "approvals": "/approvals", "payments": "/payments/confirm"}
 # Pages that act for the customer ask for a recent sign-in (bankweb.dashboard.APPROVE_WITHIN).
 RECENT_SIGN_IN = frozenset({"approvals", "payments"})
+# Dynamic isolation's "Limits and features" page (bankweb.isolation_web) acts for the customer too.
+AFTER_SIGN_IN["limits"] = "/limits"
+RECENT_SIGN_IN = RECENT_SIGN_IN | {"limits"}
 NOT_FOUND = PageError("Connection not found", "It may have been removed. Go back to your connected apps.", 404)
 
 Action = Callable[[Session | None, str, Any], Awaitable[str]]
@@ -37,6 +41,8 @@ class DashboardRoutes(WebBase):
     """Sign-in and the dashboard; BankWeb adds the authorisation journey."""
 
     dashboard: Dashboard
+    # What dynamic isolation paused, for the dashboard's notice (None: not wired).
+    customer_limits: CustomerLimits | None = None
 
     def _signed_in_page(self, template: str, session: Session, status: int = 200, **context: Any) -> Response:
         """A page for the signed-in customer: the sign-out form needs the CSRF token."""
@@ -113,7 +119,10 @@ class DashboardRoutes(WebBase):
         except NotSignedIn:
             return self._to_sign_in()
         assert session is not None
-        return self._signed_in_page("consents.html", session, page=overview, notice=await self._notice(session))
+        paused = await self.customer_limits.notice(session) if self.customer_limits is not None else []
+        return self._signed_in_page(
+            "consents.html", session, page=overview, notice=await self._notice(session), paused=paused
+        )
 
     async def consent_page(self, request: Request) -> Response:
         """GET /consents/{consent_id}: one connection, what it did, what can be changed."""

@@ -19,6 +19,7 @@ from bankweb.activation import ActivationPages
 from bankweb.dashboard import Dashboard
 from bankweb.dashboard_web import DashboardRoutes, dashboard_routes
 from bankweb.flows import AuthorisationFlow, PageError, SignInRefused
+from bankweb.isolation_web import IsolationRoutes
 from bankweb.ports import SessionStore
 from bankweb.step_up_web import StepUpRoutes
 from bankweb.web_base import BASE_CSP, FORM_EXPIRED, TEMPLATES
@@ -46,6 +47,8 @@ class BankWeb(DashboardRoutes):
         self.activation = activation
         # The customer's confirmations of payments the risk rules stepped up.
         self.step_up = step_up
+        # The customer's "Limits and features" (dynamic isolation; set by the wiring).
+        self.isolation: IsolationRoutes | None = None
 
     # ---- routes ------------------------------------------------------------------------
 
@@ -181,6 +184,7 @@ def build_app(web: BankWeb) -> Starlette:
             *dashboard_routes(web),
             *(web.activation.routes() if web.activation else []),
             *(web.step_up.routes() if web.step_up else []),
+            *(web.isolation.routes() if web.isolation else []),
             Route("/static/bank.css", web.stylesheet, methods=["GET"]),
             Route("/healthz", web.health, methods=["GET"]),
         ]

@@ -14,6 +14,7 @@ from meshcli.audit import add_audit_parser
 from meshcli.capabilities import add_capability_parser
 from meshcli.commands import add_operator_parsers, run_operator_command
 from meshcli.disputes import add_dispute_parser
+from meshcli.isolation import add_isolation_parser
 from meshcli.participants import add_participant_parser
 from meshcli.payments import add_payment_parser
 from meshcli.review import add_review_parser
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dispute_parser(commands)
     add_application_parser(commands)
     add_capability_parser(commands)
+    add_isolation_parser(commands)
     add_participant_parser(commands)
     try:
         from meshcli import conformance
@@ -158,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         from meshcli.capabilities import run_capability_command
 
         return asyncio.run(run_capability_command(args))
+    if args.command == "isolation":
+        from meshcli.isolation import run_isolation_command
+
+        return asyncio.run(run_isolation_command(args))
     if args.command == "conformance":
         from meshcli import conformance
 

@@ -10,6 +10,7 @@ from meshcli.mesh import LocalMesh
 from meshcli.operator import Operator
 from meshcli.seed import seed_demo_data
 from tests.browser.harness import WalletCallback, chrome, register_redirect_uri
+from tests.browser.isolation_env import ISOLATION_ENV
 from tests.support.servers import free_port
 
 
@@ -31,6 +32,7 @@ async def world(tmp_path_factory, redis_srv):  # type: ignore[no-untyped-def]
         extra_env={"OBM_REDIS_URL": redis_srv.url},
         child_env={"bankweb": bankweb_env},
     )
+    mesh.child_env.setdefault("payment", {}).update(ISOLATION_ENV)
     await mesh.start()
     operator = Operator(data_dir, ports=mesh.ports)
     demo = await seed_demo_data(operator, say=lambda _: None)
