@@ -30,6 +30,7 @@ from openbank.identity.v1 import (
 from services.identity import converters
 from services.identity.consent_service import AuthorisedConsent, ConsentService
 from services.identity.customer_service import CustomerService, NewCustomer
+from services.identity.domain.customers import CustomerStatus
 from services.identity.keys_service import KeyService
 from services.identity.partner_service import PartnerService, PartnerWithSecret
 from services.identity.token_service import TokenService
@@ -236,6 +237,17 @@ class CustomerServicer(customer_pb2_grpc.CustomerServiceServicer):
         """One customer, without credentials."""
         customer = await self._customers.get(parse_name(request.name, "customers"))
         return customer_pb2.GetCustomerResponse(customer=converters.customer_message(customer))
+
+    async def GetCustomerRiskSignals(
+        self, request: customer_pb2.GetCustomerRiskSignalsRequest, context: grpc.aio.ServicerContext
+    ) -> customer_pb2.GetCustomerRiskSignalsResponse:
+        """What the risk decision weighs: failed authentications since the last good one, the lock."""
+        customer = await self._customers.get(parse_name(request.name, "customers"))
+        return customer_pb2.GetCustomerRiskSignalsResponse(
+            customer=f"customers/{customer.customer_id}",
+            failed_sign_ins=customer.failed_attempts,
+            locked=customer.status is CustomerStatus.LOCKED,
+        )
 
     async def ListCustomers(
         self, request: customer_pb2.ListCustomersRequest, context: grpc.aio.ServicerContext

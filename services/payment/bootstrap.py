@@ -39,6 +39,13 @@ from openbank.payment.v1 import (
 from services.payment.adapters.batching import BatchingLedger, BatchingSettlement
 from services.payment.adapters.clearing import CLEARING_SCOPES, GrpcClearingConnector
 from services.payment.adapters.group_commit import GroupCommitJournal, GroupCommitRegister
+from services.payment.adapters.identity_signals import (
+    BoundedIdentitySignals,
+    CachedFailedSignIns,
+    FailedSignIns,
+    GrpcFailedSignIns,
+    IdentityRiskSignalsAdapter,
+)
 from services.payment.adapters.peers import GrpcLedger, GrpcPartnerDirectory, GrpcSettlement
 from services.payment.adapters.risk_rules_file import ReloadableRiskRules
 from services.payment.adapters.sql_clearing_feeds import SqlClearingFeeds
@@ -68,7 +75,14 @@ from services.payment.isolation_wiring import isolation_wiring
 from services.payment.mandate_servicer import MandateServicer
 from services.payment.mandate_usage import MandateUsage
 from services.payment.metrics import publish_payment_gauges
-from services.payment.ports import Clock, PartnerDirectory, PaymentJournal, PaymentRegister, utc_now
+from services.payment.ports import (
+    Clock,
+    IdentityRiskSignals,
+    PartnerDirectory,
+    PaymentJournal,
+    PaymentRegister,
+    utc_now,
+)
 from services.payment.queries import PaymentEvents, PaymentQueries
 from services.payment.refund_payment import RefundPayment
 from services.payment.risk_review import RiskExpiryLoop, RiskReview
@@ -112,6 +126,9 @@ class IdentitySide:
     # Start-up (meshlib.auth.wiring.IdentityPeers.start): the bus, and the first service token
     # fetched in the background; None: just the bus (tests' injected sides).
     start: Callable[[], Awaitable[None]] | None = None
+    # What identity knows of the paying customer lately (the risk decision's signals); None:
+    # none (tests' injected sides).
+    risk_signals: IdentityRiskSignals | None = None
 
 
 IdentityFactory = Callable[[Runtime], IdentitySide]
@@ -136,12 +153,14 @@ def identity_side(runtime: Runtime) -> IdentitySide:
     )
     if peers.tokens is None:
         log.warning("no service client credentials: calls to account and settlement will fail UNAVAILABLE")
+    bearer = peers.tokens.token if peers.tokens else _no_credentials
     return IdentitySide(
-        peers.tokens.token if peers.tokens else _no_credentials,
+        bearer,
         peers.consents,
         peers.bus,
         peers.revocation,
         peers.start,
+        identity_risk_signals(runtime, bearer, peers.consents),
     )
 
 
@@ -174,6 +193,18 @@ def identity_partner_directory(runtime: Runtime, call: PeerCaller) -> PartnerDir
     """Partner limits from identity's PartnerService (cached)."""
     settings: PaymentSettings = runtime.settings
     return GrpcPartnerDirectory(runtime.channel(settings.identity_target), call, settings.directory_cache_seconds)
+
+
+def identity_risk_signals(runtime: Runtime, bearer: Bearer, consents: ConsentLookup) -> IdentityRiskSignals:
+    """Failed sign-ins from identity (cached per customer unless the cache is 0 s) and the
+    consent's last change from the consent lookup, within a bounded wait (fail open)."""
+    settings: PaymentSettings = runtime.settings
+    deadline = settings.identity_signals_deadline_seconds
+    grpc_source = GrpcFailedSignIns(runtime.channel(settings.identity_target), bearer, deadline)
+    failed: FailedSignIns = grpc_source
+    if settings.identity_signals_cache_seconds > 0:
+        failed = CachedFailedSignIns(grpc_source, settings.identity_signals_cache_seconds)
+    return BoundedIdentitySignals(IdentityRiskSignalsAdapter(failed, consents), deadline)
 
 
 @dataclass(frozen=True)
@@ -253,6 +284,7 @@ async def wire(
         saga=saga,
         fees=FeeCharges(load_fee_schedule(settings.fee_schedule_file), settings.fee_income_accounts, positions),
         capabilities=switches,
+        identity_signals=peers.risk_signals,
     )
     if settings.payment_batching and settings.admission_waves:
         admission = WaveAdmission(max_waves=settings.admission_waves, release_after=settings.admission_release_seconds)

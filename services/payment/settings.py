@@ -56,6 +56,10 @@ class PaymentSettings(ServiceSettings):
     step_up_wait_seconds: float = Field(default=600.0, gt=0)
     review_wait_seconds: float = Field(default=86_400.0, gt=0)
     risk_expiry_interval_seconds: float = Field(default=5.0, ge=0)
+    # Identity's risk signals (failed sign-ins): how long the risk decision waits for them (then
+    # it decides without), and how long a customer's are remembered (0: asked for each payment).
+    identity_signals_deadline_seconds: float = Field(default=0.3, gt=0, le=5)
+    identity_signals_cache_seconds: float = Field(default=5.0, ge=0)
     # YAML file of the fee schedule (domain/fees.py); the shipped one charges nothing.
     fee_schedule_file: Path = DEFAULT_FEE_SCHEDULE_FILE
     # The bank's fee-income ledger account per currency (JSON, e.g. {"EUR": "<account id>"}):

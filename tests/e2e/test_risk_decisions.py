@@ -5,9 +5,10 @@ reviewing with their rpcs.
 
 One mesh for the module: stepped up and confirmed (a wrong code and a code for another amount
 refused first), stepped up and never confirmed (cancelled, nothing moved), held and approved,
-held and refused, refused outright; the payment service SIGKILLed while payments wait (they
-still wait, and go on when confirmed or approved); then the ledger nets to zero with nothing
-held.
+held and refused, held and never reviewed (refused at its expiry, nothing moved), refused
+outright; failed sign-ins of the customer (identity's signal) stepping up a payment that would
+have gone through; the payment service SIGKILLed while payments wait (they still wait, and go
+on when confirmed or approved); then the ledger nets to zero with nothing held.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from meshlib.grpc_errors import decode_rpc_error
 from meshlib.money import Amount
 from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc, account_pb2, account_pb2_grpc
 from openbank.common.v1 import money_pb2
+from openbank.identity.v1 import customer_pb2, customer_pb2_grpc
 from openbank.payment.v1 import payment_pb2, payment_pb2_grpc, risk_pb2, risk_pb2_grpc
 from services.payment.domain import step_up
 from services.payment.domain.payments import Payment, PaymentState
@@ -43,6 +45,8 @@ SECRET = "e2e-step-up-secret"
 # Long enough for a restart of the payment service on a busy machine; the abandoned payment's
 # wait runs while the other tests do.
 STEP_UP_WAIT_SECONDS = 30
+# Long enough for the approvals above (and the restart) to come first.
+REVIEW_WAIT_SECONDS = 60
 FINAL = {payment_pb2.PAYMENT_STATE_SETTLED, payment_pb2.PAYMENT_STATE_REJECTED, payment_pb2.PAYMENT_STATE_CANCELLED}
 PSU = payment_pb2.PsuContext(ip_address="198.51.100.7", device_id="phone-1", user_agent="wallet/1.0")
 
@@ -80,6 +84,7 @@ class Wallet:
         self.account = demo["customers"]["alice"]["account"]
         self.access: tuple[tuple[str, str], ...] = ()
         self.abandoned: payment_pb2.Payment | None = None  # stepped up, never confirmed
+        self.unreviewed: payment_pb2.Payment | None = None  # held, never reviewed
         self.opening_balance = 0
 
     async def new_creditor(self) -> str:
@@ -145,6 +150,8 @@ async def wallet(tmp_path_factory):  # type: ignore[no-untyped-def]
         "OBM_RISK_RULES_FILE": str(HERE / "risk_rules_e2e.yaml"),
         "OBM_STEP_UP_SECRET": SECRET,
         "OBM_STEP_UP_WAIT_SECONDS": str(STEP_UP_WAIT_SECONDS),
+        "OBM_REVIEW_WAIT_SECONDS": str(REVIEW_WAIT_SECONDS),
+        "OBM_IDENTITY_SIGNALS_CACHE_SECONDS": "1",
         "OBM_RISK_EXPIRY_INTERVAL_SECONDS": "0.3",
         "OBM_SAGA_LEASE_SECONDS": "3",
         "OBM_RECOVERY_INTERVAL_SECONDS": "0.5",
@@ -159,6 +166,8 @@ async def test_a_small_payment_goes_through_and_a_risky_one_is_stepped_up_and_co
     wallet.opening_balance = await wallet.available()
     wallet.abandoned = await wallet.pay(await wallet.new_creditor(), 20_000)  # ends in a later test
     assert wallet.abandoned.state == payment_pb2.PAYMENT_STATE_AWAITING_AUTHORISATION
+    wallet.unreviewed = await wallet.pay(await wallet.new_creditor(), 60_000)  # ends in a later test
+    assert wallet.unreviewed.state == payment_pb2.PAYMENT_STATE_PENDING_REVIEW
     assert (await wallet.pay(await wallet.new_creditor(), 5_000)).state == payment_pb2.PAYMENT_STATE_SETTLED
     before = await wallet.available()
     waiting = await wallet.pay(await wallet.new_creditor(), 20_000)
@@ -279,6 +288,43 @@ async def test_a_payment_far_too_risky_is_refused_outright_naming_its_rules(wall
     assert error.metadata["rules_version"] == "e2e.1"
 
 
+async def test_failed_sign_ins_of_the_customer_step_up_a_payment_that_would_have_gone_through(wallet: Wallet) -> None:
+    creditor = await wallet.new_creditor()
+    assert (await wallet.pay(creditor, 5_000)).state == payment_pb2.PAYMENT_STATE_SETTLED  # nothing fires
+    customers = customer_pb2_grpc.CustomerServiceStub(wallet.operator.channel("identity"))
+    bank_app = await wallet.operator.bank_app_metadata()
+    username = wallet.demo["customers"]["alice"]["username"]
+    for _ in range(5):  # someone tries alice's sign-in (the fifth locks her)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await customers.AuthenticateCustomer(
+                customer_pb2.AuthenticateCustomerRequest(
+                    request_id=uuid.uuid4().hex, username=username, password="not-her-password", one_time_code="123456"
+                ),
+                metadata=bank_app,
+            )
+        assert _reason(refused.value) in ("SCA_FAILED", "CUSTOMER_LOCKED")
+    await asyncio.sleep(1.5)  # payment remembers a customer's signals for 1 s here
+    waiting = await wallet.pay(creditor, 5_000)
+    assert (waiting.state, waiting.status_reason) == (
+        payment_pb2.PAYMENT_STATE_AWAITING_AUTHORISATION,
+        "AUTHORISATION_REQUIRED",
+    ), waiting
+    admin = await wallet.operator.metadata()
+    decision = (
+        await wallet.review().GetRiskDecision(risk_pb2.GetRiskDecisionRequest(name=waiting.name), metadata=admin)
+    ).held_payment.decision
+    assert (list(decision.rules_fired), decision.signals["failed_sign_ins"]) == (["failed_sign_ins"], "5")
+    assert (await wallet.confirm(waiting.name, code_for(waiting, wallet.customer))).state == (
+        payment_pb2.PAYMENT_STATE_SETTLED
+    )
+    # The bank unlocks her (the counter starts again): her next payment goes through at once.
+    await customers.UnlockCustomer(
+        customer_pb2.UnlockCustomerRequest(request_id=uuid.uuid4().hex, name=wallet.customer), metadata=admin
+    )
+    await asyncio.sleep(1.5)
+    assert (await wallet.pay(creditor, 5_000)).state == payment_pb2.PAYMENT_STATE_SETTLED
+
+
 async def test_payments_waiting_when_the_payment_service_is_killed_still_wait_and_go_on(wallet: Wallet) -> None:
     before = await wallet.available()
     stepped = await wallet.pay(await wallet.new_creditor(), 15_000)
@@ -308,6 +354,29 @@ async def test_a_payment_not_confirmed_in_time_is_cancelled_and_moves_nothing(wa
         await wallet.confirm(waiting.name, code_for(waiting, wallet.customer))
     assert _reason(late.value) == "PAYMENT_NOT_AWAITING"
     # Alice paid exactly what settled: the cancelled payment (and every refused one) moved nothing.
+    listed = await wallet.payments.ListPayments(payment_pb2.ListPaymentsRequest(page_size=100), metadata=wallet.access)
+    settled = sum(p.amount.minor_units for p in listed.payments if p.state == payment_pb2.PAYMENT_STATE_SETTLED)
+    assert await wallet.available() == wallet.opening_balance - settled
+
+
+async def test_a_held_payment_nobody_reviewed_is_refused_at_its_expiry_and_moves_nothing(wallet: Wallet) -> None:
+    held = wallet.unreviewed
+    assert held is not None
+    ended = await wallet.until(held.name, FINAL, timeout=REVIEW_WAIT_SECONDS + 30)
+    assert (ended.state, ended.status_reason) == (payment_pb2.PAYMENT_STATE_REJECTED, "REVIEW_EXPIRED")
+    admin = await wallet.operator.metadata()
+    decision = (
+        await wallet.review().GetRiskDecision(risk_pb2.GetRiskDecisionRequest(name=held.name), metadata=admin)
+    ).held_payment.decision
+    assert (decision.resolution, decision.resolved_by) == ("expired", "system:payment")
+    queue = (await wallet.review().ListHeldPayments(risk_pb2.ListHeldPaymentsRequest(), metadata=admin)).held_payments
+    assert held.name not in {h.payment.name for h in queue}
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await wallet.review().ApproveHeldPayment(
+            risk_pb2.ApproveHeldPaymentRequest(request_id=uuid.uuid4().hex, name=held.name), metadata=admin
+        )
+    assert _reason(late.value) == "PAYMENT_NOT_AWAITING"
+    # Alice paid exactly what settled: the refused payment held nothing and moved nothing.
     listed = await wallet.payments.ListPayments(payment_pb2.ListPaymentsRequest(page_size=100), metadata=wallet.access)
     settled = sum(p.amount.minor_units for p in listed.payments if p.state == payment_pb2.PAYMENT_STATE_SETTLED)
     assert await wallet.available() == wallet.opening_balance - settled

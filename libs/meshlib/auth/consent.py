@@ -36,6 +36,9 @@ class ConsentView:
     extra: dict[str, str] = field(default_factory=dict)
     # A payment mandate (VRP, sweeping): every payment with the consent must meet it.
     mandate: Mandate | None = None
+    # When the customer last changed it after authorising it (paused, resumed, narrowed); None
+    # if never: a risk signal of the payments made with it.
+    changed_at: dt.datetime | None = None
 
     def require_usable(self, permission: str | None, now: dt.datetime) -> None:
         """Refuse unless authorised, unpaused, unexpired and granting ``permission``."""

@@ -57,7 +57,16 @@ def consent_view(consent: Any) -> ConsentView:
             consent_pb2.ConsentPeriod.Name(consent.period).removeprefix("CONSENT_PERIOD_") if consent.period else None
         ),
         mandate=mandate_from_message(consent.mandate) if consent.HasField("mandate") else None,
+        changed_at=_changed_after_authorisation(consent),
     )
+
+
+def _changed_after_authorisation(consent: Any) -> dt.datetime | None:
+    """The last change time when it is later than the authorisation (which sets both)."""
+    if not consent.HasField("update_time") or not consent.HasField("authorise_time"):
+        return None
+    updated = consent.update_time.ToDatetime(tzinfo=dt.UTC)
+    return updated if updated > consent.authorise_time.ToDatetime(tzinfo=dt.UTC) else None
 
 
 class IdentityConsentLookup:

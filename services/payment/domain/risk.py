@@ -68,6 +68,7 @@ class RiskSignals:
 
     def explained(self, tier: str) -> dict[str, str]:
         """The signals as text, for the audit trail and the review queue."""
+        changed = self.identity.consent_changed_seconds_ago
         return {
             "amount_minor": str(self.amount_minor),
             "customer_average_minor": f"{self.history.average_amount_minor:.0f}",
@@ -79,6 +80,7 @@ class RiskSignals:
             "psu_device_id": self.psu.device_id,
             "partner_risk_tier": tier,
             "failed_sign_ins": "" if self.identity.failed_sign_ins is None else str(self.identity.failed_sign_ins),
+            "consent_changed_seconds_ago": "" if changed is None else f"{changed:.0f}",
         }
 
 
