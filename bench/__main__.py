@@ -24,9 +24,10 @@ from typing import Any
 from bench import h2load
 from bench.bar import check_bar, floor_lines
 from bench.calibrate import calibrate, describe
+from bench.ratios import check_ratios
 from bench.stats import format_table, results_document
 
-SCENARIOS = ("echo-floor", "read", "token", "pay", "mix", "limiter", "ledger")
+SCENARIOS = ("echo-floor", "read", "token", "pay", "replicas", "growth", "mix", "limiter", "ledger")
 
 
 def parse_concurrency(text: str) -> list[int]:
@@ -81,6 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="pin the bench and everything it starts to this many CPUs (the bar's 2-core machine); 0 = all",
     )
     parser.add_argument("--no-h2load", action="store_true", help="skip the h2load rows")
+    parser.add_argument(
+        "--preload-scale",
+        type=float,
+        default=1.0,
+        help="growth: the preloaded stores' size, 1.0 = about 100x the demo (1M payments); "
+        "generated once per schema version and kept in --data-dir",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(".bench") / "data", help="where the preloaded stores are cached"
+    )
     parser.add_argument("--quick", action="store_true", help="2 s points, 0.5 s warm-up: a smoke run")
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default .bench/results-<time>.json)")
     return parser
@@ -115,10 +126,24 @@ def pin_cpus(count: int) -> list[int]:
     return chosen
 
 
+def _room_for_three_meshes(postgres: Any) -> None:
+    """The bar runs three meshes on one PostgreSQL (fresh, two payment replicas, preloaded):
+    up to 20 connections per service process each, more than a test server's 300."""
+    from tests.support.servers import PrivatePostgres
+
+    if isinstance(postgres, PrivatePostgres) and "max_connections=300" in postgres.options:
+        postgres.stop("fast")
+        postgres.options = postgres.options.replace("max_connections=300", "max_connections=800")
+        postgres.start()
+
+
 async def run_all(options: Any, scenarios: set[str]) -> Any:
     """Start what the chosen scenarios need, run them in order, return the Run."""
     from bench import scenarios as sc
+    from bench.ledger_bench import ledger
     from bench.mesh import running_mesh
+    from bench.preload import preloader
+    from bench.rounds import pay_info, pay_rounds
     from tests.support.servers import ServerUnavailable, create_database, postgres_server, redis_server
 
     run = sc.Run(options)
@@ -127,11 +152,12 @@ async def run_all(options: Any, scenarios: set[str]) -> Any:
     run.say(describe(run.calibration))
     with contextlib.ExitStack() as stack:
         postgres = redis = None
-        store_scenarios = {"pay", "mix", "ledger", "read", "echo-floor", "token"}
+        store_scenarios = {"pay", "mix", "ledger", "read", "echo-floor", "token", "replicas", "growth"}
         needs_postgres = "postgres" in options.stores and scenarios & store_scenarios
         if needs_postgres:
             try:
                 postgres = stack.enter_context(postgres_server())
+                _room_for_three_meshes(postgres)
             except ServerUnavailable as error:
                 run.skipped["postgres"] = str(error)
                 options.stores = [s for s in options.stores if s != "postgres"]
@@ -143,24 +169,39 @@ async def run_all(options: Any, scenarios: set[str]) -> Any:
                 if options.limiter == "redis":
                     run.say("no redis-server: the gateway runs the in-process limiter")
                     options.limiter = "memory"
-        mesh_scenarios = scenarios & {"echo-floor", "read", "token", "pay", "mix"}
+        mesh_scenarios = scenarios & {"echo-floor", "read", "token", "pay", "replicas", "growth", "mix"}
         for index, store in enumerate(options.stores):
-            wanted = set(mesh_scenarios) if index == 0 else mesh_scenarios & {"pay", "mix"}
+            wanted = set(mesh_scenarios) if index == 0 else mesh_scenarios - {"echo-floor", "read", "token"}
             if not wanted:
                 continue
             run.say(f"starting the mesh ({store}, {options.limiter} limiter) for {', '.join(sorted(wanted))}")
+            common = {
+                "store": store,
+                "limiter": options.limiter,
+                "postgres": postgres,
+                "redis_url": redis.url if redis else None,
+            }
             try:
-                async with running_mesh(
-                    options.work_dir,
-                    store=store,
-                    limiter=options.limiter,
-                    postgres=postgres,
-                    redis_url=redis.url if redis else None,
-                ) as mesh:
+                async with contextlib.AsyncExitStack() as meshes:
+                    mesh = await meshes.enter_async_context(running_mesh(options.work_dir, **common))
+                    replicas = preloaded = None
+                    if "replicas" in wanted and store == "postgres":
+                        run.say("  and a mesh with two payment replicas")
+                        replicas = await meshes.enter_async_context(
+                            running_mesh(options.work_dir, payment_replicas=2, **common)
+                        )
+                    if "growth" in wanted:
+                        run.say(f"  and a mesh on preloaded stores (scale {options.preload_scale:g})")
+                        preload = await preloader(options, store, postgres, run.say)
+                        preloaded = await meshes.enter_async_context(
+                            running_mesh(options.work_dir, before_start=preload, **common)
+                        )
                     if wanted & {"echo-floor", "read", "token"}:
                         await sc.read_targets(run, mesh, wanted)
                     if "pay" in wanted:
-                        await sc.pay(run, mesh)
+                        await pay_info(run, mesh)
+                    if wanted & {"pay", "replicas", "growth"}:
+                        await pay_rounds(run, mesh, replicas=replicas, preloaded=preloaded)
                     if "mix" in wanted:
                         await sc.mix(run, mesh)
             except Exception as error:  # a mesh that will not start is a finding, not a crash
@@ -176,7 +217,7 @@ async def run_all(options: Any, scenarios: set[str]) -> Any:
                     url = f"sqlite:///{options.work_dir / 'ledger-bench.db'}"
                 else:
                     url = await create_database(postgres, f"bench_ledger_{os.getpid()}")
-                await sc.ledger(run, store, url)
+                await ledger(run, store, url)
     return run
 
 
@@ -199,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         work_dir=work_dir,
         h2load=not args.no_h2load,
         rounds=args.rounds,
+        preload_scale=args.preload_scale,
+        data_dir=args.data_dir,
     )
     started = dt.datetime.now(dt.UTC)
     try:
@@ -206,9 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     print(format_table(run.measurements))
+    ratios = check_ratios(run.measurements, options.stores)
+    print("\nThe bar (issue 27), each a median over the rounds of ratios measured side by side:")
+    print("\n".join(check.line() for check in ratios))
     checks = check_bar(run.measurements, options.stores)
-    print("\nThe bar (issue 10):")
-    print("\n".join(check.line() for check in checks))
+    print("\nInformation: issue 10's absolute rows (read them with the calibration below):")
+    print("\n".join(check.line().replace("[PASS]", "[info]").replace("[FAIL]", "[info]") for check in checks))
     print("\n".join(floor_lines(run.measurements)))
     print(describe(run.calibration))
     for what, why in run.skipped.items():
@@ -227,11 +273,13 @@ def main(argv: list[str] | None = None) -> int:
             "limiter": options.limiter,
             "h2load": options.h2load and h2load.available(),
             "rounds": options.rounds,
+            "preload_scale": options.preload_scale,
             "started": started.isoformat(),
         },
         skipped=run.skipped,
     )
-    document["bar"] = [check.__dict__ for check in checks]
+    document["bar"] = [check.__dict__ for check in ratios]
+    document["absolute_rows"] = [check.__dict__ for check in checks]
     output.write_text(json.dumps(document, indent=2))
     print(f"\nJSON: {output}")
     return 0

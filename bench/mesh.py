@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,7 @@ class BenchMesh(LocalMesh):
 
     def pids(self) -> dict[str, int]:
         """Process id of each running child, by service name."""
-        return {c.name: c.process.pid for c in self.children if c.process and c.process.returncode is None}
+        return {c.label: c.process.pid for c in self.children if c.process and c.process.returncode is None}
 
 
 @dataclass
@@ -139,8 +139,13 @@ async def running_mesh(
     postgres: Any = None,
     redis_url: str | None = None,
     process_env: dict[str, dict[str, str]] | None = None,
+    payment_replicas: int = 1,
+    before_start: Callable[[Path, dict[str, dict[str, str]]], Awaitable[None]] | None = None,
 ) -> AsyncIterator[RunningMesh]:
-    """Start, seed and authorise a mesh; stop it afterwards (``process_env``: extra settings per process)."""
+    """Start, seed and authorise a mesh; stop it afterwards (``process_env``: extra settings per
+    process; ``payment_replicas``: that many payment processes, balanced round robin by the
+    gateway as ``up --replicas`` does; ``before_start``: fills the stores first, given the data
+    directory and each process's settings)."""
     run_id = uuid.uuid4().hex[:8]
     data_dir = work_dir / f"mesh-{store}-{limiter}-{run_id}"
     data_dir.mkdir(parents=True)
@@ -162,7 +167,17 @@ async def running_mesh(
         extra_env["OBM_REDIS_URL"] = redis_url  # as in production: the limiter and the invalidation bus
     # The scheme simulator too: the mix scenario pays other banks through it.
     ports = {name: free_port() for name in (*(name for name, _ in PROCESSES), "schemesim")}
-    mesh = BenchMesh(data_dir, ports=ports, extra_env=extra_env, quiet=True, child_env=child_env)
+    replica_ports = {"payment": [ports["payment"], *(free_port() for _ in range(payment_replicas - 1))]}
+    mesh = BenchMesh(
+        data_dir,
+        ports=ports,
+        extra_env=extra_env,
+        quiet=True,
+        child_env=child_env,
+        replica_ports=replica_ports if payment_replicas > 1 else None,
+    )
+    if before_start is not None:
+        await before_start(data_dir, child_env)
     try:
         await mesh.start()
         operator = Operator(data_dir, ports=ports)

@@ -20,7 +20,6 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,8 @@ class Options:
     work_dir: Path
     h2load: bool = True
     rounds: int = 3
+    preload_scale: float = 1.0
+    data_dir: Path = Path(".bench") / "data"
 
 
 @dataclass
@@ -208,18 +209,19 @@ async def settle(port: int, method: str, message: bytes, metadata: tuple[tuple[s
 
 
 class EchoProxy:
-    """bench.echo_proxy in its own process, in front of one upstream."""
+    """bench.echo_proxy in its own process, in front of one upstream (``None``: the bare echo
+    server, answering every call itself, as the calibration times it)."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int | None) -> None:
         self.port = free_port()
-        self._upstream_port = upstream_port
+        self._upstream = [] if upstream_port is None else [f"127.0.0.1:{upstream_port}"]
         self.process: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> EchoProxy:
         from meshcli.mesh import wait_serving
 
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.echo_proxy", str(self.port), f"127.0.0.1:{self._upstream_port}"
+            sys.executable, "-m", "bench.echo_proxy", str(self.port), *self._upstream
         )
         # The health check is forwarded like any call: SERVING means proxy and upstream are up.
         if not await wait_serving(self.port, timeout=30):
@@ -304,12 +306,14 @@ async def read_targets(run: Run, mesh: RunningMesh, scenarios: set[str]) -> None
     if "token" in scenarios:
         point = client_auth_point(run)
         run.say(f"  token/client-auth: {point.cpu_seconds_per_call * 1e6:.1f} µs of CPU per client authentication")
-    async with EchoProxy(mesh.ports["account"]) as proxy:
-        assert proxy.process is not None
+    async with EchoProxy(mesh.ports["account"]) as proxy, EchoProxy(None) as echo:
+        assert proxy.process is not None and echo.process is not None
         targets: list[tuple[str, str, int, dict[str, int]]] = []
-        # echo-floor's two rows are read's (and token's) baselines too: measured once, under echo-floor.
+        # echo-floor's rows are read's (and token's) baselines too: measured once, under echo-floor.
+        # The bare echo server (no application code) is the machine's own yardstick.
         if scenarios & {"echo-floor", "read", "token"}:
             targets += [
+                ("echo-floor", "bare-echo", echo.port, {"echo": echo.process.pid}),
                 ("echo-floor", "account-direct", mesh.ports["account"], {"account": mesh_pids["account"]}),
                 (
                     "echo-floor",
@@ -392,91 +396,113 @@ def parse_redis_benchmark_csv(text: str) -> dict[str, float]:
 
 
 async def limiter(run: Run, redis: Any) -> None:
-    """Decisions/s of RateLimiter + RedisBackend in this process vs redis-benchmark EVALSHA."""
-    from gateway.ratelimit import RateLimiter, RedisBackend
+    """Decisions/s of RateLimiter + RedisBackend in this process vs redis-benchmark EVALSHA of
+    the same script, taking turns round after round at each concurrency (the bar's ratio is
+    the median of the rounds' own ratios); the leased limiter once, as information."""
     from gateway.ratelimit.config import parse_config
     from gateway.ratelimit.gcra import LUA_GCRA
 
     config = parse_config(yaml.safe_load(BENCH_RATELIMITS))
-    limit = config.limit_for("bench", "reads")
-    assert limit is not None
     pids = {"bench (limiter)": os.getpid()}
     if getattr(redis, "process", None) is not None:
         pids["redis-server"] = redis.process.pid
-    # The bar compares every decision made in Redis with redis-benchmark running the same
-    # script; the leased rows are what the gateway runs by default (most calls never reach Redis).
-    for target, lease_seconds in (("RateLimiter+Redis", 0.0), ("RateLimiter+Redis leased", 0.05)):
-        for concurrency in run.options.concurrency:
-            backend = RedisBackend(redis.url, prefix=f"bench:{uuid.uuid4().hex[:6]}:", lease_seconds=lease_seconds)
-            rate_limiter = RateLimiter(lambda: config, backend)
-
-            async def decide(index: int, rate_limiter: RateLimiter = rate_limiter) -> int:
-                await rate_limiter.check(f"partner-{index}", "bench", "reads")
-                return 1
-
-            before = sample_cpu(pids)
-            result = await closed_loop(
-                decide, concurrency=concurrency, warmup=run.options.warmup, duration=run.options.duration
-            )
-            after = sample_cpu(pids)
-            await backend.close()
-            _record_loop(run, "limiter", target, concurrency, result, None, before, after, pids, "decisions")
-            run.say(f"  {target} c{concurrency}: {result.ok_units / result.duration_s:.0f} decisions/s")
+    sha = None
     if shutil.which("redis-benchmark") is None:
         run.skipped["limiter/redis-benchmark"] = "redis-benchmark is not installed (redis-tools)"
-        return
-    import redis.asyncio as redis_client
+    else:
+        import redis.asyncio as redis_client
 
-    client = redis_client.Redis.from_url(redis.url)
-    sha = await client.script_load(LUA_GCRA)
-    await client.aclose()
-    host_port = redis.url.split("//", 1)[1].split("/", 1)[0]
-    host, port = host_port.rsplit(":", 1)
+        client = redis_client.Redis.from_url(redis.url)
+        sha = await client.script_load(LUA_GCRA)
+        await client.aclose()
     for concurrency in run.options.concurrency:
-        requests = max(2_000, int(25_000 * run.options.duration))
-        command = [
-            "redis-benchmark", "-h", host, "-p", port, "-n", str(requests), "-c", str(concurrency),
-            "-r", "100000", "--csv",
-            "EVALSHA", sha, "1", "bench:rb:__rand_int__", str(limit.emission_us), str(limit.burst), "", "1",
-        ]  # fmt: skip
-        before = sample_cpu(pids)
-        started = time.perf_counter()
-        completed = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, check=False)
-        elapsed = time.perf_counter() - started
-        after = sample_cpu(pids)
-        try:
-            figures = parse_redis_benchmark_csv(completed.stdout)
-        except ValueError:
-            run.skipped[f"limiter/redis-benchmark/c{concurrency}"] = completed.stderr.strip()[:200] or "no output"
-            continue
-        rps = figures["rps"]
-        _, used = cpu_per_call(before, after, requests)
-        run.record(
-            Measurement(
-                scenario="limiter",
-                target="redis-benchmark EVALSHA",
-                concurrency=concurrency,
-                duration_s=requests / rps if rps else elapsed,
-                ok_calls=requests,
-                statuses={"OK": requests},
-                latency=LatencySummary(
-                    p50_ms=figures.get("p50_latency_ms", 0.0),
-                    p95_ms=figures.get("p95_latency_ms", 0.0),
-                    p99_ms=figures.get("p99_latency_ms", 0.0),
-                    max_ms=figures.get("max_latency_ms", 0.0),
-                    mean_ms=figures.get("avg_latency_ms", 0.0),
-                ),
-                tool="redis-benchmark",
-                cpu_seconds_per_call=used.get("redis-server", 0.0) / requests if "redis-server" in used else None,
-                cpu_seconds_by_process={"redis-server": used.get("redis-server", 0.0)},
-                grpc_status_checked=False,
-                notes="cpu/call: redis-server only",
-            )
-        )
-        run.say(f"  redis-benchmark EVALSHA c{concurrency}: {rps:.0f}/s")
+        for round_number in range(1, run.options.rounds + 1):
+            # The bar compares every decision made in Redis with redis-benchmark running the same
+            # script; the leased row is what the gateway runs by default (most calls never reach Redis).
+            strict = await _limiter_point(run, redis.url, config, pids, "RateLimiter+Redis", 0.0, concurrency)
+            strict.round = round_number
+            if sha is not None:
+                measured = await _redis_benchmark_point(run, redis.url, sha, config, pids, concurrency)
+                if measured is not None:
+                    measured.round = round_number
+            if round_number == 1:
+                await _limiter_point(run, redis.url, config, pids, "RateLimiter+Redis leased", 0.05, concurrency)
 
 
-def _record_loop(
+async def _limiter_point(
+    run: Run, url: str, config: Any, pids: dict[str, int], target: str, lease_seconds: float, concurrency: int
+) -> Measurement:
+    from gateway.ratelimit import RateLimiter, RedisBackend
+
+    backend = RedisBackend(url, prefix=f"bench:{uuid.uuid4().hex[:6]}:", lease_seconds=lease_seconds)
+    rate_limiter = RateLimiter(lambda: config, backend)
+
+    async def decide(index: int) -> int:
+        await rate_limiter.check(f"partner-{index}", "bench", "reads")
+        return 1
+
+    before = sample_cpu(pids)
+    result = await closed_loop(
+        decide, concurrency=concurrency, warmup=run.options.warmup, duration=run.options.duration
+    )
+    after = sample_cpu(pids)
+    await backend.close()
+    point = record_loop(run, "limiter", target, concurrency, result, None, before, after, pids, "decisions")
+    run.say(f"  {target} c{concurrency}: {result.ok_units / result.duration_s:.0f} decisions/s")
+    return point
+
+
+async def _redis_benchmark_point(
+    run: Run, url: str, sha: str, config: Any, pids: dict[str, int], concurrency: int
+) -> Measurement | None:
+    limit = config.limit_for("bench", "reads")
+    assert limit is not None
+    host_port = url.split("//", 1)[1].split("/", 1)[0]
+    host, port = host_port.rsplit(":", 1)
+    requests = max(2_000, int(25_000 * run.options.duration))
+    command = [
+        "redis-benchmark", "-h", host, "-p", port, "-n", str(requests), "-c", str(concurrency),
+        "-r", "100000", "--csv",
+        "EVALSHA", sha, "1", "bench:rb:__rand_int__", str(limit.emission_us), str(limit.burst), "", "1",
+    ]  # fmt: skip
+    before = sample_cpu(pids)
+    started = time.perf_counter()
+    completed = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    after = sample_cpu(pids)
+    try:
+        figures = parse_redis_benchmark_csv(completed.stdout)
+    except ValueError:
+        run.skipped[f"limiter/redis-benchmark/c{concurrency}"] = completed.stderr.strip()[:200] or "no output"
+        return None
+    rps = figures["rps"]
+    _, used = cpu_per_call(before, after, requests)
+    measurement = Measurement(
+        scenario="limiter",
+        target="redis-benchmark EVALSHA",
+        concurrency=concurrency,
+        duration_s=requests / rps if rps else elapsed,
+        ok_calls=requests,
+        statuses={"OK": requests},
+        latency=LatencySummary(
+            p50_ms=figures.get("p50_latency_ms", 0.0),
+            p95_ms=figures.get("p95_latency_ms", 0.0),
+            p99_ms=figures.get("p99_latency_ms", 0.0),
+            max_ms=figures.get("max_latency_ms", 0.0),
+            mean_ms=figures.get("avg_latency_ms", 0.0),
+        ),
+        tool="redis-benchmark",
+        cpu_seconds_per_call=used.get("redis-server", 0.0) / requests if "redis-server" in used else None,
+        cpu_seconds_by_process={"redis-server": used.get("redis-server", 0.0)},
+        grpc_status_checked=False,
+        notes="cpu/call: redis-server only",
+    )
+    run.record(measurement)
+    run.say(f"  redis-benchmark EVALSHA c{concurrency}: {rps:.0f}/s")
+    return measurement
+
+
+def record_loop(
     run: Run,
     scenario: str,
     target: str,
@@ -487,107 +513,23 @@ def _record_loop(
     after: dict[str, float],
     pids: dict[str, int],
     unit: str,
-) -> None:
+) -> Measurement:
+    """Record one in-process closed-loop point (the limiter, the ledger)."""
     cpu, used = cpu_per_call(before, after, result.total_ok_units)
-    run.record(
-        Measurement(
-            scenario=scenario,
-            target=target,
-            concurrency=concurrency,
-            duration_s=result.duration_s,
-            ok_calls=result.ok_units,
-            statuses=result.statuses,
-            latency=result.latency,
-            tool="in-process",
-            store=store,
-            cpu_seconds_per_call=cpu,
-            cpu_seconds_by_process=used,
-            peak_rss_mb=sample_peak_rss(pids),
-            notes=f"calls/s counts {unit}; latency is per operation",
-        )
+    measurement = Measurement(
+        scenario=scenario,
+        target=target,
+        concurrency=concurrency,
+        duration_s=result.duration_s,
+        ok_calls=result.ok_units,
+        statuses=result.statuses,
+        latency=result.latency,
+        tool="in-process",
+        store=store,
+        cpu_seconds_per_call=cpu,
+        cpu_seconds_by_process=used,
+        peak_rss_mb=sample_peak_rss(pids),
+        notes=f"calls/s counts {unit}; latency is per operation",
     )
-
-
-# ---- the ledger alone (no gRPC) ----
-
-LEDGER_BATCH_SIZE = 500  # BatchCreateTransfers' maximum
-
-
-async def ledger(run: Run, store: str, url: str) -> None:
-    """Transfers/s of LedgerService on ``url``: one per transaction, then batched."""
-    from meshlib.ids import time_ordered_id
-    from meshlib.money import Amount
-    from meshlib.server import freeze_startup_heap
-    from meshlib.storage import Database
-    from meshlib.storage.migrations import upgrade_to_head
-    from services.account.admin_service import AccountAdminService
-    from services.account.bootstrap import VERSIONS_DIR
-    from services.account.domain.ledger import AccountType, OpenAccountCommand, TransferRequest, TransferType
-    from services.account.ledger_service import LedgerService
-    from services.account.settings import AccountSettings
-    from services.account.unit_of_work import AccountUnitOfWork
-
-    # The service's own pool size, so the figure is what the service process could do.
-    database = Database(url, pool_size=AccountSettings().db_pool_size, application_name="bench-ledger")
-    try:
-        await upgrade_to_head(database, VERSIONS_DIR, "account")
-        uow = partial(AccountUnitOfWork, database)
-        service = LedgerService(uow)
-        admin = AccountAdminService(uow, service)
-        accounts_per_worker = 4
-        workers = max(run.options.concurrency)
-        accounts: list[str] = []
-        for index in range(accounts_per_worker * workers):
-            opened = await admin.open_account(
-                OpenAccountCommand(
-                    request_id=f"bench-open-{index}",
-                    customer_id=None,
-                    currency="EUR",
-                    type=AccountType.SETTLEMENT,
-                    overdraft_limit=None,
-                    display_name=f"bench {index}",
-                )
-            )
-            await service.fund_account(f"bench-fund-{index}", opened.id, Amount("EUR", 10**12), "bench funds")
-            accounts.append(opened.id)
-
-        def transfer(debit: str, credit: str) -> TransferRequest:
-            # Time-ordered ids, as the payment service mints them (and TigerBeetle recommends).
-            return TransferRequest(
-                transfer_id=time_ordered_id(),
-                debit_account_id=debit,
-                credit_account_id=credit,
-                amount=Amount("EUR", 1),
-                type=TransferType.SINGLE_PHASE,
-            )
-
-        async def single(index: int) -> int:
-            base = index * accounts_per_worker  # each worker its own accounts: no lock queue between workers
-            await service.create_transfer(transfer(accounts[base], accounts[base + 1]))
-            return 1
-
-        async def batched(index: int) -> int:
-            base = index * accounts_per_worker
-            items = [transfer(accounts[base + (k % 2)], accounts[base + 2 + (k % 2)]) for k in range(LEDGER_BATCH_SIZE)]
-            results = await service.batch_create(uuid.uuid4().hex, list(items))
-            return sum(1 for result in results if not result.error_reason)
-
-        # As the account service does once it is up (MeshServer.serve_until_stopped): the
-        # set-up heap leaves the collector's reach, so full collections walk only new objects.
-        freeze_startup_heap()
-        pids = {"bench (ledger)": os.getpid()}
-        for mode, operation in (("single", single), ("batched", batched)):
-            for concurrency in run.options.concurrency:
-                before = sample_cpu(pids)
-                result = await closed_loop(
-                    operation, concurrency=concurrency, warmup=run.options.warmup, duration=run.options.duration
-                )
-                after = sample_cpu(pids)
-                _record_loop(
-                    run, "ledger", f"ledger-{mode}", concurrency, result, store, before, after, pids, "transfers"
-                )
-                run.say(
-                    f"  ledger/{store}/{mode} c{concurrency}: {result.ok_units / result.duration_s:.0f} transfers/s"
-                )
-    finally:
-        await database.dispose()
+    run.record(measurement)
+    return measurement

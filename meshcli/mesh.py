@@ -47,7 +47,8 @@ WEB_PROCESSES: tuple[tuple[str, str], ...] = (("bankweb", "bankweb"), ("console"
 # The mesh's own OAuth clients and their scopes (identity issues their tokens).
 INTERNAL_CLIENT_SCOPES: dict[str, tuple[str, ...]] = {
     "gateway": ("tokens:introspect", "consents:read"),
-    "account": ("consents:read", "tokens:introspect"),
+    # events:write: its relay hands postings on customers' accounts to the partner event log.
+    "account": ("consents:read", "tokens:introspect", "events:write"),
     "settlement": ("ledger:read", "ledger:write", "tokens:introspect"),
     "payment": (
         "ledger:write",

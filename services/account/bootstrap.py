@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -11,12 +12,16 @@ from pathlib import Path
 
 from meshlib.app import Runtime, ServiceSpec, Wiring
 from meshlib.auth.consent import ConsentLookup
+from meshlib.auth.service_tokens import ServiceTokenSource
 from meshlib.auth.wiring import IdentityPeers, identity_peers
+from meshlib.clients import PeerCaller
 from meshlib.periodic import Periodic
 from meshlib.server import Lifecycle, ServiceRegistration
+from meshlib.storage.idempotent import utc_now
 from openbank.account.v1 import account_admin_pb2_grpc, account_pb2_grpc, customer_account_pb2_grpc, ledger_pb2_grpc
 from services.account.admin_service import AccountAdminService
 from services.account.customer_accounts import CustomerAccounts, CustomerAccountServicer
+from services.account.event_relay import IdentityMovementSink, MovementRelay, SqlMovementOutbox
 from services.account.ledger_service import LedgerService, UowFactory
 from services.account.read_activity import ReadActivity
 from services.account.read_service import AccountReadService
@@ -30,6 +35,8 @@ log = logging.getLogger("services.account")
 CONSENT_READ_SCOPE = "consents:read"
 # Asks identity about tokens, consents and partners the bus has not announced (revocation).
 INTROSPECT_SCOPE = "tokens:introspect"
+# The movements relay appends to identity's partner event log.
+EVENTS_WRITE_SCOPE = "events:write"
 
 VERSIONS_DIR = Path(__file__).parent / "migrations" / "versions"
 
@@ -62,6 +69,29 @@ def identity_consents(runtime: Runtime) -> IdentityPeers:
         redis_url=settings.redis_url,
         channel=settings.invalidation_channel,
         scopes=[CONSENT_READ_SCOPE, INTROSPECT_SCOPE],
+    )
+
+
+def movement_relay(runtime: Runtime, uow: UowFactory) -> MovementRelay | None:
+    """The movements outbox's relay to identity's partner event log, with a token of its own
+    (``events:write``) so that a deployment not granting it loses only the relay; None when
+    switched off or without internal client credentials (the rows wait in the outbox)."""
+    settings: AccountSettings = runtime.settings
+    if not (settings.event_relay and settings.service_client_id and settings.service_client_secret):
+        return None
+    channel = runtime.channel(settings.identity_target)
+    tokens = ServiceTokenSource(
+        channel, settings.service_client_id, settings.service_client_secret, [EVENTS_WRITE_SCOPE]
+    )
+    call = PeerCaller(tokens.token, deadline_seconds=settings.event_relay_deadline_seconds, attempts=1)
+    return MovementRelay(
+        SqlMovementOutbox(uow),
+        IdentityMovementSink(channel, call),
+        clock=utc_now,
+        lease=dt.timedelta(seconds=settings.event_relay_lease_seconds),
+        gap_seconds=settings.event_relay_gap_seconds,
+        retention=dt.timedelta(days=settings.event_retention_days),
+        interval_seconds=settings.event_tail_seconds,
     )
 
 
@@ -117,6 +147,10 @@ async def wire(runtime: Runtime, *, consent_lookup: ConsentLookupFactory | None 
     # Reads counted for the customer's dashboard, saved every few seconds (and at shutdown).
     activity = ReadActivity(uow, settings.read_activity_flush_seconds)
     lifecycle = Lifecycle(on_start=[expiry.start, activity.start], on_stop=[expiry.stop, activity.stop])
+    relay = movement_relay(runtime, uow)
+    if relay is not None:
+        lifecycle.on_start.append(relay.start)
+        lifecycle.on_stop.append(relay.stop)
     if consent_lookup is None:
         peers = identity_consents(runtime)
         consents = peers.consents

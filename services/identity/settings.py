@@ -80,6 +80,11 @@ class IdentitySettings(ServiceSettings):
     event_push_allow_insecure: bool = False
     # The bus channel of "a partner's log grew" (apart from the invalidations every process reads).
     event_channel: str = "openbank:partner-events"
+    # Streams one HTTP/2 connection may carry. A gateway replica forwards every partner's
+    # StreamEvents over its one connection to identity (and asks identity about tokens over it),
+    # so the common 256 would cap the streams a gateway holds at 256 and, past them, queue its
+    # token introspections behind them (the calls fail "cannot confirm the token's status").
+    max_concurrent_streams: int = Field(default=8192, ge=1)
     # Account opening through partners (OnboardingService): the bank's rules (minimum age, terms
     # versions, document rules, currencies) and its sanctions / watch list, each read once at
     # start; the bank web app's address for the customers' one-time activation pages.
