@@ -39,7 +39,8 @@ from services.account.domain.ledger import (
     TransferState,
     TransferType,
 )
-from services.account.tables import PENDING_ENTRY, accounts, consent_reads, entries, transfers
+from services.account.domain.movements import Movement
+from services.account.tables import PENDING_ENTRY, account_events, accounts, consent_reads, entries, transfers
 
 
 def _account(row: Any) -> Account:
@@ -167,6 +168,21 @@ _INSERT_ENTRIES = BulkInsert(
         "booking_time",
         "reference",
         "description",
+    ),
+)
+
+_INSERT_MOVEMENTS = BulkInsert(
+    account_events,
+    (
+        "account_id",
+        "customer_id",
+        "direction",
+        "amount",
+        "currency",
+        "masked_number",
+        "reference",
+        "transfer_id",
+        "event_time",
     ),
 )
 
@@ -464,6 +480,27 @@ class EntryRepository:
                 for e in new_entries
             ],
         )
+
+    async def add_movements(self, movements: list[Movement]) -> None:
+        """Write the postings' outbox rows in one ``executemany`` INSERT (none: no statement)."""
+        if movements:
+            await _INSERT_MOVEMENTS.execute(
+                self._connection,
+                [
+                    (
+                        m.account_id,
+                        m.customer_id,
+                        m.direction._value_,
+                        m.amount,
+                        m.currency,
+                        m.masked_number,
+                        m.reference,
+                        m.transfer_id,
+                        m.booking_time,
+                    )
+                    for m in movements
+                ],
+            )
 
     async def drop_pending_many(self, transfer_ids: Iterable[str]) -> None:
         """Remove the pending lines of several holds in one DELETE."""

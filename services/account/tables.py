@@ -4,6 +4,7 @@ import sqlalchemy as sa
 
 from meshlib.audit import audit_tables
 from meshlib.idempotency import idempotency_table
+from meshlib.outbox import relays_table
 
 metadata = sa.MetaData()
 
@@ -95,6 +96,27 @@ consent_read_activity = sa.Table(
     sa.Column("count", sa.BigInteger, nullable=False),
     sa.Column("last_read_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# The movements outbox (services/account/event_relay.py): each posting on a customer's account,
+# written with the posting, numbered by the store, relayed in order to identity's partner event
+# log (which tells the partners whose consents cover the account). Masked number only.
+account_events = sa.Table(
+    "account_events",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(64), nullable=False),
+    sa.Column("customer_id", sa.String(64), nullable=False),
+    sa.Column("direction", sa.String(8), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("masked_number", sa.String(16), nullable=False),
+    sa.Column("reference", sa.String(128), nullable=False),
+    sa.Column("transfer_id", sa.String(64), nullable=False),
+    sa.Column("event_time", sa.DateTime(timezone=True), nullable=False),
+)
+
+# The relay's position and lease (meshlib.outbox).
+outbox_relays = relays_table(metadata)
 
 idempotency_keys = idempotency_table(metadata)
 # Who opened, froze or closed accounts and moved money (meshlib.audit).

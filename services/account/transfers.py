@@ -26,6 +26,7 @@ from services.account.batches import (
     apply_linked_finishes,
 )
 from services.account.domain.ledger import Account, Transfer, TransferRequest
+from services.account.domain.movements import movements
 from services.account.unit_of_work import AccountUnitOfWork
 
 Clock = Callable[[], dt.datetime]
@@ -39,7 +40,10 @@ async def write_changes(uow: AccountUnitOfWork, applied: Applied, now: dt.dateti
         await uow.entries.drop_pending_many(
             outcome.transfer.id for outcome in applied.changed if outcome.drop_pending_entries
         )
-    await uow.entries.add([entry for outcome in (*applied.created, *applied.changed) for entry in outcome.new_entries])
+    new_entries = [entry for outcome in (*applied.created, *applied.changed) for entry in outcome.new_entries]
+    await uow.entries.add(new_entries)
+    # The partners' account events (outbox): each posting on a customer's account, in this transaction.
+    await uow.entries.add_movements(movements(new_entries, applied.touched))
     await uow.accounts.save_many(applied.touched.values())
     for outcome in applied.created:
         _audit_transfer(uow, "transfer.create", outcome.transfer)

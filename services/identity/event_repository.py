@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.storage import as_utc
 from services.identity.domain.consents import ConsentState
-from services.identity.domain.events import EventFilter, EventType, NewEvent, PartnerEvent
+from services.identity.domain.events import ConsentCover, EventFilter, EventType, NewEvent, PartnerEvent
 from services.identity.tables import consent_expiry_notices, consents, partner_event_heads, partner_events
 
 _heads = partner_event_heads
@@ -184,6 +184,37 @@ class PartnerEventRepository:
             )
             removed += deleted.rowcount or 0
         return removed
+
+    async def consents_covering(self, customer_ids: set[str]) -> dict[str, list[ConsentCover]]:
+        """The authorised consents of these customers, by customer (one query)."""
+        if not customer_ids:
+            return {}
+        query = sa.select(
+            consents.c.consent_id,
+            consents.c.partner_id,
+            consents.c.customer_id,
+            consents.c.permissions,
+            consents.c.account_ids,
+            consents.c.paused,
+            consents.c.authorised_at,
+            consents.c.expires_at,
+        ).where(consents.c.customer_id.in_(sorted(customer_ids)), consents.c.state == ConsentState.AUTHORISED.value)
+        found: dict[str, list[ConsentCover]] = {}
+        for row in await self._connection.execute(query.order_by(consents.c.consent_id)):
+            if row.authorised_at is None:
+                continue
+            found.setdefault(row.customer_id, []).append(
+                ConsentCover(
+                    consent_id=row.consent_id,
+                    partner_id=row.partner_id,
+                    permissions=frozenset(row.permissions.split()),
+                    account_ids=frozenset(row.account_ids.split()),
+                    paused=bool(row.paused),
+                    authorised_at=as_utc(row.authorised_at),
+                    expires_at=as_utc(row.expires_at),
+                )
+            )
+        return found
 
     async def consents_to_notify(
         self, kind: EventType, due_before: dt.datetime, not_before: dt.datetime, limit: int

@@ -25,6 +25,7 @@ from services.identity.domain.events import (
     check_not_purged,
     check_page_size,
     expiry_event,
+    movement_events,
     parse_cursor,
 )
 from services.identity.unit_of_work import IdentityUnitOfWork
@@ -117,13 +118,23 @@ class PartnerEventLog:
         return await self._tx.run(operation, key=key, codec=codec)
 
     async def append(self, events: list[NewEvent]) -> int:
-        """Append other services' outbox events in order, each source_key once; how many were new."""
+        """Append other services' outbox events in order, each source_key once; how many were
+        new. An account movement (``customer_id`` set) joins the log of each consent covering
+        its account (:func:`movement_events`), as the consents stand now."""
         for event in events:
             if not event.source_key:
                 raise InvalidArgument.field("events.source_key", "required")
+        customers = {event.customer_id for event in events if event.customer_id}
 
         async def operation(uow: IdentityUnitOfWork) -> int:
-            return len(await uow.partner_events.append(events))
+            covering = await uow.partner_events.consents_covering(customers)
+            expanded: list[NewEvent] = []
+            for event in events:
+                if event.customer_id:
+                    expanded += movement_events(event, covering.get(event.customer_id, ()))
+                else:
+                    expanded.append(event)
+            return len(await uow.partner_events.append(expanded))
 
         return await self._tx.run(operation)
 

@@ -18,6 +18,7 @@ from meshlib.storage import Codec, IdempotencyKey
 from openbank.common.v1 import money_pb2
 from openbank.events.v1 import events_pb2, events_pb2_grpc
 from services.identity.domain.events import (
+    MOVEMENT_TYPES,
     EventFilter,
     EventType,
     NewEvent,
@@ -62,6 +63,7 @@ def event_message(event: PartnerEvent) -> events_pb2.Event:
             events_pb2.AccountMovement(
                 amount=money_pb2.Money(currency_code=data.get("currency", ""), minor_units=data.get("minor_units", 0)),
                 masked_account_number=data.get("masked_account_number", ""),
+                reference=data.get("reference", ""),
             )
         )
     elif event.type in (EventType.CONSENT_EXPIRING_SOON, EventType.CONSENT_EXPIRED) and "expire_time" in data:
@@ -103,12 +105,22 @@ def request_filter(request: Any) -> EventFilter:
 def intake_event(message: events_pb2.IntakeEvent, index: int) -> NewEvent:
     """A relayed outbox event, checked."""
     field = f"events[{index}]"
-    partner_id = parse_name(message.partner, "partners", f"{field}.partner")
     event = message.event
     names = _type_names([event.type])
     if names == ["?"]:
         raise InvalidArgument.field(f"{field}.event.type", "unknown event type")
     kind = EventType[names[0]]
+    partner_id = customer_id = ""
+    if message.customer:
+        # An account movement for the consents covering the account, not one partner's.
+        customer_id = parse_name(message.customer, "customers", f"{field}.customer")
+        if message.partner:
+            raise InvalidArgument.field(f"{field}.partner", "must be empty when customer is set")
+        if kind not in MOVEMENT_TYPES or not event.HasField("account"):
+            raise InvalidArgument.field(f"{field}.customer", "only for account movements")
+        parse_name(event.resource, "accounts", f"{field}.event.resource")
+    else:
+        partner_id = parse_name(message.partner, "partners", f"{field}.partner")
     consent_id = parse_name(event.consent, "consents", f"{field}.event.consent") if event.consent else ""
     data: dict[str, Any] = {}
     if event.HasField("payment"):
@@ -126,6 +138,7 @@ def intake_event(message: events_pb2.IntakeEvent, index: int) -> NewEvent:
             "currency": moved.amount.currency_code,
             "minor_units": moved.amount.minor_units,
             "masked_account_number": moved.masked_account_number,
+            "reference": moved.reference,
         }
     elif event.HasField("customer_capability"):
         capability = event.customer_capability
@@ -143,6 +156,7 @@ def intake_event(message: events_pb2.IntakeEvent, index: int) -> NewEvent:
         event_time=event.event_time.ToDatetime(tzinfo=dt.UTC),
         data=data,
         source_key=message.source_key,
+        customer_id=customer_id,
     )
 
 

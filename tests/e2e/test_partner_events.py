@@ -6,6 +6,8 @@ PostgreSQL and Redis, as processes. One mesh for the module.
   PollEvents through the other gateway answers the same log.
 - A stream resumed from its cursor, after the gateway, identity and payment replicas serving
   it were killed mid-stream, misses nothing and repeats nothing.
+- Postings on alice's account (a top-up, its refund) reach the consent that reads its
+  transactions, relayed from account's outbox.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from meshcli.demo import _authorise, client_credentials_token, create_payment_consent, exchange_code
+from meshcli.demo import _authorise, _pkce, client_credentials_token, create_payment_consent, exchange_code
 from meshcli.mesh import PROCESSES, LocalMesh
 from meshcli.operator import Operator
 from meshcli.seed import seed_demo_data
-from openbank.common.v1 import money_pb2
+from openbank.common.v1 import consent_permission_pb2, money_pb2
 from openbank.events.v1 import events_pb2, events_pb2_grpc
 from openbank.identity.v1 import consent_pb2, consent_pb2_grpc, token_pb2, token_pb2_grpc
 from openbank.payment.v1 import payment_pb2, payment_pb2_grpc
@@ -261,3 +263,90 @@ async def test_a_stream_resumed_after_its_replicas_died_misses_and_repeats_nothi
     finally:
         await first.close()
         await second.close()
+
+
+async def _transactions_consent(mesh: EventsMesh, channel: grpc.aio.Channel) -> tuple[str, str]:
+    """An authorised consent over alice's account that may read its transactions and pay
+    from it: (consent name, bound token)."""
+    tokens = token_pb2_grpc.TokenServiceStub(channel)
+    client_token = await client_credentials_token(tokens, mesh.partner)
+    verifier, challenge = _pkce()
+    request = consent_pb2.CreateConsentRequest(
+        request_id=uuid.uuid4().hex,
+        permissions=[
+            consent_permission_pb2.CONSENT_PERMISSION_READ_ACCOUNTS,
+            consent_permission_pb2.CONSENT_PERMISSION_READ_TRANSACTIONS,
+            consent_permission_pb2.CONSENT_PERMISSION_INITIATE_PAYMENTS,
+        ],
+        per_payment_limit=money_pb2.Money(currency_code="EUR", minor_units=10_000),
+        code_challenge=challenge,
+        code_challenge_method="S256",
+    )
+    request.expire_time.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+    consent = (
+        await consent_pb2_grpc.ConsentServiceStub(channel).CreateConsent(
+            request, metadata=(("authorization", f"Bearer {client_token.access_token}"),), timeout=10
+        )
+    ).consent
+    authorised = await _authorise(mesh.operator, consent.name, mesh.customer)
+    bound = await exchange_code(tokens, mesh.partner, authorised.authorization_code, verifier)
+    return consent.name, bound.access_token
+
+
+async def test_postings_on_a_consented_account_reach_the_consents_that_read_its_transactions(
+    events_mesh: EventsMesh,
+) -> None:
+    """A wallet top-up debits alice's account and its refund credits it back: each posting is an
+    event (masked number, amount, the payment as reference) for the consent with
+    READ_TRANSACTIONS, relayed from account's outbox; the earlier payment-only consents get none."""
+    mesh = events_mesh
+    channel = mesh.gateway(2)
+    try:
+        consent, bound = await _transactions_consent(mesh, channel)
+        payment = await mesh.top_up(channel, bound)
+        refunds_token = await token_pb2_grpc.TokenServiceStub(channel).IssueToken(
+            token_pb2.IssueTokenRequest(
+                grant_type=token_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
+                client_id=mesh.partner["client_id"],
+                client_secret=mesh.partner["client_secret"],
+                scopes=["payments:write"],
+            ),
+            timeout=10,
+        )
+        refund = await payment_pb2_grpc.PaymentServiceStub(channel).RefundPayment(
+            payment_pb2.RefundPaymentRequest(
+                request_id=uuid.uuid4().hex,
+                name=payment,
+                amount=money_pb2.Money(currency_code="EUR", minor_units=1),
+                reason="CUST",
+            ),
+            metadata=(("authorization", f"Bearer {refunds_token.access_token}"),),
+            timeout=20,
+        )
+        assert refund.refund.state == payment_pb2.PAYMENT_STATE_SETTLED, refund.refund
+        moved = (events_pb2.EVENT_TYPE_ACCOUNT_DEBITED, events_pb2.EVENT_TYPE_ACCOUNT_CREDITED)
+        token = await mesh.events_token(channel)
+        found: list[events_pb2.Event] = []
+        deadline = time.monotonic() + 60
+        while len(found) < 2 and time.monotonic() < deadline:
+            page = await events_pb2_grpc.EventServiceStub(channel).PollEvents(
+                events_pb2.PollEventsRequest(
+                    request_id=uuid.uuid4().hex, after_cursor="0", max_events=1000, types=moved
+                ),
+                metadata=token,
+                timeout=10,
+            )
+            found = list(page.events)
+            await asyncio.sleep(0.3)
+        # Only this consent reads alice's transactions: every movement told is its own.
+        assert [(e.type, e.consent, e.account.reference) for e in found] == [
+            (events_pb2.EVENT_TYPE_ACCOUNT_DEBITED, consent, payment),
+            (events_pb2.EVENT_TYPE_ACCOUNT_CREDITED, consent, refund.refund.name),
+        ]
+        for event in found:
+            assert event.resource == mesh.customer["account"]
+            assert (event.account.amount.currency_code, event.account.amount.minor_units) == ("EUR", 1)
+            masked = event.account.masked_account_number
+            assert masked.startswith("••••") and len(masked) == 8 and masked[4:].isdigit(), masked
+    finally:
+        await channel.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from meshlib.errors import InvalidArgument, OutOfRange
@@ -62,6 +62,9 @@ class NewEvent:
     event_time: dt.datetime
     data: dict[str, Any] = field(default_factory=dict)
     source_key: str | None = None
+    # An account movement handed over for the account's customer (``partner_id`` empty): it
+    # joins the log of each consent covering the account (:func:`movement_events`).
+    customer_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,46 @@ def consent_event(action: str, consent_id: str, partner_id: str, now: dt.datetim
         consent_id=consent_id,
         event_time=now,
     )
+
+
+# The permission under which a consent's partner is told the account's movements (what
+# ListTransactions shows it: amount, reference).
+MOVEMENT_PERMISSION = "READ_TRANSACTIONS"
+MOVEMENT_TYPES = frozenset({EventType.ACCOUNT_DEBITED, EventType.ACCOUNT_CREDITED})
+
+
+@dataclass(frozen=True)
+class ConsentCover:
+    """What the movement rule needs of an authorised consent of the account's customer."""
+
+    consent_id: str
+    partner_id: str
+    permissions: frozenset[str]
+    account_ids: frozenset[str]
+    paused: bool
+    authorised_at: dt.datetime
+    expires_at: dt.datetime
+
+
+def movement_events(event: NewEvent, consents: Iterable[ConsentCover]) -> list[NewEvent]:
+    """An account movement as it joins partners' logs: once per consent that covers the
+    account, grants READ_TRANSACTIONS, and was authorised, not paused and not expired when the
+    money moved; each with a source key of its own (a relay's retry appends it once)."""
+    account_id = event.resource.removeprefix("accounts/")
+    return [
+        replace(
+            event,
+            partner_id=consent.partner_id,
+            consent_id=consent.consent_id,
+            customer_id="",
+            source_key=f"{event.source_key}:{consent.consent_id}",
+        )
+        for consent in consents
+        if MOVEMENT_PERMISSION in consent.permissions
+        and account_id in consent.account_ids
+        and not consent.paused
+        and consent.authorised_at <= event.event_time < consent.expires_at
+    ]
 
 
 def expiry_event(
