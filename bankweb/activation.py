@@ -26,7 +26,7 @@ from bankweb.ports import SessionStore
 from bankweb.sessions import rotate_session
 from bankweb.web_base import FORM_EXPIRED, SecurePages
 from meshlib.clients import Bearer, PeerCaller
-from meshlib.errors import InvalidArgument, MeshError
+from meshlib.errors import InvalidArgument, MeshError, Unavailable
 from openbank.identity.v1 import onboarding_pb2, onboarding_pb2_grpc
 
 log = logging.getLogger("bankweb.activation")
@@ -129,6 +129,16 @@ class ActivationPages(SecurePages):
                 application=application,
                 csrf=session.data["csrf"],
                 message="Choose a password of at least 12 characters.",
+            )
+        except Unavailable as error:
+            # identity did not answer: nothing was decided, the same form may be sent again.
+            log.warning("activation not answered", extra={"reason": error.reason})
+            return self._page(
+                "activate.html",
+                status=503,
+                application=application,
+                csrf=session.data["csrf"],
+                message="The bank could not finish this just now. Send it again in a moment.",
             )
         except MeshError as error:
             log.info("activation refused", extra={"reason": error.reason})

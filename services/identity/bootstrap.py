@@ -208,6 +208,7 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
         LedgerAccountOpener(runtime.channel(settings.account_target), opener_token.token),
         clock,
         settings.bank_web_url,
+        failpoint=settings.onboarding_failpoint,
     )
     opening = Periodic("onboarding-accounts", 5.0, _quietly(onboarding.open_waiting_accounts))
     event_starts.append(opening.start)

@@ -15,6 +15,7 @@ import csv
 import datetime as dt
 import hmac
 import logging
+import os
 import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +43,8 @@ CONSENT_READS_PER_DAY = 4
 # How long a submission or a decision waits for the account to open before answering APPROVED
 # (the retry job opens it): within the gateway's deadline for the rpc.
 INLINE_OPENING_SECONDS = 2.0
+# Crash tests: where identity may be made to exit abruptly (OBM_ONBOARDING_FAILPOINT).
+FAILPOINTS = frozenset({"after_decision_commit", "after_account_opened", "before_activation_commit"})
 
 
 class AccountOpener(Protocol):
@@ -74,7 +77,11 @@ class OnboardingService:
         accounts: AccountOpener | None,
         clock: Clock,
         bank_web_url: str,
+        failpoint: str | None = None,
     ) -> None:
+        if failpoint and failpoint not in FAILPOINTS:
+            raise ValueError(f"unknown failpoint {failpoint!r}; known: {', '.join(sorted(FAILPOINTS))}")
+        self._failpoint = failpoint or None
         self._uow = uow
         self._tx = Transactions(uow, clock=clock)
         self._hasher = hasher
@@ -134,6 +141,7 @@ class OnboardingService:
                 "application decided", extra={"application_id": result.application_id, "state": result.state.value}
             )
             if result.state is ApplicationState.APPROVED:
+                self._crash_at("after_decision_commit")
                 return await self._open_account_inline(result)
         return result
 
@@ -209,6 +217,7 @@ class OnboardingService:
 
         result = await self._tx.run(operation, key=key, codec=codec)
         if isinstance(result, Application) and result.state is ApplicationState.APPROVED:
+            self._crash_at("after_decision_commit")
             return await self._open_account_inline(result)
         return result
 
@@ -237,6 +246,7 @@ class OnboardingService:
             activated = application.activated(now)
             await uow.applications.save(activated)
             _audit(uow, "customer.activate", activated)
+            self._crash_at("before_activation_commit")
             seed = self._box.open(customer.sealed_totp_seed, context=customer.customer_id.encode())
             return Activation(customer.customer_id, customer.username, seed)
 
@@ -259,6 +269,7 @@ class OnboardingService:
             application.currency,
             f"{application.applicant.full_name} current account"[:100],
         )
+        self._crash_at("after_account_opened")
 
         async def operation(uow: IdentityUnitOfWork) -> Application:
             current = await uow.applications.get(application.application_id, for_update=True)
@@ -297,6 +308,12 @@ class OnboardingService:
             # The application stays APPROVED; open_waiting_accounts tries again.
             log.warning("could not open the account yet", extra={"application_id": application.application_id})
             return application
+
+    def _crash_at(self, point: str) -> None:
+        """Crash tests: exit abruptly (no clean-up, no commit) at the configured point."""
+        if self._failpoint == point:
+            log.warning("failpoint reached, exiting", extra={"failpoint": point})
+            os._exit(137)
 
     async def _unusable_password(self) -> str:
         """The hash of a password nobody knows: the customer chooses its own at activation."""

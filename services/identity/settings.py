@@ -91,6 +91,9 @@ class IdentitySettings(ServiceSettings):
     onboarding_rules_file: Path = Path(__file__).parent / "onboarding_rules.yaml"
     screening_list_file: Path = Path(__file__).parent / "screening_list.csv"
     bank_web_url: str = "http://127.0.0.1:8443"
+    # Crash tests only: identity exits abruptly at this step of account opening
+    # (onboarding_service.FAILPOINTS; an unknown name stops the start).
+    onboarding_failpoint: str | None = None
 
     @model_validator(mode="after")
     def _lead_outlasts_verifier_caches(self) -> IdentitySettings:

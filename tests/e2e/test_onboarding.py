@@ -496,3 +496,106 @@ async def test_an_account_the_bank_could_not_open_is_opened_once_it_can(bank: Ba
         timeout=10,
     )
     assert [a.account.name for a in search.accounts] == [app.account]
+
+
+async def test_a_referred_application_an_operator_declines_creates_nothing(bank: Bank) -> None:
+    request, _ = application("Karel", "Novotny", "1975-11-02", document="DRIVING_LICENCE")
+    submitted = await bank.onboarding.SubmitApplication(request, metadata=bank.wallet_metadata, timeout=20)
+    assert submitted.application.state == onboarding_pb2.APPLICATION_STATE_REFERRED
+    code, out = await cli(bank, "decline", submitted.application.name)
+    assert code == 0 and json.loads(out)["reason"] == "APPLICATION_REASON_OPERATOR_DECLINED", out
+    seen = await wallet_view(bank, submitted.application.name)
+    assert seen.state == onboarding_pb2.APPLICATION_STATE_DECLINED
+    assert seen.reason == onboarding_pb2.APPLICATION_REASON_OPERATOR_DECLINED
+    assert not (seen.consent or seen.activation_uri) and holds_nothing_of_the_customer(seen)
+    assert not (await bank_view(bank, seen.name)).customer
+    assert await application_states(bank, seen.name) == ["APPLICATION_STATE_REFERRED", "APPLICATION_STATE_DECLINED"]
+
+
+async def _until_answered(call: Any, timeout: float = 60) -> Any:
+    """``call()`` again while the gateway still holds the restarted identity as not answering
+    (UNAVAILABLE, as designed, with RetryInfo); the calls retried carry the same request_id."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def test_identity_crashing_at_each_step_of_account_opening_loses_nothing_and_doubles_nothing(
+    bank: Bank,
+) -> None:
+    """identity exits abruptly right after the decision commits, then (its retry job opening the
+    account) right after the account opened and before it is recorded, then inside the
+    activation before it commits; each time identity's own retry or the wallet's (same
+    request_id) finishes it: one application, one customer, one account, and the activation
+    link works once, after the crash."""
+    identity = bank.mesh.replica("identity")
+    timings: list[tuple[str, float]] = []
+
+    async def restart(failpoint: str | None) -> None:
+        began = time.monotonic()
+        identity.launch_env.pop("OBM_ONBOARDING_FAILPOINT", None)
+        if failpoint:
+            identity.launch_env["OBM_ONBOARDING_FAILPOINT"] = failpoint
+        if identity.process is not None and identity.process.returncode is None:
+            bank.mesh.kill(identity)
+        await bank.mesh.restart(identity)
+        timings.append((f"restart {failpoint}", time.monotonic() - began))
+
+    async def crashed(point: str) -> None:
+        began = time.monotonic()
+        assert await asyncio.wait_for(identity.process.wait(), 60) == 137, point  # type: ignore[union-attr]
+        timings.append((f"crash {point}", time.monotonic() - began))
+
+    async def submit(request: onboarding_pb2.SubmitApplicationRequest) -> onboarding_pb2.Application:
+        answer = await _until_answered(
+            lambda: bank.onboarding.SubmitApplication(request, metadata=bank.wallet_metadata, timeout=20)
+        )
+        return answer.application
+
+    request, _ = application("Crash", "Tester", "1979-01-01")
+    try:
+        await restart("after_decision_commit")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await bank.onboarding.SubmitApplication(request, metadata=bank.wallet_metadata, timeout=20)
+        await crashed("after_decision_commit")
+        # Restarted, identity's retry job opens the approved application's account and exits
+        # before recording it.
+        await restart("after_account_opened")
+        await crashed("after_account_opened")
+        # Restarted again, it opens it again (the same request_id: the same account) and records it.
+        await restart("before_activation_commit")
+        # The wallet retries with the same request_id: the decision made before the crashes.
+        replayed = await submit(request)
+        assert replayed.reason == onboarding_pb2.APPLICATION_REASON_CHECKS_PASSED
+        app = await account_open(bank, replayed.name, timeout=60)
+        assert app.state == ACCOUNT_OPEN
+        assert (await activate(app, "a password through a crash")).status == 503  # "send it again"
+        await crashed("before_activation_commit")
+    finally:
+        await restart(None)
+    opened = await bank_view(bank, app.name)
+    search = await account_admin_pb2_grpc.AccountAdminServiceStub(bank.operator.channel("account")).SearchAccounts(
+        account_admin_pb2.SearchAccountsRequest(customer=opened.customer),
+        metadata=await bank.operator.metadata(),
+        timeout=10,
+    )
+    assert [a.account.name for a in search.accounts] == [opened.account]
+    # Nothing of the cut-short activation stands: the same link activates, once.
+    activated = await activate(app, "a password through a crash")
+    assert activated.status == 200 and activated.username, timings
+    assert (await activate(app, "another password after it")).status == 403
+    assert (await submit(request)).name == app.name
+    assert await application_states(bank, app.name) == [
+        "APPLICATION_STATE_APPROVED",
+        "APPLICATION_STATE_ACCOUNT_OPEN",
+        "APPLICATION_STATE_ACTIVE",
+    ]
+    totals = await account_admin_pb2_grpc.AccountAdminServiceStub(bank.operator.channel("account")).GetLedgerTotals(
+        account_admin_pb2.GetLedgerTotalsRequest(), metadata=await bank.operator.metadata(), timeout=10
+    )
+    assert all(t.balanced and t.net.minor_units == 0 for t in totals.totals)

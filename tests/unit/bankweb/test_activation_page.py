@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 
 from bankweb.activation import Activated, ActivationPages
 from bankweb.sessions import MemorySessionStore
-from meshlib.errors import InvalidArgument, PermissionDenied
+from meshlib.errors import InvalidArgument, PermissionDenied, Unavailable
 
 APPLICATION = "0123456789abcdef0123456789abcdef"
 
@@ -18,9 +18,12 @@ class FakeIdentity:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, str]] = []
         self.used = False
+        self.down = False
 
     async def activate(self, application_id: str, code: str, password: str) -> Activated:
         self.calls.append((application_id, code, password))
+        if self.down:
+            raise Unavailable("identity did not answer")
         if len(password) < 12:
             raise InvalidArgument.field("password", "too short")
         if self.used or code != "the-code":
@@ -92,3 +95,15 @@ async def test_no_page_without_the_link_or_for_a_malformed_application() -> None
     client = browser(FakeIdentity())
     assert (await client.get(f"/activate/{APPLICATION}")).status_code == 403
     assert (await client.get("/activate/not-an-id?code=x")).status_code == 403
+
+
+async def test_identity_not_answering_leaves_the_form_to_send_again() -> None:
+    identity = FakeIdentity()
+    identity.down = True
+    client = browser(identity)
+    csrf = await form(client)
+    down = await post(client, csrf, "a long password of hers")
+    assert down.status_code == 503 and "Send it again" in down.text and "otpauth" not in down.text
+    identity.down = False
+    again = await post(client, csrf, "a long password of hers")
+    assert again.status_code == 200 and "otpauth://totp/Bank:jana?secret=ABC" in again.text
