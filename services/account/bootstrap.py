@@ -20,6 +20,8 @@ from meshlib.server import Lifecycle, ServiceRegistration
 from meshlib.storage.idempotent import utc_now
 from openbank.account.v1 import account_admin_pb2_grpc, account_pb2_grpc, customer_account_pb2_grpc, ledger_pb2_grpc
 from services.account.admin_service import AccountAdminService
+from services.account.credit_service import CreditService
+from services.account.credit_wiring import credit_wiring
 from services.account.customer_accounts import CustomerAccounts, CustomerAccountServicer
 from services.account.event_relay import IdentityMovementSink, MovementRelay, SqlMovementOutbox
 from services.account.ledger_service import LedgerService, UowFactory
@@ -53,6 +55,7 @@ class AccountComponents:
     reads: AccountReadService
     uow: UowFactory
     read_activity: ReadActivity
+    credit: CreditService | None = None
 
 
 def identity_consents(runtime: Runtime) -> IdentityPeers:
@@ -162,8 +165,14 @@ async def wire(runtime: Runtime, *, consent_lookup: ConsentLookupFactory | None 
     else:
         consents = consent_lookup(runtime)
     reads = AccountReadService(uow, consents, activity=activity)
+    # Credit lines (issue 28 item 2): offers, acceptance, the daily accrual job.
+    credit = credit_wiring(uow, consents)
+    lifecycle.on_start.append(credit.accrual.start)
+    lifecycle.on_stop.append(credit.accrual.stop)
     return Wiring(
-        components=AccountComponents(ledger=ledger, admin=admin, reads=reads, uow=uow, read_activity=activity),
+        components=AccountComponents(
+            ledger=ledger, admin=admin, reads=reads, uow=uow, read_activity=activity, credit=credit.service
+        ),
         registrations=[
             ServiceRegistration(
                 "openbank.account.v1.LedgerService",
@@ -186,6 +195,7 @@ async def wire(runtime: Runtime, *, consent_lookup: ConsentLookupFactory | None 
                 CustomerAccountServicer(CustomerAccounts(uow), activity),
                 customer_account_pb2_grpc.add_CustomerAccountServiceServicer_to_server,
             ),
+            *credit.registrations,
         ],
         lifecycle=lifecycle,
     )

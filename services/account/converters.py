@@ -40,6 +40,7 @@ _ACCOUNT_TYPES = {
     AccountType.SAVINGS: account_pb2.ACCOUNT_TYPE_SAVINGS,
     AccountType.SETTLEMENT: account_pb2.ACCOUNT_TYPE_SETTLEMENT,
     AccountType.BANK_EQUITY: account_pb2.ACCOUNT_TYPE_BANK_EQUITY,
+    AccountType.INTEREST_INCOME: account_pb2.ACCOUNT_TYPE_INTEREST_INCOME,
 }
 _ACCOUNT_TYPES_IN = {value: key for key, value in _ACCOUNT_TYPES.items()}
 _TRANSFER_TYPES = {

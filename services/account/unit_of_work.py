@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from meshlib.audit import AuditRepository
 from meshlib.idempotency import IdempotencyRepository
 from meshlib.storage import SqlUnitOfWork
+from services.account.credit_repository import CreditRepository
 from services.account.read_activity import ReadActivityRepository
 from services.account.repository import (
     AccountRepository,
@@ -27,6 +28,7 @@ class AccountUnitOfWork(SqlUnitOfWork):
     read_activity: ReadActivityRepository
     idempotency: IdempotencyRepository
     audit: AuditRepository
+    credit: CreditRepository
 
     def _bind(self, connection: AsyncConnection) -> None:
         # Row locks only where the store has them; SQLite's BEGIN IMMEDIATE serialises writers.
@@ -38,4 +40,5 @@ class AccountUnitOfWork(SqlUnitOfWork):
         self.read_activity = ReadActivityRepository(connection, self.database.dialect)
         self.idempotency = IdempotencyRepository(connection, idempotency_keys)
         self.audit = AuditRepository(connection, audit, "account")
+        self.credit = CreditRepository(connection, row_locks=row_locks)
         self.before_commit(self.audit.flush)

@@ -35,6 +35,8 @@ class AccountType(enum.Enum):
     SAVINGS = "SAVINGS"
     SETTLEMENT = "SETTLEMENT"
     BANK_EQUITY = "BANK_EQUITY"
+    # Credited with the interest of credit lines (services/account/credit_service.py).
+    INTEREST_INCOME = "INTEREST_INCOME"
 
     @property
     def is_customer(self) -> bool:
