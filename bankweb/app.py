@@ -6,9 +6,12 @@ import logging
 from typing import Any
 
 from bankweb.activation import ActivationPages, Activator, GrpcActivator
+from bankweb.credit import CreditBank, CreditOffers
+from bankweb.credit_web import CreditRoutes
 from bankweb.dashboard import Dashboard
 from bankweb.flows import AuthorisationFlow
 from bankweb.grpc_bank import AUDIT_SCOPES, SCOPES, GrpcBank
+from bankweb.grpc_credit import GrpcCredit
 from bankweb.grpc_isolation import GrpcIsolation
 from bankweb.grpc_step_up import GrpcStepUp
 from bankweb.isolation import CustomerLimits, IsolationBank
@@ -43,6 +46,7 @@ def wire(
     activator: Activator | None = None,
     step_up: StepUpBank | None = None,
     isolation: IsolationBank | None = None,
+    credit: CreditBank | None = None,
 ) -> tuple[BankWeb, list[Any]]:
     """The web app over gRPC (or over ``bank``, ``activator`` and ``step_up``, for tests); returns
     it and what to close."""
@@ -65,6 +69,7 @@ def wire(
         activator = GrpcActivator(identity, tokens.token)
         step_up = GrpcStepUp(payment, tokens)
         isolation = GrpcIsolation(payment, tokens)
+        credit = GrpcCredit(account, tokens)
     sessions: SessionStore
     if settings.redis_url is not None:
         redis_sessions = RedisSessionStore(settings.redis_url.get_secret_value())
@@ -87,6 +92,8 @@ def wire(
         else None
     )
     web = BankWeb(flow, dashboard, sessions, secure_cookies=secure, activation=activation, step_up=confirmations)
+    if credit is not None:  # the credit line offers wallets ask the bank for
+        web.credit = CreditRoutes(flow, CreditOffers(dashboard, credit), sessions, secure_cookies=secure)
     if isolation is not None:  # dynamic isolation: the dashboard's notice, the restore page
         web.customer_limits = CustomerLimits(dashboard, isolation)
         web.isolation = IsolationRoutes(flow, web.customer_limits, sessions, secure_cookies=secure)

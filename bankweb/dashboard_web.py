@@ -26,9 +26,14 @@ from bankweb.web_base import FORM_EXPIRED, WebBase
 _CONSENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _APPROVAL_ID = re.compile(r"^[0-9a-f]{32}$")
 # Where the browser may go after signing in (the form's ``next``), and nothing else.
-AFTER_SIGN_IN = {"consents": "/consents", "approvals": "/approvals", "payments": "/payments/confirm"}
+AFTER_SIGN_IN = {
+    "consents": "/consents",
+    "approvals": "/approvals",
+    "payments": "/payments/confirm",
+    "credit": "/credit",
+}
 # Pages that act for the customer ask for a recent sign-in (bankweb.dashboard.APPROVE_WITHIN).
-RECENT_SIGN_IN = frozenset({"approvals", "payments"})
+RECENT_SIGN_IN = frozenset({"approvals", "payments", "credit"})
 # Dynamic isolation's "Limits and features" page (bankweb.isolation_web) acts for the customer too.
 AFTER_SIGN_IN["limits"] = "/limits"
 RECENT_SIGN_IN = RECENT_SIGN_IN | {"limits"}

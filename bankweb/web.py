@@ -16,6 +16,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from bankweb.activation import ActivationPages
+from bankweb.credit_web import CreditRoutes
 from bankweb.dashboard import Dashboard
 from bankweb.dashboard_web import DashboardRoutes, dashboard_routes
 from bankweb.flows import AuthorisationFlow, PageError, SignInRefused
@@ -30,6 +31,9 @@ log = logging.getLogger("bankweb.web")
 
 class BankWeb(DashboardRoutes):
     """The routes: the authorisation journey here, the dashboard and approvals in DashboardRoutes."""
+
+    # The credit line offer pages (set by the wiring when the account service serves credit).
+    credit: CreditRoutes | None = None
 
     def __init__(
         self,
@@ -185,6 +189,7 @@ def build_app(web: BankWeb) -> Starlette:
             *(web.activation.routes() if web.activation else []),
             *(web.step_up.routes() if web.step_up else []),
             *(web.isolation.routes() if web.isolation else []),
+            *(web.credit.routes() if web.credit else []),
             Route("/static/bank.css", web.stylesheet, methods=["GET"]),
             Route("/healthz", web.health, methods=["GET"]),
         ]

@@ -295,6 +295,9 @@ class LocalMesh:
             elif "bankweb" in self.ports:
                 # New customers' activation pages (account opening through a partner).
                 env.setdefault("OBM_BANK_WEB_URL", f"http://127.0.0.1:{self.ports['bankweb']}")
+            if child.name == "account" and "bankweb" in self.ports:
+                # Credit offers' acceptance pages (the credit line offered through a partner).
+                env.setdefault("OBM_BANK_WEB_URL", f"http://127.0.0.1:{self.ports['bankweb']}")
             if child.name == "bankweb":
                 # Plain http on 127.0.0.1: no Secure cookies (every other deployment keeps them).
                 env.update(OBM_BANKWEB_PORT=str(child.port), OBM_BANKWEB_SECURE_COOKIES="false")

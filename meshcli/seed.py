@@ -36,6 +36,7 @@ PARTNER_SCOPES = [
     "settlement:read",
     "events:read",
     "customers:onboard",
+    "credit:offer",
 ]
 DEMO_PARTNERS = (("acme", "Acme Wallet", "gold"), ("zeta", "Zeta Pay", "silver"))
 # Each demo partner's redirect URIs (exact match): a loopback callback for a wallet under test

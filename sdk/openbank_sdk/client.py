@@ -26,6 +26,7 @@ from google.protobuf import timestamp_pb2
 
 from openbank.account.v1 import account_pb2, account_pb2_grpc
 from openbank.common.v1 import consent_permission_pb2, money_pb2
+from openbank.credit.v1 import credit_pb2_grpc
 from openbank.identity.v1 import (
     authorization_pb2,
     authorization_pb2_grpc,
@@ -38,6 +39,7 @@ from openbank.payment.v1 import mandate_pb2_grpc, payment_pb2, payment_pb2_grpc
 from openbank.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from openbank_sdk.auth import ClientCredentials, ClientCredentialsTokens, ConsentTokens, Pkce, TokenSource
 from openbank_sdk.channels import open_channel
+from openbank_sdk.credit import CreditCalls
 from openbank_sdk.decoupled import DecoupledCalls
 from openbank_sdk.disputes import DisputeCalls
 from openbank_sdk.errors import OpenBankError, from_rpc_error
@@ -187,7 +189,7 @@ class Invoker:
         return await call_with_retry(attempt, self.retry)
 
 
-class ConsentSession(StandingOrderCalls, MandateCalls):
+class ConsentSession(StandingOrderCalls, MandateCalls, CreditCalls):
     """Calls bound to one authorised consent: accounts, balances, transactions, funds
     confirmation, payments and standing orders. Obtain one with :meth:`OpenBankClient.exchange_code`."""
 
@@ -197,6 +199,7 @@ class ConsentSession(StandingOrderCalls, MandateCalls):
         self._accounts = account_pb2_grpc.AccountServiceStub(channel)
         self._payments = payment_pb2_grpc.PaymentServiceStub(channel)
         self._mandates = mandate_pb2_grpc.MandateServiceStub(channel)
+        self._credit = credit_pb2_grpc.CreditServiceStub(channel)
 
     @property
     def consent(self) -> str:

@@ -3,6 +3,8 @@ headless Chromium for every browser test of a worker (starting them is most of t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest_asyncio
 from openbank_sdk import OpenBankClient
 
@@ -23,6 +25,12 @@ async def world(tmp_path_factory, redis_srv):  # type: ignore[no-untyped-def]
     # Per-username sign-in throttle tight enough to test (identity locks after five failures);
     # every test signs in from 127.0.0.1, so the per-address one is loose.
     bankweb_env = {"OBM_BANKWEB_SIGNIN_ATTEMPTS": "6", "OBM_BANKWEB_SIGNIN_ATTEMPTS_PER_ADDRESS": "1000"}
+    # Credit lines (test_credit_line.py): the browser world's rules, a day of accrual a second.
+    account_env = {
+        "OBM_CREDIT_RULES_FILE": str(Path(__file__).parent / "credit_rules_e2e.yaml"),
+        "OBM_CREDIT_ACCRUAL_DAYS_PER_SECOND": "1",
+        "OBM_CREDIT_ACCRUAL_INTERVAL_SECONDS": "0.25",
+    }
     # Redis as in production: the invalidation bus (a customer's change reaches the gateway and
     # the services at once, so it holds from the wallet's next call), sessions, rate limits.
     mesh = LocalMesh(
@@ -30,7 +38,7 @@ async def world(tmp_path_factory, redis_srv):  # type: ignore[no-untyped-def]
         ports=ports,
         quiet=True,
         extra_env={"OBM_REDIS_URL": redis_srv.url},
-        child_env={"bankweb": bankweb_env},
+        child_env={"bankweb": bankweb_env, "account": account_env},
     )
     mesh.child_env.setdefault("payment", {}).update(ISOLATION_ENV)
     await mesh.start()

@@ -1,0 +1,152 @@
+"""The credit line end to end against the local mesh of real processes (issue 28 item 2): the
+wallet asks the bank for an offer through the gateway (the SDK, under the customer's consent);
+in headless Chromium the customer signs in on the bank's page and accepts it; a payment takes
+the account below zero; interest accrues day by day (the account service's accrual clock runs a
+day a second here, tests/browser/conftest.py) exactly by the rule; a repayment clears what is
+owed; the customer closes the line; the ledger sums to zero throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from fractions import Fraction
+from urllib.parse import urlsplit
+
+import pytest
+import pytest_asyncio
+from openbank_sdk import OpenBankClient, money
+from openbank_sdk.credit import ACCEPTED, CREDIT, OFFERED, REFUSED
+from selenium.webdriver.common.by import By
+
+from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc
+from openbank.common.v1 import consent_permission_pb2 as permissions
+from openbank.credit.v1 import credit_pb2, credit_pb2_grpc
+from openbank.payment.v1 import payment_pb2
+from services.account.domain.credit_interest import accrue_day
+from tests.browser.harness import PASSWORD, authorise, fund, make_customer, wait_for_next_page, wait_for_url
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+
+GRANTED = (permissions.CONSENT_PERMISSION_READ_BALANCES, permissions.CONSENT_PERMISSION_INITIATE_PAYMENTS, CREDIT)
+APR = 3_650  # tests/browser/credit_rules_e2e.yaml
+
+
+async def ledger_sums_to_zero(operator) -> None:  # type: ignore[no-untyped-def]
+    totals = await account_admin_pb2_grpc.AccountAdminServiceStub(operator.channel("account")).GetLedgerTotals(
+        account_admin_pb2.GetLedgerTotalsRequest(), metadata=await operator.metadata(), timeout=10
+    )
+    assert totals.totals and all(t.balanced and t.net.minor_units == 0 for t in totals.totals), totals
+
+
+async def wait_for(check, what: str, seconds: float = 20.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while True:
+        found = await check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {seconds}s for {what}")
+        await asyncio.sleep(0.5)
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def wallet(world):  # type: ignore[no-untyped-def]
+    """Acme with the customer in front of it (its reads are not the consent's unattended ones)."""
+    acme = world["demo"]["partners"]["acme"]
+    client = OpenBankClient.connect(
+        f"127.0.0.1:{world['mesh'].ports['gateway']}",
+        acme["client_id"],
+        acme["client_secret"],
+        insecure=True,
+        customer_ip_address="198.51.100.7",
+    )
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def test_offer_accepted_on_the_bank_page_drawn_accrued_repaid_and_closed(world, wallet) -> None:  # type: ignore[no-untyped-def]
+    operator, driver = world["operator"], world["driver"]
+    customer, shop = await make_customer(operator), await make_customer(operator)
+    pending = await wallet.create_consent(GRANTED, per_payment_limit=money(100_000, "EUR"))
+    session = await wallet.exchange_code(await authorise(operator, pending.name, customer), pending.pkce.verifier)
+
+    # No income yet: the bank refuses, with its reason, as an outcome (not an error).
+    refused = await session.request_credit_offer(customer.account)
+    assert refused.state == REFUSED and not refused.acceptance_uri
+    assert refused.refusal_reason == credit_pb2.CREDIT_REFUSAL_REASON_NOT_ENOUGH_INCOME_HISTORY
+
+    await fund(operator, customer.account, 60_000)  # income: the limit is half of it, 300.00
+    offer = await session.request_credit_offer(customer.account)
+    assert offer.state == OFFERED and offer.limit.minor_units == 30_000 and offer.apr_bps == APR, offer
+    assert urlsplit(offer.acceptance_uri).path == f"/credit/offers/{offer.name.removeprefix('creditOffers/')}"
+
+    # The customer opens the bank's page from the wallet, signs in (password and one-time code)
+    # and is brought back to the offer, then accepts it.
+    driver.delete_all_cookies()
+    driver.get(offer.acceptance_uri)
+    wait_for_url(driver, lambda url: urlsplit(url).path == "/sign-in")
+    driver.find_element(By.ID, "username").send_keys(customer.username)
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "one_time_code").send_keys(customer.code())
+    driver.find_element(By.ID, "sign-in").click()
+    wait_for_url(driver, lambda url: urlsplit(url).path == urlsplit(offer.acceptance_uri).path)
+    assert driver.find_element(By.ID, "limit").text == "EUR 300.00"
+    accept = driver.find_element(By.ID, "accept")
+    accept.click()
+    wait_for_next_page(driver, accept)
+    assert "below zero down to EUR 300.00" in driver.find_element(By.ID, "notice").text
+    accepted = await session.credit_offer(offer.name)
+    assert accepted.state == ACCEPTED and accepted.credit_line
+    await ledger_sums_to_zero(operator)
+
+    # A payment takes the account below zero (800.00 from 600.00); one more beyond the limit is refused.
+    paid = await session.create_payment(customer.account, money(80_000, "EUR"), creditor_account=shop.account)
+    assert paid.state == payment_pb2.PAYMENT_STATE_SETTLED, paid
+    balance = await session.balance(customer.account)
+    assert balance.current.minor_units == -20_000
+    over = await session.create_payment(customer.account, money(10_001, "EUR"), creditor_account=shop.account)
+    assert over.state == payment_pb2.PAYMENT_STATE_REJECTED and over.status_reason == "INSUFFICIENT_FUNDS", over
+
+    # Days of interest accrue (a day a second), each booked once, exactly by the daily rule.
+    async def three_days() -> credit_pb2.GetCreditStatementResponse | None:
+        statement = await session.credit_statement(accepted.credit_line)
+        interest = [m for m in statement.movements if m.kind == credit_pb2.CREDIT_MOVEMENT_KIND_INTEREST]
+        return statement if len(interest) >= 3 else None
+
+    statement = await wait_for(three_days, "three days of interest")
+    carry = Fraction(0)
+    for movement in reversed(statement.movements):  # oldest first
+        if movement.kind != credit_pb2.CREDIT_MOVEMENT_KIND_INTEREST:
+            continue
+        before = movement.balance_after.minor_units + movement.amount.minor_units
+        accrual = accrue_day(before, APR, carry)
+        assert movement.amount.minor_units == accrual.charged, (movement, before)
+        carry = accrual.carry
+    await ledger_sums_to_zero(operator)
+
+    # A repayment (any credit to the account) clears what is owed; then the customer closes the line.
+    line = await session.credit_line(accepted.credit_line)
+    assert line.owed.minor_units >= 20_000 + 3 * 20 and line.interest_charged.minor_units >= 3 * 20
+    await fund(operator, customer.account, line.owed.minor_units + 5_000)
+
+    async def repaid() -> credit_pb2.CreditLine | None:
+        now = await session.credit_line(accepted.credit_line)
+        return now if now.owed.minor_units == 0 else None
+
+    line = await wait_for(repaid, "the line repaid")
+    assert line.repaid.minor_units == 20_000 + line.interest_charged.minor_units
+    customer_credit = credit_pb2_grpc.CustomerCreditServiceStub(operator.channel("account"))
+    closed = await customer_credit.CloseCreditLine(
+        credit_pb2.CloseCreditLineRequest(
+            request_id=uuid.uuid4().hex, name=accepted.credit_line, customer=customer.name
+        ),
+        metadata=await operator.bank_app_metadata(),
+        timeout=10,
+    )
+    assert closed.credit_line.state == credit_pb2.CREDIT_LINE_STATE_CLOSED
+    balance = await session.balance(customer.account)
+    assert balance.available.minor_units == balance.current.minor_units == 5_000  # no overdraft any more
+    await ledger_sums_to_zero(operator)
