@@ -479,6 +479,22 @@ def test_every_process_that_asks_identity_has_its_client_with_the_scopes_it_asks
             assert set(INTERNAL_CLIENT_SCOPES[process]) <= granted.get(process, set()), process
 
 
+def test_only_payment_mounts_the_step_up_secret_and_reads_it_from_the_file(overlay) -> None:  # type: ignore[no-untyped-def]
+    """The customers' device keys derive from it: one process holds it, never in its environment."""
+    _, docs = overlay
+    for workload, pod, container in containers(docs):
+        holds = {s for s in _secret_names(pod, container) if s.startswith("payment-step-up")}
+        env = {e["name"]: e for e in container.get("env", [])}
+        if workload["metadata"]["name"] != "payment":
+            assert not holds and "OBM_STEP_UP_SECRET_FILE" not in env, workload["metadata"]["name"]
+            continue
+        assert "OBM_STEP_UP_SECRET" not in env
+        path = env["OBM_STEP_UP_SECRET_FILE"]["value"]
+        secret = _mounted_secret(pod, container, path)
+        assert secret and secret.startswith("payment-step-up")  # dev's generated Secret has a hash suffix
+        assert _mounted_key(pod, container, path) == "secret"
+
+
 def test_service_accounts_carry_no_api_token(overlay) -> None:  # type: ignore[no-untyped-def]
     _, docs = overlay
     for account in of_kind(docs, "ServiceAccount"):
@@ -498,6 +514,7 @@ def test_config_maps_and_secrets_referenced_exist_or_are_documented(overlay) -> 
         "gateway-partner-client-ca",
         *(f"{p}-tls" for p in PROCESSES),
         *(f"{p}-service-client" for p in MESH_CLIENTS),
+        "payment-step-up",
         "bankweb-service-client",
         "bankweb-tls",
         "console-service-client",
