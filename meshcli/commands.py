@@ -134,6 +134,12 @@ def _register_arguments(register: argparse.ArgumentParser) -> None:
             default=0,
             help=f"risk sharing: the partner's share of an accepted {category} dispute's loss, basis points 0..10000",
         )
+    register.add_argument(
+        "--risk-tier",
+        choices=("LOW", "MEDIUM", "HIGH"),
+        default="LOW",
+        help="the bank's assessment of the partner: what the payment risk rules read (default LOW)",
+    )
     _certificate_arguments(register)
 
 
@@ -155,6 +161,7 @@ def register_request(args: argparse.Namespace, request_id: str) -> partner_pb2.R
             not_received_share_bps=args.not_received_share_bps,
             wrong_amount_share_bps=args.wrong_amount_share_bps,
         ),
+        risk_tier=partner_pb2.PartnerRiskTier.Value(f"PARTNER_RISK_TIER_{args.risk_tier}"),
     )
 
 

@@ -116,7 +116,16 @@ def partner_message(partner: Partner) -> partner_pb2.Partner:
             not_received_share_bps=partner.risk_sharing_bps[1],
             wrong_amount_share_bps=partner.risk_sharing_bps[2],
         ),
+        risk_tier=partner_pb2.PartnerRiskTier.Value(f"PARTNER_RISK_TIER_{partner.risk_tier}"),
     )
+
+
+def _risk_tier(value: int) -> str | None:
+    """The tier's name (None: unspecified; an unknown number stays visible, for the field's error)."""
+    if value == partner_pb2.PARTNER_RISK_TIER_UNSPECIFIED:
+        return None
+    names = {v.number: v.name for v in partner_pb2.PartnerRiskTier.DESCRIPTOR.values}
+    return names[value].removeprefix("PARTNER_RISK_TIER_") if value in names else f"#{value}"
 
 
 def _risk_sharing(agreement: partner_pb2.RiskSharingAgreement) -> tuple[int, int, int]:
@@ -141,6 +150,7 @@ def registration(request: partner_pb2.RegisterPartnerRequest) -> PartnerRegistra
         ),
         redirect_uris=tuple(request.redirect_uris),
         risk_sharing_bps=_risk_sharing(request.risk_sharing),
+        risk_tier=_risk_tier(request.risk_tier) or "LOW",
     )
 
 
@@ -161,6 +171,7 @@ def partner_changes(request: partner_pb2.UpdatePartnerRequest) -> PartnerChanges
         certificate_bound_tokens=optional("tls_client_certificate_bound_access_tokens"),
         redirect_uris=tuple(request.redirect_uris.redirect_uris) if request.HasField("redirect_uris") else None,
         risk_sharing_bps=_risk_sharing(request.risk_sharing) if request.HasField("risk_sharing") else None,
+        risk_tier=_risk_tier(request.risk_tier),
     )
 
 

@@ -119,6 +119,7 @@ class PartnerRepository:
             "fraud_share_bps": partner.risk_sharing_bps[0],
             "not_received_share_bps": partner.risk_sharing_bps[1],
             "wrong_amount_share_bps": partner.risk_sharing_bps[2],
+            "risk_tier": partner.risk_tier,
         }
 
     @staticmethod
@@ -142,6 +143,7 @@ class PartnerRepository:
             certificate_bound_tokens=bool(row.certificate_bound_tokens),
             redirect_uris=_split(row.redirect_uris),
             risk_sharing_bps=(row.fraud_share_bps, row.not_received_share_bps, row.wrong_amount_share_bps),
+            risk_tier=row.risk_tier,
         )
 
     async def add(self, partner: Partner) -> None:

@@ -55,6 +55,8 @@ partners = sa.Table(
     sa.Column("fraud_share_bps", sa.Integer, nullable=False, server_default="0"),
     sa.Column("not_received_share_bps", sa.Integer, nullable=False, server_default="0"),
     sa.Column("wrong_amount_share_bps", sa.Integer, nullable=False, server_default="0"),
+    # Added by identity_0015: the bank's assessment of the partner (LOW, MEDIUM, HIGH).
+    sa.Column("risk_tier", sa.String(16), nullable=False, server_default="LOW"),
 )
 
 customers = sa.Table(

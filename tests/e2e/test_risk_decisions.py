@@ -6,9 +6,10 @@ reviewing with their rpcs.
 One mesh for the module: stepped up and confirmed (a wrong code and a code for another amount
 refused first), stepped up and never confirmed (cancelled, nothing moved), held and approved,
 held and refused, held and never reviewed (refused at its expiry, nothing moved), refused
-outright; failed sign-ins of the customer (identity's signal) stepping up a payment that would
-have gone through; the payment service SIGKILLed while payments wait (they still wait, and go
-on when confirmed or approved); then the ledger nets to zero with nothing held.
+outright; failed sign-ins of the customer (identity's signal) and the partner's risk tier in its
+registration each stepping up a payment that would have gone through; the payment service
+SIGKILLed while payments wait (they still wait, and go on when confirmed or approved); then the
+ledger nets to zero with nothing held.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from meshlib.grpc_errors import decode_rpc_error
 from meshlib.money import Amount
 from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc, account_pb2, account_pb2_grpc
 from openbank.common.v1 import money_pb2
-from openbank.identity.v1 import customer_pb2, customer_pb2_grpc
+from openbank.identity.v1 import customer_pb2, customer_pb2_grpc, partner_pb2, partner_pb2_grpc
 from openbank.payment.v1 import payment_pb2, payment_pb2_grpc, risk_pb2, risk_pb2_grpc
 from services.payment.domain import step_up
 from services.payment.domain.payments import Payment, PaymentState
@@ -152,6 +153,7 @@ async def wallet(tmp_path_factory):  # type: ignore[no-untyped-def]
         "OBM_STEP_UP_WAIT_SECONDS": str(STEP_UP_WAIT_SECONDS),
         "OBM_REVIEW_WAIT_SECONDS": str(REVIEW_WAIT_SECONDS),
         "OBM_IDENTITY_SIGNALS_CACHE_SECONDS": "1",
+        "OBM_DIRECTORY_CACHE_SECONDS": "1",
         "OBM_RISK_EXPIRY_INTERVAL_SECONDS": "0.3",
         "OBM_SAGA_LEASE_SECONDS": "3",
         "OBM_RECOVERY_INTERVAL_SECONDS": "0.5",
@@ -322,6 +324,37 @@ async def test_failed_sign_ins_of_the_customer_step_up_a_payment_that_would_have
         customer_pb2.UnlockCustomerRequest(request_id=uuid.uuid4().hex, name=wallet.customer), metadata=admin
     )
     await asyncio.sleep(1.5)
+    assert (await wallet.pay(creditor, 5_000)).state == payment_pb2.PAYMENT_STATE_SETTLED
+
+
+async def _set_risk_tier(wallet: Wallet, tier: int) -> None:
+    partners = partner_pb2_grpc.PartnerServiceStub(wallet.operator.channel("identity"))
+    await partners.UpdatePartner(
+        partner_pb2.UpdatePartnerRequest(
+            request_id=uuid.uuid4().hex, name=wallet.demo["partners"]["acme"]["partner"], risk_tier=tier
+        ),
+        metadata=await wallet.operator.metadata(),
+    )
+    await asyncio.sleep(1.5)  # payment remembers a partner's registration for 1 s here
+
+
+async def test_the_partner_s_risk_tier_in_its_registration_is_what_the_risk_rules_read(wallet: Wallet) -> None:
+    creditor = await wallet.new_creditor()
+    assert (await wallet.pay(creditor, 5_000)).state == payment_pb2.PAYMENT_STATE_SETTLED  # acme is LOW
+    await _set_risk_tier(wallet, partner_pb2.PARTNER_RISK_TIER_HIGH)
+    try:
+        waiting = await wallet.pay(creditor, 5_000)
+        assert waiting.state == payment_pb2.PAYMENT_STATE_AWAITING_AUTHORISATION, waiting
+        decision = (
+            await wallet.review().GetRiskDecision(
+                risk_pb2.GetRiskDecisionRequest(name=waiting.name), metadata=await wallet.operator.metadata()
+            )
+        ).held_payment.decision
+        assert (list(decision.rules_fired), decision.signals["partner_risk_tier"]) == (["high_risk_partner"], "HIGH")
+        confirmed = await wallet.confirm(waiting.name, code_for(waiting, wallet.customer))
+        assert confirmed.state == payment_pb2.PAYMENT_STATE_SETTLED
+    finally:
+        await _set_risk_tier(wallet, partner_pb2.PARTNER_RISK_TIER_LOW)
     assert (await wallet.pay(creditor, 5_000)).state == payment_pb2.PAYMENT_STATE_SETTLED
 
 

@@ -104,6 +104,8 @@ class Partner:
     # The risk-sharing agreement: the partner's share of an accepted dispute's loss in basis
     # points, per category (fraud, not received, wrong amount).
     risk_sharing_bps: tuple[int, int, int] = (0, 0, 0)
+    # The bank's assessment (RISK_TIERS): what payment's partner_risk_tier rules read.
+    risk_tier: str = "LOW"
 
     @property
     def active(self) -> bool:
@@ -152,6 +154,7 @@ class PartnerRegistration:
     certificate_bound_tokens: bool | None = None
     redirect_uris: tuple[str, ...] = ()
     risk_sharing_bps: tuple[int, int, int] = (0, 0, 0)
+    risk_tier: str = "LOW"
 
 
 @dataclass(frozen=True)
@@ -168,8 +171,11 @@ class PartnerChanges:
     certificate_bound_tokens: bool | None = None
     redirect_uris: tuple[str, ...] | None = None
     risk_sharing_bps: tuple[int, int, int] | None = None
+    risk_tier: str | None = None
 
 
+# A partner's risk tiers, lowest first.
+RISK_TIERS = ("LOW", "MEDIUM", "HIGH")
 _BOUND_FIELD = "tls_client_certificate_bound_access_tokens"
 
 
@@ -271,6 +277,7 @@ def register(
         errors.add(_BOUND_FIELD, "needs tls_client_certificate_sha256 (the certificate tokens are bound to)")
     redirect_uris = check_redirect_uris(request.redirect_uris, "redirect_uris", errors)
     check_risk_sharing(request.risk_sharing_bps, "risk_sharing", errors)
+    errors.check(request.risk_tier in RISK_TIERS, "risk_tier", f"must be one of {list(RISK_TIERS)}")
     errors.raise_if_any()
     assert request.auth_method is not None
     uses_secret = request.auth_method is AuthMethod.CLIENT_SECRET_POST
@@ -292,6 +299,7 @@ def register(
         certificate_bound_tokens=bound,
         redirect_uris=redirect_uris,
         risk_sharing_bps=request.risk_sharing_bps,
+        risk_tier=request.risk_tier,
     )
 
 
@@ -340,6 +348,9 @@ def apply_changes(partner: Partner, changes: PartnerChanges, known_tiers: frozen
     if changes.risk_sharing_bps is not None:
         check_risk_sharing(changes.risk_sharing_bps, "risk_sharing", errors)
         updated = replace(updated, risk_sharing_bps=changes.risk_sharing_bps)
+    if changes.risk_tier is not None:
+        errors.check(changes.risk_tier in RISK_TIERS, "risk_tier", f"must be one of {list(RISK_TIERS)}")
+        updated = replace(updated, risk_tier=changes.risk_tier)
     if updated.certificate_bound_tokens and not updated.tls_client_certificate_sha256:
         if changes.certificate_bound_tokens:
             errors.add(_BOUND_FIELD, "needs tls_client_certificate_sha256 (the certificate tokens are bound to)")

@@ -299,8 +299,18 @@ class GrpcSettlement:
         await self._each(payment, send)
 
 
+def _risk_tier_name(value: int) -> str:
+    """PARTNER_RISK_TIER_HIGH -> "HIGH"; unset or unknown -> "" (not known)."""
+    from openbank.identity.v1 import partner_pb2
+
+    if value == partner_pb2.PARTNER_RISK_TIER_UNSPECIFIED:
+        return ""
+    names = {v.number: v.name for v in partner_pb2.PartnerRiskTier.DESCRIPTOR.values}
+    return names.get(value, "").removeprefix("PARTNER_RISK_TIER_")
+
+
 class GrpcPartnerDirectory:
-    """Partner payment limits from identity's PartnerService (service token, cached)."""
+    """Partner payment limits and risk tier from identity's PartnerService (service token, cached)."""
 
     def __init__(self, channel: grpc.aio.Channel, call: PeerCaller, cache_seconds: float) -> None:
         from openbank.identity.v1 import partner_pb2_grpc
@@ -329,5 +339,6 @@ class GrpcPartnerDirectory:
             currency=(per_payment.currency_code if per_payment else "")
             or (daily.currency_code if daily else "")
             or None,
+            risk_tier=_risk_tier_name(partner.risk_tier),
         )
         return limits

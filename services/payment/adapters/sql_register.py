@@ -127,6 +127,7 @@ class _CarriedFacts:
             self._now,
             registration.psu,
             registration.identity,
+            limits.risk_tier,
         )
         decision = self._rules.decide(signals)
         if decision.outcome is RiskOutcome.REFUSE:

@@ -106,6 +106,8 @@ class PartnerLimits:
     per_payment_minor: int | None = None
     daily_minor: int | None = None
     currency: str | None = None
+    # The partner's risk tier (LOW, MEDIUM, HIGH) from the same registration; "": not known.
+    risk_tier: str = ""
 
 
 def check_partner_limits(limits: PartnerLimits, amount: Amount, spent_today_minor: int) -> None:

@@ -65,6 +65,8 @@ class RiskSignals:
     moment: dt.datetime
     psu: PsuContext = field(default_factory=PsuContext)
     identity: IdentitySignals = field(default_factory=IdentitySignals)
+    # The partner's risk tier from its registration (identity); "": not known.
+    partner_tier: str = ""
 
     def explained(self, tier: str) -> dict[str, str]:
         """The signals as text, for the audit trail and the review queue."""
@@ -112,7 +114,7 @@ def _psu_absent(rule: RiskRule, s: RiskSignals, _: RiskRules) -> bool:
 
 
 def _partner_tier(rule: RiskRule, s: RiskSignals, rules: RiskRules) -> bool:
-    return rules.tier_of(s.partner_id) in rule.tiers
+    return rules.tier_of(s.partner_id, s.partner_tier) in rule.tiers
 
 
 def _failed_sign_ins(rule: RiskRule, s: RiskSignals, _: RiskRules) -> bool:
@@ -233,9 +235,10 @@ class RiskRules:
         """The count windows the customer's history must cover."""
         return {r.window_seconds for r in self.rules if r.kind == "max_payments_per_window"}
 
-    def tier_of(self, partner_id: str) -> str:
-        """The partner's risk tier (LOW unless configured)."""
-        return self.partner_tiers.get(partner_id, "LOW")
+    def tier_of(self, partner_id: str, registered: str = "") -> str:
+        """The partner's risk tier: its registration's; else (not known) the file's
+        ``partner_tiers``, else LOW."""
+        return registered or self.partner_tiers.get(partner_id, "LOW")
 
     def decide(self, signals: RiskSignals) -> RiskDecision:
         """Every rule against the signals; the stricter of the score's outcome and any named one."""
@@ -253,7 +256,12 @@ class RiskRules:
         if outcome is RiskOutcome.REFUSE and named is not RiskOutcome.REFUSE:
             deciding = ""  # refused by the score, not by a hard limit
         return RiskDecision(
-            outcome, score, self.version, tuple(fired), signals.explained(self.tier_of(signals.partner_id)), deciding
+            outcome,
+            score,
+            self.version,
+            tuple(fired),
+            signals.explained(self.tier_of(signals.partner_id, signals.partner_tier)),
+            deciding,
         )
 
 

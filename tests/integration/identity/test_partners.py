@@ -187,3 +187,29 @@ async def test_the_risk_sharing_agreement_is_registered_updated_and_checked(iden
         grpc.StatusCode.INVALID_ARGUMENT,
         "FIELD_INVALID",
     )
+
+
+async def test_the_risk_tier_is_registered_low_by_default_updated_and_checked(identity: Identity) -> None:
+    admin = await identity.admin()
+    plain = await identity.partners.RegisterPartner(_registration(), metadata=admin)
+    assert plain.partner.risk_tier == partner_pb2.PARTNER_RISK_TIER_LOW
+    high = await identity.partners.RegisterPartner(
+        _registration(risk_tier=partner_pb2.PARTNER_RISK_TIER_HIGH), metadata=admin
+    )
+    assert high.partner.risk_tier == partner_pb2.PARTNER_RISK_TIER_HIGH
+    unchanged = partner_pb2.UpdatePartnerRequest(
+        request_id=request_id(), name=high.partner.name, display_name="Renamed"
+    )
+    assert (await identity.partners.UpdatePartner(unchanged, metadata=admin)).partner.risk_tier == (
+        partner_pb2.PARTNER_RISK_TIER_HIGH
+    )
+    lowered = partner_pb2.UpdatePartnerRequest(
+        request_id=request_id(), name=high.partner.name, risk_tier=partner_pb2.PARTNER_RISK_TIER_MEDIUM
+    )
+    await identity.partners.UpdatePartner(lowered, metadata=admin)
+    got = await identity.partners.GetPartner(partner_pb2.GetPartnerRequest(name=high.partner.name), metadata=admin)
+    assert got.partner.risk_tier == partner_pb2.PARTNER_RISK_TIER_MEDIUM
+    assert await failure(identity.partners.RegisterPartner(_registration(risk_tier=7), metadata=admin)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "FIELD_INVALID",
+    )

@@ -295,3 +295,14 @@ def test_the_psu_context_is_read_from_create_payment_and_its_fields_are_bounded(
     with pytest.raises(InvalidArgument) as refused:
         converters.new_payment(request)
     assert [v.field for v in refused.value.violations] == ["psu_context.ip_address"]
+
+
+def test_the_partner_tier_is_its_registration_s_and_the_file_s_only_when_the_registration_says_none() -> None:
+    rule = RiskRule("tier", "partner_risk_tier", score=50, tiers=("HIGH",))
+    rules = RiskRules("v1", (rule,), partner_tiers={"p1": "HIGH"})
+    registered_low = rules.decide(_signals(partner_tier="LOW"))
+    assert (registered_low.fired, registered_low.signals["partner_risk_tier"]) == ((), "LOW")
+    registered_high = RiskRules("v1", (rule,)).decide(_signals(partner_tier="HIGH"))
+    assert (registered_high.fired, registered_high.signals["partner_risk_tier"]) == (("tier",), "HIGH")
+    assert rules.decide(_signals()).fired == ("tier",)  # not known from identity: the file's
+    assert RiskRules("v1", (rule,)).decide(_signals()).signals["partner_risk_tier"] == "LOW"
