@@ -29,10 +29,11 @@ from meshcli.demo import _authorise, client_credentials_token, create_payment_co
 from meshcli.mesh import PROCESSES, LocalMesh
 from meshcli.operator import Operator
 from meshcli.seed import seed_demo_data
+from meshlib.auth.wiring import TTL_WITH_BUS_SECONDS
 from meshlib.grpc_errors import decode_rpc_error
 from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc, account_pb2, account_pb2_grpc
 from openbank.common.v1 import money_pb2
-from openbank.identity.v1 import consent_pb2_grpc, token_pb2_grpc
+from openbank.identity.v1 import consent_pb2, consent_pb2_grpc, token_pb2, token_pb2_grpc
 from openbank.payment.v1 import payment_admin_pb2, payment_admin_pb2_grpc, payment_pb2, payment_pb2_grpc
 from openbank.settlement.v1 import (
     settlement_admin_pb2,
@@ -119,7 +120,15 @@ class ReplicatedMesh:
     customer_account: str
     wallet: str
     wallet_participant: str
+    demo: dict[str, Any] = field(default_factory=dict)
     load: Load = field(default_factory=Load)
+    _direct: dict[int, grpc.aio.Channel] = field(default_factory=dict)
+
+    def channel_to(self, port: int) -> grpc.aio.Channel:
+        """A channel to one process (one replica), kept for the module."""
+        if port not in self._direct:
+            self._direct[port] = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        return self._direct[port]
 
     async def top_up(self) -> None:
         """One payment through the gateways, retried by the SDK until it answers."""
@@ -309,6 +318,7 @@ async def replicated_mesh(
         raise
     operator = Operator(data_dir, ports=ports)
     attempts = AttemptLog()
+    running: ReplicatedMesh | None = None
     gateways = ",".join(f"127.0.0.1:{port}" for port in replica_ports["gateway"])
     channel = grpc.aio.insecure_channel(
         f"ipv4:{gateways}",
@@ -335,7 +345,7 @@ async def replicated_mesh(
             await setup.close()
         invoker = Invoker(retry=PATIENT, timeout=20.0, customer_ip_address="198.51.100.7")
         token = _Bearer(bound.access_token)
-        yield ReplicatedMesh(
+        running = ReplicatedMesh(
             mesh,
             postgres,
             operator,
@@ -346,8 +356,193 @@ async def replicated_mesh(
             customer["account"],
             partner["partner"],
             partner["participant"],
+            demo,
         )
+        yield running
     finally:
         await channel.close()
+        for direct in running._direct.values() if running is not None else ():
+            await direct.close()
         await operator.close()
         await mesh.stop(grace=10)
+
+
+# A revoked token or consent is refused with one of these (by the gateway or the service).
+REVOKED = frozenset({"TOKEN_REVOKED", "CONSENT_REVOKED"})
+# Each process caches a token's status for TTL_WITH_BUS_SECONDS; the bus ends it at once, and
+# a message the bus lost (its Redis shard failing over) only lets it live out that TTL.
+REVOCATION_BOUND_SECONDS = TTL_WITH_BUS_SECONDS + 5.0
+
+
+@dataclass
+class Revoked:
+    """One revocation issued during the run: what, when, and how long until every replica refused."""
+
+    what: str
+    token: str
+    issued: float
+    took_effect: float = -1.0  # seconds after it was issued; -1: not yet
+
+
+class Revocations:
+    """Acme's two other consents, over bob's account: tokens of the first are used on every
+    replica (so every cache holds them as active) and then revoked one at a time during the
+    run (RevokeToken); the second consent is revoked as a whole (RevokeConsent). Each must be
+    refused by every gateway, account and payment replica within ``REVOCATION_BOUND_SECONDS``,
+    and still at the end of the run."""
+
+    def __init__(self, mesh: ReplicatedMesh) -> None:
+        self.mesh = mesh
+        self.partner = mesh.demo["partners"]["acme"]
+        self.customer = mesh.demo["customers"]["bob"]
+        self.revoked: list[Revoked] = []
+        self.fresh: list[str] = []  # access tokens of the first consent, not used yet
+        self.client_token = ""
+        self.refresh = ""  # of the first consent: a fresh access token for each revocation
+        self.consent = ""  # the second
+        self.consent_token = ""
+
+    def _replicas(self, service: str) -> list[tuple[str, grpc.aio.Channel]]:
+        """(label, channel) of each replica of ``service`` whose process runs now."""
+        return [
+            (child.label, self.mesh.channel_to(child.port))
+            for child in self.mesh.mesh.children
+            if child.name == service and child.process is not None and child.process.returncode is None
+        ]
+
+    async def prepare(self) -> None:
+        """Both consents (bob authorises each in the bank's app) and their first tokens."""
+        gateway = self.mesh.channel_to(self.mesh.mesh.ports["gateway"])
+        tokens = token_pb2_grpc.TokenServiceStub(gateway)
+        self.client_token = (await client_credentials_token(tokens, self.partner)).access_token
+        bound = []
+        for _ in range(2):
+            consent, verifier = await create_payment_consent(
+                consent_pb2_grpc.ConsentServiceStub(gateway),
+                self.client_token,
+                per_payment_minor=100,
+                reads_per_day=0,
+                valid_for=dt.timedelta(days=1),
+            )
+            authorised = await _authorise(self.mesh.operator, consent.name, self.customer)
+            exchanged = await exchange_code(tokens, self.partner, authorised.authorization_code, verifier)
+            bound.append((consent.name, exchanged))
+        self.refresh = bound[0][1].refresh_token
+        self.consent, self.consent_token = bound[1][0], bound[1][1].access_token
+
+    async def mint(self, count: int) -> None:
+        """``count`` more access tokens of the first consent, one refresh after the other (a
+        refresh token works once: two at once, or a retry of one that was answered, would be
+        a reuse, and identity revokes the whole family). Call it while no fault runs."""
+        stub = token_pb2_grpc.TokenServiceStub(self.mesh.partner_channel)
+        for _ in range(count):
+            answer = await stub.IssueToken(
+                token_pb2.IssueTokenRequest(
+                    grant_type=token_pb2.GRANT_TYPE_REFRESH_TOKEN,
+                    client_id=self.partner["client_id"],
+                    client_secret=self.partner["client_secret"],
+                    refresh_token=self.refresh,
+                ),
+                timeout=10,
+            )
+            self.refresh = answer.refresh_token
+            self.fresh.append(answer.access_token)
+
+    async def _answer(self, service: str, channel: grpc.aio.Channel, token: str) -> str:
+        """One read with ``token`` on one replica: "" when served, else the reason refused."""
+        metadata = (("authorization", f"Bearer {token}"), ("x-fapi-customer-ip-address", "198.51.100.7"))
+        try:
+            if service == "payment":
+                await payment_pb2_grpc.PaymentServiceStub(channel).ListPayments(
+                    payment_pb2.ListPaymentsRequest(page_size=1), metadata=metadata, timeout=5
+                )
+            else:
+                await account_pb2_grpc.AccountServiceStub(channel).GetBalance(
+                    account_pb2.GetBalanceRequest(account=self.customer["account"]), metadata=metadata, timeout=5
+                )
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return "UNAVAILABLE"  # a replica or its peer is down: no answer either way yet
+            return decode_rpc_error(error).reason or error.code().name
+        return ""
+
+    async def answers(self, token: str) -> dict[str, str]:
+        """Every running gateway, account and payment replica's answer to ``token``."""
+        asked = [
+            (label, service, channel)
+            for service in ("gateway", "account", "payment")
+            for label, channel in self._replicas(service)
+        ]
+        got = await asyncio.gather(*(self._answer(service, channel, token) for _, service, channel in asked))
+        return {label: answer for (label, _, _), answer in zip(asked, got, strict=True)}
+
+    async def _until(self, token: str, done: Any, what: str, timeout: float) -> float:
+        began = time.monotonic()
+        while True:
+            answers = await self.answers(token)
+            if done(answers):
+                return time.monotonic() - began
+            assert time.monotonic() - began < timeout, f"{what} within {timeout:g} s: {answers}"
+            await asyncio.sleep(0.1)
+
+    async def _used_everywhere(self, token: str) -> None:
+        """Served by every running replica (each now holds the token as active)."""
+        await self._until(
+            token,
+            lambda a: all(v in ("", "UNAVAILABLE") for v in a.values()) and "" in a.values(),
+            "served before it was revoked",
+            60,
+        )
+
+    async def _took_effect(self, revoked: Revoked) -> None:
+        """Until no replica serves the token (each answering refuses it; one restarting or cut
+        off from identity may not answer at all), then on until the bound has passed: none may
+        serve it again. ``took_effect``: seconds from the revocation to the first such moment."""
+        while True:
+            answers = await self.answers(revoked.token)
+            served = [label for label, answer in answers.items() if answer == ""]
+            elapsed = time.monotonic() - revoked.issued
+            if revoked.took_effect >= 0:
+                assert not served, f"{revoked.what} revoked and refused, then served again: {answers}"
+            elif not served and set(answers.values()) & REVOKED:
+                assert set(answers.values()) <= REVOKED | {"UNAVAILABLE"}, answers
+                revoked.took_effect = elapsed
+            if elapsed > REVOCATION_BOUND_SECONDS:
+                assert revoked.took_effect >= 0, f"{revoked.what} still served {elapsed:.1f} s after: {answers}"
+                return
+            await asyncio.sleep(0.1)
+
+    async def revoke_token(self) -> Revoked:
+        """Use a fresh token everywhere, revoke it (the partner's RevokeToken, retried while
+        the mesh answers UNAVAILABLE), watch every replica refuse it."""
+        token = self.fresh.pop()
+        await self._used_everywhere(token)
+        gateway = token_pb2_grpc.TokenServiceStub(self.mesh.partner_channel)
+        request = token_pb2.RevokeTokenRequest(
+            client_id=self.partner["client_id"], client_secret=self.partner["client_secret"], token=token
+        )
+        await self.mesh.invoker.unary(gateway.RevokeToken, request, None)
+        revoked = Revoked("token", token, time.monotonic())  # identity answered: it is revoked
+        self.revoked.append(revoked)
+        await self._took_effect(revoked)
+        return revoked
+
+    async def revoke_consent(self) -> Revoked:
+        """Use the second consent's token everywhere, revoke the consent (the partner's
+        RevokeConsent), watch every replica refuse its token."""
+        token = self.consent_token
+        await self._used_everywhere(token)
+        consents = consent_pb2_grpc.ConsentServiceStub(self.mesh.partner_channel)
+        request = consent_pb2.RevokeConsentRequest(request_id=uuid.uuid4().hex, name=self.consent)
+        await self.mesh.invoker.unary(consents.RevokeConsent, request, _Bearer(self.client_token), mutating=True)
+        revoked = Revoked("consent", token, time.monotonic())
+        self.revoked.append(revoked)
+        await self._took_effect(revoked)
+        return revoked
+
+    async def check_all_refused(self) -> None:
+        """After the run: every token revoked during it is refused by every replica."""
+        for revoked in self.revoked:
+            assert 0 <= revoked.took_effect <= REVOCATION_BOUND_SECONDS, revoked
+            answers = await self.answers(revoked.token)
+            assert set(answers.values()) <= REVOKED, (revoked.what, answers)

@@ -33,6 +33,12 @@ class ClusterNode:
             self.process.kill()
             self.process.wait(10)
 
+    def restart(self) -> None:
+        """Start the killed node again, as it was (its nodes file makes it rejoin the cluster,
+        as a replica of whichever node took over its slots)."""
+        self.process = subprocess.Popen(self.process.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for_port(self.port, self.process)
+
     def info(self, section: str) -> dict[str, str]:
         """``CLUSTER INFO`` / ``INFO <section>`` as a dict."""
         command = ["cluster", "info"] if section == "cluster" else ["info", section]
