@@ -38,6 +38,8 @@ MIGRATED_SERVICES = {
     "payment": "services.payment.bootstrap",
     "settlement": "services.settlement.bootstrap",
     "schemesim": "schemesim.bootstrap",
+    # The operator console's audit trail (not a ServiceSpec: bankweb.console.audit_store).
+    "console": "bankweb.console.audit_store",
 }
 
 
@@ -124,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
 
         from meshlib.app import run_migration
 
+        if args.service == "console":
+            from bankweb.console.audit_store import run_console_migration
+
+            return run_console_migration()
         return run_migration(importlib.import_module(MIGRATED_SERVICES[args.service]).SPEC)
     if args.command == "serve":
         runpy.run_module(PROCESS_MODULES[args.process], run_name="__main__")

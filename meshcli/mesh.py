@@ -125,7 +125,8 @@ class MeshProcess:
         return self.name if self.replica == 1 else f"{self.name}-{self.replica}"
 
 
-SERVICES_WITH_DATABASES = ("identity", "account", "payment", "settlement")
+# (The console keeps its operators' audit trail in one: bankweb.console.audit_store.)
+SERVICES_WITH_DATABASES = ("identity", "account", "payment", "settlement", "console")
 
 
 def service_databases(shared_url: str) -> dict[str, str]:
@@ -307,7 +308,6 @@ class LocalMesh:
                     OBM_CONSOLE_PORT=str(child.port),
                     OBM_CONSOLE_SECURE_COOKIES="false",
                     OBM_CONSOLE_OPERATORS_FILE=str(self.data_dir / OPERATORS_FILE),
-                    OBM_CONSOLE_AUDIT_DIR=str(self.data_dir / "audit" / "console"),
                 )
             env.update(self.child_env.get(child.name, {}))
             env.update(child.env)  # this replica's own settings

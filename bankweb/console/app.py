@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from bankweb.console.audit_store import ConsoleAuditTrail
 from bankweb.console.console import Console
 from bankweb.console.grpc_mesh import AUDITED_SERVICES, ROLE_SCOPES, GrpcMesh
 from bankweb.console.operators import OperatorDirectory
@@ -13,9 +14,9 @@ from bankweb.console.web import ConsoleWeb, build_console_app
 from bankweb.ports import SessionStore
 from bankweb.serving import RunningSite, serve
 from bankweb.sessions import AttemptLimiter, MemorySessionStore, RedisSessionStore
-from meshlib.audit import AuditFileWriter
 from meshlib.auth.service_tokens import ServiceTokenSource
 from meshlib.clients import ChannelSettings, open_channel
+from meshlib.storage.database import Database
 
 log = logging.getLogger("bankweb.console")
 
@@ -49,9 +50,14 @@ async def start_console(settings: ConsoleSettings) -> RunningSite:
         role: ServiceTokenSource(channels["identity"], settings.service_client_id, secret, scopes)
         for role, scopes in ROLE_SCOPES.items()
     }
-    journal = AuditFileWriter(settings.console_audit_dir, settings.console_audit_replica, service="console")
-    await journal.start()
-    closers.insert(0, journal.close)
+    database = Database(settings.audit_database_url(), pool_size=2, application_name="console")
+    journal = ConsoleAuditTrail(database)
+    try:
+        await journal.start(migrate=settings.run_migrations)
+    except BaseException:
+        await database.dispose()
+        raise
+    closers[:0] = [journal.close, database.dispose]
     sessions: SessionStore
     if settings.redis_url is not None:
         redis_sessions = RedisSessionStore(settings.redis_url.get_secret_value(), namespace="console")
@@ -71,7 +77,6 @@ async def start_console(settings: ConsoleSettings) -> RunningSite:
         limiter,
         journal,
         settings.console_session_idle_seconds,
-        audit_dir=settings.console_audit_dir,
     )
     web = ConsoleWeb(console, sessions, secure_cookies=settings.console_secure_cookies)
     running = await serve(build_console_app(web), settings.host, settings.console_port, "console", closers)

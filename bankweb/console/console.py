@@ -9,12 +9,10 @@ is decided here (``operators.may``), and a refusal is recorded too.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from bankweb.console.operators import OperatorDirectory, OperatorRefused, may
@@ -30,7 +28,6 @@ from bankweb.console.ports import (
 )
 from bankweb.ports import Session, SessionStore
 from bankweb.sessions import AttemptLimiter, rotate_session
-from meshlib.audit.files import replica_files
 from meshlib.errors import MeshError
 
 log = logging.getLogger("bankweb.console")
@@ -61,11 +58,13 @@ class SignInFailed(Exception):
 
 
 class Journal(Protocol):
-    """The console's own audit trail (``meshlib.audit.AuditFileWriter``)."""
+    """The console's own audit trail (``audit_store.ConsoleAuditTrail``, shared by the replicas)."""
 
     def append(self, content: dict[str, Any]) -> None: ...
 
     async def flush(self) -> None: ...
+
+    async def records(self, query: AuditQuery) -> list[AuditRow]: ...
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,6 @@ class Console:
         limiter: AttemptLimiter,
         journal: Journal,
         session_ttl_seconds: int,
-        audit_dir: Path | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self._mesh = mesh
@@ -105,7 +103,6 @@ class Console:
         self._limiter = limiter
         self._journal = journal
         self._ttl = session_ttl_seconds
-        self._audit_dir = audit_dir
         self._clock = clock
 
     # ---- sign-in and sessions ------------------------------------------------------------
@@ -193,8 +190,7 @@ class Console:
     async def audit(self, query: AuditQuery) -> list[AuditRow]:
         """The services' trails, or the console's own (operators' actions)."""
         if query.service == "console":
-            await self._journal.flush()  # what was just done is in the search
-            return self._console_records(query)
+            return await self._journal.records(query)  # flushed first: what was just done is in it
         return await self._mesh.audit(query)
 
     # ---- actions -------------------------------------------------------------------------
@@ -277,6 +273,10 @@ class Console:
             raise ActionFailed(f"The mesh refused: {error.reason} ({error})") from None
         extra = {"clean": result.clean} if isinstance(result, Reconciliation) else {}
         self._record(f"console.{action}", resource, "OK", actor=who.actor, details={**base, **extra})
+        try:
+            await self._journal.flush()  # stored before the operator sees the answer
+        except Exception:
+            log.exception("operator action not yet in the audit store (kept queued, retried)")
         return result
 
     def _record(
@@ -296,41 +296,3 @@ class Console:
             }
         )
         log.info("operator action", extra={"action": action, "outcome": outcome, "actor": actor})
-
-    def _console_records(self, query: AuditQuery) -> list[AuditRow]:
-        """The console's own trail from its files (every replica's), filtered, newest first."""
-        if self._audit_dir is None:
-            return []
-        rows: list[AuditRow] = []
-        for paths in replica_files(self._audit_dir).values():
-            for path in paths:
-                for text in path.read_text(encoding="utf-8").splitlines():
-                    try:
-                        line = json.loads(text)
-                    except ValueError:
-                        continue
-                    row = AuditRow(
-                        service="console",
-                        sequence=int(line.get("sequence", 0)),
-                        occur_time=dt.datetime.fromisoformat(line["occurred_at"]),
-                        action=str(line.get("action", "")),
-                        outcome=str(line.get("outcome", "")),
-                        resource=str(line.get("resource", "")),
-                        actor=str(line.get("actor", "")),
-                        actor_kind=str(line.get("actor_kind", "")),
-                        details=line.get("details") or {},
-                    )
-                    if _matches(row, query):
-                        rows.append(row)
-        rows.sort(key=lambda row: row.occur_time, reverse=True)
-        return rows[: query.limit]
-
-
-def _matches(row: AuditRow, query: AuditQuery) -> bool:
-    return (
-        (not query.actor or row.actor == query.actor)
-        and (not query.action or row.action.startswith(query.action))
-        and (not query.since or row.occur_time >= query.since)
-        and (not query.payment or query.payment in row.resource)
-        and (not query.partner or query.partner in row.resource)
-    )

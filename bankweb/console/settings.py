@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from meshlib.config import MeshSettings
 
 DEFAULT_CONSOLE_PORT = 8090
 
 
-class ConsoleSettings(BaseSettings):
+class ConsoleSettings(MeshSettings):
     """Where it listens, where the services are, its client credentials, operators, cookies."""
 
     model_config = SettingsConfigDict(env_prefix="OBM_", extra="ignore", frozen=True)
@@ -31,9 +32,12 @@ class ConsoleSettings(BaseSettings):
     peer_tls_key_file: Path | None = None
     # The operators (operators.py): a JSON file, read once at start.
     console_operators_file: Path = Path("data/console-operators.json")
-    # The console's own audit trail (hash-chained JSON lines, one chain per replica).
-    console_audit_dir: Path = Path("data/audit/console")
-    console_audit_replica: str = Field(default_factory=socket.gethostname)
+    # The console's own audit trail (audit_store.py), one chain every replica shares: PostgreSQL
+    # (OBM_DATABASE_URL or _FILE, migrated by `openbank-mesh migrate console`), else a SQLite
+    # file in data_dir (the local mesh). run_migrations=false: only check the schema.
+    database_url: SecretStr | None = None
+    data_dir: Path = Path("data")
+    run_migrations: bool = True
     console_secure_cookies: bool = True
     console_session_idle_seconds: int = Field(default=900, ge=30, le=86_400)
     console_signin_attempts: int = Field(default=10, ge=1, le=1000)
@@ -42,6 +46,13 @@ class ConsoleSettings(BaseSettings):
     redis_url: SecretStr | None = None
     log_level: str = "INFO"
     log_format: str = "json"
+
+    def audit_database_url(self) -> str:
+        """Where the audit trail lives."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'console.db').resolve()}"
 
     def client_secret(self) -> str | None:
         """The client secret, from its file (Kubernetes mounts it) or the environment."""

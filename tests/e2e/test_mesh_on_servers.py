@@ -31,7 +31,7 @@ async def test_the_mesh_uses_postgresql_and_redis_when_their_urls_are_set(
             "OBM_RATELIMIT_KEY_PREFIX": f"{key_prefix}rl:",
         },
     )
-    assert set(mesh.service_databases) == {"identity", "account", "payment", "settlement"}
+    assert set(mesh.service_databases) == {"identity", "account", "payment", "settlement", "console"}
     await mesh.start()
     try:
         operator = Operator(mesh.data_dir, ports=ports)

@@ -537,7 +537,9 @@ def test_config_maps_and_secrets_referenced_exist_or_are_documented(overlay) -> 
 
 def test_prod_reads_datastores_from_a_secret_and_runs_none_in_cluster(prod) -> None:  # type: ignore[no-untyped-def]
     assert not of_kind(prod, "StatefulSet", "Secret"), "no in-cluster datastores or inline secrets in prod"
-    for name, deployment in mesh_deployments(prod).items():
+    # The console too: its sessions and its audit trail's database (shared by its replicas).
+    deployments = {**mesh_deployments(prod), "console": named(prod, "Deployment", "console")}
+    for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         env = {e["name"]: e for e in container["env"]}

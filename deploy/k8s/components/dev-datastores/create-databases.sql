@@ -3,3 +3,4 @@ CREATE DATABASE identity;
 CREATE DATABASE account;
 CREATE DATABASE payment;
 CREATE DATABASE settlement;
+CREATE DATABASE console;
