@@ -21,7 +21,15 @@ from services.identity.domain.mandates import MandateRequest, check_mandate_cons
 
 MAX_LIFETIME = dt.timedelta(days=365)
 PERMISSIONS = frozenset(
-    {"READ_ACCOUNTS", "READ_BALANCES", "READ_TRANSACTIONS", "CONFIRM_FUNDS", "INITIATE_PAYMENTS", "SCHEDULE_PAYMENTS", "CREDIT"}
+    {
+        "READ_ACCOUNTS",
+        "READ_BALANCES",
+        "READ_TRANSACTIONS",
+        "CONFIRM_FUNDS",
+        "INITIATE_PAYMENTS",
+        "SCHEDULE_PAYMENTS",
+        "CREDIT",
+    }
 )
 PERIODS = frozenset({"DAY", "WEEK", "MONTH"})
 _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
