@@ -13,12 +13,36 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.storage import as_utc
 from services.payment.domain.isolation import CAPABILITIES, CapabilityState, Status
+from services.payment.repository import typed_param
 from services.payment.tables import customer_capabilities as table
 from services.payment.tables import isolation_events, payments, spent_days
 
 _c = table.c
 # A use is written at most this often per capability: most payments then only read.
 TOUCH_EVERY = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentGate:
+    """What recording a payment needs of one capability: where it stands (the check) and
+    whether its last use is older than TOUCH_EVERY (a use to write)."""
+
+    status: Status
+    limit_minor: int | None
+    currency: str
+    stale: bool
+
+
+# Read for every group of payments recorded: no timestamps come back (the staleness is
+# computed by the database), so a customer's six rows cost little to read.
+_GATES = sa.select(
+    _c.customer_id,
+    _c.capability,
+    _c.status,
+    _c.limit_minor,
+    _c.currency,
+    sa.case((sa.or_(_c.last_used_at.is_(None), _c.last_used_at < typed_param("stale", _c.last_used_at)), 1), else_=0),
+).where(_c.customer_id.in_(typed_param("cids", _c.customer_id, expanding=True)))
 
 
 @dataclass(frozen=True)
@@ -81,8 +105,21 @@ class IsolationRepository:
             found.setdefault(row.customer_id, {})[row.capability] = _state(row)
         return found
 
+    async def gates(self, customer_ids: Iterable[str], now: dt.datetime) -> dict[str, dict[str, PaymentGate]]:
+        """Each customer's capabilities as recording a payment needs them (absent: never seen)."""
+        ids = sorted({c for c in customer_ids if c})
+        found: dict[str, dict[str, PaymentGate]] = {}
+        if not ids:
+            return found
+        rows = await self._connection.execute(_GATES, {"cids": ids, "stale": now - TOUCH_EVERY})
+        for customer_id, capability, status, limit_minor, currency, stale in rows:
+            found.setdefault(customer_id, {})[capability] = PaymentGate(
+                Status(status), None if limit_minor is None else int(limit_minor), currency, bool(stale)
+            )
+        return found
+
     async def touch(
-        self, uses: dict[str, set[str]], known: dict[str, dict[str, CapabilityState]], now: dt.datetime
+        self, uses: dict[str, set[str]], known: dict[str, dict[str, PaymentGate]], now: dt.datetime
     ) -> None:
         """Record the capabilities each customer just used: a customer seen for the first time
         gets every capability (ACTIVE, known from now); a use older than TOUCH_EVERY is renewed."""
@@ -107,7 +144,7 @@ class IsolationRepository:
                             "changed_by": "",
                         }
                     )
-                elif capability in used and (state.last_used_at is None or now - state.last_used_at >= TOUCH_EVERY):
+                elif capability in used and state.stale:
                     renew.append({"cid": customer_id, "cap": capability, "used": now})
         if new_rows:
             await self._connection.execute(table.insert(), new_rows)

@@ -23,11 +23,11 @@ from meshlib.storage import Codec, IdempotencyKey, Transactions, retry_on_confli
 from services.payment.adapters.audit import SAGA, audit_payment, partner_of
 from services.payment.domain import checks, isolation, mandates, refunds
 from services.payment.domain.checks import CustomerHistory
-from services.payment.domain.isolation import CapabilityState
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.domain.risk import RiskDecision, RiskOutcome, RiskRules, RiskSignals
 from services.payment.domain.saga import Outcome, RecordedStep, Step, StepRecord
 from services.payment.domain.step_up import Waiting
+from services.payment.isolation_repository import PaymentGate
 from services.payment.metrics import record_payment_state, record_risk_outcome
 from services.payment.ports import Clock, RefundRegistration, Registration, utc_now
 from services.payment.unit_of_work import PaymentUnitOfWork
@@ -60,7 +60,7 @@ class _CarriedFacts:
         self._answers: dict[tuple[str, str], list[tuple[str, str, bytes]]] = {}
         # Dynamic isolation: the customers' capabilities (read once per group), and what the
         # accepted payments used (a payment's uses wait in _using until it is accepted).
-        self.capabilities: dict[str, dict[str, CapabilityState]] = {}
+        self.capabilities: dict[str, dict[str, PaymentGate]] = {}
         self._capabilities_read: set[str] = set()
         self._using: dict[str, tuple[str, ...]] = {}
         self.uses: dict[str, set[str]] = {}
@@ -69,7 +69,7 @@ class _CarriedFacts:
         """The capabilities of the group's customers, in one statement."""
         wanted = {c for c in customer_ids if c and c not in self._capabilities_read}
         if wanted:
-            self.capabilities.update(await self._uow.isolation.load(wanted))
+            self.capabilities.update(await self._uow.isolation.gates(wanted, self._now))
             self._capabilities_read |= wanted
 
     async def load_saved(self, registrations: Sequence[Registration]) -> None:

@@ -20,7 +20,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -62,6 +62,20 @@ class CapabilityState:
     def idle_since(self) -> dt.datetime:
         """From when its period of non-use counts: its last use, else since the bank knew it."""
         return self.last_used_at if self.last_used_at is not None else self.since
+
+
+class Standing(Protocol):
+    """Where a capability stands, as a payment's check needs it (a CapabilityState, or the
+    lighter view the payment register reads)."""
+
+    @property
+    def status(self) -> Status: ...
+
+    @property
+    def limit_minor(self) -> int | None: ...
+
+    @property
+    def currency(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -155,7 +169,7 @@ def restored(state: CapabilityState, now: dt.datetime, actor: str) -> Capability
 
 
 def check_payment(
-    states: Mapping[str, CapabilityState],
+    states: Mapping[str, Standing],
     *,
     payment_type: str,
     new_creditor: bool,
@@ -190,7 +204,7 @@ def check_payment(
         )
 
 
-def needs_spent_today(states: Mapping[str, CapabilityState]) -> bool:
+def needs_spent_today(states: Mapping[str, Standing]) -> bool:
     """Whether the check needs the customer's payments of today (only under a lowered limit)."""
     limit = states.get(DAILY_LIMIT)
     return limit is not None and limit.status is Status.LOWERED
