@@ -12,6 +12,7 @@ processes, one mesh for the module:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import html
 import json
@@ -546,6 +547,21 @@ async def test_identity_crashing_at_each_step_of_account_opening_loses_nothing_a
         await bank.mesh.restart(identity)
         timings.append((f"restart {failpoint}", time.monotonic() - began))
 
+    async def crash_on_start(point: str) -> None:
+        """Start identity armed at ``point``, which its own retry job reaches at once, perhaps
+        before it serves: wait for the exit, not for readiness."""
+        identity.launch_env["OBM_ONBOARDING_FAILPOINT"] = point
+        old = identity.process
+        starting = asyncio.create_task(bank.mesh.restart(identity))
+        for _ in range(200):  # the new process within 10 s
+            if identity.process is not old:
+                break
+            await asyncio.sleep(0.05)
+        await crashed(point)
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+            await starting
+
     async def crashed(point: str) -> None:
         began = time.monotonic()
         assert await asyncio.wait_for(identity.process.wait(), 60) == 137, point  # type: ignore[union-attr]
@@ -565,8 +581,7 @@ async def test_identity_crashing_at_each_step_of_account_opening_loses_nothing_a
         await crashed("after_decision_commit")
         # Restarted, identity's retry job opens the approved application's account and exits
         # before recording it.
-        await restart("after_account_opened")
-        await crashed("after_account_opened")
+        await crash_on_start("after_account_opened")
         # Restarted again, it opens it again (the same request_id: the same account) and records it.
         await restart("before_activation_commit")
         # The wallet retries with the same request_id: the decision made before the crashes.
