@@ -30,6 +30,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.upstream_metrics import record_ejection, record_pool
 from meshlib.clients import replica_addresses
 
 log = logging.getLogger("gateway.upstreams")
@@ -113,6 +114,11 @@ class UpstreamPool:
         self.replicas: list[Replica] = [
             Replica(address, open_channel(address, self._server_name)) for address in addresses
         ]
+        self._record()
+
+    def _record(self) -> None:
+        """The pool's metrics: replicas known, and out of rotation."""
+        record_pool(self.name, len(self.replicas), sum(1 for r in self.replicas if r.ejected))
 
     async def start(self) -> None:
         """Resolve a host name target to its replicas now, then every ``resolve_seconds``."""
@@ -170,6 +176,8 @@ class UpstreamPool:
         )
         replica.ejections_in_a_row += 1
         replica.ejected_until = self._clock() + seconds
+        record_ejection(self.name)
+        self._record()
         log.warning(
             "upstream replica ejected",
             extra={"upstream": self.name, "replica": replica.address, "seconds": seconds},
@@ -194,6 +202,7 @@ class UpstreamPool:
                 replica.ejected_until = 0.0
                 replica.consecutive_failures = 0
                 replica.ejections_in_a_row = 0
+                self._record()
                 log.warning(
                     "upstream replica back in service", extra={"upstream": self.name, "replica": replica.address}
                 )
@@ -228,6 +237,7 @@ class UpstreamPool:
                 replica.probe.cancel()
             await replica.channel.close()
         self.replicas = kept
+        self._record()
         log.info("upstream replicas resolved", extra={"upstream": self.name, "replicas": found})
 
 

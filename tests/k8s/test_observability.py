@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway import upstream_metrics
 from gateway.ratelimit import metrics as ratelimit_metrics
 from meshlib import metrics as shared_metrics
 from services.payment import metrics as payment_metrics
@@ -27,6 +28,7 @@ SEVERITIES = {"page", "warn", "info"}
 METRIC_NAMES = (
     shared_metrics.METRIC_NAMES
     | ratelimit_metrics.METRIC_NAMES
+    | upstream_metrics.METRIC_NAMES
     | payment_metrics.METRIC_NAMES
     | settlement_metrics.METRIC_NAMES
 )
