@@ -11,6 +11,7 @@ import logging
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -19,6 +20,7 @@ from bankweb.activation import ActivationPages
 from bankweb.credit_web import CreditRoutes
 from bankweb.dashboard import Dashboard
 from bankweb.dashboard_web import DashboardRoutes, dashboard_routes
+from bankweb.faults import LostDependencyPages
 from bankweb.flows import AuthorisationFlow, PageError, SignInRefused
 from bankweb.isolation_web import IsolationRoutes
 from bankweb.ports import SessionStore
@@ -192,5 +194,7 @@ def build_app(web: BankWeb) -> Starlette:
             *(web.credit.routes() if web.credit else []),
             Route("/static/bank.css", web.stylesheet, methods=["GET"]),
             Route("/healthz", web.health, methods=["GET"]),
-        ]
+        ],
+        # A lost store or peer: the 503 error page with Retry-After, not a 500 (bankweb.faults).
+        middleware=[Middleware(LostDependencyPages, page=lambda *shown: web._error(PageError(*shown)))],
     )
