@@ -118,6 +118,7 @@ def test_each_process_counts_the_proxied_call_once_and_exposes_its_own_families(
     assert 'openbank_payments_total{process="payment",state="SETTLED"}' in metrics["payment"]
     assert 'openbank_payments_in_state{process="payment",state="ACCEPTED"}' in metrics["payment"]
     assert "openbank_ratelimit_decisions_total{" in metrics["gateway"]
+    assert 'openbank_upstream_replicas{process="gateway",upstream="account"} 1.0' in metrics["gateway"]
     assert "openbank_settlement_position_minor{" in metrics["settlement"]
     assert "openbank_settlement_exposure_minor{" in metrics["settlement"]
     owned = {
