@@ -117,6 +117,9 @@ FIELD_RULES: dict[str, TextRule] = {
     "target": _token(255),
     "signed_event": _token(16384),
     "masked_account_number": _line(32),
+    # Credit offers and lines (openbank.credit.v1) and their partner events.
+    "credit_line": _NAME,
+    "related": _NAME,
     # Account opening through a partner (openbank.identity.v1.OnboardingService): the
     # applicant is stored as JSON text; the bounds are the onboarding domain's own.
     "application": _NAME,

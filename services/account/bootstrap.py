@@ -166,9 +166,9 @@ async def wire(runtime: Runtime, *, consent_lookup: ConsentLookupFactory | None 
         consents = consent_lookup(runtime)
     reads = AccountReadService(uow, consents, activity=activity)
     # Credit lines (issue 28 item 2): offers, acceptance, the daily accrual job.
-    credit = credit_wiring(uow, consents)
-    lifecycle.on_start.append(credit.accrual.start)
-    lifecycle.on_stop.append(credit.accrual.stop)
+    credit = credit_wiring(uow, consents, runtime=runtime)
+    lifecycle.on_start.extend(credit.on_start)
+    lifecycle.on_stop.extend(credit.on_stop)
     return Wiring(
         components=AccountComponents(
             ledger=ledger, admin=admin, reads=reads, uow=uow, read_activity=activity, credit=credit.service

@@ -10,8 +10,15 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.storage import as_utc
-from services.account.credit_tables import credit_lines, credit_offers
-from services.account.domain.credit_lines import CreditLine, CreditOffer, LineState, Movement, OfferState
+from services.account.credit_tables import credit_events, credit_lines, credit_offers
+from services.account.domain.credit_lines import (
+    CreditEvent,
+    CreditLine,
+    CreditOffer,
+    LineState,
+    Movement,
+    OfferState,
+)
 from services.account.domain.credit_offers import Refusal
 from services.account.domain.ledger import Direction
 from services.account.tables import accounts, entries, transfers
@@ -196,6 +203,24 @@ class CreditRepository:
             .values(lease_until=now + lease)
         )
         return bool(result.rowcount)
+
+    # ---- the partner's events (the outbox) ----
+
+    async def add_event(self, event: CreditEvent) -> None:
+        """An outbox row for the partner's event log, in the change's transaction."""
+        await self._connection.execute(
+            credit_events.insert().values(
+                partner_id=event.partner_id,
+                consent_id=event.consent_id,
+                kind=event.kind,
+                resource=event.resource,
+                state=event.state,
+                reason=event.reason,
+                account_id=event.account_id,
+                related=event.related,
+                event_time=event.event_time,
+            )
+        )
 
     # ---- the account row and the ledger's figures ----
 

@@ -190,6 +190,7 @@ class CreditService:
                 uuid.uuid4().hex, account, caller.partner_id, caller.consent_id, history, self._rules, now
             )
             await uow.credit.add_offer(offer)
+            await uow.credit.add_event(rules.offer_event(offer))
             _audit_offer(uow, "credit.offer", offer)
             return offer
 
@@ -255,6 +256,8 @@ class CreditService:
             await uow.credit.add_line(line)
             await uow.credit.save_offer(accepted)
             await uow.credit.set_overdraft_limit(account.id, line.limit, now)
+            await uow.credit.add_event(rules.offer_event(accepted))
+            await uow.credit.add_event(rules.line_event(line, accepted))
             _audit_offer(uow, "credit.offer.accept", accepted)
             _audit_line(uow, "credit.line.open", line)
             self._failpoint("before_accept_commit")
@@ -305,6 +308,9 @@ class CreditService:
             closed = line.closed(account, now)
             await uow.credit.save_line(closed)
             await uow.credit.set_overdraft_limit(account.id, 0, now)
+            offer = await uow.credit.get_offer(line.offer_id)
+            assert offer is not None  # a line is opened by its offer
+            await uow.credit.add_event(rules.line_event(closed, offer))
             _audit_line(uow, "credit.line.close", closed)
             return line_id, ""
 

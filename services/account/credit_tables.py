@@ -57,3 +57,21 @@ credit_lines = sa.Table(
         postgresql_where=ACTIVE_LINE,
     ),
 )
+
+# The partner's events of offers and lines (events.v1 CREDIT_*_STATE_CHANGED), written in the
+# transaction of the change, relayed in order to identity's partner event log
+# (services/account/credit_events.py) under the lease row "credit-events" of outbox_relays.
+credit_events = sa.Table(
+    "credit_events",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("partner_id", sa.String(64), nullable=False),
+    sa.Column("consent_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),  # OFFER | LINE
+    sa.Column("resource", sa.String(80), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("account_id", sa.String(64), nullable=False),
+    sa.Column("related", sa.String(80), nullable=False),
+    sa.Column("event_time", sa.DateTime(timezone=True), nullable=False),
+)

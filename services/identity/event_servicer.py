@@ -79,6 +79,15 @@ def event_message(event: PartnerEvent) -> events_pb2.Event:
                 money_pb2.Money(currency_code=data["limit_currency"], minor_units=int(data.get("limit_minor_units", 0)))
             )
         message.customer_capability.CopyFrom(change)
+    elif event.type in (EventType.CREDIT_OFFER_STATE_CHANGED, EventType.CREDIT_LINE_STATE_CHANGED):
+        message.credit.CopyFrom(
+            events_pb2.CreditStateChange(
+                state=data.get("state", ""),
+                reason=data.get("reason", ""),
+                account=data.get("account", ""),
+                related=data.get("related", ""),
+            )
+        )
     elif event.type is EventType.APPLICATION_STATE_CHANGED:
         message.application.CopyFrom(
             events_pb2.ApplicationStateChange(
@@ -146,6 +155,11 @@ def intake_event(message: events_pb2.IntakeEvent, index: int) -> NewEvent:
         if capability.HasField("limit"):
             limit = capability.limit
             data |= {"limit_currency": limit.currency_code, "limit_minor_units": limit.minor_units}
+    elif event.HasField("credit"):  # the account service's credit offers and lines
+        credit = event.credit
+        if not credit.state.startswith(("CREDIT_OFFER_STATE_", "CREDIT_LINE_STATE_")):
+            raise InvalidArgument.field(f"{field}.event.credit.state", "must name a credit offer or line state")
+        data = {"state": credit.state, "reason": credit.reason, "account": credit.account, "related": credit.related}
     if not message.source_key or not event.resource:
         raise InvalidArgument.field(f"{field}.source_key", "source_key and event.resource are required")
     return NewEvent(

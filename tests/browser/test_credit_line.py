@@ -3,7 +3,8 @@ wallet asks the bank for an offer through the gateway (the SDK, under the custom
 in headless Chromium the customer signs in on the bank's page and accepts it; a payment takes
 the account below zero; interest accrues day by day (the account service's accrual clock runs a
 day a second here, tests/browser/conftest.py) exactly by the rule; a repayment clears what is
-owed; the customer closes the line; the ledger sums to zero throughout."""
+owed; the customer closes the line; the ledger sums to zero throughout; the wallet is told each
+change of the offer and the line on its event log."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ import pytest
 import pytest_asyncio
 from openbank_sdk import OpenBankClient, money
 from openbank_sdk.credit import ACCEPTED, CREDIT, OFFERED, REFUSED
+from openbank_sdk.events import PartnerEvents
 from selenium.webdriver.common.by import By
 
 from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc
 from openbank.common.v1 import consent_permission_pb2 as permissions
 from openbank.credit.v1 import credit_pb2, credit_pb2_grpc
+from openbank.events.v1 import events_pb2
 from openbank.payment.v1 import payment_pb2
 from services.account.domain.credit_interest import accrue_day
 from tests.browser.harness import PASSWORD, authorise, fund, make_customer, wait_for_next_page, wait_for_url
@@ -30,6 +33,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 GRANTED = (permissions.CONSENT_PERMISSION_READ_BALANCES, permissions.CONSENT_PERMISSION_INITIATE_PAYMENTS, CREDIT)
 APR = 3_650  # tests/browser/credit_rules_e2e.yaml
+CREDIT_EVENTS = (events_pb2.EVENT_TYPE_CREDIT_OFFER_STATE_CHANGED, events_pb2.EVENT_TYPE_CREDIT_LINE_STATE_CHANGED)
 
 
 async def ledger_sums_to_zero(operator) -> None:  # type: ignore[no-untyped-def]
@@ -106,7 +110,8 @@ async def test_offer_accepted_on_the_bank_page_drawn_accrued_repaid_and_closed(w
     paid = await session.create_payment(customer.account, money(80_000, "EUR"), creditor_account=shop.account)
     assert paid.state == payment_pb2.PAYMENT_STATE_SETTLED, paid
     balance = await session.balance(customer.account)
-    assert balance.current.minor_units == -20_000
+    # -200.00, and a day's interest already if the accrual clock (a day a second) turned meanwhile.
+    assert -20_000 - 3 * 20 <= balance.current.minor_units <= -20_000
     over = await session.create_payment(customer.account, money(10_001, "EUR"), creditor_account=shop.account)
     assert over.state == payment_pb2.PAYMENT_STATE_REJECTED and over.status_reason == "INSUFFICIENT_FUNDS", over
 
@@ -150,3 +155,21 @@ async def test_offer_accepted_on_the_bank_page_drawn_accrued_repaid_and_closed(w
     balance = await session.balance(customer.account)
     assert balance.available.minor_units == balance.current.minor_units == 5_000  # no overdraft any more
     await ledger_sums_to_zero(operator)
+
+    # The wallet was told each change on its event log, under the consent it asked with.
+    line_name, offer_name = accepted.credit_line, offer.name
+    told = PartnerEvents(world["wallet"])
+    expected = [
+        (refused.name, "CREDIT_OFFER_STATE_REFUSED"),
+        (offer_name, "CREDIT_OFFER_STATE_OFFERED"),
+        (offer_name, "CREDIT_OFFER_STATE_ACCEPTED"),
+        (line_name, "CREDIT_LINE_STATE_ACTIVE"),
+        (line_name, "CREDIT_LINE_STATE_CLOSED"),
+    ]
+
+    async def all_told() -> list[tuple[str, str]] | None:
+        page = await told.poll(consents=[pending.name], types=CREDIT_EVENTS, max_events=100)
+        seen = [(event.resource, event.credit.state) for event in page.events]
+        return seen if seen == expected else None
+
+    await wait_for(all_told, "the credit events on the wallet's log")

@@ -37,6 +37,7 @@ from meshlib.grpc_errors import decode_status, error_info
 from meshlib.policy import MethodPolicy, contract_policies
 from openbank.account.v1 import account_pb2
 from openbank.common.v1 import consent_permission_pb2, money_pb2
+from openbank.credit.v1 import credit_pb2
 from openbank.events.v1 import events_pb2
 from openbank.identity.v1 import (
     authorization_pb2,
@@ -344,6 +345,20 @@ VALID: dict[str, Callable[[Partner], Message]] = {
     "/openbank.identity.v1.OnboardingService/SubmitApplication": lambda p: _submit_application(),
     "/openbank.identity.v1.OnboardingService/GetApplication": lambda p: onboarding_pb2.GetApplicationRequest(
         name="applications/not-there"
+    ),
+    # The demo consent grants no CREDIT: the gateway refuses these before the account service,
+    # whose interceptor applies the same rules (the unit tests of meshlib.request_text).
+    "/openbank.credit.v1.CreditService/RequestCreditOffer": lambda p: credit_pb2.RequestCreditOfferRequest(
+        request_id=uuid.uuid4().hex, account=p.names["account"]
+    ),
+    "/openbank.credit.v1.CreditService/GetCreditOffer": lambda p: credit_pb2.GetCreditOfferRequest(
+        name="creditOffers/not-there"
+    ),
+    "/openbank.credit.v1.CreditService/GetCreditLine": lambda p: credit_pb2.GetCreditLineRequest(
+        name="creditLines/not-there"
+    ),
+    "/openbank.credit.v1.CreditService/GetCreditStatement": lambda p: credit_pb2.GetCreditStatementRequest(
+        credit_line="creditLines/not-there"
     ),
     "/openbank.identity.v1.TokenService/GetJwks": lambda p: token_pb2.GetJwksRequest(),
     "/openbank.identity.v1.TokenService/IssueToken": lambda p: token_pb2.IssueTokenRequest(

@@ -253,6 +253,54 @@ def booked(accrual: DayAccrual) -> CreditLine:
     return replace(line, deferred=0, interest_charged=line.interest_charged + accrual.to_book)
 
 
+# ---- the partner's events ----
+
+
+@dataclass(frozen=True)
+class CreditEvent:
+    """An offer's or a line's change of state, for the partner that asked for the offer."""
+
+    partner_id: str
+    consent_id: str
+    kind: str  # OFFER | LINE
+    resource: str
+    state: str
+    reason: str
+    account_id: str
+    related: str
+    event_time: dt.datetime
+
+
+def offer_event(offer: CreditOffer) -> CreditEvent:
+    """The partner's event of an offer's state."""
+    return CreditEvent(
+        partner_id=offer.partner_id,
+        consent_id=offer.consent_id,
+        kind="OFFER",
+        resource=f"creditOffers/{offer.offer_id}",
+        state=offer.state.value,
+        reason=offer.refusal.value if offer.refusal else "",
+        account_id=offer.account_id,
+        related=f"creditLines/{offer.line_id}" if offer.line_id else "",
+        event_time=offer.updated_at,
+    )
+
+
+def line_event(line: CreditLine, offer: CreditOffer) -> CreditEvent:
+    """The partner's event of a line's state (the partner that asked for its offer)."""
+    return CreditEvent(
+        partner_id=offer.partner_id,
+        consent_id=offer.consent_id,
+        kind="LINE",
+        resource=f"creditLines/{line.line_id}",
+        state=line.state.value,
+        reason="",
+        account_id=line.account_id,
+        related=f"creditOffers/{offer.offer_id}",
+        event_time=line.updated_at,
+    )
+
+
 # ---- figures from the ledger ----
 
 

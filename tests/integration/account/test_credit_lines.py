@@ -18,6 +18,7 @@ from meshlib.storage import Database
 from meshlib.storage.migrations import upgrade_to_head
 from services.account.admin_service import AccountAdminService
 from services.account.bootstrap import VERSIONS_DIR
+from services.account.credit_events import SqlCreditOutbox
 from services.account.credit_service import CreditService, income_account_id
 from services.account.domain.credit_interest import accrue_day
 from services.account.domain.credit_lines import OfferState
@@ -51,6 +52,7 @@ class Bank:
     account: str
     shop: str
     failpoints: list[str]
+    outbox: SqlCreditOutbox
 
     async def pay(self, transfer_id: str, amount: int, *, to_customer: bool = False) -> None:
         debit, credit = (self.shop, self.account) if to_customer else (self.account, self.shop)
@@ -101,7 +103,7 @@ async def bank(database_url: str) -> AsyncIterator[Bank]:
     credit = CreditService(uow, consents, RULES, clock=clock, accrual_day=lambda: day[0], failpoint=failpoint)
     await ledger.fund_account("fund-shop", ids[1], Amount("EUR", 10_000_000), "")
     try:
-        yield Bank(credit, ledger, admin, clock, day, ids[0], ids[1], failpoints)
+        yield Bank(credit, ledger, admin, clock, day, ids[0], ids[1], failpoints, SqlCreditOutbox(uow))
     finally:
         await database.dispose()
 
@@ -243,3 +245,23 @@ async def test_interest_the_limit_cannot_take_is_deferred_not_booked_beyond_it(b
     [view], _ = await bank.credit.customer_lines("cust-1", 0, "")
     assert view.line.deferred == 0 and view.line.interest_charged > deferred
     await bank.ledger_sums_to_zero()
+
+
+async def test_each_change_of_an_offer_or_line_is_an_event_for_the_partner_in_the_same_transaction(bank: Bank) -> None:
+    refused = await bank.credit.request_offer(CALLER, "req-1", bank.account)
+    offer_id = await offered(bank)
+    bank.failpoints.append("before_accept_commit")
+    with pytest.raises(RuntimeError):
+        await bank.credit.accept("cust-1", "accept-1", offer_id)  # rolled back: no event either
+    bank.failpoints.clear()
+    _, view = await bank.credit.accept("cust-1", "accept-1", offer_id)
+    await bank.credit.close("cust-1", "close-1", view.line.line_id)
+    rows = await bank.outbox.rows_after(0, 100)
+    assert [(r.partner_id, r.consent_id, r.resource, r.state, r.reason, r.related) for r in rows] == [
+        ("partner-1", "consent-1", f"creditOffers/{refused.offer_id}", "REFUSED", "NOT_ENOUGH_INCOME_HISTORY", ""),
+        ("partner-1", "consent-1", f"creditOffers/{offer_id}", "OFFERED", "", ""),
+        ("partner-1", "consent-1", f"creditOffers/{offer_id}", "ACCEPTED", "", f"creditLines/{view.line.line_id}"),
+        ("partner-1", "consent-1", f"creditLines/{view.line.line_id}", "ACTIVE", "", f"creditOffers/{offer_id}"),
+        ("partner-1", "consent-1", f"creditLines/{view.line.line_id}", "CLOSED", "", f"creditOffers/{offer_id}"),
+    ]
+    assert [r.seq for r in rows] == sorted(r.seq for r in rows)
