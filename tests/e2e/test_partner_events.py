@@ -348,5 +348,22 @@ async def test_postings_on_a_consented_account_reach_the_consents_that_read_its_
             assert (event.account.amount.currency_code, event.account.amount.minor_units) == ("EUR", 1)
             masked = event.account.masked_account_number
             assert masked.startswith("••••") and len(masked) == 8 and masked[4:].isdigit(), masked
+        # The refund is a payment of its own: its changes are in the log too, under the consent.
+        refund_states: list[str] = []
+        while SETTLED not in refund_states and time.monotonic() < deadline + 30:
+            page = await events_pb2_grpc.EventServiceStub(channel).PollEvents(
+                events_pb2.PollEventsRequest(
+                    request_id=uuid.uuid4().hex,
+                    after_cursor="0",
+                    max_events=1000,
+                    types=[events_pb2.EVENT_TYPE_PAYMENT_STATE_CHANGED],
+                    consents=[consent],
+                ),
+                metadata=token,
+                timeout=10,
+            )
+            refund_states = [e.payment.state for e in page.events if e.resource == refund.refund.name]
+            await asyncio.sleep(0.3)
+        assert refund_states[-1] == SETTLED and len(refund_states) == len(set(refund_states)) >= 2, refund_states
     finally:
         await channel.close()
