@@ -14,10 +14,12 @@ import uuid
 from fractions import Fraction
 from urllib.parse import urlsplit
 
+import grpc
 import pytest
 import pytest_asyncio
 from openbank_sdk import OpenBankClient, money
 from openbank_sdk.credit import ACCEPTED, CREDIT, OFFERED, REFUSED
+from openbank_sdk.errors import OpenBankError
 from openbank_sdk.events import PartnerEvents
 from selenium.webdriver.common.by import By
 
@@ -173,3 +175,63 @@ async def test_offer_accepted_on_the_bank_page_drawn_accrued_repaid_and_closed(w
         return seen if seen == expected else None
 
     await wait_for(all_told, "the credit events on the wallet's log")
+
+
+async def accept_as_bank_app(operator, offer: str, customer: str, request_id: str):  # type: ignore[no-untyped-def]
+    """The bank app's AcceptCreditOffer (what the page calls once the customer clicked)."""
+    return await credit_pb2_grpc.CustomerCreditServiceStub(operator.channel("account")).AcceptCreditOffer(
+        credit_pb2.AcceptCreditOfferRequest(request_id=request_id, name=offer, customer=customer),
+        metadata=await operator.bank_app_metadata(),
+        timeout=20,
+    )
+
+
+async def test_a_crash_before_the_acceptance_commits_opens_nothing_and_the_retry_opens_one_line(world, wallet) -> None:  # type: ignore[no-untyped-def]
+    """The account service dies (os._exit at its failpoint) inside the acceptance's transaction:
+    nothing of it stays (offer OFFERED, no line, no overdraft); restarted, the bank app's retry
+    with the same request_id opens exactly one line, and a replay answers that line."""
+    operator, mesh = world["operator"], world["mesh"]
+    customer = await make_customer(operator)
+    pending = await wallet.create_consent(GRANTED, per_payment_limit=money(100_000, "EUR"))
+    session = await wallet.exchange_code(await authorise(operator, pending.name, customer), pending.pkce.verifier)
+    await fund(operator, customer.account, 60_000)
+    offer = await session.request_credit_offer(customer.account)
+    assert offer.state == OFFERED
+    account = mesh.replica("account")
+    account.launch_env["OBM_CREDIT_FAILPOINT"] = "before_accept_commit"
+    try:
+        mesh.kill(account)
+        await mesh.restart(account)
+        request_id = uuid.uuid4().hex
+        with pytest.raises(grpc.aio.AioRpcError):
+            await accept_as_bank_app(operator, offer.name, customer.name, request_id)
+        assert await asyncio.wait_for(account.process.wait(), 20) == 137
+    finally:
+        account.launch_env.pop("OBM_CREDIT_FAILPOINT", None)
+        if account.process is not None and account.process.returncode is None:
+            mesh.kill(account)
+        await mesh.restart(account)
+
+    async def forwarded() -> credit_pb2.CreditOffer | None:
+        try:
+            return await session.credit_offer(offer.name)
+        except OpenBankError as error:  # the gateway still holds account as down: retry as a wallet does
+            if error.reason not in ("UPSTREAM_UNAVAILABLE", "UPSTREAM_TIMEOUT", "SERVICE_UNAVAILABLE"):
+                raise
+            return None
+
+    assert (await wait_for(forwarded, "the gateway forwarding to account again")).state == OFFERED
+    balance = await session.balance(customer.account)
+    assert balance.available.minor_units == balance.current.minor_units == 60_000  # no overdraft
+    accepted = await accept_as_bank_app(operator, offer.name, customer.name, request_id)
+    again = await accept_as_bank_app(operator, offer.name, customer.name, request_id)
+    assert accepted.credit_offer.state == ACCEPTED and again.credit_line.name == accepted.credit_line.name
+    lines = await credit_pb2_grpc.CustomerCreditServiceStub(operator.channel("account")).ListCustomerCreditLines(
+        credit_pb2.ListCustomerCreditLinesRequest(customer=customer.name),
+        metadata=await operator.bank_app_metadata(),
+        timeout=10,
+    )
+    assert [line.name for line in lines.credit_lines] == [accepted.credit_line.name]
+    balance = await session.balance(customer.account)
+    assert balance.available.minor_units == 60_000 + 30_000  # the limit
+    await ledger_sums_to_zero(operator)
