@@ -153,34 +153,44 @@ class IsolationSweep:
         return changed
 
     async def sweep(self) -> int:
-        """Every customer the bank knows capabilities of, a batch per transaction."""
+        """Every customer the bank knows capabilities of, a batch at a time: read without the
+        writers' lock, then only the customers with a change evaluated again and written in a
+        transaction of their own (payments recorded meanwhile are seen: a fresh use wins)."""
         after, changed = "", 0
         while True:
-            count, after = await self._transactions.run(lambda uow, start=after: self._batch(uow, start))
-            changed += count
-            if not after:
+            customers, due = await self._transactions.read(lambda uow, start=after: self._due(uow, start))
+            if due:
+                changed += await self._transactions.run(lambda uow, these=due: self._isolate(uow, these))
+            if len(customers) < BATCH:
                 return changed
+            after = customers[-1]
 
-    async def _batch(self, uow: PaymentUnitOfWork, after: str) -> tuple[int, str]:
+    async def _evaluate(self, uow: PaymentUnitOfWork, customers: list[str]) -> dict[str, list[CapabilityState]]:
         policy, now = self._policy(), self._clock()
-        customers = await uow.isolation.customers_after(after, BATCH)
-        if not customers:
-            return 0, ""
         states = await uow.isolation.load(customers)
         peaks: dict[str, int] = {}
         if policy.daily_limit is not None:
             since = policy.lookback_start(now).astimezone(dt.UTC).date()
             peaks = await uow.isolation.peak_days(customers, policy.daily_limit.currency, since)
-        changed = 0
-        for customer_id in customers:
-            for change in policy.evaluate(states.get(customer_id, {}).values(), peaks.get(customer_id, 0), now):
+        changes = {c: policy.evaluate(states.get(c, {}).values(), peaks.get(c, 0), now) for c in customers}
+        return {c: found for c, found in changes.items() if found}
+
+    async def _due(self, uow: PaymentUnitOfWork, after: str) -> tuple[list[str], list[str]]:
+        """The next batch of customers, and those of them with something to pause or lower."""
+        customers = await uow.isolation.customers_after(after, BATCH)
+        return customers, sorted(await self._evaluate(uow, customers)) if customers else []
+
+    async def _isolate(self, uow: PaymentUnitOfWork, customers: list[str]) -> int:
+        now, changed = self._clock(), 0
+        for changes in (await self._evaluate(uow, customers)).values():
+            for change in changes:
                 await uow.isolation.save(change)
                 await uow.isolation.add_event(change, now)
                 _audit(uow, change, None, now)
                 changed += 1
         if changed:
-            log.info("capabilities isolated", extra={"count": changed, "policy_version": policy.version})
-        return changed, customers[-1] if len(customers) == BATCH else ""
+            log.info("capabilities isolated", extra={"count": changed, "policy_version": self._policy().version})
+        return changed
 
     async def relay(self, position: int) -> int:
         """Hand the changes after ``position`` to the partners' event logs; how many events."""

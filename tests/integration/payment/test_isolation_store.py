@@ -184,3 +184,21 @@ async def test_one_replica_sweeps_at_a_time_and_each_change_reaches_each_consent
     assert [(e.capability, e.status) for e, _, _ in world.sink.events[3:]] == [(NEW_CREDITOR, "ACTIVE")]
     lowered = next(e for e, _, _ in world.sink.events if e.capability == DAILY_LIMIT)
     assert (lowered.limit_minor, lowered.currency) == (2_500, "EUR")
+
+
+async def test_the_sweep_goes_through_every_customer_batch_by_batch(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("services.payment.isolation.BATCH", 2)
+    for customer in ("cust1", "cust2", "cust3"):
+        payment = sample_payment(f"x-{customer}", customer_id=customer)
+        key = IdempotencyKey("p1", CREATE_METHOD, f"x-{customer}", "fp")
+        await world.register.record(
+            Registration(payment, key, consent_view(), PartnerLimits("p1"), opening(IN_BANK_TRANSFER), "0" * 32)
+        )
+    world.clock.now = NOW + dt.timedelta(days=30)
+    assert await world.sweep().tick() == 9  # three changes for each of the three
+    for customer in ("cust1", "cust2", "cust3"):
+        states = {s.capability: s.status for s in await world.isolation.capabilities(customer)}
+        assert states["BILL_PAYMENT"] is Status.PAUSED and states[DAILY_LIMIT] is Status.LOWERED
+    assert await world.sweep().tick() == 0  # nothing left to change
