@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshlib.errors import FailedPrecondition
+from services.payment.adapters.risk_rules_file import ReloadableRiskRules
 from services.payment.domain.isolation import (
     CAPABILITIES,
     DAILY_LIMIT,
@@ -210,3 +211,14 @@ def test_the_shipped_policy_reads_and_a_bad_one_names_what_is_wrong() -> None:
     ):
         with pytest.raises(ValueError, match=words):
             parse_isolation_policy(bad)
+
+
+def test_the_policy_file_is_reloaded_and_a_bad_one_keeps_the_policy_in_force(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "isolation.yaml"
+    path.write_text('version: "v1"\nnew_creditor:\n  pause_after_days: 30\n')
+    policy = ReloadableRiskRules(path, 0, load_isolation_policy, on_sighup=False)
+    assert policy().version == "v1" and policy().pause_after_days == {NEW_CREDITOR: 30.0}
+    path.write_text('version: "v2"\nnew_creditor:\n  pause_after_days: 7\n')
+    assert policy.reload() and policy().version == "v2" and policy().pause_after_days[NEW_CREDITOR] == 7.0
+    path.write_text('version: "v3"\nnew_creditor:\n  pause_after_days: -1\n')
+    assert not policy.reload() and policy().version == "v2" and "positive" in policy.last_error
