@@ -62,6 +62,10 @@ PERMISSION_WORDS = {
     consent_permission_pb2.CONSENT_PERMISSION_READ_TRANSACTIONS: "See their transactions",
     consent_permission_pb2.CONSENT_PERMISSION_CONFIRM_FUNDS: "Check whether enough money is available for a payment",
     consent_permission_pb2.CONSENT_PERMISSION_INITIATE_PAYMENTS: "Make payments from them",
+    # The bank's credit line: the app asks, the bank decides from its own data, you accept here.
+    consent_permission_pb2.CONSENT_PERMISSION_CREDIT: (
+        "Ask the bank for a credit line offer on them and follow the line (you accept it at the bank)"
+    ),
 }
 # What a read used, in the customer's words.
 READ_WORDS = {
