@@ -26,7 +26,6 @@ Usage (gateway replica or service)::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -95,6 +94,11 @@ def refuse_inactive(status: TokenStatus) -> None:
     raise _token_revoked()
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class RevocationCache:
     """A RevocationCheck fed by the invalidation bus and by introspection on a miss."""
 
@@ -116,7 +120,11 @@ class RevocationCache:
         self.stream_recheck_seconds = ttl_seconds if stream_recheck_seconds is None else stream_recheck_seconds
         # Where an open stream learns when its consent expires (nothing announces an expiry).
         self._consent_views = consents
-        self._changed = asyncio.Event()
+        # Open streams waiting for a change (or their re-check time): plain futures, each woken
+        # by a timer or by the next change. No task per wait: a gateway holding 1,000 streams
+        # wakes thousands of times a second without a bus, and asyncio.wait_for's task (created,
+        # then cancelled and awaited on timeout) was most of its idle CPU (docs/benchmarks.md).
+        self._waiters: set[asyncio.Future[None]] = set()
         # One introspection per token at a time, refreshed ahead of expiry while the token is
         # in use (so its calls never wait for identity at expiry), the last status kept for
         # ``stale_grace_seconds`` past the TTL should identity be unreachable.
@@ -159,12 +167,20 @@ class RevocationCache:
 
     async def wait_for_change(self, timeout: float) -> None:
         """Return when the bus brings any change (or a resync), or after ``timeout`` seconds."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(timeout, _wake, waiter)
+        self._waiters.add(waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiters.discard(waiter)
 
     def _announce_change(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            _wake(waiter)
 
     async def _status(self, caller: Caller, max_age: float | None = None) -> TokenStatus:
         async def introspect() -> _Entry:
