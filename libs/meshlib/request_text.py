@@ -194,6 +194,8 @@ MESSAGE_FIELD_RULES: dict[str, TextRule] = {
     "openbank.payment.v1.ExternalCreditor.iban": _line(42),
     "openbank.payment.v1.ExternalCreditor.scheme_account_id": _line(34),
     "openbank.payment.v1.ExternalCreditor.name": _line(140),
+    # Dynamic isolation's partner event: a CustomerCapabilityStatus name.
+    "openbank.events.v1.CustomerCapabilityChange.status": _token(64),
 }
 
 # The items of a batch: each is checked by the batch's converter as its single rpc's request
