@@ -160,7 +160,9 @@ class Disputes:
         if dispute.partner_share_minor:
             wallet = await self._participants.wallet(dispute.partner_id)
             bank = await self._participants.bank()
-            source = RefundSource(wallet.settlement_account_id, wallet.participant_id, bank.participant_id)
+            source = RefundSource(
+                wallet.settlement_account_id, wallet.participant_id, bank.participant_id, obligation_kind="LOSS_SHARE"
+            )
             refund_ids.append(await self._refund_share(dispute, "partner", dispute.partner_share_minor, source, reason))
         if dispute.bank_share_minor:
             source = RefundSource(self._loss_accounts[currency])

@@ -94,6 +94,7 @@ _PAYMENT_COLUMNS = (
     "creditor_scheme_account_kind",
     "creditor_name",
     "creditor_agent_bic",
+    "obligation_kind",
 )
 _INSERT_PAYMENTS = BulkInsert(payments, _PAYMENT_COLUMNS)
 _MOVE = (
@@ -238,6 +239,7 @@ def _payment_row(payment: Payment, lease_until: dt.datetime | None, hold_request
         payment.fee_payer_participant_id,
         payment.fee_payee_participant_id,
         *(astuple(payment.external_creditor) if payment.external_creditor else ("", "", "", "")),
+        payment.obligation_kind,
     )
 
 
@@ -277,6 +279,7 @@ def _payment(row: Any) -> Payment:
         )
         if row.creditor_scheme_account
         else None,
+        obligation_kind=row.obligation_kind,
     )
 
 

@@ -51,6 +51,9 @@ payments = sa.Table(
     sa.Column("creditor_scheme_account_kind", sa.String(8), nullable=False, server_default=""),
     sa.Column("creditor_name", sa.String(140), nullable=False, server_default=""),
     sa.Column("creditor_agent_bic", sa.String(11), nullable=False, server_default=""),
+    # Added by payment_0017: the kind of its settlement obligation (PAYMENT; LOSS_SHARE for a
+    # partner's share of a dispute's loss).
+    sa.Column("obligation_kind", sa.String(16), nullable=False, server_default="PAYMENT"),
     sa.Index("ix_payments_customer_creditor_scheme_account", "customer_id", "creditor_scheme_account"),
     sa.Index("ix_payments_type_state", "payment_type", "state"),
 )

@@ -19,7 +19,7 @@ from meshlib.storage import IdempotencyKey
 from openbank.common.v1 import money_pb2
 from openbank.settlement.v1 import position_pb2, settlement_admin_pb2, settlement_pb2
 from services.settlement.domain.batches import ItemResult
-from services.settlement.domain.obligations import Obligation, ObligationState
+from services.settlement.domain.obligations import OBLIGATION_KINDS, Obligation, ObligationState
 from services.settlement.domain.participants import NetDebitCap, Participant, ParticipantStatus, ParticipantType
 from services.settlement.domain.reconciliation import Difference, DifferenceKind, ReconciliationReport
 from services.settlement.domain.reports import SettlementReport, report_csv
@@ -81,16 +81,26 @@ def _money(money: money_pb2.Money, field: str, errors: FieldCollector, present: 
     return amount_from_fields(money.currency_code, money.minor_units, field, errors)
 
 
-def reserve_args(request: position_pb2.ReserveObligationRequest) -> tuple[str, str, str, Amount]:
-    """(payment id, payer id, payee id, amount) of a reservation."""
+def reserve_args(request: position_pb2.ReserveObligationRequest) -> tuple[str, str, str, Amount, str]:
+    """(payment id, payer id, payee id, amount, kind) of a reservation."""
     errors = FieldCollector()
     payment_id = parse_name(request.payment, PAYMENTS, "payment", errors)
     payer_id = parse_name(request.payer, PARTICIPANTS, "payer", errors)
     payee_id = parse_name(request.payee, PARTICIPANTS, "payee", errors)
     amount = _money(request.amount, "amount", errors, request.HasField("amount"))
+    kind = obligation_kind_name(request.kind) or "PAYMENT"
+    errors.check(kind in OBLIGATION_KINDS, "kind", "must be an ObligationKind")
     errors.raise_if_any()
     assert amount is not None
-    return payment_id, payer_id, payee_id, amount
+    return payment_id, payer_id, payee_id, amount, kind
+
+
+def obligation_kind_name(value: int) -> str:
+    """OBLIGATION_KIND_LOSS_SHARE -> "LOSS_SHARE"; unset -> ""; an unknown number -> "#<n>"."""
+    if value == position_pb2.OBLIGATION_KIND_UNSPECIFIED:
+        return ""
+    names = {v.number: v.name for v in position_pb2.ObligationKind.DESCRIPTOR.values}
+    return names[value].removeprefix("OBLIGATION_KIND_") if value in names else f"#{value}"
 
 
 def reserve_items(
@@ -245,6 +255,7 @@ def obligation(item: Obligation) -> position_pb2.Obligation:
         window=f"{WINDOWS}/{item.window_id}" if item.window_id else "",
         create_time=_ts(item.created_at),
         update_time=_ts(item.updated_at),
+        kind=position_pb2.ObligationKind.Value(f"OBLIGATION_KIND_{item.kind}"),
     )
 
 
@@ -311,6 +322,16 @@ def report(item: SettlementReport) -> settlement_pb2.SettlementReport:
             for b in item.bilateral_positions
         ],
         generate_time=_ts(item.generated_at),
+        kind_totals=[
+            settlement_pb2.ObligationKindTotal(
+                kind=position_pb2.ObligationKind.Value(f"OBLIGATION_KIND_{k.kind}"),
+                payer=f"{PARTICIPANTS}/{k.payer_id}",
+                payee=f"{PARTICIPANTS}/{k.payee_id}",
+                amount=money(code, k.amount_minor),
+                obligation_count=k.count,
+            )
+            for k in item.kind_totals
+        ],
     )
 
 
@@ -343,6 +364,8 @@ def _difference(item: Difference) -> settlement_admin_pb2.Difference:
         detail=item.detail,
         participant=f"{PARTICIPANTS}/{item.participant_id}" if item.participant_id else "",
     )
+    if item.obligation_kind:
+        message.obligation_kind = position_pb2.ObligationKind.Value(f"OBLIGATION_KIND_{item.obligation_kind}")
     if item.expected is not None:
         message.expected.CopyFrom(money(item.expected.currency, item.expected.minor_units))
     if item.actual is not None:
@@ -357,6 +380,15 @@ def reconciliation(item: ReconciliationReport) -> settlement_admin_pb2.Reconcili
         clean=item.clean,
         differences=[_difference(d) for d in item.differences],
         check_time=_ts(item.checked_at),
+        kinds=[
+            settlement_admin_pb2.ObligationKindReconciliation(
+                kind=position_pb2.ObligationKind.Value(f"OBLIGATION_KIND_{k.kind}"),
+                obligation_count=k.count,
+                obligations_total=money(k.currency, k.obligations_minor),
+                ledger_total=money(k.currency, k.ledger_minor),
+            )
+            for k in item.kinds
+        ],
     )
 
 

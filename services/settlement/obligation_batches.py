@@ -73,6 +73,7 @@ class ReserveItem:
     payer_id: str
     payee_id: str
     amount: Amount
+    kind: str = "PAYMENT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +157,7 @@ class ObligationBatches:
                 if work[index] is None:
                     amount = item.amount
                     work[index] = Reservation(
-                        item.payment_id, item.payer_id, item.payee_id, amount.currency, amount.minor_units
+                        item.payment_id, item.payer_id, item.payee_id, amount.currency, amount.minor_units, item.kind
                     )
             outcome = apply_reservations(_decided(work), existing, found, positions, now)
             await uow.obligations.add_many(outcome.obligations)

@@ -71,7 +71,13 @@ class PositionService:
         self._new_id = id_factory
 
     async def reserve(
-        self, key: IdempotencyKey, payment_id: str, payer_id: str, payee_id: str, amount: Amount
+        self,
+        key: IdempotencyKey,
+        payment_id: str,
+        payer_id: str,
+        payee_id: str,
+        amount: Amount,
+        kind: str = "PAYMENT",
     ) -> Obligation:
         """Reserve ``amount`` against the payer's net debit cap for a payment."""
         if payer_id == payee_id:
@@ -81,13 +87,15 @@ class PositionService:
             now = self._tx.clock()
             existing = await uow.obligations.get(payment_id, for_update=True)
             if existing is not None:
-                return existing.reserved_again(payer_id, payee_id, amount.currency, amount.minor_units)
+                return existing.reserved_again(payer_id, payee_id, amount.currency, amount.minor_units, kind)
             payer, _ = parties(await uow.participants.get_many((payer_id, payee_id)), payer_id, payee_id)
             positions = await uow.positions.lock(amount.currency, [payer_id, payee_id])
             cap = payer.cap_for(amount.currency)
             reserved = positions[payer_id].reserve(amount.minor_units, cap, now)
             await uow.positions.save(reserved)
-            obligation = Obligation.reserved(payment_id, payer_id, payee_id, amount.currency, amount.minor_units, now)
+            obligation = Obligation.reserved(
+                payment_id, payer_id, payee_id, amount.currency, amount.minor_units, now, kind
+            )
             await uow.obligations.add(obligation)
             audit_obligation(uow, "obligation.reserve", obligation)
             warn_if_near_cap(reserved, cap)

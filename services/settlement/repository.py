@@ -142,7 +142,18 @@ _OBLIGATIONS_FOR_UPDATE = (
 )
 _OBLIGATIONS_ADD = BulkInsert(
     obligations,
-    ("id", "payer_id", "payee_id", "currency", "amount_minor", "state", "window_id", "created_at", "updated_at"),
+    (
+        "id",
+        "payer_id",
+        "payee_id",
+        "currency",
+        "amount_minor",
+        "state",
+        "window_id",
+        "created_at",
+        "updated_at",
+        "kind",
+    ),
 )
 _OBLIGATIONS_UPDATE = (
     obligations.update()
@@ -455,6 +466,7 @@ def _obligation(row: sa.Row) -> Obligation:
         created_at=as_utc(row.created_at),
         updated_at=as_utc(row.updated_at),
         window_id=row.window_id,
+        kind=row.kind,
     )
 
 
@@ -508,6 +520,7 @@ class ObligationRepository:
                 "window_id": obligation.window_id,
                 "created_at": obligation.created_at,
                 "updated_at": obligation.updated_at,
+                "kind": obligation.kind,
             },
         )
 
@@ -526,6 +539,7 @@ class ObligationRepository:
                     o.window_id,
                     o.created_at,
                     o.updated_at,
+                    o.kind,
                 )
                 for o in added
             ],

@@ -75,6 +75,7 @@ def obligation_to_dict(obligation: Obligation) -> dict[str, Any]:
         "created_at": _time(obligation.created_at),
         "updated_at": _time(obligation.updated_at),
         "window_id": obligation.window_id,
+        "kind": obligation.kind,
     }
 
 
@@ -90,6 +91,7 @@ def obligation_from_dict(data: dict[str, Any]) -> Obligation:
         created_at=_parse_time(data["created_at"]),  # type: ignore[arg-type]
         updated_at=_parse_time(data["updated_at"]),  # type: ignore[arg-type]
         window_id=data["window_id"],
+        kind=data.get("kind", "PAYMENT"),  # answers saved before obligations had kinds
     )
 
 

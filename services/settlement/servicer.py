@@ -50,8 +50,8 @@ class PositionServicer(position_pb2_grpc.PositionServiceServicer):
     ) -> position_pb2.ReserveObligationResponse:
         """Reserve against the payer's net debit cap."""
         key = _key(request, "ReserveObligation")
-        payment_id, payer_id, payee_id, amount = converters.reserve_args(request)
-        result = await self._positions.reserve(key, payment_id, payer_id, payee_id, amount)
+        payment_id, payer_id, payee_id, amount, kind = converters.reserve_args(request)
+        result = await self._positions.reserve(key, payment_id, payer_id, payee_id, amount, kind)
         return position_pb2.ReserveObligationResponse(obligation=converters.obligation(result))
 
     async def CommitObligation(

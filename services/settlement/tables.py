@@ -82,6 +82,8 @@ obligations = sa.Table(
     sa.Column("window_id", sa.String(64), sa.ForeignKey("settlement_windows.id"), nullable=True, index=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # Added by settlement_0004: PAYMENT or LOSS_SHARE (domain.obligations.OBLIGATION_KINDS).
+    sa.Column("kind", sa.String(16), nullable=False, server_default="PAYMENT"),
 )
 
 idempotency_keys = idempotency_table(metadata)

@@ -36,6 +36,7 @@ from openbank.payment.v1 import (
     payment_pb2_grpc,
 )
 from openbank.settlement.v1 import (
+    position_pb2,
     settlement_admin_pb2,
     settlement_admin_pb2_grpc,
     settlement_pb2,
@@ -234,10 +235,25 @@ async def test_the_partner_share_is_in_the_closed_window_report_and_everything_a
         1_251,
     )
     assert sum(row.net.minor_units for row in report.net_positions) == 0
+    # The partner's share is its own kind of obligation, apart from its payments: acme owes the
+    # bank 250 for one loss share; everything else in the window is a payment's.
+    kinds = {
+        (position_pb2.ObligationKind.Name(k.kind), k.payer, k.payee): (k.amount.minor_units, k.obligation_count)
+        for k in report.kind_totals
+    }
+    shares = {key: value for key, value in kinds.items() if key[0] == "OBLIGATION_KIND_LOSS_SHARE"}
+    assert list(shares.values()) == [(250, 1)] and next(iter(shares))[1] == acme, kinds
+    assert all(key[0] == "OBLIGATION_KIND_PAYMENT" for key in kinds if key not in shares), kinds
+    assert sum(amount for amount, _ in kinds.values()) == sum(row.sent.minor_units for row in report.net_positions)
     reconciled = await settlement.ReconcileSettlementWindow(
         settlement_admin_pb2.ReconcileSettlementWindowRequest(name=window), metadata=admin
     )
     assert reconciled.report.clean, reconciled.report.differences
+    checked = {position_pb2.ObligationKind.Name(k.kind): k for k in reconciled.report.kinds}
+    loss = checked["OBLIGATION_KIND_LOSS_SHARE"]
+    assert (loss.obligation_count, loss.obligations_total.minor_units, loss.ledger_total.minor_units) == (1, 250, 250)
+    payments = checked["OBLIGATION_KIND_PAYMENT"]
+    assert payments.obligations_total.minor_units == payments.ledger_total.minor_units > 0
     await settlement.SettleSettlementWindow(
         settlement_admin_pb2.SettleSettlementWindowRequest(request_id=uuid.uuid4().hex, name=window), metadata=admin
     )

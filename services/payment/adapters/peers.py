@@ -257,6 +257,9 @@ class GrpcSettlement:
                 currency_code=payment.amount.currency,
                 minor_units=payment.fee_minor if fee else payment.amount.minor_units,
             ),
+            kind=position_pb2.OBLIGATION_KIND_PAYMENT
+            if fee
+            else position_pb2.ObligationKind.Value(f"OBLIGATION_KIND_{payment.obligation_kind}"),
         )
 
     async def reserve(self, payment: Payment) -> None:

@@ -138,6 +138,9 @@ class Payment:
     # A payment to another bank (EXTERNAL_TRANSFER): its creditor there. The ledger credits the
     # bank's clearing account at the scheme; the bank owes the scheme participant in settlement.
     external_creditor: ExternalCreditor | None = None
+    # The kind of its settlement obligation: PAYMENT, or LOSS_SHARE for an accepted dispute's
+    # share the partner bears (a refund out of its wallet; the report shows it apart).
+    obligation_kind: str = "PAYMENT"
     # Read models only (GetPayment, ListPayments): this payment's refunds, oldest first.
     refunds: tuple[RefundLink, ...] = ()
 

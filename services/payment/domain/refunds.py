@@ -67,6 +67,8 @@ class RefundSource:
     debtor_account_id: str
     payer_participant_id: str = ""
     payee_participant_id: str = ""
+    # The kind of the refund's settlement obligation (LOSS_SHARE: the partner's share).
+    obligation_kind: str = "PAYMENT"
 
 
 @dataclass(frozen=True)
@@ -136,4 +138,5 @@ def refund_of(original: Payment, request: RefundRequest, amount: Amount, refund_
         payee_participant_id=source.payee_participant_id,
         original_payment_id=original.payment_id,
         return_reason=request.reason,
+        obligation_kind=source.obligation_kind,
     )

@@ -33,6 +33,7 @@ class Reservation:
     payee_id: str
     currency: str
     amount_minor: int
+    kind: str = "PAYMENT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +86,15 @@ def apply_reservations(
         try:
             found = existing.get(item.payment_id)
             if found is not None:
-                obligation = found.reserved_again(item.payer_id, item.payee_id, item.currency, item.amount_minor)
+                obligation = found.reserved_again(
+                    item.payer_id, item.payee_id, item.currency, item.amount_minor, item.kind
+                )
             else:
                 payer, _ = parties(participants, item.payer_id, item.payee_id)
                 key = (item.payer_id, item.currency)
                 reserved = positions[key].reserve(item.amount_minor, payer.cap_for(item.currency), now)
                 obligation = Obligation.reserved(
-                    item.payment_id, item.payer_id, item.payee_id, item.currency, item.amount_minor, now
+                    item.payment_id, item.payer_id, item.payee_id, item.currency, item.amount_minor, now, item.kind
                 )
                 positions[key] = outcome.positions[key] = reserved
                 outcome.obligations.append(obligation)

@@ -20,6 +20,9 @@ from dataclasses import dataclass, replace
 from meshlib.errors import AlreadyExists, FailedPrecondition
 from services.settlement.domain.participants import NetDebitCap
 
+# What an obligation is for (the contract's ObligationKind without its prefix).
+OBLIGATION_KINDS = ("PAYMENT", "LOSS_SHARE")
+
 
 class ObligationState(enum.Enum):
     """RESERVED, then COMMITTED or RELEASED (both final)."""
@@ -42,19 +45,32 @@ class Obligation:
     created_at: dt.datetime
     updated_at: dt.datetime
     window_id: str | None = None
+    # What it is for (OBLIGATION_KINDS): a payment's (refund's, fee's), or a partner's share of
+    # a dispute's loss; the report totals each kind.
+    kind: str = "PAYMENT"
 
-    def same_fields(self, payer_id: str, payee_id: str, currency: str, amount_minor: int) -> bool:
+    def same_fields(
+        self, payer_id: str, payee_id: str, currency: str, amount_minor: int, kind: str = "PAYMENT"
+    ) -> bool:
         """True when a reservation for the same payment asks for exactly this obligation."""
-        return (self.payer_id, self.payee_id, self.currency, self.amount_minor) == (
+        return (self.payer_id, self.payee_id, self.currency, self.amount_minor, self.kind) == (
             payer_id,
             payee_id,
             currency,
             amount_minor,
+            kind,
         )
 
     @classmethod
     def reserved(
-        cls, payment_id: str, payer_id: str, payee_id: str, currency: str, amount_minor: int, now: dt.datetime
+        cls,
+        payment_id: str,
+        payer_id: str,
+        payee_id: str,
+        currency: str,
+        amount_minor: int,
+        now: dt.datetime,
+        kind: str = "PAYMENT",
     ) -> Obligation:
         """A new RESERVED obligation for a payment (its id is the payment id)."""
         return cls(
@@ -66,12 +82,15 @@ class Obligation:
             state=ObligationState.RESERVED,
             created_at=now,
             updated_at=now,
+            kind=kind,
         )
 
-    def reserved_again(self, payer_id: str, payee_id: str, currency: str, amount_minor: int) -> Obligation:
+    def reserved_again(
+        self, payer_id: str, payee_id: str, currency: str, amount_minor: int, kind: str = "PAYMENT"
+    ) -> Obligation:
         """A reservation for this obligation's payment: itself (whatever its state) when the
         fields are the same, OBLIGATION_EXISTS_WITH_DIFFERENT_FIELDS otherwise."""
-        if self.same_fields(payer_id, payee_id, currency, amount_minor):
+        if self.same_fields(payer_id, payee_id, currency, amount_minor, kind):
             return self
         raise AlreadyExists(
             "an obligation exists for this payment with different fields",

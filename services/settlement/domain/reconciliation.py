@@ -79,6 +79,19 @@ class Difference:
     expected: Amount | None = None
     actual: Amount | None = None
     participant_id: str | None = None
+    # The kind of the obligation concerned (PAYMENT, LOSS_SHARE), if one is.
+    obligation_kind: str | None = None
+
+
+@dataclass(frozen=True)
+class KindCheck:
+    """A window's committed obligations of one kind against what the ledger moved for them."""
+
+    kind: str
+    currency: str
+    count: int
+    obligations_minor: int
+    ledger_minor: int
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,7 @@ class ReconciliationReport:
     window_id: str
     differences: tuple[Difference, ...]
     checked_at: dt.datetime
+    kinds: tuple[KindCheck, ...] = ()
 
     @property
     def clean(self) -> bool:
@@ -140,8 +154,12 @@ def reconcile(
     """
     in_window = [o for o in obligations if o.state is ObligationState.COMMITTED and o.window_id == window_id]
     differences: list[Difference] = []
+    kinds: dict[str, list[int]] = {}
     for obligation in in_window:
         expected = Amount(obligation.currency, obligation.amount_minor)
+        check = kinds.setdefault(obligation.kind, [0, 0, 0])
+        check[0] += 1
+        check[1] += obligation.amount_minor
         transfers = [t for t in transfers_by_payment.get(obligation.id, []) if t.posted]
         if not transfers:
             differences.append(
@@ -151,10 +169,13 @@ def reconcile(
                     obligation.id,
                     obligation.id,
                     expected=expected,
+                    obligation_kind=obligation.kind,
                 )
             )
             continue
         actual = ledger_amount(obligation, transfers, participants)
+        if actual is not None and actual.currency == obligation.currency:
+            check[2] += actual.minor_units
         if actual is None:
             differences.append(
                 Difference(
@@ -163,6 +184,7 @@ def reconcile(
                     obligation.id,
                     obligation.id,
                     expected=expected,
+                    obligation_kind=obligation.kind,
                 )
             )
         elif actual != expected:
@@ -174,6 +196,7 @@ def reconcile(
                     obligation.id,
                     expected=expected,
                     actual=actual,
+                    obligation_kind=obligation.kind,
                 )
             )
     window_ids = {o.id for o in in_window}
@@ -195,6 +218,7 @@ def reconcile(
                     payment_id,
                     expected=Amount(known.currency, known.amount_minor),
                     actual=transfer.amount,
+                    obligation_kind=known.kind,
                 )
             )
         else:
@@ -225,7 +249,9 @@ def reconcile(
         )
     if window is not None:
         differences.extend(settlement_differences(window, in_window, participants, settlement_transfers))
-    return ReconciliationReport(window_id, tuple(differences), now)
+    currency = in_window[0].currency if in_window else ""
+    checks = tuple(KindCheck(kind, currency, *kinds[kind]) for kind in sorted(kinds))
+    return ReconciliationReport(window_id, tuple(differences), now, checks)
 
 
 def settlement_differences(

@@ -29,6 +29,7 @@ CSV_COLUMNS = (
     "received_minor_units",
     "net_minor_units",
     "amount_minor_units",
+    "kind",
 )
 
 
@@ -56,6 +57,17 @@ class BilateralPosition:
 
 
 @dataclass(frozen=True)
+class KindTotal:
+    """The obligations of one kind from ``payer_id`` to ``payee_id`` in a window."""
+
+    kind: str
+    payer_id: str
+    payee_id: str
+    amount_minor: int
+    count: int
+
+
+@dataclass(frozen=True)
 class SettlementReport:
     """A window's net settlement report, sorted by participant (and payer, payee)."""
 
@@ -63,6 +75,7 @@ class SettlementReport:
     net_positions: tuple[ParticipantNet, ...]
     bilateral_positions: tuple[BilateralPosition, ...]
     generated_at: dt.datetime
+    kind_totals: tuple[KindTotal, ...] = ()
 
     @property
     def nets_sum_minor(self) -> int:
@@ -77,6 +90,7 @@ class SettlementReport:
             bilateral_positions=tuple(
                 b for b in self.bilateral_positions if participant_id in (b.payer_id, b.payee_id)
             ),
+            kind_totals=tuple(k for k in self.kind_totals if participant_id in (k.payer_id, k.payee_id)),
         )
 
 
@@ -95,12 +109,16 @@ def build_report(window: SettlementWindow, obligations: Iterable[Obligation], no
     sent: dict[str, int] = defaultdict(int)
     received: dict[str, int] = defaultdict(int)
     bilateral: dict[tuple[str, str], int] = defaultdict(int)
+    by_kind: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     for obligation in obligations:
         if obligation.state is not ObligationState.COMMITTED or obligation.window_id != window.id:
             continue
         sent[obligation.payer_id] += obligation.amount_minor
         received[obligation.payee_id] += obligation.amount_minor
         bilateral[(obligation.payer_id, obligation.payee_id)] += obligation.amount_minor
+        total = by_kind[(obligation.kind, obligation.payer_id, obligation.payee_id)]
+        total[0] += obligation.amount_minor
+        total[1] += 1
     participants = sorted(set(sent) | set(received))
     return SettlementReport(
         window=window,
@@ -109,6 +127,10 @@ def build_report(window: SettlementWindow, obligations: Iterable[Obligation], no
             BilateralPosition(payer, payee, amount) for (payer, payee), amount in sorted(bilateral.items())
         ),
         generated_at=now,
+        kind_totals=tuple(
+            KindTotal(kind, payer, payee, amount, count)
+            for (kind, payer, payee), (amount, count) in sorted(by_kind.items())
+        ),
     )
 
 
@@ -131,6 +153,7 @@ def report_csv(report: SettlementReport) -> str:
                 net.received_minor,
                 net.net_minor,
                 "",
+                "",
             )
         )
     for position in report.bilateral_positions:
@@ -145,6 +168,22 @@ def report_csv(report: SettlementReport) -> str:
                 "",
                 "",
                 position.amount_minor,
+                "",
+            )
+        )
+    for total in report.kind_totals:
+        writer.writerow(
+            (
+                "KIND",
+                *common,
+                "",
+                f"participants/{total.payer_id}",
+                f"participants/{total.payee_id}",
+                "",
+                "",
+                "",
+                total.amount_minor,
+                total.kind,
             )
         )
     return buffer.getvalue()
