@@ -422,9 +422,12 @@ async def _line_view(uow: AccountUnitOfWork, line: CreditLine) -> LineView:
     account = await uow.accounts.get(line.account_id)
     assert account is not None
     movements = await uow.credit.movements(line.account_id, None, line.opened_at)
-    if line.closed_at is not None:
-        movements = [m for m in movements if m.booking_time <= line.closed_at]
-    statement = rules.statement(movements, account.current if line.state is LineState.ACTIVE else 0)
+    balance = account.current
+    if line.closed_at is not None:  # the line's statement ends with it: the balance then
+        closed_at = line.closed_at
+        balance -= sum(m.signed for m in movements if m.booking_time > closed_at)
+        movements = [m for m in movements if m.booking_time <= closed_at]
+    statement = rules.statement(movements, balance)
     return LineView(line, statement.owed if line.state is LineState.ACTIVE else 0, statement.repaid, statement)
 
 

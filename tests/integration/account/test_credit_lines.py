@@ -222,10 +222,14 @@ async def test_daily_interest_is_booked_once_per_day_exactly_by_the_rule_and_rep
     assert after.owed == 0 and after.repaid == 33_333 + sum(expected)
     closed = await bank.credit.close("cust-1", "close-2", line_id)
     assert closed.line.state.value == "CLOSED"
+    assert (closed.owed, closed.repaid) == (0, 33_333 + sum(expected))
     assert (await bank.ledger.get_account(bank.account)).overdraft_limit == 0
     with pytest.raises(FailedPrecondition) as refused:
         await bank.pay("below-zero-again", 50_000 - 33_333 - sum(expected) + 1)
     assert refused.value.reason == "INSUFFICIENT_FUNDS"
+    bank.clock.now += dt.timedelta(seconds=1)
+    await bank.pay("after-closing", 1_000, to_customer=True)  # not the closed line's any more
+    assert (await bank.credit.customer_line("cust-1", line_id)).repaid == 33_333 + sum(expected)
     await bank.ledger_sums_to_zero()
 
 
