@@ -59,6 +59,11 @@ const OPTIONS = {
     help: "include dir with google/rpc/status.proto (default: googleapis-common-protos in the repo's .venv)",
   },
   "payment-timeout": { env: "OBM_PAYMENT_TIMEOUT_SECONDS", default: "20", help: "how long to poll GetPayment" },
+  events: {
+    env: "OBM_EVENTS",
+    default: "",
+    help: "true: then read the partner's event log (StreamEvents) and resume it from a cursor",
+  },
 };
 
 /** Print one JSON line describing a step's outcome. */
@@ -270,6 +275,7 @@ async function runFlow(settings) {
     authorizations: new openbank.identity.v1.AuthorizationService(settings.gateway, insecure),
     accounts: new openbank.account.v1.AccountService(settings.gateway, insecure),
     payments: new openbank.payment.v1.PaymentService(settings.gateway, insecure),
+    events: new openbank.events.v1.EventService(settings.gateway, insecure),
   };
   // The bank's customer app: not a partner, so it talks to identity directly (internal rpcs).
   const bankApp = {
@@ -459,9 +465,70 @@ async function runFlow(settings) {
         await sleep(250);
       }
     });
+
+    if (["1", "true"].includes(String(settings.events).toLowerCase())) {
+      await eventsFlow(settings, gateway, step, payment.name);
+    }
   } finally {
     clients.forEach((client) => client.close());
   }
+}
+
+/**
+ * The partner's event log: a client-credentials token with events:read (no consent), then
+ * StreamEvents from the start of the log until the payment's SETTLED event; then, as after a
+ * disconnect, StreamEvents again after the cursor of the payment's first event: the wallet keeps
+ * the cursor of the last event it handled and resumes after it (nothing missed, nothing twice).
+ */
+async function eventsFlow(settings, gateway, step, paymentName) {
+  const token = await step("events_token", async () => {
+    const { response } = await unary(gateway.tokens, "IssueToken", {
+      grant_type: "GRANT_TYPE_CLIENT_CREDENTIALS",
+      client_id: settings.clientId,
+      client_secret: settings.clientSecret,
+      scopes: ["events:read"],
+    });
+    return { scopes: response.scopes, access_token: response.access_token };
+  }, withoutSecrets);
+  const settled = (seen) => seen.some((e) => e.resource === paymentName && e.payment?.state === "PAYMENT_STATE_SETTLED");
+  const request = (afterCursor) => ({ after_cursor: afterCursor, types: ["EVENT_TYPE_PAYMENT_STATE_CHANGED"] });
+  const mine = (events) => events.filter((e) => e.resource === paymentName).map(summariseEvent);
+  const streamed = await step("stream_events", async () => {
+    const seen = await readStream(gateway.events, request("0"), bearer(token.access_token), settled, 30);
+    return { read: seen.length, payment_events: mine(seen) };
+  });
+  await step("resume_events", async () => {
+    const after = streamed.payment_events[0].cursor;
+    const seen = await readStream(gateway.events, request(after), bearer(token.access_token), settled, 30);
+    return { after_cursor: after, payment_events: mine(seen) };
+  });
+}
+
+/** Read a server stream until `done(seen)` (then cancel it); reject on error or timeout. */
+function readStream(client, request, metadata, done, timeoutSeconds) {
+  return new Promise((resolve, reject) => {
+    const seen = [];
+    let finished = false;
+    const call = client.StreamEvents(request, metadata);
+    const finish = (outcome) => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      call.cancel();
+      outcome();
+    };
+    const timer = setTimeout(() => finish(() => reject(new Error("timed out waiting for events"))), timeoutSeconds * 1000);
+    call.on("data", (message) => {
+      seen.push(message.event);
+      if (done(seen)) finish(() => resolve(seen));
+    });
+    call.on("error", (error) => finish(() => reject(error))); // our own cancel comes after finishing
+    call.on("end", () => finish(() => reject(new Error("the stream ended"))));
+  });
+}
+
+function summariseEvent(e) {
+  return { cursor: e.cursor, event_id: e.event_id, type: e.type, consent: e.consent, state: e.payment?.state };
 }
 
 /**

@@ -195,3 +195,26 @@ async def test_the_node_client_does_the_redirect_flow_with_a_scripted_customer(m
     assert back["account"] == bob["account"] and back["iss"] and "authorization_code" not in back
     assert [a["name"] for a in steps["list_accounts"]["result"]["accounts"]] == [bob["account"]]
     assert steps["get_payment"]["result"]["state"] == "PAYMENT_STATE_SETTLED"
+
+
+EVENT_STEPS = [*CORE_STEPS[:-1], "events_token", "stream_events", "resume_events", "done"]
+
+
+async def test_the_node_client_reads_its_event_log_and_resumes_it_from_a_cursor(mesh_and_demo) -> None:  # type: ignore[no-untyped-def]
+    mesh, demo = mesh_and_demo
+    code, steps, order = _run_wallet(_wallet_environment(mesh, demo, OBM_EVENTS="true"))
+    assert order == EVENT_STEPS, steps
+    assert code == 0 and all(step["ok"] for step in steps.values()), steps
+    assert "access_token" not in steps["events_token"]["result"]
+    consent = steps["create_consent"]["result"]["name"]
+    streamed = steps["stream_events"]["result"]["payment_events"]
+    states = [e["state"] for e in streamed]
+    # The payment's changes, each once, in order, under its consent.
+    assert states[0] == "PAYMENT_STATE_RECEIVED" and states[-1] == "PAYMENT_STATE_SETTLED", states
+    assert len(set(states)) == len(states)
+    assert all(e["consent"] == consent and e["type"] == "EVENT_TYPE_PAYMENT_STATE_CHANGED" for e in streamed)
+    assert [int(e["cursor"]) for e in streamed] == sorted(int(e["cursor"]) for e in streamed)
+    # Resumed after the first event's cursor: the rest, the same events, nothing before it.
+    resumed = steps["resume_events"]["result"]
+    assert resumed["after_cursor"] == streamed[0]["cursor"]
+    assert [e["event_id"] for e in resumed["payment_events"]] == [e["event_id"] for e in streamed[1:]]
