@@ -158,15 +158,18 @@ class CreditRepository:
         row = (await self._connection.execute(query)).first()
         return _line(row) if row else None
 
-    async def save_line(self, line: CreditLine, *, accrued_before: dt.date | None = None) -> bool:
+    async def save_line(self, line: CreditLine, *, accrued_before: dt.date | None = None, release: bool = True) -> bool:
         """Write a line's state; with ``accrued_before``, only if no other run accrued it
-        meanwhile (the accrual's guard against booking a day twice). Frees its lease."""
+        meanwhile (the accrual's guard against booking a day twice). Frees its lease unless
+        ``release`` is False (more days to book)."""
         values = _line_values(line)
         del values["id"]
+        if release:
+            values["lease_until"] = None
         statement = credit_lines.update().where(_l.id == line.line_id)
         if accrued_before is not None:
             statement = statement.where(_l.accrued_through == accrued_before)
-        result = await self._connection.execute(statement.values(**values, lease_until=None))
+        result = await self._connection.execute(statement.values(**values))
         return bool(result.rowcount)
 
     async def customer_lines(

@@ -349,7 +349,9 @@ class CreditService:
             after = accrual.line
             if accrual.to_book:
                 after = await self._book(uow, accrual, income) or after
-            if not await uow.credit.save_line(after, accrued_before=line.accrued_through):
+            # The lease is kept until the last due day is booked (then freed with it).
+            last = accrual.day >= through
+            if not await uow.credit.save_line(after, accrued_before=line.accrued_through, release=last):
                 raise RuntimeError("the line was accrued under our lock")  # never: the row is ours
             self._failpoint("before_accrual_commit")
             return True

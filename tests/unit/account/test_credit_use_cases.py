@@ -93,7 +93,9 @@ class FakeUnitOfWork:
                     None,
                 )
 
-            async def save_line(self, line: CreditLine, *, accrued_before: dt.date | None = None) -> bool:
+            async def save_line(
+                self, line: CreditLine, *, accrued_before: dt.date | None = None, release: bool = True
+            ) -> bool:
                 state.lines[line.line_id] = line
                 return True
 
