@@ -6,6 +6,7 @@ service token from it, a fake consent lookup and fake partner limits (identity i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import uuid
@@ -260,6 +261,28 @@ class Mesh:
             metadata=self.partner("partner-1", consent),
         )
         return answer.payment
+
+    async def told_states(self, names: list[str], timeout: float = 30) -> dict[str, list[int]]:
+        """Each payment's states as the partner is told them, until each is SETTLED:
+        WatchPayments from the start, read from the outbox that the relay also hands to the
+        partner event log (issue 23)."""
+        stream = self.payments.WatchPayments(
+            payment_pb2.WatchPaymentsRequest(after_cursor="0"), metadata=self.partner()
+        )
+        told: dict[str, list[int]] = {name: [] for name in names}
+
+        async def read() -> None:
+            async for message in stream:
+                if message.event.payment in told:
+                    told[message.event.payment].append(message.event.state)
+                if all(states[-1:] == [payment_pb2.PAYMENT_STATE_SETTLED] for states in told.values()):
+                    return
+
+        try:
+            await asyncio.wait_for(read(), timeout)
+        finally:
+            stream.cancel()
+        return told
 
     async def audit(self, payment_name: str) -> list[payment_admin_pb2.PaymentAuditEntry]:
         """The payment's audit trail."""

@@ -71,6 +71,10 @@ async def test_payments_under_a_mandate(request, tmp_path, store) -> None:  # ty
         _grant(mesh, "m1", _mandate(mesh, day_limit, PeriodicLimit("YEAR", "CONSENT", 90_000)))
         first = await mesh.transfer(1_000, consent="m1")
         assert first.state == payment_pb2.PAYMENT_STATE_SETTLED
+        # The partner is told the mandate payment's changes like any payment's (issue 23).
+        states = (await mesh.told_states([first.name]))[first.name]
+        assert states[0] == payment_pb2.PAYMENT_STATE_RECEIVED and states[-1] == payment_pb2.PAYMENT_STATE_SETTLED
+        assert len(states) == len(set(states)), states
         assert await _refusal(mesh.transfer(1_001, consent="m1")) == (
             failed,
             "MANDATE_AMOUNT_EXCEEDED",

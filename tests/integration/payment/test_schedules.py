@@ -112,26 +112,6 @@ async def _get_order(mesh: Mesh, name: str) -> payment_pb2.StandingOrder:
     return answer.standing_order
 
 
-async def _state_changes(mesh: Mesh, names: list[str]) -> dict[str, list[int]]:
-    """Each payment's states as its events tell them (WatchPayments, read from the outbox the
-    relay hands to the partner event log), until each is SETTLED."""
-    stream = mesh.payments.WatchPayments(payment_pb2.WatchPaymentsRequest(after_cursor="0"), metadata=mesh.partner())
-    told: dict[str, list[int]] = {name: [] for name in names}
-
-    async def read() -> None:
-        async for message in stream:
-            if message.event.payment in told:
-                told[message.event.payment].append(message.event.state)
-            if all(states[-1:] == [payment_pb2.PAYMENT_STATE_SETTLED] for states in told.values()):
-                return
-
-    try:
-        await asyncio.wait_for(read(), 30)
-    finally:
-        stream.cancel()
-    return told
-
-
 async def test_a_future_dated_payment_waits_then_settles_at_its_time(mesh: Mesh) -> None:
     clock = Clock()
     scheduled = await _future_top_up(mesh, 1_500, clock.now + dt.timedelta(hours=1))
@@ -146,7 +126,7 @@ async def test_a_future_dated_payment_waits_then_settles_at_its_time(mesh: Mesh)
     done = await _get(mesh, scheduled.name)
     assert done.state == payment_pb2.PAYMENT_STATE_SETTLED
     # The partner is told: scheduled when made, then each change of its execution (issue 23).
-    states = (await _state_changes(mesh, [scheduled.name]))[scheduled.name]
+    states = (await mesh.told_states([scheduled.name]))[scheduled.name]
     assert states[0] == payment_pb2.PAYMENT_STATE_SCHEDULED and states[-1] == payment_pb2.PAYMENT_STATE_SETTLED
     assert len(states) == len(set(states)) >= 3, states
     assert await mesh.balance("alice") == (98_500, 98_500)
@@ -213,7 +193,7 @@ async def test_a_monthly_standing_order_runs_each_execution_once_on_its_day(mesh
     assert [p.execution_number for p in executions] == [1, 2, 3]
     assert all(p.state == payment_pb2.PAYMENT_STATE_SETTLED for p in executions)
     # Each execution is a payment whose changes the partner is told (issue 23).
-    told = await _state_changes(mesh, [p.name for p in executions])
+    told = await mesh.told_states([p.name for p in executions])
     assert all(states[-1] == payment_pb2.PAYMENT_STATE_SETTLED and len(states) >= 2 for states in told.values()), told
     assert await mesh.balance("bob") == (3_000, 3_000)
 
