@@ -4,8 +4,11 @@
 # The entrypoint is the `openbank-mesh serve` console script (see meshcli/main.py).
 #
 # Pin the base image by exact tag here and, in your registry mirror, by digest
-# (docker build --build-arg PYTHON_IMAGE=python:3.11.11-slim-bookworm@sha256:...).
-ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+# (docker build --build-arg BASE_IMAGE=python:3.11.11-slim-bookworm@sha256:...).
+# An air-gapped builder makes its own base from Debian packages instead (Debian bookworm's
+# python3.11, made by mmdebstrap): scripts/build-image passes BASE_IMAGE=localhost/obm-base:bookworm.
+# Only `python3` is used below: both bases have it (and not always `python`).
+ARG BASE_IMAGE=python:3.11.11-slim-bookworm
 
 # ---------------------------------------------------------------------------------------
 # build: generate the contract code, build the project's wheel, and assemble /opt/venv, the
@@ -13,21 +16,27 @@ ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 # setuptools and wheel (requirements/build.lock); /opt/venv is made without pip and gets
 # only requirements/runtime.lock and the wheel, installed by /opt/build's pip. Every
 # dependency comes from a lock file with hashes (pip refuses anything else).
-FROM ${PYTHON_IMAGE} AS build
+FROM ${BASE_IMAGE} AS build
 
+# A PyPI mirror for an air-gapped builder (the hashes are checked all the same).
+ARG PIP_INDEX_URL=https://pypi.org/simple
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 # Every dependency ships manylinux wheels, so no compiler is installed, even here.
-RUN python -m venv /opt/build \
-    && python -m venv --without-pip /opt/venv
+RUN python3 -m venv /opt/build \
+    && python3 -m venv --without-pip /opt/venv
 
 WORKDIR /src
 
 # Dependencies first, from the locks alone: editing code does not reinstall them.
 COPY requirements/build.lock requirements/runtime.lock requirements/
-RUN /opt/build/bin/pip install --no-cache-dir --require-hashes --requirement requirements/build.lock \
+# A builder behind a TLS-inspecting proxy passes its CA bundle as the build secret pip-ca
+# (scripts/build-image does); it never lands in a layer.
+RUN --mount=type=secret,id=pip-ca,required=false \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+    && /opt/build/bin/pip install --no-cache-dir --require-hashes --requirement requirements/build.lock \
     && /opt/build/bin/pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes \
        --requirement requirements/runtime.lock
 
@@ -54,7 +63,7 @@ RUN /opt/build/bin/python scripts/gen_protos.py \
 # ---------------------------------------------------------------------------------------
 # runtime: the interpreter, the venv, a non-root user; nothing else (no pip, setuptools,
 # grpcio-tools or compiler).
-FROM ${PYTHON_IMAGE} AS runtime
+FROM ${BASE_IMAGE} AS runtime
 
 LABEL org.opencontainers.image.title="openbank-mesh" \
       org.opencontainers.image.description="OpenBank Mesh gateway, identity, account, payment and settlement" \
@@ -70,9 +79,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     OBM_LOG_FORMAT=json \
     OBM_DATA_DIR=/var/lib/openbank
 
-# The base image's own pip, setuptools and wheel go too: nothing here installs anything.
-RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
-    && rm -rf /usr/local/lib/python3.11/ensurepip \
+# The base image's own pip, setuptools and wheel go too: nothing here installs anything
+# (python.org's image has pip installed; Debian's has ensurepip and its bundled wheels).
+RUN if python3 -m pip --version >/dev/null 2>&1; then python3 -m pip uninstall --yes --quiet pip setuptools wheel; fi \
+    && rm -rf /usr/local/lib/python3.11/ensurepip /usr/lib/python3.11/ensurepip /usr/share/python-wheels \
     && groupadd --system --gid 10001 openbank \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin openbank \
