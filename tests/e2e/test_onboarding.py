@@ -314,9 +314,16 @@ async def test_an_approved_application_opens_an_account_the_customer_activates_a
         account_pb2.ListAccountsRequest(), metadata=(("authorization", f"Bearer {bound.access_token}"),), timeout=10
     )
     assert [a.name for a in accounts.accounts] == [opened.account]
-    # Under the authorised consent the wallet sees what it opened, for whom.
+    # Under the authorised consent the wallet sees what it opened, for whom, and its balance
+    # (the consent grants READ_BALANCES; the onboarding token reads none).
     shared = await wallet_view(bank, app.name)
     assert shared.account == opened.account and shared.applicant.family_name == "Nováková"
+    balance = await account_pb2_grpc.AccountServiceStub(bank.gateway).GetBalance(
+        account_pb2.GetBalanceRequest(account=opened.account),
+        metadata=(("authorization", f"Bearer {bound.access_token}"),),
+        timeout=10,
+    )
+    assert balance.balance.account == opened.account and balance.balance.available.minor_units == 0
 
     # The same person applying again is a duplicate, even spelled otherwise.
     twice, _ = application("JANA", "Novakova", "1990-04-12")
