@@ -4,8 +4,13 @@ processes, one mesh for the module:
 - approved: the customer, its account and the wallet's consent exist; the customer activates
   on the bank's one-time page (its authenticator shown once), authorises the consent, and the
   wallet reads the new account through the gateway;
-- referred (a document the bank reviews) and approved by an operator, who is recorded;
+- referred (a document the bank reviews) and approved by an operator, who is recorded, or
+  declined by one; the SDK awaiting the decision on the wallet's event log;
 - declined: a sanctions match, an applicant under age, the same person twice;
+- fair data use (item 3): the onboarding token follows the application, the customer's data
+  and account open only under the consent the customer authorised, within its permissions;
+- identity crashing at each new step (decision, account opening, activation): nothing lost,
+  nothing twice;
 - the ledger sums to zero.
 """
 
