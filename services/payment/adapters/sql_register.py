@@ -307,6 +307,8 @@ class SqlPaymentRegister:
                 outcomes.append(refused)
                 continue
             except MeshError as refused:
+                if refused.reason in isolation.REFUSALS:
+                    _audit_isolation_refusal(uow, registration, refused)
                 outcomes.append(refused)
                 continue
             state = _waiting_state(decision, registration.payment)
@@ -598,6 +600,23 @@ def _audit_refusal(uow: PaymentUnitOfWork, registration: Registration, decision:
         customer_id=payment.customer_id or None,
         trace_id=registration.trace_id or None,
         details={"reason": decision.reason, **decision.audit_details()},
+    )
+
+
+def _audit_isolation_refusal(uow: PaymentUnitOfWork, registration: Registration, refused: MeshError) -> None:
+    """A payment refused for a capability the customer's isolation paused: never stored, the
+    audit trail keeps the attempt (what was paused, whose request)."""
+    payment = registration.payment
+    uow.audit.record(
+        "payment.isolation_refuse",
+        f"partners/{payment.partner_id}/requests/{registration.key.request_id}",
+        outcome="REFUSED",
+        actor=registration.actor or partner_of(payment),
+        partner_id=payment.partner_id,
+        consent_id=payment.consent_id,
+        customer_id=payment.customer_id or None,
+        trace_id=registration.trace_id or None,
+        details={"reason": refused.reason, **refused.metadata},
     )
 
 

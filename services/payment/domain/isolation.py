@@ -30,6 +30,8 @@ NEW_CREDITOR = "NEW_CREDITOR"
 DAILY_LIMIT = "DAILY_LIMIT"
 PAYMENT_TYPES = ("WALLET_TOP_UP", "TRANSFER", "BILL_PAYMENT", "EXTERNAL_TRANSFER")
 CAPABILITIES = (NEW_CREDITOR, DAILY_LIMIT, *PAYMENT_TYPES)
+# The reasons a payment is refused for (the payment's audit trail keeps each refusal).
+REFUSALS = frozenset({"CAPABILITY_PAUSED", "DAILY_LIMIT_LOWERED"})
 # Where the partner tells the customer to go (the bank's page for it).
 RESTORE_AT = "the bank's website or app, Limits and features"
 

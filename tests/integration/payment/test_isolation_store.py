@@ -153,6 +153,15 @@ async def test_unused_for_the_period_the_sweep_pauses_and_the_register_refuses_u
                 .order_by(audit.records.c.occurred_at)
             )
         ).all()
+    async with world.database.engine.connect() as connection:
+        attempts = (
+            await connection.execute(
+                sa.select(audit.records.c.details).where(audit.records.c.action == "payment.isolation_refuse")
+            )
+        ).scalars()
+        refusals = sorted(str(details) for details in attempts)
+    assert len(refusals) == 4 and sum("CAPABILITY_PAUSED" in r for r in refusals) == 2, refusals
+    assert sum("DAILY_LIMIT_LOWERED" in r for r in refusals) == 2, refusals
     assert sorted((r.outcome, r.actor) for r in rows) == sorted(
         [
             ("PAUSED", "system:payment-isolation"),
