@@ -150,6 +150,8 @@ def payment_lines(records: list[audit_pb2.AuditRecord]) -> list[PaymentLine]:
     """Payment audit records (newest first) as one line per payment: its amount, latest state, creation time."""
     lines: dict[str, PaymentLine] = {}
     for record in records:
+        if not record.payment:
+            continue  # a refused request (risk rules, dynamic isolation): no payment was made
         when = record.occur_time.ToDatetime(tzinfo=dt.UTC)
         if record.payment in lines:  # an older record of the same payment
             lines[record.payment] = replace(lines[record.payment], created_at=when)
