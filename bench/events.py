@@ -80,11 +80,19 @@ async def _py_spy(pid: int, seconds: float, output: Path) -> asyncio.subprocess.
 
 
 async def idle_streams(
-    mesh: RunningMesh, gateway: grpc.aio.Channel, streams: int, seconds: float, profile: Path | None = None
+    mesh: RunningMesh,
+    gateway: grpc.aio.Channel,
+    streams: int,
+    seconds: float,
+    profile: Path | None = None,
+    tokens: int = 1,
 ) -> dict[str, float]:
-    """CPU share of a core used by the gateway and identity while ``streams`` streams idle
-    (with ``profile``: py-spy records both meanwhile, collapsed stacks written there)."""
-    metadata = await _events_token(gateway, mesh.demo["partners"]["acme"])
+    """CPU share of a core used by the gateway and identity while ``streams`` streams idle,
+    opened with ``tokens`` tokens of the partner taking turns (as that many backends of it; each
+    token's status is checked on its own) (with ``profile``: py-spy records both meanwhile,
+    collapsed stacks written there)."""
+    partner = mesh.demo["partners"]["acme"]
+    keys = [await _events_token(gateway, partner) for _ in range(max(1, min(tokens, streams)))]
     target = f"127.0.0.1:{mesh.ports['gateway']}"
     # A local subchannel pool each: its own connection, not the process-wide shared one.
     channels = [
@@ -96,7 +104,10 @@ async def idle_streams(
         for start in range(0, streams, 50):  # 50 at a time, as partners' backends reconnect
             size = min(50, streams - start)
             stub = events_pb2_grpc.EventServiceStub(channels[start // STREAMS_PER_CONNECTION])
-            batch = [stub.StreamEvents(events_pb2.StreamEventsRequest(), metadata=metadata) for _ in range(size)]
+            batch = [
+                stub.StreamEvents(events_pb2.StreamEventsRequest(), metadata=keys[(start + i) % len(keys)])
+                for i in range(size)
+            ]
             calls += batch
             await asyncio.gather(*(call.wait_for_connection() for call in batch))
         await asyncio.sleep(3)  # the streams settle (identity's first reads, the slots)
@@ -183,7 +194,13 @@ def _print_profile(profile: Path) -> None:
 
 
 async def run(
-    streams: int, idle_seconds: float, rate: float, seconds: float, profile: Path | None = None, redis: bool = False
+    streams: int,
+    idle_seconds: float,
+    rate: float,
+    seconds: float,
+    profile: Path | None = None,
+    redis: bool = False,
+    tokens: int = 1,
 ) -> dict[str, Any]:
     """Both measurements on one mesh: embedded (SQLite, in-process bus), or with ``redis``
     its bus and limiter on a Redis as deployed (the bus lets streams re-check their caller's
@@ -195,13 +212,13 @@ async def run(
         limiter = "redis" if redis else "memory"
         async with running_mesh(Path(work), store="sqlite", limiter=limiter, redis_url=redis_url) as mesh:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports['gateway']}") as gateway:
-                idle = await idle_streams(mesh, gateway, streams, idle_seconds, profile)
+                idle = await idle_streams(mesh, gateway, streams, idle_seconds, profile, tokens)
                 print(f"{streams} idle streams: " + ", ".join(f"{k} {v:.1%} of a core" for k, v in idle.items()))
                 if profile is not None:
                     _print_profile(profile)
                 latency = await event_latency(mesh, gateway, rate, seconds)
                 print(f"payments at {rate:g}/s: {latency}")
-    return {"idle_streams": streams, "redis": redis, "idle_cpu_share": idle, "latency": latency}
+    return {"idle_streams": streams, "tokens": tokens, "redis": redis, "idle_cpu_share": idle, "latency": latency}
 
 
 def main() -> None:
@@ -214,11 +231,20 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--profile", type=Path, help="py-spy the gateway and identity while idle; stacks go here")
     parser.add_argument("--redis", action="store_true", help="the bus and the limiter on a Redis (as deployed)")
+    parser.add_argument("--tokens", type=int, default=1, help="the streams take turns over this many tokens")
     options = parser.parse_args()
     if options.profile:
         options.profile.mkdir(parents=True, exist_ok=True)
     results = asyncio.run(
-        run(options.streams, options.idle_seconds, options.rate, options.seconds, options.profile, options.redis)
+        run(
+            options.streams,
+            options.idle_seconds,
+            options.rate,
+            options.seconds,
+            options.profile,
+            options.redis,
+            options.tokens,
+        )
     )
     if options.json:
         options.json.write_text(json.dumps(results, indent=2))
