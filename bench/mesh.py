@@ -130,6 +130,33 @@ async def _consent_for(operator: Operator, gateway: Any, partner: dict[str, Any]
     return Payer(customer["username"], customer["account"], (*_bearer(bound.access_token), CUSTOMER_IP))
 
 
+async def _started(
+    data_dir: Path, extra_env: dict[str, str], child_env: dict[str, dict[str, str]], payment_replicas: int
+) -> BenchMesh:
+    """A started mesh on free ports; once more on other ports if a process exits while starting
+    (on a machine shared with other test runs, a port found free may be taken before it binds)."""
+    for attempt in (1, 2):
+        # The scheme simulator too: the mix scenario pays other banks through it.
+        ports = {name: free_port() for name in (*(name for name, _ in PROCESSES), "schemesim")}
+        replica_ports = {"payment": [ports["payment"], *(free_port() for _ in range(payment_replicas - 1))]}
+        mesh = BenchMesh(
+            data_dir,
+            ports=ports,
+            extra_env=extra_env,
+            quiet=True,
+            child_env=child_env,
+            replica_ports=replica_ports if payment_replicas > 1 else None,
+        )
+        try:
+            await mesh.start()
+            return mesh
+        except RuntimeError:
+            await mesh.stop()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 @contextlib.asynccontextmanager
 async def running_mesh(
     work_dir: Path,
@@ -165,21 +192,11 @@ async def running_mesh(
     extra_env = {"OBM_LOG_LEVEL": "INFO", "OBM_LOG_FORMAT": "json"}
     if limiter == "redis" and redis_url:
         extra_env["OBM_REDIS_URL"] = redis_url  # as in production: the limiter and the invalidation bus
-    # The scheme simulator too: the mix scenario pays other banks through it.
-    ports = {name: free_port() for name in (*(name for name, _ in PROCESSES), "schemesim")}
-    replica_ports = {"payment": [ports["payment"], *(free_port() for _ in range(payment_replicas - 1))]}
-    mesh = BenchMesh(
-        data_dir,
-        ports=ports,
-        extra_env=extra_env,
-        quiet=True,
-        child_env=child_env,
-        replica_ports=replica_ports if payment_replicas > 1 else None,
-    )
     if before_start is not None:
         await before_start(data_dir, child_env)
+    mesh = await _started(data_dir, extra_env, child_env, payment_replicas)
+    ports = mesh.ports
     try:
-        await mesh.start()
         operator = Operator(data_dir, ports=ports)
         try:
             demo = await seed_demo_data(operator, say=lambda _text: None)

@@ -5,8 +5,9 @@ key; as many ledger transfers with their two entries; 100,000 customers, consent
 accounts; 100 partners and settlement participants; a year of daily settlement windows with
 an obligation per payment. Rows go straight into the real schema (the services' own
 migrations create it), never through the API: one generator writes each service's rows once
-into a SQLite file and a PostgreSQL ``COPY`` file, kept under ``--data-dir`` by schema
-version (a hash of every migration and of this generator) and scale. A run then copies the
+into a SQLite file and a PostgreSQL ``COPY`` file, kept under ``--data-dir`` by generator
+version and scale, and migrated forward by the services' own migrations (they are written for
+stores full of rows) when the schema moves on. A run then copies the
 SQLite files into the mesh's data directory, or ``COPY``s the files into each service's
 fresh PostgreSQL database.
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import shutil
 import sqlite3
 import time
@@ -352,23 +352,18 @@ def rows_of(load: TableLoad, columns: list[Column], now: dt.datetime) -> tuple[l
     return names, chunks()
 
 
-# ---- the cache: built once per schema version and scale ----
+# ---- the cache: built once per generator version and scale, migrated forward ----
 
 
-def schema_version() -> str:
-    """A hash of every service's migration revisions and of the generator's version (bump
-    GENERATOR_VERSION whenever :func:`plans` changes what it writes)."""
-    digest = hashlib.sha256(GENERATOR_VERSION.encode())
-    for service in SERVICES:
-        # The revisions, not their text: a revision's schema does not change once it ships.
-        for path in sorted(versions_dir(service).glob("*.py")):
-            digest.update(f"{service}/{path.name}".encode())
-    return digest.hexdigest()[:12]
+def revisions() -> list[str]:
+    """Every service's migration revisions (file names), in order."""
+    return [f"{service}/{path.name}" for service in SERVICES for path in sorted(versions_dir(service).glob("*.py"))]
 
 
 def cache_dir(data_dir: Path, scale: float) -> Path:
-    """Where one schema version's stores at ``scale`` are kept."""
-    return data_dir / f"preload-{schema_version()}-x{scale:g}"
+    """Where the generator's stores at ``scale`` are kept (bump GENERATOR_VERSION whenever
+    :func:`plans` changes what it writes)."""
+    return data_dir / f"preload-v{GENERATOR_VERSION}-x{scale:g}"
 
 
 def versions_dir(service: str) -> Path:
@@ -417,11 +412,20 @@ async def ensure_cache(data_dir: Path, scale: float, say: Callable[[str], None])
     where = cache_dir(data_dir, scale)
     done = where / "done.json"
     if done.exists():
+        manifest = json.loads(done.read_text())
+        if manifest.get("revisions") != revisions():
+            # Built at an older schema: the services' own migrations bring it to head (they are
+            # written for stores full of rows); PostgreSQL's copies are migrated before the COPY.
+            for service in SERVICES:
+                await _migrated_sqlite(where / f"{service}.db", service)
+            manifest["revisions"] = revisions()
+            done.write_text(json.dumps(manifest, indent=1))
+            say("    preloaded stores migrated to the current schema")
         return where
     shutil.rmtree(where, ignore_errors=True)
     where.mkdir(parents=True)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    manifest: dict[str, Any] = {"built": now.isoformat(), "scale": scale, "tables": {}}
+    manifest: dict[str, Any] = {"built": now.isoformat(), "scale": scale, "revisions": revisions(), "tables": {}}
     for service, loads in plans(scale, now).items():
         started = time.monotonic()
         path = where / f"{service}.db"
