@@ -109,15 +109,16 @@ class Fault:
     fault: str
     failed: dict[str, int]  # "<method> <code> <reason>": attempts
     payments_again_seconds: float  # after the fault began, the load made payments again
-    back_seconds: float | None = None  # the process (or Redis node) served again, after the fault began
+    back_seconds: float | None = None  # the process, database or Redis node served again, after the fault began
     note: str = ""
+    at: float = 0.0  # seconds into the run when it was reported
 
     def line(self) -> str:
         failed = ", ".join(f"{n}x {what}" for what, n in self.failed.items()) or "none"
         back = f", back {self.back_seconds:.1f} s after it" if self.back_seconds is not None else ""
         note = f"; {self.note}" if self.note else ""
         return (
-            f"{self.fault}: {sum(self.failed.values())} failed attempts ({failed}), "
+            f"[{self.at:5.1f} s] {self.fault}: {sum(self.failed.values())} failed attempts ({failed}), "
             f"payments again {self.payments_again_seconds:.1f} s after it began{back}{note}"
         )
 
@@ -128,12 +129,15 @@ class Report:
 
     faults: list[Fault] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    began: float = field(default_factory=time.monotonic)
 
     def fault(self, fault: Fault) -> None:
+        fault.at = round(time.monotonic() - self.began, 1)
         print(fault.line(), flush=True)
         self.faults.append(fault)
 
     def note(self, line: str) -> None:
+        line = f"[{time.monotonic() - self.began:5.1f} s] {line}"
         print(line, flush=True)
         self.notes.append(line)
 
@@ -163,10 +167,12 @@ async def _database_outages(mesh: ReplicatedMesh, report: Report, revocations: R
         await asyncio.to_thread(mesh.postgres.stop)
         revoking.append(asyncio.create_task(revocations.revoke_token()))
         await asyncio.sleep(down)
-        await asyncio.to_thread(mesh.postgres.start)
+        await asyncio.to_thread(mesh.postgres.start)  # returns once it accepts connections
+        back = time.monotonic() - began
         await _progress(mesh, payments=2)
         ended = time.monotonic()
-        report.fault(Fault(f"PostgreSQL down {down:g} s", _counts(mesh.attempts.between(began, ended)), ended - began))
+        failed = _counts(mesh.attempts.between(began, ended))
+        report.fault(Fault(f"PostgreSQL down {down:g} s", failed, ended - began, back))
     return revoking
 
 
