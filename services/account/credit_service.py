@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from meshlib.auth.consent import ConsentLookup, ConsentView
-from meshlib.errors import MeshError, NotFound
+from meshlib.errors import FailedPrecondition, MeshError, NotFound
 from meshlib.idempotency import validate_request_id
 from meshlib.money import Amount
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size, time_and_id
@@ -57,6 +57,13 @@ PARTNER_SCOPE = "credit-partner"
 FAILPOINTS = frozenset({"before_accept_commit", "before_accrual_commit"})
 Failpoint = Callable[[str], None]
 DayClock = Callable[[], dt.date]
+# When an accrual day ends, in the clock's time (the time entries are booked at).
+DayEnd = Callable[[dt.date], dt.datetime]
+
+
+def utc_day_end(day: dt.date) -> dt.datetime:
+    """The end of a UTC day: midnight after it."""
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
 
 
 def _no_failpoint(point: str) -> None:
@@ -124,6 +131,13 @@ class LineView:
     statement: Statement
 
 
+class _DaysDue(FailedPrecondition):
+    """A day ended between the accrual and the closing (retried; surfaced only if it persists)."""
+
+    def __init__(self) -> None:
+        super().__init__("the credit line's interest is being booked; try again", reason="CREDIT_LINE_OWED")
+
+
 def income_account_id(currency: str) -> str:
     """The bank's interest income account of ``currency`` (one per currency, a fixed id)."""
     return f"interest-income-{currency.lower()}"
@@ -140,6 +154,7 @@ class CreditService:
         *,
         clock: Clock = utc_now,
         accrual_day: DayClock | None = None,
+        day_end: DayEnd = utc_day_end,
         failpoint: Failpoint = _no_failpoint,
         lease: dt.timedelta = dt.timedelta(seconds=60),
     ) -> None:
@@ -148,6 +163,7 @@ class CreditService:
         self._rules = credit_rules
         self._now = clock
         self._day = accrual_day or (lambda: clock().date())
+        self._day_end = day_end
         self._failpoint = failpoint
         self._lease = lease
         self._income_ready: set[str] = set()
@@ -294,7 +310,10 @@ class CreditService:
         return view
 
     async def close(self, customer_id: str, request_id: str, line_id: str) -> LineView:
-        """The customer closes an ACTIVE line when nothing is owed; the account's limit is zero again."""
+        """The customer closes an ACTIVE line when nothing is owed; the account's limit is zero again.
+
+        The days already over are accrued first (the job may not have booked them yet): their
+        interest is owed, so a line repaid to zero before they were booked still owes it."""
         key = IdempotencyKey(
             f"{CUSTOMER_SCOPE}:{customer_id}", "CloseCreditLine", request_id, filter_fingerprint(line=line_id)
         )
@@ -303,6 +322,8 @@ class CreditService:
             line = await uow.credit.get_line(line_id, lock=True)
             if line is None or line.customer_id != customer_id:
                 raise _line_not_found(line_id)
+            if line.state is LineState.ACTIVE and line.accrued_through < self._accrued_by():
+                raise _DaysDue()
             account = (await uow.accounts.lock([line.account_id]))[line.account_id]
             now = self._now()
             closed = line.closed(account, now)
@@ -314,15 +335,34 @@ class CreditService:
             _audit_line(uow, "credit.line.close", closed)
             return line_id, ""
 
-        await self._tx.run(operation, key=key, codec=IDS_CODEC)
+        for _ in range(3):  # a day may end between the accrual and the closing
+            await self._accrue_through(line_id, customer_id)
+            try:
+                await self._tx.run(operation, key=key, codec=IDS_CODEC)
+                break
+            except _DaysDue:
+                continue
+        else:
+            raise _DaysDue()
         log.info("credit line closed", extra={"line": line_id})
         return await self._view(line_id)
+
+    async def _accrue_through(self, line_id: str, customer_id: str) -> None:
+        """Book the customer's line's days that are over (none if it is not theirs or closed)."""
+        line = await self._tx.read(lambda uow: uow.credit.get_line(line_id))
+        through = self._accrued_by()
+        if line is None or line.customer_id != customer_id or line.state is not LineState.ACTIVE:
+            return
+        if line.accrued_through >= through:
+            return
+        while await self._accrue_day(line_id, through):
+            pass
 
     # ---- the daily accrual (the background job) ----
 
     async def accrue_due(self, limit: int = 100) -> int:
         """Book every day due of up to ``limit`` lines (each under its lease); how many days."""
-        through = self._day() - dt.timedelta(days=1)  # a day accrues once it is over
+        through = self._accrued_by()
         now = self._now()
         due = await self._tx.read(lambda uow: uow.credit.due_for_accrual(through, now, limit))
         days = 0
@@ -332,6 +372,10 @@ class CreditService:
             while await self._accrue_day(line_id, through):
                 days += 1
         return days
+
+    def _accrued_by(self) -> dt.date:
+        """The last day to accrue now: a day accrues once it is over."""
+        return self._day() - dt.timedelta(days=1)
 
     async def _accrue_day(self, line_id: str, through: dt.date) -> bool:
         """The line's next due day, booked in one transaction; False when none is due."""
@@ -343,9 +387,9 @@ class CreditService:
             income = income_account_id(line.currency)
             locked = await uow.accounts.lock([line.account_id, income])
             now = self._now()
-            accrual = rules.accrue(
-                line, line.accrued_through + dt.timedelta(days=1), locked[line.account_id].current, now
-            )
+            day = line.accrued_through + dt.timedelta(days=1)
+            balance = await _end_of_day_balance(uow, locked[line.account_id], self._day_end(day))
+            accrual = rules.accrue(line, day, balance, now)
             after = accrual.line
             if accrual.to_book:
                 after = await self._book(uow, accrual, income) or after
@@ -418,6 +462,14 @@ class CreditService:
         except IntegrityError:
             pass  # another replica opened it first
         self._income_ready.add(account_id)
+
+
+async def _end_of_day_balance(uow: AccountUnitOfWork, account: Account, day_end: dt.datetime) -> int:
+    """The booked balance when the day ended: today's, less what was booked since (a run
+    catching up on days must not charge them on today's balance). The line's interest booked
+    late for earlier days counts as theirs (later days are not booked yet)."""
+    later = await uow.credit.movements(account.id, None, day_end)
+    return account.current - sum(m.signed for m in later if not m.is_interest)
 
 
 async def _line_view(uow: AccountUnitOfWork, line: CreditLine) -> LineView:

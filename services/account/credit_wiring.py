@@ -24,7 +24,7 @@ from meshlib.periodic import Periodic
 from meshlib.server import ServiceRegistration
 from openbank.credit.v1 import credit_pb2_grpc
 from services.account.credit_events import CreditEventRelay, IdentityCreditSink, SqlCreditOutbox
-from services.account.credit_service import FAILPOINTS, CreditService, DayClock, Failpoint
+from services.account.credit_service import FAILPOINTS, CreditService, DayClock, DayEnd, Failpoint, utc_day_end
 from services.account.credit_servicer import CreditServicer, CustomerCreditServicer
 from services.account.domain.credit_offers import CreditRules
 from services.account.ledger_service import Clock, UowFactory, utc_now
@@ -59,18 +59,23 @@ class CreditSettings(BaseSettings):
         return value or None
 
 
-def fast_day_clock(clock: Clock, days_per_second: float) -> DayClock:
-    """The accrual day at ``days_per_second`` days per real second from now (0: the UTC day)."""
+def fast_day_clock(clock: Clock, days_per_second: float) -> tuple[DayClock, DayEnd]:
+    """The accrual day at ``days_per_second`` days per real second from now (0: the UTC day),
+    and when (in real time, as entries are booked) a given accrual day ends."""
     if not days_per_second:
-        return lambda: clock().date()
+        return (lambda: clock().date()), utc_day_end
     start = clock()
     started = time.monotonic()
+    speed = days_per_second * SECONDS_PER_DAY
 
     def day() -> dt.date:
         elapsed = time.monotonic() - started
-        return (start + dt.timedelta(seconds=elapsed * days_per_second * SECONDS_PER_DAY)).date()
+        return (start + dt.timedelta(seconds=elapsed * speed)).date()
 
-    return day
+    def day_end(accrual_day: dt.date) -> dt.datetime:
+        return start + (utc_day_end(accrual_day) - start) / speed
+
+    return day, day_end
 
 
 def exit_at(configured: str | None) -> Failpoint:
@@ -148,12 +153,14 @@ def credit_wiring(
     with the service's ``runtime``, the partner events relay too."""
     settings = settings or CreditSettings()
     rules = CreditRules.from_mapping(yaml.safe_load(settings.credit_rules_file.read_text()))
+    accrual_day, day_end = fast_day_clock(utc_now, settings.credit_accrual_days_per_second)
     service = CreditService(
         uow,
         consents,
         rules,
         clock=utc_now,
-        accrual_day=fast_day_clock(utc_now, settings.credit_accrual_days_per_second),
+        accrual_day=accrual_day,
+        day_end=day_end,
         failpoint=exit_at(settings.credit_failpoint),
         lease=dt.timedelta(seconds=settings.credit_accrual_lease_seconds),
     )

@@ -269,3 +269,36 @@ async def test_each_change_of_an_offer_or_line_is_an_event_for_the_partner_in_th
         ("partner-1", "consent-1", f"creditLines/{view.line.line_id}", "CLOSED", "", f"creditOffers/{offer_id}"),
     ]
     assert [r.seq for r in rows] == sorted(r.seq for r in rows)
+
+
+async def drawn_then_repaid_two_days_later(bank: Bank) -> tuple[str, list[int]]:
+    """Owes 333.33 through May 1 and 2, repaid on May 3 before any accrual ran: the two days'
+    interest (at the rule, on -333.33 each) is what those days owe."""
+    offer_id = await offered(bank)
+    _, view = await bank.credit.accept("cust-1", "accept-1", offer_id)
+    await bank.pay("draw", 250_000 + 33_333)
+    bank.clock.now = dt.datetime(2026, 5, 3, 10, tzinfo=dt.UTC)
+    bank.day[0] = bank.clock.now.date()
+    await bank.pay("repay", 33_333, to_customer=True)
+    first = accrue_day(-33_333, 1_825)
+    second = accrue_day(-33_333 - first.charged, 1_825, first.carry)
+    return view.line.line_id, [first.charged, second.charged]
+
+
+async def test_a_late_accrual_charges_each_day_on_its_own_end_of_day_balance(bank: Bank) -> None:
+    _, expected = await drawn_then_repaid_two_days_later(bank)
+    assert await bank.credit.accrue_due() == 2
+    assert await bank.balance() == -sum(expected) and sum(expected) > 0
+    await bank.ledger_sums_to_zero()
+
+
+async def test_closing_books_the_days_already_over_first_so_their_interest_is_owed(bank: Bank) -> None:
+    line_id, expected = await drawn_then_repaid_two_days_later(bank)
+    with pytest.raises(FailedPrecondition) as owed:
+        await bank.credit.close("cust-1", "close-1", line_id)
+    assert (owed.value.reason, owed.value.metadata["owed_minor_units"]) == ("CREDIT_LINE_OWED", str(sum(expected)))
+    await bank.pay("repay-interest", sum(expected), to_customer=True)
+    closed = await bank.credit.close("cust-1", "close-2", line_id)
+    assert closed.line.state.value == "CLOSED" and closed.line.interest_charged == sum(expected)
+    assert await bank.credit.accrue_due() == 0
+    await bank.ledger_sums_to_zero()
