@@ -91,7 +91,7 @@ from services.payment.saga import SagaRunner, exit_at_failpoint
 from services.payment.scheduler import Scheduler, SchedulerLoop
 from services.payment.scheme_steps import SchemeSteps
 from services.payment.servicer import PaymentAdminServicer, PaymentServicer
-from services.payment.settings import PaymentSettings
+from services.payment.settings import LOCAL_STEP_UP_SECRET, PaymentSettings
 from services.payment.standing_orders import StandingOrders
 from services.payment.tables import audit as audit_tables
 from services.payment.unit_of_work import PaymentUnitOfWork
@@ -149,6 +149,7 @@ def identity_side(runtime: Runtime) -> IdentitySide:
         client_secret=settings.service_client_secret,
         redis_url=settings.redis_url,
         channel=settings.invalidation_channel,
+        stream_recheck_bus_up_seconds=settings.stream_recheck_seconds_bus_up,
         scopes=SERVICE_SCOPES,
     )
     if peers.tokens is None:
@@ -346,6 +347,8 @@ async def wire(
                 settings.clearing_returns_seconds,
             )
         )
+    if settings.step_up_secret == LOCAL_STEP_UP_SECRET:
+        log.warning("the step-up secret is the local mesh's: set OBM_STEP_UP_SECRET_FILE (a mounted Secret) outside it")
     risk_review = RiskReview(uow, saga, step_up_secret=settings.step_up_secret.encode(), lease=lease)
     risk_expiry = RiskExpiryLoop(risk_review, settings.risk_expiry_interval_seconds)
     gauges = Periodic("payment-metrics", settings.metrics_interval_seconds, partial(publish_payment_gauges, uow))

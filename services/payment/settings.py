@@ -16,6 +16,10 @@ DEFAULT_FEE_SCHEDULE_FILE = Path(__file__).parent / "fee_schedule.yaml"
 DEFAULT_ISOLATION_POLICY_FILE = Path(__file__).parent / "isolation_policy.yaml"
 
 
+# The step-up secret of the local mesh and tests (payment warns when it runs with it).
+LOCAL_STEP_UP_SECRET = "local-mesh-step-up-secret"
+
+
 class PaymentSettings(ServiceSettings):
     """Payment service settings: downstream deadlines, the saga's lease, recovery and rules."""
 
@@ -52,7 +56,7 @@ class PaymentSettings(ServiceSettings):
     # production; the default only serves the local mesh and tests), and how long a payment
     # waits for the customer's code; review: how long it waits for an operator (then it is
     # refused); how often the expiry sweep runs (0: never).
-    step_up_secret: str = "local-mesh-step-up-secret"
+    step_up_secret: str = LOCAL_STEP_UP_SECRET
     step_up_wait_seconds: float = Field(default=600.0, gt=0)
     review_wait_seconds: float = Field(default=86_400.0, gt=0)
     risk_expiry_interval_seconds: float = Field(default=5.0, ge=0)

@@ -22,7 +22,7 @@ from openbank.common.v1 import consent_permission_pb2 as permissions
 from openbank.payment.v1 import payment_pb2
 from services.payment.domain import step_up
 from services.payment.domain.payments import Payment, PaymentState
-from services.payment.settings import PaymentSettings
+from services.payment.settings import LOCAL_STEP_UP_SECRET
 from tests.browser.harness import (
     PASSWORD,
     WebCustomer,
@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 GRANTED = (permissions.CONSENT_PERMISSION_READ_BALANCES, permissions.CONSENT_PERMISSION_INITIATE_PAYMENTS)
 # The local mesh's payment service runs with the settings' default step-up secret.
-SECRET = PaymentSettings.model_fields["step_up_secret"].default.encode()
+SECRET = LOCAL_STEP_UP_SECRET.encode()
 USUAL, RISKY = 10, 30_000  # three payments of 0.10 EUR, then 300.00 EUR: 20x the average steps up
 
 
