@@ -150,6 +150,7 @@ async def start_gateway(
         nonlocal reload_task
         await journal.start()
         await peers.start()
+        verifier.keys.warm_up()  # identity's keys before the first call needs them
         await streams.start()
         for pool in pools.values():
             await pool.start()

@@ -196,6 +196,11 @@ async def start_service(
         await database.dispose()
 
     wiring.lifecycle.on_stop.insert(0, close_resources)
+
+    async def warm_keys() -> None:
+        runtime.verifier.keys.warm_up()  # the first call then finds identity's keys
+
+    wiring.lifecycle.on_start.append(warm_keys)
     registrations = list(wiring.registrations)
     audit = AuditStore(database, spec.audit, spec.name) if spec.audit is not None else None
     if audit is not None:

@@ -382,6 +382,8 @@ REVOKED = frozenset({"TOKEN_REVOKED", "CONSENT_REVOKED"})
 # TTL has passed since its revocation (a stale cache would serve it until then).
 REVOCATION_BOUND_SECONDS = TTL_WITH_BUS_SECONDS + 5.0
 WATCHED_SECONDS = TTL_WITH_BUS_SECONDS + 1.0
+# How often every replica is asked while a revocation is watched (six calls each time).
+POLL_SECONDS = 0.25
 
 
 @dataclass
@@ -493,7 +495,7 @@ class Revocations:
             if done(answers):
                 return time.monotonic() - began
             assert time.monotonic() - began < timeout, f"{what} within {timeout:g} s: {answers}"
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(POLL_SECONDS)
 
     async def _used_everywhere(self, token: str) -> None:
         """Served by every running replica (each now holds the token as active)."""
@@ -526,7 +528,7 @@ class Revocations:
                 assert elapsed <= 60, f"{revoked.what}: no replica answered for a minute: {answers}"
             elif elapsed > WATCHED_SECONDS:
                 return
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(POLL_SECONDS)
 
     async def revoke_token(self) -> Revoked:
         """Use a fresh token everywhere, revoke it (the partner's RevokeToken, retried while

@@ -33,6 +33,9 @@ MAX_TOKEN_BYTES = 8192
 JWKS_MAX_AGE_SECONDS = 30.0
 # At most one JWKS fetch per this interval, however many unknown kids arrive.
 UNKNOWN_KID_REFETCH_SECONDS = 1.0
+# The start-up fetch (JwksCache.warm_up): tries while identity starts too.
+WARM_UP_ATTEMPTS = 60
+WARM_UP_PAUSE_SECONDS = 0.5
 # Failed fetches an unknown kid sits through before the call answers UNAVAILABLE (a fault the
 # caller retries), never "unknown key": the key set could not be read, not the key refused.
 UNKNOWN_KID_FETCH_ATTEMPTS = 3
@@ -87,6 +90,7 @@ class JwksCache:
         self._last_start = self._pending_started = float("-inf")
         self._pending: asyncio.Task[None] | None = None
         self._last_fetch_ok = True
+        self._warming: asyncio.Task[None] | None = None
         self.fetches = 0
 
     def load(self, jwks: dict[str, Any]) -> None:
@@ -137,6 +141,30 @@ class JwksCache:
                 await asyncio.sleep(wait)
                 continue
             self._start_fetch()
+
+    def warm_up(self, *, attempts: int = WARM_UP_ATTEMPTS, pause_seconds: float = WARM_UP_PAUSE_SECONDS) -> None:
+        """Start-up: fetch the key set in the background, so the first call does not wait for
+        it (a GetJwks on the first payment's path in every process). Retried while identity is
+        not up yet; a failed try never holds back a call's own fetch (it is not one)."""
+        if self._warming is None and not self._keys:
+            self._warming = asyncio.get_running_loop().create_task(
+                self._warm(attempts, pause_seconds), name="jwks-warm-up"
+            )
+
+    async def _warm(self, attempts: int, pause_seconds: float) -> None:
+        for _ in range(attempts):
+            if self._keys:
+                return  # a call's own fetch came first
+            try:
+                jwks = await self._fetch()
+            except Exception:
+                await asyncio.sleep(pause_seconds)
+                continue
+            if not self._keys:
+                self.load(jwks)
+                self._last_start, self._last_fetch_ok = self._clock(), True
+            return
+        log.warning("could not fetch the JWKS at start-up; the first call will")
 
     async def refresh(self) -> None:
         """Fetch the key set now (or join the fetch under way)."""

@@ -123,3 +123,29 @@ async def test_keys_that_cannot_be_read_answer_unavailable() -> None:
         await cache.key(issuer.kid)
     assert refused.value.reason == "PEER_UNAVAILABLE"
     assert source.fetches == UNKNOWN_KID_FETCH_ATTEMPTS
+
+
+async def test_the_start_up_fetch_loads_the_keys_before_the_first_call_and_outlasts_a_late_identity() -> None:
+    issuer = TestIssuer()
+    source = KeySource(issuer)
+    failures = 3
+
+    async def identity_starting_late() -> dict[str, Any]:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise ConnectionError("identity is not up yet")
+        return await source()
+
+    cache = JwksCache(identity_starting_late)
+    cache.warm_up(pause_seconds=0.01)
+    for _ in range(200):
+        if source.fetches:
+            break
+        await asyncio.sleep(0.01)
+    assert source.fetches == 1 and failures == 0
+    # The first call finds the key without a fetch of its own, and the refetch budget is intact.
+    assert await cache.key(issuer.kid) is not None and source.fetches == 1 and cache.fetches == 0
+    cache.warm_up()  # loaded: nothing more to do
+    await asyncio.sleep(0.02)
+    assert source.fetches == 1
