@@ -138,6 +138,26 @@ class CreditRepository:
             .values(state=offer.state.value, line_id=offer.line_id, updated_at=offer.updated_at)
         )
 
+    async def expiring_offers(self, now: dt.datetime, limit: int) -> list[str]:
+        """OFFERED offers whose validity is over (the expiry sweep's)."""
+        query = (
+            sa.select(_o.id)
+            .where(_o.state == OfferState.OFFERED.value, _o.expires_at <= now)
+            .order_by(_o.expires_at, _o.id)
+            .limit(limit)
+        )
+        return list((await self._connection.execute(query)).scalars())
+
+    async def expire_offer(self, offer_id: str, now: dt.datetime) -> bool:
+        """OFFERED -> EXPIRED if still offered and past its expiry; False when another run (or
+        an acceptance) changed it first, so the change, and its event, happen once."""
+        result = await self._connection.execute(
+            credit_offers.update()
+            .where(_o.id == offer_id, _o.state == OfferState.OFFERED.value, _o.expires_at <= now)
+            .values(state=OfferState.EXPIRED.value, updated_at=now)
+        )
+        return bool(result.rowcount)
+
     # ---- lines ----
 
     async def add_line(self, line: CreditLine) -> None:

@@ -358,7 +358,28 @@ class CreditService:
         while await self._accrue_day(line_id, through):
             pass
 
-    # ---- the daily accrual (the background job) ----
+    # ---- the background jobs: offers expiring, the daily accrual ----
+
+    async def expire_offers(self, limit: int = 100) -> int:
+        """Mark up to ``limit`` offers past their validity EXPIRED and tell their partners;
+        how many. Each in its own transaction, changed only if still OFFERED: once, whichever
+        replica's sweep (or the customer's acceptance) gets there first."""
+        now = self._now()
+        due = await self._tx.read(lambda uow: uow.credit.expiring_offers(now, limit))
+        expired = 0
+        for offer_id in due:
+
+            async def operation(uow: AccountUnitOfWork, offer_id: str = offer_id) -> bool:
+                if not await uow.credit.expire_offer(offer_id, self._now()):
+                    return False
+                offer = await uow.credit.get_offer(offer_id)
+                assert offer is not None
+                await uow.credit.add_event(rules.offer_event(offer))
+                _audit_offer(uow, "credit.offer.expire", offer)
+                return True
+
+            expired += await self._tx.run(operation)
+        return expired
 
     async def accrue_due(self, limit: int = 100) -> int:
         """Book every day due of up to ``limit`` lines (each under its lease); how many days."""

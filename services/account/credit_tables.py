@@ -25,6 +25,8 @@ credit_offers = sa.Table(
     sa.Column("line_id", sa.String(64), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # The expiry sweep's look-up (account_0009).
+    sa.Index("ix_credit_offers_state_expires", "state", "expires_at"),
 )
 
 credit_lines = sa.Table(

@@ -90,7 +90,8 @@ def exit_at(configured: str | None) -> Failpoint:
 
 
 class AccrualLoop:
-    """The daily accrual job, every few seconds on every replica (each line under its lease)."""
+    """The daily accrual job, every few seconds on every replica (each line under its lease),
+    and the sweep marking offers past their validity EXPIRED (each once, by its state)."""
 
     def __init__(self, credit: CreditService, interval_seconds: float) -> None:
         self._credit = credit
@@ -105,6 +106,9 @@ class AccrualLoop:
         await self._periodic.stop()
 
     async def _run(self) -> None:
+        expired = await self._credit.expire_offers()
+        if expired:
+            log.info("credit offers expired", extra={"offers": expired})
         days = await self._credit.accrue_due()
         if days:
             log.info("credit interest accrued", extra={"days": days})

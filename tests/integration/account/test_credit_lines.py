@@ -4,6 +4,7 @@ repayment, statement, closing (issue 28 item 2)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -302,3 +303,20 @@ async def test_closing_books_the_days_already_over_first_so_their_interest_is_ow
     assert closed.line.state.value == "CLOSED" and closed.line.interest_charged == sum(expected)
     assert await bank.credit.accrue_due() == 0
     await bank.ledger_sums_to_zero()
+
+
+async def test_an_offer_past_its_validity_is_marked_expired_once_and_its_partner_told(bank: Bank) -> None:
+    offer_id = await offered(bank)
+    assert await bank.credit.expire_offers() == 0  # still valid
+    bank.clock.now += dt.timedelta(days=15)
+    assert await asyncio.gather(bank.credit.expire_offers(), bank.credit.expire_offers()) in ([1, 0], [0, 1])
+    assert await bank.credit.expire_offers() == 0
+    rows = await bank.outbox.rows_after(0, 100)
+    assert [(r.resource, r.state) for r in rows][-2:] == [
+        (f"creditOffers/{offer_id}", "OFFERED"),
+        (f"creditOffers/{offer_id}", "EXPIRED"),
+    ]
+    assert (await bank.credit.get_offer(CALLER, offer_id)).state is OfferState.EXPIRED
+    with pytest.raises(FailedPrecondition) as late:
+        await bank.credit.accept("cust-1", "accept-late", offer_id)
+    assert late.value.reason == "CREDIT_OFFER_EXPIRED"
