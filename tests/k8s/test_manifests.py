@@ -574,6 +574,23 @@ def test_prod_runs_two_or_more_of_everything_with_hpas_pdbs_and_spread(prod) -> 
         assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}, name
 
 
+def test_identity_and_account_link_customers_to_the_bank_web_app_they_reach(overlay) -> None:  # type: ignore[no-untyped-def]
+    """Activation links and credit offers' acceptance pages: the bank's public pages over HTTPS,
+    in prod the bankweb Ingress's host (the services' default is a local address)."""
+    name, docs = overlay
+    url = config_value(docs, "openbank-common", "OBM_BANK_WEB_URL")
+    assert url.startswith("https://"), url
+    for service in ("identity", "account"):
+        (deployment,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == service]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        sources = [e["configMapRef"]["name"] for e in container.get("envFrom", []) if "configMapRef" in e]
+        assert any(source.startswith("openbank-common") for source in sources), service
+        assert "OBM_BANK_WEB_URL" not in {e["name"] for e in container.get("env", [])}, service
+    if name == "prod":
+        (ingress,) = of_kind(docs, "Ingress")
+        assert url == f"https://{ingress['spec']['rules'][0]['host']}"
+
+
 def test_prod_runs_mtls_and_exports_traces(prod) -> None:  # type: ignore[no-untyped-def]
     assert config_value(prod, "openbank-common", "OBM_OTLP_ENDPOINT") == "http://otel-collector:4317"
     named(prod, "Service", "otel-collector")
