@@ -7,7 +7,7 @@ process), a partner balancing over both gateways with the SDK's retries. Under p
 reads:
 
 - PostgreSQL restarted (0.4 s down) and then stopped for 6 s;
-- one replica of each service SIGKILLed in turn and restarted;
+- one replica of each service SIGKILLed in turn and restarted (in the background);
 - the Redis master holding the invalidation bus's shard SIGKILLed (its replica takes over);
 - tokens revoked as each fault begins, a consent revoked while the Redis shard fails over: each
   refused by every gateway, account and payment replica within the status caches' bound;
@@ -324,16 +324,19 @@ async def _hung_account(mesh: ReplicatedMesh, report: Report) -> None:
     )
 
 
-async def _round(mesh: Mesh, report: Report, revocations: Revocations, number: int) -> list[asyncio.Task[Any]]:
+async def _round(
+    mesh: Mesh, report: Report, revocations: Revocations, number: int
+) -> tuple[list[asyncio.Task[Any]], Kills]:
     """One round of every fault under the running load: the database, a replica of each
-    service (replica 1, then 2, alternating), the bus's Redis master; the revocations it issued."""
+    service (replica 2, then 1, alternating: the operator's commands use replica 1), the bus's
+    Redis master. Returns the revocations it issued and the kills, whose restarts may still
+    be running."""
     await revocations.mint(2 + len(SERVICES) + 1)  # one as each fault begins
     revoking = await _database_outages(mesh.running, report, revocations)
-    kills = await _kill_each_replica(mesh.running, revocations, replica=1 + (number - 1) % 2)
+    kills = await _kill_each_replica(mesh.running, revocations, replica=2 - (number - 1) % 2)
     # The Redis master dies while the killed replicas are still starting again.
     revoking += await _kill_redis_master(mesh, report, revocations, consent=number == 1)
-    await kills.restarted(mesh.running, report)
-    return revoking + kills.revoking
+    return revoking + kills.revoking, kills
 
 
 async def test_faults_are_answered_unavailable_and_retried_with_two_replicas_of_everything(
@@ -347,8 +350,9 @@ async def test_faults_are_answered_unavailable_and_retried_with_two_replicas_of_
     before = await running.snapshot()
     async with running.driving():
         await _progress(running)
-        revoking = await _round(replicated, report, revocations, 1)
-    states = await running.check_money(before)
+        revoking, kills = await _round(replicated, report, revocations, 1)
+    # The money is checked (through replica 1) while the killed replicas 2 start again.
+    states, _ = await asyncio.gather(running.check_money(before), kills.restarted(running, report))
     _only_unavailable(running)
     # The faults were felt (the test would prove nothing otherwise), and answered as faults.
     assert running.attempts.failed, "no call failed during the faults"
@@ -373,7 +377,9 @@ async def test_replicas_the_database_and_redis_fail_again_and_again_under_load(r
     async with running.driving(payers=4, readers=4):
         while time.monotonic() < ends:
             rounds += 1
-            revoking += await _round(replicated, report, revocations, rounds)
+            issued, kills = await _round(replicated, report, revocations, rounds)
+            await kills.restarted(running, report)
+            revoking += issued
     states = await running.check_money(before, timeout=180)
     _only_unavailable(running)
     await _revocations_took_effect(revoking, revocations, report)
