@@ -138,6 +138,11 @@ class _DaysDue(FailedPrecondition):
         super().__init__("the credit line's interest is being booked; try again", reason="CREDIT_LINE_OWED")
 
 
+# The ledger refuses the day's posting for now: the limit is reached, or the account is frozen
+# by the bank. The charge stays deferred and is booked with a later day's.
+_DEFERRING = frozenset({"INSUFFICIENT_FUNDS", "ACCOUNT_NOT_ACTIVE"})
+
+
 def income_account_id(currency: str) -> str:
     """The bank's interest income account of ``currency`` (one per currency, a fixed id)."""
     return f"interest-income-{currency.lower()}"
@@ -390,8 +395,11 @@ class CreditService:
         for line_id in due:
             if not await self._tx.run(lambda uow, i=line_id: uow.credit.claim(i, self._now(), self._lease)):
                 continue  # another replica holds it
-            while await self._accrue_day(line_id, through):
-                days += 1
+            try:
+                while await self._accrue_day(line_id, through):
+                    days += 1
+            except MeshError:  # a line the ledger refuses must not stop the others' days
+                log.exception("credit accrual failed", extra={"line": line_id})
         return days
 
     def _accrued_by(self) -> dt.date:
@@ -425,7 +433,7 @@ class CreditService:
         return await self._tx.run(operation)
 
     async def _book(self, uow: AccountUnitOfWork, accrual: rules.DayAccrual, income: str) -> CreditLine | None:
-        """Post the day's interest; None when the limit cannot take it (it stays deferred)."""
+        """Post the day's interest; None when the ledger cannot take it now (it stays deferred)."""
         line = accrual.line
         request = TransferRequest(
             transfer_id=accrual.transfer_id,
@@ -442,8 +450,11 @@ class CreditService:
             booked = rules.booked(accrual)
             _audit_line(uow, "credit.line.interest", booked, amount=accrual.to_book, day=accrual.day)
             return booked
-        if isinstance(answer, MeshError) and answer.reason == "INSUFFICIENT_FUNDS":
-            log.info("interest deferred: the limit is reached", extra={"line": line.line_id, "amount": accrual.to_book})
+        if isinstance(answer, MeshError) and answer.reason in _DEFERRING:
+            log.info(
+                "interest deferred",
+                extra={"line": line.line_id, "amount": accrual.to_book, "reason": answer.reason},
+            )
             return None
         raise answer
 

@@ -320,3 +320,26 @@ async def test_an_offer_past_its_validity_is_marked_expired_once_and_its_partner
     with pytest.raises(FailedPrecondition) as late:
         await bank.credit.accept("cust-1", "accept-late", offer_id)
     assert late.value.reason == "CREDIT_OFFER_EXPIRED"
+
+
+async def test_a_frozen_accounts_interest_is_deferred_until_it_is_active_again(bank: Bank) -> None:
+    offer_id = await offered(bank)
+    _, view = await bank.credit.accept("cust-1", "accept-1", offer_id)
+    await bank.pay("draw", 250_000 + 33_333)
+    await bank.admin.freeze_account("freeze-1", bank.account, "fraud review")
+    bank.day[0] += dt.timedelta(days=2)
+    assert await bank.credit.accrue_due() == 2  # the ledger refuses postings: deferred, not an error
+    assert await bank.balance() == -33_333
+    [frozen], _ = await bank.credit.customer_lines("cust-1", 0, "")
+    assert frozen.line.accrued_through == bank.day[0] - dt.timedelta(days=1) and frozen.line.deferred > 0
+    await bank.admin.unfreeze_account("unfreeze-1", bank.account)
+    bank.day[0] += dt.timedelta(days=1)
+    assert await bank.credit.accrue_due() == 1
+    expected, carry, balance = 0, Fraction(0), -33_333
+    for _ in range(3):
+        accrual = accrue_day(balance, 1_825, carry)
+        expected, carry = expected + accrual.charged, accrual.carry
+    line = await bank.credit.get_line(CALLER, view.line.line_id)
+    assert line.line.deferred == 0 and line.line.interest_charged == expected
+    assert await bank.balance() == -33_333 - expected
+    await bank.ledger_sums_to_zero()
