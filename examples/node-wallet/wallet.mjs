@@ -40,6 +40,11 @@ const TOTP_STEP_SECONDS = 30;
 
 // Every option also reads an environment variable, so CI can pass secrets without argv.
 const OPTIONS = {
+  "mesh-file": {
+    env: "OBM_MESH_FILE",
+    default: "",
+    help: "a local mesh's <data-dir>/mesh.json (openbank-mesh up writes it): gateway and identity from it",
+  },
   gateway: { env: "OBM_GATEWAY", default: "127.0.0.1:50050", help: "gateway address host:port" },
   identity: { env: "OBM_IDENTITY", default: "127.0.0.1:50051", help: "identity address (the bank app's side)" },
   "client-id": { env: "OBM_CLIENT_ID", help: "the partner's OAuth client id" },
@@ -91,13 +96,14 @@ function readSettings(argv) {
   }
   const settings = {};
   const missing = [];
+  const local = localMeshAddresses(parsed["mesh-file"] ?? process.env.OBM_MESH_FILE);
   const redirectFlow = Boolean(parsed["bank-web"] ?? process.env.OBM_BANK_WEB);
   // The redirect flow needs no bank-app secret (nor a known account); the bank app's way no bank web.
   const optional = redirectFlow
     ? ["googleapis-dir", "bank-app-secret", "account"]
     : ["googleapis-dir", "bank-web", "redirect-uri"];
   for (const [name, option] of Object.entries(OPTIONS)) {
-    const value = parsed[name] ?? process.env[option.env] ?? option.default;
+    const value = parsed[name] ?? process.env[option.env] ?? local[name] ?? option.default;
     if (value === undefined && !optional.includes(name)) missing.push(`--${name} (or ${option.env})`);
     settings[name.replace(/-([a-z])/g, (_, c) => c.toUpperCase())] = value;
   }
@@ -107,6 +113,23 @@ function readSettings(argv) {
   }
   settings.googleapisDir ??= findGoogleapisDir();
   return settings;
+}
+
+/** gateway and identity addresses from a local mesh's mesh.json (`up`, also with --base-port). */
+function localMeshAddresses(meshFile) {
+  if (!meshFile) return {};
+  let recorded;
+  try {
+    recorded = JSON.parse(fs.readFileSync(meshFile, "utf8"));
+  } catch (error) {
+    process.stderr.write(`--mesh-file ${meshFile}: ${error.message} (is the mesh running?)\n`);
+    process.exit(2);
+  }
+  const host = recorded.host ?? "127.0.0.1";
+  const ports = recorded.ports ?? {};
+  const found = {};
+  for (const name of ["gateway", "identity"]) if (ports[name]) found[name] = `${host}:${ports[name]}`;
+  return found;
 }
 
 /** The site-packages directory of the repo's virtualenv holding google/rpc/status.proto. */

@@ -40,7 +40,10 @@ FINAL_STATES = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The wallet's options."""
     parser = argparse.ArgumentParser(description="Example wallet on the OpenBank partner SDK.")
-    parser.add_argument("--gateway", default="127.0.0.1:50050", help="gateway HOST:PORT")
+    parser.add_argument(
+        "--gateway",
+        help="gateway HOST:PORT (default: the local mesh's, from --demo-data-dir's mesh.json, else 127.0.0.1:50050)",
+    )
     parser.add_argument("--client-id", help="the wallet's OAuth client id")
     parser.add_argument("--client-secret", help="the wallet's client secret")
     parser.add_argument("--tls-ca", type=Path, help="CA certificate (PEM); plaintext when unset")
@@ -58,8 +61,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--demo-data-dir", type=Path, default=Path("data"), help="the local mesh's data directory")
     parser.add_argument("--demo-partner", default="acme", help="which demo partner the wallet is")
     parser.add_argument("--demo-customer", default="alice", help="which demo customer authorises")
-    parser.add_argument("--bank-app-endpoint", default="127.0.0.1:50051", help="identity, for the sandbox bank app")
-    return parser.parse_args(argv)
+    parser.add_argument("--bank-app-endpoint", help="identity, for the sandbox bank app (default: as --gateway)")
+    args = parser.parse_args(argv)
+    local = local_mesh_addresses(args.demo_data_dir)
+    args.gateway = args.gateway or local["gateway"]
+    args.bank_app_endpoint = args.bank_app_endpoint or local["identity"]
+    return args
+
+
+def local_mesh_addresses(data_dir: Path) -> dict[str, str]:
+    """Where a local mesh listens: `openbank-mesh up` records it in <data-dir>/mesh.json (also
+    with --base-port); the default ports when the file is missing or unreadable."""
+    try:
+        recorded = json.loads((data_dir / "mesh.json").read_text())
+        host, ports = recorded.get("host", "127.0.0.1"), recorded["ports"]
+        return {name: f"{host}:{int(ports[name])}" for name in ("gateway", "identity")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"gateway": "127.0.0.1:50050", "identity": "127.0.0.1:50051"}
 
 
 def say(text: str) -> None:
