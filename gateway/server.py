@@ -78,6 +78,7 @@ async def start_gateway(
         client_secret=settings.service_client_secret,
         redis_url=settings.redis_url,
         channel=settings.invalidation_channel,
+        stream_recheck_bus_up_seconds=settings.stream_recheck_seconds_bus_up,
     )
     # Partner calls go to the replicas of each upstream through the gateway's own pools (per
     # replica outlier detection); the gateway's own calls (keys, consents, token status) use

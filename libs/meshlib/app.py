@@ -60,6 +60,9 @@ class ServiceSettings(ServerSettings, StorageSettings):
         default=None, validation_alias=AliasChoices("redis_url", "OBM_REDIS_URL", "REDIS_URL")
     )
     invalidation_channel: str = "openbank:invalidations"
+    # While the bus is subscribed, open streams' status re-check (a safety net: the bus ends
+    # them at once on a revocation) runs this seldom; while it is down, every few seconds.
+    stream_recheck_seconds_bus_up: float = Field(default=30.0, gt=0, le=600)
     # How often business gauges (positions, payments by state) are refreshed from the store.
     metrics_interval_seconds: float = Field(default=5.0, gt=0, le=300)
     # Internal client credentials this service uses to call its peers.

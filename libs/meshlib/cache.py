@@ -137,6 +137,15 @@ class RefreshingCache(Generic[K, V]):
         entry = self._entries.peek(key)
         return entry[1] if entry is not None else None
 
+    def age(self, key: K) -> float | None:
+        """Seconds since ``key``'s value was fetched or put (None when absent)."""
+        entry = self._entries.peek(key)
+        return self._clock() - entry[0] if entry is not None else None
+
+    def put(self, key: K, value: V) -> None:
+        """Keep ``value`` as fetched now (a value fetched for many keys at once)."""
+        self._entries.put(key, (self._clock(), value))
+
     def invalidate(self, key: K) -> None:
         """Forget ``key``; a fetch of it under way is answered but not kept."""
         self._entries.pop(key)

@@ -70,6 +70,10 @@ class InProcessBus:
             except Exception:
                 log.exception("invalidation listener failed")
 
+    def healthy(self) -> bool:
+        """Always: every publication in this process reaches its listeners."""
+        return True
+
     async def start(self) -> None:
         """Nothing to start."""
 
@@ -94,6 +98,11 @@ class RedisBus:
         self._resync: list[ResyncListener] = []
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._healthy = False
+
+    def healthy(self) -> bool:
+        """Subscribed, and done resyncing after the last gap (no change can be missed now)."""
+        return self._healthy
 
     def subscribe(self, listener: Listener, on_resync: ResyncListener | None = None) -> None:
         """Register a listener (and what to do after missing messages)."""
@@ -129,11 +138,14 @@ class RedisBus:
                         for resync in self._resync:
                             await resync()
                     first = False
+                    self._healthy = True
                     async for message in pubsub.listen():
                         await self._deliver(message.get("data"))
             except asyncio.CancelledError:
+                self._healthy = False
                 raise
             except Exception:
+                self._healthy = False
                 log.warning("invalidation bus lost Redis; reconnecting", exc_info=True)
                 await asyncio.sleep(0.5)
 
@@ -148,13 +160,16 @@ class RedisBus:
                     for resync in self._resync:
                         await resync()
                 first = False
+                self._healthy = True
                 while True:
                     message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message.get("type") == "smessage":
                         await self._deliver(message.get("data"))
             except asyncio.CancelledError:
+                self._healthy = False
                 raise
             except Exception:
+                self._healthy = False
                 log.warning("invalidation bus lost its Redis Cluster shard; reconnecting", exc_info=True)
                 with contextlib.suppress(Exception):
                     await self._redis.nodes_manager.initialize()  # the slot map after a failover

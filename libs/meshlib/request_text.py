@@ -153,6 +153,7 @@ FIELD_RULES: dict[str, TextRule] = {
     "code_challenge_method": _token(16),
     "refresh_token": _token(512),
     "token": _token(8192),
+    "tokens": _token(8192),  # CheckTokenStatuses: a list of access tokens
     # The redirect flow (RFC 9126 PAR, RFC 6749 state): identity's authorization_requests.
     "redirect_uri": _token(512),
     "redirect_uris": _token(512),

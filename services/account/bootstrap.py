@@ -71,6 +71,7 @@ def identity_consents(runtime: Runtime) -> IdentityPeers:
         client_secret=settings.service_client_secret,
         redis_url=settings.redis_url,
         channel=settings.invalidation_channel,
+        stream_recheck_bus_up_seconds=settings.stream_recheck_seconds_bus_up,
         scopes=[CONSENT_READ_SCOPE, INTROSPECT_SCOPE],
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -215,11 +215,22 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
     event_stops.insert(0, opening.stop)
 
     # Identity's own verifier refuses revoked tokens too, asking its own store on a miss.
+    # The caller comes from the verifier, which checked the token's signature on this call
+    # (or when the stream opened): its claims cannot change, so only the store's state is read.
     async def introspect_locally(caller: Caller) -> TokenStatus:
-        answer = await tokens.introspect(caller.raw_token)
-        return TokenStatus(answer.active, answer.partner_status, answer.consent_state, answer.consent_paused)
+        return (await introspect_many_locally([caller]))[0]
 
-    revocation = RevocationCache(introspect_locally, ttl_seconds=settings.revocation_cache_ttl_seconds)
+    async def introspect_many_locally(callers: Sequence[Caller]) -> list[TokenStatus]:
+        answers = await tokens.statuses.of_callers(callers)
+        return [TokenStatus(a.active, a.partner_status, a.consent_state, a.consent_paused) for a in answers]
+
+    revocation = RevocationCache(
+        introspect_locally,
+        ttl_seconds=settings.revocation_cache_ttl_seconds,
+        introspect_many=introspect_many_locally,
+        stream_recheck_bus_up_seconds=settings.stream_recheck_seconds_bus_up,
+        bus_up=getattr(bus, "healthy", None),  # identity's own changes are on its bus, even in-process
+    )
     revocation.attach(bus)
     runtime.verifier.revocation = revocation
     housekeeping = Housekeeping(uow, clock)

@@ -100,6 +100,13 @@ class TokenServicer(token_pb2_grpc.TokenServiceServicer):
         """RFC 7662 introspection."""
         return converters.introspection_response(await self._tokens.introspect(request.token))
 
+    async def CheckTokenStatuses(
+        self, request: token_pb2.CheckTokenStatusesRequest, context: grpc.aio.ServicerContext
+    ) -> token_pb2.CheckTokenStatusesResponse:
+        """The statuses of many tokens, as IntrospectToken answers each (open streams' re-checks)."""
+        answers = await self._tokens.statuses.of_tokens(list(request.tokens))
+        return token_pb2.CheckTokenStatusesResponse(statuses=[converters.introspection_response(a) for a in answers])
+
 
 def _registered(result: PartnerWithSecret, *, with_secret: bool) -> partner_pb2.RegisterPartnerResponse:
     return partner_pb2.RegisterPartnerResponse(

@@ -40,16 +40,13 @@ from services.identity.domain.tokens import (
 from services.identity.internal_clients import InternalClient
 from services.identity.keys_service import KeyService
 from services.identity.token_messages import ClientCredentials, Introspection, IssuedTokens, TokenRequest, TokenSettings
+from services.identity.token_status import TokenStatuses, answer_from_state
 from services.identity.unit_of_work import IdentityUnitOfWork
 
 if TYPE_CHECKING:
     from services.identity.decoupled_service import DecoupledService
 
 log = logging.getLogger("identity.tokens")
-
-# Who identity's own service token (keys_service.OwnServiceToken) says it is.
-OWN_SUBJECT = "service:identity"
-OWN_CLIENT_ID = "identity"
 
 GRANT_TYPES = frozenset({"client_credentials", "authorization_code", "refresh_token", "ciba"})
 
@@ -93,6 +90,9 @@ class TokenService:
         self._settings = settings
         self._verify_claims = verify_claims
         self._clock = clock
+        # Statuses from the store for tokens already verified (CheckTokenStatuses, identity's
+        # own re-checks of its open streams).
+        self.statuses = TokenStatuses(uow, internal_clients, verify_claims, clock)
 
     # ---- IssueToken ----------------------------------------------------------------------
 
@@ -469,66 +469,8 @@ class TokenService:
             caller = await self._verify_claims(token)
         except MeshError:
             return Introspection(active=False)
-        if caller.subject == OWN_SUBJECT and caller.client_id == OWN_CLIENT_ID:
-            # Identity's own short-lived service token (keys_service.OwnServiceToken): signed
-            # here, never recorded, nothing behind it to revoke; the services it calls ask too.
-            return Introspection(
-                active=True,
-                client_id=caller.client_id,
-                scopes=tuple(sorted(caller.scopes)),
-                expires_at=caller.expires_at,
-                subject=caller.subject,
-                jti=caller.token_id,
-            )
-        now = self._clock()
         async with self._uow(read_only=True) as uow:
-            record = await uow.grants.access_token(caller.token_id)
-            if record is None:
-                return Introspection(active=False)
-            partner = await uow.partners.get(caller.partner_id) if caller.partner_id else None
-            consent = await uow.consents.get(caller.consent_id) if caller.consent_id else None
-        if record.revoked_at is not None:
-            # A token that died with its consent says so, as the bus does (CONSENT_REVOKED).
-            ended = consent.current(now) if consent is not None else None
-            if ended is not None and ended.state.final:
-                return Introspection(active=False, consent_state=ended.state.value)
-            return Introspection(active=False)
-        # An inactive answer still says when the partner or consent is the cause, so every
-        # verifier refuses with the reason the invalidation bus would give (PARTNER_SUSPENDED,
-        # CONSENT_REVOKED, ...), with Redis or without.
-        if caller.partner_id:
-            if partner is None:
-                return Introspection(active=False)
-            if not partner.active:
-                return Introspection(active=False, partner_status=partner.status.value)
-            if partner.tokens_valid_after is not None and record.issued_at < partner.tokens_valid_after:
-                return Introspection(active=False)
-            if not caller.scopes <= frozenset(partner.allowed_scopes):
-                # The operator took a scope away: tokens carrying it stop working (UpdatePartner).
-                return Introspection(active=False)
-        elif not caller.subject.startswith("service:") or caller.client_id not in self._internal:
-            return Introspection(active=False)
-        if caller.consent_id:
-            if consent is None:
-                return Introspection(active=False)
-            consent = consent.current(now)
-            if consent.state is not ConsentState.AUTHORISED or consent.paused:
-                return Introspection(active=False, consent_state=consent.state.value, consent_paused=consent.paused)
-        return Introspection(
-            active=True,
-            client_id=caller.client_id,
-            partner_id=caller.partner_id,
-            partner_status=partner.status.value if partner else None,
-            scopes=tuple(sorted(caller.scopes)),
-            consent_id=caller.consent_id,
-            consent_state=consent.state.value if consent else None,
-            consent_paused=consent.paused if consent else False,
-            customer_id=caller.customer_id,
-            expires_at=caller.expires_at,
-            issued_at=record.issued_at,
-            subject=caller.subject,
-            jti=caller.token_id,
-        )
+            return await answer_from_state(uow, caller, self._clock(), self._internal)
 
 
 def _certificate_binding(partner: Partner) -> str | None:

@@ -64,6 +64,7 @@ def identity_side(runtime: Runtime) -> IdentityPeers:
         client_secret=settings.service_client_secret,
         redis_url=settings.redis_url,
         channel=settings.invalidation_channel,
+        stream_recheck_bus_up_seconds=settings.stream_recheck_seconds_bus_up,
         scopes=SERVICE_SCOPES,
     )
 

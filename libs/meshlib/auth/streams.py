@@ -8,9 +8,10 @@ stays in one task), while a watcher:
 
 * ends the stream at the token's ``exp`` (UNAUTHENTICATED ``TOKEN_EXPIRED``: clients renew
   the token and resume from their cursor) and at the consent's expiry when known;
-* is woken by every change the invalidation bus brings (:class:`RevocationCache`), and
-  otherwise re-checks every ``stream_recheck_seconds`` with a status at most that old: the
-  safety net with Redis, and how a revocation reaches a stream without a shared bus.
+* is woken by every change the invalidation bus brings (:class:`RevocationCache`), and by
+  the process's one re-check tick when its token is no longer active (the tick checks the
+  distinct tokens of all open streams in one call: the safety net while the bus is up, and
+  how a revocation reaches a stream without a shared bus).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ async def rights_ended(
                 return refused
         wait = max(until - clock(), 0.0)
         if isinstance(revocation, RevocationCache):
-            await revocation.wait_for_change(min(wait, revocation.stream_recheck_seconds))
+            await revocation.wait_for_stream(caller, wait)
         else:
             await asyncio.sleep(min(wait, DEFAULT_RECHECK_SECONDS))
         until = None

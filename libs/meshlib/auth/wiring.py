@@ -30,6 +30,9 @@ TTL_WITHOUT_BUS_SECONDS = 1.0
 # once (this is the safety net); without one this is how fast a revocation ends a stream.
 STREAM_RECHECK_WITH_BUS_SECONDS = TTL_WITH_BUS_SECONDS
 STREAM_RECHECK_WITHOUT_BUS_SECONDS = 0.25
+# While the shared bus is subscribed (not down, not resyncing), the re-check is only the
+# safety net for a lost message: OBM_STREAM_RECHECK_SECONDS_BUS_UP.
+STREAM_RECHECK_BUS_UP_SECONDS = 30.0
 
 
 class UnavailableConsentLookup:
@@ -77,6 +80,7 @@ def identity_peers(
     redis_url: str | None,
     channel: str = DEFAULT_CHANNEL,
     scopes: Sequence[str] = ("consents:read", "tokens:introspect"),
+    stream_recheck_bus_up_seconds: float = STREAM_RECHECK_BUS_UP_SECONDS,
 ) -> IdentityPeers:
     """Build the lookup and revocation cache on a bus; call ``bus.start()`` at start-up."""
     bus = bus_for(redis_url, channel)
@@ -88,7 +92,16 @@ def identity_peers(
     consents = IdentityConsentLookup(identity, tokens.token, ttl_seconds=ttl)
     consents.attach(bus)
     recheck = STREAM_RECHECK_WITH_BUS_SECONDS if redis_url else STREAM_RECHECK_WITHOUT_BUS_SECONDS
+    # Only a shared bus carries identity's changes here; the in-process one does not.
+    bus_up = getattr(bus, "healthy", None) if redis_url else None
     revocation = identity_revocation_check(
-        identity, tokens.token, bus, ttl_seconds=ttl, stream_recheck_seconds=recheck, consents=consents
+        identity,
+        tokens.token,
+        bus,
+        ttl_seconds=ttl,
+        stream_recheck_seconds=recheck,
+        consents=consents,
+        stream_recheck_bus_up_seconds=stream_recheck_bus_up_seconds,
+        bus_up=bus_up,
     )
     return IdentityPeers(bus, consents, revocation, tokens)
