@@ -14,18 +14,18 @@ import contextlib
 import datetime as dt
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from meshlib.clients import PeerCaller
-from meshlib.outbox import LeasedRelay, advance_lease, claim_lease, run_ticks
+from meshlib.outbox import LeasedRelay, run_ticks
 from meshlib.periodic import Periodic
 from meshlib.storage import as_utc
 from openbank.common.v1 import money_pb2
-from openbank.events.v1 import events_pb2, events_pb2_grpc
+from openbank.events.v1 import events_pb2
+from services.account.outbox_intake import IdentityIntakeSink, OutboxLease
 from services.account.tables import account_events, outbox_relays
 from services.account.unit_of_work import AccountUnitOfWork
 
@@ -66,33 +66,18 @@ def intake_event(row: MovementRow) -> events_pb2.IntakeEvent:
     return events_pb2.IntakeEvent(source_key=f"account:{row.seq}", customer=f"customers/{row.customer_id}", event=event)
 
 
-class IdentityMovementSink:
+class IdentityMovementSink(IdentityIntakeSink[MovementRow]):
     """identity's EventIntakeService over gRPC."""
 
     def __init__(self, channel: object, call: PeerCaller) -> None:
-        self._stub = events_pb2_grpc.EventIntakeServiceStub(channel)
-        self._call = call
-
-    async def append(self, rows: list[MovementRow]) -> None:
-        """One AppendEvents for the rows."""
-        request = events_pb2.AppendEventsRequest(
-            request_id=uuid.uuid4().hex, events=[intake_event(row) for row in rows]
-        )
-        await self._call(self._stub.AppendEvents, request, "events.AppendEvents")
+        super().__init__(channel, call, intake_event)
 
 
-class SqlMovementOutbox:
+class SqlMovementOutbox(OutboxLease):
     """The outbox and the relay's lease row in account's database."""
 
     def __init__(self, uow: Callable[..., AccountUnitOfWork]) -> None:
-        self._uow = uow
-
-    async def claim(self, owner: str, now: dt.datetime, lease: dt.timedelta) -> int | None:
-        """Take or renew the relay's lease; its position when this replica holds it."""
-        async with self._uow() as uow:
-            position = await claim_lease(uow.connection, outbox_relays, RELAY_NAME, owner, now, lease)
-            await uow.commit()
-            return position
+        super().__init__(uow, RELAY_NAME)
 
     async def rows_after(self, seq: int, limit: int) -> list[MovementRow]:
         """Outbox rows after ``seq``, in order."""
@@ -112,13 +97,6 @@ class SqlMovementOutbox:
                 )
                 for r in await uow.connection.execute(query)
             ]
-
-    async def advance(self, owner: str, position: int) -> bool:
-        """Record the relayed position, if this replica still holds the lease."""
-        async with self._uow() as uow:
-            moved = await advance_lease(uow.connection, outbox_relays, RELAY_NAME, owner, position)
-            await uow.commit()
-            return moved
 
     async def purge(self, recorded_before: dt.datetime) -> int:
         """Delete relayed rows older than the cutoff (never a row not yet relayed)."""

@@ -1,0 +1,38 @@
+"""The sink account's outboxes share (services/account/outbox_intake.py): one AppendEvents per
+batch, each row made an event by its outbox's own conversion, under a fresh request_id."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from services.account.credit_events import CreditEventRow, IdentityCreditSink
+from services.account.event_relay import IdentityMovementSink, MovementRow
+
+AT = dt.datetime(2026, 12, 7, 12, tzinfo=dt.UTC)
+
+
+class Channel:
+    def unary_unary(self, *args: Any, **kwargs: Any) -> object:
+        return object()
+
+
+class Calls(list[Any]):
+    async def __call__(self, method: Any, request: Any, name: str) -> None:
+        self.append((name, request))
+
+
+async def test_each_outbox_hands_its_rows_as_one_append_of_its_own_events() -> None:
+    calls = Calls()
+    credit = CreditEventRow(7, "p1", "c1", "OFFER", "creditOffers/o1", "EXPIRED", "", "a1", "", AT)
+    movement = MovementRow(8, "a1", "cust1", "DEBIT", 500, "EUR", "****1234", "payments/x", AT)
+    await IdentityCreditSink(Channel(), calls).append([credit, credit])  # type: ignore[arg-type]
+    await IdentityMovementSink(Channel(), calls).append([movement])  # type: ignore[arg-type]
+    (name, first), (_, second) = calls
+    assert name == "events.AppendEvents" and first.request_id and first.request_id != second.request_id
+    assert [e.source_key for e in first.events] == ["credit:7", "credit:7"]
+    assert first.events[0].event.credit.state == "CREDIT_OFFER_STATE_EXPIRED"
+    assert first.events[0].partner == "partners/p1"
+    assert [(e.source_key, e.customer, e.event.account.amount.minor_units) for e in second.events] == [
+        ("account:8", "customers/cust1", 500)
+    ]
