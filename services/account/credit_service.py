@@ -36,12 +36,11 @@ from services.account.domain.credit_lines import CreditLine, CreditOffer, LineSt
 from services.account.domain.credit_offers import CreditRules, Refusal
 from services.account.domain.ledger import (
     Account,
-    AccountStatus,
     AccountType,
     Transfer,
     TransferRequest,
     TransferType,
-    new_account_number,
+    bank_account,
 )
 from services.account.ledger_service import Clock, UowFactory, utc_now
 from services.account.read_service import ConsentCaller
@@ -474,17 +473,8 @@ class CreditService:
             if await uow.accounts.get(account_id) is not None:
                 return
             now = self._now()
-            account = Account(
-                id=account_id,
-                number=new_account_number(),
-                currency=currency,
-                type=AccountType.INTEREST_INCOME,
-                status=AccountStatus.ACTIVE,
-                overdraft_limit=0,
-                customer_id=None,
-                display_name=f"Interest income {currency}",
-                opened_at=now,
-                updated_at=now,
+            account = bank_account(
+                account_id, currency, AccountType.INTEREST_INCOME, f"Interest income {currency}", now
             )
             await uow.accounts.add(account)
             audit_account(uow, "account.open", account)

@@ -51,13 +51,12 @@ from services.account.batches import (
 )
 from services.account.domain.ledger import (
     Account,
-    AccountStatus,
     AccountType,
     Transfer,
     TransferRequest,
     TransferType,
+    bank_account,
     expire_transfer,
-    new_account_number,
     new_transfer,
     post_transfer,
     void_transfer,
@@ -521,17 +520,12 @@ class LedgerService:
             if existing is not None:
                 return existing, False
             now = self._now()
-            account = Account(
-                id=f"equity-{currency.lower()}-{uuid.uuid4().hex[:12]}",
-                number=new_account_number(),
-                currency=currency,
-                type=AccountType.BANK_EQUITY,
-                status=AccountStatus.ACTIVE,
-                overdraft_limit=0,
-                customer_id=None,
-                display_name=f"Bank equity {currency}",
-                opened_at=now,
-                updated_at=now,
+            account = bank_account(
+                f"equity-{currency.lower()}-{uuid.uuid4().hex[:12]}",
+                currency,
+                AccountType.BANK_EQUITY,
+                f"Bank equity {currency}",
+                now,
             )
             await uow.accounts.add(account)
             audit_account(uow, "account.open", account)

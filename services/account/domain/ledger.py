@@ -211,6 +211,22 @@ class Account:
         )
 
 
+def bank_account(account_id: str, currency: str, type: AccountType, display_name: str, now: dt.datetime) -> Account:
+    """One of the bank's own accounts (equity, interest income): active, no customer, no limit."""
+    return Account(
+        id=account_id,
+        number=new_account_number(),
+        currency=currency,
+        type=type,
+        status=AccountStatus.ACTIVE,
+        overdraft_limit=0,
+        customer_id=None,
+        display_name=display_name,
+        opened_at=now,
+        updated_at=now,
+    )
+
+
 def _invalid_transition(account: Account, message: str) -> FailedPrecondition:
     return FailedPrecondition(message, reason="INVALID_STATE_TRANSITION", metadata={"state": account.status.value})
 
