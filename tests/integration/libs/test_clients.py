@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 import time
 
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from meshlib.clients import ChannelSettings, call_with_retry, open_channel
+from meshlib.clients import ChannelSettings, PeerCaller, call_with_retry, open_channel
+from meshlib.errors import STORE_UNAVAILABLE, Unavailable
+from meshlib.grpc_errors import abort_with, to_rpc_status
 from tests.support.servers import free_port
 
 
@@ -111,3 +115,72 @@ async def test_a_target_listing_replicas_spreads_calls_over_all_of_them_and_skip
         await channel.close()
         for server, _ in servers:
             await server.stop(0)
+
+
+# A replica in its own process, so that it can be SIGKILLed as the failure test does.
+_REPLICA = """
+import asyncio, sys, grpc
+from grpc_health.v1 import health, health_pb2_grpc
+async def main():
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+    await server.start()
+    print("serving", flush=True)
+    await server.wait_for_termination()
+asyncio.run(main())
+"""
+
+
+class _SheddingHealth(health.aio.HealthServicer):  # type: ignore[misc]
+    """The surviving replica, answering UNAVAILABLE with RetryInfo for a moment (its own store
+    or peer lost, or shedding while the other replica restarts), as the error mapping does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shed_until = 0.0
+        self.served = 0
+
+    async def Check(self, request, context):  # type: ignore[no-untyped-def]
+        if time.monotonic() < self.shed_until:
+            fault = Unavailable("store lost", reason=STORE_UNAVAILABLE, retry_after_seconds=0.3)
+            await abort_with(context, *to_rpc_status(fault, "test.openbank"))
+        self.served += 1
+        return await super().Check(request, context)
+
+
+async def test_a_peer_call_rides_out_a_killed_replica_and_the_other_ones_brief_unavailable() -> None:
+    port = free_port()
+    killed = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _REPLICA, str(port), stdout=asyncio.subprocess.PIPE
+    )
+    survivor = _SheddingHealth()
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(survivor, server)
+    other = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = open_channel(ChannelSettings(target=f"127.0.0.1:{port},127.0.0.1:{other}"), tracing=False)
+    stub = health_pb2_grpc.HealthStub(channel)
+
+    async def bearer() -> str:
+        return "token"
+
+    # PeerCaller as payment's saga has it: three attempts.
+    call = PeerCaller(bearer, deadline_seconds=2, attempts=3)
+    try:
+        assert killed.stdout is not None and await asyncio.wait_for(killed.stdout.readline(), 30)
+        for _ in range(4):
+            await call(stub.Check, health_pb2.HealthCheckRequest(), "health.Check")
+        killed.send_signal(signal.SIGKILL)
+        await killed.wait()
+        survivor.shed_until = time.monotonic() + 0.45
+        served = survivor.served
+        answer = await call(stub.Check, health_pb2.HealthCheckRequest(), "health.Check")
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        assert survivor.served == served + 1
+    finally:
+        if killed.returncode is None:
+            killed.kill()
+            await killed.wait()
+        await channel.close()
+        await server.stop(0)
