@@ -20,9 +20,10 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 log = logging.getLogger("meshlib.outbox")
@@ -74,6 +75,16 @@ def relays_table(metadata: sa.MetaData, name: str = "outbox_relays") -> sa.Table
     )
 
 
+def _insert_if_absent(connection: AsyncConnection, table: sa.Table) -> Any:
+    """An INSERT that skips a row whose key exists (PostgreSQL's ON CONFLICT DO NOTHING,
+    SQLite's INSERT OR IGNORE)."""
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(table.primary_key.columns))
+    if connection.dialect.name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(table.primary_key.columns))
+    return table.insert()
+
+
 async def claim_lease(
     connection: AsyncConnection, table: sa.Table, name: str, owner: str, now: dt.datetime, lease: dt.timedelta
 ) -> int | None:
@@ -90,7 +101,13 @@ async def claim_lease(
     if not taken.rowcount:
         if await connection.scalar(sa.select(table.c.name).where(table.c.name == name)) is not None:
             return None  # another replica relays
-        await connection.execute(table.insert().values(name=name, position=0, owner=owner, lease_until=now + lease))
+        # Two replicas starting together both find no row: the second insert does nothing
+        # (never a duplicate-key error) and that replica leaves the relay to the first.
+        created = await connection.execute(
+            _insert_if_absent(connection, table).values(name=name, position=0, owner=owner, lease_until=now + lease)
+        )
+        if not created.rowcount:
+            return None
     return int(await connection.scalar(sa.select(table.c.position).where(table.c.name == name)) or 0)
 
 
