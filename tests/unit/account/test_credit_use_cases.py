@@ -249,3 +249,30 @@ async def test_closing_needs_nothing_owed_and_gives_the_limit_back() -> None:
     with pytest.raises(FailedPrecondition) as again:
         await b.credit.close("cust1", "c5", view.line.line_id)
     assert again.value.reason == "INVALID_STATE_TRANSITION"
+
+
+async def test_a_partner_reads_a_line_only_over_an_account_of_its_consent_and_customer() -> None:
+    b = bank(salary=250_000)
+    offer = await b.credit.request_offer(CALLER, "r1", "a1")
+    _, view = await b.credit.accept("cust1", "k1", offer.offer_id)
+    assert (await b.credit.get_line(CALLER, view.line.line_id)).line.line_id == view.line.line_id
+    consents = b.credit._consents  # type: ignore[attr-defined]
+    granted = consents.view
+    for other in (
+        replace(granted, account_ids=frozenset({"b1"})),  # no longer covers the line's account
+        replace(granted, customer_id="cust2"),  # another customer's consent naming the account
+    ):
+        consents.view = other
+        with pytest.raises(NotFound):
+            await b.credit.get_line(CALLER, view.line.line_id)
+
+
+async def test_interest_deferred_at_the_limit_is_owed_even_at_a_zero_balance() -> None:
+    b = bank(salary=250_000)
+    offer = await b.credit.request_offer(CALLER, "r1", "a1")
+    _, view = await b.credit.accept("cust1", "k1", offer.offer_id)
+    line_id = view.line.line_id
+    b.state.lines[line_id] = replace(b.state.lines[line_id], deferred=17)  # the ledger could not take it yet
+    with pytest.raises(FailedPrecondition) as owed:
+        await b.credit.close("cust1", "c1", line_id)
+    assert (owed.value.reason, owed.value.metadata["owed_minor_units"]) == ("CREDIT_LINE_OWED", "17")
