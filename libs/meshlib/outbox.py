@@ -26,6 +26,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from meshlib.faults import as_unavailable
+
 log = logging.getLogger("meshlib.outbox")
 
 BATCH = 500
@@ -200,7 +202,8 @@ class LeasedRelay(Generic[R]):
 
 
 async def run_ticks(what: str, tick: Callable[[], Awaitable[None]], interval_seconds: float) -> None:
-    """Run ``tick`` every interval for ever; a failing round (a peer away) backs off up to 5 s."""
+    """Run ``tick`` every interval for ever; a failing round (a peer away) backs off up to 5 s,
+    logged once per streak (a lost store or peer as one line with its reason)."""
     delay = interval_seconds
     while True:
         await asyncio.sleep(delay)
@@ -209,7 +212,11 @@ async def run_ticks(what: str, tick: Callable[[], Awaitable[None]], interval_sec
             delay = interval_seconds
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as error:
             if delay == interval_seconds:
-                log.warning("%s failed; backing off", what, exc_info=True)
+                fault = as_unavailable(error)
+                if fault is None:
+                    log.warning("%s failed; backing off", what, exc_info=True)
+                else:  # the store or a peer away for a moment: one line, not a traceback
+                    log.warning("%s: %s; backing off", what, fault.reason)
             delay = min(5.0, delay * 2)
