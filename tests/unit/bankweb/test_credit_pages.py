@@ -115,6 +115,16 @@ async def test_over_http_signed_out_goes_to_sign_in_and_back_and_a_forged_form_a
         done = await web.post(f"/credit/offers/{OFFER}", data={"csrf_token": "t", "decision": "accept"})
         assert (done.status_code, done.headers["location"]) == (303, f"/credit/offers/{OFFER}")
         assert credit.accepted == [("customers/alice", OFFER)]
+        credit.owed = False
+        for forged_close in (
+            await web.post(f"/credit/lines/{LINE}/close", data={"csrf_token": "other"}),
+            await web.post(
+                f"/credit/lines/{LINE}/close", data={"csrf_token": "t"}, headers={"sec-fetch-site": "cross-site"}
+            ),
+        ):
+            assert forged_close.status_code == 403
+        assert credit.closed == []  # a forged or cross-site close reaches nothing
+        credit.owed = True
         closing = await web.post(f"/credit/lines/{LINE}/close", data={"csrf_token": "t"})
         assert (closing.status_code, closing.headers["location"]) == (303, "/consents")  # refused: a notice
         clock.now = NOW + APPROVE_WITHIN
