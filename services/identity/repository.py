@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -217,9 +218,7 @@ class CustomerRepository:
             updated_at=_required(row.updated_at),
         )
 
-    async def page(
-        self, *, username_prefix: str, after: tuple[dt.datetime, str] | None, limit: int
-    ) -> list[Customer]:
+    async def page(self, *, username_prefix: str, after: tuple[dt.datetime, str] | None, limit: int) -> list[Customer]:
         """Oldest first, keyset-paginated on (created_at, customer_id)."""
         query = sa.select(customers)
         if username_prefix:
@@ -501,18 +500,16 @@ class GrantRepository:
     async def access_token(self, jti: str) -> IssuedToken | None:
         """An issued access token by id."""
         row = (await self._connection.execute(sa.select(access_tokens).where(access_tokens.c.jti == jti))).first()
-        if row is None:
-            return None
-        return IssuedToken(
-            jti=row.jti,
-            client_id=row.client_id,
-            partner_id=row.partner_id,
-            consent_id=row.consent_id,
-            family_id=row.family_id,
-            issued_at=_required(row.issued_at),
-            expires_at=_required(row.expires_at),
-            revoked_at=as_utc(row.revoked_at),
-        )
+        return None if row is None else _issued_token(row)
+
+    async def access_tokens(self, jtis: Sequence[str]) -> dict[str, IssuedToken]:
+        """Issued access tokens by id, those that exist (a batched status check's)."""
+        found: dict[str, IssuedToken] = {}
+        for start in range(0, len(jtis), 500):
+            query = sa.select(access_tokens).where(access_tokens.c.jti.in_(jtis[start : start + 500]))
+            for row in await self._connection.execute(query):
+                found[row.jti] = _issued_token(row)
+        return found
 
     async def revoke_access_tokens(
         self, now: dt.datetime, *, jti: str | None = None, family_id: str | None = None, consent_id: str | None = None
@@ -578,3 +575,16 @@ class GrantRepository:
             client_assertions.insert().values(client_id=client_id, jti=jti, expires_at=expires_at)
         )
         return True
+
+
+def _issued_token(row: Any) -> IssuedToken:
+    return IssuedToken(
+        jti=row.jti,
+        client_id=row.client_id,
+        partner_id=row.partner_id,
+        consent_id=row.consent_id,
+        family_id=row.family_id,
+        issued_at=_required(row.issued_at),
+        expires_at=_required(row.expires_at),
+        revoked_at=as_utc(row.revoked_at),
+    )

@@ -54,10 +54,11 @@ async def answer_from_state(
         )
     if now >= caller.expires_at:
         return Introspection(active=False)  # verified earlier; its exp has passed since
-    record = await uow.grants.access_token(caller.token_id)
+    memo = {} if memo is None else memo  # tokens read together, partners and consents once per batch
+    key = ("token", caller.token_id)
+    record = memo[key] if key in memo else await uow.grants.access_token(caller.token_id)
     if record is None:
         return Introspection(active=False)
-    memo = {} if memo is None else memo  # partners and consents read once per batch
     partner = consent = None
     if caller.partner_id:
         key = ("partner", caller.partner_id)
@@ -153,6 +154,8 @@ class TokenStatuses:
         now = self._clock()
         async with self._uow(read_only=True) as uow:
             memo: dict[tuple[str, str], Any] = {}
+            records = await uow.grants.access_tokens([caller.token_id for caller in callers])
+            memo.update({("token", caller.token_id): records.get(caller.token_id) for caller in callers})
             return [await answer_from_state(uow, caller, now, self._internal, memo) for caller in callers]
 
     async def _claims(self, token: str) -> Caller | None:
