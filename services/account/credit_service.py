@@ -200,7 +200,7 @@ class CreditService:
             if active is not None:
                 raise rules.line_exists(active.line_id)
             if account.overdraft_limit:
-                raise rules.not_eligible(account_id)  # an overdraft set by the bank otherwise
+                raise rules.has_overdraft(account_id)
             now = self._now()
             movements = await uow.credit.movements(
                 account_id, account.customer_id, now - dt.timedelta(days=self._rules.history_days)
@@ -272,7 +272,7 @@ class CreditService:
             if active is not None:
                 raise rules.line_exists(active.line_id)
             if account.overdraft_limit:
-                raise rules.not_eligible(account.id)
+                raise rules.has_overdraft(account.id)
             await uow.credit.add_line(line)
             await uow.credit.save_offer(accepted)
             await uow.credit.set_overdraft_limit(account.id, line.limit, now)

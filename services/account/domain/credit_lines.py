@@ -55,13 +55,21 @@ def _transition(message: str, state: str) -> FailedPrecondition:
     return FailedPrecondition(message, reason="INVALID_STATE_TRANSITION", metadata={"state": state})
 
 
-def not_eligible(account_id: str) -> FailedPrecondition:
-    """Credit only on an active current account of a customer."""
+_NOT_CURRENT = "credit is offered only on an active current account"
+
+
+def not_eligible(account_id: str, why: str = _NOT_CURRENT) -> FailedPrecondition:
+    """Credit only on an active current account of a customer, without an overdraft of its own."""
     return FailedPrecondition(
-        "credit is offered only on an active current account",
+        why,
         reason="CREDIT_ACCOUNT_NOT_ELIGIBLE",
         metadata={"account": f"accounts/{account_id}"},
     )
+
+
+def has_overdraft(account_id: str) -> FailedPrecondition:
+    """The bank set the account an overdraft of its own: a line would replace it."""
+    return not_eligible(account_id, "the account already has an overdraft the bank set")
 
 
 def line_exists(line_id: str) -> FailedPrecondition:

@@ -276,3 +276,12 @@ async def test_interest_deferred_at_the_limit_is_owed_even_at_a_zero_balance() -
     with pytest.raises(FailedPrecondition) as owed:
         await b.credit.close("cust1", "c1", line_id)
     assert (owed.value.reason, owed.value.metadata["owed_minor_units"]) == ("CREDIT_LINE_OWED", "17")
+
+
+async def test_an_account_with_the_banks_own_overdraft_is_refused_saying_so() -> None:
+    b = bank(salary=250_000)
+    b.state.accounts["a1"].overdraft_limit = 10_000
+    with pytest.raises(FailedPrecondition) as refused:
+        await b.credit.request_offer(CALLER, "r1", "a1")
+    assert refused.value.reason == "CREDIT_ACCOUNT_NOT_ELIGIBLE" and "overdraft" in str(refused.value)
+    assert b.state.offers == {} and b.state.events == []
