@@ -323,25 +323,7 @@ class LocalMesh:
             self._say(f"  starting {child.name:<10} pid {child.process.pid} on :{child.port}")
         for child in self.children:
             web = child.name in dict(WEB_PROCESSES)
-            ready = asyncio.ensure_future(
-                wait_http_ok(child.port, timeout=self.ready_timeout)
-                if web
-                else wait_serving(child.port, timeout=self.ready_timeout, tls=self.tls)
-            )
-            exits = [asyncio.ensure_future(c.process.wait()) for c in self.children if c.process]
-            await asyncio.wait([ready, *exits], return_when=asyncio.FIRST_COMPLETED)
-            for waiter in exits:
-                waiter.cancel()
-            dead = [c for c in self.children if c.process and c.process.returncode is not None]
-            if dead:
-                ready.cancel()
-                first = dead[0]
-                assert first.process is not None
-                raise RuntimeError(
-                    f"{first.name} exited with code {first.process.returncode} while starting"
-                    + ("" if self.quiet else " (its output is above)")
-                )
-            if not ready.result():
+            if not await self._ready_unless_exited(child, self.children, self.ready_timeout):
                 raise RuntimeError(
                     f"{child.name} did not become ready on port {child.port} within {self.ready_timeout:g} s"
                 )
@@ -349,6 +331,30 @@ class LocalMesh:
         write_mesh_file(self.data_dir, self.ports, tls=mesh_file_tls(self.tls))
         if self.replica_ports:
             record_replicas(self.data_dir, self.replica_ports)
+
+    async def _ready_unless_exited(self, child: MeshProcess, watched: list[MeshProcess], timeout: float) -> bool:
+        """Wait until ``child`` is ready (False: not within ``timeout``); raise at once, naming
+        it and its exit code, when one of ``watched`` exits meanwhile."""
+        web = child.name in dict(WEB_PROCESSES)
+        ready = asyncio.ensure_future(
+            wait_http_ok(child.port, timeout=timeout)
+            if web
+            else wait_serving(child.port, timeout=timeout, tls=self.tls)
+        )
+        exits = [asyncio.ensure_future(c.process.wait()) for c in watched if c.process]
+        await asyncio.wait([ready, *exits], return_when=asyncio.FIRST_COMPLETED)
+        for waiter in exits:
+            waiter.cancel()
+        dead = [c for c in watched if c.process and c.process.returncode is not None]
+        if dead:
+            ready.cancel()
+            first = dead[0]
+            assert first.process is not None
+            raise RuntimeError(
+                f"{first.label} exited with code {first.process.returncode} while starting"
+                + ("" if self.quiet else " (its output is above)")
+            )
+        return bool(ready.result())
 
     async def stop(self, grace: float = 8.0) -> list[int | None]:
         """SIGTERM everyone (gateway first), wait for the drain, kill stragglers."""
@@ -391,7 +397,9 @@ class LocalMesh:
             stdout=subprocess_out(self.quiet),
             stderr=subprocess_out(self.quiet),
         )
-        if not await wait_serving(child.port, timeout=timeout, tls=self.tls):
+        # A replica that dies at start-up (its port taken, a bad setting) fails the restart
+        # at once with its exit code, not after the whole timeout.
+        if not await self._ready_unless_exited(child, [child], timeout):
             raise RuntimeError(f"{child.label} did not serve again on port {child.port} within {timeout:g} s")
 
     async def wait_any_exit(self) -> MeshProcess:
