@@ -343,3 +343,22 @@ async def test_a_frozen_accounts_interest_is_deferred_until_it_is_active_again(b
     assert line.line.deferred == 0 and line.line.interest_charged == expected
     assert await bank.balance() == -33_333 - expected
     await bank.ledger_sums_to_zero()
+
+
+async def test_two_offers_accepted_at_once_open_one_line_on_the_account(bank: Bank) -> None:
+    first = await offered(bank)
+    second = (await bank.credit.request_offer(CALLER, "req-offer-2", bank.account)).offer_id
+    outcomes = await asyncio.gather(
+        bank.credit.accept("cust-1", "accept-1", first),
+        bank.credit.accept("cust-1", "accept-2", second),
+        return_exceptions=True,
+    )
+    opened = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(opened) == 1 and len(refused) == 1, outcomes
+    assert isinstance(refused[0], FailedPrecondition) and refused[0].reason in (
+        "CREDIT_LINE_EXISTS",
+        "CREDIT_ACCOUNT_NOT_ELIGIBLE",
+    )
+    lines, _ = await bank.credit.customer_lines("cust-1", 0, "")
+    assert len(lines) == 1 and (await bank.ledger.get_account(bank.account)).overdraft_limit == lines[0].line.limit
