@@ -504,7 +504,9 @@ async def _line_view(uow: AccountUnitOfWork, line: CreditLine) -> LineView:
         balance -= sum(m.signed for m in movements if m.booking_time > closed_at)
         movements = [m for m in movements if m.booking_time <= closed_at]
     statement = rules.statement(movements, balance)
-    return LineView(line, statement.owed if line.state is LineState.ACTIVE else 0, statement.repaid, statement)
+    # Owed: what the balance is below zero, and interest charged that the ledger could not take yet.
+    owed = statement.owed + line.deferred if line.state is LineState.ACTIVE else 0
+    return LineView(line, owed, statement.repaid, statement)
 
 
 def _audit_offer(uow: AccountUnitOfWork, action: str, offer: CreditOffer) -> None:

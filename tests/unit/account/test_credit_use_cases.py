@@ -276,6 +276,7 @@ async def test_interest_deferred_at_the_limit_is_owed_even_at_a_zero_balance() -
     with pytest.raises(FailedPrecondition) as owed:
         await b.credit.close("cust1", "c1", line_id)
     assert (owed.value.reason, owed.value.metadata["owed_minor_units"]) == ("CREDIT_LINE_OWED", "17")
+    assert (await b.credit.customer_line("cust1", line_id)).owed == 17  # what the dashboard and wallet show
 
 
 async def test_an_account_with_the_banks_own_overdraft_is_refused_saying_so() -> None:
