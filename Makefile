@@ -60,9 +60,10 @@ test-servers:
 	bash scripts/ensure_test_servers.sh
 	bash scripts/ensure_browser.sh
 
-# Two workers: the suite is mostly waiting on sockets and databases.
+# Two workers: the suite is mostly waiting on sockets and databases. Whole modules per worker
+# (a module-scoped mesh starts once; tests/conftest.py keeps the browser tests together).
 test: lint test-servers
-	$(PY) -m pytest -q -p no:cacheprovider -n 2 -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder -m "not slow" $(PYTEST_ARGS)
 
 up: gen
 	$(PY) -m meshcli.main up $(UP_ARGS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,23 @@ from tests.support.servers import (
 )
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``-n 2 --dist loadfile`` (make test) each test module is one unit of work, so its
+    module-scoped mesh starts on one worker only; here the browser tests are one unit too, so
+    their session-wide mesh and Chromium start once. (``loadgroup`` marks cannot do it: xdist
+    3.8 renames node ids in a way pytest 9 ignores.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ModuleScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/browser/" if path.startswith("tests/browser/") else path
+
+    return ModuleScheduling(config, log)
 
 
 def _unavailable(error: ServerUnavailable) -> None:
