@@ -1,8 +1,12 @@
-"""The CLI finds a mesh started on other ports, onboards a partner with one command, and a
-port already taken stops `up` at once with the cause (issue 26).
+"""`openbank-mesh up` itself (what `make up` runs), as a user runs it: it starts the
+processes, prints its banner, `buf curl --list-methods` works against the gateway through
+reflection, and Ctrl-C stops everything within seconds with exit code 0. The CLI finds a mesh
+started on other ports, onboards a partner with one command, and a port already taken stops
+`up` at once with the cause (issue 26).
 
 `up --base-port` writes where each process listens into the data directory; `demo` and the
-operator commands read it (no --base-port, no OBM_*_TARGET variables needed)."""
+operator commands read it (no --base-port, no OBM_*_TARGET variables needed). One `up` serves
+all of it (starting one takes most of the time)."""
 
 from __future__ import annotations
 
@@ -21,11 +25,58 @@ from openbank_sdk.sandbox import SandboxBankApp
 
 from meshcli.seed import load_demo_credentials
 from openbank.payment.v1 import payment_pb2
-from tests.e2e.test_make_up import _free_block
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {k: v for k, v in os.environ.items() if not (k.startswith("OBM_") and k.endswith("_TARGET"))}
+BUF = ROOT / "node_modules" / ".bin" / "buf"
+
+
+def _free_block() -> int:
+    """A base port whose next six ports are free too (the services, the bank's web pages and the
+    operator console)."""
+    for _ in range(50):
+        base = free_port()
+        if base + 6 < 65535 and all(_is_free(base + i) for i in range(7)):
+            return base
+    raise RuntimeError("no block of seven free ports")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _buf_lists_the_partner_methods(base: int) -> None:
+    if not BUF.exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("buf is not installed (npm install)")
+        return
+    listed = subprocess.run(
+        [
+            str(BUF),
+            "curl",
+            "--protocol",
+            "grpc",
+            "--http2-prior-knowledge",
+            "--list-methods",
+            f"http://127.0.0.1:{base}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "openbank.payment.v1.PaymentService/CreatePayment" in listed.stdout
+    # What a partner can call, as the README says: internal rpcs are not listed.
+    assert "openbank.identity.v1.ConsentService/CreateConsent" in listed.stdout
+    assert "AuthoriseConsent" not in listed.stdout and "IntrospectToken" not in listed.stdout
 
 
 def _up(data_dir: Path, base: int, log: Path) -> subprocess.Popen[bytes]:
@@ -59,11 +110,14 @@ def _wait_banner(process: subprocess.Popen[bytes], log: Path) -> None:
         time.sleep(0.2)
 
 
-async def test_demo_and_operator_commands_find_a_mesh_on_other_ports_and_onboard_a_partner(tmp_path: Path) -> None:
+async def test_up_serves_the_cli_demo_and_operator_commands_on_other_ports_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     base, data_dir, log = _free_block(), tmp_path / "data", tmp_path / "up.log"
     process = _up(data_dir, base, log)
     try:
         _wait_banner(process, log)
+        banner = log.read_text()
+        assert f"gateway     127.0.0.1:{base}" in banner and "client_id" in banner
+        _buf_lists_the_partner_methods(base)
         recorded = json.loads((data_dir / "mesh.json").read_text())["ports"]
         assert recorded["gateway"] == base and recorded["identity"] == base + 1
         listed = _cli(data_dir, "partner", "list")
@@ -117,12 +171,15 @@ async def test_demo_and_operator_commands_find_a_mesh_on_other_ports_and_onboard
         assert "shown only on the first registration" in twice.stdout
         journey = _cli(data_dir, "demo", timeout=240)
         assert journey.returncode == 0, journey.stdout[-3000:] + journey.stderr[-3000:]
+        started = time.monotonic()
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0, log.read_text()
+        assert time.monotonic() - started < 15
         assert not (data_dir / "mesh.json").exists()  # nothing listens there any more
     finally:
         if process.poll() is None:
             process.kill()
+    assert "stopped" in log.read_text().splitlines()[-1]
 
 
 def test_a_command_against_no_mesh_says_so_without_a_traceback(tmp_path: Path) -> None:
