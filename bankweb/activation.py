@@ -1,10 +1,12 @@
 """The new customer's activation page (an account opened through a wallet): the one-time link
-the wallet sent the browser to; the customer chooses a password and is shown its authenticator
-enrolment once.
+the wallet sent the browser to; the customer enters the code the bank sent to its own contact
+(the wallet never has it), chooses a password and is shown its authenticator enrolment once.
+Without that code nothing is set and nothing shown; wrong codes are counted by identity and
+lock activation (the customer asks the bank for a new code).
 
 GET /activate/{application}?code=..: the code moves into a fresh server-side session and the
 browser is sent to the same page without it (no code left in the address bar or history).
-POST: identity's ActivateCustomer with the session's code; the answer, shown once, is never
+POST: identity's ActivateCustomer with the session's code and the typed customer code; the answer, shown once, is never
 cached (no-store on every page).
 """
 
@@ -37,6 +39,13 @@ LINK_NOT_VALID = PageError(
     "It was used already or it is wrong. Ask the bank for help if you did not activate your access.",
     status=403,
 )
+ACTIVATION_LOCKED = PageError(
+    "Activation is locked",
+    "The activation code was entered wrongly too many times, or it has expired. Contact the bank: it "
+    "sends a new code to your own e-mail address. Your app cannot do this for you.",
+    status=403,
+)
+_CUSTOMER_CODE_REFUSED = frozenset({"ACTIVATION_LOCKED", "ACTIVATION_CUSTOMER_CODE_EXPIRED"})
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,7 @@ class Activated:
 class Activator(Protocol):
     """Identity's ActivateCustomer."""
 
-    async def activate(self, application_id: str, code: str, password: str) -> Activated: ...
+    async def activate(self, application_id: str, code: str, customer_code: str, password: str) -> Activated: ...
 
 
 class GrpcActivator:
@@ -61,13 +70,14 @@ class GrpcActivator:
         self._stub = onboarding_pb2_grpc.OnboardingServiceStub(identity)
         self._call = PeerCaller(bearer, deadline_seconds=10.0)
 
-    async def activate(self, application_id: str, code: str, password: str) -> Activated:
+    async def activate(self, application_id: str, code: str, customer_code: str, password: str) -> Activated:
         answer = await self._call(
             self._stub.ActivateCustomer,
             onboarding_pb2.ActivateCustomerRequest(
                 request_id=uuid.uuid4().hex,
                 application=f"applications/{application_id}",
                 activation_code=code,
+                customer_code=customer_code,
                 password=password,
             ),
             "identity.ActivateCustomer",
@@ -112,6 +122,15 @@ class ActivationPages(SecurePages):
         if not pending or pending[0] != application:
             return self._error(LINK_NOT_VALID)
         password = str(form.get("password", ""))[:1024]
+        customer_code = re.sub(r"\s+", "", str(form.get("customer_code", ""))[:32])
+        if not customer_code:
+            return self._page(
+                "activate.html",
+                status=400,
+                application=application,
+                csrf=session.data["csrf"],
+                message="Enter the activation code the bank sent you.",
+            )
         if password != str(form.get("password_again", ""))[:1024]:
             return self._page(
                 "activate.html",
@@ -121,7 +140,7 @@ class ActivationPages(SecurePages):
                 message="The two passwords differ.",
             )
         try:
-            activated = await self._activator.activate(application, pending[1], password)
+            activated = await self._activator.activate(application, pending[1], customer_code, password)
         except InvalidArgument:
             return self._page(
                 "activate.html",
@@ -142,6 +161,18 @@ class ActivationPages(SecurePages):
             )
         except MeshError as error:
             log.info("activation refused", extra={"reason": error.reason})
+            if error.reason == "ACTIVATION_CUSTOMER_CODE_INVALID":
+                left = error.metadata.get("attempts_left", "")
+                return self._page(
+                    "activate.html",
+                    status=400,
+                    application=application,
+                    csrf=session.data["csrf"],
+                    message=f"That is not the code the bank sent you. Attempts left: {left}.",
+                )
+            if error.reason in _CUSTOMER_CODE_REFUSED:
+                await self.sessions.delete(session.session_id)
+                return self._error(ACTIVATION_LOCKED)
             await self.sessions.delete(session.session_id)
             return self._error(LINK_NOT_VALID)
         await self.sessions.delete(session.session_id)

@@ -2,7 +2,8 @@
 
 ``list`` (oldest first, all or one state), ``show`` (an application: applicant, decision,
 customer, account, consent, who decided), ``approve`` and ``decline`` (a REFERRED application;
-the operator's identity is recorded on it and in identity's audit trail). Talks to identity's
+the operator's identity is recorded on it and in identity's audit trail), ``resend-code`` (a
+new activation code to the applicant's own contact, after a lock or a lost code; audited). Talks to identity's
 OnboardingService with the operator's credentials (scope ``identity:admin``).
 """
 
@@ -28,7 +29,7 @@ def _application_name(text: str) -> str:
 
 
 def add_application_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """``application list | show | approve | decline``."""
+    """``application list | show | approve | decline | resend-code``."""
     application = commands.add_parser("application", help="account applications from wallets: list, show, decide")
     sub = application.add_subparsers(dest="application_command", required=True)
 
@@ -44,7 +45,11 @@ def add_application_parser(commands: argparse._SubParsersAction) -> None:  # typ
     listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     show = common(sub.add_parser("show", help="one application"))
     show.add_argument("application", type=_application_name, help="applications/{id} (or the id)")
-    for verb, text in (("approve", "approve a referred application"), ("decline", "decline a referred application")):
+    for verb, text in (
+        ("approve", "approve a referred application"),
+        ("decline", "decline a referred application"),
+        ("resend-code", "send the applicant a new activation code (lifts a lock of wrong codes)"),
+    ):
         decide = common(sub.add_parser(verb, help=text))
         decide.add_argument("application", type=_application_name, help="applications/{id} (or the id)")
         decide.add_argument("--request-id", help="idempotency key (default: a new one); reuse it to retry safely")
@@ -75,6 +80,11 @@ async def run_application_command(args: argparse.Namespace) -> int:
         elif args.application_command == "show":
             request = onboarding_pb2.ReviewApplicationRequest(name=args.application)
             found = [(await stub.ReviewApplication(request, metadata=metadata)).application]
+        elif args.application_command == "resend-code":
+            resend = onboarding_pb2.ResendActivationCodeRequest(
+                request_id=args.request_id or f"cli-{uuid.uuid4().hex}", name=args.application
+            )
+            found = [(await stub.ResendActivationCode(resend, metadata=metadata)).application]
         else:
             decision = onboarding_pb2.DecideApplicationRequest(
                 request_id=args.request_id or f"cli-{uuid.uuid4().hex}",

@@ -160,6 +160,11 @@ async def create_missing_databases(urls: Iterable[str]) -> None:
             await connection.close()
 
 
+# What identity "sends" customers on the local mesh (one JSON line per message; production
+# wires a real sender): a new customer's activation code, read from here in the demo and tests.
+CUSTOMER_NOTIFICATIONS_FILE = "customer-notifications.jsonl"
+
+
 def mesh_environment(
     data_dir: Path, host: str, ports: dict[str, int], base: dict[str, str] | None = None
 ) -> dict[str, str]:
@@ -291,6 +296,9 @@ class LocalMesh:
             if child.name in self.credentials:
                 env["OBM_SERVICE_CLIENT_ID"] = child.name
                 env["OBM_SERVICE_CLIENT_SECRET"] = self.credentials[child.name]
+            if child.name == "identity":
+                # The local sender of messages to customers (a new customer's activation code).
+                env.setdefault("OBM_CUSTOMER_NOTIFICATIONS_FILE", str(self.data_dir / CUSTOMER_NOTIFICATIONS_FILE))
             if child.name != "identity":
                 env.pop("OBM_INTERNAL_CLIENTS", None)  # only identity knows the client list
             elif "bankweb" in self.ports:
@@ -471,6 +479,7 @@ async def run_up(
         "\n"
         + partner_lines
         + f"  credentials {credentials_path(data_dir)} (secrets of the demo partners and customers)\n"
+        + f"  messages    {data_dir / CUSTOMER_NOTIFICATIONS_FILE} (what the bank sends customers: activation codes)\n"
         f"  gateway     127.0.0.1:{mesh.ports['gateway']}   (partners call this)\n"
         + "".join(
             f"  {n:<11} 127.0.0.1:{mesh.ports[n]}\n"

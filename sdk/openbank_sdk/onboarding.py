@@ -5,7 +5,8 @@ Mixed into :class:`openbank_sdk.OpenBankClient`: a client-credentials token with
 ``customers:onboard`` (no consent), asked for on first use. An approved application brings a
 consent awaiting the customer (its PKCE pair is in the returned :class:`NewApplication`); once
 the account is open, send the customer's browser to ``activation_uri`` (never open it
-yourself), then to the consent's authorisation as for any consent.
+yourself; the bank sends the customer, not you, the code it asks for), then to the consent's
+authorisation as for any consent.
 """
 
 from __future__ import annotations

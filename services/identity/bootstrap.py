@@ -44,6 +44,7 @@ from services.identity.event_servicer import EventIntakeServicer, EventServicer
 from services.identity.housekeeping import Housekeeping
 from services.identity.internal_clients import load_internal_clients
 from services.identity.keys_service import KeyService, OwnServiceToken
+from services.identity.notifier import customer_notifier
 from services.identity.onboarding_accounts import LedgerAccountOpener
 from services.identity.onboarding_service import OnboardingService, load_rules, load_screening_list
 from services.identity.onboarding_servicer import OnboardingServicer
@@ -208,6 +209,8 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
         LedgerAccountOpener(runtime.channel(settings.account_target), opener_token.token),
         clock,
         settings.bank_web_url,
+        codes=client_secrets,
+        notifier=customer_notifier(settings.customer_notifications_file),
         failpoint=settings.onboarding_failpoint,
     )
     opening = Periodic("onboarding-accounts", 5.0, _quietly(onboarding.open_waiting_accounts))

@@ -52,6 +52,10 @@ def _row(application: Application) -> dict[str, Any]:
         "sealed_activation_code": application.sealed_activation_code,
         "activation_code_hash": application.activation_code_hash,
         "decided_by": application.decided_by,
+        "customer_code_hash": application.customer_code_hash,
+        "customer_code_expires_at": application.customer_code_expires_at,
+        "activation_attempts": application.activation_attempts,
+        "activation_locked_at": application.activation_locked_at,
         "created_at": application.created_at,
         "updated_at": application.updated_at,
     }
@@ -78,6 +82,10 @@ def _from_row(row: Any) -> Application:
         sealed_activation_code=row.sealed_activation_code,
         activation_code_hash=row.activation_code_hash,
         decided_by=row.decided_by,
+        customer_code_hash=row.customer_code_hash,
+        customer_code_expires_at=as_utc(row.customer_code_expires_at) if row.customer_code_expires_at else None,
+        activation_attempts=row.activation_attempts,
+        activation_locked_at=as_utc(row.activation_locked_at) if row.activation_locked_at else None,
     )
 
 

@@ -24,7 +24,7 @@ from typing import Protocol
 import yaml
 
 from meshlib import totp
-from meshlib.errors import InvalidArgument, NotFound, PermissionDenied
+from meshlib.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from meshlib.pagination import decode_page_token, encode_page_token, filter_fingerprint, page_size, time_and_id
 from meshlib.storage import Codec, IdempotencyKey, Transactions
 from services.identity.common import Clock, Saved, UnitOfWorkFactory
@@ -34,7 +34,8 @@ from services.identity.domain import product_access
 from services.identity.domain.customers import MIN_PASSWORD_LENGTH, Customer, new_customer_id
 from services.identity.domain.events import EventType, NewEvent
 from services.identity.domain.onboarding import Application, ApplicationState, OnboardingRules, ScreeningList
-from services.identity.domain.secrets import SecretBox, SecretHasher
+from services.identity.domain.secrets import ClientSecretHasher, SecretBox, SecretHasher
+from services.identity.notifier import CustomerMessage, CustomerNotifier
 from services.identity.unit_of_work import IdentityUnitOfWork
 
 log = logging.getLogger("identity.onboarding")
@@ -77,6 +78,9 @@ class OnboardingService:
         accounts: AccountOpener | None,
         clock: Clock,
         bank_web_url: str,
+        *,
+        codes: ClientSecretHasher,
+        notifier: CustomerNotifier,
         failpoint: str | None = None,
     ) -> None:
         if failpoint and failpoint not in FAILPOINTS:
@@ -91,6 +95,10 @@ class OnboardingService:
         self._accounts = accounts
         self._clock = clock
         self._web = bank_web_url.rstrip("/")
+        # The customer's own activation code: a keyed hash at rest, the code itself only to
+        # the applicant through the notifier (the wallet holds the link, not this code).
+        self._codes = codes
+        self._notifier = notifier
 
     async def submit(
         self,
@@ -112,6 +120,8 @@ class OnboardingService:
         if approvable[0] is ApplicationState.APPROVED:
             unusable_password = await self._unusable_password()
 
+        issued: dict[str, str] = {}
+
         async def operation(uow: IdentityUnitOfWork) -> Application:
             duplicate = await uow.applications.known_person(applicant.identity_key(), applicant.document_key())
             state, reason = rules.decide(applicant, self._rules, self._screening, duplicate=duplicate, now=now)
@@ -130,7 +140,7 @@ class OnboardingService:
                 updated_at=now,
             )
             if state is ApplicationState.APPROVED:
-                application = await self._provision(uow, application, unusable_password, now)
+                application = await self._provision(uow, application, unusable_password, now, issued)
             await uow.applications.add(application)
             _audit(uow, "application.submit", application)
             return application
@@ -141,6 +151,7 @@ class OnboardingService:
                 "application decided", extra={"application_id": result.application_id, "state": result.state.value}
             )
             if result.state is ApplicationState.APPROVED:
+                await self._send_customer_code(result, issued)
                 self._crash_at("after_decision_commit")
                 return await self._open_account_inline(result)
         return result
@@ -203,6 +214,7 @@ class OnboardingService:
         """An operator approves or declines a REFERRED application."""
         now = self._clock()
         unusable_password = await self._unusable_password()
+        issued: dict[str, str] = {}
 
         async def operation(uow: IdentityUnitOfWork) -> Application:
             found = await uow.applications.get(application_id, for_update=True)
@@ -210,36 +222,50 @@ class OnboardingService:
                 raise NotFound("application not found", metadata={"resource_name": f"applications/{application_id}"})
             application = found.referred_decision(approve, operator, now)
             if application.state is ApplicationState.APPROVED:
-                application = await self._provision(uow, application, unusable_password, now)
+                application = await self._provision(uow, application, unusable_password, now, issued)
             await uow.applications.save(application)
             _audit(uow, "application.decide", application)
             return application
 
         result = await self._tx.run(operation, key=key, codec=codec)
         if isinstance(result, Application) and result.state is ApplicationState.APPROVED:
+            await self._send_customer_code(result, issued)
             self._crash_at("after_decision_commit")
             return await self._open_account_inline(result)
         return result
 
     async def activate(
-        self, key: IdempotencyKey, codec: Codec[Activation | Saved], application_id: str, code: str, password: str
+        self,
+        key: IdempotencyKey,
+        codec: Codec[Activation | Saved],
+        application_id: str,
+        code: str,
+        customer_code: str,
+        password: str,
     ) -> Activation | Saved:
-        """The customer's own password and its authenticator, against the one-time code."""
+        """The customer's own password and its authenticator, against the link's one-time code
+        and the customer's own code (sent to the applicant, not the partner): a wrong customer
+        code is counted, MAX_CUSTOMER_CODE_ATTEMPTS of them lock activation."""
         if len(password) < MIN_PASSWORD_LENGTH:
             raise InvalidArgument.field("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
         password_hash = await asyncio.to_thread(self._hasher.hash, password)
         now = self._clock()
+        # The wrong entry must be counted even though the activation is refused: its own
+        # transaction, committed before the refusal is raised.
+        refusal = await self._tx.run(
+            lambda uow: self._check_customer_code(uow, application_id, code, customer_code, now)
+        )
+        if refusal is not None:
+            raise refusal
 
         async def operation(uow: IdentityUnitOfWork) -> Activation:
-            application = await uow.applications.get(application_id, for_update=True)
-            if (
-                application is None
-                or application.state is not ApplicationState.ACCOUNT_OPEN
-                or application.activation_code_hash is None
-                or application.customer_id is None
-                or not hmac.compare_digest(application.activation_code_hash, rules.code_hash(code))
+            application = await self._waiting(uow, application_id, code)
+            # Checked again under this transaction's lock (a concurrent wrong entry may have locked it).
+            if application.activation_locked_at is not None or not self._customer_code_matches(
+                application, customer_code
             ):
-                raise PermissionDenied("the activation code is not valid", reason="ACTIVATION_CODE_INVALID")
+                raise PermissionDenied("the customer code is not valid", reason="ACTIVATION_CUSTOMER_CODE_INVALID")
+            assert application.customer_id is not None
             customer = await uow.customers.get(application.customer_id)
             assert customer is not None
             await uow.customers.set_password(customer.customer_id, password_hash, now)
@@ -251,6 +277,126 @@ class OnboardingService:
             return Activation(customer.customer_id, customer.username, seed)
 
         return await self._tx.run(operation, key=key, codec=codec)
+
+    async def reissue_customer_code(
+        self, key: IdempotencyKey, codec: Codec[Application | Saved], application_id: str, operator: str
+    ) -> Application | Saved:
+        """An operator sends the applicant a new customer code (the old one no longer works,
+        attempts reset, a lock lifted): the customer asked the bank after a lock or a lost code."""
+        now = self._clock()
+        issued: dict[str, str] = {}
+
+        async def operation(uow: IdentityUnitOfWork) -> Application:
+            application = await uow.applications.get(application_id, for_update=True)
+            if application is None:
+                raise NotFound("application not found", metadata={"resource_name": f"applications/{application_id}"})
+            if application.state is not ApplicationState.ACCOUNT_OPEN:
+                raise FailedPrecondition(
+                    "only an application waiting for activation gets a new code",
+                    reason="INVALID_STATE_TRANSITION",
+                    metadata={"state": application.state.value},
+                )
+            reissued = self._with_customer_code(application, now, issued)
+            await uow.applications.save(reissued)
+            uow.audit.record(
+                "application.customer_code_reissue",
+                f"applications/{application_id}",
+                partner_id=application.partner_id,
+                customer_id=application.customer_id,
+                details={"operator": operator, "attempts_before": application.activation_attempts},
+            )
+            return reissued
+
+        result = await self._tx.run(operation, key=key, codec=codec)
+        if isinstance(result, Application):  # a replay sends nothing again
+            await self._send_customer_code(result, issued)
+        return result
+
+    async def _waiting(self, uow: IdentityUnitOfWork, application_id: str, code: str) -> Application:
+        """The application waiting for activation whose link code this is (locked for update)."""
+        application = await uow.applications.get(application_id, for_update=True)
+        if (
+            application is None
+            or application.state is not ApplicationState.ACCOUNT_OPEN
+            or application.activation_code_hash is None
+            or application.customer_id is None
+            or not hmac.compare_digest(application.activation_code_hash, rules.code_hash(code))
+        ):
+            raise PermissionDenied("the activation code is not valid", reason="ACTIVATION_CODE_INVALID")
+        return application
+
+    def _customer_code_matches(self, application: Application, customer_code: str) -> bool:
+        return self._codes.verify(
+            application.customer_code_hash, rules.customer_code_input(customer_code, application.application_id)
+        )
+
+    async def _check_customer_code(
+        self, uow: IdentityUnitOfWork, application_id: str, code: str, customer_code: str, now: dt.datetime
+    ) -> PermissionDenied | None:
+        """None when the customer code is right; else the refusal, the wrong entry counted (and audited)."""
+        application = await self._waiting(uow, application_id, code)
+        if application.activation_locked_at is not None:
+            return _locked()
+        if application.customer_code_expires_at is None or now >= application.customer_code_expires_at:
+            return PermissionDenied(
+                "the customer code has expired; the bank sends a new one on request",
+                reason="ACTIVATION_CUSTOMER_CODE_EXPIRED",
+            )
+        if self._customer_code_matches(application, customer_code):
+            return None
+        counted = application.wrong_customer_code(now)
+        await uow.applications.save(counted)
+        uow.audit.record(
+            "customer.activate",
+            f"applications/{application_id}",
+            outcome="LOCKED" if counted.activation_locked_at else "WRONG_CUSTOMER_CODE",
+            partner_id=application.partner_id,
+            customer_id=application.customer_id,
+            details={"attempts": counted.activation_attempts},
+        )
+        if counted.activation_locked_at is not None:
+            return _locked()
+        left = rules.MAX_CUSTOMER_CODE_ATTEMPTS - counted.activation_attempts
+        return PermissionDenied(
+            "the customer code is not valid",
+            reason="ACTIVATION_CUSTOMER_CODE_INVALID",
+            metadata={"attempts_left": str(left)},
+        )
+
+    def _with_customer_code(self, application: Application, now: dt.datetime, issued: dict[str, str]) -> Application:
+        """A fresh customer code: its keyed hash on the application, the code in ``issued`` for
+        sending once the transaction commits."""
+        code = rules.new_customer_code()
+        issued[application.application_id] = code
+        return application.customer_code_issued(
+            self._codes.hash(rules.customer_code_input(code, application.application_id)), now
+        )
+
+    async def _send_customer_code(self, application: Application, issued: dict[str, str]) -> None:
+        """Send the committed code to the applicant's own contact (never in an answer or event)."""
+        code = issued.get(application.application_id)
+        if code is None:
+            return
+        expires = application.customer_code_expires_at
+        try:
+            await self._notifier.send(
+                CustomerMessage(
+                    to_email=application.applicant.email,
+                    kind="activation_code",
+                    application_id=application.application_id,
+                    subject="Your activation code",
+                    body=(
+                        f"Your code to activate your new account is {code}. Enter it on the bank's activation "
+                        f"page your app opens for you{f' before {expires:%Y-%m-%d}' if expires else ''}. "
+                        "The bank never asks for it by phone; do not give it to anyone, your app included."
+                    ),
+                    code=code,
+                    time=self._clock(),
+                )
+            )
+        except Exception:
+            # The decision stands; the customer asks the bank, an operator re-issues the code.
+            log.exception("could not send the activation code", extra={"application_id": application.application_id})
 
     def activation_uri(self, application: Application) -> str:
         """The bank's one-time activation page, while the account waits for its customer."""
@@ -334,7 +480,12 @@ class OnboardingService:
         )
 
     async def _provision(
-        self, uow: IdentityUnitOfWork, application: Application, unusable_password: str, now: dt.datetime
+        self,
+        uow: IdentityUnitOfWork,
+        application: Application,
+        unusable_password: str,
+        now: dt.datetime,
+        issued: dict[str, str],
     ) -> Application:
         """The customer (credentials set at activation), its sealed authenticator seed, and the
         partner's consent awaiting the customer, in the deciding transaction."""
@@ -358,6 +509,7 @@ class OnboardingService:
             details={"application": application.application_id},
         )
         code = rules.new_activation_code()
+        application = self._with_customer_code(application, now, issued)
         return replace(
             application,
             customer_id=customer_id,
@@ -367,6 +519,13 @@ class OnboardingService:
             activation_code_hash=rules.code_hash(code),
             updated_at=now,
         )
+
+
+def _locked() -> PermissionDenied:
+    return PermissionDenied(
+        "activation is locked after too many wrong customer codes; the bank sends a new code on request",
+        reason="ACTIVATION_LOCKED",
+    )
 
 
 def _audit(uow: IdentityUnitOfWork, action: str, application: Application) -> None:

@@ -158,6 +158,22 @@ class OnboardingServicer(onboarding_pb2_grpc.OnboardingServiceServicer):
         )
         return _answer(result, onboarding_pb2.DecideApplicationResponse, build)
 
+    async def ResendActivationCode(
+        self, request: onboarding_pb2.ResendActivationCodeRequest, context: grpc.aio.ServicerContext
+    ) -> onboarding_pb2.ResendActivationCodeResponse:
+        """Operators: a new activation code to the applicant (never in this answer)."""
+
+        def build(result: Any) -> onboarding_pb2.ResendActivationCodeResponse:
+            return onboarding_pb2.ResendActivationCodeResponse(application=self._message(result, operator=True))
+
+        result = await self._onboarding.reissue_customer_code(
+            _key("ResendActivationCode", request),
+            _saved_as(onboarding_pb2.ResendActivationCodeResponse, build),
+            parse_name(request.name, "applications"),
+            require_caller().subject,
+        )
+        return _answer(result, onboarding_pb2.ResendActivationCodeResponse, build)
+
     async def ActivateCustomer(
         self, request: onboarding_pb2.ActivateCustomerRequest, context: grpc.aio.ServicerContext
     ) -> onboarding_pb2.ActivateCustomerResponse:
@@ -177,6 +193,7 @@ class OnboardingServicer(onboarding_pb2_grpc.OnboardingServiceServicer):
             _saved_as(onboarding_pb2.ActivateCustomerResponse, lambda r: build(r, with_secret=False)),
             parse_name(request.application, "applications"),
             request.activation_code,
+            request.customer_code,
             request.password,
         )
         return _answer(result, onboarding_pb2.ActivateCustomerResponse, lambda r: build(r, with_secret=True))

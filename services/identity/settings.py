@@ -91,6 +91,10 @@ class IdentitySettings(ServiceSettings):
     onboarding_rules_file: Path = Path(__file__).parent / "onboarding_rules.yaml"
     screening_list_file: Path = Path(__file__).parent / "screening_list.csv"
     bank_web_url: str = "http://127.0.0.1:8443"
+    # The local and test sender of customer messages (the new customer's activation code): one
+    # JSON line per message appended to this file (``openbank-mesh up`` sets it in the data
+    # directory). Production wires a real sender (notifier.py); unset, nothing is delivered.
+    customer_notifications_file: Path | None = None
     # Crash tests only: identity exits abruptly at this step of account opening
     # (onboarding_service.FAILPOINTS; an unknown name stops the start).
     onboarding_failpoint: str | None = None

@@ -267,6 +267,10 @@ applications = sa.Table(
     sa.Column("sealed_activation_code", sa.LargeBinary, nullable=True),
     sa.Column("activation_code_hash", sa.String(64), nullable=True),
     sa.Column("decided_by", sa.String(128), nullable=True),
+    sa.Column("customer_code_hash", sa.String(128), nullable=True),
+    sa.Column("customer_code_expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("activation_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("activation_locked_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )

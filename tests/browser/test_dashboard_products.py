@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import random
 import string
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -20,6 +22,7 @@ from openbank_sdk import OpenBankError, money
 from openbank_sdk.credit import CREDIT, OFFERED
 from selenium.webdriver.common.by import By
 
+from meshcli.mesh import CUSTOMER_NOTIFICATIONS_FILE
 from meshlib import totp
 from openbank.common.v1 import consent_permission_pb2 as permissions
 from openbank.credit.v1 import credit_pb2, credit_pb2_grpc
@@ -68,12 +71,21 @@ async def test_an_account_opened_through_a_wallet_shows_on_the_customers_dashboa
     application = await wallet.wait_for_account(new.application.name, timeout=60, interval=0.3)
     assert application.state == onboarding_pb2.APPLICATION_STATE_ACCOUNT_OPEN, application
 
-    # The customer's browser, sent by the wallet to the bank's activation page.
+    # The customer's browser, sent by the wallet to the bank's activation page. The link is not
+    # enough (the wallet has it): without the code the bank sent the customer itself the page
+    # sets no password and shows no authenticator secret.
     driver.delete_all_cookies()
     driver.get(application.activation_uri)
-    driver.find_element(By.ID, "password").send_keys(NEW_PASSWORD)
-    driver.find_element(By.ID, "password_again").send_keys(NEW_PASSWORD)
-    driver.find_element(By.ID, "activate").click()
+    code = sent_code(world["mesh"].data_dir, application.name)
+    for typed in ("00000000" if code != "00000000" else "11111111", code):
+        driver.find_element(By.ID, "customer_code").send_keys(typed)
+        driver.find_element(By.ID, "password").send_keys(NEW_PASSWORD)
+        driver.find_element(By.ID, "password_again").send_keys(NEW_PASSWORD)
+        driver.find_element(By.ID, "activate").click()
+        if typed != code:
+            wait_for_url(driver, lambda url: bool(driver.find_elements(By.ID, "message")))
+            assert "Attempts left: 4" in driver.find_element(By.ID, "message").text
+            assert not driver.find_elements(By.ID, "totp-secret") and "otpauth" not in driver.page_source
     wait_for_url(driver, lambda url: "code=" not in url and bool(driver.find_elements(By.ID, "username")))
     username = driver.find_element(By.ID, "username").text
     seed = totp.from_base32(driver.find_element(By.ID, "totp-secret").text)
@@ -90,6 +102,12 @@ async def test_an_account_opened_through_a_wallet_shows_on_the_customers_dashboa
     assert "Acme Wallet" in row and "Account open and active" in row, row
     assert application.create_time.ToDatetime(tzinfo=dt.UTC).strftime("%d %B %Y") in row, row
     assert "current account" in row, row  # the account it opened, by its name
+
+
+def sent_code(data_dir: Path, name: str) -> str:
+    """The activation code the bank sent the applicant (the local mesh's notification file)."""
+    messages = [json.loads(line) for line in (data_dir / CUSTOMER_NOTIFICATIONS_FILE).read_text().splitlines()]
+    return str([m["code"] for m in messages if f"applications/{m['application_id']}" == name][-1])
 
 
 async def _refused(call) -> OpenBankError:  # type: ignore[no-untyped-def]

@@ -38,7 +38,7 @@ import pytest_asyncio
 from google.protobuf import timestamp_pb2
 
 from meshcli.demo import _pkce, exchange_code
-from meshcli.mesh import PROCESSES, LocalMesh
+from meshcli.mesh import CUSTOMER_NOTIFICATIONS_FILE, PROCESSES, LocalMesh
 from meshcli.operator import Operator
 from meshlib import totp
 from meshlib.grpc_errors import decode_rpc_error
@@ -179,8 +179,20 @@ class Activated:
     totp_secret: str = ""
 
 
-async def activate(app: onboarding_pb2.Application, password: str) -> Activated:
-    """The customer's browser on the bank's activation page: the link, the form, the answer."""
+def sent_code(bank: Bank, name: str) -> str:
+    """The activation code the bank sent the applicant itself (the local mesh's notification
+    file; the wallet never sees it): the latest one for this application."""
+    path = bank.mesh.data_dir / CUSTOMER_NOTIFICATIONS_FILE
+    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    codes = [m["code"] for m in lines if f"applications/{m['application_id']}" == name]
+    assert codes, f"no activation code was sent for {name}"
+    return str(codes[-1])
+
+
+async def activate(bank: Bank, app: onboarding_pb2.Application, password: str, code: str | None = None) -> Activated:
+    """The customer's browser on the bank's activation page: the link, the form with the code
+    the bank sent the customer (``code``: another one), the answer."""
+    customer_code = sent_code(bank, app.name) if code is None else code
     async with httpx.AsyncClient(timeout=20, headers={"sec-fetch-site": "same-origin"}) as browser:
         link = await browser.get(app.activation_uri)
         assert link.status_code == 303 and "code=" not in link.headers["location"]
@@ -191,7 +203,12 @@ async def activate(app: onboarding_pb2.Application, password: str) -> Activated:
         assert csrf is not None
         answer = await browser.post(
             str(page.url),
-            data={"csrf_token": csrf.group(1), "password": password, "password_again": password},
+            data={
+                "csrf_token": csrf.group(1),
+                "customer_code": customer_code,
+                "password": password,
+                "password_again": password,
+            },
         )
     if answer.status_code != 200:
         return Activated(answer.status_code)
@@ -269,10 +286,16 @@ async def test_an_approved_application_opens_an_account_the_customer_activates_a
             timeout=10,
         )
     assert decode_rpc_error(wrong.value).reason == "ACTIVATION_CODE_INVALID"
-    activation = await activate(app, "a long password of hers")
+    # The wallet holds the link, not the code the bank sent the customer: with the link alone
+    # the page sets no password and shows no authenticator secret; the wrong entry is counted.
+    code = sent_code(bank, app.name)
+    assert code not in str(app) and code not in str(submitted.application)
+    guessed = await activate(bank, app, "the wallet's own password", code="00000000" if code != "00000000" else "1" * 8)
+    assert guessed.status == 400 and not guessed.totp_secret
+    activation = await activate(bank, app, "a long password of hers")
     assert activation.status == 200 and activation.otpauth_uri.startswith("otpauth://totp/")
     # The page's link works once.
-    assert (await activate(app, "another long password")).status == 403
+    assert (await activate(bank, app, "another long password")).status == 403
     with pytest.raises(grpc.aio.AioRpcError) as again:
         await bank.identity.ActivateCustomer(
             onboarding_pb2.ActivateCustomerRequest(
@@ -354,7 +377,7 @@ async def test_the_wallet_reads_only_what_the_customers_consent_for_the_product_
         )
     assert no_consent.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 
-    activation = await activate(app, "her own long password")
+    activation = await activate(bank, app, "her own long password")
     assert activation.status == 200
     bank_app = await bank.operator.bank_app_metadata()
     consents = consent_pb2_grpc.ConsentServiceStub(bank.operator.channel("identity"))
@@ -395,6 +418,23 @@ async def test_the_wallet_reads_only_what_the_customers_consent_for_the_product_
     )
     paused = await wallet_view(bank, app.name)
     assert paused.state == onboarding_pb2.APPLICATION_STATE_ACTIVE and holds_nothing_of_the_customer(paused)
+
+
+async def test_five_wrong_customer_codes_lock_activation_until_an_operator_sends_a_new_code(bank: Bank) -> None:
+    request, _ = application("Lena", "Sperrmann", "1987-02-03")
+    submitted = await bank.onboarding.SubmitApplication(request, metadata=bank.wallet_metadata, timeout=20)
+    app = await account_open(bank, submitted.application.name)
+    assert app.state == ACCOUNT_OPEN
+    first = sent_code(bank, app.name)
+    wrong = "00000000" if first != "00000000" else "11111111"
+    assert [(await activate(bank, app, "a long password of hers", wrong)).status for _ in range(5)] == [400] * 4 + [403]
+    assert (await activate(bank, app, "a long password of hers", first)).status == 403  # locked: even the right one
+    code, out = await cli(bank, "resend-code", app.name)
+    assert code == 0 and first not in out and sent_code(bank, app.name) not in out, out
+    assert sent_code(bank, app.name) != first
+    activated = await activate(bank, app, "a long password of hers")
+    assert activated.status == 200 and activated.totp_secret
+    assert (await wallet_view(bank, app.name)).state == onboarding_pb2.APPLICATION_STATE_ACTIVE
 
 
 async def test_a_referred_application_waits_for_an_operator_who_approves_it(bank: Bank) -> None:
@@ -601,7 +641,7 @@ async def test_identity_crashing_at_each_step_of_account_opening_loses_nothing_a
         assert replayed.reason == onboarding_pb2.APPLICATION_REASON_CHECKS_PASSED
         app = await account_open(bank, replayed.name, timeout=60)
         assert app.state == ACCOUNT_OPEN
-        assert (await activate(app, "a password through a crash")).status == 503  # "send it again"
+        assert (await activate(bank, app, "a password through a crash")).status == 503  # "send it again"
         await crashed("before_activation_commit")
     finally:
         await restart(None)
@@ -613,9 +653,9 @@ async def test_identity_crashing_at_each_step_of_account_opening_loses_nothing_a
     )
     assert [a.account.name for a in search.accounts] == [opened.account]
     # Nothing of the cut-short activation stands: the same link activates, once.
-    activated = await activate(app, "a password through a crash")
+    activated = await activate(bank, app, "a password through a crash")
     assert activated.status == 200 and activated.username, timings
-    assert (await activate(app, "another password after it")).status == 403
+    assert (await activate(bank, app, "another password after it")).status == 403
     assert (await submit(request)).name == app.name
     assert await application_states(bank, app.name) == [
         "APPLICATION_STATE_APPROVED",

@@ -26,6 +26,10 @@ _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _DOCUMENT_TYPE = re.compile(r"^[A-Z][A-Z_]{1,31}$")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+# The activation window: the customer's code is valid this long after it was issued.
+CUSTOMER_CODE_LIFETIME = dt.timedelta(days=14)
+# Wrong customer codes before activation locks (an operator issues a new code).
+MAX_CUSTOMER_CODE_ATTEMPTS = 5
 
 
 class ApplicationState(enum.Enum):
@@ -260,6 +264,29 @@ class Application:
     sealed_activation_code: bytes | None = None
     activation_code_hash: str | None = None
     decided_by: str | None = None
+    # The customer's own activation code (sent to the applicant, never to the partner): its
+    # keyed hash, its expiry, the wrong entries so far, and when too many locked activation.
+    customer_code_hash: str | None = None
+    customer_code_expires_at: dt.datetime | None = None
+    activation_attempts: int = 0
+    activation_locked_at: dt.datetime | None = None
+
+    def customer_code_issued(self, code_hash: str, now: dt.datetime) -> Application:
+        """A new customer code (issued on approval, or again by an operator): attempts reset."""
+        return replace(
+            self,
+            customer_code_hash=code_hash,
+            customer_code_expires_at=now + CUSTOMER_CODE_LIFETIME,
+            activation_attempts=0,
+            activation_locked_at=None,
+            updated_at=now,
+        )
+
+    def wrong_customer_code(self, now: dt.datetime) -> Application:
+        """One more wrong entry; the last allowed one locks activation."""
+        attempts = self.activation_attempts + 1
+        locked = now if attempts >= MAX_CUSTOMER_CODE_ATTEMPTS else self.activation_locked_at
+        return replace(self, activation_attempts=attempts, activation_locked_at=locked, updated_at=now)
 
     def referred_decision(self, approve: bool, operator: str, now: dt.datetime) -> Application:
         """An operator's decision on a REFERRED application."""
@@ -289,6 +316,8 @@ class Application:
             state=ApplicationState.ACTIVE,
             sealed_activation_code=None,
             activation_code_hash=None,
+            customer_code_hash=None,
+            customer_code_expires_at=None,
             updated_at=now,
         )
 
@@ -306,6 +335,17 @@ def new_activation_code() -> str:
 def code_hash(code: str) -> str:
     """What is kept to recognise the code."""
     return _digest(f"activation|{code}")
+
+
+def new_customer_code() -> str:
+    """The customer's short one-time code (8 digits: typed by hand, guessed at most
+    MAX_CUSTOMER_CODE_ATTEMPTS times before activation locks)."""
+    return f"{secrets.randbelow(10**8):08d}"
+
+
+def customer_code_input(code: str, application_id: str) -> str:
+    """What the keyed hash is taken of: the code bound to its application."""
+    return f"activation-customer-code|{application_id}|{code.strip()}"
 
 
 def username_for(applicant: ApplicantData, application_id: str) -> str:

@@ -14,20 +14,35 @@ from meshlib.errors import InvalidArgument, PermissionDenied, Unavailable
 APPLICATION = "0123456789abcdef0123456789abcdef"
 
 
+CUSTOMER_CODE = "12345678"
+
+
 class FakeIdentity:
+    """Identity's ActivateCustomer: the link's code, then the customer's code (5 wrong lock)."""
+
     def __init__(self) -> None:
-        self.calls: list[tuple[str, str, str]] = []
+        self.calls: list[tuple[str, str, str, str]] = []
         self.used = False
         self.down = False
+        self.wrong = 0
 
-    async def activate(self, application_id: str, code: str, password: str) -> Activated:
-        self.calls.append((application_id, code, password))
+    async def activate(self, application_id: str, code: str, customer_code: str, password: str) -> Activated:
+        self.calls.append((application_id, code, customer_code, password))
         if self.down:
             raise Unavailable("identity did not answer")
         if len(password) < 12:
             raise InvalidArgument.field("password", "too short")
         if self.used or code != "the-code":
             raise PermissionDenied("no", reason="ACTIVATION_CODE_INVALID")
+        if self.wrong >= 5:
+            raise PermissionDenied("locked", reason="ACTIVATION_LOCKED")
+        if customer_code != CUSTOMER_CODE:
+            self.wrong += 1
+            if self.wrong >= 5:
+                raise PermissionDenied("locked", reason="ACTIVATION_LOCKED")
+            raise PermissionDenied(
+                "no", reason="ACTIVATION_CUSTOMER_CODE_INVALID", metadata={"attempts_left": str(5 - self.wrong)}
+            )
         self.used = True
         return Activated("jana.novakova.0123abcd", "otpauth://totp/Bank:jana?secret=ABC", "ABC")
 
@@ -49,13 +64,17 @@ async def form(client: httpx.AsyncClient, code: str = "the-code") -> str:
 
 
 async def post(
-    client: httpx.AsyncClient, csrf: str, password: str, again: str | None = None, site: str = "same-origin"
+    client: httpx.AsyncClient,
+    csrf: str,
+    password: str,
+    again: str | None = None,
+    site: str = "same-origin",
+    customer_code: str | None = CUSTOMER_CODE,
 ) -> httpx.Response:
-    return await client.post(
-        f"/activate/{APPLICATION}",
-        data={"csrf_token": csrf, "password": password, "password_again": password if again is None else again},
-        headers={"sec-fetch-site": site},
-    )
+    data = {"csrf_token": csrf, "password": password, "password_again": password if again is None else again}
+    if customer_code is not None:
+        data["customer_code"] = customer_code
+    return await client.post(f"/activate/{APPLICATION}", data=data, headers={"sec-fetch-site": site})
 
 
 async def test_the_enrolment_is_shown_once_and_the_link_then_leads_nowhere() -> None:
@@ -63,7 +82,7 @@ async def test_the_enrolment_is_shown_once_and_the_link_then_leads_nowhere() -> 
     client = browser(identity)
     answer = await post(client, await form(client), "a long password of hers")
     assert answer.status_code == 200 and "otpauth://totp/Bank:jana?secret=ABC" in answer.text
-    assert identity.calls == [(APPLICATION, "the-code", "a long password of hers")]
+    assert identity.calls == [(APPLICATION, "the-code", CUSTOMER_CODE, "a long password of hers")]
     assert (await client.get(f"/activate/{APPLICATION}")).status_code == 403  # the session is gone
     again = await post(client, await form(client), "another long password")
     assert again.status_code == 403 and "otpauth" not in again.text
@@ -107,3 +126,30 @@ async def test_identity_not_answering_leaves_the_form_to_send_again() -> None:
     identity.down = False
     again = await post(client, csrf, "a long password of hers")
     assert again.status_code == 200 and "otpauth://totp/Bank:jana?secret=ABC" in again.text
+
+
+async def test_the_form_asks_for_the_banks_code_and_without_it_sets_nothing() -> None:
+    identity = FakeIdentity()
+    client = browser(identity)
+    page_link = await client.get(f"/activate/{APPLICATION}?code=the-code")
+    page = await client.get(page_link.headers["location"])
+    assert 'name="customer_code"' in page.text and "otpauth" not in page.text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf is not None
+    missing = await post(client, csrf.group(1), "a long password of hers", customer_code=None)
+    assert missing.status_code == 400 and "activation code" in missing.text and "otpauth" not in missing.text
+    assert identity.calls == []  # nothing reached identity without the code
+
+
+async def test_wrong_codes_say_how_many_are_left_then_activation_is_locked() -> None:
+    identity = FakeIdentity()
+    client = browser(identity)
+    csrf = await form(client)
+    for left in (4, 3, 2, 1):
+        wrong = await post(client, csrf, "a long password of hers", customer_code="00000000")
+        assert wrong.status_code == 400 and f"Attempts left: {left}" in wrong.text and "otpauth" not in wrong.text
+    locked = await post(client, csrf, "a long password of hers", customer_code="00000000")
+    assert locked.status_code == 403 and "Activation is locked" in locked.text and "Contact the bank" in locked.text
+    # The session is gone: even the right code is not taken on this page any more.
+    after = await post(client, csrf, "a long password of hers")
+    assert after.status_code == 403 and "otpauth" not in after.text

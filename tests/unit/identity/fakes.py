@@ -28,6 +28,7 @@ class Store:
     answers: dict[tuple[str, str, str], tuple[str, bytes]] = field(default_factory=dict)
     audit: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     partner_events: list[Any] = field(default_factory=list)
+    applications: dict[str, Any] = field(default_factory=dict)
 
 
 class _Partners:
@@ -53,6 +54,31 @@ class _Customers:
 
     async def by_username(self, username: str) -> Customer | None:
         return next((c for c in self._store.customers.values() if c.username == username), None)
+
+    async def set_password(self, customer_id: str, password_hash: str, now: dt.datetime) -> None:
+        customer = self._store.customers[customer_id]
+        self._store.customers[customer_id] = replace(customer, password_hash=password_hash, updated_at=now)
+
+
+class _Applications:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def add(self, application: Any) -> None:
+        self._store.applications[application.application_id] = application
+
+    async def save(self, application: Any) -> None:
+        self._store.applications[application.application_id] = application
+
+    async def get(self, application_id: str, *, for_update: bool = False) -> Any:
+        return self._store.applications.get(application_id)
+
+    async def known_person(self, identity_key: str, document_key: str) -> bool:
+        return any(
+            a.identity_key == identity_key or a.document_key == document_key
+            for a in self._store.applications.values()
+            if a.customer_id
+        )
 
 
 class _Consents:
@@ -136,6 +162,7 @@ class FakeUnitOfWork:
         self.idempotency = _Idempotency(store)
         self.audit = _Audit(store)
         self.partner_events = _PartnerEvents(store)
+        self.applications = _Applications(store)
         self._snapshot: Store | None = None
         self._committed = False
 
