@@ -102,6 +102,53 @@ def _cli(data_dir: Path, *args: str, timeout: float = 120) -> subprocess.Complet
     )
 
 
+def _the_example_wallets_find_the_mesh(data_dir: Path) -> None:
+    """Both example wallets reach this mesh on its other ports through mesh.json alone (no
+    gateway or identity address given)."""
+    python_wallet = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "python-wallet" / "wallet.py"),
+            "--demo",
+            "--demo-data-dir",
+            str(data_dir),
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert python_wallet.returncode == 0, python_wallet.stdout[-3000:] + python_wallet.stderr[-3000:]
+    assert "PAYMENT_STATE_SETTLED" in python_wallet.stdout
+    demo = load_demo_credentials(data_dir)
+    assert demo is not None
+    acme, bob = demo["partners"]["acme"], demo["customers"]["bob"]
+    secrets = json.loads((data_dir / "internal-clients.json").read_text())
+    node_env = {k: v for k, v in ENV.items() if k not in ("OBM_GATEWAY", "OBM_IDENTITY")}
+    node_env.update(
+        OBM_MESH_FILE=str(data_dir / "mesh.json"),
+        OBM_CLIENT_ID=acme["client_id"],
+        OBM_CLIENT_SECRET=acme["client_secret"],
+        OBM_BANK_APP_SECRET=secrets["bank-app"],
+        OBM_CUSTOMER_USERNAME=bob["username"],
+        OBM_CUSTOMER_PASSWORD=bob["password"],
+        OBM_CUSTOMER_TOTP_SECRET=bob["totp_secret"],
+        OBM_ACCOUNT=bob["account"],
+    )
+    node = subprocess.run(
+        ["node", "wallet.mjs"],
+        cwd=ROOT / "examples" / "node-wallet",
+        env=node_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    steps = [json.loads(line) for line in node.stdout.splitlines() if line.strip()]
+    assert node.returncode == 0 and steps and steps[-1]["step"] == "done", node.stdout[-3000:] + node.stderr[-3000:]
+
+
 def _wait_banner(process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 120
     while "stop: Ctrl-C" not in log.read_text():
@@ -171,6 +218,7 @@ async def test_up_serves_the_cli_demo_and_operator_commands_on_other_ports_and_s
         assert "shown only on the first registration" in twice.stdout
         journey = _cli(data_dir, "demo", timeout=240)
         assert journey.returncode == 0, journey.stdout[-3000:] + journey.stderr[-3000:]
+        _the_example_wallets_find_the_mesh(data_dir)
         started = time.monotonic()
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0, log.read_text()
