@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from meshcli.conformance_checks import DEFAULT_CUSTOMER_IP, CheckResult, ConformanceConfig, ConformanceRun
+from meshcli.targets import MESH_FILE, mesh_ports
 from meshlib.app import DEFAULT_PORTS
 
 
@@ -156,6 +157,11 @@ def config_from_args(args: argparse.Namespace) -> ConformanceConfig:
         values.update(bank_app_endpoint=f"127.0.0.1:{DEFAULT_PORTS['identity']}", bank_app_client_id="bank-app")
     if args.demo_data_dir is not None:
         values.update(_demo_values(args, public))
+        if (args.demo_data_dir / MESH_FILE).exists():  # a mesh `up` started, maybe on other ports
+            ports = mesh_ports(args.demo_data_dir)
+            values["gateway"] = f"127.0.0.1:{ports['gateway']}"
+            if not public:
+                values["bank_app_endpoint"] = f"127.0.0.1:{ports['identity']}"
     for name in (*required, *OPTIONAL_SETTINGS):
         given = getattr(args, name, None)
         if given:

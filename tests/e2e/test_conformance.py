@@ -158,6 +158,26 @@ async def test_the_command_plugs_into_a_cli_with_help_and_every_option() -> None
     assert "--demo-data-dir" in help_text and "--tls-ca" in help_text
 
 
+async def test_the_demo_data_dir_of_a_mesh_on_other_ports_gives_its_addresses(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    demo = {
+        "partners": {"acme": {"client_id": "c", "client_secret": "s"}},
+        "customers": {"alice": {"username": "u", "password": "p", "totp_secret": "T", "account": "accounts/a"}},
+    }
+    (data_dir / "demo-credentials.json").write_text(json.dumps(demo))
+    (data_dir / "internal-clients.json").write_text(json.dumps({"bank-app": "bs"}))
+    parser = argparse.ArgumentParser(prog="openbank-mesh")
+    conformance.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["conformance", "--demo-data-dir", str(data_dir)])
+    assert conformance.config_from_args(args).gateway == "127.0.0.1:50050"  # no mesh.json: the defaults
+    (data_dir / "mesh.json").write_text(
+        json.dumps({"host": "127.0.0.1", "ports": {"gateway": 61000, "identity": 61001}})
+    )
+    config = conformance.config_from_args(args)
+    assert (config.gateway, config.bank_app_endpoint) == ("127.0.0.1:61000", "127.0.0.1:61001")
+
+
 async def test_the_rpc_lists_come_from_the_contract() -> None:
     methods = conformance_checks.contract_methods()
     assert methods["/openbank.payment.v1.PaymentService/WatchPayments"] is True
