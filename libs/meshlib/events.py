@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from meshlib.faults import as_unavailable
 from meshlib.redis_client import connect, is_cluster
 
 log = logging.getLogger("meshlib.events")
@@ -144,9 +145,10 @@ class RedisBus:
             except asyncio.CancelledError:
                 self._healthy = False
                 raise
-            except Exception:
+            except Exception as error:
                 self._healthy = False
-                log.warning("invalidation bus lost Redis; reconnecting", exc_info=True)
+                # A lost connection is expected in a failover: one line; anything else keeps its traceback.
+                log.warning("invalidation bus lost Redis; reconnecting", exc_info=as_unavailable(error) is None)
                 await asyncio.sleep(0.5)
 
     async def _run_sharded(self) -> None:
@@ -168,9 +170,13 @@ class RedisBus:
             except asyncio.CancelledError:
                 self._healthy = False
                 raise
-            except Exception:
+            except Exception as error:
                 self._healthy = False
-                log.warning("invalidation bus lost its Redis Cluster shard; reconnecting", exc_info=True)
+                # A lost connection is expected in a failover: one line; anything else keeps its traceback.
+                log.warning(
+                    "invalidation bus lost its Redis Cluster shard; reconnecting",
+                    exc_info=as_unavailable(error) is None,
+                )
                 with contextlib.suppress(Exception):
                     await self._redis.nodes_manager.initialize()  # the slot map after a failover
                 await asyncio.sleep(0.5)

@@ -124,6 +124,7 @@ FIELD_RULES: dict[str, TextRule] = {
     # applicant is stored as JSON text; the bounds are the onboarding domain's own.
     "application": _NAME,
     "activation_code": _token(64),
+    "customer_code": _token(16),  # the code the bank sent the applicant (8 digits today)
     "given_name": _line(100),
     "family_name": _line(100),
     "birth_date": _token(10),  # YYYY-MM-DD; the domain parses it

@@ -112,6 +112,8 @@ def _the_example_wallets_find_the_mesh(data_dir: Path) -> None:
             "--demo",
             "--demo-data-dir",
             str(data_dir),
+            "--demo-customer",
+            "bob",  # alice's one-time codes of this half-minute went to the demo
         ],
         env=ENV,
         capture_output=True,
