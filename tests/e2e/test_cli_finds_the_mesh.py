@@ -10,6 +10,7 @@ all of it (starting one takes most of the time)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -87,7 +88,20 @@ def _up(data_dir: Path, base: int, log: Path) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             cwd=ROOT,
             env=dict(ENV, OBM_LOG_LEVEL="WARNING"),
+            start_new_session=True,  # a failed test can stop up and every process it started
         )
+
+
+def _stop_everything(process: subprocess.Popen[bytes]) -> None:
+    """After a failure: Ctrl-C to up (it stops its processes), then kill what is left."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _cli(data_dir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -227,8 +241,7 @@ async def test_up_serves_the_cli_demo_and_operator_commands_on_other_ports_and_s
         assert time.monotonic() - started < 15
         assert not (data_dir / "mesh.json").exists()  # nothing listens there any more
     finally:
-        if process.poll() is None:
-            process.kill()
+        _stop_everything(process)
     assert "stopped" in log.read_text().splitlines()[-1]
 
 
@@ -252,7 +265,6 @@ def test_up_with_a_port_taken_fails_at_once_naming_it(tmp_path: Path) -> None:
         try:
             assert process.wait(timeout=30) == 1
         finally:
-            if process.poll() is None:
-                process.kill()
+            _stop_everything(process)
     assert time.monotonic() - started < 20
     assert f"port already in use: account :{base + 2}" in log.read_text(), log.read_text()
