@@ -14,7 +14,8 @@ log = logging.getLogger("meshlib.periodic")
 
 
 class Periodic:
-    """Run ``job`` every ``interval_seconds``; hook ``start``/``stop`` into a Lifecycle."""
+    """Run ``job`` every ``interval_seconds``; hook ``start``/``stop`` into a Lifecycle. An
+    interval of 0 (or less) means never: ``start`` runs nothing (a job switched off by its setting)."""
 
     def __init__(self, name: str, interval_seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         self.name = name
@@ -23,8 +24,9 @@ class Periodic:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Begin running in the background."""
-        self._task = asyncio.create_task(self._run(), name=self.name)
+        """Begin running in the background (nothing when the interval says never)."""
+        if self._interval > 0:
+            self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
         """Stop; an in-flight run is cancelled."""

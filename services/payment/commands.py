@@ -139,17 +139,15 @@ class RecoveryLoop:
         self._interval = interval_seconds
         self._hourly = hourly
         self._passes = 0
-        self._periodic = Periodic("payment-recovery", interval_seconds, self._pass) if interval_seconds > 0 else None
+        self._periodic = Periodic("payment-recovery", interval_seconds, self._pass)
 
     async def start(self) -> None:
         """Start the loop (no-op when the interval is 0)."""
-        if self._periodic is not None:
-            await self._periodic.start()
+        await self._periodic.start()
 
     async def stop(self) -> None:
         """Stop the loop; an interrupted step is replayed by the next pass (steps are idempotent)."""
-        if self._periodic is not None:
-            await self._periodic.stop()
+        await self._periodic.stop()
 
     async def _pass(self) -> None:
         passes, self._passes = self._passes, self._passes + 1

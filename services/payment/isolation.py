@@ -126,17 +126,15 @@ class IsolationSweep:
         self._monotonic = monotonic
         self._owner = uuid.uuid4().hex
         self._next_sweep = 0.0
-        self._periodic = Periodic("isolation-sweep", interval_seconds, self.tick) if interval_seconds else None
+        self._periodic = Periodic("isolation-sweep", interval_seconds, self.tick)
 
     async def start(self) -> None:
         """Run in the background."""
-        if self._periodic is not None:
-            await self._periodic.start()
+        await self._periodic.start()
 
     async def stop(self) -> None:
         """Stop running."""
-        if self._periodic is not None:
-            await self._periodic.stop()
+        await self._periodic.stop()
 
     async def tick(self) -> int:
         """One turn while holding the lease: relay, and sweep when due; how many changed."""

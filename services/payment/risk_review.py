@@ -352,17 +352,15 @@ class RiskExpiryLoop:
 
     def __init__(self, review: RiskReview, interval_seconds: float) -> None:
         self._review = review
-        self._periodic = Periodic("payment-risk-expiry", interval_seconds, self._pass) if interval_seconds else None
+        self._periodic = Periodic("payment-risk-expiry", interval_seconds, self._pass)
 
     async def start(self) -> None:
         """Start sweeping."""
-        if self._periodic is not None:
-            await self._periodic.start()
+        await self._periodic.start()
 
     async def stop(self) -> None:
         """Stop."""
-        if self._periodic is not None:
-            await self._periodic.stop()
+        await self._periodic.stop()
 
     async def _pass(self) -> None:
         ended = await self._review.expire()

@@ -195,17 +195,15 @@ class SchedulerLoop:
 
     def __init__(self, scheduler: Scheduler, interval_seconds: float) -> None:
         self._scheduler = scheduler
-        self._periodic = Periodic("payment-scheduler", interval_seconds, self._pass) if interval_seconds > 0 else None
+        self._periodic = Periodic("payment-scheduler", interval_seconds, self._pass)
 
     async def start(self) -> None:
         """Start the loop."""
-        if self._periodic is not None:
-            await self._periodic.start()
+        await self._periodic.start()
 
     async def stop(self) -> None:
         """Stop; an interrupted execution is taken again once its lease runs out."""
-        if self._periodic is not None:
-            await self._periodic.stop()
+        await self._periodic.stop()
 
     async def _pass(self) -> None:
         try:

@@ -40,7 +40,7 @@ class ReloadableRiskRules:
         self._rules = loader(path)  # a bad file at start-up fails the start
         self._stamp = self._stat()
         self.last_error = ""
-        self._periodic = Periodic("risk-rules-watch", check_every_seconds, self._check) if check_every_seconds else None
+        self._periodic = Periodic("risk-rules-watch", check_every_seconds, self._check)
 
     def __call__(self) -> RiskRules:
         return self._rules
@@ -81,13 +81,11 @@ class ReloadableRiskRules:
         if self._on_sighup:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
-        if self._periodic is not None:
-            await self._periodic.start()
+        await self._periodic.start()
 
     async def stop(self) -> None:
         """Stop watching."""
         if self._on_sighup:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-        if self._periodic is not None:
-            await self._periodic.stop()
+        await self._periodic.stop()
