@@ -18,7 +18,6 @@ from pathlib import Path
 from meshlib.admission import WaveAdmission
 from meshlib.app import Runtime, ServiceSpec, Wiring
 from meshlib.auth.consent import ConsentLookup
-from meshlib.auth.service_tokens import ServiceTokenSource
 from meshlib.auth.verifier import RevocationCheck
 from meshlib.auth.wiring import identity_peers
 from meshlib.clients import PeerCaller
@@ -70,6 +69,7 @@ from services.payment.domain.schedules import scaled_clock
 from services.payment.domain.step_up import Waiting
 from services.payment.event_relay import IdentityEventSink, OutboxRelay, SqlOutbox
 from services.payment.fee_charges import FeeCharges
+from services.payment.identity_events_wiring import identity_events_peer
 from services.payment.isolation_servicer import CustomerCapabilityServicer, IsolationAdminServicer
 from services.payment.isolation_wiring import isolation_wiring
 from services.payment.mandate_servicer import MandateServicer
@@ -111,7 +111,6 @@ SERVICE_SCOPES = [
 ]
 
 Bearer = Callable[[], Awaitable[str]]
-EVENTS_WRITE_SCOPE = "events:write"
 
 
 @dataclass(frozen=True)
@@ -170,14 +169,8 @@ def outbox_relay(runtime: Runtime, uow: Callable[..., PaymentUnitOfWork]) -> Out
     identity's partner event log, with a token of its own (``events:write``) so that a
     deployment not granting it loses only the relay."""
     settings: PaymentSettings = runtime.settings
-    sink = None
-    if settings.event_relay and settings.service_client_id and settings.service_client_secret:
-        channel = runtime.channel(settings.identity_target)
-        tokens = ServiceTokenSource(
-            channel, settings.service_client_id, settings.service_client_secret, [EVENTS_WRITE_SCOPE]
-        )
-        call = PeerCaller(tokens.token, deadline_seconds=settings.downstream_deadline_seconds, attempts=1)
-        sink = IdentityEventSink(channel, call)
+    peer = identity_events_peer(runtime)
+    sink = IdentityEventSink(*peer) if peer is not None else None
     return OutboxRelay(
         SqlOutbox(uow),
         sink,

@@ -8,17 +8,14 @@ from collections.abc import Callable
 from typing import cast
 
 from meshlib.app import Runtime
-from meshlib.auth.service_tokens import ServiceTokenSource
-from meshlib.clients import PeerCaller
 from meshlib.storage import Transactions
 from services.payment.adapters.isolation_events import IdentityIsolationSink
 from services.payment.adapters.risk_rules_file import ReloadableRiskRules
 from services.payment.domain.isolation import IsolationPolicy, load_isolation_policy
+from services.payment.identity_events_wiring import identity_events_peer
 from services.payment.isolation import CustomerIsolation, IsolationSweep
 from services.payment.settings import PaymentSettings
 from services.payment.unit_of_work import PaymentUnitOfWork
-
-EVENTS_WRITE_SCOPE = "events:write"
 
 
 def isolation_wiring(
@@ -30,14 +27,8 @@ def isolation_wiring(
     policy = ReloadableRiskRules(
         settings.isolation_policy_file, settings.risk_rules_check_seconds, load_isolation_policy, on_sighup=False
     )
-    sink = None
-    if settings.event_relay and settings.service_client_id and settings.service_client_secret:
-        channel = runtime.channel(settings.identity_target)
-        tokens = ServiceTokenSource(
-            channel, settings.service_client_id, settings.service_client_secret, [EVENTS_WRITE_SCOPE]
-        )
-        call = PeerCaller(tokens.token, deadline_seconds=settings.downstream_deadline_seconds, attempts=1)
-        sink = IdentityIsolationSink(channel, call)
+    peer = identity_events_peer(runtime)
+    sink = IdentityIsolationSink(*peer) if peer is not None else None
     transactions = Transactions(uow)
     sweep = IsolationSweep(
         transactions,
