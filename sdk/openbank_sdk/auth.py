@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -269,3 +270,28 @@ class ConsentTokens(TokenSource):
         renewed.refresh_token = renewed.refresh_token or self._tokens.refresh_token
         renewed.consent = renewed.consent or self._tokens.consent
         self._tokens = renewed
+
+
+class ScopedTokenSources:
+    """Client-credentials token sources of an :class:`~openbank_sdk.OpenBankClient`, one per set of
+    scopes, each asked for on first use (so a partner without a scope can use the rest of the
+    client). Mixed into the client, which has the attributes below."""
+
+    channel: grpc.aio.Channel
+    credentials: ClientCredentials
+    _retry: Any
+    _timeout: float
+    _refresh_margin: float
+
+    def _tokens_for(self, *scopes: str) -> ClientCredentialsTokens:
+        sources: dict[tuple[str, ...], ClientCredentialsTokens] = self.__dict__.setdefault("_scoped_token_sources", {})
+        if scopes not in sources:
+            sources[scopes] = ClientCredentialsTokens(
+                self.channel,
+                self.credentials,
+                scopes,
+                retry=self._retry,
+                refresh_margin=self._refresh_margin,
+                timeout=self._timeout,
+            )
+        return sources[scopes]

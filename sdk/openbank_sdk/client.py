@@ -345,7 +345,6 @@ class OpenBankClient(DecoupledCalls, DisputeCalls, OnboardingCalls):
         )
         self._refresh_margin = refresh_margin
         self._retry, self._timeout = retry, timeout
-        self._payment_tokens: ClientCredentialsTokens | None = None
         self._token_stub = token_pb2_grpc.TokenServiceStub(channel)
         self._consents = consent_pb2_grpc.ConsentServiceStub(channel)
         self._authorizations = authorization_pb2_grpc.AuthorizationServiceStub(channel)
@@ -508,21 +507,13 @@ class OpenBankClient(DecoupledCalls, DisputeCalls, OnboardingCalls):
         MD06, FOCR). Needs no consent: it uses a client-credentials token with
         ``payments:write``, asked for on first use (so partners without that scope can use
         the rest of the client)."""
-        if self._payment_tokens is None:
-            self._payment_tokens = ClientCredentialsTokens(
-                self.channel,
-                self.credentials,
-                ("payments:write",),
-                retry=self._retry,
-                refresh_margin=self._refresh_margin,
-                timeout=self._timeout,
-            )
         request = payment_pb2.RefundPaymentRequest(
             request_id=request_id, name=name, reason=reason, remittance_information=remittance_information
         )
         if amount is not None:
             request.amount.CopyFrom(amount)
-        answer = await self.invoker.unary(self._payments.RefundPayment, request, self._payment_tokens, mutating=True)
+        tokens = self._tokens_for("payments:write")
+        answer = await self.invoker.unary(self._payments.RefundPayment, request, tokens, mutating=True)
         return answer.refund
 
     # ---- payment events -----------------------------------------------------------------

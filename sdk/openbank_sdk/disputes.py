@@ -11,35 +11,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
-
 from openbank.payment.v1 import dispute_pb2, dispute_pb2_grpc
-from openbank_sdk.auth import ClientCredentials, ClientCredentialsTokens
+from openbank_sdk.auth import ClientCredentialsTokens, ScopedTokenSources
 from openbank_sdk.pagination import paginate
 
 
-class DisputeCalls:
+class DisputeCalls(ScopedTokenSources):
     """DisputeService for :class:`openbank_sdk.OpenBankClient` (its channel, credentials, invoker)."""
 
-    channel: grpc.aio.Channel
-    credentials: ClientCredentials
     invoker: Any
-    _retry: Any
-    _timeout: float
-    _refresh_margin: float
-    _dispute_tokens: ClientCredentialsTokens | None = None
 
     def _disputes(self) -> tuple[dispute_pb2_grpc.DisputeServiceStub, ClientCredentialsTokens]:
-        if self._dispute_tokens is None:
-            self._dispute_tokens = ClientCredentialsTokens(
-                self.channel,
-                self.credentials,
-                ("payments:read",),
-                retry=self._retry,
-                refresh_margin=self._refresh_margin,
-                timeout=self._timeout,
-            )
-        return dispute_pb2_grpc.DisputeServiceStub(self.channel), self._dispute_tokens
+        return dispute_pb2_grpc.DisputeServiceStub(self.channel), self._tokens_for("payments:read")
 
     def disputes(self, *, page_size: int = 0) -> AsyncIterator[dispute_pb2.Dispute]:
         """This partner's disputes, newest first (every page)."""

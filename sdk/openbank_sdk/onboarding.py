@@ -18,13 +18,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 from google.protobuf import timestamp_pb2
 
 from openbank.common.v1 import consent_permission_pb2
 from openbank.events.v1 import events_pb2
 from openbank.identity.v1 import onboarding_pb2, onboarding_pb2_grpc
-from openbank_sdk.auth import ClientCredentials, ClientCredentialsTokens, Pkce
+from openbank_sdk.auth import ClientCredentialsTokens, Pkce, ScopedTokenSources
 from openbank_sdk.events import PartnerEvents
 
 WAITING = (onboarding_pb2.APPLICATION_STATE_APPROVED,)
@@ -56,28 +55,13 @@ def _timestamp(moment: dt.datetime) -> timestamp_pb2.Timestamp:
     return stamp
 
 
-class OnboardingCalls:
+class OnboardingCalls(ScopedTokenSources):
     """OnboardingService for :class:`openbank_sdk.OpenBankClient`."""
 
-    channel: grpc.aio.Channel
-    credentials: ClientCredentials
     invoker: Any
-    _retry: Any
-    _timeout: float
-    _refresh_margin: float
-    _onboarding_tokens: ClientCredentialsTokens | None = None
 
     def _onboarding(self) -> tuple[onboarding_pb2_grpc.OnboardingServiceStub, ClientCredentialsTokens]:
-        if self._onboarding_tokens is None:
-            self._onboarding_tokens = ClientCredentialsTokens(
-                self.channel,
-                self.credentials,
-                ("customers:onboard",),
-                retry=self._retry,
-                refresh_margin=self._refresh_margin,
-                timeout=self._timeout,
-            )
-        return onboarding_pb2_grpc.OnboardingServiceStub(self.channel), self._onboarding_tokens
+        return onboarding_pb2_grpc.OnboardingServiceStub(self.channel), self._tokens_for("customers:onboard")
 
     async def submit_application(
         self,
