@@ -173,7 +173,10 @@ async def test_a_peer_call_rides_out_a_killed_replica_and_the_other_ones_brief_u
             await call(stub.Check, health_pb2.HealthCheckRequest(), "health.Check")
         killed.send_signal(signal.SIGKILL)
         await killed.wait()
-        survivor.shed_until = time.monotonic() + 0.45
+        # Shorter than one RetryInfo delay (0.3 s) plus the fastest backoff (25 ms): round robin may
+        # spend the first attempt on the dead replica, leaving two for the survivor. Without the
+        # RetryInfo delay, the retries (25-100 ms apart) would all land inside the window.
+        survivor.shed_until = time.monotonic() + 0.25
         served = survivor.served
         answer = await call(stub.Check, health_pb2.HealthCheckRequest(), "health.Check")
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
