@@ -1,6 +1,6 @@
 """Transactional outboxes handed on under a lease: the one way a service relays the rows it
-wrote with its changes (payment's state changes, account's movements) to identity's partner
-event log.
+wrote with its changes (payment's state changes, account's movements and credit events) to
+identity's partner event log.
 
 * A service writes outbox rows in the transaction of the change, numbered by the store.
 * One replica at a time relays, the holder of a lease row (:func:`relays_table`): it reads
@@ -10,16 +10,24 @@ event log.
 * PostgreSQL numbers rows when inserted, not when committed: a missing number may be a
   transaction still running. The relay waits ``gap_seconds`` for it before passing it (a
   rolled-back transaction leaves a gap for ever).
+* Retention: relayed rows recorded before the retention period are deleted, hourly, never a
+  row not relayed yet.
+
+A service keeps only what is its own: its outbox table, how a table row becomes its row
+(:class:`SqlOutboxStore`), how its row becomes an event (meshlib.event_intake); the
+:class:`RelayLoop` runs the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import sqlalchemy as sa
@@ -27,11 +35,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.faults import as_unavailable
+from meshlib.periodic import Periodic
+from meshlib.storage.uow import SqlUnitOfWork
 
 log = logging.getLogger("meshlib.outbox")
 
 BATCH = 500
 MAX_IDLE_RELAY_SECONDS = 1.0
+RETENTION_INTERVAL_SECONDS = 3600.0
 
 
 class Numbered(Protocol):
@@ -121,6 +132,75 @@ async def advance_lease(connection: AsyncConnection, table: sa.Table, name: str,
     return bool(moved.rowcount)
 
 
+class SqlOutboxStore(Generic[R]):
+    """An outbox table (``seq`` numbered by the store, ``event_time``) and its relay's lease row
+    ``name`` of ``relays`` (:func:`relays_table`) in a service's database; ``to_row`` makes a
+    row of ``query`` (by default the whole table) the service's own row.
+
+    ``mark_purged``, when given, records in the purge's transaction, before any delete, that
+    everything up to a number is gone (payment's WatchPayments refuses an older cursor, never
+    answers short); the purge then deletes that whole prefix, not just the old rows in it.
+    """
+
+    def __init__(
+        self,
+        uow: Callable[..., SqlUnitOfWork],
+        table: sa.Table,
+        relays: sa.Table,
+        name: str,
+        to_row: Callable[[Any], R],
+        *,
+        query: sa.Select[Any] | None = None,
+        mark_purged: Callable[[AsyncConnection, int], Awaitable[None]] | None = None,
+    ) -> None:
+        self._uow = uow
+        self._table = table
+        self._relays = relays
+        self._name = name
+        self._to_row = to_row
+        self._query = sa.select(table) if query is None else query
+        self._mark_purged = mark_purged
+
+    async def claim(self, owner: str, now: dt.datetime, lease: dt.timedelta) -> int | None:
+        """Take or renew the relay's lease; its position when this replica holds it."""
+        async with self._uow() as uow:
+            position = await claim_lease(uow.connection, self._relays, self._name, owner, now, lease)
+            await uow.commit()
+            return position
+
+    async def rows_after(self, seq: int, limit: int) -> list[R]:
+        """Outbox rows after ``seq``, in order."""
+        seq_column = self._table.c.seq
+        query = self._query.where(seq_column > seq).order_by(seq_column).limit(limit)
+        async with self._uow(read_only=True) as uow:
+            return [self._to_row(r) for r in await uow.connection.execute(query)]
+
+    async def advance(self, owner: str, position: int) -> bool:
+        """Record the relayed position, if this replica still holds the lease."""
+        async with self._uow() as uow:
+            moved = await advance_lease(uow.connection, self._relays, self._name, owner, position)
+            await uow.commit()
+            return moved
+
+    async def purge(self, recorded_before: dt.datetime) -> int:
+        """Delete relayed rows older than the cutoff (never a row not yet relayed); how many."""
+        table, relays = self._table, self._relays
+        async with self._uow() as uow:
+            connection = uow.connection
+            relayed = await connection.scalar(sa.select(relays.c.position).where(relays.c.name == self._name))
+            old = (table.c.event_time < recorded_before, table.c.seq <= int(relayed or 0))
+            if self._mark_purged is None:
+                deleted = await connection.execute(table.delete().where(*old))
+            else:
+                upto = await connection.scalar(sa.select(sa.func.max(table.c.seq)).where(*old))
+                if upto is None:
+                    return 0
+                await self._mark_purged(connection, int(upto))
+                deleted = await connection.execute(table.delete().where(table.c.seq <= upto))
+            await uow.commit()
+            return deleted.rowcount or 0
+
+
 def contiguous(position: int, rows: list[R], gaps: dict[int, float], now: float, grace: float) -> list[R]:
     """The rows to relay now: those following ``position`` without a gap, passing a gap only
     once it has lasted ``grace`` seconds (``gaps``: when each missing number was first seen)."""
@@ -199,6 +279,134 @@ class LeasedRelay(Generic[R]):
             relayed = await self.relay_once()
         self._idle = 0.0 if relayed else min(MAX_IDLE_RELAY_SECONDS, max(self._interval, self._idle * 2))
         self._after = self._monotonic() + self._idle
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Relayed rows recorded more than ``period`` ago go, every ``interval_seconds``."""
+
+    period: dt.timedelta
+    purge: Callable[[dt.datetime], Awaitable[int]]  # deletes relayed rows before a cutoff; how many
+    interval_seconds: float = RETENTION_INTERVAL_SECONDS
+
+
+class RelayLoop(Generic[R]):
+    """An outbox's background work in a replica: every interval, what the service does after
+    commit (``each_tick``: payment's tail waking its streams) and then the relay while this
+    replica holds the lease (:class:`LeasedRelay`; none without a sink: the rows wait); the
+    retention purge hourly. ``name`` ("payment-events") names its task, log lines and job."""
+
+    def __init__(
+        self,
+        name: str,
+        store: OutboxStore[R],
+        sink: OutboxSink[R] | None,
+        *,
+        clock: Callable[[], dt.datetime],
+        lease: dt.timedelta = dt.timedelta(seconds=10),
+        gap_seconds: float = 3.0,
+        interval_seconds: float = 0.1,
+        retention: Retention | None = None,
+        each_tick: Callable[[], Awaitable[None]] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self._clock = clock
+        self._interval = interval_seconds
+        self._retention = retention
+        self._each_tick = each_tick
+        self._relay = (
+            None
+            if sink is None
+            else LeasedRelay(
+                store,
+                sink,
+                clock=clock,
+                lease=lease,
+                gap_seconds=gap_seconds,
+                interval_seconds=interval_seconds,
+                monotonic=monotonic,
+            )
+        )
+        retention_seconds = 0.0 if retention is None else retention.interval_seconds  # 0: never
+        self._retention_job = Periodic(f"{name}-retention", retention_seconds, self._purge)
+        self._task: asyncio.Task[None] | None = None
+
+    async def relay_once(self) -> int:
+        """Relay what follows the recorded position when this replica holds the lease; how many."""
+        return 0 if self._relay is None else await self._relay.relay_once()
+
+    async def tick(self) -> None:
+        """One round: ``each_tick``, then relay until caught up (an idle relay looks less often)."""
+        if self._each_tick is not None:
+            await self._each_tick()
+        if self._relay is not None:
+            await self._relay.relay_due()
+
+    async def purge_once(self) -> int:
+        """Retention: relayed rows older than the period go; how many."""
+        if self._retention is None:
+            return 0
+        return await self._retention.purge(self._clock() - self._retention.period)
+
+    async def _purge(self) -> None:
+        removed = await self.purge_once()
+        if removed:
+            log.info("purged relayed %s", self.name.replace("-", " "), extra={"rows": removed, "outbox": self.name})
+
+    async def start(self) -> None:
+        """Begin ticking (when there is anything to tick), and the retention."""
+        if self._relay is not None or self._each_tick is not None:
+            what = f"{self.name.replace('-', ' ')} relay"
+            self._task = asyncio.create_task(run_ticks(what, self.tick, self._interval), name=f"{self.name}-relay")
+        await self._retention_job.start()
+
+    async def stop(self) -> None:
+        """Stop both (rows not relayed yet wait for the next holder of the lease)."""
+        await self._retention_job.stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+class RelaySettings(Protocol):
+    """The OBM_EVENT_* settings of every service with an outbox."""
+
+    @property
+    def event_tail_seconds(self) -> float: ...
+    @property
+    def event_relay_gap_seconds(self) -> float: ...
+    @property
+    def event_relay_lease_seconds(self) -> float: ...
+    @property
+    def event_retention_days(self) -> float: ...
+
+
+def relay_loop(
+    name: str,
+    store: OutboxStore[R],
+    sink: OutboxSink[R] | None,
+    settings: RelaySettings,
+    *,
+    clock: Callable[[], dt.datetime],
+    purge: Callable[[dt.datetime], Awaitable[int]] | None = None,
+    each_tick: Callable[[], Awaitable[None]] | None = None,
+) -> RelayLoop[R]:
+    """An outbox's relay loop as the service's settings time it; with ``purge``, relayed rows
+    past ``event_retention_days`` go (without, they are kept)."""
+    return RelayLoop(
+        name,
+        store,
+        sink,
+        clock=clock,
+        lease=dt.timedelta(seconds=settings.event_relay_lease_seconds),
+        gap_seconds=settings.event_relay_gap_seconds,
+        interval_seconds=settings.event_tail_seconds,
+        retention=None if purge is None else Retention(dt.timedelta(days=settings.event_retention_days), purge),
+        each_tick=each_tick,
+    )
 
 
 async def run_ticks(what: str, tick: Callable[[], Awaitable[None]], interval_seconds: float) -> None:
