@@ -210,7 +210,7 @@ async def wire(runtime: Runtime, clock: Clock = utc_now) -> Wiring[IdentityCompo
         clock,
         settings.bank_web_url,
         codes=client_secrets,
-        notifier=customer_notifier(settings.customer_notifications_file),
+        notifier=customer_notifier(settings.customer_notifications_file, settings.mail_relay()),
         failpoint=settings.onboarding_failpoint,
     )
     opening = Periodic("onboarding-accounts", 5.0, _quietly(onboarding.open_waiting_accounts))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from meshlib.app import ServiceSettings
+from services.identity.notifier import MailRelayRefused, SmtpRelay
 
 DEVELOPMENT_PASSPHRASE = "local-development-only"
 # Passphrases that ship in this repository (the default, the dev overlay's); never in production.
@@ -95,6 +97,16 @@ class IdentitySettings(ServiceSettings):
     # JSON line per message appended to this file (``openbank-mesh up`` sets it in the data
     # directory). Production wires a real sender (notifier.py); unset, nothing is delivered.
     customer_notifications_file: Path | None = None
+    # Production's sender of customer messages: the bank's mail relay (SMTP, STARTTLS by default,
+    # its certificate checked against the system's CAs or this CA file). The password is a mounted
+    # file. A plaintext relay is accepted only on this host (a sidecar) or in a development mesh.
+    customer_notifications_smtp_host: str | None = None
+    customer_notifications_smtp_port: int = Field(default=587, ge=1, le=65535)
+    customer_notifications_smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    customer_notifications_smtp_username: str | None = None
+    customer_notifications_smtp_password_file: Path | None = None
+    customer_notifications_smtp_ca_file: Path | None = None
+    customer_notifications_from: str = ""
     # Crash tests only: identity exits abruptly at this step of account opening
     # (onboarding_service.FAILPOINTS; an unknown name stops the start).
     onboarding_failpoint: str | None = None
@@ -107,6 +119,25 @@ class IdentitySettings(ServiceSettings):
                 "(or be 0 for an emergency rotation that signs at once)"
             )
         return self
+
+    def mail_relay(self) -> SmtpRelay | None:
+        """The configured mail relay, checked (a refusal stops the start), or None."""
+        if not self.customer_notifications_smtp_host:
+            return None
+        relay = SmtpRelay(
+            host=self.customer_notifications_smtp_host,
+            port=self.customer_notifications_smtp_port,
+            sender=self.customer_notifications_from,
+            security=self.customer_notifications_smtp_security,
+            username=self.customer_notifications_smtp_username,
+            password_file=self.customer_notifications_smtp_password_file,
+            ca_file=self.customer_notifications_smtp_ca_file,
+        )
+        try:
+            relay.check(allow_plaintext_anywhere=self.allow_dev_secrets)
+        except MailRelayRefused as refused:
+            raise InsecureSettings(str(refused)) from None
+        return relay
 
     def passphrase(self) -> bytes:
         """The key-encryption passphrase, from the mounted file when one is configured."""
