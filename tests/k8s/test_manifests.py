@@ -515,6 +515,7 @@ def test_config_maps_and_secrets_referenced_exist_or_are_documented(overlay) -> 
         *(f"{p}-tls" for p in PROCESSES),
         *(f"{p}-service-client" for p in MESH_CLIENTS),
         "payment-step-up",
+        "identity-customer-mail",
         "bankweb-service-client",
         "bankweb-tls",
         "console-service-client",

@@ -12,12 +12,17 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from services.identity.settings import IdentitySettings
 from tests.k8s.test_manifests import (
     K8S,
     KUBERNETES_VERSION,
     OVERLAYS,
     Doc,
+    _mounted_key,
+    _mounted_secret,
+    _secret_names,
     config_value,
+    containers,
     mesh_deployments,
     named,
     of_kind,
@@ -162,3 +167,41 @@ def test_the_collector_exports_traces_to_a_configured_backend(release) -> None: 
     (source,) = [s["configMapRef"]["name"] for s in collector["envFrom"]]
     backend = next(c for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"] == source)["data"]
     assert backend["OTEL_BACKEND_ENDPOINT"].endswith(":443") and backend["OTEL_BACKEND_INSECURE"] == "false"
+
+
+def test_prod_identity_mails_customers_through_the_relay_and_only_it_holds_the_login(release) -> None:  # type: ignore[no-untyped-def]
+    """Without a sender a new customer never gets the activation code: prod wires the relay,
+    identity's settings accept it (STARTTLS, a sender address), the password is a mounted file
+    of a Secret only identity mounts, and only identity may reach the relay, on its subnet."""
+    name, docs, _ = release
+    for workload, pod, container in containers(docs):
+        holds = {s for s in _secret_names(pod, container) if s.startswith("identity-customer-mail")}
+        if workload["metadata"]["name"] != "identity":
+            assert not holds, workload["metadata"]["name"]
+    if name != "prod":
+        return  # dev has no relay: identity logs each code it could not deliver
+    pod = named(docs, "Deployment", "identity")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    maps = {m["configMapRef"]["name"] for m in container["envFrom"]}
+    assert any(m.startswith("openbank-common") for m in maps) and any(m.startswith("identity-config") for m in maps)
+    (mail_map,) = [m for m in maps if m.startswith("identity-customer-mail")]
+    environment = {k: v for k, v in named(docs, "ConfigMap", mail_map)["data"].items()}
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    password = env["OBM_CUSTOMER_NOTIFICATIONS_SMTP_PASSWORD_FILE"]
+    assert (_mounted_secret(pod, container, password), _mounted_key(pod, container, password)) == (
+        "identity-customer-mail",
+        "password",
+    )
+    prefix = "OBM_"
+    settings = IdentitySettings(**{k[len(prefix) :].lower(): v for k, v in environment.items()})
+    relay = settings.mail_relay()  # what identity checks at start
+    assert relay is not None and relay.security == "starttls" and relay.sender and relay.username
+    (policy,) = [p for p in of_kind(docs, "NetworkPolicy") if p["metadata"]["name"] == "allow-customer-mail-egress"]
+    mesh = {"app.kubernetes.io/part-of": "openbank-mesh"}
+    for process in ("gateway", "account", "payment", "settlement", "bankweb", "console", "identity"):
+        labels = {**mesh, "app.kubernetes.io/name": process}
+        assert selects(policy["spec"]["podSelector"], labels) == (process == "identity"), process
+    for rule in policy["spec"]["egress"]:
+        for peer in rule["to"]:
+            assert int(peer["ipBlock"]["cidr"].rsplit("/", 1)[1]) >= 16
+        assert {p["port"] for p in rule["ports"]} <= {587, 465}
