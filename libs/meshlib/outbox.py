@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -36,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshlib.faults import as_unavailable
 from meshlib.periodic import Periodic
+from meshlib.storage.database import as_utc
 from meshlib.storage.uow import SqlUnitOfWork
 
 log = logging.getLogger("meshlib.outbox")
@@ -132,10 +134,22 @@ async def advance_lease(connection: AsyncConnection, table: sa.Table, name: str,
     return bool(moved.rowcount)
 
 
+def columns_as(row_type: Callable[..., R]) -> Callable[[Any], R]:
+    """A row of an outbox query made ``row_type`` (a dataclass) by column name, its stored
+    timestamps aware UTC (SQLite hands back naive ones)."""
+    names = [field.name for field in dataclasses.fields(row_type)]  # type: ignore[arg-type]
+
+    def convert(row: Any) -> R:
+        values = row._mapping
+        return row_type(**{n: as_utc(v) if isinstance(v, dt.datetime) else v for n in names for v in (values[n],)})
+
+    return convert
+
+
 class SqlOutboxStore(Generic[R]):
     """An outbox table (``seq`` numbered by the store, ``event_time``) and its relay's lease row
-    ``name`` of ``relays`` (:func:`relays_table`) in a service's database; ``to_row`` makes a
-    row of ``query`` (by default the whole table) the service's own row.
+    ``name`` of ``relays`` (:func:`relays_table`) in a service's database; the rows of ``query``
+    (by default the whole table) become the service's own ``row_type`` by column name.
 
     ``mark_purged``, when given, records in the purge's transaction, before any delete, that
     everything up to a number is gone (payment's WatchPayments refuses an older cursor, never
@@ -148,7 +162,7 @@ class SqlOutboxStore(Generic[R]):
         table: sa.Table,
         relays: sa.Table,
         name: str,
-        to_row: Callable[[Any], R],
+        row_type: Callable[..., R],
         *,
         query: sa.Select[Any] | None = None,
         mark_purged: Callable[[AsyncConnection, int], Awaitable[None]] | None = None,
@@ -157,7 +171,7 @@ class SqlOutboxStore(Generic[R]):
         self._table = table
         self._relays = relays
         self._name = name
-        self._to_row = to_row
+        self._to_row = columns_as(row_type)
         self._query = sa.select(table) if query is None else query
         self._mark_purged = mark_purged
 

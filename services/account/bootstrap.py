@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from meshlib.app import Runtime, ServiceSpec, Wiring
 from meshlib.auth.consent import ConsentLookup
-from meshlib.auth.service_tokens import ServiceTokenSource
 from meshlib.auth.wiring import IdentityPeers, identity_peers
-from meshlib.clients import PeerCaller
+from meshlib.event_intake import identity_intake
+from meshlib.outbox import RelayLoop, relay_loop
 from meshlib.periodic import Periodic
 from meshlib.server import Lifecycle, ServiceRegistration
 from meshlib.storage.idempotent import utc_now
 from openbank.account.v1 import account_admin_pb2_grpc, account_pb2_grpc, customer_account_pb2_grpc, ledger_pb2_grpc
 from services.account.admin_service import AccountAdminService
+from services.account.credit_events import SqlCreditOutbox
+from services.account.credit_events import intake_event as credit_event
 from services.account.credit_service import CreditService
 from services.account.credit_wiring import credit_wiring
 from services.account.customer_accounts import CustomerAccounts, CustomerAccountServicer
-from services.account.event_relay import IdentityMovementSink, MovementRelay, SqlMovementOutbox
+from services.account.event_relay import SqlMovementOutbox
+from services.account.event_relay import intake_event as movement_event
 from services.account.ledger_service import LedgerService, UowFactory
 from services.account.read_activity import ReadActivity
 from services.account.read_service import AccountReadService
@@ -37,8 +40,6 @@ log = logging.getLogger("services.account")
 CONSENT_READ_SCOPE = "consents:read"
 # Asks identity about tokens, consents and partners the bus has not announced (revocation).
 INTROSPECT_SCOPE = "tokens:introspect"
-# The movements relay appends to identity's partner event log.
-EVENTS_WRITE_SCOPE = "events:write"
 
 VERSIONS_DIR = Path(__file__).parent / "migrations" / "versions"
 
@@ -76,27 +77,24 @@ def identity_consents(runtime: Runtime) -> IdentityPeers:
     )
 
 
-def movement_relay(runtime: Runtime, uow: UowFactory) -> MovementRelay | None:
-    """The movements outbox's relay to identity's partner event log, with a token of its own
-    (``events:write``) so that a deployment not granting it loses only the relay; None when
-    switched off or without internal client credentials (the rows wait in the outbox)."""
+def event_relays(runtime: Runtime, uow: UowFactory) -> list[RelayLoop[Any]]:
+    """account's outboxes relayed to identity's partner event log through one peer (one token
+    source, ``events:write``): the movements (purged after the retention period) and the credit
+    offers' and lines' (kept); none when switched off or without internal client credentials
+    (the rows wait in the outboxes)."""
     settings: AccountSettings = runtime.settings
-    if not (settings.event_relay and settings.service_client_id and settings.service_client_secret):
-        return None
-    channel = runtime.channel(settings.identity_target)
-    tokens = ServiceTokenSource(
-        channel, settings.service_client_id, settings.service_client_secret, [EVENTS_WRITE_SCOPE]
+    events = identity_intake(
+        runtime, enabled=settings.event_relay, deadline_seconds=settings.event_relay_deadline_seconds
     )
-    call = PeerCaller(tokens.token, deadline_seconds=settings.event_relay_deadline_seconds, attempts=1)
-    return MovementRelay(
-        SqlMovementOutbox(uow),
-        IdentityMovementSink(channel, call),
-        clock=utc_now,
-        lease=dt.timedelta(seconds=settings.event_relay_lease_seconds),
-        gap_seconds=settings.event_relay_gap_seconds,
-        retention=dt.timedelta(days=settings.event_retention_days),
-        interval_seconds=settings.event_tail_seconds,
-    )
+    if events is None:
+        return []
+    movements = SqlMovementOutbox(uow)
+    return [
+        relay_loop(
+            "account-events", movements, events.sink(movement_event), settings, clock=utc_now, purge=movements.purge
+        ),
+        relay_loop("credit-events", SqlCreditOutbox(uow), events.sink(credit_event), settings, clock=utc_now),
+    ]
 
 
 class HoldExpiryLoop:
@@ -151,8 +149,7 @@ async def wire(runtime: Runtime, *, consent_lookup: ConsentLookupFactory | None 
     # Reads counted for the customer's dashboard, saved every few seconds (and at shutdown).
     activity = ReadActivity(uow, settings.read_activity_flush_seconds)
     lifecycle = Lifecycle(on_start=[expiry.start, activity.start], on_stop=[expiry.stop, activity.stop])
-    relay = movement_relay(runtime, uow)
-    if relay is not None:
+    for relay in event_relays(runtime, uow):
         lifecycle.on_start.append(relay.start)
         lifecycle.on_stop.append(relay.stop)
     if consent_lookup is None:
@@ -167,7 +164,7 @@ async def wire(runtime: Runtime, *, consent_lookup: ConsentLookupFactory | None 
         consents = consent_lookup(runtime)
     reads = AccountReadService(uow, consents, activity=activity)
     # Credit lines (issue 28 item 2): offers, acceptance, the daily accrual job.
-    credit = credit_wiring(uow, consents, runtime=runtime)
+    credit = credit_wiring(uow, consents)
     lifecycle.on_start.extend(credit.on_start)
     lifecycle.on_stop.extend(credit.on_stop)
     return Wiring(

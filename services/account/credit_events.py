@@ -1,25 +1,19 @@
 """The credit offers' and lines' outbox (``credit_events``) relayed to identity's partner event
 log, as the movements outbox is (services/account/event_relay.py): one replica at a time, the
-holder of the ``credit-events`` lease row of ``outbox_relays`` (meshlib.outbox), hands the rows
-in order to ``EventIntakeService.AppendEvents``, each once by its source key ``credit:{seq}``,
-to the log of the partner that asked for the offer."""
+holder of the ``credit-events`` lease row of ``outbox_relays`` (meshlib.outbox.RelayLoop), hands
+the rows in order to identity's intake (meshlib.event_intake), each once by its source key
+``credit:{seq}``, to the log of the partner that asked for the offer."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-
-from meshlib.clients import PeerCaller
-from meshlib.outbox import LeasedRelay, run_ticks
-from meshlib.storage import as_utc
+from meshlib.outbox import SqlOutboxStore
 from openbank.events.v1 import events_pb2
 from services.account.credit_tables import credit_events
-from services.account.outbox_intake import IdentityIntakeSink, OutboxLease
+from services.account.tables import outbox_relays
 from services.account.unit_of_work import AccountUnitOfWork
 
 RELAY_NAME = "credit-events"
@@ -63,58 +57,9 @@ def intake_event(row: CreditEventRow) -> events_pb2.IntakeEvent:
     return events_pb2.IntakeEvent(source_key=f"credit:{row.seq}", partner=f"partners/{row.partner_id}", event=event)
 
 
-class IdentityCreditSink(IdentityIntakeSink[CreditEventRow]):
-    """identity's EventIntakeService over gRPC."""
-
-    def __init__(self, channel: object, call: PeerCaller) -> None:
-        super().__init__(channel, call, intake_event)
-
-
-class SqlCreditOutbox(OutboxLease):
-    """The outbox and its relay's lease row in account's database."""
+class SqlCreditOutbox(SqlOutboxStore[CreditEventRow]):
+    """The outbox and its relay's lease row in account's database (offers and lines are few:
+    the rows are kept, as the offers and lines themselves are; no retention)."""
 
     def __init__(self, uow: Callable[..., AccountUnitOfWork]) -> None:
-        super().__init__(uow, RELAY_NAME)
-
-    async def rows_after(self, seq: int, limit: int) -> list[CreditEventRow]:
-        """Outbox rows after ``seq``, in order."""
-        query = sa.select(credit_events).where(credit_events.c.seq > seq).order_by(credit_events.c.seq).limit(limit)
-        async with self._uow(read_only=True) as uow:
-            return [
-                CreditEventRow(
-                    int(r.seq),
-                    r.partner_id,
-                    r.consent_id,
-                    r.kind,
-                    r.resource,
-                    r.state,
-                    r.reason,
-                    r.account_id,
-                    r.related,
-                    as_utc(r.event_time),
-                )
-                for r in await uow.connection.execute(query)
-            ]
-
-
-class CreditEventRelay:
-    """Relays the outbox while this replica holds the lease (offers and lines are few: the
-    rows are kept, as the offers and lines themselves are)."""
-
-    def __init__(self, relay: LeasedRelay[CreditEventRow], interval_seconds: float) -> None:
-        self.relay = relay
-        self._interval = interval_seconds
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Begin relaying."""
-        self._task = asyncio.create_task(
-            run_ticks("credit events relay", self.relay.relay_due, self._interval), name="credit-events-relay"
-        )
-
-    async def stop(self) -> None:
-        """Stop relaying (rows not relayed yet wait for the next replica holding the lease)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        super().__init__(uow, credit_events, outbox_relays, RELAY_NAME, CreditEventRow)

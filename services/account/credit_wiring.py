@@ -1,5 +1,5 @@
 """The credit line's wiring inside the account service (issue 28 item 2): its settings, the
-use cases, the daily accrual job and the two servicers."""
+use cases, the daily accrual job and the two servicers (its events' relay: bootstrap.py)."""
 
 from __future__ import annotations
 
@@ -15,15 +15,10 @@ import yaml
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from meshlib.app import Runtime
 from meshlib.auth.consent import ConsentLookup
-from meshlib.auth.service_tokens import ServiceTokenSource
-from meshlib.clients import PeerCaller
-from meshlib.outbox import LeasedRelay
 from meshlib.periodic import Periodic
 from meshlib.server import ServiceRegistration
 from openbank.credit.v1 import credit_pb2_grpc
-from services.account.credit_events import CreditEventRelay, IdentityCreditSink, SqlCreditOutbox
 from services.account.credit_service import FAILPOINTS, CreditService, DayClock, DayEnd, Failpoint, utc_day_end
 from services.account.credit_servicer import CreditServicer, CustomerCreditServicer
 from services.account.domain.credit_offers import CreditRules
@@ -125,36 +120,13 @@ class CreditWiring:
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
-def credit_event_relay(runtime: Runtime, uow: UowFactory) -> CreditEventRelay | None:
-    """The offers' and lines' outbox relay to identity's partner event log (a token of its
-    own with ``events:write``, as the movements relay); None when the account service's event
-    relay is switched off or it has no internal client credentials (rows wait in the outbox)."""
-    settings = runtime.settings
-    if not (settings.event_relay and settings.service_client_id and settings.service_client_secret):
-        return None
-    channel = runtime.channel(settings.identity_target)
-    tokens = ServiceTokenSource(channel, settings.service_client_id, settings.service_client_secret, ["events:write"])
-    call = PeerCaller(tokens.token, deadline_seconds=settings.event_relay_deadline_seconds, attempts=1)
-    relay = LeasedRelay(
-        SqlCreditOutbox(uow),
-        IdentityCreditSink(channel, call),
-        clock=utc_now,
-        lease=dt.timedelta(seconds=settings.event_relay_lease_seconds),
-        gap_seconds=settings.event_relay_gap_seconds,
-        interval_seconds=settings.event_tail_seconds,
-    )
-    return CreditEventRelay(relay, settings.event_tail_seconds)
-
-
 def credit_wiring(
     uow: UowFactory,
     consents: ConsentLookup,
     settings: CreditSettings | None = None,
-    *,
-    runtime: Runtime | None = None,
 ) -> CreditWiring:
     """Build the credit line's layers (settings read once, here, unless a test passes them);
-    with the service's ``runtime``, the partner events relay too."""
+    the relay of their outbox is wired with the movements' (services/account/bootstrap.py)."""
     settings = settings or CreditSettings()
     rules = CreditRules.from_mapping(yaml.safe_load(settings.credit_rules_file.read_text()))
     accrual_day, day_end = fast_day_clock(utc_now, settings.credit_accrual_days_per_second)
@@ -169,16 +141,11 @@ def credit_wiring(
         lease=dt.timedelta(seconds=settings.credit_accrual_lease_seconds),
     )
     accrual = AccrualLoop(service, settings.credit_accrual_interval_seconds)
-    on_start, on_stop = [accrual.start], [accrual.stop]
-    relay = credit_event_relay(runtime, uow) if runtime is not None else None
-    if relay is not None:
-        on_start.append(relay.start)
-        on_stop.append(relay.stop)
     return CreditWiring(
         service=service,
         accrual=accrual,
-        on_start=on_start,
-        on_stop=on_stop,
+        on_start=[accrual.start],
+        on_stop=[accrual.stop],
         registrations=[
             ServiceRegistration(
                 "openbank.credit.v1.CreditService",

@@ -22,8 +22,10 @@ from meshlib.auth.verifier import RevocationCheck
 from meshlib.auth.wiring import identity_peers
 from meshlib.clients import PeerCaller
 from meshlib.errors import Unavailable
+from meshlib.event_intake import IdentityIntake, identity_intake
 from meshlib.events import InvalidationBus
 from meshlib.fanout import Fanout
+from meshlib.outbox import RelayLoop, relay_loop
 from meshlib.periodic import Periodic
 from meshlib.server import Lifecycle, ServiceRegistration
 from meshlib.storage import Transactions
@@ -67,9 +69,8 @@ from services.payment.dispute_wiring import dispute_wiring
 from services.payment.domain.fees import load_fee_schedule
 from services.payment.domain.schedules import scaled_clock
 from services.payment.domain.step_up import Waiting
-from services.payment.event_relay import IdentityEventSink, OutboxRelay, SqlOutbox
+from services.payment.event_relay import OutboxRow, OutboxTail, SqlOutbox, intake_event
 from services.payment.fee_charges import FeeCharges
-from services.payment.identity_events_wiring import identity_events_peer
 from services.payment.isolation_servicer import CustomerCapabilityServicer, IsolationAdminServicer
 from services.payment.isolation_wiring import isolation_wiring
 from services.payment.mandate_servicer import MandateServicer
@@ -164,23 +165,33 @@ def identity_side(runtime: Runtime) -> IdentitySide:
     )
 
 
-def outbox_relay(runtime: Runtime, uow: Callable[..., PaymentUnitOfWork]) -> OutboxRelay:
-    """The outbox's tail (waking WatchPayments streams; None: they poll) and its relay to
-    identity's partner event log, with a token of its own (``events:write``) so that a
-    deployment not granting it loses only the relay."""
+def identity_events(runtime: Runtime) -> IdentityIntake | None:
+    """The one peer both relays to identity's partner event log use (the outbox's, dynamic
+    isolation's): one token source with ``events:write``; None when relaying is off or the
+    service has no client credentials."""
     settings: PaymentSettings = runtime.settings
-    peer = identity_events_peer(runtime)
-    sink = IdentityEventSink(*peer) if peer is not None else None
-    return OutboxRelay(
-        SqlOutbox(uow),
-        sink,
-        Fanout() if settings.event_fanout else None,
+    return identity_intake(runtime, enabled=settings.event_relay, deadline_seconds=settings.downstream_deadline_seconds)
+
+
+def outbox_relay(
+    runtime: Runtime, uow: Callable[..., PaymentUnitOfWork], events: IdentityIntake | None
+) -> tuple[RelayLoop[OutboxRow], Fanout | None]:
+    """The outbox's relay to identity's partner event log (none without ``events``: the rows
+    wait), whose ticks also run the tail waking WatchPayments streams; and the tail's fanout
+    (None: the streams poll)."""
+    settings: PaymentSettings = runtime.settings
+    outbox = SqlOutbox(uow)
+    tail = OutboxTail(outbox, Fanout()) if settings.event_fanout else None
+    relay = relay_loop(
+        "payment-events",
+        outbox,
+        None if events is None else events.sink(intake_event),
+        settings,
         clock=utc_now,
-        lease=dt.timedelta(seconds=settings.event_relay_lease_seconds),
-        gap_seconds=settings.event_relay_gap_seconds,
-        retention=dt.timedelta(days=settings.event_retention_days),
-        interval_seconds=settings.event_tail_seconds,
+        purge=outbox.purge,
+        each_tick=None if tail is None else tail.tail_once,
     )
+    return relay, None if tail is None else tail.fanout
 
 
 def identity_partner_directory(runtime: Runtime, call: PeerCaller) -> PartnerDirectory:
@@ -298,8 +309,9 @@ async def wire(
         clock=scheduler_clock(settings),
         failpoint=exit_at_failpoint(settings.payment_failpoint),
     )
-    relay = outbox_relay(runtime, uow)
-    isolation_policy, isolation, isolation_sweep = isolation_wiring(runtime, uow)
+    events = identity_events(runtime)
+    relay, fanout = outbox_relay(runtime, uow, events)
+    isolation_policy, isolation, isolation_sweep = isolation_wiring(runtime, uow, events)
     components = PaymentComponents(
         create=create,
         cancel=CancelPayment(peers.consents, register),
@@ -315,7 +327,7 @@ async def wire(
             uow,
             poll_seconds=settings.watch_poll_seconds,
             max_streams_per_partner=settings.max_streams_per_partner,
-            signal=relay.fanout,
+            signal=fanout,
         ),
         saga=saga,
         journal=journal,

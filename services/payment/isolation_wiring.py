@@ -8,27 +8,27 @@ from collections.abc import Callable
 from typing import cast
 
 from meshlib.app import Runtime
+from meshlib.event_intake import IdentityIntake
 from meshlib.storage import Transactions
 from services.payment.adapters.isolation_events import IdentityIsolationSink
 from services.payment.adapters.risk_rules_file import ReloadableRiskRules
 from services.payment.domain.isolation import IsolationPolicy, load_isolation_policy
-from services.payment.identity_events_wiring import identity_events_peer
 from services.payment.isolation import CustomerIsolation, IsolationSweep
 from services.payment.settings import PaymentSettings
 from services.payment.unit_of_work import PaymentUnitOfWork
 
 
 def isolation_wiring(
-    runtime: Runtime, uow: Callable[..., PaymentUnitOfWork]
+    runtime: Runtime, uow: Callable[..., PaymentUnitOfWork], events: IdentityIntake | None
 ) -> tuple[ReloadableRiskRules, CustomerIsolation, IsolationSweep]:
     """Dynamic isolation: the reloadable policy, the customer's use cases, the leased sweep (its
-    changes relayed to identity with a token of its own, ``events:write``, as the outbox relay)."""
+    changes relayed to identity through ``events``, the peer the outbox relay uses too; None:
+    not relayed)."""
     settings: PaymentSettings = runtime.settings
     policy = ReloadableRiskRules(
         settings.isolation_policy_file, settings.risk_rules_check_seconds, load_isolation_policy, on_sighup=False
     )
-    peer = identity_events_peer(runtime)
-    sink = IdentityIsolationSink(*peer) if peer is not None else None
+    sink = IdentityIsolationSink(events.channel, events.call) if events is not None else None
     transactions = Transactions(uow)
     sweep = IsolationSweep(
         transactions,

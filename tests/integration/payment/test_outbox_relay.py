@@ -6,22 +6,24 @@ from a purged cursor is CURSOR_EXPIRED."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 
 import pytest
 
 from meshlib.errors import OutOfRange
 from meshlib.fanout import Fanout
+from meshlib.outbox import RelayLoop, Retention
 from meshlib.storage import Database
 from meshlib.storage.migrations import upgrade_to_head
 from services.payment.bootstrap import VERSIONS_DIR
-from services.payment.event_relay import OutboxRelay, OutboxRow, SqlOutbox
+from services.payment.event_relay import OutboxRow, OutboxTail, SqlOutbox
 from services.payment.queries import PaymentEvents
 from services.payment.tables import payment_events
 from services.payment.unit_of_work import PaymentUnitOfWork
 
 NOW = dt.datetime.now(dt.UTC)
+LEASE = dt.timedelta(seconds=10)
 
 
 class Intake:
@@ -32,6 +34,11 @@ class Intake:
 
     async def append(self, rows: list[OutboxRow]) -> None:
         self.log.extend(r.seq for r in rows if r.seq not in self.log)
+
+
+def _relay(outbox: SqlOutbox, intake: Intake, clock: Callable[[], dt.datetime]) -> RelayLoop[OutboxRow]:
+    retention = Retention(dt.timedelta(days=30), outbox.purge)
+    return RelayLoop("payment-events", outbox, intake, clock=clock, lease=LEASE, gap_seconds=0, retention=retention)
 
 
 @pytest.fixture
@@ -65,9 +72,8 @@ async def _write(outbox: SqlOutbox, count: int, *, when: dt.datetime = NOW, part
 async def test_one_replica_relays_and_another_takes_over_without_repeating(outbox: SqlOutbox) -> None:
     intake = Intake()
     clock = [NOW]
-    lease = dt.timedelta(seconds=10)
-    first = OutboxRelay(outbox, intake, None, clock=lambda: clock[0], lease=lease, gap_seconds=0)
-    second = OutboxRelay(outbox, intake, None, clock=lambda: clock[0], lease=lease, gap_seconds=0)
+    first = _relay(outbox, intake, lambda: clock[0])
+    second = _relay(outbox, intake, lambda: clock[0])
     await _write(outbox, 3)
     assert await first.relay_once() == 3
     await _write(outbox, 2)
@@ -80,12 +86,12 @@ async def test_one_replica_relays_and_another_takes_over_without_repeating(outbo
 
 async def test_the_tail_wakes_streams_and_retention_keeps_unrelayed_rows(outbox: SqlOutbox) -> None:
     fanout = Fanout()
-    relay = OutboxRelay(outbox, Intake(), fanout, clock=lambda: NOW, gap_seconds=0)
+    relay, tail = _relay(outbox, Intake(), lambda: NOW), OutboxTail(outbox, fanout)
     await _write(outbox, 2, when=NOW - dt.timedelta(days=40))
-    await relay.tail_once()
+    await tail.tail_once()
     subscription = fanout.subscribe("partner-2")
     await _write(outbox, 1, partner="partner-2")
-    await relay.tail_once()
+    await tail.tail_once()
     await subscription.wait(2)  # woken: partner-2 has row 3
     assert await relay.relay_once() == 3
     await _write(outbox, 1, when=NOW - dt.timedelta(days=40))  # old but not relayed yet

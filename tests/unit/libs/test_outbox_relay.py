@@ -86,13 +86,13 @@ def _loop(store: LeasedStore, intake: Intake, time: Time, **kwargs: object) -> R
 async def test_rows_reach_the_sink_in_order_batch_after_batch_and_a_gap_waits_its_grace() -> None:
     time, intake = Time(), Intake()
     store = LeasedStore([5, 1, 2, 4])  # 3 still committing
-    relay = LeasedRelay(store, intake, clock=time.now, monotonic=time.monotonic, lease=LEASE, gap_seconds=3, batch=1)
+    relay = LeasedRelay(store, intake, clock=time.now, monotonic=time.monotonic, lease=LEASE, gap_seconds=3, batch=2)
     await relay.relay_due()
-    assert intake.sent == [1, 2] and store.position == 2  # a batch of one, again while batches are full
+    assert intake.sent == [1, 2] and store.position == 2  # the gap holds 4 and 5 back
     store.rows.append(Row(3))  # committed within the grace
     time.seconds += 1.5
     await relay.relay_due()
-    assert intake.sent == [1, 2, 3, 4, 5] and store.position == 5
+    assert intake.sent == [1, 2, 3, 4, 5] and store.position == 5  # batch after batch while full
     store.rows.append(Row(7))  # 6 rolled back: passed once the grace is over, never before
     time.seconds += 1.5
     await relay.relay_due()

@@ -1,12 +1,14 @@
-"""The outbox relay with fakes: it passes a gap only after the grace period, relays each row
-once in order across a relay that died before recording its position, and only the lease
-holder relays."""
+"""Payment's outbox relay (meshlib.outbox.RelayLoop over payment's rows) with fakes: it passes
+a gap only after the grace period, relays each row once in order across a relay that died
+before recording its position, and only the lease holder relays; the tail wakes streams; a row
+becomes a state change for the payment's partner."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from services.payment.event_relay import OutboxRelay, OutboxRow, contiguous
+from meshlib.outbox import RelayLoop, contiguous
+from services.payment.event_relay import OutboxRow, OutboxTail, intake_event
 
 NOW = dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
 
@@ -73,8 +75,8 @@ class FakeIntake:
         self.log.extend(r.seq for r in rows if r.seq not in self.log)
 
 
-def _relay(outbox: FakeOutbox, intake: FakeIntake) -> OutboxRelay:
-    return OutboxRelay(outbox, intake, None, clock=lambda: NOW, gap_seconds=0.0)  # type: ignore[arg-type]
+def _relay(outbox: FakeOutbox, intake: FakeIntake) -> RelayLoop[OutboxRow]:
+    return RelayLoop("payment-events", outbox, intake, clock=lambda: NOW, gap_seconds=0.0)
 
 
 async def test_each_row_reaches_the_log_once_in_order_across_a_relay_that_died() -> None:
@@ -100,9 +102,25 @@ async def test_the_tail_wakes_the_streams_of_partners_with_new_rows() -> None:
 
     fanout = Fanout()
     outbox = FakeOutbox([_row(1)])
-    relay = OutboxRelay(outbox, None, fanout, clock=lambda: NOW)  # type: ignore[arg-type]
+    relay = OutboxTail(outbox, fanout)  # type: ignore[arg-type]
     await relay.tail_once()  # starts at the newest row
     subscription = fanout.subscribe("partner-1")
     outbox.rows.append(_row(2))
     await relay.tail_once()
     await subscription.wait(1)  # returns: woken past 1
+
+
+def test_a_row_becomes_a_state_change_for_the_payments_partner() -> None:
+    message = intake_event(OutboxRow(7, "p7", "partner-1", "c1", "ACCEPTED", "REJECTED", "LIMIT", NOW))
+    assert (message.source_key, message.partner, message.customer) == ("payment:7", "partners/partner-1", "")
+    event = message.event
+    assert (event.resource, event.consent) == ("payments/p7", "consents/c1")
+    change = event.payment
+    assert (change.previous_state, change.state, change.status_reason) == (
+        "PAYMENT_STATE_ACCEPTED",
+        "PAYMENT_STATE_REJECTED",
+        "LIMIT",
+    )
+    assert event.event_time.ToDatetime(tzinfo=dt.UTC) == NOW
+    first = intake_event(OutboxRow(1, "p1", "partner-1", "", "", "RECEIVED", "", NOW))
+    assert (first.event.consent, first.event.payment.previous_state) == ("", "")
