@@ -1,6 +1,6 @@
 """Dynamic isolation, the use cases: a customer's capabilities as they stand, the customer's
 restore (audited in its transaction, told to the partners), and the sweep that pauses or
-lowers what is unused.
+lowers what is unused, and releases what a loosened policy no longer isolates.
 
 The sweep runs on one replica at a time: the holder of the ``isolation`` lease row in
 ``outbox_relays`` (meshlib.outbox's lease, as the event relays; taken over when it lapses). Each
@@ -187,7 +187,9 @@ class IsolationSweep:
                 _audit(uow, change, None, now)
                 changed += 1
         if changed:
-            log.info("capabilities isolated", extra={"count": changed, "policy_version": self._policy().version})
+            log.info(
+                "capabilities isolated or released", extra={"count": changed, "policy_version": self._policy().version}
+            )
         return changed
 
     async def relay(self, position: int) -> int:

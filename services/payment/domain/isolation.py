@@ -32,6 +32,8 @@ PAYMENT_TYPES = ("WALLET_TOP_UP", "TRANSFER", "BILL_PAYMENT", "EXTERNAL_TRANSFER
 CAPABILITIES = (NEW_CREDITOR, DAILY_LIMIT, *PAYMENT_TYPES)
 # The reasons a payment is refused for (the payment's audit trail keeps each refusal).
 REFUSALS = frozenset({"CAPABILITY_PAUSED", "DAILY_LIMIT_LOWERED"})
+# Who made a change the bank's policy made (not the customer, not an operator).
+SWEEP = "isolation-sweep"
 # Where the partner tells the customer to go (the bank's page for it).
 RESTORE_AT = "the bank's website or app, Limits and features"
 
@@ -105,10 +107,15 @@ class IsolationPolicy:
     ) -> list[CapabilityState]:
         """What changes for one customer now: the ACTIVE capabilities unused for their period,
         PAUSED; the daily limit LOWERED when the customer's busiest day of the period (in the
-        rule's currency, ``peak_day_minor``) stayed under the low-use mark. Never restores."""
+        rule's currency, ``peak_day_minor``) stayed under the low-use mark; and what the sweep
+        isolated under an earlier version that this one no longer would, ACTIVE again
+        (:meth:`_released`). Nothing the customer does while isolated lifts it: only a restore."""
         changes = []
         for state in states:
             if state.status is not Status.ACTIVE:
+                release = self._released(state, now)
+                if release is not None:
+                    changes.append(release)
                 continue
             idle = now - state.idle_since()
             if state.capability == DAILY_LIMIT:
@@ -126,7 +133,7 @@ class IsolationPolicy:
                         reason=f"low use for {_days(rule.after_days)}",
                         policy_version=self.version,
                         changed_at=now,
-                        changed_by="isolation-sweep",
+                        changed_by=SWEEP,
                     )
                 )
                 continue
@@ -141,10 +148,37 @@ class IsolationPolicy:
                     reason=("never used" if never else "not used") + f" for {_days(days)}",
                     policy_version=self.version,
                     changed_at=now,
-                    changed_by="isolation-sweep",
+                    changed_by=SWEEP,
                 )
             )
         return changes
+
+    def _released(self, state: CapabilityState, now: dt.datetime) -> CapabilityState | None:
+        """ACTIVE again when the bank loosened the policy: the capability is no longer isolated,
+        or its period is now longer than it has been unused. Judged by the policy alone (never by
+        the low-use mark, which the lowered limit itself keeps the customer under); the period
+        goes on counting from the last real use."""
+        if state.changed_by != SWEEP or state.policy_version == self.version:
+            return None
+        idle = now - state.idle_since()
+        if state.status is Status.LOWERED:
+            rule = self.daily_limit
+            if rule is not None and idle >= dt.timedelta(days=rule.after_days):
+                return None
+        else:
+            days = self.pause_after_days.get(state.capability)
+            if days is not None and idle >= dt.timedelta(days=days):
+                return None
+        return dataclasses.replace(
+            state,
+            status=Status.ACTIVE,
+            limit_minor=None,
+            currency="",
+            reason=f"released: policy {self.version} no longer isolates it",
+            policy_version=self.version,
+            changed_at=now,
+            changed_by=SWEEP,
+        )
 
     def lookback_start(self, now: dt.datetime) -> dt.datetime:
         """The first moment whose payments the daily limit's low-use check reads."""

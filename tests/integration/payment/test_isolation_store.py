@@ -18,7 +18,13 @@ from meshlib.money import Amount
 from meshlib.storage import Database, IdempotencyKey, Transactions
 from services.payment.adapters.sql_register import SqlPaymentRegister
 from services.payment.domain.checks import PartnerLimits
-from services.payment.domain.isolation import DAILY_LIMIT, NEW_CREDITOR, Status, parse_isolation_policy
+from services.payment.domain.isolation import (
+    DAILY_LIMIT,
+    NEW_CREDITOR,
+    IsolationPolicy,
+    Status,
+    parse_isolation_policy,
+)
 from services.payment.domain.payments import PaymentState
 from services.payment.domain.risk import RiskRules
 from services.payment.domain.saga import IN_BANK_TRANSFER, opening
@@ -67,10 +73,10 @@ class World:
         self.isolation = CustomerIsolation(self.transactions, clock=self.clock)
         self.paid = 0
 
-    def sweep(self, sink: Sink | None = None) -> IsolationSweep:
+    def sweep(self, sink: Sink | None = None, policy: IsolationPolicy = POLICY) -> IsolationSweep:
         return IsolationSweep(
             self.transactions,
-            lambda: POLICY,
+            lambda: policy,
             sink or self.sink,
             interval_seconds=0,
             sweep_every_seconds=0,
@@ -211,3 +217,42 @@ async def test_the_sweep_goes_through_every_customer_batch_by_batch(
         states = {s.capability: s.status for s in await world.isolation.capabilities(customer)}
         assert states["BILL_PAYMENT"] is Status.PAUSED and states[DAILY_LIMIT] is Status.LOWERED
     assert await world.sweep().tick() == 0  # nothing left to change
+
+
+async def test_a_loosened_policy_releases_at_the_next_sweep_audited_and_told_and_the_register_pays_again(
+    world: World,
+) -> None:
+    await world.pay("a2")
+    world.clock.now = NOW + dt.timedelta(days=31)
+    assert await world.sweep().tick() == 3
+    loosened = parse_isolation_policy(
+        {
+            "version": "store.2",
+            "new_creditor": {"pause_after_days": 90},
+            "payment_types": {"pause_after_days": 30, "types": ["BILL_PAYMENT"]},
+        }
+    )
+    world.sink.events.clear()
+    world.clock.now += dt.timedelta(minutes=1)  # the first sweep's lease lapsed: a restarted replica
+    sweep = world.sweep(policy=loosened)
+    assert await sweep.tick() == 2  # BILL_PAYMENT stays paused
+    states = await world.states()
+    assert (states[NEW_CREDITOR].status, states[DAILY_LIMIT].status) == (Status.ACTIVE, Status.ACTIVE)
+    assert states[NEW_CREDITOR].reason == "released: policy store.2 no longer isolates it"
+    assert states[NEW_CREDITOR].last_used_at == NOW  # a release is not a use
+    assert states["BILL_PAYMENT"].status is Status.PAUSED
+    assert sorted((e.capability, e.status) for e, _, _ in world.sink.events) == [
+        (DAILY_LIMIT, "ACTIVE"),
+        (NEW_CREDITOR, "ACTIVE"),
+    ]
+    assert await sweep.tick() == 0  # released once
+    assert (await world.pay("a3", amount=10_000)).state is PaymentState.ACCEPTED  # new creditor, above the floor
+    async with world.database.engine.connect() as connection:
+        released = (
+            await connection.execute(
+                sa.select(audit.records.c.actor).where(
+                    audit.records.c.action == "payment.isolation", audit.records.c.outcome == "ACTIVE"
+                )
+            )
+        ).scalars()
+        assert list(released) == ["system:payment-isolation"] * 2

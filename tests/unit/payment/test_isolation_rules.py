@@ -126,6 +126,73 @@ def test_a_restore_counts_as_a_use_so_the_period_starts_again() -> None:
     assert [c.capability for c in POLICY.evaluate(states.values(), 0, clock.advance(days=1))] == [DAILY_LIMIT]
 
 
+def _loosened(**changes: object) -> IsolationPolicy:
+    """POLICY's next version with some rules changed (None: the rule removed)."""
+    document: dict[str, object] = {
+        "version": "t.2",
+        "new_creditor": {"pause_after_days": 30},
+        "payment_types": {"pause_after_days": 90, "types": ["EXTERNAL_TRANSFER", "BILL_PAYMENT"]},
+        "daily_limit": {"after_days": 60, "low_use_below_minor": 10_000, "floor_minor": 25_000, "currency": "EUR"},
+    }
+    return parse_isolation_policy(document | changes)
+
+
+def test_a_loosened_policy_releases_what_it_no_longer_isolates_and_the_period_counts_from_the_last_use() -> None:
+    clock = Clock()
+    states = _known(used=("TRANSFER", NEW_CREDITOR))
+    states = _apply(states, POLICY.evaluate(states.values(), 0, clock.advance(days=90)))
+    assert {c for c, s in states.items() if s.status is not Status.ACTIVE} == {
+        NEW_CREDITOR,
+        DAILY_LIMIT,
+        "EXTERNAL_TRANSFER",
+        "BILL_PAYMENT",
+    }
+    longer = _loosened(
+        new_creditor={"pause_after_days": 120}, payment_types=None, daily_limit={**_DAILY, "after_days": 120}
+    )
+    released = {c.capability: c for c in longer.evaluate(states.values(), 0, clock.advance(days=1))}
+    assert set(released) == {NEW_CREDITOR, DAILY_LIMIT, "EXTERNAL_TRANSFER", "BILL_PAYMENT"}
+    for change in released.values():
+        assert (change.status, change.limit_minor, change.policy_version, change.changed_by) == (
+            Status.ACTIVE,
+            None,
+            "t.2",
+            "isolation-sweep",
+        )
+        assert change.reason == "released: policy t.2 no longer isolates it"
+        assert change.last_used_at == states[change.capability].last_used_at  # not a use
+    states = _apply(states, list(released.values()))
+    clock.now = START + dt.timedelta(days=119)
+    assert longer.evaluate(states.values(), 0, clock.now) == []
+    again = {c.capability: c.status for c in longer.evaluate(states.values(), 0, clock.advance(days=1))}
+    assert again == {NEW_CREDITOR: Status.PAUSED, DAILY_LIMIT: Status.LOWERED}  # 120 days since the last use
+
+
+def test_a_new_version_that_still_isolates_releases_nothing_and_neither_does_the_same_version() -> None:
+    clock = Clock()
+    states = _known(used=("TRANSFER", NEW_CREDITOR))
+    states = _apply(states, POLICY.evaluate(states.values(), 0, clock.advance(days=90)))
+    isolated = {c: s for c, s in states.items() if s.status is not Status.ACTIVE}
+    same_rules = _loosened()
+    assert same_rules.evaluate(isolated.values(), 0, clock.advance(days=1)) == []
+    shorter = _loosened(new_creditor={"pause_after_days": 10}, daily_limit={**_DAILY, "after_days": 90})
+    assert shorter.evaluate(isolated.values(), 0, clock.now) == []
+    # Under its own version a lowered limit stays lowered, whatever the customer's days look like.
+    assert POLICY.evaluate(isolated.values(), 1_000_000, clock.advance(days=365)) == []
+
+
+def test_what_the_customer_restored_is_never_touched_by_a_release() -> None:
+    clock = Clock()
+    states = _known(used=("TRANSFER",))
+    states = _apply(states, POLICY.evaluate(states.values(), 0, clock.advance(days=90)))
+    states[NEW_CREDITOR] = restored(states[NEW_CREDITOR], clock.advance(hours=1), "customer:c1")
+    released = _loosened(new_creditor=None).evaluate([states[NEW_CREDITOR]], 0, clock.advance(days=1))
+    assert released == []
+
+
+_DAILY = {"after_days": 60, "low_use_below_minor": 10_000, "floor_minor": 25_000, "currency": "EUR"}
+
+
 def _refusal(states: dict[str, CapabilityState], **payment: object) -> FailedPrecondition:
     with pytest.raises(FailedPrecondition) as refused:
         check_payment(states, **{"payment_type": "TRANSFER", "new_creditor": False, "currency": "EUR", **payment})  # type: ignore[arg-type]
