@@ -277,6 +277,7 @@ async def wire(
         failpoint=exit_at_failpoint(settings.payment_failpoint),
         scheme=SchemeSteps(scheme_connector, settings.scheme_bank_bic) if scheme_connector else None,
         clearing_poll=dt.timedelta(seconds=settings.clearing_poll_seconds),
+        resume_attempts=settings.recovery_resume_attempts,
     )
     partners = partner_directory(runtime, call)
     switches = CapabilitySwitches(Transactions(uow))

@@ -24,6 +24,8 @@ from services.payment.domain.clearing import poll_delay
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.domain.saga import (
     CLEARING_PENDING,
+    DEFAULT_RESUME_ATTEMPTS,
+    RESUMING,
     Advance,
     Compensate,
     Done,
@@ -38,9 +40,11 @@ from services.payment.domain.saga import (
     StepRecord,
     Wait,
     failpoint_names,
+    may_resume,
     next_action,
     path_to,
     plan_for,
+    read_hold,
     rejection,
 )
 from services.payment.domain.schedules import SCHEDULER_FAILPOINTS
@@ -110,8 +114,10 @@ class SagaRunner:
         clock: Clock = utc_now,
         scheme: SchemeSteps | None = None,
         clearing_poll: dt.timedelta = dt.timedelta(seconds=5),
+        resume_attempts: int = DEFAULT_RESUME_ATTEMPTS,
     ) -> None:
         self._journal = journal
+        self.resume_attempts = resume_attempts
         self._failpoint = failpoint
         self._clock = clock
         self._ledger = ledger
@@ -152,7 +158,7 @@ class SagaRunner:
         posted?) or the clearing scheme (the transfer's status)."""
         if plan_for(payment).probe is PivotProbe.SCHEME_STATUS:
             return await self.scheme.probe(payment, history)
-        return ProbeAnswer(happened=await self._ledger.hold_state(payment) == "POSTED")
+        return read_hold(await self._ledger.hold_state(payment))
 
     async def call(self, step: Step, payment: Payment) -> MeshError | None:
         """Send the step's call; None when it succeeded, the peer's error otherwise."""
@@ -185,16 +191,21 @@ class _Run:
         self._history = history
         self._resumed = resumed
         self._pivot_happened: bool | None = None
+        self._resume = False  # the steps before the pivot are sent again, not undone
         self._park = False  # waiting for the scheme: ask it again after the poll interval
         self._records: list[StepRecord] = []
         self._moves: list[Move] = []
 
     async def go(self) -> Payment:
         if self._resumed:
-            self._note(StepRecord(Step.RECOVER, Outcome.STARTED, "resuming after its driver was lost"))
+            self._note(StepRecord(Step.RECOVER, Outcome.STARTED, RESUMING))
         while True:
             action = next_action(
-                self._payment, self._history, resumed=self._resumed, pivot_happened=self._pivot_happened
+                self._payment,
+                self._history,
+                resumed=self._resumed,
+                pivot_happened=self._pivot_happened,
+                resume=self._resume,
             )
             if not isinstance(action, ProbePivot):
                 self._resumed = False  # from here on the history is this run's own, complete
@@ -237,8 +248,16 @@ class _Run:
                 self._park = True
             return True
         self._pivot_happened = answer.happened
-        forward = "rolling forward" if answer.happened else "rolling back"
+        self._resume = may_resume(answer, self._history, self._runner.resume_attempts)
+        if answer.happened:
+            forward = "rolling forward"
+        elif self._resume:
+            forward = "sending the steps before the pivot again"
+        else:
+            forward = "rolling back"
         self._note(StepRecord(Step.RECOVER, Outcome.STARTED, f"{plan_for(self._payment).probe.value}: {forward}"))
+        if self._resume:
+            await self._flush()  # the attempt counts before anything is sent (a crash may follow)
         return True
 
     async def _run_phase(self, action: RunPhase) -> bool:

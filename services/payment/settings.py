@@ -8,7 +8,7 @@ from pydantic_settings import SettingsConfigDict
 
 from meshlib.app import ServiceSettings
 from meshlib.iban import is_bic
-from services.payment.domain.saga import failpoint_names
+from services.payment.domain.saga import DEFAULT_RESUME_ATTEMPTS, failpoint_names
 from services.payment.domain.schedules import SCHEDULER_FAILPOINTS
 
 DEFAULT_RULES_FILE = Path(__file__).parent / "risk_rules.yaml"
@@ -36,6 +36,12 @@ class PaymentSettings(ServiceSettings):
     saga_lease_seconds: float = Field(default=30.0, gt=0)
     # Recovery loop period; 0 disables the loop (RecoverPayments still works).
     recovery_interval_seconds: float = Field(default=5.0, ge=0)
+    # A payment whose driver was lost before the pivot (its hold or reservation unanswered) is
+    # carried forward by recovery: its steps sent again (idempotent by their keys) on at most
+    # this many recovery passes, a saga lease apart (with the defaults about six minutes, far
+    # inside a hold's lifetime); the next pass rolls it back (REJECTED SERVICE_UNAVAILABLE).
+    # 0 rolls it back at once, as before. A hold found expired is never resumed.
+    recovery_resume_attempts: int = Field(default=DEFAULT_RESUME_ATTEMPTS, ge=0, le=100)
     # The speed-ups (batch rpcs to account and settlement, group commit of the journal and of
     # new payments, waves): adapters behind the same ports. False wires the plain per-payment
     # adapters: the same results, lower throughput.

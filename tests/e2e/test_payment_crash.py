@@ -217,6 +217,14 @@ async def test_every_payment_ends_settled_or_rejected_after_crashes_at_every_ste
         assert await payment.wait_exit() == 137
         await _set_bank_cap(mesh, 10 * FUNDS)
         await payment.start()
+        # Recovery carries each crashed payment forward with the peers up: those caught before
+        # the post too (their steps sent again with the same keys), none rolled back as
+        # SERVICE_UNAVAILABLE; only the one whose reservation was refused is undone.
+        crashed = await _wait_all_final(mesh, len(FAILPOINTS) + 1)
+        assert {p.amount.minor_units: (p.state, p.status_reason) for p in crashed} == {
+            **{1_000 + index: (payment_pb2.PAYMENT_STATE_SETTLED, "") for index in range(len(FAILPOINTS))},
+            1_500: (payment_pb2.PAYMENT_STATE_REJECTED, "NET_DEBIT_CAP_EXCEEDED"),
+        }
 
         # 2. Account, then settlement, SIGKILLed: the saga stops where it is; recovery finishes the job.
         account.kill()
@@ -320,8 +328,11 @@ async def test_every_refund_ends_settled_or_rejected_after_crashes_at_every_step
                 refunded += r.amount.minor_units
             else:
                 assert hold in ("", "VOIDED") and obligation in ("", "RELEASED"), (r.name, hold, obligation)
-        # Refunds the saga had passed the post for must have settled (never rolled back).
-        assert {1_005, 1_006} <= {r.amount.minor_units for r in refunds if r.state == payment_pb2.PAYMENT_STATE_SETTLED}
+        # Every refund settled: those the saga had passed the post for (never rolled back), and
+        # those caught before it, carried forward by recovery (the peers were up throughout).
+        assert {r.amount.minor_units: r.state for r in refunds} == {
+            1_000 + index: payment_pb2.PAYMENT_STATE_SETTLED for index in range(len(FAILPOINTS))
+        }
         # A retry of any refund now answers the refund as it ended, and the originals show them.
         for original in originals:
             shown = (

@@ -56,6 +56,11 @@ TRANSIENT_REASONS = (
 )
 CLEARING_PENDING = "CLEARING_PENDING"
 ROLLED_BACK_MESSAGE = "the payment could not complete and was rolled back"
+# The record each recovery pass starts with (the attempts before the pivot are counted by it).
+RESUMING = "resuming after its driver was lost"
+# Recovery passes that may send a payment's unanswered steps before the pivot again (each step
+# is idempotent by its key); the next one rolls the payment back. 0: roll back at once.
+DEFAULT_RESUME_ATTEMPTS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,11 +305,34 @@ class ProbePivot:
 class ProbeAnswer:
     """What the probe of a pivot found: the records it adds to the history, and whether the pivot
     happened (True: forward; False: undo; None: not yet known, ask again later).
-    ``resubmit``: the scheme never received the transfer, send it again (same message id)."""
+    ``resubmit``: the scheme never received the transfer, send it again (same message id).
+    ``resumable``: the pivot did not happen and nothing it needs is gone (the hold is pending or
+    was never made), so the steps before it may be sent again instead of undone."""
 
     records: tuple[StepRecord, ...] = ()
     happened: bool | None = None
     resubmit: bool = False
+    resumable: bool = False
+
+
+def read_hold(state: str | None) -> ProbeAnswer:
+    """The pivot's probe answered by the ledger's state of the payment's hold: posted, forward;
+    pending or never made, not happened and resumable; voided or expired, not happened (a hold
+    that expired cannot be posted, and making it again would ask for the money a second time)."""
+    if state == "POSTED":
+        return ProbeAnswer(happened=True)
+    return ProbeAnswer(happened=False, resumable=state in (None, "PENDING"))
+
+
+def resumptions(history: History) -> int:
+    """How many recovery passes took the payment up (each records :data:`RESUMING` first)."""
+    return sum(1 for record in history.records if record.step is Step.RECOVER and record.detail == RESUMING)
+
+
+def may_resume(answer: ProbeAnswer, history: History, attempts: int) -> bool:
+    """Whether recovery sends the steps before the pivot again rather than rolling the payment
+    back: the probe found them resumable, and this pass is within ``attempts`` passes."""
+    return answer.happened is False and answer.resumable and resumptions(history) <= attempts
 
 
 @dataclass(frozen=True)
@@ -351,14 +379,20 @@ def path_to(current: PaymentState, target: PaymentState) -> tuple[PaymentState, 
 
 
 def next_action(
-    payment: Payment, history: History, *, resumed: bool = False, pivot_happened: bool | None = None
+    payment: Payment,
+    history: History,
+    *,
+    resumed: bool = False,
+    pivot_happened: bool | None = None,
+    resume: bool = False,
 ) -> Action:
     """What happens next to ``payment`` given its ``history``.
 
     ``resumed``: the history is what the journal kept after its driver was lost, so a step
     that is not written ahead may have been sent without a record, and a step recorded as
     started may or may not have happened. ``pivot_happened``: the answer of a
-    :class:`ProbePivot`, once asked.
+    :class:`ProbePivot`, once asked. ``resume`` (with ``pivot_happened`` False): the steps up
+    to the pivot that are not known done are sent again (:func:`may_resume`), not undone.
     """
     if payment.state.final:
         return Done()
@@ -374,6 +408,8 @@ def next_action(
     if resumed and any(history.outcome(step) is not None for step in plan.steps):
         if pivot_happened is None:
             return ProbePivot(plan.pivot)
+        if resume:  # every step is idempotent by its key: what may have happened happens once
+            return _forward(plan, payment, history, after_pivot=False, resend=True)
         return _compensate(plan, history)  # the pivot did not happen: undo what may have
     return _forward(plan, payment, history, after_pivot=False)
 
@@ -392,11 +428,12 @@ def _compensating(plan: Plan, history: History) -> bool:
     return refused or any(history.outcome(undo) is not None for _, undo in plan.compensations)
 
 
-def _forward(plan: Plan, payment: Payment, history: History, *, after_pivot: bool) -> Action:
+def _forward(plan: Plan, payment: Payment, history: History, *, after_pivot: bool, resend: bool = False) -> Action:
     """The next forward move: the first phase with steps not done, or the state they reached.
 
     Past the pivot, everything before it is known done (the pivot needs it) and a failed
-    step is sent again; before it, a failure without an answer waits for recovery.
+    step is sent again; before it, a failure without an answer waits for recovery, which
+    sends it again (``resend``) or rolls the payment back.
     """
     at = ORDER.index(payment.state)
     reached: PaymentState | None = None
@@ -405,7 +442,7 @@ def _forward(plan: Plan, payment: Payment, history: History, *, after_pivot: boo
         pending = () if done_by_pivot else tuple(s for s in phase.steps if history.outcome(s) is not Outcome.SUCCEEDED)
         if pending:
             unanswered = [s for s in pending if history.outcome(s) is Outcome.FAILED]
-            if unanswered and not after_pivot:
+            if unanswered and not after_pivot and not resend:
                 if reached is not None:
                     return Advance(reached)  # e.g. the scheme has the transfer, not settled yet
                 return Wait(_last_reason(history, tuple(unanswered)))

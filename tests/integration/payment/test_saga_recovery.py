@@ -18,7 +18,7 @@ from services.payment.adapters.sql_journal import SqlPaymentJournal
 from services.payment.bootstrap import VERSIONS_DIR
 from services.payment.commands import Recovery
 from services.payment.domain.payments import Payment, PaymentState
-from services.payment.domain.saga import Outcome, RecordedStep, Step, StepRecord
+from services.payment.domain.saga import DEFAULT_RESUME_ATTEMPTS, Outcome, RecordedStep, Step, StepRecord
 from services.payment.saga import SagaRunner, traced
 from services.payment.unit_of_work import PaymentUnitOfWork
 from tests.unit.payment.fakes import FakeLedger, FakePositions, Faults
@@ -167,7 +167,7 @@ async def test_a_refused_reservation_voids_the_hold_and_rejects_with_its_reason(
     assert env.ledger.holds["p-cap"] == "VOIDED"
 
 
-async def test_a_post_lost_to_an_outage_is_rolled_back_by_recovery_once_the_lease_expires(env: Env) -> None:
+async def test_a_post_lost_to_an_outage_is_sent_again_by_recovery_once_the_lease_expires(env: Env) -> None:
     await _new_payment(env, "p-down")
     env.faults.before["post"] = 1
     payment = await env.run("p-down")
@@ -177,12 +177,28 @@ async def test_a_post_lost_to_an_outage_is_rolled_back_by_recovery_once_the_leas
     assert env.ledger.holds["p-down"] == "PENDING"
     env.clock.now += LEASE * 2
     result = await env.recover()
-    assert (result.examined, result.compensated) == (1, 1)
+    assert (result.examined, result.completed) == (1, 1)
+    assert (env.ledger.holds["p-down"], env.positions.obligations["p-down"]) == ("POSTED", "COMMITTED")
+    assert ("recover", "started", "ledger hold: sending the steps before the pivot again") in await env.steps("p-down")
+
+
+async def test_an_outage_longer_than_the_resume_attempts_is_rolled_back(env: Env) -> None:
+    """Each pass, a lease apart, sends the post again (its attempt written first); the pass
+    after the last attempt rolls the payment back."""
+    await _new_payment(env, "p-gone")
+    env.faults.before["post"] = 100
+    assert (await env.run("p-gone")).state is PaymentState.SETTLEMENT_IN_PROCESS
+    for _ in range(DEFAULT_RESUME_ATTEMPTS):
+        env.clock.now += LEASE * 2
+        assert (await env.recover()).pending == 1
+    assert env.faults.before["post"] == 100 - 1 - DEFAULT_RESUME_ATTEMPTS
+    env.clock.now += LEASE * 2
+    assert (await env.recover()).compensated == 1
     async with env.uow(read_only=True) as unit:
-        stored = await unit.payments.get("p-down")
+        stored = await unit.payments.get("p-gone")
     assert stored is not None
     assert (stored.state, stored.status_reason) == (PaymentState.REJECTED, "SERVICE_UNAVAILABLE")
-    assert (env.ledger.holds["p-down"], env.positions.obligations["p-down"]) == ("VOIDED", "RELEASED")
+    assert (env.ledger.holds["p-gone"], env.positions.obligations["p-gone"]) == ("VOIDED", "RELEASED")
 
 
 async def test_after_the_post_recovery_only_rolls_forward(env: Env) -> None:

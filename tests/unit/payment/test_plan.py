@@ -10,6 +10,7 @@ from meshlib.money import Amount
 from services.payment.domain.payments import IllegalTransition, Payment, PaymentState
 from services.payment.domain.saga import (
     IN_BANK_TRANSFER,
+    RESUMING,
     WALLET_TOP_UP,
     Advance,
     Compensate,
@@ -17,6 +18,7 @@ from services.payment.domain.saga import (
     History,
     Outcome,
     Plan,
+    ProbeAnswer,
     ProbePivot,
     Reject,
     RunPhase,
@@ -24,10 +26,12 @@ from services.payment.domain.saga import (
     StepRecord,
     Wait,
     failpoint_names,
+    may_resume,
     next_action,
     opening,
     path_to,
     plan_for,
+    read_hold,
 )
 from tests.unit.payment.fakes import NOW
 
@@ -248,7 +252,10 @@ def _record(step: Step, outcome: str) -> StepRecord | None:
 @pytest.mark.parametrize("plan", [WALLET_TOP_UP, IN_BANK_TRANSFER], ids=lambda plan: plan.name)
 @pytest.mark.parametrize("state", list(PaymentState), ids=lambda state: state.name)
 @pytest.mark.parametrize("resumed", [False, True])
-def test_every_state_and_step_outcome_gets_a_sound_answer(plan: Plan, state: PaymentState, resumed: bool) -> None:
+@pytest.mark.parametrize("resume", [False, True])
+def test_every_state_and_step_outcome_gets_a_sound_answer(
+    plan: Plan, state: PaymentState, resumed: bool, resume: bool
+) -> None:
     """For every (state, step, outcome), with the steps before it done: an answer that never undoes
     a posted payment, never runs a step twice live, and a final payment is left alone."""
     top_up = plan is WALLET_TOP_UP
@@ -260,7 +267,9 @@ def test_every_state_and_step_outcome_gets_a_sound_answer(plan: Plan, state: Pay
             records = (*before, *([record] if record else []))
             hist = history(*records)
             for pivot in (None, True, False):
-                action = next_action(payment(state, top_up=top_up), hist, resumed=resumed, pivot_happened=pivot)
+                action = next_action(
+                    payment(state, top_up=top_up), hist, resumed=resumed, pivot_happened=pivot, resume=resume
+                )
                 if state.final:
                     assert action == Done()
                     continue
@@ -276,6 +285,11 @@ def test_every_state_and_step_outcome_gets_a_sound_answer(plan: Plan, state: Pay
                         assert plan.pivot not in action.steps
                 if isinstance(action, ProbePivot):
                     assert resumed and pivot is None
+                carried = resume and resumed and pivot is False and not state.waiting
+                if carried and not any(r.refused for r in hist.records):
+                    # carried forward: nothing is undone, what is not known done is sent again
+                    undoing = any(hist.outcome(undo) is not None for _, undo in plan.compensations)
+                    assert undoing or not isinstance(action, Compensate | Reject | Wait), (step, outcome, action)
                 if isinstance(action, Advance):
                     assert action.state in (SIP, SET)
                 for target in [a for a in (getattr(action, "state", None), getattr(action, "reached", None)) if a]:
@@ -284,6 +298,70 @@ def test_every_state_and_step_outcome_gets_a_sound_answer(plan: Plan, state: Pay
                         current = payment(state, top_up=top_up)
                         for step_state in path_to(current.state, target):
                             current = current.moved(step_state, NOW)
+
+
+# A driver lost before the pivot, the probe found the hold pending or missing, the resume allowed.
+RESUMED_CASES = [
+    ("opened: hold and reserve again", True, ACC, (started(HOLD), started(RESERVE)), RunPhase((HOLD, RESERVE))),
+    ("hold lost: send it again", True, ACC, (lost(HOLD), ok(RESERVE)), RunPhase((HOLD,))),
+    ("reserve lost: send it again", True, ACC, (ok(HOLD), lost(RESERVE)), RunPhase((RESERVE,))),
+    ("both lost: both again", True, ACC, (lost(HOLD), lost(RESERVE)), RunPhase((HOLD, RESERVE))),
+    ("post lost: post", True, SIP, (ok(HOLD), ok(RESERVE), lost(POST)), RunPhase((POST,))),
+    (
+        "post lost before the move was written: post",
+        True,
+        ACC,
+        (ok(HOLD), ok(RESERVE), started(POST)),
+        RunPhase((POST,), reached=SIP),
+    ),
+    ("a refusal is still undone", True, ACC, (ok(HOLD), refused(RESERVE)), Compensate(VOID, HOLD)),
+    (
+        "an undo begun is finished",
+        True,
+        ACC,
+        (started(HOLD), started(RESERVE), started(VOID)),
+        Compensate(VOID, HOLD),
+    ),
+    ("in bank: hold again", False, ACC, (started(HOLD),), RunPhase((HOLD,))),
+    ("in bank: post lost, post", False, SIP, (ok(HOLD), lost(POST)), RunPhase((POST,))),
+]
+
+
+@pytest.mark.parametrize(
+    ("top_up", "state", "records", "expected"),
+    [case[1:] for case in RESUMED_CASES],
+    ids=[case[0] for case in RESUMED_CASES],
+)
+def test_a_resumed_payment_before_the_pivot_is_carried_forward(top_up, state, records, expected) -> None:  # type: ignore[no-untyped-def]
+    action = next_action(
+        payment(state, top_up=top_up), history(*records), resumed=True, pivot_happened=False, resume=True
+    )
+    assert action == expected
+    # Without leave to resume (the bound passed, the hold gone) the same payment is rolled back.
+    held = next_action(payment(state, top_up=top_up), history(*records), resumed=True, pivot_happened=False)
+    assert isinstance(held, Compensate | Reject)
+
+
+def test_the_ledger_hold_says_whether_the_steps_before_the_pivot_may_be_sent_again() -> None:
+    assert read_hold("POSTED") == ProbeAnswer(happened=True)
+    assert read_hold("PENDING") == ProbeAnswer(happened=False, resumable=True)
+    assert read_hold(None) == ProbeAnswer(happened=False, resumable=True)  # never made: make it
+    assert read_hold("EXPIRED") == ProbeAnswer(happened=False)  # cannot be posted any more
+    assert read_hold("VOIDED") == ProbeAnswer(happened=False)
+
+
+def test_recovery_resumes_a_payment_on_a_bounded_number_of_passes() -> None:
+    passes = [StepRecord(S.RECOVER, Outcome.STARTED, RESUMING)]
+    pending = read_hold("PENDING")
+    for count in range(1, 4):
+        assert may_resume(pending, history(*passes * count), 3), count
+    assert not may_resume(pending, history(*passes * 4), 3)
+    assert not may_resume(pending, history(*passes), 0)
+    assert not may_resume(read_hold("EXPIRED"), history(*passes), 3)
+    assert not may_resume(read_hold("POSTED"), history(*passes), 3)
+    # Other recovery records (the probe's verdicts) are not passes.
+    verdict = StepRecord(S.RECOVER, Outcome.STARTED, "ledger hold: rolling back")
+    assert may_resume(pending, history(*passes * 3, verdict, verdict), 3)
 
 
 def test_a_payment_type_is_a_plan_and_the_failpoints_are_its_steps() -> None:

@@ -21,7 +21,7 @@ from services.payment.commands import CancelPayment, Recovery
 from services.payment.create_payment import CreatePayment, NewPayment
 from services.payment.domain.fees import FeeRule, FeeSchedule
 from services.payment.domain.payments import PaymentState
-from services.payment.domain.saga import Outcome, Step, failpoint_names
+from services.payment.domain.saga import DEFAULT_RESUME_ATTEMPTS, Outcome, Step, failpoint_names
 from services.payment.fee_charges import FeeCharges
 from services.payment.ports import CANCEL_METHOD
 from services.payment.saga import SagaRunner
@@ -50,6 +50,7 @@ class World:
         fees: FeeSchedule | None = None,
         wallet_funds: int = 1_000_000,
         wallet_cap: int = 1_000_000,
+        resume_attempts: int = DEFAULT_RESUME_ATTEMPTS,
     ) -> None:
         self.faults = Faults()
         self.ledger = FakeLedger(self.faults, funds=funds, wallet_funds=wallet_funds)
@@ -57,7 +58,14 @@ class World:
         self.store = InMemoryPayments()
         self.journal = Journal(self.store)
         self.crash_at: list[str] = []
-        self.saga = SagaRunner(self.journal, self.ledger, self.positions, failpoint=self._failpoint, clock=lambda: NOW)
+        self.saga = SagaRunner(
+            self.journal,
+            self.ledger,
+            self.positions,
+            failpoint=self._failpoint,
+            clock=lambda: NOW,
+            resume_attempts=resume_attempts,
+        )
         consents = FakeConsents(consent_view(consent_id="c1", partner_id="w1", customer_id="cust1"))
         self.create = CreatePayment(
             consents=consents,
@@ -147,8 +155,22 @@ async def test_a_refused_hold_releases_the_reservation_and_never_posts() -> None
     assert "post" not in world.ledger.calls
 
 
-async def test_a_lost_post_waits_and_recovery_rolls_back_once_it_finds_the_hold_pending() -> None:
+async def test_a_lost_post_waits_and_recovery_sends_it_again_and_settles() -> None:
     world = World()
+    world.faults.before["post"] = 1
+    payment = await world.pay(500, "r1")
+    assert payment.state is PaymentState.SETTLEMENT_IN_PROCESS
+    recovered = await world.recovery.recover_one(payment.payment_id)
+    assert recovered is not None and recovered.state is PaymentState.SETTLED
+    assert (world.ledger.holds[payment.payment_id], world.positions.obligations[payment.payment_id]) == (
+        "POSTED",
+        "COMMITTED",
+    )
+    assert world.ledger.posted == 500 and world.ledger.calls.count("post") == 2
+
+
+async def test_with_no_resume_attempts_recovery_rolls_back_once_it_finds_the_hold_pending() -> None:
+    world = World(resume_attempts=0)
     world.faults.before["post"] = 1
     payment = await world.pay(500, "r1")
     assert payment.state is PaymentState.SETTLEMENT_IN_PROCESS
@@ -157,6 +179,68 @@ async def test_a_lost_post_waits_and_recovery_rolls_back_once_it_finds_the_hold_
     assert (recovered.state, recovered.status_reason) == (PaymentState.REJECTED, "SERVICE_UNAVAILABLE")
     assert world.ledger.holds[payment.payment_id] == "VOIDED"
     assert world.positions.obligations[payment.payment_id] == "RELEASED"
+
+
+@pytest.mark.parametrize("crash", ["after_hold_funds_started", "after_hold_funds", "after_reserve_position"])
+async def test_a_crash_before_the_post_is_carried_forward_by_recovery(crash: str) -> None:
+    """The process dies with the hold sent or not (its answer never recorded): recovery finds
+    the hold pending or missing, sends the steps before the pivot again with the same keys, and
+    the payment settles with the money moved once."""
+    world = World()
+    world.crash_at = [crash]
+    with pytest.raises(Crash):
+        await world.pay(500, "r1")
+    (payment_id,) = world.store.rows
+    recovered = await world.recovery.recover_one(payment_id)
+    assert recovered is not None and recovered.state is PaymentState.SETTLED
+    assert (world.ledger.holds[payment_id], world.positions.obligations[payment_id]) == ("POSTED", "COMMITTED")
+    assert (world.ledger.posted, world.positions.committed) == (500, 500)
+    details = [r.detail for r in world.store.rows[payment_id].records if r.step is Step.RECOVER]
+    assert "ledger hold: sending the steps before the pivot again" in details
+    # The partner's retry of the same request finds the payment settled, not a rejection.
+    assert (await world.pay(500, "r1")).state is PaymentState.SETTLED
+
+
+async def test_a_step_refused_when_sent_again_still_rolls_the_payment_back_with_its_reason() -> None:
+    world = World()
+    world.crash_at = ["after_hold_funds_started"]  # the hold never reached the ledger
+    with pytest.raises(Crash):
+        await world.pay(500, "r1")
+    (payment_id,) = world.store.rows
+    world.ledger.funds = 100  # meanwhile the customer spent the money
+    recovered = await world.recovery.recover_one(payment_id)
+    assert recovered is not None
+    assert (recovered.state, recovered.status_reason) == (PaymentState.REJECTED, "INSUFFICIENT_FUNDS")
+    assert payment_id not in world.ledger.holds
+    assert world.positions.obligations[payment_id] == "RELEASED"
+
+
+async def test_a_peer_unavailable_past_the_resume_attempts_rolls_the_payment_back() -> None:
+    world = World(resume_attempts=3)
+    world.faults.before["reserve"] = 100  # settlement is down for good
+    payment = await world.pay(500, "r1")
+    assert payment.state is PaymentState.ACCEPTED
+    for attempt in range(3):  # each pass sends the reservation again, in vain
+        recovered = await world.recovery.recover_one(payment.payment_id)
+        assert recovered is not None and recovered.state is PaymentState.ACCEPTED, attempt
+    assert world.faults.before["reserve"] == 100 - 4  # the live call and three passes
+    world.faults.before["reserve"] = 0  # back, but too late: this pass is past the bound
+    recovered = await world.recovery.recover_one(payment.payment_id)
+    assert recovered is not None
+    assert (recovered.state, recovered.status_reason) == (PaymentState.REJECTED, "SERVICE_UNAVAILABLE")
+    assert world.ledger.holds[payment.payment_id] == "VOIDED"
+    assert world.positions.obligations.get(payment.payment_id) in (None, "RELEASED")
+
+
+async def test_a_hold_that_expired_is_rolled_back_not_made_again() -> None:
+    world = World()
+    world.faults.before["post"] = 1
+    payment = await world.pay(500, "r1")
+    world.ledger.holds[payment.payment_id] = "EXPIRED"  # left longer than its timeout
+    recovered = await world.recovery.recover_one(payment.payment_id)
+    assert recovered is not None
+    assert (recovered.state, recovered.status_reason) == (PaymentState.REJECTED, "SERVICE_UNAVAILABLE")
+    assert world.ledger.calls.count("hold") == 1 and world.ledger.posted == 0
 
 
 async def test_a_post_whose_answer_was_lost_is_found_posted_and_settles() -> None:
@@ -262,7 +346,9 @@ async def test_recovery_reuses_the_stored_fee_and_never_asks_the_schedule_again(
     world.store.rows[payment.payment_id].payment = dataclasses.replace(payment)  # stored as created
     recovered = await world.recovery.recover_one(payment.payment_id)
     assert recovered is not None and recovered.fee_minor == 6
-    assert world.ledger.holds[f"{payment.payment_id}-fee"] == "VOIDED"
+    assert recovered.state is PaymentState.SETTLED
+    assert world.ledger.holds[f"{payment.payment_id}-fee"] == "POSTED"
+    assert (world.ledger.fees_posted, world.positions.fees_committed) == (6, 6)
 
 
 def test_an_unknown_failpoint_is_refused() -> None:
