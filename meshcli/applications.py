@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import uuid
-from pathlib import Path
 
 import grpc
 
 from meshcli.operator import Operator, command_failed
 from meshcli.tables import print_json_lines, print_table
-from meshcli.targets import mesh_ports
+from meshcli.targets import add_mesh_options, mesh_ports
 from meshlib.errors import MeshError
 from openbank.identity.v1 import onboarding_pb2, onboarding_pb2_grpc
 
@@ -33,24 +32,17 @@ def add_application_parser(commands: argparse._SubParsersAction) -> None:  # typ
     application = commands.add_parser("application", help="account applications from wallets: list, show, decide")
     sub = application.add_subparsers(dest="application_command", required=True)
 
-    def common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
-        parser.add_argument("--host", default="127.0.0.1", help="where the services listen")
-        parser.add_argument("--base-port", type=int, help="the gateway's port of an `up --base-port` mesh")
-        parser.add_argument("--json", action="store_true", help="JSON lines")
-        return parser
-
-    listing = common(sub.add_parser("list", help="applications, oldest first"))
+    listing = add_mesh_options(sub.add_parser("list", help="applications, oldest first"), json_rows=True)
     listing.add_argument("--state", choices=STATES, help="only those in this state (referred: the queue)")
     listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
-    show = common(sub.add_parser("show", help="one application"))
+    show = add_mesh_options(sub.add_parser("show", help="one application"), json_rows=True)
     show.add_argument("application", type=_application_name, help="applications/{id} (or the id)")
     for verb, text in (
         ("approve", "approve a referred application"),
         ("decline", "decline a referred application"),
         ("resend-code", "send the applicant a new activation code (lifts a lock of wrong codes)"),
     ):
-        decide = common(sub.add_parser(verb, help=text))
+        decide = add_mesh_options(sub.add_parser(verb, help=text), json_rows=True)
         decide.add_argument("application", type=_application_name, help="applications/{id} (or the id)")
         decide.add_argument("--request-id", help="idempotency key (default: a new one); reuse it to retry safely")
 

@@ -19,7 +19,7 @@ import grpc
 from google.protobuf import json_format
 
 from meshcli.operator import Operator
-from meshcli.targets import mesh_ports
+from meshcli.targets import add_mesh_options, mesh_ports
 from meshlib.audit import AuditStore, ChainReport, audit_tables, verify_directory
 from meshlib.errors import MeshError
 from meshlib.grpc_errors import decode_rpc_error
@@ -34,11 +34,7 @@ def add_audit_parser(commands: argparse._SubParsersAction) -> None:  # type: ign
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
 
     def connection(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
-        parser.add_argument("--host", default="127.0.0.1", help="where the services listen")
-        parser.add_argument(
-            "--base-port", type=int, help="the gateway's port of an `up --base-port` mesh (default: what up recorded)"
-        )
+        add_mesh_options(parser)
         parser.add_argument(
             "--service", choices=[*SERVICES, "all"], default="all", help="whose trail (default: every service)"
         )

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import argparse
 import uuid
-from pathlib import Path
 
 import grpc
 
 from meshcli.operator import Operator, command_failed
 from meshcli.tables import print_json_lines, print_table
-from meshcli.targets import mesh_ports
+from meshcli.targets import add_mesh_options, mesh_ports
 from meshlib.errors import MeshError
 from openbank.payment.v1 import capability_pb2, capability_pb2_grpc
 
@@ -24,18 +23,11 @@ def add_capability_parser(commands: argparse._SubParsersAction) -> None:  # type
     capability = commands.add_parser("capability", help="the kill switch: payment capabilities off or on")
     capability_commands = capability.add_subparsers(dest="capability_command", required=True)
 
-    def common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
-        parser.add_argument("--host", default="127.0.0.1", help="where the services listen")
-        parser.add_argument("--base-port", type=int, help="the gateway's port of an `up --base-port` mesh")
-        parser.add_argument("--json", action="store_true", help="JSON lines")
-        return parser
-
     for verb, text in (("off", "switch a capability off"), ("on", "switch a capability back on")):
-        switch = common(capability_commands.add_parser(verb, help=text))
+        switch = add_mesh_options(capability_commands.add_parser(verb, help=text), json_rows=True)
         switch.add_argument("capability", choices=CAPABILITIES, help="a payment type")
         switch.add_argument("--partner", default="", help="only for this partner (partners/{id}); default: all")
-    common(capability_commands.add_parser("list", help="what is switched off, and for whom"))
+    add_mesh_options(capability_commands.add_parser("list", help="what is switched off, and for whom"), json_rows=True)
 
 
 async def run_capability_command(args: argparse.Namespace) -> int:
@@ -45,9 +37,7 @@ async def run_capability_command(args: argparse.Namespace) -> int:
         stub = capability_pb2_grpc.CapabilityAdminServiceStub(operator.channel("payment"))
         metadata = await operator.metadata()
         if args.capability_command == "list":
-            answer = await stub.GetCapabilitySwitches(
-                capability_pb2.GetCapabilitySwitchesRequest(), metadata=metadata
-            )
+            answer = await stub.GetCapabilitySwitches(capability_pb2.GetCapabilitySwitchesRequest(), metadata=metadata)
         else:
             request = capability_pb2.SetCapabilityRequest(
                 request_id=f"cli-{uuid.uuid4().hex}",

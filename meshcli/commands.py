@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from meshcli.operator import Operator, command_failed
 from meshcli.tables import print_json_lines, print_table
-from meshcli.targets import mesh_ports
+from meshcli.targets import add_mesh_options, mesh_ports
 from meshlib.errors import MeshError
 from meshlib.money import CURRENCY_EXPONENTS, Amount
 from openbank.account.v1 import account_admin_pb2, account_admin_pb2_grpc, ledger_pb2, ledger_pb2_grpc
@@ -179,13 +179,8 @@ def add_operator_parsers(commands: argparse._SubParsersAction) -> None:  # type:
     """Add every operator command to the top-level parser."""
 
     def common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
-        parser.add_argument("--host", default="127.0.0.1", help="where the services listen")
-        parser.add_argument(
-            "--base-port", type=int, help="the gateway's port of an `up --base-port` mesh (default: what up recorded)"
-        )
+        add_mesh_options(parser, json_rows=True)
         parser.add_argument("--request-id", help="idempotency key (default: a new one); reuse it to retry safely")
-        parser.add_argument("--json", action="store_true", help="listings as JSON lines (one object per row)")
         return parser
 
     partner = commands.add_parser("partner", help="register, list, suspend and reactivate partner wallets")

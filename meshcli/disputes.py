@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import uuid
-from pathlib import Path
 
 import grpc
 
@@ -18,7 +17,7 @@ from meshcli.commands import _money
 from meshcli.operator import Operator, command_failed
 from meshcli.payments import _amount, _payment_name
 from meshcli.tables import print_json_lines, print_table
-from meshcli.targets import mesh_ports
+from meshcli.targets import add_mesh_options, mesh_ports
 from meshlib.errors import MeshError
 from openbank.payment.v1 import dispute_pb2, dispute_pb2_grpc
 
@@ -43,21 +42,16 @@ def add_dispute_parser(commands: argparse._SubParsersAction) -> None:  # type: i
     dispute = commands.add_parser("dispute", help="disputes of settled payments: open, list, decide")
     dispute_commands = dispute.add_subparsers(dest="dispute_command", required=True)
 
-    def common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
-        parser.add_argument("--host", default="127.0.0.1", help="where the services listen")
-        parser.add_argument("--base-port", type=int, help="the gateway's port of an `up --base-port` mesh")
-        parser.add_argument("--json", action="store_true", help="JSON lines")
-        return parser
-
-    opening = common(dispute_commands.add_parser("open", help="dispute a settled payment for its customer"))
+    opening = add_mesh_options(
+        dispute_commands.add_parser("open", help="dispute a settled payment for its customer"), json_rows=True
+    )
     opening.add_argument("payment", type=_payment_name, help="payments/{id} (or the id)")
     opening.add_argument("category", choices=sorted(CATEGORIES), help="why")
     opening.add_argument("--amount", help="wrong-amount: the excess in major units, e.g. 12.50 (default: all)")
     opening.add_argument("--currency", default="EUR", help="the amount's currency")
     opening.add_argument("--description", default="", help="what happened (500 characters)")
     opening.add_argument("--request-id", help="idempotency key (default: a new one); reuse it to retry safely")
-    listing = common(dispute_commands.add_parser("list", help="disputes, newest first"))
+    listing = add_mesh_options(dispute_commands.add_parser("list", help="disputes, newest first"), json_rows=True)
     listing.add_argument("--partner", default="", help="only this partner's (partners/{id})")
     listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     for verb, text in (
@@ -65,7 +59,7 @@ def add_dispute_parser(commands: argparse._SubParsersAction) -> None:  # type: i
         ("accept", "accept: the customer is refunded, the loss split by the partner's agreement"),
         ("reject", "reject: nothing moves"),
     ):
-        decide = common(dispute_commands.add_parser(verb, help=text))
+        decide = add_mesh_options(dispute_commands.add_parser(verb, help=text), json_rows=True)
         decide.add_argument("dispute", type=_dispute_name, help="disputes/{id} (or the id)")
         decide.add_argument("--note", default="", help="why (kept with the dispute and in the audit trail)")
         decide.add_argument("--request-id", help="idempotency key (default: a new one)")

@@ -5,13 +5,12 @@ payment service's IsolationAdminService (scope ``payments:admin``)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import grpc
 
 from meshcli.operator import Operator, command_failed
 from meshcli.tables import print_json_lines, print_table
-from meshcli.targets import mesh_ports
+from meshcli.targets import add_mesh_options, mesh_ports
 from meshlib.errors import MeshError
 from openbank.payment.v1 import isolation_pb2, isolation_pb2_grpc
 
@@ -24,10 +23,7 @@ def add_isolation_parser(commands: argparse._SubParsersAction) -> None:  # type:
     isolation_commands = isolation.add_subparsers(dest="isolation_command", required=True)
     show = isolation_commands.add_parser("show", help="a customer's capabilities and where each stands")
     show.add_argument("customer", help="customers/{id}")
-    show.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
-    show.add_argument("--host", default="127.0.0.1", help="where the services listen")
-    show.add_argument("--base-port", type=int, help="the gateway's port of an `up --base-port` mesh")
-    show.add_argument("--json", action="store_true", help="JSON lines")
+    add_mesh_options(show, json_rows=True)
 
 
 async def run_isolation_command(args: argparse.Namespace) -> int:

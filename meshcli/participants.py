@@ -10,7 +10,7 @@ import grpc
 from meshcli.commands import _show, list_partners
 from meshcli.operator import Operator, command_failed
 from meshcli.tables import print_json_lines, print_table
-from meshcli.targets import mesh_ports
+from meshcli.targets import add_mesh_options, mesh_ports
 from meshlib.errors import MeshError
 from openbank.identity.v1 import partner_pb2_grpc
 from openbank.settlement.v1 import settlement_admin_pb2, settlement_admin_pb2_grpc, settlement_pb2, settlement_pb2_grpc
@@ -21,10 +21,7 @@ def add_participant_parser(commands: argparse._SubParsersAction) -> None:  # typ
     participant = commands.add_parser("participant", help="settlement participants and their positions")
     sub = participant.add_subparsers(dest="participant_command", required=True)
     listing = sub.add_parser("list", help="every participant by name: position, reserved, cap, headroom")
-    listing.add_argument("--data-dir", default="data", help="the local mesh's data folder")
-    listing.add_argument("--host", default="127.0.0.1", help="where the services listen")
-    listing.add_argument("--base-port", type=int, help="the gateway's port of an `up --base-port` mesh")
-    listing.add_argument("--json", action="store_true", help="JSON lines, one object per participant and currency")
+    add_mesh_options(listing, json_rows=True)
 
 
 async def run_participant_command(args: argparse.Namespace) -> int:

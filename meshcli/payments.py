@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 import uuid
-from pathlib import Path
 
 import grpc
 
 from meshcli.commands import minor_units
 from meshcli.operator import Operator, command_failed
 from meshcli.tables import print_json_lines, print_table
-from meshcli.targets import mesh_ports
+from meshcli.targets import add_mesh_options, mesh_ports
 from meshlib.errors import MeshError
 from meshlib.money import Amount
 from openbank.common.v1 import money_pb2
@@ -41,11 +40,7 @@ def add_payment_parser(commands: argparse._SubParsersAction) -> None:  # type: i
     payment_commands = payment.add_subparsers(dest="payment_command", required=True)
 
     def common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
-        parser.add_argument("--host", default="127.0.0.1", help="where the services listen")
-        parser.add_argument(
-            "--base-port", type=int, help="the gateway's port of an `up --base-port` mesh (default: what up recorded)"
-        )
+        add_mesh_options(parser)
         parser.add_argument("payment", type=_payment_name, help="payments/{id} (or the id)")
         return parser
 
@@ -59,19 +54,13 @@ def add_payment_parser(commands: argparse._SubParsersAction) -> None:  # type: i
     refund.add_argument("--request-id", help="idempotency key (default: a new one); reuse it to retry safely")
     common(payment_commands.add_parser("trail", help="every saga step recorded for a payment, oldest first"))
     show = payment_commands.add_parser("show", help="one payment by its id, or the payments of an end-to-end id")
-    show.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
-    show.add_argument("--host", default="127.0.0.1", help="where the services listen")
-    show.add_argument("--base-port", type=int, help="the gateway's port of an `up --base-port` mesh")
+    add_mesh_options(show, json_rows=True)
     show.add_argument("payment", help="payments/{id}, the id, or a partner's end-to-end id")
-    show.add_argument("--json", action="store_true", help="JSON lines")
     listing = payment_commands.add_parser("list", help="payments newest first, e.g. the rejected ones with reasons")
-    listing.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
-    listing.add_argument("--host", default="127.0.0.1", help="where the services listen")
-    listing.add_argument("--base-port", type=int, help="the gateway's port of an `up --base-port` mesh")
+    add_mesh_options(listing, json_rows=True)
     listing.add_argument("--state", choices=STATES, help="only payments in this state")
     listing.add_argument("--partner", default="", help="only this partner's, partners/{id}")
     listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
-    listing.add_argument("--json", action="store_true", help="JSON lines")
 
 
 async def run_payment_command(args: argparse.Namespace) -> int:

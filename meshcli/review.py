@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import uuid
-from pathlib import Path
 
 import grpc
 
 from meshcli.operator import Operator, command_failed
 from meshcli.payments import _amount, _payment_name
 from meshcli.tables import print_json_lines, print_table
-from meshcli.targets import mesh_ports
+from meshcli.targets import add_mesh_options, mesh_ports
 from meshlib.errors import MeshError
 from openbank.payment.v1 import payment_pb2, risk_pb2, risk_pb2_grpc
 
@@ -27,20 +26,13 @@ def add_review_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
     review = commands.add_parser("review", help="payments the risk rules held for review: list, show, decide")
     review_commands = review.add_subparsers(dest="review_command", required=True)
 
-    def common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
-        parser.add_argument("--host", default="127.0.0.1", help="where the services listen")
-        parser.add_argument("--base-port", type=int, help="the gateway's port of an `up --base-port` mesh")
-        return parser
-
-    listing = common(review_commands.add_parser("list", help="held payments, oldest first"))
+    listing = add_mesh_options(review_commands.add_parser("list", help="held payments, oldest first"), json_rows=True)
     listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
-    listing.add_argument("--json", action="store_true", help="JSON lines")
-    show = common(review_commands.add_parser("show", help="a payment's risk decision: signals, rules, score"))
+    show = add_mesh_options(review_commands.add_parser("show", help="a payment's risk decision: signals, rules, score"))
     show.add_argument("payment", type=_payment_name, help="payments/{id} (or the id)")
     show.add_argument("--json", action="store_true", help="JSON lines")
     for verb, text in (("approve", "approve a held payment: it goes on now"), ("refuse", "refuse a held payment")):
-        decide = common(review_commands.add_parser(verb, help=text))
+        decide = add_mesh_options(review_commands.add_parser(verb, help=text))
         decide.add_argument("payment", type=_payment_name, help="payments/{id} (or the id)")
         decide.add_argument("--note", default="", help="why (kept in the audit trail, 500 characters)")
         decide.add_argument("--request-id", help="idempotency key (default: a new one); reuse it to retry safely")

@@ -9,6 +9,7 @@ still overrides one process's address (as the services themselves read it).
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,19 @@ DEFAULT_BANKWEB_PORT = 8080
 DEFAULT_CONSOLE_PORT = 8090
 # The scheme simulator's port (python -m schemesim's default).
 DEFAULT_SCHEME_PORT = 50060
+
+
+def add_mesh_options(parser: argparse.ArgumentParser, *, json_rows: bool = False) -> argparse.ArgumentParser:
+    """Where a command finds the mesh (``--data-dir``, ``--host``, ``--base-port``), and
+    ``--json`` for a command that prints rows."""
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="the local mesh's data folder")
+    parser.add_argument("--host", default="127.0.0.1", help="where the services listen")
+    parser.add_argument(
+        "--base-port", type=int, help="the gateway's port of an `up --base-port` mesh (default: what up recorded)"
+    )
+    if json_rows:
+        parser.add_argument("--json", action="store_true", help="JSON lines, one object per row")
+    return parser
 
 
 def ports_from_base(base_port: int) -> dict[str, int]:
