@@ -18,6 +18,8 @@ from tests.support.servers import free_port
 
 @pytest_asyncio.fixture(loop_scope="session", scope="session")
 async def world(tmp_path_factory, redis_srv):  # type: ignore[no-untyped-def]
+    # The browser first: without it the tests skip (or fail in CI) before a mesh is left running.
+    driver = chrome()
     data_dir = tmp_path_factory.mktemp("bankweb") / "data"
     ports = {
         name: free_port() for name in ("identity", "account", "payment", "settlement", "gateway", "bankweb", "console")
@@ -41,17 +43,17 @@ async def world(tmp_path_factory, redis_srv):  # type: ignore[no-untyped-def]
         child_env={"bankweb": bankweb_env, "account": account_env},
     )
     mesh.child_env.setdefault("payment", {}).update(ISOLATION_ENV)
-    await mesh.start()
-    operator = Operator(data_dir, ports=mesh.ports)
-    demo = await seed_demo_data(operator, say=lambda _: None)
-    acme = demo["partners"]["acme"]
-    callback = WalletCallback()
-    await register_redirect_uri(operator, acme["partner"], callback.uri)
-    wallet = OpenBankClient.connect(
-        f"127.0.0.1:{ports['gateway']}", acme["client_id"], acme["client_secret"], insecure=True
-    )
-    driver = chrome()
+    operator = wallet = callback = None
     try:
+        await mesh.start()
+        operator = Operator(data_dir, ports=mesh.ports)
+        demo = await seed_demo_data(operator, say=lambda _: None)
+        acme = demo["partners"]["acme"]
+        callback = WalletCallback()
+        await register_redirect_uri(operator, acme["partner"], callback.uri)
+        wallet = OpenBankClient.connect(
+            f"127.0.0.1:{ports['gateway']}", acme["client_id"], acme["client_secret"], insecure=True
+        )
         yield {
             "bank": f"http://127.0.0.1:{ports['bankweb']}",
             "console": f"http://127.0.0.1:{ports['console']}",
@@ -64,7 +66,10 @@ async def world(tmp_path_factory, redis_srv):  # type: ignore[no-untyped-def]
         }
     finally:
         driver.quit()
-        await wallet.close()
-        await operator.close()
-        callback.close()
+        if wallet is not None:
+            await wallet.close()
+        if operator is not None:
+            await operator.close()
+        if callback is not None:
+            callback.close()
         await mesh.stop(grace=10)
