@@ -38,6 +38,11 @@ log = logging.getLogger("meshlib.app")
 DEFAULT_PORTS = {"gateway": 50050, "identity": 50051, "account": 50052, "payment": 50053, "settlement": 50054}
 
 
+class InsecureSettings(ValueError):
+    """A process was asked to start outside the local mesh with a development secret (one that
+    ships in this repository) or a weak one; ``OBM_ALLOW_DEV_SECRETS`` is for the local mesh."""
+
+
 class ServiceSettings(ServerSettings, StorageSettings):
     """Settings every service reads: its server, its store, where its peers are, and tokens."""
 
@@ -50,6 +55,9 @@ class ServiceSettings(ServerSettings, StorageSettings):
     token_issuer: str = "https://identity.openbank.local"
     token_audience: str = "openbank-mesh"
     token_leeway_seconds: float = Field(default=5.0, ge=0, le=30)
+    # Only the local mesh (``make up``, meshcli) and the dev overlay set this: a service then
+    # starts with the development secrets that ship here (InsecureSettings anywhere else).
+    allow_dev_secrets: bool = False
     # A verifier refetches the JWKS (in the background) once its copy is this old, so a
     # rotated-in key (published by identity a longer "publish lead" before it signs) is
     # known before its first token arrives; an unknown kid refetches at once too.

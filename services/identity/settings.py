@@ -8,17 +8,13 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from meshlib.app import ServiceSettings
+from meshlib.app import InsecureSettings, ServiceSettings
 from services.identity.notifier import MailRelayRefused, SmtpRelay
 
 DEVELOPMENT_PASSPHRASE = "local-development-only"
 # Passphrases that ship in this repository (the default, the dev overlay's); never in production.
 KNOWN_DEVELOPMENT_PASSPHRASES = frozenset({DEVELOPMENT_PASSPHRASE, "openbank-dev-only-passphrase"})
 MIN_PASSPHRASE_BYTES = 16
-
-
-class InsecureSettings(ValueError):
-    """Identity was asked to start outside the local mesh with development secrets."""
 
 
 class IdentitySettings(ServiceSettings):
@@ -31,8 +27,6 @@ class IdentitySettings(ServiceSettings):
     # refuses to start with it (or any known development secret) unless allow_dev_secrets.
     signing_key_passphrase: SecretStr = SecretStr(DEVELOPMENT_PASSPHRASE)
     signing_key_passphrase_file: Path | None = None
-    # Only the local mesh (``make up``, meshcli) and the dev overlay set this.
-    allow_dev_secrets: bool = False
     # A sandbox (the local mesh; a partners' test deployment): CreateCustomer may set a test
     # customer's TOTP secret, so test customers can be published. Never in production.
     sandbox_customer_secrets: bool = False

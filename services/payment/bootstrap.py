@@ -92,7 +92,7 @@ from services.payment.saga import SagaRunner, exit_at_failpoint
 from services.payment.scheduler import Scheduler, SchedulerLoop
 from services.payment.scheme_steps import SchemeSteps
 from services.payment.servicer import PaymentAdminServicer, PaymentServicer
-from services.payment.settings import LOCAL_STEP_UP_SECRET, PaymentSettings
+from services.payment.settings import PaymentSettings, refuse_development_secrets
 from services.payment.standing_orders import StandingOrders
 from services.payment.tables import audit as audit_tables
 from services.payment.unit_of_work import PaymentUnitOfWork
@@ -238,6 +238,7 @@ async def wire(
 ) -> Wiring[PaymentComponents]:
     """Build payment's layers on the runtime's database."""
     settings: PaymentSettings = runtime.settings
+    refuse_development_secrets(settings)
     uow = partial(PaymentUnitOfWork, runtime.database)
     peers = identity(runtime)
     # Revoked tokens, consents and partners are refused here too, not only at the gateway.
@@ -353,8 +354,6 @@ async def wire(
                 settings.clearing_returns_seconds,
             )
         )
-    if settings.step_up_secret == LOCAL_STEP_UP_SECRET:
-        log.warning("the step-up secret is the local mesh's: set OBM_STEP_UP_SECRET_FILE (a mounted Secret) outside it")
     risk_review = RiskReview(uow, saga, step_up_secret=settings.step_up_secret.encode(), lease=lease)
     risk_expiry = RiskExpiryLoop(risk_review, settings.risk_expiry_interval_seconds)
     gauges = Periodic("payment-metrics", settings.metrics_interval_seconds, partial(publish_payment_gauges, uow))

@@ -6,7 +6,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from meshlib.app import ServiceSettings
+from meshlib.app import InsecureSettings, ServiceSettings
 from meshlib.iban import is_bic
 from services.payment.domain.saga import DEFAULT_RESUME_ATTEMPTS, failpoint_names
 from services.payment.domain.schedules import SCHEDULER_FAILPOINTS
@@ -18,6 +18,7 @@ DEFAULT_ISOLATION_POLICY_FILE = Path(__file__).parent / "isolation_policy.yaml"
 
 # The step-up secret of the local mesh and tests (payment warns when it runs with it).
 LOCAL_STEP_UP_SECRET = "local-mesh-step-up-secret"
+MIN_STEP_UP_SECRET_BYTES = 32
 
 
 class PaymentSettings(ServiceSettings):
@@ -161,3 +162,18 @@ class PaymentSettings(ServiceSettings):
         if self.schedule_time_scale != 1.0 and self.schedule_time_anchor is None:
             raise ValueError("schedule_time_scale needs schedule_time_anchor (the moment the fast clock starts from)")
         return self
+
+
+def refuse_development_secrets(settings: PaymentSettings) -> None:
+    """Start-up check: outside the local mesh the step-up secret must be configured (a mounted
+    file), not the one that ships here, and long enough; the customers' device keys derive
+    from it, so a known one lets anyone compute their one-time codes."""
+    if settings.allow_dev_secrets:
+        return
+    if settings.step_up_secret == LOCAL_STEP_UP_SECRET:
+        raise InsecureSettings(
+            "payment refuses the local mesh's step-up secret: set OBM_STEP_UP_SECRET_FILE (a mounted "
+            "Secret), or OBM_ALLOW_DEV_SECRETS=true for a local mesh only"
+        )
+    if len(settings.step_up_secret.encode()) < MIN_STEP_UP_SECRET_BYTES:
+        raise InsecureSettings(f"the step-up secret must be at least {MIN_STEP_UP_SECRET_BYTES} bytes")

@@ -97,6 +97,7 @@ async def mesh(request, tmp_path: Path, key_prefix: str) -> AsyncIterator[Mesh]:
                 token_audience=identity.settings.token_audience,
                 service_client_id=name,
                 service_client_secret=_secret(name),
+                allow_dev_secrets=True,
                 **bus,
             )
             servers.append(await start_service(spec, settings))
@@ -173,17 +174,20 @@ CALLS: dict[str, tuple[str, Call]] = {
 
 
 async def _refused_within(call: Callable[[], Awaitable[Any]], seconds: float) -> tuple[grpc.StatusCode, str, float]:
+    """The refusal, and when the refused call was sent (seconds after the change): the bound is
+    on what is sent after it, not on how long a loaded machine takes to answer."""
     started = time.monotonic()
     while True:
+        sent = time.monotonic() - started
         try:
             await call()
         except grpc.aio.AioRpcError as error:
             code, reason = _outcome(error)
             if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                return code, reason, time.monotonic() - started
+                return code, reason, sent
             raise
-        if time.monotonic() - started > seconds:
-            raise AssertionError(f"still served {seconds}s after the revocation")
+        if sent > seconds:
+            raise AssertionError(f"a call sent {sent:.2f}s after the change was still served")
         await asyncio.sleep(0.05)
 
 
@@ -276,6 +280,7 @@ async def test_a_service_without_credentials_to_ask_identity_accepts_no_token(
         identity_target=f"127.0.0.1:{mesh.identity.server.port}",
         token_issuer=mesh.identity.settings.token_issuer,
         token_audience=mesh.identity.settings.token_audience,
+        allow_dev_secrets=True,
     )
     server = await start_service(spec, settings)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")

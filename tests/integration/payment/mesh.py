@@ -343,6 +343,7 @@ async def running_mesh(urls: dict[str, str], **payment_settings: Any) -> AsyncIt
             "settlement_target": f"127.0.0.1:{servers['settlement'].port}",
             "recovery_interval_seconds": 0,
             "directory_cache_seconds": 0,
+            "allow_dev_secrets": True,
             **payment_settings,
         }
         payment_settings = PaymentSettings(**settings)

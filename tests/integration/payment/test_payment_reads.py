@@ -54,7 +54,7 @@ async def payment_service(database_url: str):  # type: ignore[no-untyped-def]
     spec = payment_spec(identity=lambda runtime: IdentitySide(no_token, consents))
     server = await start_service(
         spec,
-        PaymentSettings(port=0, database_url=database_url, recovery_interval_seconds=0),
+        PaymentSettings(port=0, database_url=database_url, recovery_interval_seconds=0, allow_dev_secrets=True),
         jwks_fetcher=static_jwks(issuer.jwks),
     )
     async with PaymentUnitOfWork(server.runtime.database) as uow:
