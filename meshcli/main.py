@@ -43,6 +43,16 @@ MIGRATED_SERVICES = {
 }
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError("must be more than 0 and at most 3600 seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command tree (each command has --help)."""
     parser = argparse.ArgumentParser(prog="openbank-mesh", description="OpenBank Mesh developer and operator tool.")
@@ -67,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="N processes of every service and the gateway, on PostgreSQL and Redis (DATABASE_URL and "
         "REDIS_URL, else started locally), balanced round robin",
+    )
+    up.add_argument(
+        "--ready-timeout",
+        type=_positive_seconds,
+        default=120.0,
+        help="seconds each process may take to answer its health check after all have started (default 120); "
+        "a process that exits is reported at once",
     )
     serve = commands.add_parser("serve", help="run one process (what the container image runs)")
     serve.add_argument("process", choices=sorted(PROCESS_MODULES), help="which process")
@@ -119,8 +136,16 @@ def main(argv: list[str] | None = None) -> int:
             from meshcli.replicas import local_stores
 
             with local_stores(args.data_dir) as stores:
-                return asyncio.run(run_up(args.data_dir, args.base_port, replicas=args.replicas, stores=stores))
-        return asyncio.run(run_up(args.data_dir, args.base_port))
+                return asyncio.run(
+                    run_up(
+                        args.data_dir,
+                        args.base_port,
+                        replicas=args.replicas,
+                        stores=stores,
+                        ready_timeout=args.ready_timeout,
+                    )
+                )
+        return asyncio.run(run_up(args.data_dir, args.base_port, ready_timeout=args.ready_timeout))
     if args.command == "migrate":
         import importlib
 

@@ -432,14 +432,25 @@ def subprocess_out(quiet: bool) -> int | None:
 
 
 async def run_up(
-    data_dir: Path, base_port: int = DEFAULT_PORTS["gateway"], *, replicas: int = 1, stores: LocalStores | None = None
+    data_dir: Path,
+    base_port: int = DEFAULT_PORTS["gateway"],
+    *,
+    replicas: int = 1,
+    stores: LocalStores | None = None,
+    ready_timeout: float = 120.0,
 ) -> int:
     """``openbank-mesh up``: run until Ctrl-C / SIGTERM, then stop everything cleanly.
 
     With ``replicas`` > 1, that many processes of every service and the gateway, on ``stores``
     (PostgreSQL and Redis, :func:`meshcli.replicas.local_stores`).
     """
-    mesh = LocalMesh(data_dir, ports=ports_from_base(base_port), replicas=replicas, extra_env=stores_env(stores))
+    mesh = LocalMesh(
+        data_dir,
+        ports=ports_from_base(base_port),
+        replicas=replicas,
+        extra_env=stores_env(stores),
+        ready_timeout=ready_timeout,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -22,3 +22,14 @@ def test_every_command_has_help(capsys) -> None:  # type: ignore[no-untyped-def]
             parser.parse_args([*command, "--help"])
         assert exited.value.code == 0, command
         assert "usage:" in capsys.readouterr().out, command
+
+
+def test_up_waits_as_long_as_it_is_told_and_refuses_a_bad_wait(capsys) -> None:  # type: ignore[no-untyped-def]
+    parser = build_parser()
+    assert parser.parse_args(["up"]).ready_timeout == 120.0
+    assert parser.parse_args(["up", "--ready-timeout", "300"]).ready_timeout == 300.0
+    for bad in ("soon", "0", "-5", "7200"):
+        with pytest.raises(SystemExit) as exited:
+            parser.parse_args(["up", "--ready-timeout", bad])
+        assert exited.value.code == 2
+        assert "--ready-timeout" in capsys.readouterr().err
