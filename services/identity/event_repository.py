@@ -9,20 +9,48 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from meshlib.storage import as_utc
+from meshlib.storage import BulkInsert, as_utc
 from services.identity.domain.consents import ConsentState
 from services.identity.domain.events import ConsentCover, EventFilter, EventType, NewEvent, PartnerEvent
 from services.identity.tables import consent_expiry_notices, consents, partner_event_heads, partner_events
 
 _heads = partner_event_heads
 _events = partner_events
+
+_INSERT_EVENTS = BulkInsert(
+    _events,
+    (
+        "partner_id",
+        "seq",
+        "event_id",
+        "source_key",
+        "event_type",
+        "resource",
+        "consent_id",
+        "data",
+        "event_time",
+        "recorded_at",
+    ),
+)
+_MOVE_HEAD = (
+    _heads.update().where(_heads.c.partner_id == sa.bindparam("head_partner")).values(last_seq=sa.bindparam("head_seq"))
+)
+# One encoder for every event (json.dumps with options builds a new one per call).
+_encode_data = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+
+
+def _event_ids(count: int) -> list[str]:
+    """``count`` random 128-bit ids in hex, from one read of the system's randomness."""
+    digits = os.urandom(16 * count).hex()
+    return [digits[start : start + 32] for start in range(0, 32 * count, 32)]
+
 
 # Told the partners whose logs grew and their new heads, once the transaction committed.
 HeadsNotifier = Callable[[dict[str, int]], Awaitable[None]]
@@ -60,70 +88,78 @@ class PartnerEventRepository:
         if pending:
             await self.append(pending)
 
-    async def append(self, events: list[NewEvent]) -> list[PartnerEvent]:
-        """Append ``events`` in order, each source_key once; the events appended now."""
-        keys = [e.source_key for e in events if e.source_key is not None]
-        known: set[str] = set()
-        if keys:
-            rows = await self._connection.execute(sa.select(_events.c.source_key).where(_events.c.source_key.in_(keys)))
-            known = {r.source_key for r in rows}
-        fresh: list[NewEvent] = []
-        for event in events:
-            if event.source_key is None or event.source_key not in known:
-                fresh.append(event)
-                if event.source_key is not None:
-                    known.add(event.source_key)
-        appended: list[PartnerEvent] = []
-        now = self._clock()
-        for partner_id in dict.fromkeys(e.partner_id for e in fresh):
-            mine = [e for e in fresh if e.partner_id == partner_id]
-            last = await self._lock_head(partner_id)
-            rows = []
-            for offset, event in enumerate(mine, start=1):
-                event_id = uuid.uuid4().hex
-                rows.append(
-                    {
-                        "partner_id": partner_id,
-                        "seq": last + offset,
-                        "event_id": event_id,
-                        "source_key": event.source_key or f"identity:{event_id}",
-                        "event_type": event.type.value,
-                        "resource": event.resource,
-                        "consent_id": event.consent_id,
-                        "data": json.dumps(event.data, separators=(",", ":"), sort_keys=True),
-                        "event_time": event.event_time,
-                        "recorded_at": now,
-                    }
-                )
-                appended.append(
-                    PartnerEvent(
-                        partner_id,
-                        last + offset,
-                        event_id,
-                        event.type,
-                        event.resource,
-                        event.consent_id,
-                        event.event_time,
-                        event.data,
-                    )
-                )
-            await self._connection.execute(_events.insert(), rows)
-            head = last + len(mine)
-            await self._connection.execute(
-                _heads.update().where(_heads.c.partner_id == partner_id).values(last_seq=head)
-            )
-            self.appended_heads[partner_id] = head
-        return appended
+    async def append(self, events: list[NewEvent]) -> int:
+        """Append ``events`` in order, each source_key once; how many were appended now.
 
-    async def _lock_head(self, partner_id: str) -> int:
-        """The partner's last number, its head row locked until commit (created when new; a
-        concurrent creation fails one transaction, which the runner runs again)."""
-        query = sa.select(_heads.c.last_seq).where(_heads.c.partner_id == partner_id).with_for_update()
-        last = await self._connection.scalar(query)
-        if last is None:
-            await self._connection.execute(_heads.insert().values(partner_id=partner_id, last_seq=0))
+        Per call, whatever the number of events or partners: one statement locks (or creates)
+        the heads of the batch's partners, one finds the source keys already appended, one
+        inserts the rows, one moves the heads. The known keys are read after the heads are
+        locked, so a twin append (a relay's retry on another replica) that committed while
+        this one waited is seen here, not refused later by the unique key.
+        """
+        if not events:
             return 0
-        return int(last)
+        heads = await self._lock_heads(sorted({e.partner_id for e in events}))
+        known = await self._known_source_keys([e.source_key for e in events if e.source_key is not None])
+        ids = _event_ids(len(events))
+        now = self._clock()
+        rows: list[tuple[Any, ...]] = []
+        for event, event_id in zip(events, ids, strict=True):
+            source_key = event.source_key
+            if source_key is None:
+                source_key = f"identity:{event_id}"
+            elif source_key in known:
+                continue
+            else:
+                known.add(source_key)
+            seq = heads[event.partner_id] = heads[event.partner_id] + 1
+            rows.append(
+                (
+                    event.partner_id,
+                    seq,
+                    event_id,
+                    source_key,
+                    event.type.value,
+                    event.resource,
+                    event.consent_id,
+                    _encode_data(event.data),
+                    event.event_time,
+                    now,
+                )
+            )
+        if not rows:
+            return 0
+        await _INSERT_EVENTS.execute(self._connection, rows)
+        grown = {partner_id: heads[partner_id] for partner_id in dict.fromkeys(row[0] for row in rows)}
+        await self._connection.execute(
+            _MOVE_HEAD, [{"head_partner": partner_id, "head_seq": seq} for partner_id, seq in grown.items()]
+        )
+        self.appended_heads.update(grown)
+        return len(rows)
+
+    async def _lock_heads(self, partner_ids: list[str]) -> dict[str, int]:
+        """These partners' last numbers, their head rows locked until commit (in partner
+        order, so two appenders never wait on each other crosswise; created when new: a
+        concurrent creation fails one transaction, which the runner runs again)."""
+        rows = await self._connection.execute(
+            sa.select(_heads.c.partner_id, _heads.c.last_seq)
+            .where(_heads.c.partner_id.in_(partner_ids))
+            .order_by(_heads.c.partner_id)
+            .with_for_update()
+        )
+        heads = {row.partner_id: int(row.last_seq) for row in rows}
+        missing = [partner_id for partner_id in partner_ids if partner_id not in heads]
+        if missing:
+            await self._connection.execute(_heads.insert(), [{"partner_id": p, "last_seq": 0} for p in missing])
+            heads.update(dict.fromkeys(missing, 0))
+        return heads
+
+    async def _known_source_keys(self, keys: list[str]) -> set[str]:
+        """Which of ``keys`` were appended before."""
+        if not keys:
+            return set()
+        rows = await self._connection.execute(sa.select(_events.c.source_key).where(_events.c.source_key.in_(keys)))
+        return {row.source_key for row in rows}
 
     async def after(self, partner_id: str, after_seq: int, limit: int, chosen: EventFilter) -> list[PartnerEvent]:
         """The partner's events after ``after_seq`` that pass ``chosen``, in order."""

@@ -134,7 +134,7 @@ class PartnerEventLog:
                     expanded += movement_events(event, covering.get(event.customer_id, ()))
                 else:
                     expanded.append(event)
-            return len(await uow.partner_events.append(expanded))
+            return await uow.partner_events.append(expanded)
 
         return await self._tx.run(operation)
 

@@ -111,14 +111,21 @@ def request_filter(request: Any) -> EventFilter:
     return event_filter(_type_names(request.types), list(request.consents))
 
 
+# The contract's event types by number (a relayed batch names one per event).
+_EVENT_TYPES = {
+    number: EventType[name.removeprefix(_PREFIX)]
+    for name, number in events_pb2.EventType.items()
+    if number and name.removeprefix(_PREFIX) in EventType.__members__
+}
+
+
 def intake_event(message: events_pb2.IntakeEvent, index: int) -> NewEvent:
     """A relayed outbox event, checked."""
     field = f"events[{index}]"
     event = message.event
-    names = _type_names([event.type])
-    if names == ["?"]:
+    kind = _EVENT_TYPES.get(event.type)
+    if kind is None:
         raise InvalidArgument.field(f"{field}.event.type", "unknown event type")
-    kind = EventType[names[0]]
     partner_id = customer_id = ""
     if message.customer:
         # An account movement for the consents covering the account, not one partner's.

@@ -73,11 +73,11 @@ class FakeEvents:
         self.asked.append(set(customer_ids))
         return {c: self.covers[c] for c in customer_ids if c in self.covers}
 
-    async def append(self, events: list[NewEvent]) -> list[NewEvent]:
+    async def append(self, events: list[NewEvent]) -> int:
         known = {e.source_key for e in self.log}
         fresh = [e for e in events if e.source_key not in known]
         self.log += fresh
-        return fresh
+        return len(fresh)
 
 
 class FakeUow:
