@@ -110,6 +110,8 @@ class ServiceProcess:
                 "OBM_SERVICE_CLIENT_SECRET": client_secret(self.name),
                 "OBM_LOG_LEVEL": "WARNING",
                 "OBM_LOG_FORMAT": "json",
+                # A test mesh: payment's local step-up secret (refused anywhere else).
+                "OBM_ALLOW_DEV_SECRETS": "true",
             }
         )
         for peer, target in self.targets.items():
