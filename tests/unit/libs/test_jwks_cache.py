@@ -52,12 +52,17 @@ async def test_many_made_up_kids_cost_one_fetch_per_interval() -> None:
     await cache.key(issuer.kid)
     started = time.monotonic()
     answers = await asyncio.gather(*(cache.key(f"bogus-{n}") for n in range(200)))
+    burst = time.monotonic() - started
     assert answers == [None] * 200
-    assert source.fetches == 2
+    # One fetch for the whole burst; a second only if the burst itself outlasted an interval
+    # (a loaded machine), never one per made-up kid.
+    assert 2 <= source.fetches <= 2 + int(burst / 0.2)
+    before = source.fetches
     for n in range(3):  # one after another: each waits for the next slot
         assert await cache.key(f"again-{n}") is None
-    assert source.fetches == 5
-    assert time.monotonic() - started >= 4 * 0.2 - 0.05
+    assert source.fetches == before + 3
+    # Every fetch after the first came at least an interval after the one before it.
+    assert time.monotonic() - started >= (source.fetches - 1) * 0.2 - 0.05
 
 
 async def test_a_stale_copy_is_refreshed_behind_the_calls() -> None:
