@@ -36,9 +36,11 @@ class IdentityIntakeSink(Generic[Row]):
         self._to_event = to_event
 
     async def append(self, rows: list[Row]) -> None:
-        """One AppendEvents for the rows, under a fresh request id."""
+        """One AppendEvents for the rows, under a fresh request id (none for no rows)."""
         from openbank.events.v1 import events_pb2
 
+        if not rows:
+            return
         request = events_pb2.AppendEventsRequest(
             request_id=uuid.uuid4().hex, events=[self._to_event(row) for row in rows]
         )

@@ -10,7 +10,7 @@ from typing import cast
 from meshlib.app import Runtime
 from meshlib.event_intake import IdentityIntake
 from meshlib.storage import Transactions
-from services.payment.adapters.isolation_events import IdentityIsolationSink
+from services.payment.adapters.isolation_events import to_intake_event
 from services.payment.adapters.risk_rules_file import ReloadableRiskRules
 from services.payment.domain.isolation import IsolationPolicy, load_isolation_policy
 from services.payment.isolation import CustomerIsolation, IsolationSweep
@@ -28,7 +28,7 @@ def isolation_wiring(
     policy = ReloadableRiskRules(
         settings.isolation_policy_file, settings.risk_rules_check_seconds, load_isolation_policy, on_sighup=False
     )
-    sink = IdentityIsolationSink(events.channel, events.call) if events is not None else None
+    sink = events.sink(to_intake_event) if events is not None else None
     transactions = Transactions(uow)
     sweep = IsolationSweep(
         transactions,

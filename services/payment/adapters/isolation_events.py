@@ -1,13 +1,11 @@
-"""Dynamic isolation's changes into identity's partner event log (EventIntakeService), one
-event per consent the customer paid through, each once by its source key."""
+"""Dynamic isolation's changes as identity's partner events (EventIntakeService, through
+meshlib.event_intake's sink): one event per consent the customer paid through, each once by
+its source key."""
 
 from __future__ import annotations
 
-import uuid
-
-from meshlib.clients import PeerCaller
 from openbank.common.v1 import money_pb2
-from openbank.events.v1 import events_pb2, events_pb2_grpc
+from openbank.events.v1 import events_pb2
 from services.payment.isolation_repository import IsolationEvent
 
 
@@ -30,18 +28,6 @@ def intake_event(event: IsolationEvent, partner_id: str, consent_id: str) -> eve
     )
 
 
-class IdentityIsolationSink:
-    """identity's EventIntakeService over gRPC."""
-
-    def __init__(self, channel: object, call: PeerCaller) -> None:
-        self._stub = events_pb2_grpc.EventIntakeServiceStub(channel)
-        self._call = call
-
-    async def append(self, events: list[tuple[IsolationEvent, str, str]]) -> None:
-        """Append each (event, partner, consent) once."""
-        if not events:
-            return
-        request = events_pb2.AppendEventsRequest(
-            request_id=uuid.uuid4().hex, events=[intake_event(e, partner, consent) for e, partner, consent in events]
-        )
-        await self._call(self._stub.AppendEvents, request, "events.AppendEvents")
+def to_intake_event(entry: tuple[IsolationEvent, str, str]) -> events_pb2.IntakeEvent:
+    """An (event, partner, consent) entry of the sweep's relay as the partner's event."""
+    return intake_event(*entry)

@@ -41,3 +41,10 @@ async def test_each_outbox_hands_its_rows_as_one_append_of_its_own_events() -> N
     assert [(e.source_key, e.customer, e.event.account.amount.minor_units) for e in second.events] == [
         ("account:8", "customers/cust1", 500)
     ]
+
+
+async def test_no_rows_make_no_call() -> None:
+    """Isolation's relay may find only changes nobody is to be told of."""
+    calls = Calls()
+    await IdentityIntake(Channel(), calls).sink(movement_event).append([])  # type: ignore[arg-type]
+    assert calls == []
