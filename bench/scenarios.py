@@ -463,7 +463,7 @@ async def _redis_benchmark_point(
     command = [
         "redis-benchmark", "-h", host, "-p", port, "-n", str(requests), "-c", str(concurrency),
         "-r", "100000", "--csv",
-        "EVALSHA", sha, "1", "bench:rb:__rand_int__", str(limit.emission_us), str(limit.burst), "", "1",
+        "EVALSHA", sha, "1", "bench:rb:__rand_int__", "", str(limit.emission_us), str(limit.burst), "1",
     ]  # fmt: skip
     before = sample_cpu(pids)
     started = time.perf_counter()

@@ -43,40 +43,53 @@ def gcra(stored_tat_us: int | None, now_us: int, emission_us: int, burst: int) -
     return Decision(True, burst, remaining, 0, diff), new_tat
 
 
-# KEYS[1] = bucket; ARGV = emission_us, burst, now_us ("" = use the Redis clock), units.
-# units > 0: take up to that many units at once (a caller's calls plus a lease, see
-# limiter.RedisBackend); units < 0: give unused units back. Returns {granted, diff_us}, where
-# diff_us is how far the bucket's theoretical arrival time now lies ahead of now: the caller
-# derives remaining, retry-after and reset from it (``Limit``-free arithmetic, see
-# ``units_outcome``). The key expires once the bucket is full again, so idle buckets disappear.
+# One call decides a batch of buckets (all of one hash slot on a Redis Cluster), so a pipeline
+# of many decisions is one script run and one reply. KEYS[i] = bucket i; ARGV[1] = now_us (""
+# = the Redis clock, read once for the batch); ARGV[3i-1], ARGV[3i], ARGV[3i+1] = bucket i's
+# emission_us, burst and units. units > 0: take up to that many units at once (a caller's calls
+# plus a lease, see limiter.RedisBackend); units < 0: give unused units back. Returns
+# {granted_1, diff_us_1, granted_2, diff_us_2, ...}, where diff_us is how far the bucket's
+# theoretical arrival time now lies ahead of now: the caller derives remaining, retry-after
+# and reset from it (``Limit``-free arithmetic, see ``units_outcome``). A bucket named twice is
+# decided twice, in order. The key expires once the bucket is full again, so idle buckets
+# disappear.
 LUA_GCRA = """
-local emission = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-local units = tonumber(ARGV[4])
+local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local tat = tonumber(redis.call('GET', KEYS[1]))
-if not tat or tat < now then tat = now end
-if units < 0 then
-  tat = tat + units * emission
-  if tat <= now then
-    redis.call('DEL', KEYS[1])
+local out = {}
+for i = 1, #KEYS do
+  local emission = tonumber(ARGV[3 * i - 1])
+  local burst = tonumber(ARGV[3 * i])
+  local units = tonumber(ARGV[3 * i + 1])
+  local tat = tonumber(redis.call('GET', KEYS[i]))
+  if not tat or tat < now then tat = now end
+  local granted = 0
+  if units < 0 then
+    tat = tat + units * emission
+    if tat <= now then
+      redis.call('DEL', KEYS[i])
+    else
+      redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+    end
+    out[2 * i - 1] = 0
+    out[2 * i] = 0
   else
-    redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+    local fit = math.floor((emission * burst - (tat - now)) / emission)
+    granted = math.min(units, fit)
+    if granted < 1 then
+      granted = 0
+    else
+      tat = tat + granted * emission
+      redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+    end
+    out[2 * i - 1] = granted
+    out[2 * i] = tat - now
   end
-  return {0, 0}
 end
-local fit = math.floor((emission * burst - (tat - now)) / emission)
-local granted = math.min(units, fit)
-if granted < 1 then
-  return {0, tat - now}
-end
-tat = tat + granted * emission
-redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
-return {granted, tat - now}
+return out
 """
 
 

@@ -1,7 +1,8 @@
 """Rate-limit backends and the limiter that applies the per-class failure policy.
 
 ``RedisBackend`` runs the GCRA Lua script with EVALSHA, at most two pipelines in flight, so
-under load the round trips are shared; a busy key admits from a short lease of units taken
+under load the round trips are shared, and one script call decides every key of a pipeline
+(every key of one hash slot, on a Redis Cluster); a busy key admits from a short lease of units taken
 from the shared bucket ahead of its calls (never more than the limit, across replicas).
 ``InProcessBackend`` runs the same algorithm on a dict (the embedded default, and the local
 fallback of fail-open classes). Both take an injectable clock so tests assert exact
@@ -89,7 +90,8 @@ class RedisBackend:
     """GCRA in Redis, shared by every gateway replica; at most two pipelines in flight.
 
     Decisions asked for while both are in flight wait for the next one, so under load a round
-    trip carries many; a key's waiting calls are one EVALSHA asking for that many units.
+    trip carries many; a key's waiting calls are one entry of the batch script asking for that
+    many units, and a pipeline's entries are one script call (one per hash slot on a cluster).
 
     Leases: a key that keeps running out asks Redis for a few units more than its waiting calls
     need (doubling while they run out within ``lease_seconds``, halving when they expire
@@ -105,6 +107,7 @@ class RedisBackend:
     # Two pipelines in flight: Redis works on one while this process reads the other's replies.
     MAX_IN_FLIGHT = 2
     LEASE_MIN_BURST = 32
+    MAX_KEYS_PER_CALL = 256
     LEASE_BURST_SHARE = 16
 
     def __init__(
@@ -231,7 +234,6 @@ class RedisBackend:
                         future.set_exception(failure)
             return
         for (key, limit, futures, lease, _), (granted, diff_us) in zip(asks, replies, strict=True):
-            granted, diff_us = int(granted), int(diff_us)
             remaining, retry_after_us, reset_us = units_outcome(diff_us, limit.emission_us, limit.burst)
             for index, future in enumerate(futures):
                 if index < granted:
@@ -250,29 +252,51 @@ class RedisBackend:
             lease.granted_us, lease.expires_us = now, now + self._lease_us
             asyncio.get_running_loop().call_later(self._lease_us / 1_000_000, self._expire, key, lease, now)
 
-    async def _run_batch(self, commands: list[tuple[str, Limit, int]]) -> list[Any]:
-        """One pipelined write of EVALSHA calls; loads the script once (again after a Redis restart)."""
+    async def _run_batch(self, commands: list[tuple[str, Limit, int]]) -> list[tuple[int, int]]:
+        """Decide ``commands`` (key, limit, units) in one pipelined write: one script call per
+        batch of keys sharing a hash slot (all of them on a single server). Loads the script
+        once, and again after a Redis restart; returns (granted, diff_us) per command, in order."""
         from redis.exceptions import NoScriptError
 
         now = "" if self._clock is None else str(self._clock())
+        batches = self._slot_batches(commands)
         for attempt in range(2):
             if self._sha is None:
                 self._sha = await self._redis.script_load(LUA_GCRA)
             sha = self._sha
-            results = await self._pipelined(
-                [
-                    ("EVALSHA", sha, 1, self._prefix + key, limit.emission_us, limit.burst, now, units)
-                    for key, limit, units in commands
-                ]
-            )
+            calls = []
+            for indexes in batches:
+                arguments: list[Any] = [now]
+                for index in indexes:
+                    _, limit, units = commands[index]
+                    arguments += (limit.emission_us, limit.burst, units)
+                keys = [self._prefix + commands[index][0] for index in indexes]
+                calls.append(("EVALSHA", sha, len(keys), *keys, *arguments))
+            results = await self._pipelined(calls)
             if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
                 self._sha = None
                 continue
-            for result in results:
+            replies: list[tuple[int, int]] = [(0, 0)] * len(commands)
+            for indexes, result in zip(batches, results, strict=True):
                 if isinstance(result, Exception):
                     raise result
-            return results
+                for position, index in enumerate(indexes):
+                    replies[index] = (int(result[2 * position]), int(result[2 * position + 1]))
+            return replies
         raise AssertionError("unreachable")
+
+    def _slot_batches(self, commands: list[tuple[str, Limit, int]]) -> list[list[int]]:
+        """The commands' indexes, batched by their keys' hash slot (one batch on a single server),
+        each batch at most ``MAX_KEYS_PER_CALL`` long so one script run never holds Redis long."""
+        groups: dict[int, list[int]] = {}
+        for index, (key, _, _) in enumerate(commands):
+            slot = self._redis.keyslot(self._prefix + key) if self._cluster else 0
+            groups.setdefault(slot, []).append(index)
+        return [
+            indexes[start : start + self.MAX_KEYS_PER_CALL]
+            for indexes in groups.values()
+            for start in range(0, len(indexes), self.MAX_KEYS_PER_CALL)
+        ]
 
     async def _pipelined(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one write per node and read each reply in order."""

@@ -72,6 +72,32 @@ async def test_the_limiter_decides_exactly_across_the_clusters_masters(cluster: 
         await client.aclose()
 
 
+async def test_keys_of_one_hash_slot_share_one_script_call_and_other_slots_get_their_own(cluster: RedisCluster) -> None:
+    prefix = f"rl-{uuid.uuid4().hex[:8]}:"
+    backend = RedisBackend(cluster.url, prefix=prefix, clock=lambda: 10**15, lease_seconds=0)
+    limit = Limit(rate=1, period_seconds=60, burst=2)
+    partner = uuid.uuid4().hex
+    tagged = [f"{{partner-{partner}}}:{rate_class}" for rate_class in ("reads", "payments", "events")]
+    spread = _keys_on_every_master(12)
+    calls: list[int] = []
+    pipelined = backend._pipelined
+
+    async def counting(commands: list[object]) -> list[object]:
+        calls.extend(int(command[2]) for command in commands)  # type: ignore[index]
+        return await pipelined(commands)  # type: ignore[arg-type]
+
+    backend._pipelined = counting  # type: ignore[method-assign]
+    try:
+        decisions = await asyncio.gather(*(backend.decide(key, limit) for key in tagged for _ in range(3)))
+        assert [d.allowed for d in decisions] == [True, True, False] * 3
+        assert calls == [3]  # one hash tag, one slot: one script call for the three keys
+        calls.clear()
+        await asyncio.gather(*(backend.decide(key, limit) for key in spread))
+        assert sum(calls) == 12 and len(calls) == 12  # twelve slots: twelve calls, split by node
+    finally:
+        await backend.close()
+
+
 async def test_two_gateways_share_one_limit_on_the_cluster(cluster: RedisCluster) -> None:
     prefix = f"rl-{uuid.uuid4().hex[:8]}:"
     gateways = [RateLimiter(lambda: CONFIG, RedisBackend(cluster.url, prefix=prefix)) for _ in range(2)]

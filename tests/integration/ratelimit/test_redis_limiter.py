@@ -83,23 +83,27 @@ async def test_two_gateway_instances_share_one_limit(redis_url: str, key_prefix:
         await limiter._backend.close()  # type: ignore[attr-defined]
 
 
-def _count_round_trips(backend: RedisBackend) -> list[int]:
-    """The number of commands in each pipeline ``backend`` sends from now on."""
+def _count_round_trips(backend: RedisBackend, script_calls: list[int] | None = None) -> list[int]:
+    """The number of keys decided in each pipeline ``backend`` sends from now on (and, into
+    ``script_calls``, the number of script calls carrying them)."""
     round_trips: list[int] = []
     pipelined = backend._pipelined
 
     async def counting(commands: list[Any]) -> list[Any]:
-        round_trips.append(len(commands))
+        round_trips.append(sum(int(command[2]) for command in commands))  # EVALSHA sha numkeys ...
+        if script_calls is not None:
+            script_calls.append(len(commands))
         return await pipelined(commands)
 
     backend._pipelined = counting  # type: ignore[method-assign]
     return round_trips
 
 
-async def test_concurrent_decisions_are_one_command_per_key_in_one_round_trip(redis_url: str, key_prefix: str) -> None:
+async def test_concurrent_decisions_are_one_entry_per_key_in_one_script_call(redis_url: str, key_prefix: str) -> None:
     backend = RedisBackend(redis_url, prefix=key_prefix, clock=lambda: 10**15)
     limit = Limit(rate=1, period_seconds=60, burst=50)
-    round_trips = _count_round_trips(backend)
+    script_calls: list[int] = []
+    round_trips = _count_round_trips(backend, script_calls)
     try:
         hot = [backend.decide("hot", limit) for _ in range(200)]
         others = [backend.decide(f"cold-{i}", limit) for i in range(20)]
@@ -109,7 +113,28 @@ async def test_concurrent_decisions_are_one_command_per_key_in_one_round_trip(re
         assert [d.remaining for d in hot_decisions if d.allowed] == list(range(49, -1, -1))
         assert all(not d.allowed and d.retry_after_us > 0 for d in hot_decisions[50:])
         assert all(d.allowed and d.remaining == 49 for d in decisions[200:])
-        assert round_trips == [21]  # asked for in one tick: one round trip, one command per key
+        assert round_trips == [21]  # asked for in one tick: one round trip, one entry per key
+        assert script_calls == [1]  # and one script run decides them all
+    finally:
+        await backend.close()
+
+
+async def test_one_script_call_decides_each_key_with_its_own_limit_and_a_key_named_twice_in_order(
+    redis_url: str, key_prefix: str
+) -> None:
+    backend = RedisBackend(redis_url, prefix=key_prefix, clock=lambda: 10**15)
+    small, large = Limit(rate=1, period_seconds=1, burst=3), Limit(rate=2, period_seconds=1, burst=5)
+    try:
+        replies = await backend._run_batch(
+            [("a", small, 2), ("b", large, 7), ("a", small, -1), ("a", small, 3), ("c", small, 1)]
+        )
+        assert replies == [
+            (2, 2 * small.emission_us),  # two of three taken
+            (5, 5 * large.emission_us),  # its own burst, not the other key's
+            (0, 0),  # one given back...
+            (2, 3 * small.emission_us),  # ...so two fit again, decided after the refund
+            (1, small.emission_us),
+        ]
     finally:
         await backend.close()
 
