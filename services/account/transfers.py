@@ -45,28 +45,46 @@ async def write_changes(uow: AccountUnitOfWork, applied: Applied, now: dt.dateti
     # The partners' account events (outbox): each posting on a customer's account, in this transaction.
     await uow.entries.add_movements(movements(new_entries, applied.touched))
     await uow.accounts.save_many(applied.touched.values())
-    for outcome in applied.created:
-        _audit_transfer(uow, "transfer.create", outcome.transfer)
+    _audit_transfers(uow, "transfer.create", [outcome.transfer for outcome in applied.created])
+    changed: dict[str, list[Transfer]] = {}
     for outcome in applied.changed:
-        _audit_transfer(uow, f"transfer.{outcome.transfer.state.value.lower()}", outcome.transfer)
+        changed.setdefault(f"transfer.{outcome.transfer.state.value.lower()}", []).append(outcome.transfer)
+    for action, finished in changed.items():
+        _audit_transfers(uow, action, finished)
     if applied.keys:
         await uow.idempotency.save_many(LEDGER_SCOPE, method, applied.keys, now)
 
 
-def _audit_transfer(uow: AccountUnitOfWork, action: str, transfer: Transfer) -> None:
-    uow.audit.record(
-        action,
-        f"transfers/{transfer.id}",
-        outcome=transfer.state.value,
-        details={
-            "debit_account": transfer.debit_account_id,
-            "credit_account": transfer.credit_account_id,
-            "amount_minor": transfer.amount,
-            "currency": transfer.currency,
-            "type": transfer.type.value,
-            "reference": transfer.reference,
-        },
-    )
+def _audit_transfers(uow: AccountUnitOfWork, action: str, done: list[Transfer]) -> None:
+    """One record per action and outcome of a transaction, listing its transfers.
+
+    The transfers are the ledger's own immutable journal; the audit trail says who did which
+    of them, in the hash chain. A batch of 500 is one record (one row, one encoding), not 500,
+    so the trail costs a ledger call what it costs any other operation.
+    """
+    by_outcome: dict[str, list[Transfer]] = {}
+    for transfer in done:
+        by_outcome.setdefault(transfer.state.value, []).append(transfer)
+    for outcome, transfers in by_outcome.items():
+        uow.audit.record(
+            action,
+            f"transfers/{transfers[0].id}" if len(transfers) == 1 else "transfers",
+            outcome=outcome,
+            details={
+                "transfers": [
+                    {
+                        "id": transfer.id,
+                        "debit_account": transfer.debit_account_id,
+                        "credit_account": transfer.credit_account_id,
+                        "amount_minor": transfer.amount,
+                        "currency": transfer.currency,
+                        "type": transfer.type.value,
+                        "reference": transfer.reference,
+                    }
+                    for transfer in transfers
+                ]
+            },
+        )
 
 
 def audit_account(uow: AccountUnitOfWork, action: str, account: Account, *, reason: str = "") -> None:
