@@ -20,7 +20,7 @@ from contextvars import ContextVar
 
 from meshlib.errors import MeshError, Unavailable
 from meshlib.telemetry import internal_span, tracing_enabled
-from services.payment.domain.clearing import poll_delay
+from services.payment.domain.clearing import never_sent, poll_delay, read_hold_before_submit
 from services.payment.domain.payments import Payment, PaymentState
 from services.payment.domain.saga import (
     CLEARING_PENDING,
@@ -157,6 +157,8 @@ class SagaRunner:
         """Whether the pivot happened, asked of whoever knows by the plan: the ledger (was the hold
         posted?) or the clearing scheme (the transfer's status)."""
         if plan_for(payment).probe is PivotProbe.SCHEME_STATUS:
+            if never_sent(history):  # nothing reached the scheme: the hold says whether to resume
+                return read_hold_before_submit(await self._ledger.hold_state(payment))
             return await self.scheme.probe(payment, history)
         return read_hold(await self._ledger.hold_state(payment))
 

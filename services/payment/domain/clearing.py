@@ -73,6 +73,19 @@ def submissions(history: History) -> int:
     )
 
 
+def never_sent(history: History) -> bool:
+    """The transfer was never handed to the scheme: its submit step (written ahead) never started."""
+    return history.outcome(Step.SUBMIT_TRANSFER) is None
+
+
+def read_hold_before_submit(hold_state: str | None) -> ProbeAnswer:
+    """The pivot's probe of a transfer never sent, answered by the ledger's state of its hold: the
+    pivot did not happen, and, as for a payment inside the bank, the steps before the submit
+    may be sent again while the hold is pending or was never made (an expired or voided hold is
+    never made again: that would ask for the money a second time)."""
+    return ProbeAnswer(happened=False, resumable=hold_state in (None, "PENDING"))
+
+
 def read_status(status: str, iso_code: str, scheme_message: str, history: History) -> ProbeAnswer:
     """The pivot's probe answered by the scheme's status of the transfer.
 
@@ -89,7 +102,7 @@ def read_status(status: str, iso_code: str, scheme_message: str, history: Histor
         pending = StepRecord.failure(Step.AWAIT_CLEARING, CLEARING_PENDING, "accepted by the scheme, not settled yet")
         return ProbeAnswer((*acknowledged, pending), happened=None)
     # UNKNOWN: the scheme never received it.
-    if history.outcome(Step.SUBMIT_TRANSFER) is None:
+    if never_sent(history):
         return ProbeAnswer(happened=False)  # never sent: undo the hold and the reservation
     if submissions(history) >= MAX_SUBMISSIONS:
         gave_up = StepRecord.failure(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -216,6 +217,39 @@ async def test_a_scheme_that_never_receives_it_is_given_up_after_the_stated_numb
     assert (stored.state, stored.status_reason) == (PaymentState.REJECTED, "CLEARING_NOT_RECEIVED")
     assert len(world.scheme.submissions) == MAX_SUBMISSIONS
     assert world.ledger.holds[payment.payment_id] == "VOIDED"
+
+
+@pytest.mark.parametrize(
+    "crash", ["after_hold_funds_started", "after_hold_funds", "after_reserve_position", "after_submit_transfer_started"]
+)
+async def test_a_crash_before_the_scheme_has_it_is_carried_forward_by_recovery(crash: str) -> None:
+    """The process dies before or as the transfer goes to the scheme: recovery sends what was not
+    answered again with the same keys (the scheme's message id included), the scheme clears it
+    once and the payment settles, instead of being rolled back for the customer to pay again."""
+    world = World()
+    world.crash_at = [crash]
+    with pytest.raises(Crash):
+        await world.pay(500)
+    (payment_id,) = world.store.rows
+    await world.recovery.run_pass()
+    stored = world.store.rows[payment_id].payment
+    assert stored.state is PaymentState.SETTLED, world.store.rows[payment_id].records
+    assert (world.ledger.holds[payment_id], world.positions.obligations[payment_id]) == ("POSTED", "COMMITTED")
+    assert world.scheme.submissions.count(payment_id) == 1 and world.ledger.posted == 500
+
+
+async def test_a_hold_that_expired_while_nothing_reached_the_scheme_is_rolled_back_not_made_again() -> None:
+    world = World()
+    world.crash_at = ["after_reserve_position"]
+    with pytest.raises(Crash):
+        await world.pay(500)
+    (payment_id,) = world.store.rows
+    world.ledger.holds[payment_id] = "EXPIRED"  # the outage outlasted the hold
+    await world.recovery.run_pass()
+    stored = world.store.rows[payment_id].payment
+    assert (stored.state, stored.status_reason) == (PaymentState.REJECTED, "SERVICE_UNAVAILABLE")
+    assert world.scheme.submissions == [] and world.positions.obligations[payment_id] == "RELEASED"
+    assert world.ledger.calls.count("hold") == 1  # never asked for the money a second time
 
 
 async def test_a_return_is_credited_back_once_as_a_refund_of_the_original() -> None:
