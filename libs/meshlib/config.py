@@ -133,6 +133,23 @@ class StorageSettings(MeshSettings):
     run_migrations: bool = True
 
 
+class OutboxRelaySettings(MeshSettings):
+    """The OBM_EVENT_* settings of every service with an outbox relayed to identity's partner
+    event log (payment's events, account's movements and credit events; meshlib.outbox)."""
+
+    model_config = SettingsConfigDict(env_prefix="OBM_", extra="ignore", frozen=True)
+
+    # One replica relays the outbox to identity (needs the events:write scope); false: rows wait.
+    event_relay: bool = True
+    # How often the relay (and payment's tail) looks for new rows.
+    event_tail_seconds: float = Field(default=0.1, gt=0)
+    # A missing outbox number may be a transaction still committing: waited for this long.
+    event_relay_gap_seconds: float = Field(default=3.0, ge=0)
+    event_relay_lease_seconds: float = Field(default=10.0, gt=0)
+    # Relayed outbox rows older than this are purged (hourly).
+    event_retention_days: float = Field(default=30.0, gt=0)
+
+
 def load_settings(settings_class: type[SettingsT], **overrides: object) -> SettingsT:
     """Build a settings object from the environment, with explicit overrides winning."""
     return settings_class(**overrides)

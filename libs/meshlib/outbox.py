@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from meshlib.config import OutboxRelaySettings
 from meshlib.faults import as_unavailable
 from meshlib.periodic import Periodic
 from meshlib.storage.database import as_utc
@@ -385,24 +386,11 @@ class RelayLoop(Generic[R]):
             self._task = None
 
 
-class RelaySettings(Protocol):
-    """The OBM_EVENT_* settings of every service with an outbox."""
-
-    @property
-    def event_tail_seconds(self) -> float: ...
-    @property
-    def event_relay_gap_seconds(self) -> float: ...
-    @property
-    def event_relay_lease_seconds(self) -> float: ...
-    @property
-    def event_retention_days(self) -> float: ...
-
-
 def relay_loop(
     name: str,
     store: OutboxStore[R],
     sink: OutboxSink[R] | None,
-    settings: RelaySettings,
+    settings: OutboxRelaySettings,
     *,
     clock: Callable[[], dt.datetime],
     purge: Callable[[dt.datetime], Awaitable[int]] | None = None,

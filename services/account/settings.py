@@ -6,9 +6,10 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from meshlib.app import ServiceSettings
+from meshlib.config import OutboxRelaySettings
 
 
-class AccountSettings(ServiceSettings):
+class AccountSettings(ServiceSettings, OutboxRelaySettings):
     """How often expired holds are released, and how many per sweep; how often read counts are saved."""
 
     model_config = SettingsConfigDict(env_prefix="OBM_", extra="ignore", frozen=True)
@@ -17,14 +18,7 @@ class AccountSettings(ServiceSettings):
     hold_expiry_batch_size: int = Field(default=200, ge=1, le=10_000)
     # How often the reads counted for the customer's dashboard are saved (read_activity.py).
     read_activity_flush_seconds: float = Field(default=2.0, gt=0, le=300)
-    # Partner events (issue 23): one replica relays the movements outbox (each posting on a
-    # customer's account) to identity's partner event log (needs the events:write scope).
-    event_relay: bool = True
-    event_tail_seconds: float = Field(default=0.1, gt=0)
-    # A missing outbox number may be a transaction still committing: waited for this long.
-    event_relay_gap_seconds: float = Field(default=3.0, ge=0)
-    event_relay_lease_seconds: float = Field(default=10.0, gt=0)
-    # Relayed outbox rows older than this are purged (hourly).
-    event_retention_days: float = Field(default=30.0, gt=0)
-    # Deadline of one AppendEvents call to identity.
+    # Partner events (issue 23): the movements outbox (each posting on a customer's account)
+    # and the credit events are relayed to identity's partner event log (OBM_EVENT_*, from
+    # OutboxRelaySettings). Deadline of one AppendEvents call to identity:
     event_relay_deadline_seconds: float = Field(default=5.0, gt=0, le=30)

@@ -7,6 +7,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from meshlib.app import InsecureSettings, ServiceSettings
+from meshlib.config import OutboxRelaySettings
 from meshlib.iban import is_bic
 from services.payment.domain.saga import DEFAULT_RESUME_ATTEMPTS, failpoint_names
 from services.payment.domain.schedules import SCHEDULER_FAILPOINTS
@@ -21,7 +22,7 @@ LOCAL_STEP_UP_SECRET = "local-mesh-step-up-secret"
 MIN_STEP_UP_SECRET_BYTES = 32
 
 
-class PaymentSettings(ServiceSettings):
+class PaymentSettings(ServiceSettings, OutboxRelaySettings):
     """Payment service settings: downstream deadlines, the saga's lease, recovery and rules."""
 
     model_config = SettingsConfigDict(env_prefix="OBM_", extra="ignore", frozen=True)
@@ -83,16 +84,10 @@ class PaymentSettings(ServiceSettings):
     watch_poll_seconds: float = Field(default=0.1, gt=0)
     max_streams_per_partner: int = Field(default=5, ge=1)
     # Partner events (issue 23): the outbox tail wakes this replica's WatchPayments streams
-    # (one query per interval, whatever the number of streams; false: every stream polls every
-    # watch_poll_seconds), and one replica relays the outbox to identity's partner event log.
+    # (one query per event_tail_seconds, whatever the number of streams; false: every stream
+    # polls every watch_poll_seconds), and one replica relays the outbox to identity's partner
+    # event log (OBM_EVENT_*, from OutboxRelaySettings).
     event_fanout: bool = True
-    event_tail_seconds: float = Field(default=0.1, gt=0)
-    event_relay: bool = True
-    # A missing outbox number may be a transaction still committing: waited for this long.
-    event_relay_gap_seconds: float = Field(default=3.0, ge=0)
-    event_relay_lease_seconds: float = Field(default=10.0, gt=0)
-    # Relayed outbox rows older than this are purged (hourly).
-    event_retention_days: float = Field(default=30.0, gt=0)
     # Crash testing only: the process exits abruptly (os._exit(137)) at this saga point:
     # "after_<step>_started" (recorded, not sent) or "after_<step>" (the call succeeded), for
     # the plans' steps (hold_funds, reserve_position, post_funds, commit_obligation,
