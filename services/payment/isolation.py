@@ -201,9 +201,10 @@ class IsolationSweep:
 
             async def read(uow: PaymentUnitOfWork, start: int = position) -> list[tuple[IsolationEvent, str, str]]:
                 rows = await uow.isolation.events_after(start, EVENT_BATCH)
+                told = await uow.isolation.consents_of(row.customer_id for row in rows)
                 out = []
                 for row in rows:
-                    consents = await uow.isolation.consents_of(row.customer_id)
+                    consents = told[row.customer_id]
                     out += [(row, partner, consent) for partner, consent in consents]
                     if not consents:
                         out.append((row, "", ""))  # nobody to tell: passed over

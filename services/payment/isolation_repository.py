@@ -219,14 +219,33 @@ class IsolationRepository:
             for r in rows
         ]
 
-    async def consents_of(self, customer_id: str, limit: int = 20) -> list[tuple[str, str]]:
-        """The (partner, consent) pairs the customer paid through, most recent first: who is told."""
+    async def consents_of(self, customer_ids: Iterable[str], limit: int = 20) -> dict[str, list[tuple[str, str]]]:
+        """Per customer, the (partner, consent) pairs it paid through, most recent first (at most
+        ``limit``): who is told. One query for a relay batch's customers."""
+        wanted = sorted(set(customer_ids))
+        if not wanted:
+            return {}
         p = payments.c
-        query = (
-            sa.select(p.partner_id, p.consent_id, sa.func.max(p.created_at).label("last"))
-            .where(p.customer_id == customer_id, p.original_payment_id == "")
-            .group_by(p.partner_id, p.consent_id)
-            .order_by(sa.desc("last"))
-            .limit(limit)
+        last = sa.func.max(p.created_at)
+        pairs = (
+            sa.select(
+                p.customer_id,
+                p.partner_id,
+                p.consent_id,
+                sa.func.row_number()
+                .over(partition_by=p.customer_id, order_by=(last.desc(), p.partner_id, p.consent_id))
+                .label("rank"),
+            )
+            .where(p.customer_id.in_(wanted), p.original_payment_id == "")
+            .group_by(p.customer_id, p.partner_id, p.consent_id)
+            .subquery()
         )
-        return [(r.partner_id, r.consent_id) for r in await self._connection.execute(query)]
+        query = (
+            sa.select(pairs.c.customer_id, pairs.c.partner_id, pairs.c.consent_id)
+            .where(pairs.c.rank <= limit)
+            .order_by(pairs.c.customer_id, pairs.c.rank)
+        )
+        found: dict[str, list[tuple[str, str]]] = {customer: [] for customer in wanted}
+        for row in await self._connection.execute(query):
+            found[row.customer_id].append((row.partner_id, row.consent_id))
+        return found

@@ -256,3 +256,33 @@ async def test_a_loosened_policy_releases_at_the_next_sweep_audited_and_told_and
             )
         ).scalars()
         assert list(released) == ["system:payment-isolation"] * 2
+
+
+async def test_whom_to_tell_is_read_for_a_batchs_customers_at_once_most_recent_first(world: World) -> None:
+    paid = [
+        ("cust1", "p1", "c1", 1),
+        ("cust1", "p2", "c7", 3),  # cust1's most recent
+        ("cust1", "p1", "c1", 2),  # the same pair again: told once
+        ("cust2", "p3", "c9", 1),
+    ]
+    for index, (customer, partner, consent, minutes) in enumerate(paid):
+        payment = sample_payment(
+            f"w{index}",
+            customer_id=customer,
+            partner_id=partner,
+            consent_id=consent,
+            created_at=NOW + dt.timedelta(minutes=minutes),
+        )
+        world.clock.now = payment.created_at  # the register stamps its own time
+        key = IdempotencyKey(partner, CREATE_METHOD, f"w{index}", "fp")
+        await world.register.record(
+            Registration(
+                payment, key, consent_view(consent_id=consent, partner_id=partner, customer_id=customer),
+                PartnerLimits(partner), opening(IN_BANK_TRANSFER), "0" * 32,
+            )
+        )  # fmt: skip
+    async with PaymentUnitOfWork(world.database, read_only=True) as uow:
+        told = await uow.isolation.consents_of(["cust2", "cust1", "cust1", "nobody"])
+        assert told == {"cust1": [("p2", "c7"), ("p1", "c1")], "cust2": [("p3", "c9")], "nobody": []}
+        assert await uow.isolation.consents_of(["cust1"], limit=1) == {"cust1": [("p2", "c7")]}
+        assert await uow.isolation.consents_of([]) == {}
