@@ -100,7 +100,7 @@ def per_process(expr: str) -> bool:
 
 
 def test_per_process_check() -> None:
-    assert per_process('sum by (process, le) (rate(openbank_rpc_duration_seconds_bucket[5m]))')
+    assert per_process("sum by (process, le) (rate(openbank_rpc_duration_seconds_bucket[5m]))")
     assert per_process('sum by (code) (rate(openbank_rpc_requests_total{process="gateway"}[5m]))')
     assert not per_process('sum by (code) (rate(openbank_rpc_requests_total{process=~"$process"}[5m]))')
     assert not per_process("sum(rate(openbank_rpc_requests_total[5m]))")

@@ -13,20 +13,20 @@ import pytest
 import yaml
 
 from services.identity.settings import IdentitySettings
-from tests.k8s.test_manifests import (
+from tests.k8s.manifests import (
     K8S,
     KUBERNETES_VERSION,
     OVERLAYS,
     Doc,
-    _mounted_key,
-    _mounted_secret,
-    _secret_names,
     config_value,
     containers,
     mesh_deployments,
+    mounted_key,
+    mounted_secret,
     named,
     of_kind,
     render,
+    secret_names,
     selects,
 )
 
@@ -175,7 +175,7 @@ def test_prod_identity_mails_customers_through_the_relay_and_only_it_holds_the_l
     of a Secret only identity mounts, and only identity may reach the relay, on its subnet."""
     name, docs, _ = release
     for workload, pod, container in containers(docs):
-        holds = {s for s in _secret_names(pod, container) if s.startswith("identity-customer-mail")}
+        holds = {s for s in secret_names(pod, container) if s.startswith("identity-customer-mail")}
         if workload["metadata"]["name"] != "identity":
             assert not holds, workload["metadata"]["name"]
     if name != "prod":
@@ -188,7 +188,7 @@ def test_prod_identity_mails_customers_through_the_relay_and_only_it_holds_the_l
     environment = {k: v for k, v in named(docs, "ConfigMap", mail_map)["data"].items()}
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     password = env["OBM_CUSTOMER_NOTIFICATIONS_SMTP_PASSWORD_FILE"]
-    assert (_mounted_secret(pod, container, password), _mounted_key(pod, container, password)) == (
+    assert (mounted_secret(pod, container, password), mounted_key(pod, container, password)) == (
         "identity-customer-mail",
         "password",
     )
