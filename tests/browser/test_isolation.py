@@ -9,7 +9,6 @@ operator's `openbank-mesh isolation show` shows the pause."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from urllib.parse import urlsplit
 
@@ -23,6 +22,7 @@ from openbank.common.v1 import consent_permission_pb2 as permissions
 from openbank.events.v1 import events_pb2
 from openbank.payment.v1 import isolation_pb2, isolation_pb2_grpc, payment_pb2
 from tests.browser.harness import PASSWORD, authorise, fund, make_customer, wait_for_next_page, wait_for_url
+from tests.support.cli import run_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -80,20 +80,8 @@ async def test_an_unused_payment_type_is_paused_refused_restored_on_the_bank_pag
     assert paused.resource == session.consent and paused.customer_capability.capability == "BILL_PAYMENT"
     assert paused.customer_capability.status == "CUSTOMER_CAPABILITY_STATUS_PAUSED"
 
-    cli = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "meshcli.main",
-        "isolation",
-        "show",
-        customer.name,
-        "--data-dir",
-        str(world["mesh"].data_dir),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    shown = (await cli.communicate())[0].decode()
-    assert cli.returncode == 0 and "policy in force: browser-fast.1" in shown, shown
+    code, shown = await run_cli(world["mesh"].data_dir, "isolation", "show", customer.name)
+    assert code == 0 and "policy in force: browser-fast.1" in shown, shown
     (line,) = [row for row in shown.splitlines() if row.startswith("BILL_PAYMENT")]
     assert "PAUSED" in line and "never used for" in line and "isolation-sweep" in line, shown
     driver.delete_all_cookies()

@@ -8,7 +8,6 @@ import datetime as dt
 import html
 import json
 import re
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from openbank.identity.v1 import (
     token_pb2,
     token_pb2_grpc,
 )
+from tests.support.cli import run_cli
 
 ACCOUNT_OPEN = onboarding_pb2.APPLICATION_STATE_ACCOUNT_OPEN
 
@@ -203,17 +203,4 @@ async def application_states(bank: Bank, name: str) -> list[str]:
 
 async def cli(bank: Bank, *args: str) -> tuple[int, str]:
     """``openbank-mesh application ...`` against the mesh, JSON lines out."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "meshcli.main",
-        "application",
-        *args,
-        "--data-dir",
-        str(bank.mesh.data_dir),
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), 120)
-    return process.returncode or 0, out.decode()
+    return await run_cli(bank.mesh.data_dir, "application", *args, "--json")

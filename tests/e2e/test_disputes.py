@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 import uuid
 from typing import Any
@@ -43,6 +42,7 @@ from openbank.settlement.v1 import (
     settlement_pb2_grpc,
 )
 from tests.e2e.payment_harness import running_mesh
+from tests.support.cli import run_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -273,20 +273,7 @@ async def test_the_operator_cli_lists_and_decides_disputes(bank: Bank) -> None:
     payment = await bank.top_up(300)
 
     async def cli(*args: str) -> tuple[int, str]:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "meshcli.main",
-            "dispute",
-            *args,
-            "--data-dir",
-            str(bank.mesh.data_dir),
-            "--json",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await asyncio.wait_for(process.communicate(), 60)
-        return process.returncode or 0, out.decode()
+        return await run_cli(bank.mesh.data_dir, "dispute", *args, "--json", timeout=60)
 
     code, out = await cli("open", payment.name, "wrong-amount", "--amount", "1.00")
     assert code == 0, out

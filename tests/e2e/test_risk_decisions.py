@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -37,6 +36,7 @@ from openbank.payment.v1 import payment_pb2, payment_pb2_grpc, risk_pb2, risk_pb
 from services.payment.domain import step_up
 from services.payment.domain.payments import Payment, PaymentState
 from tests.e2e.payment_harness import running_mesh
+from tests.support.cli import run_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -242,18 +242,7 @@ async def test_held_payments_wait_for_operators_who_approve_or_refuse_them(walle
 
 
 async def _cli(wallet: Wallet, *args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "meshcli.main",
-        *args,
-        "--data-dir",
-        str(wallet.mesh.data_dir),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await process.communicate()
-    return await process.wait(), out.decode()
+    return await run_cli(wallet.mesh.data_dir, *args)
 
 
 async def test_operators_review_held_payments_with_the_cli(wallet: Wallet) -> None:
