@@ -45,18 +45,16 @@ async def write_changes(uow: AccountUnitOfWork, applied: Applied, now: dt.dateti
     # The partners' account events (outbox): each posting on a customer's account, in this transaction.
     await uow.entries.add_movements(movements(new_entries, applied.touched))
     await uow.accounts.save_many(applied.touched.values())
-    _audit_transfers(uow, "transfer.create", [outcome.transfer for outcome in applied.created])
-    changed: dict[str, list[Transfer]] = {}
-    for outcome in applied.changed:
-        changed.setdefault(f"transfer.{outcome.transfer.state.value.lower()}", []).append(outcome.transfer)
-    for action, finished in changed.items():
-        _audit_transfers(uow, action, finished)
+    _audit_transfers(uow, [outcome.transfer for outcome in applied.created], created=True)
+    _audit_transfers(uow, [outcome.transfer for outcome in applied.changed], created=False)
     if applied.keys:
         await uow.idempotency.save_many(LEDGER_SCOPE, method, applied.keys, now)
 
 
-def _audit_transfers(uow: AccountUnitOfWork, action: str, done: list[Transfer]) -> None:
-    """One record per action and outcome of a transaction, listing its transfers.
+def _audit_transfers(uow: AccountUnitOfWork, done: list[Transfer], *, created: bool) -> None:
+    """One record per outcome (the transfers' state) of a transaction, listing its transfers:
+    ``transfer.create`` for transfers made, else named by the state reached (``transfer.posted``,
+    ``transfer.voided``, ``transfer.expired``).
 
     The transfers are the ledger's own immutable journal; the audit trail says who did which
     of them, in the hash chain. A batch of 500 is one record (one row, one encoding), not 500,
@@ -67,7 +65,7 @@ def _audit_transfers(uow: AccountUnitOfWork, action: str, done: list[Transfer]) 
         by_outcome.setdefault(transfer.state.value, []).append(transfer)
     for outcome, transfers in by_outcome.items():
         uow.audit.record(
-            action,
+            "transfer.create" if created else f"transfer.{outcome.lower()}",
             f"transfers/{transfers[0].id}" if len(transfers) == 1 else "transfers",
             outcome=outcome,
             details={
