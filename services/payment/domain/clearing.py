@@ -4,7 +4,8 @@ The scheme answers in ISO 20022 codes; the partner sees a stable error reason (t
 stays in the status message). Its status of a transfer, asked when the driver was lost or while
 the payment waits for settlement, is turned into step records and a verdict on the pivot (the
 scheme's final answer) by :func:`read_status`, the one place that says when a transfer that
-never reached the scheme is sent again and when the bank gives up.
+never reached the scheme is sent again and when the bank gives up. A transfer never sent (its
+submit never started) is not the scheme's to judge: its hold is (:func:`read_hold_before_submit`).
 
 Plain Python: no gRPC, no SQL.
 """
@@ -87,7 +88,8 @@ def read_hold_before_submit(hold_state: str | None) -> ProbeAnswer:
 
 
 def read_status(status: str, iso_code: str, scheme_message: str, history: History) -> ProbeAnswer:
-    """The pivot's probe answered by the scheme's status of the transfer.
+    """The pivot's probe answered by the scheme's status of a transfer whose submit started (one
+    never sent is read by its hold, :func:`read_hold_before_submit`).
 
     ``status``: "ACSC" settled, "RJCT" rejected, "ACCP" accepted (settlement in process) or
     "UNKNOWN" (the scheme never received it).
@@ -101,9 +103,7 @@ def read_status(status: str, iso_code: str, scheme_message: str, history: Histor
     if status == "ACCP":
         pending = StepRecord.failure(Step.AWAIT_CLEARING, CLEARING_PENDING, "accepted by the scheme, not settled yet")
         return ProbeAnswer((*acknowledged, pending), happened=None)
-    # UNKNOWN: the scheme never received it.
-    if never_sent(history):
-        return ProbeAnswer(happened=False)  # never sent: undo the hold and the reservation
+    # UNKNOWN: the scheme never received what was sent.
     if submissions(history) >= MAX_SUBMISSIONS:
         gave_up = StepRecord.failure(
             Step.SUBMIT_TRANSFER,
