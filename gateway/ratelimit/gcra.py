@@ -66,7 +66,6 @@ for i = 1, #KEYS do
   local units = tonumber(ARGV[3 * i + 1])
   local tat = tonumber(redis.call('GET', KEYS[i]))
   if not tat or tat < now then tat = now end
-  local granted = 0
   if units < 0 then
     tat = tat + units * emission
     if tat <= now then
@@ -78,10 +77,8 @@ for i = 1, #KEYS do
     out[2 * i] = 0
   else
     local fit = math.floor((emission * burst - (tat - now)) / emission)
-    granted = math.min(units, fit)
-    if granted < 1 then
-      granted = 0
-    else
+    local granted = math.max(0, math.min(units, fit))
+    if granted > 0 then
       tat = tat + granted * emission
       redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
     end

@@ -107,8 +107,9 @@ class RedisBackend:
     # Two pipelines in flight: Redis works on one while this process reads the other's replies.
     MAX_IN_FLIGHT = 2
     LEASE_MIN_BURST = 32
-    MAX_KEYS_PER_CALL = 256
     LEASE_BURST_SHARE = 16
+    # Keys decided by one script run: Redis serves nothing else while a script runs.
+    MAX_KEYS_PER_CALL = 256
 
     def __init__(
         self,
