@@ -4,6 +4,7 @@ interaction ids; polls start no trace; the console log line names the trace."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 
@@ -103,6 +104,12 @@ async def echo(provider, monkeypatch):  # type: ignore[no-untyped-def]
             await call(wrappers_pb2.StringValue(value=value), metadata=(("x-fapi-interaction-id", f"iid-{value}"),))
         except grpc.aio.AioRpcError:
             pass
+        # The server ends its span once the handler returns, which may be after the status
+        # reached this client: wait for it (a span never ended still fails the test).
+        for _ in range(500):  # 5 s at most
+            if exporter.get_finished_spans():
+                break
+            await asyncio.sleep(0.01)
 
     yield send, exporter
     await channel.close()
